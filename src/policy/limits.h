@@ -1,0 +1,47 @@
+/*
+ * Per-execution limits.  Every field is settable per execution; the defaults
+ * are those of the anonymous policy (DESIGN.md section 4.3).
+ */
+#ifndef PBX_POLICY_LIMITS_H
+#define PBX_POLICY_LIMITS_H
+
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct pbx_limits {
+    uint32_t wall_ms;           /* wall-clock time of the user's code */
+    uint32_t cpu_ms;            /* CPU time (user + system) of each process */
+    uint64_t memory_bytes;      /* memory including swap and the cell's tmpfs pages */
+    uint32_t pids;              /* processes and threads, the first one included */
+    uint64_t disk_bytes;        /* /work + /tmp + /dev/shm, one shared tmpfs */
+    uint32_t disk_inodes;       /* inodes of that tmpfs */
+    uint64_t stdout_bytes;      /* stdout kept; the rest is dropped and flagged */
+    uint64_t stderr_bytes;      /* stderr kept; likewise */
+    uint64_t code_bytes;        /* size of the code */
+    uint64_t stdin_bytes;       /* size of stdin */
+    uint32_t input_files;       /* number of input files */
+    uint64_t input_file_bytes;  /* size of each input file */
+    uint32_t output_files;      /* number of returned files asked for */
+    uint64_t output_file_bytes; /* size of each returned file */
+    uint32_t nofile;            /* open file descriptors per process */
+    uint64_t stack_bytes;       /* stack size per process */
+};
+
+/* Fill `l` with the defaults. */
+void pbx_limits_default(struct pbx_limits *l);
+
+/*
+ * Set one limit from "NAME=VALUE" text as the CLI and the environment give it,
+ * e.g. "memory=128M", "wall=2.5s", "pids=20".  Returns < 0 with a message that
+ * names the accepted forms on bad input.
+ */
+int pbx_limits_set(struct pbx_limits *l, const char *assignment, struct pbx_error **err);
+
+/* Refuse values outside sane bounds (zero, absurdly large). */
+int pbx_limits_check(const struct pbx_limits *l, struct pbx_error **err);
+
+/* A one-line-per-limit table for --help and doctor; caller frees. */
+char *pbx_limits_describe(const struct pbx_limits *l);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * Cell cgroups behind one interface, with cgroup v1 and v2 backends
+ * (cgroup_v1.c, cgroup_v2.c) and a "none" fallback when no controller is
+ * usable (the engine then leans on rlimits).
+ *
+ * Layout: the supervisor's own cgroup in each hierarchy gets a child
+ * "pybox-<pid>" (the "parent"), and each cell a grandchild "cell-<id>".  The
+ * supervisor (host root) creates them, writes the limits, and hands the cell
+ * fds of the cell cgroups' cgroup.procs opened for writing; the cell joins by
+ * writing "0" to each (the kernel checks the opener's credentials, so the cell
+ * needs no access to /sys).  After the cell is gone the supervisor reads the
+ * OOM-kill count, kills any leftover member and removes the directories.
+ *
+ * The cgroup filesystem root ("/sys/fs/cgroup") and the text of
+ * /proc/self/cgroup are injected so tests run against fake trees.
+ */
+#ifndef PBX_SANDBOX_CGROUP_H
+#define PBX_SANDBOX_CGROUP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+enum pbx_cgroup_ctl {
+    PBX_CGROUP_MEMORY = 0,
+    PBX_CGROUP_PIDS = 1,
+    PBX_CGROUP_CPU = 2,
+    PBX_CGROUP_NCTL = 3,
+};
+
+enum pbx_cgroup_version {
+    PBX_CGROUP_NONE = 0, /* controller not usable */
+    PBX_CGROUP_V1 = 1,
+    PBX_CGROUP_V2 = 2,
+};
+
+struct pbx_cgroup_limits {
+    uint64_t memory_bytes; /* memory + swap cap; 0 = unlimited */
+    uint64_t pids;         /* max tasks; 0 = unlimited */
+    uint32_t cpu_percent;  /* CPU bandwidth, 100 = one core; 0 = unlimited */
+};
+
+/* The manager: which backend serves each controller, and the parent dirs. */
+struct pbx_cgroups;
+/* One cell's cgroups. */
+struct pbx_cgroup_cell;
+
+/*
+ * Parse the text of /proc/self/cgroup: for v1 lines ("4:memory:/a/b") put the
+ * path for `controller` ("memory", "pids", "cpu") in *path; for the v2 line
+ * ("0::/a") use controller NULL.  Returns 0 and a heap path, or -PBX_E_NOTFOUND.
+ * No syscalls (fuzzed by fuzz/fuzz_proc_cgroup.c).
+ */
+int pbx__cgroup_parse_proc(const char *text, size_t len, const char *controller, char **path);
+
+/*
+ * Detect the usable backend of every controller under `fs_root` for the
+ * process whose /proc/self/cgroup text is `self_cgroup`, and create the parent
+ * cgroups named `name` (e.g. "pybox-1234").  Never fails for a missing
+ * controller: that controller is PBX_CGROUP_NONE and pbx__cgroup_why() says
+ * why.  Returns < 0 only on a hard error (out of memory).
+ */
+int pbx__cgroup_setup(const char *fs_root, const char *self_cgroup, const char *name,
+                      struct pbx_cgroups **out, struct pbx_error **err);
+
+/* Which backend serves `ctl`. */
+enum pbx_cgroup_version pbx__cgroup_version(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
+
+/* A plain-words reason why `ctl` is PBX_CGROUP_NONE, or where it lives. Never NULL. */
+const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
+
+/* Remove the parent cgroups (after every cell is destroyed) and free. NULL is fine. */
+void pbx__cgroup_teardown(struct pbx_cgroups *cg);
+
+/*
+ * Create the cgroups of cell `id` with `limits` applied (memory including
+ * swap: memsw on v1, memory.swap.max=0 on v2; pids; CPU bandwidth).
+ * Thread-safe with respect to other cells.
+ */
+int pbx__cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
+                            const struct pbx_cgroup_limits *limits, struct pbx_cgroup_cell **out,
+                            struct pbx_error **err);
+
+/*
+ * Open the cgroup.procs files of the cell's cgroups for writing (O_CLOEXEC)
+ * into fds[0..n), at most `max`; returns n (0 when no controller is usable).
+ * The caller owns the fds.
+ */
+int pbx__cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
+                               struct pbx_error **err);
+
+/* The number of OOM kills in the cell's memory cgroup so far (0 without one). */
+uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
+
+/* The peak memory use in bytes, or 0 when unknown. */
+uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
+
+/* The number of member processes, as the cgroup lists them (0 without one). */
+size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell);
+
+/* SIGKILL every member (cgroup.kill on v2 when present, else each pid listed). */
+void pbx__cgroup_cell_kill(struct pbx_cgroup_cell *cell);
+
+/*
+ * Kill what is left, wait (bounded) until the cgroups are empty, remove them
+ * and free the handle.  Returns < 0 if a directory could not be removed (it is
+ * logged and left behind for the parent's teardown).  NULL is fine.
+ */
+int pbx__cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err);
+
+#endif
