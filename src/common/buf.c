@@ -1,4 +1,5 @@
 /* Capped byte buffers. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/buf.h"

@@ -1,0 +1,264 @@
+# pybox job bootstrap: embedded in the pybox binary and loaded once by the
+# zygote as the module "_pybox".  The zygote calls prepare(); every job calls
+# run() after fork, inside the finished sandbox (unprivileged uid, seccomp,
+# its own namespaces).  Nothing here is a security boundary: the import
+# allowlist is policy and an early error, the wall is the kernel sandbox.
+import ast
+import builtins
+import gc
+import io
+import json
+import linecache
+import os
+import random
+import sys
+import traceback
+import types
+
+_META_FD = 3
+_ALLOWED = frozenset()
+_real_import = builtins.__import__
+_USER_FILE = "main.py"
+
+
+class ForbiddenImportError(ImportError):
+    """Raised when user code imports a module outside the allowlist."""
+
+
+def _meta(record):
+    data = (json.dumps(record, allow_nan=False) + "\n").encode()
+    try:
+        while data:
+            n = os.write(_META_FD, data)
+            data = data[n:]
+    except OSError:
+        pass
+
+
+def prepare(preload, allowed):
+    """Run once in the zygote: import what jobs need, then freeze the heap."""
+    global _ALLOWED
+    _ALLOWED = frozenset(allowed)
+    sys.argv = [_USER_FILE]
+    sys.dont_write_bytecode = True
+    if preload:
+        for name in ("numpy", "PIL.Image", "PIL.ImageDraw", "PIL.ImageFilter"):
+            try:
+                __import__(name)
+            except Exception:
+                pass
+    # Objects inherited from the zygote are never collected or copied by the
+    # collector: fewer copy-on-write faults in every job.
+    gc.collect()
+    gc.freeze()
+
+
+def _top(name):
+    return name.split(".", 1)[0]
+
+
+def _disallowed(tree):
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")] if node.level else [node.module or ""]
+        elif isinstance(node, ast.Call) and node.args:
+            fn = node.func
+            callee = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else None
+            arg = node.args[0]
+            if callee in ("__import__", "import_module") and isinstance(arg, ast.Constant) \
+                    and isinstance(arg.value, str):
+                names = [arg.value]
+            else:
+                continue
+        else:
+            continue
+        for name in names:
+            if name.startswith(".") or _top(name) not in _ALLOWED:
+                found.add(name if name.startswith(".") else _top(name))
+    return sorted(found)
+
+
+def _from_user_code(depth):
+    try:
+        return sys._getframe(depth).f_code.co_filename == _USER_FILE
+    except ValueError:
+        return False
+
+
+def _check_runtime(name, level):
+    if level:
+        raise ForbiddenImportError("relative imports are not allowed in main.py")
+    top = _top(name)
+    if top not in _ALLOWED:
+        err = ForbiddenImportError("import of '%s' is not allowed" % top)
+        err.name = top
+        raise err
+
+
+def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if _from_user_code(2):
+        _check_runtime(name, level)
+    return _real_import(name, globals, locals, fromlist, level)
+
+
+def _guard_imports():
+    builtins.__import__ = _guarded_import
+    import importlib
+    real_import_module = importlib.import_module
+
+    def import_module(name, package=None):
+        if _from_user_code(2):
+            _check_runtime(name, 1 if name.startswith(".") else 0)
+        return real_import_module(name, package)
+
+    importlib.import_module = import_module
+
+
+def _reseed():
+    # The after-fork hooks reseed random already; seeding again from the
+    # kernel costs little and does not depend on them.
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        try:
+            np.random.seed()
+        except Exception:
+            pass
+
+
+def _user_tb(tb):
+    # Drop the bootstrap's own frames: tracebacks start in main.py.
+    while tb is not None and tb.tb_frame.f_code.co_filename != _USER_FILE:
+        tb = tb.tb_next
+    return tb
+
+
+def _error_record(exc):
+    tb = _user_tb(exc.__traceback__)
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    record = {"type": type(exc).__name__, "message": str(exc), "traceback": text}
+    if isinstance(exc, ForbiddenImportError):
+        record["type"] = "ForbiddenImportError"
+        if getattr(exc, "name", None):
+            record["disallowed"] = [exc.name]
+    if tb is not None:
+        last = tb
+        while last.tb_next is not None and last.tb_next.tb_frame.f_code.co_filename == _USER_FILE:
+            last = last.tb_next
+        record["line"] = last.tb_lineno
+    return record, text
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def _exit_code(exc):
+    # SystemExit as the python3 command treats it.
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except Exception:
+        pass
+    return 1
+
+
+def _reject(error, text):
+    _meta({"check": "rejected", "error": error})
+    try:
+        sys.stderr.write(text)
+    except Exception:
+        pass
+    _flush()
+    return 1
+
+
+def run(code, main_mode, allow_all):
+    """Run user code as python3 runs main.py; returns the exit status."""
+    _reseed()
+    try:
+        tree = ast.parse(code, _USER_FILE)
+    except SyntaxError as exc:
+        error = {"type": type(exc).__name__, "message": exc.msg, "line": exc.lineno,
+                 "offset": exc.offset, "traceback": None}
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+        error["traceback"] = text
+        return _reject(error, text)
+    except (ValueError, MemoryError, RecursionError) as exc:
+        text = "%s: %s\n" % (type(exc).__name__, exc)
+        return _reject({"type": "SyntaxError", "message": str(exc), "line": None}, text)
+    if not allow_all:
+        bad = _disallowed(tree)
+        if bad:
+            msg = "import of %s not allowed" % ", ".join("'%s'" % b for b in bad)
+            return _reject({"type": "ForbiddenImportError", "message": msg, "disallowed": bad},
+                           "ForbiddenImportError: %s\n" % msg)
+    _meta({"check": "ok"})
+
+    if isinstance(code, bytes):
+        try:
+            source = code.decode("utf-8")
+        except UnicodeDecodeError:
+            source = code.decode("latin-1")
+    else:
+        source = code
+    lines = source.splitlines(True)
+    linecache.cache[_USER_FILE] = (len(source), None, lines, _USER_FILE)
+
+    module = types.ModuleType("__main__")
+    module.__file__ = _USER_FILE
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    sys.argv = [_USER_FILE]
+    if not allow_all:
+        _guard_imports()
+
+    done = {"done": True, "exit_code": 0, "error": None}
+    try:
+        compiled = compile(tree, _USER_FILE, "exec", dont_inherit=True)
+        del tree
+        exec(compiled, module.__dict__)
+        if main_mode:
+            fn = module.__dict__.get("main")
+            if not callable(fn):
+                done["error"] = {"type": "MainNotFound",
+                                 "message": "main() mode: the code defines no callable main()"}
+                sys.stderr.write("MainNotFound: the code defines no callable main()\n")
+                done["exit_code"] = 1
+            else:
+                value = fn()
+                try:
+                    done["result"] = json.dumps(value, allow_nan=False)
+                except (TypeError, ValueError, RecursionError) as exc:
+                    done["error"] = {"type": "ResultNotSerializable",
+                                     "message": "main() returned a value that is not valid "
+                                                "JSON: %s" % exc}
+                    sys.stderr.write("ResultNotSerializable: %s\n" % exc)
+                    done["exit_code"] = 1
+    except SystemExit as exc:
+        done["exit_code"] = _exit_code(exc)
+    except BaseException as exc:
+        record, text = _error_record(exc)
+        try:
+            sys.stderr.write(text)
+        except Exception:
+            pass
+        done["error"] = record
+        done["exit_code"] = 1
+    _flush()
+    _meta(done)
+    return done["exit_code"]

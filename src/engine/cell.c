@@ -1,0 +1,406 @@
+/*
+ * A cell: one execution.
+ *
+ * Theory of operation: the zygote forks the cell and hands it the job
+ * message's fds.  The cell (root of the jail's user namespace, never running
+ * user code) joins its cgroups by writing "0" to the cgroup.procs fds the
+ * supervisor opened, unshares a mount and an IPC namespace, mounts its own
+ * capped tmpfs on /work, /tmp and /dev/shm, writes the input files, then
+ * unshares a pid namespace and forks the job, which is pid 1 there: when the
+ * job ends, the kernel kills every process it left behind.
+ *
+ * The job puts stdin (a sealed memfd), stdout and stderr (pipes read by the
+ * supervisor) on fds 0-2 and its record pipe on fd 3, closes everything else,
+ * sets rlimits, drops to uid/gid 1000 with no capabilities, sets
+ * no_new_privs, installs the seccomp filter, and only then enters Python to
+ * run the user's code.
+ *
+ * The cell sends the supervisor pidfds of itself and the job (STARTED), waits
+ * for the job with the wall-clock deadline, collects the returned files from
+ * /work with openat2 into the output memfd, reports DONE and exits; its mount
+ * namespace, and the tmpfs with it, go away with it.
+ */
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "engine/cell.h"
+#include "engine/proto.h"
+#include "sandbox/files.h"
+#include "sandbox/rlimit.h"
+#include "sandbox/rootfs.h"
+#include "sandbox/seccomp.h"
+#include "common/banned.h"
+
+#define MAX_RETURN 256
+
+static int status_fd = -1;
+
+static _Noreturn void cell_fail(int stage, int errnum, const char *what)
+{
+    struct pbx_proto_done d;
+
+    memset(&d, 0, sizeof(d));
+    d.magic = PBX_PROTO_MAGIC;
+    d.kind = PBX_PROTO_FAILED;
+    d.stage = stage;
+    d.err = errnum;
+    snprintf(d.msg, sizeof(d.msg), "%s%s%s", what, errnum ? ": " : "",
+             errnum ? strerror(errnum) : "");
+    (void)!send(status_fd, &d, sizeof(d), MSG_NOSIGNAL);
+    _exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* In the job: shed every privilege the jail's root had.  Returns 0 or -errno. */
+static int drop_privileges(void)
+{
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -errno;
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -errno;
+    if (setgroups(0, NULL) < 0)
+        return -errno;
+    if (setresgid(PBX_JOB_GID, PBX_JOB_GID, PBX_JOB_GID) < 0)
+        return -errno;
+    /* Leaving uid 0 clears the permitted and effective capability sets. */
+    if (setresuid(PBX_JOB_UID, PBX_JOB_UID, PBX_JOB_UID) < 0)
+        return -errno;
+    memset(data, 0, sizeof(data));
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return -errno;
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return -errno;
+    if (data[0].permitted || data[1].permitted || data[0].effective || data[1].effective)
+        return -EPERM;
+    return 0;
+}
+
+static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
+                               const int *fds, const uint8_t *code, size_t code_len)
+{
+    static const int wanted[4] = {PBX_FD_STDIN, PBX_FD_STDOUT, PBX_FD_STDERR, PBX_FD_META};
+    int high[4];
+    PyObject *ret;
+    PyObject *arg;
+    long rc = 1;
+    int r;
+
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* Move the four fds above the range they go to, then into place. */
+    for (int i = 0; i < 4; i++) {
+        high[i] = fcntl(fds[wanted[i]], F_DUPFD_CLOEXEC, 64);
+        if (high[i] < 0)
+            cell_fail(PBX_STAGE_FORK, errno, "job: dup");
+    }
+    for (int i = 0; i < 4; i++) {
+        if (dup2(high[i], i) < 0)
+            cell_fail(PBX_STAGE_FORK, errno, "job: dup2");
+    }
+    /* Nothing else stays open: the status socket and every cell fd are closed. */
+    if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+        cell_fail(PBX_STAGE_FORK, errno, "job: close_range");
+    (void)setsid();
+    r = pbx__rlimit_apply(&job->limits, job->flags & PBX_JOB_NO_CGROUP);
+    if (r < 0)
+        _exit(125);
+    if (chdir("/work") < 0)
+        _exit(125);
+    r = drop_privileges();
+    if (r < 0)
+        _exit(125);
+    (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    r = pbx__seccomp_install(zs->seccomp);
+    if (r < 0)
+        _exit(125);
+
+    PyOS_AfterFork_Child();
+    arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
+    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oii", arg,
+                                      (job->flags & PBX_JOB_MAIN) != 0,
+                                      (job->flags & PBX_JOB_ALLOW_ALL) != 0)
+              : NULL;
+    if (ret == NULL) {
+        PyErr_Print();
+    } else {
+        rc = PyLong_AsLong(ret);
+        if (rc == -1 && PyErr_Occurred())
+            rc = 1;
+    }
+    /* Leave without finalising: nothing of the zygote's state is ours to tear down. */
+    _exit((int)(rc & 0xff));
+}
+
+static void send_started(pid_t job)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        struct cmsghdr align;
+    } u;
+    struct pbx_proto_done d;
+    struct iovec iov = {.iov_base = &d, .iov_len = sizeof(d)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    int pfds[2];
+
+    memset(&d, 0, sizeof(d));
+    memset(&u, 0, sizeof(u));
+    d.magic = PBX_PROTO_MAGIC;
+    d.kind = PBX_PROTO_STARTED;
+    pfds[0] = (int)syscall(SYS_pidfd_open, job, 0);
+    pfds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (pfds[0] < 0 || pfds[1] < 0) {
+        msg.msg_control = NULL;
+        msg.msg_controllen = 0;
+    } else {
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(pfds));
+        memcpy(CMSG_DATA(c), pfds, sizeof(pfds));
+    }
+    (void)!sendmsg(status_fd, &msg, MSG_NOSIGNAL);
+    if (pfds[0] >= 0)
+        close(pfds[0]);
+    if (pfds[1] >= 0)
+        close(pfds[1]);
+}
+
+/* Wait for the job until the deadline; kill it there.  Fills the timing fields of *d. */
+static void wait_job(pid_t job, uint64_t start, uint32_t wall_ms, struct pbx_proto_done *d)
+{
+    cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, job, 0);
+    uint64_t deadline = start + (uint64_t)wall_ms * 1000000u;
+    struct rusage ru;
+    int status = 0;
+    pid_t r;
+
+    while (pidfd >= 0) {
+        uint64_t now = now_ns();
+        struct pollfd p = {.fd = pidfd, .events = POLLIN};
+        int timeout;
+
+        if (now >= deadline) {
+            d->timed_out = 1;
+            kill(job, SIGKILL);
+            break;
+        }
+        timeout = (int)((deadline - now + 999999) / 1000000);
+        if (poll(&p, 1, timeout) > 0)
+            break;
+    }
+    do {
+        r = wait4(job, &status, 0, &ru);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
+    d->duration_ns = now_ns() - start;
+    d->wait_status = status;
+    d->cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+                (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+    d->max_rss_kb = (uint64_t)ru.ru_maxrss;
+    d->minor_faults = (uint64_t)ru.ru_minflt;
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Append one returned-file record to the output memfd. */
+static void collect_one(int workfd, int out, const char *name, uint64_t max,
+                        struct pbx_proto_done *d)
+{
+    uint64_t size = 0;
+    int fd = pbx__files_open_return(workfd, name, max, &size);
+    uint32_t state = fd < 0 ? (uint32_t)-fd : PBX_FILE_OK;
+    uint32_t nlen = (uint32_t)strlen(name);
+    off_t size_at;
+    uint64_t copied = 0;
+    char buf[65536];
+
+    size_at = lseek(out, 0, SEEK_CUR);
+    if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
+        write_all(out, name, nlen) < 0 || write_all(out, &copied, 8) < 0)
+        cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+    if (fd >= 0) {
+        for (;;) {
+            ssize_t n = read(fd, buf, sizeof(buf));
+
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                break;
+            if (copied + (uint64_t)n > max) {
+                state = PBX_FILE_TOO_LARGE;
+                break;
+            }
+            if (write_all(out, buf, (size_t)n) < 0)
+                cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+            copied += (uint64_t)n;
+        }
+        close(fd);
+        if (state != PBX_FILE_OK) {
+            /* Grew past the cap after the check: drop the data, keep the verdict. */
+            copied = 0;
+            if (ftruncate(out, size_at + 16 + nlen) < 0 ||
+                lseek(out, size_at + 16 + nlen, SEEK_SET) < 0)
+                cell_fail(PBX_STAGE_WAIT, errno, "rewind the returned files");
+        }
+        if (pwrite(out, &state, 4, size_at) != 4 ||
+            pwrite(out, &copied, 8, size_at + 8 + nlen) != 8)
+            cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+    }
+    d->nfiles++;
+}
+
+_Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
+                              int *fds, int nfds)
+{
+    struct pbx_proto_reader rd;
+    struct pbx_proto_done done;
+    const uint8_t *map;
+    const uint8_t *code;
+    uint64_t code_len;
+    const char *ret_names[MAX_RETURN];
+    char names_buf[MAX_RETURN][256];
+    uint32_t nret = 0;
+    cleanup_close int workfd = -1;
+    uint64_t start;
+    pid_t pid;
+    int r;
+
+    status_fd = fds[PBX_FD_STATUS];
+    (void)prctl(PR_SET_NAME, "pybox-cell", 0, 0, 0);
+    /* If the zygote dies, so does the cell: nothing outlives the jail. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+
+    for (int i = PBX_FD_FIXED; i < nfds; i++) {
+        if (write(fds[i], "0", 1) != 1)
+            cell_fail(PBX_STAGE_CGROUP, errno, "join the cell's cgroup");
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    if (unshare(CLONE_NEWNS | CLONE_NEWIPC) < 0)
+        cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare mount and IPC namespaces");
+    r = pbx__rootfs_cell_mounts(job->limits.disk_bytes, job->limits.disk_inodes);
+    if (r < 0)
+        cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
+
+    map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE,
+                                  fds[PBX_FD_REQUEST], 0)
+                           : NULL;
+    if (map == MAP_FAILED)
+        cell_fail(PBX_STAGE_INPUT, errno, "map the request");
+    rd.p = map;
+    rd.left = job->request_len;
+    if (!pbx__proto_get_u64(&rd, &code_len) || !pbx__proto_get_bytes(&rd, code_len, &code))
+        cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (code)");
+    workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (workfd < 0)
+        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    for (uint32_t i = 0; i < job->ninput; i++) {
+        const uint8_t *name;
+        const uint8_t *data;
+        uint32_t nlen;
+        uint64_t size;
+        char cname[256];
+
+        if (!pbx__proto_get_string(&rd, 255, &name, &nlen) || !pbx__proto_get_u64(&rd, &size) ||
+            !pbx__proto_get_bytes(&rd, size, &data) ||
+            !pbx__files_name_ok((const char *)name, nlen))
+            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (input file)");
+        memcpy(cname, name, nlen);
+        cname[nlen] = '\0';
+        r = pbx__files_write(workfd, cname, data, size, PBX_JOB_UID, PBX_JOB_GID);
+        if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
+            cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
+        if (r < 0)
+            cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
+    }
+    if (job->nreturn > MAX_RETURN)
+        cell_fail(PBX_STAGE_INPUT, EPROTO, "too many returned files");
+    for (uint32_t i = 0; i < job->nreturn; i++) {
+        const uint8_t *name;
+        uint32_t nlen;
+
+        if (!pbx__proto_get_string(&rd, 255, &name, &nlen))
+            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (returned file)");
+        memcpy(names_buf[i], name, nlen);
+        names_buf[i][nlen] = '\0';
+        ret_names[nret++] = names_buf[i];
+    }
+
+    /* The job is pid 1 of a new pid namespace: its end kills all it started. */
+    if (unshare(CLONE_NEWPID) < 0)
+        cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare the pid namespace");
+    start = now_ns();
+    pid = fork();
+    if (pid < 0)
+        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
+    if (pid == 0)
+        job_main(zs, job, fds, code, code_len);
+
+    for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    send_started(pid);
+    memset(&done, 0, sizeof(done));
+    done.magic = PBX_PROTO_MAGIC;
+    done.kind = PBX_PROTO_DONE;
+    wait_job(pid, start, job->limits.wall_ms, &done);
+
+    for (uint32_t i = 0; i < nret; i++)
+        collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes,
+                    &done);
+    done.output_len = (uint64_t)lseek(fds[PBX_FD_OUTPUT], 0, SEEK_CUR);
+    if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
+        _exit(1);
+    _exit(0);
+}

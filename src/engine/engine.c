@@ -1,0 +1,928 @@
+/*
+ * The engine, supervisor side.
+ *
+ * Theory of operation: pbx_engine_start() clone()s the zygote into new user,
+ * mount, pid, net, ipc, uts and cgroup namespaces (zygote.c explains what it
+ * does there), maps the jail's uid/gid 0..N to the unprivileged host range
+ * cfg.uid_base.., and waits for READY on the control socket (SOCK_SEQPACKET).
+ *
+ * pbx_engine_execute() prepares, per execution: a sealed memfd with the code
+ * and input files, a sealed memfd with stdin, three pipes (stdout, stderr,
+ * the job's records), a memfd for returned files, a status socketpair, and
+ * the cell's cgroups with fds of their cgroup.procs.  It sends all of it to
+ * the zygote in one message, keeps the read ends, and multiplexes them until
+ * the cell reports DONE: output is kept up to its cap and the rest drained
+ * and dropped, so a flood never blocks the job or the supervisor.  A backstop
+ * deadline (wall limit plus grace) kills the job, the cell and the cgroup if
+ * the cell itself stops answering.  Then the cgroup's OOM count is read, the
+ * cgroup removed, and the result put together.
+ *
+ * Many threads may execute at once: each execution owns its fds and cgroup,
+ * and SOCK_SEQPACKET keeps their job messages whole.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "engine/engine.h"
+#include "engine/meta.h"
+#include "engine/proto.h"
+#include "engine/zygote.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/files.h"
+#include "common/banned.h"
+
+#define START_TIMEOUT_MS 60000 /* numpy's first import on a cold cache is slow */
+#define SETUP_TIMEOUT_MS 30000 /* from the job message to STARTED */
+#define GRACE_MS         3000  /* past the wall limit before the backstop fires */
+#define DRAIN_MS         2000  /* pipes still open after DONE */
+#define META_MAX         (16u << 20)
+
+struct pbx_engine {
+    pid_t zygote;               /* host pid of the jail's init */
+    int ctrl;                   /* control socket to the zygote */
+    struct pbx_cgroups *cg;     /* cell cgroups, NULL when none is usable */
+    bool have_memcg;            /* a memory controller is in force */
+    bool have_pidscg;           /* a pids controller is in force */
+    atomic_uint_fast64_t next;  /* execution ids */
+    struct pbx_engine_config cfg; /* as started */
+};
+
+void pbx_engine_config_default(struct pbx_engine_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->preload = false;
+    cfg->uid_base = 1000000000;
+    cfg->uid_count = 65536;
+    cfg->cgroup_fs = "/sys/fs/cgroup";
+}
+
+void pbx_exec_request_init(struct pbx_exec_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    pbx_limits_default(&req->limits);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int write_proc_file(pid_t pid, const char *file, const char *text, struct pbx_error **err)
+{
+    char path[64];
+    cleanup_close int fd = -1;
+    size_t len = strlen(text);
+
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len)
+        return pbx_error_set(err, errno, "write %s", path);
+    return 0;
+}
+
+static char *read_small_file(const char *path)
+{
+    cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct pbx_buf b;
+    char chunk[4096];
+    ssize_t n;
+
+    pbx_buf_init(&b, 1 << 20);
+    if (fd < 0)
+        return NULL;
+    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+        pbx_buf_append_trunc(&b, chunk, (size_t)n);
+    return pbx_buf_steal(&b, NULL);
+}
+
+/* Receive one fixed-size message, with up to two fds; returns bytes, 0 on EOF, < 0 errno. */
+static ssize_t recv_msg(int fd, struct pbx_proto_done *d, int *fds, int *nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 2)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = d, .iov_len = sizeof(*d)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    ssize_t n;
+
+    *nfds = 0;
+    do {
+        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+            for (int i = 0; i < k; i++) {
+                int f;
+
+                memcpy(&f, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof(int));
+                if (*nfds < 2)
+                    fds[(*nfds)++] = f;
+                else
+                    close(f);
+            }
+        }
+    }
+    if (n > 0 && ((size_t)n != sizeof(*d) || d->magic != PBX_PROTO_MAGIC))
+        return -EPROTO;
+    return n;
+}
+
+static const char *stage_text(int stage)
+{
+    static const char *const names[] = {
+        [PBX_STAGE_NONE] = "setup",       [PBX_STAGE_CGROUP] = "cgroup",
+        [PBX_STAGE_NAMESPACE] = "namespaces", [PBX_STAGE_MOUNT] = "mounts",
+        [PBX_STAGE_INPUT] = "input files", [PBX_STAGE_FORK] = "fork",
+        [PBX_STAGE_WAIT] = "wait",        [PBX_STAGE_ROOTFS] = "root filesystem",
+        [PBX_STAGE_PYTHON] = "Python",    [PBX_STAGE_SECCOMP] = "seccomp",
+    };
+
+    if (stage < 0 || (size_t)stage >= sizeof(names) / sizeof(names[0]) || names[stage] == NULL)
+        return "setup";
+    return names[stage];
+}
+
+static int failed_error(const struct pbx_proto_done *d, struct pbx_error **err)
+{
+    char msg[sizeof(d->msg) + 1];
+
+    memcpy(msg, d->msg, sizeof(d->msg));
+    msg[sizeof(d->msg)] = '\0';
+    return pbx_error_set(err, d->stage == PBX_STAGE_INPUT ? PBX_E_TOO_LARGE : PBX_E_SANDBOX,
+                         "%s: %s", stage_text(d->stage), msg);
+}
+
+static char *const zygote_env[] = {
+    "PATH=/usr/bin:/bin",
+    "LANG=C.UTF-8",
+    "LC_ALL=C.UTF-8",
+    "HOME=/work",
+    "TMPDIR=/tmp",
+    "MPLCONFIGDIR=/tmp",
+    "MPLBACKEND=Agg",
+    /* One thread per BLAS, set before numpy is imported: a raw clone skips pthread_atfork. */
+    "OPENBLAS_NUM_THREADS=1",
+    "OMP_NUM_THREADS=1",
+    "MKL_NUM_THREADS=1",
+    "NUMEXPR_NUM_THREADS=1",
+    NULL,
+};
+
+static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
+{
+    char flags[16];
+    char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, NULL};
+    char c;
+    int devnull;
+
+    /* Only async-signal-safe calls: this is a raw clone of a possibly threaded process. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (read(sync_fd, &c, 1) != 1)
+        _exit(126); /* the supervisor gave up before mapping our ids */
+    /* Our ids are mapped now: become uid/gid 0 of the jail, which is unprivileged outside. */
+    if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+        _exit(126);
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
+        _exit(126);
+    /* Move the exe fd out of the way of fd 3 before the control socket takes it. */
+    exe = fcntl(exe, F_DUPFD_CLOEXEC, 16);
+    if (exe < 0)
+        _exit(126);
+    if (ctrl == PBX_ZYGOTE_CTRL_FD ? fcntl(ctrl, F_SETFD, 0) < 0
+                                   : dup2(ctrl, PBX_ZYGOTE_CTRL_FD) < 0)
+        _exit(126);
+    /* Everything else is closed on exec; stderr stays for fatal diagnostics. */
+    if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        _exit(126);
+    flags[0] = (char)('0' + (preload ? PBX_ZYGOTE_PRELOAD : 0));
+    flags[1] = '\0';
+    syscall(SYS_execveat, exe, "", argv, zygote_env, AT_EMPTY_PATH);
+    _exit(127);
+}
+
+int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
+                     struct pbx_error **err)
+{
+    static atomic_uint engines;
+    cleanup_close int exe = -1;
+    cleanup_close int sync_r = -1;
+    cleanup_close int sync_w = -1;
+    cleanup_close int ctrl = -1;
+    cleanup_close int peer = -1;
+    cleanup_free char *self_cg = NULL;
+    cleanup_free struct pbx_engine *e = NULL;
+    cleanup_pid pid_t pid = -1;
+    struct pbx_proto_done ready;
+    char name[64];
+    char map[64];
+    int sv[2];
+    int p[2];
+    int nfds;
+    int fdsx[2];
+    ssize_t n;
+    int r;
+
+    e = xcalloc(1, sizeof(*e));
+    e->cfg = *cfg;
+    e->ctrl = -1;
+    self_cg = read_small_file("/proc/self/cgroup");
+    snprintf(name, sizeof(name), "pybox-%d-%u", (int)getpid(), atomic_fetch_add(&engines, 1));
+    if (self_cg != NULL && pbx__cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
+        return pbx_error_prefix(err, "cgroups");
+    if (e->cg != NULL) {
+        e->have_memcg = pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_NONE;
+        e->have_pidscg = pbx__cgroup_version(e->cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE;
+    }
+    if (cfg->require_cgroups && !(e->have_memcg && e->have_pidscg)) {
+        pbx__cgroup_teardown(e->cg);
+        return pbx_error_set(err, PBX_E_UNSUPPORTED,
+                             "no usable memory and pids cgroup controllers (see pybox doctor)");
+    }
+
+    exe = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+    if (exe < 0)
+        return pbx_error_set(err, errno, "open /proc/self/exe");
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return pbx_error_set(err, errno, "socketpair");
+    ctrl = sv[0];
+    peer = sv[1];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pbx_error_set(err, errno, "pipe");
+    sync_r = p[0];
+    sync_w = p[1];
+
+    pid = (pid_t)syscall(SYS_clone,
+                         CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+                             CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD,
+                         NULL, NULL, NULL, NULL);
+    if (pid < 0) {
+        r = errno;
+        pbx__cgroup_teardown(e->cg);
+        return pbx_error_set(err, r, "create the jail's namespaces (user namespaces enabled?)");
+    }
+    if (pid == 0)
+        zygote_child(exe, peer, sync_r, cfg->preload);
+
+    close(steal_fd(&peer));
+    snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);
+    if (write_proc_file(pid, "uid_map", map, err) < 0 ||
+        write_proc_file(pid, "gid_map", map, err) < 0) {
+        pbx__cgroup_teardown(e->cg);
+        return pbx_error_prefix(err, "map the jail's ids");
+    }
+    if (write(sync_w, "x", 1) != 1) {
+        pbx__cgroup_teardown(e->cg);
+        return pbx_error_set(err, errno, "release the zygote");
+    }
+
+    for (;;) {
+        struct pollfd pfd = {.fd = ctrl, .events = POLLIN};
+
+        r = poll(&pfd, 1, START_TIMEOUT_MS);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            pbx__cgroup_teardown(e->cg);
+            return pbx_error_set(err, PBX_E_ENGINE, "the zygote did not become ready in %d s",
+                                 START_TIMEOUT_MS / 1000);
+        }
+        n = recv_msg(ctrl, &ready, fdsx, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fdsx[i]);
+        if (n == -EAGAIN)
+            continue;
+        break;
+    }
+    if (n <= 0 || ready.kind != PBX_PROTO_READY) {
+        pbx__cgroup_teardown(e->cg);
+        if (n > 0 && ready.kind == PBX_PROTO_FAILED) {
+            failed_error(&ready, err);
+            return pbx_error_prefix(err, "start the jail");
+        }
+        return pbx_error_set(err, PBX_E_ENGINE, "the zygote exited during start-up");
+    }
+    e->zygote = pid;
+    pid = -1;
+    e->ctrl = steal_fd(&ctrl);
+    atomic_init(&e->next, 1);
+    *out = steal_pointer(&e);
+    return 0;
+}
+
+void pbx_engine_free(struct pbx_engine *e)
+{
+    if (e == NULL)
+        return;
+    if (e->ctrl >= 0)
+        close(e->ctrl); /* the zygote sees EOF and exits; its pid namespace dies with it */
+    if (e->zygote > 0) {
+        kill(e->zygote, SIGKILL);
+        while (waitpid(e->zygote, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    pbx__cgroup_teardown(e->cg);
+    free(e);
+}
+
+char *pbx_engine_describe(const struct pbx_engine *e)
+{
+    static const char *const ctl[] = {"memory", "pids", "cpu"};
+    char *out = xasprintf("namespaces: user (uid 0-%u -> host %u-%u), mount, pid, net, ipc, uts, "
+                          "cgroup; per cell: mount, ipc, pid\n",
+                          e->cfg.uid_count - 1, (unsigned)e->cfg.uid_base,
+                          (unsigned)(e->cfg.uid_base + e->cfg.uid_count - 1));
+
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        char *next;
+
+        if (e->cg == NULL)
+            next = xasprintf("%scgroup %s: not in force (no cgroup filesystem)\n", out, ctl[i]);
+        else
+            next = xasprintf("%scgroup %s: %s\n", out, ctl[i],
+                             pbx__cgroup_why(e->cg, (enum pbx_cgroup_ctl)i));
+        free(out);
+        out = next;
+    }
+    return out;
+}
+
+bool pbx_engine_check_name(const char *name, struct pbx_error **err)
+{
+    if (name == NULL || !pbx__files_name_ok(name, strlen(name))) {
+        pbx_error_set(err, PBX_E_INVAL,
+                      "invalid file name `%s`: use 1-255 bytes, no `/`, not `.` or `..`",
+                      name ? name : "(null)");
+        return false;
+    }
+    return true;
+}
+
+static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
+{
+    const struct pbx_limits *l = &req->limits;
+
+    if (pbx_limits_check(l, err) < 0)
+        return -1;
+    if (req->code == NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "no code");
+    if (req->code_len > l->code_bytes)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "code is %zu bytes; the limit is %" PRIu64,
+                             req->code_len, l->code_bytes);
+    if (req->stdin_len > l->stdin_bytes)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "stdin is %zu bytes; the limit is %" PRIu64,
+                             req->stdin_len, l->stdin_bytes);
+    if (req->nfiles > l->input_files)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu input files; the limit is %u",
+                             req->nfiles, l->input_files);
+    if (req->nreturn > l->output_files)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu returned files asked; the limit is %u",
+                             req->nreturn, l->output_files);
+    for (size_t i = 0; i < req->nfiles; i++) {
+        if (!pbx_engine_check_name(req->files[i].name, err))
+            return -1;
+        if (req->files[i].size > l->input_file_bytes)
+            return pbx_error_set(err, PBX_E_TOO_LARGE,
+                                 "input file `%s` is %zu bytes; the limit is %" PRIu64,
+                                 req->files[i].name, req->files[i].size, l->input_file_bytes);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(req->files[i].name, req->files[j].name) == 0)
+                return pbx_error_set(err, PBX_E_INVAL, "input file `%s` given twice",
+                                     req->files[i].name);
+        }
+    }
+    for (size_t i = 0; i < req->nreturn; i++) {
+        if (!pbx_engine_check_name(req->return_files[i], err))
+            return -1;
+    }
+    return 0;
+}
+
+static int sealed_memfd(const char *name, const void *data, size_t len, struct pbx_error **err)
+{
+    cleanup_close int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    const char *p = data;
+    size_t left = len;
+
+    if (fd < 0)
+        return pbx_error_set(err, errno, "memfd_create");
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pbx_error_set(err, errno, "write memfd");
+        p += n;
+        left -= (size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        return pbx_error_set(err, errno, "seal memfd");
+    return steal_fd(&fd);
+}
+
+static int send_job(int ctrl, const struct pbx_proto_job *job, const int *fds, int nfds,
+                    struct pbx_error **err)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * PBX_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = (void *)job, .iov_len = sizeof(*job)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds),
+    };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    ssize_t n;
+
+    memset(&u, 0, sizeof(u));
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    do {
+        n = sendmsg(ctrl, &msg, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(*job))
+        return pbx_error_set(err, n < 0 ? errno : EPROTO, "send the job to the zygote");
+    return 0;
+}
+
+/* The supervisor's view of one execution in flight. */
+struct flight {
+    int out_r;                  /* stdout read end, -1 at EOF */
+    int err_r;                  /* stderr read end */
+    int meta_r;                 /* records read end */
+    int status;                 /* status socket */
+    int job_pidfd;              /* from STARTED, -1 before */
+    int cell_pidfd;             /* from STARTED */
+    struct pbx_buf out;         /* kept stdout */
+    struct pbx_buf errb;        /* kept stderr */
+    struct pbx_buf meta;        /* records */
+    struct pbx_proto_done done; /* the cell's report */
+    bool started;               /* STARTED received */
+    bool finished;              /* DONE received */
+    bool failed;                /* FAILED received */
+    bool cell_gone;             /* the status socket reached EOF */
+    bool backstop;              /* the supervisor had to kill */
+};
+
+static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
+                  const struct pbx_exec_request *req)
+{
+    char chunk[65536];
+
+    for (;;) {
+        ssize_t n = read(*fd, chunk, sizeof(chunk));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            close(*fd);
+            *fd = -1;
+            return;
+        }
+        size_t kept = pbx_buf_append_trunc(b, chunk, (size_t)n);
+
+        if (kept > 0 && req != NULL && req->on_output != NULL)
+            req->on_output(stream, chunk, kept, req->on_output_arg);
+    }
+}
+
+static void read_status(struct flight *f)
+{
+    struct pbx_proto_done d;
+    int fds[2];
+    int nfds;
+    ssize_t n = recv_msg(f->status, &d, fds, &nfds);
+
+    if (n == -EAGAIN)
+        return;
+    if (n <= 0) {
+        f->cell_gone = true;
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return;
+    }
+    if (d.kind == PBX_PROTO_STARTED) {
+        f->started = true;
+        if (nfds == 2) {
+            f->job_pidfd = fds[0];
+            f->cell_pidfd = fds[1];
+            nfds = 0;
+        }
+    } else if (d.kind == PBX_PROTO_DONE) {
+        f->finished = true;
+        f->done = d;
+    } else if (d.kind == PBX_PROTO_FAILED) {
+        f->failed = true;
+        f->done = d;
+    }
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
+{
+    f->backstop = true;
+    if (f->job_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, f->job_pidfd, SIGKILL, NULL, 0);
+    if (f->cell_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, f->cell_pidfd, SIGKILL, NULL, 0);
+    if (cell != NULL)
+        pbx__cgroup_cell_kill(cell);
+}
+
+static void run_flight(struct flight *f, const struct pbx_exec_request *req,
+                       struct pbx_cgroup_cell *cell)
+{
+    uint64_t begin = now_ms();
+    uint64_t deadline = begin + SETUP_TIMEOUT_MS;
+    uint64_t drain_until = 0;
+
+    for (;;) {
+        struct pollfd p[4];
+        int np = 0;
+        uint64_t now = now_ms();
+        int timeout;
+        bool ended = f->finished || f->failed || f->cell_gone;
+
+        if (ended && f->out_r < 0 && f->err_r < 0 && f->meta_r < 0)
+            break;
+        if (ended && drain_until == 0)
+            drain_until = now + DRAIN_MS;
+        if (drain_until != 0 && now >= drain_until)
+            break;
+        if (!ended && f->started && deadline == begin + SETUP_TIMEOUT_MS)
+            deadline = now + req->limits.wall_ms + GRACE_MS;
+        if (!ended && now >= deadline) {
+            backstop_kill(f, cell);
+            deadline = now + GRACE_MS;
+            if (f->backstop && now >= begin + SETUP_TIMEOUT_MS + req->limits.wall_ms + 4 * GRACE_MS)
+                break; /* nothing answers: give up on this cell */
+        }
+        timeout = (int)((drain_until ? drain_until : deadline) - now);
+        if (f->out_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->out_r, .events = POLLIN};
+        if (f->err_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->err_r, .events = POLLIN};
+        if (f->meta_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->meta_r, .events = POLLIN};
+        if (!ended)
+            p[np++] = (struct pollfd){.fd = f->status, .events = POLLIN};
+        if (poll(p, (nfds_t)np, timeout > 0 ? timeout : 0) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < np; i++) {
+            if (p[i].revents == 0)
+                continue;
+            if (p[i].fd == f->out_r)
+                drain(&f->out_r, &f->out, PBX_STREAM_STDOUT, req);
+            else if (p[i].fd == f->err_r)
+                drain(&f->err_r, &f->errb, PBX_STREAM_STDERR, req);
+            else if (p[i].fd == f->meta_r)
+                drain(&f->meta_r, &f->meta, 0, NULL);
+            else if (p[i].fd == f->status)
+                read_status(f);
+        }
+    }
+}
+
+static const char *signal_name(int sig)
+{
+    static char buf[32];
+    const char *abbrev = sigabbrev_np(sig);
+
+    if (abbrev == NULL)
+        return "SIGUNKNOWN";
+    snprintf(buf, sizeof(buf), "SIG%s", abbrev);
+    return buf;
+}
+
+static json_t *error_object(const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *error_object(const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+    json_t *o;
+
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    o = json_pack("{s:s, s:s}", "type", type, "message", msg);
+    free(msg);
+    return o;
+}
+
+/* Parse the output memfd's returned-file records into res->files. */
+static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exec_request *req,
+                       struct pbx_exec_result *res)
+{
+    struct stat st;
+    const uint8_t *map = NULL;
+    struct pbx_proto_reader rd = {0};
+
+    res->files = xcalloc(req->nreturn ? req->nreturn : 1, sizeof(*res->files));
+    res->nfiles = req->nreturn;
+    for (size_t i = 0; i < req->nreturn; i++) {
+        res->files[i].name = xstrdup(req->return_files[i]);
+        res->files[i].error = "could not be read";
+    }
+    if (len == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < len)
+        return;
+    map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED)
+        return;
+    rd.p = map;
+    rd.left = len;
+    for (uint32_t i = 0; i < nrec && i < req->nreturn; i++) {
+        uint32_t state;
+        const uint8_t *name;
+        uint32_t nlen;
+        uint64_t size;
+        const uint8_t *data;
+
+        if (!pbx__proto_get_u32(&rd, &state) || !pbx__proto_get_string(&rd, 255, &name, &nlen) ||
+            !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data))
+            break;
+        if (nlen != strlen(req->return_files[i]) ||
+            memcmp(name, req->return_files[i], nlen) != 0)
+            break;
+        if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
+            res->files[i].data = xmemdup(data, size);
+            res->files[i].size = size;
+            res->files[i].error = NULL;
+        } else {
+            res->files[i].error =
+                pbx__proto_file_state_text(state == PBX_FILE_OK ? PBX_FILE_TOO_LARGE : state);
+        }
+    }
+    munmap((void *)map, len);
+}
+
+static void compose(struct flight *f, const struct pbx_exec_request *req, uint64_t oom_kills,
+                    int out_fd, struct pbx_exec_result *res)
+{
+    const struct pbx_proto_done *d = &f->done;
+    struct pbx_meta meta;
+    int ws = d->wait_status;
+    double cpu_ms = (double)d->cpu_us / 1000.0;
+
+    pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &meta);
+    res->stdout_truncated = f->out.truncated;
+    res->stderr_truncated = f->errb.truncated;
+    res->stdout_data = pbx_buf_steal(&f->out, &res->stdout_len);
+    res->stderr_data = pbx_buf_steal(&f->errb, &res->stderr_len);
+    res->duration_ms = (double)d->duration_ns / 1e6;
+    res->cpu_ms = cpu_ms;
+    res->max_rss_kb = d->max_rss_kb;
+    res->minor_faults = d->minor_faults;
+
+    if (meta.check == PBX_META_CHECK_REJECTED) {
+        res->status = PBX_STATUS_REJECTED;
+        res->error = meta.reject_error ? json_incref(meta.reject_error)
+                                       : error_object("SyntaxError", "the code was rejected");
+        res->files = xcalloc(1, sizeof(*res->files));
+        pbx__meta_release(&meta);
+        return;
+    }
+    if (WIFSIGNALED(ws)) {
+        res->signal = WTERMSIG(ws);
+    } else if (WIFEXITED(ws)) {
+        res->has_exit_code = true;
+        res->exit_code = WEXITSTATUS(ws);
+    }
+
+    if (d->timed_out || f->backstop) {
+        res->status = PBX_STATUS_TIMEOUT;
+        res->error = error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
+                                  req->limits.wall_ms / 1000.0);
+    } else if (res->signal == SIGXCPU ||
+               (res->signal == SIGKILL && cpu_ms >= (double)req->limits.cpu_ms)) {
+        res->status = PBX_STATUS_TIMEOUT;
+        res->error = error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
+                                  req->limits.cpu_ms / 1000.0);
+    } else if (oom_kills > 0 || (meta.error != NULL &&
+                                 strcmp(json_string_value(json_object_get(meta.error, "type")),
+                                        "MemoryError") == 0)) {
+        res->status = PBX_STATUS_MEMORY_LIMIT;
+        res->error = error_object("MemoryError", "the execution exceeded the memory limit of %" PRIu64 " MiB",
+                                  req->limits.memory_bytes >> 20);
+    } else if (res->signal != 0) {
+        res->status = PBX_STATUS_KILLED;
+        res->error = error_object("Killed", "the process was killed by %s", signal_name(res->signal));
+    } else if (res->exit_code != 0 || meta.error != NULL) {
+        res->status = PBX_STATUS_ERROR;
+        if (meta.error != NULL)
+            res->error = json_incref(meta.error);
+        else if (meta.check == PBX_META_CHECK_NONE && res->exit_code == 125)
+            res->error = error_object("SandboxError", "the sandbox could not start the job");
+        else
+            res->error = error_object("ExitError", "the process exited with status %d",
+                                      res->exit_code);
+    } else {
+        res->status = PBX_STATUS_OK;
+    }
+    if (req->main_mode && meta.result != NULL && res->status == PBX_STATUS_OK)
+        res->result = json_incref(meta.result);
+    if (res->status == PBX_STATUS_MEMORY_LIMIT && res->signal == SIGKILL)
+        res->has_exit_code = false;
+    read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, res);
+    pbx__meta_release(&meta);
+}
+
+static void flight_close(struct flight *f)
+{
+    int *fds[] = {&f->out_r, &f->err_r, &f->meta_r, &f->status, &f->job_pidfd, &f->cell_pidfd};
+
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    pbx_buf_release(&f->out);
+    pbx_buf_release(&f->errb);
+    pbx_buf_release(&f->meta);
+}
+
+static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
+{
+    int p[2];
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pbx_error_set(err, errno, "pipe");
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
+        close(p[0]);
+        close(p[1]);
+        return pbx_error_set(err, errno, "fcntl");
+    }
+    *rd = p[0];
+    *wr = p[1];
+    return 0;
+}
+
+int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
+                       struct pbx_exec_result *res, struct pbx_error **err)
+{
+    struct pbx_proto_writer w = {0};
+    struct pbx_proto_job job;
+    struct flight f;
+    struct pbx_cgroup_cell *cell = NULL;
+    int child[PBX_PROTO_MAX_FDS];
+    int out_fd = -1;
+    uint64_t oom = 0;
+    int nchild = PBX_FD_FIXED;
+    int sv[2];
+    int rc = -1;
+    int r;
+
+    memset(res, 0, sizeof(*res));
+    if (validate(req, err) < 0)
+        return -1;
+    memset(&f, 0, sizeof(f));
+    f.out_r = f.err_r = f.meta_r = f.status = f.job_pidfd = f.cell_pidfd = -1;
+    pbx_buf_init(&f.out, req->limits.stdout_bytes);
+    pbx_buf_init(&f.errb, req->limits.stderr_bytes);
+    pbx_buf_init(&f.meta, META_MAX);
+    for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
+        child[i] = -1;
+
+    memset(&job, 0, sizeof(job));
+    job.magic = PBX_PROTO_MAGIC;
+    job.version = PBX_PROTO_VERSION;
+    job.id = atomic_fetch_add(&e->next, 1);
+    job.limits = req->limits;
+    job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) | (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
+                (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP);
+    job.ninput = (uint32_t)req->nfiles;
+    job.nreturn = (uint32_t)req->nreturn;
+    pbx__proto_put_u64(&w, req->code_len);
+    pbx__proto_put_bytes(&w, req->code, req->code_len);
+    for (size_t i = 0; i < req->nfiles; i++) {
+        pbx__proto_put_string(&w, req->files[i].name, strlen(req->files[i].name));
+        pbx__proto_put_u64(&w, req->files[i].size);
+        pbx__proto_put_bytes(&w, req->files[i].data, req->files[i].size);
+    }
+    for (size_t i = 0; i < req->nreturn; i++)
+        pbx__proto_put_string(&w, req->return_files[i], strlen(req->return_files[i]));
+    job.request_len = w.len;
+
+    child[PBX_FD_REQUEST] = sealed_memfd("pybox-request", w.data, w.len, err);
+    free(w.data);
+    if (child[PBX_FD_REQUEST] < 0)
+        goto out_close;
+    child[PBX_FD_STDIN] = sealed_memfd("pybox-stdin", req->stdin_data, req->stdin_len, err);
+    if (child[PBX_FD_STDIN] < 0)
+        goto out_close;
+    if (pipe_pair(&f.out_r, &child[PBX_FD_STDOUT], err) < 0 ||
+        pipe_pair(&f.err_r, &child[PBX_FD_STDERR], err) < 0 ||
+        pipe_pair(&f.meta_r, &child[PBX_FD_META], err) < 0)
+        goto out_close;
+    out_fd = memfd_create("pybox-output", MFD_CLOEXEC);
+    if (out_fd < 0) {
+        pbx_error_set(err, errno, "memfd_create");
+        goto out_close;
+    }
+    child[PBX_FD_OUTPUT] = dup(out_fd);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pbx_error_set(err, errno, "socketpair");
+        goto out_close;
+    }
+    f.status = sv[0];
+    child[PBX_FD_STATUS] = sv[1];
+
+    if (e->cg != NULL) {
+        struct pbx_cgroup_limits cl = {
+            .memory_bytes = req->limits.memory_bytes,
+            .pids = req->limits.pids,
+            .cpu_percent = 100,
+        };
+
+        if (pbx__cgroup_cell_create(e->cg, job.id, &cl, &cell, err) < 0)
+            goto out_close;
+        r = pbx__cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
+        if (r < 0)
+            goto out_close;
+        nchild += r;
+        job.ncgroup_fds = (uint32_t)r;
+    }
+    if (send_job(e->ctrl, &job, child, nchild, err) < 0)
+        goto out_close;
+    for (int i = 0; i < nchild; i++) {
+        close(child[i]);
+        child[i] = -1;
+    }
+
+    run_flight(&f, req, cell);
+    if (cell != NULL)
+        oom = pbx__cgroup_cell_oom_kills(cell);
+    if (f.failed) {
+        failed_error(&f.done, err);
+    } else if (!f.finished && oom == 0) {
+        pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
+    } else {
+        if (!f.finished) /* the OOM killer took the cell itself */
+            f.done.wait_status = SIGKILL;
+        compose(&f, req, oom, out_fd, res);
+        rc = 0;
+    }
+
+out_close:
+    for (int i = 0; i < PBX_PROTO_MAX_FDS; i++) {
+        if (child[i] >= 0)
+            close(child[i]);
+    }
+    flight_close(&f);
+    if (cell != NULL) {
+        struct pbx_error *cerr = NULL;
+
+        if (pbx__cgroup_cell_destroy(cell, &cerr) < 0) {
+            pbx_log(PBX_LOG_WARN, "%s", cerr->msg);
+            pbx_error_free(&cerr);
+        }
+    }
+    if (out_fd >= 0)
+        close(out_fd);
+    return rc;
+}

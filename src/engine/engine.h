@@ -1,0 +1,137 @@
+/*
+ * The execution engine, supervisor side: start a jail (a zygote in fresh
+ * namespaces), run executions in cells forked from it, stop it.  The CLI uses
+ * it directly; the server shares one engine between its request threads.
+ *
+ * Thread-safety: pbx_engine_execute() may be called from many threads at once
+ * on one engine; start and free must not race with anything else.
+ */
+#ifndef PBX_ENGINE_ENGINE_H
+#define PBX_ENGINE_ENGINE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "policy/limits.h"
+
+struct pbx_engine;
+
+struct pbx_engine_config {
+    bool preload;           /* import numpy and PIL in the zygote (the server does) */
+    uid_t uid_base;         /* host uid/gid that uid 0 of the jail maps to */
+    uint32_t uid_count;     /* size of the mapped range */
+    const char *cgroup_fs;  /* cgroup filesystem root, "/sys/fs/cgroup" */
+    bool require_cgroups;   /* fail to start when no memory/pids controller is usable */
+};
+
+/* Fill `cfg` with defaults. */
+void pbx_engine_config_default(struct pbx_engine_config *cfg);
+
+/* Start the jail and wait until its zygote is ready. The caller owns *out. */
+int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
+                     struct pbx_error **err);
+
+/* Stop the zygote (every cell dies with it), remove cgroups, free. NULL is fine. */
+void pbx_engine_free(struct pbx_engine *engine);
+
+/* A human-readable report of the isolation in force (for doctor and logs); caller frees. */
+char *pbx_engine_describe(const struct pbx_engine *engine);
+
+struct pbx_file_in {
+    const char *name; /* flat file name, valid per pbx_engine_check_name() */
+    const void *data; /* contents */
+    size_t size;      /* bytes */
+};
+
+enum pbx_stream {
+    PBX_STREAM_STDOUT = 1,
+    PBX_STREAM_STDERR = 2,
+};
+
+/* Called as output arrives (only what is kept, within the cap), from the calling thread. */
+typedef void (*pbx_output_fn)(enum pbx_stream stream, const char *data, size_t len, void *arg);
+
+struct pbx_exec_request {
+    const char *code;                /* Python source, UTF-8 */
+    size_t code_len;                 /* its length */
+    const void *stdin_data;          /* stdin contents or NULL */
+    size_t stdin_len;                /* its length */
+    const struct pbx_file_in *files; /* input files placed in /work */
+    size_t nfiles;                   /* their count */
+    const char *const *return_files; /* names in /work to return */
+    size_t nreturn;                  /* their count */
+    bool main_mode;                  /* call main() and return its JSON value */
+    bool allow_all_imports;          /* skip the import allowlist */
+    struct pbx_limits limits;        /* limits of this execution */
+    pbx_output_fn on_output;         /* optional live output callback */
+    void *on_output_arg;             /* its argument */
+};
+
+/* Fill `req` with an empty request and default limits. */
+void pbx_exec_request_init(struct pbx_exec_request *req);
+
+enum pbx_status {
+    PBX_STATUS_OK = 0,
+    PBX_STATUS_ERROR = 1,
+    PBX_STATUS_TIMEOUT = 2,
+    PBX_STATUS_MEMORY_LIMIT = 3,
+    PBX_STATUS_KILLED = 4,
+    PBX_STATUS_REJECTED = 5,
+};
+
+struct pbx_file_out {
+    char *name;        /* as asked for */
+    char *data;        /* contents, NULL on error */
+    size_t size;       /* bytes */
+    const char *error; /* static text such as "not found", or NULL */
+};
+
+struct pbx_exec_result {
+    enum pbx_status status;
+    bool has_exit_code;        /* false when killed by a signal or rejected */
+    int exit_code;             /* the process's exit status */
+    int signal;                /* the killing signal, 0 when none */
+    char *stdout_data;         /* kept stdout, NUL-terminated */
+    size_t stdout_len;         /* its length */
+    bool stdout_truncated;     /* output beyond the cap was dropped */
+    char *stderr_data;         /* kept stderr, NUL-terminated */
+    size_t stderr_len;         /* its length */
+    bool stderr_truncated;     /* output beyond the cap was dropped */
+    json_t *result;            /* main()'s return value, or NULL */
+    json_t *error;             /* {"type", "message", ...} or NULL */
+    struct pbx_file_out *files; /* returned files, in the order asked */
+    size_t nfiles;             /* their count */
+    double duration_ms;        /* wall time of the user's code */
+    double cpu_ms;             /* CPU time (user + system) */
+    uint64_t max_rss_kb;       /* peak resident set */
+    uint64_t minor_faults;     /* page faults of the job (copy-on-write included) */
+};
+
+/* Whether `name` may name an input or returned file: a flat, portable name. */
+bool pbx_engine_check_name(const char *name, struct pbx_error **err);
+
+/*
+ * Run one execution.  Returns 0 with *res filled for every execution that ran
+ * or was rejected by policy, whatever its status; < 0 when the request was
+ * invalid (PBX_E_INVAL, PBX_E_TOO_LARGE) or the engine failed.  The caller
+ * releases *res with pbx_exec_result_release().
+ */
+int pbx_engine_execute(struct pbx_engine *engine, const struct pbx_exec_request *req,
+                       struct pbx_exec_result *res, struct pbx_error **err);
+
+void pbx_exec_result_release(struct pbx_exec_result *res);
+
+/* "ok", "error", ... */
+const char *pbx_status_name(enum pbx_status status);
+
+/* json_dumps() flags for result objects: compact, ASCII-safe, times to the microsecond. */
+#define PBX_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12))
+
+/* The result object of DESIGN.md section 4.1.1 (a new reference). */
+json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res);
+
+#endif

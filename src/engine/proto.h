@@ -1,0 +1,149 @@
+/*
+ * Messages between the supervisor, the zygote and cells.
+ *
+ * supervisor -> zygote (control socket, SOCK_SEQPACKET): one struct
+ * pbx_proto_job per execution, with the fds of enum pbx_proto_fd as
+ * SCM_RIGHTS.  cell -> supervisor (the job's own status socketpair): first a
+ * PBX_PROTO_STARTED message carrying pidfds of the cell and the job, then one
+ * struct pbx_proto_done.  Every message is fixed-size so it can be built
+ * without allocating, as crun's sync messages are.
+ *
+ * The request memfd holds the code, the input files and the names to return;
+ * the output memfd receives the returned files.  Both are framed by the
+ * functions below, which never trust a length.
+ */
+#ifndef PBX_ENGINE_PROTO_H
+#define PBX_ENGINE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "policy/limits.h"
+
+#define PBX_PROTO_MAGIC   0x70796278u /* "pybx" */
+#define PBX_PROTO_VERSION 1u
+
+enum pbx_proto_fd {
+    PBX_FD_STATUS = 0, /* the cell's end of the status socketpair */
+    PBX_FD_REQUEST,    /* sealed memfd: code, input files, names to return */
+    PBX_FD_STDIN,      /* sealed memfd: stdin */
+    PBX_FD_STDOUT,     /* pipe write end */
+    PBX_FD_STDERR,     /* pipe write end */
+    PBX_FD_META,       /* pipe write end: the job's JSON records */
+    PBX_FD_OUTPUT,     /* memfd for returned files */
+    PBX_FD_FIXED,      /* number of fixed fds; cgroup.procs fds follow */
+};
+
+#define PBX_PROTO_MAX_CGROUP_FDS 4
+#define PBX_PROTO_MAX_FDS        (PBX_FD_FIXED + PBX_PROTO_MAX_CGROUP_FDS)
+
+enum pbx_job_flags {
+    PBX_JOB_MAIN = (1 << 0),      /* call main() */
+    PBX_JOB_ALLOW_ALL = (1 << 1), /* no import allowlist */
+    PBX_JOB_NO_CGROUP = (1 << 2), /* apply the rlimit fallbacks (RLIMIT_AS, RLIMIT_NPROC) */
+};
+
+struct pbx_proto_job {
+    uint32_t magic;           /* PBX_PROTO_MAGIC */
+    uint32_t version;         /* PBX_PROTO_VERSION */
+    uint64_t id;              /* execution id, for logs */
+    uint32_t flags;           /* enum pbx_job_flags */
+    uint32_t ncgroup_fds;     /* cgroup.procs fds after the fixed ones */
+    uint64_t request_len;     /* bytes used in the request memfd */
+    uint32_t ninput;          /* input files in the request */
+    uint32_t nreturn;         /* names to return in the request */
+    struct pbx_limits limits; /* limits of this execution */
+};
+
+enum pbx_proto_kind {
+    PBX_PROTO_READY = 1,   /* zygote -> supervisor: initialised */
+    PBX_PROTO_STARTED = 2, /* cell -> supervisor: job forked, pidfds attached */
+    PBX_PROTO_DONE = 3,    /* cell -> supervisor: job finished, files collected */
+    PBX_PROTO_FAILED = 4,  /* any -> supervisor: setup failed, see stage/err/msg */
+};
+
+/* Where a cell or zygote failed (reported in pbx_proto_done.stage). */
+enum pbx_proto_stage {
+    PBX_STAGE_NONE = 0,
+    PBX_STAGE_CGROUP,
+    PBX_STAGE_NAMESPACE,
+    PBX_STAGE_MOUNT,
+    PBX_STAGE_INPUT,
+    PBX_STAGE_FORK,
+    PBX_STAGE_WAIT,
+    PBX_STAGE_ROOTFS,
+    PBX_STAGE_PYTHON,
+    PBX_STAGE_SECCOMP,
+};
+
+struct pbx_proto_done {
+    uint32_t magic;        /* PBX_PROTO_MAGIC */
+    uint32_t kind;         /* enum pbx_proto_kind */
+    int32_t stage;         /* enum pbx_proto_stage on failure */
+    int32_t err;           /* errno on failure */
+    char msg[512];         /* failure text, NUL-terminated */
+    int32_t wait_status;   /* the job's wait status */
+    uint32_t timed_out;    /* the cell killed the job at the wall limit */
+    uint64_t duration_ns;  /* fork of the job to its reaping */
+    uint64_t cpu_us;       /* user + system time of the job and its reaped children */
+    uint64_t max_rss_kb;   /* peak RSS */
+    uint64_t minor_faults; /* minor page faults of the job */
+    uint32_t nfiles;       /* returned-file records written to the output memfd */
+    uint32_t pad;          /* zero */
+    uint64_t output_len;   /* bytes written to the output memfd */
+};
+
+/* A returned-file record's state. */
+enum pbx_proto_file_state {
+    PBX_FILE_OK = 0,
+    PBX_FILE_NOT_FOUND = 1,
+    PBX_FILE_NOT_REGULAR = 2, /* directory, FIFO, device, socket */
+    PBX_FILE_SYMLINK = 3,     /* a symlink or a path through one */
+    PBX_FILE_TOO_LARGE = 4,
+    PBX_FILE_UNREADABLE = 5,
+    PBX_FILE_BAD_NAME = 6,
+};
+
+/* Static text for a state ("not found", ...). */
+const char *pbx__proto_file_state_text(uint32_t state);
+
+/*
+ * Request framing: code, then ninput x (u32 name length, name, u64 size,
+ * data), then nreturn x (u32 name length, name).  pbx__proto_request_size()
+ * computes the total, pbx__proto_request_write() fills a buffer of that size.
+ */
+struct pbx_proto_file {
+    const char *name;
+    size_t name_len;
+    const void *data;
+    size_t size;
+};
+
+/* A reader over a byte range; every getter fails (returns false) past the end. */
+struct pbx_proto_reader {
+    const uint8_t *p;
+    size_t left;
+};
+
+bool pbx__proto_get_u32(struct pbx_proto_reader *r, uint32_t *v);
+bool pbx__proto_get_u64(struct pbx_proto_reader *r, uint64_t *v);
+/* Point *data at the next n bytes. */
+bool pbx__proto_get_bytes(struct pbx_proto_reader *r, size_t n, const uint8_t **data);
+/* Read (u32 length, bytes) with length <= max into *s (not NUL-terminated). */
+bool pbx__proto_get_string(struct pbx_proto_reader *r, size_t max, const uint8_t **s,
+                           uint32_t *len);
+
+/* A growable writer (supervisor side only; aborts on OOM). */
+struct pbx_proto_writer {
+    uint8_t *data;
+    size_t len;
+    size_t alloc;
+};
+
+void pbx__proto_put_u32(struct pbx_proto_writer *w, uint32_t v);
+void pbx__proto_put_u64(struct pbx_proto_writer *w, uint64_t v);
+void pbx__proto_put_bytes(struct pbx_proto_writer *w, const void *p, size_t n);
+void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,292 @@
+/*
+ * The zygote.
+ *
+ * Theory of operation: the supervisor clone()s a child into new user, mount,
+ * pid, net, ipc, uts and cgroup namespaces, maps uid/gid 0 of the new user
+ * namespace to an unprivileged host range, and the child execs the pybox
+ * binary as "pybox-zygote __zygote FLAGS" with an empty environment (only
+ * what Python needs) and one fd, the control socket (fd 3, SOCK_SEQPACKET).
+ * Being freshly exec'd, the zygote holds none of the supervisor's memory: no
+ * key, no environment, no database handle.
+ *
+ * The zygote is pid 1 of the jail's pid namespace.  It pivot_roots into the
+ * read-only Python view (rootfs.c), initialises libpython once (preloading
+ * numpy and PIL when asked), builds the seccomp filter once, reports READY,
+ * then loops: each message on the control socket is one execution, for which
+ * it forks a cell (cell.c) and goes back to waiting.  It never runs user
+ * code.  When the control socket closes the zygote exits, and the kernel
+ * kills every process of the jail with it.
+ *
+ * Processes: supervisor -> zygote (jail pid 1) -> cell (one per execution)
+ * -> job (pid 1 of its own pid namespace, runs the user's code).
+ */
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "bootstrap_py.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "engine/cell.h"
+#include "engine/proto.h"
+#include "engine/zygote.h"
+#include "policy/policy.h"
+#include "sandbox/rootfs.h"
+#include "sandbox/seccomp.h"
+#include "common/banned.h"
+
+static void send_failed(int fd, int stage, int errnum, const char *msg)
+{
+    struct pbx_proto_done d;
+
+    memset(&d, 0, sizeof(d));
+    d.magic = PBX_PROTO_MAGIC;
+    d.kind = PBX_PROTO_FAILED;
+    d.stage = stage;
+    d.err = errnum;
+    snprintf(d.msg, sizeof(d.msg), "%s", msg);
+    (void)!send(fd, &d, sizeof(d), MSG_NOSIGNAL);
+}
+
+static _Noreturn void fail(int stage, struct pbx_error *err)
+{
+    send_failed(PBX_ZYGOTE_CTRL_FD, stage, err ? err->code : 0, err ? err->msg : "failed");
+    _exit(1);
+}
+
+static _Noreturn void fail_python(const char *what)
+{
+    char msg[512];
+    PyObject *type = NULL;
+    PyObject *value = NULL;
+    PyObject *tb = NULL;
+    PyObject *str = NULL;
+    const char *text = NULL;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (value != NULL)
+        str = PyObject_Str(value);
+    if (str != NULL)
+        text = PyUnicode_AsUTF8(str);
+    snprintf(msg, sizeof(msg), "%s: %s", what, text ? text : "unknown Python error");
+    send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
+    _exit(1);
+}
+
+static void init_python(void)
+{
+    PyPreConfig pre;
+    PyConfig cfg;
+    PyStatus st;
+
+    PyPreConfig_InitIsolatedConfig(&pre);
+    pre.utf8_mode = 1;
+    st = Py_PreInitialize(&pre);
+    if (PyStatus_Exception(st))
+        fail_python("Python pre-initialisation");
+    PyConfig_InitIsolatedConfig(&cfg);
+    /* Behave like the python3 command: SIGPIPE and SIGXFSZ ignored, KeyboardInterrupt. */
+    cfg.install_signal_handlers = 1;
+    cfg.write_bytecode = 0;
+    cfg.site_import = 1; /* Debian's site adds /usr/lib/python3/dist-packages */
+    cfg.user_site_directory = 0;
+    cfg.parse_argv = 0;
+    st = PyConfig_SetString(&cfg, &cfg.program_name, L"/usr/bin/python3");
+    if (!PyStatus_Exception(st))
+        st = PyConfig_SetString(&cfg, &cfg.executable, L"/usr/bin/python3");
+    if (!PyStatus_Exception(st))
+        st = PyConfig_SetString(&cfg, &cfg.home, L"/usr");
+    if (!PyStatus_Exception(st))
+        st = Py_InitializeFromConfig(&cfg);
+    PyConfig_Clear(&cfg);
+    if (PyStatus_Exception(st)) {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg), "Python initialisation: %s", st.err_msg ? st.err_msg : "failed");
+        send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
+        _exit(1);
+    }
+}
+
+/* Load the embedded bootstrap as module _pybox, prepare it, return _pybox.run. */
+static PyObject *load_bootstrap(int preload)
+{
+    PyObject *code;
+    PyObject *mod;
+    PyObject *allowed;
+    PyObject *ret;
+    PyObject *run;
+
+    code = Py_CompileString((const char *)pbx_bootstrap_py, "<pybox>", Py_file_input);
+    if (code == NULL)
+        fail_python("compile the bootstrap");
+    mod = PyImport_ExecCodeModule("_pybox", code);
+    Py_DECREF(code);
+    if (mod == NULL)
+        fail_python("load the bootstrap");
+    allowed = PyList_New(0);
+    for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++) {
+        PyObject *s = PyUnicode_FromString(pbx_policy_default_modules[i]);
+
+        PyList_Append(allowed, s);
+        Py_DECREF(s);
+    }
+    ret = PyObject_CallMethod(mod, "prepare", "iO", preload, allowed);
+    Py_DECREF(allowed);
+    if (ret == NULL)
+        fail_python("prepare the bootstrap");
+    Py_DECREF(ret);
+    run = PyObject_GetAttrString(mod, "run");
+    if (run == NULL)
+        fail_python("find the bootstrap's run()");
+    Py_DECREF(mod);
+    return run;
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+/* Receive one job: returns 1 with the job and fds, 0 on EOF, -1 on a bad message (dropped). */
+static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * PBX_PROTO_MAX_FDS)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = job, .iov_len = sizeof(*job)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    struct cmsghdr *c;
+    ssize_t n;
+
+    *nfds = 0;
+    do {
+        n = recvmsg(ctrl, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0 || (n < 0 && errno != EAGAIN))
+        return 0;
+    if (n < 0)
+        return -1;
+    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+
+            if (k > PBX_PROTO_MAX_FDS - *nfds)
+                k = PBX_PROTO_MAX_FDS - *nfds;
+            memcpy(fds + *nfds, CMSG_DATA(c), (size_t)k * sizeof(int));
+            *nfds += k;
+        }
+    }
+    if ((size_t)n != sizeof(*job) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
+        job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
+        job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS ||
+        *nfds != PBX_FD_FIXED + (int)job->ncgroup_fds) {
+        if (*nfds > PBX_FD_STATUS)
+            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, EPROTO, "malformed job message");
+        close_fds(fds, *nfds);
+        return -1;
+    }
+    return 1;
+}
+
+_Noreturn void pbx__zygote_main(int argc, char **argv)
+{
+    struct pbx_error *err = NULL;
+    struct pbx_seccomp_prog prog = {0};
+    struct pbx_zygote_state zs;
+    struct pbx_proto_done ready;
+    int preload = argc > 2 && (strtol(argv[2], NULL, 10) & PBX_ZYGOTE_PRELOAD);
+    sigset_t mask;
+    int sfd;
+
+    /* No controlling terminal: a Ctrl-C meant for the CLI never reaches the jail. */
+    (void)setsid();
+    (void)prctl(PR_SET_NAME, "pybox-zygote", 0, 0, 0);
+    if (sethostname("pybox", 5) < 0) {
+        pbx_error_set(&err, errno, "sethostname");
+        fail(PBX_STAGE_NAMESPACE, err);
+    }
+    if (pbx__rootfs_enter(&err) < 0)
+        fail(PBX_STAGE_ROOTFS, err);
+    init_python();
+    zs.run_fn = load_bootstrap(preload);
+    if (pbx__seccomp_build(&prog, &err) < 0)
+        fail(PBX_STAGE_SECCOMP, err);
+    zs.seccomp = &prog;
+
+    /* SIGCHLD through a signalfd: reap cells (and orphans of the jail, as its init). */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    memset(&ready, 0, sizeof(ready));
+    ready.magic = PBX_PROTO_MAGIC;
+    ready.kind = PBX_PROTO_READY;
+    if (send(PBX_ZYGOTE_CTRL_FD, &ready, sizeof(ready), MSG_NOSIGNAL) < 0)
+        _exit(1);
+
+    for (;;) {
+        struct pollfd pfd[2] = {
+            {.fd = PBX_ZYGOTE_CTRL_FD, .events = POLLIN},
+            {.fd = sfd, .events = POLLIN},
+        };
+        struct pbx_proto_job job;
+        int fds[PBX_PROTO_MAX_FDS];
+        int nfds = 0;
+        int r;
+        pid_t pid;
+
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (poll(pfd, sfd >= 0 ? 2 : 1, sfd >= 0 ? -1 : 200) < 0 && errno != EINTR)
+            _exit(1);
+        if (sfd >= 0 && (pfd[1].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+
+            while (read(sfd, &si, sizeof(si)) > 0)
+                ;
+        }
+        if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        r = receive_job(PBX_ZYGOTE_CTRL_FD, &job, fds, &nfds);
+        if (r == 0)
+            _exit(0); /* the supervisor is gone: the jail goes with us */
+        if (r < 0)
+            continue;
+        PyOS_BeforeFork();
+        pid = fork();
+        if (pid == 0) {
+            close(PBX_ZYGOTE_CTRL_FD);
+            if (sfd >= 0)
+                close(sfd);
+            sigprocmask(SIG_UNBLOCK, &mask, NULL);
+            pbx__cell_main(&zs, &job, fds, nfds);
+        }
+        PyOS_AfterFork_Parent();
+        if (pid < 0)
+            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, errno, "fork the cell");
+        close_fds(fds, nfds);
+    }
+}

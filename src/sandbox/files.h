@@ -1,0 +1,34 @@
+/*
+ * Moving files in and out of a cell's /work, done by the cell's C code (a
+ * process that never runs user code).
+ */
+#ifndef PBX_SANDBOX_FILES_H
+#define PBX_SANDBOX_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * Whether `name` (len bytes, not NUL-terminated) is an acceptable file name:
+ * 1..255 bytes, no NUL, no '/', not "." or "..".  No syscalls (fuzzed).
+ */
+bool pbx__files_name_ok(const char *name, size_t len);
+
+/*
+ * Create `name` under the directory `dirfd` (exclusively, never through a
+ * symlink) with `data`, owned by uid/gid.  Returns 0 or -errno.
+ */
+int pbx__files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
+                     uint32_t gid);
+
+/*
+ * Open `name` under `dirfd` for collection with
+ * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
+ * RESOLVE_NO_XDEV), O_NONBLOCK so a FIFO never blocks, and accept only a
+ * regular file of at most `max` bytes.  Returns the fd (caller closes) with
+ * *size set, or -state (enum pbx_proto_file_state).
+ */
+int pbx__files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size);
+
+#endif
