@@ -17,15 +17,15 @@ extern "C" {
 #endif
 
 /* XX(name, number, message) */
-#define PBX_ERRNO_MAP(XX)                                                                          \
-    XX(INVAL, 1000, "invalid argument")                                                            \
-    XX(NOMEM, 1001, "out of memory")                                                               \
-    XX(TOO_LARGE, 1002, "input exceeds its limit")                                                 \
-    XX(SANDBOX, 1003, "the sandbox could not be set up")                                           \
-    XX(ENGINE, 1004, "the execution engine failed")                                                \
-    XX(PROTO, 1005, "malformed message between pybox processes")                                   \
-    XX(UNSUPPORTED, 1006, "not supported on this machine")                                         \
-    XX(NOTFOUND, 1007, "not found")                                                                \
+#define PBX_ERRNO_MAP(XX)                                        \
+    XX(INVAL, 1000, "invalid argument")                          \
+    XX(NOMEM, 1001, "out of memory")                             \
+    XX(TOO_LARGE, 1002, "input exceeds its limit")               \
+    XX(SANDBOX, 1003, "the sandbox could not be set up")         \
+    XX(ENGINE, 1004, "the execution engine failed")              \
+    XX(PROTO, 1005, "malformed message between pybox processes") \
+    XX(UNSUPPORTED, 1006, "not supported on this machine")       \
+    XX(NOTFOUND, 1007, "not found")                              \
     XX(POLICY, 1008, "refused by policy")
 
 enum pbx_code {

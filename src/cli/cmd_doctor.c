@@ -60,6 +60,12 @@ static void row(const char *name, bool ok, const char *detail)
     printf("  %-26s %-4s %s\n", name, ok ? "yes" : "NO", detail);
 }
 
+/* A feature pybox does not use, with the reason. */
+static void row_unused(const char *name, const char *detail)
+{
+    printf("  %-26s %-4s %s\n", name, "-", detail);
+}
+
 static void host_checks(void)
 {
     long seccomp = prctl(PR_GET_SECCOMP, 0, 0, 0, 0);
@@ -77,7 +83,7 @@ static void host_checks(void)
     row("running as root", geteuid() == 0,
         geteuid() == 0 ? "pybox maps the jail to an unprivileged uid range"
                        : "pybox needs root to map a uid range and create cgroups");
-    row("landlock", true, "not used: the jail's mount namespace is the filesystem boundary");
+    row_unused("landlock", "not used: the jail's mount namespace is the filesystem boundary");
 }
 
 int pbx_cmd_doctor(int argc, char **argv)

@@ -146,8 +146,8 @@ static bool env_true(const char *name)
 {
     const char *v = getenv(name);
 
-    return v != NULL && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 ||
-                         strcasecmp(v, "yes") == 0);
+    return v != NULL &&
+           (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0);
 }
 
 static void set_limit(struct pbx_limits *l, const char *assignment, const char *origin)
@@ -365,8 +365,8 @@ int pbx_cmd_run(int argc, char **argv)
             fprintf(stderr, "pybox: %s\n",
                     json_string_value(json_object_get(res.error, "message")));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {
-            char *text = json_dumps(res.result ? res.result : json_null(),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *text =
+                json_dumps(res.result ? res.result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
 
             puts(text);
             free(text);

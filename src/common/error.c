@@ -12,15 +12,15 @@
 const char *pbx_strerror(int code)
 {
     switch (code) {
-#define PBX_XX_MSG(name, num, msg)                                                                 \
-    case num:                                                                                      \
+#define PBX_XX_MSG(name, num, msg) \
+    case num:                      \
         return msg;
         PBX_ERRNO_MAP(PBX_XX_MSG)
 #undef PBX_XX_MSG
     default:
-        return code > 0 && code < 1000 ? strerrordesc_np(code) ? strerrordesc_np(code)
-                                                               : "unknown error"
-                                       : "unknown error";
+        return code > 0 && code < 1000
+                   ? strerrordesc_np(code) ? strerrordesc_np(code) : "unknown error"
+                   : "unknown error";
     }
 }
 
@@ -29,8 +29,8 @@ const char *pbx_err_name(int code)
     const char *name;
 
     switch (code) {
-#define PBX_XX_NAME(name, num, msg)                                                                \
-    case num:                                                                                      \
+#define PBX_XX_NAME(name, num, msg) \
+    case num:                       \
         return "PBX_E_" #name;
         PBX_ERRNO_MAP(PBX_XX_NAME)
 #undef PBX_XX_NAME

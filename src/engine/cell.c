@@ -332,9 +332,9 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     if (r < 0)
         cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
 
-    map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE,
-                                  fds[PBX_FD_REQUEST], 0)
-                           : NULL;
+    map = job->request_len
+              ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, fds[PBX_FD_REQUEST], 0)
+              : NULL;
     if (map == MAP_FAILED)
         cell_fail(PBX_STAGE_INPUT, errno, "map the request");
     rd.p = map;
@@ -397,8 +397,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     wait_job(pid, start, job->limits.wall_ms, &done);
 
     for (uint32_t i = 0; i < nret; i++)
-        collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes,
-                    &done);
+        collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes, &done);
     done.output_len = (uint64_t)lseek(fds[PBX_FD_OUTPUT], 0, SEEK_CUR);
     if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
         _exit(1);

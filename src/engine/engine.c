@@ -59,12 +59,12 @@
 #define META_MAX         (16u << 20)
 
 struct pbx_engine {
-    pid_t zygote;               /* host pid of the jail's init */
-    int ctrl;                   /* control socket to the zygote */
-    struct pbx_cgroups *cg;     /* cell cgroups, NULL when none is usable */
-    bool have_memcg;            /* a memory controller is in force */
-    bool have_pidscg;           /* a pids controller is in force */
-    atomic_uint_fast64_t next;  /* execution ids */
+    pid_t zygote;                 /* host pid of the jail's init */
+    int ctrl;                     /* control socket to the zygote */
+    struct pbx_cgroups *cg;       /* cell cgroups, NULL when none is usable */
+    bool have_memcg;              /* a memory controller is in force */
+    bool have_pidscg;             /* a pids controller is in force */
+    atomic_uint_fast64_t next;    /* execution ids */
     struct pbx_engine_config cfg; /* as started */
 };
 
@@ -164,11 +164,16 @@ static ssize_t recv_msg(int fd, struct pbx_proto_done *d, int *fds, int *nfds)
 static const char *stage_text(int stage)
 {
     static const char *const names[] = {
-        [PBX_STAGE_NONE] = "setup",       [PBX_STAGE_CGROUP] = "cgroup",
-        [PBX_STAGE_NAMESPACE] = "namespaces", [PBX_STAGE_MOUNT] = "mounts",
-        [PBX_STAGE_INPUT] = "input files", [PBX_STAGE_FORK] = "fork",
-        [PBX_STAGE_WAIT] = "wait",        [PBX_STAGE_ROOTFS] = "root filesystem",
-        [PBX_STAGE_PYTHON] = "Python",    [PBX_STAGE_SECCOMP] = "seccomp",
+        [PBX_STAGE_NONE] = "setup",
+        [PBX_STAGE_CGROUP] = "cgroup",
+        [PBX_STAGE_NAMESPACE] = "namespaces",
+        [PBX_STAGE_MOUNT] = "mounts",
+        [PBX_STAGE_INPUT] = "input files",
+        [PBX_STAGE_FORK] = "fork",
+        [PBX_STAGE_WAIT] = "wait",
+        [PBX_STAGE_ROOTFS] = "root filesystem",
+        [PBX_STAGE_PYTHON] = "Python",
+        [PBX_STAGE_SECCOMP] = "seccomp",
     };
 
     if (stage < 0 || (size_t)stage >= sizeof(names) / sizeof(names[0]) || names[stage] == NULL)
@@ -373,8 +378,7 @@ char *pbx_engine_describe(const struct pbx_engine *e)
         if (e->cg == NULL)
             next = xasprintf("%scgroup %s: not in force (no cgroup filesystem)\n", out, ctl[i]);
         else
-            next = xasprintf("%scgroup %s: %s\n", out, ctl[i],
-                             pbx__cgroup_why(e->cg, (enum pbx_cgroup_ctl)i));
+            next = xasprintf("%scgroup %s\n", out, pbx__cgroup_why(e->cg, (enum pbx_cgroup_ctl)i));
         free(out);
         out = next;
     }
@@ -407,8 +411,8 @@ static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
         return pbx_error_set(err, PBX_E_TOO_LARGE, "stdin is %zu bytes; the limit is %" PRIu64,
                              req->stdin_len, l->stdin_bytes);
     if (req->nfiles > l->input_files)
-        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu input files; the limit is %u",
-                             req->nfiles, l->input_files);
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu input files; the limit is %u", req->nfiles,
+                             l->input_files);
     if (req->nreturn > l->output_files)
         return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu returned files asked; the limit is %u",
                              req->nreturn, l->output_files);
@@ -686,8 +690,7 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
         if (!pbx__proto_get_u32(&rd, &state) || !pbx__proto_get_string(&rd, 255, &name, &nlen) ||
             !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data))
             break;
-        if (nlen != strlen(req->return_files[i]) ||
-            memcmp(name, req->return_files[i], nlen) != 0)
+        if (nlen != strlen(req->return_files[i]) || memcmp(name, req->return_files[i], nlen) != 0)
             break;
         if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
             res->files[i].data = xmemdup(data, size);
@@ -736,22 +739,26 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
 
     if (d->timed_out || f->backstop) {
         res->status = PBX_STATUS_TIMEOUT;
-        res->error = error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
-                                  req->limits.wall_ms / 1000.0);
+        res->error =
+            error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
+                         req->limits.wall_ms / 1000.0);
     } else if (res->signal == SIGXCPU ||
                (res->signal == SIGKILL && cpu_ms >= (double)req->limits.cpu_ms)) {
         res->status = PBX_STATUS_TIMEOUT;
-        res->error = error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
-                                  req->limits.cpu_ms / 1000.0);
-    } else if (oom_kills > 0 || (meta.error != NULL &&
-                                 strcmp(json_string_value(json_object_get(meta.error, "type")),
-                                        "MemoryError") == 0)) {
+        res->error =
+            error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
+                         req->limits.cpu_ms / 1000.0);
+    } else if (oom_kills > 0 ||
+               (meta.error != NULL && strcmp(json_string_value(json_object_get(meta.error, "type")),
+                                             "MemoryError") == 0)) {
         res->status = PBX_STATUS_MEMORY_LIMIT;
-        res->error = error_object("MemoryError", "the execution exceeded the memory limit of %" PRIu64 " MiB",
+        res->error = error_object("MemoryError",
+                                  "the execution exceeded the memory limit of %" PRIu64 " MiB",
                                   req->limits.memory_bytes >> 20);
     } else if (res->signal != 0) {
         res->status = PBX_STATUS_KILLED;
-        res->error = error_object("Killed", "the process was killed by %s", signal_name(res->signal));
+        res->error =
+            error_object("Killed", "the process was killed by %s", signal_name(res->signal));
     } else if (res->exit_code != 0 || meta.error != NULL) {
         res->status = PBX_STATUS_ERROR;
         if (meta.error != NULL)
@@ -759,8 +766,8 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
         else if (meta.check == PBX_META_CHECK_NONE && res->exit_code == 125)
             res->error = error_object("SandboxError", "the sandbox could not start the job");
         else
-            res->error = error_object("ExitError", "the process exited with status %d",
-                                      res->exit_code);
+            res->error =
+                error_object("ExitError", "the process exited with status %d", res->exit_code);
     } else {
         res->status = PBX_STATUS_OK;
     }
@@ -833,7 +840,8 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     job.version = PBX_PROTO_VERSION;
     job.id = atomic_fetch_add(&e->next, 1);
     job.limits = req->limits;
-    job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) | (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
+    job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) |
+                (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
                 (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP);
     job.ninput = (uint32_t)req->nfiles;
     job.nreturn = (uint32_t)req->nreturn;
@@ -895,6 +903,13 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     }
 
     run_flight(&f, req, cell);
+    if (f.cell_pidfd >= 0) {
+        /* Let the cell finish exiting, so its cgroups are empty when we remove them. */
+        struct pollfd p = {.fd = f.cell_pidfd, .events = POLLIN};
+
+        while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
+            ;
+    }
     if (cell != NULL)
         oom = pbx__cgroup_cell_oom_kills(cell);
     if (f.failed) {

@@ -21,11 +21,11 @@
 struct pbx_engine;
 
 struct pbx_engine_config {
-    bool preload;           /* import numpy and PIL in the zygote (the server does) */
-    uid_t uid_base;         /* host uid/gid that uid 0 of the jail maps to */
-    uint32_t uid_count;     /* size of the mapped range */
-    const char *cgroup_fs;  /* cgroup filesystem root, "/sys/fs/cgroup" */
-    bool require_cgroups;   /* fail to start when no memory/pids controller is usable */
+    bool preload;          /* import numpy and PIL in the zygote (the server does) */
+    uid_t uid_base;        /* host uid/gid that uid 0 of the jail maps to */
+    uint32_t uid_count;    /* size of the mapped range */
+    const char *cgroup_fs; /* cgroup filesystem root, "/sys/fs/cgroup" */
+    bool require_cgroups;  /* fail to start when no memory/pids controller is usable */
 };
 
 /* Fill `cfg` with defaults. */
@@ -92,23 +92,23 @@ struct pbx_file_out {
 
 struct pbx_exec_result {
     enum pbx_status status;
-    bool has_exit_code;        /* false when killed by a signal or rejected */
-    int exit_code;             /* the process's exit status */
-    int signal;                /* the killing signal, 0 when none */
-    char *stdout_data;         /* kept stdout, NUL-terminated */
-    size_t stdout_len;         /* its length */
-    bool stdout_truncated;     /* output beyond the cap was dropped */
-    char *stderr_data;         /* kept stderr, NUL-terminated */
-    size_t stderr_len;         /* its length */
-    bool stderr_truncated;     /* output beyond the cap was dropped */
-    json_t *result;            /* main()'s return value, or NULL */
-    json_t *error;             /* {"type", "message", ...} or NULL */
+    bool has_exit_code;         /* false when killed by a signal or rejected */
+    int exit_code;              /* the process's exit status */
+    int signal;                 /* the killing signal, 0 when none */
+    char *stdout_data;          /* kept stdout, NUL-terminated */
+    size_t stdout_len;          /* its length */
+    bool stdout_truncated;      /* output beyond the cap was dropped */
+    char *stderr_data;          /* kept stderr, NUL-terminated */
+    size_t stderr_len;          /* its length */
+    bool stderr_truncated;      /* output beyond the cap was dropped */
+    json_t *result;             /* main()'s return value, or NULL */
+    json_t *error;              /* {"type", "message", ...} or NULL */
     struct pbx_file_out *files; /* returned files, in the order asked */
-    size_t nfiles;             /* their count */
-    double duration_ms;        /* wall time of the user's code */
-    double cpu_ms;             /* CPU time (user + system) */
-    uint64_t max_rss_kb;       /* peak resident set */
-    uint64_t minor_faults;     /* page faults of the job (copy-on-write included) */
+    size_t nfiles;              /* their count */
+    double duration_ms;         /* wall time of the user's code */
+    double cpu_ms;              /* CPU time (user + system) */
+    uint64_t max_rss_kb;        /* peak resident set */
+    uint64_t minor_faults;      /* page faults of the job (copy-on-write included) */
 };
 
 /* Whether `name` may name an input or returned file: a flat, portable name. */

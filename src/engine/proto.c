@@ -56,8 +56,7 @@ bool pbx__proto_get_u64(struct pbx_proto_reader *r, uint64_t *v)
     return true;
 }
 
-bool pbx__proto_get_string(struct pbx_proto_reader *r, size_t max, const uint8_t **s,
-                           uint32_t *len)
+bool pbx__proto_get_string(struct pbx_proto_reader *r, size_t max, const uint8_t **s, uint32_t *len)
 {
     uint32_t n;
 

@@ -114,12 +114,12 @@ json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res)
     json_object_set_new(o, "status", json_string(pbx_status_name(res->status)));
     json_object_set_new(o, "exit_code",
                         res->has_exit_code ? json_integer(res->exit_code) : json_null());
-    json_object_set_new(o, "signal", res->signal ? json_string(signal_text(res->signal))
-                                                 : json_null());
-    json_object_set_new(o, "stdout", text_value(res->stdout_data ? res->stdout_data : "",
-                                                res->stdout_len));
-    json_object_set_new(o, "stderr", text_value(res->stderr_data ? res->stderr_data : "",
-                                                res->stderr_len));
+    json_object_set_new(o, "signal",
+                        res->signal ? json_string(signal_text(res->signal)) : json_null());
+    json_object_set_new(o, "stdout",
+                        text_value(res->stdout_data ? res->stdout_data : "", res->stdout_len));
+    json_object_set_new(o, "stderr",
+                        text_value(res->stderr_data ? res->stderr_data : "", res->stderr_len));
     json_object_set_new(o, "stdout_truncated", json_boolean(res->stdout_truncated));
     json_object_set_new(o, "stderr_truncated", json_boolean(res->stderr_truncated));
     json_object_set_new(o, "result", res->result ? json_incref(res->result) : json_null());

@@ -171,7 +171,9 @@ int pbx_limits_set(struct pbx_limits *l, const char *assignment, struct pbx_erro
             return pbx_error_set(err, PBX_E_INVAL,
                                  "limit %s: %s is out of range [%" PRIu64 ", %" PRIu64 "]%s",
                                  d->name, eq + 1, d->min, d->max,
-                                 d->unit == U_BYTES ? " bytes" : d->unit == U_MS ? " ms" : "");
+                                 d->unit == U_BYTES ? " bytes"
+                                 : d->unit == U_MS  ? " ms"
+                                                    : "");
         put(l, d, v);
         return 0;
     }

@@ -11,12 +11,13 @@
  * sandbox, so a module missing from this list is never a security hole.
  */
 const char *const pbx_policy_default_modules[] = {
-    "math",     "statistics", "decimal",     "fractions", "numbers",  "random",   "numpy",
-    "datetime", "time",       "calendar",    "string",    "re",       "textwrap", "unicodedata",
-    "collections", "itertools", "functools", "operator",  "bisect",   "heapq",    "array",
-    "json",     "ast",        "typing",      "enum",      "dataclasses", "copy",  "pprint",
-    "hashlib",  "uuid",       "secrets",     "base64",    "PIL",      "reportlab", "fpdf",
-    "sys",      "io",         NULL,
+    "math",     "statistics",  "decimal",     "fractions", "numbers",   "random",
+    "numpy",    "datetime",    "time",        "calendar",  "string",    "re",
+    "textwrap", "unicodedata", "collections", "itertools", "functools", "operator",
+    "bisect",   "heapq",       "array",       "json",      "ast",       "typing",
+    "enum",     "dataclasses", "copy",        "pprint",    "hashlib",   "uuid",
+    "secrets",  "base64",      "PIL",         "reportlab", "fpdf",      "sys",
+    "io",       NULL,
 };
 
 bool pbx_policy_module_allowed(const char *module)

@@ -18,7 +18,8 @@
 #include "sandbox/files.h"
 #include "common/banned.h"
 
-#define RESOLVE_STRICT (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+#define RESOLVE_STRICT \
+    (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 
 bool pbx__files_name_ok(const char *name, size_t len)
 {
@@ -45,7 +46,8 @@ static int openat2_strict(int dirfd, const char *name, uint64_t flags, uint64_t 
 int pbx__files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
                      uint32_t gid)
 {
-    cleanup_close int fd = openat2_strict(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
+    cleanup_close int fd =
+        openat2_strict(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
     const char *p = data;
 
     if (fd < 0)

@@ -196,9 +196,10 @@ static int make_etc(struct pbx_error **err)
     int r = mkdir_p(NEWROOT "/etc", 0755);
 
     if (r == 0)
-        r = write_file(NEWROOT "/etc/passwd", "root:x:0:0:root:/:/usr/sbin/nologin\n"
-                                              "sandbox:x:1000:1000:sandbox:/work:/usr/sbin/nologin\n"
-                                              "nobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n");
+        r = write_file(NEWROOT "/etc/passwd",
+                       "root:x:0:0:root:/:/usr/sbin/nologin\n"
+                       "sandbox:x:1000:1000:sandbox:/work:/usr/sbin/nologin\n"
+                       "nobody:x:65534:65534:nobody:/:/usr/sbin/nologin\n");
     if (r == 0)
         r = write_file(NEWROOT "/etc/group", "root:x:0:\nsandbox:x:1000:\nnogroup:x:65534:\n");
     if (r == 0)
