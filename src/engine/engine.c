@@ -631,17 +631,6 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
     }
 }
 
-static const char *signal_name(int sig)
-{
-    static char buf[32];
-    const char *abbrev = sigabbrev_np(sig);
-
-    if (abbrev == NULL)
-        return "SIGUNKNOWN";
-    snprintf(buf, sizeof(buf), "SIG%s", abbrev);
-    return buf;
-}
-
 static json_t *error_object(const char *type, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -756,9 +745,11 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
                                   "the execution exceeded the memory limit of %" PRIu64 " MiB",
                                   req->limits.memory_bytes >> 20);
     } else if (res->signal != 0) {
+        const char *abbrev = sigabbrev_np(res->signal);
+
         res->status = PBX_STATUS_KILLED;
-        res->error =
-            error_object("Killed", "the process was killed by %s", signal_name(res->signal));
+        res->error = error_object("Killed", "the process was killed by SIG%s",
+                                  abbrev ? abbrev : "UNKNOWN");
     } else if (res->exit_code != 0 || meta.error != NULL) {
         res->status = PBX_STATUS_ERROR;
         if (meta.error != NULL)
