@@ -1,0 +1,146 @@
+/*
+ * Internals shared by cgroup.c (common part and dispatch), cgroup_v1.c and
+ * cgroup_v2.c, and by tests/unit/test_cgroup.c, which injects the
+ * directory-changing operations to mimic the kernel on fake trees.
+ */
+#ifndef PBX_SANDBOX_CGROUP_INTERNAL_H
+#define PBX_SANDBOX_CGROUP_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "sandbox/cgroup.h"
+
+/*
+ * The operations that change a cgroup tree.  Each behaves like the system
+ * call it is named after: it returns 0, or -1 with errno set.  On cgroupfs
+ * the kernel fills a new directory with control files and rmdir() removes a
+ * directory that still holds them; a fake tree needs both done by hand, so
+ * the unit test passes its own table.  Reads and the cgroup.procs fds use
+ * plain open(2) and work on either kind of tree.
+ */
+struct pbx__cgroup_ops {
+    int (*mkdir)(void *data, const char *path);                              /* mode 0755 */
+    int (*rmdir)(void *data, const char *path);                              /* an empty cgroup */
+    int (*write)(void *data, const char *path, const char *buf, size_t len); /* one write(2) */
+    void *data;                                                              /* passed to each */
+};
+
+/* What pbx__cgroup_setup() found out about one controller. */
+struct pbx__cgroup_ctl_state {
+    enum pbx_cgroup_version version; /* backend serving it, NONE when unusable */
+    char *parent;                    /* the "pybox-<pid>" dir; NULL when not created */
+    char *why;                       /* plain words, never NULL after setup */
+    bool swap_limited;               /* memory: swap is capped too (memsw / memory.swap.max) */
+};
+
+/*
+ * The manager.  Read-only once pbx__cgroup_setup() returns, which is what
+ * makes the per-cell functions safe to call from several threads at once
+ * without a lock: they only read it and touch their own cell's directories.
+ */
+struct pbx_cgroups {
+    char *fs_root;                                     /* "/sys/fs/cgroup" or a fake tree */
+    char *name;                                        /* parent name, "pybox-<pid>" */
+    struct pbx__cgroup_ops ops;                        /* tree-changing operations */
+    char *v2_root;                                     /* the cgroup2 mount, or NULL */
+    char *v2_self;                                     /* the supervisor's own v2 cgroup dir */
+    struct pbx__cgroup_ctl_state ctl[PBX_CGROUP_NCTL]; /* indexed by enum pbx_cgroup_ctl */
+};
+
+/* One cell: a directory per usable controller (v2 controllers share one). */
+struct pbx_cgroup_cell {
+    struct pbx_cgroups *cg;     /* the manager, not owned */
+    uint64_t id;                /* the N of "cell-N" */
+    char *dir[PBX_CGROUP_NCTL]; /* owned; NULL when the controller is unusable */
+};
+
+/* The controller's name as the kernel spells it: "memory", "pids", "cpu". */
+const char *pbx__cgroup_ctl_name(enum pbx_cgroup_ctl ctl);
+
+/*
+ * Like pbx__cgroup_setup(), with the tree-changing operations injected (NULL
+ * for the real system calls).  The table is copied.
+ */
+int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const char *name,
+                          const struct pbx__cgroup_ops *ops, struct pbx_cgroups **out,
+                          struct pbx_error **err);
+
+/*
+ * Find "key N" at the start of a line of `text` (memory.events,
+ * memory.oom_control) and store N.  Returns 0 or -PBX_E_NOTFOUND.  No syscalls.
+ */
+int pbx__cgroup_parse_key(const char *text, size_t len, const char *key, uint64_t *value);
+
+/*
+ * The pids of a cgroup.procs text (one decimal per line; other lines are
+ * skipped) into a heap array the caller frees; returns the count.  No syscalls.
+ */
+size_t pbx__cgroup_parse_pids(const char *text, pid_t **out);
+
+/* Helpers of cgroup.c for the backends. */
+
+/* "<dir>/<file>" on the heap. */
+char *pbx__cgroup_path(const char *dir, const char *file);
+
+/* Whether <dir>/<file> exists (any type). */
+bool pbx__cgroup_exists(const char *dir, const char *file);
+
+/*
+ * Read a whole small file (capped at 4 MiB) into a NUL-terminated heap
+ * buffer; the caller frees *text.  Returns 0 or -errno.
+ */
+int pbx__cgroup_read(const char *path, char **text, size_t *len);
+
+/* Read <dir>/<file>, a single decimal number; 0 when absent or unparsable. */
+uint64_t pbx__cgroup_read_u64(const char *dir, const char *file);
+
+/* Read "key N" from <dir>/<file>; 0 when absent. */
+uint64_t pbx__cgroup_read_key(const char *dir, const char *file, const char *key);
+
+/* Write `value` to <dir>/<file> through cg->ops in one write. */
+int pbx__cgroup_write(const struct pbx_cgroups *cg, const char *dir, const char *file,
+                      const char *value, struct pbx_error **err);
+
+/*
+ * The backends.  setup_ctl() creates the parent of `ctl` and fills
+ * cg->ctl[ctl] (version, parent, why); it never fails, an unusable controller
+ * just stays PBX_CGROUP_NONE with the reason in why.  limit() writes the
+ * limits of `ctl` into a new cell directory.  oom_kills() and peak_memory()
+ * read the memory controller's counters (0 when unknown).  kill() SIGKILLs
+ * every member of `dir`.
+ */
+struct pbx__cgroup_backend {
+    int (*limit)(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
+                 const struct pbx_cgroup_limits *limits, struct pbx_error **err);
+    uint64_t (*oom_kills)(const char *dir);
+    uint64_t (*peak_memory)(const char *dir);
+    void (*kill)(const struct pbx_cgroups *cg, const char *dir);
+};
+
+/*
+ * SIGKILL every process listed in <dir>/cgroup.procs (cgroup_v1.c; v2 uses it
+ * too when cgroup.kill is missing).
+ */
+void pbx__cgroup_kill_listed(const char *dir);
+
+/* cgroup v1: the mount dir of `ctl` under fs_root, heap, or NULL. */
+char *pbx__cgroup_v1_mount(const char *fs_root, enum pbx_cgroup_ctl ctl);
+void pbx__cgroup_v1_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *mount,
+                              const char *self_cgroup);
+extern const struct pbx__cgroup_backend pbx__cgroup_v1_backend;
+
+/*
+ * cgroup v2: find the cgroup2 mount (fs_root itself, or fs_root/unified) and
+ * the supervisor's cgroup in it; fills cg->v2_root and cg->v2_self.  Returns
+ * the heap text of the root's cgroup.controllers, or NULL without cgroup2.
+ */
+char *pbx__cgroup_v2_probe(struct pbx_cgroups *cg, const char *self_cgroup);
+/* Whether the space-separated list `controllers` names `ctl`. */
+bool pbx__cgroup_v2_lists(const char *controllers, const char *ctl);
+void pbx__cgroup_v2_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
+extern const struct pbx__cgroup_backend pbx__cgroup_v2_backend;
+
+#endif

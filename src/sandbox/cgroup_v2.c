@@ -1,0 +1,214 @@
+/*
+ * The cgroup v2 backend: one tree, mounted at <fs_root> itself (a pure v2
+ * host) or at <fs_root>/unified (a hybrid host, usually with no controllers).
+ *
+ *   memory  memory.max and memory.swap.max = 0 (so memory.max caps memory
+ *           plus swap), OOM kills from "oom_kill N" in memory.events, peak
+ *           from memory.peak (Linux 5.19+);
+ *   pids    pids.max;
+ *   cpu     cpu.max "quota period".
+ *
+ * The no-internal-process rule shapes the layout: a non-root cgroup that has
+ * processes cannot enable controllers for its children.  The parent
+ * "pybox-<pid>" never holds a process, so it can enable them for the cells;
+ * but to give the parent the controllers at all, the supervisor's own cgroup
+ * must enable them in its cgroup.subtree_control, which the kernel refuses
+ * (EBUSY) while the supervisor lives in it.  That case is reported as NONE
+ * with the reason rather than worked around by moving the supervisor: which
+ * cgroup pybox runs in is the service manager's decision (systemd Delegate=).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sandbox/cgroup_internal.h"
+#include "common/cleanup.h"
+#include "common/xalloc.h"
+#include "common/banned.h"
+
+static const char *const control_file[PBX_CGROUP_NCTL] = {"memory.max", "pids.max", "cpu.max"};
+
+/* The CFS period of cpu.max: 100 ms, the kernel default. */
+#define CPU_PERIOD_US 100000
+
+bool pbx__cgroup_v2_lists(const char *controllers, const char *ctl)
+{
+    size_t n = strlen(ctl);
+    const char *p = controllers;
+
+    while (*p) {
+        size_t len;
+
+        p += strspn(p, " \t\n");
+        len = strcspn(p, " \t\n");
+        if (len == n && memcmp(p, ctl, n) == 0)
+            return true;
+        p += len;
+    }
+    return false;
+}
+
+char *pbx__cgroup_v2_probe(struct pbx_cgroups *cg, const char *self_cgroup)
+{
+    cleanup_free char *unified = pbx__cgroup_path(cg->fs_root, "unified");
+    cleanup_free char *own = NULL;
+    cleanup_free char *path = NULL;
+    char *controllers = NULL;
+
+    if (pbx__cgroup_exists(cg->fs_root, "cgroup.controllers"))
+        cg->v2_root = xstrdup(cg->fs_root);
+    else if (pbx__cgroup_exists(unified, "cgroup.controllers"))
+        cg->v2_root = steal_pointer(&unified);
+    else
+        return NULL;
+    path = pbx__cgroup_path(cg->v2_root, "cgroup.controllers");
+    if (pbx__cgroup_read(path, &controllers, NULL) < 0)
+        controllers = xstrdup("");
+    if (pbx__cgroup_parse_proc(self_cgroup, strlen(self_cgroup), NULL, &own) == 0)
+        cg->v2_self =
+            strcmp(own, "/") == 0 ? xstrdup(cg->v2_root) : xasprintf("%s%s", cg->v2_root, own);
+    return controllers;
+}
+
+/* Whether <dir>/cgroup.controllers lists `ctl`. */
+static bool offered(const char *dir, const char *ctl)
+{
+    cleanup_free char *path = pbx__cgroup_path(dir, "cgroup.controllers");
+    cleanup_free char *text = NULL;
+
+    return pbx__cgroup_read(path, &text, NULL) == 0 && pbx__cgroup_v2_lists(text, ctl);
+}
+
+/* Enable `ctl` for the children of `dir`; on failure a why text, else NULL. */
+static char *enable(const struct pbx_cgroups *cg, const char *dir, const char *ctl)
+{
+    cleanup_free char *plus = xasprintf("+%s", ctl);
+    struct pbx_error *err = NULL;
+    char *why;
+
+    if (pbx__cgroup_write(cg, dir, "cgroup.subtree_control", plus, &err) == 0)
+        return NULL;
+    if (err->code == EBUSY && strcmp(dir, cg->v2_self) == 0)
+        why = xasprintf("%s: cannot enable it for the children of the supervisor's cgroup: %s "
+                        "(cgroup v2 enables controllers only below a cgroup without processes "
+                        "of its own, and pybox lives in %s: start it in a delegated cgroup, "
+                        "e.g. systemd Delegate=yes, with pybox in a leaf)",
+                        ctl, err->msg, dir);
+    else
+        why = xasprintf("%s: cannot enable it in %s: %s", ctl, dir, err->msg);
+    pbx_error_free(&err);
+    return why;
+}
+
+void pbx__cgroup_v2_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
+{
+    struct pbx__cgroup_ctl_state *st = &cg->ctl[ctl];
+    const char *name = pbx__cgroup_ctl_name(ctl);
+    cleanup_free char *control = NULL;
+
+    if (cg->v2_self == NULL) {
+        st->why = xasprintf("%s: /proc/self/cgroup has no cgroup v2 (\"0::\") line", name);
+        return;
+    }
+    if (!offered(cg->v2_self, name)) {
+        st->why = xasprintf("%s: cgroup v2 has it at %s but not for the supervisor's cgroup %s "
+                            "(missing from its cgroup.controllers: it was not delegated)",
+                            name, cg->v2_root, cg->v2_self);
+        return;
+    }
+    st->why = enable(cg, cg->v2_self, name);
+    if (st->why)
+        return;
+    st->parent = xasprintf("%s/%s", cg->v2_self, cg->name);
+    /* EEXIST: made for an earlier controller, or left by a supervisor with our pid. */
+    if (cg->ops.mkdir(cg->ops.data, st->parent) < 0 && errno != EEXIST) {
+        st->why = xasprintf("%s: cannot create %s: %s", name, st->parent, strerror(errno));
+        free(st->parent);
+        st->parent = NULL;
+        return;
+    }
+    st->why = enable(cg, st->parent, name);
+    if (st->why)
+        return;
+    control = pbx__cgroup_path(st->parent, control_file[ctl]);
+    if (access(control, W_OK) < 0) {
+        st->why = xasprintf("%s: %s is not writable: %s", name, control, strerror(errno));
+        return;
+    }
+    st->version = PBX_CGROUP_V2;
+    if (ctl == PBX_CGROUP_MEMORY)
+        st->swap_limited = pbx__cgroup_exists(st->parent, "memory.swap.max");
+    if (ctl == PBX_CGROUP_MEMORY && !st->swap_limited)
+        st->why = xasprintf("memory: cgroup v2 at %s; no memory.swap.max (swap accounting is "
+                            "off), so the limit covers memory only, not swap",
+                            st->parent);
+    else
+        st->why = xasprintf("%s: cgroup v2 at %s", name, st->parent);
+}
+
+static int v2_limit(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
+                    const struct pbx_cgroup_limits *limits, struct pbx_error **err)
+{
+    char value[48];
+    int ret;
+
+    switch (ctl) {
+    case PBX_CGROUP_MEMORY:
+        if (limits->memory_bytes == 0)
+            return 0;
+        /* No swap at all: memory.max alone would let the cell spill into swap. */
+        if (cg->ctl[ctl].swap_limited) {
+            ret = pbx__cgroup_write(cg, dir, "memory.swap.max", "0", err);
+            if (ret < 0)
+                return ret;
+        }
+        snprintf(value, sizeof(value), "%" PRIu64, limits->memory_bytes);
+        return pbx__cgroup_write(cg, dir, "memory.max", value, err);
+    case PBX_CGROUP_PIDS:
+        if (limits->pids == 0)
+            return 0;
+        snprintf(value, sizeof(value), "%" PRIu64, limits->pids);
+        return pbx__cgroup_write(cg, dir, "pids.max", value, err);
+    case PBX_CGROUP_CPU:
+        if (limits->cpu_percent == 0)
+            return 0;
+        snprintf(value, sizeof(value), "%" PRIu64 " %d",
+                 (uint64_t)limits->cpu_percent * CPU_PERIOD_US / 100, CPU_PERIOD_US);
+        return pbx__cgroup_write(cg, dir, "cpu.max", value, err);
+    default:
+        return pbx_error_set(err, PBX_E_INVAL, "unknown cgroup controller %d", (int)ctl);
+    }
+}
+
+static uint64_t v2_oom_kills(const char *dir)
+{
+    return pbx__cgroup_read_key(dir, "memory.events", "oom_kill");
+}
+
+static uint64_t v2_peak_memory(const char *dir)
+{
+    return pbx__cgroup_read_u64(dir, "memory.peak");
+}
+
+/*
+ * cgroup.kill (Linux 5.14+) kills the whole cgroup in the kernel, with no
+ * window for a member to fork or for a pid to be reused; listing is the
+ * fallback on older kernels.
+ */
+static void v2_kill(const struct pbx_cgroups *cg, const char *dir)
+{
+    if (pbx__cgroup_exists(dir, "cgroup.kill") &&
+        pbx__cgroup_write(cg, dir, "cgroup.kill", "1", NULL) == 0)
+        return;
+    pbx__cgroup_kill_listed(dir);
+}
+
+const struct pbx__cgroup_backend pbx__cgroup_v2_backend = {
+    v2_limit,
+    v2_oom_kills,
+    v2_peak_memory,
+    v2_kill,
+};

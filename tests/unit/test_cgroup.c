@@ -1,0 +1,977 @@
+/*
+ * Unit tests of src/sandbox/cgroup*.c.
+ *
+ * Most tests run against fake trees built in a mkdtemp() directory: plain
+ * directories and files shaped like v1 controller mounts (memory/, pids/,
+ * cpu,cpuacct/) and a v2 tree (cgroup.controllers, cgroup.subtree_control).
+ * The fake mkdir/rmdir/write operations play the kernel's part: a new
+ * directory gets the control files of its hierarchy, rmdir drops them, and
+ * "+ctl" written to cgroup.subtree_control is merged and propagated.
+ *
+ * One test runs against this machine's /sys/fs/cgroup.  The program exits 77
+ * (skipped) when every fake-tree test passed but that test could not run:
+ * not root, or no cgroup filesystem.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/magic.h>
+
+#include <check.h>
+
+#include "sandbox/cgroup.h"
+#include "sandbox/cgroup_internal.h"
+#include "common/xalloc.h"
+#include "common/banned.h"
+
+/* The fake kernel: what it creates, and one injected failure. */
+struct fake {
+    char *root;              /* the mkdtemp() directory */
+    bool memsw;              /* v1 memory has memory.memsw.limit_in_bytes */
+    bool swap;               /* v2 memory has memory.swap.max */
+    bool kill_file;          /* v2 has cgroup.kill */
+    bool no_pids_max;        /* v1 pids cgroups lack pids.max */
+    char fail_op;            /* 'm'kdir or 'w'rite fails for fail_suffix, 0 = none */
+    const char *fail_suffix; /* path ending that fails */
+    int fail_errno;          /* errno of that failure */
+    char log[8192];          /* "relative/path=value\n" per write, in order */
+};
+
+static struct fake F;
+
+static void put(const char *dir, const char *file, const char *text)
+{
+    char *path = xasprintf("%s/%s", dir, file);
+    FILE *f = fopen(path, "we");
+
+    ck_assert_msg(f != NULL, "create %s: %s", path, strerror(errno));
+    fputs(text, f);
+    fclose(f);
+    free(path);
+}
+
+static char *slurp(const char *dir, const char *file)
+{
+    char *path = xasprintf("%s/%s", dir, file);
+    char *text = NULL;
+    int r = pbx__cgroup_read(path, &text, NULL);
+
+    free(path);
+    return r < 0 ? NULL : text;
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static bool fails_here(char op, const char *path)
+{
+    size_t n = strlen(path);
+    size_t m = F.fail_suffix ? strlen(F.fail_suffix) : 0;
+
+    return F.fail_op == op && m <= n && strcmp(path + n - m, F.fail_suffix) == 0;
+}
+
+/* Create the control files of `ctl` in a new v2 cgroup `dir`. */
+static void v2_files(const char *dir, const char *ctl)
+{
+    if (strcmp(ctl, "memory") == 0) {
+        put(dir, "memory.max", "max\n");
+        put(dir, "memory.events", "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n");
+        put(dir, "memory.peak", "0\n");
+        if (F.swap)
+            put(dir, "memory.swap.max", "max\n");
+    } else if (strcmp(ctl, "pids") == 0) {
+        put(dir, "pids.max", "max\n");
+    } else if (strcmp(ctl, "cpu") == 0) {
+        put(dir, "cpu.max", "max 100000\n");
+    }
+}
+
+static int fake_mkdir(void *data, const char *path)
+{
+    char *parent = xstrdup(path);
+    char *enabled;
+
+    if (fails_here('m', path)) {
+        free(parent);
+        errno = F.fail_errno;
+        return -1;
+    }
+    if (mkdir(path, 0755) < 0) {
+        free(parent);
+        return -1;
+    }
+    *strrchr(parent, '/') = '\0';
+    put(path, "cgroup.procs", "");
+    enabled = slurp(parent, "cgroup.subtree_control");
+    if (enabled) { /* v2: the parent's enabled controllers */
+        char *save = NULL;
+
+        put(path, "cgroup.controllers", enabled);
+        put(path, "cgroup.subtree_control", "");
+        if (F.kill_file)
+            put(path, "cgroup.kill", "");
+        for (char *t = strtok_r(enabled, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+            v2_files(path, t);
+    } else if (strstr(path, "/memory/")) {
+        put(path, "memory.limit_in_bytes", "9223372036854771712\n");
+        put(path, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n");
+        put(path, "memory.max_usage_in_bytes", "0\n");
+        put(path, "memory.swappiness", "60\n");
+        if (F.memsw)
+            put(path, "memory.memsw.limit_in_bytes", "9223372036854771712\n");
+    } else if (strstr(path, "/pids/")) {
+        if (!F.no_pids_max)
+            put(path, "pids.max", "max\n");
+    } else if (strstr(path, "/cpu,cpuacct/")) {
+        put(path, "cpu.cfs_period_us", "100000\n");
+        put(path, "cpu.cfs_quota_us", "-1\n");
+    }
+    free(enabled);
+    free(parent);
+    return 0;
+}
+
+/* Like cgroupfs: the control files go with the directory, sub-cgroups block it. */
+static int fake_rmdir(void *data, const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    bool busy = false;
+
+    if (d == NULL)
+        return -1;
+    while ((de = readdir(d)) != NULL)
+        busy |= de->d_type == DT_DIR && strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    rewinddir(d);
+    while (!busy && (de = readdir(d)) != NULL) {
+        if (de->d_type == DT_REG)
+            unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+    if (busy) {
+        errno = EBUSY;
+        return -1;
+    }
+    return rmdir(path);
+}
+
+/* A controller newly enabled in `dir`: its files appear in every child cgroup. */
+static void propagate(const char *dir, const char *ctl)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL) {
+        char *child;
+        char *ctls;
+        char *grown;
+
+        if (de->d_type != DT_DIR || de->d_name[0] == '.')
+            continue;
+        child = xasprintf("%s/%s", dir, de->d_name);
+        ctls = slurp(child, "cgroup.controllers");
+        grown = xasprintf("%s %s", ctls ? ctls : "", ctl);
+        put(child, "cgroup.controllers", grown);
+        v2_files(child, ctl);
+        free(grown);
+        free(ctls);
+        free(child);
+    }
+    closedir(d);
+}
+
+/* "+a +b" merged into a cgroup.subtree_control, as the kernel does. */
+static void merge_subtree(const char *path, const char *buf, size_t len)
+{
+    char *dir = xstrdup(path);
+    char *text;
+    char *req = xstrndup(buf, len);
+    char *save = NULL;
+
+    *strrchr(dir, '/') = '\0';
+    text = slurp(dir, "cgroup.subtree_control");
+    for (char *t = strtok_r(req, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
+        char *grown;
+
+        if (t[0] != '+' || pbx__cgroup_v2_lists(text, t + 1))
+            continue;
+        grown = xasprintf("%s%s%s", text, text[0] ? " " : "", t + 1);
+        free(text);
+        text = grown;
+        propagate(dir, t + 1);
+    }
+    put(dir, "cgroup.subtree_control", text);
+    free(text);
+    free(req);
+    free(dir);
+}
+
+static int fake_write(void *data, const char *path, const char *buf, size_t len)
+{
+    int fd;
+    size_t used = strlen(F.log);
+
+    if (fails_here('w', path)) {
+        errno = F.fail_errno;
+        return -1;
+    }
+    snprintf(F.log + used, sizeof(F.log) - used, "%s=%.*s\n", path + strlen(F.root) + 1, (int)len,
+             buf);
+    if (strstr(path, "/cgroup.subtree_control")) {
+        merge_subtree(path, buf, len);
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC); /* no O_CREAT: like cgroupfs */
+    if (fd < 0)
+        return -1;
+    if (write(fd, buf, len) != (ssize_t)len) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static const struct pbx__cgroup_ops fake_ops = {fake_mkdir, fake_rmdir, fake_write, NULL};
+
+static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void fake_init(void)
+{
+    char tmpl[] = "/tmp/pbx-cgroup-XXXXXX";
+
+    memset(&F, 0, sizeof(F));
+    ck_assert_ptr_nonnull(mkdtemp(tmpl));
+    F.root = xstrdup(tmpl);
+    F.memsw = true;
+    F.swap = true;
+    F.kill_file = true;
+}
+
+static void fake_fini(void)
+{
+    nftw(F.root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(F.root);
+}
+
+/* A v1 hierarchy root "<root>/<name>" and the supervisor's cgroup `own` in it. */
+static void v1_mount(const char *name, const char *own)
+{
+    char *dir = xasprintf("%s/%s", F.root, name);
+    char *cur = xstrdup(dir);
+
+    ck_assert_int_eq(mkdir(dir, 0755), 0);
+    put(dir, "cgroup.procs", "");
+    for (const char *p = own + 1; *p;) {
+        size_t n = strcspn(p, "/");
+        char *next = xasprintf("%s/%.*s", cur, (int)n, p);
+
+        ck_assert_int_eq(fake_mkdir(NULL, next), 0);
+        free(cur);
+        cur = next;
+        p += n + (p[n] == '/');
+    }
+    free(cur);
+    free(dir);
+}
+
+/* A v2 tree at "<root>/<sub>" offering `ctls`, the supervisor in <sub>/sup. */
+static void v2_tree(const char *sub, const char *ctls, const char *delegated)
+{
+    char *dir = sub ? xasprintf("%s/%s", F.root, sub) : xstrdup(F.root);
+    char *sup = xasprintf("%s/sup", dir);
+
+    if (sub)
+        ck_assert_int_eq(mkdir(dir, 0755), 0);
+    put(dir, "cgroup.controllers", ctls);
+    put(dir, "cgroup.subtree_control", delegated);
+    put(dir, "cgroup.procs", "");
+    ck_assert_int_eq(fake_mkdir(NULL, sup), 0);
+    free(sup);
+    free(dir);
+}
+
+static struct pbx_cgroups *setup(const char *self)
+{
+    struct pbx_cgroups *cg = NULL;
+    struct pbx_error *err = NULL;
+
+    ck_assert_int_eq(pbx__cgroup_setup_ops(F.root, self, "pybox-1", &fake_ops, &cg, &err), 0);
+    ck_assert_ptr_null(err);
+    return cg;
+}
+
+static void assert_file(const char *path, const char *want)
+{
+    char *text = NULL;
+
+    ck_assert_msg(pbx__cgroup_read(path, &text, NULL) == 0, "read %s", path);
+    ck_assert_str_eq(text, want);
+    free(text);
+}
+
+static char *in_root(const char *rel)
+{
+    return xasprintf("%s/%s", F.root, rel);
+}
+
+#define ASSERT_FILE(rel, want)   \
+    do {                         \
+        char *p_ = in_root(rel); \
+        assert_file(p_, want);   \
+        free(p_);                \
+    } while (0)
+
+#define ASSERT_GONE(rel)                                   \
+    do {                                                   \
+        char *p_ = in_root(rel);                           \
+        ck_assert_msg(!exists(p_), "%s still exists", p_); \
+        free(p_);                                          \
+    } while (0)
+
+#define ASSERT_WHY(cg, ctl, fmt, ...)                   \
+    do {                                                \
+        char *w_ = xasprintf(fmt, __VA_ARGS__);         \
+        ck_assert_str_eq(pbx__cgroup_why(cg, ctl), w_); \
+        free(w_);                                       \
+    } while (0)
+
+static const char self_v1[] = "9:name=systemd:/\n8:pids:/\n4:memory:/a/b\n"
+                              "2:cpu,cpuacct:/c/\n0::/\n";
+
+/* Parsers. */
+
+START_TEST(test_parse_proc)
+{
+    static const char text[] = "12:pids:/user.slice\n4:memory:/a/b\n2:cpu,cpuacct:/c/\n"
+                               "3:cpuset:/\n1:name=systemd:/s\n0::/unified/x\n";
+    struct {
+        const char *ctl;
+        const char *want;
+    } cases[] = {{"memory", "/a/b"}, {"pids", "/user.slice"}, {"cpu", "/c"},
+                 {"cpuacct", "/c"},  {"cpuset", "/"},         {NULL, "/unified/x"}};
+    char *path = NULL;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(pbx__cgroup_parse_proc(text, strlen(text), cases[i].ctl, &path), 0);
+        ck_assert_str_eq(path, cases[i].want);
+        free(path);
+        path = NULL;
+    }
+    ck_assert_int_eq(pbx__cgroup_parse_proc(text, strlen(text), "blkio", &path), -PBX_E_NOTFOUND);
+    ck_assert_int_eq(pbx__cgroup_parse_proc(text, strlen(text), "systemd", &path), -PBX_E_NOTFOUND);
+    ck_assert_ptr_null(path);
+}
+END_TEST
+
+START_TEST(test_parse_proc_edges)
+{
+    static const char nul[] = "4:memory:/a\0b\n";
+    char *path = NULL;
+
+#define NOTFOUND(t, c) \
+    ck_assert_int_eq(pbx__cgroup_parse_proc(t, strlen(t), c, &path), -PBX_E_NOTFOUND)
+    NOTFOUND("", "memory");
+    NOTFOUND("garbage\n\n::\n:", "memory");
+    NOTFOUND("4:memory:/../x\n", "memory");
+    NOTFOUND("4:memory:/a/../../x\n", "memory");
+    NOTFOUND("4:memory:relative\n", "memory");
+    NOTFOUND("4:memory:\n", "memory");
+    NOTFOUND("0:memory:/\n", NULL);
+    NOTFOUND("10::/x\n", NULL);
+    NOTFOUND(":memory:/x\n", "memory");
+#undef NOTFOUND
+    ck_assert_int_eq(pbx__cgroup_parse_proc(nul, sizeof(nul) - 1, "memory", &path),
+                     -PBX_E_NOTFOUND);
+    ck_assert_int_eq(pbx__cgroup_parse_proc(NULL, 0, "memory", &path), -PBX_E_NOTFOUND);
+    ck_assert_ptr_null(path);
+    /* No trailing newline; a colon in the path; the root; "..." is a name. */
+    ck_assert_int_eq(pbx__cgroup_parse_proc("4:memory:/x:y", 13, "memory", &path), 0);
+    ck_assert_str_eq(path, "/x:y");
+    free(path);
+    ck_assert_int_eq(pbx__cgroup_parse_proc("0::///\n", 7, NULL, &path), 0);
+    ck_assert_str_eq(path, "/");
+    free(path);
+    ck_assert_int_eq(pbx__cgroup_parse_proc("0::/.../a\n", 10, NULL, &path), 0);
+    ck_assert_str_eq(path, "/.../a");
+    free(path);
+}
+END_TEST
+
+START_TEST(test_parse_key_and_pids)
+{
+    static const char oom[] = "oom_kill_disable 1\nunder_oom 0\noom_kill 3\n";
+    static const char big[] = "oom_kill 99999999999999999999\n";
+    uint64_t v = 0;
+    pid_t *pids = NULL;
+
+    ck_assert_int_eq(pbx__cgroup_parse_key(oom, strlen(oom), "oom_kill", &v), 0);
+    ck_assert_uint_eq(v, 3);
+    ck_assert_int_eq(pbx__cgroup_parse_key(oom, strlen(oom), "oom_kill_disable", &v), 0);
+    ck_assert_uint_eq(v, 1);
+    ck_assert_int_eq(pbx__cgroup_parse_key(oom, strlen(oom), "oom", &v), -PBX_E_NOTFOUND);
+    ck_assert_int_eq(pbx__cgroup_parse_key(big, strlen(big), "oom_kill", &v), -PBX_E_NOTFOUND);
+    ck_assert_int_eq(pbx__cgroup_parse_key("oom_kill x\n", 11, "oom_kill", &v), -PBX_E_NOTFOUND);
+    ck_assert_uint_eq(pbx__cgroup_parse_pids("12\n7\nx\n-3\n0\n99999999999\n5", &pids), 3);
+    ck_assert_int_eq(pids[0], 12);
+    ck_assert_int_eq(pids[1], 7);
+    ck_assert_int_eq(pids[2], 5);
+    free(pids);
+}
+END_TEST
+
+/* cgroup v1. */
+
+START_TEST(test_v1_tree)
+{
+    struct pbx_cgroup_limits limits = {64u << 20, 16, 50};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+    int fds[4];
+    int n;
+
+    v1_mount("memory", "/a/b");
+    v1_mount("pids", "/");
+    v1_mount("cpu,cpuacct", "/c");
+    cg = setup(self_v1);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+    ASSERT_WHY(cg, PBX_CGROUP_MEMORY, "memory: cgroup v1 at %s/memory/a/b/pybox-1", F.root);
+    ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: cgroup v1 at %s/pids/pybox-1", F.root);
+    ASSERT_WHY(cg, PBX_CGROUP_CPU, "cpu: cgroup v1 at %s/cpu,cpuacct/c/pybox-1", F.root);
+
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 7, &limits, &cell, &err), 0);
+    ASSERT_FILE("memory/a/b/pybox-1/cell-7/memory.limit_in_bytes", "67108864");
+    ASSERT_FILE("memory/a/b/pybox-1/cell-7/memory.memsw.limit_in_bytes", "67108864");
+    ASSERT_FILE("pids/pybox-1/cell-7/pids.max", "16");
+    ASSERT_FILE("cpu,cpuacct/c/pybox-1/cell-7/cpu.cfs_period_us", "100000");
+    ASSERT_FILE("cpu,cpuacct/c/pybox-1/cell-7/cpu.cfs_quota_us", "50000");
+    /* memsw may never be below memory, so memory goes first. */
+    ck_assert(strstr(F.log, "cell-7/memory.limit_in_bytes=") <
+              strstr(F.log, "cell-7/memory.memsw.limit_in_bytes="));
+
+    /* Counters. */
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    put(cell->dir[PBX_CGROUP_MEMORY], "memory.oom_control",
+        "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n");
+    put(cell->dir[PBX_CGROUP_MEMORY], "memory.max_usage_in_bytes", "12345678\n");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 3);
+    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 12345678);
+    put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "999999998\n999999999\n");
+    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), 2);
+
+    /* One procs fd per hierarchy, write-only. */
+    n = pbx__cgroup_cell_procs_fds(cell, fds, 4, &err);
+    ck_assert_int_eq(n, 3);
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(fcntl(fds[i], F_GETFL) & O_ACCMODE, O_WRONLY);
+        ck_assert_int_eq(fcntl(fds[i], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+        close(fds[i]);
+    }
+    /* Too few slots: an error, nothing left open. */
+    ck_assert_int_lt(pbx__cgroup_cell_procs_fds(cell, fds, 2, &err), 0);
+    ck_assert_int_eq(err->code, PBX_E_INVAL);
+    pbx_error_free(&err);
+
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ASSERT_GONE("memory/a/b/pybox-1/cell-7");
+    ASSERT_GONE("pids/pybox-1/cell-7");
+    ASSERT_GONE("cpu,cpuacct/c/pybox-1/cell-7");
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("memory/a/b/pybox-1");
+    ASSERT_GONE("pids/pybox-1");
+    ASSERT_GONE("cpu,cpuacct/c/pybox-1");
+}
+END_TEST
+
+START_TEST(test_v1_no_memsw)
+{
+    struct pbx_cgroup_limits limits = {1u << 20, 0, 0};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    F.memsw = false;
+    v1_mount("memory", "/a/b");
+    cg = setup(self_v1);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ASSERT_WHY(cg, PBX_CGROUP_MEMORY,
+               "memory: cgroup v1 at %s/memory/a/b/pybox-1; no memory.memsw.limit_in_bytes (swap "
+               "accounting is off), so the limit covers memory only, not swap",
+               F.root);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    ASSERT_FILE("memory/a/b/pybox-1/cell-1/memory.limit_in_bytes", "1048576");
+    ASSERT_FILE("memory/a/b/pybox-1/cell-1/memory.swappiness", "0");
+    ck_assert_ptr_null(strstr(F.log, "memsw"));
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("memory/a/b/pybox-1");
+}
+END_TEST
+
+START_TEST(test_v1_missing)
+{
+    struct pbx_cgroups *cg;
+
+    F.no_pids_max = true;
+    v1_mount("memory", "/a/b");
+    v1_mount("pids", "/");
+    /* No cpu mount; memory has no line in /proc/self/cgroup. */
+    cg = setup("8:pids:/\n0::/\n");
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_int_eq(pbx__cgroup_version(cg, i), PBX_CGROUP_NONE);
+    ck_assert_str_eq(pbx__cgroup_why(cg, PBX_CGROUP_MEMORY),
+                     "memory: /proc/self/cgroup has no line for the cgroup v1 memory controller");
+    ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: %s/pids/pybox-1/pids.max is not writable: %s", F.root,
+               strerror(ENOENT));
+    ASSERT_WHY(cg, PBX_CGROUP_CPU,
+               "cpu: cgroup v1 cpu controller not mounted at %s/cpu, and no cgroup v2 hierarchy "
+               "at %s or %s/unified",
+               F.root, F.root, F.root);
+    /* The unusable parent was removed again. */
+    ASSERT_GONE("pids/pybox-1");
+    pbx__cgroup_teardown(cg);
+    /* No permission to create the parent. */
+    F.fail_op = 'm';
+    F.fail_suffix = "/memory/a/b/pybox-1";
+    F.fail_errno = EACCES;
+    cg = setup(self_v1);
+    ASSERT_WHY(cg, PBX_CGROUP_MEMORY, "memory: cannot create %s/memory/a/b/pybox-1: %s", F.root,
+               strerror(EACCES));
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+START_TEST(test_cell_failures)
+{
+    struct pbx_cgroup_limits limits = {1u << 20, 8, 0};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    v1_mount("memory", "/a/b");
+    v1_mount("pids", "/");
+    cg = setup(self_v1);
+    /* mkdir of the second hierarchy fails: the first is removed again. */
+    F.fail_op = 'm';
+    F.fail_suffix = "/pids/pybox-1/cell-2";
+    F.fail_errno = ENOSPC;
+    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 2, &limits, &cell, &err), 0);
+    ck_assert_int_eq(err->code, ENOSPC);
+    ck_assert_ptr_nonnull(strstr(err->msg, "pybox-1/cell-2"));
+    pbx_error_free(&err);
+    ASSERT_GONE("memory/a/b/pybox-1/cell-2");
+    /* A limit that cannot be written fails the cell: never run without it. */
+    F.fail_op = 'w';
+    F.fail_suffix = "cell-3/pids.max";
+    F.fail_errno = EINVAL;
+    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
+    ck_assert_int_eq(err->code, EINVAL);
+    ck_assert_ptr_nonnull(strstr(err->msg, "cgroup pids limit of cell 3: write `8` to "));
+    pbx_error_free(&err);
+    ASSERT_GONE("memory/a/b/pybox-1/cell-3");
+    ASSERT_GONE("pids/pybox-1/cell-3");
+    /* An existing cell directory is never reused. */
+    F.fail_op = 0;
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
+    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
+    ck_assert_int_eq(err->code, EEXIST);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, NULL), 0);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("pids/pybox-1");
+}
+END_TEST
+
+START_TEST(test_kill_listed)
+{
+    struct pbx_cgroup_limits limits = {0, 0, 0};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+    pid_t child;
+    int status;
+    char *procs;
+
+    v1_mount("pids", "/");
+    cg = setup(self_v1);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    /* Our own pid is listed too: it must be spared. */
+    procs = xasprintf("%d\n%d\n", (int)child, (int)getpid());
+    put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", procs);
+    free(procs);
+    pbx__cgroup_cell_kill(cell);
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "");
+    /* A cell never destroyed: teardown removes it with the parent. */
+    free(cell->dir[PBX_CGROUP_PIDS]);
+    free(cell);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("pids/pybox-1");
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(NULL, NULL), 0);
+    pbx__cgroup_teardown(NULL);
+    ck_assert_str_eq(pbx__cgroup_why(NULL, PBX_CGROUP_PIDS), "no cgroup manager");
+    ck_assert_int_eq(pbx__cgroup_version(NULL, PBX_CGROUP_PIDS), PBX_CGROUP_NONE);
+}
+END_TEST
+
+/* cgroup v2. */
+
+static const char self_v2[] = "0::/sup\n";
+
+START_TEST(test_v2_tree)
+{
+    struct pbx_cgroup_limits limits = {64u << 20, 16, 250};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+    int fds[4];
+
+    v2_tree(NULL, "cpuset cpu io memory pids\n", "cpu memory pids");
+    cg = setup(self_v2);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V2, "%s", pbx__cgroup_why(cg, i));
+    ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: cgroup v2 at %s/sup/pybox-1", F.root);
+    /* Enabled for the supervisor's children, then for the cells. */
+    ASSERT_FILE("sup/cgroup.subtree_control", "memory pids cpu");
+    ASSERT_FILE("sup/pybox-1/cgroup.subtree_control", "memory pids cpu");
+
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-3/memory.max", "67108864");
+    ASSERT_FILE("sup/pybox-1/cell-3/memory.swap.max", "0");
+    ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "16");
+    ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "250000 100000");
+    /* The cell's controllers share one directory: one fd. */
+    ck_assert_int_eq(pbx__cgroup_cell_procs_fds(cell, fds, 4, &err), 1);
+    close(fds[0]);
+    put(cell->dir[0], "memory.events", "low 0\nhigh 2\nmax 9\noom 2\noom_kill 2\n");
+    put(cell->dir[0], "memory.peak", "4096\n");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
+    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 4096);
+    pbx__cgroup_cell_kill(cell);
+    ASSERT_FILE("sup/pybox-1/cell-3/cgroup.kill", "1");
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ASSERT_GONE("sup/pybox-1/cell-3");
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("sup/pybox-1");
+}
+END_TEST
+
+START_TEST(test_v2_no_swap_partial_delegation)
+{
+    struct pbx_cgroup_limits limits = {1u << 20, 4, 10};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    F.swap = false;
+    /* cpu exists in the tree but was not delegated to the supervisor's cgroup. */
+    v2_tree(NULL, "cpu memory pids\n", "memory pids");
+    cg = setup(self_v2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
+    ASSERT_WHY(cg, PBX_CGROUP_MEMORY,
+               "memory: cgroup v2 at %s/sup/pybox-1; no memory.swap.max (swap accounting is "
+               "off), so the limit covers memory only, not swap",
+               F.root);
+    ASSERT_WHY(cg, PBX_CGROUP_CPU,
+               "cpu: cgroup v2 has it at %s but not for the supervisor's cgroup %s/sup (missing "
+               "from its cgroup.controllers: it was not delegated)",
+               F.root, F.root);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-1/memory.max", "1048576");
+    ck_assert_ptr_null(strstr(F.log, "swap"));
+    ck_assert_ptr_null(strstr(F.log, "cpu.max"));
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("sup/pybox-1");
+}
+END_TEST
+
+START_TEST(test_v2_busy)
+{
+    struct pbx_cgroups *cg;
+
+    v2_tree(NULL, "cpu memory pids\n", "cpu memory pids");
+    /* The supervisor's cgroup holds processes: the kernel refuses children controllers. */
+    F.fail_op = 'w';
+    F.fail_suffix = "/sup/cgroup.subtree_control";
+    F.fail_errno = EBUSY;
+    cg = setup(self_v2);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        ck_assert_int_eq(pbx__cgroup_version(cg, i), PBX_CGROUP_NONE);
+        ck_assert_ptr_nonnull(strstr(pbx__cgroup_why(cg, i), strerror(EBUSY)));
+        ck_assert_ptr_nonnull(strstr(pbx__cgroup_why(cg, i), "delegated cgroup"));
+    }
+    ASSERT_WHY(cg, PBX_CGROUP_PIDS,
+               "pids: cannot enable it for the children of the supervisor's cgroup: write `+pids` "
+               "to %s/sup/cgroup.subtree_control: %s (cgroup v2 enables controllers only below a "
+               "cgroup without processes of its own, and pybox lives in %s/sup: start it in a "
+               "delegated cgroup, e.g. systemd Delegate=yes, with pybox in a leaf)",
+               F.root, strerror(EBUSY), F.root);
+    ASSERT_GONE("sup/pybox-1");
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+/* Hybrid hierarchies. */
+
+START_TEST(test_mixed)
+{
+    struct pbx_cgroup_limits limits = {1u << 20, 4, 10};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+    int fds[4];
+
+    /* pids moved to cgroup2, memory stays on v1; no cpu anywhere. */
+    v1_mount("memory", "/a/b");
+    v2_tree("unified", "pids\n", "pids");
+    cg = setup("4:memory:/a/b\n0::/sup\n");
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
+    ASSERT_WHY(cg, PBX_CGROUP_CPU,
+               "cpu: cgroup v1 cpu controller not mounted at %s/cpu, and the cgroup v2 hierarchy "
+               "at %s/unified does not offer it",
+               F.root, F.root);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, &limits, &cell, &err), 0);
+    ASSERT_FILE("memory/a/b/pybox-1/cell-5/memory.limit_in_bytes", "1048576");
+    ASSERT_FILE("unified/sup/pybox-1/cell-5/pids.max", "4");
+    ck_assert_int_eq(pbx__cgroup_cell_procs_fds(cell, fds, 4, &err), 2);
+    close(fds[0]);
+    close(fds[1]);
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("memory/a/b/pybox-1");
+    ASSERT_GONE("unified/sup/pybox-1");
+    /* This machine: v1 controllers, cgroup2 at unified/ without any: all v1. */
+    put(F.root, "unified/cgroup.controllers", "");
+    put(F.root, "unified/cgroup.subtree_control", "");
+    v1_mount("pids", "/");
+    v1_mount("cpu,cpuacct", "/c");
+    cg = setup(self_v1);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+    ASSERT_GONE("unified/sup/pybox-1");
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+/* This machine's cgroups. */
+
+static struct pbx_cgroups *real_cg;
+static struct pbx_cgroup_cell *real_cell;
+static pid_t real_owner;
+
+/* A failed ck_assert exit()s the forked test: leave nothing on the machine. */
+static void real_cleanup(void)
+{
+    if (getpid() != real_owner)
+        return;
+    pbx__cgroup_cell_destroy(real_cell, NULL);
+    pbx__cgroup_teardown(real_cg);
+}
+
+static bool have_cgroupfs(void)
+{
+    struct statfs fs;
+
+    if (statfs("/sys/fs/cgroup", &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC)
+        return true;
+    return (statfs("/sys/fs/cgroup/pids", &fs) == 0 && fs.f_type == CGROUP_SUPER_MAGIC) ||
+           (statfs("/sys/fs/cgroup/memory", &fs) == 0 && fs.f_type == CGROUP_SUPER_MAGIC);
+}
+
+struct report {
+    int forked; /* grandchildren started before fork() failed */
+    int err;    /* errno of the failed fork(), 0 if none failed */
+};
+
+/* The cell: join through the fds, then fork until the pids limit says no. */
+static _Noreturn void real_child(const int *fds, int n, int out, int tries)
+{
+    struct report r = {0, 0};
+
+    for (int i = 0; i < n; i++)
+        if (write(fds[i], "0", 1) != 1)
+            _exit(10 + i);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    while (r.forked < tries) {
+        pid_t g = fork();
+
+        if (g == 0) {
+            pause();
+            _exit(0);
+        }
+        if (g < 0) {
+            r.err = errno;
+            break;
+        }
+        r.forked++;
+    }
+    if (write(out, &r, sizeof(r)) != sizeof(r))
+        _exit(20);
+    pause();
+    _exit(0);
+}
+
+START_TEST(test_real_machine)
+{
+    struct pbx_cgroup_limits limits = {256u << 20, 4, 50};
+    struct pbx_error *err = NULL;
+    char *self = NULL;
+    char *name = xasprintf("pybox-%d", (int)getpid());
+    char *dirs[PBX_CGROUP_NCTL] = {NULL};
+    char *parents[PBX_CGROUP_NCTL] = {NULL};
+    char *want;
+    char *proc;
+    char *text = NULL;
+    struct report r;
+    int fds[PBX_CGROUP_NCTL];
+    int pipefd[2];
+    int status;
+    int n;
+    pid_t child;
+
+    real_owner = getpid();
+    atexit(real_cleanup);
+    ck_assert_int_eq(pbx__cgroup_read("/proc/self/cgroup", &self, NULL), 0);
+    ck_assert_int_eq(pbx__cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        fprintf(stderr, "test_cgroup: %s\n", pbx__cgroup_why(real_cg, i));
+        parents[i] = real_cg->ctl[i].parent ? xstrdup(real_cg->ctl[i].parent) : NULL;
+    }
+    ck_assert_msg(pbx__cgroup_version(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
+                  pbx__cgroup_why(real_cg, PBX_CGROUP_PIDS));
+    ck_assert_int_eq(pbx__cgroup_cell_create(real_cg, 1, &limits, &real_cell, &err), 0);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        dirs[i] = real_cell->dir[i] ? xstrdup(real_cell->dir[i]) : NULL;
+    want = xasprintf("%s/pids.max", dirs[PBX_CGROUP_PIDS]);
+    assert_file(want, "4\n");
+    free(want);
+    if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
+        want = xasprintf("%s/memory.limit_in_bytes", dirs[PBX_CGROUP_MEMORY]);
+        assert_file(want, "268435456\n");
+        free(want);
+    }
+
+    n = pbx__cgroup_cell_procs_fds(real_cell, fds, PBX_CGROUP_NCTL, &err);
+    ck_assert_int_ge(n, 1);
+    ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0)
+        real_child(fds, n, pipefd[1], 16);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    close(pipefd[1]);
+    ck_assert_int_eq(read(pipefd[0], &r, sizeof(r)), sizeof(r));
+    close(pipefd[0]);
+    /* The cell itself plus three: the fourth fork() hits pids.max. */
+    ck_assert_int_eq(r.forked, 3);
+    ck_assert_int_eq(r.err, EAGAIN);
+    ck_assert_uint_eq(pbx__cgroup_cell_count(real_cell), 4);
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
+    /* The kernel agrees on where the cell lives. */
+    proc = xasprintf("/proc/%d/cgroup", (int)child);
+    ck_assert_int_eq(pbx__cgroup_read(proc, &text, NULL), 0);
+    want = xasprintf("/%s/cell-1\n", name);
+    ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(real_cell, &err), 0);
+    real_cell = NULL;
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0) /* the grandchildren, reparented to us */
+        ;
+    pbx__cgroup_teardown(real_cg);
+    real_cg = NULL;
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        ck_assert_msg(!dirs[i] || !exists(dirs[i]), "%s left behind", dirs[i]);
+        ck_assert_msg(!parents[i] || !exists(parents[i]), "%s left behind", parents[i]);
+        free(dirs[i]);
+        free(parents[i]);
+    }
+    free(want);
+    free(text);
+    free(proc);
+    free(self);
+    free(name);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("cgroup");
+    TCase *parse = tcase_create("parse");
+    TCase *tc = tcase_create("fake");
+    TCase *real;
+    bool can_real = geteuid() == 0 && have_cgroupfs();
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(parse, test_parse_proc);
+    tcase_add_test(parse, test_parse_proc_edges);
+    tcase_add_test(parse, test_parse_key_and_pids);
+    suite_add_tcase(s, parse);
+    tcase_add_checked_fixture(tc, fake_init, fake_fini);
+    tcase_add_test(tc, test_v1_tree);
+    tcase_add_test(tc, test_v1_no_memsw);
+    tcase_add_test(tc, test_v1_missing);
+    tcase_add_test(tc, test_cell_failures);
+    tcase_add_test(tc, test_kill_listed);
+    tcase_add_test(tc, test_v2_tree);
+    tcase_add_test(tc, test_v2_no_swap_partial_delegation);
+    tcase_add_test(tc, test_v2_busy);
+    tcase_add_test(tc, test_mixed);
+    suite_add_tcase(s, tc);
+    if (can_real) {
+        real = tcase_create("real");
+        tcase_set_timeout(real, 30);
+        tcase_add_test(real, test_real_machine);
+        suite_add_tcase(s, real);
+    }
+    sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (failed)
+        return EXIT_FAILURE;
+    if (!can_real) {
+        fprintf(stderr, "test_cgroup: skipping the /sys/fs/cgroup test (%s)\n",
+                geteuid() ? "not root" : "no cgroup filesystem");
+        return 77;
+    }
+    return EXIT_SUCCESS;
+}
