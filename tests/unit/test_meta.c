@@ -1,0 +1,646 @@
+/*
+ * Unit tests for src/engine/meta.c: the job's JSON-lines records.  Only the
+ * first line can be the check record (written before user code runs); every
+ * later line may have been forged by user code and must never change the
+ * check.  Bad lines are skipped, never fatal.
+ */
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/meta.h"
+#include "common/banned.h"
+
+/* Parse a NUL-terminated text (its length is strlen). */
+static void parse(const char *text, struct pbx_meta *m)
+{
+    pbx__meta_parse(text, strlen(text), m);
+}
+
+static void assert_empty(const struct pbx_meta *m)
+{
+    ck_assert_int_eq(m->check, PBX_META_CHECK_NONE);
+    ck_assert_ptr_null(m->reject_error);
+    ck_assert(!m->done);
+    ck_assert_int_eq(m->exit_code, 0);
+    ck_assert_ptr_null(m->error);
+    ck_assert_ptr_null(m->result);
+    ck_assert(!m->result_invalid);
+}
+
+static const char *error_type(const json_t *e)
+{
+    return json_string_value(json_object_get(e, "type"));
+}
+
+START_TEST(test_ok_and_done)
+{
+    struct pbx_meta m;
+
+    memset(&m, 0xa5, sizeof(m)); /* zeroed by the parser, whatever it held */
+    parse("{\"check\": \"ok\"}\n"
+          "{\"done\": true, \"exit_code\": 0, \"error\": null}\n",
+          &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 0);
+    ck_assert_ptr_null(m.error);
+    ck_assert_ptr_null(m.result);
+    ck_assert(!m.result_invalid);
+    ck_assert_ptr_null(m.reject_error);
+    pbx__meta_release(&m);
+    assert_empty(&m);
+    pbx__meta_release(&m); /* twice is fine */
+}
+END_TEST
+
+START_TEST(test_done_with_error_and_result)
+{
+    struct pbx_meta m;
+    json_t *want;
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":1,\"error\":{\"type\":\"ZeroDivisionError\","
+          "\"message\":\"division by zero\",\"traceback\":\"...\",\"line\":3}}\n",
+          &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 1);
+    ck_assert_ptr_nonnull(m.error);
+    ck_assert_str_eq(error_type(m.error), "ZeroDivisionError");
+    ck_assert_str_eq(json_string_value(json_object_get(m.error, "message")), "division by zero");
+    ck_assert_int_eq(json_integer_value(json_object_get(m.error, "line")), 3);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":null,"
+          "\"result\":\"{\\\"a\\\": [1, 2.5, \\\"x\\\", null, true]}\"}\n",
+          &m);
+    ck_assert(m.done);
+    ck_assert_ptr_nonnull(m.result);
+    ck_assert(!m.result_invalid);
+    want = json_loads("{\"a\": [1, 2.5, \"x\", null, true]}", 0, NULL);
+    ck_assert(json_equal(m.result, want));
+    json_decref(want);
+    pbx__meta_release(&m);
+
+    /* Any JSON value is a result, scalars and null too. */
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"42\"}\n", &m);
+    ck_assert(json_is_integer(m.result));
+    ck_assert_int_eq(json_integer_value(m.result), 42);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"null\"}\n", &m);
+    ck_assert(json_is_null(m.result));
+    ck_assert(!m.result_invalid);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"\\\"s\\\"\"}\n", &m);
+    ck_assert_str_eq(json_string_value(m.result), "s");
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/* What json.dumps() writes: a space after ':' and ',', non-ASCII escaped. */
+START_TEST(test_python_spelling)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\": \"ok\"}\n"
+          "{\"done\": true, \"exit_code\": 0, \"error\": null, \"result\": \"[\\\"\\\\u00e9\\\"]\"}"
+          "\n",
+          &m);
+    ck_assert(m.done);
+    ck_assert(json_is_array(m.result));
+    ck_assert_str_eq(json_string_value(json_array_get(m.result, 0)), "\xc3\xa9");
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_rejected_first)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"rejected\",\"error\":{\"type\":\"ForbiddenImportError\","
+          "\"message\":\"import of 'os' not allowed\",\"disallowed\":[\"os\"]}}\n"
+          "{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":{\"type\":\"X\"},\"result\":\"1\"}\n",
+          &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_REJECTED);
+    ck_assert_ptr_nonnull(m.reject_error);
+    ck_assert_str_eq(error_type(m.reject_error), "ForbiddenImportError");
+    /* Nothing after the rejection counts. */
+    ck_assert(!m.done);
+    ck_assert_ptr_null(m.error);
+    ck_assert_ptr_null(m.result);
+    pbx__meta_release(&m);
+
+    /* A rejection whose error has the wrong shape keeps the verdict, drops the object. */
+    parse("{\"check\":\"rejected\",\"error\":{\"type\":5}}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_REJECTED);
+    ck_assert_ptr_null(m.reject_error);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"rejected\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_REJECTED);
+    ck_assert_ptr_null(m.reject_error);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/* User code can write to fd 3: a rejection after the check is a forgery. */
+START_TEST(test_forged_rejection_ignored)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"check\":\"rejected\",\"error\":{\"type\":\"SyntaxError\",\"message\":\"forged\"}}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":null}\n",
+          &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert_ptr_null(m.reject_error);
+    ck_assert(m.done);
+    ck_assert_ptr_null(m.error);
+    pbx__meta_release(&m);
+
+    /* Forged after the done record too, and as the last, unterminated line. */
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":0}\n"
+          "{\"check\":\"rejected\"}\n"
+          "{\"check\":\"rejected\"}",
+          &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert_ptr_null(m.reject_error);
+    pbx__meta_release(&m);
+
+    /* A check line that also claims done does not finish the job. */
+    parse("{\"check\":\"ok\",\"done\":true,\"exit_code\":7}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(!m.done);
+    ck_assert_int_eq(m.exit_code, 0);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/* The first line must be the check record: a done record there is ignored, and so is any later
+ * check. */
+START_TEST(test_done_first_ignored)
+{
+    struct pbx_meta m;
+
+    parse("{\"done\":true,\"exit_code\":0,\"result\":\"1\"}\n", &m);
+    assert_empty(&m);
+    pbx__meta_release(&m);
+
+    parse("{\"done\":true,\"exit_code\":0}\n{\"check\":\"ok\"}\n{\"check\":\"rejected\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    ck_assert_ptr_null(m.reject_error);
+    ck_assert(!m.done);
+    pbx__meta_release(&m);
+
+    /* A garbage first line: no check, whatever follows. */
+    parse("garbage\n{\"check\":\"rejected\"}\n{\"done\":true,\"exit_code\":0}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    ck_assert(m.done);
+    pbx__meta_release(&m);
+
+    /* An empty first line counts as the first line. */
+    parse("\n{\"check\":\"ok\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+
+    /* A check with a value that is neither ok nor rejected. */
+    parse("{\"check\":\"maybe\"}\n{\"check\":\"ok\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+    parse("{\"check\":true}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"OK\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_result_invalid)
+{
+    static const char *const bad[] = {
+        "{not json", "NaN", "Infinity", "-Infinity",   "nan",
+        "",          " ",   "[1,",      "{\"a\":1} x", "undefined",
+        "'x'",       "01",  "1.",       "+1",          "{\"a\":1,\"a\":2}",
+    };
+    struct pbx_meta m;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *rec = json_pack("{s:b, s:i, s:s}", "done", 1, "exit_code", 0, "result", bad[i]);
+        char *line = json_dumps(rec, JSON_COMPACT);
+        char *text = NULL;
+
+        ck_assert_ptr_nonnull(line);
+        ck_assert_int_gt(asprintf(&text, "{\"check\":\"ok\"}\n%s\n", line), 0);
+        parse(text, &m);
+        ck_assert_msg(m.done, "result `%s`: done record dropped", bad[i]);
+        ck_assert_msg(m.result == NULL && m.result_invalid, "result `%s` accepted", bad[i]);
+        pbx__meta_release(&m);
+        free(text);
+        free(line);
+        json_decref(rec);
+    }
+}
+END_TEST
+
+/* A result that is not a string never becomes a value. */
+START_TEST(test_result_not_string)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":5}\n", &m);
+    ck_assert(m.done);
+    ck_assert_ptr_null(m.result);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":{\"a\":1}}\n", &m);
+    ck_assert_ptr_null(m.result);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_unterminated_last_line)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"1\"}", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(!m.done);
+    ck_assert_ptr_null(m.result);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"ok\"}", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"rejected\"}", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+
+    /* A cut-off second done keeps the first. */
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":4}\n{\"done\":true,\"exit_code\":0",
+          &m);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 4);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_empty_input)
+{
+    struct pbx_meta m;
+
+    pbx__meta_parse("", 0, &m);
+    assert_empty(&m);
+    pbx__meta_release(&m);
+    /* The length wins over a NUL. */
+    pbx__meta_parse("{\"check\":\"ok\"}\n", 5, &m);
+    assert_empty(&m);
+    pbx__meta_release(&m);
+    parse("\n\n\n", &m);
+    assert_empty(&m);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_garbage_lines)
+{
+    struct pbx_meta m;
+    static const char text[] = "{\"check\":\"ok\"}\n"
+                               "garbage\n"
+                               "\n"
+                               "[1,2,3]\n"
+                               "\"just a string\"\n"
+                               "42\n"
+                               "null\n"
+                               "{\n"
+                               "}\n"
+                               "{\"done\":\"yes\",\"exit_code\":9}\n"
+                               "{\"done\":1,\"exit_code\":9}\n"
+                               "{\"done\":false,\"exit_code\":9}\n"
+                               "{\"exit_code\":9}\n"
+                               "\xff\xfe\x00\x01\n"
+                               "{\"done\":true,\"exit_code\":2}\n"
+                               "{\"done\":true,\"exit_code\":3}} trailing\n"
+                               "{\"done\":true,\"exit_code\":3}\x00\n"
+                               "\x00\n";
+
+    pbx__meta_parse(text, sizeof(text) - 1, &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 2);
+    pbx__meta_release(&m);
+
+    /* CR LF line ends and surrounding whitespace are JSON whitespace. */
+    parse("  {\"check\":\"ok\"}  \r\n\t{\"done\":true,\"exit_code\":5}\r\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 5);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_error_shapes)
+{
+    static const struct {
+        const char *error; /* the done record's error member */
+        int kept;          /* whether it survives */
+    } cases[] = {
+        {"null", 0},
+        {"\"ValueError\"", 0},
+        {"[\"ValueError\"]", 0},
+        {"42", 0},
+        {"true", 0},
+        {"{}", 0},
+        {"{\"message\":\"no type\"}", 0},
+        {"{\"type\":null}", 0},
+        {"{\"type\":5,\"message\":\"x\"}", 0},
+        {"{\"type\":[\"X\"]}", 0},
+        {"{\"type\":\"X\",\"message\":5}", 0},
+        {"{\"type\":\"X\",\"message\":{}}", 0},
+        {"{\"type\":\"X\",\"message\":[\"m\"]}", 0},
+        {"{\"type\":\"X\"}", 1},
+        {"{\"type\":\"X\",\"message\":null}", 1},
+        {"{\"type\":\"X\",\"message\":\"m\",\"traceback\":\"t\",\"line\":1}", 1},
+    };
+    struct pbx_meta m;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *text = NULL;
+
+        ck_assert_int_gt(
+            asprintf(&text, "{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":1,\"error\":%s}\n",
+                     cases[i].error),
+            0);
+        parse(text, &m);
+        ck_assert_msg(m.done, "error %s: record dropped", cases[i].error);
+        if (cases[i].kept) {
+            ck_assert_msg(m.error != NULL, "error %s dropped", cases[i].error);
+            ck_assert_str_eq(error_type(m.error), "X");
+        } else {
+            ck_assert_msg(m.error == NULL, "error %s kept", cases[i].error);
+        }
+        pbx__meta_release(&m);
+        free(text);
+
+        /* The same shapes in a rejection. */
+        ck_assert_int_gt(asprintf(&text, "{\"check\":\"rejected\",\"error\":%s}\n", cases[i].error),
+                         0);
+        parse(text, &m);
+        ck_assert_int_eq(m.check, PBX_META_CHECK_REJECTED);
+        ck_assert_msg((m.reject_error != NULL) == cases[i].kept, "rejection error %s",
+                      cases[i].error);
+        pbx__meta_release(&m);
+        free(text);
+    }
+}
+END_TEST
+
+/* Records with duplicate keys are dropped whole; so are results with them. */
+START_TEST(test_duplicate_keys)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\",\"check\":\"rejected\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+    parse("{\"check\":\"rejected\",\"check\":\"ok\"}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_NONE);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":6}\n"
+          "{\"done\":true,\"exit_code\":0,\"exit_code\":1}\n",
+          &m);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 6);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":1,\"error\":{\"type\":\"A\",\"type\":\"B\"}}\n",
+          &m);
+    ck_assert(!m.done);
+    ck_assert_ptr_null(m.error);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/* The last done record wins, all of it: a later one without a result clears the earlier result. */
+START_TEST(test_last_done_wins)
+{
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":{\"type\":\"E\"},\"result\":\"1\"}\n"
+          "{\"done\":true,\"exit_code\":3}\n",
+          &m);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 3);
+    ck_assert_ptr_null(m.error);
+    ck_assert_ptr_null(m.result);
+    ck_assert(!m.result_invalid);
+    pbx__meta_release(&m);
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"done\":true,\"exit_code\":0,\"result\":\"NaN\"}\n"
+          "{\"done\":true,\"exit_code\":0,\"result\":\"[2]\"}\n",
+          &m);
+    ck_assert(!m.result_invalid);
+    ck_assert(json_is_array(m.result));
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_exit_codes)
+{
+    static const struct {
+        const char *value; /* the exit_code member */
+        int want;
+    } cases[] = {
+        {"0", 0},
+        {"3", 3},
+        {"255", 255},
+        {"256", 0},
+        {"257", 1},
+        {"-1", 255},
+        {"\"0\"", 1},
+        {"null", 1},
+        {"1.0", 1},
+        {"1e300", 1},
+        {"-1e300", 1},
+        {"true", 1},
+        {"[0]", 1},
+        {"{}", 1},
+        {"9223372036854775807", 255},
+        {"-9223372036854775808", 0},
+    };
+    struct pbx_meta m;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *text = NULL;
+
+        ck_assert_int_gt(asprintf(&text, "{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":%s}\n",
+                                  cases[i].value),
+                         0);
+        parse(text, &m);
+        ck_assert_msg(m.done, "exit_code %s: record dropped", cases[i].value);
+        ck_assert_msg(m.exit_code == cases[i].want, "exit_code %s gave %d, want %d", cases[i].value,
+                      m.exit_code, cases[i].want);
+        ck_assert_int_ge(m.exit_code, 0);
+        ck_assert_int_le(m.exit_code, 255);
+        pbx__meta_release(&m);
+        free(text);
+    }
+    /* No exit_code at all. */
+    parse("{\"check\":\"ok\"}\n{\"done\":true}\n", &m);
+    ck_assert(m.done);
+    ck_assert_int_eq(m.exit_code, 1);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/*
+ * Numbers no int64 holds: such a record is dropped whole (jansson refuses
+ * it); a result holding one is flagged invalid, never silently NULL.
+ */
+START_TEST(test_huge_numbers)
+{
+    static const char *const results[] = {
+        "1180591620717411303424", /* 2**70, what json.dumps(2**70) writes */
+        "[9223372036854775808]",  /* 2**63 */
+        "-9223372036854775809",   "1e400", "{\"a\": 123456789012345678901234567890}",
+    };
+    struct pbx_meta m;
+
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":99999999999999999999999}\n", &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(!m.done);
+    pbx__meta_release(&m);
+
+    for (size_t i = 0; i < sizeof(results) / sizeof(results[0]); i++) {
+        json_t *rec = json_pack("{s:b, s:i, s:s}", "done", 1, "exit_code", 0, "result", results[i]);
+        char *line = json_dumps(rec, JSON_COMPACT);
+        char *text = NULL;
+
+        ck_assert_int_gt(asprintf(&text, "{\"check\":\"ok\"}\n%s\n", line), 0);
+        parse(text, &m);
+        ck_assert(m.done);
+        ck_assert_msg(m.result != NULL || m.result_invalid, "result %s: lost without a flag",
+                      results[i]);
+        pbx__meta_release(&m);
+        free(text);
+        free(line);
+        json_decref(rec);
+    }
+}
+END_TEST
+
+/* Deep nesting in a record or in a result is refused, not a stack overflow. */
+START_TEST(test_deep_nesting)
+{
+    const size_t depth = 200000;
+    size_t n = 0;
+    char *text = malloc(4 * depth + 256);
+    struct pbx_meta m;
+
+    ck_assert_ptr_nonnull(text);
+    n += (size_t)snprintf(text, 64, "{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"x\":");
+    memset(text + n, '[', depth);
+    n += depth;
+    memset(text + n, ']', depth);
+    n += depth;
+    text[n++] = '}';
+    text[n++] = '\n';
+    pbx__meta_parse(text, n, &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(!m.done);
+    pbx__meta_release(&m);
+
+    n = (size_t)snprintf(text, 128,
+                         "{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"");
+    memset(text + n, '[', depth);
+    n += depth;
+    memset(text + n, ']', depth);
+    n += depth;
+    text[n++] = '"';
+    text[n++] = '}';
+    text[n++] = '\n';
+    pbx__meta_parse(text, n, &m);
+    ck_assert(m.done);
+    ck_assert_ptr_null(m.result);
+    ck_assert(m.result_invalid);
+    pbx__meta_release(&m);
+    free(text);
+}
+END_TEST
+
+/* Many lines: linear, and the check stays the first line's. */
+START_TEST(test_many_lines)
+{
+    const size_t lines = 100000;
+    const char *first = "{\"check\":\"ok\"}\n";
+    const char *line = "{\"check\":\"rejected\"}\n";
+    const char *last = "{\"done\":true,\"exit_code\":0}\n";
+    size_t n = 0;
+    char *text = malloc(strlen(first) + lines * strlen(line) + 64);
+    struct pbx_meta m;
+
+    ck_assert_ptr_nonnull(text);
+    memcpy(text, first, strlen(first));
+    n += strlen(first);
+    for (size_t i = 0; i < lines; i++) {
+        memcpy(text + n, line, strlen(line));
+        n += strlen(line);
+    }
+    memcpy(text + n, last, strlen(last));
+    n += strlen(last);
+    pbx__meta_parse(text, n, &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(m.done);
+    pbx__meta_release(&m);
+    free(text);
+}
+END_TEST
+
+static Suite *meta_suite(void)
+{
+    Suite *s = suite_create("meta");
+    TCase *tc = tcase_create("records");
+
+    tcase_add_test(tc, test_ok_and_done);
+    tcase_add_test(tc, test_done_with_error_and_result);
+    tcase_add_test(tc, test_python_spelling);
+    tcase_add_test(tc, test_rejected_first);
+    tcase_add_test(tc, test_forged_rejection_ignored);
+    tcase_add_test(tc, test_done_first_ignored);
+    tcase_add_test(tc, test_result_invalid);
+    tcase_add_test(tc, test_result_not_string);
+    tcase_add_test(tc, test_unterminated_last_line);
+    tcase_add_test(tc, test_empty_input);
+    tcase_add_test(tc, test_garbage_lines);
+    tcase_add_test(tc, test_error_shapes);
+    tcase_add_test(tc, test_duplicate_keys);
+    tcase_add_test(tc, test_last_done_wins);
+    tcase_add_test(tc, test_exit_codes);
+    tcase_add_test(tc, test_huge_numbers);
+    tcase_add_test(tc, test_deep_nesting);
+    tcase_add_test(tc, test_many_lines);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(meta_suite());
+    int failed;
+
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

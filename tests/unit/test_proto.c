@@ -1,0 +1,279 @@
+/*
+ * Unit tests for src/engine/proto.c: the writer and the reader of the request
+ * and output memfds.  The reader is what a cell and the supervisor run over
+ * bytes they did not write, so every getter must fail cleanly past the end.
+ */
+#include <check.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/proto.h"
+#include "common/banned.h"
+
+static struct pbx_proto_reader reader(const void *p, size_t n)
+{
+    struct pbx_proto_reader r = {.p = p, .left = n};
+
+    return r;
+}
+
+START_TEST(test_round_trip)
+{
+    struct pbx_proto_writer w = {0};
+    struct pbx_proto_reader r;
+    uint8_t big[100000];
+    const uint8_t *p;
+    const uint8_t *s;
+    uint32_t u32;
+    uint64_t u64;
+    uint32_t len;
+
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7 + 3);
+    pbx__proto_put_u32(&w, 0);
+    pbx__proto_put_u32(&w, UINT32_MAX);
+    pbx__proto_put_u64(&w, UINT64_C(0x0123456789abcdef));
+    pbx__proto_put_u64(&w, UINT64_MAX);
+    pbx__proto_put_string(&w, "in.txt", 6);
+    pbx__proto_put_string(&w, NULL, 0);
+    pbx__proto_put_bytes(&w, NULL, 0);
+    pbx__proto_put_u64(&w, sizeof(big));
+    /* Larger than the first allocation: the writer grows more than once. */
+    pbx__proto_put_bytes(&w, big, sizeof(big));
+    pbx__proto_put_string(&w, "a\0b", 3);
+    pbx__proto_put_u32(&w, 42); /* unaligned: after a 3-byte string */
+    pbx__proto_put_u64(&w, 43);
+    ck_assert_uint_eq(w.len, 4 + 4 + 8 + 8 + (4 + 6) + 4 + 8 + sizeof(big) + (4 + 3) + 4 + 8);
+    ck_assert_uint_ge(w.alloc, w.len);
+
+    r = reader(w.data, w.len);
+    ck_assert(pbx__proto_get_u32(&r, &u32));
+    ck_assert_uint_eq(u32, 0);
+    ck_assert(pbx__proto_get_u32(&r, &u32));
+    ck_assert_uint_eq(u32, UINT32_MAX);
+    ck_assert(pbx__proto_get_u64(&r, &u64));
+    ck_assert_uint_eq(u64, UINT64_C(0x0123456789abcdef));
+    ck_assert(pbx__proto_get_u64(&r, &u64));
+    ck_assert_uint_eq(u64, UINT64_MAX);
+    ck_assert(pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert_uint_eq(len, 6);
+    ck_assert_mem_eq(s, "in.txt", 6);
+    ck_assert(pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert_uint_eq(len, 0);
+    ck_assert(pbx__proto_get_u64(&r, &u64));
+    ck_assert_uint_eq(u64, sizeof(big));
+    ck_assert(pbx__proto_get_bytes(&r, u64, &p));
+    ck_assert_mem_eq(p, big, sizeof(big));
+    ck_assert(pbx__proto_get_string(&r, 3, &s, &len));
+    ck_assert_uint_eq(len, 3);
+    ck_assert_mem_eq(s, "a\0b", 3);
+    ck_assert(pbx__proto_get_u32(&r, &u32));
+    ck_assert_uint_eq(u32, 42);
+    ck_assert(pbx__proto_get_u64(&r, &u64));
+    ck_assert_uint_eq(u64, 43);
+    ck_assert_uint_eq(r.left, 0);
+    ck_assert_ptr_eq(r.p, w.data + w.len);
+
+    /* At the end, every getter fails; zero bytes can still be taken. */
+    ck_assert(!pbx__proto_get_u32(&r, &u32));
+    ck_assert(!pbx__proto_get_u64(&r, &u64));
+    ck_assert(!pbx__proto_get_bytes(&r, 1, &p));
+    ck_assert(!pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert(pbx__proto_get_bytes(&r, 0, &p));
+    free(w.data);
+}
+END_TEST
+
+/* A failing getter leaves the reader and its output untouched. */
+START_TEST(test_short_reads)
+{
+    static const uint8_t data[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    struct pbx_proto_reader r;
+    const uint8_t *p = NULL;
+    uint32_t u32 = 77;
+    uint64_t u64 = 77;
+
+    for (size_t n = 0; n < 4; n++) {
+        r = reader(data, n);
+        ck_assert(!pbx__proto_get_u32(&r, &u32));
+        ck_assert_uint_eq(u32, 77);
+        ck_assert_uint_eq(r.left, n);
+        ck_assert_ptr_eq(r.p, data);
+    }
+    for (size_t n = 0; n < 8; n++) {
+        r = reader(data, n);
+        ck_assert(!pbx__proto_get_u64(&r, &u64));
+        ck_assert_uint_eq(u64, 77);
+        ck_assert_uint_eq(r.left, n);
+        ck_assert_ptr_eq(r.p, data);
+    }
+    for (size_t n = 0; n < sizeof(data); n++) {
+        r = reader(data, n);
+        ck_assert(!pbx__proto_get_bytes(&r, n + 1, &p));
+        ck_assert_ptr_null(p);
+        ck_assert_uint_eq(r.left, n);
+        ck_assert(pbx__proto_get_bytes(&r, n, &p));
+        ck_assert_ptr_eq(p, data);
+        ck_assert_uint_eq(r.left, 0);
+        p = NULL;
+    }
+    /* Lengths that would wrap a pointer or a size. */
+    r = reader(data, sizeof(data));
+    ck_assert(!pbx__proto_get_bytes(&r, SIZE_MAX, &p));
+    ck_assert(!pbx__proto_get_bytes(&r, SIZE_MAX - 8, &p));
+    ck_assert(!pbx__proto_get_bytes(&r, (size_t)1 << 63, &p));
+    ck_assert_ptr_null(p);
+    ck_assert_uint_eq(r.left, sizeof(data));
+    /* Exactly four and eight bytes are enough. */
+    r = reader(data, 4);
+    ck_assert(pbx__proto_get_u32(&r, &u32));
+    ck_assert_uint_eq(r.left, 0);
+    r = reader(data, 8);
+    ck_assert(pbx__proto_get_u64(&r, &u64));
+    ck_assert_uint_eq(r.left, 0);
+}
+END_TEST
+
+/* An empty reader (a request of length 0 maps to NULL) is safe. */
+START_TEST(test_empty_reader)
+{
+    struct pbx_proto_reader r = reader(NULL, 0);
+    const uint8_t *p = NULL;
+    const uint8_t *s = NULL;
+    uint32_t u32;
+    uint64_t u64;
+    uint32_t len = 5;
+
+    ck_assert(!pbx__proto_get_u32(&r, &u32));
+    ck_assert(!pbx__proto_get_u64(&r, &u64));
+    ck_assert(!pbx__proto_get_bytes(&r, 1, &p));
+    ck_assert(!pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert_uint_eq(len, 5);
+    ck_assert_ptr_null(r.p);
+    ck_assert_uint_eq(r.left, 0);
+}
+END_TEST
+
+static void put_raw_string(struct pbx_proto_writer *w, uint32_t len, const char *s, size_t n)
+{
+    pbx__proto_put_u32(w, len);
+    pbx__proto_put_bytes(w, s, n);
+}
+
+START_TEST(test_string_limits)
+{
+    struct pbx_proto_writer w = {0};
+    struct pbx_proto_reader r;
+    const uint8_t *s = NULL;
+    uint32_t len = 9;
+    char name[300];
+
+    memset(name, 'n', sizeof(name));
+    /* len == max is accepted, len > max refused. */
+    pbx__proto_put_string(&w, name, 255);
+    r = reader(w.data, w.len);
+    ck_assert(pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert_uint_eq(len, 255);
+    r = reader(w.data, w.len);
+    len = 9;
+    ck_assert(!pbx__proto_get_string(&r, 254, &s, &len));
+    ck_assert_uint_eq(len, 9);
+    free(w.data);
+
+    /* A length far past the data, and one that would wrap. */
+    memset(&w, 0, sizeof(w));
+    put_raw_string(&w, 256, name, 256);
+    r = reader(w.data, w.len);
+    ck_assert(!pbx__proto_get_string(&r, 255, &s, &len));
+    r = reader(w.data, w.len);
+    ck_assert(pbx__proto_get_string(&r, 256, &s, &len));
+    ck_assert_uint_eq(len, 256);
+    free(w.data);
+
+    memset(&w, 0, sizeof(w));
+    put_raw_string(&w, UINT32_MAX, name, 10);
+    r = reader(w.data, w.len);
+    len = 9;
+    ck_assert(!pbx__proto_get_string(&r, SIZE_MAX, &s, &len));
+    ck_assert_uint_eq(len, 9);
+    free(w.data);
+
+    /* The length fits the max but the bytes are not all there. */
+    memset(&w, 0, sizeof(w));
+    put_raw_string(&w, 10, name, 9);
+    r = reader(w.data, w.len);
+    ck_assert(!pbx__proto_get_string(&r, 255, &s, &len));
+    ck_assert_uint_eq(len, 9);
+    free(w.data);
+
+    /* A truncated length prefix. */
+    r = reader("\x01\x00", 2);
+    ck_assert(!pbx__proto_get_string(&r, 255, &s, &len));
+
+    /* max 0 allows only the empty string. */
+    memset(&w, 0, sizeof(w));
+    pbx__proto_put_string(&w, "", 0);
+    pbx__proto_put_string(&w, "x", 1);
+    r = reader(w.data, w.len);
+    ck_assert(pbx__proto_get_string(&r, 0, &s, &len));
+    ck_assert_uint_eq(len, 0);
+    ck_assert(!pbx__proto_get_string(&r, 0, &s, &len));
+    free(w.data);
+}
+END_TEST
+
+START_TEST(test_file_state_text)
+{
+    ck_assert_ptr_null(pbx__proto_file_state_text(PBX_FILE_OK));
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_NOT_FOUND), "not found");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_NOT_REGULAR), "not a regular file");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_SYMLINK), "is a symbolic link");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_TOO_LARGE), "file too large");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_UNREADABLE), "could not be read");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_BAD_NAME), "invalid file name");
+    /* A state the cell never sends still has a text. */
+    ck_assert_str_eq(pbx__proto_file_state_text(7), "could not be read");
+    ck_assert_str_eq(pbx__proto_file_state_text(UINT32_MAX), "could not be read");
+}
+END_TEST
+
+/* The fixed-size messages keep their layout: both ends are the same binary, but sizes matter. */
+START_TEST(test_message_layout)
+{
+    struct pbx_proto_done d;
+
+    ck_assert_uint_eq(sizeof(d.msg), 512);
+    ck_assert_uint_eq(sizeof(struct pbx_proto_done) % 8, 0);
+    ck_assert_uint_eq(sizeof(struct pbx_proto_job) % 8, 0);
+    ck_assert_uint_le(PBX_PROTO_MAX_FDS, 253); /* SCM_MAX_FD */
+    ck_assert_uint_eq(PBX_PROTO_MAGIC, 0x70796278u);
+}
+END_TEST
+
+static Suite *proto_suite(void)
+{
+    Suite *s = suite_create("proto");
+    TCase *tc = tcase_create("framing");
+
+    tcase_add_test(tc, test_round_trip);
+    tcase_add_test(tc, test_short_reads);
+    tcase_add_test(tc, test_empty_reader);
+    tcase_add_test(tc, test_string_limits);
+    tcase_add_test(tc, test_file_state_text);
+    tcase_add_test(tc, test_message_layout);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(proto_suite());
+    int failed;
+
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
