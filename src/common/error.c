@@ -1,5 +1,6 @@
 /* The error contract: heap errors with context, and the public code table. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,8 @@ int pbx_error_set(struct pbx_error **err, int code, const char *fmt, ...)
     char *msg;
     struct pbx_error *e;
 
+    if (code == INT_MIN)
+        code = PBX_E_ENGINE;
     if (code < 0)
         code = -code;
     if (code == 0)

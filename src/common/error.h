@@ -11,8 +11,8 @@
 
 /*
  * Set *err to a new error with `code` and a printf-style message; when `code`
- * is an errno value its strerror() is appended.  Returns -abs(code), or -1
- * when code is 0, so call sites read `return pbx_error_set(err, errno, ...)`.
+ * is an errno value its strerror() is appended.  Returns -abs(code), or
+ * -PBX_E_ENGINE when code is 0, so call sites read `return pbx_error_set(err, errno, ...)`.
  * A NULL err is allowed: the error is then dropped.
  */
 int pbx_error_set(struct pbx_error **err, int code, const char *fmt, ...)

@@ -748,8 +748,8 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
         const char *abbrev = sigabbrev_np(res->signal);
 
         res->status = PBX_STATUS_KILLED;
-        res->error = error_object("Killed", "the process was killed by SIG%s",
-                                  abbrev ? abbrev : "UNKNOWN");
+        res->error =
+            error_object("Killed", "the process was killed by SIG%s", abbrev ? abbrev : "UNKNOWN");
     } else if (res->exit_code != 0 || meta.error != NULL) {
         res->status = PBX_STATUS_ERROR;
         if (meta.error != NULL)
@@ -762,8 +762,15 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
     } else {
         res->status = PBX_STATUS_OK;
     }
-    if (req->main_mode && meta.result != NULL && res->status == PBX_STATUS_OK)
+    if (req->main_mode && res->status == PBX_STATUS_OK && meta.result_invalid) {
+        /* Valid JSON from Python that pybox cannot carry, such as an integer beyond 64 bits. */
+        res->status = PBX_STATUS_ERROR;
+        res->error = error_object("ResultNotSerializable",
+                                  "main() returned a value pybox cannot represent in JSON "
+                                  "(integers must fit in 64 bits)");
+    } else if (req->main_mode && meta.result != NULL && res->status == PBX_STATUS_OK) {
         res->result = json_incref(meta.result);
+    }
     if (res->status == PBX_STATUS_MEMORY_LIMIT && res->signal == SIGKILL)
         res->has_exit_code = false;
     read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, res);

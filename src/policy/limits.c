@@ -94,12 +94,14 @@ static int parse_value(enum unit unit, const char *s, uint64_t *out)
     char *end = NULL;
     double v;
     double mul = 1;
+    size_t digits = strspn(s, "0123456789.");
 
-    errno = 0;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
+    /* Plain decimal only: strtod alone would take hex, exponents, "inf" and "nan". */
+    if (digits == 0 || memchr(s, '.', digits) != memrchr(s, '.', digits))
         return -1;
+    errno = 0;
     v = strtod(s, &end);
-    if (errno != 0 || end == s || !isfinite(v) || v < 0)
+    if (errno != 0 || end != s + digits || !isfinite(v) || v < 0)
         return -1;
     switch (unit) {
     case U_COUNT:
