@@ -1,0 +1,146 @@
+"""The import allowlist (policy, not the wall): rejections, run-time refusals, and the proof
+that getting past it reaches nothing of the host."""
+import pytest
+
+
+def _rejected(res, disallowed):
+    assert res.data is not None, res
+    assert res.data["status"] == "rejected", res
+    assert res.status == 126, res
+    assert res.data["exit_code"] is None, res
+    err = res.data["error"]
+    assert err["type"] == "ForbiddenImportError", res
+    assert err["disallowed"] == disallowed, res
+    assert "RAN" not in res.data["stdout"], "rejected code ran"
+
+
+def test_import_os_rejected(pybox):
+    """Invariant: `import os` without --allow-all-imports is refused before anything runs:
+    status rejected, ForbiddenImportError, disallowed ["os"], exit 126."""
+    res = pybox("print('RAN')\nimport os\nprint(os.listdir('/'))\n", "--timeout", "5")
+    _rejected(res, ["os"])
+
+
+def test_several_bad_imports_listed_together(pybox):
+    """Invariant: every forbidden module of the script is reported at once, sorted, each
+    once, whatever the import form."""
+    code = ("print('RAN')\nimport os, socket\nimport subprocess as sp\nfrom ctypes import CDLL\n"
+            "import os.path\nfrom shutil import rmtree\nimport math\n")
+    res = pybox(code, "--timeout", "5")
+    _rejected(res, ["ctypes", "os", "shutil", "socket", "subprocess"])
+
+
+@pytest.mark.parametrize("code,bad", [
+    ("__import__('os')", ["os"]),
+    ("__import__('socket').socket()", ["socket"]),
+    ("import importlib\nimportlib.import_module('os')", ["importlib", "os"]),
+    ("def f():\n    import subprocess\n", ["subprocess"]),
+    ("from . import secrets_of_host", ["."]),
+])
+def test_static_import_forms_rejected(pybox, code, bad):
+    """Invariant: __import__ of a literal, imports inside functions and relative imports are
+    all refused statically (status rejected, exit 126)."""
+    res = pybox("print('RAN')\n" + code + "\n", "--timeout", "5")
+    _rejected(res, bad)
+
+
+@pytest.mark.parametrize("code", [
+    "__import__('o' + 's')",
+    "name = ''.join(['s', 'y', 's', 'l', 'o', 'g'])\n__import__(name)",
+    "f = lambda: __import__('sub' + 'process')\nf()",
+])
+def test_computed_import_refused_at_run_time(pybox, code):
+    """Invariant: an import whose name is computed at run time is refused when it runs:
+    status error, error.type ForbiddenImportError, and the module is never usable."""
+    res = pybox("print('BEFORE', flush=True)\n" + code + "\nprint('IMPORTED')\n", "--timeout", "5")
+    assert res.data is not None, res
+    assert res.data["status"] == "error", res
+    assert res.data["error"]["type"] == "ForbiddenImportError", res
+    assert "BEFORE" in res.data["stdout"] and "IMPORTED" not in res.data["stdout"], res
+    assert res.status == 1, res
+
+
+@pytest.mark.parametrize("code", [
+    "exec(\"import os\\nprint('IMPORTED', os.getcwd())\")",
+    "m = eval(\"__import__('o' + 's')\")\nprint('IMPORTED', m.getcwd())",
+    "exec(compile('import socket', 'x', 'exec'))\nprint('IMPORTED')",
+])
+def test_import_through_exec_refused_at_run_time(pybox, code):
+    """Invariant: an import hidden in a string run by exec/eval/compile is refused at run time
+    like any computed import (status error, ForbiddenImportError), not silently allowed."""
+    res = pybox(code + "\n", "--timeout", "5")
+    assert res.data is not None, res
+    assert "IMPORTED" not in res.data["stdout"], f"the allowlist was bypassed: {res!r}"
+    assert res.data["status"] == "error", res
+    assert res.data["error"]["type"] == "ForbiddenImportError", res
+
+
+def test_allowlist_bypass_reaches_only_the_jail(pybox, canary):
+    """Invariant: getting os past the allowlist (random._os) runs, but sees only the jail: no
+    host canary, no /root, /home, /proc, /usr/local, and no host process."""
+    path, secret = canary
+    code = f"""
+import random
+os = random._os
+print("ROOT", sorted(os.listdir("/")))
+print("USR", sorted(os.listdir("/usr")))
+for p in ({str(path)!r}, "/root", "/home", "/proc/1/environ", "/etc/shadow"):
+    try:
+        print("READ", p, open(p).read() if not os.path.isdir(p) else os.listdir(p))
+    except OSError as e:
+        print("ERR", p, type(e).__name__)
+try:
+    print("SYSTEM", os.system("cat {path} /etc/shadow; ls /root /home"))
+except Exception as e:
+    print("SYSTEM-ERR", type(e).__name__)
+"""
+    res = pybox(code, "--timeout", "10")
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    out = res.data["stdout"]
+    root = eval(out.split("ROOT ", 1)[1].splitlines()[0])
+    usr = eval(out.split("USR ", 1)[1].splitlines()[0])
+    for name in ("root", "home", "proc", "sys", "var", "boot"):
+        assert name not in root, (name, root)
+    assert "local" not in usr, usr
+    assert "READ" not in out, res
+    assert secret not in res.stdout and secret not in res.stderr
+
+
+def test_syntax_error_rejected_with_line(pybox):
+    """Invariant: a SyntaxError is reported before running: status rejected, error.type
+    SyntaxError, error.line the offending line, exit 126, nothing ran."""
+    code = "print('RAN')\nx = 1\ndef broken(:\n    pass\n"
+    res = pybox(code, "--timeout", "5")
+    assert res.data is not None, res
+    assert res.data["status"] == "rejected", res
+    assert res.status == 126, res
+    assert res.data["error"]["type"] == "SyntaxError", res
+    assert res.data["error"]["line"] == 3, res
+    assert "RAN" not in res.data["stdout"], res
+    assert "main.py" in res.data["stderr"], res
+
+
+def test_documented_stdin_example(pybox, tmp_path):
+    """Invariant: the documented example `data = sys.stdin.read(); print(data.upper())` works
+    with --stdin FILE."""
+    f = tmp_path / "input.txt"
+    f.write_text("hello pybox\nsecond line\n")
+    res = pybox("import sys; data = sys.stdin.read(); print(data.upper())", "--stdin", str(f),
+                "--timeout", "5")
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    assert res.data["stdout"] == "HELLO PYBOX\nSECOND LINE\n\n", res
+    assert res.status == 0
+
+
+def test_allow_all_imports_lifts_only_the_policy(pybox):
+    """Invariant: --allow-all-imports lets `import os` run (the policy is lifted), while the
+    kernel wall still holds (socket() refused)."""
+    code = ("import os, socket\nprint('CWD', os.getcwd())\ntry:\n    socket.socket()\n"
+            "    print('SOCKET')\nexcept OSError as e:\n    print('NOSOCKET', type(e).__name__)\n")
+    res = pybox(code, "--timeout", "5", allow_all=True)
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    assert "CWD /work" in res.data["stdout"], res
+    assert "NOSOCKET PermissionError" in res.data["stdout"], res
