@@ -30,7 +30,8 @@ static void help(void)
         "  --return NAME         return /work/NAME after the run (repeatable); without --json it\n"
         "                        is written to --out DIR, never over an existing file\n"
         "  --out DIR             where returned files go without --json (default: .)\n"
-        "  --timeout S           wall-clock limit in seconds (default 10; env PYBOX_TIMEOUT)\n"
+        "  --timeout S           wall-clock limit in seconds (default 10; env PYBOX_TIMEOUT);\n"
+        "                        the CPU limit follows a longer one unless --limit cpu is set\n"
         "  --memory MB           memory limit in MiB (default 256; env PYBOX_MEMORY_MB)\n"
         "  --limit NAME=VALUE    set any limit, e.g. --limit pids=20 --limit disk=128M\n"
         "                        (repeatable; env PYBOX_LIMITS=\"NAME=VALUE ...\"); see below\n"
@@ -161,12 +162,9 @@ static void set_limit(struct pbx_limits *l, const char *assignment, const char *
 static void set_seconds(struct pbx_limits *l, const char *value, const char *origin)
 {
     char *a = xasprintf("wall=%s", value);
-    char *b = xasprintf("cpu=%s", value);
 
     set_limit(l, a, origin);
-    set_limit(l, b, origin);
     free(a);
-    free(b);
 }
 
 static void set_memory(struct pbx_limits *l, const char *value, const char *origin)
@@ -222,6 +220,8 @@ int pbx_cmd_run(int argc, char **argv)
     const char *out_dir = ".";
     const char *code_path = NULL;
     bool json = false;
+    bool cpu_explicit = false;
+    uint32_t default_cpu;
     char *code;
     size_t code_len;
     char *stdin_data = NULL;
@@ -230,6 +230,7 @@ int pbx_cmd_run(int argc, char **argv)
 
     pbx_engine_config_default(&cfg);
     pbx_exec_request_init(&req);
+    default_cpu = req.limits.cpu_ms;
     if (getenv("PYBOX_TIMEOUT") != NULL)
         set_seconds(&req.limits, getenv("PYBOX_TIMEOUT"), "PYBOX_TIMEOUT");
     if (getenv("PYBOX_MEMORY_MB") != NULL)
@@ -238,8 +239,11 @@ int pbx_cmd_run(int argc, char **argv)
         char *all = xstrdup(getenv("PYBOX_LIMITS"));
         char *save = NULL;
 
-        for (char *t = strtok_r(all, " ,", &save); t != NULL; t = strtok_r(NULL, " ,", &save))
+        for (char *t = strtok_r(all, " ,", &save); t != NULL; t = strtok_r(NULL, " ,", &save)) {
             set_limit(&req.limits, t, "PYBOX_LIMITS");
+            if (strncmp(t, "cpu=", 4) == 0)
+                cpu_explicit = true;
+        }
         free(all);
     }
     req.allow_all_imports = env_true("PYBOX_ALLOW_ALL_IMPORTS");
@@ -277,6 +281,8 @@ int pbx_cmd_run(int argc, char **argv)
             break;
         case OPT_LIMIT:
             set_limit(&req.limits, optarg, "--limit");
+            if (strncmp(optarg, "cpu=", 4) == 0)
+                cpu_explicit = true;
             break;
         case OPT_MAIN:
             req.main_mode = true;
@@ -296,6 +302,9 @@ int pbx_cmd_run(int argc, char **argv)
             pbx_usage_error("run", "unknown option `%s`", argv[optind - 1]);
         }
     }
+    /* CPU time follows a longer wall time unless it was set on its own. */
+    if (!cpu_explicit && req.limits.wall_ms > default_cpu)
+        req.limits.cpu_ms = req.limits.wall_ms;
     if (optind < argc)
         code_path = argv[optind++];
     if (optind < argc)
@@ -361,7 +370,11 @@ int pbx_cmd_run(int argc, char **argv)
             fprintf(stderr, "pybox: stderr was truncated at %" PRIu64 " bytes\n",
                     req.limits.stderr_bytes);
         if (res.status == PBX_STATUS_TIMEOUT || res.status == PBX_STATUS_MEMORY_LIMIT ||
-            res.status == PBX_STATUS_KILLED)
+            res.status == PBX_STATUS_KILLED ||
+            (res.error != NULL &&
+             strcmp(json_string_value(json_object_get(res.error, "type")),
+                    "ResultNotSerializable") == 0 &&
+             res.stderr_len == 0))
             fprintf(stderr, "pybox: %s\n",
                     json_string_value(json_object_get(res.error, "message")));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {

@@ -25,6 +25,10 @@ class ForbiddenImportError(ImportError):
     """Raised when user code imports a module outside the allowlist."""
 
 
+# Shown as "ForbiddenImportError", like a built-in exception, in tracebacks.
+ForbiddenImportError.__module__ = "builtins"
+
+
 def _meta(record):
     data = (json.dumps(record, allow_nan=False) + "\n").encode()
     try:
@@ -82,10 +86,22 @@ def _disallowed(tree):
 
 
 def _from_user_code(depth):
+    # An import is the user's when main.py made it, or code that main.py
+    # compiled at run time (exec, eval, compile: "<string>" and the like).
     try:
-        return sys._getframe(depth).f_code.co_filename == _USER_FILE
+        frame = sys._getframe(depth + 1)
     except ValueError:
         return False
+    name = frame.f_code.co_filename
+    if name == _USER_FILE:
+        return True
+    if name.startswith("<") and not name.startswith("<frozen"):
+        frame = frame.f_back
+        while frame is not None:
+            if frame.f_code.co_filename == _USER_FILE:
+                return True
+            frame = frame.f_back
+    return False
 
 
 def _check_runtime(name, level):
@@ -136,9 +152,21 @@ def _user_tb(tb):
     return tb
 
 
+def _without_bootstrap(te):
+    # Hide the bootstrap's own frames (the import guard) from every traceback of the chain.
+    seen = set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        te.stack = traceback.StackSummary.from_list(
+            [f for f in te.stack if f.filename != "<pybox>"])
+        te = te.__cause__ or te.__context__
+
+
 def _error_record(exc):
     tb = _user_tb(exc.__traceback__)
-    text = "".join(traceback.format_exception(type(exc), exc, tb))
+    te = traceback.TracebackException(type(exc), exc, tb)
+    _without_bootstrap(te)
+    text = "".join(te.format())
     record = {"type": type(exc).__name__, "message": str(exc), "traceback": text}
     if isinstance(exc, ForbiddenImportError):
         record["type"] = "ForbiddenImportError"

@@ -6,8 +6,12 @@
  * user code) joins its cgroups by writing "0" to the cgroup.procs fds the
  * supervisor opened, unshares a mount and an IPC namespace, mounts its own
  * capped tmpfs on /work, /tmp and /dev/shm, writes the input files, then
- * unshares a pid namespace and forks the job, which is pid 1 there: when the
- * job ends, the kernel kills every process it left behind.
+ * forks the job.  The zygote forked the cell into a fresh pid namespace, so
+ * the cell is its pid 1 and the job its only child: the user's code signals
+ * itself as it would under python3 (an init ignores its own signals), and
+ * when the job ends the cell kills every process left in the namespace with
+ * kill(-1), reaping orphans as they come meanwhile.  Were the cell to die,
+ * the kernel would kill the whole namespace.
  *
  * The job puts stdin (a sealed memfd), stdout and stderr (pipes read by the
  * supervisor) on fds 0-2 and its record pipe on fd 3, closes everything else,
@@ -31,6 +35,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -112,9 +117,12 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     int high[4];
     PyObject *ret;
     PyObject *arg;
+    sigset_t none;
     long rc = 1;
     int r;
 
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     /* Move the four fds above the range they go to, then into place. */
     for (int i = 0; i < 4; i++) {
@@ -199,8 +207,27 @@ static void send_started(pid_t job)
         close(pfds[1]);
 }
 
-/* Wait for the job until the deadline; kill it there.  Fills the timing fields of *d. */
-static void wait_job(pid_t job, uint64_t start, uint32_t wall_ms, struct pbx_proto_done *d)
+/* Reap children other than the job: orphans reparented to us, as pid 1. */
+static void reap_orphans(pid_t job)
+{
+    for (;;) {
+        siginfo_t si;
+
+        memset(&si, 0, sizeof(si));
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid == 0 ||
+            si.si_pid == job)
+            return;
+        (void)waitpid(si.si_pid, NULL, 0);
+    }
+}
+
+/*
+ * Wait for the job until the deadline; kill it there.  Then, as pid 1 of the
+ * namespace, kill whatever it left behind and reap it all: nothing the job
+ * started outlives it.  Fills the timing fields of *d.
+ */
+static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
+                     struct pbx_proto_done *d)
 {
     cleanup_close int pidfd = (int)syscall(SYS_pidfd_open, job, 0);
     uint64_t deadline = start + (uint64_t)wall_ms * 1000000u;
@@ -210,7 +237,10 @@ static void wait_job(pid_t job, uint64_t start, uint32_t wall_ms, struct pbx_pro
 
     while (pidfd >= 0) {
         uint64_t now = now_ns();
-        struct pollfd p = {.fd = pidfd, .events = POLLIN};
+        struct pollfd p[2] = {
+            {.fd = pidfd, .events = POLLIN},
+            {.fd = sigfd, .events = POLLIN},
+        };
         int timeout;
 
         if (now >= deadline) {
@@ -219,8 +249,17 @@ static void wait_job(pid_t job, uint64_t start, uint32_t wall_ms, struct pbx_pro
             break;
         }
         timeout = (int)((deadline - now + 999999) / 1000000);
-        if (poll(&p, 1, timeout) > 0)
+        if (poll(p, sigfd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
             break;
+        if (p[0].revents)
+            break;
+        if (sigfd >= 0 && p[1].revents) {
+            struct signalfd_siginfo ssi;
+
+            while (read(sigfd, &ssi, sizeof(ssi)) > 0)
+                ;
+            reap_orphans(job);
+        }
     }
     do {
         r = wait4(job, &status, 0, &ru);
@@ -228,6 +267,10 @@ static void wait_job(pid_t job, uint64_t start, uint32_t wall_ms, struct pbx_pro
     if (r < 0)
         cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
     d->duration_ns = now_ns() - start;
+    /* As init of the namespace, kill(-1) reaches every process left in it. */
+    (void)kill(-1, SIGKILL);
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+        ;
     d->wait_status = status;
     d->cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
                 (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
@@ -312,6 +355,8 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     uint32_t nret = 0;
     cleanup_close int workfd = -1;
     uint64_t start;
+    sigset_t chld;
+    int sigfd;
     pid_t pid;
     int r;
 
@@ -376,9 +421,11 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
         ret_names[nret++] = names_buf[i];
     }
 
-    /* The job is pid 1 of a new pid namespace: its end kills all it started. */
-    if (unshare(CLONE_NEWPID) < 0)
-        cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare the pid namespace");
+    /* SIGCHLD through a signalfd, to reap orphans while the job runs. */
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
     start = now_ns();
     pid = fork();
     if (pid < 0)
@@ -394,7 +441,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     memset(&done, 0, sizeof(done));
     done.magic = PBX_PROTO_MAGIC;
     done.kind = PBX_PROTO_DONE;
-    wait_job(pid, start, job->limits.wall_ms, &done);
+    wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
 
     for (uint32_t i = 0; i < nret; i++)
         collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes, &done);

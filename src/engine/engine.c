@@ -765,9 +765,11 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
     if (req->main_mode && res->status == PBX_STATUS_OK && meta.result_invalid) {
         /* Valid JSON from Python that pybox cannot carry, such as an integer beyond 64 bits. */
         res->status = PBX_STATUS_ERROR;
+        res->has_exit_code = true;
+        res->exit_code = 1;
         res->error = error_object("ResultNotSerializable",
-                                  "main() returned a value pybox cannot represent in JSON "
-                                  "(integers must fit in 64 bits)");
+                                  "main() returned a value pybox cannot carry as JSON (integers "
+                                  "beyond 64 bits, or strings with lone surrogates)");
     } else if (req->main_mode && meta.result != NULL && res->status == PBX_STATUS_OK) {
         res->result = json_incref(meta.result);
     }

@@ -46,8 +46,9 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
         meta->result_invalid = false;
         v = json_object_get(rec, "result");
         if (json_is_string(v)) {
-            meta->result = json_loadb(json_string_value(v), json_string_length(v),
-                                      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+            meta->result =
+                json_loadb(json_string_value(v), json_string_length(v),
+                           JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
             meta->result_invalid = meta->result == NULL;
         }
     }

@@ -17,8 +17,8 @@
  * code.  When the control socket closes the zygote exits, and the kernel
  * kills every process of the jail with it.
  *
- * Processes: supervisor -> zygote (jail pid 1) -> cell (one per execution)
- * -> job (pid 1 of its own pid namespace, runs the user's code).
+ * Processes: supervisor -> zygote (jail pid 1) -> cell (one per execution,
+ * pid 1 of its own pid namespace) -> job (the user's code, the cell's child).
  */
 #include <Python.h>
 
@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "bootstrap_py.h"
@@ -218,6 +219,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     struct pbx_proto_done ready;
     int preload = argc > 2 && (strtol(argv[2], NULL, 10) & PBX_ZYGOTE_PRELOAD);
     sigset_t mask;
+    int pidns;
     int sfd;
 
     /* No controlling terminal: a Ctrl-C meant for the CLI never reaches the jail. */
@@ -225,6 +227,12 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     (void)prctl(PR_SET_NAME, "pybox-zygote", 0, 0, 0);
     if (sethostname("pybox", 5) < 0) {
         pbx_error_set(&err, errno, "sethostname");
+        fail(PBX_STAGE_NAMESPACE, err);
+    }
+    /* Our own pid namespace, to return to after creating each cell's (no /proc later). */
+    pidns = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+    if (pidns < 0) {
+        pbx_error_set(&err, errno, "open /proc/self/ns/pid");
         fail(PBX_STAGE_NAMESPACE, err);
     }
     if (pbx__rootfs_enter(&err) < 0)
@@ -275,10 +283,17 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
             _exit(0); /* the supervisor is gone: the jail goes with us */
         if (r < 0)
             continue;
+        /* Each cell is pid 1 of a pid namespace of its own. */
+        if (unshare(CLONE_NEWPID) < 0) {
+            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_NAMESPACE, errno, "unshare a pid namespace");
+            close_fds(fds, nfds);
+            continue;
+        }
         PyOS_BeforeFork();
         pid = fork();
         if (pid == 0) {
             close(PBX_ZYGOTE_CTRL_FD);
+            close(pidns);
             if (sfd >= 0)
                 close(sfd);
             sigprocmask(SIG_UNBLOCK, &mask, NULL);
@@ -288,5 +303,8 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
         if (pid < 0)
             send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, errno, "fork the cell");
         close_fds(fds, nfds);
+        /* Back to our own namespace for children: unshare would refuse a second time. */
+        if (setns(pidns, CLONE_NEWPID) < 0)
+            _exit(1);
     }
 }
