@@ -87,15 +87,16 @@ def _disallowed(tree):
 
 def _from_user_code(depth):
     # An import is the user's when main.py made it, or code that main.py
-    # compiled at run time (exec, eval, compile: "<string>" and the like).
+    # compiled at run time (exec, eval, compile): any code not from a module
+    # file of the Python install, with main.py further up the stack.
     try:
-        frame = sys._getframe(depth + 1)
+        frame = sys._getframe(depth)
     except ValueError:
         return False
     name = frame.f_code.co_filename
     if name == _USER_FILE:
         return True
-    if name.startswith("<") and not name.startswith("<frozen"):
+    if not name.startswith("/") and not name.startswith("<frozen"):
         frame = frame.f_back
         while frame is not None:
             if frame.f_code.co_filename == _USER_FILE:

@@ -94,8 +94,9 @@ print("STILL-HERE")
 
 
 def test_cannot_see_other_processes(pybox, host_sleep):
-    """Invariant: the cell sees no process but its own: probing every pid up to 70000 with
-    signal 0 finds only itself (pid 1), never the host's sleep by its host pid."""
+    """Invariant: the code sees no process but its own pid namespace's: probing every pid up
+    to 70000 with signal 0 finds only itself and the namespace's init (the cell, pid 1, which
+    it may not signal), never the host's sleep by its host pid."""
     code = r"""
 import os
 seen = []
@@ -107,11 +108,18 @@ for pid in range(1, 70000):
         pass
     except PermissionError:
         seen.append(pid)
-print("SEEN", seen)
+print("SEEN", seen, "SELF", os.getpid())
+try:
+    os.kill(1, 9)
+    print("KILLED INIT")
+except PermissionError:
+    print("INIT PROTECTED")
 """
     res = pybox(code, "--timeout", "20", allow_all=True)
     assert res.data is not None, res
-    assert res.data["stdout"].strip() == "SEEN [1]", res
+    lines = res.data["stdout"].splitlines()
+    assert lines[0] == "SEEN [1, 2] SELF 2", res
+    assert lines[1] == "INIT PROTECTED", res
 
 
 NAMESPACE_ESCAPES = PROLOGUE + r"""
