@@ -19,6 +19,11 @@
  * Fds: pbx__cgroup_cell_procs_fds() hands out O_WRONLY|O_CLOEXEC fds of the
  * cells' cgroup.procs; no other fd outlives a call.
  *
+ * Stale parents: a supervisor that was SIGKILLed never ran its teardown, so
+ * its "pybox-<pid>-<n>" parents (and their cells) stay behind.  Setup reaps
+ * them from the directory where it is about to create its own parent, but
+ * only those whose <pid> is not a live process (see reap_stale()).
+ *
  * Ordering, which the security argument rests on: limits are written in
  * pbx__cgroup_cell_create(), before any fd to cgroup.procs exists, so no
  * member of a cell ever runs without its limits.
@@ -32,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,6 +379,223 @@ static int remove_cgroup(const struct pbx_cgroups *cg, const char *dir,
     }
 }
 
+/* Listing. */
+
+/* Free a NULL-terminated array of heap strings. */
+static void free_names(char **names)
+{
+    if (names == NULL)
+        return;
+    for (char **p = names; *p; p++)
+        free(*p);
+    free(names);
+}
+
+/* Whether the entry `de` of the directory `dfd` is a directory, never following a symlink. */
+static bool is_subdir(int dfd, const struct dirent *de)
+{
+    struct stat st;
+
+    if (de->d_type != DT_UNKNOWN)
+        return de->d_type == DT_DIR;
+    return fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * The names of the subdirectories of `dir` that `match` accepts, as a
+ * NULL-terminated heap array the caller frees with free_names(); NULL when
+ * `dir` cannot be opened.  Symlinks are never listed (nor `dir` itself
+ * followed when `flags` holds O_NOFOLLOW), and nothing below is looked at.
+ * Plain opendir() semantics, so fake trees work without an op.
+ */
+static char **list_subdirs(const char *dir, int flags, bool (*match)(const char *name))
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | flags);
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    DIR *d;
+
+    if (fd < 0)
+        return NULL;
+    d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return NULL;
+    }
+    names = xcalloc(1, sizeof(*names));
+    while ((de = readdir(d)) != NULL) {
+        if (!match(de->d_name) || !is_subdir(dirfd(d), de))
+            continue;
+        names = xrealloc(names, (n + 2) * sizeof(*names));
+        names[n++] = xstrdup(de->d_name);
+        names[n] = NULL;
+    }
+    closedir(d);
+    return names;
+}
+
+static bool is_cell_name(const char *name)
+{
+    return strncmp(name, "cell-", 5) == 0;
+}
+
+/* Remove cell-* directories a failed destroy (or a dead supervisor) left in `parent`. */
+static void remove_leftover_cells(const struct pbx_cgroups *cg, const char *parent,
+                                  const struct pbx__cgroup_backend *be)
+{
+    char **names = list_subdirs(parent, O_NOFOLLOW, is_cell_name);
+
+    for (size_t i = 0; names && names[i]; i++) {
+        cleanup_free char *path = pbx__cgroup_path(parent, names[i]);
+        int r = remove_cgroup(cg, path, be);
+
+        if (r < 0)
+            pbx_log(PBX_LOG_WARN, "cannot remove cgroup %s: %s", path, strerror(-r));
+    }
+    free_names(names);
+}
+
+/* Stale parents of dead supervisors. */
+
+/*
+ * A decimal at *p with no leading zero (except "0" itself) and at most `max`;
+ * advances *p past it.
+ */
+static bool parse_dec(const char **p, uint64_t max, uint64_t *v)
+{
+    const char *s = *p;
+    uint64_t x = 0;
+
+    if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+        return false;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        x = x * 10 + (uint64_t)(*s - '0'); /* x <= max <= UINT32_MAX: no overflow */
+        if (x > max)
+            return false;
+    }
+    *v = x;
+    *p = s;
+    return true;
+}
+
+bool pbx__cgroup_parse_parent_name(const char *name, pid_t *pid)
+{
+    const char *p = name;
+    uint64_t v;
+    uint64_t n;
+
+    if (strncmp(p, "pybox-", 6) != 0)
+        return false;
+    p += 6;
+    /* pid 0 (and anything <= 0) must never reach kill(2): it means "my group". */
+    if (!parse_dec(&p, 0x7fffffff, &v) || v == 0)
+        return false;
+    if (*p == '-') {
+        p++;
+        if (!parse_dec(&p, UINT32_MAX, &n))
+            return false;
+    }
+    if (*p != '\0')
+        return false;
+    if (pid)
+        *pid = (pid_t)v;
+    return true;
+}
+
+static bool is_parent_name(const char *name)
+{
+    return pbx__cgroup_parse_parent_name(name, NULL);
+}
+
+/*
+ * Remove from `base` the parents ("pybox-<pid>-<n>" or "pybox-<pid>") of
+ * supervisors that are gone, with their cell-* children; returns how many
+ * were removed.  `be` kills what the cells still hold (a SIGKILLed
+ * supervisor's cells may outlive it).
+ *
+ * A parent is stale only if kill(pid, 0) says ESRCH: a live pid, or EPERM,
+ * keeps it, even when the pid may have been reused by an unrelated process,
+ * because telling reuse apart is guesswork and a false "stale" would kill
+ * another supervisor's cells.  Our own pid is skipped (sibling engines of
+ * this process).  The check is repeated just before each removal, leaving a
+ * window of one removal for the pid to be reused by a new supervisor that
+ * picks the same name; in that rare case its setup or first cell fails
+ * rather than anything running unconfined.  Supervisors sharing a base
+ * directory must share a pid namespace, or their pids mean nothing here.
+ *
+ * Symlinks are never followed and nothing deeper than cell-* is touched: a
+ * parent holding anything else stays (rmdir says EBUSY) and is logged.
+ */
+static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
+                         const struct pbx__cgroup_backend *be)
+{
+    char **names = list_subdirs(base, 0, is_parent_name);
+    pid_t self = getpid();
+    size_t reaped = 0;
+
+    for (size_t i = 0; names && names[i]; i++) {
+        cleanup_free char *path = NULL;
+        pid_t pid = 0;
+        int r;
+
+        if (!pbx__cgroup_parse_parent_name(names[i], &pid) || pid == self)
+            continue;
+        if (kill(pid, 0) == 0 || errno != ESRCH)
+            continue;
+        path = pbx__cgroup_path(base, names[i]);
+        remove_leftover_cells(cg, path, be);
+        r = remove_cgroup(cg, path, be);
+        if (r < 0) {
+            pbx_log(PBX_LOG_WARN, "cannot remove stale cgroup %s: %s", path, strerror(-r));
+            continue;
+        }
+        pbx_log(PBX_LOG_DEBUG, "removed stale cgroup %s", path);
+        reaped++;
+    }
+    free_names(names);
+    return reaped;
+}
+
+/*
+ * Reap `base` (heap, taken over) unless an earlier controller did already:
+ * `done` holds the bases reaped so far, PBX_CGROUP_NCTL slots.
+ */
+static void reap_once(const struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v,
+                      char **done)
+{
+    size_t n;
+    int i;
+
+    if (base == NULL)
+        return;
+    for (i = 0; i < PBX_CGROUP_NCTL && done[i]; i++) {
+        if (strcmp(done[i], base) == 0) {
+            free(base);
+            return;
+        }
+    }
+    if (!ALWAYS(i < PBX_CGROUP_NCTL)) {
+        free(base);
+        return;
+    }
+    done[i] = base;
+    n = reap_stale(cg, base, backend_of(v));
+    if (n > 0)
+        pbx_log(PBX_LOG_INFO, "removed %zu stale cgroup%s of dead supervisors from %s", n,
+                n == 1 ? "" : "s", base);
+}
+
+/* Where v1 setup creates the parent of `ctl`: <mount><own cgroup>, or NULL. */
+static char *v1_base(const char *mount, const char *self_cgroup, enum pbx_cgroup_ctl ctl)
+{
+    cleanup_free char *own = NULL;
+
+    if (pbx__cgroup_parse_proc(self_cgroup, strlen(self_cgroup), ctl_names[ctl], &own) < 0)
+        return NULL;
+    return strcmp(own, "/") == 0 ? xstrdup(mount) : xasprintf("%s%s", mount, own);
+}
+
 /* Setup and teardown. */
 
 /* Whether some controller before `ctl` has the same parent (a shared v2 or co-mounted dir). */
@@ -409,6 +632,7 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
                           struct pbx_error **err)
 {
     cleanup_free char *v2_ctls = NULL;
+    char *reaped[PBX_CGROUP_NCTL] = {NULL};
     struct pbx_cgroups *cg;
     size_t root_len;
 
@@ -432,14 +656,19 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
         /*
          * v2 when the cgroup2 root lists the controller, else v1 if mounted
          * (a controller is bound to one hierarchy at a time, so at most one
-         * of the two can really offer it).
+         * of the two can really offer it).  In the directory where the
+         * parent goes, stale parents of dead supervisors are reaped first:
+         * their cells may still hold processes, and each one left counts
+         * against the kernel's limit on cgroups (65535 memory cgroups on v1).
          */
         if (v2_ctls && pbx__cgroup_v2_lists(v2_ctls, ctl)) {
+            reap_once(cg, cg->v2_self ? xstrdup(cg->v2_self) : NULL, PBX_CGROUP_V2, reaped);
             pbx__cgroup_v2_setup_ctl(cg, i);
             continue;
         }
         mount = pbx__cgroup_v1_mount(cg->fs_root, i);
         if (mount) {
+            reap_once(cg, v1_base(mount, self_cgroup, i), PBX_CGROUP_V1, reaped);
             pbx__cgroup_v1_setup_ctl(cg, i, mount, self_cgroup);
             continue;
         }
@@ -455,6 +684,8 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
     drop_unused_parents(cg);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         pbx_log(PBX_LOG_DEBUG, "cgroup %s", cg->ctl[i].why);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        free(reaped[i]);
     *out = cg;
     return 0;
 }
@@ -479,35 +710,6 @@ const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ct
     if ((unsigned)ctl >= PBX_CGROUP_NCTL)
         return "unknown cgroup controller";
     return cg->ctl[ctl].why ? cg->ctl[ctl].why : "not set up";
-}
-
-/* Remove cell-* directories a failed destroy left in `parent`. */
-static void remove_leftover_cells(const struct pbx_cgroups *cg, const char *parent,
-                                  const struct pbx__cgroup_backend *be)
-{
-    DIR *d = opendir(parent);
-    struct dirent *de;
-    char **names = NULL;
-    size_t n = 0;
-
-    if (d == NULL)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "cell-", 5) != 0 ||
-            (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN))
-            continue;
-        names = xrealloc(names, (n + 1) * sizeof(*names));
-        names[n++] = pbx__cgroup_path(parent, de->d_name);
-    }
-    closedir(d);
-    for (size_t i = 0; i < n; i++) {
-        int r = remove_cgroup(cg, names[i], be);
-
-        if (r < 0)
-            pbx_log(PBX_LOG_WARN, "cannot remove cgroup %s: %s", names[i], strerror(-r));
-        free(names[i]);
-    }
-    free(names);
 }
 
 void pbx__cgroup_teardown(struct pbx_cgroups *cg)

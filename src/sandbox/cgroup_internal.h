@@ -31,7 +31,7 @@ struct pbx__cgroup_ops {
 /* What pbx__cgroup_setup() found out about one controller. */
 struct pbx__cgroup_ctl_state {
     enum pbx_cgroup_version version; /* backend serving it, NONE when unusable */
-    char *parent;                    /* the "pybox-<pid>" dir; NULL when not created */
+    char *parent;                    /* the "pybox-<pid>-<n>" dir; NULL when not created */
     char *why;                       /* plain words, never NULL after setup */
     bool swap_limited;               /* memory: swap is capped too (memsw / memory.swap.max) */
 };
@@ -43,7 +43,7 @@ struct pbx__cgroup_ctl_state {
  */
 struct pbx_cgroups {
     char *fs_root;                                     /* "/sys/fs/cgroup" or a fake tree */
-    char *name;                                        /* parent name, "pybox-<pid>" */
+    char *name;                                        /* parent name, "pybox-<pid>-<n>" */
     struct pbx__cgroup_ops ops;                        /* tree-changing operations */
     char *v2_root;                                     /* the cgroup2 mount, or NULL */
     char *v2_self;                                     /* the supervisor's own v2 cgroup dir */
@@ -79,6 +79,13 @@ int pbx__cgroup_parse_key(const char *text, size_t len, const char *key, uint64_
  * skipped) into a heap array the caller frees; returns the count.  No syscalls.
  */
 size_t pbx__cgroup_parse_pids(const char *text, pid_t **out);
+
+/*
+ * Whether `name` is a parent's name, "pybox-<pid>-<n>" or the older
+ * "pybox-<pid>": decimal, no sign or leading zero, 0 < pid <= INT_MAX,
+ * n <= UINT32_MAX.  Stores the pid (pid may be NULL).  No syscalls.
+ */
+bool pbx__cgroup_parse_parent_name(const char *name, pid_t *pid);
 
 /* Helpers of cgroup.c for the backends. */
 

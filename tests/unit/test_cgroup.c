@@ -18,6 +18,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -438,6 +439,30 @@ START_TEST(test_parse_key_and_pids)
 }
 END_TEST
 
+START_TEST(test_parse_parent_name)
+{
+    static const char *const bad[] = {
+        "pybox-",    "pybox-abc",        "pybox-123-x",        "pybox-123-", "pybox--1",
+        "pybox-0",   "pybox-0-0",        "pybox-01-0",         "pybox-1-01", "pybox-1-0-1",
+        "pybox-+1",  "pybox- 1",         "pybox-1 ",           "other-1-0",  "pybox_1-0",
+        "Pybox-1-0", "pybox-2147483648", "pybox-1-4294967296", "cell-1",     "",
+    };
+    pid_t pid = 0;
+
+    ck_assert(pbx__cgroup_parse_parent_name("pybox-1234-0", &pid));
+    ck_assert_int_eq(pid, 1234);
+    ck_assert(pbx__cgroup_parse_parent_name("pybox-42", &pid));
+    ck_assert_int_eq(pid, 42);
+    ck_assert(pbx__cgroup_parse_parent_name("pybox-2147483647-4294967295", &pid));
+    ck_assert_int_eq(pid, 2147483647);
+    ck_assert(pbx__cgroup_parse_parent_name("pybox-7-10", NULL));
+    pid = 0;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ck_assert_msg(!pbx__cgroup_parse_parent_name(bad[i], &pid), "accepted `%s`", bad[i]);
+    ck_assert_int_eq(pid, 0);
+}
+END_TEST
+
 /* cgroup v1. */
 
 START_TEST(test_v1_tree)
@@ -785,19 +810,249 @@ START_TEST(test_mixed)
 }
 END_TEST
 
+/* Stale parents of dead supervisors. */
+
+/* A pid no process can have: one above the kernel's pid_max. */
+static pid_t dead_pid(void)
+{
+    char *text = NULL;
+    long max;
+
+    ck_assert_int_eq(pbx__cgroup_read("/proc/sys/kernel/pid_max", &text, NULL), 0);
+    max = strtol(text, NULL, 10);
+    free(text);
+    ck_assert(max > 0 && max < 0x7fffffff);
+    ck_assert_int_eq(kill((pid_t)(max + 1), 0), -1);
+    ck_assert_int_eq(errno, ESRCH);
+    return (pid_t)(max + 1);
+}
+
+/* mkdir <root>/<rel> as the fake kernel would (control files included). */
+static void fake_cgroup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fake_cgroup(const char *fmt, ...)
+{
+    char *rel = NULL;
+    char *path;
+    va_list ap;
+
+    va_start(ap, fmt);
+    ck_assert_int_ge(vasprintf(&rel, fmt, ap), 0);
+    va_end(ap);
+    path = in_root(rel);
+    ck_assert_msg(fake_mkdir(NULL, path) == 0, "mkdir %s: %s", path, strerror(errno));
+    free(path);
+    free(rel);
+}
+
+static bool exists_rel(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static bool exists_rel(const char *fmt, ...)
+{
+    char *rel = NULL;
+    char *path;
+    struct stat st;
+    bool ok;
+    va_list ap;
+
+    va_start(ap, fmt);
+    ck_assert_int_ge(vasprintf(&rel, fmt, ap), 0);
+    va_end(ap);
+    path = in_root(rel);
+    ok = lstat(path, &st) == 0;
+    free(path);
+    free(rel);
+    return ok;
+}
+
+START_TEST(test_reap_stale_v1)
+{
+    int dead = (int)dead_pid();
+    int live = (int)getppid();
+    int self = (int)getpid();
+    struct pbx_cgroups *cg;
+    char *procs;
+    char *path;
+    char *target;
+    pid_t child;
+    int status;
+
+    v1_mount("memory", "/a/b");
+    v1_mount("pids", "/");
+    v1_mount("cpu,cpuacct", "/c");
+    /* Stale, in each hierarchy's base: the new and the old name. */
+    fake_cgroup("pids/pybox-%d-0", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-1", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-2", dead);
+    fake_cgroup("cpu,cpuacct/c/pybox-%d", dead);
+    fake_cgroup("cpu,cpuacct/c/pybox-%d/cell-1", dead);
+    fake_cgroup("memory/a/b/pybox-%d-3", dead);
+    /* A process a dead supervisor left in its cell is killed. */
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+        pause();
+        _exit(0);
+    }
+    procs = xasprintf("%d\n", (int)child);
+    path = xasprintf("%s/pids/pybox-%d-0/cell-1", F.root, dead);
+    put(path, "cgroup.procs", procs);
+    free(path);
+    free(procs);
+    /* Live supervisors (our parent; ourselves, another engine) keep theirs. */
+    fake_cgroup("pids/pybox-%d-0", live);
+    fake_cgroup("pids/pybox-%d-0/cell-1", live);
+    fake_cgroup("pids/pybox-%d", live);
+    fake_cgroup("pids/pybox-%d-1", self);
+    fake_cgroup("pids/pybox-%d-1/cell-1", self);
+    /* Names that are not ours, though their digits name a dead pid. */
+    fake_cgroup("pids/pybox-abc");
+    fake_cgroup("pids/pybox-123-x");
+    fake_cgroup("pids/pybox-%d-x", dead);
+    fake_cgroup("pids/pybox-%d-01", dead);
+    fake_cgroup("pids/pybox-%d-0-1", dead);
+    fake_cgroup("pids/other-%d-0", dead);
+    fake_cgroup("pids/pybox-0-0");
+    /* Not in a base directory: never looked at. */
+    fake_cgroup("pids/elsewhere");
+    fake_cgroup("pids/elsewhere/pybox-%d-0", dead);
+    fake_cgroup("memory/pybox-%d-0", dead);
+    /* A symlink and a file with a stale name are left alone, and so is the link's target. */
+    fake_cgroup("pids/target");
+    fake_cgroup("pids/target/cell-1");
+    target = in_root("pids/target");
+    path = xasprintf("%s/pids/pybox-%d-7", F.root, dead);
+    ck_assert_int_eq(symlink(target, path), 0);
+    free(path);
+    free(target);
+    path = in_root("pids");
+    procs = xasprintf("pybox-%d-8", dead);
+    put(path, procs, "");
+    free(procs);
+    free(path);
+
+    cg = setup(self_v1);
+    ck_assert(!exists_rel("pids/pybox-%d-0", dead));
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    ck_assert(!exists_rel("cpu,cpuacct/c/pybox-%d", dead));
+    ck_assert(!exists_rel("memory/a/b/pybox-%d-3", dead));
+    ck_assert(exists_rel("pids/pybox-%d-0/cell-1", live));
+    ck_assert(exists_rel("pids/pybox-%d", live));
+    ck_assert(exists_rel("pids/pybox-%d-1/cell-1", self));
+    ck_assert(exists_rel("pids/pybox-abc"));
+    ck_assert(exists_rel("pids/pybox-123-x"));
+    ck_assert(exists_rel("pids/pybox-%d-x", dead));
+    ck_assert(exists_rel("pids/pybox-%d-01", dead));
+    ck_assert(exists_rel("pids/pybox-%d-0-1", dead));
+    ck_assert(exists_rel("pids/other-%d-0", dead));
+    ck_assert(exists_rel("pids/pybox-0-0"));
+    ck_assert(exists_rel("pids/elsewhere/pybox-%d-0", dead));
+    ck_assert(exists_rel("memory/pybox-%d-0", dead));
+    ck_assert(exists_rel("pids/pybox-%d-7", dead));
+    ck_assert(exists_rel("pids/target/cell-1"));
+    ck_assert(exists_rel("pids/pybox-%d-8", dead));
+    /* Our own parents were made as usual. */
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("pids/pybox-1");
+}
+END_TEST
+
+START_TEST(test_reap_stale_deep)
+{
+    int dead = (int)dead_pid();
+    struct pbx_cgroups *cg;
+
+    /*
+     * Nothing below a cell is touched: the cell and its parent stay (EBUSY
+     * until the retry gives up), and the next stale parent is still reaped.
+     */
+    v1_mount("pids", "/");
+    fake_cgroup("pids/pybox-%d-0", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-1", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-1/inner", dead);
+    fake_cgroup("pids/pybox-%d-1", dead);
+    fake_cgroup("pids/pybox-%d-1/cell-1", dead);
+    cg = setup(self_v1);
+    ck_assert(exists_rel("pids/pybox-%d-0/cell-1/inner", dead));
+    ck_assert(!exists_rel("pids/pybox-%d-1", dead));
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+START_TEST(test_reap_stale_v2)
+{
+    int dead = (int)dead_pid();
+    struct pbx_cgroups *cg;
+    char *want;
+
+    v2_tree(NULL, "cpu memory pids\n", "cpu memory pids");
+    fake_cgroup("sup/pybox-%d-0", dead);
+    fake_cgroup("sup/pybox-%d-0/cell-4", dead);
+    fake_cgroup("sup/pybox-%d-0", (int)getppid());
+    cg = setup(self_v2);
+    ck_assert(!exists_rel("sup/pybox-%d-0", dead));
+    ck_assert(exists_rel("sup/pybox-%d-0", (int)getppid()));
+    /* Killed the v2 way, once for the shared directory. */
+    want = xasprintf("sup/pybox-%d-0/cell-4/cgroup.kill=1\n", dead);
+    ck_assert_msg(strstr(F.log, want) != NULL, "%s", F.log);
+    ck_assert_ptr_eq(strstr(strstr(F.log, want) + 1, want), NULL);
+    free(want);
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
 /* This machine's cgroups. */
 
 static struct pbx_cgroups *real_cg;
 static struct pbx_cgroup_cell *real_cell;
 static pid_t real_owner;
 
-/* A failed ck_assert exit()s the forked test: leave nothing on the machine. */
+static char *real_stale[2 * PBX_CGROUP_NCTL]; /* made by hand: cell, then parent, per hierarchy */
+
+/*
+ * Leave nothing on the machine when the test stops early.  Registered with
+ * atexit(); a failed ck_assert _exit()s in fork mode, so checks that are
+ * likely to fail call it themselves first.
+ */
 static void real_cleanup(void)
 {
     if (getpid() != real_owner)
         return;
     pbx__cgroup_cell_destroy(real_cell, NULL);
     pbx__cgroup_teardown(real_cg);
+    for (size_t i = 0; i < sizeof(real_stale) / sizeof(real_stale[0]); i++)
+        if (real_stale[i])
+            rmdir(real_stale[i]);
+}
+
+/*
+ * Leave what a SIGKILLed supervisor would: pybox-<dead>-0/cell-1 where our
+ * setup is about to create its parent in the v1 hierarchy of `ctl`.  Fills
+ * two slots of real_stale; nothing when `ctl` is not on v1 here.
+ */
+static void real_make_stale(const char *self, enum pbx_cgroup_ctl ctl, pid_t dead)
+{
+    const char *name = pbx__cgroup_ctl_name(ctl);
+    char *mount = pbx__cgroup_v1_mount("/sys/fs/cgroup", ctl);
+    char *own = NULL;
+    char *parent;
+
+    if (mount == NULL || pbx__cgroup_parse_proc(self, strlen(self), name, &own) < 0) {
+        free(mount);
+        return;
+    }
+    parent = xasprintf("%s%s/pybox-%d-0", mount, strcmp(own, "/") == 0 ? "" : own, (int)dead);
+    real_stale[2 * ctl + 1] = parent;
+    real_stale[2 * ctl] = xasprintf("%s/cell-1", parent);
+    /* EEXIST: an earlier run that failed before setup left them; stale all the same. */
+    for (int i = 1; i >= 0; i--)
+        ck_assert_msg(mkdir(real_stale[2 * ctl + i], 0755) == 0 || errno == EEXIST, "mkdir %s: %s",
+                      real_stale[2 * ctl + i], strerror(errno));
+    free(own);
+    free(mount);
 }
 
 static bool have_cgroupfs(void)
@@ -865,7 +1120,22 @@ START_TEST(test_real_machine)
     real_owner = getpid();
     atexit(real_cleanup);
     ck_assert_int_eq(pbx__cgroup_read("/proc/self/cgroup", &self, NULL), 0);
+    real_make_stale(self, PBX_CGROUP_PIDS, dead_pid());
+    real_make_stale(self, PBX_CGROUP_CPU, dead_pid());
     ck_assert_int_eq(pbx__cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
+    /*
+     * The stale cgroups of a dead supervisor were reaped first.  A failed
+     * ck_assert _exit()s in fork mode, skipping atexit: clean up before.
+     */
+    for (size_t i = 0; i < sizeof(real_stale) / sizeof(real_stale[0]); i++) {
+        if (real_stale[i] && exists(real_stale[i])) {
+            want = xstrdup(real_stale[i]);
+            real_cleanup();
+            ck_abort_msg("%s not reaped", want);
+        }
+        free(real_stale[i]);
+        real_stale[i] = NULL;
+    }
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         fprintf(stderr, "test_cgroup: %s\n", pbx__cgroup_why(real_cg, i));
         parents[i] = real_cg->ctl[i].parent ? xstrdup(real_cg->ctl[i].parent) : NULL;
@@ -935,6 +1205,7 @@ int main(void)
     Suite *s = suite_create("cgroup");
     TCase *parse = tcase_create("parse");
     TCase *tc = tcase_create("fake");
+    TCase *slow = tcase_create("fake-slow");
     TCase *real;
     bool can_real = geteuid() == 0 && have_cgroupfs();
     SRunner *sr;
@@ -943,6 +1214,7 @@ int main(void)
     tcase_add_test(parse, test_parse_proc);
     tcase_add_test(parse, test_parse_proc_edges);
     tcase_add_test(parse, test_parse_key_and_pids);
+    tcase_add_test(parse, test_parse_parent_name);
     suite_add_tcase(s, parse);
     tcase_add_checked_fixture(tc, fake_init, fake_fini);
     tcase_add_test(tc, test_v1_tree);
@@ -954,7 +1226,14 @@ int main(void)
     tcase_add_test(tc, test_v2_no_swap_partial_delegation);
     tcase_add_test(tc, test_v2_busy);
     tcase_add_test(tc, test_mixed);
+    tcase_add_test(tc, test_reap_stale_v1);
+    tcase_add_test(tc, test_reap_stale_v2);
     suite_add_tcase(s, tc);
+    /* Waits out the bounded rmdir retry (1 s per busy directory) twice. */
+    tcase_add_checked_fixture(slow, fake_init, fake_fini);
+    tcase_set_timeout(slow, 20);
+    tcase_add_test(slow, test_reap_stale_deep);
+    suite_add_tcase(s, slow);
     if (can_real) {
         real = tcase_create("real");
         tcase_set_timeout(real, 30);
