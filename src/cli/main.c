@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "common/log.h"
 #include "engine/zygote.h"
 #include "pybox/version.h"
 #include "common/banned.h"
@@ -30,6 +31,7 @@ static void usage(FILE *out)
     fprintf(out, "\nOptions:\n"
                  "  -h, --help     show this help; `pybox COMMAND --help` for a command\n"
                  "  --version      print the version\n\n"
+                 "Environment: PYBOX_LOG=error|warning|info|debug sets how much pybox logs.\n\n"
                  "Exit statuses of `pybox run`: the script's own status; 124 after a timeout;\n"
                  "125 when pybox itself failed; 126 when policy rejected the code; 128+N when\n"
                  "the script was killed by signal N (137 for the memory limit); 2 on bad usage.\n");
@@ -61,8 +63,15 @@ noreturn void pbx_usage_error(const char *cmd, const char *fmt, ...)
 
 int main(int argc, char **argv)
 {
+    const char *level = getenv("PYBOX_LOG");
+
     if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0)
         pbx__zygote_main(argc, argv);
+    if (level != NULL)
+        pbx_log_set_level(strcmp(level, "debug") == 0   ? PBX_LOG_DEBUG
+                          : strcmp(level, "info") == 0  ? PBX_LOG_INFO
+                          : strcmp(level, "error") == 0 ? PBX_LOG_ERROR
+                                                        : PBX_LOG_WARN);
     if (argc < 2) {
         usage(stderr);
         return PBX_EXIT_USAGE;
