@@ -15,11 +15,12 @@ pybox=$PWD/build/release/pybox
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 echo 'print(1)' >"$dir/print.py"
-printf 'import numpy as np\nprint(np.ones((64, 64)).dot(np.ones(64)).sum())\n' >"$dir/numpy.py"
+printf 'import numpy as np\nprint(np.ones((64, 64)).dot(np.ones(64)).sum())\n' >"$dir/np_script.py"
 
 bwrap_cmd() {
     echo "bwrap --unshare-all --die-with-parent --clearenv --ro-bind /usr /usr" \
         "--symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin" \
+        "--ro-bind /etc/alternatives /etc/alternatives --ro-bind /etc/ld.so.cache /etc/ld.so.cache" \
         "--proc /proc --dev /dev --tmpfs /tmp --ro-bind $dir/$1 /work/$1 --chdir /work" \
         "/usr/bin/python3 /work/$1"
 }
@@ -27,8 +28,8 @@ bwrap_cmd() {
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$dir/out.json" \
     -n "pybox print(1)" "$pybox run $dir/print.py" \
     -n "bwrap print(1)" "$(bwrap_cmd print.py)" \
-    -n "pybox numpy" "$pybox run $dir/numpy.py" \
-    -n "bwrap numpy" "$(bwrap_cmd numpy.py)" >/dev/null
+    -n "pybox numpy" "$pybox run $dir/np_script.py" \
+    -n "bwrap numpy" "$(bwrap_cmd np_script.py)" >/dev/null
 
 /usr/bin/python3 - "$dir/out.json" <<'PY'
 import json, sys
