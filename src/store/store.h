@@ -1,0 +1,97 @@
+/*
+ * The store: API keys and their policies, daily quotas, the audit log.  One
+ * interface; the embedded default is a SQLite file in WAL mode
+ * (store_sqlite.c).  Every function is thread-safe on one store.
+ */
+#ifndef PBX_STORE_STORE_H
+#define PBX_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+struct pbx_store;
+
+/* A key's policy; it overrides the anonymous one field by field. */
+struct pbx_key_policy {
+    int64_t rpm;           /* requests per minute, 0 = the anonymous default, -1 = unlimited */
+    int64_t rpd;           /* requests per UTC day, same conventions */
+    uint32_t timeout_ms;   /* wall limit, 0 = default */
+    uint64_t memory_bytes; /* memory limit, 0 = default */
+    bool all_modules;      /* no import allowlist */
+    char *modules;         /* extra allowed modules, space-separated, or NULL (owned) */
+    bool network;          /* may ask for network access */
+    bool admin;            /* bypasses rates, quotas and import restrictions */
+};
+
+struct pbx_key_info {
+    int64_t id;                   /* row id */
+    char *name;                   /* unique name (owned) */
+    char *prefix;                 /* first characters of the token, for display (owned) */
+    int64_t created;              /* Unix time, seconds */
+    bool revoked;                 /* revoked keys never authenticate */
+    struct pbx_key_policy policy; /* its policy */
+};
+
+/* Open (creating if needed) the store at `uri`: "sqlite:PATH". */
+int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err);
+void pbx_store_close(struct pbx_store *store);
+
+/*
+ * Create a key named `name` (unique among keys, revoked ones included) with
+ * `policy`.  The token, "pbx_" and 43 base64url characters from libsodium's
+ * randombytes, is returned once in *token (caller frees); only its hash is
+ * stored.
+ */
+int pbx_store_key_create(struct pbx_store *store, const char *name,
+                         const struct pbx_key_policy *policy, char **token,
+                         struct pbx_error **err);
+
+/* All keys, oldest first; free with pbx_key_info_free_array(). */
+int pbx_store_key_list(struct pbx_store *store, struct pbx_key_info **keys, size_t *n,
+                       struct pbx_error **err);
+
+/* Revoke the key named `name`: PBX_E_NOTFOUND when there is none. */
+int pbx_store_key_revoke(struct pbx_store *store, const char *name, struct pbx_error **err);
+
+/*
+ * Find the live (not revoked) key whose token is `token`: returns 1 and fills
+ * *info, 0 when none matches.  Compares hashes in constant time.
+ */
+int pbx_store_key_lookup(struct pbx_store *store, const char *token, struct pbx_key_info *info,
+                         struct pbx_error **err);
+
+void pbx_key_info_release(struct pbx_key_info *info);
+void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n);
+
+/*
+ * Charge one request to `client` on UTC day `day` ("YYYY-MM-DD") if its count
+ * is below `limit` (limit < 0: unlimited): returns 1 and the new count in
+ * *count, or 0 and the current count when the limit is reached.  Atomic.
+ */
+int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
+                         int64_t limit, int64_t *count, struct pbx_error **err);
+
+/* The count of `client` on `day` (0 when none). */
+int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
+                        int64_t *count, struct pbx_error **err);
+
+struct pbx_audit {
+    int64_t time_ms;      /* Unix time, milliseconds */
+    const char *client;   /* client address */
+    const char *key_name; /* NULL when anonymous */
+    const char *route;    /* "/execute" or "/v1/execute" */
+    const char *code_sha256; /* hex SHA-256 of the code */
+    const char *status;   /* result status, or the error type */
+    double duration_ms;   /* execution time */
+};
+
+/* Append one record to the audit log. */
+int pbx_store_audit(struct pbx_store *store, const struct pbx_audit *rec, struct pbx_error **err);
+
+/* The newest `max` audit records as JSON lines (caller frees), for tests and operators. */
+int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struct pbx_error **err);
+
+#endif
