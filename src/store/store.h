@@ -35,19 +35,36 @@ struct pbx_key_info {
     struct pbx_key_policy policy; /* its policy */
 };
 
-/* Open (creating if needed) the store at `uri`: "sqlite:PATH". */
+/*
+ * Open (creating if needed) the store at `uri`: "sqlite:PATH", PATH absolute
+ * or relative ("sqlite:///abs/path" also reads as /abs/path; "sqlite::memory:"
+ * is a private in-memory store).  Missing directories of PATH are created
+ * 0700, the database file 0600.  A URI of another kind fails with
+ * PBX_E_UNSUPPORTED, an empty PATH with PBX_E_INVAL.  Close with
+ * pbx_store_close().
+ */
 int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err);
+
+/*
+ * Like pbx_store_open(), but never creates the database file or its
+ * directories: PBX_E_NOTFOUND when the file does not exist.  For commands
+ * that only read or change what is there (`pybox keys list`, `revoke`).
+ */
+int pbx_store_open_existing(const char *uri, struct pbx_store **out, struct pbx_error **err);
+
+/* Close `store` and free it; NULL is fine. */
 void pbx_store_close(struct pbx_store *store);
 
 /*
  * Create a key named `name` (unique among keys, revoked ones included) with
  * `policy`.  The token, "pbx_" and 43 base64url characters from libsodium's
  * randombytes, is returned once in *token (caller frees); only its hash is
- * stored.
+ * stored.  Names are 1 to 64 of [A-Za-z0-9._@-]; policy->modules may be
+ * space- or comma-separated and is stored space-separated; a NULL policy is
+ * all defaults.  PBX_E_INVAL for a bad name or policy, EEXIST for a taken name.
  */
 int pbx_store_key_create(struct pbx_store *store, const char *name,
-                         const struct pbx_key_policy *policy, char **token,
-                         struct pbx_error **err);
+                         const struct pbx_key_policy *policy, char **token, struct pbx_error **err);
 
 /* All keys, oldest first; free with pbx_key_info_free_array(). */
 int pbx_store_key_list(struct pbx_store *store, struct pbx_key_info **keys, size_t *n,
@@ -68,8 +85,10 @@ void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n);
 
 /*
  * Charge one request to `client` on UTC day `day` ("YYYY-MM-DD") if its count
- * is below `limit` (limit < 0: unlimited): returns 1 and the new count in
- * *count, or 0 and the current count when the limit is reached.  Atomic.
+ * is below `limit` (limit < 0: unlimited; 0 refuses all): returns 1 and the
+ * new count in *count, or 0 and the current count when the limit is reached.
+ * Atomic across threads and processes: one SQL statement does the check and
+ * the increment.  PBX_E_INVAL for an empty client or a malformed day.
  */
 int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
                          int64_t limit, int64_t *count, struct pbx_error **err);
@@ -79,13 +98,13 @@ int pbx_store_quota_get(struct pbx_store *store, const char *client, const char 
                         int64_t *count, struct pbx_error **err);
 
 struct pbx_audit {
-    int64_t time_ms;      /* Unix time, milliseconds */
-    const char *client;   /* client address */
-    const char *key_name; /* NULL when anonymous */
-    const char *route;    /* "/execute" or "/v1/execute" */
+    int64_t time_ms;         /* Unix time, milliseconds */
+    const char *client;      /* client address */
+    const char *key_name;    /* NULL when anonymous */
+    const char *route;       /* "/execute" or "/v1/execute" */
     const char *code_sha256; /* hex SHA-256 of the code */
-    const char *status;   /* result status, or the error type */
-    double duration_ms;   /* execution time */
+    const char *status;      /* result status, or the error type */
+    double duration_ms;      /* execution time */
 };
 
 /* Append one record to the audit log. */

@@ -1,0 +1,248 @@
+"""Black-box tests of `pybox keys`: create, list and revoke through the built binary.
+
+The binary is env PYBOX, default <repo>/build/pybox.  Every test has its own --data directory.
+Run with Debian's interpreter: /usr/bin/python3 -m pytest -q tests/integration/test_keys_cli.py
+"""
+import json
+import os
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PYBOX = os.path.abspath(os.environ.get("PYBOX") or str(REPO / "build" / "pybox"))
+TOKEN_RE = re.compile(r"^pbx_[A-Za-z0-9_-]{43}$")
+TIMEOUT = 60
+
+
+def pybox(*args, env=None, check=None):
+    """Run pybox with a clean store environment; returns the CompletedProcess (text)."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("PYBOX_DATA", "PYBOX_STORE")}
+    full_env.update(env or {})
+    p = subprocess.run([PYBOX, *args], capture_output=True, text=True, env=full_env,
+                       timeout=TIMEOUT)
+    if check is not None:
+        assert p.returncode == check, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def one_line_error(p):
+    """A failure says one line on stderr, "pybox: ...", and nothing on stdout."""
+    assert p.stdout == "", p.stdout
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("pybox: "), p.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def data(tmp_path):
+    return str(tmp_path / "data")
+
+
+def create(data, name, *opts):
+    p = pybox("keys", "create", "--name", name, *opts, "--data", data, check=0)
+    return p.stdout.strip()
+
+
+def list_json(data):
+    return json.loads(pybox("keys", "list", "--json", "--data", data, check=0).stdout)
+
+
+def store_bytes(data):
+    """Every byte pybox keeps in the data directory (database, WAL, shared memory)."""
+    out = b""
+    for f in Path(data).iterdir():
+        out += f.read_bytes()
+    return out
+
+
+def test_create_prints_the_token_alone(data):
+    p = pybox("keys", "create", "--name", "alice", "--data", data, check=0)
+    assert p.stdout.endswith("\n") and p.stdout.count("\n") == 1, repr(p.stdout)
+    token = p.stdout.strip()
+    assert TOKEN_RE.match(token), token
+    # One line on stderr that says it is shown once, without the token.
+    note = p.stderr.splitlines()
+    assert len(note) == 1 and "only this once" in note[0], p.stderr
+    assert token not in p.stderr
+
+
+def test_tokens_differ(data):
+    tokens = {create(data, f"k{i}") for i in range(5)}
+    assert len(tokens) == 5
+    assert all(TOKEN_RE.match(t) for t in tokens)
+
+
+def test_store_never_holds_the_token(data):
+    token = create(data, "secret-holder")
+    # Nor the random part alone, nor its bytes after the displayed prefix.
+    blob = store_bytes(data)
+    assert token.encode() not in blob
+    assert token[4:].encode() not in blob
+    assert token[10:].encode() not in blob
+    assert b"secret-holder" in blob
+
+
+def test_store_files_are_private(data):
+    create(data, "k")
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    db = Path(data) / "pybox.db"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    for f in Path(data).iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
+
+
+def test_list_shows_the_key_never_the_token(data):
+    token = create(data, "alice")
+    p = pybox("keys", "list", "--data", data, check=0)
+    assert token not in p.stdout and token[4:] not in p.stdout
+    lines = p.stdout.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "PREFIX", "CREATED"]
+    assert len(lines) == 2
+    row = lines[1].split()
+    assert row[0] == "alice"
+    assert row[1] == token[:10]
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", row[2]), row[2]
+    assert row[3] == "no"
+    keys = list_json(data)
+    assert [k["name"] for k in keys] == ["alice"]
+    assert keys[0]["prefix"] == token[:10]
+    assert keys[0]["revoked"] is False
+    assert token not in json.dumps(keys)
+
+
+def test_policy_round_trip(data):
+    create(data, "rich", "--rpm", "60", "--rpd", "unlimited", "--timeout", "2.5", "--memory",
+           "512", "--modules", "scipy, sympy", "--network")
+    create(data, "boss", "--admin", "--modules", "all")
+    create(data, "plain")
+    rich, boss, plain = list_json(data)
+    assert (rich["rpm"], rich["rpd"], rich["timeout_ms"], rich["memory_bytes"]) == \
+        (60, -1, 2500, 512 << 20)
+    assert rich["modules"] == ["scipy", "sympy"] and rich["all_modules"] is False
+    assert rich["network"] is True and rich["admin"] is False
+    assert boss["admin"] is True and boss["all_modules"] is True and boss["modules"] == []
+    assert (plain["rpm"], plain["rpd"], plain["timeout_ms"], plain["memory_bytes"]) == (0, 0, 0, 0)
+    table = pybox("keys", "list", "--data", data, check=0).stdout.splitlines()
+    assert table[1].split()[4:] == ["60", "unlimited", "2.5s", "512M", "+scipy,sympy", "yes",
+                                    "no"]
+    assert table[2].split()[4:] == ["default", "default", "default", "default", "all", "no",
+                                    "yes"]
+
+
+def test_revoke_marks_the_key(data):
+    create(data, "a")
+    create(data, "b")
+    p = pybox("keys", "revoke", "a", "--data", data, check=0)
+    assert "a" in p.stdout
+    keys = {k["name"]: k for k in list_json(data)}
+    assert keys["a"]["revoked"] is True
+    assert keys["b"]["revoked"] is False
+    rows = {line.split()[0]: line.split() for line in
+            pybox("keys", "list", "--data", data, check=0).stdout.splitlines()[1:]}
+    assert rows["a"][3] == "yes" and rows["b"][3] == "no"
+    # Again: still fine.  Unknown: an error of the store, exit 1, one line.
+    pybox("keys", "revoke", "a", "--data", data, check=0)
+    line = one_line_error(pybox("keys", "revoke", "nobody", "--data", data, check=1))
+    assert "nobody" in line
+
+
+def test_duplicate_name(data):
+    create(data, "dup")
+    p = pybox("keys", "create", "--name", "dup", "--data", data)
+    assert p.returncode != 0
+    assert "dup" in one_line_error(p)
+    # Revoked names stay taken.
+    pybox("keys", "revoke", "dup", "--data", data, check=0)
+    p = pybox("keys", "create", "--name", "dup", "--data", data)
+    assert p.returncode != 0
+    one_line_error(p)
+    assert len(list_json(data)) == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["keys"],
+    ["keys", "frob"],
+    ["keys", "create"],
+    ["keys", "create", "--name"],
+    ["keys", "create", "--name", "x", "--bogus"],
+    ["keys", "create", "--name", "x", "extra"],
+    ["keys", "create", "--name", "bad name"],
+    ["keys", "create", "--name", "x" * 65],
+    ["keys", "create", "--name", "x", "--rpm", "abc"],
+    ["keys", "create", "--name", "x", "--rpm", "-5"],
+    ["keys", "create", "--name", "x", "--rpd", "1.5"],
+    ["keys", "create", "--name", "x", "--timeout", "soon"],
+    ["keys", "create", "--name", "x", "--timeout", "0"],
+    ["keys", "create", "--name", "x", "--memory", "512M"],
+    ["keys", "create", "--name", "x", "--memory", "1"],
+    ["keys", "create", "--name", "x", "--modules", "os;rm"],
+    ["keys", "create", "--name", "x", "--modules", ""],
+    ["keys", "list", "extra"],
+    ["keys", "list", "--table"],
+    ["keys", "revoke"],
+    ["keys", "revoke", "a", "b"],
+    ["keys", "list", "--store", "redis://127.0.0.1:6379"],
+    ["keys", "create", "--name", "x", "--store", "sqlite:"],
+])
+def test_bad_usage_exits_2(data, args):
+    p = pybox(*args, "--data", data)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    one_line_error(p)
+    # Nothing was stored.
+    if os.path.exists(os.path.join(data, "pybox.db")):
+        assert list_json(data) == []
+
+
+@pytest.mark.parametrize("cmd", [[], ["create"], ["list"], ["revoke"]])
+def test_help(cmd):
+    p = pybox("keys", *cmd, "--help", check=0)
+    assert p.stdout.startswith("usage: pybox keys"), p.stdout
+    assert "--data" in p.stdout and "--store" in p.stdout
+
+
+def test_list_does_not_create_a_store(tmp_path):
+    data = tmp_path / "typo"
+    line = one_line_error(pybox("keys", "list", "--data", str(data), check=1))
+    assert "does not exist" in line
+    one_line_error(pybox("keys", "revoke", "x", "--data", str(data), check=1))
+    assert not data.exists()
+
+
+def test_store_location_options_and_environment(tmp_path):
+    a, b, c = (str(tmp_path / n) for n in ("a", "b", "c"))
+    pybox("keys", "create", "--name", "by-env-data", env={"PYBOX_DATA": a}, check=0)
+    assert [k["name"] for k in list_json(a)] == ["by-env-data"]
+    pybox("keys", "create", "--name", "by-env-store", env={"PYBOX_DATA": a,
+                                                           "PYBOX_STORE": f"sqlite:{b}/s.db"},
+          check=0)
+    assert [k["name"] for k in list_json(a)] == ["by-env-data"]
+    # --store beats --data; an option beats the environment.
+    pybox("keys", "create", "--name", "by-opt-store", "--data", a, "--store", f"sqlite:{b}/s.db",
+          check=0)
+    pybox("keys", "create", "--name", "by-opt-data", "--data", c,
+          env={"PYBOX_STORE": f"sqlite:{b}/s.db"}, check=0)
+    names = json.loads(pybox("keys", "list", "--json", "--store", f"sqlite:{b}/s.db",
+                             check=0).stdout)
+    assert [k["name"] for k in names] == ["by-env-store", "by-opt-store"]
+    assert [k["name"] for k in list_json(c)] == ["by-opt-data"]
+
+
+def test_relative_store_path(tmp_path):
+    p = subprocess.run([PYBOX, "keys", "create", "--name", "rel", "--store", "sqlite:sub/x.db"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "sub" / "x.db").is_file()
+
+
+def test_unwritable_token_revokes_the_key(data):
+    """A token nobody saw is revoked at once rather than left valid."""
+    p = subprocess.run(["sh", "-c", 'exec "$0" "$@" >&-', PYBOX, "keys", "create", "--name",
+                        "lost", "--data", data], capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert "revoked" in p.stderr
+    assert list_json(data)[0]["revoked"] is True
