@@ -13,6 +13,7 @@
 int pbx_cmd_run(int argc, char **argv);
 int pbx_cmd_doctor(int argc, char **argv);
 int pbx_cmd_keys(int argc, char **argv);
+int pbx_cmd_serve(int argc, char **argv);
 
 /* Print "pybox: MESSAGE" and exit with `status`. */
 noreturn void pbx_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,0 +1,238 @@
+/* pybox serve: the HTTP service. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/xalloc.h"
+#include "server/server.h"
+#include "common/banned.h"
+
+static void help(void)
+{
+    printf("usage: pybox serve [OPTIONS]\n\n"
+           "Serve the Python Sandbox API over HTTP: POST /execute (the compatible dialect),\n"
+           "POST /v1/execute, GET /v1/health, GET /metrics, GET /openapi.json.\n\n"
+           "Options (each also read from the environment variable shown):\n"
+           "  --listen HOST:PORT       where to listen (PYBOX_LISTEN; default 127.0.0.1:8080;\n"
+           "                           port 0 picks a free one)\n"
+           "  --data DIR               data directory holding pybox.db (PYBOX_DATA;\n"
+           "                           default /var/lib/pybox)\n"
+           "  --store sqlite:PATH      the store, instead of DIR/pybox.db (PYBOX_STORE)\n"
+           "  --trusted-proxy CIDR     take X-Forwarded-For from peers in CIDR (repeatable;\n"
+           "                           PYBOX_TRUSTED_PROXIES, comma-separated)\n"
+           "  --max-concurrency N      executions at once, then 503 (PYBOX_MAX_CONCURRENCY; 5)\n"
+           "  --rpm N                  anonymous requests per minute per client (PYBOX_RPM; 5)\n"
+           "  --rpd N                  anonymous requests per UTC day per client (PYBOX_RPD; 30)\n"
+           "  --code-chars N           anonymous code length limit (PYBOX_CODE_CHARS; 2000)\n"
+           "  --timeout S              wall limit of executions (PYBOX_TIMEOUT; 10)\n"
+           "  --memory MB              memory limit of executions (PYBOX_MEMORY_MB; 256)\n"
+           "  --limit NAME=VALUE       any execution limit, as in `pybox run --help`\n"
+           "  --cors-origin ORIGIN     Access-Control-Allow-Origin (PYBOX_CORS_ORIGINS; *)\n"
+           "  --max-body BYTES         request bodies beyond this are refused unread (32M)\n"
+           "  --client-timeout S       drop a client that stalls this long (30)\n"
+           "  --no-preload             do not import numpy and PIL in the zygote\n"
+           "  --url-file PATH          write the URL served to PATH once listening\n\n"
+           "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
+           "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
+           "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n");
+}
+
+static unsigned long number(const char *v, const char *what, unsigned long max)
+{
+    char *end = NULL;
+    unsigned long n = strtoul(v, &end, 10);
+
+    if (v[0] == '\0' || v[0] == '-' || *end != '\0' || n > max)
+        pbx_usage_error("serve", "%s `%s` is not a whole number up to %lu", what, v, max);
+    return n;
+}
+
+static void set_limit(struct pbx_limits *l, const char *assignment)
+{
+    struct pbx_error *err = NULL;
+
+    if (pbx_limits_set(l, assignment, &err) < 0)
+        pbx_usage_error("serve", "%s", err->msg);
+}
+
+static void add_proxies(struct pbx_server_config *cfg, char *list)
+{
+    char *save = NULL;
+
+    for (char *t = strtok_r(list, ", ", &save); t != NULL; t = strtok_r(NULL, ", ", &save)) {
+        if (cfg->nproxies == PBX_SERVER_MAX_PROXIES)
+            pbx_usage_error("serve", "at most %d trusted proxies", PBX_SERVER_MAX_PROXIES);
+        cfg->proxies[cfg->nproxies++] = t;
+    }
+}
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_DATA,
+    OPT_STORE,
+    OPT_PROXY,
+    OPT_CONC,
+    OPT_RPM,
+    OPT_RPD,
+    OPT_CHARS,
+    OPT_TIMEOUT,
+    OPT_MEMORY,
+    OPT_LIMIT,
+    OPT_CORS,
+    OPT_BODY,
+    OPT_CLIENT_TIMEOUT,
+    OPT_NO_PRELOAD,
+    OPT_URL_FILE,
+};
+
+int pbx_cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"data", required_argument, NULL, OPT_DATA},
+        {"store", required_argument, NULL, OPT_STORE},
+        {"trusted-proxy", required_argument, NULL, OPT_PROXY},
+        {"max-concurrency", required_argument, NULL, OPT_CONC},
+        {"rpm", required_argument, NULL, OPT_RPM},
+        {"rpd", required_argument, NULL, OPT_RPD},
+        {"code-chars", required_argument, NULL, OPT_CHARS},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"memory", required_argument, NULL, OPT_MEMORY},
+        {"limit", required_argument, NULL, OPT_LIMIT},
+        {"cors-origin", required_argument, NULL, OPT_CORS},
+        {"max-body", required_argument, NULL, OPT_BODY},
+        {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
+        {"no-preload", no_argument, NULL, OPT_NO_PRELOAD},
+        {"url-file", required_argument, NULL, OPT_URL_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct pbx_server_config cfg;
+    struct pbx_error *err = NULL;
+    char *admin = NULL;
+    char *envproxies = NULL;
+    const char *v;
+    char *tmp;
+    int c;
+
+    pbx_server_config_default(&cfg);
+    if ((v = getenv("PYBOX_LISTEN")) != NULL)
+        cfg.listen = v;
+    if ((v = getenv("PYBOX_DATA")) != NULL)
+        cfg.data_dir = v;
+    if ((v = getenv("PYBOX_STORE")) != NULL)
+        cfg.store_uri = v;
+    if ((v = getenv("PYBOX_TRUSTED_PROXIES")) != NULL) {
+        envproxies = xstrdup(v);
+        add_proxies(&cfg, envproxies);
+    }
+    if ((v = getenv("PYBOX_MAX_CONCURRENCY")) != NULL)
+        cfg.max_concurrency = (unsigned)number(v, "PYBOX_MAX_CONCURRENCY", 1024);
+    if ((v = getenv("PYBOX_RPM")) != NULL)
+        cfg.anon_rpm = (int64_t)number(v, "PYBOX_RPM", 1000000000);
+    if ((v = getenv("PYBOX_RPD")) != NULL)
+        cfg.anon_rpd = (int64_t)number(v, "PYBOX_RPD", 1000000000);
+    if ((v = getenv("PYBOX_CODE_CHARS")) != NULL)
+        cfg.anon_code_chars = number(v, "PYBOX_CODE_CHARS", 64u << 20);
+    if ((v = getenv("PYBOX_TIMEOUT")) != NULL) {
+        tmp = xasprintf("wall=%s", v);
+        set_limit(&cfg.limits, tmp);
+        free(tmp);
+    }
+    if ((v = getenv("PYBOX_MEMORY_MB")) != NULL) {
+        tmp = xasprintf("memory=%sM", v);
+        set_limit(&cfg.limits, tmp);
+        free(tmp);
+    }
+    if ((v = getenv("PYBOX_CORS_ORIGINS")) != NULL)
+        cfg.cors_origins = v;
+    /* The admin key: kept in this process only, and out of its environment. */
+    v = getenv("PYBOX_ADMIN_KEY");
+    if (v == NULL || *v == '\0')
+        v = getenv("PYTHON_EXE_KEY");
+    if (v != NULL && *v != '\0')
+        admin = xstrdup(v);
+    unsetenv("PYBOX_ADMIN_KEY");
+    unsetenv("PYTHON_EXE_KEY");
+    cfg.admin_key = admin;
+
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            help();
+            return 0;
+        case OPT_LISTEN:
+            cfg.listen = optarg;
+            break;
+        case OPT_DATA:
+            cfg.data_dir = optarg;
+            break;
+        case OPT_STORE:
+            cfg.store_uri = optarg;
+            break;
+        case OPT_PROXY:
+            add_proxies(&cfg, optarg);
+            break;
+        case OPT_CONC:
+            cfg.max_concurrency = (unsigned)number(optarg, "--max-concurrency", 1024);
+            if (cfg.max_concurrency == 0)
+                pbx_usage_error("serve", "--max-concurrency must be at least 1");
+            break;
+        case OPT_RPM:
+            cfg.anon_rpm = (int64_t)number(optarg, "--rpm", 1000000000);
+            break;
+        case OPT_RPD:
+            cfg.anon_rpd = (int64_t)number(optarg, "--rpd", 1000000000);
+            break;
+        case OPT_CHARS:
+            cfg.anon_code_chars = number(optarg, "--code-chars", 64u << 20);
+            break;
+        case OPT_TIMEOUT:
+            tmp = xasprintf("wall=%s", optarg);
+            set_limit(&cfg.limits, tmp);
+            free(tmp);
+            break;
+        case OPT_MEMORY:
+            tmp = xasprintf("memory=%sM", optarg);
+            set_limit(&cfg.limits, tmp);
+            free(tmp);
+            break;
+        case OPT_LIMIT:
+            set_limit(&cfg.limits, optarg);
+            break;
+        case OPT_CORS:
+            cfg.cors_origins = optarg;
+            break;
+        case OPT_BODY:
+            cfg.max_body = number(optarg, "--max-body", 1ul << 32);
+            break;
+        case OPT_CLIENT_TIMEOUT:
+            cfg.client_timeout_s = (unsigned)number(optarg, "--client-timeout", 3600);
+            break;
+        case OPT_NO_PRELOAD:
+            cfg.preload = false;
+            break;
+        case OPT_URL_FILE:
+            cfg.url_file = optarg;
+            break;
+        case ':':
+            pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);
+        default:
+            pbx_usage_error("serve", "unknown option `%s`", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        pbx_usage_error("serve", "unexpected argument `%s`", argv[optind]);
+    /* CPU time follows a longer wall time, as in pybox run. */
+    if (cfg.limits.cpu_ms < cfg.limits.wall_ms)
+        cfg.limits.cpu_ms = cfg.limits.wall_ms;
+    if (pbx_server_run(&cfg, &err) < 0)
+        pbx_die(1, "%s", err->msg);
+    free(admin);
+    free(envproxies);
+    return 0;
+}

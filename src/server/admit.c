@@ -1,0 +1,309 @@
+/* Admission: client identity, per-minute windows, the concurrency cap. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xalloc.h"
+#include "server/admit.h"
+#include "common/banned.h"
+
+#define WINDOW_MS 60000u
+#define MAX_PROXY 32
+#define NBUCKETS  1024
+
+struct proxy {
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network address */
+    unsigned bits;          /* prefix length */
+};
+
+/* One client's recent requests: a ring of timestamps, oldest first. */
+struct window {
+    char *client;        /* owned */
+    uint64_t *stamps;    /* ring of charge times (ms) */
+    size_t cap;          /* ring size */
+    size_t head;         /* index of the oldest */
+    size_t len;          /* stamps held */
+    uint64_t last;       /* newest charge, for eviction */
+    struct window *next; /* bucket chain */
+};
+
+struct pbx_admit {
+    struct proxy proxies[MAX_PROXY];  /* trusted proxies */
+    size_t nproxies;                  /* their count */
+    atomic_uint active;               /* executions in flight */
+    unsigned capacity;                /* the cap */
+    pthread_mutex_t lock;             /* guards buckets */
+    struct window *buckets[NBUCKETS]; /* rate windows by client hash */
+    uint64_t last_sweep;              /* when idle windows were last dropped */
+};
+
+struct pbx_admit *pbx__admit_new(unsigned max_concurrency)
+{
+    struct pbx_admit *a = xcalloc(1, sizeof(*a));
+
+    a->capacity = max_concurrency;
+    pthread_mutex_init(&a->lock, NULL);
+    return a;
+}
+
+static void window_free(struct window *w)
+{
+    free(w->client);
+    free(w->stamps);
+    free(w);
+}
+
+void pbx__admit_free(struct pbx_admit *a)
+{
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        while (a->buckets[i] != NULL) {
+            struct window *w = a->buckets[i];
+
+            a->buckets[i] = w->next;
+            window_free(w);
+        }
+    }
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+static bool parse_addr(const char *text, int *family, unsigned char *addr)
+{
+    if (inet_pton(AF_INET, text, addr) == 1) {
+        *family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, text, addr) == 1) {
+        *family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+int pbx__admit_add_proxy(struct pbx_admit *a, const char *cidr, struct pbx_error **err)
+{
+    char buf[64];
+    char *slash;
+    struct proxy p;
+    unsigned max;
+
+    if (a->nproxies == MAX_PROXY)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "at most %d trusted proxies", MAX_PROXY);
+    if (snprintf(buf, sizeof(buf), "%s", cidr) >= (int)sizeof(buf))
+        return pbx_error_set(err, PBX_E_INVAL, "trusted proxy `%s` is not an address or CIDR",
+                             cidr);
+    slash = strchr(buf, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    memset(&p, 0, sizeof(p));
+    if (!parse_addr(buf, &p.family, p.addr))
+        return pbx_error_set(err, PBX_E_INVAL, "trusted proxy `%s` is not an address or CIDR",
+                             cidr);
+    max = p.family == AF_INET ? 32 : 128;
+    p.bits = max;
+    if (slash != NULL) {
+        char *end = NULL;
+        long bits = strtol(slash + 1, &end, 10);
+
+        if (end == slash + 1 || *end != '\0' || bits < 0 || bits > (long)max)
+            return pbx_error_set(err, PBX_E_INVAL, "trusted proxy `%s`: bad prefix length", cidr);
+        p.bits = (unsigned)bits;
+    }
+    a->proxies[a->nproxies++] = p;
+    return 0;
+}
+
+static bool in_prefix(const unsigned char *addr, const struct proxy *p)
+{
+    unsigned full = p->bits / 8;
+    unsigned rest = p->bits % 8;
+
+    if (memcmp(addr, p->addr, full) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    return ((addr[full] ^ p->addr[full]) & (unsigned char)(0xff << (8 - rest))) == 0;
+}
+
+static bool trusted(const struct pbx_admit *a, int family, const unsigned char *addr)
+{
+    unsigned char v4[4];
+
+    /* An IPv4-mapped IPv6 peer matches IPv4 ranges. */
+    if (family == AF_INET6 && memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+        memcpy(v4, addr + 12, 4);
+        family = AF_INET;
+        addr = v4;
+    }
+    for (size_t i = 0; i < a->nproxies; i++) {
+        if (a->proxies[i].family == family && in_prefix(addr, &a->proxies[i]))
+            return true;
+    }
+    return false;
+}
+
+void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, const char *xff,
+                       char *out, size_t outlen)
+{
+    unsigned char addr[16];
+    int family = peer ? peer->sa_family : AF_UNSPEC;
+
+    snprintf(out, outlen, "unknown");
+    if (family == AF_INET) {
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)peer)->sin_addr, 4);
+    } else if (family == AF_INET6) {
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, 16);
+    } else {
+        return;
+    }
+    inet_ntop(family, addr, out, (socklen_t)outlen);
+    if (xff == NULL || !trusted(a, family, addr))
+        return;
+    /*
+     * Walk X-Forwarded-For from the right: each hop was added by the proxy
+     * after it, so the first address that is not one of our proxies is the
+     * client.  Anything a client wrote further left is ignored.
+     */
+    {
+        char *copy = xstrdup(xff);
+        char *items[64];
+        size_t n = 0;
+        char *save = NULL;
+
+        for (char *t = strtok_r(copy, ",", &save); t != NULL && n < 64;
+             t = strtok_r(NULL, ",", &save))
+            items[n++] = t;
+        while (n > 0) {
+            char *item = items[--n];
+            unsigned char ia[16];
+            size_t len;
+            int ifam;
+
+            item += strspn(item, " \t");
+            len = strlen(item);
+            while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t'))
+                item[--len] = '\0';
+            if (!parse_addr(item, &ifam, ia))
+                break; /* malformed: keep the last good hop */
+            inet_ntop(ifam, ia, out, (socklen_t)outlen);
+            if (!trusted(a, ifam, ia))
+                break;
+        }
+        free(copy);
+    }
+}
+
+bool pbx__admit_enter(struct pbx_admit *a)
+{
+    unsigned cur = atomic_load(&a->active);
+
+    do {
+        if (cur >= a->capacity)
+            return false;
+    } while (!atomic_compare_exchange_weak(&a->active, &cur, cur + 1));
+    return true;
+}
+
+void pbx__admit_leave(struct pbx_admit *a)
+{
+    atomic_fetch_sub(&a->active, 1);
+}
+
+unsigned pbx__admit_active(const struct pbx_admit *a)
+{
+    return atomic_load(&((struct pbx_admit *)a)->active);
+}
+
+unsigned pbx__admit_capacity(const struct pbx_admit *a)
+{
+    return a->capacity;
+}
+
+static size_t hash(const char *s)
+{
+    size_t h = 5381;
+
+    while (*s)
+        h = h * 33 + (unsigned char)*s++;
+    return h % NBUCKETS;
+}
+
+/* Drop windows with nothing in the last minute (caller holds the lock). */
+static void sweep(struct pbx_admit *a, uint64_t now)
+{
+    if (now - a->last_sweep < WINDOW_MS)
+        return;
+    a->last_sweep = now;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        struct window **pw = &a->buckets[i];
+
+        while (*pw != NULL) {
+            struct window *w = *pw;
+
+            if (now - w->last > WINDOW_MS) {
+                *pw = w->next;
+                window_free(w);
+            } else {
+                pw = &w->next;
+            }
+        }
+    }
+}
+
+bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
+                     unsigned *retry_after)
+{
+    struct window *w;
+    size_t b = hash(client);
+    bool ok;
+
+    if (limit < 0)
+        return true;
+    pthread_mutex_lock(&a->lock);
+    sweep(a, now);
+    for (w = a->buckets[b]; w != NULL && strcmp(w->client, client) != 0; w = w->next)
+        ;
+    if (w == NULL) {
+        w = xcalloc(1, sizeof(*w));
+        w->client = xstrdup(client);
+        w->next = a->buckets[b];
+        a->buckets[b] = w;
+    }
+    while (w->len > 0 && now - w->stamps[w->head] >= WINDOW_MS) {
+        w->head = (w->head + 1) % w->cap;
+        w->len--;
+    }
+    ok = (int64_t)w->len < limit;
+    if (ok) {
+        if (w->len == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 8;
+            uint64_t *s = xcalloc(cap, sizeof(*s));
+
+            for (size_t i = 0; i < w->len; i++)
+                s[i] = w->stamps[(w->head + i) % w->cap];
+            free(w->stamps);
+            w->stamps = s;
+            w->cap = cap;
+            w->head = 0;
+        }
+        w->stamps[(w->head + w->len) % w->cap] = now;
+        w->len++;
+        w->last = now;
+    } else {
+        uint64_t oldest = w->len ? w->stamps[w->head] : now;
+        uint64_t wait = oldest + WINDOW_MS > now ? oldest + WINDOW_MS - now : 0;
+
+        *retry_after = (unsigned)((wait + 999) / 1000);
+        if (*retry_after == 0)
+            *retry_after = 1;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return ok;
+}

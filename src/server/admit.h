@@ -1,0 +1,46 @@
+/*
+ * Admission: who the client is (the peer, or X-Forwarded-For from a trusted
+ * proxy), per-minute rate windows (in memory), and the concurrency cap.
+ * Daily quotas live in the store.  Thread-safe.
+ */
+#ifndef PBX_SERVER_ADMIT_H
+#define PBX_SERVER_ADMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "common/error.h"
+
+struct pbx_admit;
+
+struct pbx_admit *pbx__admit_new(unsigned max_concurrency);
+void pbx__admit_free(struct pbx_admit *a);
+
+/* Add a trusted proxy range ("10.0.0.0/8", "::1/128", "127.0.0.1"). */
+int pbx__admit_add_proxy(struct pbx_admit *a, const char *cidr, struct pbx_error **err);
+
+/*
+ * The client's address as text in `out` (at least 64 bytes): the peer, or,
+ * when the peer is a trusted proxy, the right-most address of `xff` that is
+ * not itself a trusted proxy.  A header from anyone else changes nothing.
+ */
+void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, const char *xff,
+                       char *out, size_t outlen);
+
+/* Take an execution slot: false when all are busy. */
+bool pbx__admit_enter(struct pbx_admit *a);
+void pbx__admit_leave(struct pbx_admit *a);
+unsigned pbx__admit_active(const struct pbx_admit *a);
+unsigned pbx__admit_capacity(const struct pbx_admit *a);
+
+/*
+ * Charge one request to `client` in its one-minute window when fewer than
+ * `limit` were charged in the last 60 s (limit < 0: unlimited): true, or
+ * false with *retry_after (seconds) until a request leaves the window.
+ */
+bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
+                     unsigned *retry_after);
+
+#endif

@@ -1,0 +1,1036 @@
+/*
+ * pybox serve.
+ *
+ * Theory of operation: one process holds the secrets (the admin key, the
+ * store) and one engine (a jail whose zygote forks a cell per execution, see
+ * src/engine/engine.c).  libmicrohttpd runs a thread per connection; a
+ * request body is read into a capped buffer (bodies announced larger than
+ * the cap are refused before they are read), then routed.  An execution
+ * request is parsed (src/server/request.c), authenticated (Bearer header or
+ * `api_key`), checked against the caller's policy, admitted (a concurrency
+ * slot or 503 at once; the per-minute window; the daily quota in the store,
+ * charged only for admitted valid requests), run by the engine on the
+ * connection's thread, audited, and answered in the dialect it came in.
+ * SIGTERM or SIGINT: stop accepting, let running executions finish (bounded
+ * by drain_s), stop the engine, exit 0.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "engine/engine.h"
+#include "openapi_json.h"
+#include "policy/policy.h"
+#include "server/admit.h"
+#include "server/request.h"
+#include "server/server.h"
+#include "store/store.h"
+#include "pybox/version.h"
+#include "common/banned.h"
+
+enum route {
+    R_EXECUTE,
+    R_V1_EXECUTE,
+    R_HEALTH,
+    R_METRICS,
+    R_OPENAPI,
+    R_ROOT,
+    R_OTHER,
+    R_COUNT,
+};
+
+static const char *const route_names[R_COUNT] = {
+    "/execute", "/v1/execute", "/v1/health", "/metrics", "/openapi.json", "/", "other",
+};
+
+static const int statuses[] = {200, 204, 400, 401, 403, 404, 405,
+                               408, 413, 415, 429, 500, 501, 503};
+#define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
+
+static const double buckets_ms[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+#define NBUCKET (sizeof(buckets_ms) / sizeof(buckets_ms[0]))
+
+struct metrics {
+    atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
+    atomic_ulong executions[6];                  /* by enum pbx_status */
+    atomic_ulong latency[NBUCKET + 1];           /* execute latency histogram (last: +Inf) */
+    atomic_ulong latency_count;                  /* observations */
+    atomic_ullong latency_sum_us;                /* their sum */
+};
+
+struct server {
+    const struct pbx_server_config *cfg; /* as given */
+    struct pbx_engine *engine;           /* the jail */
+    struct pbx_store *store;             /* keys, quotas, audit */
+    struct pbx_admit *admit;             /* client identity, windows, the cap */
+    struct metrics metrics;              /* counters for /metrics */
+    atomic_ulong seq;                    /* request ids */
+    char id_salt[9];                     /* random per process, in request ids */
+};
+
+/* Per connection: the request as it arrives, and what was answered. */
+struct request_ctx {
+    char id[32];         /* X-Request-Id */
+    struct pbx_buf body; /* capped body */
+    bool too_large;      /* the body passed the cap */
+    bool answered;       /* a response was queued */
+    int status;          /* HTTP status answered */
+    enum route route;    /* for metrics and the log */
+    uint64_t start_ms;   /* arrival */
+    char client[64];     /* client address */
+    char method[16];     /* request method, for the log */
+    char path[160];      /* request path, cut at 159 bytes, for the log */
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void iso_time(uint64_t ms, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+}
+
+void pbx_server_config_default(struct pbx_server_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen = "127.0.0.1:8080";
+    cfg->data_dir = "/var/lib/pybox";
+    cfg->max_concurrency = 5;
+    cfg->anon_rpm = 5;
+    cfg->anon_rpd = 30;
+    cfg->anon_code_chars = 2000;
+    pbx_limits_default(&cfg->limits);
+    cfg->cors_origins = "*";
+    cfg->max_body = 32u << 20;
+    cfg->client_timeout_s = 30;
+    cfg->drain_s = 30;
+    cfg->preload = true;
+}
+
+static size_t status_index(int status)
+{
+    for (size_t i = 0; i < NSTATUS; i++) {
+        if (statuses[i] == status)
+            return i;
+    }
+    return NSTATUS;
+}
+
+/* ---- responses ---- */
+
+static enum MHD_Result send_text(struct MHD_Connection *c, struct request_ctx *ctx,
+                                 const struct server *s, int status, char *text,
+                                 const char *content_type, unsigned retry_after)
+{
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    enum MHD_Result ret;
+
+    MHD_add_response_header(r, "Content-Type", content_type);
+    MHD_add_response_header(r, "X-Request-Id", ctx->id);
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cfg->cors_origins);
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Cache-Control", "no-store");
+    if (strcmp(s->cfg->cors_origins, "*") != 0)
+        MHD_add_response_header(r, "Vary", "Origin");
+    if (retry_after > 0) {
+        char ra[16];
+
+        snprintf(ra, sizeof(ra), "%u", retry_after);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
+    ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    ctx->answered = true;
+    ctx->status = status;
+    return ret;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, struct request_ctx *ctx,
+                                 const struct server *s, int status, json_t *body,
+                                 unsigned retry_after)
+{
+    char *text;
+
+    json_object_set_new(body, "request_id", json_string(ctx->id));
+    text = json_dumps(body, PBX_JSON_FLAGS);
+    json_decref(body);
+    return send_text(c, ctx, s, status, text ? text : xstrdup("{}"), "application/json",
+                     retry_after);
+}
+
+/* The one table from error type to HTTP status. */
+static int http_status_of(const char *type)
+{
+    static const struct {
+        const char *type;
+        int status;
+    } table[] = {
+        {"InvalidRequest", 400},       {"ValidationError", 400},     {"SyntaxError", 400},
+        {"ForbiddenImportError", 400}, {"TimeoutError", 400},        {"RuntimeError", 400},
+        {"Unauthorized", 401},         {"NetworkNotAllowed", 403},   {"NotFound", 404},
+        {"MethodNotAllowed", 405},     {"PayloadTooLarge", 413},     {"UnsupportedMediaType", 415},
+        {"RateLimitExceeded", 429},    {"InternalServerError", 500}, {"NetworkUnavailable", 501},
+        {"ServerBusy", 503},
+    };
+
+    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
+        if (strcmp(table[i].type, type) == 0)
+            return table[i].status;
+    }
+    return 500;
+}
+
+/* An error in the compatible shape: {status: "error", timestamp_utc, error_details}. */
+static enum MHD_Result send_error(struct MHD_Connection *c, struct request_ctx *ctx,
+                                  const struct server *s, const char *type, const char *message,
+                                  unsigned retry_after, json_t *extra)
+{
+    char ts[64];
+    json_t *details = json_pack("{s:s, s:s}", "type", type, "message", message);
+    json_t *body;
+
+    iso_time(now_ms(), ts, sizeof(ts));
+    if (extra != NULL) {
+        json_object_update(details, extra);
+        json_decref(extra);
+    }
+    body = json_pack("{s:s, s:s, s:o, s:O}", "status", "error", "timestamp_utc", ts,
+                     "error_details", details, "error", details);
+    return send_json(c, ctx, s, http_status_of(type), body, retry_after);
+}
+
+static void log_request(const struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        const char *method, const char *url)
+{
+    char ts[64];
+    json_t *line;
+    char *text;
+
+    (void)s;
+    (void)c;
+    iso_time(now_ms(), ts, sizeof(ts));
+    line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
+                     "method", method ? method : "", "path", url ? url : "", "status", ctx->status,
+                     "client", ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
+    text = json_dumps(line, JSON_COMPACT);
+    if (text != NULL)
+        fprintf(stderr, "%s\n", text);
+    free(text);
+    json_decref(line);
+}
+
+/* ---- execution ---- */
+
+struct caller {
+    bool admin;              /* the admin key */
+    bool keyed;              /* a store key */
+    struct pbx_key_info key; /* when keyed */
+    int64_t rpm;             /* effective */
+    int64_t rpd;             /* effective; < 0 unlimited */
+    bool all_modules;        /* no allowlist */
+    bool network;            /* may ask for network */
+    size_t code_chars;       /* code limit */
+    uint32_t max_timeout_ms; /* the longest wall limit it may ask */
+    uint64_t max_memory;     /* the most memory it may ask */
+};
+
+static const char *bearer(struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static bool is_admin_key(const struct server *s, const char *token)
+{
+    size_t n = strlen(token);
+
+    return s->cfg->admin_key != NULL && *s->cfg->admin_key != '\0' &&
+           n == strlen(s->cfg->admin_key) && sodium_memcmp(token, s->cfg->admin_key, n) == 0;
+}
+
+/* Resolve who is calling; returns 0, or -1 after answering (401, 500). */
+static int authenticate(struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        const char *token, struct caller *who, enum MHD_Result *ret)
+{
+    struct pbx_error *err = NULL;
+    int found;
+
+    memset(who, 0, sizeof(*who));
+    who->rpm = s->cfg->anon_rpm;
+    who->rpd = s->cfg->anon_rpd;
+    who->code_chars = s->cfg->anon_code_chars;
+    who->max_timeout_ms = s->cfg->limits.wall_ms;
+    who->max_memory = s->cfg->limits.memory_bytes;
+    if (token == NULL)
+        return 0;
+    if (is_admin_key(s, token)) {
+        who->admin = true;
+        who->rpm = -1;
+        who->rpd = -1;
+        who->all_modules = true;
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+        return 0;
+    }
+    found = pbx_store_key_lookup(s->store, token, &who->key, &err);
+    if (found < 0) {
+        pbx_log(PBX_LOG_ERROR, "key lookup: %s", err->msg);
+        pbx_error_free(&err);
+        *ret = send_error(c, ctx, s, "InternalServerError", "the key store failed", 0, NULL);
+        return -1;
+    }
+    if (found == 0) {
+        *ret = send_error(c, ctx, s, "Unauthorized", "the API key is not valid or was revoked", 0,
+                          NULL);
+        return -1;
+    }
+    who->keyed = true;
+    if (who->key.policy.admin) {
+        who->admin = true;
+        who->rpm = -1;
+        who->rpd = -1;
+        who->all_modules = true;
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+    }
+    if (who->key.policy.rpm != 0 && !who->admin)
+        who->rpm = who->key.policy.rpm;
+    if (who->key.policy.rpd != 0 && !who->admin)
+        who->rpd = who->key.policy.rpd;
+    if (who->key.policy.timeout_ms != 0)
+        who->max_timeout_ms = who->key.policy.timeout_ms;
+    if (who->key.policy.memory_bytes != 0)
+        who->max_memory = who->key.policy.memory_bytes;
+    who->all_modules = who->all_modules || who->key.policy.all_modules;
+    who->network = who->key.policy.network || who->admin;
+    if (!who->admin)
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+    return 0;
+}
+
+static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d", &tm);
+    *to_midnight = (unsigned)(86400 - (t % 86400));
+}
+
+static json_t *compat_files(const struct pbx_exec_result *res)
+{
+    json_t *o = json_object();
+    json_t *full = pbx_exec_result_to_json(res);
+    json_t *files = json_object_get(full, "files");
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(files, name, v)
+    {
+        json_t *b64 = json_object_get(v, "content_base64");
+
+        if (b64 != NULL)
+            json_object_set_new(o, name,
+                                json_pack("{s:O, s:O}", "content_base64", b64, "size_bytes",
+                                          json_object_get(v, "size")));
+        else
+            json_object_set(o, name, v);
+    }
+    json_decref(full);
+    return o;
+}
+
+static json_t *text_of(const char *data, size_t len)
+{
+    json_t *r = json_stringn(data ? data : "", len);
+
+    if (r == NULL) {
+        /* Not UTF-8: the full result encoder repairs it. */
+        return json_string("(output is not valid UTF-8; use /v1/execute)");
+    }
+    return r;
+}
+
+static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
+                                     struct request_ctx *ctx, const struct pbx_http_request *req,
+                                     const struct caller *who, const struct pbx_exec_result *res,
+                                     int64_t today, unsigned active_at_request)
+{
+    json_t *full = pbx_exec_result_to_json(res);
+    json_t *details = json_pack(
+        "{s:b, s:O, s:O, s:O, s:f, s:o}", "success", res->status == PBX_STATUS_OK, "stdout",
+        json_object_get(full, "stdout"), "stderr", json_object_get(full, "stderr"), "exit_code",
+        json_object_get(full, "exit_code"), "execution_duration_sec", res->duration_ms / 1000.0,
+        "output_files", compat_files(res));
+    const char *etype = NULL;
+    char ts[64];
+    json_t *body;
+    json_t *user;
+    json_t *attached = json_array();
+    double load = 0;
+
+    (void)text_of;
+    json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
+    json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
+    if (res->status == PBX_STATUS_REJECTED) {
+        etype = json_string_value(json_object_get(res->error, "type"));
+    } else if (res->status == PBX_STATUS_TIMEOUT) {
+        etype = "TimeoutError";
+    } else if (res->status != PBX_STATUS_OK) {
+        etype = "RuntimeError";
+    }
+    if (etype != NULL) {
+        json_t *extra = json_object();
+        const char *msg = json_string_value(json_object_get(res->error, "message"));
+
+        if (res->status == PBX_STATUS_REJECTED) {
+            json_t *e = json_deep_copy(res->error);
+
+            json_object_del(e, "type");
+            json_object_del(e, "message");
+            json_object_update(extra, e);
+            json_decref(e);
+        } else {
+            json_object_set(extra, "execution_details", details);
+            json_object_set(extra, "exception", res->error);
+        }
+        json_decref(details);
+        json_decref(full);
+        return send_error(c, ctx, s, etype ? etype : "RuntimeError",
+                          msg ? msg : "the execution failed", 0, extra);
+    }
+    for (size_t i = 0; i < req->nfiles; i++)
+        json_array_append_new(attached, json_pack("{s:s, s:I}", "filename", req->files[i].name,
+                                                  "size_bytes", (json_int_t)req->files[i].size));
+    if (who->admin)
+        user = json_pack("{s:s, s:s, s:b}", "ip_address", ctx->client, "role", "admin",
+                         "rate_limits_applied", false);
+    else
+        user = json_pack("{s:s, s:I, s:I, s:I}", "ip_address", ctx->client, "daily_quota_limit",
+                         (json_int_t)who->rpd, "requests_today", (json_int_t)today,
+                         "requests_remaining_today",
+                         (json_int_t)(who->rpd > today ? who->rpd - today : 0));
+    if (who->keyed)
+        json_object_set_new(user, "key_name", json_string(who->key.name));
+    (void)!getloadavg(&load, 1);
+    iso_time(now_ms(), ts, sizeof(ts));
+    body = json_pack(
+        "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
+        "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
+        "active_processes_at_request", (int)active_at_request, "max_concurrent_processes",
+        (int)pbx__admit_capacity(s->admit), "request_context", "code_length",
+        (json_int_t)req->code_chars, "attachment_count", (int)req->nfiles, "stdin_provided",
+        req->stdin_data != NULL, "processed_attachments", attached, "execution_details", details);
+    if (req->main_mode) {
+        json_object_set(body, "result", json_object_get(full, "result"));
+        json_object_set(body, "stdout", json_object_get(full, "stdout"));
+    }
+    json_decref(full);
+    return send_json(c, ctx, s, 200, body, 0);
+}
+
+static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c,
+                                      struct request_ctx *ctx, bool v1)
+{
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    struct pbx_request_caps caps = {
+        .max_files = s->cfg->limits.input_files,
+        .max_file_bytes = s->cfg->limits.input_file_bytes,
+        .max_return = s->cfg->limits.output_files,
+        .max_stdin = s->cfg->limits.stdin_bytes,
+    };
+    struct pbx_http_request req;
+    struct pbx_exec_request ereq;
+    struct pbx_exec_result res;
+    struct pbx_error *err = NULL;
+    struct caller who;
+    const char *etype = NULL;
+    const char *token;
+    enum MHD_Result ret = MHD_YES;
+    unsigned retry = 0;
+    unsigned active;
+    int64_t today = 0;
+    char day[16];
+    char msg[160];
+    uint64_t t0;
+    int rc;
+
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))
+        return send_error(c, ctx, s, "UnsupportedMediaType",
+                          "send the request as Content-Type: application/json", 0, NULL);
+    rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err)
+            : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err);
+    if (rc < 0) {
+        ret = send_error(c, ctx, s, etype, err->msg, 0, NULL);
+        pbx_error_free(&err);
+        return ret;
+    }
+    token = bearer(c);
+    if (token == NULL)
+        token = req.api_key;
+    if (authenticate(s, c, ctx, token, &who, &ret) < 0)
+        goto out_req;
+    if (req.code_chars > who.code_chars) {
+        snprintf(msg, sizeof(msg), "the code is %zu characters; the limit is %zu", req.code_chars,
+                 who.code_chars);
+        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        goto out_key;
+    }
+    if (req.network) {
+        ret = who.network ? send_error(c, ctx, s, "NetworkUnavailable",
+                                       "this server runs every execution without network", 0, NULL)
+                          : send_error(c, ctx, s, "NetworkNotAllowed",
+                                       "network access is not allowed for this caller", 0, NULL);
+        goto out_key;
+    }
+    if (req.has_timeout && req.timeout_ms > who.max_timeout_ms) {
+        snprintf(msg, sizeof(msg), "timeout %.3g s is over this caller's limit of %.3g s",
+                 req.timeout_ms / 1000.0, who.max_timeout_ms / 1000.0);
+        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        goto out_key;
+    }
+    if (req.has_memory && (req.memory_mb << 20) > who.max_memory) {
+        snprintf(msg, sizeof(msg), "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
+                 req.memory_mb, who.max_memory >> 20);
+        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        goto out_key;
+    }
+
+    /* Admission: a slot first, so a refused request is never charged. */
+    active = pbx__admit_active(s->admit);
+    if (!pbx__admit_enter(s->admit)) {
+        ret = send_error(c, ctx, s, "ServerBusy", "every execution slot is busy; retry in a moment",
+                         1, NULL);
+        goto out_key;
+    }
+    {
+        const char *client_id = who.keyed ? who.key.name : ctx->client;
+        char idbuf[300];
+        unsigned to_midnight;
+
+        snprintf(idbuf, sizeof(idbuf), "%s%s", who.keyed ? "key:" : "ip:", client_id);
+        if (!who.admin && !pbx__admit_rate(s->admit, idbuf, who.rpm, now_ms(), &retry)) {
+            snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
+                     who.rpm);
+            ret = send_error(c, ctx, s, "RateLimitExceeded", msg, retry, NULL);
+            goto out_slot;
+        }
+        utc_day(now_ms(), day, sizeof(day), &to_midnight);
+        if (!who.admin) {
+            rc = pbx_store_quota_take(s->store, idbuf, day, who.rpd, &today, &err);
+            if (rc < 0) {
+                pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
+                pbx_error_free(&err);
+                ret =
+                    send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0, NULL);
+                goto out_slot;
+            }
+            if (rc == 0) {
+                snprintf(msg, sizeof(msg),
+                         "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC",
+                         who.rpd);
+                ret = send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
+                goto out_slot;
+            }
+        }
+    }
+
+    pbx_exec_request_init(&ereq);
+    ereq.limits = s->cfg->limits;
+    if (req.has_timeout) {
+        ereq.limits.wall_ms = req.timeout_ms;
+        ereq.limits.cpu_ms = req.timeout_ms;
+    } else if (who.max_timeout_ms > ereq.limits.wall_ms) {
+        ereq.limits.cpu_ms = ereq.limits.wall_ms;
+    }
+    if (req.has_memory)
+        ereq.limits.memory_bytes = req.memory_mb << 20;
+    ereq.limits.code_bytes =
+        req.code_len > ereq.limits.code_bytes ? req.code_len : ereq.limits.code_bytes;
+    ereq.code = req.code;
+    ereq.code_len = req.code_len;
+    ereq.stdin_data = req.stdin_data;
+    ereq.stdin_len = req.stdin_len;
+    ereq.files = req.files;
+    ereq.nfiles = req.nfiles;
+    ereq.return_files = (const char *const *)req.return_files;
+    ereq.nreturn = req.nreturn;
+    ereq.main_mode = req.main_mode;
+    ereq.allow_all_imports = who.all_modules;
+    t0 = now_ms();
+    rc = pbx_engine_execute(s->engine, &ereq, &res, &err);
+    if (rc < 0) {
+        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
+
+        if (!bad)
+            pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
+        ret = send_error(c, ctx, s, bad ? "ValidationError" : "InternalServerError",
+                         bad ? err->msg : "the execution engine failed", 0, NULL);
+        pbx_error_free(&err);
+        goto out_slot;
+    }
+    {
+        uint64_t ms = now_ms() - t0;
+        unsigned char hash[32];
+        char hex[65];
+        struct pbx_audit rec = {
+            .time_ms = (int64_t)t0,
+            .client = ctx->client,
+            .key_name = who.keyed ? who.key.name : (who.admin ? "admin" : NULL),
+            .route = v1 ? "/v1/execute" : "/execute",
+            .code_sha256 = hex,
+            .status = pbx_status_name(res.status),
+            .duration_ms = res.duration_ms,
+        };
+        size_t b = 0;
+
+        crypto_hash_sha256(hash, (const unsigned char *)req.code, req.code_len);
+        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+        if (pbx_store_audit(s->store, &rec, &err) < 0) {
+            pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
+            pbx_error_free(&err);
+        }
+        atomic_fetch_add(&s->metrics.executions[res.status], 1);
+        while (b < NBUCKET && (double)ms > buckets_ms[b])
+            b++;
+        atomic_fetch_add(&s->metrics.latency[b], 1);
+        atomic_fetch_add(&s->metrics.latency_count, 1);
+        atomic_fetch_add(&s->metrics.latency_sum_us, ms * 1000);
+    }
+    if (v1) {
+        json_t *body = pbx_exec_result_to_json(&res);
+
+        ret = send_json(c, ctx, s, 200, body, 0);
+    } else {
+        ret = answer_compat(s, c, ctx, &req, &who, &res, today, active);
+    }
+    pbx_exec_result_release(&res);
+out_slot:
+    pbx__admit_leave(s->admit);
+out_key:
+    if (who.keyed)
+        pbx_key_info_release(&who.key);
+out_req:
+    pbx__request_release(&req);
+    return ret;
+}
+
+/* ---- other routes ---- */
+
+static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c,
+                                      struct request_ctx *ctx)
+{
+    static const char *const st[] = {"ok",           "error",  "timeout",
+                                     "memory_limit", "killed", "rejected"};
+    struct pbx_buf b;
+    char line[256];
+    unsigned long cum = 0;
+
+    pbx_buf_init(&b, 1 << 20);
+#define OUT(...)                                            \
+    do {                                                    \
+        int n_ = snprintf(line, sizeof(line), __VA_ARGS__); \
+        pbx_buf_append_trunc(&b, line, (size_t)n_);         \
+    } while (0)
+    OUT("# HELP pybox_http_requests_total HTTP requests by route and status.\n");
+    OUT("# TYPE pybox_http_requests_total counter\n");
+    for (int r = 0; r < R_COUNT; r++) {
+        for (size_t i = 0; i <= NSTATUS; i++) {
+            unsigned long v = atomic_load(&s->metrics.requests[r][i]);
+
+            if (v == 0)
+                continue;
+            if (i < NSTATUS)
+                OUT("pybox_http_requests_total{route=\"%s\",status=\"%d\"} %lu\n", route_names[r],
+                    statuses[i], v);
+            else
+                OUT("pybox_http_requests_total{route=\"%s\",status=\"other\"} %lu\n",
+                    route_names[r], v);
+        }
+    }
+    OUT("# HELP pybox_executions_total Executions by result status.\n");
+    OUT("# TYPE pybox_executions_total counter\n");
+    for (int i = 0; i < 6; i++)
+        OUT("pybox_executions_total{status=\"%s\"} %lu\n", st[i],
+            atomic_load(&s->metrics.executions[i]));
+    OUT("# HELP pybox_execute_latency_seconds Latency of execution requests.\n");
+    OUT("# TYPE pybox_execute_latency_seconds histogram\n");
+    for (size_t i = 0; i <= NBUCKET; i++) {
+        cum += atomic_load(&s->metrics.latency[i]);
+        if (i < NBUCKET)
+            OUT("pybox_execute_latency_seconds_bucket{le=\"%g\"} %lu\n", buckets_ms[i] / 1000.0,
+                cum);
+        else
+            OUT("pybox_execute_latency_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
+    }
+    OUT("pybox_execute_latency_seconds_sum %.6f\n",
+        (double)atomic_load(&s->metrics.latency_sum_us) / 1e6);
+    OUT("pybox_execute_latency_seconds_count %lu\n", atomic_load(&s->metrics.latency_count));
+    OUT("# HELP pybox_cells_busy Cells running an execution.\n");
+    OUT("# TYPE pybox_cells_busy gauge\n");
+    OUT("pybox_cells_busy %u\n", pbx__admit_active(s->admit));
+    OUT("# HELP pybox_cells_idle Pre-forked cells waiting for work.\n");
+    OUT("# TYPE pybox_cells_idle gauge\n");
+    OUT("pybox_cells_idle 0\n");
+    OUT("# HELP pybox_execution_slots Concurrent executions allowed.\n");
+    OUT("# TYPE pybox_execution_slots gauge\n");
+    OUT("pybox_execution_slots %u\n", pbx__admit_capacity(s->admit));
+#undef OUT
+    return send_text(c, ctx, s, 200, pbx_buf_steal(&b, NULL),
+                     "text/plain; version=0.0.4; charset=utf-8", 0);
+}
+
+static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
+                                     struct request_ctx *ctx)
+{
+    json_t *body = json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "version", PBX_VERSION_STRING,
+                             "active_executions", (int)pbx__admit_active(s->admit),
+                             "max_concurrent_executions", (int)pbx__admit_capacity(s->admit));
+
+    return send_json(c, ctx, s, 200, body, 0);
+}
+
+static enum MHD_Result handle_root(struct server *s, struct MHD_Connection *c,
+                                   struct request_ctx *ctx)
+{
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:[s,s], s:s}", "name", "pybox", "version", PBX_VERSION_STRING,
+                  "description", "runs untrusted Python in a Linux kernel sandbox", "endpoints",
+                  "POST /execute", "POST /v1/execute", "openapi", "/openapi.json");
+
+    return send_json(c, ctx, s, 200, body, 0);
+}
+
+static enum MHD_Result handle_preflight(struct server *s, struct MHD_Connection *c,
+                                        struct request_ctx *ctx)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cfg->cors_origins);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    MHD_add_response_header(r, "X-Request-Id", ctx->id);
+    ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    ctx->answered = true;
+    ctx->status = 204;
+    return ret;
+}
+
+static enum route route_of(const char *url)
+{
+    for (int r = 0; r < R_OTHER; r++) {
+        if (strcmp(url, route_names[r]) == 0)
+            return (enum route)r;
+    }
+    return R_OTHER;
+}
+
+static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                                const char *url, const char *method)
+{
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool post = strcmp(method, "POST") == 0;
+
+    if (strcmp(method, "OPTIONS") == 0)
+        return handle_preflight(s, c, ctx);
+    switch (ctx->route) {
+    case R_EXECUTE:
+    case R_V1_EXECUTE:
+        if (!post)
+            break;
+        return handle_execute(s, c, ctx, ctx->route == R_V1_EXECUTE);
+    case R_HEALTH:
+        if (!get)
+            break;
+        return handle_health(s, c, ctx);
+    case R_METRICS:
+        if (!get)
+            break;
+        return handle_metrics(s, c, ctx);
+    case R_OPENAPI:
+        if (!get)
+            break;
+        return send_text(c, ctx, s, 200,
+                         xstrndup((const char *)pbx_openapi_json, pbx_openapi_json_len),
+                         "application/json", 0);
+    case R_ROOT:
+        if (!get)
+            break;
+        return handle_root(s, c, ctx);
+    default:
+        return send_error(c, ctx, s, "NotFound", "no such endpoint; see /openapi.json", 0, NULL);
+    }
+    return send_error(c, ctx, s, "MethodNotAllowed", "this method is not allowed here", 0, NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
+    struct server *s = cls;
+    struct request_ctx *ctx = *con_cls;
+
+    (void)version;
+    if (ctx == NULL) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+
+        ctx = xcalloc(1, sizeof(*ctx));
+        snprintf(ctx->id, sizeof(ctx->id), "%s-%06lx", s->id_salt,
+                 atomic_fetch_add(&s->seq, 1) + 1);
+        pbx_buf_init(&ctx->body, s->cfg->max_body);
+        ctx->start_ms = now_ms();
+        ctx->route = route_of(url);
+        snprintf(ctx->method, sizeof(ctx->method), "%s", method);
+        snprintf(ctx->path, sizeof(ctx->path), "%s", url);
+        pbx__admit_client(s->admit, ci ? ci->client_addr : NULL,
+                          MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-For"),
+                          ctx->client, sizeof(ctx->client));
+        *con_cls = ctx;
+        /* Refuse an announced oversized body before reading any of it. */
+        if (cl != NULL && strtoull(cl, NULL, 10) > s->cfg->max_body) {
+            char msg[128];
+
+            ctx->too_large = true;
+            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
+            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size != 0) {
+        if (!ctx->too_large && pbx_buf_append(&ctx->body, upload_data, *upload_size) < 0) {
+            char msg[128];
+
+            ctx->too_large = true;
+            *upload_size = 0;
+            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
+            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (ctx->answered)
+        return MHD_YES;
+    return dispatch(s, c, ctx, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct request_ctx *ctx = *con_cls;
+    const union MHD_ConnectionInfo *ci;
+
+    if (ctx == NULL)
+        return;
+    if (!ctx->answered)
+        ctx->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 0;
+    atomic_fetch_add(&s->metrics.requests[ctx->route][status_index(ctx->status)], 1);
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+    (void)ci;
+    log_request(s, c, ctx, ctx->method, ctx->path);
+    pbx_buf_release(&ctx->body);
+    free(ctx);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char line[512];
+
+    (void)cls;
+    vsnprintf(line, sizeof(line), fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    pbx_log(PBX_LOG_INFO, "http: %s", line);
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
+                        struct pbx_error **err)
+{
+    char host[128];
+    const char *colon = strrchr(listen, ':');
+    char *end = NULL;
+    long port;
+    size_t hlen;
+
+    if (colon == NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "--listen `%s` is not HOST:PORT", listen);
+    hlen = (size_t)(colon - listen);
+    if (hlen >= sizeof(host))
+        return pbx_error_set(err, PBX_E_INVAL, "--listen `%s`: host too long", listen);
+    memcpy(host, listen, hlen);
+    host[hlen] = '\0';
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    }
+    port = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || port < 0 || port > 65535)
+        return pbx_error_set(err, PBX_E_INVAL, "--listen `%s`: bad port", listen);
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
+        ((struct sockaddr_in *)ss)->sin_family = AF_INET;
+        ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+        *len = sizeof(struct sockaddr_in);
+    } else if (inet_pton(AF_INET6, host, &((struct sockaddr_in6 *)ss)->sin6_addr) == 1) {
+        ((struct sockaddr_in6 *)ss)->sin6_family = AF_INET6;
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+        *len = sizeof(struct sockaddr_in6);
+    } else {
+        return pbx_error_set(err, PBX_E_INVAL, "--listen `%s`: `%s` is not an IP address", listen,
+                             host);
+    }
+    return 0;
+}
+
+int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
+{
+    struct server *s = xcalloc(1, sizeof(*s));
+    struct pbx_engine_config ecfg;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    struct MHD_Daemon *d;
+    const union MHD_DaemonInfo *info;
+    char *uri = NULL;
+    char *desc;
+    char url[128];
+    char host[64];
+    sigset_t sigs;
+    unsigned char salt[4];
+    int sig = 0;
+    int rc = -1;
+
+    s->cfg = cfg;
+    randombytes_buf(salt, sizeof(salt));
+    sodium_bin2hex(s->id_salt, sizeof(s->id_salt), salt, sizeof(salt));
+    if (parse_listen(cfg->listen, &ss, &sslen, err) < 0)
+        goto out;
+    s->admit = pbx__admit_new(cfg->max_concurrency);
+    for (size_t i = 0; i < cfg->nproxies; i++) {
+        if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0)
+            goto out;
+    }
+    if (cfg->store_uri == NULL) {
+        if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
+            pbx_error_set(err, errno, "create the data directory `%s`", cfg->data_dir);
+            goto out;
+        }
+        uri = xasprintf("sqlite:%s/pybox.db", cfg->data_dir);
+    } else {
+        uri = xstrdup(cfg->store_uri);
+    }
+    if (pbx_store_open(uri, &s->store, err) < 0) {
+        pbx_error_prefix(err, "open the store");
+        goto out;
+    }
+    pbx_engine_config_default(&ecfg);
+    ecfg.preload = cfg->preload;
+    if (pbx_engine_start(&ecfg, &s->engine, err) < 0) {
+        pbx_error_prefix(err, "start the jail");
+        goto out;
+    }
+    desc = pbx_engine_describe(s->engine);
+    for (char *p = desc; (p = strchr(p, '\n')) != NULL;)
+        *p = ';';
+    fprintf(stderr, "pybox: isolation in force: %s\n", desc);
+    free(desc);
+
+    /* Signals are taken by sigwait() below; every thread inherits the block. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
+            MHD_USE_ITC | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
+        0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+    if (d == NULL) {
+        pbx_error_set(err, EADDRINUSE, "listen on %s", cfg->listen);
+        goto out;
+    }
+    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    inet_ntop(ss.ss_family,
+              ss.ss_family == AF_INET ? (void *)&((struct sockaddr_in *)&ss)->sin_addr
+                                      : (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
+              host, sizeof(host));
+    snprintf(url, sizeof(url), ss.ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", host,
+             info ? (unsigned)info->port : 0);
+    fprintf(stderr, "pybox: serving on %s\n", url);
+    if (cfg->url_file != NULL) {
+        char *tmp = xasprintf("%s.tmp", cfg->url_file);
+        FILE *f = fopen(tmp, "we");
+
+        if (f != NULL) {
+            fprintf(f, "%s\n", url);
+            fclose(f);
+            rename(tmp, cfg->url_file);
+        }
+        free(tmp);
+    }
+
+    while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
+        ;
+    fprintf(stderr, "pybox: %s received: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    {
+        MHD_socket lsock = MHD_quiesce_daemon(d);
+        uint64_t until = now_ms() + (uint64_t)cfg->drain_s * 1000u;
+
+        if (lsock != MHD_INVALID_SOCKET)
+            close(lsock);
+        while (pbx__admit_active(s->admit) > 0 && now_ms() < until)
+            usleep(20000);
+    }
+    MHD_stop_daemon(d);
+    rc = 0;
+out:
+    pbx_engine_free(s->engine);
+    pbx_store_close(s->store);
+    pbx__admit_free(s->admit);
+    free(uri);
+    free(s);
+    return rc;
+}
