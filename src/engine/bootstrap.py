@@ -190,6 +190,21 @@ def _flush():
             pass
 
 
+def _shutdown(module):
+    # What python3 does at exit for the user's objects: run atexit callbacks,
+    # then drop the module's globals so files left open are flushed and closed.
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    except BaseException:
+        pass
+    try:
+        module.__dict__.clear()
+        gc.collect()
+    except BaseException:
+        pass
+
+
 def _exit_code(exc):
     # SystemExit as the python3 command treats it.
     code = exc.code
@@ -288,6 +303,7 @@ def run(code, main_mode, allow_all):
             pass
         done["error"] = record
         done["exit_code"] = 1
+    _shutdown(module)
     _flush()
     _meta(done)
     return done["exit_code"]

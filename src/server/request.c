@@ -212,6 +212,11 @@ static int finish_code(struct pbx_http_request *r, const char *field, struct pbx
     return 0;
 }
 
+int pbx__request_finish(struct pbx_http_request *r, struct pbx_error **err)
+{
+    return finish_code(r, "code", err);
+}
+
 int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_request_caps *caps,
                               struct pbx_http_request *out, const char **etype,
                               struct pbx_error **err)

@@ -62,6 +62,9 @@ int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_c
 /* Decode strict base64 (standard alphabet, padding required, no whitespace) into a new buffer. */
 int pbx__request_base64(const char *text, size_t len, size_t max, char **out, size_t *outlen);
 
+/* Check the code once every field is in (multipart): present, no NUL, not blank. */
+int pbx__request_finish(struct pbx_http_request *r, struct pbx_error **err);
+
 void pbx__request_release(struct pbx_http_request *r);
 
 #endif

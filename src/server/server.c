@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -86,16 +87,24 @@ struct server {
 
 /* Per connection: the request as it arrives, and what was answered. */
 struct request_ctx {
-    char id[32];         /* X-Request-Id */
-    struct pbx_buf body; /* capped body */
-    bool too_large;      /* the body passed the cap */
-    bool answered;       /* a response was queued */
-    int status;          /* HTTP status answered */
-    enum route route;    /* for metrics and the log */
-    uint64_t start_ms;   /* arrival */
-    char client[64];     /* client address */
-    char method[16];     /* request method, for the log */
-    char path[160];      /* request path, cut at 159 bytes, for the log */
+    char id[32];                  /* X-Request-Id */
+    struct pbx_buf body;          /* capped body */
+    bool too_large;               /* the body passed the cap */
+    bool answered;                /* a response was queued */
+    int status;                   /* HTTP status answered */
+    enum route route;             /* for metrics and the log */
+    uint64_t start_ms;            /* arrival */
+    char client[64];              /* client address */
+    char method[16];              /* request method, for the log */
+    struct server *server;        /* the server, for the multipart callback */
+    struct MHD_PostProcessor *pp; /* multipart/form-data parser, or NULL */
+    struct pbx_http_request mp;   /* the request as multipart parts arrive */
+    size_t mp_alloc;              /* bytes allocated for the last file part */
+    char field[32];               /* name of the form field being read */
+    struct pbx_buf value;         /* its value so far */
+    bool mp_failed;               /* a part was refused; mp_error says why */
+    char mp_error[200];           /* the refusal */
+    char path[160];               /* request path, cut at 159 bytes, for the log */
 };
 
 static uint64_t now_ms(void)
@@ -462,16 +471,177 @@ static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
     return send_json(c, ctx, s, 200, body, 0);
 }
 
-static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c,
-                                      struct request_ctx *ctx, bool v1)
+/* ---- multipart/form-data for /v1/execute ---- */
+
+static struct pbx_request_caps caps_of(const struct server *s)
 {
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
     struct pbx_request_caps caps = {
         .max_files = s->cfg->limits.input_files,
         .max_file_bytes = s->cfg->limits.input_file_bytes,
         .max_return = s->cfg->limits.output_files,
         .max_stdin = s->cfg->limits.stdin_bytes,
     };
+
+    return caps;
+}
+
+static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ctx->mp_failed)
+        return;
+    ctx->mp_failed = true;
+    va_start(ap, fmt);
+    vsnprintf(ctx->mp_error, sizeof(ctx->mp_error), fmt, ap);
+    va_end(ap);
+}
+
+static bool form_bool(const char *v, bool *out)
+{
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "on") == 0) {
+        *out = true;
+        return true;
+    }
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "off") == 0 || *v == '\0') {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+/* The field read so far is complete: put it into the request. */
+static void mp_flush(struct request_ctx *ctx)
+{
+    struct pbx_http_request *r = &ctx->mp;
+    const char *f = ctx->field;
+    const char *v = ctx->value.data ? ctx->value.data : "";
+    size_t len = ctx->value.len;
+    struct pbx_request_caps caps = caps_of(ctx->server);
+
+    if (f[0] == '\0' || ctx->mp_failed)
+        goto out;
+    if (strcmp(f, "code") == 0 || strcmp(f, "stdin") == 0) {
+        char **dst = f[0] == 'c' ? &r->code : &r->stdin_data;
+
+        if (*dst != NULL) {
+            mp_fail(ctx, "field `%s` is given twice", f);
+            goto out;
+        }
+        *dst = xmemdup(v, len + 1);
+        if (f[0] == 'c')
+            r->code_len = len;
+        else
+            r->stdin_len = len;
+    } else if (strcmp(f, "return_files") == 0) {
+        if (r->nreturn >= caps.max_return) {
+            mp_fail(ctx, "at most %zu files may be returned", caps.max_return);
+            goto out;
+        }
+        if (strlen(v) != len || !pbx_engine_check_name(v, NULL)) {
+            mp_fail(ctx, "`return_files` value is not a valid file name");
+            goto out;
+        }
+        r->return_files = xrealloc(r->return_files, (r->nreturn + 1) * sizeof(char *));
+        r->return_files[r->nreturn++] = xstrdup(v);
+    } else if (strcmp(f, "main") == 0 || strcmp(f, "network") == 0) {
+        if (!form_bool(v, f[0] == 'm' ? &r->main_mode : &r->network))
+            mp_fail(ctx, "field `%s` must be true or false", f);
+    } else if (strcmp(f, "timeout") == 0) {
+        char *end = NULL;
+        double t = strtod(v, &end);
+
+        if (end == v || *end != '\0' || !(t > 0 && t <= 3600))
+            mp_fail(ctx, "`timeout` must be between 0 and 3600 seconds");
+        r->has_timeout = true;
+        r->timeout_ms = (uint32_t)(t * 1000 + 0.999);
+    } else if (strcmp(f, "memory_mb") == 0) {
+        char *end = NULL;
+        unsigned long m = strtoul(v, &end, 10);
+
+        if (end == v || *end != '\0' || m < 16 || m > 65536)
+            mp_fail(ctx, "`memory_mb` must be a whole number from 16 to 65536");
+        r->has_memory = true;
+        r->memory_mb = m;
+    } else {
+        mp_fail(ctx, "unknown form field `%s`", f);
+    }
+out:
+    ctx->field[0] = '\0';
+    pbx_buf_release(&ctx->value);
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+    struct request_ctx *ctx = cls;
+    struct pbx_http_request *r = &ctx->mp;
+    struct pbx_request_caps caps = caps_of(ctx->server);
+    size_t cap;
+
+    (void)kind;
+    (void)content_type;
+    (void)transfer_encoding;
+    if (ctx->mp_failed)
+        return MHD_YES; /* keep reading; the error is answered at the end */
+    if (filename != NULL) {
+        struct pbx_file_in *file;
+
+        if (off == 0) {
+            struct pbx_error *err = NULL;
+
+            mp_flush(ctx);
+            if (filename[0] == '\0')
+                return MHD_YES; /* an empty file input */
+            if (pbx__request_add_file(r, &caps, filename, "", 0, &err) < 0) {
+                mp_fail(ctx, "%s", err->msg);
+                pbx_error_free(&err);
+                return MHD_YES;
+            }
+            ctx->mp_alloc = 0;
+        }
+        if (r->nfiles == 0 || size == 0)
+            return MHD_YES;
+        file = &r->files[r->nfiles - 1];
+        if (file->size + size > caps.max_file_bytes) {
+            mp_fail(ctx, "file `%s` is larger than %zu bytes", file->name, caps.max_file_bytes);
+            return MHD_YES;
+        }
+        if (file->size + size > ctx->mp_alloc) {
+            ctx->mp_alloc = (file->size + size) * 2;
+            file->data = xrealloc((void *)file->data, ctx->mp_alloc);
+        }
+        memcpy((char *)file->data + file->size, data, size);
+        file->size += size;
+        return MHD_YES;
+    }
+    if (off == 0 || strcmp(key, ctx->field) != 0) {
+        mp_flush(ctx);
+        if (strlen(key) >= sizeof(ctx->field)) {
+            mp_fail(ctx, "unknown form field `%.40s`", key);
+            return MHD_YES;
+        }
+        snprintf(ctx->field, sizeof(ctx->field), "%s", key);
+        cap = strcmp(key, "code") == 0    ? ctx->server->cfg->limits.code_bytes
+              : strcmp(key, "stdin") == 0 ? caps.max_stdin
+                                          : 1024;
+        pbx_buf_init(&ctx->value, cap);
+    }
+    if (pbx_buf_append(&ctx->value, data, size) < 0)
+        mp_fail(ctx, "form field `%s` is over %zu bytes", key, ctx->value.max);
+    return MHD_YES;
+}
+
+static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c,
+                                      struct request_ctx *ctx, bool v1)
+{
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    struct pbx_request_caps caps = caps_of(s);
     struct pbx_http_request req;
     struct pbx_exec_request ereq;
     struct pbx_exec_result res;
@@ -488,16 +658,32 @@ static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c
     uint64_t t0;
     int rc;
 
-    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
-        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))
-        return send_error(c, ctx, s, "UnsupportedMediaType",
-                          "send the request as Content-Type: application/json", 0, NULL);
-    rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err)
-            : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err);
-    if (rc < 0) {
-        ret = send_error(c, ctx, s, etype, err->msg, 0, NULL);
-        pbx_error_free(&err);
-        return ret;
+    if (ctx->pp != NULL) {
+        mp_flush(ctx);
+        if (!ctx->mp_failed && pbx__request_finish(&ctx->mp, &err) < 0) {
+            snprintf(ctx->mp_error, sizeof(ctx->mp_error), "%s", err->msg);
+            pbx_error_free(&err);
+            ctx->mp_failed = true;
+        }
+        if (ctx->mp_failed)
+            return send_error(c, ctx, s, "ValidationError", ctx->mp_error, 0, NULL);
+        req = ctx->mp;
+        memset(&ctx->mp, 0, sizeof(ctx->mp));
+    } else {
+        if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+            (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))
+            return send_error(c, ctx, s, "UnsupportedMediaType",
+                              v1 ? "send the request as application/json or multipart/form-data"
+                                 : "send the request as Content-Type: application/json",
+                              0, NULL);
+        rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err)
+                : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, &req, &etype,
+                                            &err);
+        if (rc < 0) {
+            ret = send_error(c, ctx, s, etype, err->msg, 0, NULL);
+            pbx_error_free(&err);
+            return ret;
+        }
     }
     token = bearer(c);
     if (token == NULL)
@@ -824,7 +1010,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         pbx__admit_client(s->admit, ci ? ci->client_addr : NULL,
                           MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-For"),
                           ctx->client, sizeof(ctx->client));
+        ctx->server = s;
         *con_cls = ctx;
+        if (ctx->route == R_V1_EXECUTE && strcmp(method, "POST") == 0) {
+            const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+
+            if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0) {
+                ctx->pp = MHD_create_post_processor(c, 64 * 1024, on_part, ctx);
+                if (ctx->pp == NULL)
+                    return send_error(c, ctx, s, "InvalidRequest",
+                                      "multipart/form-data without a valid boundary", 0, NULL);
+            }
+        }
         /* Refuse an announced oversized body before reading any of it. */
         if (cl != NULL && strtoull(cl, NULL, 10) > s->cfg->max_body) {
             char msg[128];
@@ -833,6 +1030,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
             return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
         }
+        return MHD_YES;
+    }
+    if (*upload_size != 0 && ctx->pp != NULL) {
+        ctx->body.len += *upload_size; /* counted, not kept: the parts are */
+        if (ctx->body.len > s->cfg->max_body && !ctx->too_large) {
+            char msg[128];
+
+            ctx->too_large = true;
+            *upload_size = 0;
+            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
+            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+        }
+        if (!ctx->too_large && MHD_post_process(ctx->pp, upload_data, *upload_size) != MHD_YES)
+            mp_fail(ctx, "malformed multipart/form-data body");
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size != 0) {
@@ -867,6 +1079,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
     (void)ci;
     log_request(s, c, ctx, ctx->method, ctx->path);
+    if (ctx->pp != NULL)
+        MHD_destroy_post_processor(ctx->pp);
+    pbx__request_release(&ctx->mp);
+    pbx_buf_release(&ctx->value);
     pbx_buf_release(&ctx->body);
     free(ctx);
     *con_cls = NULL;

@@ -222,3 +222,22 @@ def test_bad_usage_is_one_line_exit_2(pybox, argv):
     lines = res.stderr.strip("\n").splitlines()
     assert len(lines) == 1 and lines[0].startswith("pybox: "), res
     assert res.stdout == "", res
+
+
+def test_files_left_open_are_flushed_at_exit(pybox):
+    """Invariant: as under python3, a file the script leaves open (held in a global) is
+    flushed and closed when the script ends, and atexit callbacks run, so returned files are
+    complete."""
+    code = (
+        "import atexit\n"
+        "f = open('/work/open.txt', 'w')\n"
+        "f.write('left open')\n"
+        "atexit.register(lambda: open('/work/atexit.txt', 'w').write('ran'))\n"
+    )
+    res = pybox(code, "--return", "open.txt", "--return", "atexit.txt", allow_all=True)
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    files = res.data["files"]
+    import base64
+    assert base64.b64decode(files["open.txt"]["content_base64"]) == b"left open", res
+    assert base64.b64decode(files["atexit.txt"]["content_base64"]) == b"ran", res
