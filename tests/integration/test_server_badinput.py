@@ -316,6 +316,31 @@ def test_chunked_body_under_max_works(srv):
 
 
 # ---------------------------------------------------------------------------------------------
+# malformed HTTP framing: still one JSON error, never an HTML page
+
+
+@pytest.mark.parametrize("raw,status", [
+    (b"GET /v1/health HTTP/1.1\r\nConnection: close\r\n\r\n", 400),           # no Host
+    (b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX-Big: "
+     + b"a" * 200000 + b"\r\n\r\n", 431),                                       # huge header
+    (b"POST /execute HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+     b"Content-Type: application/json\r\nContent-Length: abc\r\n\r\n", 400),  # bad length
+    (b"POST /execute HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+     b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\n", 400),                                                          # bad chunk
+], ids=["no-host", "huge-header", "bad-content-length", "bad-chunk-size"])
+def test_malformed_http_gets_one_json_error(srv, raw, status):
+    out, errors = srv.raw([raw])
+    assert out, f"no answer (errors: {errors})"
+    assert out.count(b"HTTP/1.1 ") == 1, f"more than one response head: {out[:600]!r}"
+    got, headers, body = parse_http_response(out)
+    assert got == status, out[:600]
+    assert headers.get("content-type", "").startswith("application/json"), (
+        f"not JSON: {out[:600]!r}")
+    assert json.loads(body)["status"] == "error"
+
+
+# ---------------------------------------------------------------------------------------------
 # slow and stalled clients
 
 
