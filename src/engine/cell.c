@@ -39,6 +39,8 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <dirent.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
@@ -111,7 +113,8 @@ static int drop_privileges(void)
 }
 
 static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
-                               const int *fds, const uint8_t *code, size_t code_len)
+                               const int *fds, const uint8_t *code, size_t code_len,
+                               const char *extra_modules)
 {
     static const int wanted[4] = {PBX_FD_STDIN, PBX_FD_STDOUT, PBX_FD_STDERR, PBX_FD_META};
     int high[4];
@@ -153,9 +156,9 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
 
     PyOS_AfterFork_Child();
     arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
-    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oii", arg,
+    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oiis", arg,
                                       (job->flags & PBX_JOB_MAIN) != 0,
-                                      (job->flags & PBX_JOB_ALLOW_ALL) != 0)
+                                      (job->flags & PBX_JOB_ALLOW_ALL) != 0, extra_modules)
               : NULL;
     if (ret == NULL) {
         PyErr_Print();
@@ -342,6 +345,50 @@ static void collect_one(int workfd, int out, const char *name, uint64_t max,
     d->nfiles++;
 }
 
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Return every entry of /work that `pattern` matches (sorted), within the count cap. */
+static void collect_glob(int workfd, int out, const char *pattern, const struct pbx_proto_job *job,
+                         struct pbx_proto_done *d)
+{
+    int dfd = openat(workfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+
+    if (dir == NULL) {
+        if (dfd >= 0)
+            close(dfd);
+        collect_one(workfd, out, pattern, job->limits.output_file_bytes, d);
+        return;
+    }
+    while ((de = readdir(dir)) != NULL && n < MAX_RETURN) {
+        if (fnmatch(pattern, de->d_name, FNM_PERIOD) != 0)
+            continue;
+        names = realloc(names, (n + 1) * sizeof(*names));
+        if (names == NULL)
+            cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
+        names[n] = strdup(de->d_name);
+        if (names[n] == NULL)
+            cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
+        n++;
+    }
+    closedir(dir);
+    qsort(names, n, sizeof(*names), compare_names);
+    if (n == 0) /* report the pattern itself as not found */
+        collect_one(workfd, out, pattern, job->limits.output_file_bytes, d);
+    for (size_t i = 0; i < n; i++) {
+        if (d->nfiles < job->limits.output_files)
+            collect_one(workfd, out, names[i], job->limits.output_file_bytes, d);
+        free(names[i]);
+    }
+    free(names);
+}
+
 _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
                               int *fds, int nfds)
 {
@@ -354,6 +401,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     char names_buf[MAX_RETURN][256];
     uint32_t nret = 0;
     cleanup_close int workfd = -1;
+    char extra_modules[4097];
     uint64_t start;
     sigset_t chld;
     int sigfd;
@@ -421,6 +469,15 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
         ret_names[nret++] = names_buf[i];
     }
 
+    {
+        const uint8_t *mods;
+        uint32_t mlen;
+
+        if (!pbx__proto_get_string(&rd, 4096, &mods, &mlen))
+            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (modules)");
+        memcpy(extra_modules, mods, mlen);
+        extra_modules[mlen] = '\0';
+    }
     /* SIGCHLD through a signalfd, to reap orphans while the job runs. */
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
@@ -431,7 +488,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     if (pid < 0)
         cell_fail(PBX_STAGE_FORK, errno, "fork the job");
     if (pid == 0)
-        job_main(zs, job, fds, code, code_len);
+        job_main(zs, job, fds, code, code_len, extra_modules);
 
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
         close(fds[i]);
@@ -443,8 +500,13 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     done.kind = PBX_PROTO_DONE;
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
 
-    for (uint32_t i = 0; i < nret; i++)
-        collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes, &done);
+    for (uint32_t i = 0; i < nret && done.nfiles < job->limits.output_files; i++) {
+        if (strpbrk(ret_names[i], "*?[") != NULL)
+            collect_glob(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job, &done);
+        else
+            collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes,
+                        &done);
+    }
     done.output_len = (uint64_t)lseek(fds[PBX_FD_OUTPUT], 0, SEEK_CUR);
     if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
         _exit(1);

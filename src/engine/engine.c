@@ -433,6 +433,8 @@ static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
         if (!pbx_engine_check_name(req->return_files[i], err))
             return -1;
     }
+    if (req->extra_modules != NULL && strlen(req->extra_modules) > 4096)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "the extra module list is over 4096 bytes");
     return 0;
 }
 
@@ -649,6 +651,10 @@ static json_t *error_object(const char *type, const char *fmt, ...)
 }
 
 /* Parse the output memfd's returned-file records into res->files. */
+/*
+ * Parse the output memfd's returned-file records into res->files: one per
+ * name asked, or, for a glob, one per match (or a "not found" for none).
+ */
 static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exec_request *req,
                        struct pbx_exec_result *res)
 {
@@ -656,20 +662,17 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
     const uint8_t *map = NULL;
     struct pbx_proto_reader rd = {0};
 
-    res->files = xcalloc(req->nreturn ? req->nreturn : 1, sizeof(*res->files));
-    res->nfiles = req->nreturn;
-    for (size_t i = 0; i < req->nreturn; i++) {
-        res->files[i].name = xstrdup(req->return_files[i]);
-        res->files[i].error = "could not be read";
-    }
-    if (len == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < len)
+    res->files = xcalloc(nrec ? nrec : 1, sizeof(*res->files));
+    res->nfiles = 0;
+    if (nrec == 0 || len == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < len)
         return;
     map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
     if (map == MAP_FAILED)
         return;
     rd.p = map;
     rd.left = len;
-    for (uint32_t i = 0; i < nrec && i < req->nreturn; i++) {
+    for (uint32_t i = 0; i < nrec; i++) {
+        struct pbx_file_out *f = &res->files[res->nfiles];
         uint32_t state;
         const uint8_t *name;
         uint32_t nlen;
@@ -677,18 +680,18 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
         const uint8_t *data;
 
         if (!pbx__proto_get_u32(&rd, &state) || !pbx__proto_get_string(&rd, 255, &name, &nlen) ||
-            !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data))
+            !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data) ||
+            !pbx__files_name_ok((const char *)name, nlen))
             break;
-        if (nlen != strlen(req->return_files[i]) || memcmp(name, req->return_files[i], nlen) != 0)
-            break;
+        f->name = xstrndup((const char *)name, nlen);
         if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
-            res->files[i].data = xmemdup(data, size);
-            res->files[i].size = size;
-            res->files[i].error = NULL;
+            f->data = xmemdup(data, size);
+            f->size = size;
         } else {
-            res->files[i].error =
+            f->error =
                 pbx__proto_file_state_text(state == PBX_FILE_OK ? PBX_FILE_TOO_LARGE : state);
         }
+        res->nfiles++;
     }
     munmap((void *)map, len);
 }
@@ -854,6 +857,8 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     }
     for (size_t i = 0; i < req->nreturn; i++)
         pbx__proto_put_string(&w, req->return_files[i], strlen(req->return_files[i]));
+    pbx__proto_put_string(&w, req->extra_modules ? req->extra_modules : "",
+                          req->extra_modules ? strlen(req->extra_modules) : 0);
     job.request_len = w.len;
 
     child[PBX_FD_REQUEST] = sealed_memfd("pybox-request", w.data, w.len, err);

@@ -62,10 +62,11 @@ struct pbx_exec_request {
     size_t stdin_len;                /* its length */
     const struct pbx_file_in *files; /* input files placed in /work */
     size_t nfiles;                   /* their count */
-    const char *const *return_files; /* names in /work to return */
+    const char *const *return_files; /* names in /work to return; globs (*, ?, [) match */
     size_t nreturn;                  /* their count */
     bool main_mode;                  /* call main() and return its JSON value */
     bool allow_all_imports;          /* skip the import allowlist */
+    const char *extra_modules;       /* more allowed modules, space-separated, or NULL */
     struct pbx_limits limits;        /* limits of this execution */
     pbx_output_fn on_output;         /* optional live output callback */
     void *on_output_arg;             /* its argument */
@@ -103,7 +104,7 @@ struct pbx_exec_result {
     bool stderr_truncated;      /* output beyond the cap was dropped */
     json_t *result;             /* main()'s return value, or NULL */
     json_t *error;              /* {"type", "message", ...} or NULL */
-    struct pbx_file_out *files; /* returned files, in the order asked */
+    struct pbx_file_out *files; /* returned files, in the order asked, globs expanded */
     size_t nfiles;              /* their count */
     double duration_ms;         /* wall time of the user's code */
     double cpu_ms;              /* CPU time (user + system) */

@@ -108,6 +108,23 @@ int pbx__admit_add_proxy(struct pbx_admit *a, const char *cidr, struct pbx_error
                              cidr);
     max = p.family == AF_INET ? 32 : 128;
     p.bits = max;
+    /* An IPv4-mapped range ("::ffff:10.0.0.1") is an IPv4 one: peers are compared so. */
+    if (p.family == AF_INET6 && memcmp(p.addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+        memmove(p.addr, p.addr + 12, 4);
+        memset(p.addr + 4, 0, 12);
+        p.family = AF_INET;
+        max = 32;
+        p.bits = 32;
+        if (slash != NULL) {
+            long bits = strtol(slash + 1, NULL, 10);
+
+            if (bits < 96 || bits > 128)
+                return pbx_error_set(err, PBX_E_INVAL, "trusted proxy `%s`: bad prefix length",
+                                     cidr);
+            p.bits = (unsigned)(bits - 96);
+            slash = NULL;
+        }
+    }
     if (slash != NULL) {
         char *end = NULL;
         long bits = strtol(slash + 1, &end, 10);
@@ -173,15 +190,11 @@ void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, c
      */
     {
         char *copy = xstrdup(xff);
-        char *items[64];
-        size_t n = 0;
-        char *save = NULL;
 
-        for (char *t = strtok_r(copy, ",", &save); t != NULL && n < 64;
-             t = strtok_r(NULL, ",", &save))
-            items[n++] = t;
-        while (n > 0) {
-            char *item = items[--n];
+        /* From the end of the header: what a client wrote on the left never pushes it out. */
+        for (;;) {
+            char *comma = strrchr(copy, ',');
+            char *item = comma ? comma + 1 : copy;
             unsigned char ia[16];
             size_t len;
             int ifam;
@@ -193,8 +206,9 @@ void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, c
             if (!parse_addr(item, &ifam, ia))
                 break; /* malformed: keep the last good hop */
             inet_ntop(ifam, ia, out, (socklen_t)outlen);
-            if (!trusted(a, ifam, ia))
+            if (!trusted(a, ifam, ia) || comma == NULL)
                 break;
+            *comma = '\0';
         }
         free(copy);
     }
@@ -238,7 +252,7 @@ static size_t hash(const char *s)
 /* Drop windows with nothing in the last minute (caller holds the lock). */
 static void sweep(struct pbx_admit *a, uint64_t now)
 {
-    if (now - a->last_sweep < WINDOW_MS)
+    if (now < a->last_sweep || now - a->last_sweep < WINDOW_MS)
         return;
     a->last_sweep = now;
     for (size_t i = 0; i < NBUCKETS; i++) {
@@ -247,7 +261,7 @@ static void sweep(struct pbx_admit *a, uint64_t now)
         while (*pw != NULL) {
             struct window *w = *pw;
 
-            if (now - w->last > WINDOW_MS) {
+            if (now > w->last && now - w->last > WINDOW_MS) {
                 *pw = w->next;
                 window_free(w);
             } else {
@@ -276,7 +290,8 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
         w->next = a->buckets[b];
         a->buckets[b] = w;
     }
-    while (w->len > 0 && now - w->stamps[w->head] >= WINDOW_MS) {
+    /* Threads read the clock before the lock: a stamp may be a little ahead of now. */
+    while (w->len > 0 && now >= w->stamps[w->head] && now - w->stamps[w->head] >= WINDOW_MS) {
         w->head = (w->head + 1) % w->cap;
         w->len--;
     }

@@ -33,9 +33,14 @@ int pbx__request_base64(const char *text, size_t len, size_t max, char **out, si
     const char *end = NULL;
     unsigned char *bin;
 
-    if (len % 4 != 0)
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=";
+    size_t decoded_min = len / 4 * 3 >= 2 ? len / 4 * 3 - 2 : 0;
+
+    /* libsodium decodes bytes >= 0x80 as if they were '/': check the alphabet first. */
+    if (len % 4 != 0 || strspn(text, alphabet) < len)
         return -1;
-    if (cap / 4 * 3 > max + 3 && len / 4 * 3 > max + 2)
+    if (decoded_min > max)
         return -2;
     bin = xmalloc(cap ? cap : 1);
     if (sodium_base642bin(bin, cap, text, len, NULL, outlen, &end,
@@ -162,7 +167,9 @@ static int take_timeout(json_t *v, struct pbx_http_request *r, struct pbx_error 
     if (!isfinite(t) || t <= 0 || t > 3600)
         return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be between 0 and 3600 seconds");
     r->has_timeout = true;
-    r->timeout_ms = (uint32_t)ceil(t * 1000);
+    r->timeout_ms = (uint32_t)ceil(t * 1000 - 1e-6);
+    if (r->timeout_ms == 0)
+        r->timeout_ms = 1;
     return 0;
 }
 
@@ -184,7 +191,7 @@ static json_t *load_object(const char *body, size_t len, const char **etype, str
         pbx_error_set(err, PBX_E_INVAL, "the request body is empty; send a JSON object");
         return NULL;
     }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         *etype = INVALID;
         pbx_error_set(err, PBX_E_INVAL, "malformed JSON at line %d, column %d: %s", jerr.line,
@@ -252,7 +259,6 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
             if (json_is_null(v))
                 continue;
             rc = take_string(v, key, &out->stdin_data, &out->stdin_len, err);
-            out->stdin_len = out->stdin_data ? strlen(out->stdin_data) : 0;
             if (rc == 0 && out->stdin_len > caps->max_stdin)
                 rc = pbx_error_set(err, PBX_E_TOO_LARGE, "`stdin_data` is over %zu bytes",
                                    caps->max_stdin);

@@ -90,6 +90,7 @@ struct request_ctx {
     char id[32];                  /* X-Request-Id */
     struct pbx_buf body;          /* capped body */
     bool too_large;               /* the body passed the cap */
+    size_t discarded;             /* bytes received past the cap (or all, for multipart) */
     bool answered;                /* a response was queued */
     int status;                   /* HTTP status answered */
     enum route route;             /* for metrics and the log */
@@ -308,6 +309,7 @@ static int authenticate(struct server *s, struct MHD_Connection *c, struct reque
         return 0;
     if (is_admin_key(s, token)) {
         who->admin = true;
+        who->network = true;
         who->rpm = -1;
         who->rpd = -1;
         who->all_modules = true;
@@ -408,7 +410,7 @@ static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
     char ts[64];
     json_t *body;
     json_t *user;
-    json_t *attached = json_array();
+    json_t *attached;
     double load = 0;
 
     (void)text_of;
@@ -441,6 +443,7 @@ static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
         return send_error(c, ctx, s, etype ? etype : "RuntimeError",
                           msg ? msg : "the execution failed", 0, extra);
     }
+    attached = json_array();
     for (size_t i = 0; i < req->nfiles; i++)
         json_array_append_new(attached, json_pack("{s:s, s:I}", "filename", req->files[i].name,
                                                   "size_bytes", (json_int_t)req->files[i].size));
@@ -777,6 +780,7 @@ static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c
     ereq.nreturn = req.nreturn;
     ereq.main_mode = req.main_mode;
     ereq.allow_all_imports = who.all_modules;
+    ereq.extra_modules = who.keyed ? who.key.policy.modules : NULL;
     t0 = now_ms();
     rc = pbx_engine_execute(s->engine, &ereq, &res, &err);
     if (rc < 0) {
@@ -1033,14 +1037,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size != 0 && ctx->pp != NULL) {
-        ctx->body.len += *upload_size; /* counted, not kept: the parts are */
-        if (ctx->body.len > s->cfg->max_body && !ctx->too_large) {
-            char msg[128];
-
+        ctx->discarded += *upload_size; /* counted, not kept: the parts are */
+        if (ctx->discarded > s->cfg->max_body)
             ctx->too_large = true;
-            *upload_size = 0;
-            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
-            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+        if (ctx->discarded > 2 * s->cfg->max_body) {
+            ctx->status = 413;
+            return MHD_NO;
         }
         if (!ctx->too_large && MHD_post_process(ctx->pp, upload_data, *upload_size) != MHD_YES)
             mp_fail(ctx, "malformed multipart/form-data body");
@@ -1048,19 +1050,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size != 0) {
+        /*
+         * A body that outgrows the cap (chunked, so not announced) is
+         * discarded as it comes and answered with 413 once it ends: the
+         * server cannot answer in the middle of an upload.  A client that
+         * keeps sending past twice the cap is cut off.
+         */
         if (!ctx->too_large && pbx_buf_append(&ctx->body, upload_data, *upload_size) < 0) {
-            char msg[128];
-
             ctx->too_large = true;
-            *upload_size = 0;
-            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
-            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+            ctx->discarded = ctx->body.len;
+            pbx_buf_release(&ctx->body);
+        }
+        if (ctx->too_large) {
+            ctx->discarded += *upload_size;
+            if (ctx->discarded > 2 * s->cfg->max_body) {
+                ctx->status = 413;
+                return MHD_NO;
+            }
         }
         *upload_size = 0;
         return MHD_YES;
     }
     if (ctx->answered)
         return MHD_YES;
+    if (ctx->too_large) {
+        char msg[128];
+
+        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
+        return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+    }
     return dispatch(s, c, ctx, url, method);
 }
 
