@@ -154,6 +154,32 @@ static size_t status_index(int status)
 
 /* ---- responses ---- */
 
+/*
+ * The Access-Control-Allow-Origin to send: "*", or the request's Origin when
+ * it is one of the configured (comma-separated) origins, or NULL for none.
+ */
+static const char *allowed_origin(const struct server *s, struct MHD_Connection *c)
+{
+    const char *list = s->cfg->cors_origins;
+    const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    size_t olen;
+
+    if (strcmp(list, "*") == 0)
+        return "*";
+    if (origin == NULL)
+        return NULL;
+    olen = strlen(origin);
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ", ");
+
+        if (n == olen && strncmp(p, origin, n) == 0)
+            return origin;
+        p += n;
+        p += strspn(p, ", ");
+    }
+    return NULL;
+}
+
 static enum MHD_Result send_text(struct MHD_Connection *c, struct request_ctx *ctx,
                                  const struct server *s, int status, char *text,
                                  const char *content_type, unsigned retry_after)
@@ -164,7 +190,8 @@ static enum MHD_Result send_text(struct MHD_Connection *c, struct request_ctx *c
 
     MHD_add_response_header(r, "Content-Type", content_type);
     MHD_add_response_header(r, "X-Request-Id", ctx->id);
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cfg->cors_origins);
+    if (allowed_origin(s, c) != NULL)
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
     MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "Cache-Control", "no-store");
@@ -931,7 +958,10 @@ static enum MHD_Result handle_preflight(struct server *s, struct MHD_Connection 
     struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
     enum MHD_Result ret;
 
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cfg->cors_origins);
+    if (allowed_origin(s, c) != NULL)
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
+    if (strcmp(s->cfg->cors_origins, "*") != 0)
+        MHD_add_response_header(r, "Vary", "Origin");
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");

@@ -210,6 +210,21 @@ def test_cors_configured_origin(start_server):
     assert r.headers.get("Access-Control-Allow-Origin") == "https://app.example"
 
 
+def test_cors_origin_list(start_server):
+    """A comma-separated list of origins: a listed Origin is echoed (with Vary: Origin), any
+    other gets no Access-Control-Allow-Origin at all."""
+    s = start_server("--cors-origin", "https://a.example, https://b.example")
+    for origin in ("https://a.example", "https://b.example"):
+        r = s.get("/v1/health", headers={"Origin": origin})
+        assert r.headers.get("Access-Control-Allow-Origin") == origin, r.headers
+        assert "Origin" in r.headers.get("Vary", ""), r.headers
+    r = s.get("/v1/health", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers, r.headers
+    r = s.request("OPTIONS", "/v1/execute", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in r.headers, r.headers
+
+
 def test_request_id_on_every_response(srv):
     responses = [
         srv.get("/v1/health"),
