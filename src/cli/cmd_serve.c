@@ -34,6 +34,8 @@ static void help(void)
            "  --max-body BYTES         request bodies beyond this are refused unread (32M)\n"
            "  --client-timeout S       drop a client that stalls this long (30)\n"
            "  --no-preload             do not import numpy and PIL in the zygote\n"
+           "  --spares MIN:MAX         pre-forked cells kept ready, adapting to load within\n"
+           "                           MIN..MAX (PYBOX_SPARES; 2:6; 0:0 disables the pool)\n"
            "  --url-file PATH          write the URL served to PATH once listening\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
@@ -86,7 +88,29 @@ enum {
     OPT_CLIENT_TIMEOUT,
     OPT_NO_PRELOAD,
     OPT_URL_FILE,
+    OPT_SPARES,
 };
+
+static void set_spares(struct pbx_server_config *cfg, const char *v)
+{
+    char *end = NULL;
+    unsigned long lo = strtoul(v, &end, 10);
+    unsigned long hi = lo;
+
+    if (end == v || (*end != '\0' && *end != ':'))
+        pbx_usage_error("serve", "--spares `%s` is not MIN:MAX", v);
+    if (*end == ':') {
+        const char *h = end + 1;
+
+        hi = strtoul(h, &end, 10);
+        if (end == h || *end != '\0')
+            pbx_usage_error("serve", "--spares `%s` is not MIN:MAX", v);
+    }
+    if (lo > hi || hi > 64)
+        pbx_usage_error("serve", "--spares `%s`: need MIN <= MAX <= 64", v);
+    cfg->spares_min = (unsigned)lo;
+    cfg->spares_max = (unsigned)hi;
+}
 
 int pbx_cmd_serve(int argc, char **argv)
 {
@@ -107,6 +131,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
         {"no-preload", no_argument, NULL, OPT_NO_PRELOAD},
         {"url-file", required_argument, NULL, OPT_URL_FILE},
+        {"spares", required_argument, NULL, OPT_SPARES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -149,6 +174,8 @@ int pbx_cmd_serve(int argc, char **argv)
     }
     if ((v = getenv("PYBOX_CORS_ORIGINS")) != NULL)
         cfg.cors_origins = v;
+    if ((v = getenv("PYBOX_SPARES")) != NULL)
+        set_spares(&cfg, v);
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -219,6 +246,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_URL_FILE:
             cfg.url_file = optarg;
+            break;
+        case OPT_SPARES:
+            set_spares(&cfg, optarg);
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

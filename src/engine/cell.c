@@ -36,6 +36,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -112,36 +113,18 @@ static int drop_privileges(void)
     return 0;
 }
 
-static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
-                               const int *fds, const uint8_t *code, size_t code_len,
-                               const char *extra_modules)
+/*
+ * In the job, before any code: a new session, rlimits, /work, no privileges,
+ * no_new_privs and the seccomp filter, then CPython's after-fork hooks.
+ * Returns only when all of it held.
+ */
+static void become_job(const struct pbx_zygote_state *zs, const struct pbx_limits *limits,
+                       uint32_t flags)
 {
-    static const int wanted[4] = {PBX_FD_STDIN, PBX_FD_STDOUT, PBX_FD_STDERR, PBX_FD_META};
-    int high[4];
-    PyObject *ret;
-    PyObject *arg;
-    sigset_t none;
-    long rc = 1;
     int r;
 
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    /* Move the four fds above the range they go to, then into place. */
-    for (int i = 0; i < 4; i++) {
-        high[i] = fcntl(fds[wanted[i]], F_DUPFD_CLOEXEC, 64);
-        if (high[i] < 0)
-            cell_fail(PBX_STAGE_FORK, errno, "job: dup");
-    }
-    for (int i = 0; i < 4; i++) {
-        if (dup2(high[i], i) < 0)
-            cell_fail(PBX_STAGE_FORK, errno, "job: dup2");
-    }
-    /* Nothing else stays open: the status socket and every cell fd are closed. */
-    if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
-        cell_fail(PBX_STAGE_FORK, errno, "job: close_range");
     (void)setsid();
-    r = pbx__rlimit_apply(&job->limits, job->flags & PBX_JOB_NO_CGROUP);
+    r = pbx__rlimit_apply(limits, flags & PBX_JOB_NO_CGROUP);
     if (r < 0)
         _exit(125);
     if (chdir("/work") < 0)
@@ -153,12 +136,42 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     r = pbx__seccomp_install(zs->seccomp);
     if (r < 0)
         _exit(125);
-
     PyOS_AfterFork_Child();
+}
+
+/* Put the four fds on 0-3 and close every other one. */
+static void place_fds(const int *four)
+{
+    int high[4];
+
+    /* Move them above the range they go to, then into place. */
+    for (int i = 0; i < 4; i++) {
+        high[i] = fcntl(four[i], F_DUPFD_CLOEXEC, 64);
+        if (high[i] < 0)
+            _exit(125);
+    }
+    for (int i = 0; i < 4; i++) {
+        if (dup2(high[i], i) < 0)
+            _exit(125);
+    }
+    /* Nothing else stays open: the status socket and every cell fd are closed. */
+    if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+        _exit(125);
+}
+
+/* Run the user's code through the bootstrap and leave with its status. */
+static _Noreturn void run_code(const struct pbx_zygote_state *zs, uint32_t flags,
+                               const uint8_t *code, size_t code_len, const char *extra_modules,
+                               bool reseed)
+{
+    PyObject *ret;
+    PyObject *arg;
+    long rc = 1;
+
     arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
-    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oiis", arg,
-                                      (job->flags & PBX_JOB_MAIN) != 0,
-                                      (job->flags & PBX_JOB_ALLOW_ALL) != 0, extra_modules)
+    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oiisi", arg,
+                                      (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
+                                      extra_modules, reseed)
               : NULL;
     if (ret == NULL) {
         PyErr_Print();
@@ -169,6 +182,92 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     }
     /* Leave without finalising: nothing of the zygote's state is ours to tear down. */
     _exit((int)(rc & 0xff));
+}
+
+static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
+                               const int *fds, const uint8_t *code, size_t code_len,
+                               const char *extra_modules)
+{
+    const int four[4] = {fds[PBX_FD_STDIN], fds[PBX_FD_STDOUT], fds[PBX_FD_STDERR],
+                         fds[PBX_FD_META]};
+    sigset_t none;
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    place_fds(four);
+    become_job(zs, &job->limits, job->flags);
+    run_code(zs, job->flags, code, code_len, extra_modules, true);
+}
+
+/* What a spare cell tells its job when the execution arrives (with 5 fds). */
+struct spare_go {
+    uint32_t flags;           /* enum pbx_job_flags */
+    uint32_t pad;             /* zero */
+    uint64_t code_offset;     /* where the code starts in the request memfd */
+    uint64_t code_len;        /* its length */
+    char extra_modules[4097]; /* NUL-terminated */
+};
+
+/*
+ * A spare's job: fully isolated ahead of demand, then blocked on `sock` until
+ * the cell hands it the execution.  Its first byte on `sock` says it is ready.
+ */
+static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
+                                     const struct pbx_proto_job *spare, int sock)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 5)];
+        struct cmsghdr align;
+    } u;
+    static struct spare_go go;
+    struct iovec iov = {.iov_base = &go, .iov_len = sizeof(go)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    struct cmsghdr *c;
+    int got[5];
+    const uint8_t *map;
+    struct stat st;
+    sigset_t none;
+    ssize_t n;
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (dup2(sock, 3) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
+        _exit(125);
+    sock = 3;
+    become_job(zs, &spare->limits, spare->flags);
+    /* Warm what every run touches, so it is paid before the code arrives. */
+    {
+        PyObject *r = PyObject_CallMethod((PyObject *)zs->module, "prepare_job", NULL);
+
+        Py_XDECREF(r);
+        PyErr_Clear();
+    }
+    if (write(sock, "r", 1) != 1)
+        _exit(125);
+    do {
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    c = CMSG_FIRSTHDR(&msg);
+    if (n != (ssize_t)sizeof(go) || c == NULL || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(got)))
+        _exit(125);
+    memcpy(got, CMSG_DATA(c), sizeof(got));
+    go.extra_modules[sizeof(go.extra_modules) - 1] = '\0';
+    if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len)
+        _exit(125);
+    map =
+        mmap(NULL, (size_t)st.st_size ? (size_t)st.st_size : 1, PROT_READ, MAP_PRIVATE, got[0], 0);
+    if (map == MAP_FAILED)
+        _exit(125);
+    place_fds(got + 1);
+    run_code(zs, go.flags, map + go.code_offset, go.code_len, go.extra_modules, false);
 }
 
 static void send_started(pid_t job)
@@ -389,54 +488,57 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
     free(names);
 }
 
-_Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
-                              int *fds, int nfds)
+/* The parts of a request a cell needs, pointing into the mapped request memfd. */
+struct request_view {
+    const uint8_t *code;               /* the code */
+    uint64_t code_len;                 /* its length */
+    uint64_t code_offset;              /* its offset in the request memfd */
+    const char *ret_names[MAX_RETURN]; /* names (or globs) to return */
+    uint32_t nret;                     /* their count */
+    char names_buf[MAX_RETURN][256];   /* their storage */
+    char extra_modules[4097];          /* more allowed modules, space-separated */
+};
+
+/* Join the cgroups, unshare mount and IPC namespaces, mount the capped tmpfs. */
+static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
 {
-    struct pbx_proto_reader rd;
-    struct pbx_proto_done done;
-    const uint8_t *map;
-    const uint8_t *code;
-    uint64_t code_len;
-    const char *ret_names[MAX_RETURN];
-    char names_buf[MAX_RETURN][256];
-    uint32_t nret = 0;
-    cleanup_close int workfd = -1;
-    char extra_modules[4097];
-    uint64_t start;
-    sigset_t chld;
-    int sigfd;
-    pid_t pid;
     int r;
 
-    status_fd = fds[PBX_FD_STATUS];
     (void)prctl(PR_SET_NAME, "pybox-cell", 0, 0, 0);
     /* If the zygote dies, so does the cell: nothing outlives the jail. */
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-
-    for (int i = PBX_FD_FIXED; i < nfds; i++) {
-        if (write(fds[i], "0", 1) != 1)
+    for (int i = 0; i < ncg; i++) {
+        if (write(cgfds[i], "0", 1) != 1)
             cell_fail(PBX_STAGE_CGROUP, errno, "join the cell's cgroup");
-        close(fds[i]);
-        fds[i] = -1;
+        close(cgfds[i]);
+        cgfds[i] = -1;
     }
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC) < 0)
         cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare mount and IPC namespaces");
-    r = pbx__rootfs_cell_mounts(job->limits.disk_bytes, job->limits.disk_inodes);
+    r = pbx__rootfs_cell_mounts(limits->disk_bytes, limits->disk_inodes);
     if (r < 0)
         cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
+}
 
-    map = job->request_len
-              ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, fds[PBX_FD_REQUEST], 0)
-              : NULL;
+/* Map the request, write its input files into /work, note the rest in *rv. */
+static void take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
+                         struct request_view *rv)
+{
+    struct pbx_proto_reader rd;
+    const uint8_t *map;
+    const uint8_t *mods;
+    uint32_t mlen;
+    int r;
+
+    map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, reqfd, 0) : NULL;
     if (map == MAP_FAILED)
         cell_fail(PBX_STAGE_INPUT, errno, "map the request");
     rd.p = map;
     rd.left = job->request_len;
-    if (!pbx__proto_get_u64(&rd, &code_len) || !pbx__proto_get_bytes(&rd, code_len, &code))
+    if (!pbx__proto_get_u64(&rd, &rv->code_len) ||
+        !pbx__proto_get_bytes(&rd, rv->code_len, &rv->code))
         cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (code)");
-    workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (workfd < 0)
-        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    rv->code_offset = (uint64_t)(rv->code - map);
     for (uint32_t i = 0; i < job->ninput; i++) {
         const uint8_t *name;
         const uint8_t *data;
@@ -458,57 +560,187 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     }
     if (job->nreturn > MAX_RETURN)
         cell_fail(PBX_STAGE_INPUT, EPROTO, "too many returned files");
+    rv->nret = 0;
     for (uint32_t i = 0; i < job->nreturn; i++) {
         const uint8_t *name;
         uint32_t nlen;
 
         if (!pbx__proto_get_string(&rd, 255, &name, &nlen))
             cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (returned file)");
-        memcpy(names_buf[i], name, nlen);
-        names_buf[i][nlen] = '\0';
-        ret_names[nret++] = names_buf[i];
+        memcpy(rv->names_buf[i], name, nlen);
+        rv->names_buf[i][nlen] = '\0';
+        rv->ret_names[rv->nret++] = rv->names_buf[i];
     }
+    if (!pbx__proto_get_string(&rd, 4096, &mods, &mlen))
+        cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (modules)");
+    memcpy(rv->extra_modules, mods, mlen);
+    rv->extra_modules[mlen] = '\0';
+}
 
-    {
-        const uint8_t *mods;
-        uint32_t mlen;
+/* SIGCHLD through a signalfd, to reap orphans while the job runs. */
+static int block_sigchld(void)
+{
+    sigset_t chld;
 
-        if (!pbx__proto_get_string(&rd, 4096, &mods, &mlen))
-            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (modules)");
-        memcpy(extra_modules, mods, mlen);
-        extra_modules[mlen] = '\0';
-    }
-    /* SIGCHLD through a signalfd, to reap orphans while the job runs. */
     sigemptyset(&chld);
     sigaddset(&chld, SIGCHLD);
     sigprocmask(SIG_BLOCK, &chld, NULL);
-    sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-    start = now_ns();
-    pid = fork();
-    if (pid < 0)
-        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
-    if (pid == 0)
-        job_main(zs, job, fds, code, code_len, extra_modules);
+    return signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+}
 
-    for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
-        close(fds[i]);
-        fds[i] = -1;
-    }
+/* The job runs: report STARTED, wait, collect the returned files, report DONE, exit. */
+static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct pbx_proto_job *job,
+                             int workfd, int outfd, const struct request_view *rv)
+{
+    struct pbx_proto_done done;
+
     send_started(pid);
     memset(&done, 0, sizeof(done));
     done.magic = PBX_PROTO_MAGIC;
     done.kind = PBX_PROTO_DONE;
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
-
-    for (uint32_t i = 0; i < nret && done.nfiles < job->limits.output_files; i++) {
-        if (strpbrk(ret_names[i], "*?[") != NULL)
-            collect_glob(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job, &done);
+    for (uint32_t i = 0; i < rv->nret && done.nfiles < job->limits.output_files; i++) {
+        if (strpbrk(rv->ret_names[i], "*?[") != NULL)
+            collect_glob(workfd, outfd, rv->ret_names[i], job, &done);
         else
-            collect_one(workfd, fds[PBX_FD_OUTPUT], ret_names[i], job->limits.output_file_bytes,
-                        &done);
+            collect_one(workfd, outfd, rv->ret_names[i], job->limits.output_file_bytes, &done);
     }
-    done.output_len = (uint64_t)lseek(fds[PBX_FD_OUTPUT], 0, SEEK_CUR);
+    done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
     if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
         _exit(1);
     _exit(0);
+}
+
+static struct request_view view;
+
+_Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
+                              int *fds, int nfds)
+{
+    cleanup_close int workfd = -1;
+    uint64_t start;
+    int sigfd;
+    pid_t pid;
+
+    status_fd = fds[PBX_FD_STATUS];
+    cell_enter(&job->limits, fds + PBX_FD_FIXED, nfds - PBX_FD_FIXED);
+    workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (workfd < 0)
+        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    take_request(fds[PBX_FD_REQUEST], job, workfd, &view);
+    sigfd = block_sigchld();
+    start = now_ns();
+    pid = fork();
+    if (pid < 0)
+        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
+    if (pid == 0)
+        job_main(zs, job, fds, view.code, view.code_len, view.extra_modules);
+    for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
+        close(fds[i]);
+        fds[i] = -1;
+    }
+    finish(pid, sigfd, start, job, workfd, fds[PBX_FD_OUTPUT], &view);
+}
+
+/* Receive the GO message of a spare: the execution and its 6 fds (REQUEST..OUTPUT). */
+static bool receive_go(struct pbx_proto_job *job, int *fds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (PBX_FD_FIXED - 1))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = job, .iov_len = sizeof(*job)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    struct cmsghdr *c;
+    ssize_t n;
+
+    do {
+        n = recvmsg(status_fd, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    c = CMSG_FIRSTHDR(&msg);
+    if (n != (ssize_t)sizeof(*job) || c == NULL || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(int) * (PBX_FD_FIXED - 1)) ||
+        job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
+        job->kind != PBX_JOB_GO)
+        return false;
+    memcpy(fds + PBX_FD_REQUEST, CMSG_DATA(c), sizeof(int) * (PBX_FD_FIXED - 1));
+    return true;
+}
+
+_Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
+                                    const struct pbx_proto_job *spare, int *fds, int nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 5)];
+        struct cmsghdr align;
+    } u;
+    static struct spare_go go;
+    static struct pbx_proto_job job;
+    struct iovec iov = {.iov_base = &go, .iov_len = sizeof(go)};
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = u.buf,
+        .msg_controllen = sizeof(u.buf),
+    };
+    struct cmsghdr *c;
+    struct pbx_proto_done ready;
+    int all[PBX_PROTO_MAX_FDS];
+    cleanup_close int workfd = -1;
+    int sv[2];
+    uint64_t start;
+    int sigfd;
+    pid_t pid;
+    char byte;
+
+    status_fd = fds[0];
+    cell_enter(&spare->limits, fds + 1, nfds - 1);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        cell_fail(PBX_STAGE_FORK, errno, "socketpair");
+    sigfd = block_sigchld();
+    pid = fork();
+    if (pid < 0)
+        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
+    if (pid == 0)
+        job_spare_main(zs, spare, sv[1]);
+    close(sv[1]);
+    /* Ready when the job is: isolated, warmed, waiting for code. */
+    if (read(sv[0], &byte, 1) != 1)
+        cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
+    memset(&ready, 0, sizeof(ready));
+    ready.magic = PBX_PROTO_MAGIC;
+    ready.kind = PBX_PROTO_READY;
+    if (send(status_fd, &ready, sizeof(ready), MSG_NOSIGNAL) < 0)
+        _exit(1);
+    /* Wait for the execution; EOF means the pool was shut down. */
+    if (!receive_go(&job, all))
+        _exit(0);
+    /* The spare was made for these limits; the supervisor only sends matching executions. */
+    job.limits = spare->limits;
+    workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (workfd < 0)
+        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    take_request(all[PBX_FD_REQUEST], &job, workfd, &view);
+    memset(&go, 0, sizeof(go));
+    go.flags = job.flags;
+    go.code_offset = view.code_offset;
+    go.code_len = view.code_len;
+    memcpy(go.extra_modules, view.extra_modules, sizeof(go.extra_modules));
+    memset(&u, 0, sizeof(u));
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * 5);
+    memcpy(CMSG_DATA(c), all + PBX_FD_REQUEST, sizeof(int) * 5);
+    start = now_ns();
+    if (sendmsg(sv[0], &msg, MSG_NOSIGNAL) != (ssize_t)sizeof(go))
+        cell_fail(PBX_STAGE_FORK, errno, "hand the execution to the job");
+    close(sv[0]);
+    for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
+        close(all[i]);
+    finish(pid, sigfd, start, &job, workfd, all[PBX_FD_OUTPUT], &view);
 }

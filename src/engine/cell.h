@@ -13,4 +13,13 @@
 _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
                               int *fds, int nfds);
 
+/*
+ * A spare cell: set up ahead of demand with the limits of `spare`, its job
+ * forked, isolated and waiting.  fds[0] is the status socket, the rest
+ * cgroup.procs fds.  Reports READY, then waits on the status socket for one
+ * PBX_JOB_GO message and runs it as pbx__cell_main() would.  Never returns.
+ */
+_Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
+                                    const struct pbx_proto_job *spare, int *fds, int nfds);
+
 #endif

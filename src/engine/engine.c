@@ -27,6 +27,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,15 +59,38 @@
 #define DRAIN_MS         2000  /* pipes still open after DONE */
 #define META_MAX         (16u << 20)
 
-struct pbx_engine {
-    pid_t zygote;                 /* host pid of the jail's init */
-    int ctrl;                     /* control socket to the zygote */
-    struct pbx_cgroups *cg;       /* cell cgroups, NULL when none is usable */
-    bool have_memcg;              /* a memory controller is in force */
-    bool have_pidscg;             /* a pids controller is in force */
-    atomic_uint_fast64_t next;    /* execution ids */
-    struct pbx_engine_config cfg; /* as started */
+#define MAX_SPARES 64
+
+/* A cell forked and isolated ahead of demand, its job waiting for code. */
+struct spare {
+    int status;                   /* our end of its status socket */
+    struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
 };
+
+struct pbx_engine {
+    pid_t zygote;                  /* host pid of the jail's init */
+    int ctrl;                      /* control socket to the zygote */
+    struct pbx_cgroups *cg;        /* cell cgroups, NULL when none is usable */
+    bool have_memcg;               /* a memory controller is in force */
+    bool have_pidscg;              /* a pids controller is in force */
+    atomic_uint_fast64_t next;     /* execution ids */
+    struct pbx_engine_config cfg;  /* as started */
+    pthread_mutex_t pool_lock;     /* guards the fields below */
+    pthread_cond_t pool_cond;      /* wakes the refill thread */
+    struct spare pool[MAX_SPARES]; /* ready spares, oldest first */
+    unsigned npool;                /* their count */
+    unsigned making;               /* spares being made */
+    unsigned target;               /* spares wanted, between spares_min and spares_max */
+    unsigned streak;               /* executions served by a spare since the last miss */
+    bool stopping;                 /* the engine is being freed */
+    bool refill_running;           /* the refill thread exists */
+    pthread_t refill;              /* makes spares up to target */
+    atomic_ulong hits;             /* executions that found a spare */
+    atomic_ulong misses;           /* executions that had to fork on demand */
+};
+
+static void *refill_main(void *arg);
+static void spare_release(struct spare *sp);
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
@@ -75,6 +99,9 @@ void pbx_engine_config_default(struct pbx_engine_config *cfg)
     cfg->uid_base = 1000000000;
     cfg->uid_count = 65536;
     cfg->cgroup_fs = "/sys/fs/cgroup";
+    cfg->spares_min = 0;
+    cfg->spares_max = 0;
+    pbx_limits_default(&cfg->spare_limits);
 }
 
 void pbx_exec_request_init(struct pbx_exec_request *req)
@@ -345,6 +372,16 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     pid = -1;
     e->ctrl = steal_fd(&ctrl);
     atomic_init(&e->next, 1);
+    pthread_mutex_init(&e->pool_lock, NULL);
+    pthread_cond_init(&e->pool_cond, NULL);
+    e->target = cfg->spares_min;
+    if (cfg->spares_max > 0) {
+        if (e->cfg.spares_max > MAX_SPARES)
+            e->cfg.spares_max = MAX_SPARES;
+        if (e->target > e->cfg.spares_max)
+            e->target = e->cfg.spares_max;
+        e->refill_running = pthread_create(&e->refill, NULL, refill_main, e) == 0;
+    }
     *out = steal_pointer(&e);
     return 0;
 }
@@ -353,6 +390,12 @@ void pbx_engine_free(struct pbx_engine *e)
 {
     if (e == NULL)
         return;
+    if (e->refill_running) {
+        pthread_mutex_lock(&e->pool_lock);
+        e->stopping = true;
+        pthread_cond_signal(&e->pool_cond);
+        pthread_mutex_unlock(&e->pool_lock);
+    }
     if (e->ctrl >= 0)
         close(e->ctrl); /* the zygote sees EOF and exits; its pid namespace dies with it */
     if (e->zygote > 0) {
@@ -360,6 +403,10 @@ void pbx_engine_free(struct pbx_engine *e)
         while (waitpid(e->zygote, NULL, 0) < 0 && errno == EINTR)
             ;
     }
+    if (e->refill_running)
+        pthread_join(e->refill, NULL);
+    for (unsigned i = 0; i < e->npool; i++)
+        spare_release(&e->pool[i]);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
@@ -812,6 +859,196 @@ static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
     return 0;
 }
 
+/* ---- the warm pool ---- */
+
+/* Whether an execution with limits `r` can run in a spare made with limits `s`. */
+static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
+{
+    return r->wall_ms == s->wall_ms && r->cpu_ms == s->cpu_ms &&
+           r->memory_bytes == s->memory_bytes && r->pids == s->pids &&
+           r->disk_bytes == s->disk_bytes && r->disk_inodes == s->disk_inodes &&
+           r->output_files == s->output_files && r->output_file_bytes == s->output_file_bytes &&
+           r->nofile == s->nofile && r->stack_bytes == s->stack_bytes;
+}
+
+static void spare_release(struct spare *sp)
+{
+    struct pbx_error *err = NULL;
+
+    if (sp->status >= 0)
+        close(sp->status); /* the cell sees EOF and exits, its job with it */
+    sp->status = -1;
+    if (sp->cell != NULL && pbx__cgroup_cell_destroy(sp->cell, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+    sp->cell = NULL;
+}
+
+/* Fork one spare and wait until it is ready. */
+static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error **err)
+{
+    struct pbx_proto_job job;
+    struct pbx_proto_done d;
+    int fds[1 + PBX_PROTO_MAX_CGROUP_FDS];
+    int nfds = 1;
+    int sv[2];
+    int got[2];
+    int ngot;
+    int rc = -1;
+    int r;
+    ssize_t n;
+
+    sp->status = -1;
+    sp->cell = NULL;
+    memset(&job, 0, sizeof(job));
+    job.magic = PBX_PROTO_MAGIC;
+    job.version = PBX_PROTO_VERSION;
+    job.kind = PBX_JOB_SPARE;
+    job.id = atomic_fetch_add(&e->next, 1);
+    job.limits = e->cfg.spare_limits;
+    job.flags = e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return pbx_error_set(err, errno, "socketpair");
+    sp->status = sv[0];
+    fds[0] = sv[1];
+    if (e->cg != NULL) {
+        struct pbx_cgroup_limits cl = {
+            .memory_bytes = job.limits.memory_bytes,
+            .pids = job.limits.pids,
+            .cpu_percent = 100,
+        };
+
+        if (pbx__cgroup_cell_create(e->cg, job.id, &cl, &sp->cell, err) < 0)
+            goto out;
+        r = pbx__cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
+        if (r < 0)
+            goto out;
+        nfds += r;
+        job.ncgroup_fds = (uint32_t)r;
+    }
+    r = send_job(e->ctrl, &job, fds, nfds, err);
+    /* Our copies go now: if the cell dies, its end of the socket must read as EOF. */
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    nfds = 0;
+    if (r < 0)
+        goto out;
+    for (;;) {
+        struct pollfd p = {.fd = sp->status, .events = POLLIN};
+        int pr = poll(&p, 1, SETUP_TIMEOUT_MS);
+
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
+            goto out;
+        }
+        n = recv_msg(sp->status, &d, got, &ngot);
+        for (int i = 0; i < ngot; i++)
+            close(got[i]);
+        if (n == -EAGAIN)
+            continue;
+        break;
+    }
+    if (n <= 0 || d.kind != PBX_PROTO_READY) {
+        if (n > 0 && d.kind == PBX_PROTO_FAILED)
+            failed_error(&d, err);
+        else
+            pbx_error_set(err, PBX_E_ENGINE, "a spare cell ended while getting ready");
+        goto out;
+    }
+    rc = 0;
+out:
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    if (rc < 0)
+        spare_release(sp);
+    return rc;
+}
+
+/* Keep `target` spares ready, in the background. */
+static void *refill_main(void *arg)
+{
+    struct pbx_engine *e = arg;
+    unsigned failures = 0;
+
+    pthread_mutex_lock(&e->pool_lock);
+    while (!e->stopping) {
+        struct spare sp;
+        struct pbx_error *err = NULL;
+        int r;
+
+        if (e->npool + e->making >= e->target || failures > 3) {
+            pthread_cond_wait(&e->pool_cond, &e->pool_lock);
+            failures = 0;
+            continue;
+        }
+        e->making++;
+        pthread_mutex_unlock(&e->pool_lock);
+        r = make_spare(e, &sp, &err);
+        pthread_mutex_lock(&e->pool_lock);
+        e->making--;
+        if (r < 0) {
+            if (!e->stopping)
+                pbx_log(PBX_LOG_WARN, "warm pool: %s", err->msg);
+            pbx_error_free(&err);
+            failures++;
+            continue;
+        }
+        failures = 0;
+        if (e->stopping || e->npool == MAX_SPARES) {
+            pthread_mutex_unlock(&e->pool_lock);
+            spare_release(&sp);
+            pthread_mutex_lock(&e->pool_lock);
+            continue;
+        }
+        e->pool[e->npool++] = sp;
+    }
+    pthread_mutex_unlock(&e->pool_lock);
+    return NULL;
+}
+
+/* Take a ready spare for an execution with `limits`: true with *sp filled. */
+static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, struct spare *sp)
+{
+    bool got = false;
+
+    if (!e->refill_running || !spare_fits(limits, &e->cfg.spare_limits))
+        return false;
+    pthread_mutex_lock(&e->pool_lock);
+    if (e->npool > 0) {
+        *sp = e->pool[0];
+        memmove(e->pool, e->pool + 1, (e->npool - 1) * sizeof(e->pool[0]));
+        e->npool--;
+        got = true;
+        /* A long run without misses: one spare fewer, down to the minimum. */
+        if (++e->streak >= 200 && e->target > e->cfg.spares_min) {
+            e->target--;
+            e->streak = 0;
+        }
+    } else {
+        /* A miss: more spares next time, up to the maximum. */
+        if (e->target < e->cfg.spares_max)
+            e->target++;
+        e->streak = 0;
+    }
+    pthread_cond_signal(&e->pool_cond);
+    pthread_mutex_unlock(&e->pool_lock);
+    atomic_fetch_add(got ? &e->hits : &e->misses, 1);
+    return got;
+}
+
+void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)
+{
+    pthread_mutex_lock(&e->pool_lock);
+    st->idle = e->npool;
+    st->target = e->target;
+    pthread_mutex_unlock(&e->pool_lock);
+    st->hits = atomic_load(&e->hits);
+    st->misses = atomic_load(&e->misses);
+}
+
 int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
                        struct pbx_exec_result *res, struct pbx_error **err)
 {
@@ -823,6 +1060,7 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     int out_fd = -1;
     uint64_t oom = 0;
     int nchild = PBX_FD_FIXED;
+    struct spare spare;
     int sv[2];
     int rc = -1;
     int r;
@@ -885,6 +1123,18 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     f.status = sv[0];
     child[PBX_FD_STATUS] = sv[1];
 
+    if (take_spare(e, &req->limits, &spare)) {
+        /* A warm cell: hand it the execution on its own status socket. */
+        close(f.status);
+        close(child[PBX_FD_STATUS]);
+        child[PBX_FD_STATUS] = -1;
+        f.status = spare.status;
+        cell = spare.cell;
+        job.kind = PBX_JOB_GO;
+        if (send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
+            goto out_close;
+        goto sent;
+    }
     if (e->cg != NULL) {
         struct pbx_cgroup_limits cl = {
             .memory_bytes = req->limits.memory_bytes,
@@ -902,6 +1152,7 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
     }
     if (send_job(e->ctrl, &job, child, nchild, err) < 0)
         goto out_close;
+sent:
     for (int i = 0; i < nchild; i++) {
         close(child[i]);
         child[i] = -1;

@@ -21,11 +21,14 @@
 struct pbx_engine;
 
 struct pbx_engine_config {
-    bool preload;          /* import numpy and PIL in the zygote (the server does) */
-    uid_t uid_base;        /* host uid/gid that uid 0 of the jail maps to */
-    uint32_t uid_count;    /* size of the mapped range */
-    const char *cgroup_fs; /* cgroup filesystem root, "/sys/fs/cgroup" */
-    bool require_cgroups;  /* fail to start when no memory/pids controller is usable */
+    bool preload;                   /* import numpy and PIL in the zygote (the server does) */
+    uid_t uid_base;                 /* host uid/gid that uid 0 of the jail maps to */
+    uint32_t uid_count;             /* size of the mapped range */
+    const char *cgroup_fs;          /* cgroup filesystem root, "/sys/fs/cgroup" */
+    bool require_cgroups;           /* fail to start when no memory/pids controller is usable */
+    unsigned spares_min;            /* warm pool: spare cells kept ready at least */
+    unsigned spares_max;            /* and at most (0: no pool, every execution forks on demand) */
+    struct pbx_limits spare_limits; /* the limits spares are made with; others fork on demand */
 };
 
 /* Fill `cfg` with defaults. */
@@ -37,6 +40,16 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 
 /* Stop the zygote (every cell dies with it), remove cgroups, free. NULL is fine. */
 void pbx_engine_free(struct pbx_engine *engine);
+
+struct pbx_pool_stats {
+    unsigned idle;        /* spares ready now */
+    unsigned target;      /* spares wanted now */
+    unsigned long hits;   /* executions that found a spare */
+    unsigned long misses; /* executions that forked on demand */
+};
+
+/* The warm pool's counters. Thread-safe. */
+void pbx_engine_pool_stats(struct pbx_engine *engine, struct pbx_pool_stats *st);
 
 /* A human-readable report of the isolation in force (for doctor and logs); caller frees. */
 char *pbx_engine_describe(const struct pbx_engine *engine);

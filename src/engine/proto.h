@@ -22,7 +22,7 @@
 #include "policy/limits.h"
 
 #define PBX_PROTO_MAGIC   0x70796278u /* "pybx" */
-#define PBX_PROTO_VERSION 1u
+#define PBX_PROTO_VERSION 2u
 
 enum pbx_proto_fd {
     PBX_FD_STATUS = 0, /* the cell's end of the status socketpair */
@@ -44,9 +44,18 @@ enum pbx_job_flags {
     PBX_JOB_NO_CGROUP = (1 << 2), /* apply the rlimit fallbacks (RLIMIT_AS, RLIMIT_NPROC) */
 };
 
+/* What a message to the zygote, or to a spare cell, asks for. */
+enum pbx_job_kind {
+    PBX_JOB_RUN = 0,   /* to the zygote: fork a cell and run this execution in it */
+    PBX_JOB_SPARE = 1, /* to the zygote: fork a spare cell (fds: status, cgroup.procs...) */
+    PBX_JOB_GO = 2,    /* to a spare cell: run this execution (fds: REQUEST..OUTPUT) */
+};
+
 struct pbx_proto_job {
     uint32_t magic;           /* PBX_PROTO_MAGIC */
     uint32_t version;         /* PBX_PROTO_VERSION */
+    uint32_t kind;            /* enum pbx_job_kind */
+    uint32_t pad;             /* zero */
     uint64_t id;              /* execution id, for logs */
     uint32_t flags;           /* enum pbx_job_flags */
     uint32_t ncgroup_fds;     /* cgroup.procs fds after the fixed ones */

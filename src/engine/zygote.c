@@ -121,7 +121,7 @@ static void init_python(void)
 }
 
 /* Load the embedded bootstrap as module _pybox, prepare it, return _pybox.run. */
-static PyObject *load_bootstrap(int preload)
+static PyObject *load_bootstrap(int preload, PyObject **module)
 {
     PyObject *code;
     PyObject *mod;
@@ -151,7 +151,7 @@ static PyObject *load_bootstrap(int preload)
     run = PyObject_GetAttrString(mod, "run");
     if (run == NULL)
         fail_python("find the bootstrap's run()");
-    Py_DECREF(mod);
+    *module = mod;
     return run;
 }
 
@@ -202,7 +202,9 @@ static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
     if ((size_t)n != sizeof(*job) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
         job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
         job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS ||
-        *nfds != PBX_FD_FIXED + (int)job->ncgroup_fds) {
+        (job->kind == PBX_JOB_RUN && *nfds != PBX_FD_FIXED + (int)job->ncgroup_fds) ||
+        (job->kind == PBX_JOB_SPARE && *nfds != 1 + (int)job->ncgroup_fds) ||
+        (job->kind != PBX_JOB_RUN && job->kind != PBX_JOB_SPARE)) {
         if (*nfds > PBX_FD_STATUS)
             send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, EPROTO, "malformed job message");
         close_fds(fds, *nfds);
@@ -238,7 +240,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     if (pbx__rootfs_enter(&err) < 0)
         fail(PBX_STAGE_ROOTFS, err);
     init_python();
-    zs.run_fn = load_bootstrap(preload);
+    zs.run_fn = load_bootstrap(preload, (PyObject **)&zs.module);
     if (pbx__seccomp_build(&prog, &err) < 0)
         fail(PBX_STAGE_SECCOMP, err);
     zs.seccomp = &prog;
@@ -297,6 +299,8 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
             if (sfd >= 0)
                 close(sfd);
             sigprocmask(SIG_UNBLOCK, &mask, NULL);
+            if (job.kind == PBX_JOB_SPARE)
+                pbx__cell_spare_main(&zs, &job, fds, nfds);
             pbx__cell_main(&zs, &job, fds, nfds);
         }
         PyOS_AfterFork_Parent();

@@ -23,6 +23,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv);
 struct pbx_zygote_state {
     const struct pbx_seccomp_prog *seccomp; /* the job filter */
     void *run_fn;                           /* PyObject *: _pybox.run */
+    void *module;                           /* PyObject *: _pybox */
 };
 
 #endif

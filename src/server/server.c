@@ -141,6 +141,8 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->client_timeout_s = 30;
     cfg->drain_s = 30;
     cfg->preload = true;
+    cfg->spares_min = 2;
+    cfg->spares_max = 6;
 }
 
 static size_t status_index(int status)
@@ -873,6 +875,7 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
 {
     static const char *const st[] = {"ok",           "error",  "timeout",
                                      "memory_limit", "killed", "rejected"};
+    struct pbx_pool_stats ps;
     struct pbx_buf b;
     char line[256];
     unsigned long cum = 0;
@@ -920,9 +923,17 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# HELP pybox_cells_busy Cells running an execution.\n");
     OUT("# TYPE pybox_cells_busy gauge\n");
     OUT("pybox_cells_busy %u\n", pbx__admit_active(s->admit));
+    pbx_engine_pool_stats(s->engine, &ps);
     OUT("# HELP pybox_cells_idle Pre-forked cells waiting for work.\n");
     OUT("# TYPE pybox_cells_idle gauge\n");
-    OUT("pybox_cells_idle 0\n");
+    OUT("pybox_cells_idle %u\n", ps.idle);
+    OUT("# HELP pybox_pool_target Pre-forked cells the pool aims to keep.\n");
+    OUT("# TYPE pybox_pool_target gauge\n");
+    OUT("pybox_pool_target %u\n", ps.target);
+    OUT("# HELP pybox_pool_executions_total Executions by whether a pre-forked cell served them.\n");
+    OUT("# TYPE pybox_pool_executions_total counter\n");
+    OUT("pybox_pool_executions_total{cell=\"warm\"} %lu\n", ps.hits);
+    OUT("pybox_pool_executions_total{cell=\"forked\"} %lu\n", ps.misses);
     OUT("# HELP pybox_execution_slots Concurrent executions allowed.\n");
     OUT("# TYPE pybox_execution_slots gauge\n");
     OUT("pybox_execution_slots %u\n", pbx__admit_capacity(s->admit));
@@ -1227,6 +1238,10 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     }
     pbx_engine_config_default(&ecfg);
     ecfg.preload = cfg->preload;
+    /* The warm pool serves executions with the server's default limits. */
+    ecfg.spares_min = cfg->spares_min;
+    ecfg.spares_max = cfg->spares_max;
+    ecfg.spare_limits = cfg->limits;
     if (pbx_engine_start(&ecfg, &s->engine, err) < 0) {
         pbx_error_prefix(err, "start the jail");
         goto out;

@@ -28,6 +28,8 @@ struct pbx_server_config {
     unsigned client_timeout_s; /* a client that stalls this long is dropped */
     unsigned drain_s;          /* on SIGTERM, how long running executions may finish */
     bool preload;              /* import numpy and PIL in the zygote */
+    unsigned spares_min;       /* warm pool: pre-forked cells kept ready at least */
+    unsigned spares_max;       /* and at most; 0 disables the pool */
     const char *url_file;      /* write the listening URL here once ready, or NULL */
 };
 

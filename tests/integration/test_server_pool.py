@@ -1,0 +1,117 @@
+"""The warm pool: executions served by pre-forked cells of one zygote see nothing of an
+earlier or a concurrent execution."""
+import re
+import threading
+
+import pytest
+
+# What one execution leaves behind, everywhere it can: files in /work, /tmp and /dev/shm, a
+# SysV shared memory segment, its environment, builtins and numpy monkeypatched, an open fd.
+POLLUTE = r"""
+import builtins, ctypes, os, sys, time, random
+import numpy
+open('/work/left.txt', 'w').write('x')
+open('/tmp/left.txt', 'w').write('x')
+open('/dev/shm/left.txt', 'w').write('x')
+libc = ctypes.CDLL(None, use_errno=True)
+shm = libc.shmget(0x5eed, 4096, 0o1666)  # IPC_CREAT | 0666
+print('SHM', shm)
+os.environ['POLLUTED'] = '1'
+builtins.len = lambda x: -1
+numpy.pybox_mark = 'polluted'
+numpy.random.seed(1234)
+random.seed(1234)
+keep = os.open('/work/left.txt', os.O_RDONLY)
+print('RANDOM', random.random(), numpy.random.rand())
+sys.stdout.flush()
+time.sleep(float(os.environ.get('HOLD', '0') or 0))
+"""
+
+INSPECT = r"""
+import builtins, ctypes, errno, os, random
+import numpy
+libc = ctypes.CDLL(None, use_errno=True)
+seen = []
+for p in ('/work/left.txt', '/tmp/left.txt', '/dev/shm/left.txt'):
+    if os.path.exists(p):
+        seen.append(p)
+if libc.shmget(0x5eed, 0, 0) >= 0:
+    seen.append('sysv-shm')
+if 'POLLUTED' in os.environ:
+    seen.append('environ')
+if builtins.len('ab') != 2:
+    seen.append('builtins')
+if getattr(numpy, 'pybox_mark', None):
+    seen.append('numpy-module')
+for fd in range(4, 256):
+    try:
+        os.fstat(fd)
+        seen.append('fd%d' % fd)
+    except OSError:
+        pass
+print('SEEN', sorted(seen))
+print('RANDOM', random.random(), numpy.random.rand())
+"""
+
+
+@pytest.fixture(scope="module")
+def pooled(module_start_server):
+    return module_start_server("--spares", "2:4", "--rpm", "1000", "--rpd", "100000",
+                               preload=True)
+
+
+def run(srv, code, hold=0):
+    r = srv.admin({"code": ("import os\nos.environ['HOLD'] = '%s'\n" % hold) + code}, v1=True)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "ok", body
+    return body["stdout"]
+
+
+def randoms(out):
+    m = re.search(r"RANDOM (\S+) (\S+)", out)
+    return m.group(1), m.group(2)
+
+
+def pool_hits(srv):
+    text = srv.get("/metrics").text
+    m = re.search(r'pybox_pool_executions_total\{cell="warm"\} (\d+)', text)
+    return int(m.group(1)) if m else 0
+
+
+def test_later_execution_sees_nothing_of_an_earlier_one(pooled):
+    before = pool_hits(pooled)
+    polluted = run(pooled, POLLUTE)
+    assert re.search(r"SHM \d+", polluted) and "SHM -1" not in polluted, polluted
+    for _ in range(3):
+        out = run(pooled, INSPECT)
+        assert "SEEN []" in out, out
+        # The polluter seeded both generators with 1234; nobody after it repeats its values.
+        assert randoms(out) != randoms(polluted), (out, polluted)
+    assert pool_hits(pooled) > before, "no execution was served by a pre-forked cell"
+
+
+def test_concurrent_execution_sees_nothing(pooled):
+    results = {}
+
+    def polluter():
+        results["p"] = run(pooled, POLLUTE, hold=2)
+
+    t = threading.Thread(target=polluter)
+    t.start()
+    try:
+        # While the polluter holds its cell, others run beside it.
+        import time
+        time.sleep(0.7)
+        for _ in range(2):
+            out = run(pooled, INSPECT)
+            assert "SEEN []" in out, out
+    finally:
+        t.join()
+    assert "SHM" in results["p"], results
+
+
+def test_two_executions_never_share_random_state(pooled):
+    code = "import random, numpy\nprint('RANDOM', random.random(), numpy.random.rand())\n"
+    outs = {randoms(run(pooled, code)) for _ in range(6)}
+    assert len(outs) == 6, outs
