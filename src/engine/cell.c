@@ -60,6 +60,7 @@
 #define MAX_RETURN 256
 
 static int status_fd = -1;
+static uint64_t prep_faults; /* a spare job's faults before its code arrived */
 
 static _Noreturn void cell_fail(int stage, int errnum, const char *what)
 {
@@ -249,8 +250,16 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
         Py_XDECREF(r);
         PyErr_Clear();
     }
-    if (write(sock, "r", 1) != 1)
-        _exit(125);
+    {
+        /* Ready: say so with the faults taken so far, for the pool's accounting. */
+        struct rusage ru;
+        uint64_t faults = 0;
+
+        if (getrusage(RUSAGE_SELF, &ru) == 0)
+            faults = (uint64_t)ru.ru_minflt;
+        if (write(sock, &faults, sizeof(faults)) != sizeof(faults))
+            _exit(125);
+    }
     do {
         n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
     } while (n < 0 && errno == EINTR);
@@ -599,6 +608,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
     done.magic = PBX_PROTO_MAGIC;
     done.kind = PBX_PROTO_DONE;
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
+    done.prep_faults = prep_faults;
     for (uint32_t i = 0; i < rv->nret && done.nfiles < job->limits.output_files; i++) {
         if (strpbrk(rv->ret_names[i], "*?[") != NULL)
             collect_glob(workfd, outfd, rv->ret_names[i], job, &done);
@@ -695,7 +705,6 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     uint64_t start;
     int sigfd;
     pid_t pid;
-    char byte;
 
     status_fd = fds[0];
     cell_enter(&spare->limits, fds + 1, nfds - 1);
@@ -709,7 +718,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
         job_spare_main(zs, spare, sv[1]);
     close(sv[1]);
     /* Ready when the job is: isolated, warmed, waiting for code. */
-    if (read(sv[0], &byte, 1) != 1)
+    if (read(sv[0], &prep_faults, sizeof(prep_faults)) != sizeof(prep_faults))
         cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
     memset(&ready, 0, sizeof(ready));
     ready.magic = PBX_PROTO_MAGIC;

@@ -760,6 +760,7 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
     res->cpu_ms = cpu_ms;
     res->max_rss_kb = d->max_rss_kb;
     res->minor_faults = d->minor_faults;
+    res->prep_faults = d->prep_faults;
 
     if (meta.check == PBX_META_CHECK_REJECTED) {
         res->status = PBX_STATUS_REJECTED;

@@ -123,6 +123,7 @@ struct pbx_exec_result {
     double cpu_ms;              /* CPU time (user + system) */
     uint64_t max_rss_kb;        /* peak resident set */
     uint64_t minor_faults;      /* page faults of the job (copy-on-write included) */
+    uint64_t prep_faults;       /* of those, taken by a warm spare before the code arrived */
 };
 
 /* Whether `name` may name an input or returned file: a flat, portable name. */

@@ -97,7 +97,8 @@ struct pbx_proto_done {
     uint64_t duration_ns;  /* fork of the job to its reaping */
     uint64_t cpu_us;       /* user + system time of the job and its reaped children */
     uint64_t max_rss_kb;   /* peak RSS */
-    uint64_t minor_faults; /* minor page faults of the job */
+    uint64_t minor_faults; /* minor page faults of the job, all of its life */
+    uint64_t prep_faults;  /* of those, taken before the code arrived (warm spares) */
     uint32_t nfiles;       /* returned-file records written to the output memfd */
     uint32_t pad;          /* zero */
     uint64_t output_len;   /* bytes written to the output memfd */

@@ -73,6 +73,8 @@ struct metrics {
     atomic_ulong latency[NBUCKET + 1];           /* execute latency histogram (last: +Inf) */
     atomic_ulong latency_count;                  /* observations */
     atomic_ullong latency_sum_us;                /* their sum */
+    atomic_ullong faults_prep;                   /* page faults of jobs before their code */
+    atomic_ullong faults_run;                    /* and from their code on */
 };
 
 struct server {
@@ -844,6 +846,8 @@ static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c
             pbx_error_free(&err);
         }
         atomic_fetch_add(&s->metrics.executions[res.status], 1);
+        atomic_fetch_add(&s->metrics.faults_prep, res.prep_faults);
+        atomic_fetch_add(&s->metrics.faults_run, res.minor_faults - res.prep_faults);
         while (b < NBUCKET && (double)ms > buckets_ms[b])
             b++;
         atomic_fetch_add(&s->metrics.latency[b], 1);
@@ -923,6 +927,13 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# HELP pybox_cells_busy Cells running an execution.\n");
     OUT("# TYPE pybox_cells_busy gauge\n");
     OUT("pybox_cells_busy %u\n", pbx__admit_active(s->admit));
+    OUT("# HELP pybox_job_page_faults_total Page faults of jobs, before and after their code "
+        "arrived.\n");
+    OUT("# TYPE pybox_job_page_faults_total counter\n");
+    OUT("pybox_job_page_faults_total{phase=\"prepare\"} %llu\n",
+        (unsigned long long)atomic_load(&s->metrics.faults_prep));
+    OUT("pybox_job_page_faults_total{phase=\"run\"} %llu\n",
+        (unsigned long long)atomic_load(&s->metrics.faults_run));
     pbx_engine_pool_stats(s->engine, &ps);
     OUT("# HELP pybox_cells_idle Pre-forked cells waiting for work.\n");
     OUT("# TYPE pybox_cells_idle gauge\n");
