@@ -115,3 +115,14 @@ def test_two_executions_never_share_random_state(pooled):
     code = "import random, numpy\nprint('RANDOM', random.random(), numpy.random.rand())\n"
     outs = {randoms(run(pooled, code)) for _ in range(6)}
     assert len(outs) == 6, outs
+
+
+def test_page_faults_are_counted(pooled):
+    """Page faults of jobs are reported, split at the moment the code arrives."""
+    run(pooled, "print(1)\n")
+    text = pooled.get("/metrics").text
+    prep = re.search(r'pybox_job_page_faults_total\{phase="prepare"\} (\d+)', text)
+    ran = re.search(r'pybox_job_page_faults_total\{phase="run"\} (\d+)', text)
+    assert prep and ran, text
+    assert int(ran.group(1)) > 0
+    assert int(prep.group(1)) > 0, "no warm spare was used"
