@@ -217,20 +217,9 @@ struct spare_go {
 static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
                                      const struct pbx_proto_job *spare, int sock)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 5)];
-        struct cmsghdr align;
-    } u;
     static struct spare_go go;
-    struct iovec iov = {.iov_base = &go, .iov_len = sizeof(go)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    struct cmsghdr *c;
     int got[5];
+    int ngot = 0;
     const uint8_t *map;
     struct stat st;
     sigset_t none;
@@ -260,14 +249,9 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
         if (write(sock, &faults, sizeof(faults)) != sizeof(faults))
             _exit(125);
     }
-    do {
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    c = CMSG_FIRSTHDR(&msg);
-    if (n != (ssize_t)sizeof(go) || c == NULL || c->cmsg_type != SCM_RIGHTS ||
-        c->cmsg_len != CMSG_LEN(sizeof(got)))
+    n = pbx__proto_recv(sock, &go, sizeof(go), got, 5, &ngot, 0);
+    if (n != (ssize_t)sizeof(go) || ngot != 5)
         _exit(125);
-    memcpy(got, CMSG_DATA(c), sizeof(got));
     go.extra_modules[sizeof(go.extra_modules) - 1] = '\0';
     if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len)
         _exit(125);
@@ -281,37 +265,15 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
 
 static void send_started(pid_t job)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
-        struct cmsghdr align;
-    } u;
     struct pbx_proto_done d;
-    struct iovec iov = {.iov_base = &d, .iov_len = sizeof(d)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     int pfds[2];
 
     memset(&d, 0, sizeof(d));
-    memset(&u, 0, sizeof(u));
     d.magic = PBX_PROTO_MAGIC;
     d.kind = PBX_PROTO_STARTED;
     pfds[0] = (int)syscall(SYS_pidfd_open, job, 0);
     pfds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    if (pfds[0] < 0 || pfds[1] < 0) {
-        msg.msg_control = NULL;
-        msg.msg_controllen = 0;
-    } else {
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(pfds));
-        memcpy(CMSG_DATA(c), pfds, sizeof(pfds));
-    }
-    (void)!sendmsg(status_fd, &msg, MSG_NOSIGNAL);
+    (void)pbx__proto_send(status_fd, &d, sizeof(d), pfds, pfds[0] >= 0 && pfds[1] >= 0 ? 2 : 0);
     if (pfds[0] >= 0)
         close(pfds[0]);
     if (pfds[1] >= 0)
@@ -654,50 +616,19 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
 /* Receive the GO message of a spare: the execution and its 6 fds (REQUEST..OUTPUT). */
 static bool receive_go(struct pbx_proto_job *job, int *fds)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * (PBX_FD_FIXED - 1))];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = job, .iov_len = sizeof(*job)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    struct cmsghdr *c;
-    ssize_t n;
+    int n = 0;
+    ssize_t r = pbx__proto_recv(status_fd, job, sizeof(*job), fds + PBX_FD_REQUEST,
+                                PBX_FD_FIXED - 1, &n, 0);
 
-    do {
-        n = recvmsg(status_fd, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    c = CMSG_FIRSTHDR(&msg);
-    if (n != (ssize_t)sizeof(*job) || c == NULL || c->cmsg_type != SCM_RIGHTS ||
-        c->cmsg_len != CMSG_LEN(sizeof(int) * (PBX_FD_FIXED - 1)) ||
-        job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
-        job->kind != PBX_JOB_GO)
-        return false;
-    memcpy(fds + PBX_FD_REQUEST, CMSG_DATA(c), sizeof(int) * (PBX_FD_FIXED - 1));
-    return true;
+    return r == (ssize_t)sizeof(*job) && n == PBX_FD_FIXED - 1 && job->magic == PBX_PROTO_MAGIC &&
+           job->version == PBX_PROTO_VERSION && job->kind == PBX_JOB_GO;
 }
 
 _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
                                     const struct pbx_proto_job *spare, int *fds, int nfds)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 5)];
-        struct cmsghdr align;
-    } u;
     static struct spare_go go;
     static struct pbx_proto_job job;
-    struct iovec iov = {.iov_base = &go, .iov_len = sizeof(go)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    struct cmsghdr *c;
     struct pbx_proto_done ready;
     int all[PBX_PROTO_MAX_FDS];
     cleanup_close int workfd = -1;
@@ -705,6 +636,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     uint64_t start;
     int sigfd;
     pid_t pid;
+    int r;
 
     status_fd = fds[0];
     cell_enter(&spare->limits, fds + 1, nfds - 1);
@@ -739,15 +671,10 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     go.code_offset = view.code_offset;
     go.code_len = view.code_len;
     memcpy(go.extra_modules, view.extra_modules, sizeof(go.extra_modules));
-    memset(&u, 0, sizeof(u));
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * 5);
-    memcpy(CMSG_DATA(c), all + PBX_FD_REQUEST, sizeof(int) * 5);
     start = now_ns();
-    if (sendmsg(sv[0], &msg, MSG_NOSIGNAL) != (ssize_t)sizeof(go))
-        cell_fail(PBX_STAGE_FORK, errno, "hand the execution to the job");
+    r = pbx__proto_send(sv[0], &go, sizeof(go), all + PBX_FD_REQUEST, 5);
+    if (r < 0)
+        cell_fail(PBX_STAGE_FORK, -r, "hand the execution to the job");
     close(sv[0]);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
         close(all[i]);

@@ -149,40 +149,8 @@ static char *read_small_file(const char *path)
 /* Receive one fixed-size message, with up to two fds; returns bytes, 0 on EOF, < 0 errno. */
 static ssize_t recv_msg(int fd, struct pbx_proto_done *d, int *fds, int *nfds)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 2)];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = d, .iov_len = sizeof(*d)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    ssize_t n;
+    ssize_t n = pbx__proto_recv(fd, d, sizeof(*d), fds, 2, nfds, MSG_DONTWAIT);
 
-    *nfds = 0;
-    do {
-        n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-
-            for (int i = 0; i < k; i++) {
-                int f;
-
-                memcpy(&f, CMSG_DATA(c) + (size_t)i * sizeof(int), sizeof(int));
-                if (*nfds < 2)
-                    fds[(*nfds)++] = f;
-                else
-                    close(f);
-            }
-        }
-    }
     if (n > 0 && ((size_t)n != sizeof(*d) || d->magic != PBX_PROTO_MAGIC))
         return -EPROTO;
     return n;
@@ -512,31 +480,9 @@ static int sealed_memfd(const char *name, const void *data, size_t len, struct p
 static int send_job(int ctrl, const struct pbx_proto_job *job, const int *fds, int nfds,
                     struct pbx_error **err)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * PBX_PROTO_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = (void *)job, .iov_len = sizeof(*job)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds),
-    };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    ssize_t n;
+    int r = pbx__proto_send(ctrl, job, sizeof(*job), fds, nfds);
 
-    memset(&u, 0, sizeof(u));
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    do {
-        n = sendmsg(ctrl, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n != (ssize_t)sizeof(*job))
-        return pbx_error_set(err, n < 0 ? errno : EPROTO, "send the job to the zygote");
-    return 0;
+    return r < 0 ? pbx_error_set(err, -r, "send the job to the zygote") : 0;
 }
 
 /* The supervisor's view of one execution in flight. */

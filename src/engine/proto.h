@@ -156,4 +156,22 @@ void pbx__proto_put_u64(struct pbx_proto_writer *w, uint64_t v);
 void pbx__proto_put_bytes(struct pbx_proto_writer *w, const void *p, size_t n);
 void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n);
 
+/*
+ * Send one message of `len` bytes with `nfds` fds (SCM_RIGHTS, at most
+ * PBX_PROTO_MAX_FDS) on a SOCK_SEQPACKET socket; retries EINTR, never
+ * raises SIGPIPE.  Returns 0 or -errno (-EPROTO for a short send).
+ * Async-signal-safe.
+ */
+int pbx__proto_send(int sock, const void *msg, size_t len, const int *fds, int nfds);
+
+/*
+ * Receive one message into `buf` (at most `len` bytes) with up to `maxfds`
+ * fds (O_CLOEXEC) into fds[], their count in *nfds; fds beyond `maxfds` are
+ * closed.  `flags` are recvmsg flags (MSG_DONTWAIT).  Returns the bytes
+ * received, 0 at EOF, or -errno (-EPROTO when the message or its fds were
+ * truncated; any fds received are then closed).  Async-signal-safe.
+ */
+ssize_t pbx__proto_recv(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds,
+                        int flags);
+
 #endif

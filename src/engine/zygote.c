@@ -167,41 +167,12 @@ static void close_fds(int *fds, int n)
 /* Receive one job: returns 1 with the job and fds, 0 on EOF, -1 on a bad message (dropped). */
 static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * PBX_PROTO_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct iovec iov = {.iov_base = job, .iov_len = sizeof(*job)};
-    struct msghdr msg = {
-        .msg_iov = &iov,
-        .msg_iovlen = 1,
-        .msg_control = u.buf,
-        .msg_controllen = sizeof(u.buf),
-    };
-    struct cmsghdr *c;
-    ssize_t n;
+    ssize_t n = pbx__proto_recv(ctrl, job, sizeof(*job), fds, PBX_PROTO_MAX_FDS, nfds, 0);
 
-    *nfds = 0;
-    do {
-        n = recvmsg(ctrl, &msg, MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n == 0 || (n < 0 && errno != EAGAIN))
+    if (n == 0 || (n < 0 && n != -EAGAIN && n != -EPROTO))
         return 0;
-    if (n < 0)
-        return -1;
-    for (c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-
-            if (k > PBX_PROTO_MAX_FDS - *nfds)
-                k = PBX_PROTO_MAX_FDS - *nfds;
-            memcpy(fds + *nfds, CMSG_DATA(c), (size_t)k * sizeof(int));
-            *nfds += k;
-        }
-    }
-    if ((size_t)n != sizeof(*job) || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
-        job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
-        job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS ||
+    if (n < 0 || (size_t)n != sizeof(*job) || job->magic != PBX_PROTO_MAGIC ||
+        job->version != PBX_PROTO_VERSION || job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS ||
         (job->kind == PBX_JOB_RUN && *nfds != PBX_FD_FIXED + (int)job->ncgroup_fds) ||
         (job->kind == PBX_JOB_SPARE && *nfds != 1 + (int)job->ncgroup_fds) ||
         (job->kind != PBX_JOB_RUN && job->kind != PBX_JOB_SPARE)) {
