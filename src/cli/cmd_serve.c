@@ -36,7 +36,9 @@ static void help(void)
            "  --no-preload             do not import numpy and PIL in the zygote\n"
            "  --spares MIN:MAX         pre-forked cells kept ready, adapting to load within\n"
            "                           MIN..MAX (PYBOX_SPARES; 2:6; 0:0 disables the pool)\n"
-           "  --url-file PATH          write the URL served to PATH once listening\n\n"
+           "  --url-file PATH          write the URL served to PATH once listening\n"
+           "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
+           "                           (PYBOX_RECYCLE; 5000:3600; 0 means never)\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
            "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n");
@@ -89,7 +91,25 @@ enum {
     OPT_NO_PRELOAD,
     OPT_URL_FILE,
     OPT_SPARES,
+    OPT_RECYCLE,
 };
+
+static void set_recycle(struct pbx_server_config *cfg, const char *v)
+{
+    char *end = NULL;
+    unsigned long long n = strtoull(v, &end, 10);
+    unsigned long secs;
+    const char *t;
+
+    if (end == v || *end != ':' || v[0] == '-')
+        pbx_usage_error("serve", "--recycle `%s` is not EXECS:SECONDS", v);
+    t = end + 1;
+    secs = strtoul(t, &end, 10);
+    if (end == t || *end != '\0' || t[0] == '-' || secs > 86400u * 365)
+        pbx_usage_error("serve", "--recycle `%s` is not EXECS:SECONDS", v);
+    cfg->zygote_max_execs = n;
+    cfg->zygote_max_age_s = (unsigned)secs;
+}
 
 static void set_spares(struct pbx_server_config *cfg, const char *v)
 {
@@ -132,6 +152,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"no-preload", no_argument, NULL, OPT_NO_PRELOAD},
         {"url-file", required_argument, NULL, OPT_URL_FILE},
         {"spares", required_argument, NULL, OPT_SPARES},
+        {"recycle", required_argument, NULL, OPT_RECYCLE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -176,6 +197,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.cors_origins = v;
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
+    if ((v = getenv("PYBOX_RECYCLE")) != NULL)
+        set_recycle(&cfg, v);
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -249,6 +272,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_SPARES:
             set_spares(&cfg, optarg);
+            break;
+        case OPT_RECYCLE:
+            set_recycle(&cfg, optarg);
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

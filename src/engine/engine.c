@@ -61,15 +61,32 @@
 
 #define MAX_SPARES 64
 
+/*
+ * One zygote.  The engine has a current one; a zygote that died, or served
+ * its share of executions or of time, is retired: it stays alive until the
+ * last execution and spare using it let go (refs), so no admitted execution
+ * is lost when zygotes are replaced.
+ */
+struct zygote {
+    pid_t pid;        /* host pid of the jail's init */
+    int pidfd;        /* to notice its death without reaping it */
+    int ctrl;         /* control socket */
+    unsigned refs;    /* executions and spares using it, plus one while it is current */
+    uint64_t execs;   /* executions handed to it */
+    uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
+};
+
 /* A cell forked and isolated ahead of demand, its job waiting for code. */
 struct spare {
     int status;                   /* our end of its status socket */
     struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
+    struct zygote *z;             /* the zygote it was forked from (a reference) */
 };
 
 struct pbx_engine {
-    pid_t zygote;                  /* host pid of the jail's init */
-    int ctrl;                      /* control socket to the zygote */
+    pthread_mutex_t zlock;         /* guards cur and every zygote's refs and execs */
+    struct zygote *cur;            /* the zygote new work goes to, or NULL */
+    atomic_ulong zygotes;          /* zygotes started so far */
     struct pbx_cgroups *cg;        /* cell cgroups, NULL when none is usable */
     bool have_memcg;               /* a memory controller is in force */
     bool have_pidscg;              /* a pids controller is in force */
@@ -90,7 +107,7 @@ struct pbx_engine {
 };
 
 static void *refill_main(void *arg);
-static void spare_release(struct spare *sp);
+static void spare_release(struct pbx_engine *e, struct spare *sp);
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
@@ -235,20 +252,26 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
     _exit(127);
 }
 
-int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
-                     struct pbx_error **err)
+static uint64_t mono_ms(void)
 {
-    static atomic_uint engines;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Start a zygote in a fresh jail and wait until it is ready; the caller owns *out. */
+static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out,
+                        struct pbx_error **err)
+{
     cleanup_close int exe = -1;
     cleanup_close int sync_r = -1;
     cleanup_close int sync_w = -1;
     cleanup_close int ctrl = -1;
     cleanup_close int peer = -1;
-    cleanup_free char *self_cg = NULL;
-    cleanup_free struct pbx_engine *e = NULL;
     cleanup_pid pid_t pid = -1;
     struct pbx_proto_done ready;
-    char name[64];
+    struct zygote *z;
     char map[64];
     int sv[2];
     int p[2];
@@ -256,23 +279,6 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     int fdsx[2];
     ssize_t n;
     int r;
-
-    e = xcalloc(1, sizeof(*e));
-    e->cfg = *cfg;
-    e->ctrl = -1;
-    self_cg = read_small_file("/proc/self/cgroup");
-    snprintf(name, sizeof(name), "pybox-%d-%u", (int)getpid(), atomic_fetch_add(&engines, 1));
-    if (self_cg != NULL && pbx__cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
-        return pbx_error_prefix(err, "cgroups");
-    if (e->cg != NULL) {
-        e->have_memcg = pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_NONE;
-        e->have_pidscg = pbx__cgroup_version(e->cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE;
-    }
-    if (cfg->require_cgroups && !(e->have_memcg && e->have_pidscg)) {
-        pbx__cgroup_teardown(e->cg);
-        return pbx_error_set(err, PBX_E_UNSUPPORTED,
-                             "no usable memory and pids cgroup controllers (see pybox doctor)");
-    }
 
     exe = open("/proc/self/exe", O_PATH | O_CLOEXEC);
     if (exe < 0)
@@ -290,25 +296,18 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
                          CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
                              CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD,
                          NULL, NULL, NULL, NULL);
-    if (pid < 0) {
-        r = errno;
-        pbx__cgroup_teardown(e->cg);
-        return pbx_error_set(err, r, "create the jail's namespaces (user namespaces enabled?)");
-    }
+    if (pid < 0)
+        return pbx_error_set(err, errno, "create the jail's namespaces (user namespaces enabled?)");
     if (pid == 0)
         zygote_child(exe, peer, sync_r, cfg->preload);
 
     close(steal_fd(&peer));
     snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);
     if (write_proc_file(pid, "uid_map", map, err) < 0 ||
-        write_proc_file(pid, "gid_map", map, err) < 0) {
-        pbx__cgroup_teardown(e->cg);
+        write_proc_file(pid, "gid_map", map, err) < 0)
         return pbx_error_prefix(err, "map the jail's ids");
-    }
-    if (write(sync_w, "x", 1) != 1) {
-        pbx__cgroup_teardown(e->cg);
+    if (write(sync_w, "x", 1) != 1)
         return pbx_error_set(err, errno, "release the zygote");
-    }
 
     for (;;) {
         struct pollfd pfd = {.fd = ctrl, .events = POLLIN};
@@ -316,11 +315,9 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         r = poll(&pfd, 1, START_TIMEOUT_MS);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0) {
-            pbx__cgroup_teardown(e->cg);
+        if (r <= 0)
             return pbx_error_set(err, PBX_E_ENGINE, "the zygote did not become ready in %d s",
                                  START_TIMEOUT_MS / 1000);
-        }
         n = recv_msg(ctrl, &ready, fdsx, &nfds);
         for (int i = 0; i < nfds; i++)
             close(fdsx[i]);
@@ -329,16 +326,156 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         break;
     }
     if (n <= 0 || ready.kind != PBX_PROTO_READY) {
-        pbx__cgroup_teardown(e->cg);
         if (n > 0 && ready.kind == PBX_PROTO_FAILED) {
             failed_error(&ready, err);
             return pbx_error_prefix(err, "start the jail");
         }
         return pbx_error_set(err, PBX_E_ENGINE, "the zygote exited during start-up");
     }
-    e->zygote = pid;
+    z = xcalloc(1, sizeof(*z));
+    z->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    z->pid = pid;
     pid = -1;
-    e->ctrl = steal_fd(&ctrl);
+    z->ctrl = steal_fd(&ctrl);
+    z->born_ms = mono_ms();
+    *out = z;
+    return 0;
+}
+
+/* Stop a zygote nobody uses any more: every process of its jail dies with it. */
+static void zygote_destroy(struct zygote *z)
+{
+    close(z->ctrl);
+    kill(z->pid, SIGKILL);
+    while (waitpid(z->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (z->pidfd >= 0)
+        close(z->pidfd);
+    free(z);
+}
+
+static bool zygote_dead(const struct zygote *z)
+{
+    struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
+
+    return z->pidfd >= 0 && poll(&p, 1, 0) > 0;
+}
+
+/*
+ * Whether a cell that vanished before starting its job went down with its
+ * zygote: a dying zygote first kills its whole pid namespace, so give it a
+ * moment to finish dying.
+ */
+static bool zygote_dying(const struct zygote *z)
+{
+    struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
+
+    return z->pidfd >= 0 && poll(&p, 1, DRAIN_MS) > 0;
+}
+
+/* Drop a reference; returns the zygote when that was the last one.  Caller holds zlock. */
+static struct zygote *zygote_unref_locked(struct zygote *z)
+{
+    PBX_ASSERT(z->refs > 0);
+    return --z->refs == 0 ? z : NULL;
+}
+
+static void zygote_put(struct pbx_engine *e, struct zygote *z)
+{
+    struct zygote *last;
+
+    if (z == NULL)
+        return;
+    pthread_mutex_lock(&e->zlock);
+    last = zygote_unref_locked(z);
+    pthread_mutex_unlock(&e->zlock);
+    if (last != NULL)
+        zygote_destroy(last);
+}
+
+/*
+ * A reference to the current zygote, replacing it first when it died or is
+ * due for recycling (a fresh zygote also means a fresh str hash seed).
+ */
+static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
+{
+    struct zygote *old = NULL;
+    struct zygote *z;
+
+    pthread_mutex_lock(&e->zlock);
+    z = e->cur;
+    if (z != NULL &&
+        (zygote_dead(z) || (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
+         (e->cfg.zygote_max_age_s > 0 &&
+          mono_ms() - z->born_ms >= (uint64_t)e->cfg.zygote_max_age_s * 1000u))) {
+        if (zygote_dead(z))
+            pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
+        e->cur = NULL;
+        old = zygote_unref_locked(z);
+        z = NULL;
+    }
+    if (z == NULL) {
+        if (spawn_zygote(&e->cfg, &z, err) < 0) {
+            pthread_mutex_unlock(&e->zlock);
+            if (old != NULL)
+                zygote_destroy(old);
+            return NULL;
+        }
+        z->refs = 1; /* the engine's, while current */
+        e->cur = z;
+        atomic_fetch_add(&e->zygotes, 1);
+    }
+    z->refs++;
+    if (count_exec)
+        z->execs++;
+    pthread_mutex_unlock(&e->zlock);
+    if (old != NULL)
+        zygote_destroy(old);
+    return z;
+}
+
+/* Whether `z` is still the zygote new work goes to. */
+static bool zygote_current(struct pbx_engine *e, const struct zygote *z)
+{
+    bool cur;
+
+    pthread_mutex_lock(&e->zlock);
+    cur = e->cur == z && !zygote_dead(z);
+    pthread_mutex_unlock(&e->zlock);
+    return cur;
+}
+
+int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
+                     struct pbx_error **err)
+{
+    static atomic_uint engines;
+    cleanup_free char *self_cg = NULL;
+    cleanup_free struct pbx_engine *e = NULL;
+    struct zygote *z;
+    char name[64];
+
+    e = xcalloc(1, sizeof(*e));
+    e->cfg = *cfg;
+    self_cg = read_small_file("/proc/self/cgroup");
+    snprintf(name, sizeof(name), "pybox-%d-%u", (int)getpid(), atomic_fetch_add(&engines, 1));
+    if (self_cg != NULL && pbx__cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
+        return pbx_error_prefix(err, "cgroups");
+    if (e->cg != NULL) {
+        e->have_memcg = pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_NONE;
+        e->have_pidscg = pbx__cgroup_version(e->cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE;
+    }
+    if (cfg->require_cgroups && !(e->have_memcg && e->have_pidscg)) {
+        pbx__cgroup_teardown(e->cg);
+        return pbx_error_set(err, PBX_E_UNSUPPORTED,
+                             "no usable memory and pids cgroup controllers (see pybox doctor)");
+    }
+    pthread_mutex_init(&e->zlock, NULL);
+    z = zygote_get(e, false, err);
+    if (z == NULL) {
+        pbx__cgroup_teardown(e->cg);
+        return -1;
+    }
+    zygote_put(e, z);
     atomic_init(&e->next, 1);
     pthread_mutex_init(&e->pool_lock, NULL);
     pthread_cond_init(&e->pool_cond, NULL);
@@ -356,6 +493,8 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 
 void pbx_engine_free(struct pbx_engine *e)
 {
+    struct zygote *cur;
+
     if (e == NULL)
         return;
     if (e->refill_running) {
@@ -364,17 +503,19 @@ void pbx_engine_free(struct pbx_engine *e)
         pthread_cond_signal(&e->pool_cond);
         pthread_mutex_unlock(&e->pool_lock);
     }
-    if (e->ctrl >= 0)
-        close(e->ctrl); /* the zygote sees EOF and exits; its pid namespace dies with it */
-    if (e->zygote > 0) {
-        kill(e->zygote, SIGKILL);
-        while (waitpid(e->zygote, NULL, 0) < 0 && errno == EINTR)
-            ;
-    }
+    /* Kill the current zygote now: a spare being made sees its cell die and gives up. */
+    pthread_mutex_lock(&e->zlock);
+    cur = e->cur;
+    e->cur = NULL;
+    if (cur != NULL)
+        kill(cur->pid, SIGKILL);
+    pthread_mutex_unlock(&e->zlock);
     if (e->refill_running)
         pthread_join(e->refill, NULL);
     for (unsigned i = 0; i < e->npool; i++)
-        spare_release(&e->pool[i]);
+        spare_release(e, &e->pool[i]);
+    if (cur != NULL)
+        zygote_put(e, cur);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
@@ -818,7 +959,7 @@ static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
            r->nofile == s->nofile && r->stack_bytes == s->stack_bytes;
 }
 
-static void spare_release(struct spare *sp)
+static void spare_release(struct pbx_engine *e, struct spare *sp)
 {
     struct pbx_error *err = NULL;
 
@@ -830,6 +971,8 @@ static void spare_release(struct spare *sp)
         pbx_error_free(&err);
     }
     sp->cell = NULL;
+    zygote_put(e, sp->z);
+    sp->z = NULL;
 }
 
 /* Fork one spare and wait until it is ready. */
@@ -848,6 +991,9 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
 
     sp->status = -1;
     sp->cell = NULL;
+    sp->z = zygote_get(e, false, err);
+    if (sp->z == NULL)
+        return -1;
     memset(&job, 0, sizeof(job));
     job.magic = PBX_PROTO_MAGIC;
     job.version = PBX_PROTO_VERSION;
@@ -855,8 +1001,11 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
     job.id = atomic_fetch_add(&e->next, 1);
     job.limits = e->cfg.spare_limits;
     job.flags = e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP;
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return pbx_error_set(err, errno, "socketpair");
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pbx_error_set(err, errno, "socketpair");
+        spare_release(e, sp);
+        return -1;
+    }
     sp->status = sv[0];
     fds[0] = sv[1];
     if (e->cg != NULL) {
@@ -874,7 +1023,7 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
         nfds += r;
         job.ncgroup_fds = (uint32_t)r;
     }
-    r = send_job(e->ctrl, &job, fds, nfds, err);
+    r = send_job(sp->z->ctrl, &job, fds, nfds, err);
     /* Our copies go now: if the cell dies, its end of the socket must read as EOF. */
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
@@ -910,7 +1059,7 @@ out:
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
     if (rc < 0)
-        spare_release(sp);
+        spare_release(e, sp);
     return rc;
 }
 
@@ -946,7 +1095,7 @@ static void *refill_main(void *arg)
         failures = 0;
         if (e->stopping || e->npool == MAX_SPARES) {
             pthread_mutex_unlock(&e->pool_lock);
-            spare_release(&sp);
+            spare_release(e, &sp);
             pthread_mutex_lock(&e->pool_lock);
             continue;
         }
@@ -964,11 +1113,21 @@ static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, st
     if (!e->refill_running || !spare_fits(limits, &e->cfg.spare_limits))
         return false;
     pthread_mutex_lock(&e->pool_lock);
-    if (e->npool > 0) {
+    while (e->npool > 0) {
         *sp = e->pool[0];
         memmove(e->pool, e->pool + 1, (e->npool - 1) * sizeof(e->pool[0]));
         e->npool--;
+        if (!zygote_current(e, sp->z)) {
+            /* Forked from a retired or dead zygote: not for new work. */
+            pthread_mutex_unlock(&e->pool_lock);
+            spare_release(e, sp);
+            pthread_mutex_lock(&e->pool_lock);
+            continue;
+        }
         got = true;
+        break;
+    }
+    if (got) {
         /* A long run without misses: one spare fewer, down to the minimum. */
         if (++e->streak >= 200 && e->target > e->cfg.spares_min) {
             e->target--;
@@ -994,11 +1153,17 @@ void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)
     pthread_mutex_unlock(&e->pool_lock);
     st->hits = atomic_load(&e->hits);
     st->misses = atomic_load(&e->misses);
+    st->zygotes = atomic_load(&e->zygotes);
 }
 
-int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
-                       struct pbx_exec_result *res, struct pbx_error **err)
+/*
+ * One attempt.  *lost is set when the zygote died before the cell could start
+ * the job: nothing ran, so the caller may try again on a fresh zygote.
+ */
+static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req,
+                        struct pbx_exec_result *res, bool *lost, struct pbx_error **err)
 {
+    struct zygote *z = NULL;
     struct pbx_proto_writer w = {0};
     struct pbx_proto_job job;
     struct flight f;
@@ -1077,11 +1242,18 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
         child[PBX_FD_STATUS] = -1;
         f.status = spare.status;
         cell = spare.cell;
+        z = spare.z;
+        pthread_mutex_lock(&e->zlock);
+        z->execs++;
+        pthread_mutex_unlock(&e->zlock);
         job.kind = PBX_JOB_GO;
         if (send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
         goto sent;
     }
+    z = zygote_get(e, true, err);
+    if (z == NULL)
+        goto out_close;
     if (e->cg != NULL) {
         struct pbx_cgroup_limits cl = {
             .memory_bytes = req->limits.memory_bytes,
@@ -1097,7 +1269,7 @@ int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
         nchild += r;
         job.ncgroup_fds = (uint32_t)r;
     }
-    if (send_job(e->ctrl, &job, child, nchild, err) < 0)
+    if (send_job(z->ctrl, &job, child, nchild, err) < 0)
         goto out_close;
 sent:
     for (int i = 0; i < nchild; i++) {
@@ -1117,6 +1289,9 @@ sent:
         oom = pbx__cgroup_cell_oom_kills(cell);
     if (f.failed) {
         failed_error(&f.done, err);
+    } else if (!f.started && !f.finished && zygote_dying(z)) {
+        *lost = true;
+        pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
     } else if (!f.finished && oom == 0) {
         pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
     } else {
@@ -1142,5 +1317,22 @@ out_close:
     }
     if (out_fd >= 0)
         close(out_fd);
+    zygote_put(e, z);
+    return rc;
+}
+
+int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
+                       struct pbx_exec_result *res, struct pbx_error **err)
+{
+    bool lost = false;
+    int rc = execute_once(e, req, res, &lost, err);
+
+    /* Nothing of it ran: once more, on the zygote that replaces the dead one. */
+    if (rc < 0 && lost) {
+        pbx_log(PBX_LOG_WARN, "%s: trying again", (*err)->msg);
+        pbx_error_free(err);
+        lost = false;
+        rc = execute_once(e, req, res, &lost, err);
+    }
     return rc;
 }

@@ -29,6 +29,9 @@ struct pbx_engine_config {
     unsigned spares_min;            /* warm pool: spare cells kept ready at least */
     unsigned spares_max;            /* and at most (0: no pool, every execution forks on demand) */
     struct pbx_limits spare_limits; /* the limits spares are made with; others fork on demand */
+    uint64_t zygote_max_execs;      /* replace the zygote after this many executions (0: never) */
+    unsigned zygote_max_age_s;      /* or after this many seconds (0: never); a new one means a */
+                                    /* fresh str hash seed; running executions are not disturbed */
 };
 
 /* Fill `cfg` with defaults. */
@@ -42,10 +45,11 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 void pbx_engine_free(struct pbx_engine *engine);
 
 struct pbx_pool_stats {
-    unsigned idle;        /* spares ready now */
-    unsigned target;      /* spares wanted now */
-    unsigned long hits;   /* executions that found a spare */
-    unsigned long misses; /* executions that forked on demand */
+    unsigned idle;         /* spares ready now */
+    unsigned target;       /* spares wanted now */
+    unsigned long hits;    /* executions that found a spare */
+    unsigned long misses;  /* executions that forked on demand */
+    unsigned long zygotes; /* zygotes started (the first one included) */
 };
 
 /* The warm pool's counters. Thread-safe. */

@@ -145,6 +145,8 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->preload = true;
     cfg->spares_min = 2;
     cfg->spares_max = 6;
+    cfg->zygote_max_execs = 5000;
+    cfg->zygote_max_age_s = 3600;
 }
 
 static size_t status_index(int status)
@@ -945,6 +947,9 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# TYPE pybox_pool_executions_total counter\n");
     OUT("pybox_pool_executions_total{cell=\"warm\"} %lu\n", ps.hits);
     OUT("pybox_pool_executions_total{cell=\"forked\"} %lu\n", ps.misses);
+    OUT("# HELP pybox_zygotes_started_total Zygotes started (replaced when dead or recycled).\n");
+    OUT("# TYPE pybox_zygotes_started_total counter\n");
+    OUT("pybox_zygotes_started_total %lu\n", ps.zygotes);
     OUT("# HELP pybox_execution_slots Concurrent executions allowed.\n");
     OUT("# TYPE pybox_execution_slots gauge\n");
     OUT("pybox_execution_slots %u\n", pbx__admit_capacity(s->admit));
@@ -1253,6 +1258,8 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     ecfg.spares_min = cfg->spares_min;
     ecfg.spares_max = cfg->spares_max;
     ecfg.spare_limits = cfg->limits;
+    ecfg.zygote_max_execs = cfg->zygote_max_execs;
+    ecfg.zygote_max_age_s = cfg->zygote_max_age_s;
     if (pbx_engine_start(&ecfg, &s->engine, err) < 0) {
         pbx_error_prefix(err, "start the jail");
         goto out;

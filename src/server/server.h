@@ -30,6 +30,8 @@ struct pbx_server_config {
     bool preload;              /* import numpy and PIL in the zygote */
     unsigned spares_min;       /* warm pool: pre-forked cells kept ready at least */
     unsigned spares_max;       /* and at most; 0 disables the pool */
+    uint64_t zygote_max_execs; /* replace the zygote after this many executions (0: never) */
+    unsigned zygote_max_age_s; /* or after this many seconds (0: never) */
     const char *url_file;      /* write the listening URL here once ready, or NULL */
 };
 

@@ -126,3 +126,71 @@ def test_page_faults_are_counted(pooled):
     assert prep and ran, text
     assert int(ran.group(1)) > 0
     assert int(prep.group(1)) > 0, "no warm spare was used"
+
+
+def zygotes_of(server_pid):
+    """Host pids of the `pybox-zygote` processes descending from the server."""
+    import os
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % entry) as f:
+                comm = f.read().strip()
+            with open("/proc/%s/status" % entry) as f:
+                ppid = int(re.search(r"^PPid:\s+(\d+)", f.read(), re.M).group(1))
+        except (OSError, AttributeError):
+            continue
+        if comm == "pybox-zygote" and ppid == server_pid:
+            found.append(int(entry))
+    return found
+
+
+def metric(srv, name):
+    m = re.search(r"^%s (\d+)" % re.escape(name), srv.get("/metrics").text, re.M)
+    return int(m.group(1)) if m else None
+
+
+@pytest.mark.parametrize("spares", ["0:0", "2:2"])
+def test_dead_zygote_is_replaced(start_server, spares):
+    """A zygote that dies is replaced: the next requests succeed, cold or warm."""
+    import os
+    import signal
+    import time
+    srv = start_server("--spares", spares, "--rpm", "1000")
+    assert run(srv, "print(1)\n").strip() == "1"
+    zygotes = zygotes_of(srv.pid)
+    assert len(zygotes) == 1, zygotes
+    os.kill(zygotes[0], signal.SIGKILL)
+    time.sleep(0.3)  # the next request must not depend on how fast it dies
+    for _ in range(3):
+        assert run(srv, "print(2)\n").strip() == "2"
+    after = zygotes_of(srv.pid)
+    assert len(after) == 1 and after != zygotes, (zygotes, after)
+    assert metric(srv, "pybox_zygotes_started_total") == 2
+
+
+def test_zygotes_are_recycled_with_a_fresh_hash_seed(start_server):
+    """After N executions the zygote is replaced (no request lost), and str hashes change."""
+    srv = start_server("--recycle", "3:0", "--spares", "0:0", "--rpm", "1000")
+    hashes = [run(srv, "print(hash('pybox'))\n").strip() for _ in range(9)]
+    assert metric(srv, "pybox_zygotes_started_total") >= 3
+    assert hashes[0] == hashes[1] == hashes[2], hashes
+    assert len(set(hashes)) >= 2, hashes
+
+
+def test_recycling_loses_no_running_execution(start_server):
+    """Executions running on a zygote being retired finish normally."""
+    srv = start_server("--recycle", "2:0", "--rpm", "1000", "--max-concurrency", "4")
+    outs = []
+
+    def slow(i):
+        outs.append(run(srv, "import time\ntime.sleep(1)\nprint(%d)\n" % i).strip())
+
+    threads = [threading.Thread(target=slow, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outs) == ["0", "1", "2", "3"], outs
