@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """HTTP benchmark of pybox serve: p50/p99 latency and requests/s of print(1)
-through POST /v1/execute with 1, 2 and 5 concurrent clients, against the
-per-execution time of bwrap + /usr/bin/python3 measured in the same run.
+and of a numpy script through POST /v1/execute with 1, 2 and 5 concurrent
+clients, page faults per execution, private/PSS memory per idle warm cell,
+against the per-execution time of bwrap + /usr/bin/python3 in the same run.
 
     bench/http_bench.py [--requests N] [--pybox PATH]
 
@@ -63,14 +64,57 @@ def run_clients(host, port, key, body, clients, total):
     return latencies, wall, errors
 
 
-def bwrap_time(runs):
+JAIL_JOB_UID = 1000001000  # uid 1000 of the jail, on the host
+
+
+def idle_cell_memory():
+    """Private dirty and PSS (kB) of each idle warm job (the pre-forked processes of the jail
+    that run as the job uid and sleep waiting for code)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % entry) as f:
+                status = f.read()
+            uid = int(status.split("Uid:")[1].split()[0])
+            if uid != JAIL_JOB_UID:
+                continue
+            fields = {}
+            with open("/proc/%s/smaps_rollup" % entry) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0].endswith(":"):
+                        fields[parts[0][:-1]] = int(parts[1])
+            out.append((fields.get("Private_Dirty", 0) + fields.get("Private_Clean", 0),
+                        fields.get("Pss", 0)))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def metric(host, port, name):
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.split()[-1])
+    return total
+
+
+def bwrap_time(runs, code="print(1)\n"):
     with tempfile.TemporaryDirectory() as d:
         script = os.path.join(d, "p.py")
         with open(script, "w") as f:
-            f.write("print(1)\n")
+            f.write(code)
         cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--clearenv",
                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+               "--ro-bind", "/etc/alternatives", "/etc/alternatives",
+               "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache",
                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
                "--ro-bind", script, "/work/p.py", "--chdir", "/work",
                "/usr/bin/python3", "/work/p.py"]
@@ -79,7 +123,7 @@ def bwrap_time(runs):
             t0 = time.perf_counter()
             out = subprocess.run(cmd, capture_output=True, check=True).stdout
             times.append(time.perf_counter() - t0)
-            assert out.strip() == b"1", out
+            assert out.strip(), out
         return times
 
 
@@ -109,31 +153,47 @@ def main():
                 time.sleep(0.1)
             url = open(url_file).read().strip()
             host, port = url.split("//")[1].split(":")
-            body = json.dumps({"code": "print(1)"})
-            run_clients(host, int(port), key, body, 1, 10)  # warm-up
+            host, port = host, int(port)
             print("machine: %d CPUs, %s" % (os.cpu_count(), os.uname().release))
-            print("%-28s %8s %8s %10s" % ("pybox /v1/execute print(1)", "p50 ms", "p99 ms",
-                                          "req/s"))
-            p50_1 = None
-            for clients in (1, 2, 5):
-                lat, wall, errors = run_clients(host, int(port), key, body, clients,
-                                                args.requests - args.requests % clients)
-                if errors:
-                    print("errors:", errors[:3])
-                p50 = percentile(lat, 50) * 1e3
-                if clients == 1:
-                    p50_1 = p50
-                print("%-28s %8.1f %8.1f %10.1f" % ("  %d concurrent client(s)" % clients, p50,
-                                                    percentile(lat, 99) * 1e3, len(lat) / wall))
+            print("%-34s %8s %8s %10s %8s" % ("pybox /v1/execute", "p50 ms", "p99 ms", "req/s",
+                                              "faults"))
+            p50_1 = {}
+            for label, code in (("print(1)", "print(1)"),
+                                ("numpy", "import numpy as np\n"
+                                          "print(np.ones((64, 64)).dot(np.ones(64)).sum())")):
+                body = json.dumps({"code": code})
+                run_clients(host, port, key, body, 1, 10)  # warm-up
+                for clients in (1, 2, 5):
+                    f0 = metric(host, port, "pybox_job_page_faults_total")
+                    n = args.requests - args.requests % clients
+                    lat, wall, errors = run_clients(host, port, key, body, clients, n)
+                    faults = (metric(host, port, "pybox_job_page_faults_total") - f0) / n
+                    if errors:
+                        print("errors:", errors[:3])
+                    p50 = percentile(lat, 50) * 1e3
+                    if clients == 1:
+                        p50_1[label] = p50
+                    print("%-34s %8.1f %8.1f %10.1f %8.0f" % (
+                        "  %s, %d client(s)" % (label, clients), p50,
+                        percentile(lat, 99) * 1e3, len(lat) / wall, faults))
+            time.sleep(2)  # let the pool refill
+            mem = idle_cell_memory()
+            if mem:
+                print("idle warm cells: %d; private %.0f kB, PSS %.0f kB each (median)" % (
+                    len(mem), statistics.median(m[0] for m in mem),
+                    statistics.median(m[1] for m in mem)))
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
-    times = bwrap_time(max(20, args.requests // 10))
-    bw = statistics.median(times) * 1e3
-    print("%-28s %8.1f %8.1f %10.1f" % ("bwrap + python3 (per exec)", bw,
-                                        percentile(times, 99) * 1e3, 1000.0 / bw))
-    print("ratio bwrap / pybox (p50, 1 client): %.2fx" % (bw / p50_1))
+    for label, code in (("print(1)", "print(1)\n"),
+                        ("numpy", "import numpy as np\n"
+                                  "print(np.ones((64, 64)).dot(np.ones(64)).sum())\n")):
+        times = bwrap_time(max(20, args.requests // 10), code)
+        bw = statistics.median(times) * 1e3
+        print("%-34s %8.1f %8.1f %10.1f" % ("bwrap + python3 %s, per exec" % label, bw,
+                                            percentile(times, 99) * 1e3, 1000.0 / bw))
+        print("ratio bwrap / pybox for %s (p50, 1 client): %.2fx" % (label, bw / p50_1[label]))
 
 
 if __name__ == "__main__":
