@@ -270,19 +270,20 @@ static enum MHD_Result send_error(struct MHD_Connection *c, struct request_ctx *
     return send_json(c, ctx, s, http_status_of(type), body, retry_after);
 }
 
-static void log_request(const struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                        const char *method, const char *url)
+static void log_request(const struct request_ctx *ctx)
 {
     char ts[64];
     json_t *line;
     char *text;
 
-    (void)s;
-    (void)c;
     iso_time(now_ms(), ts, sizeof(ts));
     line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
-                     "method", method ? method : "", "path", url ? url : "", "status", ctx->status,
-                     "client", ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
+                     "method", ctx->method, "path", ctx->path, "status", ctx->status, "client",
+                     ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
+    if (line == NULL) /* a path or method that is not UTF-8 */
+        line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
+                         "method", "?", "path", "(not UTF-8)", "status", ctx->status, "client",
+                         ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
     text = json_dumps(line, JSON_COMPACT);
     if (text != NULL)
         fprintf(stderr, "%s\n", text);
@@ -417,17 +418,6 @@ static json_t *compat_files(const struct pbx_exec_result *res)
     return o;
 }
 
-static json_t *text_of(const char *data, size_t len)
-{
-    json_t *r = json_stringn(data ? data : "", len);
-
-    if (r == NULL) {
-        /* Not UTF-8: the full result encoder repairs it. */
-        return json_string("(output is not valid UTF-8; use /v1/execute)");
-    }
-    return r;
-}
-
 static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
                                      struct request_ctx *ctx, const struct pbx_http_request *req,
                                      const struct caller *who, const struct pbx_exec_result *res,
@@ -446,7 +436,6 @@ static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
     json_t *attached;
     double load = 0;
 
-    (void)text_of;
     json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
     json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
     if (res->status == PBX_STATUS_REJECTED) {
@@ -1144,16 +1133,14 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 {
     struct server *s = cls;
     struct request_ctx *ctx = *con_cls;
-    const union MHD_ConnectionInfo *ci;
 
+    (void)c;
     if (ctx == NULL)
         return;
     if (!ctx->answered)
         ctx->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 0;
     atomic_fetch_add(&s->metrics.requests[ctx->route][status_index(ctx->status)], 1);
-    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
-    (void)ci;
-    log_request(s, c, ctx, ctx->method, ctx->path);
+    log_request(ctx);
     if (ctx->pp != NULL)
         MHD_destroy_post_processor(ctx->pp);
     pbx__request_release(&ctx->mp);
