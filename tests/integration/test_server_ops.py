@@ -370,3 +370,18 @@ def test_clean_exit_after_every_kind_of_answer(start_server):
     assert [r.status_code for r in answers] == [200, 400, 400, 400, 400, 400, 200, 200, 200, 200,
                                                 200, 404]
     s.stop_and_check()  # exit status 0, nothing left behind
+
+
+def test_log_line_for_a_path_that_is_not_utf8(srv):
+    """A request whose path is not UTF-8 still gets a JSON 404 and its JSON log line."""
+    out, errors = srv.raw([b"GET /x\xff\xfe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"])
+    assert out.startswith(b"HTTP/1.1 404"), (out[:300], errors)
+    rid = re.search(rb"X-Request-Id: (\S+)", out, re.I).group(1).decode()
+    import time
+    for _ in range(50):
+        if rid in srv.log_text():
+            break
+        time.sleep(0.1)
+    line = [l for l in srv.log_text().splitlines() if rid in l]
+    assert line, srv.log_text()[-2000:]
+    assert json.loads(line[0])["status"] == 404
