@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +35,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pybox_host import cgroup_dirs  # noqa: E402
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -164,28 +168,7 @@ def descendants(root):
 def pybox_cgroups_of(server_pid):
     """Directories pybox-<server_pid>-* under /sys/fs/cgroup/*/ (searched a few levels)."""
     prefix = f"pybox-{server_pid}-"
-    found = []
-
-    def walk(path, depth):
-        if depth > CGROUP_DEPTH:
-            return
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            return
-        for e in entries:
-            try:
-                if not e.is_dir(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            if e.name.startswith(prefix):
-                found.append(e.path)
-            walk(e.path, depth + 1)
-
-    if CGROUP_ROOT.is_dir():
-        walk(str(CGROUP_ROOT), 0)
-    return found
+    return cgroup_dirs(lambda name: name.startswith(prefix), str(CGROUP_ROOT), CGROUP_DEPTH)
 
 
 def _is_other_pybox(pid, server_pid):

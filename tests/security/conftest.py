@@ -11,12 +11,16 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pybox_host import cgroup_dirs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PYBOX = os.path.abspath(os.environ.get("PYBOX") or str(REPO / "build" / "pybox"))
@@ -319,31 +323,15 @@ def jail_processes(before=None):
 def pybox_cgroups(owned_by=None):
     """Directories named pybox-* under /sys/fs/cgroup/*/ (searched CGROUP_DEPTH levels deep);
     with owned_by, only those of these supervisor pids."""
-    found = []
 
-    def walk(path, depth):
-        if depth > CGROUP_DEPTH:
-            return
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            return
-        for e in entries:
-            try:
-                if not e.is_dir(follow_symlinks=False):
-                    continue
-            except OSError:
-                continue
-            if e.name.startswith("pybox-"):
-                bits = e.name.split("-")
-                owner = int(bits[1]) if len(bits) > 1 and bits[1].isdigit() else None
-                if owned_by is None or owner in owned_by:
-                    found.append(e.path)
-            walk(e.path, depth + 1)
+    def match(name):
+        if not name.startswith("pybox-"):
+            return False
+        bits = name.split("-")
+        owner = int(bits[1]) if len(bits) > 1 and bits[1].isdigit() else None
+        return owned_by is None or owner in owned_by
 
-    if CGROUP_ROOT.is_dir():
-        walk(str(CGROUP_ROOT), 0)
-    return found
+    return cgroup_dirs(match, str(CGROUP_ROOT), CGROUP_DEPTH)
 
 
 def remove_cgroup(path):
