@@ -216,6 +216,9 @@ static char *const zygote_env[] = {
     "OMP_NUM_THREADS=1",
     "MKL_NUM_THREADS=1",
     "NUMEXPR_NUM_THREADS=1",
+    /* For the loader and malloc only; the zygote removes them before Python starts. */
+    "LD_BIND_NOW=1",
+    "GLIBC_TUNABLES=glibc.malloc.mxfast=0",
     NULL,
 };
 
