@@ -939,6 +939,10 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# HELP pybox_zygotes_started_total Zygotes started (replaced when dead or recycled).\n");
     OUT("# TYPE pybox_zygotes_started_total counter\n");
     OUT("pybox_zygotes_started_total %lu\n", ps.zygotes);
+    OUT("# HELP pybox_cgroups_total Cell cgroups created, and taken again from the pool.\n");
+    OUT("# TYPE pybox_cgroups_total counter\n");
+    OUT("pybox_cgroups_total{how=\"created\"} %lu\n", ps.cgroups_created);
+    OUT("pybox_cgroups_total{how=\"reused\"} %lu\n", ps.cgroups_reused);
     OUT("# HELP pybox_execution_slots Concurrent executions allowed.\n");
     OUT("# TYPE pybox_execution_slots gauge\n");
     OUT("pybox_execution_slots %u\n", pbx__admit_capacity(s->admit));
