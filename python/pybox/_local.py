@@ -96,6 +96,10 @@ class LocalBackend:
                 f.write(req.stdin)
             argv += ["--stdin", stdin_path]
         for i, (name, data) in enumerate(req.files):
+            if name == "":
+                # `--file =PATH` is a usage error of its own; say what the server would.
+                raise InvalidRequest("invalid file name ``: use 1-255 bytes, no `/`, not `.` "
+                                     "or `..`", type="ValidationError")
             if "=" in name:
                 raise InvalidRequest(f"invalid file name `{name}`: local mode cannot pass a "
                                      "name containing `=` to `pybox run --file NAME=PATH`",
