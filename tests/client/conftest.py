@@ -7,6 +7,7 @@ with Debian's interpreter: /usr/bin/python3 -m pytest -q tests/client
 
 Fixtures:
   pybox_bin            absolute path of the binary
+  create_key           create_key(server, name, *opts) -> token, by `pybox keys create`
   start_server         the integration suite's function-scoped server factory
   module_start_server  the same, module-scoped
   client_server        a module-scoped server with an API key of unlimited rates (.client_key)
@@ -52,6 +53,12 @@ def create_key(server, name, *opts):
                        env=clean_env(), timeout=60, check=False)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p.stdout.decode().strip()
+
+
+@pytest.fixture(name="create_key", scope="session")
+def _create_key_fixture():
+    """create_key(server, name, *opts): a new API key of that server."""
+    return create_key
 
 
 @pytest.fixture(scope="session")
