@@ -74,13 +74,13 @@ class Result:
         """The content of the returned file `name`.
 
         Raises KeyError, with the reason, when it did not come back (not found, not a regular
-        file, too large) or was not asked for in `return_files`.
+        file, too large), was not asked for in `return_files`, or the code never ran.
         """
         if name in self.files:
             return self.files[name]
         if name in self.file_errors:
             raise KeyError(f"{name}: {self.file_errors[name]}")
-        raise KeyError(f"{name}: not in return_files")
+        raise KeyError(f"{name}: not among the returned files (status {self.status})")
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Result":

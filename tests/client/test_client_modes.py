@@ -118,7 +118,7 @@ def check_missing_return_file(r):
     assert r.file_errors == {"missing.txt": "not found"}
     with pytest.raises(KeyError, match="missing.txt: not found"):
         r.get_file("missing.txt")
-    with pytest.raises(KeyError, match="not in return_files"):
+    with pytest.raises(KeyError, match="never-asked: not among the returned files"):
         r.get_file("never-asked")
 
 
