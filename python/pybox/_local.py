@@ -60,9 +60,10 @@ def _seconds_arg(value: float) -> str:
 def _cli_message(stderr: bytes) -> str:
     """The last `pybox: ...` line of `pybox run`'s stderr, without the prefix and help hint."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("pybox: ")]
     if not lines:
         return ""
-    msg = lines[-1]
+    msg = (ours or lines)[-1]
     if msg.startswith("pybox: "):
         msg = msg[len("pybox: "):]
     hint = " (see `pybox run --help`)"
