@@ -16,9 +16,9 @@ Standard library only.
 from . import errors
 from ._result import Result
 from ._sandbox import Sandbox
-from .errors import (BinaryNotFound, ConnectionError, Forbidden, InvalidRequest, PyboxError,
-                     PyboxConnectionError, RateLimited, RequestTooLarge, ServerBusy,
-                     ServerError, Unauthorized)
+from .errors import (BinaryNotFound, ConnectionError, Forbidden, InvalidRequest,  # noqa: F401
+                     PyboxConnectionError, PyboxError, RateLimited, RequestTooLarge,
+                     ServerBusy, ServerError, Unauthorized)
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,6 @@
 and print what they promise."""
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
