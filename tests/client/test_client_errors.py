@@ -115,7 +115,7 @@ def test_429_is_rate_limited_with_retry_after(start_server):
 
 
 def test_503_is_server_busy(start_server):
-    server = start_server("--max-concurrency", "1")
+    server = start_server("--max-concurrency", "1", "--queue", "0")
     sb = Sandbox(url=server.url)
     sleeper = {}
 
