@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include "common/error.h"
 #include "common/xalloc.h"
@@ -546,6 +547,341 @@ START_TEST(test_enter_once)
 }
 END_TEST
 
+/* The queue in front of the concurrency cap. */
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+static double mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) < 0)
+        ;
+}
+
+/* Poll until `n` requests wait in the queue; fails after 2 s. */
+static void wait_queued(struct pbx_admit *a, unsigned n)
+{
+    double start = mono_ms();
+
+    while (pbx__admit_queued(a) != n) {
+        ck_assert_msg(mono_ms() - start < 2000, "queued() is %u, never %u", pbx__admit_queued(a),
+                      n);
+        sleep_ms(1);
+    }
+}
+
+/* Grants in the order they happened, shared by the waiter threads. */
+struct grants {
+    pthread_mutex_t lock; /* guards the fields below */
+    int order[8];         /* waiter ids, in grant order */
+    int n;                /* grants so far */
+};
+
+/* One request that enters from its own thread. */
+struct waiter_th {
+    pthread_t th;          /* its thread */
+    struct pbx_admit *a;   /* the admission under test */
+    int id;                /* its place in the arrival order */
+    bool leave;            /* leave() at once when granted (hands the slot on) */
+    struct grants *grants; /* where to record a grant, or NULL */
+    atomic_bool done;      /* enter() returned */
+    bool got;              /* what enter() returned */
+    double waited_ms;      /* how long enter() took */
+};
+
+static void *waiter_main(void *arg)
+{
+    struct waiter_th *w = arg;
+    double start = mono_ms();
+
+    w->got = pbx__admit_enter(w->a);
+    w->waited_ms = mono_ms() - start;
+    if (w->got && w->grants != NULL) {
+        pthread_mutex_lock(&w->grants->lock);
+        w->grants->order[w->grants->n++] = w->id;
+        pthread_mutex_unlock(&w->grants->lock);
+    }
+    atomic_store(&w->done, true);
+    if (w->got && w->leave)
+        pbx__admit_leave(w->a);
+    return NULL;
+}
+
+static void waiter_start(struct waiter_th *w, struct pbx_admit *a, int id, bool leave,
+                         struct grants *grants)
+{
+    memset(w, 0, sizeof(*w));
+    w->a = a;
+    w->id = id;
+    w->leave = leave;
+    w->grants = grants;
+    atomic_init(&w->done, false);
+    ck_assert_int_eq(pthread_create(&w->th, NULL, waiter_main, w), 0);
+}
+
+static void waiter_join(struct waiter_th *w)
+{
+    ck_assert_int_eq(pthread_join(w->th, NULL), 0);
+}
+
+START_TEST(test_queue_waits_for_leave)
+{
+    struct pbx_admit *a = pbx__admit_new(1);
+    struct waiter_th w;
+
+    pbx__admit_set_queue(a, 2, 2000);
+    ck_assert(pbx__admit_enter(a));
+    waiter_start(&w, a, 0, false, NULL);
+    wait_queued(a, 1);
+    /* It stays blocked while the slot is held... */
+    sleep_ms(200);
+    ck_assert(!atomic_load(&w.done));
+    ck_assert_uint_eq(pbx__admit_queued(a), 1);
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    /* ...and gets it when it is given back. */
+    pbx__admit_leave(a);
+    waiter_join(&w);
+    ck_assert(w.got);
+    ck_assert_msg(w.waited_ms >= 190, "waited only %.0f ms", w.waited_ms);
+    ck_assert_msg(w.waited_ms < 1500, "waited %.0f ms, past the leave", w.waited_ms);
+    /* Handed over: still one execution, nobody waiting, no timeout. */
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    ck_assert_uint_eq(pbx__admit_queued(a), 0);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 0);
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    pbx__admit_free(a);
+}
+END_TEST
+
+START_TEST(test_queue_in_arrival_order)
+{
+    for (int round = 0; round < 5; round++) {
+        struct pbx_admit *a = pbx__admit_new(1);
+        struct grants g = {.n = 0};
+        struct waiter_th w[3];
+
+        pthread_mutex_init(&g.lock, NULL);
+        pbx__admit_set_queue(a, 3, 3000);
+        ck_assert(pbx__admit_enter(a));
+        /* 0, 1, 2 queue in that order: each starts once the one before waits. */
+        for (int i = 0; i < 3; i++) {
+            waiter_start(&w[i], a, i, true, &g);
+            wait_queued(a, (unsigned)i + 1);
+        }
+        /* Each leaves at once, so one leave() lets all three through, one by one. */
+        pbx__admit_leave(a);
+        for (int i = 0; i < 3; i++)
+            waiter_join(&w[i]);
+        ck_assert_int_eq(g.n, 3);
+        for (int i = 0; i < 3; i++) {
+            ck_assert(w[i].got);
+            ck_assert_msg(g.order[i] == i, "round %d: grant %d went to waiter %d", round, i,
+                          g.order[i]);
+        }
+        ck_assert_uint_eq(pbx__admit_active(a), 0);
+        ck_assert_uint_eq(pbx__admit_queued(a), 0);
+        pthread_mutex_destroy(&g.lock);
+        pbx__admit_free(a);
+    }
+}
+END_TEST
+
+START_TEST(test_queue_full_refuses_at_once)
+{
+    struct pbx_admit *a = pbx__admit_new(1);
+    struct waiter_th w[2];
+    double start;
+
+    pbx__admit_set_queue(a, 2, 2000);
+    ck_assert(pbx__admit_enter(a));
+    for (int i = 0; i < 2; i++) {
+        waiter_start(&w[i], a, i, false, NULL);
+        wait_queued(a, (unsigned)i + 1);
+    }
+    /* The fourth request: the slot is busy and the queue is full. */
+    start = mono_ms();
+    ck_assert(!pbx__admit_enter(a));
+    ck_assert_msg(mono_ms() - start < 100, "refused only after %.0f ms", mono_ms() - start);
+    ck_assert_uint_eq(pbx__admit_queued(a), 2);
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    /* A refusal is not a timeout. */
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 0);
+    /* The two waiters still get their turns. */
+    pbx__admit_leave(a);
+    waiter_join(&w[0]);
+    ck_assert(w[0].got);
+    ck_assert(!atomic_load(&w[1].done));
+    ck_assert_uint_eq(pbx__admit_queued(a), 1);
+    /* With one waiting and the slot busy again, there is room for one more. */
+    pbx__admit_leave(a);
+    waiter_join(&w[1]);
+    ck_assert(w[1].got);
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    pbx__admit_free(a);
+}
+END_TEST
+
+START_TEST(test_queue_deadline)
+{
+    struct pbx_admit *a = pbx__admit_new(1);
+    struct waiter_th w[2];
+
+    pbx__admit_set_queue(a, 2, 300);
+    ck_assert(pbx__admit_enter(a));
+    waiter_start(&w[0], a, 0, false, NULL);
+    wait_queued(a, 1);
+    waiter_join(&w[0]);
+    ck_assert(!w[0].got);
+    ck_assert_msg(w[0].waited_ms >= 290, "gave up after %.0f ms of 300", w[0].waited_ms);
+    ck_assert_msg(w[0].waited_ms < 1300, "gave up after %.0f ms of 300", w[0].waited_ms);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 1);
+    ck_assert_uint_eq(pbx__admit_queued(a), 0);
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    /* The one that gave up is out of the queue: leave() frees the slot. */
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    ck_assert(pbx__admit_enter(a));
+
+    /* Two waiters, the older gives up: the slot goes to the younger, within its own wait. */
+    pbx__admit_set_queue(a, 2, 600);
+    waiter_start(&w[0], a, 0, false, NULL);
+    wait_queued(a, 1);
+    sleep_ms(300);
+    waiter_start(&w[1], a, 1, false, NULL);
+    wait_queued(a, 2);
+    waiter_join(&w[0]);
+    ck_assert(!w[0].got);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 2);
+    ck_assert_uint_eq(pbx__admit_queued(a), 1);
+    ck_assert(!atomic_load(&w[1].done));
+    pbx__admit_leave(a);
+    waiter_join(&w[1]);
+    ck_assert(w[1].got);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 2);
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    pbx__admit_free(a);
+}
+END_TEST
+
+START_TEST(test_queue_off)
+{
+    struct pbx_admit *a = pbx__admit_new(1);
+    double start;
+
+    /* No queue: full means false at once, whatever was set before. */
+    pbx__admit_set_queue(a, 2, 2000);
+    pbx__admit_set_queue(a, 0, 0);
+    ck_assert(pbx__admit_enter(a));
+    start = mono_ms();
+    ck_assert(!pbx__admit_enter(a));
+    ck_assert(!pbx__admit_enter(a));
+    ck_assert_msg(mono_ms() - start < 100, "refused only after %.0f ms", mono_ms() - start);
+    ck_assert_uint_eq(pbx__admit_queued(a), 0);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 0);
+    /* Room in the queue but no time to wait: the same. */
+    pbx__admit_set_queue(a, 2, 0);
+    start = mono_ms();
+    ck_assert(!pbx__admit_enter(a));
+    ck_assert_msg(mono_ms() - start < 100, "refused only after %.0f ms", mono_ms() - start);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 0);
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    pbx__admit_free(a);
+}
+END_TEST
+
+START_TEST(test_queue_leave_without_waiters)
+{
+    struct pbx_admit *a = pbx__admit_new(2);
+
+    pbx__admit_set_queue(a, 4, 1000);
+    ck_assert(pbx__admit_enter(a));
+    ck_assert(pbx__admit_enter(a));
+    ck_assert_uint_eq(pbx__admit_active(a), 2);
+    /* Nobody waits: the slot is freed, and taken again at once. */
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 1);
+    ck_assert_uint_eq(pbx__admit_queued(a), 0);
+    ck_assert(pbx__admit_enter(a));
+    ck_assert_uint_eq(pbx__admit_active(a), 2);
+    pbx__admit_leave(a);
+    pbx__admit_leave(a);
+    ck_assert_uint_eq(pbx__admit_active(a), 0);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(a), 0);
+    pbx__admit_free(a);
+}
+END_TEST
+
+#define QRACE_THREADS 8
+#define QRACE_ROUNDS  2000
+
+struct qrace {
+    struct pbx_admit *a;     /* the admission under test */
+    pthread_barrier_t start; /* all threads start together */
+    atomic_uint inside;      /* threads between enter and leave */
+    atomic_uint over;        /* times more than the cap were inside */
+    atomic_uint admitted;    /* successful enters */
+};
+
+static void *qrace_thread(void *arg)
+{
+    struct qrace *r = arg;
+
+    pthread_barrier_wait(&r->start);
+    for (int i = 0; i < QRACE_ROUNDS; i++) {
+        if (!pbx__admit_enter(r->a))
+            continue;
+        if (atomic_fetch_add(&r->inside, 1) + 1 > 2)
+            atomic_fetch_add(&r->over, 1);
+        atomic_fetch_add(&r->admitted, 1);
+        if ((i & 3) == 0)
+            sched_yield();
+        atomic_fetch_sub(&r->inside, 1);
+        pbx__admit_leave(r->a);
+    }
+    return NULL;
+}
+
+/* Racing threads with a queue: the cap holds, every wait is served, the count returns to 0. */
+START_TEST(test_queue_race)
+{
+    struct qrace r;
+    pthread_t th[QRACE_THREADS];
+
+    memset(&r, 0, sizeof(r));
+    r.a = pbx__admit_new(2);
+    pbx__admit_set_queue(r.a, QRACE_THREADS, 5000);
+    atomic_init(&r.inside, 0);
+    atomic_init(&r.over, 0);
+    atomic_init(&r.admitted, 0);
+    pthread_barrier_init(&r.start, NULL, QRACE_THREADS);
+    for (int i = 0; i < QRACE_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, qrace_thread, &r), 0);
+    for (int i = 0; i < QRACE_THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* The queue holds every thread, and nobody waits 5 s: all get in. */
+    ck_assert_uint_eq(atomic_load(&r.admitted), QRACE_THREADS * QRACE_ROUNDS);
+    ck_assert_uint_eq(atomic_load(&r.over), 0);
+    ck_assert_uint_eq(pbx__admit_active(r.a), 0);
+    ck_assert_uint_eq(pbx__admit_queued(r.a), 0);
+    ck_assert_uint_eq(pbx__admit_queue_timeouts(r.a), 0);
+    pthread_barrier_destroy(&r.start);
+    pbx__admit_free(r.a);
+}
+END_TEST
+
 /* Charge `client` and require the outcome, and on refusal the Retry-After. */
 static void expect_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
                         bool ok, unsigned retry)
@@ -879,6 +1215,7 @@ static Suite *admit_suite(void)
     TCase *tp = tcase_create("proxies");
     TCase *tc = tcase_create("client");
     TCase *te = tcase_create("concurrency");
+    TCase *tq = tcase_create("queue");
     TCase *tr = tcase_create("rate");
 
     tcase_add_test(tp, test_new_free);
@@ -902,6 +1239,16 @@ static Suite *admit_suite(void)
     tcase_add_test(te, test_enter_once);
     tcase_set_timeout(te, 60);
     suite_add_tcase(s, te);
+
+    tcase_add_test(tq, test_queue_waits_for_leave);
+    tcase_add_test(tq, test_queue_in_arrival_order);
+    tcase_add_test(tq, test_queue_full_refuses_at_once);
+    tcase_add_test(tq, test_queue_deadline);
+    tcase_add_test(tq, test_queue_off);
+    tcase_add_test(tq, test_queue_leave_without_waiters);
+    tcase_add_test(tq, test_queue_race);
+    tcase_set_timeout(tq, 30);
+    suite_add_tcase(s, tq);
 
     tcase_add_test(tr, test_rate_window);
     tcase_add_test(tr, test_rate_retry_oldest);
