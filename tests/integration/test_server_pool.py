@@ -1,9 +1,12 @@
 """The warm pool: executions served by pre-forked cells of one zygote see nothing of an
 earlier or a concurrent execution."""
+import os
 import re
 import threading
 
 import pytest
+
+from pybox_host import cgroup_dirs  # tests/ is on sys.path: conftest.py puts it there
 
 # What one execution leaves behind, everywhere it can: files in /work, /tmp and /dev/shm, a
 # SysV shared memory segment, its environment, builtins and numpy monkeypatched, an open fd.
@@ -194,3 +197,107 @@ def test_recycling_loses_no_running_execution(start_server):
     for t in threads:
         t.join()
     assert sorted(outs) == ["0", "1", "2", "3"], outs
+
+
+# ---------------------------------------------------------------------------------------------
+# The pool of cell cgroups: reset and taken again rather than created and removed per execution.
+
+
+def result(srv, body, status):
+    """Run `body` (admin, /v1/execute) and require the result `status`; returns the result."""
+    r = srv.admin(body, v1=True)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["status"] == status, res
+    return res
+
+
+def cgroups_total(srv):
+    """(created, reused) from pybox_cgroups_total."""
+    text = srv.get("/metrics").text
+    created = re.search(r'^pybox_cgroups_total\{how="created"\} (\d+)$', text, re.M)
+    reused = re.search(r'^pybox_cgroups_total\{how="reused"\} (\d+)$', text, re.M)
+    assert created and reused, "no pybox_cgroups_total in /metrics"
+    return int(created.group(1)), int(reused.group(1))
+
+
+def cgroup_parents(server_pid):
+    """The server's own cgroup parents, pybox-<pid>-<n>, one per hierarchy."""
+    return cgroup_dirs(lambda name: name.startswith("pybox-%d-" % server_pid))
+
+
+def cell_dirs(parent):
+    return sorted(e.path for e in os.scandir(parent)
+                  if e.is_dir(follow_symlinks=False) and e.name.startswith("cell-"))
+
+
+def memory_parent(server_pid):
+    """The server's cgroup v1 memory parent, or None (no v1 memory controller here)."""
+    for p in cgroup_parents(server_pid):
+        if os.path.exists(os.path.join(p, "memory.oom_control")):
+            return p
+    return None
+
+
+def oom_kills(cell):
+    with open(os.path.join(cell, "memory.oom_control")) as f:
+        m = re.search(r"^oom_kill (\d+)$", f.read(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def test_cell_cgroups_are_reused_and_bounded(start_server):
+    spares_max = 4
+    bound = spares_max + 8 + 2  # spares, the engine's extra pool, the cells at work
+    srv = start_server("--spares", "2:%d" % spares_max, "--rpm", "1000", "--rpd", "100000")
+    pid = srv.pid
+    parents = cgroup_parents(pid)
+    assert parents, "pybox serve made no cgroup parent pybox-%d-* under /sys/fs/cgroup" % pid
+    for i in range(20):
+        body = {"code": "print(%d)\n" % i}
+        if i % 2:
+            body["memory_mb"] = 128  # not what the spares were made for: a cell on demand
+        assert result(srv, body, "ok")["stdout"] == "%d\n" % i
+        for p in parents:
+            n = len(cell_dirs(p))
+            assert n <= bound, "%d cell cgroups in %s after %d executions" % (n, p, i + 1)
+    created, reused = cgroups_total(srv)
+    assert reused > 0, (created, reused)
+    assert created + reused >= 20, (created, reused)
+    assert created <= bound, "%d cell cgroups created for 20 executions" % created
+    srv.stop_and_check()
+    assert cgroup_parents(pid) == [], "cgroups of the stopped server remain"
+
+
+def test_oom_in_a_reused_cgroup_never_marks_a_later_execution(start_server):
+    # No spares: every execution takes the cgroup the one before it gave back.
+    srv = start_server("--spares", "0:0", "--rpm", "1000", "--rpd", "100000")
+    pid = srv.pid
+    mem = memory_parent(pid)
+    created0, reused0 = cgroups_total(srv)
+    cells0 = cell_dirs(mem) if mem else None
+    hog = "b = b'x' * (%d << 20)\nprint(len(b))\n"
+
+    result(srv, {"code": hog % 200, "memory_mb": 64}, "memory_limit")
+    if mem:
+        # Its cgroup was kept (not removed and replaced), with the kernel's OOM count in it.
+        assert cell_dirs(mem) == cells0, (cells0, cell_dirs(mem))
+        assert sum(oom_kills(c) for c in cells0) >= 1, "no OOM kill counted in any cell"
+    for i in range(3):
+        assert result(srv, {"code": "print(%d)\n" % i}, "ok")["stdout"] == "%d\n" % i
+    # The limits of each use are its own: 100 MiB fits 128 MiB, not 64 MiB.
+    assert result(srv, {"code": hog % 100, "memory_mb": 128}, "ok")["stdout"] == "%d\n" % (
+        100 << 20)
+    result(srv, {"code": hog % 100, "memory_mb": 64}, "memory_limit")
+    assert result(srv, {"code": "print('after')\n"}, "ok")["stdout"] == "after\n"
+    # The server's default (256 MiB) again: no 64 MiB cap left behind.
+    assert result(srv, {"code": hog % 150}, "ok")["stdout"] == "%d\n" % (150 << 20)
+    created, reused = cgroups_total(srv)
+    assert created == created0, "a cgroup was created instead of reused: %d -> %d" % (
+        created0, created)
+    assert reused - reused0 == 8, (reused0, reused)
+    if mem:
+        assert cell_dirs(mem) == cells0, (cells0, cell_dirs(mem))
+        # The kernel still counts the old kills in the cell the later executions ran in.
+        assert sum(oom_kills(c) for c in cells0) >= 2
+    srv.stop_and_check()
+    assert cgroup_parents(pid) == [], "cgroups of the stopped server remain"
