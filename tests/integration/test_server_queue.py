@@ -153,6 +153,35 @@ def test_waiter_gets_503_when_its_wait_runs_out(start_server):
     assert metric(srv, "pybox_queue_timeouts_total") == 1
 
 
+def test_default_queue_and_environment(start_server):
+    # No --queue: the default (16:5) lets a request wait for the busy slot.
+    srv = start_server("--max-concurrency", "1", "--rpm", "1000", "--rpd", "10000")
+    a = Request(srv, "127.0.0.51", sleeper(1, "A"))
+    a.start()
+    wait_metric(srv, "pybox_cells_busy", 1)
+    b = Request(srv, "127.0.0.52", "print('B')\n")
+    b.start()
+    ran_ok(a, "A\n")
+    ran_ok(b, "B\n")
+    # B waited for A rather than being refused or run beside it.
+    assert b.end_t >= a.end_t and b.elapsed >= 0.5, (a.end_t, b.end_t, b.elapsed)
+    srv.stop_and_check()
+
+    # PYBOX_QUEUE=0: no queue, 503 at once.
+    srv = start_server("--max-concurrency", "1", "--rpm", "1000", "--rpd", "10000",
+                       env={"PYBOX_QUEUE": "0"})
+    a = Request(srv, "127.0.0.53", sleeper(2, "A"))
+    a.start()
+    wait_metric(srv, "pybox_cells_busy", 1)
+    t0 = time.monotonic()
+    r = srv.post("/v1/execute", {"code": "print('B')"}, source="127.0.0.54", timeout=60)
+    assert time.monotonic() - t0 < 1.0 * SLOW
+    busy(r)
+    assert a.is_alive()
+    ran_ok(a, "A\n")
+    assert metric(srv, "pybox_queue_timeouts_total") == 0
+
+
 def run_serve(args, env=None):
     """`pybox serve ARGS` that must exit by itself; returns (status, stderr)."""
     with tempfile.TemporaryDirectory(prefix="pybox-it-") as data:
