@@ -138,6 +138,7 @@ static void become_job(const struct pbx_zygote_state *zs, const struct pbx_limit
     if (r < 0)
         _exit(125);
     PyOS_AfterFork_Child();
+    pbx__py_forkers_restore(&zs->forkers);
 }
 
 /* Put the four fds on 0-3 and close every other one. */

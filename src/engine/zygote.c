@@ -215,6 +215,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
         fail(PBX_STAGE_ROOTFS, err);
     init_python();
     zs.run_fn = load_bootstrap(preload, (PyObject **)&zs.module);
+    pbx__py_forkers_take(&zs.forkers);
     if (pbx__seccomp_build(&prog, &err) < 0)
         fail(PBX_STAGE_SECCOMP, err);
     zs.seccomp = &prog;

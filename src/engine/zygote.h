@@ -2,6 +2,8 @@
 #ifndef PBX_ENGINE_ZYGOTE_H
 #define PBX_ENGINE_ZYGOTE_H
 
+#include "engine/pyfork.h"
+
 #include "sandbox/seccomp.h"
 
 /* The hidden argv[1] that makes the pybox binary act as a zygote. */
@@ -24,6 +26,7 @@ struct pbx_zygote_state {
     const struct pbx_seccomp_prog *seccomp; /* the job filter */
     void *run_fn;                           /* PyObject *: _pybox.run */
     void *module;                           /* PyObject *: _pybox */
+    struct pbx_py_forkers forkers;          /* CPython's at-fork hooks, set aside */
 };
 
 #endif
