@@ -274,8 +274,8 @@
     if (Object.keys(schemes).length) {
       root.append(el("h2", null, "Authentication"),
         el("ul", null, Object.entries(schemes).map(([name, s]) =>
-          el("li", null, el("code", null, name), ": " + [s.type, s.scheme].filter(Boolean).join(" ") +
-            (s.description ? [" — ", prose(s.description)] : "")))));
+          el("li", null, el("code", null, name), ": " + [s.type, s.scheme].filter(Boolean).join(" "),
+            s.description ? [" — ", prose(s.description)] : null))));
     }
     const keyField = el("div", { class: "field" },
       el("label", { for: "try-key" }, "API key for “Try it” (optional)"),
