@@ -95,6 +95,43 @@ after(async () => {
   if (server && server.exitCode === null) server.kill("SIGKILL");
 });
 
+/*
+ * Text whose contrast with its background is under WCAG's 4.5:1 (3:1 for large text): every
+ * visible element with text of its own, against the first opaque background behind it.
+ */
+function lowContrast(p) {
+  return p.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lin = (v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    };
+    const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+    const background = (node) => {
+      for (let n = node; n; n = n.parentElement) {
+        const c = rgb(getComputedStyle(n).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    for (const e of document.body.querySelectorAll("*")) {
+      const own = Array.from(e.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
+      const isField = e.matches("input[type=text], input[type=password], textarea, select");
+      if ((!own && !isField) || e.closest("[hidden]") || e.disabled || e.getClientRects().length === 0) continue;
+      const st = getComputedStyle(e);
+      if (st.visibility === "hidden" || st.display === "none") continue;
+      const fg = lum(rgb(st.color).slice(0, 3));
+      const bg = lum(background(e));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      const size = parseFloat(st.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) bad.push(`${e.tagName.toLowerCase()}.${e.className} "${(e.textContent || "").trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    }
+    return bad;
+  });
+}
+
 /* Click Run (or press the given key) and wait until the playground shows the outcome. */
 async function run(p, how) {
   const response = p.waitForResponse((r) => r.url() === base + "/v1/execute");
@@ -135,6 +172,7 @@ test("the page loads with no console errors and shows the limits in force", asyn
   for (const o of origins) assert.equal(o, base);
   assert.equal(await page.title(), "pybox — run untrusted Python safely");
   assert.deepEqual(consoleErrors, [], "console errors on load");
+  assert.deepEqual(await lowContrast(page), [], "text under 4.5:1 contrast (light)");
   await page.screenshot({ path: path.join(OUT, "browser-home.png"), fullPage: false });
 });
 
@@ -262,6 +300,7 @@ test("/docs renders every operation of /openapi.json, and try it works", async (
   assert.match(await info.locator(".try-out").textContent(), /HTTP 200/);
   assert.match(await info.locator(".try-out pre").textContent(), /"requests_per_minute": 9/);
   assert.deepEqual(errors, [], "console errors on /docs");
+  assert.deepEqual(await lowContrast(p), [], "text under 4.5:1 contrast on /docs");
   await p.screenshot({ path: path.join(OUT, "browser-docs.png") });
   await p.close();
 });
@@ -278,6 +317,7 @@ test("phone-sized and dark: no horizontal scrolling, dark colours, the playgroun
   const bg = await p.evaluate(() => getComputedStyle(document.body).backgroundColor);
   const [r, g, b] = bg.match(/\d+/g).map(Number);
   assert.ok(r + g + b < 120, `dark mode background is ${bg}`);
+  assert.deepEqual(await lowContrast(p), [], "text under 4.5:1 contrast (dark)");
   await p.fill("#code", "print('phone')");
   await run(p);
   assert.equal(await text(p, "#stdout"), "phone\n");
@@ -308,6 +348,42 @@ test("a bad API key is explained; the rate limit says when to retry; the admin k
   assert.equal(await text(page, "#stdout"), "2\n");
   // The only console errors are the browser's own notes on the refused requests.
   for (const e of consoleErrors) assert.match(e, /Failed to load resource: the server responded with a status of (401|429)/);
+});
+
+test("every refusal the server can answer, and a network failure, gets a clear message", async () => {
+  // Statuses that cannot be provoked on demand here (a full server, a failing one) are answered
+  // by the browser in the server's own error shape, so the page's wording is what is tested.
+  const cases = [
+    [400, "ValidationError", "the code is 5000 characters; the limit is 2000", {}, /request was refused \(ValidationError\): the code is 5000/],
+    [400, "InvalidRequest", "malformed JSON", {}, /request was malformed: malformed JSON/],
+    [403, "NetworkNotAllowed", "network access is not allowed for this caller", {}, /Not allowed \(NetworkNotAllowed\)/],
+    [413, "PayloadTooLarge", "the request body is over 33554432 bytes", {}, /too large \(PayloadTooLarge\).*Attach smaller or fewer files/s],
+    [415, "UnsupportedMediaType", "send multipart", {}, /did not accept the request's format/],
+    [429, "RateLimitExceeded", "daily quota of 30 requests reached; it resets at 00:00 UTC", { "Retry-After": "7200" }, /daily quota.*run again in 2 hours \(at /s],
+    [500, "InternalServerError", "the execution engine failed", {}, /pybox failed on the server \(InternalServerError\) \(request id test-1\)/],
+    [501, "NetworkUnavailable", "this server runs every execution without network", {}, /Not available \(NetworkUnavailable\)/],
+    [503, "ServerBusy", "every execution slot is busy; retry in a moment", { "Retry-After": "1" }, /server is busy.*run again in 1 second \(at /s],
+  ];
+  const p = await context.newPage();
+  await p.goto(base + "/");
+  await p.fill("#code", "print(3)");
+  for (const [status, type, message, headers, expected] of cases) {
+    await p.route(base + "/v1/execute", (route) => route.fulfill({
+      status, headers: { "Content-Type": "application/json", ...headers },
+      body: JSON.stringify({ status: "error", timestamp_utc: "2026-01-01T00:00:00.000Z",
+        error_details: { type, message }, error: { type, message }, request_id: "test-1" }),
+    }));
+    await run(p);
+    assert.match(await text(p, "#message"), expected, `HTTP ${status} ${type}`);
+    assert.equal(await p.locator("#summary").isHidden(), true);
+    await p.unroute(base + "/v1/execute");
+  }
+  await p.route(base + "/v1/execute", (route) => route.abort("connectionrefused"));
+  await p.click("#run");
+  await p.waitForFunction(() => /Could not reach the server/.test(document.getElementById("message").textContent));
+  assert.match(await text(p, "#message"), new RegExp("Could not reach the server at " + base));
+  await p.unroute(base + "/v1/execute");
+  await p.close();
 });
 
 test("the server stops cleanly on SIGTERM", async () => {
