@@ -214,6 +214,16 @@ test("keyboard: Enter keeps the indentation, Tab inserts spaces, Ctrl+Enter runs
   await page.keyboard.press("Escape");
   await page.keyboard.press("Tab");
   assert.equal(await page.evaluate(() => document.activeElement.id), "example");
+  await page.keyboard.press("ArrowDown");
+  assert.match(await page.inputValue("#code"), /^for i in range/, "choosing an example replaced the code");
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "load");
+  await page.selectOption("#example", "image");
+  await page.keyboard.press("Enter");
+  assert.match(await page.inputValue("#code"), /circles\.png/);
+  assert.equal(await page.inputValue("#return"), "circles.png");
+  await page.fill("#return", "");
+  await page.focus("#example");
   // Focus is visible: the focused control gets an outline.
   const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
   assert.equal(outline, "solid");

@@ -188,7 +188,10 @@
 
   function loadExample() {
     const ex = EXAMPLES[$("example").value];
-    if (!ex) return;
+    if (!ex) {
+      setMessage("warn", "Choose an example in the list first.");
+      return;
+    }
     $("code").value = ex.code;
     $("stdin").value = ex.stdin || "";
     $("return").value = ex.ret || "";
@@ -434,7 +437,7 @@
     code.addEventListener("keydown", onEditorKey);
     code.addEventListener("blur", () => { escaped = false; });
     code.addEventListener("input", updateCount);
-    $("example").addEventListener("change", loadExample);
+    $("load").addEventListener("click", loadExample);
     $("run-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       run();
