@@ -399,8 +399,10 @@ test("every refusal the server can answer, and a network failure, gets a clear m
 test("the server stops cleanly on SIGTERM", async () => {
   const exited = new Promise((resolve) => server.once("exit", (code, signal) => resolve([code, signal])));
   server.kill("SIGTERM");
-  const timer = new Promise((resolve) => setTimeout(() => resolve(["timeout", null]), 30000));
-  const [code, signal] = await Promise.race([exited, timer]);
+  let timer = null;
+  const late = new Promise((resolve) => { timer = setTimeout(() => resolve(["no exit within 30 s", null]), 30000); });
+  const [code, signal] = await Promise.race([exited, late]);
+  clearTimeout(timer);
   assert.equal(signal, null);
   assert.equal(code, 0, `pybox serve exit ${code}:\n${serverLog.slice(-3000)}`);
   fs.rmSync(path.join(TMP, "data"), { recursive: true, force: true });
