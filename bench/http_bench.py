@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""HTTP benchmark of pybox serve: p50/p99 latency and requests/s of print(1)
-and of a numpy script through POST /v1/execute with 1, 2 and 5 concurrent
-clients, page faults per execution, private/PSS memory per idle warm cell,
-against the per-execution time of bwrap + /usr/bin/python3 in the same run.
+"""The pybox benchmark: p50/p99 latency and executions/s of print(1) and of a
+numpy script with 1, 2 and 5 concurrent clients, through POST /v1/execute and
+through the engine directly (bench/engine_bench.c), page faults per
+execution, private/PSS memory per idle warm cell, against the per-execution
+time of bwrap + /usr/bin/python3 in the same run, with the ratios.
 
     bench/http_bench.py [--requests N] [--pybox PATH]
 
@@ -137,7 +138,9 @@ def main():
                         "Ninja", "-DCMAKE_BUILD_TYPE=Release"], check=True,
                        stdout=subprocess.DEVNULL)
         subprocess.run(["cmake", "--build", os.path.join(ROOT, "build", "release"),
-                        "--target", "pybox"], check=True, stdout=subprocess.DEVNULL)
+                        "--target", "pybox", "pybox-bench-engine"], check=True,
+                       stdout=subprocess.DEVNULL)
+    engine_bench = os.path.join(os.path.dirname(args.pybox), "pybox-bench-engine")
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as data:
         url_file = os.path.join(data, "url")
@@ -186,6 +189,28 @@ def main():
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
+    engine_p50 = {}
+    if os.path.exists(engine_bench):
+        print("%-34s %8s %8s %10s %8s" % ("pybox engine, direct", "p50 ms", "p99 ms", "exec/s",
+                                          "faults"))
+        for label, flag in (("print(1)", []), ("numpy", ["--numpy"])):
+            for clients in (1, 2, 5):
+                n = args.requests - args.requests % clients
+                out = subprocess.run([engine_bench, "--requests", str(n), "--clients",
+                                      str(clients)] + flag, capture_output=True, text=True)
+                if out.returncode != 0:
+                    print("  %s, %d client(s): failed: %s" % (label, clients,
+                                                              out.stderr.strip()[-200:]))
+                    continue
+                r = json.loads(out.stdout)
+                if clients == 1:
+                    engine_p50[label] = r["p50_ms"]
+                print("%-34s %8.1f %8.1f %10.1f %8.0f   (%.0f before the code arrived)" % (
+                    "  %s, %d client(s)" % (label, clients), r["p50_ms"], r["p99_ms"],
+                    r["per_s"], r["faults_per_exec"], r["prep_faults_per_exec"]))
+    else:
+        print("(no %s: build the pybox-bench-engine target for the engine numbers)" %
+              engine_bench)
     for label, code in (("print(1)", "print(1)\n"),
                         ("numpy", "import numpy as np\n"
                                   "print(np.ones((64, 64)).dot(np.ones(64)).sum())\n")):
@@ -193,7 +218,9 @@ def main():
         bw = statistics.median(times) * 1e3
         print("%-34s %8.1f %8.1f %10.1f" % ("bwrap + python3 %s, per exec" % label, bw,
                                             percentile(times, 99) * 1e3, 1000.0 / bw))
-        print("ratio bwrap / pybox for %s (p50, 1 client): %.2fx" % (label, bw / p50_1[label]))
+        print("ratio bwrap / pybox for %s (p50, 1 client): HTTP %.2fx%s" % (
+            label, bw / p50_1[label],
+            ", engine %.2fx" % (bw / engine_p50[label]) if label in engine_p50 else ""))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ static bool reference(const uint8_t *p, size_t n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* An exact-size heap copy, so ASan catches a read past the length. */
-    char *name = malloc(size ? size : 1);
+    char *name = calloc(1, size ? size : 1);
     bool ok;
 
     PBX_ASSERT(name != NULL);

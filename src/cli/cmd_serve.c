@@ -22,7 +22,10 @@ static void help(void)
            "  --store sqlite:PATH      the store, instead of DIR/pybox.db (PYBOX_STORE)\n"
            "  --trusted-proxy CIDR     take X-Forwarded-For from peers in CIDR (repeatable;\n"
            "                           PYBOX_TRUSTED_PROXIES, comma-separated)\n"
-           "  --max-concurrency N      executions at once, then 503 (PYBOX_MAX_CONCURRENCY; 5)\n"
+           "  --max-concurrency N      executions at once (PYBOX_MAX_CONCURRENCY; 5)\n"
+           "  --queue N:SECONDS        beyond them, up to N requests wait in order of arrival,\n"
+           "                           each for at most SECONDS, then 503 (PYBOX_QUEUE; 16:5;\n"
+           "                           0 answers 503 at once)\n"
            "  --rpm N                  anonymous requests per minute per client (PYBOX_RPM; 5)\n"
            "  --rpd N                  anonymous requests per UTC day per client (PYBOX_RPD; 30)\n"
            "  --code-chars N           anonymous code length limit (PYBOX_CODE_CHARS; 2000)\n"
@@ -91,6 +94,7 @@ enum {
     OPT_NO_PRELOAD,
     OPT_URL_FILE,
     OPT_SPARES,
+    OPT_QUEUE,
     OPT_RECYCLE,
 };
 
@@ -109,6 +113,29 @@ static void set_recycle(struct pbx_server_config *cfg, const char *v)
         pbx_usage_error("serve", "--recycle `%s` is not EXECS:SECONDS", v);
     cfg->zygote_max_execs = n;
     cfg->zygote_max_age_s = (unsigned)secs;
+}
+
+static void set_queue(struct pbx_server_config *cfg, const char *v)
+{
+    char *end = NULL;
+    unsigned long n = strtoul(v, &end, 10);
+    double secs = 0;
+
+    if (end == v || v[0] == '-' || (*end != '\0' && *end != ':'))
+        pbx_usage_error("serve", "--queue `%s` is not N:SECONDS", v);
+    if (*end == ':') {
+        const char *t = end + 1;
+
+        secs = strtod(t, &end);
+        if (end == t || *end != '\0' || !(secs >= 0 && secs <= 3600))
+            pbx_usage_error("serve", "--queue `%s`: SECONDS must be between 0 and 3600", v);
+    } else if (n != 0) {
+        pbx_usage_error("serve", "--queue `%s` is not N:SECONDS", v);
+    }
+    if (n > 100000)
+        pbx_usage_error("serve", "--queue `%s`: at most 100000 may wait", v);
+    cfg->queue_max = (unsigned)n;
+    cfg->queue_wait_ms = n == 0 ? 0 : (unsigned)(secs * 1000.0);
 }
 
 static void set_spares(struct pbx_server_config *cfg, const char *v)
@@ -152,6 +179,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"no-preload", no_argument, NULL, OPT_NO_PRELOAD},
         {"url-file", required_argument, NULL, OPT_URL_FILE},
         {"spares", required_argument, NULL, OPT_SPARES},
+        {"queue", required_argument, NULL, OPT_QUEUE},
         {"recycle", required_argument, NULL, OPT_RECYCLE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -197,6 +225,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.cors_origins = v;
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
+    if ((v = getenv("PYBOX_QUEUE")) != NULL)
+        set_queue(&cfg, v);
     if ((v = getenv("PYBOX_RECYCLE")) != NULL)
         set_recycle(&cfg, v);
     /* The admin key: kept in this process only, and out of its environment. */
@@ -269,6 +299,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_URL_FILE:
             cfg.url_file = optarg;
+            break;
+        case OPT_QUEUE:
+            set_queue(&cfg, optarg);
             break;
         case OPT_SPARES:
             set_spares(&cfg, optarg);

@@ -61,6 +61,9 @@
 
 #define MAX_SPARES 64
 
+/* Cell cgroups kept for reuse beyond the most spares (cells running on demand). */
+#define CGROUP_POOL_EXTRA 8
+
 /*
  * One zygote.  The engine has a current one; a zygote that died, or served
  * its share of executions or of time, is retired: it stays alive until the
@@ -84,26 +87,32 @@ struct spare {
 };
 
 struct pbx_engine {
-    pthread_mutex_t zlock;         /* guards cur and every zygote's refs and execs */
-    struct zygote *cur;            /* the zygote new work goes to, or NULL */
-    atomic_ulong zygotes;          /* zygotes started so far */
-    struct pbx_cgroups *cg;        /* cell cgroups, NULL when none is usable */
-    bool have_memcg;               /* a memory controller is in force */
-    bool have_pidscg;              /* a pids controller is in force */
-    atomic_uint_fast64_t next;     /* execution ids */
-    struct pbx_engine_config cfg;  /* as started */
-    pthread_mutex_t pool_lock;     /* guards the fields below */
-    pthread_cond_t pool_cond;      /* wakes the refill thread */
-    struct spare pool[MAX_SPARES]; /* ready spares, oldest first */
-    unsigned npool;                /* their count */
-    unsigned making;               /* spares being made */
-    unsigned target;               /* spares wanted, between spares_min and spares_max */
-    unsigned streak;               /* executions served by a spare since the last miss */
-    bool stopping;                 /* the engine is being freed */
-    bool refill_running;           /* the refill thread exists */
-    pthread_t refill;              /* makes spares up to target */
-    atomic_ulong hits;             /* executions that found a spare */
-    atomic_ulong misses;           /* executions that had to fork on demand */
+    pthread_mutex_t zlock;            /* guards cur and every zygote's refs and execs */
+    struct zygote *cur;               /* the zygote new work goes to, or NULL */
+    atomic_ulong zygotes;             /* zygotes started so far */
+    struct pbx_cgroups *cg;           /* cell cgroups, NULL when none is usable */
+    bool have_memcg;                  /* a memory controller is in force */
+    bool have_pidscg;                 /* a pids controller is in force */
+    atomic_uint_fast64_t next;        /* execution ids */
+    struct pbx_engine_config cfg;     /* as started */
+    pthread_mutex_t pool_lock;        /* guards the fields below */
+    pthread_cond_t pool_cond;         /* wakes the refill thread */
+    struct spare pool[MAX_SPARES];    /* ready spares, oldest first */
+    unsigned npool;                   /* their count */
+    unsigned making;                  /* spares being made */
+    unsigned target;                  /* spares wanted, between spares_min and spares_max */
+    unsigned streak;                  /* executions served by a spare since the last miss */
+    bool stopping;                    /* the engine is being freed */
+    bool refill_running;              /* the refill thread exists */
+    pthread_t refill;                 /* makes spares up to target */
+    atomic_ulong hits;                /* executions that found a spare */
+    atomic_ulong misses;              /* executions that had to fork on demand */
+    pthread_mutex_t cg_lock;          /* guards the cgroup pool below */
+    struct pbx_cgroup_cell **cg_free; /* cell cgroups with no member left, for reuse */
+    size_t cg_nfree;                  /* their count */
+    size_t cg_cap;                    /* room in cg_free */
+    atomic_ulong cg_created;          /* cell cgroups created */
+    atomic_ulong cg_reused;           /* cell cgroups taken from the pool */
 };
 
 static void *refill_main(void *arg);
@@ -216,6 +225,9 @@ static char *const zygote_env[] = {
     "OMP_NUM_THREADS=1",
     "MKL_NUM_THREADS=1",
     "NUMEXPR_NUM_THREADS=1",
+    /* For the loader and malloc only; the zygote removes them before Python starts. */
+    "LD_BIND_NOW=1",
+    "GLIBC_TUNABLES=glibc.malloc.mxfast=0",
     NULL,
 };
 
@@ -470,13 +482,28 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
                              "no usable memory and pids cgroup controllers (see pybox doctor)");
     }
     pthread_mutex_init(&e->zlock, NULL);
+    pthread_mutex_init(&e->cg_lock, NULL);
+    e->cg_cap = (cfg->spares_max < MAX_SPARES ? cfg->spares_max : MAX_SPARES) + CGROUP_POOL_EXTRA;
+    e->cg_free = xcalloc(e->cg_cap, sizeof(*e->cg_free));
     z = zygote_get(e, false, err);
     if (z == NULL) {
+        free(e->cg_free);
         pbx__cgroup_teardown(e->cg);
         return -1;
     }
     zygote_put(e, z);
     atomic_init(&e->next, 1);
+    /* Cgroups for the first cells, created now rather than on the first requests' path. */
+    for (unsigned i = 0; e->cg != NULL && i < e->cfg.spares_max + 2 && e->cg_nfree < e->cg_cap;
+         i++) {
+        struct pbx_cgroup_cell *cell = NULL;
+        struct pbx_cgroup_limits cl = {0};
+
+        if (pbx__cgroup_cell_create(e->cg, atomic_fetch_add(&e->next, 1), &cl, &cell, NULL) < 0)
+            break;
+        atomic_fetch_add(&e->cg_created, 1);
+        e->cg_free[e->cg_nfree++] = cell;
+    }
     pthread_mutex_init(&e->pool_lock, NULL);
     pthread_cond_init(&e->pool_cond, NULL);
     e->target = cfg->spares_min;
@@ -516,6 +543,15 @@ void pbx_engine_free(struct pbx_engine *e)
         spare_release(e, &e->pool[i]);
     if (cur != NULL)
         zygote_put(e, cur);
+    for (size_t i = 0; i < e->cg_nfree; i++) {
+        struct pbx_error *err = NULL;
+
+        if (pbx__cgroup_cell_destroy(e->cg_free[i], &err) < 0) {
+            pbx_log(PBX_LOG_WARN, "%s", err->msg);
+            pbx_error_free(&err);
+        }
+    }
+    free(e->cg_free);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
@@ -949,6 +985,70 @@ static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
 
 /* ---- the warm pool ---- */
 
+/*
+ * The cgroup pool.  Creating and removing a memory cgroup per execution is
+ * slow and leaves dying memcgs behind in the kernel for a while, so a cell's
+ * cgroups go back to a pool when its processes are gone, and the next cell
+ * takes them with new limits and fresh counters (pbx__cgroup_cell_reuse).
+ */
+static int cell_cgroups_get(struct pbx_engine *e, uint64_t id, const struct pbx_limits *lim,
+                            struct pbx_cgroup_cell **out, struct pbx_error **err)
+{
+    struct pbx_cgroup_limits cl = {
+        .memory_bytes = lim->memory_bytes,
+        .pids = lim->pids,
+        .cpu_percent = 100,
+    };
+
+    for (;;) {
+        struct pbx_cgroup_cell *cell = NULL;
+        struct pbx_error *rerr = NULL;
+
+        pthread_mutex_lock(&e->cg_lock);
+        if (e->cg_nfree > 0)
+            cell = e->cg_free[--e->cg_nfree];
+        pthread_mutex_unlock(&e->cg_lock);
+        if (cell == NULL)
+            break;
+        if (pbx__cgroup_cell_reuse(cell, &cl, &rerr) == 0) {
+            atomic_fetch_add(&e->cg_reused, 1);
+            *out = cell;
+            return 0;
+        }
+        pbx_log(PBX_LOG_DEBUG, "%s; removing it", rerr->msg);
+        pbx_error_free(&rerr);
+        if (pbx__cgroup_cell_destroy(cell, &rerr) < 0) {
+            pbx_log(PBX_LOG_WARN, "%s", rerr->msg);
+            pbx_error_free(&rerr);
+        }
+    }
+    if (pbx__cgroup_cell_create(e->cg, id, &cl, out, err) < 0)
+        return -1;
+    atomic_fetch_add(&e->cg_created, 1);
+    return 0;
+}
+
+/* Give back a cell's cgroups: pooled when nothing is left in them, else removed. */
+static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
+{
+    struct pbx_error *err = NULL;
+
+    if (cell == NULL)
+        return;
+    if (pbx__cgroup_cell_count(cell) == 0) {
+        pthread_mutex_lock(&e->cg_lock);
+        if (e->cg_nfree < e->cg_cap) {
+            e->cg_free[e->cg_nfree++] = cell;
+            cell = NULL;
+        }
+        pthread_mutex_unlock(&e->cg_lock);
+    }
+    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+}
+
 /* Whether an execution with limits `r` can run in a spare made with limits `s`. */
 static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
 {
@@ -961,15 +1061,11 @@ static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
 
 static void spare_release(struct pbx_engine *e, struct spare *sp)
 {
-    struct pbx_error *err = NULL;
-
     if (sp->status >= 0)
         close(sp->status); /* the cell sees EOF and exits, its job with it */
     sp->status = -1;
-    if (sp->cell != NULL && pbx__cgroup_cell_destroy(sp->cell, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "%s", err->msg);
-        pbx_error_free(&err);
-    }
+    /* Its processes may still be exiting: then the cgroups are removed, not pooled. */
+    cell_cgroups_put(e, sp->cell);
     sp->cell = NULL;
     zygote_put(e, sp->z);
     sp->z = NULL;
@@ -1009,13 +1105,7 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
     sp->status = sv[0];
     fds[0] = sv[1];
     if (e->cg != NULL) {
-        struct pbx_cgroup_limits cl = {
-            .memory_bytes = job.limits.memory_bytes,
-            .pids = job.limits.pids,
-            .cpu_percent = 100,
-        };
-
-        if (pbx__cgroup_cell_create(e->cg, job.id, &cl, &sp->cell, err) < 0)
+        if (cell_cgroups_get(e, job.id, &job.limits, &sp->cell, err) < 0)
             goto out;
         r = pbx__cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
@@ -1154,6 +1244,8 @@ void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)
     st->hits = atomic_load(&e->hits);
     st->misses = atomic_load(&e->misses);
     st->zygotes = atomic_load(&e->zygotes);
+    st->cgroups_created = atomic_load(&e->cg_created);
+    st->cgroups_reused = atomic_load(&e->cg_reused);
 }
 
 /*
@@ -1255,13 +1347,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     if (z == NULL)
         goto out_close;
     if (e->cg != NULL) {
-        struct pbx_cgroup_limits cl = {
-            .memory_bytes = req->limits.memory_bytes,
-            .pids = req->limits.pids,
-            .cpu_percent = 100,
-        };
-
-        if (pbx__cgroup_cell_create(e->cg, job.id, &cl, &cell, err) < 0)
+        if (cell_cgroups_get(e, job.id, &req->limits, &cell, err) < 0)
             goto out_close;
         r = pbx__cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
@@ -1307,14 +1393,7 @@ out_close:
             close(child[i]);
     }
     flight_close(&f);
-    if (cell != NULL) {
-        struct pbx_error *cerr = NULL;
-
-        if (pbx__cgroup_cell_destroy(cell, &cerr) < 0) {
-            pbx_log(PBX_LOG_WARN, "%s", cerr->msg);
-            pbx_error_free(&cerr);
-        }
-    }
+    cell_cgroups_put(e, cell);
     if (out_fd >= 0)
         close(out_fd);
     zygote_put(e, z);

@@ -45,11 +45,13 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 void pbx_engine_free(struct pbx_engine *engine);
 
 struct pbx_pool_stats {
-    unsigned idle;         /* spares ready now */
-    unsigned target;       /* spares wanted now */
-    unsigned long hits;    /* executions that found a spare */
-    unsigned long misses;  /* executions that forked on demand */
-    unsigned long zygotes; /* zygotes started (the first one included) */
+    unsigned idle;                 /* spares ready now */
+    unsigned target;               /* spares wanted now */
+    unsigned long hits;            /* executions that found a spare */
+    unsigned long misses;          /* executions that forked on demand */
+    unsigned long zygotes;         /* zygotes started (the first one included) */
+    unsigned long cgroups_created; /* cell cgroups created */
+    unsigned long cgroups_reused;  /* cell cgroups taken again from the pool */
 };
 
 /* The warm pool's counters. Thread-safe. */

@@ -195,6 +195,9 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     int pidns;
     int sfd;
 
+    /* Read by the loader and malloc at exec (see engine.c); nothing later needs them. */
+    unsetenv("LD_BIND_NOW");
+    unsetenv("GLIBC_TUNABLES");
     /* No controlling terminal: a Ctrl-C meant for the CLI never reaches the jail. */
     (void)setsid();
     (void)prctl(PR_SET_NAME, "pybox-zygote", 0, 0, 0);

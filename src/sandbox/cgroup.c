@@ -850,12 +850,47 @@ out_close_fds:
     return ret;
 }
 
-uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell)
+static uint64_t oom_kills_raw(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)
         return 0;
     return backend_of(cell->cg->ctl[PBX_CGROUP_MEMORY].version)
         ->oom_kills(cell->dir[PBX_CGROUP_MEMORY]);
+}
+
+uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell)
+{
+    uint64_t n = oom_kills_raw(cell);
+
+    return n > (cell ? cell->oom_base : 0) ? n - cell->oom_base : 0;
+}
+
+int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
+                           struct pbx_error **err)
+{
+    if (cell == NULL || limits == NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "cgroup cell: missing argument");
+    /* Never hand a cgroup that still has a member to another execution. */
+    if (pbx__cgroup_cell_count(cell) != 0)
+        return pbx_error_set(err, EBUSY, "cgroup cell %" PRIu64 " still has members", cell->id);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        const struct pbx__cgroup_backend *be;
+        int ret;
+
+        if (!own_dir(cell, i))
+            continue;
+        be = backend_of(cell->cg->ctl[i].version);
+        ret = be->reset(cell->cg, i, cell->dir[i], err);
+        if (ret >= 0)
+            ret = be->limit(cell->cg, i, cell->dir[i], limits, err);
+        if (ret < 0) {
+            if (err)
+                pbx_error_prefix(err, "reuse cgroup %s of cell %" PRIu64, ctl_names[i], cell->id);
+            return ret;
+        }
+    }
+    cell->oom_base = oom_kills_raw(cell);
+    return 0;
 }
 
 uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)

@@ -91,7 +91,19 @@ int pbx__cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
 int pbx__cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
                                struct pbx_error **err);
 
-/* The number of OOM kills in the cell's memory cgroup so far (0 without one). */
+/*
+ * Make a cell whose processes are all gone ready for another execution: undo
+ * its limits, give back what is still charged to it, reset its peak memory,
+ * take its OOM-kill count as the new zero and apply `limits`.  Pooled cells
+ * spare the kernel a memory cgroup created and removed per execution (each
+ * removal leaves a dying memcg behind for a while).  Returns < 0 when the cell
+ * cannot be reused (a member left, a write refused, a backend that cannot
+ * reset its counters); the caller then destroys it.
+ */
+int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
+                           struct pbx_error **err);
+
+/* The number of OOM kills in the cell's memory cgroup during its current use (0 without one). */
 uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
 
 /* The peak memory use in bytes, or 0 when unknown. */

@@ -55,6 +55,7 @@ struct pbx_cgroup_cell {
     struct pbx_cgroups *cg;     /* the manager, not owned */
     uint64_t id;                /* the N of "cell-N" */
     char *dir[PBX_CGROUP_NCTL]; /* owned; NULL when the controller is unusable */
+    uint64_t oom_base;          /* OOM kills counted before its current use */
 };
 
 /* The controller's name as the kernel spells it: "memory", "pids", "cpu". */
@@ -125,6 +126,9 @@ struct pbx__cgroup_backend {
     uint64_t (*oom_kills)(const char *dir);
     uint64_t (*peak_memory)(const char *dir);
     void (*kill)(const struct pbx_cgroups *cg, const char *dir);
+    /* Undo every limit and counter of an empty cgroup, for its reuse; < 0 when it cannot. */
+    int (*reset)(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
+                 struct pbx_error **err);
 };
 
 /*

@@ -198,11 +198,40 @@ static void v1_kill(const struct pbx_cgroups *cg, const char *dir)
     pbx__cgroup_kill_listed(dir);
 }
 
+/*
+ * Back to no limits and fresh counters, so that v1_limit() can apply any new
+ * ones (memsw goes first when raising: it may never be below the memory
+ * limit).  force_empty gives back the page cache still charged to the cgroup
+ * (files its last cell read), which would otherwise count against the next.
+ */
+static int v1_reset(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
+                    struct pbx_error **err)
+{
+    int ret;
+
+    switch (ctl) {
+    case PBX_CGROUP_MEMORY:
+        if (cg->ctl[ctl].swap_limited &&
+            (ret = pbx__cgroup_write(cg, dir, "memory.memsw.limit_in_bytes", "-1", err)) < 0)
+            return ret;
+        if ((ret = pbx__cgroup_write(cg, dir, "memory.limit_in_bytes", "-1", err)) < 0 ||
+            (ret = pbx__cgroup_write(cg, dir, "memory.force_empty", "0", err)) < 0 ||
+            (ret = pbx__cgroup_write(cg, dir, "memory.max_usage_in_bytes", "0", err)) < 0)
+            return ret;
+        if (cg->ctl[ctl].swap_limited)
+            return pbx__cgroup_write(cg, dir, "memory.memsw.max_usage_in_bytes", "0", err);
+        return 0;
+    case PBX_CGROUP_PIDS:
+        return pbx__cgroup_write(cg, dir, "pids.max", "max", err);
+    case PBX_CGROUP_CPU:
+        return pbx__cgroup_write(cg, dir, "cpu.cfs_quota_us", "-1", err);
+    default:
+        return pbx_error_set(err, PBX_E_INVAL, "unknown cgroup controller %d", (int)ctl);
+    }
+}
+
 const struct pbx__cgroup_backend pbx__cgroup_v1_backend = {
-    v1_limit,
-    v1_oom_kills,
-    v1_peak_memory,
-    v1_kill,
+    v1_limit, v1_oom_kills, v1_peak_memory, v1_kill, v1_reset,
 };
 
 /* Killing by list, for v1 and for v2 without cgroup.kill. */

@@ -206,9 +206,27 @@ static void v2_kill(const struct pbx_cgroups *cg, const char *dir)
     pbx__cgroup_kill_listed(dir);
 }
 
+/*
+ * Back to no limits.  memory.peak cannot be reset for every reader (a write
+ * resets it only for the writer's open file), so a v2 memory cgroup is never
+ * reused: its cell gets a fresh one each time.
+ */
+static int v2_reset(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
+                    struct pbx_error **err)
+{
+    switch (ctl) {
+    case PBX_CGROUP_MEMORY:
+        return pbx_error_set(err, PBX_E_UNSUPPORTED,
+                             "a cgroup v2 memory cgroup's peak cannot be reset");
+    case PBX_CGROUP_PIDS:
+        return pbx__cgroup_write(cg, dir, "pids.max", "max", err);
+    case PBX_CGROUP_CPU:
+        return pbx__cgroup_write(cg, dir, "cpu.max", "max", err);
+    default:
+        return pbx_error_set(err, PBX_E_INVAL, "unknown cgroup controller %d", (int)ctl);
+    }
+}
+
 const struct pbx__cgroup_backend pbx__cgroup_v2_backend = {
-    v2_limit,
-    v2_oom_kills,
-    v2_peak_memory,
-    v2_kill,
+    v2_limit, v2_oom_kills, v2_peak_memory, v2_kill, v2_reset,
 };

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/xalloc.h"
 #include "server/admit.h"
@@ -35,11 +36,25 @@ struct window {
 struct pbx_admit {
     struct proxy proxies[MAX_PROXY];  /* trusted proxies */
     size_t nproxies;                  /* their count */
-    atomic_uint active;               /* executions in flight */
+    atomic_uint active;               /* executions in flight (written under slot_lock) */
     unsigned capacity;                /* the cap */
+    pthread_mutex_t slot_lock;        /* guards active's changes and the queue */
+    struct waiter *head;              /* the queue of requests waiting for a slot, oldest first */
+    struct waiter *tail;              /* its newest */
+    unsigned queued;                  /* its length */
+    unsigned queue_max;               /* the most that may wait; 0: refuse at once */
+    unsigned queue_wait_ms;           /* how long one may wait */
+    atomic_ulong queue_timeouts;      /* requests that waited their whole time in vain */
     pthread_mutex_t lock;             /* guards buckets */
     struct window *buckets[NBUCKETS]; /* rate windows by client hash */
     uint64_t last_sweep;              /* when idle windows were last dropped */
+};
+
+/* One request waiting for a slot; lives on its thread's stack. */
+struct waiter {
+    pthread_cond_t cond; /* signalled when granted */
+    bool granted;        /* a leaving execution handed its slot over */
+    struct waiter *next; /* the next newer waiter */
 };
 
 struct pbx_admit *pbx__admit_new(unsigned max_concurrency)
@@ -48,7 +63,16 @@ struct pbx_admit *pbx__admit_new(unsigned max_concurrency)
 
     a->capacity = max_concurrency;
     pthread_mutex_init(&a->lock, NULL);
+    pthread_mutex_init(&a->slot_lock, NULL);
     return a;
+}
+
+void pbx__admit_set_queue(struct pbx_admit *a, unsigned max_waiting, unsigned wait_ms)
+{
+    pthread_mutex_lock(&a->slot_lock);
+    a->queue_max = max_waiting;
+    a->queue_wait_ms = wait_ms;
+    pthread_mutex_unlock(&a->slot_lock);
 }
 
 static void window_free(struct window *w)
@@ -71,6 +95,7 @@ void pbx__admit_free(struct pbx_admit *a)
         }
     }
     pthread_mutex_destroy(&a->lock);
+    pthread_mutex_destroy(&a->slot_lock);
     free(a);
 }
 
@@ -214,20 +239,105 @@ void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, c
     }
 }
 
+/* Take `w` out of the queue (it gave up). */
+static void unqueue(struct pbx_admit *a, struct waiter *w)
+{
+    struct waiter **pp = &a->head;
+    struct waiter *prev = NULL;
+
+    while (*pp != NULL && *pp != w) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = w->next;
+    if (a->tail == w)
+        a->tail = prev;
+    a->queued--;
+}
+
 bool pbx__admit_enter(struct pbx_admit *a)
 {
-    unsigned cur = atomic_load(&a->active);
+    struct waiter w = {.granted = false, .next = NULL};
+    pthread_condattr_t attr;
+    struct timespec deadline;
+    bool got;
 
-    do {
-        if (cur >= a->capacity)
-            return false;
-    } while (!atomic_compare_exchange_weak(&a->active, &cur, cur + 1));
-    return true;
+    pthread_mutex_lock(&a->slot_lock);
+    /* A free slot goes to the queue's head first: nobody overtakes a waiter. */
+    if (a->head == NULL && atomic_load(&a->active) < a->capacity) {
+        atomic_fetch_add(&a->active, 1);
+        pthread_mutex_unlock(&a->slot_lock);
+        return true;
+    }
+    if (a->queued >= a->queue_max || a->queue_wait_ms == 0) {
+        pthread_mutex_unlock(&a->slot_lock);
+        return false;
+    }
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (a->tail != NULL)
+        a->tail->next = &w;
+    else
+        a->head = &w;
+    a->tail = &w;
+    a->queued++;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += a->queue_wait_ms / 1000;
+    deadline.tv_nsec += (long)(a->queue_wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (!w.granted) {
+        if (pthread_cond_timedwait(&w.cond, &a->slot_lock, &deadline) != 0 && !w.granted)
+            break;
+    }
+    got = w.granted;
+    if (!got) {
+        unqueue(a, &w);
+        atomic_fetch_add(&a->queue_timeouts, 1);
+    }
+    pthread_mutex_unlock(&a->slot_lock);
+    pthread_cond_destroy(&w.cond);
+    return got;
 }
 
 void pbx__admit_leave(struct pbx_admit *a)
 {
-    atomic_fetch_sub(&a->active, 1);
+    pthread_mutex_lock(&a->slot_lock);
+    if (a->head != NULL) {
+        /* The slot passes straight to the oldest waiter: active stays as it is. */
+        struct waiter *w = a->head;
+
+        a->head = w->next;
+        if (a->head == NULL)
+            a->tail = NULL;
+        a->queued--;
+        w->granted = true;
+        pthread_cond_signal(&w->cond);
+    } else {
+        atomic_fetch_sub(&a->active, 1);
+    }
+    pthread_mutex_unlock(&a->slot_lock);
+}
+
+unsigned pbx__admit_queued(struct pbx_admit *a)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&a->slot_lock);
+    n = a->queued;
+    pthread_mutex_unlock(&a->slot_lock);
+    return n;
+}
+
+unsigned long pbx__admit_queue_timeouts(const struct pbx_admit *a)
+{
+    return atomic_load(&((struct pbx_admit *)a)->queue_timeouts);
 }
 
 unsigned pbx__admit_active(const struct pbx_admit *a)

@@ -29,9 +29,25 @@ int pbx__admit_add_proxy(struct pbx_admit *a, const char *cidr, struct pbx_error
 void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, const char *xff,
                        char *out, size_t outlen);
 
-/* Take an execution slot: false when all are busy. */
+/*
+ * When every slot is busy, up to `max_waiting` requests wait for one, in
+ * order of arrival, for at most `wait_ms` each (0 and 0: refuse at once).
+ * Defaults: no queue.
+ */
+void pbx__admit_set_queue(struct pbx_admit *a, unsigned max_waiting, unsigned wait_ms);
+
+/*
+ * Take an execution slot: at once when one is free and nobody waits;
+ * otherwise wait in the queue (when there is room in it) until a leaving
+ * execution hands its slot over.  False when the queue is full or the wait
+ * ran out: the caller answers 503.
+ */
 bool pbx__admit_enter(struct pbx_admit *a);
+/* Give the slot back, or hand it to the oldest waiter. */
 void pbx__admit_leave(struct pbx_admit *a);
+/* Requests waiting now, and those whose wait ran out so far. */
+unsigned pbx__admit_queued(struct pbx_admit *a);
+unsigned long pbx__admit_queue_timeouts(const struct pbx_admit *a);
 unsigned pbx__admit_active(const struct pbx_admit *a);
 unsigned pbx__admit_capacity(const struct pbx_admit *a);
 

@@ -139,6 +139,8 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->listen = "127.0.0.1:8080";
     cfg->data_dir = "/var/lib/pybox";
     cfg->max_concurrency = 5;
+    cfg->queue_max = 16;
+    cfg->queue_wait_ms = 5000;
     cfg->anon_rpm = 5;
     cfg->anon_rpd = 30;
     cfg->anon_code_chars = 2000;
@@ -749,7 +751,9 @@ static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c
     /* Admission: a slot first, so a refused request is never charged. */
     active = pbx__admit_active(s->admit);
     if (!pbx__admit_enter(s->admit)) {
-        ret = send_error(c, ctx, s, "ServerBusy", "every execution slot is busy; retry in a moment",
+        ret = send_error(c, ctx, s, "ServerBusy",
+                         "every execution slot is busy and the queue is full or its wait ran "
+                         "out; retry in a moment",
                          1, NULL);
         goto out_key;
     }
@@ -944,9 +948,19 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# HELP pybox_zygotes_started_total Zygotes started (replaced when dead or recycled).\n");
     OUT("# TYPE pybox_zygotes_started_total counter\n");
     OUT("pybox_zygotes_started_total %lu\n", ps.zygotes);
+    OUT("# HELP pybox_cgroups_total Cell cgroups created, and taken again from the pool.\n");
+    OUT("# TYPE pybox_cgroups_total counter\n");
+    OUT("pybox_cgroups_total{how=\"created\"} %lu\n", ps.cgroups_created);
+    OUT("pybox_cgroups_total{how=\"reused\"} %lu\n", ps.cgroups_reused);
     OUT("# HELP pybox_execution_slots Concurrent executions allowed.\n");
     OUT("# TYPE pybox_execution_slots gauge\n");
     OUT("pybox_execution_slots %u\n", pbx__admit_capacity(s->admit));
+    OUT("# HELP pybox_queue_waiting Requests waiting for an execution slot.\n");
+    OUT("# TYPE pybox_queue_waiting gauge\n");
+    OUT("pybox_queue_waiting %u\n", pbx__admit_queued(s->admit));
+    OUT("# HELP pybox_queue_timeouts_total Requests answered 503 after waiting their whole time.\n");
+    OUT("# TYPE pybox_queue_timeouts_total counter\n");
+    OUT("pybox_queue_timeouts_total %lu\n", pbx__admit_queue_timeouts(s->admit));
 #undef OUT
     return send_text(c, ctx, s, 200, pbx_buf_steal(&b, NULL),
                      "text/plain; version=0.0.4; charset=utf-8", 0);
@@ -1319,6 +1333,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     if (parse_listen(cfg->listen, &ss, &sslen, err) < 0)
         goto out;
     s->admit = pbx__admit_new(cfg->max_concurrency);
+    pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
     for (size_t i = 0; i < cfg->nproxies; i++) {
         if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0)
             goto out;

@@ -17,7 +17,9 @@ struct pbx_server_config {
     const char *store_uri;                       /* "sqlite:PATH", or NULL for DATA/pybox.db */
     const char *proxies[PBX_SERVER_MAX_PROXIES]; /* trusted proxy CIDRs */
     size_t nproxies;                             /* their count */
-    unsigned max_concurrency;                    /* executions at once; beyond, 503 */
+    unsigned max_concurrency;                    /* executions at once */
+    unsigned queue_max;                          /* beyond them, requests that may wait */
+    unsigned queue_wait_ms;                      /* for at most this long each, then 503 */
     int64_t anon_rpm;                            /* anonymous requests per minute per client */
     int64_t anon_rpd;                            /* anonymous requests per UTC day per client */
     size_t anon_code_chars;                      /* anonymous code length limit, in characters */

@@ -175,7 +175,8 @@ def test_daily_quota_survives_restart(start_server):
 
 
 def test_concurrency_cap_503_at_once(start_server):
-    s = start_server("--max-concurrency", "2", "--rpm", "100", "--rpd", "1000", "--timeout", "20")
+    s = start_server("--max-concurrency", "2", "--rpm", "100", "--rpd", "1000", "--timeout", "20",
+                     "--queue", "0")
     sleep_s = 3
     barrier = threading.Barrier(4)
     results = [None] * 4

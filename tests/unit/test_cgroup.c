@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -132,8 +133,11 @@ static int fake_mkdir(void *data, const char *path)
         put(path, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n");
         put(path, "memory.max_usage_in_bytes", "0\n");
         put(path, "memory.swappiness", "60\n");
-        if (F.memsw)
+        put(path, "memory.force_empty", "");
+        if (F.memsw) {
             put(path, "memory.memsw.limit_in_bytes", "9223372036854771712\n");
+            put(path, "memory.memsw.max_usage_in_bytes", "0\n");
+        }
     } else if (strstr(path, "/pids/")) {
         if (!F.no_pids_max)
             put(path, "pids.max", "max\n");
@@ -222,13 +226,58 @@ static void merge_subtree(const char *path, const char *buf, size_t len)
     free(dir);
 }
 
+/* A v1 memory limit as the kernel parses it: "-1" is no limit. */
+static uint64_t v1_limit_value(const char *text)
+{
+    return strncmp(text, "-1", 2) == 0 ? UINT64_MAX : strtoull(text, NULL, 10);
+}
+
+/*
+ * The v1 kernel's rule (mem_cgroup_resize_max()): memory.memsw.limit_in_bytes
+ * may never be below memory.limit_in_bytes, so a write that would make it so
+ * fails with EINVAL.  False when the write at `path` of `value` breaks it.
+ */
+static bool v1_memsw_order_ok(const char *path, const char *value)
+{
+    static const char lim[] = "/memory.limit_in_bytes";
+    static const char sw[] = "/memory.memsw.limit_in_bytes";
+    size_t n = strlen(path);
+    char *dir;
+    char *other;
+    bool ok = true;
+
+    if (n > strlen(lim) && strcmp(path + n - strlen(lim), lim) == 0) {
+        dir = xstrndup(path, n - strlen(lim));
+        other = slurp(dir, sw + 1);
+        ok = other == NULL || v1_limit_value(value) <= v1_limit_value(other);
+    } else if (n > strlen(sw) && strcmp(path + n - strlen(sw), sw) == 0) {
+        dir = xstrndup(path, n - strlen(sw));
+        other = slurp(dir, lim + 1);
+        ok = other == NULL || v1_limit_value(value) >= v1_limit_value(other);
+    } else {
+        return true;
+    }
+    free(other);
+    free(dir);
+    return ok;
+}
+
 static int fake_write(void *data, const char *path, const char *buf, size_t len)
 {
     int fd;
     size_t used = strlen(F.log);
+    char *value;
+    bool order_ok;
 
     if (fails_here('w', path)) {
         errno = F.fail_errno;
+        return -1;
+    }
+    value = xstrndup(buf, len);
+    order_ok = v1_memsw_order_ok(path, value);
+    free(value);
+    if (!order_ok) {
+        errno = EINVAL;
         return -1;
     }
     snprintf(F.log + used, sizeof(F.log) - used, "%s=%.*s\n", path + strlen(F.root) + 1, (int)len,
@@ -666,6 +715,225 @@ START_TEST(test_kill_listed)
 }
 END_TEST
 
+/* Reuse of a cell's cgroups for another execution. */
+
+#define CELL5_MEM  "memory/a/b/pybox-1/cell-5/"
+#define CELL5_PIDS "pids/pybox-1/cell-5/"
+#define CELL5_CPU  "cpu,cpuacct/c/pybox-1/cell-5/"
+
+/* The three v1 hierarchies of test_v1_tree, and cell 5 in them with `limits`. */
+static struct pbx_cgroups *v1_cell5(const struct pbx_cgroup_limits *limits,
+                                    struct pbx_cgroup_cell **cell)
+{
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    v1_mount("memory", "/a/b");
+    v1_mount("pids", "/");
+    v1_mount("cpu,cpuacct", "/c");
+    cg = setup(self_v1);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, limits, cell, &err), 0);
+    ck_assert_ptr_null(err);
+    return cg;
+}
+
+/* Destroy cell 5 and the manager; nothing of either may be left. */
+static void v1_cell5_done(struct pbx_cgroups *cg, struct pbx_cgroup_cell *cell)
+{
+    struct pbx_error *err = NULL;
+
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_ptr_null(err);
+    ASSERT_GONE("memory/a/b/pybox-1/cell-5");
+    ASSERT_GONE("pids/pybox-1/cell-5");
+    ASSERT_GONE("cpu,cpuacct/c/pybox-1/cell-5");
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("memory/a/b/pybox-1");
+    ASSERT_GONE("pids/pybox-1");
+    ASSERT_GONE("cpu,cpuacct/c/pybox-1");
+}
+
+/* The position of `line` in the write log (must be there), for checking write order. */
+static const char *logged(const char *line)
+{
+    const char *at = strstr(F.log, line);
+
+    ck_assert_msg(at != NULL, "no write `%s` in:\n%s", line, F.log);
+    return at;
+}
+
+START_TEST(test_v1_reuse)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+    char *mem = xstrdup(cell->dir[PBX_CGROUP_MEMORY]);
+
+    /* What the last execution left: two OOM kills, a peak of its own. */
+    put(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+    put(mem, "memory.max_usage_in_bytes", "60000000\n");
+    put(mem, "memory.memsw.max_usage_in_bytes", "61000000\n");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
+    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 60000000);
+    F.log[0] = '\0';
+
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_ptr_null(err);
+    /* The same directories, now with B's limits. */
+    ck_assert_str_eq(cell->dir[PBX_CGROUP_MEMORY], mem);
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "134217728");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "134217728");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "32");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_period_us", "100000");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "200000");
+    /* Page cache given back, peaks reset. */
+    logged(CELL5_MEM "memory.force_empty=0\n");
+    logged(CELL5_MEM "memory.max_usage_in_bytes=0\n");
+    logged(CELL5_MEM "memory.memsw.max_usage_in_bytes=0\n");
+    ASSERT_FILE(CELL5_MEM "memory.max_usage_in_bytes", "0");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.max_usage_in_bytes", "0");
+    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 0);
+    /* The kernel's count goes on; only kills of this use count. */
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    put(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 1);
+
+    /* A third use: the kill of the second is not its either. */
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "16");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
+    free(mem);
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
+START_TEST(test_v1_reuse_unlimited)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits none = {0, 0, 0};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+
+    /* No limit asked for: none of the old ones may stay. */
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &none, &err), 0);
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "-1");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "-1");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "max");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "-1");
+    /* And from unlimited back to limited. */
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "67108864");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "16");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
+START_TEST(test_v1_reuse_raise_memory)
+{
+    struct pbx_cgroup_limits small = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits big = {256u << 20, 16, 50};
+    struct pbx_cgroup_limits tiny = {32u << 20, 16, 50};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&small, &cell);
+    char *limit = in_root(CELL5_MEM "memory.limit_in_bytes");
+
+    /* The fake kernel enforces memsw >= memory, as the real one does. */
+    ck_assert_int_eq(fake_write(NULL, limit, "268435456", 9), -1);
+    ck_assert_int_eq(errno, EINVAL);
+    F.log[0] = '\0';
+
+    /* 64 MiB to 256 MiB, above the old memsw: memsw is lifted before memory. */
+    ck_assert_msg(pbx__cgroup_cell_reuse(cell, &big, &err) == 0, "%s", err ? err->msg : "");
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "268435456");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "268435456");
+    ck_assert(logged(CELL5_MEM "memory.memsw.limit_in_bytes=-1\n") <
+              logged(CELL5_MEM "memory.limit_in_bytes=-1\n"));
+    ck_assert(logged(CELL5_MEM "memory.limit_in_bytes=268435456\n") <
+              logged(CELL5_MEM "memory.memsw.limit_in_bytes=268435456\n"));
+    /* And down again, below the old memory limit. */
+    ck_assert_msg(pbx__cgroup_cell_reuse(cell, &tiny, &err) == 0, "%s", err ? err->msg : "");
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "33554432");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "33554432");
+    free(limit);
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
+START_TEST(test_v1_reuse_refused_with_member)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+    pid_t child;
+    int status;
+    char *procs;
+
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    /* A member left in one hierarchy only (it escaped the kill, or is still exiting). */
+    procs = xasprintf("%d\n", (int)child);
+    put(cell->dir[PBX_CGROUP_MEMORY], "cgroup.procs", procs);
+    free(procs);
+    put(cell->dir[PBX_CGROUP_MEMORY], "memory.oom_control",
+        "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
+    F.log[0] = '\0';
+
+    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_int_eq(err->code, EBUSY);
+    pbx_error_free(&err);
+    /* Untouched: nothing written, A's limits, its counters. */
+    ck_assert_str_eq(F.log, "");
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
+    ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "67108864");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "16");
+    ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
+
+    /* Destroyable: the member is killed and the directories go. */
+    v1_cell5_done(cg, cell);
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+END_TEST
+
+START_TEST(test_v1_reuse_write_fails)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+
+    /* A reset the kernel refuses: no reuse, and the error says which cell. */
+    F.fail_op = 'w';
+    F.fail_suffix = "cell-5/memory.force_empty";
+    F.fail_errno = EBUSY;
+    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_eq(err->code, EBUSY);
+    ck_assert_msg(strstr(err->msg, "reuse cgroup memory of cell 5") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    F.fail_op = 0;
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
 /* cgroup v2. */
 
 static const char self_v2[] = "0::/sup\n";
@@ -763,6 +1031,31 @@ START_TEST(test_v2_busy)
                F.root, strerror(EBUSY), F.root);
     ASSERT_GONE("sup/pybox-1");
     pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+START_TEST(test_v2_reuse)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    /* With a memory controller: never reused (memory.peak cannot be reset for all). */
+    v2_tree(NULL, "cpuset cpu io memory pids\n", "cpu memory pids");
+    cg = setup(self_v2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
+    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_int_eq(err->code, PBX_E_UNSUPPORTED);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_ptr_null(err);
+    ASSERT_GONE("sup/pybox-1/cell-3");
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("sup/pybox-1");
 }
 END_TEST
 
@@ -1200,6 +1493,153 @@ START_TEST(test_real_machine)
 }
 END_TEST
 
+/*
+ * A child that joins `cell` through its procs fds, touches `mb` MiB of fresh
+ * anonymous memory and exits 0; returns its wait status.
+ */
+static int real_touch(struct pbx_cgroup_cell *cell, size_t mb)
+{
+    int fds[PBX_CGROUP_NCTL];
+    int n = pbx__cgroup_cell_procs_fds(cell, fds, PBX_CGROUP_NCTL, NULL);
+    int status = -1;
+    pid_t child;
+
+    ck_assert_int_ge(n, 1);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        size_t len = mb << 20;
+        volatile char *p;
+
+        for (int i = 0; i < n; i++)
+            if (write(fds[i], "0", 1) != 1)
+                _exit(10 + i);
+        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED)
+            _exit(20);
+        for (size_t off = 0; off < len; off += 4096)
+            p[off] = 1;
+        _exit(0);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    return status;
+}
+
+/* <dir>/<file> holds `want` exactly; on a mismatch clean up before failing. */
+static void real_expect(const char *dir, const char *file, const char *want)
+{
+    char *text = slurp(dir, file);
+
+    if (text == NULL || strcmp(text, want) != 0) {
+        char *got = text ? text : xstrdup("(unreadable)");
+
+        real_cleanup();
+        ck_abort_msg("%s/%s: `%s`, want `%s`", dir, file, got, want);
+    }
+    free(text);
+}
+
+START_TEST(test_real_reuse)
+{
+    struct pbx_cgroup_limits a = {32u << 20, 8, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 16, 100};
+    struct pbx_cgroup_limits none = {0, 0, 0};
+    struct pbx_error *err = NULL;
+    char *self = NULL;
+    char *name = xasprintf("pybox-%d", (int)getpid());
+    char *dirs[PBX_CGROUP_NCTL] = {NULL};
+    char *parents[PBX_CGROUP_NCTL] = {NULL};
+    bool memsw;
+    int status;
+
+    real_owner = getpid();
+    atexit(real_cleanup);
+    ck_assert_int_eq(pbx__cgroup_read("/proc/self/cgroup", &self, NULL), 0);
+    ck_assert_int_eq(pbx__cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        parents[i] = real_cg->ctl[i].parent ? xstrdup(real_cg->ctl[i].parent) : NULL;
+    ck_assert_msg(pbx__cgroup_version(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
+                  pbx__cgroup_why(real_cg, PBX_CGROUP_PIDS));
+    ck_assert_int_eq(pbx__cgroup_cell_create(real_cg, 1, &a, &real_cell, &err), 0);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        dirs[i] = real_cell->dir[i] ? xstrdup(real_cell->dir[i]) : NULL;
+
+    if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V2) {
+        /* cgroup v2 memory cgroups are never reused. */
+        ck_assert_int_lt(pbx__cgroup_cell_reuse(real_cell, &b, &err), 0);
+        ck_assert_int_eq(err->code, PBX_E_UNSUPPORTED);
+        pbx_error_free(&err);
+    } else if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
+        const char *mem = dirs[PBX_CGROUP_MEMORY];
+
+        memsw = real_cg->ctl[PBX_CGROUP_MEMORY].swap_limited;
+        /* The first use: 96 MiB under a 32 MiB limit, killed by the OOM killer. */
+        status = real_touch(real_cell, 96);
+        if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) && memsw) {
+            real_cleanup();
+            ck_abort_msg("96 MiB under a 32 MiB limit: wait status %#x, not SIGKILL", status);
+        }
+        if (memsw)
+            ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 1);
+        ck_assert_uint_ge(pbx__cgroup_cell_peak_memory(real_cell), 16u << 20);
+        ck_assert_uint_eq(pbx__cgroup_cell_count(real_cell), 0);
+
+        /* Reused with B: the kernel shows B's limits and fresh counters. */
+        if (pbx__cgroup_cell_reuse(real_cell, &b, &err) < 0) {
+            char *msg = xstrdup(err->msg);
+
+            real_cleanup();
+            ck_abort_msg("reuse: %s", msg);
+        }
+        real_expect(mem, "memory.limit_in_bytes", "134217728\n");
+        if (memsw)
+            real_expect(mem, "memory.memsw.limit_in_bytes", "134217728\n");
+        real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "16\n");
+        if (pbx__cgroup_version(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
+            real_expect(dirs[PBX_CGROUP_CPU], "cpu.cfs_quota_us", "100000\n");
+        ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
+        ck_assert_uint_lt(pbx__cgroup_cell_peak_memory(real_cell), 8u << 20);
+
+        /* The second use: 64 MiB fits under B, far above A's old 32 MiB. */
+        status = real_touch(real_cell, 64);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            real_cleanup();
+            ck_abort_msg("64 MiB under a 128 MiB limit: wait status %#x", status);
+        }
+        ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
+        ck_assert_uint_ge(pbx__cgroup_cell_peak_memory(real_cell), 60u << 20);
+
+        /* Reused without limits: none of B's is left. */
+        ck_assert_int_eq(pbx__cgroup_cell_reuse(real_cell, &none, &err), 0);
+        real_expect(mem, "memory.limit_in_bytes", "9223372036854771712\n");
+        if (memsw)
+            real_expect(mem, "memory.memsw.limit_in_bytes", "9223372036854771712\n");
+        real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "max\n");
+        if (pbx__cgroup_version(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
+            real_expect(dirs[PBX_CGROUP_CPU], "cpu.cfs_quota_us", "-1\n");
+    } else {
+        /* No memory controller: pids (and cpu) are reused all the same. */
+        ck_assert_int_eq(pbx__cgroup_cell_reuse(real_cell, &b, &err), 0);
+        real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "16\n");
+    }
+
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(real_cell, &err), 0);
+    real_cell = NULL;
+    pbx__cgroup_teardown(real_cg);
+    real_cg = NULL;
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
+        ck_assert_msg(!dirs[i] || !exists(dirs[i]), "%s left behind", dirs[i]);
+        ck_assert_msg(!parents[i] || !exists(parents[i]), "%s left behind", parents[i]);
+        free(dirs[i]);
+        free(parents[i]);
+    }
+    free(self);
+    free(name);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("cgroup");
@@ -1222,9 +1662,15 @@ int main(void)
     tcase_add_test(tc, test_v1_missing);
     tcase_add_test(tc, test_cell_failures);
     tcase_add_test(tc, test_kill_listed);
+    tcase_add_test(tc, test_v1_reuse);
+    tcase_add_test(tc, test_v1_reuse_unlimited);
+    tcase_add_test(tc, test_v1_reuse_raise_memory);
+    tcase_add_test(tc, test_v1_reuse_refused_with_member);
+    tcase_add_test(tc, test_v1_reuse_write_fails);
     tcase_add_test(tc, test_v2_tree);
     tcase_add_test(tc, test_v2_no_swap_partial_delegation);
     tcase_add_test(tc, test_v2_busy);
+    tcase_add_test(tc, test_v2_reuse);
     tcase_add_test(tc, test_mixed);
     tcase_add_test(tc, test_reap_stale_v1);
     tcase_add_test(tc, test_reap_stale_v2);
@@ -1238,6 +1684,7 @@ int main(void)
         real = tcase_create("real");
         tcase_set_timeout(real, 30);
         tcase_add_test(real, test_real_machine);
+        tcase_add_test(real, test_real_reuse);
         suite_add_tcase(s, real);
     }
     sr = srunner_create(s);

@@ -1,0 +1,111 @@
+"""The exceptions of the pybox client.
+
+A script that fails (non-zero exit, uncaught exception, timeout, memory limit, signal, code
+rejected by policy) is never an exception: it is a `Result` whose `status` says what happened.
+The exceptions below mean that the request itself could not be carried out.
+
+    PyboxError                      every error of this package
+     +-- ConnectionError            the server could not be reached or did not answer
+     |                              (also a builtins.ConnectionError, hence an OSError)
+     +-- InvalidRequest             the request was refused as malformed (HTTP 400; local
+     |    |                         `pybox run` usage errors); also a ValueError
+     |    +-- RequestTooLarge       the request is over a size limit (HTTP 413)
+     +-- Unauthorized               the API key is not valid or was revoked (HTTP 401)
+     +-- Forbidden                  the caller's policy does not allow this (HTTP 403)
+     +-- RateLimited                per-minute window or daily quota used up (HTTP 429)
+     +-- ServerBusy                 every execution slot is busy (HTTP 503)
+     +-- ServerError                pybox failed, or answered something unexpected (5xx)
+     +-- BinaryNotFound             local mode: no `pybox` binary to run
+
+`ConnectionError` deliberately has the name the issue tracker and the README use; it is not
+exported by `from pybox import *`, so it never shadows the builtin by accident. Write
+`pybox.ConnectionError` (or `pybox.PyboxConnectionError`, the same class).
+"""
+from __future__ import annotations
+
+import builtins
+from typing import Any, Mapping, Optional
+
+
+class PyboxError(Exception):
+    """Base class of every pybox client error.
+
+    Attributes:
+        message: what went wrong, in words (the server's message when there is one).
+        type: the server's error type (e.g. "ValidationError", "RateLimitExceeded"), or the
+            closest equivalent in local mode; None when there is none.
+        status: the HTTP status of the answer, or None (local mode, no answer at all).
+        request_id: the server's X-Request-Id, when it sent one.
+        details: the server's whole error object (empty when there is none).
+    """
+
+    def __init__(self, message: str, *, type: Optional[str] = None,
+                 status: Optional[int] = None, request_id: Optional[str] = None,
+                 details: Optional[Mapping[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.type = type
+        self.status = status
+        self.request_id = request_id
+        self.details: dict = dict(details or {})
+
+    def __str__(self) -> str:
+        prefix = f"{self.type}: " if self.type else ""
+        suffix = f" (HTTP {self.status})" if self.status is not None else ""
+        return f"{prefix}{self.message}{suffix}"
+
+
+class ConnectionError(PyboxError, builtins.ConnectionError):  # noqa: A001 - named on purpose
+    """The server could not be reached, closed the connection, or did not answer in time."""
+
+
+PyboxConnectionError = ConnectionError
+
+
+class InvalidRequest(PyboxError, ValueError):
+    """The request was refused as malformed: a bad argument, file name, limit or body.
+
+    `type` keeps the server's own type ("InvalidRequest", "ValidationError", ...).
+    """
+
+
+class RequestTooLarge(InvalidRequest):
+    """The request is larger than the server (or `pybox run`) accepts."""
+
+
+class Unauthorized(PyboxError):
+    """The API key is not valid or was revoked."""
+
+
+class Forbidden(PyboxError):
+    """The caller's policy does not allow what was asked (e.g. network access)."""
+
+
+class _RetryLater(PyboxError):
+    def __init__(self, message: str, *, retry_after: Optional[int] = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class RateLimited(_RetryLater):
+    """The per-minute window or the daily quota is used up.
+
+    Attributes:
+        retry_after: seconds to wait before retrying (from the Retry-After header), or None.
+    """
+
+
+class ServerBusy(_RetryLater):
+    """Every execution slot of the server is busy; retry in a moment.
+
+    Attributes:
+        retry_after: seconds to wait before retrying (from the Retry-After header), or None.
+    """
+
+
+class ServerError(PyboxError):
+    """pybox failed (HTTP 5xx, `pybox run` exit 125), or answered something unexpected."""
+
+
+class BinaryNotFound(PyboxError):
+    """Local mode: no `pybox` binary was found (argument `binary`, env PYBOX_BIN, or PATH)."""
