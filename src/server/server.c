@@ -41,6 +41,7 @@
 #include "server/admit.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "server/web.h"
 #include "store/store.h"
 #include "pybox/version.h"
 #include "common/banned.h"
@@ -52,15 +53,19 @@ enum route {
     R_METRICS,
     R_OPENAPI,
     R_ROOT,
+    R_INFO,
+    R_DOCS,
+    R_ASSETS,
     R_OTHER,
     R_COUNT,
 };
 
 static const char *const route_names[R_COUNT] = {
-    "/execute", "/v1/execute", "/v1/health", "/metrics", "/openapi.json", "/", "other",
+    "/execute", "/v1/execute", "/v1/health", "/metrics", "/openapi.json",
+    "/",        "/v1/info",    "/docs",      "/assets/", "other",
 };
 
-static const int statuses[] = {200, 204, 400, 401, 403, 404, 405,
+static const int statuses[] = {200, 204, 304, 400, 401, 403, 404, 405,
                                408, 413, 415, 429, 500, 501, 503};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
@@ -971,10 +976,89 @@ static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
     return send_json(c, ctx, s, 200, body, 0);
 }
 
+/*
+ * GET /v1/info: what an anonymous caller may do here, read from the running
+ * configuration, so the docs page never shows limits that are not in force.
+ */
+static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c,
+                                   struct request_ctx *ctx)
+{
+    const struct pbx_server_config *cfg = s->cfg;
+    const struct pbx_limits *l = &cfg->limits;
+    json_t *modules = json_array();
+    json_t *limits;
+    json_t *body;
+
+    for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++)
+        json_array_append_new(modules, json_string(pbx_policy_default_modules[i]));
+    limits = json_pack(
+        "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:i, s:I, s:i, s:I, s:I, s:I}", "timeout_s",
+        l->wall_ms / 1000.0, "cpu_s", l->cpu_ms / 1000.0, "memory_mb",
+        (json_int_t)(l->memory_bytes >> 20), "code_chars", (json_int_t)cfg->anon_code_chars,
+        "stdin_bytes", (json_int_t)l->stdin_bytes, "stdout_bytes", (json_int_t)l->stdout_bytes,
+        "stderr_bytes", (json_int_t)l->stderr_bytes, "input_files", (int)l->input_files,
+        "input_file_bytes", (json_int_t)l->input_file_bytes, "return_files", (int)l->output_files,
+        "return_file_bytes", (json_int_t)l->output_file_bytes, "pids", (int)l->pids, "disk_bytes",
+        (json_int_t)l->disk_bytes, "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes",
+        (json_int_t)cfg->max_body);
+    body = json_pack(
+        "{s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:i, s:o, s:b, s:[s,s], s:s, s:s}", "name", "pybox",
+        "version", PBX_VERSION_STRING, "policy", "anonymous", "limits", limits, "rate_limits",
+        "requests_per_minute", cfg->anon_rpm >= 0 ? json_integer(cfg->anon_rpm) : json_null(),
+        "requests_per_day", cfg->anon_rpd >= 0 ? json_integer(cfg->anon_rpd) : json_null(),
+        "max_concurrency", (int)pbx__admit_capacity(s->admit), "allowed_modules", modules,
+        "network", false, "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json", "docs",
+        "/docs");
+    return send_json(c, ctx, s, 200, body, 0);
+}
+
+/*
+ * One embedded file of the docs page.  Its ETag is a hash of its content, so
+ * a browser revalidates (Cache-Control: no-cache) and gets 304 while the
+ * binary is the same.  The CSP allows scripts and styles from this server only.
+ */
+static enum MHD_Result handle_asset(struct server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx, const struct pbx_web_asset *a)
+{
+    const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
+    bool fresh = inm != NULL && strstr(inm, a->etag) != NULL;
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        fresh ? 0 : a->len, fresh ? NULL : (void *)a->data, MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    (void)s;
+    MHD_add_response_header(r, "Content-Type", a->content_type);
+    MHD_add_response_header(r, "ETag", a->etag);
+    MHD_add_response_header(r, "Cache-Control", "no-cache");
+    MHD_add_response_header(r, "Content-Security-Policy", pbx__web_csp);
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(r, "X-Frame-Options", "DENY");
+    MHD_add_response_header(r, "X-Request-Id", ctx->id);
+    ret = MHD_queue_response(c, fresh ? 304 : 200, r);
+    MHD_destroy_response(r);
+    ctx->answered = true;
+    ctx->status = fresh ? 304 : 200;
+    return ret;
+}
+
+/* Whether the client asked for JSON rather than a page (API clients probing /). */
+static bool wants_json(struct MHD_Connection *c)
+{
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+
+    return accept != NULL && strstr(accept, "application/json") != NULL &&
+           strstr(accept, "text/html") == NULL;
+}
+
 static enum MHD_Result handle_root(struct server *s, struct MHD_Connection *c,
                                    struct request_ctx *ctx)
 {
-    json_t *body =
+    json_t *body;
+
+    if (!wants_json(c))
+        return handle_asset(s, c, ctx, pbx__web_lookup("/"));
+    body =
         json_pack("{s:s, s:s, s:s, s:[s,s], s:s}", "name", "pybox", "version", PBX_VERSION_STRING,
                   "description", "runs untrusted Python in a Linux kernel sandbox", "endpoints",
                   "POST /execute", "POST /v1/execute", "openapi", "/openapi.json");
@@ -1009,6 +1093,8 @@ static enum route route_of(const char *url)
         if (strcmp(url, route_names[r]) == 0)
             return (enum route)r;
     }
+    if (strncmp(url, "/assets/", 8) == 0)
+        return R_ASSETS;
     return R_OTHER;
 }
 
@@ -1044,6 +1130,17 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, stru
         if (!get)
             break;
         return handle_root(s, c, ctx);
+    case R_INFO:
+        if (!get)
+            break;
+        return handle_info(s, c, ctx);
+    case R_DOCS:
+    case R_ASSETS:
+        if (pbx__web_lookup(url) == NULL)
+            return send_error(c, ctx, s, "NotFound", "no such file", 0, NULL);
+        if (!get)
+            break;
+        return handle_asset(s, c, ctx, pbx__web_lookup(url));
     default:
         return send_error(c, ctx, s, "NotFound", "no such endpoint; see /openapi.json", 0, NULL);
     }
