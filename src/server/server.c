@@ -1002,13 +1002,14 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c,
         (json_int_t)l->disk_bytes, "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes",
         (json_int_t)cfg->max_body);
     body = json_pack(
-        "{s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:i, s:o, s:b, s:[s,s], s:s, s:s}", "name", "pybox",
-        "version", PBX_VERSION_STRING, "policy", "anonymous", "limits", limits, "rate_limits",
-        "requests_per_minute", cfg->anon_rpm >= 0 ? json_integer(cfg->anon_rpm) : json_null(),
-        "requests_per_day", cfg->anon_rpd >= 0 ? json_integer(cfg->anon_rpd) : json_null(),
-        "max_concurrency", (int)pbx__admit_capacity(s->admit), "allowed_modules", modules,
-        "network", false, "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json", "docs",
-        "/docs");
+        "{s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:i, s:{s:i, s:f}, s:o, s:b, s:[s,s], s:s, s:s}",
+        "name", "pybox", "version", PBX_VERSION_STRING, "policy", "anonymous", "limits", limits,
+        "rate_limits", "requests_per_minute",
+        cfg->anon_rpm >= 0 ? json_integer(cfg->anon_rpm) : json_null(), "requests_per_day",
+        cfg->anon_rpd >= 0 ? json_integer(cfg->anon_rpd) : json_null(), "max_concurrency",
+        (int)pbx__admit_capacity(s->admit), "queue", "max_waiting", (int)cfg->queue_max,
+        "max_wait_s", cfg->queue_wait_ms / 1000.0, "allowed_modules", modules, "network", false,
+        "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json", "docs", "/docs");
     return send_json(c, ctx, s, 200, body, 0);
 }
 
