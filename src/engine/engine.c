@@ -280,9 +280,10 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     ssize_t n;
     int r;
 
-    exe = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+    exe = open(cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe", O_PATH | O_CLOEXEC);
     if (exe < 0)
-        return pbx_error_set(err, errno, "open /proc/self/exe");
+        return pbx_error_set(err, errno, "open the zygote binary `%s`",
+                             cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe");
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return pbx_error_set(err, errno, "socketpair");
     ctrl = sv[0];
