@@ -214,6 +214,7 @@ void pybox_client_free(struct pybox_client *client)
     pbx__client_local_free(client);
     pthread_cond_destroy(&client->cond);
     pthread_mutex_destroy(&client->lock);
+    pthread_mutex_destroy(&client->start_lock);
     free(client->execute_url);
     free(client->auth_header);
     free(client->pybox_bin);
@@ -271,6 +272,7 @@ enum pybox_code pybox_client_new(const struct pybox_config *user, struct pybox_c
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    pthread_mutex_init(&c->start_lock, NULL);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
     c->timeout_s = cfg.timeout_s;

@@ -39,11 +39,12 @@ struct pybox_client {
     bool network;                /* ask for network */
     char *pybox_bin;             /* local: the binary that becomes the zygote */
     bool preload;                /* local: import numpy and PIL in the zygote */
-    pthread_mutex_t lock;        /* local: guards the fields below */
+    pthread_mutex_t start_lock;  /* local: held by the one thread starting the engine */
+    pthread_mutex_t lock;        /* local: guards engine, start_done, stopping, start_err */
     pthread_cond_t cond;         /* local: start_done or stopping changed */
     struct pbx_engine *engine;   /* local: started on the first run, or NULL */
-    bool keeper_started;         /* local: the keeper thread exists (joined by free) */
-    pthread_t keeper;            /* local: the thread that started the engine, see local.c */
+    bool keeper_started;         /* local: the keeper exists (under start_lock; free joins it) */
+    pthread_t keeper;            /* local: the thread that started the engine (under start_lock) */
     bool start_done;             /* local: the keeper's start ended, well or not */
     bool stopping;               /* local: the client is being freed */
     struct pbx_error *start_err; /* local: why the keeper's start failed */

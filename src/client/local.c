@@ -78,47 +78,64 @@ void pbx__client_local_free(struct pybox_client *client)
     client->keeper_started = false;
 }
 
-/* The client's engine in *out, started on first use (a failed start is tried again next time). */
+/*
+ * The client's engine in *out, started on first use; a failed start is tried
+ * again by the next run.  start_lock lets one thread start it while the
+ * others wait for the outcome, so a client never has two engines.
+ */
 static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out,
                                  struct pybox_error **err)
 {
+    struct pbx_error *perr = NULL;
     enum pybox_code rc = PYBOX_OK;
     int e;
 
     pthread_mutex_lock(&c->lock);
-    if (c->engine != NULL) {
-        *out = c->engine;
-        pthread_mutex_unlock(&c->lock);
+    *out = c->engine;
+    pthread_mutex_unlock(&c->lock);
+    if (*out != NULL)
+        return PYBOX_OK;
+
+    pthread_mutex_lock(&c->start_lock);
+    pthread_mutex_lock(&c->lock);
+    *out = c->engine;
+    pthread_mutex_unlock(&c->lock);
+    if (*out != NULL) {
+        pthread_mutex_unlock(&c->start_lock);
         return PYBOX_OK;
     }
     if (access(c->pybox_bin, X_OK) < 0) {
         rc = pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0,
                               "no pybox binary at `%s` (%s): install pybox or set PYBOX_BIN",
                               c->pybox_bin, strerror(errno));
-        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&c->start_lock);
         return rc;
     }
     c->start_done = false;
     e = pthread_create(&c->keeper, NULL, keeper_main, c);
     if (e != 0) {
-        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&c->start_lock);
         return pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0, "start the local sandbox: %s",
                                 strerror(e));
     }
     c->keeper_started = true;
+    pthread_mutex_lock(&c->lock);
     while (!c->start_done)
         pthread_cond_wait(&c->cond, &c->lock);
-    if (c->engine == NULL) {
+    *out = c->engine;
+    perr = c->start_err;
+    c->start_err = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (*out == NULL) {
         rc = pbx__client_fail(
-            err, c->start_err->code == PBX_E_UNSUPPORTED ? PYBOX_E_UNSUPPORTED : PYBOX_E_ENGINE, 0,
-            0, "start the local sandbox: %s", c->start_err->msg);
-        pbx_error_free(&c->start_err);
-        /* That keeper has ended (or is about to): the next run starts another. */
+            err, perr->code == PBX_E_UNSUPPORTED ? PYBOX_E_UNSUPPORTED : PYBOX_E_ENGINE, 0, 0,
+            "start the local sandbox: %s", perr->msg);
+        pbx_error_free(&perr);
+        /* That keeper has ended (or is about to). */
         pthread_join(c->keeper, NULL);
         c->keeper_started = false;
     }
-    *out = c->engine;
-    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&c->start_lock);
     return rc;
 }
 
