@@ -1,4 +1,8 @@
-/* pybox run: one execution in a local sandbox. */
+/*
+ * pybox run: one execution in a local sandbox, or on a pybox server with
+ * --server (through libpybox's remote mode), with the same output and exit
+ * status either way.
+ */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -13,6 +17,7 @@
 #include "common/buf.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
+#include "pybox/pybox.h"
 #include "common/banned.h"
 
 #define MAX_ARGS_FILES 256
@@ -39,10 +44,18 @@ static void help(void)
         "  --json                print the result object (DESIGN.md 4.1.1) instead\n"
         "  --allow-all-imports   do not apply the import allowlist (env PYBOX_ALLOW_ALL_IMPORTS=1)\n"
         "  --preload             import numpy and PIL before the run (what the server does)\n"
+        "  --server URL          run on the pybox server at URL (env PYBOX_SERVER) instead of\n"
+        "                        here: same output and exit status; --limit and\n"
+        "                        --allow-all-imports are the server's to decide\n"
+        "  --api-key KEY         with --server: the API key to send (env PYBOX_API_KEY)\n"
         "  -h, --help            show this help\n\n"
         "Exit statuses: the script's; 124 timeout; 125 pybox failed; 126 rejected by policy;\n"
         "128+N killed by signal N (137 when the memory limit was hit); 2 bad usage.\n"
-        "With --json the same statuses apply after the object is printed.\n\n"
+        "With --json the same statuses apply after the object is printed.\n"
+        "With --server, when the request did not run: 69 the server could not be reached or\n"
+        "did not answer; 75 it was busy (503) or a rate limit or quota was reached (429);\n"
+        "77 the API key was refused (401, 403); 2 the server found the request invalid\n"
+        "(400, 413); 125 any other failure.\n\n"
         "Limits (NAME default meaning):\n");
     {
         struct pbx_limits l;
@@ -100,12 +113,13 @@ static void write_stream(enum pbx_stream stream, const char *data, size_t len, v
     }
 }
 
-static int exit_status(const struct pbx_exec_result *res)
+/* pybox's exit status for an execution that ran (or was rejected), local or remote alike. */
+static int exit_status(enum pbx_status status, bool has_exit_code, int exit_code, int sig)
 {
-    switch (res->status) {
+    switch (status) {
     case PBX_STATUS_OK:
     case PBX_STATUS_ERROR:
-        return res->has_exit_code ? res->exit_code : 1;
+        return has_exit_code ? exit_code : 1;
     case PBX_STATUS_TIMEOUT:
         return PBX_EXIT_TIMEOUT;
     case PBX_STATUS_REJECTED:
@@ -113,34 +127,153 @@ static int exit_status(const struct pbx_exec_result *res)
     case PBX_STATUS_MEMORY_LIMIT:
         return 128 + 9;
     case PBX_STATUS_KILLED:
-        return 128 + res->signal;
+        return 128 + sig;
     }
     return PBX_EXIT_FAILURE;
 }
 
-static void save_files(const struct pbx_exec_result *res, const char *dir)
+/* Whether the result's error message is worth a line on stderr (the script said nothing). */
+static bool tell_error(enum pbx_status status, const char *error_type, size_t stderr_len)
 {
-    for (size_t i = 0; i < res->nfiles; i++) {
-        const struct pbx_file_out *f = &res->files[i];
-        char *path;
-        int fd;
+    return status == PBX_STATUS_TIMEOUT || status == PBX_STATUS_MEMORY_LIMIT ||
+           status == PBX_STATUS_KILLED ||
+           (error_type != NULL && strcmp(error_type, "ResultNotSerializable") == 0 &&
+            stderr_len == 0);
+}
 
-        if (f->error != NULL) {
-            fprintf(stderr, "pybox: returned file `%s`: %s\n", f->name, f->error);
-            continue;
-        }
-        path = xasprintf("%s/%s", dir, f->name);
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            fprintf(stderr, "pybox: returned file `%s` not saved: %s: %s\n", f->name, path,
-                    strerror(errno));
-        } else {
-            if (write(fd, f->data ? f->data : "", f->size) != (ssize_t)f->size)
-                fprintf(stderr, "pybox: returned file `%s`: short write to %s\n", f->name, path);
-            close(fd);
-        }
-        free(path);
+/* main()'s value as printed without --json: the digits the result object carries. */
+#define VALUE_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
+
+/* Write one returned file to DIR, never over an existing one; `error` when it was not returned. */
+static void save_file(const char *dir, const char *name, const void *data, size_t size,
+                      const char *error)
+{
+    char *path;
+    int fd;
+
+    if (error != NULL) {
+        fprintf(stderr, "pybox: returned file `%s`: %s\n", name, error);
+        return;
     }
+    path = xasprintf("%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "pybox: returned file `%s` not saved: %s: %s\n", name, path,
+                strerror(errno));
+    } else {
+        if (write(fd, data ? data : "", size) != (ssize_t)size)
+            fprintf(stderr, "pybox: returned file `%s`: short write to %s\n", name, path);
+        close(fd);
+    }
+    free(path);
+}
+
+/* What a failed remote request makes pybox exit with (see help()). */
+static int remote_exit(enum pybox_code code)
+{
+    switch (code) {
+    case PYBOX_E_INVALID:
+    case PYBOX_E_TOO_LARGE:
+        return PBX_EXIT_USAGE;
+    case PYBOX_E_CONNECT:
+    case PYBOX_E_TIMEOUT:
+    case PYBOX_E_TRANSPORT:
+        return PBX_EXIT_UNAVAILABLE;
+    case PYBOX_E_RATE_LIMITED:
+    case PYBOX_E_BUSY:
+        return PBX_EXIT_TEMPFAIL;
+    case PYBOX_E_UNAUTHORIZED:
+    case PYBOX_E_FORBIDDEN:
+        return PBX_EXIT_NOPERM;
+    default:
+        return PBX_EXIT_FAILURE;
+    }
+}
+
+static void write_all(int fd, const char *data, size_t len)
+{
+    write_stream(fd == STDOUT_FILENO ? PBX_STREAM_STDOUT : PBX_STREAM_STDERR, data, len, NULL);
+}
+
+/*
+ * Run `req` on the server at `url` through libpybox and report it as the
+ * local path does: the same stdout, stderr, --json object, files and status.
+ */
+static int run_remote(const char *url, const char *key, const struct pbx_exec_request *req,
+                      bool timeout_set, bool memory_set, bool json, const char *out_dir)
+{
+    struct pybox_config cfg;
+    struct pybox_client *client = NULL;
+    struct pybox_exec *exec = pybox_exec_new();
+    struct pybox_result *res = NULL;
+    struct pybox_error *err = NULL;
+    enum pybox_code rc;
+    enum pbx_status status;
+    const char *text;
+    size_t len;
+    int ret;
+
+    if (exec == NULL)
+        pbx_die(PBX_EXIT_FAILURE, "out of memory");
+    pybox_config_init(&cfg);
+    cfg.server = url;
+    cfg.api_key = key;
+    rc = pybox_client_new(&cfg, &client, &err);
+    if (rc != PYBOX_OK)
+        pbx_usage_error("run", "--server: %s", pybox_error_message(err));
+    rc = pybox_exec_set_code(exec, req->code, req->code_len);
+    if (rc == PYBOX_OK && req->stdin_data != NULL)
+        rc = pybox_exec_set_stdin(exec, req->stdin_data, req->stdin_len);
+    for (size_t i = 0; rc == PYBOX_OK && i < req->nfiles; i++)
+        rc = pybox_exec_add_file(exec, req->files[i].name, req->files[i].data, req->files[i].size);
+    for (size_t i = 0; rc == PYBOX_OK && i < req->nreturn; i++)
+        rc = pybox_exec_add_return(exec, req->return_files[i]);
+    if (rc == PYBOX_OK)
+        rc = pybox_exec_set_main(exec, req->main_mode);
+    if (rc == PYBOX_OK && timeout_set)
+        rc = pybox_exec_set_timeout(exec, req->limits.wall_ms / 1000.0);
+    if (rc == PYBOX_OK && memory_set)
+        rc = pybox_exec_set_memory(exec, (unsigned)(req->limits.memory_bytes >> 20));
+    if (rc != PYBOX_OK)
+        pbx_usage_error("run", "the request cannot be sent to a server: %s", pybox_strerror(rc));
+
+    rc = pybox_run(client, exec, &res, &err);
+    if (rc != PYBOX_OK) {
+        if (pybox_error_retry_after(err) > 0)
+            pbx_die(remote_exit(rc), "%s (retry in %u s)", pybox_error_message(err),
+                    pybox_error_retry_after(err));
+        pbx_die(remote_exit(rc), "%s", pybox_error_message(err));
+    }
+    status = (enum pbx_status)pybox_result_status(res);
+    ret = exit_status(status, pybox_result_has_exit_code(res), pybox_result_exit_code(res),
+                      pybox_result_signal(res));
+    if (json) {
+        puts(pybox_result_to_json(res));
+    } else {
+        text = pybox_result_stdout(res, &len);
+        write_all(STDOUT_FILENO, text, len);
+        text = pybox_result_stderr(res, &len);
+        write_all(STDERR_FILENO, text, len);
+        if (pybox_result_stdout_truncated(res))
+            fprintf(stderr, "pybox: stdout was truncated at the server's limit\n");
+        if (pybox_result_stderr_truncated(res))
+            fprintf(stderr, "pybox: stderr was truncated at the server's limit\n");
+        if (tell_error(status, pybox_result_error_type(res), len))
+            fprintf(stderr, "pybox: %s\n", pybox_result_error_message(res));
+        else if (req->main_mode && status == PBX_STATUS_OK)
+            puts(pybox_result_json(res) ? pybox_result_json(res) : "null");
+        for (size_t i = 0; i < pybox_result_file_count(res); i++) {
+            const void *data = pybox_result_file_data(res, i, &len);
+
+            save_file(out_dir, pybox_result_file_name(res, i), data, len,
+                      pybox_result_file_error(res, i));
+        }
+    }
+    fflush(stdout);
+    pybox_result_free(res);
+    pybox_exec_free(exec);
+    pybox_client_free(client);
+    return ret;
 }
 
 static bool env_true(const char *name)
@@ -187,6 +320,8 @@ enum {
     OPT_JSON,
     OPT_ALLOW_ALL,
     OPT_PRELOAD,
+    OPT_SERVER,
+    OPT_API_KEY,
 };
 
 int pbx_cmd_run(int argc, char **argv)
@@ -203,6 +338,8 @@ int pbx_cmd_run(int argc, char **argv)
         {"json", no_argument, NULL, OPT_JSON},
         {"allow-all-imports", no_argument, NULL, OPT_ALLOW_ALL},
         {"preload", no_argument, NULL, OPT_PRELOAD},
+        {"server", required_argument, NULL, OPT_SERVER},
+        {"api-key", required_argument, NULL, OPT_API_KEY},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -221,6 +358,12 @@ int pbx_cmd_run(int argc, char **argv)
     const char *code_path = NULL;
     bool json = false;
     bool cpu_explicit = false;
+    bool timeout_set = getenv("PYBOX_TIMEOUT") != NULL;
+    bool memory_set = getenv("PYBOX_MEMORY_MB") != NULL;
+    bool local_only = false; /* an option only local mode has was given */
+    const char *server = getenv("PYBOX_SERVER");
+    const char *api_key = getenv("PYBOX_API_KEY");
+    bool api_key_given = false;
     uint32_t default_cpu;
     char *code;
     size_t code_len;
@@ -275,11 +418,14 @@ int pbx_cmd_run(int argc, char **argv)
             break;
         case OPT_TIMEOUT:
             set_seconds(&req.limits, optarg, "--timeout");
+            timeout_set = true;
             break;
         case OPT_MEMORY:
             set_memory(&req.limits, optarg, "--memory");
+            memory_set = true;
             break;
         case OPT_LIMIT:
+            local_only = true;
             set_limit(&req.limits, optarg, "--limit");
             if (strncmp(optarg, "cpu=", 4) == 0)
                 cpu_explicit = true;
@@ -292,9 +438,17 @@ int pbx_cmd_run(int argc, char **argv)
             break;
         case OPT_ALLOW_ALL:
             req.allow_all_imports = true;
+            local_only = true;
             break;
         case OPT_PRELOAD:
             cfg.preload = true;
+            break;
+        case OPT_SERVER:
+            server = optarg;
+            break;
+        case OPT_API_KEY:
+            api_key = optarg;
+            api_key_given = true;
             break;
         case ':':
             pbx_usage_error("run", "option `%s` needs a value", argv[optind - 1]);
@@ -317,6 +471,13 @@ int pbx_cmd_run(int argc, char **argv)
     }
     if (stdin_path != NULL && strcmp(stdin_path, "-") == 0 && strcmp(code_path, "-") == 0)
         pbx_usage_error("run", "the code and --stdin cannot both come from stdin");
+    if (server != NULL && server[0] == '\0')
+        server = NULL;
+    if (server != NULL && local_only)
+        pbx_usage_error("run", "--limit and --allow-all-imports are for local runs; with --server "
+                               "the server's policy sets them");
+    if (server == NULL && api_key_given)
+        pbx_usage_error("run", "--api-key needs --server (or PYBOX_SERVER)");
 
     code = slurp(code_path, req.limits.code_bytes, &code_len, "script");
     req.code = code;
@@ -341,6 +502,10 @@ int pbx_cmd_run(int argc, char **argv)
     req.nfiles = nfiles;
     req.return_files = returns;
     req.nreturn = nreturn;
+    if (server != NULL) {
+        status = run_remote(server, api_key, &req, timeout_set, memory_set, json, out_dir);
+        goto out_free;
+    }
     if (!json)
         req.on_output = write_stream;
 
@@ -354,7 +519,7 @@ int pbx_cmd_run(int argc, char **argv)
     }
     pbx_engine_free(engine);
 
-    status = exit_status(&res);
+    status = exit_status(res.status, res.has_exit_code, res.exit_code, res.signal);
     if (json) {
         json_t *o = pbx_exec_result_to_json(&res);
         char *text = json_dumps(o, PBX_JSON_FLAGS);
@@ -369,25 +534,23 @@ int pbx_cmd_run(int argc, char **argv)
         if (res.stderr_truncated)
             fprintf(stderr, "pybox: stderr was truncated at %" PRIu64 " bytes\n",
                     req.limits.stderr_bytes);
-        if (res.status == PBX_STATUS_TIMEOUT || res.status == PBX_STATUS_MEMORY_LIMIT ||
-            res.status == PBX_STATUS_KILLED ||
-            (res.error != NULL &&
-             strcmp(json_string_value(json_object_get(res.error, "type")),
-                    "ResultNotSerializable") == 0 &&
-             res.stderr_len == 0))
+        if (tell_error(res.status, json_string_value(json_object_get(res.error, "type")),
+                       res.stderr_len))
             fprintf(stderr, "pybox: %s\n",
                     json_string_value(json_object_get(res.error, "message")));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {
-            char *text =
-                json_dumps(res.result ? res.result : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+            char *text = json_dumps(res.result ? res.result : json_null(), VALUE_JSON_FLAGS);
 
             puts(text);
             free(text);
         }
-        save_files(&res, out_dir);
+        for (size_t i = 0; i < res.nfiles; i++)
+            save_file(out_dir, res.files[i].name, res.files[i].data, res.files[i].size,
+                      res.files[i].error);
     }
     fflush(stdout);
     pbx_exec_result_release(&res);
+out_free:
     for (size_t i = 0; i < nfiles; i++) {
         free((void *)files[i].name);
         free((void *)files[i].data);

@@ -242,8 +242,14 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (read(sync_fd, &c, 1) != 1)
         _exit(126); /* the supervisor gave up before mapping our ids */
-    /* Our ids are mapped now: become uid/gid 0 of the jail, which is unprivileged outside. */
-    if (setresgid(0, 0, 0) < 0 || setgroups(0, NULL) < 0 || setresuid(0, 0, 0) < 0)
+    /*
+     * Our ids are mapped now: become uid/gid 0 of the jail, which is unprivileged outside.
+     * Raw system calls: glibc's wrappers would take its thread-list lock to change the ids of
+     * every thread, and a thread of the parent may have held that lock at the clone (a host
+     * creating threads while it starts the engine), leaving it locked here forever.
+     */
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
+        syscall(SYS_setresuid, 0, 0, 0) < 0)
         _exit(126);
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
@@ -292,9 +298,10 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     ssize_t n;
     int r;
 
-    exe = open("/proc/self/exe", O_PATH | O_CLOEXEC);
+    exe = open(cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe", O_PATH | O_CLOEXEC);
     if (exe < 0)
-        return pbx_error_set(err, errno, "open /proc/self/exe");
+        return pbx_error_set(err, errno, "open the zygote binary `%s`",
+                             cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe");
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return pbx_error_set(err, errno, "socketpair");
     ctrl = sv[0];

@@ -32,6 +32,8 @@ struct pbx_engine_config {
     uint64_t zygote_max_execs;      /* replace the zygote after this many executions (0: never) */
     unsigned zygote_max_age_s;      /* or after this many seconds (0: never); a new one means a */
                                     /* fresh str hash seed; running executions are not disturbed */
+    const char *zygote_exe; /* the pybox binary exec'd as the zygote; NULL: /proc/self/exe */
+                            /* (a library's host is not pybox); must outlive the engine */
 };
 
 /* Fill `cfg` with defaults. */

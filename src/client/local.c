@@ -1,0 +1,210 @@
+/*
+ * libpybox, local mode: the sandbox engine inside the calling process.
+ *
+ * Theory of operation: the first pybox_run() on a local client starts an
+ * engine (src/engine/engine.c), which clones a jail and execs the pybox
+ * binary in it as the zygote.  The host program is not pybox, so the binary
+ * is named by the client (its config, PYBOX_BIN, or the installed one) rather
+ * than taken from /proc/self/exe.  The engine is a child process tree of the
+ * host (the zygote dies with the host through PR_SET_PDEATHSIG), shared by
+ * every thread that runs on the client, and stopped by pybox_client_free().
+ * It is started from a keeper thread of the client's own (see keeper_main()).
+ *
+ * The request gets the limits the server gives an anonymous caller: pybox's
+ * defaults, the timeout setting both the wall and the CPU limit, as
+ * `POST /v1/execute` does.  The engine's result is turned into the result
+ * object's JSON text with the server's own function and flags and parsed
+ * back, so local and remote results cannot drift apart.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/client.h"
+#include "engine/engine.h"
+#include "common/banned.h"
+
+/*
+ * The keeper thread starts the engine and then only waits for the client to
+ * be freed.  Linux sends the parent-death signal that stops the zygote when
+ * the *thread* that created it ends, so the engine is started from this
+ * thread, which lives as long as the client, rather than from whichever
+ * caller's thread ran first and may end long before.
+ */
+static void *keeper_main(void *arg)
+{
+    struct pybox_client *c = arg;
+    struct pbx_engine_config cfg;
+    struct pbx_engine *e = NULL;
+    struct pbx_error *perr = NULL;
+    sigset_t all;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* the host's signals are not ours to take */
+    pbx_engine_config_default(&cfg);
+    cfg.preload = c->preload;
+    cfg.zygote_exe = c->pybox_bin; /* lives as long as the client, hence the engine */
+    if (pbx_engine_start(&cfg, &e, &perr) < 0)
+        e = NULL;
+    pthread_mutex_lock(&c->lock);
+    c->engine = e;
+    c->start_err = perr;
+    c->start_done = true;
+    pthread_cond_broadcast(&c->cond);
+    while (e != NULL && !c->stopping)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void pbx__client_local_free(struct pybox_client *client)
+{
+    struct pbx_engine *e;
+
+    pthread_mutex_lock(&client->lock);
+    e = client->engine;
+    client->engine = NULL;
+    pthread_mutex_unlock(&client->lock);
+    pbx_engine_free(e);
+    pthread_mutex_lock(&client->lock);
+    client->stopping = true;
+    pthread_cond_broadcast(&client->cond);
+    pthread_mutex_unlock(&client->lock);
+    if (client->keeper_started)
+        pthread_join(client->keeper, NULL);
+    client->keeper_started = false;
+}
+
+/*
+ * The client's engine in *out, started on first use; a failed start is tried
+ * again by the next run.  start_lock lets one thread start it while the
+ * others wait for the outcome, so a client never has two engines.
+ */
+static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out,
+                                 struct pybox_error **err)
+{
+    struct pbx_error *perr = NULL;
+    enum pybox_code rc = PYBOX_OK;
+    int e;
+
+    pthread_mutex_lock(&c->lock);
+    *out = c->engine;
+    pthread_mutex_unlock(&c->lock);
+    if (*out != NULL)
+        return PYBOX_OK;
+
+    pthread_mutex_lock(&c->start_lock);
+    pthread_mutex_lock(&c->lock);
+    *out = c->engine;
+    pthread_mutex_unlock(&c->lock);
+    if (*out != NULL) {
+        pthread_mutex_unlock(&c->start_lock);
+        return PYBOX_OK;
+    }
+    if (access(c->pybox_bin, X_OK) < 0) {
+        rc = pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0,
+                              "no pybox binary at `%s` (%s): install pybox or set PYBOX_BIN",
+                              c->pybox_bin, strerror(errno));
+        pthread_mutex_unlock(&c->start_lock);
+        return rc;
+    }
+    c->start_done = false;
+    e = pthread_create(&c->keeper, NULL, keeper_main, c);
+    if (e != 0) {
+        pthread_mutex_unlock(&c->start_lock);
+        return pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0, "start the local sandbox: %s",
+                                strerror(e));
+    }
+    c->keeper_started = true;
+    pthread_mutex_lock(&c->lock);
+    while (!c->start_done)
+        pthread_cond_wait(&c->cond, &c->lock);
+    *out = c->engine;
+    perr = c->start_err;
+    c->start_err = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (*out == NULL) {
+        rc = pbx__client_fail(
+            err, perr->code == PBX_E_UNSUPPORTED ? PYBOX_E_UNSUPPORTED : PYBOX_E_ENGINE, 0, 0,
+            "start the local sandbox: %s", perr->msg);
+        pbx_error_free(&perr);
+        /* That keeper has ended (or is about to). */
+        pthread_join(c->keeper, NULL);
+        c->keeper_started = false;
+    }
+    pthread_mutex_unlock(&c->start_lock);
+    return rc;
+}
+
+enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct pybox_exec *exec,
+                                      struct pybox_result **out, struct pybox_error **err)
+{
+    struct pbx_file_in *files = NULL;
+    struct pbx_exec_request req;
+    struct pbx_exec_result res;
+    struct pbx_error *perr = NULL;
+    struct pbx_engine *engine;
+    double timeout = pbx__client_timeout(client, exec);
+    unsigned memory = pbx__client_memory(client, exec);
+    enum pybox_code rc;
+    json_t *o;
+    char *text;
+
+    if (client->network)
+        return pbx__client_fail(err, PYBOX_E_UNSUPPORTED, 0, 0,
+                                "local mode runs every execution without network");
+    rc = engine_of(client, &engine, err);
+    if (rc != PYBOX_OK)
+        return rc;
+    if (exec->nfiles > 0) {
+        files = calloc(exec->nfiles, sizeof(*files));
+        if (files == NULL)
+            return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    }
+    for (size_t i = 0; i < exec->nfiles; i++) {
+        files[i].name = exec->files[i].name;
+        files[i].data = exec->files[i].data;
+        files[i].size = exec->files[i].size;
+    }
+    pbx_exec_request_init(&req);
+    if (timeout > 0) {
+        /* As the server reads `timeout`: whole milliseconds, rounded up, wall and CPU alike. */
+        req.limits.wall_ms = (uint32_t)ceil(timeout * 1000 - 1e-6);
+        if (req.limits.wall_ms == 0)
+            req.limits.wall_ms = 1;
+        req.limits.cpu_ms = req.limits.wall_ms;
+    }
+    if (memory > 0)
+        req.limits.memory_bytes = (uint64_t)memory << 20;
+    req.code = exec->code;
+    req.code_len = exec->code_len;
+    req.stdin_data = exec->stdin_data;
+    req.stdin_len = exec->stdin_len;
+    req.files = files;
+    req.nfiles = exec->nfiles;
+    req.return_files = (const char *const *)exec->returns;
+    req.nreturn = exec->nreturn;
+    req.main_mode = exec->main_mode;
+    if (pbx_engine_execute(engine, &req, &res, &perr) < 0) {
+        free(files);
+        rc = perr->code == PBX_E_INVAL       ? PYBOX_E_INVALID
+             : perr->code == PBX_E_TOO_LARGE ? PYBOX_E_TOO_LARGE
+                                             : PYBOX_E_ENGINE;
+        pbx__client_fail(err, rc, 0, 0, "%s", perr->msg);
+        pbx_error_free(&perr);
+        return rc;
+    }
+    free(files);
+    o = pbx_exec_result_to_json(&res);
+    pbx_exec_result_release(&res);
+    text = json_dumps(o, PBX_JSON_FLAGS);
+    json_decref(o);
+    if (text == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    rc = pbx__client_result_parse(text, strlen(text), out, err);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,343 @@
+/* libpybox: the result of an execution, parsed from the result object, and its accessors. */
+#include <signal.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client.h"
+#include "common/banned.h"
+
+/* json_dumps() flags of the result object, as the server and `pybox run --json` use them. */
+#define RESULT_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12))
+/* And of main()'s value on its own. */
+#define VALUE_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
+
+static const char *const status_names[] = {
+    [PYBOX_STATUS_OK] = "ok",           [PYBOX_STATUS_ERROR] = "error",
+    [PYBOX_STATUS_TIMEOUT] = "timeout", [PYBOX_STATUS_MEMORY_LIMIT] = "memory_limit",
+    [PYBOX_STATUS_KILLED] = "killed",   [PYBOX_STATUS_REJECTED] = "rejected",
+};
+
+const char *pybox_status_name(int status)
+{
+    if (status < 0 || (size_t)status >= sizeof(status_names) / sizeof(status_names[0]))
+        return "unknown";
+    return status_names[status];
+}
+
+void pybox_result_free(struct pybox_result *res)
+{
+    if (res == NULL)
+        return;
+    free(res->out);
+    free(res->err);
+    free(res->value);
+    free(res->error_type);
+    free(res->error_message);
+    for (size_t i = 0; i < res->nfiles; i++) {
+        free(res->files[i].name);
+        free(res->files[i].data);
+        free(res->files[i].error);
+    }
+    free(res->files);
+    free(res->json);
+    free(res);
+}
+
+/* "SIGKILL" -> 9; 0 for a name this system does not know. */
+static int signal_number(const char *name)
+{
+    if (strncmp(name, "SIG", 3) != 0)
+        return 0;
+    for (int s = 1; s < 32; s++) {
+        const char *abbrev = sigabbrev_np(s);
+
+        if (abbrev != NULL && strcmp(abbrev, name + 3) == 0)
+            return s;
+    }
+    return 0;
+}
+
+/* A NUL-terminated copy of a JSON string member (NULs inside kept); NULL on OOM. */
+static char *string_copy(json_t *s, size_t *len)
+{
+    size_t n = json_string_length(s);
+    char *c = malloc(n + 1);
+
+    if (c == NULL)
+        return NULL;
+    memcpy(c, json_string_value(s), n);
+    c[n] = '\0';
+    if (len != NULL)
+        *len = n;
+    return c;
+}
+
+enum parse_rc {
+    PARSE_OK = 0,
+    PARSE_BAD = -1,   /* not a result object */
+    PARSE_NOMEM = -2, /* out of memory */
+};
+
+static enum parse_rc parse_file(const char *name, json_t *f, struct pbx_result_file *out)
+{
+    json_t *b64 = json_object_get(f, "content_base64");
+    json_t *size = json_object_get(f, "size");
+    json_t *error = json_object_get(f, "error");
+    const char *text;
+    size_t bin_len = 0;
+    size_t max;
+
+    memset(out, 0, sizeof(*out));
+    out->name = strdup(name);
+    if (out->name == NULL)
+        return PARSE_NOMEM;
+    if (!json_is_object(f))
+        return PARSE_BAD;
+    if (json_is_string(error)) {
+        out->error = strdup(json_string_value(error));
+        return out->error ? PARSE_OK : PARSE_NOMEM;
+    }
+    if (!json_is_string(b64) || !json_is_integer(size) || json_integer_value(size) < 0)
+        return PARSE_BAD;
+    text = json_string_value(b64);
+    max = json_string_length(b64) / 4 * 3 + 3;
+    out->data = malloc(max + 1);
+    if (out->data == NULL)
+        return PARSE_NOMEM;
+    if (sodium_base642bin((unsigned char *)out->data, max, text, json_string_length(b64), NULL,
+                          &bin_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        bin_len != (size_t)json_integer_value(size))
+        return PARSE_BAD;
+    out->data[bin_len] = '\0';
+    out->size = bin_len;
+    return PARSE_OK;
+}
+
+static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
+{
+    json_t *status = json_object_get(o, "status");
+    json_t *exit_code = json_object_get(o, "exit_code");
+    json_t *sig = json_object_get(o, "signal");
+    json_t *out = json_object_get(o, "stdout");
+    json_t *err = json_object_get(o, "stderr");
+    json_t *out_trunc = json_object_get(o, "stdout_truncated");
+    json_t *err_trunc = json_object_get(o, "stderr_truncated");
+    json_t *value = json_object_get(o, "result");
+    json_t *files = json_object_get(o, "files");
+    json_t *error = json_object_get(o, "error");
+    json_t *duration = json_object_get(o, "duration_ms");
+    json_t *cpu = json_object_get(o, "cpu_ms");
+    json_t *rss = json_object_get(o, "max_rss_kb");
+    bool known = false;
+    const char *key;
+    json_t *v;
+
+    if (!json_is_string(status) || !json_is_string(out) || !json_is_string(err) ||
+        !json_is_boolean(out_trunc) || !json_is_boolean(err_trunc) || !json_is_object(files) ||
+        !(json_is_integer(exit_code) || json_is_null(exit_code)) ||
+        !(json_is_string(sig) || json_is_null(sig)) ||
+        !(json_is_object(error) || json_is_null(error)) || value == NULL ||
+        !json_is_number(duration) || !json_is_number(cpu) || !json_is_integer(rss))
+        return PARSE_BAD;
+    for (size_t i = 0; i < sizeof(status_names) / sizeof(status_names[0]); i++) {
+        if (strcmp(json_string_value(status), status_names[i]) == 0) {
+            r->status = (enum pybox_status)i;
+            known = true;
+        }
+    }
+    if (!known)
+        return PARSE_BAD;
+    r->has_exit_code = json_is_integer(exit_code);
+    r->exit_code = r->has_exit_code ? (int)json_integer_value(exit_code) : -1;
+    r->signal = json_is_string(sig) ? signal_number(json_string_value(sig)) : 0;
+    r->out = string_copy(out, &r->out_len);
+    r->err = string_copy(err, &r->err_len);
+    if (r->out == NULL || r->err == NULL)
+        return PARSE_NOMEM;
+    r->out_truncated = json_is_true(out_trunc);
+    r->err_truncated = json_is_true(err_trunc);
+    if (!json_is_null(value)) {
+        r->value = json_dumps(value, VALUE_JSON_FLAGS);
+        if (r->value == NULL)
+            return PARSE_NOMEM;
+    }
+    if (json_is_object(error)) {
+        json_t *type = json_object_get(error, "type");
+        json_t *message = json_object_get(error, "message");
+
+        if (json_is_string(type) && (r->error_type = strdup(json_string_value(type))) == NULL)
+            return PARSE_NOMEM;
+        if (json_is_string(message) &&
+            (r->error_message = strdup(json_string_value(message))) == NULL)
+            return PARSE_NOMEM;
+    }
+    if (json_object_size(files) > 0) {
+        r->files = calloc(json_object_size(files), sizeof(*r->files));
+        if (r->files == NULL)
+            return PARSE_NOMEM;
+    }
+    json_object_foreach(files, key, v)
+    {
+        enum parse_rc rc = parse_file(key, v, &r->files[r->nfiles]);
+
+        r->nfiles++;
+        if (rc != PARSE_OK)
+            return rc;
+    }
+    r->duration_ms = json_number_value(duration);
+    r->cpu_ms = json_number_value(cpu);
+    r->max_rss_kb = json_integer_value(rss) > 0 ? (uint64_t)json_integer_value(rss) : 0;
+    return PARSE_OK;
+}
+
+enum pybox_code pbx__client_result_parse(const char *text, size_t len, struct pybox_result **out,
+                                         struct pybox_error **err)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    struct pybox_result *r;
+    enum parse_rc rc;
+
+    if (o == NULL)
+        return pbx__client_fail(err, PYBOX_E_PROTOCOL, 0, 0,
+                                "the result is not JSON: %s at byte %d", jerr.text, jerr.position);
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        json_decref(o);
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    }
+    rc = json_is_object(o) ? parse_object(o, r) : PARSE_BAD;
+    if (rc == PARSE_OK) {
+        json_object_del(o, "request_id");
+        r->json = json_dumps(o, RESULT_JSON_FLAGS);
+        if (r->json == NULL)
+            rc = PARSE_NOMEM;
+    }
+    json_decref(o);
+    if (rc != PARSE_OK) {
+        pybox_result_free(r);
+        return rc == PARSE_NOMEM ? pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory")
+                                 : pbx__client_fail(err, PYBOX_E_PROTOCOL, 0, 0,
+                                                    "the answer is not a pybox result object");
+    }
+    *out = r;
+    return PYBOX_OK;
+}
+
+/* ---- accessors ---- */
+
+enum pybox_status pybox_result_status(const struct pybox_result *res)
+{
+    return res->status;
+}
+
+bool pybox_result_has_exit_code(const struct pybox_result *res)
+{
+    return res->has_exit_code;
+}
+
+int pybox_result_exit_code(const struct pybox_result *res)
+{
+    return res->has_exit_code ? res->exit_code : -1;
+}
+
+int pybox_result_signal(const struct pybox_result *res)
+{
+    return res->signal;
+}
+
+const char *pybox_result_stdout(const struct pybox_result *res, size_t *len)
+{
+    if (len != NULL)
+        *len = res->out_len;
+    return res->out;
+}
+
+const char *pybox_result_stderr(const struct pybox_result *res, size_t *len)
+{
+    if (len != NULL)
+        *len = res->err_len;
+    return res->err;
+}
+
+bool pybox_result_stdout_truncated(const struct pybox_result *res)
+{
+    return res->out_truncated;
+}
+
+bool pybox_result_stderr_truncated(const struct pybox_result *res)
+{
+    return res->err_truncated;
+}
+
+const char *pybox_result_json(const struct pybox_result *res)
+{
+    return res->value;
+}
+
+const char *pybox_result_error_type(const struct pybox_result *res)
+{
+    return res->error_type;
+}
+
+const char *pybox_result_error_message(const struct pybox_result *res)
+{
+    return res->error_message;
+}
+
+size_t pybox_result_file_count(const struct pybox_result *res)
+{
+    return res->nfiles;
+}
+
+const char *pybox_result_file_name(const struct pybox_result *res, size_t i)
+{
+    return i < res->nfiles ? res->files[i].name : NULL;
+}
+
+const void *pybox_result_file_data(const struct pybox_result *res, size_t i, size_t *size)
+{
+    if (i >= res->nfiles || res->files[i].error != NULL) {
+        if (size != NULL)
+            *size = 0;
+        return NULL;
+    }
+    if (size != NULL)
+        *size = res->files[i].size;
+    return res->files[i].data;
+}
+
+const char *pybox_result_file_error(const struct pybox_result *res, size_t i)
+{
+    return i < res->nfiles ? res->files[i].error : NULL;
+}
+
+long pybox_result_file_find(const struct pybox_result *res, const char *name)
+{
+    for (size_t i = 0; name != NULL && i < res->nfiles; i++) {
+        if (strcmp(res->files[i].name, name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
+
+double pybox_result_duration_ms(const struct pybox_result *res)
+{
+    return res->duration_ms;
+}
+
+double pybox_result_cpu_ms(const struct pybox_result *res)
+{
+    return res->cpu_ms;
+}
+
+uint64_t pybox_result_max_rss_kb(const struct pybox_result *res)
+{
+    return res->max_rss_kb;
+}
+
+const char *pybox_result_to_json(const struct pybox_result *res)
+{
+    return res->json;
+}
