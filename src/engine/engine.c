@@ -107,6 +107,15 @@ struct pbx_engine {
     pthread_t refill;                 /* makes spares up to target */
     atomic_ulong hits;                /* executions that found a spare */
     atomic_ulong misses;              /* executions that had to fork on demand */
+    pthread_t keeper;                 /* the parent thread of every zygote (see keeper_main) */
+    bool keeper_running;              /* it exists */
+    pthread_mutex_t keeper_lock;      /* guards the fields below */
+    pthread_cond_t keeper_cond;       /* a request posted, or its answer */
+    bool keeper_asked;                /* a zygote is wanted */
+    bool keeper_answered;             /* keeper_z / keeper_err hold the answer */
+    bool keeper_stop;                 /* the engine is being freed */
+    struct zygote *keeper_z;          /* the zygote started, or NULL */
+    struct pbx_error *keeper_err;     /* why not */
     pthread_mutex_t cg_lock;          /* guards the cgroup pool below */
     struct pbx_cgroup_cell **cg_free; /* cell cgroups with no member left, for reuse */
     size_t cg_nfree;                  /* their count */
@@ -251,6 +260,11 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
     if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
         syscall(SYS_setresuid, 0, 0, 0) < 0)
         _exit(126);
+    /*
+     * Changing ids cleared the parent-death signal: set it again, so that the jail dies with the
+     * thread that started it (the engine's keeper thread) even before the control socket says so.
+     */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
         _exit(126);
@@ -416,6 +430,68 @@ static void zygote_put(struct pbx_engine *e, struct zygote *z)
  * A reference to the current zygote, replacing it first when it died or is
  * due for recycling (a fresh zygote also means a fresh str hash seed).
  */
+/*
+ * Zygotes are started from one long-lived thread.  A zygote dies with the
+ * thread that created it (PR_SET_PDEATHSIG follows the parent thread, not the
+ * process), and executions may run on short-lived threads (a connection's, a
+ * library caller's): a zygote they started would die as soon as they ended.
+ */
+static void *keeper_main(void *arg)
+{
+    struct pbx_engine *e = arg;
+
+    pthread_mutex_lock(&e->keeper_lock);
+    for (;;) {
+        while (!e->keeper_asked && !e->keeper_stop)
+            pthread_cond_wait(&e->keeper_cond, &e->keeper_lock);
+        if (e->keeper_stop)
+            break;
+        e->keeper_asked = false;
+        pthread_mutex_unlock(&e->keeper_lock);
+        {
+            struct zygote *z = NULL;
+            struct pbx_error *err = NULL;
+
+            (void)spawn_zygote(&e->cfg, &z, &err);
+            pthread_mutex_lock(&e->keeper_lock);
+            e->keeper_z = z;
+            e->keeper_err = err;
+        }
+        e->keeper_answered = true;
+        pthread_cond_broadcast(&e->keeper_cond);
+    }
+    pthread_mutex_unlock(&e->keeper_lock);
+    return NULL;
+}
+
+/* Start a zygote on the keeper thread (callers hold zlock, so one at a time). */
+static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx_error **err)
+{
+    struct pbx_error *kerr;
+
+    if (!e->keeper_running)
+        return spawn_zygote(&e->cfg, out, err);
+    pthread_mutex_lock(&e->keeper_lock);
+    e->keeper_asked = true;
+    e->keeper_answered = false;
+    pthread_cond_broadcast(&e->keeper_cond);
+    while (!e->keeper_answered)
+        pthread_cond_wait(&e->keeper_cond, &e->keeper_lock);
+    *out = e->keeper_z;
+    kerr = e->keeper_err;
+    e->keeper_z = NULL;
+    e->keeper_err = NULL;
+    e->keeper_answered = false;
+    pthread_mutex_unlock(&e->keeper_lock);
+    if (*out != NULL)
+        return 0;
+    if (err != NULL)
+        *err = kerr;
+    else
+        pbx_error_free(&kerr);
+    return -1;
+}
+
 static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
 {
     struct zygote *old = NULL;
@@ -434,7 +510,7 @@ static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct p
         z = NULL;
     }
     if (z == NULL) {
-        if (spawn_zygote(&e->cfg, &z, err) < 0) {
+        if (spawn_on_keeper(e, &z, err) < 0) {
             pthread_mutex_unlock(&e->zlock);
             if (old != NULL)
                 zygote_destroy(old);
@@ -464,6 +540,35 @@ static bool zygote_current(struct pbx_engine *e, const struct zygote *z)
     return cur;
 }
 
+/*
+ * Start one of the engine's own threads with every signal blocked: process
+ * signals (SIGTERM, SIGINT) are for the program's threads, never the engine's.
+ */
+static bool start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all;
+    sigset_t old;
+    bool ok;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    ok = pthread_create(t, NULL, fn, arg) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return ok;
+}
+
+static void keeper_stop(struct pbx_engine *e)
+{
+    if (!e->keeper_running)
+        return;
+    pthread_mutex_lock(&e->keeper_lock);
+    e->keeper_stop = true;
+    pthread_cond_broadcast(&e->keeper_cond);
+    pthread_mutex_unlock(&e->keeper_lock);
+    pthread_join(e->keeper, NULL);
+    e->keeper_running = false;
+}
+
 int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
                      struct pbx_error **err)
 {
@@ -489,11 +594,15 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
                              "no usable memory and pids cgroup controllers (see pybox doctor)");
     }
     pthread_mutex_init(&e->zlock, NULL);
+    pthread_mutex_init(&e->keeper_lock, NULL);
+    pthread_cond_init(&e->keeper_cond, NULL);
+    e->keeper_running = start_thread(&e->keeper, keeper_main, e);
     pthread_mutex_init(&e->cg_lock, NULL);
     e->cg_cap = (cfg->spares_max < MAX_SPARES ? cfg->spares_max : MAX_SPARES) + CGROUP_POOL_EXTRA;
     e->cg_free = xcalloc(e->cg_cap, sizeof(*e->cg_free));
     z = zygote_get(e, false, err);
     if (z == NULL) {
+        keeper_stop(e);
         free(e->cg_free);
         pbx__cgroup_teardown(e->cg);
         return -1;
@@ -519,7 +628,7 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
             e->cfg.spares_max = MAX_SPARES;
         if (e->target > e->cfg.spares_max)
             e->target = e->cfg.spares_max;
-        e->refill_running = pthread_create(&e->refill, NULL, refill_main, e) == 0;
+        e->refill_running = start_thread(&e->refill, refill_main, e);
     }
     *out = steal_pointer(&e);
     return 0;
@@ -559,6 +668,7 @@ void pbx_engine_free(struct pbx_engine *e)
         }
     }
     free(e->cg_free);
+    keeper_stop(e);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
