@@ -877,7 +877,8 @@ int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup
         const struct pbx__cgroup_backend *be;
         int ret;
 
-        if (!own_dir(cell, i))
+        /* Every controller, as at creation: on v2 they share one directory. */
+        if (cell->dir[i] == NULL)
             continue;
         be = backend_of(cell->cg->ctl[i].version);
         ret = be->reset(cell->cg, i, cell->dir[i], err);

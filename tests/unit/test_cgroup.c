@@ -1059,6 +1059,37 @@ START_TEST(test_v2_reuse)
 }
 END_TEST
 
+START_TEST(test_v2_reuse_without_memory)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_limits none = {0, 0, 0};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    /* Only pids and cpu delegated: those reset and take the new limits. */
+    v2_tree(NULL, "cpu memory pids\n", "cpu pids");
+    cg = setup(self_v2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_NONE);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "16");
+    ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "50000 100000");
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "32");
+    ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "200000 100000");
+    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &none, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "max");
+    ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "max");
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ASSERT_GONE("sup/pybox-1/cell-3");
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("sup/pybox-1");
+}
+END_TEST
+
 /* Hybrid hierarchies. */
 
 START_TEST(test_mixed)
@@ -1100,6 +1131,35 @@ START_TEST(test_mixed)
         ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
     ASSERT_GONE("unified/sup/pybox-1");
     pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+START_TEST(test_mixed_reuse)
+{
+    struct pbx_cgroup_limits a = {1u << 20, 4, 10};
+    struct pbx_cgroup_limits b = {2u << 20, 8, 30};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+
+    /* memory on v1 (reusable), pids and cpu sharing one cgroup2 directory. */
+    v1_mount("memory", "/a/b");
+    v2_tree("unified", "cpu pids\n", "cpu pids");
+    cg = setup("4:memory:/a/b\n0::/sup\n");
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, &a, &cell, &err), 0);
+    ASSERT_FILE("unified/sup/pybox-1/cell-5/cpu.max", "10000 100000");
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ASSERT_FILE("memory/a/b/pybox-1/cell-5/memory.limit_in_bytes", "2097152");
+    ASSERT_FILE("unified/sup/pybox-1/cell-5/pids.max", "8");
+    /* Every controller of a shared directory takes its new limit, not only the first. */
+    ASSERT_FILE("unified/sup/pybox-1/cell-5/cpu.max", "30000 100000");
+    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    pbx__cgroup_teardown(cg);
+    ASSERT_GONE("memory/a/b/pybox-1");
+    ASSERT_GONE("unified/sup/pybox-1");
 }
 END_TEST
 
@@ -1671,7 +1731,9 @@ int main(void)
     tcase_add_test(tc, test_v2_no_swap_partial_delegation);
     tcase_add_test(tc, test_v2_busy);
     tcase_add_test(tc, test_v2_reuse);
+    tcase_add_test(tc, test_v2_reuse_without_memory);
     tcase_add_test(tc, test_mixed);
+    tcase_add_test(tc, test_mixed_reuse);
     tcase_add_test(tc, test_reap_stale_v1);
     tcase_add_test(tc, test_reap_stale_v2);
     suite_add_tcase(s, tc);
