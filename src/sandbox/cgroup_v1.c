@@ -40,6 +40,9 @@ static const char *const control_file[PBX_CGROUP_NCTL] = {
 /* The CFS period: 100 ms, the kernel default, so 1% of a CPU is 1 ms of quota (its minimum). */
 #define CFS_PERIOD_US 100000
 
+/* Memory a reused cgroup may keep charged from its last cell without force_empty. */
+#define LEFTOVER_MAX (4u << 20)
+
 /*
  * A directory that looks like a v1 hierarchy: it is a cgroup (cgroup.procs)
  * but not a cgroup2 one (no cgroup.controllers).
@@ -201,8 +204,10 @@ static void v1_kill(const struct pbx_cgroups *cg, const char *dir)
 /*
  * Back to no limits and fresh counters, so that v1_limit() can apply any new
  * ones (memsw goes first when raising: it may never be below the memory
- * limit).  force_empty gives back the page cache still charged to the cgroup
- * (files its last cell read), which would otherwise count against the next.
+ * limit).  What the last cell left charged is usually a few kilobytes of kernel
+ * objects; when it is more (page cache of files it read), force_empty gives it
+ * back so that it does not count against the next cell.  force_empty reclaims
+ * in rounds of work on every CPU, too slow to pay on every reuse.
  */
 static int v1_reset(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,
                     struct pbx_error **err)
@@ -214,9 +219,12 @@ static int v1_reset(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const
         if (cg->ctl[ctl].swap_limited &&
             (ret = pbx__cgroup_write(cg, dir, "memory.memsw.limit_in_bytes", "-1", err)) < 0)
             return ret;
-        if ((ret = pbx__cgroup_write(cg, dir, "memory.limit_in_bytes", "-1", err)) < 0 ||
-            (ret = pbx__cgroup_write(cg, dir, "memory.force_empty", "0", err)) < 0 ||
-            (ret = pbx__cgroup_write(cg, dir, "memory.max_usage_in_bytes", "0", err)) < 0)
+        if ((ret = pbx__cgroup_write(cg, dir, "memory.limit_in_bytes", "-1", err)) < 0)
+            return ret;
+        if (pbx__cgroup_read_u64(dir, "memory.usage_in_bytes") > LEFTOVER_MAX &&
+            (ret = pbx__cgroup_write(cg, dir, "memory.force_empty", "0", err)) < 0)
+            return ret;
+        if ((ret = pbx__cgroup_write(cg, dir, "memory.max_usage_in_bytes", "0", err)) < 0)
             return ret;
         if (cg->ctl[ctl].swap_limited)
             return pbx__cgroup_write(cg, dir, "memory.memsw.max_usage_in_bytes", "0", err);

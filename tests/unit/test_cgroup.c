@@ -777,6 +777,8 @@ START_TEST(test_v1_reuse)
     put(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
     put(mem, "memory.max_usage_in_bytes", "60000000\n");
     put(mem, "memory.memsw.max_usage_in_bytes", "61000000\n");
+    /* And 40 MB still charged (page cache of files it read): over what may stay. */
+    put(mem, "memory.usage_in_bytes", "40000000\n");
     ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
     ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 60000000);
     F.log[0] = '\0';
@@ -809,6 +811,25 @@ START_TEST(test_v1_reuse)
     ASSERT_FILE(CELL5_PIDS "pids.max", "16");
     ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
     free(mem);
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
+/* A few kilobytes left charged are left alone: force_empty is slow and only for real leftovers. */
+START_TEST(test_v1_reuse_small_leftover)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+
+    put(cell->dir[PBX_CGROUP_MEMORY], "memory.usage_in_bytes", "106496\n");
+    F.log[0] = '\0';
+    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
+    ck_assert_ptr_null(err);
+    ck_assert_msg(strstr(F.log, "memory.force_empty") == NULL, "force_empty written:\n%s", F.log);
+    logged(CELL5_MEM "memory.max_usage_in_bytes=0\n");
+    ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
     v1_cell5_done(cg, cell);
 }
 END_TEST
@@ -922,6 +943,7 @@ START_TEST(test_v1_reuse_write_fails)
     struct pbx_cgroups *cg = v1_cell5(&a, &cell);
 
     /* A reset the kernel refuses: no reuse, and the error says which cell. */
+    put(cell->dir[PBX_CGROUP_MEMORY], "memory.usage_in_bytes", "40000000\n");
     F.fail_op = 'w';
     F.fail_suffix = "cell-5/memory.force_empty";
     F.fail_errno = EBUSY;
@@ -1723,6 +1745,7 @@ int main(void)
     tcase_add_test(tc, test_cell_failures);
     tcase_add_test(tc, test_kill_listed);
     tcase_add_test(tc, test_v1_reuse);
+    tcase_add_test(tc, test_v1_reuse_small_leftover);
     tcase_add_test(tc, test_v1_reuse_unlimited);
     tcase_add_test(tc, test_v1_reuse_raise_memory);
     tcase_add_test(tc, test_v1_reuse_refused_with_member);
