@@ -35,8 +35,8 @@ static void help(void)
         "  --return NAME         return /work/NAME after the run (repeatable); without --json it\n"
         "                        is written to --out DIR, never over an existing file\n"
         "  --out DIR             where returned files go without --json (default: .)\n"
-        "  --timeout S           wall-clock limit in seconds (default 10; env PYBOX_TIMEOUT);\n"
-        "                        the CPU limit follows a longer one unless --limit cpu is set\n"
+        "  --timeout S           wall-clock and CPU limit in seconds, as the server's `timeout`\n"
+        "                        (default 10; env PYBOX_TIMEOUT); --limit cpu sets CPU apart\n"
         "  --memory MB           memory limit in MiB (default 256; env PYBOX_MEMORY_MB)\n"
         "  --limit NAME=VALUE    set any limit, e.g. --limit pids=20 --limit disk=128M\n"
         "                        (repeatable; env PYBOX_LIMITS=\"NAME=VALUE ...\"); see below\n"
@@ -456,8 +456,13 @@ int pbx_cmd_run(int argc, char **argv)
             pbx_usage_error("run", "unknown option `%s`", argv[optind - 1]);
         }
     }
-    /* CPU time follows a longer wall time unless it was set on its own. */
-    if (!cpu_explicit && req.limits.wall_ms > default_cpu)
+    /*
+     * --timeout sets the CPU limit too, as `timeout` does in POST /v1/execute and
+     * libpybox's local mode, so a run gives the same result here and with
+     * --server; a longer wall time from --limit also lifts the CPU limit.  A
+     * CPU limit set on its own wins.
+     */
+    if (!cpu_explicit && (timeout_set || req.limits.wall_ms > default_cpu))
         req.limits.cpu_ms = req.limits.wall_ms;
     if (optind < argc)
         code_path = argv[optind++];
