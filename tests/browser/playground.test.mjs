@@ -281,6 +281,38 @@ test("a generated PNG shows inline", async () => {
   await page.fill("#return", "");
 });
 
+test("a returned SVG shows through <img> only; its download is not an SVG document", async () => {
+  await setCode(page, [
+    "svg = '<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"30\" height=\"20\">' \\",
+    "    '<script>parent.pwned = 1</script><rect width=\"30\" height=\"20\" fill=\"blue\"/></svg>'",
+    'open("x.svg", "w").write(svg)',
+  ].join("\n"));
+  await page.fill("#return", "x.svg");
+  // The CSP keeps fetch() off blob: URLs, so note each object URL's type as it is made.
+  await page.evaluate(() => {
+    window.blobTypes = {};
+    const make = URL.createObjectURL;
+    URL.createObjectURL = (b) => {
+      const u = make(b);
+      window.blobTypes[u] = b.type;
+      return u;
+    };
+  });
+  await run(page);
+  const img = page.locator('#images img[alt="Returned image x.svg"]');
+  await img.waitFor();
+  await page.waitForFunction(() => {
+    const i = document.querySelector("#images img");
+    return i && i.complete && i.naturalWidth > 0;
+  });
+  const types = await page.evaluate(() => [
+    window.blobTypes[document.querySelector('#file-list a[download="x.svg"]').href],
+    window.blobTypes[document.querySelector("#images img").src]]);
+  assert.deepEqual(types, ["application/octet-stream", "image/svg+xml"]);
+  assert.equal(await page.evaluate(() => window.pwned), undefined);
+  await page.fill("#return", "");
+});
+
 test("/docs renders every operation of /openapi.json, and try it works", async () => {
   const p = await context.newPage();
   const errors = [];

@@ -238,6 +238,12 @@
     txt: "text/plain", csv: "text/csv", json: "application/json", pdf: "application/pdf", html: "text/plain",
   };
   const INLINE = new Set(["png", "jpg", "jpeg", "svg"]);
+  /*
+   * Types a browser may open from a download link as a document of this page's origin; an SVG
+   * (or HTML) returned file opened that way could run its scripts.  Their downloads are
+   * application/octet-stream; an SVG shows inline only through <img>, which runs no script.
+   */
+  const ACTIVE = new Set(["image/svg+xml", "text/html", "application/xhtml+xml", "text/xml", "application/xml"]);
 
   function decodeBase64(b64) {
     const bin = atob(b64);
@@ -253,19 +259,22 @@
     const images = $("images");
     for (const name of names) {
       const f = files[name];
-      if (typeof f.content_base64 !== "string") {
-        list.append(el("li", null, el("span", { class: "mono" }, name), " ", el("span", { class: "err" }, "— " + (f.error || "not returned"))));
+      if (!f || typeof f.content_base64 !== "string") {
+        list.append(el("li", null, el("span", { class: "mono" }, name), " ", el("span", { class: "err" }, "— " + ((f && f.error) || "not returned"))));
         continue;
       }
       const ext = (name.split(".").pop() || "").toLowerCase();
       const type = MIME[ext] || "application/octet-stream";
-      const url = URL.createObjectURL(new Blob([decodeBase64(f.content_base64)], { type }));
+      const data = decodeBase64(f.content_base64);
+      const url = URL.createObjectURL(new Blob([data], { type: ACTIVE.has(type) ? "application/octet-stream" : type }));
       blobUrls.push(url);
       list.append(el("li", null,
         el("a", { href: url, download: name, class: "mono" }, "Download " + name),
         " ", el("span", { class: "size" }, "(" + bytes(f.size) + ")")));
       if (INLINE.has(ext)) {
-        images.append(el("figure", null, el("img", { src: url, alt: "Returned image " + name }), el("figcaption", null, name)));
+        const src = ACTIVE.has(type) ? URL.createObjectURL(new Blob([data], { type })) : url;
+        if (src !== url) blobUrls.push(src);
+        images.append(el("figure", null, el("img", { src, alt: "Returned image " + name }), el("figcaption", null, name)));
       }
     }
     $("returned").hidden = false;
