@@ -217,8 +217,8 @@ PYBOX_API enum pybox_code pybox_exec_set_stdin(struct pybox_exec *exec, const vo
 
 /*
  * Put a file in /work before the code runs.  `name` is a flat file name
- * (no '/', not "." or "..", at most 255 bytes, no control characters):
- * PYBOX_E_INVALID otherwise or when the name is already added.
+ * in UTF-8 (no '/', not "." or "..", 1 to 255 bytes): PYBOX_E_INVALID
+ * otherwise or when the name is already added.
  */
 PYBOX_API enum pybox_code pybox_exec_add_file(struct pybox_exec *exec, const char *name,
                                               const void *data, size_t size);

@@ -410,10 +410,54 @@ enum pybox_code pybox_exec_set_stdin(struct pybox_exec *exec, const void *data, 
     return PYBOX_OK;
 }
 
-/* The flat, portable names the engine accepts (pbx_engine_check_name), no error kept. */
+/* Whether `s` is UTF-8 as jansson checks it: no overlong forms, surrogates or bytes past U+10FFFF.
+ */
+static bool valid_utf8(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+
+    while (*s != '\0') {
+        unsigned c = *s++;
+        unsigned cp;
+        unsigned min;
+        int more;
+
+        if (c < 0x80)
+            continue;
+        if (c >= 0xc2 && c <= 0xdf) {
+            more = 1;
+            cp = c & 0x1f;
+            min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            more = 2;
+            cp = c & 0x0f;
+            min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            more = 3;
+            cp = c & 0x07;
+            min = 0x10000;
+        } else {
+            return false;
+        }
+        for (; more > 0; more--) {
+            if ((*s & 0xc0) != 0x80) /* also stops at the NUL */
+                return false;
+            cp = (cp << 6) | (*s++ & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+    }
+    return true;
+}
+
+/*
+ * The flat names the engine accepts (pbx_engine_check_name), no error kept,
+ * and UTF-8: a result object carries them as JSON strings, and remote mode
+ * could not send them otherwise.
+ */
 static bool valid_name(const char *name)
 {
-    return name != NULL && pbx_engine_check_name(name, NULL);
+    return name != NULL && pbx_engine_check_name(name, NULL) && valid_utf8(name);
 }
 
 enum pybox_code pybox_exec_add_file(struct pybox_exec *exec, const char *name, const void *data,

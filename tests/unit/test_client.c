@@ -792,6 +792,13 @@ START_TEST(test_builder_refuses_bad_input)
     ck_assert_int_eq(pybox_exec_add_file(e, "ok.txt", "x", 1), PYBOX_OK);
     ck_assert_int_eq(pybox_exec_add_file(e, "ok.txt", "y", 1), PYBOX_E_INVALID);
     ck_assert_int_eq(pybox_exec_add_return(e, ".."), PYBOX_E_INVALID);
+    /* Names travel as JSON strings: UTF-8 only (remote mode said "out of memory"). */
+    ck_assert_int_eq(pybox_exec_add_file(e, "\xff.bin", "x", 1), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_exec_add_file(e, "\xc0\xae.txt", "x", 1), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_exec_add_file(e, "\xed\xa0\x80", "x", 1), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_exec_add_return(e, "out\xe2\x82"), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_exec_add_file(e, "caf\xc3\xa9 \xf0\x9f\x90\x8d.txt", "x", 1), PYBOX_OK);
+    ck_assert_int_eq(pybox_exec_add_return(e, "\xe6\x97\xa5*"), PYBOX_OK);
     ck_assert_int_eq(pybox_exec_set_timeout(e, -1), PYBOX_E_INVALID);
     ck_assert_int_eq(pybox_exec_set_timeout(e, 4000), PYBOX_E_INVALID);
     ck_assert_int_eq(pybox_exec_set_memory(e, 8), PYBOX_E_INVALID);
