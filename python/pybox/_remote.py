@@ -30,7 +30,7 @@ def _retry_after(value: Optional[str]) -> Optional[int]:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() accepts and int() not
         return max(1, int(value))
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()

@@ -204,6 +204,8 @@ def fake_server():
     ("/f", (429, "application/json", b"{}", {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}),
      pybox.RateLimited, lambda e: e.retry_after > 1000),
     ("/g", (503, "text/plain", b"busy", {}), pybox.ServerBusy, lambda e: e.retry_after is None),
+    ("/i", (429, "application/json", b"{}", {"Retry-After": "\u00b2"}), pybox.RateLimited,
+     lambda e: e.retry_after is None),
 ])
 def test_unexpected_answers(fake_server, path, answer, exc, check):
     _Handler.answers[path + "/v1/execute"] = answer
