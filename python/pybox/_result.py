@@ -90,7 +90,7 @@ class Result:
         """
         try:
             return cls._parse(obj)
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        except (AttributeError, KeyError, TypeError, ValueError, binascii.Error) as e:
             raise ServerError(f"malformed result object: {e!r}", type="BadResponse") from None
 
     @classmethod

@@ -204,6 +204,8 @@ def fake_server():
     ("/f", (429, "application/json", b"{}", {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}),
      pybox.RateLimited, lambda e: e.retry_after > 1000),
     ("/g", (503, "text/plain", b"busy", {}), pybox.ServerBusy, lambda e: e.retry_after is None),
+    ("/h", (200, "application/json", b'{"status": "ok", "files": [1]}', {}), pybox.ServerError,
+     lambda e: "malformed result" in e.message),
     ("/i", (429, "application/json", b"{}", {"Retry-After": "\u00b2"}), pybox.RateLimited,
      lambda e: e.retry_after is None),
 ])
