@@ -23,6 +23,7 @@ from .errors import (ConnectionError, Forbidden, InvalidRequest, PyboxError, Rat
                      RequestTooLarge, ServerBusy, ServerError, Unauthorized)
 
 USER_AGENT = "pybox-python/0.1.0"
+MAX_ANSWER = 256 << 20  # bytes read of an answer at most, as libpybox: a result fits
 
 
 def _retry_after(value: Optional[str]) -> Optional[int]:
@@ -148,11 +149,14 @@ class RemoteBackend:
                                       f"{_reason(e)}") from e
             try:
                 resp = conn.getresponse()
-                data = resp.read()
+                data = resp.read(MAX_ANSWER + 1)
             except (OSError, http.client.HTTPException) as e:
                 cause = send_error or e
                 raise ConnectionError(f"no answer from the pybox server at {self.url}: "
                                       f"{_reason(cause)}") from cause
+            if len(data) > MAX_ANSWER:
+                raise ServerError(f"the answer of {self.url} is over {MAX_ANSWER} bytes",
+                                  type="BadResponse", status=resp.status)
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         finally:
             conn.close()

@@ -208,8 +208,11 @@ def fake_server():
      lambda e: "malformed result" in e.message),
     ("/i", (429, "application/json", b"{}", {"Retry-After": "\u00b2"}), pybox.RateLimited,
      lambda e: e.retry_after is None),
+    ("/j", (200, "application/json", b'{"status": "ok", "stdout": "' + b"x" * 5000 + b'"}', {}),
+     pybox.ServerError, lambda e: "over 4096 bytes" in e.message),
 ])
-def test_unexpected_answers(fake_server, path, answer, exc, check):
+def test_unexpected_answers(fake_server, path, answer, exc, check, monkeypatch):
+    monkeypatch.setattr(pybox._remote, "MAX_ANSWER", 4096)
     _Handler.answers[path + "/v1/execute"] = answer
     with pytest.raises(exc) as e:
         Sandbox(url=fake_server + path).run("print(1)")
