@@ -118,15 +118,17 @@ static enum pybox_code request_body(const struct pybox_client *c, const struct p
     unsigned memory = pbx__client_memory(c, e);
     json_t *body = json_object();
     json_t *code;
-    bool ok = body != NULL;
+    bool ok;
 
+    if (body == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     code = json_stringn(e->code, e->code_len);
     if (code == NULL) {
         json_decref(body);
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the code is not valid UTF-8");
     }
-    ok = ok && put(body, "code", code);
-    if (e->stdin_data != NULL) {
+    ok = put(body, "code", code);
+    if (ok && e->stdin_data != NULL) {
         json_t *in = json_stringn(e->stdin_data, e->stdin_len);
 
         if (in == NULL) {
