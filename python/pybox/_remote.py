@@ -123,19 +123,24 @@ class RemoteBackend:
             body["network"] = True
         return json.dumps(body, ensure_ascii=False).encode("utf-8")
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, run_timeout: Optional[float] = None) -> http.client.HTTPConnection:
+        # A long run is still a run: never give up on the answer before its own timeout
+        # (plus a margin for queueing and transfer) has passed.
+        timeout = self.request_timeout
+        if timeout is not None and run_timeout is not None:
+            timeout = max(timeout, run_timeout + 30.0)
         if self._https:
-            return http.client.HTTPSConnection(self._host, self._port,
-                                               timeout=self.request_timeout,
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
                                                context=ssl.create_default_context())
-        return http.client.HTTPConnection(self._host, self._port, timeout=self.request_timeout)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def _post(self, body: bytes) -> Tuple[int, Dict[str, str], bytes]:
+    def _post(self, body: bytes, run_timeout: Optional[float] = None
+              ) -> Tuple[int, Dict[str, str], bytes]:
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": USER_AGENT}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        conn = self._connection()
+        conn = self._connection(run_timeout)
         try:
             send_error: Optional[OSError] = None
             try:
@@ -162,7 +167,7 @@ class RemoteBackend:
             conn.close()
 
     def execute(self, req: Request) -> Result:
-        status, headers, data = self._post(self._body(req))
+        status, headers, data = self._post(self._body(req), req.timeout)
         if status == 200:
             try:
                 obj = json.loads(data)

@@ -97,6 +97,11 @@ class Result:
     def _parse(cls, obj: Mapping[str, Any]) -> "Result":
         if not isinstance(obj, Mapping):
             raise TypeError("not an object")
+        for key, kinds in (("status", str), ("stdout", str), ("stderr", str),
+                           ("stdout_truncated", bool), ("stderr_truncated", bool),
+                           ("files", dict)):
+            if not isinstance(obj.get(key), kinds):
+                raise TypeError(f"{key} is missing or not a {kinds.__name__}")
         status = obj["status"]
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")

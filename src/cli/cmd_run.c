@@ -133,6 +133,17 @@ static int exit_status(enum pbx_status status, bool has_exit_code, int exit_code
 }
 
 /* Whether the result's error message is worth a line on stderr (the script said nothing). */
+/* The result's error message, or words for its status when it has none. */
+static const char *message_or(const char *message, int status)
+{
+    if (message != NULL)
+        return message;
+    return status == PBX_STATUS_TIMEOUT        ? "the execution ran out of time"
+           : status == PBX_STATUS_MEMORY_LIMIT ? "the execution ran out of memory"
+           : status == PBX_STATUS_KILLED       ? "the execution was killed"
+                                               : "the execution failed";
+}
+
 static bool tell_error(enum pbx_status status, const char *error_type, size_t stderr_len)
 {
     return status == PBX_STATUS_TIMEOUT || status == PBX_STATUS_MEMORY_LIMIT ||
@@ -259,7 +270,7 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
         if (pybox_result_stderr_truncated(res))
             fprintf(stderr, "pybox: stderr was truncated at the server's limit\n");
         if (tell_error(status, pybox_result_error_type(res), len))
-            fprintf(stderr, "pybox: %s\n", pybox_result_error_message(res));
+            fprintf(stderr, "pybox: %s\n", message_or(pybox_result_error_message(res), status));
         else if (req->main_mode && status == PBX_STATUS_OK)
             puts(pybox_result_json(res) ? pybox_result_json(res) : "null");
         for (size_t i = 0; i < pybox_result_file_count(res); i++) {
@@ -542,7 +553,8 @@ int pbx_cmd_run(int argc, char **argv)
         if (tell_error(res.status, json_string_value(json_object_get(res.error, "type")),
                        res.stderr_len))
             fprintf(stderr, "pybox: %s\n",
-                    json_string_value(json_object_get(res.error, "message")));
+                    message_or(json_string_value(json_object_get(res.error, "message")),
+                               (int)res.status));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {
             char *text = json_dumps(res.result ? res.result : json_null(), VALUE_JSON_FLAGS);
 

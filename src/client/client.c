@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -198,6 +199,58 @@ enum pybox_code pybox_config_from_env(struct pybox_config *cfg, struct pybox_err
 
 /* ---- the client ---- */
 
+/*
+ * How much of a caller's struct pybox_config to take: the whole fields that fit in its
+ * `size`, never part of one (a size that ends inside a pointer must not copy half of it).
+ */
+static size_t config_bytes(size_t size)
+{
+#define END(f) (offsetof(struct pybox_config, f) + sizeof(((struct pybox_config *)0)->f))
+    static const size_t ends[] = {
+        END(size),      END(server),  END(api_key),   END(timeout_s),
+        END(memory_mb), END(network), END(pybox_bin), END(preload),
+    };
+#undef END
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+        if (ends[i] <= size)
+            n = ends[i];
+    return n;
+}
+
+/*
+ * `url` without the user:password@ of its authority, for messages: a password
+ * in the server URL must never reach a log.  NULL when out of memory.
+ */
+static char *without_credentials(const char *url)
+{
+    const char *host = strstr(url, "://");
+    const char *end;
+    const char *at = NULL;
+    char *out;
+    size_t head;
+    size_t rest;
+
+    if (host == NULL)
+        return strdup(url);
+    host += 3;
+    end = host + strcspn(host, "/?#");
+    for (const char *p = host; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (at == NULL)
+        return strdup(url);
+    head = (size_t)(host - url);
+    rest = strlen(at + 1);
+    out = malloc(head + rest + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, url, head);
+    memcpy(out + head, at + 1, rest + 1);
+    return out;
+}
+
 static bool has_control(const char *s)
 {
     for (; *s; s++) {
@@ -216,6 +269,7 @@ void pybox_client_free(struct pybox_client *client)
     pthread_mutex_destroy(&client->lock);
     pthread_mutex_destroy(&client->start_lock);
     free(client->execute_url);
+    free(client->shown_url);
     free(client->auth_header);
     free(client->pybox_bin);
     free(client);
@@ -237,6 +291,9 @@ static enum pybox_code client_remote(struct pybox_client *c, const struct pybox_
         c->execute_url = NULL;
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     }
+    c->shown_url = without_credentials(c->execute_url);
+    if (c->shown_url == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     if (cfg->api_key != NULL && cfg->api_key[0] != '\0') {
         if (has_control(cfg->api_key))
             return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
@@ -262,7 +319,7 @@ enum pybox_code pybox_client_new(const struct pybox_config *user, struct pybox_c
                                 "no configuration (fill it with pybox_config_init())");
     /* A caller built against an older, shorter struct keeps the newer fields' defaults. */
     pybox_config_init(&cfg);
-    memcpy(&cfg, user, user->size < sizeof(cfg) ? user->size : sizeof(cfg));
+    memcpy(&cfg, user, config_bytes(user->size));
     if (!valid_timeout(cfg.timeout_s))
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
                                 "timeout %g s is not between 0 and 3600 seconds", cfg.timeout_s);

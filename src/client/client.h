@@ -33,6 +33,7 @@ struct pybox_error {
 struct pybox_client {
     bool remote;                 /* a server URL was given */
     char *execute_url;           /* remote: {server}/v1/execute */
+    char *shown_url;             /* the same without user:password@, for messages */
     char *auth_header;           /* remote: "Authorization: Bearer KEY", or NULL */
     double timeout_s;            /* default wall limit, 0: the other side's default */
     unsigned memory_mb;          /* default memory limit, 0: likewise */

@@ -320,7 +320,7 @@ enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct
 
     /* A server may answer (413 before the body is read) and close while we still send. */
     if (cc != CURLE_OK && !(status >= 400 && (cc == CURLE_SEND_ERROR || cc == CURLE_RECV_ERROR)))
-        rc = transport_error(cc, detail, &a, client->execute_url, err);
+        rc = transport_error(cc, detail, &a, client->shown_url, err);
     else if (status != 200)
         rc = http_error(status, &a, err);
     else

@@ -210,6 +210,9 @@ def fake_server():
      lambda e: e.retry_after is None),
     ("/j", (200, "application/json", b'{"status": "ok", "stdout": "' + b"x" * 5000 + b'"}', {}),
      pybox.ServerError, lambda e: "over 4096 bytes" in e.message),
+    # Only some fields of a result object: refused, as libpybox refuses it.
+    ("/k", (200, "application/json", b'{"status": "ok", "stdout": "1\\n"}', {}),
+     pybox.ServerError, lambda e: "malformed result" in e.message),
 ])
 def test_unexpected_answers(fake_server, path, answer, exc, check, monkeypatch):
     monkeypatch.setattr(pybox._remote, "MAX_ANSWER", 4096)

@@ -213,3 +213,12 @@ def test_client_side_checks(sandbox):
                    dict(files={"nul\0name": b""})):
         with pytest.raises(pybox.InvalidRequest):
             sandbox.run("print(1)", **kwargs)
+
+
+def test_remote_waits_for_a_run_longer_than_its_request_timeout(client_server):
+    """The socket timeout grows with the run's own timeout: a run may take longer than
+    request_timeout and still comes back."""
+    sb = pybox.Sandbox(url=client_server.url, api_key=client_server.client_key,
+                       request_timeout=1)
+    r = sb.run("import time\ntime.sleep(2)\nprint('late')", timeout=5)
+    assert r.success and r.stdout == "late\n", r

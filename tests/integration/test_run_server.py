@@ -127,6 +127,14 @@ def test_errors_exit_with_their_status(server, tmp_path):
     assert p.returncode == 2
 
 
+def test_password_in_server_url_never_printed(tmp_path):
+    (tmp_path / "s.py").write_text("print(1)\n")
+    p = run(tmp_path, ["s.py", "--server", f"http://user:s3cret@127.0.0.1:{free_port()}"])
+    assert p.returncode == 69
+    assert b"s3cret" not in p.stderr and b"user" not in p.stderr, p.stderr
+    assert b"127.0.0.1" in p.stderr, p.stderr
+
+
 def test_rate_limited_exits_75(start_server, tmp_path):
     s = start_server("--rpm", "1")
     (tmp_path / "s.py").write_text("print(1)\n")

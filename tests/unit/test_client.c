@@ -712,6 +712,25 @@ END_TEST
 
 /* ---- configuration, builder and codes ---- */
 
+/* A size that ends inside a field takes only the whole fields before it. */
+START_TEST(test_config_size_whole_fields)
+{
+    struct pybox_config cfg;
+    struct pybox_client *c = NULL;
+
+    pybox_config_init(&cfg);
+    cfg.server = "http://127.0.0.1:9";
+    cfg.size = offsetof(struct pybox_config, server) + 4; /* half the server pointer */
+    ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
+    ck_assert(!pybox_client_is_remote(c)); /* the server field was not taken at all */
+    pybox_client_free(c);
+    cfg.size = offsetof(struct pybox_config, server) + sizeof(cfg.server);
+    ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
+    ck_assert(pybox_client_is_remote(c));
+    pybox_client_free(c);
+}
+END_TEST
+
 START_TEST(test_config_and_env)
 {
     struct pybox_config cfg;
@@ -858,6 +877,7 @@ static Suite *client_suite(void)
     TCase *modes = tcase_create("modes");
     TCase *errors = tcase_create("errors");
 
+    tcase_add_test(api, test_config_size_whole_fields);
     tcase_add_test(api, test_config_and_env);
     tcase_add_test(api, test_builder_refuses_bad_input);
     tcase_add_test(api, test_codes_and_version);
