@@ -79,6 +79,13 @@ struct zygote {
     uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
 };
 
+/* A cell that reported its execution and is exiting: its cgroups go back when it is gone. */
+struct reap {
+    int pidfd;                    /* the cell's */
+    struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
+    struct reap *next;            /* the next newer one */
+};
+
 /* A cell forked and isolated ahead of demand, its job waiting for code. */
 struct spare {
     int status;                   /* our end of its status socket */
@@ -116,6 +123,13 @@ struct pbx_engine {
     bool keeper_stop;                 /* the engine is being freed */
     struct zygote *keeper_z;          /* the zygote started, or NULL */
     struct pbx_error *keeper_err;     /* why not */
+    pthread_t reaper;                 /* waits for finished cells to exit (see reaper_main) */
+    bool reaper_running;              /* it exists */
+    pthread_mutex_t reap_lock;        /* guards the fields below */
+    pthread_cond_t reap_cond;         /* a cell handed over, or stopping */
+    struct reap *reap_head;           /* cells to wait for, oldest first */
+    struct reap *reap_tail;           /* the newest */
+    bool reap_stop;                   /* the engine is being freed: drain and end */
     pthread_mutex_t cg_lock;          /* guards the cgroup pool below */
     struct pbx_cgroup_cell **cg_free; /* cell cgroups with no member left, for reuse */
     size_t cg_nfree;                  /* their count */
@@ -126,6 +140,7 @@ struct pbx_engine {
 
 static void *refill_main(void *arg);
 static void spare_release(struct pbx_engine *e, struct spare *sp);
+static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell);
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
@@ -557,6 +572,79 @@ static bool start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
     return ok;
 }
 
+/*
+ * A cell that has reported its execution has already killed and reaped
+ * everything in its pid namespace; what is left is its own exit, in which the
+ * kernel tears down its mount and IPC namespaces (each waits for an RCU grace
+ * period, ~2 ms here).  Callers do not wait for that: the reaper does, then
+ * gives the cell's cgroups back (pooled, or removed if anything is left in them).
+ */
+static void *reaper_main(void *arg)
+{
+    struct pbx_engine *e = arg;
+
+    pthread_mutex_lock(&e->reap_lock);
+    for (;;) {
+        struct reap *r;
+
+        while (e->reap_head == NULL && !e->reap_stop)
+            pthread_cond_wait(&e->reap_cond, &e->reap_lock);
+        r = e->reap_head;
+        if (r == NULL)
+            break; /* stopping, and nothing is left */
+        e->reap_head = r->next;
+        if (e->reap_head == NULL)
+            e->reap_tail = NULL;
+        pthread_mutex_unlock(&e->reap_lock);
+        {
+            struct pollfd p = {.fd = r->pidfd, .events = POLLIN};
+
+            while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
+                ;
+            close(r->pidfd);
+            cell_cgroups_put(e, r->cell); /* a cell still there: removed, and killed */
+            free(r);
+        }
+        pthread_mutex_lock(&e->reap_lock);
+    }
+    pthread_mutex_unlock(&e->reap_lock);
+    return NULL;
+}
+
+/* Hand a finished cell to the reaper; false when there is none (the caller waits itself). */
+static bool reap_later(struct pbx_engine *e, int pidfd, struct pbx_cgroup_cell *cell)
+{
+    struct reap *r;
+
+    if (!e->reaper_running)
+        return false;
+    r = xcalloc(1, sizeof(*r));
+    r->pidfd = pidfd;
+    r->cell = cell;
+    pthread_mutex_lock(&e->reap_lock);
+    if (e->reap_tail != NULL)
+        e->reap_tail->next = r;
+    else
+        e->reap_head = r;
+    e->reap_tail = r;
+    pthread_cond_signal(&e->reap_cond);
+    pthread_mutex_unlock(&e->reap_lock);
+    return true;
+}
+
+/* Wait for every cell handed over, then end the reaper. */
+static void reaper_stop(struct pbx_engine *e)
+{
+    if (!e->reaper_running)
+        return;
+    pthread_mutex_lock(&e->reap_lock);
+    e->reap_stop = true;
+    pthread_cond_signal(&e->reap_cond);
+    pthread_mutex_unlock(&e->reap_lock);
+    pthread_join(e->reaper, NULL);
+    e->reaper_running = false;
+}
+
 static void keeper_stop(struct pbx_engine *e)
 {
     if (!e->keeper_running)
@@ -597,11 +685,15 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     pthread_mutex_init(&e->keeper_lock, NULL);
     pthread_cond_init(&e->keeper_cond, NULL);
     e->keeper_running = start_thread(&e->keeper, keeper_main, e);
+    pthread_mutex_init(&e->reap_lock, NULL);
+    pthread_cond_init(&e->reap_cond, NULL);
+    e->reaper_running = start_thread(&e->reaper, reaper_main, e);
     pthread_mutex_init(&e->cg_lock, NULL);
     e->cg_cap = (cfg->spares_max < MAX_SPARES ? cfg->spares_max : MAX_SPARES) + CGROUP_POOL_EXTRA;
     e->cg_free = xcalloc(e->cg_cap, sizeof(*e->cg_free));
     z = zygote_get(e, false, err);
     if (z == NULL) {
+        reaper_stop(e);
         keeper_stop(e);
         free(e->cg_free);
         pbx__cgroup_teardown(e->cg);
@@ -657,6 +749,8 @@ void pbx_engine_free(struct pbx_engine *e)
         pthread_join(e->refill, NULL);
     for (unsigned i = 0; i < e->npool; i++)
         spare_release(e, &e->pool[i]);
+    /* Every execution has returned: wait for the cells still exiting, before the pool goes. */
+    reaper_stop(e);
     if (cur != NULL)
         zygote_put(e, cur);
     for (size_t i = 0; i < e->cg_nfree; i++) {
@@ -1481,6 +1575,18 @@ sent:
     }
 
     run_flight(&f, req, cell);
+    if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
+        /*
+         * The cell reported: its job and everything the job started are dead and reaped,
+         * so the OOM count is final.  Its own exit goes on without us.
+         */
+        if (cell != NULL)
+            oom = pbx__cgroup_cell_oom_kills(cell);
+        if (reap_later(e, f.cell_pidfd, cell)) {
+            f.cell_pidfd = -1;
+            cell = NULL;
+        }
+    }
     if (f.cell_pidfd >= 0) {
         /* Let the cell finish exiting, so its cgroups are empty when we remove them. */
         struct pollfd p = {.fd = f.cell_pidfd, .events = POLLIN};
@@ -1488,7 +1594,7 @@ sent:
         while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
             ;
     }
-    if (cell != NULL)
+    if (cell != NULL && oom == 0)
         oom = pbx__cgroup_cell_oom_kills(cell);
     if (f.failed) {
         failed_error(&f.done, err);
