@@ -918,8 +918,13 @@ size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell)
         if (!own_dir(cell, i))
             continue;
         path = pbx__cgroup_path(cell->dir[i], "cgroup.procs");
+        /*
+         * A list we cannot read (EMFILE, ENOMEM, a vanished directory) may
+         * hold members: never report such a cgroup empty, or it would be
+         * pooled and handed to another execution with them inside.
+         */
         if (pbx__cgroup_read(path, &text, NULL) < 0)
-            continue;
+            return SIZE_MAX;
         n = pbx__cgroup_parse_pids(text, &pids);
         if (n > most)
             most = n;

@@ -109,7 +109,10 @@ uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
 /* The peak memory use in bytes, or 0 when unknown. */
 uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
 
-/* The number of member processes, as the cgroup lists them (0 without one). */
+/*
+ * The number of member processes, as the cgroup lists them (0 without one);
+ * SIZE_MAX when a list cannot be read, so that callers never take it for empty.
+ */
 size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell);
 
 /* SIGKILL every member (cgroup.kill on v2 when present, else each pid listed). */

@@ -934,6 +934,36 @@ START_TEST(test_v1_reuse_refused_with_member)
 }
 END_TEST
 
+/* A member list that cannot be read is never taken for an empty one (EMFILE, ENOMEM, ...). */
+START_TEST(test_v1_reuse_refused_unreadable_procs)
+{
+    struct pbx_cgroup_limits a = {64u << 20, 16, 50};
+    struct pbx_cgroup_limits b = {128u << 20, 32, 200};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg = v1_cell5(&a, &cell);
+    char *procs = in_root(CELL5_PIDS "cgroup.procs");
+
+    /* A directory in its place: open() succeeds, read() fails (EISDIR). */
+    ck_assert_int_eq(unlink(procs), 0);
+    ck_assert_int_eq(mkdir(procs, 0755), 0);
+    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), SIZE_MAX);
+    F.log[0] = '\0';
+    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_int_eq(err->code, EBUSY);
+    pbx_error_free(&err);
+    ck_assert_str_eq(F.log, "");
+    ASSERT_FILE(CELL5_PIDS "pids.max", "16");
+
+    ck_assert_int_eq(rmdir(procs), 0);
+    put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "");
+    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), 0);
+    free(procs);
+    v1_cell5_done(cg, cell);
+}
+END_TEST
+
 START_TEST(test_v1_reuse_write_fails)
 {
     struct pbx_cgroup_limits a = {64u << 20, 16, 50};
@@ -1749,6 +1779,7 @@ int main(void)
     tcase_add_test(tc, test_v1_reuse_unlimited);
     tcase_add_test(tc, test_v1_reuse_raise_memory);
     tcase_add_test(tc, test_v1_reuse_refused_with_member);
+    tcase_add_test(tc, test_v1_reuse_refused_unreadable_procs);
     tcase_add_test(tc, test_v1_reuse_write_fails);
     tcase_add_test(tc, test_v2_tree);
     tcase_add_test(tc, test_v2_no_swap_partial_delegation);
