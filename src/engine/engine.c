@@ -1239,11 +1239,24 @@ static int cell_cgroups_get(struct pbx_engine *e, uint64_t id, const struct pbx_
     return 0;
 }
 
-/* Give back a cell's cgroups: pooled when nothing is left in them, else removed. */
-static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
+/* Remove a cell's cgroups, killing what is left in them; never pooled. */
+static void cell_cgroups_drop(struct pbx_cgroup_cell *cell)
 {
     struct pbx_error *err = NULL;
 
+    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+}
+
+/*
+ * Give back a cell's cgroups: pooled when nothing is left in them, else removed.
+ * Only for a cell that has joined them or never will: a pooled cgroup must not
+ * be joined later by anyone but the cell it is handed to next.
+ */
+static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
+{
     if (cell == NULL)
         return;
     if (pbx__cgroup_cell_count(cell) == 0) {
@@ -1254,10 +1267,7 @@ static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
         }
         pthread_mutex_unlock(&e->cg_lock);
     }
-    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "%s", err->msg);
-        pbx_error_free(&err);
-    }
+    cell_cgroups_drop(cell);
 }
 
 /* Whether an execution with limits `r` can run in a spare made with limits `s`. */
@@ -1339,6 +1349,9 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
             continue;
         if (pr <= 0) {
             pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
+            /* Its cgroup.procs fds may still wait in the zygote's queue: see execute_once. */
+            cell_cgroups_drop(sp->cell);
+            sp->cell = NULL;
             goto out;
         }
         n = recv_msg(sp->status, &d, got, &ngot);
@@ -1596,6 +1609,16 @@ sent:
     }
     if (cell != NULL && oom == 0)
         oom = pbx__cgroup_cell_oom_kills(cell);
+    if (!f.started && !f.finished && !f.failed && !f.cell_gone) {
+        /*
+         * Given up without a word from the cell: the job message, with the
+         * cgroup.procs fds in it, may still wait in a stalled zygote's queue.
+         * A cell forked from it later would join whatever its cgroups have
+         * become, so they are removed (the join then fails), never pooled.
+         */
+        cell_cgroups_drop(cell);
+        cell = NULL;
+    }
     if (f.failed) {
         failed_error(&f.done, err);
     } else if (!f.started && !f.finished && zygote_dying(z)) {

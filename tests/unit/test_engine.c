@@ -9,6 +9,8 @@
  * zygote, which has PR_SET_PDEATHSIG, dies with it.
  */
 #include <check.h>
+#include <dirent.h>
+#include <glob.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/xalloc.h"
 #include "engine/engine.h"
 #include "engine/zygote.h"
 #include "common/banned.h"
@@ -727,6 +730,129 @@ START_TEST(test_free_null)
 }
 END_TEST
 
+/* The engine's pids parent cgroup (cgroup v1), or NULL when there is none. */
+static char *engine_pids_dir(void)
+{
+    char line[4096];
+    char *pattern = NULL;
+    char *dir = NULL;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    glob_t g;
+
+    if (f == NULL)
+        return NULL;
+    while (pattern == NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *path = strstr(line, ":pids:");
+
+        if (path == NULL)
+            continue;
+        path += strlen(":pids:");
+        path[strcspn(path, "\n")] = '\0';
+        pattern = xasprintf("/sys/fs/cgroup/pids%s%spybox-%d-*", path,
+                            strcmp(path, "/") == 0 ? "" : "/", (int)getpid());
+    }
+    fclose(f);
+    if (pattern != NULL && glob(pattern, 0, NULL, &g) == 0) {
+        if (g.gl_pathc == 1)
+            dir = xstrdup(g.gl_pathv[0]);
+        globfree(&g);
+    }
+    free(pattern);
+    return dir;
+}
+
+/* The cell cgroups under `dir`. */
+static unsigned count_cells(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    unsigned n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL)
+        n += strncmp(de->d_name, "cell-", 5) == 0;
+    closedir(d);
+    return n;
+}
+
+/* The engine's zygote: the one child of this process. */
+static pid_t find_zygote(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    pid_t found = -1;
+
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL) {
+        char path[300];
+        char line[256];
+        FILE *f;
+
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+        f = fopen(path, "re");
+        if (f == NULL)
+            continue;
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strncmp(line, "PPid:", 5) == 0) {
+                if (strtol(line + 5, NULL, 10) == getpid())
+                    found = (pid_t)strtol(de->d_name, NULL, 10);
+                break;
+            }
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+/*
+ * An execution given up on a stalled zygote: its job message, with the
+ * cgroup.procs fds in it, still waits in the zygote's queue, so its cgroups
+ * must be removed, not pooled for the next execution (a cell forked from the
+ * message later would join them).
+ */
+START_TEST(test_stalled_zygote_cgroups_not_pooled)
+{
+    struct pbx_exec_request req;
+    struct pbx_exec_result res;
+    struct pbx_error *err = NULL;
+    char *dir = engine_pids_dir();
+    unsigned before;
+    pid_t zygote;
+    int r;
+
+    if (dir == NULL) {
+        fprintf(stderr, "no cgroup v1 pids hierarchy: skipping the stalled zygote test\n");
+        return;
+    }
+    before = count_cells(dir);
+    ck_assert_uint_gt(before, 0); /* cells created at start, in the pool */
+    zygote = find_zygote();
+    ck_assert_int_gt(zygote, 0);
+    pbx_exec_request_init(&req);
+    req.code = "import time\ntime.sleep(30)\n";
+    req.code_len = strlen(req.code);
+    req.limits.wall_ms = 1000;
+    ck_assert_int_eq(kill(zygote, SIGSTOP), 0);
+    r = pbx_engine_execute(engine, &req, &res, &err);
+    ck_assert_int_lt(r, 0);
+    ck_assert_ptr_nonnull(err);
+    pbx_error_free(&err);
+    pbx_exec_result_release(&res);
+    /* The cgroups it took from the pool are gone. */
+    ck_assert_uint_eq(count_cells(dir), before - 1);
+    ck_assert_int_eq(kill(zygote, SIGCONT), 0);
+    /* And the next execution runs as usual. */
+    run_simple("print('after')", &res);
+    ck_assert_int_eq(res.status, PBX_STATUS_OK);
+    ck_assert_str_eq(res.stdout_data, "after\n");
+    pbx_exec_result_release(&res);
+    free(dir);
+}
+END_TEST
+
 static Suite *engine_suite(void)
 {
     Suite *s = suite_create("engine");
@@ -754,6 +880,13 @@ static Suite *engine_suite(void)
     tcase_add_test(tc, test_result_json);
     tcase_add_test(tc, test_describe);
     tcase_add_test(tc, test_free_null);
+    suite_add_tcase(s, tc);
+
+    /* About 50 s: the supervisor gives up on a silent cell after setup, wall and grace times. */
+    tc = tcase_create("stalled");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_stalled_zygote_cgroups_not_pooled);
     suite_add_tcase(s, tc);
     return s;
 }
