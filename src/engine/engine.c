@@ -264,6 +264,13 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
 
     /* Only async-signal-safe calls: this is a raw clone of a possibly threaded process. */
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    {
+        /* The keeper thread blocks every signal; the zygote starts with none blocked. */
+        sigset_t none;
+
+        sigemptyset(&none);
+        (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
+    }
     if (read(sync_fd, &c, 1) != 1)
         _exit(126); /* the supervisor gave up before mapping our ids */
     /*
@@ -702,8 +709,8 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     zygote_put(e, z);
     atomic_init(&e->next, 1);
     /* Cgroups for the first cells, created now rather than on the first requests' path. */
-    for (unsigned i = 0; e->cg != NULL && i < e->cfg.spares_max + 2 && e->cg_nfree < e->cg_cap;
-         i++) {
+    while (e->cg != NULL && pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_V2 &&
+           e->cg_nfree < e->cg_cap && e->cg_nfree < e->cg_cap - CGROUP_POOL_EXTRA + 2) {
         struct pbx_cgroup_cell *cell = NULL;
         struct pbx_cgroup_limits cl = {0};
 
@@ -1259,7 +1266,9 @@ static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL)
         return;
-    if (pbx__cgroup_cell_count(cell) == 0) {
+    /* v2 memory cgroups cannot be reused (pbx__cgroup_cell_reuse says why): not kept. */
+    if (pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_V2 &&
+        pbx__cgroup_cell_count(cell) == 0) {
         pthread_mutex_lock(&e->cg_lock);
         if (e->cg_nfree < e->cg_cap) {
             e->cg_free[e->cg_nfree++] = cell;
