@@ -141,6 +141,7 @@ struct pbx_engine {
 static void *refill_main(void *arg);
 static void spare_release(struct pbx_engine *e, struct spare *sp);
 static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell);
+static void cell_cgroups_drop(struct pbx_cgroup_cell *cell);
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
@@ -449,10 +450,6 @@ static void zygote_put(struct pbx_engine *e, struct zygote *z)
 }
 
 /*
- * A reference to the current zygote, replacing it first when it died or is
- * due for recycling (a fresh zygote also means a fresh str hash seed).
- */
-/*
  * Zygotes are started from one long-lived thread.  A zygote dies with the
  * thread that created it (PR_SET_PDEATHSIG follows the parent thread, not the
  * process), and executions may run on short-lived threads (a connection's, a
@@ -514,6 +511,10 @@ static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx
     return -1;
 }
 
+/*
+ * A reference to the current zygote, replacing it first when it died or is
+ * due for recycling (a fresh zygote also means a fresh str hash seed).
+ */
 static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
 {
     struct zygote *old = NULL;
@@ -709,8 +710,7 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     zygote_put(e, z);
     atomic_init(&e->next, 1);
     /* Cgroups for the first cells, created now rather than on the first requests' path. */
-    while (e->cg != NULL && pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_V2 &&
-           e->cg_nfree < e->cg_cap && e->cg_nfree < e->cg_cap - CGROUP_POOL_EXTRA + 2) {
+    while (pbx__cgroup_cells_reusable(e->cg) && e->cg_nfree < e->cg_cap - CGROUP_POOL_EXTRA + 2) {
         struct pbx_cgroup_cell *cell = NULL;
         struct pbx_cgroup_limits cl = {0};
 
@@ -760,14 +760,8 @@ void pbx_engine_free(struct pbx_engine *e)
     reaper_stop(e);
     if (cur != NULL)
         zygote_put(e, cur);
-    for (size_t i = 0; i < e->cg_nfree; i++) {
-        struct pbx_error *err = NULL;
-
-        if (pbx__cgroup_cell_destroy(e->cg_free[i], &err) < 0) {
-            pbx_log(PBX_LOG_WARN, "%s", err->msg);
-            pbx_error_free(&err);
-        }
-    }
+    for (size_t i = 0; i < e->cg_nfree; i++)
+        cell_cgroups_drop(e->cg_free[i]);
     free(e->cg_free);
     keeper_stop(e);
     pbx__cgroup_teardown(e->cg);
@@ -1203,6 +1197,17 @@ static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
 
 /* ---- the warm pool ---- */
 
+/* Remove a cell's cgroups, killing what is left in them; never pooled. */
+static void cell_cgroups_drop(struct pbx_cgroup_cell *cell)
+{
+    struct pbx_error *err = NULL;
+
+    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+}
+
 /*
  * The cgroup pool.  Creating and removing a memory cgroup per execution is
  * slow and leaves dying memcgs behind in the kernel for a while, so a cell's
@@ -1235,26 +1240,12 @@ static int cell_cgroups_get(struct pbx_engine *e, uint64_t id, const struct pbx_
         }
         pbx_log(PBX_LOG_DEBUG, "%s; removing it", rerr->msg);
         pbx_error_free(&rerr);
-        if (pbx__cgroup_cell_destroy(cell, &rerr) < 0) {
-            pbx_log(PBX_LOG_WARN, "%s", rerr->msg);
-            pbx_error_free(&rerr);
-        }
+        cell_cgroups_drop(cell);
     }
     if (pbx__cgroup_cell_create(e->cg, id, &cl, out, err) < 0)
         return -1;
     atomic_fetch_add(&e->cg_created, 1);
     return 0;
-}
-
-/* Remove a cell's cgroups, killing what is left in them; never pooled. */
-static void cell_cgroups_drop(struct pbx_cgroup_cell *cell)
-{
-    struct pbx_error *err = NULL;
-
-    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "%s", err->msg);
-        pbx_error_free(&err);
-    }
 }
 
 /*
@@ -1266,9 +1257,7 @@ static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL)
         return;
-    /* v2 memory cgroups cannot be reused (pbx__cgroup_cell_reuse says why): not kept. */
-    if (pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_V2 &&
-        pbx__cgroup_cell_count(cell) == 0) {
+    if (pbx__cgroup_cells_reusable(e->cg) && pbx__cgroup_cell_count(cell) == 0) {
         pthread_mutex_lock(&e->cg_lock);
         if (e->cg_nfree < e->cg_cap) {
             e->cg_free[e->cg_nfree++] = cell;
@@ -1496,6 +1485,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     int child[PBX_PROTO_MAX_FDS];
     int out_fd = -1;
     uint64_t oom = 0;
+    bool oom_read = false;
     int nchild = PBX_FD_FIXED;
     struct spare spare;
     int sv[2];
@@ -1600,10 +1590,11 @@ sent:
     if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
         /*
          * The cell reported: its job and everything the job started are dead and reaped,
-         * so the OOM count is final.  Its own exit goes on without us.
+         * so the OOM count is final (read before the reaper may pool the cgroup).  Its own
+         * exit goes on without us.
          */
-        if (cell != NULL)
-            oom = pbx__cgroup_cell_oom_kills(cell);
+        oom = pbx__cgroup_cell_oom_kills(cell);
+        oom_read = true;
         if (reap_later(e, f.cell_pidfd, cell)) {
             f.cell_pidfd = -1;
             cell = NULL;
@@ -1616,7 +1607,7 @@ sent:
         while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
             ;
     }
-    if (cell != NULL && oom == 0)
+    if (!oom_read)
         oom = pbx__cgroup_cell_oom_kills(cell);
     if (!f.started && !f.finished && !f.failed && !f.cell_gone) {
         /*

@@ -865,6 +865,11 @@ uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell)
     return n > (cell ? cell->oom_base : 0) ? n - cell->oom_base : 0;
 }
 
+bool pbx__cgroup_cells_reusable(const struct pbx_cgroups *cg)
+{
+    return cg != NULL && cg->ctl[PBX_CGROUP_MEMORY].version != PBX_CGROUP_V2;
+}
+
 int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
                            struct pbx_error **err)
 {

@@ -92,6 +92,13 @@ int pbx__cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t ma
                                struct pbx_error **err);
 
 /*
+ * Whether cells of `cg` can be reused (pbx__cgroup_cell_reuse() may succeed):
+ * false without cgroups, and with a cgroup v2 memory controller, whose
+ * memory.peak cannot be reset for every reader.  NULL is fine.
+ */
+bool pbx__cgroup_cells_reusable(const struct pbx_cgroups *cg);
+
+/*
  * Make a cell whose processes are all gone ready for another execution: undo
  * its limits, give back what is still charged to it, reset its peak memory,
  * take its OOM-kill count as the new zero and apply `limits`.  Pooled cells
