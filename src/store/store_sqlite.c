@@ -152,7 +152,8 @@ static void unlockp(pthread_mutex_t **m)
     if (*m != NULL)
         pthread_mutex_unlock(*m);
 }
-#define cleanup_unlock __attribute__((cleanup(unlockp)))
+/* The variable only carries the cleanup: `unused` keeps clang quiet about it. */
+#define cleanup_unlock __attribute__((cleanup(unlockp), unused))
 
 /* Reset a cached statement and drop its bindings at the end of its scope. */
 static void resetp(sqlite3_stmt **st)
