@@ -36,12 +36,19 @@ static void help(void)
            "                           default; PYBOX_CORS_ORIGINS)\n"
            "  --max-body BYTES         request bodies beyond this are refused unread (32M)\n"
            "  --client-timeout S       drop a client that stalls this long (30)\n"
+           "  --request-deadline S     a request must arrive whole, and its answer leave, within\n"
+           "                           S seconds, however it trickles (60; 0: no deadline)\n"
+           "  --per-ip N               connections at once from one client address (64; 0: no\n"
+           "                           limit; behind a proxy, all come from the proxy's)\n"
+           "  --memory-budget BYTES    memory all requests in flight may hold in the server;\n"
+           "                           beyond it, 503 (default: from the slots, the queue and\n"
+           "                           the largest valid request)\n"
            "  --no-preload             do not import numpy and PIL in the zygote\n"
            "  --spares MIN:MAX         pre-forked cells kept ready, adapting to load within\n"
            "                           MIN..MAX (PYBOX_SPARES; 2:6; 0:0 disables the pool)\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
-           "                           (PYBOX_RECYCLE; 5000:3600; 0 means never)\n\n"
+           "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
            "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n");
@@ -93,6 +100,9 @@ enum {
     OPT_CLIENT_TIMEOUT,
     OPT_NO_PRELOAD,
     OPT_URL_FILE,
+    OPT_DEADLINE,
+    OPT_PER_IP,
+    OPT_BUDGET,
     OPT_SPARES,
     OPT_QUEUE,
     OPT_RECYCLE,
@@ -178,6 +188,9 @@ int pbx_cmd_serve(int argc, char **argv)
         {"client-timeout", required_argument, NULL, OPT_CLIENT_TIMEOUT},
         {"no-preload", no_argument, NULL, OPT_NO_PRELOAD},
         {"url-file", required_argument, NULL, OPT_URL_FILE},
+        {"request-deadline", required_argument, NULL, OPT_DEADLINE},
+        {"per-ip", required_argument, NULL, OPT_PER_IP},
+        {"memory-budget", required_argument, NULL, OPT_BUDGET},
         {"spares", required_argument, NULL, OPT_SPARES},
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"recycle", required_argument, NULL, OPT_RECYCLE},
@@ -290,6 +303,15 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_BODY:
             cfg.max_body = number(optarg, "--max-body", 1ul << 32);
+            break;
+        case OPT_DEADLINE:
+            cfg.request_deadline_s = (unsigned)number(optarg, "--request-deadline", 86400);
+            break;
+        case OPT_PER_IP:
+            cfg.per_ip_connections = (unsigned)number(optarg, "--per-ip", 65536);
+            break;
+        case OPT_BUDGET:
+            cfg.memory_budget = number(optarg, "--memory-budget", 1ul << 40);
             break;
         case OPT_CLIENT_TIMEOUT:
             cfg.client_timeout_s = (unsigned)number(optarg, "--client-timeout", 3600);

@@ -32,6 +32,7 @@ void pbx_limits_default(struct pbx_limits *l)
         .input_file_bytes = 8 * MIB,
         .output_files = 10,
         .output_file_bytes = 8 * MIB,
+        .answer_bytes = 24 * MIB,
         .nofile = 256,
         .stack_bytes = 8 * MIB,
     };
@@ -67,6 +68,8 @@ static const struct limit_desc descs[] = {
     {"file-size", U_BYTES, F64(input_file_bytes), 0, 1 * GIB, "size of each input file"},
     {"return-files", U_COUNT, F32(output_files), 0, 256, "returned files"},
     {"return-size", U_BYTES, F64(output_file_bytes), 0, 1 * GIB, "size of each returned file"},
+    {"answer", U_BYTES, F64(answer_bytes), 64 * KIB, 4 * GIB,
+     "all an execution returns: outputs, main() value, files"},
     {"nofile", U_COUNT, F32(nofile), 16, 65536, "open files per process"},
     {"stack", U_BYTES, F64(stack_bytes), 256 * KIB, 1 * GIB, "stack per process"},
 };

@@ -25,6 +25,8 @@ struct pbx_limits {
     uint64_t input_file_bytes;  /* size of each input file */
     uint32_t output_files;      /* number of returned files asked for */
     uint64_t output_file_bytes; /* size of each returned file */
+    uint64_t answer_bytes;      /* all an execution sends back: kept stdout and stderr,
+                                 * main()'s value and returned files, by bytes carried */
     uint32_t nofile;            /* open file descriptors per process */
     uint64_t stack_bytes;       /* stack size per process */
 };

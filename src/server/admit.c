@@ -381,32 +381,52 @@ static void sweep(struct pbx_admit *a, uint64_t now)
     }
 }
 
-bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
-                     unsigned *retry_after)
+/* The window of `client`, its stamps older than a minute dropped; NULL when it has none. */
+static struct window *window_of(struct pbx_admit *a, const char *client, uint64_t now, bool create)
 {
-    struct window *w;
     size_t b = hash(client);
-    bool ok;
+    struct window *w;
 
-    if (limit < 0)
-        return true;
-    pthread_mutex_lock(&a->lock);
     sweep(a, now);
     for (w = a->buckets[b]; w != NULL && strcmp(w->client, client) != 0; w = w->next)
         ;
-    if (w == NULL) {
+    if (w == NULL && create) {
         w = xcalloc(1, sizeof(*w));
         w->client = xstrdup(client);
         w->next = a->buckets[b];
         a->buckets[b] = w;
     }
     /* Threads read the clock before the lock: a stamp may be a little ahead of now. */
-    while (w->len > 0 && now >= w->stamps[w->head] && now - w->stamps[w->head] >= WINDOW_MS) {
+    while (w != NULL && w->len > 0 && now >= w->stamps[w->head] &&
+           now - w->stamps[w->head] >= WINDOW_MS) {
         w->head = (w->head + 1) % w->cap;
         w->len--;
     }
-    ok = (int64_t)w->len < limit;
-    if (ok) {
+    return w;
+}
+
+static unsigned retry_of(const struct window *w, uint64_t now)
+{
+    uint64_t oldest = w != NULL && w->len ? w->stamps[w->head] : now;
+    uint64_t wait = oldest + WINDOW_MS > now ? oldest + WINDOW_MS - now : 0;
+    unsigned r = (unsigned)((wait + 999) / 1000);
+
+    return r ? r : 1;
+}
+
+/* Charge `client` one request (when `charge`) if its window has room. */
+static bool rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
+                 unsigned *retry_after, bool charge)
+{
+    struct window *w;
+    bool ok;
+
+    if (limit < 0)
+        return true;
+    pthread_mutex_lock(&a->lock);
+    w = window_of(a, client, now, charge);
+    ok = (int64_t)(w != NULL ? w->len : 0) < limit;
+    if (ok && charge) {
         if (w->len == w->cap) {
             size_t cap = w->cap ? w->cap * 2 : 8;
             uint64_t *s = xcalloc(cap, sizeof(*s));
@@ -421,14 +441,21 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
         w->stamps[(w->head + w->len) % w->cap] = now;
         w->len++;
         w->last = now;
-    } else {
-        uint64_t oldest = w->len ? w->stamps[w->head] : now;
-        uint64_t wait = oldest + WINDOW_MS > now ? oldest + WINDOW_MS - now : 0;
-
-        *retry_after = (unsigned)((wait + 999) / 1000);
-        if (*retry_after == 0)
-            *retry_after = 1;
+    } else if (!ok) {
+        *retry_after = retry_of(w, now);
     }
     pthread_mutex_unlock(&a->lock);
     return ok;
+}
+
+bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
+                     unsigned *retry_after)
+{
+    return rate(a, client, limit, now, retry_after, true);
+}
+
+bool pbx__admit_rate_check(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
+                           unsigned *retry_after)
+{
+    return rate(a, client, limit, now, retry_after, false);
 }

@@ -59,4 +59,8 @@ unsigned pbx__admit_capacity(const struct pbx_admit *a);
 bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
                      unsigned *retry_after);
 
+/* Whether pbx__admit_rate() would charge `client` now, charging nothing. */
+bool pbx__admit_rate_check(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
+                           unsigned *retry_after);
+
 #endif

@@ -4,6 +4,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "common/jsonlimit.h"
 #include "common/xalloc.h"
 #include "server/request.h"
 #include "common/banned.h"
@@ -181,14 +182,36 @@ static int take_bool(json_t *v, const char *field, bool *out, struct pbx_error *
     return 0;
 }
 
-static json_t *load_object(const char *body, size_t len, const char **etype, struct pbx_error **err)
+/*
+ * The most values a valid request can hold: a dozen fields, and for each
+ * input file and each name to return an object of a few fields.  Nothing a
+ * valid request needs nests deeper than 4.
+ */
+static size_t max_values(const struct pbx_request_caps *caps)
 {
+    return 64 + 8 * (caps->max_files + caps->max_return);
+}
+#define MAX_DEPTH 8
+
+static json_t *load_object(const char *body, size_t len, const struct pbx_request_caps *caps,
+                           const char **etype, struct pbx_error **err)
+{
+    struct pbx_json_shape shape;
     json_error_t jerr;
     json_t *root;
 
     if (len == 0) {
         *etype = INVALID;
         pbx_error_set(err, PBX_E_INVAL, "the request body is empty; send a JSON object");
+        return NULL;
+    }
+    if (!pbx_json_within(body, len, max_values(caps), MAX_DEPTH, &shape)) {
+        *etype = INVALID;
+        if (shape.depth > MAX_DEPTH)
+            pbx_error_set(err, PBX_E_INVAL, "the request nests deeper than %d levels", MAX_DEPTH);
+        else
+            pbx_error_set(err, PBX_E_INVAL, "the request holds more than %zu JSON values",
+                          max_values(caps));
         return NULL;
     }
     root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
@@ -235,7 +258,7 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
     const char *code_field = "code";
 
     memset(out, 0, sizeof(*out));
-    root = load_object(body, len, etype, err);
+    root = load_object(body, len, caps, etype, err);
     if (root == NULL)
         return -1;
     *etype = VALIDATION;
@@ -340,7 +363,7 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
-    root = load_object(body, len, etype, err);
+    root = load_object(body, len, caps, etype, err);
     if (root == NULL)
         return -1;
     *etype = VALIDATION;

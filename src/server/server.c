@@ -1,29 +1,34 @@
 /*
- * pybox serve.
+ * pybox serve: the HTTP front.
  *
  * Theory of operation: one process holds the secrets (the admin key, the
- * store) and one engine (a jail whose zygote forks a cell per execution, see
- * src/engine/engine.c).  libmicrohttpd runs a thread per connection; a
- * request body is read into a capped buffer (bodies announced larger than
- * the cap are refused before they are read), then routed.  An execution
- * request is parsed (src/server/request.c), authenticated (Bearer header or
- * `api_key`), checked against the caller's policy, admitted (a concurrency
- * slot or 503 at once; the per-minute window; the daily quota in the store,
- * charged only for admitted valid requests), run by the engine on the
- * connection's thread, audited, and answered in the dialect it came in.
+ * store) and two engines (each a jail whose zygote forks a cell per
+ * execution, see src/engine/engine.c): one for anonymous callers, one for
+ * key holders, so that callers of different trust never share a zygote's
+ * address-space layout.  libmicrohttpd runs a thread per connection, at most
+ * per_ip_connections from one address; a watchdog thread cuts a connection
+ * whose request does not arrive whole (or whose answer does not leave)
+ * within request_deadline_s.  A request body is read into a capped buffer
+ * charged to the server's memory budget: bodies announced larger than the
+ * largest valid request are refused before they are read, and bodies the
+ * budget cannot hold get 503.  Then the request is routed; executions are
+ * handled in src/server/execute.c, on the connection's thread.
  * SIGTERM or SIGINT: stop accepting, let running executions finish (bounded
- * by drain_s), stop the engine, exit 0.
+ * by drain_s), stop the engines, exit 0.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,90 +37,28 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/buf.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "common/xalloc.h"
-#include "engine/engine.h"
 #include "openapi_json.h"
 #include "policy/policy.h"
-#include "server/admit.h"
-#include "server/request.h"
-#include "server/server.h"
+#include "server/internal.h"
 #include "server/web.h"
-#include "store/store.h"
 #include "pybox/version.h"
 #include "common/banned.h"
-
-enum route {
-    R_EXECUTE,
-    R_V1_EXECUTE,
-    R_HEALTH,
-    R_METRICS,
-    R_OPENAPI,
-    R_ROOT,
-    R_INFO,
-    R_DOCS,
-    R_ASSETS,
-    R_OTHER,
-    R_COUNT,
-};
 
 static const char *const route_names[R_COUNT] = {
     "/execute", "/v1/execute", "/v1/health", "/metrics", "/openapi.json",
     "/",        "/v1/info",    "/docs",      "/assets/", "other",
 };
 
-static const int statuses[] = {200, 204, 304, 400, 401, 403, 404, 405,
-                               408, 413, 415, 429, 500, 501, 503};
-#define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
+static const int statuses[NSTATUS] = {200, 204, 304, 400, 401, 403, 404, 405,
+                                      408, 413, 415, 429, 500, 501, 503};
 
-static const double buckets_ms[] = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
-#define NBUCKET (sizeof(buckets_ms) / sizeof(buckets_ms[0]))
+static const double buckets_ms[NBUCKET] = {5,   10,   25,   50,   100,   250,
+                                           500, 1000, 2500, 5000, 10000, 30000};
 
-struct metrics {
-    atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
-    atomic_ulong executions[6];                  /* by enum pbx_status */
-    atomic_ulong latency[NBUCKET + 1];           /* execute latency histogram (last: +Inf) */
-    atomic_ulong latency_count;                  /* observations */
-    atomic_ullong latency_sum_us;                /* their sum */
-    atomic_ullong faults_prep;                   /* page faults of jobs before their code */
-    atomic_ullong faults_run;                    /* and from their code on */
-};
-
-struct server {
-    const struct pbx_server_config *cfg; /* as given */
-    struct pbx_engine *engine;           /* the jail */
-    struct pbx_store *store;             /* keys, quotas, audit */
-    struct pbx_admit *admit;             /* client identity, windows, the cap */
-    struct metrics metrics;              /* counters for /metrics */
-    atomic_ulong seq;                    /* request ids */
-    char id_salt[9];                     /* random per process, in request ids */
-};
-
-/* Per connection: the request as it arrives, and what was answered. */
-struct request_ctx {
-    char id[32];                  /* X-Request-Id */
-    struct pbx_buf body;          /* capped body */
-    bool too_large;               /* the body passed the cap */
-    size_t discarded;             /* bytes received past the cap (or all, for multipart) */
-    bool answered;                /* a response was queued */
-    int status;                   /* HTTP status answered */
-    enum route route;             /* for metrics and the log */
-    uint64_t start_ms;            /* arrival */
-    char client[64];              /* client address */
-    char method[16];              /* request method, for the log */
-    struct server *server;        /* the server, for the multipart callback */
-    struct MHD_PostProcessor *pp; /* multipart/form-data parser, or NULL */
-    struct pbx_http_request mp;   /* the request as multipart parts arrive */
-    size_t mp_alloc;              /* bytes allocated for the last file part */
-    char field[32];               /* name of the form field being read */
-    struct pbx_buf value;         /* its value so far */
-    bool mp_failed;               /* a part was refused; mp_error says why */
-    char mp_error[200];           /* the refusal */
-    char path[160];               /* request path, cut at 159 bytes, for the log */
-};
-
-static uint64_t now_ms(void)
+uint64_t pbx__server_now_ms(void)
 {
     struct timespec ts;
 
@@ -123,7 +66,7 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static void iso_time(uint64_t ms, char *out, size_t len)
+void pbx__server_iso_time(uint64_t ms, char *out, size_t len)
 {
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
@@ -148,12 +91,15 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->cors_origins = "*";
     cfg->max_body = 32u << 20;
     cfg->client_timeout_s = 30;
+    cfg->request_deadline_s = 60;
+    cfg->per_ip_connections = 64;
+    cfg->memory_budget = 0;
     cfg->drain_s = 30;
     cfg->preload = true;
     cfg->spares_min = 2;
     cfg->spares_max = 6;
     cfg->zygote_max_execs = 5000;
-    cfg->zygote_max_age_s = 3600;
+    cfg->zygote_max_age_s = 600;
 }
 
 static size_t status_index(int status)
@@ -171,7 +117,7 @@ static size_t status_index(int status)
  * The Access-Control-Allow-Origin to send: "*", or the request's Origin when
  * it is one of the configured (comma-separated) origins, or NULL for none.
  */
-static const char *allowed_origin(const struct server *s, struct MHD_Connection *c)
+static const char *allowed_origin(const struct pbx_server *s, struct MHD_Connection *c)
 {
     const char *list = s->cfg->cors_origins;
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
@@ -193,9 +139,9 @@ static const char *allowed_origin(const struct server *s, struct MHD_Connection 
     return NULL;
 }
 
-static enum MHD_Result send_text(struct MHD_Connection *c, struct request_ctx *ctx,
-                                 const struct server *s, int status, char *text,
-                                 const char *content_type, unsigned retry_after)
+enum MHD_Result pbx__server_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
+                                      const struct pbx_server *s, int status, char *text,
+                                      const char *content_type, unsigned retry_after)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
@@ -223,21 +169,30 @@ static enum MHD_Result send_text(struct MHD_Connection *c, struct request_ctx *c
     return ret;
 }
 
-static enum MHD_Result send_json(struct MHD_Connection *c, struct request_ctx *ctx,
-                                 const struct server *s, int status, json_t *body,
-                                 unsigned retry_after)
+enum MHD_Result pbx__server_send_json(struct MHD_Connection *c, struct request_ctx *ctx,
+                                      const struct pbx_server *s, int status, json_t *body,
+                                      unsigned retry_after)
 {
-    char *text;
+    char *text = NULL;
 
-    json_object_set_new(body, "request_id", json_string(ctx->id));
-    text = json_dumps(body, PBX_JSON_FLAGS);
-    json_decref(body);
-    return send_text(c, ctx, s, status, text ? text : xstrdup("{}"), "application/json",
-                     retry_after);
+    if (body != NULL) {
+        json_object_set_new(body, "request_id", json_string(ctx->id));
+        text = json_dumps(body, PBX_JSON_FLAGS);
+        json_decref(body);
+    }
+    if (text == NULL) {
+        /* Every string in a body is checked UTF-8, so only a bug of pybox's lands here. */
+        pbx_log(PBX_LOG_ERROR, "request %s: an answer could not be encoded as JSON", ctx->id);
+        status = 500;
+        text = xasprintf("{\"status\":\"error\",\"error\":{\"type\":\"InternalServerError\","
+                         "\"message\":\"the answer could not be encoded\"},\"request_id\":\"%s\"}",
+                         ctx->id);
+    }
+    return pbx__server_send_text(c, ctx, s, status, text, "application/json", retry_after);
 }
 
 /* The one table from error type to HTTP status. */
-static int http_status_of(const char *type)
+int pbx__server_http_status(const char *type)
 {
     static const struct {
         const char *type;
@@ -259,22 +214,38 @@ static int http_status_of(const char *type)
 }
 
 /* An error in the compatible shape: {status: "error", timestamp_utc, error_details}. */
-static enum MHD_Result send_error(struct MHD_Connection *c, struct request_ctx *ctx,
-                                  const struct server *s, const char *type, const char *message,
-                                  unsigned retry_after, json_t *extra)
+enum MHD_Result pbx__server_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
+                                       const struct pbx_server *s, const char *type,
+                                       const char *message, unsigned retry_after, json_t *extra)
 {
-    char ts[64];
-    json_t *details = json_pack("{s:s, s:s}", "type", type, "message", message);
+    char *text = pbx_utf8_sanitize(message ? message : "", message ? strlen(message) : 0);
+    json_t *details = json_pack("{s:s, s:s}", "type", type, "message", text);
     json_t *body;
+    char ts[64];
 
-    iso_time(now_ms(), ts, sizeof(ts));
+    free(text);
+    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
     if (extra != NULL) {
         json_object_update(details, extra);
         json_decref(extra);
     }
     body = json_pack("{s:s, s:s, s:o, s:O}", "status", "error", "timestamp_utc", ts,
                      "error_details", details, "error", details);
-    return send_json(c, ctx, s, http_status_of(type), body, retry_after);
+    return pbx__server_send_json(c, ctx, s, pbx__server_http_status(type), body, retry_after);
+}
+
+void pbx__server_observe(struct pbx_server *s, const struct pbx_exec_result *res, uint64_t ms)
+{
+    size_t b = 0;
+
+    atomic_fetch_add(&s->metrics.executions[res->status], 1);
+    atomic_fetch_add(&s->metrics.faults_prep, res->prep_faults);
+    atomic_fetch_add(&s->metrics.faults_run, res->minor_faults - res->prep_faults);
+    while (b < NBUCKET && (double)ms > buckets_ms[b])
+        b++;
+    atomic_fetch_add(&s->metrics.latency[b], 1);
+    atomic_fetch_add(&s->metrics.latency_count, 1);
+    atomic_fetch_add(&s->metrics.latency_sum_us, ms * 1000);
 }
 
 static void log_request(const struct request_ctx *ctx)
@@ -283,14 +254,14 @@ static void log_request(const struct request_ctx *ctx)
     json_t *line;
     char *text;
 
-    iso_time(now_ms(), ts, sizeof(ts));
+    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
     line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
                      "method", ctx->method, "path", ctx->path, "status", ctx->status, "client",
-                     ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
+                     ctx->client, "ms", (json_int_t)(pbx__server_now_ms() - ctx->start_ms));
     if (line == NULL) /* a path or method that is not UTF-8 */
         line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
                          "method", "?", "path", "(not UTF-8)", "status", ctx->status, "client",
-                         ctx->client, "ms", (json_int_t)(now_ms() - ctx->start_ms));
+                         ctx->client, "ms", (json_int_t)(pbx__server_now_ms() - ctx->start_ms));
     text = json_dumps(line, JSON_COMPACT);
     if (text != NULL)
         fprintf(stderr, "%s\n", text);
@@ -298,583 +269,9 @@ static void log_request(const struct request_ctx *ctx)
     json_decref(line);
 }
 
-/* ---- execution ---- */
-
-struct caller {
-    bool admin;              /* the admin key */
-    bool keyed;              /* a store key */
-    struct pbx_key_info key; /* when keyed */
-    int64_t rpm;             /* effective */
-    int64_t rpd;             /* effective; < 0 unlimited */
-    bool all_modules;        /* no allowlist */
-    bool network;            /* may ask for network */
-    size_t code_chars;       /* code limit */
-    uint32_t max_timeout_ms; /* the longest wall limit it may ask */
-    uint64_t max_memory;     /* the most memory it may ask */
-};
-
-static const char *bearer(struct MHD_Connection *c)
-{
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    return *h ? h : NULL;
-}
-
-static bool is_admin_key(const struct server *s, const char *token)
-{
-    size_t n = strlen(token);
-
-    return s->cfg->admin_key != NULL && *s->cfg->admin_key != '\0' &&
-           n == strlen(s->cfg->admin_key) && sodium_memcmp(token, s->cfg->admin_key, n) == 0;
-}
-
-/* Resolve who is calling; returns 0, or -1 after answering (401, 500). */
-static int authenticate(struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                        const char *token, struct caller *who, enum MHD_Result *ret)
-{
-    struct pbx_error *err = NULL;
-    int found;
-
-    memset(who, 0, sizeof(*who));
-    who->rpm = s->cfg->anon_rpm;
-    who->rpd = s->cfg->anon_rpd;
-    who->code_chars = s->cfg->anon_code_chars;
-    who->max_timeout_ms = s->cfg->limits.wall_ms;
-    who->max_memory = s->cfg->limits.memory_bytes;
-    if (token == NULL)
-        return 0;
-    if (is_admin_key(s, token)) {
-        who->admin = true;
-        who->network = true;
-        who->rpm = -1;
-        who->rpd = -1;
-        who->all_modules = true;
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
-        return 0;
-    }
-    found = pbx_store_key_lookup(s->store, token, &who->key, &err);
-    if (found < 0) {
-        pbx_log(PBX_LOG_ERROR, "key lookup: %s", err->msg);
-        pbx_error_free(&err);
-        *ret = send_error(c, ctx, s, "InternalServerError", "the key store failed", 0, NULL);
-        return -1;
-    }
-    if (found == 0) {
-        *ret = send_error(c, ctx, s, "Unauthorized", "the API key is not valid or was revoked", 0,
-                          NULL);
-        return -1;
-    }
-    who->keyed = true;
-    if (who->key.policy.admin) {
-        who->admin = true;
-        who->rpm = -1;
-        who->rpd = -1;
-        who->all_modules = true;
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
-    }
-    if (who->key.policy.rpm != 0 && !who->admin)
-        who->rpm = who->key.policy.rpm;
-    if (who->key.policy.rpd != 0 && !who->admin)
-        who->rpd = who->key.policy.rpd;
-    if (who->key.policy.timeout_ms != 0)
-        who->max_timeout_ms = who->key.policy.timeout_ms;
-    if (who->key.policy.memory_bytes != 0)
-        who->max_memory = who->key.policy.memory_bytes;
-    who->all_modules = who->all_modules || who->key.policy.all_modules;
-    who->network = who->key.policy.network || who->admin;
-    if (!who->admin)
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
-    return 0;
-}
-
-static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    strftime(out, len, "%Y-%m-%d", &tm);
-    *to_midnight = (unsigned)(86400 - (t % 86400));
-}
-
-static json_t *compat_files(const struct pbx_exec_result *res)
-{
-    json_t *o = json_object();
-    json_t *full = pbx_exec_result_to_json(res);
-    json_t *files = json_object_get(full, "files");
-    const char *name;
-    json_t *v;
-
-    json_object_foreach(files, name, v)
-    {
-        json_t *b64 = json_object_get(v, "content_base64");
-
-        if (b64 != NULL)
-            json_object_set_new(o, name,
-                                json_pack("{s:O, s:O}", "content_base64", b64, "size_bytes",
-                                          json_object_get(v, "size")));
-        else
-            json_object_set(o, name, v);
-    }
-    json_decref(full);
-    return o;
-}
-
-static enum MHD_Result answer_compat(struct server *s, struct MHD_Connection *c,
-                                     struct request_ctx *ctx, const struct pbx_http_request *req,
-                                     const struct caller *who, const struct pbx_exec_result *res,
-                                     int64_t today, unsigned active_at_request)
-{
-    json_t *full = pbx_exec_result_to_json(res);
-    json_t *details = json_pack(
-        "{s:b, s:O, s:O, s:O, s:f, s:o}", "success", res->status == PBX_STATUS_OK, "stdout",
-        json_object_get(full, "stdout"), "stderr", json_object_get(full, "stderr"), "exit_code",
-        json_object_get(full, "exit_code"), "execution_duration_sec", res->duration_ms / 1000.0,
-        "output_files", compat_files(res));
-    const char *etype = NULL;
-    char ts[64];
-    json_t *body;
-    json_t *user;
-    json_t *attached;
-    double load = 0;
-
-    json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
-    json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
-    if (res->status == PBX_STATUS_REJECTED) {
-        etype = json_string_value(json_object_get(res->error, "type"));
-    } else if (res->status == PBX_STATUS_TIMEOUT) {
-        etype = "TimeoutError";
-    } else if (res->status != PBX_STATUS_OK) {
-        etype = "RuntimeError";
-    }
-    if (etype != NULL) {
-        json_t *extra = json_object();
-        const char *msg = json_string_value(json_object_get(res->error, "message"));
-
-        if (res->status == PBX_STATUS_REJECTED) {
-            json_t *e = json_deep_copy(res->error);
-
-            json_object_del(e, "type");
-            json_object_del(e, "message");
-            json_object_update(extra, e);
-            json_decref(e);
-        } else {
-            json_object_set(extra, "execution_details", details);
-            json_object_set(extra, "exception", res->error);
-        }
-        json_decref(details);
-        json_decref(full);
-        return send_error(c, ctx, s, etype ? etype : "RuntimeError",
-                          msg ? msg : "the execution failed", 0, extra);
-    }
-    attached = json_array();
-    for (size_t i = 0; i < req->nfiles; i++)
-        json_array_append_new(attached, json_pack("{s:s, s:I}", "filename", req->files[i].name,
-                                                  "size_bytes", (json_int_t)req->files[i].size));
-    if (who->admin)
-        user = json_pack("{s:s, s:s, s:b}", "ip_address", ctx->client, "role", "admin",
-                         "rate_limits_applied", false);
-    else
-        user = json_pack("{s:s, s:I, s:I, s:I}", "ip_address", ctx->client, "daily_quota_limit",
-                         (json_int_t)who->rpd, "requests_today", (json_int_t)today,
-                         "requests_remaining_today",
-                         (json_int_t)(who->rpd > today ? who->rpd - today : 0));
-    if (who->keyed)
-        json_object_set_new(user, "key_name", json_string(who->key.name));
-    (void)!getloadavg(&load, 1);
-    iso_time(now_ms(), ts, sizeof(ts));
-    body = json_pack(
-        "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
-        "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
-        "active_processes_at_request", (int)active_at_request, "max_concurrent_processes",
-        (int)pbx__admit_capacity(s->admit), "request_context", "code_length",
-        (json_int_t)req->code_chars, "attachment_count", (int)req->nfiles, "stdin_provided",
-        req->stdin_data != NULL, "processed_attachments", attached, "execution_details", details);
-    if (req->main_mode) {
-        json_object_set(body, "result", json_object_get(full, "result"));
-        json_object_set(body, "stdout", json_object_get(full, "stdout"));
-    }
-    json_decref(full);
-    return send_json(c, ctx, s, 200, body, 0);
-}
-
-/* ---- multipart/form-data for /v1/execute ---- */
-
-static struct pbx_request_caps caps_of(const struct server *s)
-{
-    struct pbx_request_caps caps = {
-        .max_files = s->cfg->limits.input_files,
-        .max_file_bytes = s->cfg->limits.input_file_bytes,
-        .max_return = s->cfg->limits.output_files,
-        .max_stdin = s->cfg->limits.stdin_bytes,
-    };
-
-    return caps;
-}
-
-static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (ctx->mp_failed)
-        return;
-    ctx->mp_failed = true;
-    va_start(ap, fmt);
-    vsnprintf(ctx->mp_error, sizeof(ctx->mp_error), fmt, ap);
-    va_end(ap);
-}
-
-static bool form_bool(const char *v, bool *out)
-{
-    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "on") == 0) {
-        *out = true;
-        return true;
-    }
-    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "off") == 0 || *v == '\0') {
-        *out = false;
-        return true;
-    }
-    return false;
-}
-
-/* The field read so far is complete: put it into the request. */
-static void mp_flush(struct request_ctx *ctx)
-{
-    struct pbx_http_request *r = &ctx->mp;
-    const char *f = ctx->field;
-    const char *v = ctx->value.data ? ctx->value.data : "";
-    size_t len = ctx->value.len;
-    struct pbx_request_caps caps = caps_of(ctx->server);
-
-    if (f[0] == '\0' || ctx->mp_failed)
-        goto out;
-    if (strcmp(f, "code") == 0 || strcmp(f, "stdin") == 0) {
-        char **dst = f[0] == 'c' ? &r->code : &r->stdin_data;
-
-        if (*dst != NULL) {
-            mp_fail(ctx, "field `%s` is given twice", f);
-            goto out;
-        }
-        *dst = xmemdup(v, len + 1);
-        if (f[0] == 'c')
-            r->code_len = len;
-        else
-            r->stdin_len = len;
-    } else if (strcmp(f, "return_files") == 0) {
-        if (r->nreturn >= caps.max_return) {
-            mp_fail(ctx, "at most %zu files may be returned", caps.max_return);
-            goto out;
-        }
-        if (strlen(v) != len || !pbx_engine_check_name(v, NULL)) {
-            mp_fail(ctx, "`return_files` value is not a valid file name");
-            goto out;
-        }
-        r->return_files = xrealloc(r->return_files, (r->nreturn + 1) * sizeof(char *));
-        r->return_files[r->nreturn++] = xstrdup(v);
-    } else if (strcmp(f, "main") == 0 || strcmp(f, "network") == 0) {
-        if (!form_bool(v, f[0] == 'm' ? &r->main_mode : &r->network))
-            mp_fail(ctx, "field `%s` must be true or false", f);
-    } else if (strcmp(f, "timeout") == 0) {
-        char *end = NULL;
-        double t = strtod(v, &end);
-
-        if (end == v || *end != '\0' || !(t > 0 && t <= 3600))
-            mp_fail(ctx, "`timeout` must be between 0 and 3600 seconds");
-        r->has_timeout = true;
-        r->timeout_ms = (uint32_t)(t * 1000 + 0.999);
-    } else if (strcmp(f, "memory_mb") == 0) {
-        char *end = NULL;
-        unsigned long m = strtoul(v, &end, 10);
-
-        if (end == v || *end != '\0' || m < 16 || m > 65536)
-            mp_fail(ctx, "`memory_mb` must be a whole number from 16 to 65536");
-        r->has_memory = true;
-        r->memory_mb = m;
-    } else {
-        mp_fail(ctx, "unknown form field `%s`", f);
-    }
-out:
-    ctx->field[0] = '\0';
-    pbx_buf_release(&ctx->value);
-}
-
-static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
-                               const char *filename, const char *content_type,
-                               const char *transfer_encoding, const char *data, uint64_t off,
-                               size_t size)
-{
-    struct request_ctx *ctx = cls;
-    struct pbx_http_request *r = &ctx->mp;
-    struct pbx_request_caps caps = caps_of(ctx->server);
-    size_t cap;
-
-    (void)kind;
-    (void)content_type;
-    (void)transfer_encoding;
-    if (ctx->mp_failed)
-        return MHD_YES; /* keep reading; the error is answered at the end */
-    if (filename != NULL) {
-        struct pbx_file_in *file;
-
-        if (off == 0) {
-            struct pbx_error *err = NULL;
-
-            mp_flush(ctx);
-            if (filename[0] == '\0')
-                return MHD_YES; /* an empty file input */
-            if (pbx__request_add_file(r, &caps, filename, "", 0, &err) < 0) {
-                mp_fail(ctx, "%s", err->msg);
-                pbx_error_free(&err);
-                return MHD_YES;
-            }
-            ctx->mp_alloc = 0;
-        }
-        if (r->nfiles == 0 || size == 0)
-            return MHD_YES;
-        file = &r->files[r->nfiles - 1];
-        if (file->size + size > caps.max_file_bytes) {
-            mp_fail(ctx, "file `%s` is larger than %zu bytes", file->name, caps.max_file_bytes);
-            return MHD_YES;
-        }
-        if (file->size + size > ctx->mp_alloc) {
-            ctx->mp_alloc = (file->size + size) * 2;
-            file->data = xrealloc((void *)file->data, ctx->mp_alloc);
-        }
-        memcpy((char *)file->data + file->size, data, size);
-        file->size += size;
-        return MHD_YES;
-    }
-    if (off == 0 || strcmp(key, ctx->field) != 0) {
-        mp_flush(ctx);
-        if (strlen(key) >= sizeof(ctx->field)) {
-            mp_fail(ctx, "unknown form field `%.40s`", key);
-            return MHD_YES;
-        }
-        snprintf(ctx->field, sizeof(ctx->field), "%s", key);
-        cap = strcmp(key, "code") == 0    ? ctx->server->cfg->limits.code_bytes
-              : strcmp(key, "stdin") == 0 ? caps.max_stdin
-                                          : 1024;
-        pbx_buf_init(&ctx->value, cap);
-    }
-    if (pbx_buf_append(&ctx->value, data, size) < 0)
-        mp_fail(ctx, "form field `%s` is over %zu bytes", key, ctx->value.max);
-    return MHD_YES;
-}
-
-static enum MHD_Result handle_execute(struct server *s, struct MHD_Connection *c,
-                                      struct request_ctx *ctx, bool v1)
-{
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    struct pbx_request_caps caps = caps_of(s);
-    struct pbx_http_request req;
-    struct pbx_exec_request ereq;
-    struct pbx_exec_result res;
-    struct pbx_error *err = NULL;
-    struct caller who;
-    const char *etype = NULL;
-    const char *token;
-    enum MHD_Result ret = MHD_YES;
-    unsigned retry = 0;
-    unsigned active;
-    int64_t today = 0;
-    char day[16];
-    char msg[160];
-    uint64_t t0;
-    int rc;
-
-    if (ctx->pp != NULL) {
-        mp_flush(ctx);
-        if (!ctx->mp_failed && pbx__request_finish(&ctx->mp, &err) < 0) {
-            snprintf(ctx->mp_error, sizeof(ctx->mp_error), "%s", err->msg);
-            pbx_error_free(&err);
-            ctx->mp_failed = true;
-        }
-        if (ctx->mp_failed)
-            return send_error(c, ctx, s, "ValidationError", ctx->mp_error, 0, NULL);
-        req = ctx->mp;
-        memset(&ctx->mp, 0, sizeof(ctx->mp));
-    } else {
-        if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
-            (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))
-            return send_error(c, ctx, s, "UnsupportedMediaType",
-                              v1 ? "send the request as application/json or multipart/form-data"
-                                 : "send the request as Content-Type: application/json",
-                              0, NULL);
-        rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, &req, &etype, &err)
-                : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, &req, &etype,
-                                            &err);
-        if (rc < 0) {
-            ret = send_error(c, ctx, s, etype, err->msg, 0, NULL);
-            pbx_error_free(&err);
-            return ret;
-        }
-    }
-    token = bearer(c);
-    if (token == NULL)
-        token = req.api_key;
-    if (authenticate(s, c, ctx, token, &who, &ret) < 0)
-        goto out_req;
-    if (req.code_chars > who.code_chars) {
-        snprintf(msg, sizeof(msg), "the code is %zu characters; the limit is %zu", req.code_chars,
-                 who.code_chars);
-        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
-        goto out_key;
-    }
-    if (req.network) {
-        ret = who.network ? send_error(c, ctx, s, "NetworkUnavailable",
-                                       "this server runs every execution without network", 0, NULL)
-                          : send_error(c, ctx, s, "NetworkNotAllowed",
-                                       "network access is not allowed for this caller", 0, NULL);
-        goto out_key;
-    }
-    if (req.has_timeout && req.timeout_ms > who.max_timeout_ms) {
-        snprintf(msg, sizeof(msg), "timeout %.3g s is over this caller's limit of %.3g s",
-                 req.timeout_ms / 1000.0, who.max_timeout_ms / 1000.0);
-        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
-        goto out_key;
-    }
-    if (req.has_memory && (req.memory_mb << 20) > who.max_memory) {
-        snprintf(msg, sizeof(msg), "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
-                 req.memory_mb, who.max_memory >> 20);
-        ret = send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
-        goto out_key;
-    }
-
-    /* Admission: a slot first, so a refused request is never charged. */
-    active = pbx__admit_active(s->admit);
-    if (!pbx__admit_enter(s->admit)) {
-        ret = send_error(c, ctx, s, "ServerBusy",
-                         "every execution slot is busy and the queue is full or its wait ran "
-                         "out; retry in a moment",
-                         1, NULL);
-        goto out_key;
-    }
-    {
-        const char *client_id = who.keyed ? who.key.name : ctx->client;
-        char idbuf[300];
-        unsigned to_midnight;
-
-        snprintf(idbuf, sizeof(idbuf), "%s%s", who.keyed ? "key:" : "ip:", client_id);
-        if (!who.admin && !pbx__admit_rate(s->admit, idbuf, who.rpm, now_ms(), &retry)) {
-            snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
-                     who.rpm);
-            ret = send_error(c, ctx, s, "RateLimitExceeded", msg, retry, NULL);
-            goto out_slot;
-        }
-        utc_day(now_ms(), day, sizeof(day), &to_midnight);
-        if (!who.admin) {
-            rc = pbx_store_quota_take(s->store, idbuf, day, who.rpd, &today, &err);
-            if (rc < 0) {
-                pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
-                pbx_error_free(&err);
-                ret =
-                    send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0, NULL);
-                goto out_slot;
-            }
-            if (rc == 0) {
-                snprintf(msg, sizeof(msg),
-                         "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC",
-                         who.rpd);
-                ret = send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
-                goto out_slot;
-            }
-        }
-    }
-
-    pbx_exec_request_init(&ereq);
-    ereq.limits = s->cfg->limits;
-    if (req.has_timeout) {
-        ereq.limits.wall_ms = req.timeout_ms;
-        ereq.limits.cpu_ms = req.timeout_ms;
-    } else if (who.max_timeout_ms > ereq.limits.wall_ms) {
-        ereq.limits.cpu_ms = ereq.limits.wall_ms;
-    }
-    if (req.has_memory)
-        ereq.limits.memory_bytes = req.memory_mb << 20;
-    ereq.limits.code_bytes =
-        req.code_len > ereq.limits.code_bytes ? req.code_len : ereq.limits.code_bytes;
-    ereq.code = req.code;
-    ereq.code_len = req.code_len;
-    ereq.stdin_data = req.stdin_data;
-    ereq.stdin_len = req.stdin_len;
-    ereq.files = req.files;
-    ereq.nfiles = req.nfiles;
-    ereq.return_files = (const char *const *)req.return_files;
-    ereq.nreturn = req.nreturn;
-    ereq.main_mode = req.main_mode;
-    ereq.allow_all_imports = who.all_modules;
-    ereq.extra_modules = who.keyed ? who.key.policy.modules : NULL;
-    t0 = now_ms();
-    rc = pbx_engine_execute(s->engine, &ereq, &res, &err);
-    if (rc < 0) {
-        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
-
-        if (!bad)
-            pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
-        ret = send_error(c, ctx, s, bad ? "ValidationError" : "InternalServerError",
-                         bad ? err->msg : "the execution engine failed", 0, NULL);
-        pbx_error_free(&err);
-        goto out_slot;
-    }
-    {
-        uint64_t ms = now_ms() - t0;
-        unsigned char hash[32];
-        char hex[65];
-        struct pbx_audit rec = {
-            .time_ms = (int64_t)t0,
-            .client = ctx->client,
-            .key_name = who.keyed ? who.key.name : (who.admin ? "admin" : NULL),
-            .route = v1 ? "/v1/execute" : "/execute",
-            .code_sha256 = hex,
-            .status = pbx_status_name(res.status),
-            .duration_ms = res.duration_ms,
-        };
-        size_t b = 0;
-
-        crypto_hash_sha256(hash, (const unsigned char *)req.code, req.code_len);
-        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-        if (pbx_store_audit(s->store, &rec, &err) < 0) {
-            pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
-            pbx_error_free(&err);
-        }
-        atomic_fetch_add(&s->metrics.executions[res.status], 1);
-        atomic_fetch_add(&s->metrics.faults_prep, res.prep_faults);
-        atomic_fetch_add(&s->metrics.faults_run, res.minor_faults - res.prep_faults);
-        while (b < NBUCKET && (double)ms > buckets_ms[b])
-            b++;
-        atomic_fetch_add(&s->metrics.latency[b], 1);
-        atomic_fetch_add(&s->metrics.latency_count, 1);
-        atomic_fetch_add(&s->metrics.latency_sum_us, ms * 1000);
-    }
-    if (v1) {
-        json_t *body = pbx_exec_result_to_json(&res);
-
-        ret = send_json(c, ctx, s, 200, body, 0);
-    } else {
-        ret = answer_compat(s, c, ctx, &req, &who, &res, today, active);
-    }
-    pbx_exec_result_release(&res);
-out_slot:
-    pbx__admit_leave(s->admit);
-out_key:
-    if (who.keyed)
-        pbx_key_info_release(&who.key);
-out_req:
-    pbx__request_release(&req);
-    return ret;
-}
-
 /* ---- other routes ---- */
 
-static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_metrics(struct pbx_server *s, struct MHD_Connection *c,
                                       struct request_ctx *ctx)
 {
     static const char *const st[] = {"ok",           "error",  "timeout",
@@ -934,7 +331,7 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
         (unsigned long long)atomic_load(&s->metrics.faults_prep));
     OUT("pybox_job_page_faults_total{phase=\"run\"} %llu\n",
         (unsigned long long)atomic_load(&s->metrics.faults_run));
-    pbx_engine_pool_stats(s->engine, &ps);
+    s->ex.pool_stats(s->ex.arg, &ps);
     OUT("# HELP pybox_cells_idle Pre-forked cells waiting for work.\n");
     OUT("# TYPE pybox_cells_idle gauge\n");
     OUT("pybox_cells_idle %u\n", ps.idle);
@@ -961,26 +358,36 @@ static enum MHD_Result handle_metrics(struct server *s, struct MHD_Connection *c
     OUT("# HELP pybox_queue_timeouts_total Requests answered 503 after waiting their whole time.\n");
     OUT("# TYPE pybox_queue_timeouts_total counter\n");
     OUT("pybox_queue_timeouts_total %lu\n", pbx__admit_queue_timeouts(s->admit));
+    OUT("# HELP pybox_memory_budget_bytes Memory requests in flight may hold, and hold now.\n");
+    OUT("# TYPE pybox_memory_budget_bytes gauge\n");
+    OUT("pybox_memory_budget_bytes{state=\"limit\"} %zu\n", s->budget);
+    OUT("pybox_memory_budget_bytes{state=\"used\"} %zu\n", atomic_load(&s->budget_used));
+    OUT("# HELP pybox_budget_refusals_total Requests answered 503 because the budget was spent.\n");
+    OUT("# TYPE pybox_budget_refusals_total counter\n");
+    OUT("pybox_budget_refusals_total %lu\n", atomic_load(&s->metrics.budget_refusals));
+    OUT("# HELP pybox_deadline_drops_total Connections cut at the request deadline.\n");
+    OUT("# TYPE pybox_deadline_drops_total counter\n");
+    OUT("pybox_deadline_drops_total %lu\n", atomic_load(&s->metrics.deadline_drops));
 #undef OUT
-    return send_text(c, ctx, s, 200, pbx_buf_steal(&b, NULL),
-                     "text/plain; version=0.0.4; charset=utf-8", 0);
+    return pbx__server_send_text(c, ctx, s, 200, pbx_buf_steal(&b, NULL),
+                                 "text/plain; version=0.0.4; charset=utf-8", 0);
 }
 
-static enum MHD_Result handle_health(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_health(struct pbx_server *s, struct MHD_Connection *c,
                                      struct request_ctx *ctx)
 {
     json_t *body = json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "version", PBX_VERSION_STRING,
                              "active_executions", (int)pbx__admit_active(s->admit),
                              "max_concurrent_executions", (int)pbx__admit_capacity(s->admit));
 
-    return send_json(c, ctx, s, 200, body, 0);
+    return pbx__server_send_json(c, ctx, s, 200, body, 0);
 }
 
 /*
  * GET /v1/info: what an anonymous caller may do here, read from the running
  * configuration, so the docs page never shows limits that are not in force.
  */
-static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_info(struct pbx_server *s, struct MHD_Connection *c,
                                    struct request_ctx *ctx)
 {
     const struct pbx_server_config *cfg = s->cfg;
@@ -1010,7 +417,7 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c,
         (int)pbx__admit_capacity(s->admit), "queue", "max_waiting", (int)cfg->queue_max,
         "max_wait_s", cfg->queue_wait_ms / 1000.0, "allowed_modules", modules, "network", false,
         "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json", "docs", "/docs");
-    return send_json(c, ctx, s, 200, body, 0);
+    return pbx__server_send_json(c, ctx, s, 200, body, 0);
 }
 
 /*
@@ -1018,7 +425,7 @@ static enum MHD_Result handle_info(struct server *s, struct MHD_Connection *c,
  * a browser revalidates (Cache-Control: no-cache) and gets 304 while the
  * binary is the same.  The CSP allows scripts and styles from this server only.
  */
-static enum MHD_Result handle_asset(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_asset(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, const struct pbx_web_asset *a)
 {
     const char *inm = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "If-None-Match");
@@ -1052,7 +459,7 @@ static bool wants_json(struct MHD_Connection *c)
            strstr(accept, "text/html") == NULL;
 }
 
-static enum MHD_Result handle_root(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_root(struct pbx_server *s, struct MHD_Connection *c,
                                    struct request_ctx *ctx)
 {
     json_t *body;
@@ -1064,10 +471,10 @@ static enum MHD_Result handle_root(struct server *s, struct MHD_Connection *c,
                   "description", "runs untrusted Python in a Linux kernel sandbox", "endpoints",
                   "POST /execute", "POST /v1/execute", "openapi", "/openapi.json");
 
-    return send_json(c, ctx, s, 200, body, 0);
+    return pbx__server_send_json(c, ctx, s, 200, body, 0);
 }
 
-static enum MHD_Result handle_preflight(struct server *s, struct MHD_Connection *c,
+static enum MHD_Result handle_preflight(struct pbx_server *s, struct MHD_Connection *c,
                                         struct request_ctx *ctx)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -1099,8 +506,8 @@ static enum route route_of(const char *url)
     return R_OTHER;
 }
 
-static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                                const char *url, const char *method)
+static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
+                                struct request_ctx *ctx, const char *url, const char *method)
 {
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
@@ -1112,7 +519,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, stru
     case R_V1_EXECUTE:
         if (!post)
             break;
-        return handle_execute(s, c, ctx, ctx->route == R_V1_EXECUTE);
+        return pbx__execute_handle(s, c, ctx, ctx->route == R_V1_EXECUTE);
     case R_HEALTH:
         if (!get)
             break;
@@ -1124,9 +531,9 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, stru
     case R_OPENAPI:
         if (!get)
             break;
-        return send_text(c, ctx, s, 200,
-                         xstrndup((const char *)pbx_openapi_json, pbx_openapi_json_len),
-                         "application/json", 0);
+        return pbx__server_send_text(c, ctx, s, 200,
+                                     xstrndup((const char *)pbx_openapi_json, pbx_openapi_json_len),
+                                     "application/json", 0);
     case R_ROOT:
         if (!get)
             break;
@@ -1138,34 +545,289 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, stru
     case R_DOCS:
     case R_ASSETS:
         if (pbx__web_lookup(url) == NULL)
-            return send_error(c, ctx, s, "NotFound", "no such file", 0, NULL);
+            return pbx__server_send_error(c, ctx, s, "NotFound", "no such file", 0, NULL);
         if (!get)
             break;
         return handle_asset(s, c, ctx, pbx__web_lookup(url));
     default:
-        return send_error(c, ctx, s, "NotFound", "no such endpoint; see /openapi.json", 0, NULL);
+        return pbx__server_send_error(c, ctx, s, "NotFound", "no such endpoint; see /openapi.json",
+                                      0, NULL);
     }
-    return send_error(c, ctx, s, "MethodNotAllowed", "this method is not allowed here", 0, NULL);
+    return pbx__server_send_error(c, ctx, s, "MethodNotAllowed", "this method is not allowed here",
+                                  0, NULL);
+}
+
+/*
+ * The largest body a valid execution request can be, from the limits every
+ * caller shares: code and stdin as JSON strings (each byte at most a six-byte
+ * escape), input files in base64, the names to return escaped likewise, and
+ * room for the other fields.  A body announced larger cannot be valid, so it
+ * is refused before it is read, whoever sends it.
+ */
+static size_t max_valid_body(const struct pbx_server_config *cfg)
+{
+    const struct pbx_limits *l = &cfg->limits;
+    uint64_t n = 64u << 10;
+
+    n += l->code_bytes * 6 + l->stdin_bytes * 6;
+    n += (uint64_t)l->input_files * ((l->input_file_bytes + 2) / 3 * 4 + 255 * 6 + 64);
+    n += (uint64_t)l->output_files * (255 * 6 + 8);
+    return n < cfg->max_body ? (size_t)n : cfg->max_body;
+}
+
+bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n)
+{
+    size_t used = atomic_load(&s->budget_used);
+
+    do {
+        if (n > s->budget || used > s->budget - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->budget_used, &used, used + n));
+    ctx->held += n;
+    return true;
+}
+
+void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx)
+{
+    atomic_fetch_sub(&s->budget_used, ctx->held);
+    ctx->held = 0;
+}
+
+/* ---- request deadlines ---- */
+
+/*
+ * The connection watchdog.  libmicrohttpd's timeout is an idle timeout: a
+ * client that sends one byte every few seconds holds its connection (and
+ * its thread) forever.  Each connection here has a deadline instead: its
+ * request must arrive whole, and its answer must leave, within
+ * request_deadline_s; an idle keep-alive connection's next request counts
+ * from the end of the last one.  While an execution runs the connection has
+ * no deadline (the engine bounds it).  A thread cuts connections past their
+ * deadline with shutdown(2), which ends the connection thread's blocking
+ * read or write; libmicrohttpd then closes it as any connection the client
+ * dropped.  A connection is unlinked (under the lock) before libmicrohttpd
+ * closes its socket, so a number reused for a new socket is never cut.
+ */
+struct conn {
+    int fd;               /* the socket */
+    uint64_t deadline_ms; /* cut after this; UINT64_MAX while executing */
+    bool cut;             /* shut down already */
+    struct conn *prev;    /* the watch's list */
+    struct conn *next;
+};
+
+struct watch {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;  /* signalled to stop */
+    struct conn *head;    /* connections open now */
+    bool stop;            /* the thread must end */
+    pthread_t thread;     /* the watchdog */
+    uint64_t span_ms;     /* request_deadline_s */
+};
+
+static void *watch_main(void *arg)
+{
+    struct pbx_server *s = arg;
+    struct watch *w = s->watch;
+
+    pthread_mutex_lock(&w->lock);
+    while (!w->stop) {
+        uint64_t now = pbx__server_now_ms();
+        struct timespec until;
+
+        for (struct conn *c = w->head; c != NULL; c = c->next) {
+            if (!c->cut && now >= c->deadline_ms) {
+                shutdown(c->fd, SHUT_RDWR);
+                c->cut = true;
+                atomic_fetch_add(&s->metrics.deadline_drops, 1);
+            }
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 250 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->wake, &w->lock, &until);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct pbx_server *s = cls;
+    struct watch *w = s->watch;
+    struct conn *cn = *socket_ctx;
+
+    if (w == NULL)
+        return;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+
+        if (ci == NULL)
+            return;
+        cn = xcalloc(1, sizeof(*cn));
+        cn->fd = ci->connect_fd;
+        cn->deadline_ms = pbx__server_now_ms() + w->span_ms;
+        pthread_mutex_lock(&w->lock);
+        cn->next = w->head;
+        if (w->head != NULL)
+            w->head->prev = cn;
+        w->head = cn;
+        pthread_mutex_unlock(&w->lock);
+        *socket_ctx = cn;
+        return;
+    }
+    if (cn == NULL)
+        return;
+    pthread_mutex_lock(&w->lock);
+    if (cn->prev != NULL)
+        cn->prev->next = cn->next;
+    else
+        w->head = cn->next;
+    if (cn->next != NULL)
+        cn->next->prev = cn->prev;
+    pthread_mutex_unlock(&w->lock);
+    free(cn);
+    *socket_ctx = NULL;
+}
+
+/* Set the connection's deadline `span` from now (UINT64_MAX: none). */
+static void set_deadline(struct pbx_server *s, struct MHD_Connection *c, bool none)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct watch *w = s->watch;
+    struct conn *cn;
+
+    if (w == NULL || ci == NULL || ci->socket_context == NULL)
+        return;
+    cn = ci->socket_context;
+    pthread_mutex_lock(&w->lock);
+    cn->deadline_ms = none ? UINT64_MAX : pbx__server_now_ms() + w->span_ms;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* ---- the request callbacks ---- */
+
+static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx, const char *method)
+{
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+    bool execute =
+        (ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE) && strcmp(method, "POST") == 0;
+    unsigned long long announced = 0;
+    char msg[160];
+
+    if (cl != NULL) {
+        char *end = NULL;
+
+        errno = 0;
+        announced = strtoull(cl, &end, 10);
+        if (end == cl || *end != '\0' || cl[0] == '-' || errno == ERANGE)
+            announced = ULLONG_MAX;
+    }
+    if (announced > s->cfg->max_body) {
+        ctx->too_large = true;
+        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
+        return pbx__server_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+    }
+    if (execute && announced > s->max_valid_body) {
+        ctx->too_large = true;
+        snprintf(msg, sizeof(msg),
+                 "the request body is %llu bytes; no valid request to this server is over %zu",
+                 announced, s->max_valid_body);
+        return pbx__server_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+    }
+    /* A buffer grown by doubling holds at most twice its bytes. */
+    ctx->prepaid = execute && cl != NULL;
+    if (ctx->prepaid && announced > 0 && !pbx__server_budget_take(s, ctx, (size_t)announced * 2)) {
+        ctx->over_budget = true;
+        atomic_fetch_add(&s->metrics.budget_refusals, 1);
+        return pbx__server_send_error(c, ctx, s, "ServerBusy",
+                                      "the server's memory for requests in flight is spent; "
+                                      "retry in a moment",
+                                      1, NULL);
+    }
+    if (execute && ctx->route == R_V1_EXECUTE) {
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+
+        if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0 &&
+            !pbx__execute_multipart_begin(ctx, c))
+            return pbx__server_send_error(c, ctx, s, "InvalidRequest",
+                                          "multipart/form-data without a valid boundary", 0, NULL);
+    }
+    return MHD_YES;
+}
+
+/*
+ * Body bytes as they arrive.  Only execution requests keep theirs (other
+ * routes take none, so theirs are counted and dropped).  A body that
+ * outgrows the cap or the budget (chunked, so not announced) is discarded
+ * as it comes and answered once it ends: the server cannot answer in the
+ * middle of an upload.  A client that keeps sending past twice the cap is
+ * cut off.
+ */
+static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
+                                 const char *upload_data, size_t size)
+{
+    bool keep = ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE;
+    size_t grown = ctx->pp != NULL ? 0 : size;
+
+    if (!keep || ctx->answered) {
+        ctx->discarded += size;
+    } else if (!ctx->too_large && !ctx->over_budget) {
+        /* Announced bodies were charged up front; a chunked one is charged as it comes. */
+        if (!ctx->prepaid && !pbx__server_budget_take(s, ctx, 2 * size)) {
+            ctx->over_budget = true;
+            atomic_fetch_add(&s->metrics.budget_refusals, 1);
+        } else if (ctx->pp != NULL) {
+            ctx->discarded += size; /* the parts are kept, not the body */
+            if (ctx->discarded > s->max_valid_body)
+                ctx->too_large = true;
+            else
+                pbx__execute_multipart_feed(ctx, upload_data, size);
+        } else if (ctx->body.len + grown > s->max_valid_body ||
+                   pbx_buf_append(&ctx->body, upload_data, grown) < 0) {
+            ctx->too_large = true;
+            ctx->discarded = ctx->body.len + grown;
+            pbx_buf_release(&ctx->body);
+        }
+    } else {
+        ctx->discarded += size;
+    }
+    if (ctx->discarded > 2 * s->cfg->max_body) {
+        ctx->status = 413;
+        return MHD_NO;
+    }
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
 {
-    struct server *s = cls;
+    struct pbx_server *s = cls;
     struct request_ctx *ctx = *con_cls;
+    enum MHD_Result ret;
 
     (void)version;
+    if (url == NULL)
+        url = "";
+    if (method == NULL)
+        method = "";
     if (ctx == NULL) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
 
         ctx = xcalloc(1, sizeof(*ctx));
         snprintf(ctx->id, sizeof(ctx->id), "%s-%06lx", s->id_salt,
                  atomic_fetch_add(&s->seq, 1) + 1);
         pbx_buf_init(&ctx->body, s->cfg->max_body);
-        ctx->start_ms = now_ms();
+        ctx->start_ms = pbx__server_now_ms();
         ctx->route = route_of(url);
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
@@ -1174,92 +836,55 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                           ctx->client, sizeof(ctx->client));
         ctx->server = s;
         *con_cls = ctx;
-        if (ctx->route == R_V1_EXECUTE && strcmp(method, "POST") == 0) {
-            const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-
-            if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0) {
-                ctx->pp = MHD_create_post_processor(c, 64 * 1024, on_part, ctx);
-                if (ctx->pp == NULL)
-                    return send_error(c, ctx, s, "InvalidRequest",
-                                      "multipart/form-data without a valid boundary", 0, NULL);
-            }
-        }
-        /* Refuse an announced oversized body before reading any of it. */
-        if (cl != NULL && strtoull(cl, NULL, 10) > s->cfg->max_body) {
-            char msg[128];
-
-            ctx->too_large = true;
-            snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
-            return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
-        }
-        return MHD_YES;
-    }
-    if (*upload_size != 0 && ctx->pp != NULL) {
-        ctx->discarded += *upload_size; /* counted, not kept: the parts are */
-        if (ctx->discarded > s->cfg->max_body)
-            ctx->too_large = true;
-        if (ctx->discarded > 2 * s->cfg->max_body) {
-            ctx->status = 413;
-            return MHD_NO;
-        }
-        if (!ctx->too_large && MHD_post_process(ctx->pp, upload_data, *upload_size) != MHD_YES)
-            mp_fail(ctx, "malformed multipart/form-data body");
-        *upload_size = 0;
-        return MHD_YES;
+        return refuse_early(s, c, ctx, method);
     }
     if (*upload_size != 0) {
-        /*
-         * A body that outgrows the cap (chunked, so not announced) is
-         * discarded as it comes and answered with 413 once it ends: the
-         * server cannot answer in the middle of an upload.  A client that
-         * keeps sending past twice the cap is cut off.
-         */
-        if (!ctx->too_large && pbx_buf_append(&ctx->body, upload_data, *upload_size) < 0) {
-            ctx->too_large = true;
-            ctx->discarded = ctx->body.len;
-            pbx_buf_release(&ctx->body);
-        }
-        if (ctx->too_large) {
-            ctx->discarded += *upload_size;
-            if (ctx->discarded > 2 * s->cfg->max_body) {
-                ctx->status = 413;
-                return MHD_NO;
-            }
-        }
+        size_t n = *upload_size;
+
         *upload_size = 0;
-        return MHD_YES;
+        return take_body(s, ctx, upload_data, n);
     }
     if (ctx->answered)
         return MHD_YES;
     if (ctx->too_large) {
         char msg[128];
 
-        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
-        return send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->max_valid_body);
+        return pbx__server_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
-    return dispatch(s, c, ctx, url, method);
+    if (ctx->over_budget)
+        return pbx__server_send_error(c, ctx, s, "ServerBusy",
+                                      "the server's memory for requests in flight is spent; "
+                                      "retry in a moment",
+                                      1, NULL);
+    set_deadline(s, c, true);
+    ret = dispatch(s, c, ctx, url, method);
+    set_deadline(s, c, false);
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    struct server *s = cls;
+    struct pbx_server *s = cls;
     struct request_ctx *ctx = *con_cls;
 
-    (void)c;
     if (ctx == NULL)
         return;
     if (!ctx->answered)
         ctx->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 0;
     atomic_fetch_add(&s->metrics.requests[ctx->route][status_index(ctx->status)], 1);
-    log_request(ctx);
+    if (!s->cfg->quiet)
+        log_request(ctx);
     if (ctx->pp != NULL)
         MHD_destroy_post_processor(ctx->pp);
     pbx__request_release(&ctx->mp);
     pbx_buf_release(&ctx->value);
     pbx_buf_release(&ctx->body);
+    pbx__server_budget_release(s, ctx);
     free(ctx);
     *con_cls = NULL;
+    set_deadline(s, c, false);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
@@ -1272,6 +897,122 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     vsnprintf(line, sizeof(line), fmt, ap);
     line[strcspn(line, "\n")] = '\0';
     pbx_log(PBX_LOG_INFO, "http: %s", line);
+}
+
+/* ---- the server's life ---- */
+
+int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store,
+                    const struct pbx_server_executor *ex, struct pbx_server **out,
+                    struct pbx_error **err)
+{
+    struct pbx_server *s = xcalloc(1, sizeof(*s));
+    unsigned char salt[4];
+
+    s->cfg = cfg;
+    s->store = store;
+    s->ex = *ex;
+    randombytes_buf(salt, sizeof(salt));
+    sodium_bin2hex(s->id_salt, sizeof(s->id_salt), salt, sizeof(salt));
+    s->admit = pbx__admit_new(cfg->max_concurrency);
+    pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
+    for (size_t i = 0; i < cfg->nproxies; i++) {
+        if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0) {
+            pbx__server_free(s);
+            return -1;
+        }
+    }
+    s->max_valid_body = max_valid_body(cfg);
+    s->budget = cfg->memory_budget;
+    if (s->budget == 0) {
+        /* Room for every slot's largest answer, and the largest body of every slot and place in the
+         * queue. */
+        s->budget = (size_t)cfg->max_concurrency * (cfg->limits.answer_bytes * 3 + (64u << 10)) +
+                    (size_t)(cfg->max_concurrency + cfg->queue_max) * 2 * s->max_valid_body;
+    }
+    *out = s;
+    return 0;
+}
+
+int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen_t addrlen,
+                      struct pbx_error **err)
+{
+    const struct pbx_server_config *cfg = s->cfg;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    const union MHD_DaemonInfo *info;
+    struct MHD_OptionItem opts[4];
+    size_t nopt = 0;
+
+    if (addr == NULL)
+        flags |= MHD_USE_NO_LISTEN_SOCKET;
+    else if (addr->sa_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (addr != NULL)
+        opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, (void *)addr};
+    if (cfg->per_ip_connections > 0)
+        opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                               (intptr_t)cfg->per_ip_connections, NULL};
+    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    (void)addrlen;
+    if (cfg->request_deadline_s > 0) {
+        s->watch = xcalloc(1, sizeof(*s->watch));
+        pthread_mutex_init(&s->watch->lock, NULL);
+        pthread_cond_init(&s->watch->wake, NULL);
+        s->watch->span_ms = (uint64_t)cfg->request_deadline_s * 1000u;
+        if (pthread_create(&s->watch->thread, NULL, watch_main, s) != 0) {
+            free(s->watch);
+            s->watch = NULL;
+            return pbx_error_set(err, EAGAIN, "start the connection watchdog");
+        }
+    }
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_TIMEOUT,
+        cfg->client_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (s->daemon == NULL)
+        return pbx_error_set(err, EADDRINUSE, "listen on %s", cfg->listen);
+    if (addr == NULL)
+        return 0;
+    info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return info ? (int)info->port : 0;
+}
+
+int pbx__server_add_connection(struct pbx_server *s, int fd, const struct sockaddr *peer,
+                               socklen_t peerlen)
+{
+    return MHD_add_connection(s->daemon, fd, peer, peerlen) == MHD_YES ? 0 : -1;
+}
+
+void pbx__server_quiesce(struct pbx_server *s, unsigned drain_ms)
+{
+    MHD_socket lsock = MHD_quiesce_daemon(s->daemon);
+    uint64_t until = pbx__server_now_ms() + drain_ms;
+
+    if (lsock != MHD_INVALID_SOCKET)
+        close(lsock);
+    while (pbx__admit_active(s->admit) > 0 && pbx__server_now_ms() < until)
+        usleep(20000);
+}
+
+void pbx__server_free(struct pbx_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->daemon != NULL)
+        MHD_stop_daemon(s->daemon);
+    if (s->watch != NULL) {
+        pthread_mutex_lock(&s->watch->lock);
+        s->watch->stop = true;
+        pthread_cond_signal(&s->watch->wake);
+        pthread_mutex_unlock(&s->watch->lock);
+        pthread_join(s->watch->thread, NULL);
+        pthread_mutex_destroy(&s->watch->lock);
+        pthread_cond_destroy(&s->watch->wake);
+        free(s->watch);
+    }
+    pbx__admit_free(s->admit);
+    free(s);
 }
 
 static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len,
@@ -1313,64 +1054,142 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen
     return 0;
 }
 
+/* ---- pbx_server_run: the engines behind the server ---- */
+
+struct engines {
+    struct pbx_engine *e[PBX_TRUST_COUNT];  /* one zygote per trust class */
+    struct pbx_engine_config cfg;           /* the same for each */
+    struct pbx_error *err[PBX_TRUST_COUNT]; /* why one did not start */
+};
+
+static int engines_execute(void *arg, enum pbx_trust trust, const struct pbx_exec_request *req,
+                           struct pbx_exec_result *res, struct pbx_error **err)
+{
+    struct engines *en = arg;
+
+    return pbx_engine_execute(en->e[trust], req, res, err);
+}
+
+static void engines_pool_stats(void *arg, struct pbx_pool_stats *st)
+{
+    struct engines *en = arg;
+
+    memset(st, 0, sizeof(*st));
+    for (int i = 0; i < PBX_TRUST_COUNT; i++) {
+        struct pbx_pool_stats one;
+
+        pbx_engine_pool_stats(en->e[i], &one);
+        st->idle += one.idle;
+        st->target += one.target;
+        st->hits += one.hits;
+        st->misses += one.misses;
+        st->zygotes += one.zygotes;
+        st->cgroups_created += one.cgroups_created;
+        st->cgroups_reused += one.cgroups_reused;
+    }
+}
+
+static void *start_keyed(void *arg)
+{
+    struct engines *en = arg;
+
+    (void)pbx_engine_start(&en->cfg, &en->e[PBX_TRUST_KEYED], &en->err[PBX_TRUST_KEYED]);
+    return NULL;
+}
+
+/* Start both engines, side by side (each zygote imports numpy on its own). */
+static int engines_start(struct engines *en, const struct pbx_server_config *cfg,
+                         struct pbx_error **err)
+{
+    pthread_t keyed;
+    bool threaded;
+
+    pbx_engine_config_default(&en->cfg);
+    en->cfg.preload = cfg->preload;
+    /* The warm pools serve executions with the server's default limits. */
+    en->cfg.spares_min = cfg->spares_min;
+    en->cfg.spares_max = cfg->spares_max;
+    en->cfg.spare_limits = cfg->limits;
+    en->cfg.zygote_max_execs = cfg->zygote_max_execs;
+    en->cfg.zygote_max_age_s = cfg->zygote_max_age_s;
+    threaded = pthread_create(&keyed, NULL, start_keyed, en) == 0;
+    (void)pbx_engine_start(&en->cfg, &en->e[PBX_TRUST_ANONYMOUS], &en->err[PBX_TRUST_ANONYMOUS]);
+    if (threaded)
+        pthread_join(keyed, NULL);
+    else
+        start_keyed(en);
+    for (int i = 0; i < PBX_TRUST_COUNT; i++) {
+        if (en->e[i] == NULL) {
+            *err = en->err[i];
+            en->err[i] = NULL;
+            pbx_error_free(&en->err[1 - i]);
+            return pbx_error_prefix(err, "start the jail");
+        }
+    }
+    return 0;
+}
+
+static void engines_stop(struct engines *en)
+{
+    for (int i = 0; i < PBX_TRUST_COUNT; i++) {
+        pbx_engine_free(en->e[i]);
+        en->e[i] = NULL;
+    }
+}
+
+static void write_url_file(const char *path, const char *url)
+{
+    char *tmp = xasprintf("%s.tmp", path);
+    FILE *f = fopen(tmp, "we");
+
+    if (f != NULL) {
+        fprintf(f, "%s\n", url);
+        fclose(f);
+        rename(tmp, path);
+    }
+    free(tmp);
+}
+
 int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
 {
-    struct server *s = xcalloc(1, sizeof(*s));
-    struct pbx_engine_config ecfg;
+    struct engines en = {0};
+    struct pbx_server_executor ex = {
+        .execute = engines_execute, .pool_stats = engines_pool_stats, .arg = &en};
+    struct pbx_server *s = NULL;
+    struct pbx_store *store = NULL;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    struct MHD_Daemon *d;
-    const union MHD_DaemonInfo *info;
     char *uri = NULL;
     char *desc;
     char url[128];
     char host[64];
     sigset_t sigs;
-    unsigned char salt[4];
     int sig = 0;
+    int port;
     int rc = -1;
 
-    s->cfg = cfg;
-    randombytes_buf(salt, sizeof(salt));
-    sodium_bin2hex(s->id_salt, sizeof(s->id_salt), salt, sizeof(salt));
     if (parse_listen(cfg->listen, &ss, &sslen, err) < 0)
-        goto out;
-    s->admit = pbx__admit_new(cfg->max_concurrency);
-    pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
-    for (size_t i = 0; i < cfg->nproxies; i++) {
-        if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0)
-            goto out;
-    }
+        return -1;
     if (cfg->store_uri == NULL) {
-        if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST) {
-            pbx_error_set(err, errno, "create the data directory `%s`", cfg->data_dir);
-            goto out;
-        }
+        if (mkdir(cfg->data_dir, 0700) < 0 && errno != EEXIST)
+            return pbx_error_set(err, errno, "create the data directory `%s`", cfg->data_dir);
         uri = xasprintf("sqlite:%s/pybox.db", cfg->data_dir);
     } else {
         uri = xstrdup(cfg->store_uri);
     }
-    if (pbx_store_open(uri, &s->store, err) < 0) {
+    if (pbx_store_open(uri, &store, err) < 0) {
         pbx_error_prefix(err, "open the store");
         goto out;
     }
-    pbx_engine_config_default(&ecfg);
-    ecfg.preload = cfg->preload;
-    /* The warm pool serves executions with the server's default limits. */
-    ecfg.spares_min = cfg->spares_min;
-    ecfg.spares_max = cfg->spares_max;
-    ecfg.spare_limits = cfg->limits;
-    ecfg.zygote_max_execs = cfg->zygote_max_execs;
-    ecfg.zygote_max_age_s = cfg->zygote_max_age_s;
-    if (pbx_engine_start(&ecfg, &s->engine, err) < 0) {
-        pbx_error_prefix(err, "start the jail");
+    if (engines_start(&en, cfg, err) < 0)
         goto out;
-    }
-    desc = pbx_engine_describe(s->engine);
+    desc = pbx_engine_describe(en.e[PBX_TRUST_ANONYMOUS]);
     for (char *p = desc; (p = strchr(p, '\n')) != NULL;)
         *p = ';';
     fprintf(stderr, "pybox: isolation in force: %s\n", desc);
     free(desc);
+    if (pbx__server_new(cfg, store, &ex, &s, err) < 0)
+        goto out;
 
     /* Signals are taken by sigwait() below; every thread inherits the block. */
     sigemptyset(&sigs);
@@ -1380,56 +1199,30 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ERROR_LOG |
-            MHD_USE_ITC | (ss.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-        0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
-    if (d == NULL) {
-        pbx_error_set(err, EADDRINUSE, "listen on %s", cfg->listen);
+    port = pbx__server_start(s, (const struct sockaddr *)&ss, sslen, err);
+    if (port < 0)
         goto out;
-    }
-    info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     inet_ntop(ss.ss_family,
               ss.ss_family == AF_INET ? (void *)&((struct sockaddr_in *)&ss)->sin_addr
                                       : (void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
               host, sizeof(host));
-    snprintf(url, sizeof(url), ss.ss_family == AF_INET6 ? "http://[%s]:%u" : "http://%s:%u", host,
-             info ? (unsigned)info->port : 0);
+    if (ss.ss_family == AF_INET6)
+        snprintf(url, sizeof(url), "http://[%s]:%d", host, port);
+    else
+        snprintf(url, sizeof(url), "http://%s:%d", host, port);
     fprintf(stderr, "pybox: serving on %s\n", url);
-    if (cfg->url_file != NULL) {
-        char *tmp = xasprintf("%s.tmp", cfg->url_file);
-        FILE *f = fopen(tmp, "we");
-
-        if (f != NULL) {
-            fprintf(f, "%s\n", url);
-            fclose(f);
-            rename(tmp, cfg->url_file);
-        }
-        free(tmp);
-    }
+    if (cfg->url_file != NULL)
+        write_url_file(cfg->url_file, url);
 
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
         ;
     fprintf(stderr, "pybox: %s received: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    {
-        MHD_socket lsock = MHD_quiesce_daemon(d);
-        uint64_t until = now_ms() + (uint64_t)cfg->drain_s * 1000u;
-
-        if (lsock != MHD_INVALID_SOCKET)
-            close(lsock);
-        while (pbx__admit_active(s->admit) > 0 && now_ms() < until)
-            usleep(20000);
-    }
-    MHD_stop_daemon(d);
+    pbx__server_quiesce(s, cfg->drain_s * 1000u);
     rc = 0;
 out:
-    pbx_engine_free(s->engine);
-    pbx_store_close(s->store);
-    pbx__admit_free(s->admit);
+    pbx__server_free(s);
+    engines_stop(&en);
+    pbx_store_close(store);
     free(uri);
-    free(s);
     return rc;
 }

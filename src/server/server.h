@@ -6,7 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/socket.h>
+
 #include "common/error.h"
+#include "engine/engine.h"
 #include "policy/limits.h"
 
 #define PBX_SERVER_MAX_PROXIES 32
@@ -24,20 +27,78 @@ struct pbx_server_config {
     int64_t anon_rpd;                            /* anonymous requests per UTC day per client */
     size_t anon_code_chars;                      /* anonymous code length limit, in characters */
     struct pbx_limits limits;                    /* limits of anonymous executions */
-    const char *admin_key;     /* bypasses rates and import restrictions, or NULL */
-    const char *cors_origins;  /* Access-Control-Allow-Origin value, "*" by default */
-    size_t max_body;           /* request bodies beyond this are refused unread */
-    unsigned client_timeout_s; /* a client that stalls this long is dropped */
-    unsigned drain_s;          /* on SIGTERM, how long running executions may finish */
-    bool preload;              /* import numpy and PIL in the zygote */
-    unsigned spares_min;       /* warm pool: pre-forked cells kept ready at least */
-    unsigned spares_max;       /* and at most; 0 disables the pool */
-    uint64_t zygote_max_execs; /* replace the zygote after this many executions (0: never) */
-    unsigned zygote_max_age_s; /* or after this many seconds (0: never) */
-    const char *url_file;      /* write the listening URL here once ready, or NULL */
+    const char *admin_key;       /* bypasses rates and import restrictions, or NULL */
+    const char *cors_origins;    /* Access-Control-Allow-Origin value, "*" by default */
+    size_t max_body;             /* request bodies beyond this are refused unread */
+    unsigned client_timeout_s;   /* a client that stalls this long is dropped */
+    unsigned request_deadline_s; /* a request must arrive whole, and its answer leave, within */
+                                 /* this long (0: no deadline); idle keep-alive time counts */
+    unsigned per_ip_connections; /* connections at once from one address (0: no limit) */
+    size_t memory_budget;        /* bytes all requests in flight may hold; beyond it 503 */
+    unsigned drain_s;            /* on SIGTERM, how long running executions may finish */
+    bool preload;                /* import numpy and PIL in the zygote */
+    unsigned spares_min;         /* warm pool: pre-forked cells kept ready at least */
+    unsigned spares_max;         /* and at most; 0 disables the pool */
+    uint64_t zygote_max_execs;   /* replace the zygote after this many executions (0: never) */
+    unsigned zygote_max_age_s;   /* or after this many seconds (0: never) */
+    const char *url_file;        /* write the listening URL here once ready, or NULL */
+    bool quiet;                  /* no access log on stderr (the fuzzer) */
 };
 
 void pbx_server_config_default(struct pbx_server_config *cfg);
+
+/*
+ * Callers of different trust never share a zygote (a zygote's children share
+ * its address-space layout, stack canary and pointer guard): anonymous
+ * callers run on one, key holders and the admin on another.
+ */
+enum pbx_trust {
+    PBX_TRUST_ANONYMOUS = 0,
+    PBX_TRUST_KEYED = 1,
+    PBX_TRUST_COUNT,
+};
+
+/*
+ * What runs executions for the server: pybox's engines, or a stub that
+ * answers at once (fuzz/fuzz_http.c).  `execute` has the contract of
+ * pbx_engine_execute(); `pool_stats` sums the warm pools.  Both are called
+ * from many threads at once.
+ */
+struct pbx_server_executor {
+    int (*execute)(void *arg, enum pbx_trust trust, const struct pbx_exec_request *req,
+                   struct pbx_exec_result *res, struct pbx_error **err);
+    void (*pool_stats)(void *arg, struct pbx_pool_stats *st);
+    void *arg;
+};
+
+struct pbx_server;
+struct pbx_store;
+
+/*
+ * A server over `store` and `ex` (neither is taken over; both outlive it),
+ * with `cfg` (kept by pointer).  It serves nothing until started.
+ */
+int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store,
+                    const struct pbx_server_executor *ex, struct pbx_server **out,
+                    struct pbx_error **err);
+
+/*
+ * Start the HTTP daemon listening on `addr`, or, with `addr` NULL, with no
+ * listening socket: connections then come only from pbx__server_add_connection().
+ * Returns the port listened on (0 without a socket), or < 0.
+ */
+int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen_t addrlen,
+                      struct pbx_error **err);
+
+/* Serve a connected socket (taken over); `peer` is its client's address. */
+int pbx__server_add_connection(struct pbx_server *s, int fd, const struct sockaddr *peer,
+                               socklen_t peerlen);
+
+/* Stop accepting and wait up to `drain_ms` for running executions. */
+void pbx__server_quiesce(struct pbx_server *s, unsigned drain_ms);
+
+/* Stop the daemon (ending every connection) and free. NULL is fine. */
+void pbx__server_free(struct pbx_server *s);
 
 /*
  * Start, serve until SIGTERM or SIGINT, drain, stop.  Returns 0 after a clean

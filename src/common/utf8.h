@@ -1,0 +1,18 @@
+/* UTF-8 checks for text that comes from clients and from user code. */
+#ifndef PBX_COMMON_UTF8_H
+#define PBX_COMMON_UTF8_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Whether `s` is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF). */
+bool pbx_utf8_valid(const char *s, size_t len);
+
+/*
+ * A copy of `s` that is well-formed UTF-8: every byte that does not belong to
+ * a well-formed sequence becomes U+FFFD, and a NUL byte becomes U+FFFD too, so
+ * the copy is a C string of the same text.  The caller frees it.
+ */
+char *pbx_utf8_sanitize(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,694 @@
+/*
+ * POST /execute and POST /v1/execute: who is calling (a Bearer header or
+ * `api_key`), what it asks within its policy, admission (its rate window and
+ * daily quota checked before it may take a slot or a place in the queue,
+ * charged once it has one; the server's memory budget for its answer), the
+ * execution, the audit record, and the answer in the dialect it came in.
+ * multipart/form-data bodies of /v1/execute are read part by part here too.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "common/xalloc.h"
+#include "server/internal.h"
+#include "common/banned.h"
+
+struct caller {
+    bool admin;              /* the admin key */
+    bool keyed;              /* a store key */
+    struct pbx_key_info key; /* when keyed */
+    int64_t rpm;             /* effective */
+    int64_t rpd;             /* effective; < 0 unlimited */
+    bool all_modules;        /* no allowlist */
+    bool network;            /* may ask for network */
+    size_t code_chars;       /* code limit */
+    uint32_t max_timeout_ms; /* the longest wall limit it may ask */
+    uint64_t max_memory;     /* the most memory it may ask */
+};
+
+static const char *bearer(struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return NULL;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return *h ? h : NULL;
+}
+
+static bool is_admin_key(const struct pbx_server *s, const char *token)
+{
+    size_t n = strlen(token);
+
+    return s->cfg->admin_key != NULL && *s->cfg->admin_key != '\0' &&
+           n == strlen(s->cfg->admin_key) && sodium_memcmp(token, s->cfg->admin_key, n) == 0;
+}
+
+/* Resolve who is calling; returns 0, or -1 after answering (401, 500). */
+static int authenticate(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        const char *token, struct caller *who, enum MHD_Result *ret)
+{
+    struct pbx_error *err = NULL;
+    int found;
+
+    memset(who, 0, sizeof(*who));
+    who->rpm = s->cfg->anon_rpm;
+    who->rpd = s->cfg->anon_rpd;
+    who->code_chars = s->cfg->anon_code_chars;
+    who->max_timeout_ms = s->cfg->limits.wall_ms;
+    who->max_memory = s->cfg->limits.memory_bytes;
+    if (token == NULL)
+        return 0;
+    if (is_admin_key(s, token)) {
+        who->admin = true;
+        who->network = true;
+        who->rpm = -1;
+        who->rpd = -1;
+        who->all_modules = true;
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+        return 0;
+    }
+    found = pbx_store_key_lookup(s->store, token, &who->key, &err);
+    if (found < 0) {
+        pbx_log(PBX_LOG_ERROR, "key lookup: %s", err->msg);
+        pbx_error_free(&err);
+        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the key store failed", 0,
+                                      NULL);
+        return -1;
+    }
+    if (found == 0) {
+        *ret = pbx__server_send_error(c, ctx, s, "Unauthorized",
+                                      "the API key is not valid or was revoked", 0, NULL);
+        return -1;
+    }
+    who->keyed = true;
+    if (who->key.policy.admin) {
+        who->admin = true;
+        who->rpm = -1;
+        who->rpd = -1;
+        who->all_modules = true;
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+    }
+    if (who->key.policy.rpm != 0 && !who->admin)
+        who->rpm = who->key.policy.rpm;
+    if (who->key.policy.rpd != 0 && !who->admin)
+        who->rpd = who->key.policy.rpd;
+    if (who->key.policy.timeout_ms != 0)
+        who->max_timeout_ms = who->key.policy.timeout_ms;
+    if (who->key.policy.memory_bytes != 0)
+        who->max_memory = who->key.policy.memory_bytes;
+    who->all_modules = who->all_modules || who->key.policy.all_modules;
+    who->network = who->key.policy.network || who->admin;
+    if (!who->admin)
+        who->code_chars = (size_t)s->cfg->limits.code_bytes;
+    return 0;
+}
+
+static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    strftime(out, len, "%Y-%m-%d", &tm);
+    *to_midnight = (unsigned)(86400 - (t % 86400));
+}
+
+static json_t *compat_files(const struct pbx_exec_result *res)
+{
+    json_t *o = json_object();
+    json_t *full = pbx_exec_result_to_json(res);
+    json_t *files = json_object_get(full, "files");
+    const char *name;
+    json_t *v;
+
+    json_object_foreach(files, name, v)
+    {
+        json_t *b64 = json_object_get(v, "content_base64");
+
+        if (b64 != NULL)
+            json_object_set_new(o, name,
+                                json_pack("{s:O, s:O}", "content_base64", b64, "size_bytes",
+                                          json_object_get(v, "size")));
+        else
+            json_object_set(o, name, v);
+    }
+    json_decref(full);
+    return o;
+}
+
+static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection *c,
+                                     struct request_ctx *ctx, const struct pbx_http_request *req,
+                                     const struct caller *who, const struct pbx_exec_result *res,
+                                     int64_t today, unsigned active_at_request)
+{
+    json_t *full = pbx_exec_result_to_json(res);
+    json_t *details = json_pack(
+        "{s:b, s:O, s:O, s:O, s:f, s:o}", "success", res->status == PBX_STATUS_OK, "stdout",
+        json_object_get(full, "stdout"), "stderr", json_object_get(full, "stderr"), "exit_code",
+        json_object_get(full, "exit_code"), "execution_duration_sec", res->duration_ms / 1000.0,
+        "output_files", compat_files(res));
+    const char *etype = NULL;
+    char ts[64];
+    json_t *body;
+    json_t *user;
+    json_t *attached;
+    double load = 0;
+
+    json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
+    json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
+    if (res->status == PBX_STATUS_REJECTED) {
+        etype = json_string_value(json_object_get(res->error, "type"));
+    } else if (res->status == PBX_STATUS_TIMEOUT) {
+        etype = "TimeoutError";
+    } else if (res->status != PBX_STATUS_OK) {
+        etype = "RuntimeError";
+    }
+    if (etype != NULL) {
+        json_t *extra = json_object();
+        const char *msg = json_string_value(json_object_get(res->error, "message"));
+
+        if (res->status == PBX_STATUS_REJECTED) {
+            json_t *e = json_deep_copy(res->error);
+
+            json_object_del(e, "type");
+            json_object_del(e, "message");
+            json_object_update(extra, e);
+            json_decref(e);
+        } else {
+            json_object_set(extra, "execution_details", details);
+            json_object_set(extra, "exception", res->error);
+        }
+        json_decref(details);
+        json_decref(full);
+        return pbx__server_send_error(c, ctx, s, etype ? etype : "RuntimeError",
+                                      msg ? msg : "the execution failed", 0, extra);
+    }
+    attached = json_array();
+    for (size_t i = 0; i < req->nfiles; i++)
+        json_array_append_new(attached, json_pack("{s:s, s:I}", "filename", req->files[i].name,
+                                                  "size_bytes", (json_int_t)req->files[i].size));
+    if (who->admin)
+        user = json_pack("{s:s, s:s, s:b}", "ip_address", ctx->client, "role", "admin",
+                         "rate_limits_applied", false);
+    else
+        user = json_pack("{s:s, s:I, s:I, s:I}", "ip_address", ctx->client, "daily_quota_limit",
+                         (json_int_t)who->rpd, "requests_today", (json_int_t)today,
+                         "requests_remaining_today",
+                         (json_int_t)(who->rpd > today ? who->rpd - today : 0));
+    if (who->keyed)
+        json_object_set_new(user, "key_name", json_string(who->key.name));
+    (void)!getloadavg(&load, 1);
+    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
+    body = json_pack(
+        "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
+        "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
+        "active_processes_at_request", (int)active_at_request, "max_concurrent_processes",
+        (int)pbx__admit_capacity(s->admit), "request_context", "code_length",
+        (json_int_t)req->code_chars, "attachment_count", (int)req->nfiles, "stdin_provided",
+        req->stdin_data != NULL, "processed_attachments", attached, "execution_details", details);
+    if (req->main_mode) {
+        json_object_set(body, "result", json_object_get(full, "result"));
+        json_object_set(body, "stdout", json_object_get(full, "stdout"));
+    }
+    json_decref(full);
+    return pbx__server_send_json(c, ctx, s, 200, body, 0);
+}
+
+/* ---- multipart/form-data for /v1/execute ---- */
+
+static struct pbx_request_caps caps_of(const struct pbx_server *s)
+{
+    struct pbx_request_caps caps = {
+        .max_files = s->cfg->limits.input_files,
+        .max_file_bytes = s->cfg->limits.input_file_bytes,
+        .max_return = s->cfg->limits.output_files,
+        .max_stdin = s->cfg->limits.stdin_bytes,
+    };
+
+    return caps;
+}
+
+static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ctx->mp_failed)
+        return;
+    ctx->mp_failed = true;
+    va_start(ap, fmt);
+    vsnprintf(ctx->mp_error, sizeof(ctx->mp_error), fmt, ap);
+    va_end(ap);
+}
+
+static bool form_bool(const char *v, bool *out)
+{
+    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "on") == 0) {
+        *out = true;
+        return true;
+    }
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "off") == 0 || *v == '\0') {
+        *out = false;
+        return true;
+    }
+    return false;
+}
+
+/* The field read so far is complete: put it into the request. */
+static void mp_flush(struct request_ctx *ctx)
+{
+    struct pbx_http_request *r = &ctx->mp;
+    const char *f = ctx->field;
+    const char *v = ctx->value.data ? ctx->value.data : "";
+    size_t len = ctx->value.len;
+    struct pbx_request_caps caps = caps_of(ctx->server);
+
+    if (f[0] == '\0' || ctx->mp_failed)
+        goto out;
+    if (strcmp(f, "code") == 0 || strcmp(f, "stdin") == 0) {
+        char **dst = f[0] == 'c' ? &r->code : &r->stdin_data;
+
+        if (*dst != NULL) {
+            mp_fail(ctx, "field `%s` is given twice", f);
+            goto out;
+        }
+        *dst = xmemdup(v, len + 1);
+        if (f[0] == 'c')
+            r->code_len = len;
+        else
+            r->stdin_len = len;
+    } else if (strcmp(f, "return_files") == 0) {
+        if (r->nreturn >= caps.max_return) {
+            mp_fail(ctx, "at most %zu files may be returned", caps.max_return);
+            goto out;
+        }
+        if (strlen(v) != len || !pbx_engine_check_name(v, NULL)) {
+            mp_fail(ctx, "`return_files` value is not a valid file name");
+            goto out;
+        }
+        r->return_files = xrealloc(r->return_files, (r->nreturn + 1) * sizeof(char *));
+        r->return_files[r->nreturn++] = xstrdup(v);
+    } else if (strcmp(f, "main") == 0 || strcmp(f, "network") == 0) {
+        if (!form_bool(v, f[0] == 'm' ? &r->main_mode : &r->network))
+            mp_fail(ctx, "field `%s` must be true or false", f);
+    } else if (strcmp(f, "timeout") == 0) {
+        char *end = NULL;
+        double t = strtod(v, &end);
+
+        if (end == v || *end != '\0' || !(t > 0 && t <= 3600)) {
+            mp_fail(ctx, "`timeout` must be between 0 and 3600 seconds");
+            goto out;
+        }
+        r->has_timeout = true;
+        r->timeout_ms = (uint32_t)(t * 1000 + 0.999);
+    } else if (strcmp(f, "memory_mb") == 0) {
+        char *end = NULL;
+        unsigned long m = strtoul(v, &end, 10);
+
+        if (end == v || *end != '\0' || *v == '-' || m < 16 || m > 65536) {
+            mp_fail(ctx, "`memory_mb` must be a whole number from 16 to 65536");
+            goto out;
+        }
+        r->has_memory = true;
+        r->memory_mb = m;
+    } else {
+        mp_fail(ctx, "unknown form field `%s`", f);
+    }
+out:
+    ctx->field[0] = '\0';
+    pbx_buf_release(&ctx->value);
+}
+
+static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
+                               const char *filename, const char *content_type,
+                               const char *transfer_encoding, const char *data, uint64_t off,
+                               size_t size)
+{
+    struct request_ctx *ctx = cls;
+    struct pbx_http_request *r = &ctx->mp;
+    struct pbx_request_caps caps = caps_of(ctx->server);
+    size_t cap;
+
+    (void)kind;
+    (void)content_type;
+    (void)transfer_encoding;
+    if (ctx->mp_failed)
+        return MHD_YES; /* keep reading; the error is answered at the end */
+    if (data == NULL)
+        size = 0;
+    if (filename != NULL) {
+        struct pbx_file_in *file;
+
+        if (off == 0) {
+            struct pbx_error *err = NULL;
+
+            mp_flush(ctx);
+            if (filename[0] == '\0')
+                return MHD_YES; /* an empty file input */
+            if (pbx__request_add_file(r, &caps, filename, "", 0, &err) < 0) {
+                mp_fail(ctx, "%s", err->msg);
+                pbx_error_free(&err);
+                return MHD_YES;
+            }
+            ctx->mp_alloc = 0;
+        }
+        if (r->nfiles == 0 || size == 0)
+            return MHD_YES;
+        file = &r->files[r->nfiles - 1];
+        if (file->size + size > caps.max_file_bytes) {
+            mp_fail(ctx, "file `%s` is larger than %zu bytes", file->name, caps.max_file_bytes);
+            return MHD_YES;
+        }
+        if (file->size + size > ctx->mp_alloc) {
+            ctx->mp_alloc = (file->size + size) * 2;
+            file->data = xrealloc((void *)file->data, ctx->mp_alloc);
+        }
+        memcpy((char *)file->data + file->size, data, size);
+        file->size += size;
+        return MHD_YES;
+    }
+    /* A part whose headers name no field (or an empty one) cannot be placed. */
+    if (key == NULL || key[0] == '\0') {
+        mp_fail(ctx, "a form part has no field name (Content-Disposition: form-data; name=...)");
+        return MHD_YES;
+    }
+    if (off == 0 || strcmp(key, ctx->field) != 0) {
+        mp_flush(ctx);
+        if (strlen(key) >= sizeof(ctx->field)) {
+            mp_fail(ctx, "unknown form field `%.40s`", key);
+            return MHD_YES;
+        }
+        snprintf(ctx->field, sizeof(ctx->field), "%s", key);
+        cap = strcmp(key, "code") == 0    ? ctx->server->cfg->limits.code_bytes
+              : strcmp(key, "stdin") == 0 ? caps.max_stdin
+                                          : 1024;
+        pbx_buf_init(&ctx->value, cap);
+    }
+    if (pbx_buf_append(&ctx->value, data, size) < 0)
+        mp_fail(ctx, "form field `%s` is over %zu bytes", key, ctx->value.max);
+    return MHD_YES;
+}
+
+/*
+ * The request, from the multipart parts or the JSON body.  Returns 0, or -1
+ * after answering.
+ */
+static int take_request(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        bool v1, struct pbx_http_request *req, enum MHD_Result *ret)
+{
+    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+    struct pbx_request_caps caps = caps_of(s);
+    struct pbx_error *err = NULL;
+    const char *etype = NULL;
+    int rc;
+
+    if (ctx->pp != NULL) {
+        mp_flush(ctx);
+        if (!ctx->mp_failed && pbx__request_finish(&ctx->mp, &err) < 0) {
+            snprintf(ctx->mp_error, sizeof(ctx->mp_error), "%s", err->msg);
+            pbx_error_free(&err);
+            ctx->mp_failed = true;
+        }
+        if (ctx->mp_failed) {
+            *ret = pbx__server_send_error(c, ctx, s, "ValidationError", ctx->mp_error, 0, NULL);
+            return -1;
+        }
+        *req = ctx->mp;
+        memset(&ctx->mp, 0, sizeof(ctx->mp));
+        return 0;
+    }
+    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        *ret = pbx__server_send_error(
+            c, ctx, s, "UnsupportedMediaType",
+            v1 ? "send the request as application/json or multipart/form-data"
+               : "send the request as Content-Type: application/json",
+            0, NULL);
+        return -1;
+    }
+    rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, req, &etype, &err)
+            : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, req, &etype, &err);
+    if (rc < 0) {
+        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
+        pbx_error_free(&err);
+        return -1;
+    }
+    /* The parsed request holds its own copies; the body's share of the budget stays for them. */
+    pbx_buf_release(&ctx->body);
+    return 0;
+}
+
+/* What the caller asks for within what it may ask. Returns 0, or -1 after answering. */
+static int check_request(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                         const struct pbx_http_request *req, const struct caller *who,
+                         enum MHD_Result *ret)
+{
+    char msg[160];
+
+    if (req->code_chars > who->code_chars) {
+        snprintf(msg, sizeof(msg), "the code is %zu characters; the limit is %zu", req->code_chars,
+                 who->code_chars);
+        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        return -1;
+    }
+    if (req->network) {
+        *ret =
+            who->network
+                ? pbx__server_send_error(c, ctx, s, "NetworkUnavailable",
+                                         "this server runs every execution without network", 0,
+                                         NULL)
+                : pbx__server_send_error(c, ctx, s, "NetworkNotAllowed",
+                                         "network access is not allowed for this caller", 0, NULL);
+        return -1;
+    }
+    if (req->has_timeout && req->timeout_ms > who->max_timeout_ms) {
+        snprintf(msg, sizeof(msg), "timeout %.3g s is over this caller's limit of %.3g s",
+                 req->timeout_ms / 1000.0, who->max_timeout_ms / 1000.0);
+        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        return -1;
+    }
+    if (req->has_memory && (req->memory_mb << 20) > who->max_memory) {
+        snprintf(msg, sizeof(msg), "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
+                 req->memory_mb, who->max_memory >> 20);
+        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The per-minute window and the daily quota: checked (`charge` false) before
+ * the caller takes a slot or a place in the queue, so a caller over its
+ * limits cannot crowd others out; charged (`charge` true) once admitted.
+ * Returns 0, or -1 after answering (429, 500).
+ */
+static int rate_and_quota(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                          const struct caller *who, bool charge, int64_t *today,
+                          enum MHD_Result *ret)
+{
+    struct pbx_error *err = NULL;
+    unsigned retry = 0;
+    unsigned to_midnight;
+    char idbuf[300];
+    char msg[160];
+    char day[16];
+    bool ok;
+    int rc;
+
+    if (who->admin)
+        return 0;
+    snprintf(idbuf, sizeof(idbuf), "%s%s",
+             who->keyed ? "key:" : "ip:", who->keyed ? who->key.name : ctx->client);
+    ok = charge ? pbx__admit_rate(s->admit, idbuf, who->rpm, pbx__server_now_ms(), &retry)
+                : pbx__admit_rate_check(s->admit, idbuf, who->rpm, pbx__server_now_ms(), &retry);
+    if (!ok) {
+        snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
+                 who->rpm);
+        *ret = pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, retry, NULL);
+        return -1;
+    }
+    utc_day(pbx__server_now_ms(), day, sizeof(day), &to_midnight);
+    if (charge) {
+        rc = pbx_store_quota_take(s->store, idbuf, day, who->rpd, today, &err);
+    } else {
+        rc = pbx_store_quota_get(s->store, idbuf, day, today, &err);
+        if (rc >= 0)
+            rc = who->rpd < 0 || *today < who->rpd;
+    }
+    if (rc < 0) {
+        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
+        pbx_error_free(&err);
+        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0,
+                                      NULL);
+        return -1;
+    }
+    if (rc == 0) {
+        snprintf(msg, sizeof(msg),
+                 "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", who->rpd);
+        *ret = pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The engine's request for `req` from `who`, within the server's limits. */
+static void exec_request_of(const struct pbx_server *s, const struct pbx_http_request *req,
+                            const struct caller *who, struct pbx_exec_request *ereq)
+{
+    pbx_exec_request_init(ereq);
+    ereq->limits = s->cfg->limits;
+    if (req->has_timeout) {
+        ereq->limits.wall_ms = req->timeout_ms;
+        ereq->limits.cpu_ms = req->timeout_ms;
+    } else if (who->max_timeout_ms > ereq->limits.wall_ms) {
+        ereq->limits.cpu_ms = ereq->limits.wall_ms;
+    }
+    if (req->has_memory)
+        ereq->limits.memory_bytes = req->memory_mb << 20;
+    ereq->limits.code_bytes =
+        req->code_len > ereq->limits.code_bytes ? req->code_len : ereq->limits.code_bytes;
+    ereq->code = req->code;
+    ereq->code_len = req->code_len;
+    ereq->stdin_data = req->stdin_data;
+    ereq->stdin_len = req->stdin_len;
+    ereq->files = req->files;
+    ereq->nfiles = req->nfiles;
+    ereq->return_files = (const char *const *)req->return_files;
+    ereq->nreturn = req->nreturn;
+    ereq->main_mode = req->main_mode;
+    ereq->allow_all_imports = who->all_modules;
+    ereq->extra_modules = who->keyed ? who->key.policy.modules : NULL;
+}
+
+static void audit(struct pbx_server *s, const struct request_ctx *ctx, bool v1,
+                  const struct pbx_http_request *req, const struct caller *who,
+                  const struct pbx_exec_result *res, uint64_t t0)
+{
+    struct pbx_error *err = NULL;
+    unsigned char hash[32];
+    char hex[65];
+    struct pbx_audit rec = {
+        .time_ms = (int64_t)t0,
+        .client = ctx->client,
+        .key_name = who->keyed ? who->key.name : (who->admin ? "admin" : NULL),
+        .route = v1 ? "/v1/execute" : "/execute",
+        .code_sha256 = hex,
+        .status = pbx_status_name(res->status),
+        .duration_ms = res->duration_ms,
+    };
+
+    crypto_hash_sha256(hash, (const unsigned char *)req->code, req->code_len);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    if (pbx_store_audit(s->store, &rec, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
+        pbx_error_free(&err);
+    }
+}
+
+/*
+ * The most an answer to `ereq` can hold in the server while it is built: the
+ * result (its cap, see pbx_limits.answer_bytes), its JSON tree with files in
+ * base64, and the JSON text.
+ */
+static size_t answer_reserve(const struct pbx_exec_request *ereq)
+{
+    return (size_t)ereq->limits.answer_bytes * 3 + (64u << 10);
+}
+
+enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx, bool v1)
+{
+    struct pbx_http_request req;
+    struct pbx_exec_request ereq;
+    struct pbx_exec_result res;
+    struct pbx_error *err = NULL;
+    struct caller who;
+    const char *token;
+    enum MHD_Result ret = MHD_YES;
+    unsigned active;
+    int64_t today = 0;
+    uint64_t t0;
+    int rc;
+
+    if (take_request(s, c, ctx, v1, &req, &ret) < 0)
+        return ret;
+    token = bearer(c);
+    if (token == NULL)
+        token = req.api_key;
+    if (authenticate(s, c, ctx, token, &who, &ret) < 0)
+        goto out_req;
+    if (check_request(s, c, ctx, &req, &who, &ret) < 0 ||
+        rate_and_quota(s, c, ctx, &who, false, &today, &ret) < 0)
+        goto out_key;
+
+    active = pbx__admit_active(s->admit);
+    if (!pbx__admit_enter(s->admit)) {
+        ret = pbx__server_send_error(c, ctx, s, "ServerBusy",
+                                     "every execution slot is busy and the queue is full or its "
+                                     "wait ran out; retry in a moment",
+                                     1, NULL);
+        goto out_key;
+    }
+    exec_request_of(s, &req, &who, &ereq);
+    if (!pbx__server_budget_take(s, ctx, answer_reserve(&ereq))) {
+        atomic_fetch_add(&s->metrics.budget_refusals, 1);
+        ret = pbx__server_send_error(c, ctx, s, "ServerBusy",
+                                     "the server's memory for requests in flight is spent; retry "
+                                     "in a moment",
+                                     1, NULL);
+        goto out_slot;
+    }
+    if (rate_and_quota(s, c, ctx, &who, true, &today, &ret) < 0)
+        goto out_slot;
+    t0 = pbx__server_now_ms();
+    rc = s->ex.execute(s->ex.arg, who.keyed || who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
+                       &ereq, &res, &err);
+    if (rc < 0) {
+        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
+
+        if (!bad)
+            pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
+        ret = pbx__server_send_error(c, ctx, s, bad ? "ValidationError" : "InternalServerError",
+                                     bad ? err->msg : "the execution engine failed", 0, NULL);
+        pbx_error_free(&err);
+        goto out_slot;
+    }
+    audit(s, ctx, v1, &req, &who, &res, t0);
+    pbx__server_observe(s, &res, pbx__server_now_ms() - t0);
+    if (v1)
+        ret = pbx__server_send_json(c, ctx, s, 200, pbx_exec_result_to_json(&res), 0);
+    else
+        ret = answer_compat(s, c, ctx, &req, &who, &res, today, active);
+    pbx_exec_result_release(&res);
+out_slot:
+    pbx__admit_leave(s->admit);
+out_key:
+    if (who.keyed)
+        pbx_key_info_release(&who.key);
+out_req:
+    pbx__request_release(&req);
+    return ret;
+}
+
+bool pbx__execute_multipart_begin(struct request_ctx *ctx, struct MHD_Connection *c)
+{
+    ctx->pp = MHD_create_post_processor(c, 64 * 1024, on_part, ctx);
+    return ctx->pp != NULL;
+}
+
+void pbx__execute_multipart_feed(struct request_ctx *ctx, const char *data, size_t size)
+{
+    if (MHD_post_process(ctx->pp, data, size) != MHD_YES)
+        mp_fail(ctx, "malformed multipart/form-data body");
+}

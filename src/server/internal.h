@@ -1,0 +1,141 @@
+/*
+ * What the files of pybox serve share: the server, one request as it
+ * arrives, and the answering functions.  Not an interface for anything
+ * outside src/server.
+ */
+#ifndef PBX_SERVER_INTERNAL_H
+#define PBX_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "server/admit.h"
+#include "server/request.h"
+#include "server/server.h"
+#include "store/store.h"
+
+enum route {
+    R_EXECUTE,
+    R_V1_EXECUTE,
+    R_HEALTH,
+    R_METRICS,
+    R_OPENAPI,
+    R_ROOT,
+    R_INFO,
+    R_DOCS,
+    R_ASSETS,
+    R_OTHER,
+    R_COUNT,
+};
+
+#define NBUCKET 12 /* latency histogram buckets, see server.c */
+#define NSTATUS 15 /* HTTP statuses counted one by one, see server.c */
+
+struct metrics {
+    atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
+    atomic_ulong executions[6];                  /* by enum pbx_status */
+    atomic_ulong latency[NBUCKET + 1];           /* execute latency histogram (last: +Inf) */
+    atomic_ulong latency_count;                  /* observations */
+    atomic_ullong latency_sum_us;                /* their sum */
+    atomic_ullong faults_prep;                   /* page faults of jobs before their code */
+    atomic_ullong faults_run;                    /* and from their code on */
+    atomic_ulong budget_refusals;                /* 503s because the memory budget was spent */
+    atomic_ulong deadline_drops;                 /* connections cut at the request deadline */
+};
+
+struct watch; /* the connection watchdog, server.c */
+
+struct pbx_server {
+    const struct pbx_server_config *cfg; /* as given */
+    struct pbx_server_executor ex;       /* runs executions */
+    struct pbx_store *store;             /* keys, quotas, audit (not owned) */
+    struct pbx_admit *admit;             /* client identity, windows, the cap */
+    struct metrics metrics;              /* counters for /metrics */
+    atomic_ulong seq;                    /* request ids */
+    char id_salt[9];                     /* random per process, in request ids */
+    atomic_size_t budget_used;           /* bytes held by requests in flight */
+    size_t budget;                       /* their most, cfg->memory_budget */
+    size_t max_valid_body;               /* the largest body a valid execute request can be */
+    struct MHD_Daemon *daemon;           /* the HTTP daemon, once started */
+    struct watch *watch;                 /* request deadlines, once started */
+};
+
+/* Per connection: the request as it arrives, and what was answered. */
+struct request_ctx {
+    char id[32];                  /* X-Request-Id */
+    struct pbx_buf body;          /* capped body */
+    bool too_large;               /* the body passed the cap */
+    bool over_budget;             /* the server's memory budget could not hold it */
+    bool prepaid;                 /* the announced body was charged to the budget up front */
+    size_t held;                  /* bytes of the budget this request holds */
+    size_t discarded;             /* bytes received past the cap (or all, for multipart) */
+    bool answered;                /* a response was queued */
+    int status;                   /* HTTP status answered */
+    enum route route;             /* for metrics and the log */
+    uint64_t start_ms;            /* arrival */
+    char client[64];              /* client address */
+    char method[16];              /* request method, for the log */
+    struct pbx_server *server;    /* the server, for the multipart callback */
+    struct MHD_PostProcessor *pp; /* multipart/form-data parser, or NULL */
+    struct pbx_http_request mp;   /* the request as multipart parts arrive */
+    size_t mp_alloc;              /* bytes allocated for the last file part */
+    char field[32];               /* name of the form field being read */
+    struct pbx_buf value;         /* its value so far */
+    bool mp_failed;               /* a part was refused; mp_error says why */
+    char mp_error[200];           /* the refusal */
+    char path[160];               /* request path, cut at 159 bytes, for the log */
+};
+
+uint64_t pbx__server_now_ms(void);
+void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
+
+/*
+ * Take `n` more bytes of the server's memory budget for `ctx`; false (and
+ * nothing taken) when the budget cannot hold them.  Everything taken is given
+ * back by pbx__server_budget_release(), once the request is over.
+ */
+bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n);
+void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx);
+
+/* Queue `text` (taken over) as the answer. */
+enum MHD_Result pbx__server_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
+                                      const struct pbx_server *s, int status, char *text,
+                                      const char *content_type, unsigned retry_after);
+
+/* Queue `body` (a reference taken over), with the request id added, as JSON. */
+enum MHD_Result pbx__server_send_json(struct MHD_Connection *c, struct request_ctx *ctx,
+                                      const struct pbx_server *s, int status, json_t *body,
+                                      unsigned retry_after);
+
+/*
+ * Queue an error in the shape both dialects share: {status: "error",
+ * timestamp_utc, error_details: {type, message, ...}, error: the same,
+ * request_id}, with the HTTP status of its type.  `message` may hold any
+ * bytes: what is not UTF-8 is replaced.  `extra` (taken over) adds fields.
+ */
+enum MHD_Result pbx__server_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
+                                       const struct pbx_server *s, const char *type,
+                                       const char *message, unsigned retry_after, json_t *extra);
+
+/* Count a finished execution that took `ms` in the metrics. */
+void pbx__server_observe(struct pbx_server *s, const struct pbx_exec_result *res, uint64_t ms);
+
+/* The HTTP status of an error type: the one table. */
+int pbx__server_http_status(const char *type);
+
+/* POST /execute and POST /v1/execute, once the body is in (execute.c). */
+enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx, bool v1);
+
+/* Start reading a multipart/form-data body into ctx->mp; false when it has no boundary. */
+bool pbx__execute_multipart_begin(struct request_ctx *ctx, struct MHD_Connection *c);
+
+/* Feed body bytes to the multipart parser. */
+void pbx__execute_multipart_feed(struct request_ctx *ctx, const char *data, size_t size);
+
+#endif
