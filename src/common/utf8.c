@@ -59,7 +59,7 @@ bool pbx_utf8_valid(const char *s, size_t len)
     return true;
 }
 
-char *pbx_utf8_sanitize(const char *s, size_t len)
+char *pbx_utf8_sanitize(const char *s, size_t len, size_t *outlen)
 {
     static const char replacement[] = "\xef\xbf\xbd";
     const unsigned char *p = (const unsigned char *)s;
@@ -70,7 +70,7 @@ char *pbx_utf8_sanitize(const char *s, size_t len)
     while (i < len) {
         size_t n = sequence(p + i, len - i);
 
-        if (n == 0 || p[i] == '\0') {
+        if (n == 0) {
             memcpy(out + o, replacement, 3);
             o += 3;
             i++;
@@ -81,5 +81,7 @@ char *pbx_utf8_sanitize(const char *s, size_t len)
         i += n;
     }
     out[o] = '\0';
+    if (outlen != NULL)
+        *outlen = o;
     return out;
 }

@@ -10,9 +10,10 @@ bool pbx_utf8_valid(const char *s, size_t len);
 
 /*
  * A copy of `s` that is well-formed UTF-8: every byte that does not belong to
- * a well-formed sequence becomes U+FFFD, and a NUL byte becomes U+FFFD too, so
- * the copy is a C string of the same text.  The caller frees it.
+ * a well-formed sequence becomes U+FFFD (NUL bytes are kept).  The copy is
+ * NUL-terminated; its length goes to *outlen when that is not NULL.  The
+ * caller frees it.
  */
-char *pbx_utf8_sanitize(const char *s, size_t len);
+char *pbx_utf8_sanitize(const char *s, size_t len, size_t *outlen);
 
 #endif

@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "common/utf8.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "common/banned.h"
@@ -63,32 +64,13 @@ static const char *signal_text(int sig)
 static json_t *text_value(const char *data, size_t len)
 {
     json_t *s = json_stringn(data, len);
+    size_t n;
     char *fixed;
-    size_t o = 0;
 
     if (s != NULL)
         return s;
-    fixed = xmalloc(len * 3 + 1);
-    for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)data[i];
-        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        json_t *probe = n && i + n <= len ? json_stringn(data + i, n) : NULL;
-
-        if (probe != NULL && c != 0) {
-            memcpy(fixed + o, data + i, n);
-            o += n;
-            i += n;
-        } else if (c == 0) {
-            fixed[o++] = '\0';
-            i++;
-        } else {
-            memcpy(fixed + o, "\xef\xbf\xbd", 3); /* U+FFFD */
-            o += 3;
-            i++;
-        }
-        json_decref(probe);
-    }
-    s = json_stringn(fixed, o);
+    fixed = pbx_utf8_sanitize(data, len, &n);
+    s = json_stringn(fixed, n);
     free(fixed);
     return s ? s : json_string("");
 }
@@ -126,7 +108,14 @@ json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res)
     for (size_t i = 0; i < res->nfiles; i++) {
         const struct pbx_file_out *f = &res->files[i];
 
-        if (f->error != NULL)
+        if (!pbx_utf8_valid(f->name, strlen(f->name))) {
+            /* A glob matched a name JSON cannot carry: said, under the name made valid. */
+            char *shown = pbx_utf8_sanitize(f->name, strlen(f->name), NULL);
+
+            json_object_set_new(files, shown,
+                                json_pack("{s:s}", "error", "the file name is not UTF-8"));
+            free(shown);
+        } else if (f->error != NULL)
             json_object_set_new(files, f->name, json_pack("{s:s}", "error", f->error));
         else
             json_object_set_new(files, f->name,

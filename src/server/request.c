@@ -189,7 +189,7 @@ static int take_bool(json_t *v, const char *field, bool *out, struct pbx_error *
  */
 static size_t max_values(const struct pbx_request_caps *caps)
 {
-    return 64 + 8 * (caps->max_files + caps->max_return);
+    return 4096 + 8 * (caps->max_files + caps->max_return);
 }
 #define MAX_DEPTH 8
 

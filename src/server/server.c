@@ -218,7 +218,7 @@ enum MHD_Result pbx__server_send_error(struct MHD_Connection *c, struct request_
                                        const struct pbx_server *s, const char *type,
                                        const char *message, unsigned retry_after, json_t *extra)
 {
-    char *text = pbx_utf8_sanitize(message ? message : "", message ? strlen(message) : 0);
+    char *text = pbx_utf8_sanitize(message ? message : "", message ? strlen(message) : 0, NULL);
     json_t *details = json_pack("{s:s, s:s}", "type", type, "message", text);
     json_t *body;
     char ts[64];

@@ -1,0 +1,306 @@
+"""No client can cost the server more than its share: each attack performed for real against a
+running `pybox serve`, with the bound that must hold.
+
+- JSON bodies that would cost many times their size as a parse tree are refused before the tree
+  is built; the server's peak memory stays a small multiple of what was sent.
+- Requests in flight share a memory budget: beyond it, 503, and the budget comes back.
+- Connections per client address are limited and every request has a deadline: a flood of
+  trickling connections from one address leaves the server answering other addresses, and the
+  trickling connections are cut.
+- A caller over its rate limit is refused before it can take a slot or a place in the queue.
+- Every error body is JSON with a type, a message and a request id, whatever bytes it quotes; a
+  returned file whose name is not UTF-8 is reported, not dropped.
+- Anonymous and keyed callers never share a zygote, so never its address-space layout.
+"""
+import json
+import re
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import SLOW, body_of, expect_error, metric, parse_http_response, wait_metric
+
+MIB = 1 << 20
+
+
+def vm_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def assert_error_json(resp, status, etype=None):
+    """A JSON error body with a type, a message and a request id, and the given status."""
+    assert resp.status_code == status, (resp.status_code, resp.text[:500])
+    body = json.loads(resp.content.decode("utf-8"))  # strict: the bytes must be UTF-8 JSON
+    err = body.get("error")
+    assert isinstance(err, dict), body
+    assert isinstance(err.get("type"), str) and err["type"], body
+    assert isinstance(err.get("message"), str) and err["message"], body
+    assert isinstance(body.get("request_id"), str) and body["request_id"], body
+    if etype is not None:
+        assert err["type"] == etype, body
+    return body
+
+
+def budget_used(srv):
+    m = re.search(r'^pybox_memory_budget_bytes\{state="used"\} (\d+)$', srv.get("/metrics").text,
+                  re.M)
+    assert m, "no pybox_memory_budget_bytes in /metrics"
+    return int(m.group(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parse cost
+
+
+def test_json_of_empty_arrays_is_refused_before_it_is_parsed(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    bomb = b'{"x":[' + b"[]," * (10 * MIB) + b"[]]}"  # 30 MiB, about 10 million values
+    before = vm_kb(srv.pid, "VmHWM")
+    results = []
+
+    def send():
+        results.append(srv.post("/v1/execute", data=bomb, timeout=120))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert len(results) == 4
+    for r in results:
+        body = assert_error_json(r, 400, "InvalidRequest")
+        assert "JSON values" in body["error"]["message"], body
+    grown_mb = (vm_kb(srv.pid, "VmHWM") - before) / 1024
+    # Four 30 MiB bodies held at once, in buffers grown by doubling, plus the sanitizer's
+    # quarantine: a few hundred MB.  A parse tree of them was 1.4 GB each.
+    assert grown_mb < 4 * 30 * 6, f"the server's peak RSS grew by {grown_mb:.0f} MB"
+    srv.assert_healthy()
+
+
+def test_deep_nesting_is_refused_with_a_clear_error(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    r = srv.post("/execute", data=b'{"code": ' + b"[" * 100000 + b"]" * 100000 + b"}")
+    body = assert_error_json(r, 400)
+    assert "deeper" in body["error"]["message"], body
+
+
+def test_a_valid_request_with_every_file_and_name_still_passes(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    files = [{"name": f"f{i}.txt", "content_base64": "aGk="} for i in range(2)]
+    r = srv.v1({"code": "print(open('f1.txt').read())", "files": files,
+                "return_files": [f"r{i}" for i in range(10)]})
+    assert r.status_code == 200, r.text
+    assert body_of(r)["stdout"] == "hi\n"
+
+
+def test_a_body_no_valid_request_can_be_is_refused_unread(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--limit", "stdin=1K",
+                       "--limit", "code=1K", "--limit", "file-size=1K")
+    raw, _ = srv.raw([b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                      b"\r\nContent-Length: 4000000\r\n\r\n"], read_timeout=10)
+    status, headers, body = parse_http_response(raw)
+    assert status == 413, raw[:300]
+    assert json.loads(body)["error"]["type"] == "PayloadTooLarge"
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory budget
+
+
+def test_requests_beyond_the_memory_budget_get_503_and_the_budget_comes_back(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--memory-budget", str(40 * MIB),
+                       "--limit", "answer=1M")
+    size = 15 * MIB  # charged twice over (a buffer grown by doubling): 30 of the 40 MiB
+    body = json.dumps({"code": "print(1)", "stdin": "x" * (size - 40)}).encode()
+    assert len(body) <= size
+    holder = socket.create_connection((srv.host, srv.port), timeout=30)
+    holder.sendall(b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:1000])
+    deadline = time.monotonic() + 10 * SLOW
+    while budget_used(srv) == 0:
+        assert time.monotonic() < deadline, "the held request never took its budget"
+        time.sleep(0.02)
+    r = srv.post("/v1/execute", data=body, timeout=60)
+    assert_error_json(r, 503, "ServerBusy")
+    assert metric(srv, "pybox_budget_refusals_total") >= 1
+    holder.sendall(body[1000:])
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+        chunk = holder.recv(65536)
+        assert chunk, f"the held request got no complete answer: {answer[:300]!r}"
+        answer += chunk
+    status, _, _ = parse_http_response(answer)
+    assert status == 400, answer[:300]  # stdin over its limit: refused, but read whole
+    holder.close()
+    deadline = time.monotonic() + 10 * SLOW
+    while budget_used(srv) != 0:
+        assert time.monotonic() < deadline, "the budget was not given back"
+        time.sleep(0.02)
+    r = srv.post("/v1/execute", data=json.dumps({"code": "print(2)"}).encode())
+    assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow clients
+
+
+def test_a_trickling_flood_from_one_address_leaves_others_served(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--request-deadline", "4",
+                       "--client-timeout", "30", "--per-ip", "32")
+    socks = []
+    for _ in range(515):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        try:
+            s.connect((srv.host, srv.port))
+            s.sendall(b"POST /v1/execute HTTP/1.1\r\nHost: x\r\n")
+        except OSError:
+            s.close()
+            continue
+        socks.append(s)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.is_set():
+            for s in socks:
+                try:
+                    s.send(b"X")
+                except OSError:
+                    pass
+            stop.wait(1)
+
+    t = threading.Thread(target=trickle, daemon=True)
+    t.start()
+    try:
+        # Another address is answered while the flood goes on, the admin key included.
+        for _ in range(3):
+            r = srv.get("/v1/health", source="127.0.0.2", timeout=20)
+            assert r.status_code == 200, r.text
+            r = srv.admin({"code": "print(5)"}, v1=True, source="127.0.0.2", timeout=60)
+            assert r.status_code == 200, r.text
+            assert body_of(r)["stdout"] == "5\n"
+        # Each trickling connection is cut at its deadline: the server closes them all.
+        deadline = time.monotonic() + 30 * SLOW
+        open_socks = list(socks)
+        while open_socks:
+            assert time.monotonic() < deadline, (
+                f"{len(open_socks)} trickling connections still open after their deadline")
+            still = []
+            for s in open_socks:
+                s.setblocking(False)
+                try:
+                    if s.recv(65536) == b"":
+                        continue
+                except BlockingIOError:
+                    still.append(s)
+                    continue
+                except OSError:
+                    continue
+            open_socks = still
+            time.sleep(0.2)
+        assert metric(srv, "pybox_deadline_drops_total") >= 1
+    finally:
+        stop.set()
+        t.join(5)
+        for s in socks:
+            s.close()
+    srv.assert_healthy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate limits before slots
+
+
+def test_a_caller_over_its_rate_takes_no_slot_and_no_place_in_the_queue(start_server):
+    srv = start_server("--rpm", "1", "--rpd", "1000", "--max-concurrency", "1", "--queue", "2:30")
+    r = srv.v1({"code": "print(1)"})
+    assert r.status_code == 200, r.text  # the anonymous caller's one request this minute
+    done = threading.Event()
+    held = {}
+
+    def hold():
+        held["r"] = srv.admin({"code": "import time\ntime.sleep(%d)" % int(6 * SLOW)}, v1=True,
+                              source="127.0.0.3", timeout=120)
+        done.set()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    wait_metric(srv, "pybox_cells_busy", 1)
+    answers = []
+    lock = threading.Lock()
+
+    def over():
+        a = srv.v1({"code": "print(2)"}, timeout=60)
+        with lock:
+            answers.append((a, done.is_set(), metric(srv, "pybox_queue_waiting")))
+
+    overs = [threading.Thread(target=over) for _ in range(4)]
+    for o in overs:
+        o.start()
+    for o in overs:
+        o.join(60)
+    assert len(answers) == 4
+    for a, slot_freed, waiting in answers:
+        assert_error_json(a, 429, "RateLimitExceeded")
+        assert not slot_freed, "a request over its rate waited for the slot before its 429"
+        assert waiting == 0, "a request over its rate held a place in the queue"
+    # Another caller still gets the queue's place, and its turn.
+    r = srv.v1({"code": "print(3)"}, source="127.0.0.2", timeout=120)
+    assert r.status_code == 200, r.text
+    t.join(120)
+    assert held["r"].status_code == 200, held["r"].text
+
+
+# ---------------------------------------------------------------------------------------------
+# Error bodies and file names
+
+
+def test_an_error_quoting_bytes_that_are_not_utf8_is_still_json(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    body = (b'--XX\r\nContent-Disposition: form-data; name="\xff\xfe\xc3"\r\n\r\nx\r\n--XX--\r\n')
+    r = srv.post("/v1/execute", data=body, content_type="multipart/form-data; boundary=XX")
+    assert_error_json(r, 400, "ValidationError")
+    r = srv.post("/v1/execute", data=b'{"code": "print(1)", "\xff": 1}')
+    assert_error_json(r, 400)
+    r = srv.post("/execute", data=b'\xff\xfe{')
+    assert_error_json(r, 400, "InvalidRequest")
+
+
+def test_a_returned_file_whose_name_is_not_utf8_is_reported(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    code = "open(b'\\xff-odd.txt', 'w').write('x')\nopen('good.txt', 'w').write('y')\n"
+    r = srv.v1({"code": code, "return_files": ["*.txt"]})
+    assert r.status_code == 200, r.text
+    files = body_of(r)["files"]
+    assert files["good.txt"]["size"] == 1, files
+    odd = [k for k in files if k.endswith("-odd.txt")]
+    assert len(odd) == 1, f"the file with a non-UTF-8 name is missing from {files}"
+    assert "\ufffd" in odd[0]
+    assert "UTF-8" in files[odd[0]]["error"], files
+
+
+# ---------------------------------------------------------------------------------------------
+# Zygotes per trust class
+
+LAYOUT_NO_CTYPES = "print(id(None), id(print), id(len))"
+
+
+def test_anonymous_callers_never_see_a_keyed_callers_layout(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    anon = [body_of(srv.v1({"code": LAYOUT_NO_CTYPES}))["stdout"] for _ in range(3)]
+    keyed = [body_of(srv.admin({"code": LAYOUT_NO_CTYPES}, v1=True))["stdout"] for _ in range(3)]
+    # The measurement can see sharing: executions of one class share their zygote's layout.
+    assert len(set(anon)) == 1, anon
+    assert len(set(keyed)) == 1, keyed
+    a_none = anon[0].split()[0]
+    k_none = keyed[0].split()[0]
+    assert a_none != k_none, "an anonymous execution saw the address of None a keyed one had"
+    assert metric(srv, "pybox_zygotes_started_total") >= 2
