@@ -369,10 +369,20 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-/* Append one returned-file record to the output memfd. */
-static void collect_one(int workfd, int out, const char *name, uint64_t max,
+/*
+ * Append one returned-file record to the output memfd.  A file may carry at
+ * most the per-file limit, and all files together at most the answer limit
+ * (the supervisor counts the outputs and main()'s value against it too):
+ * bytes read are what is counted, so a sparse file counts its full size.
+ */
+static void collect_one(int workfd, int out, const char *name, const struct pbx_proto_job *job,
                         struct pbx_proto_done *d)
 {
+    off_t used = lseek(out, 0, SEEK_CUR);
+    uint64_t room = used >= 0 && (uint64_t)used < job->limits.answer_bytes
+                        ? job->limits.answer_bytes - (uint64_t)used
+                        : 0;
+    uint64_t max = job->limits.output_file_bytes < room ? job->limits.output_file_bytes : room;
     uint64_t size = 0;
     int fd = pbx__files_open_return(workfd, name, max, &size);
     uint32_t state = fd < 0 ? (uint32_t)-fd : PBX_FILE_OK;
@@ -402,6 +412,16 @@ static void collect_one(int workfd, int out, const char *name, uint64_t max,
             copied += (uint64_t)n;
         }
         close(fd);
+    }
+    if (state == PBX_FILE_TOO_LARGE && max < job->limits.output_file_bytes) {
+        struct stat st;
+
+        /* Within its own cap, the file only lacked room in the answer: say which. */
+        if (fstatat(workfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            (uint64_t)st.st_size <= job->limits.output_file_bytes)
+            state = PBX_FILE_OVER_ANSWER;
+    }
+    if (fd >= 0 || state == PBX_FILE_OVER_ANSWER) {
         if (state != PBX_FILE_OK) {
             /* Grew past the cap after the check: drop the data, keep the verdict. */
             copied = 0;
@@ -434,7 +454,7 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
     if (dir == NULL) {
         if (dfd >= 0)
             close(dfd);
-        collect_one(workfd, out, pattern, job->limits.output_file_bytes, d);
+        collect_one(workfd, out, pattern, job, d);
         return;
     }
     while ((de = readdir(dir)) != NULL && n < MAX_RETURN) {
@@ -449,12 +469,13 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
         n++;
     }
     closedir(dir);
-    qsort(names, n, sizeof(*names), compare_names);
     if (n == 0) /* report the pattern itself as not found */
-        collect_one(workfd, out, pattern, job->limits.output_file_bytes, d);
+        collect_one(workfd, out, pattern, job, d);
+    else
+        qsort(names, n, sizeof(*names), compare_names);
     for (size_t i = 0; i < n; i++) {
         if (d->nfiles < job->limits.output_files)
-            collect_one(workfd, out, names[i], job->limits.output_file_bytes, d);
+            collect_one(workfd, out, names[i], job, d);
         free(names[i]);
     }
     free(names);
@@ -576,7 +597,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
         if (strpbrk(rv->ret_names[i], "*?[") != NULL)
             collect_glob(workfd, outfd, rv->ret_names[i], job, &done);
         else
-            collect_one(workfd, outfd, rv->ret_names[i], job->limits.output_file_bytes, &done);
+            collect_one(workfd, outfd, rv->ret_names[i], job, &done);
     }
     done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
     if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)

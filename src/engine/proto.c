@@ -23,6 +23,8 @@ const char *pbx__proto_file_state_text(uint32_t state)
         return "file too large";
     case PBX_FILE_BAD_NAME:
         return "invalid file name";
+    case PBX_FILE_OVER_ANSWER:
+        return "over what the answer may still carry (the `answer` limit)";
     case PBX_FILE_UNREADABLE:
     default:
         return "could not be read";

@@ -113,6 +113,7 @@ enum pbx_proto_file_state {
     PBX_FILE_TOO_LARGE = 4,
     PBX_FILE_UNREADABLE = 5,
     PBX_FILE_BAD_NAME = 6,
+    PBX_FILE_OVER_ANSWER = 7, /* within its own cap, past what the answer had left */
 };
 
 /* Static text for a state ("not found", ...). */

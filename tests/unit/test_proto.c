@@ -232,8 +232,10 @@ START_TEST(test_file_state_text)
     ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_TOO_LARGE), "file too large");
     ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_UNREADABLE), "could not be read");
     ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_BAD_NAME), "invalid file name");
+    ck_assert_str_eq(pbx__proto_file_state_text(PBX_FILE_OVER_ANSWER),
+                     "over what the answer may still carry (the `answer` limit)");
     /* A state the cell never sends still has a text. */
-    ck_assert_str_eq(pbx__proto_file_state_text(7), "could not be read");
+    ck_assert_str_eq(pbx__proto_file_state_text(8), "could not be read");
     ck_assert_str_eq(pbx__proto_file_state_text(UINT32_MAX), "could not be read");
 }
 END_TEST
