@@ -934,11 +934,12 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
 }
 
 int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen_t addrlen,
-                      struct pbx_error **err)
+                      bool external, struct pbx_error **err)
 {
     const struct pbx_server_config *cfg = s->cfg;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                     MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    unsigned flags = external ? MHD_USE_ERROR_LOG
+                              : MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                                    MHD_USE_ERROR_LOG | MHD_USE_ITC;
     const union MHD_DaemonInfo *info;
     struct MHD_OptionItem opts[4];
     size_t nopt = 0;
@@ -954,7 +955,7 @@ int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen
                                                (intptr_t)cfg->per_ip_connections, NULL};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     (void)addrlen;
-    if (cfg->request_deadline_s > 0) {
+    if (cfg->request_deadline_s > 0 && !external) {
         s->watch = xcalloc(1, sizeof(*s->watch));
         pthread_mutex_init(&s->watch->lock, NULL);
         pthread_cond_init(&s->watch->wake, NULL);
@@ -976,6 +977,11 @@ int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen
         return 0;
     info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     return info ? (int)info->port : 0;
+}
+
+void pbx__server_step(struct pbx_server *s)
+{
+    MHD_run(s->daemon);
 }
 
 int pbx__server_add_connection(struct pbx_server *s, int fd, const struct sockaddr *peer,
@@ -1199,7 +1205,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    port = pbx__server_start(s, (const struct sockaddr *)&ss, sslen, err);
+    port = pbx__server_start(s, (const struct sockaddr *)&ss, sslen, false, err);
     if (port < 0)
         goto out;
     inet_ntop(ss.ss_family,

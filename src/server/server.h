@@ -85,10 +85,15 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
 /*
  * Start the HTTP daemon listening on `addr`, or, with `addr` NULL, with no
  * listening socket: connections then come only from pbx__server_add_connection().
+ * With `external`, the daemon has no threads of its own: the caller drives
+ * it with pbx__server_step() (the fuzzer, for speed and determinism).
  * Returns the port listened on (0 without a socket), or < 0.
  */
 int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen_t addrlen,
-                      struct pbx_error **err);
+                      bool external, struct pbx_error **err);
+
+/* One round of an external daemon's work, without blocking. */
+void pbx__server_step(struct pbx_server *s);
 
 /* Serve a connected socket (taken over); `peer` is its client's address. */
 int pbx__server_add_connection(struct pbx_server *s, int fd, const struct sockaddr *peer,
