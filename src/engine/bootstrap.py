@@ -3,14 +3,17 @@
 # run() after fork, inside the finished sandbox (unprivileged uid, seccomp,
 # its own namespaces).  Nothing here is a security boundary: the import
 # allowlist is policy and an early error, the wall is the kernel sandbox.
+import array
 import ast
 import builtins
 import gc
 import io
+import itertools
 import json
 import linecache
 import os
 import random
+import re
 import sys
 import traceback
 import types
@@ -209,6 +212,77 @@ def _shutdown(module):
         pass
 
 
+# The supervisor parses main()'s value with jansson (src/engine/meta.c), which
+# refuses what Python's json writes for integers beyond 64 bits, lone
+# surrogates, NUL in object keys, keys that are the same string ({1: .., "1": ..})
+# and more than 2048 levels of values.  Such a value is main()'s error here,
+# with exit status 1: the supervisor never turns a record into an error itself.
+# The tests are cheap scans of the text first, the exact ones only when a scan
+# finds something.
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_MAX_NESTING = 2047  # arrays and objects, plus the value innermost: 2048
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# An integer of 19 digits or more: not after a point, where a float's repr may have 20.
+_LONG_INT = re.compile(r"(?<![0-9.])-?[0-9]{19,}")
+_DIGITS = bytes(48 if 48 <= c <= 57 else 32 for c in range(256))  # digits to "0", the rest " "
+_BRACKETS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[{]}")
+
+
+class _Uncarriable(ValueError):
+    """main() returned JSON that pybox cannot carry."""
+
+
+def _object_pairs(pairs):
+    keys = set()
+    for key, _ in pairs:
+        if "\x00" in key:
+            raise _Uncarriable("an object key with a NUL character")
+        if key in keys:
+            raise _Uncarriable("two object keys that are the same string %r" % key)
+        keys.add(key)
+
+
+def _mixed_keys(value):
+    # Two keys write the same string only when one dict has keys of two types
+    # (1 and "1", True and "true"), and then sorting its keys fails.
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False, sort_keys=True)
+    except TypeError:
+        return True
+    return False
+
+
+def _nesting(bare):
+    steps = array.array("b", bare.encode("ascii").translate(_BRACKETS, _NOT_BRACKETS))
+    return max(itertools.accumulate(steps), default=0)
+
+
+def _result_text(value):
+    """main()'s value as JSON text the supervisor can parse, or ValueError."""
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Uncarriable("a string with a lone surrogate") from None
+    bare = None
+    if b"0" * 19 in data.translate(_DIGITS):
+        # The text with every string emptied: its structure and numbers only.
+        bare = _JSON_STRING.sub('""', text)
+        for m in _LONG_INT.finditer(bare):
+            if not _INT64_MIN <= int(m.group()) <= _INT64_MAX:
+                raise _Uncarriable("an integer beyond 64 bits")
+    if b"{" in data and (b"\\u0000" in data or _mixed_keys(value)):
+        json.loads(text, object_pairs_hook=_object_pairs)
+    if data.count(b"[") + data.count(b"{") > _MAX_NESTING:
+        if bare is None:
+            bare = _JSON_STRING.sub('""', text)
+        if _nesting(bare) > _MAX_NESTING:
+            raise _Uncarriable("more than %d levels of arrays and objects" % _MAX_NESTING)
+    return text
+
+
 def _exit_code(exc):
     # SystemExit as the python3 command treats it.
     code = exc.code
@@ -310,7 +384,13 @@ def run(code, main_mode, allow_all, extra="", reseed=True):
             else:
                 value = fn()
                 try:
-                    done["result"] = json.dumps(value, allow_nan=False)
+                    done["result"] = _result_text(value)
+                except _Uncarriable as exc:
+                    done["error"] = {"type": "ResultNotSerializable",
+                                     "message": "main() returned a value pybox cannot carry "
+                                                "as JSON: %s" % exc}
+                    sys.stderr.write("ResultNotSerializable: %s\n" % exc)
+                    done["exit_code"] = 1
                 except (TypeError, ValueError, RecursionError) as exc:
                     done["error"] = {"type": "ResultNotSerializable",
                                      "message": "main() returned a value that is not valid "
