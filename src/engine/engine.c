@@ -48,6 +48,7 @@
 #include "engine/engine.h"
 #include "engine/meta.h"
 #include "engine/proto.h"
+#include "engine/verdict.h"
 #include "engine/zygote.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/files.h"
@@ -1078,13 +1079,68 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
     munmap((void *)map, len);
 }
 
-static void compose(struct flight *f, const struct pbx_exec_request *req, uint64_t oom_kills,
-                    int out_fd, struct pbx_exec_result *res)
+/* What the memory cgroup of a cell counted, read before the cgroup may be reused. */
+struct cell_memory {
+    uint64_t oom_kills; /* OOM kills during this execution */
+    uint64_t peak;      /* peak use in bytes, 0 without a memory cgroup */
+};
+
+static void read_cell_memory(struct pbx_cgroup_cell *cell, struct cell_memory *mem)
+{
+    mem->oom_kills = pbx__cgroup_cell_oom_kills(cell);
+    mem->peak = pbx__cgroup_cell_peak_memory(cell);
+}
+
+/* The error object `v` calls for, or NULL (a new reference). */
+static json_t *verdict_error(const struct pbx_verdict *v, const struct pbx_meta *meta,
+                             const struct pbx_exec_request *req)
+{
+    const char *abbrev;
+
+    switch (v->error) {
+    case PBX_VERDICT_ERROR_NONE:
+        return NULL;
+    case PBX_VERDICT_ERROR_REJECTED:
+        return meta->reject_error ? json_incref(meta->reject_error)
+                                  : error_object("SyntaxError", "the code was rejected");
+    case PBX_VERDICT_ERROR_WALL:
+        return error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
+                            req->limits.wall_ms / 1000.0);
+    case PBX_VERDICT_ERROR_CPU:
+        return error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
+                            req->limits.cpu_ms / 1000.0);
+    case PBX_VERDICT_ERROR_MEMORY:
+        return error_object("MemoryError",
+                            "the execution exceeded the memory limit of %" PRIu64 " MiB",
+                            req->limits.memory_bytes >> 20);
+    case PBX_VERDICT_ERROR_SIGNAL:
+        abbrev = sigabbrev_np(v->signal);
+        return error_object("Killed", "the process was killed by SIG%s",
+                            abbrev ? abbrev : "UNKNOWN");
+    case PBX_VERDICT_ERROR_JOB:
+        return json_incref(meta->error);
+    case PBX_VERDICT_ERROR_SANDBOX:
+        return error_object("SandboxError", "the sandbox could not start the job");
+    case PBX_VERDICT_ERROR_EXIT:
+        return error_object("ExitError", "the process exited with status %d", v->exit_code);
+    }
+    /* Not reached: the switch names every kind. */
+    return error_object("SandboxError", "no error object for verdict %d", (int)v->error);
+}
+
+/*
+ * Put the result together.  The verdict (status, exit code, signal) comes from
+ * what the cell and this supervisor observed, through pbx__verdict_decide();
+ * the job's records, which user code can write as well as the bootstrap, only
+ * add the error's detail and main()'s value (docs/design/error-handling.md).
+ */
+static void compose(struct flight *f, const struct pbx_exec_request *req,
+                    const struct cell_memory *mem, int out_fd, struct pbx_exec_result *res)
 {
     const struct pbx_proto_done *d = &f->done;
+    struct pbx_verdict_facts facts;
+    struct pbx_verdict v;
     struct pbx_meta meta;
-    int ws = d->wait_status;
-    double cpu_ms = (double)d->cpu_us / 1000.0;
 
     pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &meta);
     res->stdout_truncated = f->out.truncated;
@@ -1092,76 +1148,44 @@ static void compose(struct flight *f, const struct pbx_exec_request *req, uint64
     res->stdout_data = pbx_buf_steal(&f->out, &res->stdout_len);
     res->stderr_data = pbx_buf_steal(&f->errb, &res->stderr_len);
     res->duration_ms = (double)d->duration_ns / 1e6;
-    res->cpu_ms = cpu_ms;
+    res->cpu_ms = (double)d->cpu_us / 1000.0;
     res->max_rss_kb = d->max_rss_kb;
     res->minor_faults = d->minor_faults;
     res->prep_faults = d->prep_faults;
 
-    if (meta.check == PBX_META_CHECK_REJECTED) {
-        res->status = PBX_STATUS_REJECTED;
-        res->error = meta.reject_error ? json_incref(meta.reject_error)
-                                       : error_object("SyntaxError", "the code was rejected");
-        res->files = xcalloc(1, sizeof(*res->files));
-        pbx__meta_release(&meta);
-        return;
-    }
-    if (WIFSIGNALED(ws)) {
-        res->signal = WTERMSIG(ws);
-    } else if (WIFEXITED(ws)) {
-        res->has_exit_code = true;
-        res->exit_code = WEXITSTATUS(ws);
-    }
+    memset(&facts, 0, sizeof(facts));
+    facts.wait_status = d->wait_status;
+    facts.timed_out = d->timed_out != 0;
+    facts.backstop = f->backstop;
+    facts.cpu_us = d->cpu_us;
+    facts.cpu_limit_ms = req->limits.cpu_ms;
+    facts.oom_kills = mem->oom_kills;
+    facts.mem_peak = mem->peak;
+    facts.max_rss_kb = d->max_rss_kb;
+    facts.mem_limit = req->limits.memory_bytes;
+    facts.main_mode = req->main_mode;
+    facts.check = meta.check;
+    facts.job_error_type =
+        meta.error ? json_string_value(json_object_get(meta.error, "type")) : NULL;
+    facts.job_result = meta.result != NULL;
+    pbx__verdict_decide(&facts, &v);
 
-    if (d->timed_out || f->backstop) {
-        res->status = PBX_STATUS_TIMEOUT;
-        res->error =
-            error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
-                         req->limits.wall_ms / 1000.0);
-    } else if (res->signal == SIGXCPU ||
-               (res->signal == SIGKILL && cpu_ms >= (double)req->limits.cpu_ms)) {
-        res->status = PBX_STATUS_TIMEOUT;
-        res->error =
-            error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
-                         req->limits.cpu_ms / 1000.0);
-    } else if (oom_kills > 0 ||
-               (meta.error != NULL && strcmp(json_string_value(json_object_get(meta.error, "type")),
-                                             "MemoryError") == 0)) {
-        res->status = PBX_STATUS_MEMORY_LIMIT;
-        res->error = error_object("MemoryError",
-                                  "the execution exceeded the memory limit of %" PRIu64 " MiB",
-                                  req->limits.memory_bytes >> 20);
-    } else if (res->signal != 0) {
-        const char *abbrev = sigabbrev_np(res->signal);
-
-        res->status = PBX_STATUS_KILLED;
-        res->error =
-            error_object("Killed", "the process was killed by SIG%s", abbrev ? abbrev : "UNKNOWN");
-    } else if (res->exit_code != 0 || meta.error != NULL) {
-        res->status = PBX_STATUS_ERROR;
-        if (meta.error != NULL)
-            res->error = json_incref(meta.error);
-        else if (meta.check == PBX_META_CHECK_NONE && res->exit_code == 125)
-            res->error = error_object("SandboxError", "the sandbox could not start the job");
-        else
-            res->error =
-                error_object("ExitError", "the process exited with status %d", res->exit_code);
-    } else {
-        res->status = PBX_STATUS_OK;
-    }
-    if (req->main_mode && res->status == PBX_STATUS_OK && meta.result_invalid) {
-        /* Valid JSON from Python that pybox cannot carry, such as an integer beyond 64 bits. */
-        res->status = PBX_STATUS_ERROR;
-        res->has_exit_code = true;
-        res->exit_code = 1;
-        res->error = error_object("ResultNotSerializable",
-                                  "main() returned a value pybox cannot carry as JSON (integers "
-                                  "beyond 64 bits, or strings with lone surrogates)");
-    } else if (req->main_mode && meta.result != NULL && res->status == PBX_STATUS_OK) {
+    res->status = v.status;
+    res->has_exit_code = v.has_exit_code;
+    res->exit_code = v.exit_code;
+    res->signal = v.signal;
+    res->error = verdict_error(&v, &meta, req);
+    /*
+     * A value the bootstrap found pybox cannot carry is its error (and exit
+     * status 1); one that fails to parse here under exit status 0 was written
+     * by the code itself, and is dropped.
+     */
+    if (v.take_result)
         res->result = json_incref(meta.result);
-    }
-    if (res->status == PBX_STATUS_MEMORY_LIMIT && res->signal == SIGKILL)
-        res->has_exit_code = false;
-    read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, res);
+    if (v.status == PBX_STATUS_REJECTED)
+        res->files = xcalloc(1, sizeof(*res->files));
+    else
+        read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, res);
     pbx__meta_release(&meta);
 }
 
@@ -1484,8 +1508,8 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     struct pbx_cgroup_cell *cell = NULL;
     int child[PBX_PROTO_MAX_FDS];
     int out_fd = -1;
-    uint64_t oom = 0;
-    bool oom_read = false;
+    struct cell_memory mem = {0};
+    bool mem_read = false;
     int nchild = PBX_FD_FIXED;
     struct spare spare;
     int sv[2];
@@ -1590,11 +1614,11 @@ sent:
     if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
         /*
          * The cell reported: its job and everything the job started are dead and reaped,
-         * so the OOM count is final (read before the reaper may pool the cgroup).  Its own
-         * exit goes on without us.
+         * so the OOM count and the peak are final (read before the reaper may pool the
+         * cgroup, which resets them).  Its own exit goes on without us.
          */
-        oom = pbx__cgroup_cell_oom_kills(cell);
-        oom_read = true;
+        read_cell_memory(cell, &mem);
+        mem_read = true;
         if (reap_later(e, f.cell_pidfd, cell)) {
             f.cell_pidfd = -1;
             cell = NULL;
@@ -1607,8 +1631,8 @@ sent:
         while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
             ;
     }
-    if (!oom_read)
-        oom = pbx__cgroup_cell_oom_kills(cell);
+    if (!mem_read)
+        read_cell_memory(cell, &mem);
     if (!f.started && !f.finished && !f.failed && !f.cell_gone) {
         /*
          * Given up without a word from the cell: the job message, with the
@@ -1624,12 +1648,12 @@ sent:
     } else if (!f.started && !f.finished && zygote_dying(z)) {
         *lost = true;
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
-    } else if (!f.finished && oom == 0) {
+    } else if (!f.finished && mem.oom_kills == 0) {
         pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
     } else {
         if (!f.finished) /* the OOM killer took the cell itself */
             f.done.wait_status = SIGKILL;
-        compose(&f, req, oom, out_fd, res);
+        compose(&f, req, &mem, out_fd, res);
         rc = 0;
     }
 
