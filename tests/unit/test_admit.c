@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "common/xalloc.h"
 #include "server/admit.h"
+#include "asan.h"
 #include "common/banned.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -31,15 +32,7 @@
 /* An epoch time in milliseconds, as the server passes (CLOCK_REALTIME). */
 #define T0 UINT64_C(1767225600000)
 
-#if defined(__SANITIZE_ADDRESS__)
-#    define TEST_ASAN 1
-#elif defined(__has_feature)
-#    if __has_feature(address_sanitizer)
-#        define TEST_ASAN 1
-#    endif
-#endif
-
-#ifdef TEST_ASAN
+#if TEST_ASAN
 /* From <sanitizer/allocator_interface.h>, which gcc does not install. */
 size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
@@ -47,7 +40,7 @@ size_t __sanitizer_get_current_allocated_bytes(void);
 /* Bytes the process holds on the heap now. */
 static size_t heap_in_use(void)
 {
-#ifdef TEST_ASAN
+#if TEST_ASAN
     return __sanitizer_get_current_allocated_bytes();
 #else
     struct mallinfo2 mi = mallinfo2();
