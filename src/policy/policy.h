@@ -1,21 +1,17 @@
 /*
  * Import policy: the allowlist user code may import from.  The check itself
- * runs inside the sandboxed interpreter (src/engine/bootstrap.py); this module
- * owns the list so the CLI, the server and the docs print the same one.
+ * runs inside the sandboxed interpreter (src/engine/bootstrap.py, given this
+ * list by the zygote); this module owns the list so the check, the server's
+ * /v1/info and `pybox doctor` use the same one.
  */
 #ifndef PBX_POLICY_POLICY_H
 #define PBX_POLICY_POLICY_H
 
-#include <stdbool.h>
-#include <stddef.h>
-
-/* The default allowlist: top-level module names, NULL-terminated, static. */
+/*
+ * The default allowlist: top-level module names, NULL-terminated, static.
+ * bootstrap.py allows an import when the part of its dotted name before the
+ * first dot equals one of them exactly.
+ */
 extern const char *const pbx_policy_default_modules[];
-
-/* Whether `module` (a dotted name) is allowed by the default list. */
-bool pbx_policy_module_allowed(const char *module);
-
-/* The default list as one space-separated string (static storage). */
-const char *pbx_policy_default_modules_text(void);
 
 #endif

@@ -1,6 +1,19 @@
 """The import allowlist (policy, not the wall): rejections, run-time refusals, and the proof
 that getting past it reaches nothing of the host."""
+import importlib.util
+import re
+
 import pytest
+
+from conftest import REPO
+
+
+def documented_modules():
+    """The default allowlist as the README states it."""
+    text = (REPO / "README.md").read_text()
+    m = re.search(r"By default user code may import:(.*?)\(submodules included\)", text, re.S)
+    assert m, "README.md no longer states the default allowlist"
+    return m.group(1).split()
 
 
 def _rejected(res, disallowed):
@@ -42,6 +55,74 @@ def test_static_import_forms_rejected(pybox, code, bad):
     all refused statically (status rejected, exit 126)."""
     res = pybox("print('RAN')\n" + code + "\n", "--timeout", "5")
     _rejected(res, bad)
+
+
+@pytest.mark.parametrize("code,bad", [
+    ("import numpyx", ["numpyx"]),
+    ("import nump", ["nump"]),
+    ("import Numpy", ["Numpy"]),
+    ("import maths", ["maths"]),
+    ("import sys2", ["sys2"]),
+    ("import _io", ["_io"]),
+    ("import pil", ["pil"]),
+    ("import os.numpy", ["os"]),
+    ("from .pkg import x", [".pkg"]),
+    ("from .. import x", [".."]),
+])
+def test_near_miss_names_rejected(pybox, code, bad):
+    """Invariant: a module is allowed only by its exact top-level name: a longer or shorter
+    name, another case, a private twin, a dotted name under a forbidden package and a relative
+    import are all refused statically (status rejected, exit 126)."""
+    res = pybox("print('RAN')\n" + code + "\n", "--timeout", "5")
+    _rejected(res, bad)
+
+
+@pytest.mark.parametrize("code", [
+    "import numpy.linalg\nprint('OK', numpy.linalg.norm([3, 4]))",
+    "from collections import abc\nprint('OK', abc.Mapping.__name__)",
+    "import PIL.Image as I\nprint('OK', I.new('L', (1, 1)).size)",
+    "from math import pi\nprint('OK', pi > 3)",
+    "m = __import__('ma' + 'th')\nprint('OK', m.pi > 3)",
+    "j = __import__('json')\nprint('OK', j.dumps([1]))",
+])
+def test_allowed_import_forms_run(pybox, code):
+    """Invariant: allowed modules import in every form (submodules, from-imports, aliases,
+    __import__ of a literal or a computed name), and what they import themselves (numpy imports
+    os) is not refused: status ok."""
+    res = pybox(code + "\n", "--timeout", "20")
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    assert res.data["stdout"].startswith("OK "), res
+
+
+def test_relative_import_refused_at_run_time(pybox):
+    """Invariant: a relative import hidden from the static check (__import__ with a computed
+    name and level 1) is refused when it runs: status error, ForbiddenImportError."""
+    res = pybox("n = 'x'\n__import__(n, globals(), None, ('y',), 1)\nprint('IMPORTED')\n",
+                "--timeout", "5")
+    assert res.data is not None, res
+    assert res.data["status"] == "error", res
+    assert res.data["error"]["type"] == "ForbiddenImportError", res
+    assert "relative" in res.data["error"]["message"], res
+    assert "IMPORTED" not in res.data["stdout"], res
+
+
+def test_documented_allowlist_is_the_one_in_force(pybox):
+    """Invariant: the allowlist the README documents is the one pybox uses (as `pybox doctor`
+    prints it), and each of its modules passes both checks: one execution imports them all and
+    ends ok, only the modules this machine does not have failing with ModuleNotFoundError."""
+    documented = documented_modules()
+    doctor = pybox(None, argv=["doctor"])
+    m = re.search(r"modules: (.*)$", doctor.stdout, re.M)
+    assert m, doctor
+    assert m.group(1).replace(" (MISSING)", "").split() == documented, (m.group(1), documented)
+    code = "".join("try:\n    import %s\nexcept ModuleNotFoundError:\n    print('MISSING', %r)\n"
+                   % (name, name) for name in documented)
+    res = pybox(code, "--timeout", "30")
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    missing = re.findall(r"^MISSING (\S+)$", res.data["stdout"], re.M)
+    assert missing == [n for n in documented if importlib.util.find_spec(n) is None], res
 
 
 @pytest.mark.parametrize("code", [

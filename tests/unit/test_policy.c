@@ -1,111 +1,42 @@
 /*
- * Unit tests for src/policy/policy.c: the default import allowlist, matched
- * on the top-level name of a dotted module name.
+ * Unit tests for src/policy/policy.c: the shape of the default import
+ * allowlist.  The check that uses it runs in the sandboxed interpreter
+ * (src/engine/bootstrap.py) and is tested through the binary, with the list
+ * the README documents, by tests/security/test_policy.py.
  */
 #include <check.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "policy/policy.h"
 #include "common/banned.h"
 
-START_TEST(test_allowed)
+/* A Python identifier of ASCII letters, digits and '_' (what a top-level module is named). */
+static bool is_identifier(const char *s)
 {
-    ck_assert(pbx_policy_module_allowed("numpy"));
-    ck_assert(pbx_policy_module_allowed("numpy.linalg"));
-    ck_assert(pbx_policy_module_allowed("numpy.random.mtrand"));
-    ck_assert(pbx_policy_module_allowed("math"));
-    ck_assert(pbx_policy_module_allowed("json"));
-    ck_assert(pbx_policy_module_allowed("PIL"));
-    ck_assert(pbx_policy_module_allowed("PIL.Image"));
-    ck_assert(pbx_policy_module_allowed("collections.abc"));
-    /* The documented stdin example: `import sys; sys.stdin.read()`. */
-    ck_assert(pbx_policy_module_allowed("sys"));
-    ck_assert(pbx_policy_module_allowed("io"));
+    if (s[0] == '\0' || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
+           strlen(s);
 }
-END_TEST
 
-START_TEST(test_refused)
+START_TEST(test_list_shape)
 {
-    static const char *const refused[] = {
-        "os",
-        "os.path",
-        "subprocess",
-        "socket",
-        "ctypes",
-        "importlib",
-        "builtins",
-        "posix",
-        "shutil",
-        "pathlib",
-        "signal",
-        "threading",
-        "multiprocessing",
-        "numpyx",
-        "numpy_",
-        "nump",
-        "mat",
-        "maths",
-        "jsonx",
-        "pil",
-        "Numpy",
-        "NUMPY",
-        "MATH",
-        "sys2",
-        "_io",
-        " numpy",
-        "numpy ",
-        "numpy\tx",
-        "",
-        ".",
-        ".numpy",
-        "..numpy",
-        "os.numpy",
-        "xnumpy.numpy",
-        "\xc3\xa9tat",
-    };
-
-    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
-        ck_assert_msg(!pbx_policy_module_allowed(refused[i]), "`%s` is allowed", refused[i]);
-}
-END_TEST
-
-START_TEST(test_list_and_text_agree)
-{
-    const char *text = pbx_policy_default_modules_text();
-    char *joined = calloc(1, strlen(text) + 1);
     size_t n = 0;
 
-    ck_assert_ptr_nonnull(joined);
+    /*
+     * bootstrap.py compares the top-level part of an import with each entry: an entry with a
+     * dot, a space or nothing in it would never match anything.
+     */
     for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++) {
         const char *m = pbx_policy_default_modules[i];
-        size_t len = strlen(m);
 
-        /* Every listed module is allowed, alone and with a submodule. */
-        ck_assert_msg(pbx_policy_module_allowed(m), "`%s` is listed but not allowed", m);
-        ck_assert_uint_gt(len, 0);
-        ck_assert_ptr_null(strchr(m, '.'));
-        ck_assert_ptr_null(strchr(m, ' '));
-        {
-            char sub[128];
-
-            snprintf(sub, sizeof(sub), "%s.sub", m);
-            ck_assert(pbx_policy_module_allowed(sub));
-        }
-        ck_assert_uint_le(n + len + 1, strlen(text) + 1);
-        if (n > 0)
-            joined[n++] = ' ';
-        memcpy(joined + n, m, len);
-        n += len;
-        /* No duplicates. */
+        ck_assert_msg(is_identifier(m), "`%s` is not a top-level module name", m);
         for (size_t j = 0; j < i; j++)
-            ck_assert_str_ne(pbx_policy_default_modules[j], m);
+            ck_assert_msg(strcmp(pbx_policy_default_modules[j], m) != 0, "`%s` twice", m);
+        n++;
     }
-    joined[n] = '\0';
-    /* The CLI, the server and the docs print the text; it must be the same list. */
-    ck_assert_str_eq(joined, text);
-    free(joined);
+    ck_assert_uint_gt(n, 0);
 }
 END_TEST
 
@@ -114,9 +45,7 @@ static Suite *policy_suite(void)
     Suite *s = suite_create("policy");
     TCase *tc = tcase_create("allowlist");
 
-    tcase_add_test(tc, test_allowed);
-    tcase_add_test(tc, test_refused);
-    tcase_add_test(tc, test_list_and_text_agree);
+    tcase_add_test(tc, test_list_shape);
     suite_add_tcase(s, tc);
     return s;
 }
