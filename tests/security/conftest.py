@@ -215,6 +215,9 @@ def pybox():
 def _binary_exists():
     if not os.access(PYBOX, os.X_OK):
         pytest.fail(f"pybox binary not found at {PYBOX}: build it or set PYBOX")
+    # The security-plain/* run of ctest is there for what an ASan build cannot show.
+    if os.environ.get("PYBOX_EXPECT_PLAIN") == "1" and PYBOX_IS_ASAN:
+        pytest.fail(f"{PYBOX} is an ASan build, but this run wants one without sanitizers")
 
 
 # ---------------------------------------------------------------------------------------------
