@@ -8,6 +8,9 @@ Fixtures:
   start_server         function-scoped factory: start_server(*flags, env=..., preload=...)
   module_start_server  the same factory, module-scoped (servers live for the whole file)
 
+Waits: wait_metric() polls /metrics, wait_jail_file() (tests/pybox_host.py) sees a file that a
+running execution wrote; a test waits on what it needs, never a fixed time.
+
 Each server is started as
   pybox serve --listen 127.0.0.1:0 --data <tmpdir> --url-file <tmpdir>/url [flags]
 with PYBOX_ADMIN_KEY=<random> (or another variable, see admin_env), its stderr captured in
@@ -22,6 +25,7 @@ one of the user namespaces its jail processes were seen in while it ran.
 import base64
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -66,16 +70,6 @@ def _is_asan(path):
 PYBOX_IS_ASAN = _is_asan(PYBOX)
 # Time scale for waits that depend on pybox's speed (ASan builds are 2-3x slower).
 SLOW = 3.0 if PYBOX_IS_ASAN else 1.0
-
-
-def pybox_has_command(name):
-    """True when `pybox NAME --help` exits 0 (the command exists in this build)."""
-    try:
-        p = subprocess.run([PYBOX, name, "--help"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30, env=clean_env())
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0
 
 
 def clean_env(extra=None):
@@ -272,6 +266,24 @@ def expect_error(resp, status, etype=None):
 
 def b64(data):
     return base64.b64encode(data).decode("ascii")
+
+
+def metric(srv, name):
+    """The value of the unlabelled sample `name` in the server's /metrics."""
+    m = re.search(r"^%s (\d+)$" % re.escape(name), srv.get("/metrics").text, re.M)
+    assert m, f"/metrics has no {name}"
+    return int(m.group(1))
+
+
+def wait_metric(srv, name, want, timeout=10.0):
+    """Poll /metrics until `name` is `want`; fails after `timeout` seconds (times SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        got = metric(srv, name)
+        if got == want:
+            return
+        assert time.monotonic() < deadline, f"{name} is {got}, never {want}"
+        time.sleep(0.02)
 
 
 class Server:

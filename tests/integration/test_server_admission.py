@@ -14,11 +14,7 @@ import time
 
 import pytest
 
-from conftest import (PYBOX, SLOW, body_of, clean_env, expect_error, pybox_has_command)
-
-HAS_KEYS = pybox_has_command("keys")
-NEEDS_KEYS = pytest.mark.skipif(not HAS_KEYS, reason="`pybox keys` is absent from this build "
-                                "(`pybox keys --help` fails), so API keys cannot be created")
+from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, wait_metric
 
 HELLO = {"code": "print('Hello, World!')"}
 
@@ -194,9 +190,8 @@ def test_concurrency_cap_503_at_once(start_server):
     for t in threads:
         t.start()
     # While the sleepers sleep, the server says two slots are busy.
-    time.sleep(1.5)
+    wait_metric(s, "pybox_cells_busy", 2)
     health = body_of(s.get("/v1/health"))
-    metrics = s.get("/metrics").text
     for t in threads:
         t.join(90)
     assert all(r is not None for r in results), results
@@ -214,7 +209,6 @@ def test_concurrency_cap_503_at_once(start_server):
         assert end < first_done - 1.0, "the 503s did not come back before the sleepers ended"
         assert elapsed < 2.0 * SLOW, f"a 503 took {elapsed:.2f} s"
     assert health.get("active_executions") == 2, health
-    assert re.search(r"^pybox_cells_busy 2$", metrics, re.M), metrics
     # Refused requests were not charged: the next request of a refused client is its first.
     u = ok(s.execute(HELLO, source="127.0.0.29"))["user_info"]
     assert u["requests_today"] == 1
@@ -341,7 +335,6 @@ def keyed(start_server):
     return start_server("--rpm", "1", "--rpd", "1000", "--timeout", "20")
 
 
-@NEEDS_KEYS
 def test_api_key_policy_overrides_anonymous(keyed):
     key = create_key(keyed, "alice", "--rpm", "3")
     # Bearer header.
@@ -360,14 +353,12 @@ def test_api_key_policy_overrides_anonymous(keyed):
     expect_error(keyed.execute({"code": "import os"}, key=key2), 400, "ForbiddenImportError")
 
 
-@NEEDS_KEYS
 def test_api_key_modules_all(keyed):
     key = create_key(keyed, "carol", "--rpm", "10", "--modules", "all")
     body = ok(keyed.execute({"code": "import os, subprocess\nprint('imported')"}, key=key))
     assert body["execution_details"]["stdout"] == "imported\n"
 
 
-@NEEDS_KEYS
 def test_bad_and_revoked_keys_are_401(keyed):
     expect_error(keyed.execute(HELLO, key="pbx_" + secrets.token_hex(20)), 401, "Unauthorized")
     expect_error(keyed.execute(dict(HELLO, api_key="not a key at all")), 401, "Unauthorized")
@@ -379,7 +370,6 @@ def test_bad_and_revoked_keys_are_401(keyed):
     expect_error(keyed.v1(HELLO, key=key), 401, "Unauthorized")
 
 
-@NEEDS_KEYS
 def test_keys_are_stored_hashed_and_listed_without_secret(keyed):
     key = create_key(keyed, "erin")
     listing = keys_cli(keyed, "list").stdout
@@ -396,7 +386,6 @@ def test_keys_are_stored_hashed_and_listed_without_secret(keyed):
                for _, h in rows)
 
 
-@NEEDS_KEYS
 def test_api_key_never_reaches_the_sandbox(keyed):
     key = create_key(keyed, "frank", "--rpm", "10", "--modules", "all")
     code = scan_code_for(key)
@@ -404,7 +393,6 @@ def test_api_key_never_reaches_the_sandbox(keyed):
     assert_key_unseen(keyed.execute({"code": code, "api_key": key}, timeout=60), key)
 
 
-@NEEDS_KEYS
 def test_api_key_module_list(keyed):
     # `--modules LIST`: these modules besides the default allowlist.
     key = create_key(keyed, "grace", "--rpm", "10", "--modules", "os")
@@ -414,7 +402,6 @@ def test_api_key_module_list(keyed):
                  "ForbiddenImportError")
 
 
-@NEEDS_KEYS
 def test_api_key_daily_quota_and_limits(keyed):
     key = create_key(keyed, "heidi", "--rpm", "10", "--rpd", "2")
     for i in range(2):
@@ -429,7 +416,6 @@ def test_api_key_daily_quota_and_limits(keyed):
                  "ValidationError")
 
 
-@NEEDS_KEYS
 def test_admin_api_key_bypasses_rates(keyed):
     key = create_key(keyed, "judy", "--admin")
     for _ in range(4):
@@ -437,7 +423,6 @@ def test_admin_api_key_bypasses_rates(keyed):
         assert u["role"] == "admin" and u["rate_limits_applied"] is False, u
 
 
-@NEEDS_KEYS
 def test_network_key_is_not_refused_by_policy(keyed):
     expect_error(keyed.execute({"code": "print(1)", "allow_network": True}, source="127.0.0.41"),
                  403, "NetworkNotAllowed")

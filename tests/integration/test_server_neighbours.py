@@ -1,9 +1,13 @@
 """Executions that run at the same time: a hostile one never holds up the others, and none can
 reach another through SysV IPC or an abstract unix socket."""
+import secrets
 import threading
 import time
 
 import pytest
+
+from conftest import SLOW
+from pybox_host import jail_file_pid, wait_jail_file
 
 SPIN = "while True:\n    pass\n"
 
@@ -37,6 +41,7 @@ try:
 except OSError as e:
     sock = "refused:%d" % e.errno
 print("HOLD", msq, sem, sock, flush=True)
+open("/work/HELD", "w").close()  # the host waits for this: all made, now held
 time.sleep(3)
 """
 
@@ -64,6 +69,12 @@ def server(module_start_server):
                                "--rpd", "100000", "--timeout", "30")
 
 
+def marked(code):
+    """`code` that first writes /work/<a new name> the host can wait for; (code, that path)."""
+    path = "/work/started-" + secrets.token_hex(8)
+    return "open(%r, 'w').close()\n" % path + code, path
+
+
 def start(srv, code, timeout, results, name):
     def go():
         r = srv.admin({"code": code, "timeout": timeout}, v1=True)
@@ -76,11 +87,20 @@ def start(srv, code, timeout, results, name):
 
 def test_hostile_neighbours_do_not_hold_up_others(server):
     results = {}
-    hostile = [start(server, SPIN, 6, results, "spin"),
-               start(server, FORK_BOMB, 6, results, "forkbomb"),
-               start(server, MEMORY_HOG, 6, results, "memory")]
+    hostile, started = [], []
+    for code, name in ((SPIN, "spin"), (FORK_BOMB, "forkbomb"), (MEMORY_HOG, "memory")):
+        code, path = marked(code)
+        hostile.append(start(server, code, 6, results, name))
+        started.append(path)
     try:
-        time.sleep(1.0)  # let them get going
+        # The spinner and the fork bomb are at it (until their time limit); the memory hog,
+        # killed as soon as it reaches its limit, has started or is already done.
+        wait_jail_file(started[0], 30 * SLOW)
+        wait_jail_file(started[1], 30 * SLOW)
+        deadline = time.monotonic() + 30 * SLOW
+        while jail_file_pid(started[2]) is None and "memory" not in results:
+            assert time.monotonic() < deadline, "the memory hog neither started nor ended"
+            time.sleep(0.02)
         for i in range(3):
             r = server.admin({"code": "print(%d)" % i}, v1=True)
             assert r.status_code == 200, r.text
@@ -100,12 +120,14 @@ def test_hostile_neighbours_do_not_hold_up_others(server):
 
 def test_no_sysv_ipc_or_abstract_socket_between_executions(server):
     results = {}
-    holder = start(server, HOLDER, 10, results, "holder")
+    held = "held-" + secrets.token_hex(8)
+    holder = start(server, HOLDER.replace("HELD", held), 10, results, "holder")
     try:
-        time.sleep(1.0)
+        wait_jail_file("/work/" + held, 30 * SLOW)
         r = server.admin({"code": LOOKER}, v1=True)
         assert r.status_code == 200, r.text
         assert r.json()["stdout"] == "SEEN []\n", r.json()
+        assert holder.is_alive(), "the holder ended before the look: it was not beside it"
     finally:
         holder.join()
     out = results["holder"][1]["stdout"]

@@ -2,11 +2,14 @@
 earlier or a concurrent execution."""
 import os
 import re
+import secrets
 import threading
+import time
 
 import pytest
 
-from pybox_host import cgroup_dirs  # tests/ is on sys.path: conftest.py puts it there
+from conftest import SLOW
+from pybox_host import cgroup_dirs, wait_jail_file  # tests/ is on sys.path (conftest.py)
 
 # What one execution leaves behind, everywhere it can: files in /work, /tmp and /dev/shm, a
 # SysV shared memory segment, its environment, builtins and numpy monkeypatched, an open fd.
@@ -27,6 +30,8 @@ random.seed(1234)
 keep = os.open('/work/left.txt', os.O_RDONLY)
 print('RANDOM', random.random(), numpy.random.rand())
 sys.stdout.flush()
+if os.environ.get('READY'):
+    open('/work/' + os.environ['READY'], 'w').close()  # the host sees this: polluted, holding
 time.sleep(float(os.environ.get('HOLD', '0') or 0))
 """
 
@@ -63,12 +68,21 @@ def pooled(module_start_server):
                                preload=True)
 
 
-def run(srv, code, hold=0):
-    r = srv.admin({"code": ("import os\nos.environ['HOLD'] = '%s'\n" % hold) + code}, v1=True)
+def run(srv, code, hold=0, ready=""):
+    """Run `code` (admin, /v1/execute) with HOLD and READY in its environment; its stdout."""
+    prefix = "import os\nos.environ['HOLD'] = '%s'\nos.environ['READY'] = '%s'\n" % (hold, ready)
+    r = srv.admin({"code": prefix + code}, v1=True)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["status"] == "ok", body
     return body["stdout"]
+
+
+def shm_id(out):
+    """The SysV segment id the polluter printed (-1 when shmget failed)."""
+    m = re.search(r"^SHM (-?\d+)$", out, re.M)
+    assert m, out
+    return int(m.group(1))
 
 
 def randoms(out):
@@ -85,7 +99,7 @@ def pool_hits(srv):
 def test_later_execution_sees_nothing_of_an_earlier_one(pooled):
     before = pool_hits(pooled)
     polluted = run(pooled, POLLUTE)
-    assert re.search(r"SHM \d+", polluted) and "SHM -1" not in polluted, polluted
+    assert shm_id(polluted) >= 0, polluted
     for _ in range(3):
         out = run(pooled, INSPECT)
         assert "SEEN []" in out, out
@@ -96,22 +110,23 @@ def test_later_execution_sees_nothing_of_an_earlier_one(pooled):
 
 def test_concurrent_execution_sees_nothing(pooled):
     results = {}
+    ready = "ready-" + secrets.token_hex(8)
 
     def polluter():
-        results["p"] = run(pooled, POLLUTE, hold=2)
+        results["p"] = run(pooled, POLLUTE, hold=4, ready=ready)
 
     t = threading.Thread(target=polluter)
     t.start()
     try:
-        # While the polluter holds its cell, others run beside it.
-        import time
-        time.sleep(0.7)
+        # Once the polluter has left everything behind and holds its cell, others run beside it.
+        wait_jail_file("/work/" + ready, 30 * SLOW)
         for _ in range(2):
             out = run(pooled, INSPECT)
             assert "SEEN []" in out, out
+        assert t.is_alive(), "the polluter ended before the inspections: they did not run beside it"
     finally:
         t.join()
-    assert "SHM" in results["p"], results
+    assert shm_id(results["p"]) >= 0, results
 
 
 def test_two_executions_never_share_random_state(pooled):
@@ -155,18 +170,29 @@ def metric(srv, name):
     return int(m.group(1)) if m else None
 
 
+def dead(pid):
+    """True once `pid` is a zombie or gone."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            return re.search(r"^State:\s+[ZX]", f.read(), re.M) is not None
+    except OSError:
+        return True
+
+
 @pytest.mark.parametrize("spares", ["0:0", "2:2"])
 def test_dead_zygote_is_replaced(start_server, spares):
     """A zygote that dies is replaced: the next requests succeed, cold or warm."""
-    import os
     import signal
-    import time
     srv = start_server("--spares", spares, "--rpm", "1000")
     assert run(srv, "print(1)\n").strip() == "1"
     zygotes = zygotes_of(srv.pid)
     assert len(zygotes) == 1, zygotes
     os.kill(zygotes[0], signal.SIGKILL)
-    time.sleep(0.3)  # the next request must not depend on how fast it dies
+    # The next request must find it dead, not race its death.
+    deadline = time.monotonic() + 10 * SLOW
+    while not dead(zygotes[0]):
+        assert time.monotonic() < deadline, "the SIGKILLed zygote did not die"
+        time.sleep(0.01)
     for _ in range(3):
         assert run(srv, "print(2)\n").strip() == "2"
     after = zygotes_of(srv.pid)
@@ -236,6 +262,10 @@ def memory_parent(server_pid):
     for p in cgroup_parents(server_pid):
         if os.path.exists(os.path.join(p, "memory.oom_control")):
             return p
+    with open("/proc/self/mounts") as f:
+        v1_memory = any(len(w) > 3 and w[2] == "cgroup" and "memory" in w[3].split(",")
+                        for w in (line.split() for line in f))
+    assert not v1_memory, "cgroup v1 memory is mounted, yet pybox serve made no parent in it"
     return None
 
 

@@ -5,7 +5,6 @@ to N requests wait in order of arrival, each for at most SECONDS, before 503 Ser
 
 Each concurrent request comes from its own loopback address (127.0.0.x) on its own session.
 """
-import re
 import subprocess
 import tempfile
 import threading
@@ -13,24 +12,7 @@ import time
 
 import pytest
 
-from conftest import PYBOX, SLOW, body_of, clean_env, expect_error
-
-
-def metric(srv, name):
-    m = re.search(r"^%s (\d+)$" % re.escape(name), srv.get("/metrics").text, re.M)
-    assert m, f"/metrics has no {name}"
-    return int(m.group(1))
-
-
-def wait_metric(srv, name, want, timeout=10.0):
-    """Poll /metrics until `name` is `want`; fails after `timeout` seconds."""
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        got = metric(srv, name)
-        if got == want:
-            return
-        assert time.monotonic() < deadline, f"{name} is {got}, never {want}"
-        time.sleep(0.02)
+from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, metric, wait_metric
 
 
 class Request(threading.Thread):

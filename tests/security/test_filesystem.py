@@ -7,12 +7,12 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import token
+from pybox_host import wait_jail_file
 
 # Script: try every path it is given in several ways, then walk the whole visible tree, list
 # every name and read every small regular file outside the Python view; print all it got.
@@ -193,6 +193,7 @@ for d in ("/work", "/tmp", "/dev/shm"):
     with open(d + "/left-behind", "w") as f:
         f.write("{secret}")
 print("WRITTEN", flush=True)
+open("/work/{secret}", "w").close()  # the host waits for this: all written, now held
 time.sleep(3)
 """
     reader = r"""
@@ -209,9 +210,12 @@ print("LISTED")
 
     t = threading.Thread(target=run_writer)
     t.start()
-    time.sleep(1.0)
-    concurrent = pybox(reader, "--timeout", "10", allow_all=True)
-    t.join()
+    try:
+        wait_jail_file("/work/" + secret, 30)
+        concurrent = pybox(reader, "--timeout", "10", allow_all=True)
+        assert t.is_alive(), "the writer ended before the reader ran: they were not concurrent"
+    finally:
+        t.join()
     later = pybox(reader, "--timeout", "10", allow_all=True)
     assert "WRITTEN" in results["w"].data["stdout"], results["w"]
     for res in (concurrent, later):
