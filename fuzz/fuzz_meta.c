@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *first_nl = memchr(data, '\n', size);
     char *text;
 
-    pbx__meta_parse((const char *)data, size, &meta);
+    pbx__meta_parse((const char *)data, size, NULL, &meta);
     PBX_ASSERT(meta.check == PBX_META_CHECK_NONE || meta.check == PBX_META_CHECK_OK ||
                meta.check == PBX_META_CHECK_REJECTED);
     /* Only a complete first line can set the check. */

@@ -259,17 +259,34 @@ def _nesting(bare):
     return max(itertools.accumulate(steps), default=0)
 
 
-def _result_text(value):
+def _values(data, bare):
+    """An upper bound of the values in JSON text, counted as the supervisor counts them."""
+    if bare is not None:
+        data = bare.encode("utf-8")
+    return 1 + sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+
+
+def _result_text(value, max_bytes, max_values):
     """main()'s value as JSON text the supervisor can parse, or ValueError."""
     text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
         raise _Uncarriable("a string with a lone surrogate") from None
+    if len(data) > max_bytes:
+        raise _Uncarriable("%d bytes of JSON; at most %d may come back (the answer limit)"
+                           % (len(data), max_bytes))
     bare = None
+    if _values(data, None) > max_values:
+        # Commas and colons inside strings are not values: count without the strings.
+        bare = _JSON_STRING.sub('""', text)
+        if _values(data, bare) > max_values:
+            raise _Uncarriable("more than %d values; at most one per 64 bytes of the answer "
+                               "limit may come back" % max_values)
     if b"0" * 19 in data.translate(_DIGITS):
         # The text with every string emptied: its structure and numbers only.
-        bare = _JSON_STRING.sub('""', text)
+        if bare is None:
+            bare = _JSON_STRING.sub('""', text)
         for m in _LONG_INT.finditer(bare):
             if not _INT64_MIN <= int(m.group()) <= _INT64_MAX:
                 raise _Uncarriable("an integer beyond 64 bits")
@@ -325,8 +342,10 @@ def prepare_job():
     linecache.cache.pop(_USER_FILE, None)
 
 
-def run(code, main_mode, allow_all, extra="", reseed=True):
-    """Run user code as python3 runs main.py; returns the exit status."""
+def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values):
+    """Run user code as python3 runs main.py; returns the exit status.  main()'s value may be
+    at most result_bytes of JSON holding at most result_values values (the cell passes what
+    pbx_limits_result_max() says, as the supervisor parses no more)."""
     global _ALLOWED
     if reseed:
         _reseed()
@@ -384,7 +403,7 @@ def run(code, main_mode, allow_all, extra="", reseed=True):
             else:
                 value = fn()
                 try:
-                    done["result"] = _result_text(value)
+                    done["result"] = _result_text(value, result_bytes, result_values)
                 except _Uncarriable as exc:
                     done["error"] = {"type": "ResultNotSerializable",
                                      "message": "main() returned a value pybox cannot carry "

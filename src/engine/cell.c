@@ -163,17 +163,21 @@ static void place_fds(const int *four)
 
 /* Run the user's code through the bootstrap and leave with its status. */
 static _Noreturn void run_code(const struct pbx_zygote_state *zs, uint32_t flags,
-                               const uint8_t *code, size_t code_len, const char *extra_modules,
-                               bool reseed)
+                               const struct pbx_limits *limits, const uint8_t *code,
+                               size_t code_len, const char *extra_modules, bool reseed)
 {
+    uint64_t result_bytes;
+    uint64_t result_values;
     PyObject *ret;
     PyObject *arg;
     long rc = 1;
 
+    pbx_limits_result_max(limits, &result_bytes, &result_values);
     arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
-    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "Oiisi", arg,
+    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "OiisiKK", arg,
                                       (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
-                                      extra_modules, reseed)
+                                      extra_modules, reseed, (unsigned long long)result_bytes,
+                                      (unsigned long long)result_values)
               : NULL;
     if (ret == NULL) {
         PyErr_Print();
@@ -199,7 +203,7 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     place_fds(four);
     become_job(zs, &job->limits, job->flags);
-    run_code(zs, job->flags, code, code_len, extra_modules, true);
+    run_code(zs, job->flags, &job->limits, code, code_len, extra_modules, true);
 }
 
 /* What a spare cell tells its job when the execution arrives (with 5 fds). */
@@ -261,7 +265,8 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
     if (map == MAP_FAILED)
         _exit(125);
     place_fds(got + 1);
-    run_code(zs, go.flags, map + go.code_offset, go.code_len, go.extra_modules, false);
+    run_code(zs, go.flags, &spare->limits, map + go.code_offset, go.code_len, go.extra_modules,
+             false);
 }
 
 static void send_started(pid_t job)

@@ -58,7 +58,8 @@
 #define SETUP_TIMEOUT_MS 30000 /* from the job message to STARTED */
 #define GRACE_MS         3000  /* past the wall limit before the backstop fires */
 #define DRAIN_MS         2000  /* pipes still open after DONE */
-#define META_MAX         (16u << 20)
+/* Records beyond main()'s value: errors, tracebacks. */
+#define META_EXTRA (1u << 20)
 
 #define MAX_SPARES 64
 
@@ -1033,13 +1034,13 @@ static json_t *error_object(const char *type, const char *fmt, ...)
     return o;
 }
 
-/* Parse the output memfd's returned-file records into res->files. */
 /*
  * Parse the output memfd's returned-file records into res->files: one per
  * name asked, or, for a glob, one per match (or a "not found" for none).
+ * Files carry at most `room` bytes together: what the answer limit leaves.
  */
 static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exec_request *req,
-                       struct pbx_exec_result *res)
+                       uint64_t room, struct pbx_exec_result *res)
 {
     struct stat st;
     const uint8_t *map = NULL;
@@ -1067,9 +1068,12 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
             !pbx__files_name_ok((const char *)name, nlen))
             break;
         f->name = xstrndup((const char *)name, nlen);
-        if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
+        if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes && size <= room) {
             f->data = xmemdup(data, size);
             f->size = size;
+            room -= size;
+        } else if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
+            f->error = pbx__proto_file_state_text(PBX_FILE_OVER_ANSWER);
         } else {
             f->error =
                 pbx__proto_file_state_text(state == PBX_FILE_OK ? PBX_FILE_TOO_LARGE : state);
@@ -1142,7 +1146,7 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     struct pbx_verdict v;
     struct pbx_meta meta;
 
-    pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &meta);
+    pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &req->limits, &meta);
     res->stdout_truncated = f->out.truncated;
     res->stderr_truncated = f->errb.truncated;
     res->stdout_data = pbx_buf_steal(&f->out, &res->stdout_len);
@@ -1182,10 +1186,17 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
      */
     if (v.take_result)
         res->result = json_incref(meta.result);
-    if (v.status == PBX_STATUS_REJECTED)
+    if (v.status == PBX_STATUS_REJECTED) {
         res->files = xcalloc(1, sizeof(*res->files));
-    else
-        read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, res);
+    } else {
+        /* The answer limit holds the outputs kept and main()'s value first, then the files. */
+        uint64_t used = res->stdout_len + res->stderr_len +
+                        (v.take_result && meta.result_text_len > 0 ? meta.result_text_len : 0);
+        uint64_t room = used < req->limits.answer_bytes ? req->limits.answer_bytes - used : 0;
+
+        read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, room,
+                   res);
+    }
     pbx__meta_release(&meta);
 }
 
@@ -1523,7 +1534,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     f.out_r = f.err_r = f.meta_r = f.status = f.job_pidfd = f.cell_pidfd = -1;
     pbx_buf_init(&f.out, req->limits.stdout_bytes);
     pbx_buf_init(&f.errb, req->limits.stderr_bytes);
-    pbx_buf_init(&f.meta, META_MAX);
+    pbx_buf_init(&f.meta, req->limits.answer_bytes + META_EXTRA);
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;
 

@@ -1,6 +1,7 @@
 /* Parsing of the job's JSON-lines records (untrusted: fuzzed by fuzz/fuzz_meta.c). */
 #include <string.h>
 
+#include "common/jsonlimit.h"
 #include "engine/meta.h"
 #include "common/banned.h"
 
@@ -17,11 +18,26 @@ static json_t *clean_error(json_t *e)
     return json_incref(e);
 }
 
-static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool first)
+/*
+ * A record of the bootstrap holds a few fields, and an error with a list of
+ * disallowed modules at most; user code may write anything.
+ */
+#define LINE_MAX_VALUES 65536
+#define LINE_MAX_DEPTH  32
+/* jansson's own nesting limit, which the bootstrap checks main()'s value against too. */
+#define RESULT_MAX_DEPTH 2048
+
+static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool first,
+                       uint64_t result_bytes, uint64_t result_values)
 {
-    json_t *rec = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
+    struct pbx_json_shape shape;
     json_t *check;
+    json_t *rec;
     json_t *v;
+
+    if (!pbx_json_within(line, len, LINE_MAX_VALUES, LINE_MAX_DEPTH, &shape))
+        return;
+    rec = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
 
     if (!json_is_object(rec)) {
         json_decref(rec);
@@ -44,8 +60,14 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
         json_decref(meta->result);
         meta->result = NULL;
         meta->result_invalid = false;
+        meta->result_too_large = false;
         v = json_object_get(rec, "result");
-        if (json_is_string(v)) {
+        meta->result_text_len = json_is_string(v) ? json_string_length(v) : 0;
+        if (json_is_string(v) && (json_string_length(v) > result_bytes ||
+                                  !pbx_json_within(json_string_value(v), json_string_length(v),
+                                                   result_values, RESULT_MAX_DEPTH, &shape))) {
+            meta->result_too_large = true;
+        } else if (json_is_string(v)) {
             meta->result =
                 json_loadb(json_string_value(v), json_string_length(v),
                            JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
@@ -55,11 +77,20 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
     json_decref(rec);
 }
 
-void pbx__meta_parse(const char *data, size_t len, struct pbx_meta *meta)
+void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limits,
+                     struct pbx_meta *meta)
 {
+    struct pbx_limits defaults;
+    uint64_t result_bytes;
+    uint64_t result_values;
     size_t pos = 0;
     bool first = true;
 
+    if (limits == NULL) {
+        pbx_limits_default(&defaults);
+        limits = &defaults;
+    }
+    pbx_limits_result_max(limits, &result_bytes, &result_values);
     memset(meta, 0, sizeof(*meta));
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
@@ -68,7 +99,7 @@ void pbx__meta_parse(const char *data, size_t len, struct pbx_meta *meta)
         /* An unterminated last line was cut short: ignore it. */
         if (nl == NULL)
             break;
-        parse_line(data + pos, end - pos, meta, first);
+        parse_line(data + pos, end - pos, meta, first, result_bytes, result_values);
         /* Only the very first line can be the check record. */
         if (first && meta->check == PBX_META_CHECK_REJECTED)
             break;

@@ -38,6 +38,12 @@ void pbx_limits_default(struct pbx_limits *l)
     };
 }
 
+void pbx_limits_result_max(const struct pbx_limits *l, uint64_t *bytes, uint64_t *values)
+{
+    *bytes = l->answer_bytes;
+    *values = l->answer_bytes / 64 + 16;
+}
+
 enum unit { U_COUNT, U_BYTES, U_MS };
 
 struct limit_desc {

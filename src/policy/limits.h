@@ -31,6 +31,15 @@ struct pbx_limits {
     uint64_t stack_bytes;       /* stack size per process */
 };
 
+/*
+ * The most main()'s value may be, as JSON text, in bytes and in values: the
+ * whole answer limit, and a value for every 64 bytes of it (a parsed value
+ * costs tens of bytes, so the tree stays a small multiple of the limit).
+ * The bootstrap refuses a bigger value itself; the supervisor never parses
+ * one.
+ */
+void pbx_limits_result_max(const struct pbx_limits *l, uint64_t *bytes, uint64_t *values);
+
 /* Fill `l` with the defaults. */
 void pbx_limits_default(struct pbx_limits *l);
 

@@ -1164,7 +1164,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     struct pbx_server *s = NULL;
     struct pbx_store *store = NULL;
     struct sockaddr_storage ss;
-    socklen_t sslen;
+    socklen_t sslen = 0;
     char *uri = NULL;
     char *desc;
     char url[128];

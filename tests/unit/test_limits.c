@@ -44,6 +44,7 @@ static const struct field fields[] = {
     {"file-size", F64(input_file_bytes), 0, 1 * GIB},
     {"return-files", F32(output_files), 0, 256},
     {"return-size", F64(output_file_bytes), 0, 1 * GIB},
+    {"answer", F64(answer_bytes), 64 * KIB, 4 * GIB},
     {"nofile", F32(nofile), 16, 65536},
     {"stack", F64(stack_bytes), 256 * KIB, 1 * GIB},
 };

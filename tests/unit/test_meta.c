@@ -16,7 +16,7 @@
 /* Parse a NUL-terminated text (its length is strlen). */
 static void parse(const char *text, struct pbx_meta *m)
 {
-    pbx__meta_parse(text, strlen(text), m);
+    pbx__meta_parse(text, strlen(text), NULL, m);
 }
 
 static void assert_empty(const struct pbx_meta *m)
@@ -294,11 +294,11 @@ START_TEST(test_empty_input)
 {
     struct pbx_meta m;
 
-    pbx__meta_parse("", 0, &m);
+    pbx__meta_parse("", 0, NULL, &m);
     assert_empty(&m);
     pbx__meta_release(&m);
     /* The length wins over a NUL. */
-    pbx__meta_parse("{\"check\":\"ok\"}\n", 5, &m);
+    pbx__meta_parse("{\"check\":\"ok\"}\n", 5, NULL, &m);
     assert_empty(&m);
     pbx__meta_release(&m);
     parse("\n\n\n", &m);
@@ -329,7 +329,7 @@ START_TEST(test_garbage_lines)
                                "{\"done\":true,\"exit_code\":3}\x00\n"
                                "\x00\n";
 
-    pbx__meta_parse(text, sizeof(text) - 1, &m);
+    pbx__meta_parse(text, sizeof(text) - 1, NULL, &m);
     ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
     ck_assert(m.done);
     ck_assert_int_eq(m.exit_code, 2);
@@ -555,7 +555,7 @@ START_TEST(test_deep_nesting)
     n += depth;
     text[n++] = '}';
     text[n++] = '\n';
-    pbx__meta_parse(text, n, &m);
+    pbx__meta_parse(text, n, NULL, &m);
     ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
     ck_assert(!m.done);
     pbx__meta_release(&m);
@@ -569,10 +569,11 @@ START_TEST(test_deep_nesting)
     text[n++] = '"';
     text[n++] = '}';
     text[n++] = '\n';
-    pbx__meta_parse(text, n, &m);
+    pbx__meta_parse(text, n, NULL, &m);
     ck_assert(m.done);
     ck_assert_ptr_null(m.result);
-    ck_assert(m.result_invalid);
+    /* Deeper than the parser goes: refused by the scan before any tree is built. */
+    ck_assert(m.result_too_large);
     pbx__meta_release(&m);
     free(text);
 }
@@ -598,9 +599,55 @@ START_TEST(test_many_lines)
     }
     memcpy(text + n, last, strlen(last));
     n += strlen(last);
-    pbx__meta_parse(text, n, &m);
+    pbx__meta_parse(text, n, NULL, &m);
     ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
     ck_assert(m.done);
+    pbx__meta_release(&m);
+    free(text);
+}
+END_TEST
+
+START_TEST(test_result_over_the_limits_is_not_parsed)
+{
+    struct pbx_limits l;
+    struct pbx_meta m;
+    size_t values = 100000;
+    size_t n;
+    char *text = malloc(3 * values + 256);
+
+    pbx_limits_default(&l);
+    l.answer_bytes = 1u << 20; /* room for 16400 values */
+    n = (size_t)snprintf(text, 128,
+                         "{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"result\":\"[");
+    for (size_t i = 0; i < values; i++) {
+        memcpy(text + n, "1,", 2);
+        n += 2;
+    }
+    memcpy(text + n, "1]\"}\n", 5);
+    n += 5;
+    pbx__meta_parse(text, n, &l, &m);
+    ck_assert(m.done);
+    ck_assert_ptr_null(m.result);
+    ck_assert(m.result_too_large);
+    ck_assert(!m.result_invalid);
+    pbx__meta_release(&m);
+    /* The same value within the default limits is parsed. */
+    pbx__meta_parse(text, n, NULL, &m);
+    ck_assert_ptr_nonnull(m.result);
+    ck_assert_uint_eq(json_array_size(m.result), values + 1);
+    ck_assert(!m.result_too_large);
+    pbx__meta_release(&m);
+    /* A line of 200,000 values is skipped unparsed, as if it were not there. */
+    n = (size_t)snprintf(text, 128, "{\"check\":\"ok\"}\n[");
+    for (size_t i = 0; i < values; i++) {
+        memcpy(text + n, "[],", 3);
+        n += 3;
+    }
+    memcpy(text + n, "[]]\n", 4);
+    n += 4;
+    pbx__meta_parse(text, n, NULL, &m);
+    ck_assert_int_eq(m.check, PBX_META_CHECK_OK);
+    ck_assert(!m.done);
     pbx__meta_release(&m);
     free(text);
 }
@@ -628,6 +675,7 @@ static Suite *meta_suite(void)
     tcase_add_test(tc, test_exit_codes);
     tcase_add_test(tc, test_huge_numbers);
     tcase_add_test(tc, test_deep_nesting);
+    tcase_add_test(tc, test_result_over_the_limits_is_not_parsed);
     tcase_add_test(tc, test_many_lines);
     suite_add_tcase(s, tc);
     return s;
