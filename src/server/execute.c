@@ -166,7 +166,14 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
     json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
     json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
     if (res->status == PBX_STATUS_REJECTED) {
+        /*
+         * The dialect's rejections are ForbiddenImportError and SyntaxError; a
+         * subclass of SyntaxError (IndentationError, TabError) is one, and its
+         * own name stays in `exception_type`.
+         */
         etype = json_string_value(json_object_get(res->error, "type"));
+        if (etype == NULL || strcmp(etype, "ForbiddenImportError") != 0)
+            etype = "SyntaxError";
     } else if (res->status == PBX_STATUS_TIMEOUT) {
         etype = "TimeoutError";
     } else if (res->status != PBX_STATUS_OK) {
@@ -178,19 +185,28 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
 
         if (res->status == PBX_STATUS_REJECTED) {
             json_t *e = json_deep_copy(res->error);
+            const char *real = json_string_value(json_object_get(res->error, "type"));
 
             json_object_del(e, "type");
             json_object_del(e, "message");
             json_object_update(extra, e);
             json_decref(e);
+            if (real != NULL && strcmp(real, etype) != 0)
+                json_object_set_new(extra, "exception_type", json_string(real));
         } else {
             json_object_set(extra, "execution_details", details);
             json_object_set(extra, "exception", res->error);
         }
         json_decref(details);
         json_decref(full);
-        return pbx__server_send_error(c, ctx, s, etype ? etype : "RuntimeError",
-                                      msg ? msg : "the execution failed", 0, extra);
+        if (msg == NULL || msg[0] == '\0') {
+            /* An exception raised without a message, such as KeyboardInterrupt. */
+            const char *type = json_string_value(json_object_get(res->error, "type"));
+
+            snprintf(ts, sizeof(ts), "%.40s (no message)", type ? type : "the execution failed");
+            msg = ts;
+        }
+        return pbx__server_send_error(c, ctx, s, etype, msg, 0, extra);
     }
     attached = json_array();
     for (size_t i = 0; i < req->nfiles; i++)
@@ -303,15 +319,15 @@ static void mp_flush(struct request_ctx *ctx)
         if (!form_bool(v, f[0] == 'm' ? &r->main_mode : &r->network))
             mp_fail(ctx, "field `%s` must be true or false", f);
     } else if (strcmp(f, "timeout") == 0) {
+        struct pbx_error *err = NULL;
         char *end = NULL;
         double t = strtod(v, &end);
 
-        if (end == v || *end != '\0' || !(t > 0 && t <= 3600)) {
+        if (end == v || *end != '\0' || pbx__request_set_timeout(r, t, &err) < 0) {
             mp_fail(ctx, "`timeout` must be between 0 and 3600 seconds");
+            pbx_error_free(&err);
             goto out;
         }
-        r->has_timeout = true;
-        r->timeout_ms = (uint32_t)(t * 1000 + 0.999);
     } else if (strcmp(f, "memory_mb") == 0) {
         char *end = NULL;
         unsigned long m = strtoul(v, &end, 10);
@@ -354,16 +370,18 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
             struct pbx_error *err = NULL;
 
             mp_flush(ctx);
+            ctx->mp_in_file = false;
             if (filename[0] == '\0')
-                return MHD_YES; /* an empty file input */
+                return MHD_YES; /* an empty file input: its data, if any, goes nowhere */
             if (pbx__request_add_file(r, &caps, filename, "", 0, &err) < 0) {
                 mp_fail(ctx, "%s", err->msg);
                 pbx_error_free(&err);
                 return MHD_YES;
             }
             ctx->mp_alloc = 0;
+            ctx->mp_in_file = true;
         }
-        if (r->nfiles == 0 || size == 0)
+        if (!ctx->mp_in_file || r->nfiles == 0 || size == 0)
             return MHD_YES;
         file = &r->files[r->nfiles - 1];
         if (file->size + size > caps.max_file_bytes) {

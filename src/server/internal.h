@@ -75,6 +75,7 @@ struct request_ctx {
     size_t held;                  /* bytes of the budget this request holds */
     size_t discarded;             /* bytes received past the cap (or all, for multipart) */
     bool answered;                /* a response was queued */
+    bool close;                   /* close the connection after the answer */
     int status;                   /* HTTP status answered */
     enum route route;             /* for metrics and the log */
     uint64_t start_ms;            /* arrival */
@@ -84,6 +85,7 @@ struct request_ctx {
     struct MHD_PostProcessor *pp; /* multipart/form-data parser, or NULL */
     struct pbx_http_request mp;   /* the request as multipart parts arrive */
     size_t mp_alloc;              /* bytes allocated for the last file part */
+    bool mp_in_file;              /* the part being read is that file's (not an empty input) */
     char field[32];               /* name of the form field being read */
     struct pbx_buf value;         /* its value so far */
     bool mp_failed;               /* a part was refused; mp_error says why */

@@ -158,20 +158,22 @@ static int take_return_files(json_t *v, const struct pbx_request_caps *caps,
     return 0;
 }
 
-static int take_timeout(json_t *v, struct pbx_http_request *r, struct pbx_error **err)
+int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err)
 {
-    double t;
-
-    if (!json_is_number(v) || json_is_true(v) || json_is_false(v))
-        return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be a number of seconds");
-    t = json_number_value(v);
-    if (!isfinite(t) || t <= 0 || t > 3600)
+    if (!isfinite(seconds) || seconds <= 0 || seconds > 3600)
         return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be between 0 and 3600 seconds");
     r->has_timeout = true;
-    r->timeout_ms = (uint32_t)ceil(t * 1000 - 1e-6);
+    r->timeout_ms = (uint32_t)ceil(seconds * 1000 - 1e-6);
     if (r->timeout_ms == 0)
         r->timeout_ms = 1;
     return 0;
+}
+
+static int take_timeout(json_t *v, struct pbx_http_request *r, struct pbx_error **err)
+{
+    if (!json_is_number(v) || json_is_true(v) || json_is_false(v))
+        return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be a number of seconds");
+    return pbx__request_set_timeout(r, json_number_value(v), err);
 }
 
 static int take_bool(json_t *v, const char *field, bool *out, struct pbx_error **err)

@@ -59,6 +59,9 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
                           const char *name, const void *data, size_t size, struct pbx_error **err);
 
+/* Set the wall limit asked, in seconds (0 < seconds <= 3600), rounded up to a millisecond. */
+int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err);
+
 /* Decode strict base64 (standard alphabet, padding required, no whitespace) into a new buffer. */
 int pbx__request_base64(const char *text, size_t len, size_t max, char **out, size_t *outlen);
 

@@ -156,6 +156,8 @@ enum MHD_Result pbx__server_send_text(struct MHD_Connection *c, struct request_c
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (strcmp(s->cfg->cors_origins, "*") != 0)
         MHD_add_response_header(r, "Vary", "Origin");
+    if (ctx->close)
+        MHD_add_response_header(r, "Connection", "close");
     if (retry_after > 0) {
         char ra[16];
 
@@ -713,6 +715,33 @@ static void set_deadline(struct pbx_server *s, struct MHD_Connection *c, bool no
 
 /* ---- the request callbacks ---- */
 
+/* What the framing headers of a request say, all of them counted. */
+struct framing {
+    unsigned lengths;   /* Content-Length headers */
+    const char *length; /* the first one's value */
+    bool differ;        /* two of them disagree */
+    bool chunked;       /* a Transfer-Encoding header */
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct framing *f = cls;
+
+    (void)kind;
+    if (key == NULL)
+        return MHD_YES;
+    if (strcasecmp(key, "Content-Length") == 0) {
+        if (f->lengths > 0 && (value == NULL || f->length == NULL || strcmp(value, f->length) != 0))
+            f->differ = true;
+        if (f->lengths++ == 0)
+            f->length = value;
+    } else if (strcasecmp(key, "Transfer-Encoding") == 0) {
+        f->chunked = true;
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, const char *method)
 {
@@ -720,8 +749,25 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
     bool execute =
         (ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE) && strcmp(method, "POST") == 0;
     unsigned long long announced = 0;
+    struct framing framing = {0};
     char msg[160];
 
+    /*
+     * A body framed two ways (Content-Length values that disagree, or one
+     * with Transfer-Encoding) is read one way here and maybe another by a
+     * proxy in front: the gap smuggles requests (RFC 9112 section 6.3).  It
+     * is refused, and the connection closed after the answer.
+     */
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_framing, &framing);
+    if (framing.differ || (framing.lengths > 0 && framing.chunked)) {
+        ctx->close = true;
+        return pbx__server_send_error(c, ctx, s, "InvalidRequest",
+                                      framing.differ
+                                          ? "the request has Content-Length values that disagree"
+                                          : "the request has both Content-Length and "
+                                            "Transfer-Encoding",
+                                      0, NULL);
+    }
     if (cl != NULL) {
         char *end = NULL;
 

@@ -342,6 +342,68 @@ def test_malformed_http_is_refused_and_server_keeps_serving(srv, raw, status):
     assert health.status_code == 200
 
 
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 19\r\nContent-Length: 18\r\n",
+    b"Content-Length: 19\r\nTransfer-Encoding: chunked\r\n",
+], ids=["content-length-twice", "content-length-and-chunked"])
+def test_a_body_framed_two_ways_is_refused_and_the_connection_closed(srv, framing):
+    """Invariant: a request whose body could be read two ways (request smuggling behind a proxy
+    that reads the other way) runs nothing: one 400 JSON answer, then the connection is closed,
+    so bytes after it are never read as a request of their own."""
+    body = b'{"code":"print(1)"}'
+    smuggled = b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n"
+    raw = (b"POST /execute HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" + framing
+           + b"\r\n" + body + smuggled)
+    out, errors = srv.raw([raw])
+    assert out.count(b"HTTP/1.1 ") == 1, out[:1000]
+    status, headers, answer = parse_http_response(out)
+    assert status == 400, out[:600]
+    assert headers.get("connection", "").lower() == "close", headers
+    assert json.loads(answer)["error"]["type"] == "InvalidRequest"
+
+
+@pytest.mark.parametrize("code,etype", [
+    ("  print(1)", "IndentationError"),
+    ("if 1:\n\tprint(1)\n        print(2)", "TabError"),
+])
+def test_subclasses_of_syntax_error_are_400_in_the_compatible_dialect(srv, code, etype):
+    r = srv.execute({"code": code})
+    body = expect_error(r, 400, "SyntaxError")
+    assert body["error"]["exception_type"] == etype, body
+
+
+@pytest.mark.parametrize("code", ["raise KeyboardInterrupt", "raise BaseException",
+                                  "raise MemoryError"])
+def test_an_exception_without_a_message_still_gets_one(srv, code):
+    r = srv.execute({"code": code})
+    body = expect_error(r, 400, "RuntimeError")
+    assert body["error"]["message"], body
+
+
+def test_an_empty_file_input_adds_nothing_to_the_file_before_it(srv):
+    big = b"z" * 300000
+    body = (b'--XX\r\nContent-Disposition: form-data; name="code"\r\n\r\n'
+            b"import os\nprint(os.path.getsize('a.txt'))\r\n"
+            b'--XX\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n\r\n'
+            b"a\r\n"
+            b'--XX\r\nContent-Disposition: form-data; name="files"; filename=""\r\n\r\n'
+            + big + b"\r\n--XX--\r\n")
+    r = requests.post(
+        srv.url + "/v1/execute", data=body, timeout=60,
+        headers={"Content-Type": "multipart/form-data; boundary=XX",
+                 "Authorization": "Bearer " + srv.admin_key})
+    assert r.status_code == 200, r.text
+    assert body_of(r)["stdout"] == "1\n", body_of(r)
+
+
+def test_a_tiny_form_timeout_rounds_up_as_in_json(srv):
+    body = (b'--XX\r\nContent-Disposition: form-data; name="code"\r\n\r\nprint(1)\r\n'
+            b'--XX\r\nContent-Disposition: form-data; name="timeout"\r\n\r\n1e-9\r\n--XX--\r\n')
+    r = srv.post("/v1/execute", data=body, content_type="multipart/form-data; boundary=XX")
+    assert r.status_code == 200, r.text
+    assert body_of(r)["status"] in ("ok", "timeout"), body_of(r)
+
+
 # ---------------------------------------------------------------------------------------------
 # slow and stalled clients
 
