@@ -22,7 +22,9 @@
  * Stale parents: a supervisor that was SIGKILLed never ran its teardown, so
  * its "pybox-<pid>-<n>" parents (and their cells) stay behind.  Setup reaps
  * them from the directory where it is about to create its own parent, but
- * only those whose <pid> is not a live process (see reap_stale()).
+ * only those whose <pid> is not a live process (see reap_stale()); those
+ * still holding a member that has not finished exiting are reaped later by
+ * pbx__cgroup_reap_stale(), which the engine calls until none is left.
  *
  * Ordering, which the security argument rests on: limits are written in
  * pbx__cgroup_cell_create(), before any fd to cgroup.procs exists, so no
@@ -357,10 +359,10 @@ static long long elapsed_ns(const struct timespec *start)
 /*
  * Kill the members of `dir` and remove it.  rmdir(2) fails with EBUSY while
  * a killed task has not finished exiting, so retry with short pauses for up
- * to REMOVE_WAIT_NS.  Returns 0 or -errno.
+ * to `wait_ns` (0: one try).  Returns 0 or -errno.
  */
-static int remove_cgroup(const struct pbx_cgroups *cg, const char *dir,
-                         const struct pbx__cgroup_backend *be)
+static int remove_cgroup_within(const struct pbx_cgroups *cg, const char *dir,
+                                const struct pbx__cgroup_backend *be, long long wait_ns)
 {
     const struct timespec pause = {0, REMOVE_PAUSE_NS};
     struct timespec start;
@@ -373,10 +375,17 @@ static int remove_cgroup(const struct pbx_cgroups *cg, const char *dir,
             return 0;
         if (errno != EBUSY && errno != EINTR)
             return -errno;
-        if (elapsed_ns(&start) > REMOVE_WAIT_NS)
+        if (elapsed_ns(&start) >= wait_ns)
             return -EBUSY;
         nanosleep(&pause, NULL);
     }
+}
+
+/* remove_cgroup_within() for up to REMOVE_WAIT_NS. */
+static int remove_cgroup(const struct pbx_cgroups *cg, const char *dir,
+                         const struct pbx__cgroup_backend *be)
+{
+    return remove_cgroup_within(cg, dir, be, REMOVE_WAIT_NS);
 }
 
 /* Listing. */
@@ -440,20 +449,57 @@ static bool is_cell_name(const char *name)
     return strncmp(name, "cell-", 5) == 0;
 }
 
-/* Remove cell-* directories a failed destroy (or a dead supervisor) left in `parent`. */
+/*
+ * Remove cell-* directories a failed destroy (or a dead supervisor) left in
+ * `parent`, each waiting up to `wait_ns` for its killed members to exit; a
+ * directory that stays is logged at `level`.
+ */
 static void remove_leftover_cells(const struct pbx_cgroups *cg, const char *parent,
-                                  const struct pbx__cgroup_backend *be)
+                                  const struct pbx__cgroup_backend *be, long long wait_ns,
+                                  enum pbx_log_level level)
 {
     char **names = list_subdirs(parent, O_NOFOLLOW, is_cell_name);
 
     for (size_t i = 0; names && names[i]; i++) {
         cleanup_free char *path = pbx__cgroup_path(parent, names[i]);
-        int r = remove_cgroup(cg, path, be);
+        int r = remove_cgroup_within(cg, path, be, wait_ns);
 
         if (r < 0)
-            pbx_log(PBX_LOG_WARN, "cannot remove cgroup %s: %s", path, strerror(-r));
+            pbx_log(level, "cannot remove cgroup %s: %s", path, strerror(-r));
     }
     free_names(names);
+}
+
+/* Whether <dir>/cgroup.procs lists a member, or cannot be read (it may list one). */
+static bool lists_member(const char *dir)
+{
+    cleanup_free char *path = pbx__cgroup_path(dir, "cgroup.procs");
+    cleanup_free char *text = NULL;
+    cleanup_free pid_t *pids = NULL;
+    int r = pbx__cgroup_read(path, &text, NULL);
+
+    if (r < 0)
+        return r != -ENOENT;
+    return pbx__cgroup_parse_pids(text, &pids) > 0;
+}
+
+/*
+ * Whether the parent `dir` or one of its cell-* children still lists a
+ * member: a task that was killed and has not finished exiting (one stuck in
+ * the kernel, or frozen) keeps its cgroup busy until it has.
+ */
+static bool stale_has_member(const char *dir)
+{
+    char **names = list_subdirs(dir, O_NOFOLLOW, is_cell_name);
+    bool found = lists_member(dir);
+
+    for (size_t i = 0; !found && names && names[i]; i++) {
+        cleanup_free char *path = pbx__cgroup_path(dir, names[i]);
+
+        found = lists_member(path);
+    }
+    free_names(names);
+    return found;
 }
 
 /* Stale parents of dead supervisors. */
@@ -526,10 +572,18 @@ static bool is_parent_name(const char *name)
  *
  * Symlinks are never followed and nothing deeper than cell-* is touched: a
  * parent holding anything else stays (rmdir says EBUSY) and is logged.
+ *
+ * Each directory gets up to `wait_ns` for its killed members to exit.  A
+ * parent that stays while it (or a cell of it) still lists a member is
+ * counted in *waiting: that member has been killed and will exit, and the
+ * engine tries again later (pbx__cgroup_reap_stale()).  `retry` logs what
+ * stays at DEBUG rather than WARN, as the first attempt already said so.
  */
 static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
-                         const struct pbx__cgroup_backend *be)
+                         const struct pbx__cgroup_backend *be, long long wait_ns, bool retry,
+                         size_t *waiting)
 {
+    enum pbx_log_level level = retry ? PBX_LOG_DEBUG : PBX_LOG_WARN;
     char **names = list_subdirs(base, 0, is_parent_name);
     pid_t self = getpid();
     size_t reaped = 0;
@@ -544,10 +598,20 @@ static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
         if (kill(pid, 0) == 0 || errno != ESRCH)
             continue;
         path = pbx__cgroup_path(base, names[i]);
-        remove_leftover_cells(cg, path, be);
-        r = remove_cgroup(cg, path, be);
+        remove_leftover_cells(cg, path, be, wait_ns, level);
+        r = remove_cgroup_within(cg, path, be, wait_ns);
+        if (r < 0 && stale_has_member(path)) {
+            pbx_log(level, "stale cgroup %s still has a member exiting: trying again later", path);
+            (*waiting)++;
+            continue;
+        }
         if (r < 0) {
-            pbx_log(PBX_LOG_WARN, "cannot remove stale cgroup %s: %s", path, strerror(-r));
+            /* No member listed now: the last one may have left since, so once more. */
+            remove_leftover_cells(cg, path, be, 0, PBX_LOG_DEBUG);
+            r = remove_cgroup_within(cg, path, be, 0);
+        }
+        if (r < 0) {
+            pbx_log(level, "cannot remove stale cgroup %s: %s", path, strerror(-r));
             continue;
         }
         pbx_log(PBX_LOG_DEBUG, "removed stale cgroup %s", path);
@@ -557,20 +621,30 @@ static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
     return reaped;
 }
 
-/*
- * Reap `base` (heap, taken over) unless an earlier controller did already:
- * `done` holds the bases reaped so far, PBX_CGROUP_NCTL slots.
- */
-static void reap_once(const struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v,
-                      char **done)
+/* reap_stale() in cg->stale_base[i]; logs what was removed and counts in *waiting what stays. */
+static void reap_base(const struct pbx_cgroups *cg, int i, long long wait_ns, bool retry,
+                      size_t *waiting)
 {
-    size_t n;
+    size_t n = reap_stale(cg, cg->stale_base[i], backend_of(cg->stale_version[i]), wait_ns, retry,
+                          waiting);
+
+    if (n > 0)
+        pbx_log(PBX_LOG_INFO, "removed %zu stale cgroup%s of dead supervisors from %s", n,
+                n == 1 ? "" : "s", cg->stale_base[i]);
+}
+
+/*
+ * Reap `base` (heap, taken over) unless an earlier controller did already,
+ * and remember it in cg->stale_base for pbx__cgroup_reap_stale().
+ */
+static void reap_once(struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v)
+{
     int i;
 
     if (base == NULL)
         return;
-    for (i = 0; i < PBX_CGROUP_NCTL && done[i]; i++) {
-        if (strcmp(done[i], base) == 0) {
+    for (i = 0; i < PBX_CGROUP_NCTL && cg->stale_base[i]; i++) {
+        if (strcmp(cg->stale_base[i], base) == 0) {
             free(base);
             return;
         }
@@ -579,11 +653,25 @@ static void reap_once(const struct pbx_cgroups *cg, char *base, enum pbx_cgroup_
         free(base);
         return;
     }
-    done[i] = base;
-    n = reap_stale(cg, base, backend_of(v));
-    if (n > 0)
-        pbx_log(PBX_LOG_INFO, "removed %zu stale cgroup%s of dead supervisors from %s", n,
-                n == 1 ? "" : "s", base);
+    cg->stale_base[i] = base;
+    cg->stale_version[i] = v;
+    reap_base(cg, i, REMOVE_WAIT_NS, false, &cg->stale_waiting);
+}
+
+size_t pbx__cgroup_stale_waiting(const struct pbx_cgroups *cg)
+{
+    return cg ? cg->stale_waiting : 0;
+}
+
+size_t pbx__cgroup_reap_stale(const struct pbx_cgroups *cg)
+{
+    size_t waiting = 0;
+
+    if (cg == NULL)
+        return 0;
+    for (int i = 0; i < PBX_CGROUP_NCTL && cg->stale_base[i]; i++)
+        reap_base(cg, i, 0, true, &waiting);
+    return waiting;
 }
 
 /* Where v1 setup creates the parent of `ctl`: <mount><own cgroup>, or NULL. */
@@ -632,7 +720,6 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
                           struct pbx_error **err)
 {
     cleanup_free char *v2_ctls = NULL;
-    char *reaped[PBX_CGROUP_NCTL] = {NULL};
     struct pbx_cgroups *cg;
     size_t root_len;
 
@@ -662,13 +749,13 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
          * against the kernel's limit on cgroups (65535 memory cgroups on v1).
          */
         if (v2_ctls && pbx__cgroup_v2_lists(v2_ctls, ctl)) {
-            reap_once(cg, cg->v2_self ? xstrdup(cg->v2_self) : NULL, PBX_CGROUP_V2, reaped);
+            reap_once(cg, cg->v2_self ? xstrdup(cg->v2_self) : NULL, PBX_CGROUP_V2);
             pbx__cgroup_v2_setup_ctl(cg, i);
             continue;
         }
         mount = pbx__cgroup_v1_mount(cg->fs_root, i);
         if (mount) {
-            reap_once(cg, v1_base(mount, self_cgroup, i), PBX_CGROUP_V1, reaped);
+            reap_once(cg, v1_base(mount, self_cgroup, i), PBX_CGROUP_V1);
             pbx__cgroup_v1_setup_ctl(cg, i, mount, self_cgroup);
             continue;
         }
@@ -684,8 +771,6 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
     drop_unused_parents(cg);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         pbx_log(PBX_LOG_DEBUG, "cgroup %s", cg->ctl[i].why);
-    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        free(reaped[i]);
     *out = cg;
     return 0;
 }
@@ -723,7 +808,7 @@ void pbx__cgroup_teardown(struct pbx_cgroups *cg)
 
         if (st->parent == NULL || parent_seen(cg, i))
             continue;
-        remove_leftover_cells(cg, st->parent, be);
+        remove_leftover_cells(cg, st->parent, be, REMOVE_WAIT_NS, PBX_LOG_WARN);
         r = remove_cgroup(cg, st->parent, be);
         if (r < 0)
             pbx_log(PBX_LOG_WARN, "cannot remove cgroup %s: %s", st->parent, strerror(-r));
@@ -731,6 +816,7 @@ void pbx__cgroup_teardown(struct pbx_cgroups *cg)
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         free(cg->ctl[i].parent);
         free(cg->ctl[i].why);
+        free(cg->stale_base[i]);
     }
     free(cg->v2_root);
     free(cg->v2_self);

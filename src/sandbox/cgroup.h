@@ -75,6 +75,22 @@ const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ct
 void pbx__cgroup_teardown(struct pbx_cgroups *cg);
 
 /*
+ * Setup removes the cgroups that dead supervisors left where it creates its
+ * own (docs/design/cgroups.md), killing what they still hold.  This is the
+ * number it had to leave because a member, though killed, had not finished
+ * exiting within its wait; 0 without cgroups.
+ */
+size_t pbx__cgroup_stale_waiting(const struct pbx_cgroups *cg);
+
+/*
+ * Try once more, without waiting, to remove those cgroups of dead
+ * supervisors; returns how many still hold a member (0: nothing is left to
+ * wait for).  It only reads `cg`, so it may run on a thread of its own beside
+ * cell calls, but not beside setup or teardown.  NULL is fine.
+ */
+size_t pbx__cgroup_reap_stale(const struct pbx_cgroups *cg);
+
+/*
  * Create the cgroups of cell `id` with `limits` applied (memory including
  * swap: memsw on v1, memory.swap.max=0 on v2; pids; CPU bandwidth).
  * Thread-safe with respect to other cells.

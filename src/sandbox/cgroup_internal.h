@@ -48,6 +48,9 @@ struct pbx_cgroups {
     char *v2_root;                                     /* the cgroup2 mount, or NULL */
     char *v2_self;                                     /* the supervisor's own v2 cgroup dir */
     struct pbx__cgroup_ctl_state ctl[PBX_CGROUP_NCTL]; /* indexed by enum pbx_cgroup_ctl */
+    char *stale_base[PBX_CGROUP_NCTL]; /* dirs reaped of dead supervisors' parents */
+    enum pbx_cgroup_version stale_version[PBX_CGROUP_NCTL]; /* the backend of each */
+    size_t stale_waiting; /* parents setup left there, a member still exiting */
 };
 
 /* One cell: a directory per usable controller (v2 controllers share one). */

@@ -44,6 +44,7 @@ struct fake {
     bool swap;               /* v2 memory has memory.swap.max */
     bool kill_file;          /* v2 has cgroup.kill */
     bool no_pids_max;        /* v1 pids cgroups lack pids.max */
+    bool busy_members;       /* rmdir refuses a cgroup whose cgroup.procs lists a pid */
     char fail_op;            /* 'm'kdir or 'w'rite fails for fail_suffix, 0 = none */
     const char *fail_suffix; /* path ending that fails */
     int fail_errno;          /* errno of that failure */
@@ -161,6 +162,12 @@ static int fake_rmdir(void *data, const char *path)
         return -1;
     while ((de = readdir(d)) != NULL)
         busy |= de->d_type == DT_DIR && strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    if (F.busy_members) {
+        char *procs = slurp(path, "cgroup.procs");
+
+        busy |= procs != NULL && procs[0] != '\0';
+        free(procs);
+    }
     rewinddir(d);
     while (!busy && (de = readdir(d)) != NULL) {
         if (de->d_type == DT_REG)
@@ -1383,6 +1390,52 @@ START_TEST(test_reap_stale_deep)
     ck_assert(exists_rel("pids/pybox-%d-0/cell-1/inner", dead));
     ck_assert(!exists_rel("pids/pybox-%d-1", dead));
     ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
+    /* No member holds it: nothing to wait for, and trying again changes nothing. */
+    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 0);
+    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 0);
+    ck_assert(exists_rel("pids/pybox-%d-0/cell-1/inner", dead));
+    pbx__cgroup_teardown(cg);
+}
+END_TEST
+
+START_TEST(test_reap_stale_member_exiting)
+{
+    int dead = (int)dead_pid();
+    struct pbx_cgroups *cg;
+    char *path;
+    char *procs;
+
+    /*
+     * A member killed but not yet exited (listed by a pid no process has, so
+     * the kill cannot end it) keeps its stale cell busy past setup's wait:
+     * setup counts it, and a later pbx__cgroup_reap_stale() removes it once
+     * the member is gone.  A stale parent without members goes at once.
+     */
+    F.busy_members = true;
+    v1_mount("pids", "/");
+    fake_cgroup("pids/pybox-%d-0", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-1", dead);
+    fake_cgroup("pids/pybox-%d-0/cell-2", dead);
+    fake_cgroup("pids/pybox-%d-1", dead);
+    fake_cgroup("pids/pybox-%d-1/cell-1", dead);
+    path = xasprintf("%s/pids/pybox-%d-0/cell-1", F.root, dead);
+    procs = xasprintf("%d\n", dead);
+    put(path, "cgroup.procs", procs);
+    cg = setup(self_v1);
+    ck_assert(!exists_rel("pids/pybox-%d-1", dead));
+    ck_assert(!exists_rel("pids/pybox-%d-0/cell-2", dead));
+    ck_assert(exists_rel("pids/pybox-%d-0/cell-1", dead));
+    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 1);
+    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 1);
+    ck_assert(exists_rel("pids/pybox-%d-0/cell-1", dead));
+    put(path, "cgroup.procs", "");
+    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 0);
+    ck_assert(!exists_rel("pids/pybox-%d-0", dead));
+    /* Our own parent was made as usual, and setup's count stays what setup saw. */
+    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
+    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 1);
+    free(procs);
+    free(path);
     pbx__cgroup_teardown(cg);
 }
 END_TEST
@@ -1795,6 +1848,7 @@ int main(void)
     tcase_add_checked_fixture(slow, fake_init, fake_fini);
     tcase_set_timeout(slow, 20);
     tcase_add_test(slow, test_reap_stale_deep);
+    tcase_add_test(slow, test_reap_stale_member_exiting);
     suite_add_tcase(s, slow);
     if (can_real) {
         real = tcase_create("real");
