@@ -66,6 +66,10 @@
 /* Cell cgroups kept for reuse beyond the most spares (cells running on demand). */
 #define CGROUP_POOL_EXTRA 8
 
+/* Retries of dead supervisors' cgroups whose members are still exiting: the first, the most. */
+#define STALE_RETRY_FIRST_MS 100
+#define STALE_RETRY_MAX_MS   30000
+
 /*
  * One zygote.  The engine has a current one; a zygote that died, or served
  * its share of executions or of time, is retired: it stays alive until the
@@ -132,6 +136,11 @@ struct pbx_engine {
     struct reap *reap_head;           /* cells to wait for, oldest first */
     struct reap *reap_tail;           /* the newest */
     bool reap_stop;                   /* the engine is being freed: drain and end */
+    pthread_t stale;                  /* removes dead supervisors' cgroups (see stale_main) */
+    bool stale_running;               /* it exists */
+    pthread_mutex_t stale_lock;       /* guards stale_stop */
+    pthread_cond_t stale_cond;        /* stopping (CLOCK_MONOTONIC) */
+    bool stale_stop;                  /* the engine is being freed */
     pthread_mutex_t cg_lock;          /* guards the cgroup pool below */
     struct pbx_cgroup_cell **cg_free; /* cell cgroups with no member left, for reuse */
     size_t cg_nfree;                  /* their count */
@@ -258,7 +267,7 @@ static char *const zygote_env[] = {
     NULL,
 };
 
-static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
+static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, int preload)
 {
     char flags[16];
     char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, NULL};
@@ -267,6 +276,11 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int preload)
 
     /* Only async-signal-safe calls: this is a raw clone of a possibly threaded process. */
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /*
+     * A supervisor that died before the line above never sends that signal.  Without our copy
+     * of the pipe's write end, its death is EOF on the read below, not a wait for ever.
+     */
+    close(sync_w);
     {
         /* The keeper thread blocks every signal; the zygote starts with none blocked. */
         sigset_t none;
@@ -357,7 +371,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     if (pid < 0)
         return pbx_error_set(err, errno, "create the jail's namespaces (user namespaces enabled?)");
     if (pid == 0)
-        zygote_child(exe, peer, sync_r, cfg->preload);
+        zygote_child(exe, peer, sync_r, sync_w, cfg->preload);
 
     close(steal_fd(&peer));
     snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);
@@ -655,6 +669,69 @@ static void reaper_stop(struct pbx_engine *e)
     e->reaper_running = false;
 }
 
+/*
+ * Setup left cgroups of a dead supervisor because a member, killed, had not
+ * finished exiting (stuck in the kernel, or frozen).  Try again, after
+ * STALE_RETRY_FIRST_MS and then twice as long each time up to
+ * STALE_RETRY_MAX_MS, until none is left or the engine stops: left for good,
+ * each would count against the kernel's limit on cgroups.
+ */
+static void *stale_main(void *arg)
+{
+    struct pbx_engine *e = arg;
+    long delay_ms = STALE_RETRY_FIRST_MS;
+    size_t left = 1;
+
+    pthread_mutex_lock(&e->stale_lock);
+    while (left > 0 && !e->stale_stop) {
+        struct timespec until;
+
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += delay_ms / 1000;
+        until.tv_nsec += (delay_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!e->stale_stop &&
+               pthread_cond_timedwait(&e->stale_cond, &e->stale_lock, &until) != ETIMEDOUT)
+            ;
+        if (e->stale_stop)
+            break;
+        pthread_mutex_unlock(&e->stale_lock);
+        left = pbx__cgroup_reap_stale(e->cg);
+        pthread_mutex_lock(&e->stale_lock);
+        delay_ms = delay_ms * 2 < STALE_RETRY_MAX_MS ? delay_ms * 2 : STALE_RETRY_MAX_MS;
+    }
+    pthread_mutex_unlock(&e->stale_lock);
+    return NULL;
+}
+
+static void stale_start(struct pbx_engine *e)
+{
+    pthread_condattr_t attr;
+
+    pthread_mutex_init(&e->stale_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->stale_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pbx__cgroup_stale_waiting(e->cg) > 0)
+        e->stale_running = start_thread(&e->stale, stale_main, e);
+}
+
+static void stale_stop(struct pbx_engine *e)
+{
+    if (!e->stale_running)
+        return;
+    pthread_mutex_lock(&e->stale_lock);
+    e->stale_stop = true;
+    pthread_cond_signal(&e->stale_cond);
+    pthread_mutex_unlock(&e->stale_lock);
+    pthread_join(e->stale, NULL);
+    e->stale_running = false;
+}
+
 static void keeper_stop(struct pbx_engine *e)
 {
     if (!e->keeper_running)
@@ -698,11 +775,13 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     pthread_mutex_init(&e->reap_lock, NULL);
     pthread_cond_init(&e->reap_cond, NULL);
     e->reaper_running = start_thread(&e->reaper, reaper_main, e);
+    stale_start(e);
     pthread_mutex_init(&e->cg_lock, NULL);
     e->cg_cap = (cfg->spares_max < MAX_SPARES ? cfg->spares_max : MAX_SPARES) + CGROUP_POOL_EXTRA;
     e->cg_free = xcalloc(e->cg_cap, sizeof(*e->cg_free));
     z = zygote_get(e, false, err);
     if (z == NULL) {
+        stale_stop(e);
         reaper_stop(e);
         keeper_stop(e);
         free(e->cg_free);
@@ -766,6 +845,7 @@ void pbx_engine_free(struct pbx_engine *e)
         cell_cgroups_drop(e->cg_free[i]);
     free(e->cg_free);
     keeper_stop(e);
+    stale_stop(e);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
