@@ -61,7 +61,8 @@
 /* Records beyond main()'s value: errors, tracebacks. */
 #define META_EXTRA (1u << 20)
 
-#define MAX_SPARES 64
+#define MAX_SPARES    64
+#define POOL_SWEEP_MS 1000 /* the refill thread looks for spares past their zygote's time */
 
 /* Cell cgroups kept for reuse beyond the most spares (cells running on demand). */
 #define CGROUP_POOL_EXTRA 8
@@ -527,6 +528,14 @@ static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx
     return -1;
 }
 
+/* Whether `z` has served its share of executions or of time. Call with zlock held. */
+static bool zygote_due_locked(const struct pbx_engine *e, const struct zygote *z)
+{
+    return (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
+           (e->cfg.zygote_max_age_s > 0 &&
+            mono_ms() - z->born_ms >= (uint64_t)e->cfg.zygote_max_age_s * 1000u);
+}
+
 /*
  * A reference to the current zygote, replacing it first when it died or is
  * due for recycling (a fresh zygote also means a fresh str hash seed).
@@ -538,10 +547,7 @@ static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct p
 
     pthread_mutex_lock(&e->zlock);
     z = e->cur;
-    if (z != NULL &&
-        (zygote_dead(z) || (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
-         (e->cfg.zygote_max_age_s > 0 &&
-          mono_ms() - z->born_ms >= (uint64_t)e->cfg.zygote_max_age_s * 1000u))) {
+    if (z != NULL && (zygote_dead(z) || zygote_due_locked(e, z))) {
         if (zygote_dead(z))
             pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
         e->cur = NULL;
@@ -577,6 +583,17 @@ static bool zygote_current(struct pbx_engine *e, const struct zygote *z)
     cur = e->cur == z && !zygote_dead(z);
     pthread_mutex_unlock(&e->zlock);
     return cur;
+}
+
+/* Whether a spare of `z` should still wait for work: its zygote current and not yet due. */
+static bool zygote_fresh(struct pbx_engine *e, const struct zygote *z)
+{
+    bool fresh;
+
+    pthread_mutex_lock(&e->zlock);
+    fresh = e->cur == z && !zygote_dead(z) && !zygote_due_locked(e, z);
+    pthread_mutex_unlock(&e->zlock);
+    return fresh;
 }
 
 /*
@@ -801,7 +818,15 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         e->cg_free[e->cg_nfree++] = cell;
     }
     pthread_mutex_init(&e->pool_lock, NULL);
-    pthread_cond_init(&e->pool_cond, NULL);
+    {
+        pthread_condattr_t attr;
+
+        /* Timed waits of the refill thread count on the monotonic clock. */
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&e->pool_cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
     e->target = cfg->spares_min;
     if (cfg->spares_max > 0) {
         if (e->cfg.spares_max > MAX_SPARES)
@@ -1490,7 +1515,49 @@ out:
     return rc;
 }
 
-/* Keep `target` spares ready, in the background. */
+/*
+ * Drop the spares whose zygote is retired, dead or due for recycling: an
+ * idle server would otherwise keep a retired zygote (and its address-space
+ * layout) alive until its next execution.  The refill that follows forks
+ * new spares from a new zygote.  Call with pool_lock held; it is dropped
+ * while spares are released.
+ */
+static void drop_stale_spares(struct pbx_engine *e)
+{
+    for (size_t i = 0; i < e->npool;) {
+        struct spare sp = e->pool[i];
+
+        if (zygote_fresh(e, sp.z)) {
+            i++;
+            continue;
+        }
+        memmove(e->pool + i, e->pool + i + 1, (e->npool - i - 1) * sizeof(e->pool[0]));
+        e->npool--;
+        pthread_mutex_unlock(&e->pool_lock);
+        spare_release(e, &sp);
+        pthread_mutex_lock(&e->pool_lock);
+    }
+}
+
+/* Wait on pool_cond for at most `ms` (pool_lock held): true when signalled. */
+static bool pool_wait(struct pbx_engine *e, unsigned ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(&e->pool_cond, &e->pool_lock, &until) == 0;
+}
+
+/*
+ * Keep `target` spares ready, in the background.  It also wakes every
+ * POOL_SWEEP_MS to drop spares of a zygote past its time.
+ */
 static void *refill_main(void *arg)
 {
     struct pbx_engine *e = arg;
@@ -1502,9 +1569,11 @@ static void *refill_main(void *arg)
         struct pbx_error *err = NULL;
         int r;
 
+        drop_stale_spares(e);
         if (e->npool + e->making >= e->target || failures > 3) {
-            pthread_cond_wait(&e->pool_cond, &e->pool_lock);
-            failures = 0;
+            /* After failures, only a taken spare (a signal) makes it try again. */
+            if (pool_wait(e, POOL_SWEEP_MS))
+                failures = 0;
             continue;
         }
         e->making++;

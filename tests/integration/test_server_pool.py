@@ -215,6 +215,27 @@ def test_zygotes_are_recycled_with_a_fresh_hash_seed(start_server):
     assert len(set(hashes)) >= 2, hashes
 
 
+def test_an_idle_server_retires_its_zygotes_on_time(start_server):
+    """Recycling by time holds without traffic: a zygote past its time, and the spares forked
+    from it, are gone though no execution came to notice it; new spares wait, from new zygotes.
+    (A zygote's children share its address-space layout: it must not outlive its time.)"""
+    srv = start_server("--recycle", "0:3", "--spares", "2:2", "--rpm", "1000")
+    assert run(srv, "print(1)\n").strip() == "1"
+    first = set(zygotes_of(srv.pid))
+    assert len(first) == 2, first
+    deadline = time.monotonic() + 30 * SLOW
+    while True:
+        now = set(zygotes_of(srv.pid))
+        if not now & first and len(now) == 2 and metric(srv, "pybox_cells_idle") >= 4:
+            break
+        assert time.monotonic() < deadline, (
+            f"zygotes {sorted(first)} still alive or the pool not refilled: {sorted(now)}, "
+            f"{metric(srv, 'pybox_cells_idle')} idle")
+        time.sleep(0.1)
+    assert metric(srv, "pybox_zygotes_started_total") >= 4
+    assert run(srv, "print(2)\n").strip() == "2"
+
+
 def test_recycling_loses_no_running_execution(start_server):
     """Executions running on a zygote being retired finish normally."""
     srv = start_server("--recycle", "2:0", "--rpm", "1000", "--max-concurrency", "4")
