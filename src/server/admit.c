@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/error.h"
 #include "common/xalloc.h"
 #include "server/admit.h"
 #include "common/banned.h"
@@ -30,6 +31,7 @@ struct window {
     size_t head;         /* index of the oldest */
     size_t len;          /* stamps held */
     uint64_t last;       /* newest charge, for eviction */
+    unsigned held;       /* requests checked and admitted to wait, not charged yet */
     struct window *next; /* bucket chain */
 };
 
@@ -371,7 +373,7 @@ static void sweep(struct pbx_admit *a, uint64_t now)
         while (*pw != NULL) {
             struct window *w = *pw;
 
-            if (now > w->last && now - w->last > WINDOW_MS) {
+            if (w->held == 0 && now > w->last && now - w->last > WINDOW_MS) {
                 *pw = w->next;
                 window_free(w);
             } else {
@@ -414,48 +416,61 @@ static unsigned retry_of(const struct window *w, uint64_t now)
     return r ? r : 1;
 }
 
-/* Charge `client` one request (when `charge`) if its window has room. */
-static bool rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
-                 unsigned *retry_after, bool charge)
+bool pbx__admit_hold(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
+                     unsigned *retry_after, unsigned *held_before)
 {
     struct window *w;
     bool ok;
 
-    if (limit < 0)
-        return true;
     pthread_mutex_lock(&a->lock);
-    w = window_of(a, client, now, charge);
-    ok = (int64_t)(w != NULL ? w->len : 0) < limit;
-    if (ok && charge) {
-        if (w->len == w->cap) {
-            size_t cap = w->cap ? w->cap * 2 : 8;
-            uint64_t *s = xcalloc(cap, sizeof(*s));
-
-            for (size_t i = 0; i < w->len; i++)
-                s[i] = w->stamps[(w->head + i) % w->cap];
-            free(w->stamps);
-            w->stamps = s;
-            w->cap = cap;
-            w->head = 0;
-        }
-        w->stamps[(w->head + w->len) % w->cap] = now;
-        w->len++;
+    w = window_of(a, client, now, true);
+    ok = limit < 0 || (int64_t)(w->len + w->held) < limit;
+    if (ok) {
+        *held_before = w->held++;
         w->last = now;
-    } else if (!ok) {
+    } else {
         *retry_after = retry_of(w, now);
     }
     pthread_mutex_unlock(&a->lock);
     return ok;
 }
 
+void pbx__admit_release(struct pbx_admit *a, const char *client, bool charge, uint64_t now)
+{
+    struct window *w;
+
+    pthread_mutex_lock(&a->lock);
+    w = window_of(a, client, now, true);
+    if (ALWAYS(w->held > 0))
+        w->held--;
+    if (charge) {
+        if (w->len == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 8;
+            uint64_t *st = xcalloc(cap, sizeof(*st));
+
+            for (size_t i = 0; i < w->len; i++)
+                st[i] = w->stamps[(w->head + i) % w->cap];
+            free(w->stamps);
+            w->stamps = st;
+            w->cap = cap;
+            w->head = 0;
+        }
+        w->stamps[(w->head + w->len) % w->cap] = now;
+        w->len++;
+    }
+    w->last = now;
+    pthread_mutex_unlock(&a->lock);
+}
+
 bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
                      unsigned *retry_after)
 {
-    return rate(a, client, limit, now, retry_after, true);
-}
+    unsigned held;
 
-bool pbx__admit_rate_check(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now,
-                           unsigned *retry_after)
-{
-    return rate(a, client, limit, now, retry_after, false);
+    if (limit < 0)
+        return true;
+    if (!pbx__admit_hold(a, client, limit, now, retry_after, &held))
+        return false;
+    pbx__admit_release(a, client, true, now);
+    return true;
 }

@@ -52,15 +52,24 @@ unsigned pbx__admit_active(const struct pbx_admit *a);
 unsigned pbx__admit_capacity(const struct pbx_admit *a);
 
 /*
- * Charge one request to `client` in its one-minute window when fewer than
- * `limit` were charged in the last 60 s (limit < 0: unlimited): true, or
- * false with *retry_after (seconds) until a request leaves the window.
+ * The per-minute window of `client`, as a reservation: a request is held
+ * (checked, not charged) before it may take a slot or a place in the queue,
+ * and counts against the window while it waits, so a burst of one client's
+ * requests cannot fill the queue with requests that will be refused.  True
+ * when the window (stamps of the last 60 s and requests held) is below
+ * `limit` (< 0: unlimited): the request is held, and *held_before says how
+ * many of the client's were held before it (for the daily quota, which
+ * counts them too).  False with *retry_after (seconds) until a stamp leaves
+ * the window.
  */
+bool pbx__admit_hold(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
+                     unsigned *retry_after, unsigned *held_before);
+
+/* End a hold: charged (a stamp in the window) when the request was admitted, or not. */
+void pbx__admit_release(struct pbx_admit *a, const char *client, bool charge, uint64_t now_ms);
+
+/* Hold and charge at once: true when `client` had room in its window, and is charged. */
 bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
                      unsigned *retry_after);
-
-/* Whether pbx__admit_rate() would charge `client` now, charging nothing. */
-bool pbx__admit_rate_check(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
-                           unsigned *retry_after);
 
 #endif

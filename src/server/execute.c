@@ -505,45 +505,89 @@ static int check_request(struct pbx_server *s, struct MHD_Connection *c, struct 
     return 0;
 }
 
+/* Whose window and quota a request counts against: "key:NAME" or "ip:ADDRESS". */
+static void client_id(const struct request_ctx *ctx, const struct caller *who, char *out,
+                      size_t len)
+{
+    snprintf(out, len, "%s%s",
+             who->keyed ? "key:" : "ip:", who->keyed ? who->key.name : ctx->client);
+}
+
+static enum MHD_Result quota_spent(struct pbx_server *s, struct MHD_Connection *c,
+                                   struct request_ctx *ctx, const struct caller *who)
+{
+    unsigned to_midnight;
+    char msg[160];
+    char day[16];
+
+    utc_day(pbx__server_now_ms(), day, sizeof(day), &to_midnight);
+    snprintf(msg, sizeof(msg),
+             "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", who->rpd);
+    return pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
+}
+
 /*
- * The per-minute window and the daily quota: checked (`charge` false) before
- * the caller takes a slot or a place in the queue, so a caller over its
- * limits cannot crowd others out; charged (`charge` true) once admitted.
- * Returns 0, or -1 after answering (429, 500).
+ * The per-minute window and the daily quota, checked before the caller may
+ * take a slot or a place in the queue, so a caller over its limits cannot
+ * crowd others out.  The request is then held: it counts against both while
+ * it waits (a burst cannot pass the check all at once), and is charged only
+ * once admitted (admission_charge) or let go.  Returns 0 (held unless
+ * admin), or -1 after answering (429, 500).
  */
-static int rate_and_quota(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                          const struct caller *who, bool charge, int64_t *today,
+static int admission_hold(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                          const struct caller *who, const char *client, int64_t *today,
                           enum MHD_Result *ret)
 {
     struct pbx_error *err = NULL;
+    uint64_t now = pbx__server_now_ms();
     unsigned retry = 0;
+    unsigned held = 0;
     unsigned to_midnight;
-    char idbuf[300];
     char msg[160];
     char day[16];
-    bool ok;
-    int rc;
 
     if (who->admin)
         return 0;
-    snprintf(idbuf, sizeof(idbuf), "%s%s",
-             who->keyed ? "key:" : "ip:", who->keyed ? who->key.name : ctx->client);
-    ok = charge ? pbx__admit_rate(s->admit, idbuf, who->rpm, pbx__server_now_ms(), &retry)
-                : pbx__admit_rate_check(s->admit, idbuf, who->rpm, pbx__server_now_ms(), &retry);
-    if (!ok) {
+    if (!pbx__admit_hold(s->admit, client, who->rpm, now, &retry, &held)) {
         snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
                  who->rpm);
         *ret = pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, retry, NULL);
         return -1;
     }
-    utc_day(pbx__server_now_ms(), day, sizeof(day), &to_midnight);
-    if (charge) {
-        rc = pbx_store_quota_take(s->store, idbuf, day, who->rpd, today, &err);
-    } else {
-        rc = pbx_store_quota_get(s->store, idbuf, day, today, &err);
-        if (rc >= 0)
-            rc = who->rpd < 0 || *today < who->rpd;
+    utc_day(now, day, sizeof(day), &to_midnight);
+    if (pbx_store_quota_get(s->store, client, day, today, &err) < 0) {
+        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
+        pbx_error_free(&err);
+        pbx__admit_release(s->admit, client, false, now);
+        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0,
+                                      NULL);
+        return -1;
     }
+    if (who->rpd >= 0 && *today + (int64_t)held >= who->rpd) {
+        pbx__admit_release(s->admit, client, false, now);
+        *ret = quota_spent(s, c, ctx, who);
+        return -1;
+    }
+    return 0;
+}
+
+/* Charge a held request, now admitted. Returns 0, or -1 after answering (429, 500). */
+static int admission_charge(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                            const struct caller *who, const char *client, int64_t *today,
+                            enum MHD_Result *ret)
+{
+    struct pbx_error *err = NULL;
+    uint64_t now = pbx__server_now_ms();
+    unsigned to_midnight;
+    char day[16];
+    int rc;
+
+    if (who->admin)
+        return 0;
+    pbx__admit_release(s->admit, client, true, now);
+    utc_day(now, day, sizeof(day), &to_midnight);
+    /* Atomic in the store: another node may have spent the quota meanwhile. */
+    rc = pbx_store_quota_take(s->store, client, day, who->rpd, today, &err);
     if (rc < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
@@ -552,9 +596,7 @@ static int rate_and_quota(struct pbx_server *s, struct MHD_Connection *c, struct
         return -1;
     }
     if (rc == 0) {
-        snprintf(msg, sizeof(msg),
-                 "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", who->rpd);
-        *ret = pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
+        *ret = quota_spent(s, c, ctx, who);
         return -1;
     }
     return 0;
@@ -634,6 +676,8 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     struct caller who;
     const char *token;
     enum MHD_Result ret = MHD_YES;
+    char client[300];
+    bool held = false;
     unsigned active;
     int64_t today = 0;
     uint64_t t0;
@@ -646,9 +690,12 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
         token = req.api_key;
     if (authenticate(s, c, ctx, token, &who, &ret) < 0)
         goto out_req;
-    if (check_request(s, c, ctx, &req, &who, &ret) < 0 ||
-        rate_and_quota(s, c, ctx, &who, false, &today, &ret) < 0)
+    if (check_request(s, c, ctx, &req, &who, &ret) < 0)
         goto out_key;
+    client_id(ctx, &who, client, sizeof(client));
+    if (admission_hold(s, c, ctx, &who, client, &today, &ret) < 0)
+        goto out_key;
+    held = !who.admin;
 
     active = pbx__admit_active(s->admit);
     if (!pbx__admit_enter(s->admit)) {
@@ -656,18 +703,15 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
                                      "every execution slot is busy and the queue is full or its "
                                      "wait ran out; retry in a moment",
                                      1, NULL);
-        goto out_key;
+        goto out_hold;
     }
     exec_request_of(s, &req, &who, &ereq);
     if (!pbx__server_budget_take(s, ctx, answer_reserve(&ereq))) {
-        atomic_fetch_add(&s->metrics.budget_refusals, 1);
-        ret = pbx__server_send_error(c, ctx, s, "ServerBusy",
-                                     "the server's memory for requests in flight is spent; retry "
-                                     "in a moment",
-                                     1, NULL);
+        ret = pbx__server_budget_spent(s, c, ctx);
         goto out_slot;
     }
-    if (rate_and_quota(s, c, ctx, &who, true, &today, &ret) < 0)
+    held = false;
+    if (admission_charge(s, c, ctx, &who, client, &today, &ret) < 0)
         goto out_slot;
     t0 = pbx__server_now_ms();
     rc = s->ex.execute(s->ex.arg, who.keyed || who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
@@ -691,6 +735,9 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     pbx_exec_result_release(&res);
 out_slot:
     pbx__admit_leave(s->admit);
+out_hold:
+    if (held)
+        pbx__admit_release(s->admit, client, false, pbx__server_now_ms());
 out_key:
     if (who.keyed)
         pbx_key_info_release(&who.key);

@@ -71,7 +71,6 @@ struct request_ctx {
     struct pbx_buf body;          /* capped body */
     bool too_large;               /* the body passed the cap */
     bool over_budget;             /* the server's memory budget could not hold it */
-    bool prepaid;                 /* the announced body was charged to the budget up front */
     size_t held;                  /* bytes of the budget this request holds */
     size_t discarded;             /* bytes received past the cap (or all, for multipart) */
     bool answered;                /* a response was queued */
@@ -103,6 +102,10 @@ void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
  */
 bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n);
 void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx);
+
+/* Answer 503: the budget cannot hold the request (counted in the metrics). */
+enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
+                                         struct request_ctx *ctx);
 
 /* Queue `text` (taken over) as the answer. */
 enum MHD_Result pbx__server_send_text(struct MHD_Connection *c, struct request_ctx *ctx,

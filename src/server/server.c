@@ -589,6 +589,16 @@ bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size
     return true;
 }
 
+enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
+                                         struct request_ctx *ctx)
+{
+    atomic_fetch_add(&s->metrics.budget_refusals, 1);
+    return pbx__server_send_error(c, ctx, s, "ServerBusy",
+                                  "the server's memory for requests in flight is spent; retry in "
+                                  "a moment",
+                                  1, NULL);
+}
+
 void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx)
 {
     atomic_fetch_sub(&s->budget_used, ctx->held);
@@ -788,16 +798,6 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
                  announced, s->max_valid_body);
         return pbx__server_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
-    /* A buffer grown by doubling holds at most twice its bytes. */
-    ctx->prepaid = execute && cl != NULL;
-    if (ctx->prepaid && announced > 0 && !pbx__server_budget_take(s, ctx, (size_t)announced * 2)) {
-        ctx->over_budget = true;
-        atomic_fetch_add(&s->metrics.budget_refusals, 1);
-        return pbx__server_send_error(c, ctx, s, "ServerBusy",
-                                      "the server's memory for requests in flight is spent; "
-                                      "retry in a moment",
-                                      1, NULL);
-    }
     if (execute && ctx->route == R_V1_EXECUTE) {
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 
@@ -826,10 +826,13 @@ static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
     if (!keep || ctx->answered) {
         ctx->discarded += size;
     } else if (!ctx->too_large && !ctx->over_budget) {
-        /* Announced bodies were charged up front; a chunked one is charged as it comes. */
-        if (!ctx->prepaid && !pbx__server_budget_take(s, ctx, 2 * size)) {
+        /*
+         * Charged as it comes, never on what a header announces: a client
+         * that announces much and sends nothing holds nothing.  A buffer
+         * grown by doubling holds at most twice its bytes.
+         */
+        if (!pbx__server_budget_take(s, ctx, 2 * size)) {
             ctx->over_budget = true;
-            atomic_fetch_add(&s->metrics.budget_refusals, 1);
         } else if (ctx->pp != NULL) {
             ctx->discarded += size; /* the parts are kept, not the body */
             if (ctx->discarded > s->max_valid_body)
@@ -899,10 +902,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return pbx__server_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
     if (ctx->over_budget)
-        return pbx__server_send_error(c, ctx, s, "ServerBusy",
-                                      "the server's memory for requests in flight is spent; "
-                                      "retry in a moment",
-                                      1, NULL);
+        return pbx__server_budget_spent(s, c, ctx);
     set_deadline(s, c, true);
     ret = dispatch(s, c, ctx, url, method);
     set_deadline(s, c, false);
@@ -917,8 +917,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
     if (ctx == NULL)
         return;
-    if (!ctx->answered)
-        ctx->status = toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? 408 : 0;
+    if (!ctx->answered && ctx->status == 0 && toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+        ctx->status = 408;
     atomic_fetch_add(&s->metrics.requests[ctx->route][status_index(ctx->status)], 1);
     if (!s->cfg->quiet)
         log_request(ctx);

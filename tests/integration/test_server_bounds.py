@@ -120,20 +120,26 @@ def test_a_body_no_valid_request_can_be_is_refused_unread(start_server):
 def test_requests_beyond_the_memory_budget_get_503_and_the_budget_comes_back(start_server):
     srv = start_server("--rpm", "1000", "--rpd", "1000", "--memory-budget", str(40 * MIB),
                        "--limit", "answer=1M")
-    size = 15 * MIB  # charged twice over (a buffer grown by doubling): 30 of the 40 MiB
+    size = 15 * MIB  # charged twice over as it arrives (a buffer grown by doubling)
     body = json.dumps({"code": "print(1)", "stdin": "x" * (size - 40)}).encode()
     assert len(body) <= size
+    sent = 12 * MIB
     holder = socket.create_connection((srv.host, srv.port), timeout=30)
     holder.sendall(b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:1000])
+                   b"Content-Length: %d\r\n\r\n" % len(body) + body[:sent])
     deadline = time.monotonic() + 10 * SLOW
-    while budget_used(srv) == 0:
+    while budget_used(srv) < 2 * sent:
         assert time.monotonic() < deadline, "the held request never took its budget"
         time.sleep(0.02)
+    # What a header announces is not charged: a second holder that sends nothing holds nothing.
+    idle = socket.create_connection((srv.host, srv.port), timeout=30)
+    idle.sendall(b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body))
+    assert budget_used(srv) < 2 * sent + MIB
     r = srv.post("/v1/execute", data=body, timeout=60)
     assert_error_json(r, 503, "ServerBusy")
     assert metric(srv, "pybox_budget_refusals_total") >= 1
-    holder.sendall(body[1000:])
+    holder.sendall(body[sent:])
     answer = b""
     while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
         chunk = holder.recv(65536)
@@ -142,6 +148,7 @@ def test_requests_beyond_the_memory_budget_get_503_and_the_budget_comes_back(sta
     status, _, _ = parse_http_response(answer)
     assert status == 400, answer[:300]  # stdin over its limit: refused, but read whole
     holder.close()
+    idle.close()
     deadline = time.monotonic() + 10 * SLOW
     while budget_used(srv) != 0:
         assert time.monotonic() < deadline, "the budget was not given back"
@@ -362,3 +369,50 @@ def test_forged_records_of_millions_of_values_cost_the_server_little(start_serve
     grown_mb = (vm_kb(srv.pid, "VmHWM") - before) / 1024
     # The records are held (24 MiB at most each), never parsed into a tree (~150 B a value).
     assert grown_mb < 200, f"the server's peak RSS grew by {grown_mb:.0f} MB"
+
+
+def test_a_burst_from_one_caller_holds_no_more_places_than_its_rate(start_server):
+    srv = start_server("--rpm", "2", "--rpd", "1000", "--max-concurrency", "1", "--queue", "8:60")
+    done = threading.Event()
+    held = {}
+
+    def hold():
+        held["r"] = srv.admin({"code": "import time\ntime.sleep(%d)" % int(6 * SLOW)}, v1=True,
+                              source="127.0.0.3", timeout=120)
+        done.set()
+
+    t = threading.Thread(target=hold)
+    t.start()
+    wait_metric(srv, "pybox_cells_busy", 1)
+    answers = []
+    lock = threading.Lock()
+
+    def one():
+        a = srv.v1({"code": "print(2)"}, timeout=120)
+        with lock:
+            answers.append((a, done.is_set()))
+
+    burst = [threading.Thread(target=one) for _ in range(6)]
+    for b in burst:
+        b.start()
+    # Two of the six fit the caller's window: they wait for the slot; the four others are
+    # refused at once, while the slot is still taken.
+    deadline = time.monotonic() + 30 * SLOW
+    while True:
+        with lock:
+            refused = [a for a, _ in answers if a.status_code == 429]
+        if len(refused) == 4:
+            break
+        assert time.monotonic() < deadline, [a.status_code for a, _ in answers]
+        time.sleep(0.05)
+    assert metric(srv, "pybox_queue_waiting") == 2
+    assert not done.is_set(), "the slot was given back before the burst was sorted out"
+    for b in burst:
+        b.join(120)
+    codes = sorted(a.status_code for a, _ in answers)
+    assert codes == [200, 200, 429, 429, 429, 429], codes
+    for a, freed in answers:
+        if a.status_code == 429:
+            assert_error_json(a, 429, "RateLimitExceeded")
+    t.join(120)
+    assert held["r"].status_code == 200, held["r"].text
