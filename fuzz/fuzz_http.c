@@ -156,7 +156,8 @@ static void check_answers(const char *buf, size_t len, bool bodies)
     const char *end = buf + len;
 
     while (p < end && end - p >= 12 && memcmp(p, "HTTP/1.", 7) == 0) {
-        int status = (int)strtol(p + 9, NULL, 10);
+        /* "HTTP/1.1 NNN": three digits, within what was read. */
+        int status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
         const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         const char *cl;
         size_t body_len;

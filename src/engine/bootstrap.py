@@ -221,6 +221,7 @@ def _shutdown(module):
 # finds something.
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
+_MAX_DISALLOWED = 1000
 _MAX_NESTING = 2047  # arrays and objects, plus the value innermost: 2048
 _JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 # An integer of 19 digits or more: not after a point, where a float's repr may have 20.
@@ -342,10 +343,11 @@ def prepare_job():
     linecache.cache.pop(_USER_FILE, None)
 
 
-def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values):
+def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, result_record):
     """Run user code as python3 runs main.py; returns the exit status.  main()'s value may be
-    at most result_bytes of JSON holding at most result_values values (the cell passes what
-    pbx_limits_result_max() says, as the supervisor parses no more)."""
+    at most result_bytes of JSON holding at most result_values values, in a done record of at
+    most result_record bytes (the cell passes what pbx_limits_result_max() says: the supervisor
+    reads and parses no more)."""
     global _ALLOWED
     if reseed:
         _reseed()
@@ -365,8 +367,13 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values):
     if not allow_all:
         bad = _disallowed(tree)
         if bad:
-            msg = "import of %s not allowed" % ", ".join("'%s'" % b for b in bad)
-            return _reject({"type": "ForbiddenImportError", "message": msg, "disallowed": bad},
+            # The first _MAX_DISALLOWED are named: the record stays a record the supervisor
+            # reads (it skips lines of absurd size unparsed).
+            named = bad[:_MAX_DISALLOWED]
+            msg = "import of %s not allowed" % ", ".join("'%s'" % b for b in named)
+            if len(bad) > len(named):
+                msg += " (and %d more)" % (len(bad) - len(named))
+            return _reject({"type": "ForbiddenImportError", "message": msg, "disallowed": named},
                            "ForbiddenImportError: %s\n" % msg)
     _meta({"check": "ok"})
 
@@ -404,6 +411,12 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values):
                 value = fn()
                 try:
                     done["result"] = _result_text(value, result_bytes, result_values)
+                    # The record escapes it again, as a JSON string: '"' takes two bytes.
+                    written = len(json.dumps(done["result"])) + 64
+                    if written > result_record:
+                        del done["result"]
+                        raise _Uncarriable("its record would be %d bytes; at most %d may come "
+                                           "back (the answer limit)" % (written, result_record))
                 except _Uncarriable as exc:
                     done["error"] = {"type": "ResultNotSerializable",
                                      "message": "main() returned a value pybox cannot carry "

@@ -166,19 +166,19 @@ static _Noreturn void run_code(const struct pbx_zygote_state *zs, uint32_t flags
                                const struct pbx_limits *limits, const uint8_t *code,
                                size_t code_len, const char *extra_modules, bool reseed)
 {
-    uint64_t result_bytes;
-    uint64_t result_values;
+    struct pbx_result_max max;
     PyObject *ret;
     PyObject *arg;
     long rc = 1;
 
-    pbx_limits_result_max(limits, &result_bytes, &result_values);
+    pbx_limits_result_max(limits, &max);
     arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
-    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "OiisiKK", arg,
-                                      (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
-                                      extra_modules, reseed, (unsigned long long)result_bytes,
-                                      (unsigned long long)result_values)
-              : NULL;
+    ret =
+        arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "OiisiKKK", arg,
+                                    (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
+                                    extra_modules, reseed, (unsigned long long)max.bytes,
+                                    (unsigned long long)max.values, (unsigned long long)max.record)
+            : NULL;
     if (ret == NULL) {
         PyErr_Print();
     } else {

@@ -574,18 +574,7 @@ static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct p
     return z;
 }
 
-/* Whether `z` is still the zygote new work goes to. */
-static bool zygote_current(struct pbx_engine *e, const struct zygote *z)
-{
-    bool cur;
-
-    pthread_mutex_lock(&e->zlock);
-    cur = e->cur == z && !zygote_dead(z);
-    pthread_mutex_unlock(&e->zlock);
-    return cur;
-}
-
-/* Whether a spare of `z` should still wait for work: its zygote current and not yet due. */
+/* Whether a spare of `z` may still serve: its zygote current, alive and not yet due. */
 static bool zygote_fresh(struct pbx_engine *e, const struct zygote *z)
 {
     bool fresh;
@@ -1415,7 +1404,10 @@ static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
            r->memory_bytes == s->memory_bytes && r->pids == s->pids &&
            r->disk_bytes == s->disk_bytes && r->disk_inodes == s->disk_inodes &&
            r->output_files == s->output_files && r->output_file_bytes == s->output_file_bytes &&
-           r->nofile == s->nofile && r->stack_bytes == s->stack_bytes;
+           r->nofile == s->nofile && r->stack_bytes == s->stack_bytes &&
+           /* What main()'s value and the files may take of the answer, in the cell. */
+           r->answer_bytes == s->answer_bytes && r->stdout_bytes == s->stdout_bytes &&
+           r->stderr_bytes == s->stderr_bytes;
 }
 
 static void spare_release(struct pbx_engine *e, struct spare *sp)
@@ -1613,8 +1605,8 @@ static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, st
         *sp = e->pool[0];
         memmove(e->pool, e->pool + 1, (e->npool - 1) * sizeof(e->pool[0]));
         e->npool--;
-        if (!zygote_current(e, sp->z)) {
-            /* Forked from a retired or dead zygote: not for new work. */
+        if (!zygote_fresh(e, sp->z)) {
+            /* Forked from a retired, dead or due zygote: not for new work. */
             pthread_mutex_unlock(&e->pool_lock);
             spare_release(e, sp);
             pthread_mutex_lock(&e->pool_lock);
@@ -1683,7 +1675,12 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     f.out_r = f.err_r = f.meta_r = f.status = f.job_pidfd = f.cell_pidfd = -1;
     pbx_buf_init(&f.out, req->limits.stdout_bytes);
     pbx_buf_init(&f.errb, req->limits.stderr_bytes);
-    pbx_buf_init(&f.meta, req->limits.answer_bytes + META_EXTRA);
+    {
+        struct pbx_result_max max;
+
+        pbx_limits_result_max(&req->limits, &max);
+        pbx_buf_init(&f.meta, max.record + META_EXTRA);
+    }
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;
 

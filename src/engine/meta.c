@@ -20,7 +20,8 @@ static json_t *clean_error(json_t *e)
 
 /*
  * A record of the bootstrap holds a few fields, and an error with a list of
- * disallowed modules at most; user code may write anything.
+ * at most 1000 disallowed modules (its _MAX_DISALLOWED); user code may write
+ * anything.
  */
 #define LINE_MAX_VALUES 65536
 #define LINE_MAX_DEPTH  32
@@ -28,7 +29,7 @@ static json_t *clean_error(json_t *e)
 #define RESULT_MAX_DEPTH 2048
 
 static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool first,
-                       uint64_t result_bytes, uint64_t result_values)
+                       const struct pbx_result_max *max)
 {
     struct pbx_json_shape shape;
     json_t *check;
@@ -63,9 +64,9 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
         meta->result_too_large = false;
         v = json_object_get(rec, "result");
         meta->result_text_len = json_is_string(v) ? json_string_length(v) : 0;
-        if (json_is_string(v) && (json_string_length(v) > result_bytes ||
+        if (json_is_string(v) && (json_string_length(v) > max->bytes ||
                                   !pbx_json_within(json_string_value(v), json_string_length(v),
-                                                   result_values, RESULT_MAX_DEPTH, &shape))) {
+                                                   max->values, RESULT_MAX_DEPTH, &shape))) {
             meta->result_too_large = true;
         } else if (json_is_string(v)) {
             meta->result =
@@ -81,8 +82,7 @@ void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limi
                      struct pbx_meta *meta)
 {
     struct pbx_limits defaults;
-    uint64_t result_bytes;
-    uint64_t result_values;
+    struct pbx_result_max max;
     size_t pos = 0;
     bool first = true;
 
@@ -90,7 +90,7 @@ void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limi
         pbx_limits_default(&defaults);
         limits = &defaults;
     }
-    pbx_limits_result_max(limits, &result_bytes, &result_values);
+    pbx_limits_result_max(limits, &max);
     memset(meta, 0, sizeof(*meta));
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
@@ -99,7 +99,7 @@ void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limi
         /* An unterminated last line was cut short: ignore it. */
         if (nl == NULL)
             break;
-        parse_line(data + pos, end - pos, meta, first, result_bytes, result_values);
+        parse_line(data + pos, end - pos, meta, first, &max);
         /* Only the very first line can be the check record. */
         if (first && meta->check == PBX_META_CHECK_REJECTED)
             break;

@@ -38,10 +38,13 @@ void pbx_limits_default(struct pbx_limits *l)
     };
 }
 
-void pbx_limits_result_max(const struct pbx_limits *l, uint64_t *bytes, uint64_t *values)
+void pbx_limits_result_max(const struct pbx_limits *l, struct pbx_result_max *m)
 {
-    *bytes = l->answer_bytes;
-    *values = l->answer_bytes / 64 + 16;
+    uint64_t outputs = l->stdout_bytes + l->stderr_bytes;
+
+    m->bytes = l->answer_bytes > outputs ? l->answer_bytes - outputs : 0;
+    m->values = l->answer_bytes / 64 + 16;
+    m->record = m->bytes + (64u << 10);
 }
 
 enum unit { U_COUNT, U_BYTES, U_MS };

@@ -32,13 +32,20 @@ struct pbx_limits {
 };
 
 /*
- * The most main()'s value may be, as JSON text, in bytes and in values: the
- * whole answer limit, and a value for every 64 bytes of it (a parsed value
- * costs tens of bytes, so the tree stays a small multiple of the limit).
- * The bootstrap refuses a bigger value itself; the supervisor never parses
- * one.
+ * The most main()'s value may be: as JSON text, what the answer limit leaves
+ * after the kept stdout and stderr (bytes); a value for every 64 bytes of the
+ * answer limit (a parsed value costs tens of bytes, so the tree stays a small
+ * multiple of the limit: values); and the record that carries it, escaped
+ * as a JSON string, at most `bytes` and 64 KiB (record).  The bootstrap
+ * refuses a bigger value itself; the supervisor never parses one.
  */
-void pbx_limits_result_max(const struct pbx_limits *l, uint64_t *bytes, uint64_t *values);
+struct pbx_result_max {
+    uint64_t bytes;  /* JSON text of the value */
+    uint64_t values; /* values in it */
+    uint64_t record; /* the done record that carries it, as written */
+};
+
+void pbx_limits_result_max(const struct pbx_limits *l, struct pbx_result_max *m);
 
 /* Fill `l` with the defaults. */
 void pbx_limits_default(struct pbx_limits *l);

@@ -122,10 +122,10 @@ static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
     *to_midnight = (unsigned)(86400 - (t % 86400));
 }
 
-static json_t *compat_files(const struct pbx_exec_result *res)
+/* The compatible dialect's output_files from the result object `full` (its strings shared). */
+static json_t *compat_files(json_t *full)
 {
     json_t *o = json_object();
-    json_t *full = pbx_exec_result_to_json(res);
     json_t *files = json_object_get(full, "files");
     const char *name;
     json_t *v;
@@ -141,7 +141,6 @@ static json_t *compat_files(const struct pbx_exec_result *res)
         else
             json_object_set(o, name, v);
     }
-    json_decref(full);
     return o;
 }
 
@@ -155,7 +154,7 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
         "{s:b, s:O, s:O, s:O, s:f, s:o}", "success", res->status == PBX_STATUS_OK, "stdout",
         json_object_get(full, "stdout"), "stderr", json_object_get(full, "stderr"), "exit_code",
         json_object_get(full, "exit_code"), "execution_duration_sec", res->duration_ms / 1000.0,
-        "output_files", compat_files(res));
+        "output_files", compat_files(full));
     const char *etype = NULL;
     char ts[64];
     json_t *body;
@@ -656,16 +655,6 @@ static void audit(struct pbx_server *s, const struct request_ctx *ctx, bool v1,
     }
 }
 
-/*
- * The most an answer to `ereq` can hold in the server while it is built: the
- * result (its cap, see pbx_limits.answer_bytes), its JSON tree with files in
- * base64, and the JSON text.
- */
-static size_t answer_reserve(const struct pbx_exec_request *ereq)
-{
-    return (size_t)ereq->limits.answer_bytes * 3 + (64u << 10);
-}
-
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, bool v1)
 {
@@ -706,7 +695,7 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
         goto out_hold;
     }
     exec_request_of(s, &req, &who, &ereq);
-    if (!pbx__server_budget_take(s, ctx, answer_reserve(&ereq))) {
+    if (!pbx__server_budget_take(s, ctx, pbx__server_answer_reserve(&ereq.limits))) {
         ret = pbx__server_budget_spent(s, c, ctx);
         goto out_slot;
     }

@@ -103,6 +103,14 @@ void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
 bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n);
 void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx);
 
+/*
+ * The most an answer can hold in the server while it is built, taken from
+ * the budget for every admitted execution: the result (at most the answer
+ * limit), its JSON tree (files in base64, 4/3 of their size) and the JSON
+ * text (as much again).
+ */
+size_t pbx__server_answer_reserve(const struct pbx_limits *l);
+
 /* Answer 503: the budget cannot hold the request (counted in the metrics). */
 enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
                                          struct request_ctx *ctx);

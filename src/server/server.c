@@ -577,6 +577,11 @@ static size_t max_valid_body(const struct pbx_server_config *cfg)
     return n < cfg->max_body ? (size_t)n : cfg->max_body;
 }
 
+size_t pbx__server_answer_reserve(const struct pbx_limits *l)
+{
+    return (size_t)l->answer_bytes * 4 + (64u << 10);
+}
+
 bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n)
 {
     size_t used = atomic_load(&s->budget_used);
@@ -637,6 +642,15 @@ struct watch {
     uint64_t span_ms;     /* request_deadline_s */
 };
 
+/* Deadlines count on the monotonic clock: a step of the wall clock moves none. */
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void *watch_main(void *arg)
 {
     struct pbx_server *s = arg;
@@ -644,7 +658,7 @@ static void *watch_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
-        uint64_t now = pbx__server_now_ms();
+        uint64_t now = mono_ms();
         struct timespec until;
 
         for (struct conn *c = w->head; c != NULL; c = c->next) {
@@ -654,7 +668,7 @@ static void *watch_main(void *arg)
                 atomic_fetch_add(&s->metrics.deadline_drops, 1);
             }
         }
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_nsec += 250 * 1000000L;
         if (until.tv_nsec >= 1000000000L) {
             until.tv_sec++;
@@ -683,7 +697,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
             return;
         cn = xcalloc(1, sizeof(*cn));
         cn->fd = ci->connect_fd;
-        cn->deadline_ms = pbx__server_now_ms() + w->span_ms;
+        cn->deadline_ms = mono_ms() + w->span_ms;
         pthread_mutex_lock(&w->lock);
         cn->next = w->head;
         if (w->head != NULL)
@@ -719,7 +733,7 @@ static void set_deadline(struct pbx_server *s, struct MHD_Connection *c, bool no
         return;
     cn = ci->socket_context;
     pthread_mutex_lock(&w->lock);
-    cn->deadline_ms = none ? UINT64_MAX : pbx__server_now_ms() + w->span_ms;
+    cn->deadline_ms = none ? UINT64_MAX : mono_ms() + w->span_ms;
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -972,7 +986,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     if (s->budget == 0) {
         /* Room for every slot's largest answer, and the largest body of every slot and place in the
          * queue. */
-        s->budget = (size_t)cfg->max_concurrency * (cfg->limits.answer_bytes * 3 + (64u << 10)) +
+        s->budget = (size_t)cfg->max_concurrency * pbx__server_answer_reserve(&cfg->limits) +
                     (size_t)(cfg->max_concurrency + cfg->queue_max) * 2 * s->max_valid_body;
     }
     *out = s;
@@ -1002,9 +1016,14 @@ int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     (void)addrlen;
     if (cfg->request_deadline_s > 0 && !external) {
+        pthread_condattr_t attr;
+
         s->watch = xcalloc(1, sizeof(*s->watch));
         pthread_mutex_init(&s->watch->lock, NULL);
-        pthread_cond_init(&s->watch->wake, NULL);
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&s->watch->wake, &attr);
+        pthread_condattr_destroy(&attr);
         s->watch->span_ms = (uint64_t)cfg->request_deadline_s * 1000u;
         if (pthread_create(&s->watch->thread, NULL, watch_main, s) != 0) {
             free(s->watch);

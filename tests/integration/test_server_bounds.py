@@ -416,3 +416,25 @@ def test_a_burst_from_one_caller_holds_no_more_places_than_its_rate(start_server
             assert_error_json(a, 429, "RateLimitExceeded")
     t.join(120)
     assert held["r"].status_code == 200, held["r"].text
+
+
+def test_a_rejection_naming_seventy_thousand_modules_stays_a_rejection(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--code-chars", "1000000")
+    code = "import " + ",".join("m%d" % i for i in range(70000)) + "\n"
+    r = srv.v1({"code": code}, timeout=120)
+    assert r.status_code == 200, r.text[:500]
+    body = body_of(r)
+    assert body["status"] == "rejected", body["status"]
+    assert body["error"]["type"] == "ForbiddenImportError", body["error"]["type"]
+    assert len(body["error"]["disallowed"]) == 1000
+    assert "(and 69000 more)" in body["error"]["message"]
+
+
+def test_a_main_value_whose_record_is_over_the_limit_is_an_error_not_dropped(start_server):
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--memory", "1024")
+    # 7 MB of quotes: within the value limit, but its record escapes each quote.
+    r = srv.v1({"code": "def main():\n    return '\"' * 7000000\n", "main": True}, timeout=120)
+    assert r.status_code == 200, r.text[:500]
+    body = body_of(r)
+    assert body["status"] == "error", body["status"]
+    assert body["error"]["type"] == "ResultNotSerializable", body["error"]
