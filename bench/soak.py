@@ -42,6 +42,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 MIB = 1 << 20
+# pybox serve runs one engine (a zygote, its warm pool, its cgroup pool) per trust class:
+# anonymous callers and key holders.
+ENGINES = 2
 CGROUP_POOL_EXTRA = 8  # cell cgroups kept beyond --spares MAX (src/engine/engine.c)
 RSS_SLACK_KB = 32 * 1024
 FD_SLACK = 4
@@ -336,7 +339,7 @@ def snapshot(srv):
     # a spare forked from it is still in the pool (src/engine/engine.c).
     zyg.sort(key=lambda p: start_time(p["pid"]))
     cells_of = collections.Counter(p["ppid"] for p in procs)
-    retired = zyg[:-1]
+    retired = zyg[:-ENGINES]
     s["retired_zygotes_with_spares"] = sum(1 for z in retired if cells_of[z["pid"]])
     s["spares_of_retired_zygotes"] = sum(cells_of[z["pid"]] for z in retired)
     zmnt = {p["mntns"] for p in zyg}
@@ -414,11 +417,12 @@ def bounds(before, after, spares_max):
     def check(name, value, limit, text):
         out.append((name, text, value is not None and limit is not None and value <= limit))
 
-    z_limit = 1 + after["retired_zygotes_with_spares"]
+    z_limit = ENGINES + after["retired_zygotes_with_spares"]
     check("zygotes", after["zygotes"], z_limit,
-          "<= 1 + retired zygotes that still have a spare in the pool = %d" % z_limit)
-    check("idle spares (metric)", after["cells_idle"], spares_max, "<= spares max %d" %
-          spares_max)
+          "<= %d (one per trust class) + retired zygotes that still have a spare = %d" % (
+              ENGINES, z_limit))
+    check("idle spares (metric)", after["cells_idle"], ENGINES * spares_max,
+          "<= %d x spares max = %d" % (ENGINES, ENGINES * spares_max))
     check("jail_processes", after["jail_processes"], after["zygotes"] + 2 * idle,
           "<= zygotes + 2 x idle spares = %d (a cell and its job each)" %
           (after["zygotes"] + 2 * idle))
@@ -430,10 +434,10 @@ def bounds(before, after, spares_max):
           "<= before (%s)" % before["zygote_mounts"])
     check("server_mounts", after["server_mounts"], before["server_mounts"],
           "<= before (%d; the host's namespace)" % before["server_mounts"])
-    cg_limit = 2 * spares_max + CGROUP_POOL_EXTRA
+    cg_limit = ENGINES * (2 * spares_max + CGROUP_POOL_EXTRA)
     check("cgroup_cells_max", after["cgroup_cells_max"], cg_limit,
-          "<= 2 x spares max + %d = %d per hierarchy (pool of max + %d, max held by spares)" % (
-              CGROUP_POOL_EXTRA, cg_limit, CGROUP_POOL_EXTRA))
+          "<= %d x (2 x spares max + %d) = %d per hierarchy (per engine: a pool of max + %d, "
+          "max held by spares)" % (ENGINES, CGROUP_POOL_EXTRA, cg_limit, CGROUP_POOL_EXTRA))
     check("cgroup parents", sum(after["cgroup_parents"].values()),
           sum(before["cgroup_parents"].values()),
           "<= before (%d)" % sum(before["cgroup_parents"].values()))
