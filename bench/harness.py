@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -520,3 +521,14 @@ def threads_of(pid):
         return int(f["Threads"][0])
     except (TypeError, KeyError, IndexError, ValueError):
         return None
+
+
+def run_main(main):
+    """Run a benchmark's main() as its script: its exit status, or 130 when interrupted (the
+    server stopped and its temporary directory removed by then)."""
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, Interrupted) as e:
+        print("interrupted (%s): the server was stopped and its temporary directory removed" %
+              (str(e) or "SIGINT"), file=sys.stderr)
+        sys.exit(130)

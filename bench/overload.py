@@ -345,9 +345,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, harness.Interrupted) as e:
-        print("interrupted (%s): the server was stopped and its temporary directory removed" %
-              (str(e) or "SIGINT"), file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

@@ -18,10 +18,7 @@ import socket
 import threading
 import time
 
-import pytest
-import requests
-
-from conftest import SLOW, body_of, expect_error, metric, parse_http_response, wait_metric
+from conftest import SLOW, body_of, metric, parse_http_response, wait_metric
 
 MIB = 1 << 20
 # Peak-memory tests measure pybox, not the sanitizer's quarantine of freed blocks (256 MiB by
@@ -229,21 +226,33 @@ def test_a_trickling_flood_from_one_address_leaves_others_served(start_server):
 # Rate limits before slots
 
 
+class SlotHolder:
+    """An admin execution that sleeps in the server's only slot: .done is set when it is over,
+    .result is its answer."""
+
+    def __init__(self, srv, seconds):
+        self.done = threading.Event()
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(srv, seconds))
+        self.thread.start()
+        wait_metric(srv, "pybox_cells_busy", 1)
+
+    def _run(self, srv, seconds):
+        self.result = srv.admin({"code": "import time\ntime.sleep(%d)" % seconds}, v1=True,
+                                source="127.0.0.3", timeout=120)
+        self.done.set()
+
+    def finish(self):
+        self.thread.join(120)
+        assert self.result is not None and self.result.status_code == 200, self.result
+
+
 def test_a_caller_over_its_rate_takes_no_slot_and_no_place_in_the_queue(start_server):
     srv = start_server("--rpm", "1", "--rpd", "1000", "--max-concurrency", "1", "--queue", "2:30")
     r = srv.v1({"code": "print(1)"})
     assert r.status_code == 200, r.text  # the anonymous caller's one request this minute
-    done = threading.Event()
-    held = {}
-
-    def hold():
-        held["r"] = srv.admin({"code": "import time\ntime.sleep(%d)" % int(6 * SLOW)}, v1=True,
-                              source="127.0.0.3", timeout=120)
-        done.set()
-
-    t = threading.Thread(target=hold)
-    t.start()
-    wait_metric(srv, "pybox_cells_busy", 1)
+    holder = SlotHolder(srv, int(6 * SLOW))
+    done = holder.done
     answers = []
     lock = threading.Lock()
 
@@ -265,8 +274,7 @@ def test_a_caller_over_its_rate_takes_no_slot_and_no_place_in_the_queue(start_se
     # Another caller still gets the queue's place, and its turn.
     r = srv.v1({"code": "print(3)"}, source="127.0.0.2", timeout=120)
     assert r.status_code == 200, r.text
-    t.join(120)
-    assert held["r"].status_code == 200, held["r"].text
+    holder.finish()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,17 +381,8 @@ def test_forged_records_of_millions_of_values_cost_the_server_little(start_serve
 
 def test_a_burst_from_one_caller_holds_no_more_places_than_its_rate(start_server):
     srv = start_server("--rpm", "2", "--rpd", "1000", "--max-concurrency", "1", "--queue", "8:60")
-    done = threading.Event()
-    held = {}
-
-    def hold():
-        held["r"] = srv.admin({"code": "import time\ntime.sleep(%d)" % int(6 * SLOW)}, v1=True,
-                              source="127.0.0.3", timeout=120)
-        done.set()
-
-    t = threading.Thread(target=hold)
-    t.start()
-    wait_metric(srv, "pybox_cells_busy", 1)
+    holder = SlotHolder(srv, int(6 * SLOW))
+    done = holder.done
     answers = []
     lock = threading.Lock()
 
@@ -414,8 +413,7 @@ def test_a_burst_from_one_caller_holds_no_more_places_than_its_rate(start_server
     for a, freed in answers:
         if a.status_code == 429:
             assert_error_json(a, 429, "RateLimitExceeded")
-    t.join(120)
-    assert held["r"].status_code == 200, held["r"].text
+    holder.finish()
 
 
 def test_a_rejection_naming_seventy_thousand_modules_stays_a_rejection(start_server):
