@@ -1,9 +1,9 @@
 /*
- * Fuzz target: the request memfd's framing as a cell reads it
- * (src/engine/cell.c): u64 code length and the code, then ninput records
- * (u32 name length <= 255, name, u64 size, data), then nreturn names.  The
- * counts come from the job message, so here from the first two bytes.  A
- * request that parses is written again with the writer and must come out
+ * Fuzz target: the request memfd as a cell reads it, through the cell's own
+ * decoder, pbx__proto_request_read() (src/engine/proto.c): the code, ninput
+ * input files, nreturn names to return and the extra modules.  The counts
+ * come from the job message, so here from the first two bytes.  A request
+ * that parses is written again with the supervisor's writer and must come out
  * byte for byte the same.  With PYBOX_FUZZ it is a libFuzzer binary;
  * otherwise fuzz/replay.c runs it over fuzz/corpus/proto_request/.
  */
@@ -16,94 +16,70 @@
 #include "sandbox/files.h"
 #include "common/banned.h"
 
-#define MAX_RETURN 256 /* as cell.c */
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The reader stays within the request: p + left is its end, always. */
-static void check_reader(const struct pbx_proto_reader *r, const uint8_t *end)
+struct check {
+    const uint8_t *start;       /* the request's bytes */
+    const uint8_t *end;         /* and their end */
+    struct pbx_proto_writer *w; /* the request written again */
+};
+
+/* Each input file lies within the request, under a name the cell may create. */
+static int on_input(void *arg, const char *name, const uint8_t *fdata, uint64_t fsize)
 {
-    PBX_ASSERT(r->p <= end);
-    PBX_ASSERT(r->left == (size_t)(end - r->p));
+    struct check *c = arg;
+
+    PBX_ASSERT(strlen(name) <= PBX_PROTO_MAX_NAME);
+    PBX_ASSERT(pbx__files_name_ok(name, strlen(name)));
+    PBX_ASSERT(fdata >= c->start && fsize <= (uint64_t)(c->end - fdata));
+    pbx__proto_request_input(c->w, name, fdata, fsize);
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static struct pbx_proto_request req;
     struct pbx_proto_writer w = {0};
-    struct pbx_proto_reader rd;
-    uint8_t *req;
-    const uint8_t *end;
-    const uint8_t *code;
-    uint64_t code_len;
+    struct pbx_proto_writer head = {0};
+    const char *what = NULL;
+    struct check c;
     uint32_t ninput;
     uint32_t nreturn;
     size_t req_len;
-    uint32_t i;
+    uint8_t *bytes;
 
     if (size < 2)
         return 0;
     /* Up to 16 input files and, past 256 sometimes, returned names. */
     ninput = data[0] & 0x0f;
-    nreturn = data[1] == 0xff ? MAX_RETURN + 1 : data[1] & 0x1f;
+    nreturn = data[1] == 0xff ? PBX_PROTO_MAX_RETURN + 1 : data[1] & 0x1f;
     req_len = size - 2;
     /* An exact-size heap copy, so ASan catches a read past the end. */
-    req = malloc(req_len ? req_len : 1);
-    PBX_ASSERT(req != NULL);
+    bytes = malloc(req_len ? req_len : 1);
+    PBX_ASSERT(bytes != NULL);
     if (req_len > 0)
-        memcpy(req, data + 2, req_len);
-    end = req + req_len;
-    rd.p = req;
-    rd.left = req_len;
-
-    if (!pbx__proto_get_u64(&rd, &code_len) || !pbx__proto_get_bytes(&rd, code_len, &code))
+        memcpy(bytes, data + 2, req_len);
+    c.start = bytes;
+    c.end = bytes + req_len;
+    c.w = &w;
+    if (pbx__proto_request_read(bytes, req_len, ninput, nreturn, on_input, &c, &req, &what) < 0) {
+        PBX_ASSERT(what != NULL);
         goto out_free;
-    check_reader(&rd, end);
-    PBX_ASSERT(code >= req && code_len <= (uint64_t)(end - code));
-    pbx__proto_put_u64(&w, code_len);
-    pbx__proto_put_bytes(&w, code, code_len);
-    for (i = 0; i < ninput; i++) {
-        const uint8_t *name;
-        const uint8_t *fdata;
-        uint32_t nlen;
-        uint64_t fsize;
-        char cname[256];
-
-        if (!pbx__proto_get_string(&rd, 255, &name, &nlen) || !pbx__proto_get_u64(&rd, &fsize) ||
-            !pbx__proto_get_bytes(&rd, fsize, &fdata) ||
-            !pbx__files_name_ok((const char *)name, nlen))
-            goto out_free;
-        check_reader(&rd, end);
-        PBX_ASSERT(nlen <= 255);
-        PBX_ASSERT(fdata >= req && fsize <= (uint64_t)(end - fdata));
-        memcpy(cname, name, nlen);
-        cname[nlen] = '\0';
-        /* A good name survives the C string the cell makes of it. */
-        PBX_ASSERT(strlen(cname) == nlen);
-        PBX_ASSERT(pbx__files_name_ok(cname, strlen(cname)));
-        pbx__proto_put_string(&w, cname, nlen);
-        pbx__proto_put_u64(&w, fsize);
-        pbx__proto_put_bytes(&w, fdata, fsize);
     }
-    if (nreturn > MAX_RETURN)
-        goto out_free;
-    for (i = 0; i < nreturn; i++) {
-        const uint8_t *name;
-        uint32_t nlen;
-        char cname[256];
-
-        if (!pbx__proto_get_string(&rd, 255, &name, &nlen))
-            goto out_free;
-        check_reader(&rd, end);
-        memcpy(cname, name, nlen);
-        cname[nlen] = '\0';
-        pbx__proto_put_string(&w, (const char *)name, nlen);
-    }
-    /* Parsed whole: writing it again gives the bytes that were read. */
-    PBX_ASSERT(w.len == req_len - rd.left);
-    PBX_ASSERT(w.len == 0 || memcmp(w.data, req, w.len) == 0);
+    PBX_ASSERT(req.code >= bytes && req.code_len <= (uint64_t)(c.end - req.code));
+    PBX_ASSERT(req.nreturn == nreturn);
+    /* Parsed whole: writing it again, in order, gives the bytes that were read. */
+    pbx__proto_request_code(&head, (const char *)req.code, req.code_len);
+    pbx__proto_put_bytes(&head, w.data, w.len);
+    for (uint32_t i = 0; i < req.nreturn; i++)
+        pbx__proto_request_return(&head, req.returns[i]);
+    pbx__proto_request_modules(&head, req.modules);
+    PBX_ASSERT(head.len <= req_len);
+    PBX_ASSERT(head.len == 0 || memcmp(head.data, bytes, head.len) == 0);
 
 out_free:
+    free(head.data);
     free(w.data);
-    free(req);
+    free(bytes);
     return 0;
 }

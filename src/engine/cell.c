@@ -208,11 +208,11 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
 
 /* What a spare cell tells its job when the execution arrives (with 5 fds). */
 struct spare_go {
-    uint32_t flags;           /* enum pbx_job_flags */
-    uint32_t pad;             /* zero */
-    uint64_t code_offset;     /* where the code starts in the request memfd */
-    uint64_t code_len;        /* its length */
-    char extra_modules[4097]; /* NUL-terminated */
+    uint32_t flags;                                /* enum pbx_job_flags */
+    uint32_t pad;                                  /* zero */
+    uint64_t code_offset;                          /* where the code starts in the request memfd */
+    uint64_t code_len;                             /* its length */
+    char extra_modules[PBX_PROTO_MAX_MODULES + 1]; /* NUL-terminated */
 };
 
 /*
@@ -428,14 +428,15 @@ static void collect_one(int workfd, int out, const char *name, const struct pbx_
     }
     if (fd >= 0 || state == PBX_FILE_OVER_ANSWER) {
         if (state != PBX_FILE_OK) {
+            off_t data_at = size_at + (off_t)pbx__proto_file_head_len(nlen);
+
             /* Grew past the cap after the check: drop the data, keep the verdict. */
             copied = 0;
-            if (ftruncate(out, size_at + 16 + nlen) < 0 ||
-                lseek(out, size_at + 16 + nlen, SEEK_SET) < 0)
+            if (ftruncate(out, data_at) < 0 || lseek(out, data_at, SEEK_SET) < 0)
                 cell_fail(PBX_STAGE_WAIT, errno, "rewind the returned files");
         }
-        if (pwrite(out, &state, 4, size_at) != 4 ||
-            pwrite(out, &copied, 8, size_at + 8 + nlen) != 8)
+        if (pwrite(out, &state, 4, size_at + PBX_PROTO_FILE_STATE_AT) != 4 ||
+            pwrite(out, &copied, 8, size_at + (off_t)pbx__proto_file_size_at(nlen)) != 8)
             cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     }
     d->nfiles++;
@@ -486,15 +487,10 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
     free(names);
 }
 
-/* The parts of a request a cell needs, pointing into the mapped request memfd. */
+/* The request as a cell reads it: pointers into the mapped request memfd. */
 struct request_view {
-    const uint8_t *code;               /* the code */
-    uint64_t code_len;                 /* its length */
-    uint64_t code_offset;              /* its offset in the request memfd */
-    const char *ret_names[MAX_RETURN]; /* names (or globs) to return */
-    uint32_t nret;                     /* their count */
-    char names_buf[MAX_RETURN][256];   /* their storage */
-    char extra_modules[4097];          /* more allowed modules, space-separated */
+    struct pbx_proto_request req; /* code, names to return, extra modules */
+    uint64_t code_offset;         /* the code's offset in the request memfd */
 };
 
 /* Join the cgroups, unshare mount and IPC namespaces, mount the capped tmpfs. */
@@ -519,60 +515,37 @@ static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
 }
 
 /* Map the request, write its input files into /work, note the rest in *rv. */
+/* Write one input file into /work as the job's. */
+static int place_input(void *arg, const char *name, const uint8_t *data, uint64_t size)
+{
+    int workfd = *(const int *)arg;
+    int r = pbx__files_write(workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
+
+    if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
+        cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
+    if (r < 0)
+        cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
+    return 0;
+}
+
+/* Map the request memfd, write its input files into /work, keep the rest in *rv. */
 static void take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
                          struct request_view *rv)
 {
-    struct pbx_proto_reader rd;
+    const char *what = "request";
     const uint8_t *map;
-    const uint8_t *mods;
-    uint32_t mlen;
-    int r;
 
     map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, reqfd, 0) : NULL;
     if (map == MAP_FAILED)
         cell_fail(PBX_STAGE_INPUT, errno, "map the request");
-    rd.p = map;
-    rd.left = job->request_len;
-    if (!pbx__proto_get_u64(&rd, &rv->code_len) ||
-        !pbx__proto_get_bytes(&rd, rv->code_len, &rv->code))
-        cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (code)");
-    rv->code_offset = (uint64_t)(rv->code - map);
-    for (uint32_t i = 0; i < job->ninput; i++) {
-        const uint8_t *name;
-        const uint8_t *data;
-        uint32_t nlen;
-        uint64_t size;
-        char cname[256];
+    if (pbx__proto_request_read(map, job->request_len, job->ninput, job->nreturn, place_input,
+                                &workfd, &rv->req, &what) < 0) {
+        static char msg[64];
 
-        if (!pbx__proto_get_string(&rd, 255, &name, &nlen) || !pbx__proto_get_u64(&rd, &size) ||
-            !pbx__proto_get_bytes(&rd, size, &data) ||
-            !pbx__files_name_ok((const char *)name, nlen))
-            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (input file)");
-        memcpy(cname, name, nlen);
-        cname[nlen] = '\0';
-        r = pbx__files_write(workfd, cname, data, size, PBX_JOB_UID, PBX_JOB_GID);
-        if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
-            cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
-        if (r < 0)
-            cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
+        snprintf(msg, sizeof(msg), "malformed request (%s)", what);
+        cell_fail(PBX_STAGE_INPUT, EPROTO, msg);
     }
-    if (job->nreturn > MAX_RETURN)
-        cell_fail(PBX_STAGE_INPUT, EPROTO, "too many returned files");
-    rv->nret = 0;
-    for (uint32_t i = 0; i < job->nreturn; i++) {
-        const uint8_t *name;
-        uint32_t nlen;
-
-        if (!pbx__proto_get_string(&rd, 255, &name, &nlen))
-            cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (returned file)");
-        memcpy(rv->names_buf[i], name, nlen);
-        rv->names_buf[i][nlen] = '\0';
-        rv->ret_names[rv->nret++] = rv->names_buf[i];
-    }
-    if (!pbx__proto_get_string(&rd, 4096, &mods, &mlen))
-        cell_fail(PBX_STAGE_INPUT, EPROTO, "malformed request (modules)");
-    memcpy(rv->extra_modules, mods, mlen);
-    rv->extra_modules[mlen] = '\0';
+    rv->code_offset = (uint64_t)(rv->req.code - map);
 }
 
 /* SIGCHLD through a signalfd, to reap orphans while the job runs. */
@@ -598,11 +571,11 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
     done.kind = PBX_PROTO_DONE;
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
     done.prep_faults = prep_faults;
-    for (uint32_t i = 0; i < rv->nret && done.nfiles < job->limits.output_files; i++) {
-        if (strpbrk(rv->ret_names[i], "*?[") != NULL)
-            collect_glob(workfd, outfd, rv->ret_names[i], job, &done);
+    for (uint32_t i = 0; i < rv->req.nreturn && done.nfiles < job->limits.output_files; i++) {
+        if (strpbrk(rv->req.returns[i], "*?[") != NULL)
+            collect_glob(workfd, outfd, rv->req.returns[i], job, &done);
         else
-            collect_one(workfd, outfd, rv->ret_names[i], job, &done);
+            collect_one(workfd, outfd, rv->req.returns[i], job, &done);
     }
     done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
     if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
@@ -632,7 +605,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     if (pid < 0)
         cell_fail(PBX_STAGE_FORK, errno, "fork the job");
     if (pid == 0)
-        job_main(zs, job, fds, view.code, view.code_len, view.extra_modules);
+        job_main(zs, job, fds, view.req.code, view.req.code_len, view.req.modules);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
         close(fds[i]);
         fds[i] = -1;
@@ -696,8 +669,8 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     memset(&go, 0, sizeof(go));
     go.flags = job.flags;
     go.code_offset = view.code_offset;
-    go.code_len = view.code_len;
-    memcpy(go.extra_modules, view.extra_modules, sizeof(go.extra_modules));
+    go.code_len = view.req.code_len;
+    memcpy(go.extra_modules, view.req.modules, sizeof(go.extra_modules));
     start = now_ns();
     r = pbx__proto_send(sv[0], &go, sizeof(go), all + PBX_FD_REQUEST, 5);
     if (r < 0)

@@ -1157,8 +1157,7 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
         uint64_t size;
         const uint8_t *data;
 
-        if (!pbx__proto_get_u32(&rd, &state) || !pbx__proto_get_string(&rd, 255, &name, &nlen) ||
-            !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data) ||
+        if (!pbx__proto_file_next(&rd, &state, &name, &nlen, &size, &data) ||
             !pbx__files_name_ok((const char *)name, nlen))
             break;
         f->name = xstrndup((const char *)name, nlen);
@@ -1694,17 +1693,12 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
                 (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP);
     job.ninput = (uint32_t)req->nfiles;
     job.nreturn = (uint32_t)req->nreturn;
-    pbx__proto_put_u64(&w, req->code_len);
-    pbx__proto_put_bytes(&w, req->code, req->code_len);
-    for (size_t i = 0; i < req->nfiles; i++) {
-        pbx__proto_put_string(&w, req->files[i].name, strlen(req->files[i].name));
-        pbx__proto_put_u64(&w, req->files[i].size);
-        pbx__proto_put_bytes(&w, req->files[i].data, req->files[i].size);
-    }
+    pbx__proto_request_code(&w, req->code, req->code_len);
+    for (size_t i = 0; i < req->nfiles; i++)
+        pbx__proto_request_input(&w, req->files[i].name, req->files[i].data, req->files[i].size);
     for (size_t i = 0; i < req->nreturn; i++)
-        pbx__proto_put_string(&w, req->return_files[i], strlen(req->return_files[i]));
-    pbx__proto_put_string(&w, req->extra_modules ? req->extra_modules : "",
-                          req->extra_modules ? strlen(req->extra_modules) : 0);
+        pbx__proto_request_return(&w, req->return_files[i]);
+    pbx__proto_request_modules(&w, req->extra_modules);
     job.request_len = w.len;
 
     child[PBX_FD_REQUEST] = sealed_memfd("pybox-request", w.data, w.len, err);

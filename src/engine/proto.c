@@ -104,6 +104,100 @@ void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n)
     pbx__proto_put_bytes(w, s, n);
 }
 
+void pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len)
+{
+    pbx__proto_put_u64(w, len);
+    pbx__proto_put_bytes(w, code, len);
+}
+
+void pbx__proto_request_input(struct pbx_proto_writer *w, const char *name, const void *data,
+                              size_t size)
+{
+    pbx__proto_put_string(w, name, strlen(name));
+    pbx__proto_put_u64(w, size);
+    pbx__proto_put_bytes(w, data, size);
+}
+
+void pbx__proto_request_return(struct pbx_proto_writer *w, const char *name)
+{
+    pbx__proto_put_string(w, name, strlen(name));
+}
+
+void pbx__proto_request_modules(struct pbx_proto_writer *w, const char *modules)
+{
+    pbx__proto_put_string(w, modules ? modules : "", modules ? strlen(modules) : 0);
+}
+
+int pbx__proto_request_read(const uint8_t *p, size_t len, uint32_t ninput, uint32_t nreturn,
+                            int (*on_input)(void *arg, const char *name, const uint8_t *data,
+                                            uint64_t size),
+                            void *arg, struct pbx_proto_request *req, const char **what)
+{
+    struct pbx_proto_reader rd = {.p = p, .left = len};
+    const uint8_t *mods;
+    uint32_t mlen;
+
+    if (!pbx__proto_get_u64(&rd, &req->code_len) ||
+        !pbx__proto_get_bytes(&rd, req->code_len, &req->code)) {
+        *what = "code";
+        return -EPROTO;
+    }
+    for (uint32_t i = 0; i < ninput; i++) {
+        char cname[PBX_PROTO_MAX_NAME + 1];
+        const uint8_t *name;
+        const uint8_t *data;
+        uint32_t nlen;
+        uint64_t size;
+        int r;
+
+        if (!pbx__proto_get_string(&rd, PBX_PROTO_MAX_NAME, &name, &nlen) ||
+            !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data) ||
+            !pbx__files_name_ok((const char *)name, nlen)) {
+            *what = "input file";
+            return -EPROTO;
+        }
+        memcpy(cname, name, nlen);
+        cname[nlen] = '\0';
+        r = on_input(arg, cname, data, size);
+        if (r < 0)
+            return r;
+    }
+    if (nreturn > PBX_PROTO_MAX_RETURN) {
+        *what = "too many returned files";
+        return -EPROTO;
+    }
+    for (uint32_t i = 0; i < nreturn; i++) {
+        const uint8_t *name;
+        uint32_t nlen;
+
+        /* A NUL would cut the name short of what was asked: refused, as in input names. */
+        if (!pbx__proto_get_string(&rd, PBX_PROTO_MAX_NAME, &name, &nlen) ||
+            memchr(name, '\0', nlen) != NULL) {
+            *what = "returned file";
+            return -EPROTO;
+        }
+        memcpy(req->returns[i], name, nlen);
+        req->returns[i][nlen] = '\0';
+    }
+    req->nreturn = nreturn;
+    if (!pbx__proto_get_string(&rd, PBX_PROTO_MAX_MODULES, &mods, &mlen) ||
+        memchr(mods, '\0', mlen) != NULL) {
+        *what = "modules";
+        return -EPROTO;
+    }
+    memcpy(req->modules, mods, mlen);
+    req->modules[mlen] = '\0';
+    return 0;
+}
+
+bool pbx__proto_file_next(struct pbx_proto_reader *r, uint32_t *state, const uint8_t **name,
+                          uint32_t *name_len, uint64_t *size, const uint8_t **data)
+{
+    return pbx__proto_get_u32(r, state) &&
+           pbx__proto_get_string(r, PBX_PROTO_MAX_NAME, name, name_len) &&
+           pbx__proto_get_u64(r, size) && pbx__proto_get_bytes(r, *size, data);
+}
+
 int pbx__proto_send(int sock, const void *msg, size_t len, const int *fds, int nfds)
 {
     union {

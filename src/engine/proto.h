@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "policy/limits.h"
+#include "sandbox/files.h"
 
 #define PBX_PROTO_MAGIC   0x70796278u /* "pybx" */
 #define PBX_PROTO_VERSION 2u
@@ -104,32 +105,8 @@ struct pbx_proto_done {
     uint64_t output_len;   /* bytes written to the output memfd */
 };
 
-/* A returned-file record's state. */
-enum pbx_proto_file_state {
-    PBX_FILE_OK = 0,
-    PBX_FILE_NOT_FOUND = 1,
-    PBX_FILE_NOT_REGULAR = 2, /* directory, FIFO, device, socket */
-    PBX_FILE_SYMLINK = 3,     /* a symlink or a path through one */
-    PBX_FILE_TOO_LARGE = 4,
-    PBX_FILE_UNREADABLE = 5,
-    PBX_FILE_BAD_NAME = 6,
-    PBX_FILE_OVER_ANSWER = 7, /* within its own cap, past what the answer had left */
-};
-
 /* Static text for a state ("not found", ...). */
 const char *pbx__proto_file_state_text(uint32_t state);
-
-/*
- * Request framing: code, then ninput x (u32 name length, name, u64 size,
- * data), then nreturn x (u32 name length, name).  pbx__proto_request_size()
- * computes the total, pbx__proto_request_write() fills a buffer of that size.
- */
-struct pbx_proto_file {
-    const char *name;
-    size_t name_len;
-    const void *data;
-    size_t size;
-};
 
 /* A reader over a byte range; every getter fails (returns false) past the end. */
 struct pbx_proto_reader {
@@ -156,6 +133,70 @@ void pbx__proto_put_u32(struct pbx_proto_writer *w, uint32_t v);
 void pbx__proto_put_u64(struct pbx_proto_writer *w, uint64_t v);
 void pbx__proto_put_bytes(struct pbx_proto_writer *w, const void *p, size_t n);
 void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n);
+
+/*
+ * The request memfd: u64 code length and the code; then, for each input
+ * file, u32 name length (at most 255), the name, u64 size and the data; then,
+ * for each name to return, u32 length (at most 255) and the name; then u32
+ * length (at most 4096) and the extra allowed modules.  The counts travel in
+ * the job message (ninput, nreturn).  The supervisor writes it with the
+ * functions below, in that order; the cell reads it with
+ * pbx__proto_request_read(), and so does fuzz/fuzz_proto_request.c.
+ */
+#define PBX_PROTO_MAX_NAME    255
+#define PBX_PROTO_MAX_RETURN  256
+#define PBX_PROTO_MAX_MODULES 4096
+
+void pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len);
+void pbx__proto_request_input(struct pbx_proto_writer *w, const char *name, const void *data,
+                              size_t size);
+void pbx__proto_request_return(struct pbx_proto_writer *w, const char *name);
+void pbx__proto_request_modules(struct pbx_proto_writer *w, const char *modules);
+
+/* A decoded request: pointers into the bytes read, which must outlive it. */
+struct pbx_proto_request {
+    const uint8_t *code;                                        /* the code */
+    uint64_t code_len;                                          /* its length */
+    uint32_t nreturn;                                           /* names to return */
+    char returns[PBX_PROTO_MAX_RETURN][PBX_PROTO_MAX_NAME + 1]; /* NUL-terminated */
+    char modules[PBX_PROTO_MAX_MODULES + 1]; /* extra allowed modules, NUL-terminated */
+};
+
+/*
+ * Read a request of `ninput` input files and `nreturn` names from `len`
+ * bytes at `p` into *req, calling on_input(arg, name, data, size) for each
+ * input file in order (name NUL-terminated and valid per
+ * pbx__files_name_ok()).  Names to return and modules may hold no NUL.
+ * Never reads outside the bytes.  Returns 0; -EPROTO
+ * with *what naming the malformed part; or what on_input returned when it
+ * returned < 0.
+ */
+int pbx__proto_request_read(const uint8_t *p, size_t len, uint32_t ninput, uint32_t nreturn,
+                            int (*on_input)(void *arg, const char *name, const uint8_t *data,
+                                            uint64_t size),
+                            void *arg, struct pbx_proto_request *req, const char **what);
+
+/*
+ * A returned-file record in the output memfd: u32 state (enum
+ * pbx_file_state), u32 name length, the name, u64 size, the data.  The cell
+ * writes the head first and the state and size again once the data is in.
+ */
+static inline size_t pbx__proto_file_head_len(uint32_t name_len)
+{
+    return 16 + (size_t)name_len;
+}
+#define PBX_PROTO_FILE_STATE_AT 0 /* offset of the state in a record */
+static inline size_t pbx__proto_file_size_at(uint32_t name_len)
+{
+    return 8 + (size_t)name_len;
+}
+
+/*
+ * The next returned-file record of `r`: false at the end or when malformed
+ * (a name over PBX_PROTO_MAX_NAME, data past the end).
+ */
+bool pbx__proto_file_next(struct pbx_proto_reader *r, uint32_t *state, const uint8_t **name,
+                          uint32_t *name_len, uint64_t *size, const uint8_t **data);
 
 /*
  * Send one message of `len` bytes with `nfds` fds (SCM_RIGHTS, at most

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
-#include "engine/proto.h"
 #include "sandbox/files.h"
 #include "common/banned.h"
 

@@ -9,6 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What became of one file to return (a returned-file record's state). */
+enum pbx_file_state {
+    PBX_FILE_OK = 0,
+    PBX_FILE_NOT_FOUND = 1,
+    PBX_FILE_NOT_REGULAR = 2, /* directory, FIFO, device, socket */
+    PBX_FILE_SYMLINK = 3,     /* a symlink or a path through one */
+    PBX_FILE_TOO_LARGE = 4,
+    PBX_FILE_UNREADABLE = 5,
+    PBX_FILE_BAD_NAME = 6,
+    PBX_FILE_OVER_ANSWER = 7, /* within its own cap, past what the answer had left */
+};
+
 /*
  * Whether `name` (len bytes, not NUL-terminated) is an acceptable file name:
  * 1..255 bytes, no NUL, no '/', not "." or "..".  No syscalls (fuzzed).
@@ -27,7 +39,7 @@ int pbx__files_write(int dirfd, const char *name, const void *data, size_t size,
  * openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS |
  * RESOLVE_NO_XDEV), O_NONBLOCK so a FIFO never blocks, and accept only a
  * regular file of at most `max` bytes.  Returns the fd (caller closes) with
- * *size set, or -state (enum pbx_proto_file_state).
+ * *size set, or -state (enum pbx_file_state).
  */
 int pbx__files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size);
 

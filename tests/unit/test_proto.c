@@ -4,6 +4,8 @@
  * bytes they did not write, so every getter must fail cleanly past the end.
  */
 #include <check.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +255,102 @@ START_TEST(test_message_layout)
 }
 END_TEST
 
+struct inputs {
+    unsigned n;       /* files seen */
+    char names[4][8]; /* their names */
+    uint64_t size[4]; /* and sizes */
+    int fail_at;      /* return -EIO for this one (-1: never) */
+};
+
+static int on_input(void *arg, const char *name, const uint8_t *data, uint64_t size)
+{
+    struct inputs *in = arg;
+
+    (void)data;
+    if ((int)in->n == in->fail_at)
+        return -EIO;
+    snprintf(in->names[in->n], sizeof(in->names[0]), "%s", name);
+    in->size[in->n++] = size;
+    return 0;
+}
+
+static struct pbx_proto_request req;
+
+START_TEST(test_request_round_trip)
+{
+    struct pbx_proto_writer w = {0};
+    struct inputs in = {.fail_at = -1};
+    const char *what = NULL;
+
+    pbx__proto_request_code(&w, "print(1)", 8);
+    pbx__proto_request_input(&w, "a.txt", "abc", 3);
+    pbx__proto_request_input(&w, "b.bin", "", 0);
+    pbx__proto_request_return(&w, "out.png");
+    pbx__proto_request_return(&w, "*.csv");
+    pbx__proto_request_modules(&w, "pandas scipy");
+    ck_assert_int_eq(pbx__proto_request_read(w.data, w.len, 2, 2, on_input, &in, &req, &what), 0);
+    ck_assert_uint_eq(req.code_len, 8);
+    ck_assert_mem_eq(req.code, "print(1)", 8);
+    ck_assert_uint_eq(in.n, 2);
+    ck_assert_str_eq(in.names[0], "a.txt");
+    ck_assert_uint_eq(in.size[0], 3);
+    ck_assert_str_eq(in.names[1], "b.bin");
+    ck_assert_uint_eq(req.nreturn, 2);
+    ck_assert_str_eq(req.returns[0], "out.png");
+    ck_assert_str_eq(req.returns[1], "*.csv");
+    ck_assert_str_eq(req.modules, "pandas scipy");
+    /* Cut anywhere, it is malformed, never read past its end. */
+    for (size_t cut = 0; cut < w.len; cut++) {
+        struct inputs none = {.fail_at = -1};
+
+        what = NULL;
+        ck_assert_int_eq(pbx__proto_request_read(w.data, cut, 2, 2, on_input, &none, &req, &what),
+                         -EPROTO);
+        ck_assert_ptr_nonnull(what);
+    }
+    /* The callback's error comes back as it is. */
+    in = (struct inputs){.fail_at = 1};
+    ck_assert_int_eq(pbx__proto_request_read(w.data, w.len, 2, 2, on_input, &in, &req, &what),
+                     -EIO);
+    free(w.data);
+}
+END_TEST
+
+START_TEST(test_request_refuses)
+{
+    struct pbx_proto_writer w = {0};
+    struct inputs in = {.fail_at = -1};
+    const char *what = NULL;
+
+    /* An input file named "..": never written into /work. */
+    pbx__proto_request_code(&w, "x", 1);
+    pbx__proto_request_input(&w, "..", "z", 1);
+    pbx__proto_request_modules(&w, "");
+    ck_assert_int_eq(pbx__proto_request_read(w.data, w.len, 1, 0, on_input, &in, &req, &what),
+                     -EPROTO);
+    ck_assert_str_eq(what, "input file");
+    ck_assert_uint_eq(in.n, 0);
+    free(w.data);
+    /* A name to return with a NUL in it would ask for a shorter name than was sent. */
+    w = (struct pbx_proto_writer){0};
+    pbx__proto_request_code(&w, "x", 1);
+    pbx__proto_put_string(&w, "a\0b", 3);
+    pbx__proto_request_modules(&w, "");
+    ck_assert_int_eq(pbx__proto_request_read(w.data, w.len, 0, 1, on_input, &in, &req, &what),
+                     -EPROTO);
+    ck_assert_str_eq(what, "returned file");
+    free(w.data);
+    /* More names than a cell keeps. */
+    w = (struct pbx_proto_writer){0};
+    pbx__proto_request_code(&w, "x", 1);
+    ck_assert_int_eq(pbx__proto_request_read(w.data, w.len, 0, PBX_PROTO_MAX_RETURN + 1, on_input,
+                                             &in, &req, &what),
+                     -EPROTO);
+    ck_assert_str_eq(what, "too many returned files");
+    free(w.data);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -264,6 +362,8 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_string_limits);
     tcase_add_test(tc, test_file_state_text);
     tcase_add_test(tc, test_message_layout);
+    tcase_add_test(tc, test_request_round_trip);
+    tcase_add_test(tc, test_request_refuses);
     suite_add_tcase(s, tc);
     return s;
 }
