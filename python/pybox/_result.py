@@ -84,7 +84,7 @@ class Result:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> "Result":
-        """Build a Result from a result object (DESIGN 4.1.1) decoded from JSON.
+        """Build a Result from a result object (docs/api.md) decoded from JSON.
 
         Raises ServerError when the object is not a well-formed result object.
         """

@@ -4,7 +4,7 @@
 
 #include <stdnoreturn.h>
 
-/* Exit statuses of pybox itself (DESIGN.md 4.1). */
+/* Exit statuses of pybox itself (README.md, "pybox run"). */
 #define PBX_EXIT_USAGE    2   /* bad usage */
 #define PBX_EXIT_TIMEOUT  124 /* the wall or CPU limit was hit, as timeout(1) */
 #define PBX_EXIT_FAILURE  125 /* pybox itself failed */

@@ -41,7 +41,7 @@ static void help(void)
         "  --limit NAME=VALUE    set any limit, e.g. --limit pids=20 --limit disk=128M\n"
         "                        (repeatable; env PYBOX_LIMITS=\"NAME=VALUE ...\"); see below\n"
         "  --main                call main() and report its JSON-encoded return value\n"
-        "  --json                print the result object (DESIGN.md 4.1.1) instead\n"
+        "  --json                print the result object (docs/api.md) instead\n"
         "  --allow-all-imports   do not apply the import allowlist (env PYBOX_ALLOW_ALL_IMPORTS=1)\n"
         "  --preload             import numpy and PIL before the run (what the server does)\n"
         "  --server URL          run on the pybox server at URL (env PYBOX_SERVER) instead of\n"

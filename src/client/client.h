@@ -2,7 +2,7 @@
  * libpybox internals: the handles behind include/pybox/pybox.h and the two
  * modes behind pybox_run().
  *
- * Both modes end in the same place: the result object of DESIGN.md 4.1.1 as
+ * Both modes end in the same place: the result object of docs/api.md as
  * JSON text, parsed by pbx__client_result_parse().  Remote mode gets that
  * text from the server; local mode makes it from the engine's result with the
  * same function and flags the server uses.  So a result read through the
@@ -115,7 +115,7 @@ double pbx__client_timeout(const struct pybox_client *client, const struct pybox
 unsigned pbx__client_memory(const struct pybox_client *client, const struct pybox_exec *exec);
 
 /*
- * Build a result from the JSON text of a result object (DESIGN.md 4.1.1).
+ * Build a result from the JSON text of a result object (docs/api.md).
  * PYBOX_E_PROTOCOL when it is not one; `request_id`, which the server adds,
  * is dropped.  The caller owns *out.
  */

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "engine/cell.h"
 #include "engine/proto.h"
 #include "sandbox/files.h"
@@ -75,14 +76,6 @@ static _Noreturn void cell_fail(int stage, int errnum, const char *what)
              errnum ? strerror(errnum) : "");
     (void)!send(status_fd, &d, sizeof(d), MSG_NOSIGNAL);
     _exit(1);
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* In the job: shed every privilege the jail's root had.  Returns 0 or -errno. */
@@ -315,7 +308,7 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
     pid_t r;
 
     while (pidfd >= 0) {
-        uint64_t now = now_ns();
+        uint64_t now = pbx_clock_ns(CLOCK_MONOTONIC);
         struct pollfd p[2] = {
             {.fd = pidfd, .events = POLLIN},
             {.fd = sigfd, .events = POLLIN},
@@ -345,7 +338,7 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
     } while (r < 0 && errno == EINTR);
     if (r < 0)
         cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
-    d->duration_ns = now_ns() - start;
+    d->duration_ns = pbx_clock_ns(CLOCK_MONOTONIC) - start;
     /* As init of the namespace, kill(-1) reaches every process left in it. */
     (void)kill(-1, SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
@@ -600,7 +593,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
         cell_fail(PBX_STAGE_INPUT, errno, "open /work");
     take_request(fds[PBX_FD_REQUEST], job, workfd, &view);
     sigfd = block_sigchld();
-    start = now_ns();
+    start = pbx_clock_ns(CLOCK_MONOTONIC);
     pid = fork();
     if (pid < 0)
         cell_fail(PBX_STAGE_FORK, errno, "fork the job");
@@ -671,7 +664,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     go.code_offset = view.code_offset;
     go.code_len = view.req.code_len;
     memcpy(go.extra_modules, view.req.modules, sizeof(go.extra_modules));
-    start = now_ns();
+    start = pbx_clock_ns(CLOCK_MONOTONIC);
     r = pbx__proto_send(sv[0], &go, sizeof(go), all + PBX_FD_REQUEST, 5);
     if (r < 0)
         cell_fail(PBX_STAGE_FORK, -r, "hand the execution to the job");

@@ -43,6 +43,7 @@
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
@@ -171,14 +172,6 @@ void pbx_exec_request_init(struct pbx_exec_request *req)
 {
     memset(req, 0, sizeof(*req));
     pbx_limits_default(&req->limits);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int write_proc_file(pid_t pid, const char *file, const char *text, struct pbx_error **err)
@@ -324,14 +317,6 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, i
     _exit(127);
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Start a zygote in a fresh jail and wait until it is ready; the caller owns *out. */
 static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out,
                         struct pbx_error **err)
@@ -410,7 +395,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     z->pid = pid;
     pid = -1;
     z->ctrl = steal_fd(&ctrl);
-    z->born_ms = mono_ms();
+    z->born_ms = pbx_clock_ms(CLOCK_MONOTONIC);
     *out = z;
     return 0;
 }
@@ -532,8 +517,8 @@ static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx
 static bool zygote_due_locked(const struct pbx_engine *e, const struct zygote *z)
 {
     return (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
-           (e->cfg.zygote_max_age_s > 0 &&
-            mono_ms() - z->born_ms >= (uint64_t)e->cfg.zygote_max_age_s * 1000u);
+           (e->cfg.zygote_max_age_s > 0 && pbx_clock_ms(CLOCK_MONOTONIC) - z->born_ms >=
+                                               (uint64_t)e->cfg.zygote_max_age_s * 1000u);
 }
 
 /*
@@ -692,13 +677,7 @@ static void *stale_main(void *arg)
     while (left > 0 && !e->stale_stop) {
         struct timespec until;
 
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += delay_ms / 1000;
-        until.tv_nsec += (delay_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        pbx_clock_after(CLOCK_MONOTONIC, (uint64_t)delay_ms, &until);
         while (!e->stale_stop &&
                pthread_cond_timedwait(&e->stale_cond, &e->stale_lock, &until) != ETIMEDOUT)
             ;
@@ -1060,14 +1039,14 @@ static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
 static void run_flight(struct flight *f, const struct pbx_exec_request *req,
                        struct pbx_cgroup_cell *cell)
 {
-    uint64_t begin = now_ms();
+    uint64_t begin = pbx_clock_ms(CLOCK_MONOTONIC);
     uint64_t deadline = begin + SETUP_TIMEOUT_MS;
     uint64_t drain_until = 0;
 
     for (;;) {
         struct pollfd p[4];
         int np = 0;
-        uint64_t now = now_ms();
+        uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
         int timeout;
         bool ended = f->finished || f->failed || f->cell_gone;
 
@@ -1535,13 +1514,7 @@ static bool pool_wait(struct pbx_engine *e, unsigned ms)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    pbx_clock_after(CLOCK_MONOTONIC, ms, &until);
     return pthread_cond_timedwait(&e->pool_cond, &e->pool_lock, &until) == 0;
 }
 

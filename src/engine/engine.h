@@ -154,7 +154,7 @@ const char *pbx_status_name(enum pbx_status status);
 /* json_dumps() flags for result objects: compact, ASCII-safe, times to the microsecond. */
 #define PBX_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12))
 
-/* The result object of DESIGN.md section 4.1.1 (a new reference). */
+/* The result object of docs/api.md (a new reference). */
 json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res);
 
 #endif

@@ -1,4 +1,4 @@
-/* The result of an execution: release, names and the JSON object of DESIGN.md 4.1.1. */
+/* The result of an execution: release, names and the result object of docs/api.md. */
 #include <math.h>
 #include <sodium.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /*
  * Per-execution limits.  Every field is settable per execution; the defaults
- * are those of DESIGN.md section 4.3, except the code size: 1 MiB here for
+ * are those of README.md's "Limits" table, except the code size: 1 MiB here for
  * local runs, while the server's anonymous policy caps code at 2000 characters.
  */
 #ifndef PBX_POLICY_LIMITS_H

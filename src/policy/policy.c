@@ -1,4 +1,4 @@
-/* The default import allowlist (DESIGN.md section 4.3). */
+/* The default import allowlist (README.md, "Allowed imports"). */
 #include <stddef.h>
 
 #include "policy/policy.h"

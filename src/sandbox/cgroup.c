@@ -50,6 +50,7 @@
 #include "sandbox/cgroup.h"
 #include "sandbox/cgroup_internal.h"
 #include "common/cleanup.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "common/banned.h"
@@ -348,14 +349,6 @@ static const struct pbx__cgroup_backend *backend_of(enum pbx_cgroup_version v)
 
 /* Killing and removing. */
 
-static long long elapsed_ns(const struct timespec *start)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start->tv_sec) * 1000000000LL + (now.tv_nsec - start->tv_nsec);
-}
-
 /*
  * Kill the members of `dir` and remove it.  rmdir(2) fails with EBUSY while
  * a killed task has not finished exiting, so retry with short pauses for up
@@ -365,9 +358,8 @@ static int remove_cgroup_within(const struct pbx_cgroups *cg, const char *dir,
                                 const struct pbx__cgroup_backend *be, long long wait_ns)
 {
     const struct timespec pause = {0, REMOVE_PAUSE_NS};
-    struct timespec start;
+    uint64_t start = pbx_clock_ns(CLOCK_MONOTONIC);
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
     for (;;) {
         if (be)
             be->kill(cg, dir);
@@ -375,7 +367,7 @@ static int remove_cgroup_within(const struct pbx_cgroups *cg, const char *dir,
             return 0;
         if (errno != EBUSY && errno != EINTR)
             return -errno;
-        if (elapsed_ns(&start) >= wait_ns)
+        if ((long long)(pbx_clock_ns(CLOCK_MONOTONIC) - start) >= wait_ns)
             return -EBUSY;
         nanosleep(&pause, NULL);
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/error.h"
 #include "common/xalloc.h"
 #include "server/admit.h"
@@ -287,13 +288,7 @@ bool pbx__admit_enter(struct pbx_admit *a)
         a->head = &w;
     a->tail = &w;
     a->queued++;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += a->queue_wait_ms / 1000;
-    deadline.tv_nsec += (long)(a->queue_wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    pbx_clock_after(CLOCK_MONOTONIC, a->queue_wait_ms, &deadline);
     while (!w.granted) {
         if (pthread_cond_timedwait(&w.cond, &a->slot_lock, &deadline) != 0 && !w.granted)
             break;

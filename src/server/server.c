@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/utf8.h"
 #include "common/xalloc.h"
@@ -60,10 +61,7 @@ static const double buckets_ms[NBUCKET] = {5,   10,   25,   50,   100,   250,
 
 uint64_t pbx__server_now_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return pbx_clock_ms(CLOCK_REALTIME);
 }
 
 void pbx__server_iso_time(uint64_t ms, char *out, size_t len)
@@ -642,15 +640,6 @@ struct watch {
     uint64_t span_ms;     /* request_deadline_s */
 };
 
-/* Deadlines count on the monotonic clock: a step of the wall clock moves none. */
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void *watch_main(void *arg)
 {
     struct pbx_server *s = arg;
@@ -658,7 +647,7 @@ static void *watch_main(void *arg)
 
     pthread_mutex_lock(&w->lock);
     while (!w->stop) {
-        uint64_t now = mono_ms();
+        uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
         struct timespec until;
 
         for (struct conn *c = w->head; c != NULL; c = c->next) {
@@ -668,12 +657,7 @@ static void *watch_main(void *arg)
                 atomic_fetch_add(&s->metrics.deadline_drops, 1);
             }
         }
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += 250 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        pbx_clock_after(CLOCK_MONOTONIC, 250, &until);
         pthread_cond_timedwait(&w->wake, &w->lock, &until);
     }
     pthread_mutex_unlock(&w->lock);
@@ -697,7 +681,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx
             return;
         cn = xcalloc(1, sizeof(*cn));
         cn->fd = ci->connect_fd;
-        cn->deadline_ms = mono_ms() + w->span_ms;
+        cn->deadline_ms = pbx_clock_ms(CLOCK_MONOTONIC) + w->span_ms;
         pthread_mutex_lock(&w->lock);
         cn->next = w->head;
         if (w->head != NULL)
@@ -733,7 +717,7 @@ static void set_deadline(struct pbx_server *s, struct MHD_Connection *c, bool no
         return;
     cn = ci->socket_context;
     pthread_mutex_lock(&w->lock);
-    cn->deadline_ms = none ? UINT64_MAX : mono_ms() + w->span_ms;
+    cn->deadline_ms = none ? UINT64_MAX : pbx_clock_ms(CLOCK_MONOTONIC) + w->span_ms;
     pthread_mutex_unlock(&w->lock);
 }
 

@@ -1,4 +1,4 @@
-"""POST /execute, the compatible dialect (DESIGN.md §4.2, issue 3 §1).
+"""POST /execute, the compatible dialect (docs/api.md).
 
 The documented example requests are sent verbatim; every success is checked against the whole
 documented response shape, and every error type against its HTTP status.

@@ -1,4 +1,4 @@
-"""POST /v1/execute, pybox's own dialect (DESIGN.md §4.1.1, issue 3 §2).
+"""POST /v1/execute, pybox's own dialect (docs/api.md).
 
 Every completed execution is 200 with the result object, whatever its status (ok, error,
 timeout, memory_limit, killed, rejected); 4xx only when the request itself failed.

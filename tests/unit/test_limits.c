@@ -150,7 +150,7 @@ START_TEST(test_defaults)
 
     memset(&l, 0xa5, sizeof(l));
     pbx_limits_default(&l);
-    /* DESIGN.md section 4.3, the anonymous policy. */
+    /* README.md's "Limits" table, the anonymous policy. */
     ck_assert_uint_eq(l.wall_ms, 10000);
     ck_assert_uint_eq(l.cpu_ms, 10000);
     ck_assert_uint_eq(l.memory_bytes, 256 * MIB);
