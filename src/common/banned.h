@@ -1,6 +1,7 @@
 /*
  * Functions that are banned in pybox: each has a bounded or safer replacement.
- * Included last by every translation unit through the build (-include).
+ * Every source file of src/ includes it last, after the headers whose inline
+ * code may use the real functions.
  */
 #ifndef PBX_COMMON_BANNED_H
 #define PBX_COMMON_BANNED_H
