@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/xalloc.h"
+#include "common/banned.h"
 
 const char *pbx_strerror(int code)
 {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/banned.h"
 
 static enum pbx_log_level current = PBX_LOG_WARN;
 
