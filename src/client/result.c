@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "engine/engine.h"
 #include "common/banned.h"
 
 /* json_dumps() flags of the result object, as the server and `pybox run --json` use them. */
@@ -12,17 +13,20 @@
 /* And of main()'s value on its own. */
 #define VALUE_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
 
-static const char *const status_names[] = {
-    [PYBOX_STATUS_OK] = "ok",           [PYBOX_STATUS_ERROR] = "error",
-    [PYBOX_STATUS_TIMEOUT] = "timeout", [PYBOX_STATUS_MEMORY_LIMIT] = "memory_limit",
-    [PYBOX_STATUS_KILLED] = "killed",   [PYBOX_STATUS_REJECTED] = "rejected",
-};
+/* The public statuses are the engine's, named by the engine: one list of names. */
+_Static_assert(PYBOX_STATUS_OK == (int)PBX_STATUS_OK &&
+                   PYBOX_STATUS_ERROR == (int)PBX_STATUS_ERROR &&
+                   PYBOX_STATUS_TIMEOUT == (int)PBX_STATUS_TIMEOUT &&
+                   PYBOX_STATUS_MEMORY_LIMIT == (int)PBX_STATUS_MEMORY_LIMIT &&
+                   PYBOX_STATUS_KILLED == (int)PBX_STATUS_KILLED &&
+                   PYBOX_STATUS_REJECTED == (int)PBX_STATUS_REJECTED,
+               "enum pybox_status and enum pbx_status differ");
 
 const char *pybox_status_name(int status)
 {
-    if (status < 0 || (size_t)status >= sizeof(status_names) / sizeof(status_names[0]))
+    if (status < PYBOX_STATUS_OK || status > PYBOX_STATUS_REJECTED)
         return "unknown";
-    return status_names[status];
+    return pbx_status_name((enum pbx_status)status);
 }
 
 void pybox_result_free(struct pybox_result *res)
@@ -140,8 +144,8 @@ static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
         !(json_is_object(error) || json_is_null(error)) || value == NULL ||
         !json_is_number(duration) || !json_is_number(cpu) || !json_is_integer(rss))
         return PARSE_BAD;
-    for (size_t i = 0; i < sizeof(status_names) / sizeof(status_names[0]); i++) {
-        if (strcmp(json_string_value(status), status_names[i]) == 0) {
+    for (int i = PYBOX_STATUS_OK; i <= PYBOX_STATUS_REJECTED; i++) {
+        if (strcmp(json_string_value(status), pybox_status_name(i)) == 0) {
             r->status = (enum pybox_status)i;
             known = true;
         }

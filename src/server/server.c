@@ -274,8 +274,6 @@ static void log_request(const struct request_ctx *ctx)
 static enum MHD_Result handle_metrics(struct pbx_server *s, struct MHD_Connection *c,
                                       struct request_ctx *ctx)
 {
-    static const char *const st[] = {"ok",           "error",  "timeout",
-                                     "memory_limit", "killed", "rejected"};
     struct pbx_pool_stats ps;
     struct pbx_buf b;
     char line[256];
@@ -305,8 +303,8 @@ static enum MHD_Result handle_metrics(struct pbx_server *s, struct MHD_Connectio
     }
     OUT("# HELP pybox_executions_total Executions by result status.\n");
     OUT("# TYPE pybox_executions_total counter\n");
-    for (int i = 0; i < 6; i++)
-        OUT("pybox_executions_total{status=\"%s\"} %lu\n", st[i],
+    for (int i = PBX_STATUS_OK; i <= PBX_STATUS_REJECTED; i++)
+        OUT("pybox_executions_total{status=\"%s\"} %lu\n", pbx_status_name((enum pbx_status)i),
             atomic_load(&s->metrics.executions[i]));
     OUT("# HELP pybox_execute_latency_seconds Latency of execution requests.\n");
     OUT("# TYPE pybox_execute_latency_seconds histogram\n");
