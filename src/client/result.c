@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "client/client.h"
+#include "common/signame.h"
 #include "engine/engine.h"
 #include "common/banned.h"
 
@@ -46,20 +47,6 @@ void pybox_result_free(struct pybox_result *res)
     free(res->files);
     free(res->json);
     free(res);
-}
-
-/* "SIGKILL" -> 9; 0 for a name this system does not know. */
-static int signal_number(const char *name)
-{
-    if (strncmp(name, "SIG", 3) != 0)
-        return 0;
-    for (int s = 1; s < 32; s++) {
-        const char *abbrev = sigabbrev_np(s);
-
-        if (abbrev != NULL && strcmp(abbrev, name + 3) == 0)
-            return s;
-    }
-    return 0;
 }
 
 /* A NUL-terminated copy of a JSON string member (NULs inside kept); NULL on OOM. */
@@ -154,7 +141,7 @@ static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
         return PARSE_BAD;
     r->has_exit_code = json_is_integer(exit_code);
     r->exit_code = r->has_exit_code ? (int)json_integer_value(exit_code) : -1;
-    r->signal = json_is_string(sig) ? signal_number(json_string_value(sig)) : 0;
+    r->signal = json_is_string(sig) ? pbx_signal_number(json_string_value(sig)) : 0;
     r->out = string_copy(out, &r->out_len);
     r->err = string_copy(err, &r->err_len);
     if (r->out == NULL || r->err == NULL)

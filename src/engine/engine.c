@@ -44,6 +44,7 @@
 #include "common/buf.h"
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/signame.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
@@ -1171,8 +1172,6 @@ static void read_cell_memory(struct pbx_cgroup_cell *cell, struct cell_memory *m
 static json_t *verdict_error(const struct pbx_verdict *v, const struct pbx_meta *meta,
                              const struct pbx_exec_request *req)
 {
-    const char *abbrev;
-
     switch (v->error) {
     case PBX_VERDICT_ERROR_NONE:
         return NULL;
@@ -1190,9 +1189,7 @@ static json_t *verdict_error(const struct pbx_verdict *v, const struct pbx_meta 
                             "the execution exceeded the memory limit of %" PRIu64 " MiB",
                             req->limits.memory_bytes >> 20);
     case PBX_VERDICT_ERROR_SIGNAL:
-        abbrev = sigabbrev_np(v->signal);
-        return error_object("Killed", "the process was killed by SIG%s",
-                            abbrev ? abbrev : "UNKNOWN");
+        return error_object("Killed", "the process was killed by %s", pbx_signal_name(v->signal));
     case PBX_VERDICT_ERROR_JOB:
         return json_incref(meta->error);
     case PBX_VERDICT_ERROR_SANDBOX:

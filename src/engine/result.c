@@ -3,6 +3,7 @@
 #include <sodium.h>
 #include <string.h>
 
+#include "common/signame.h"
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
@@ -39,25 +40,6 @@ void pbx_exec_result_release(struct pbx_exec_result *res)
     }
     free(res->files);
     memset(res, 0, sizeof(*res));
-}
-
-static const char *signal_text(int sig)
-{
-    static const struct {
-        int sig;
-        const char *name;
-    } names[] = {
-        {1, "SIGHUP"},   {2, "SIGINT"},   {3, "SIGQUIT"},  {4, "SIGILL"},   {5, "SIGTRAP"},
-        {6, "SIGABRT"},  {7, "SIGBUS"},   {8, "SIGFPE"},   {9, "SIGKILL"},  {10, "SIGUSR1"},
-        {11, "SIGSEGV"}, {12, "SIGUSR2"}, {13, "SIGPIPE"}, {14, "SIGALRM"}, {15, "SIGTERM"},
-        {24, "SIGXCPU"}, {25, "SIGXFSZ"}, {31, "SIGSYS"},
-    };
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (names[i].sig == sig)
-            return names[i].name;
-    }
-    return "SIGUNKNOWN";
 }
 
 /* Output is text for JSON: invalid UTF-8 is replaced, so the JSON stays valid. */
@@ -97,7 +79,7 @@ json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res)
     json_object_set_new(o, "exit_code",
                         res->has_exit_code ? json_integer(res->exit_code) : json_null());
     json_object_set_new(o, "signal",
-                        res->signal ? json_string(signal_text(res->signal)) : json_null());
+                        res->signal ? json_string(pbx_signal_name(res->signal)) : json_null());
     json_object_set_new(o, "stdout",
                         text_value(res->stdout_data ? res->stdout_data : "", res->stdout_len));
     json_object_set_new(o, "stderr",
