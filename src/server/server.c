@@ -397,15 +397,15 @@ static enum MHD_Result handle_info(struct pbx_server *s, struct MHD_Connection *
     for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++)
         json_array_append_new(modules, json_string(pbx_policy_default_modules[i]));
     limits = json_pack(
-        "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:i, s:I, s:i, s:I, s:I, s:I}", "timeout_s",
-        l->wall_ms / 1000.0, "cpu_s", l->cpu_ms / 1000.0, "memory_mb",
+        "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:I, s:I}",
+        "timeout_s", l->wall_ms / 1000.0, "cpu_s", l->cpu_ms / 1000.0, "memory_mb",
         (json_int_t)(l->memory_bytes >> 20), "code_chars", (json_int_t)cfg->anon_code_chars,
         "stdin_bytes", (json_int_t)l->stdin_bytes, "stdout_bytes", (json_int_t)l->stdout_bytes,
         "stderr_bytes", (json_int_t)l->stderr_bytes, "input_files", (int)l->input_files,
         "input_file_bytes", (json_int_t)l->input_file_bytes, "return_files", (int)l->output_files,
-        "return_file_bytes", (json_int_t)l->output_file_bytes, "pids", (int)l->pids, "disk_bytes",
-        (json_int_t)l->disk_bytes, "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes",
-        (json_int_t)cfg->max_body);
+        "return_file_bytes", (json_int_t)l->output_file_bytes, "answer_bytes",
+        (json_int_t)l->answer_bytes, "pids", (int)l->pids, "disk_bytes", (json_int_t)l->disk_bytes,
+        "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes", (json_int_t)cfg->max_body);
     body = json_pack(
         "{s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:i, s:{s:i, s:f}, s:o, s:b, s:[s,s], s:s, s:s}",
         "name", "pybox", "version", PBX_VERSION_STRING, "policy", "anonymous", "limits", limits,

@@ -11,7 +11,8 @@ from conftest import body_of
 def srv(module_start_server):
     return module_start_server("--rpm", "7", "--rpd", "40", "--timeout", "3", "--memory", "96",
                                "--code-chars", "1234", "--max-concurrency", "3",
-                               "--limit", "files=4", "--limit", "stdout=64K")
+                               "--limit", "files=4", "--limit", "stdout=64K",
+                               "--limit", "answer=5M")
 
 
 def test_info_reflects_the_flags(srv):
@@ -27,6 +28,7 @@ def test_info_reflects_the_flags(srv):
     assert limits["code_chars"] == 1234
     assert limits["input_files"] == 4
     assert limits["stdout_bytes"] == 64 * 1024
+    assert limits["answer_bytes"] == 5 * 1024 * 1024
     for k in ("cpu_s", "stdin_bytes", "stderr_bytes", "input_file_bytes", "return_files",
               "return_file_bytes", "pids", "disk_bytes", "disk_inodes", "body_bytes"):
         assert isinstance(limits[k], (int, float)) and limits[k] > 0, (k, limits)

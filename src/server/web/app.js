@@ -57,6 +57,7 @@
       ["stdout / stderr kept", bytes(l.stdout_bytes) + " / " + bytes(l.stderr_bytes) + ", then truncated"],
       ["Attached files", l.input_files + " files, " + bytes(l.input_file_bytes) + " each"],
       ["Returned files", l.return_files + " files, " + bytes(l.return_file_bytes) + " each"],
+      ["Everything returned", bytes(l.answer_bytes) + " in all: output, main() value, files"],
       ["Processes and threads", String(l.pids)],
       ["Disk (/work and /tmp)", bytes(l.disk_bytes) + ", " + l.disk_inodes + " files"],
       ["Request body", bytes(l.body_bytes)],
