@@ -14,6 +14,7 @@
 #include <sodium.h>
 #include <strings.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
@@ -222,7 +223,7 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
     if (who->keyed)
         json_object_set_new(user, "key_name", json_string(who->key.name));
     (void)!getloadavg(&load, 1);
-    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
+    pbx__server_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     body = json_pack(
         "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
         "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
@@ -519,7 +520,7 @@ static enum MHD_Result quota_spent(struct pbx_server *s, struct MHD_Connection *
     char msg[160];
     char day[16];
 
-    utc_day(pbx__server_now_ms(), day, sizeof(day), &to_midnight);
+    utc_day(pbx_clock_ms(CLOCK_REALTIME), day, sizeof(day), &to_midnight);
     snprintf(msg, sizeof(msg),
              "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", who->rpd);
     return pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
@@ -538,7 +539,7 @@ static int admission_hold(struct pbx_server *s, struct MHD_Connection *c, struct
                           enum MHD_Result *ret)
 {
     struct pbx_error *err = NULL;
-    uint64_t now = pbx__server_now_ms();
+    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
     unsigned retry = 0;
     unsigned held = 0;
     unsigned to_midnight;
@@ -576,7 +577,7 @@ static int admission_charge(struct pbx_server *s, struct MHD_Connection *c, stru
                             enum MHD_Result *ret)
 {
     struct pbx_error *err = NULL;
-    uint64_t now = pbx__server_now_ms();
+    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
     unsigned to_midnight;
     char day[16];
     int rc;
@@ -702,7 +703,7 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     held = false;
     if (admission_charge(s, c, ctx, &who, client, &today, &ret) < 0)
         goto out_slot;
-    t0 = pbx__server_now_ms();
+    t0 = pbx_clock_ms(CLOCK_REALTIME);
     rc = s->ex.execute(s->ex.arg, who.keyed || who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
                        &ereq, &res, &err);
     if (rc < 0) {
@@ -716,7 +717,7 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
         goto out_slot;
     }
     audit(s, ctx, v1, &req, &who, &res, t0);
-    pbx__server_observe(s, &res, pbx__server_now_ms() - t0);
+    pbx__server_observe(s, &res, pbx_clock_ms(CLOCK_REALTIME) - t0);
     if (v1)
         ret = pbx__server_send_json(c, ctx, s, 200, pbx_exec_result_to_json(&res), 0);
     else
@@ -726,7 +727,7 @@ out_slot:
     pbx__admit_leave(s->admit);
 out_hold:
     if (held)
-        pbx__admit_release(s->admit, client, false, pbx__server_now_ms());
+        pbx__admit_release(s->admit, client, false, pbx_clock_ms(CLOCK_REALTIME));
 out_key:
     if (who.keyed)
         pbx_key_info_release(&who.key);

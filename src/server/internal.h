@@ -92,7 +92,6 @@ struct request_ctx {
     char path[160];               /* request path, cut at 159 bytes, for the log */
 };
 
-uint64_t pbx__server_now_ms(void);
 void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
 
 /*

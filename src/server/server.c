@@ -59,11 +59,6 @@ static const int statuses[NSTATUS] = {200, 204, 304, 400, 401, 403, 404, 405,
 static const double buckets_ms[NBUCKET] = {5,   10,   25,   50,   100,   250,
                                            500, 1000, 2500, 5000, 10000, 30000};
 
-uint64_t pbx__server_now_ms(void)
-{
-    return pbx_clock_ms(CLOCK_REALTIME);
-}
-
 void pbx__server_iso_time(uint64_t ms, char *out, size_t len)
 {
     time_t t = (time_t)(ms / 1000);
@@ -224,7 +219,7 @@ enum MHD_Result pbx__server_send_error(struct MHD_Connection *c, struct request_
     char ts[64];
 
     free(text);
-    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
+    pbx__server_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     if (extra != NULL) {
         json_object_update(details, extra);
         json_decref(extra);
@@ -254,14 +249,15 @@ static void log_request(const struct request_ctx *ctx)
     json_t *line;
     char *text;
 
-    pbx__server_iso_time(pbx__server_now_ms(), ts, sizeof(ts));
+    pbx__server_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
                      "method", ctx->method, "path", ctx->path, "status", ctx->status, "client",
-                     ctx->client, "ms", (json_int_t)(pbx__server_now_ms() - ctx->start_ms));
+                     ctx->client, "ms", (json_int_t)(pbx_clock_ms(CLOCK_REALTIME) - ctx->start_ms));
     if (line == NULL) /* a path or method that is not UTF-8 */
         line = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I}", "time", ts, "request_id", ctx->id,
                          "method", "?", "path", "(not UTF-8)", "status", ctx->status, "client",
-                         ctx->client, "ms", (json_int_t)(pbx__server_now_ms() - ctx->start_ms));
+                         ctx->client, "ms",
+                         (json_int_t)(pbx_clock_ms(CLOCK_REALTIME) - ctx->start_ms));
     text = json_dumps(line, JSON_COMPACT);
     if (text != NULL)
         fprintf(stderr, "%s\n", text);
@@ -816,33 +812,31 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
 static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
                                  const char *upload_data, size_t size)
 {
-    bool keep = ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE;
-    size_t grown = ctx->pp != NULL ? 0 : size;
+    bool keep = (ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE) && !ctx->answered &&
+                !ctx->too_large && !ctx->over_budget;
 
-    if (!keep || ctx->answered) {
+    /*
+     * Charged as it comes, never on what a header announces: a client that
+     * announces much and sends nothing holds nothing.  A buffer grown by
+     * doubling holds at most twice its bytes.
+     */
+    if (keep && !pbx__server_budget_take(s, ctx, 2 * size)) {
+        ctx->over_budget = true;
+        keep = false;
+    }
+    if (!keep) {
         ctx->discarded += size;
-    } else if (!ctx->too_large && !ctx->over_budget) {
-        /*
-         * Charged as it comes, never on what a header announces: a client
-         * that announces much and sends nothing holds nothing.  A buffer
-         * grown by doubling holds at most twice its bytes.
-         */
-        if (!pbx__server_budget_take(s, ctx, 2 * size)) {
-            ctx->over_budget = true;
-        } else if (ctx->pp != NULL) {
-            ctx->discarded += size; /* the parts are kept, not the body */
-            if (ctx->discarded > s->max_valid_body)
-                ctx->too_large = true;
-            else
-                pbx__execute_multipart_feed(ctx, upload_data, size);
-        } else if (ctx->body.len + grown > s->max_valid_body ||
-                   pbx_buf_append(&ctx->body, upload_data, grown) < 0) {
+    } else if (ctx->pp != NULL) {
+        ctx->discarded += size; /* the parts are kept, not the body */
+        if (ctx->discarded > s->max_valid_body)
             ctx->too_large = true;
-            ctx->discarded = ctx->body.len + grown;
-            pbx_buf_release(&ctx->body);
-        }
-    } else {
-        ctx->discarded += size;
+        else
+            pbx__execute_multipart_feed(ctx, upload_data, size);
+    } else if (ctx->body.len + size > s->max_valid_body ||
+               pbx_buf_append(&ctx->body, upload_data, size) < 0) {
+        ctx->too_large = true;
+        ctx->discarded = ctx->body.len + size;
+        pbx_buf_release(&ctx->body);
     }
     if (ctx->discarded > 2 * s->cfg->max_body) {
         ctx->status = 413;
@@ -872,7 +866,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(ctx->id, sizeof(ctx->id), "%s-%06lx", s->id_salt,
                  atomic_fetch_add(&s->seq, 1) + 1);
         pbx_buf_init(&ctx->body, s->cfg->max_body);
-        ctx->start_ms = pbx__server_now_ms();
+        ctx->start_ms = pbx_clock_ms(CLOCK_REALTIME);
         ctx->route = route_of(url);
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
@@ -1040,11 +1034,11 @@ int pbx__server_add_connection(struct pbx_server *s, int fd, const struct sockad
 void pbx__server_quiesce(struct pbx_server *s, unsigned drain_ms)
 {
     MHD_socket lsock = MHD_quiesce_daemon(s->daemon);
-    uint64_t until = pbx__server_now_ms() + drain_ms;
+    uint64_t until = pbx_clock_ms(CLOCK_REALTIME) + drain_ms;
 
     if (lsock != MHD_INVALID_SOCKET)
         close(lsock);
-    while (pbx__admit_active(s->admit) > 0 && pbx__server_now_ms() < until)
+    while (pbx__admit_active(s->admit) > 0 && pbx_clock_ms(CLOCK_REALTIME) < until)
         usleep(20000);
 }
 
