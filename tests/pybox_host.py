@@ -4,6 +4,17 @@ import os
 import stat
 import time
 
+# Hostile code the suites run: a CPU spinner, and a fork bomb that the pids limit holds.
+SPIN = "while True:\n    pass\n"
+FORK_BOMB = """
+import os
+while True:
+    try:
+        os.fork()
+    except OSError:
+        pass
+"""
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_DEPTH = 6
 

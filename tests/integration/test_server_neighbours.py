@@ -7,18 +7,8 @@ import time
 import pytest
 
 from conftest import SLOW
-from pybox_host import jail_file_pid, wait_jail_file
+from pybox_host import FORK_BOMB, SPIN, jail_file_pid, wait_jail_file
 
-SPIN = "while True:\n    pass\n"
-
-FORK_BOMB = """
-import os
-while True:
-    try:
-        os.fork()
-    except OSError:
-        pass
-"""
 
 MEMORY_HOG = """
 blocks = []

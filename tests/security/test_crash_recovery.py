@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import JAIL_USER_UID, remove_cgroup
+from pybox_host import FORK_BOMB, SPIN
 
 # The integration suite's conftest, under a name of its own: pytest has imported this
 # directory's conftest as `conftest`.
@@ -41,16 +42,6 @@ BUSY_WAIT = 60 * it.SLOW
 GONE_WAIT = 20 * it.SLOW
 REAP_WAIT = 20 * it.SLOW
 
-SPIN = "while True:\n    pass\n"
-
-FORK_BOMB = """
-import os
-while True:
-    try:
-        os.fork()
-    except OSError:
-        pass
-"""
 
 # Children (one of them a double-forked daemon in a session of its own) and threads, all asleep:
 # eight tasks of the ten the pids limit allows a cell, counting the cell itself.
