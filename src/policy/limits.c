@@ -1,4 +1,4 @@
-/* Per-execution limits: defaults, parsing of "NAME=VALUE", bounds. */
+/* Per-execution limits: defaults, parsing of "NAME=VALUE", the timeout, bounds. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -195,6 +195,28 @@ int pbx_limits_set(struct pbx_limits *l, const char *assignment, struct pbx_erro
                          "unknown limit `%.*s` (known: wall cpu memory pids disk inodes stdout "
                          "stderr code stdin files file-size return-files return-size nofile stack)",
                          (int)nlen, assignment);
+}
+
+int pbx_limits_check_timeout(double seconds, struct pbx_error **err)
+{
+    if (!isfinite(seconds) || seconds <= 0 || seconds > PBX_LIMITS_TIMEOUT_MAX_S)
+        return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be between 0 and %d seconds",
+                             PBX_LIMITS_TIMEOUT_MAX_S);
+    return 0;
+}
+
+int pbx_limits_set_timeout(struct pbx_limits *l, double seconds, struct pbx_error **err)
+{
+    uint32_t ms;
+
+    if (pbx_limits_check_timeout(seconds, err) < 0)
+        return -1;
+    ms = (uint32_t)ceil(seconds * 1000 - 1e-6);
+    if (ms == 0)
+        ms = 1;
+    l->wall_ms = ms;
+    l->cpu_ms = ms;
+    return 0;
 }
 
 int pbx_limits_check(const struct pbx_limits *l, struct pbx_error **err)

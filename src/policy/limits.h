@@ -57,6 +57,22 @@ void pbx_limits_default(struct pbx_limits *l);
  */
 int pbx_limits_set(struct pbx_limits *l, const char *assignment, struct pbx_error **err);
 
+/*
+ * A timeout: the one reading of `timeout` in both dialects of the server,
+ * of `pybox run --timeout` and of libpybox's timeout.  It sets the
+ * wall-clock limit and the CPU limit alike, in whole milliseconds rounded up
+ * (at least 1, so a positive timeout never reads as none; an excess below a
+ * nanosecond, a float's noise, does not round up).  More than 0 and at most
+ * PBX_LIMITS_TIMEOUT_MAX_S seconds; anything else, NaN and infinities
+ * included, is PBX_E_INVAL with "`timeout` must be between 0 and 3600
+ * seconds", and `l` is left as it was.
+ */
+#define PBX_LIMITS_TIMEOUT_MAX_S 3600
+int pbx_limits_set_timeout(struct pbx_limits *l, double seconds, struct pbx_error **err);
+
+/* Only the check of pbx_limits_set_timeout(): for a parser that sets nothing yet. */
+int pbx_limits_check_timeout(double seconds, struct pbx_error **err);
+
 /* Refuse values outside sane bounds (zero, absurdly large). */
 int pbx_limits_check(const struct pbx_limits *l, struct pbx_error **err);
 

@@ -1,9 +1,10 @@
 /*
  * Unit tests for src/policy/limits.c: the defaults, "NAME=VALUE" parsing for
- * every limit and unit, every kind of bad input, the bounds check and the
- * --help table.
+ * every limit and unit, every kind of bad input, the timeout (wall and CPU
+ * from one number of seconds), the bounds check and the --help table.
  */
 #include <check.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -405,6 +406,61 @@ START_TEST(test_set_repeated)
 }
 END_TEST
 
+/* A timeout sets the wall and the CPU limit alike, rounded up to whole milliseconds. */
+START_TEST(test_set_timeout)
+{
+    static const struct {
+        double seconds;
+        uint32_t ms;
+    } ok[] = {
+        {5, 5000},
+        {2.5, 2500},
+        {3600, 3600000},
+        {1e3, 1000000},
+        {0.5, 500},
+        {0.001, 1},
+        {0.0015, 2},
+        {1.0005, 1001},
+        /* Partial milliseconds round up: a positive timeout is never 0 ms. */
+        {0.0001, 1},
+        {1e-9, 1},
+        {1e-300, 1},
+        {4.9e-324, 1},
+        /* A float's noise above a whole millisecond does not. */
+        {0.1 + 0.2, 300},
+        {1.1 * 3, 3300},
+        {3599.9999999999, 3600000},
+    };
+    static const double bad[] = {0,    -0.0,  -1,       -1e-300,   3600.001,
+                                 3601, 1e300, INFINITY, -INFINITY, NAN};
+    struct pbx_limits l;
+    struct pbx_error *err = NULL;
+
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        pbx_limits_default(&l);
+        ck_assert_int_eq(pbx_limits_check_timeout(ok[i].seconds, &err), 0);
+        ck_assert_int_eq(pbx_limits_set_timeout(&l, ok[i].seconds, &err), 0);
+        ck_assert_ptr_null(err);
+        ck_assert_msg(l.wall_ms == ok[i].ms && l.cpu_ms == ok[i].ms,
+                      "%.17g s: wall %u ms, cpu %u ms, wanted %u", ok[i].seconds, l.wall_ms,
+                      l.cpu_ms, ok[i].ms);
+        ck_assert_int_eq(pbx_limits_check(&l, &err), 0);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        pbx_limits_default(&l);
+        l.cpu_ms = 12345;
+        ck_assert_int_eq(pbx_limits_check_timeout(bad[i], NULL), -PBX_E_INVAL);
+        ck_assert_int_eq(pbx_limits_set_timeout(&l, bad[i], &err), -1);
+        ck_assert_int_eq(err->code, PBX_E_INVAL);
+        ck_assert_str_eq(err->msg, "`timeout` must be between 0 and 3600 seconds");
+        pbx_error_free(&err);
+        /* Refused: the limits are as they were. */
+        ck_assert_uint_eq(l.wall_ms, 10000);
+        ck_assert_uint_eq(l.cpu_ms, 12345);
+    }
+}
+END_TEST
+
 START_TEST(test_check)
 {
     for (size_t i = 0; i < NFIELDS; i++) {
@@ -496,6 +552,7 @@ static Suite *limits_suite(void)
     tcase_add_test(tc, test_set_huge);
     tcase_add_test(tc, test_set_null_err);
     tcase_add_test(tc, test_set_repeated);
+    tcase_add_test(tc, test_set_timeout);
     tcase_add_test(tc, test_check);
     tcase_add_test(tc, test_describe);
     suite_add_tcase(s, tc);
