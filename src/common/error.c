@@ -1,4 +1,4 @@
-/* The error contract: heap errors with context, and the public code table. */
+/* The error contract: heap errors with context, and the table of internal codes. */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
