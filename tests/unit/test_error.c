@@ -1,8 +1,9 @@
 /*
  * Unit tests for src/common/error.c: the error contract (pbx_error_set,
- * pbx_error_prefix, pbx_error_free) and the public code table
+ * pbx_error_prefix, pbx_error_free) and the table of internal codes
  * (pbx_strerror, pbx_err_name) for errno values, PBX_E_* codes and codes that
- * are neither.
+ * are neither; and for src/common/errtable.c, the one error table and its
+ * lookups.
  */
 #include <check.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <sys/resource.h>
 
 #include "common/error.h"
+#include "common/errtable.h"
 #include "common/banned.h"
 
 START_TEST(test_set_errno)
@@ -189,7 +191,7 @@ START_TEST(test_code_table)
     ck_assert_str_eq(pbx_strerror(num), msg);
     PBX_ERRNO_MAP(CHECK_CODE)
 #undef CHECK_CODE
-    /* The numbers are stable: they are part of the public API. */
+    /* The numbers are stable: they are logged and kept in tests, never renumbered. */
     ck_assert_int_eq(PBX_E_INVAL, 1000);
     ck_assert_int_eq(PBX_E_NOMEM, 1001);
     ck_assert_int_eq(PBX_E_TOO_LARGE, 1002);
@@ -236,11 +238,142 @@ START_TEST(test_unknown_codes)
 }
 END_TEST
 
+/* ---- the error table ---- */
+
+START_TEST(test_table_rows)
+{
+    const struct pbx_errtable_row *r;
+    size_t typed = 0;
+    size_t i;
+
+    for (i = 0; (r = pbx_errtable_get(i)) != NULL; i++) {
+        ck_assert_int_eq(r->id, (int)i);
+        ck_assert_ptr_nonnull(r->name);
+        /* A row with a type has a status, one without has none. */
+        ck_assert_int_eq(r->type != NULL, r->status != 0);
+        ck_assert_int_ne(r->remote, PYBOX_OK);
+        ck_assert(r->exit == PBX_EXIT_USAGE || r->exit == PBX_EXIT_UNAVAILABLE ||
+                  r->exit == PBX_EXIT_TEMPFAIL || r->exit == PBX_EXIT_NOPERM ||
+                  r->exit == PBX_EXIT_FAILURE);
+        ck_assert(r->python != NULL || r->id == PBX_ERRTABLE_NOMEM);
+        if (r->type == NULL)
+            continue;
+        typed++;
+        /* Types are unique: the type alone finds the row. */
+        ck_assert_ptr_eq(pbx_errtable_of_type(r->type), r);
+        ck_assert_int_eq(pbx_errtable_status(r->type), r->status);
+    }
+    ck_assert_uint_eq(i, PBX_ERRTABLE_COUNT);
+    ck_assert_ptr_null(pbx_errtable_get(PBX_ERRTABLE_COUNT));
+    ck_assert_ptr_null(pbx_errtable_get((size_t)-1));
+    /* The 16 types of docs/api.md (tests/client/test_error_table.py compares them one by one). */
+    ck_assert_uint_eq(typed, 16);
+    ck_assert_int_eq(pbx_errtable_status("ValidationError"), 400);
+    ck_assert_int_eq(pbx_errtable_status("PayloadTooLarge"), 413);
+    ck_assert_int_eq(pbx_errtable_status("NetworkUnavailable"), 501);
+}
+END_TEST
+
+/* Each code means one exit status and one Python class, whichever of its rows is found. */
+START_TEST(test_table_consistent)
+{
+    const struct pbx_errtable_row *a;
+    const struct pbx_errtable_row *b;
+
+    for (size_t i = 0; (a = pbx_errtable_get(i)) != NULL; i++) {
+        for (size_t j = 0; (b = pbx_errtable_get(j)) != NULL; j++) {
+            if (a->remote == b->remote || (a->local != PBX_ERRTABLE_NONE && a->local == b->local))
+                ck_assert_msg(a->exit == b->exit, "%s and %s: one code, two exit statuses", a->name,
+                              b->name);
+            /* A row local mode meets gives the code remote mode gives for it, but one. */
+            if (i == j && a->local != PBX_ERRTABLE_NONE && a->local != (int)a->remote)
+                ck_assert_int_eq(a->id, PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+        }
+    }
+    /* Every code libpybox returns is in the table. */
+    for (int code = 1; code <= PYBOX_CODE_MAX; code++)
+        ck_assert_msg(pbx_errtable_of_pybox_code(code, false) != NULL ||
+                          pbx_errtable_of_pybox_code(code, true) != NULL,
+                      "libpybox code %d has no row", code);
+}
+END_TEST
+
+START_TEST(test_table_lookups)
+{
+    ck_assert_ptr_null(pbx_errtable_of_type(NULL));
+    ck_assert_ptr_null(pbx_errtable_of_type("BadGateway"));
+    ck_assert_ptr_null(pbx_errtable_of_type("validationerror"));
+    ck_assert_int_eq(pbx_errtable_status("BadGateway"), 500);
+    ck_assert_int_eq(pbx_errtable_status(NULL), 500);
+
+    /* By status: the first row with it, else a 5xx is an internal error. */
+    ck_assert_int_eq(pbx_errtable_of_status(400)->id, PBX_ERRTABLE_INVALID_REQUEST);
+    ck_assert_int_eq(pbx_errtable_of_status(413)->id, PBX_ERRTABLE_PAYLOAD_TOO_LARGE);
+    ck_assert_int_eq(pbx_errtable_of_status(501)->id, PBX_ERRTABLE_NETWORK_UNAVAILABLE);
+    ck_assert_int_eq(pbx_errtable_of_status(502)->id, PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_status(599)->id, PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_status(418)->id, PBX_ERRTABLE_UNEXPECTED_STATUS);
+    ck_assert_int_eq(pbx_errtable_of_status(301)->id, PBX_ERRTABLE_UNEXPECTED_STATUS);
+    ck_assert_int_eq(pbx_errtable_of_status(200)->id, PBX_ERRTABLE_UNEXPECTED_STATUS);
+    ck_assert_int_eq(pbx_errtable_of_status(0)->id, PBX_ERRTABLE_UNEXPECTED_STATUS);
+
+    /* The type wins over the status; an unknown type falls back to the status. */
+    ck_assert_int_eq(pbx_errtable_of_answer("PayloadTooLarge", 400)->id,
+                     PBX_ERRTABLE_PAYLOAD_TOO_LARGE);
+    ck_assert_int_eq(pbx_errtable_of_answer("BadGateway", 502)->id,
+                     PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_answer(NULL, 503)->id, PBX_ERRTABLE_SERVER_BUSY);
+
+    /* By internal code: the two request errors, and everything else. */
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_INVAL, false)->id, PBX_ERRTABLE_VALIDATION_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_code(-PBX_E_INVAL, false)->id, PBX_ERRTABLE_VALIDATION_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_TOO_LARGE, false)->id,
+                     PBX_ERRTABLE_PAYLOAD_TOO_LARGE);
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_TOO_LARGE, true)->id,
+                     PBX_ERRTABLE_VALIDATION_ERROR);
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_INVAL, true)->id, PBX_ERRTABLE_VALIDATION_ERROR);
+    {
+        static const int others[] = {0,
+                                     ENOENT,
+                                     EINVAL,
+                                     PBX_E_ENGINE,
+                                     PBX_E_NOMEM,
+                                     PBX_E_UNSUPPORTED,
+                                     PBX_E_POLICY,
+                                     5000,
+                                     INT_MAX,
+                                     INT_MIN,
+                                     -1};
+
+        for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+            ck_assert_int_eq(pbx_errtable_of_code(others[i], false)->id,
+                             PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+            ck_assert_int_eq(pbx_errtable_of_code(others[i], true)->id,
+                             PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+        }
+    }
+
+    /* By libpybox code, for failures without a type. */
+    ck_assert_ptr_null(pbx_errtable_of_pybox_code(PYBOX_OK, false));
+    ck_assert_ptr_null(pbx_errtable_of_pybox_code(PYBOX_CODE_MAX + 1, false));
+    ck_assert_ptr_null(pbx_errtable_of_pybox_code(-1, true));
+    ck_assert_int_eq(pbx_errtable_of_pybox_code(PYBOX_E_CONNECT, false)->exit,
+                     PBX_EXIT_UNAVAILABLE);
+    ck_assert_int_eq(pbx_errtable_of_pybox_code(PYBOX_E_TOO_LARGE, true)->id,
+                     PBX_ERRTABLE_PAYLOAD_TOO_LARGE);
+    ck_assert_int_eq(pbx_errtable_of_pybox_code(PYBOX_E_ENGINE, true)->id,
+                     PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+    ck_assert_ptr_null(pbx_errtable_of_pybox_code(PYBOX_E_ENGINE, false));
+    ck_assert_ptr_null(pbx_errtable_of_pybox_code(PYBOX_E_UNAUTHORIZED, true));
+}
+END_TEST
+
 static Suite *error_suite(void)
 {
     Suite *s = suite_create("error");
     TCase *set = tcase_create("set");
     TCase *table = tcase_create("table");
+    TCase *errtable = tcase_create("errtable");
 
     tcase_add_test(set, test_set_errno);
     tcase_add_test(set, test_set_pbx_code);
@@ -259,6 +392,11 @@ static Suite *error_suite(void)
     tcase_add_test(table, test_errno_values);
     tcase_add_test(table, test_unknown_codes);
     suite_add_tcase(s, table);
+
+    tcase_add_test(errtable, test_table_rows);
+    tcase_add_test(errtable, test_table_consistent);
+    tcase_add_test(errtable, test_table_lookups);
+    suite_add_tcase(s, errtable);
     return s;
 }
 
