@@ -71,7 +71,7 @@ struct pybox_error;
  */
 enum pybox_code {
     PYBOX_OK = 0,             /* success */
-    PYBOX_E_INVALID = 1,      /* a bad argument or request (HTTP 400: the server's message) */
+    PYBOX_E_INVALID = 1,      /* a bad argument or request (HTTP 400, or locally) */
     PYBOX_E_NOMEM = 2,        /* out of memory */
     PYBOX_E_CONNECT = 3,      /* the server could not be reached (refused, no such host) */
     PYBOX_E_TIMEOUT = 4,      /* no answer from the server in time (transport, not the code) */
@@ -80,7 +80,8 @@ enum pybox_code {
     PYBOX_E_RATE_LIMITED = 7, /* HTTP 429: rate limit or daily quota; see retry_after */
     PYBOX_E_BUSY = 8,         /* HTTP 503: every execution slot of the server is busy */
     PYBOX_E_TOO_LARGE = 9,    /* the request is over a size limit (HTTP 413, or locally) */
-    PYBOX_E_UNSUPPORTED = 10, /* not available in this mode or on this server (HTTP 501) */
+    PYBOX_E_UNSUPPORTED = 10, /* not available in this mode or on this server (HTTP 501, */
+                              /* network in local mode) */
     PYBOX_E_SERVER = 11,      /* the server failed (HTTP 500 or another unexpected status) */
     PYBOX_E_PROTOCOL = 12,    /* the server's answer is not a pybox result */
     PYBOX_E_ENGINE = 13,      /* the local engine could not start or failed */
@@ -110,6 +111,18 @@ PYBOX_API enum pybox_code pybox_error_code(const struct pybox_error *err);
  * the transport's for connection failures.  Valid until the error is freed.
  */
 PYBOX_API const char *pybox_error_message(const struct pybox_error *err);
+
+/*
+ * The error's type, the name both modes give the same failure: in remote mode
+ * the server's `error.type` ("ValidationError", "PayloadTooLarge",
+ * "RateLimitExceeded", ..., docs/api.md); in local mode the type the server
+ * would answer with ("ValidationError", "PayloadTooLarge", "NetworkUnavailable",
+ * "InternalServerError" for a failed engine).  NULL when the failure is the
+ * client's own (a bad argument, out of memory, the connection) or the answer
+ * named no type.  The code follows from it (docs/design/error-handling.md has
+ * the table).  Valid until the error is freed.
+ */
+PYBOX_API const char *pybox_error_type(const struct pybox_error *err);
 
 /* The HTTP status the server answered with, or 0 (local mode, transport failures). */
 PYBOX_API int pybox_error_http_status(const struct pybox_error *err);
@@ -245,10 +258,13 @@ PYBOX_API enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigne
  * Run `exec` on `client` and wait for its result.  PYBOX_OK with *out set
  * for every execution that ran or was rejected by policy, whatever its
  * status; the caller owns *out and frees it with pybox_result_free().
- * Otherwise a code, *out untouched, and details in *err:
+ * Otherwise a code, *out untouched, and details in *err.  A request that one
+ * mode refuses gets the same code and pybox_error_type() from the other when
+ * it refuses it too (docs/design/error-handling.md says where they differ):
  *
  *   PYBOX_E_INVALID       bad request (no code, ...; HTTP 400 with the server's message)
- *   PYBOX_E_TOO_LARGE     over a size limit (HTTP 413, or the local limits)
+ *   PYBOX_E_TOO_LARGE     code, stdin, a file or the request over a size limit (HTTP 413,
+ *                         or the same limits locally)
  *   PYBOX_E_CONNECT       the server could not be reached
  *   PYBOX_E_TIMEOUT       the server did not answer within the run's timeout plus 30 s
  *   PYBOX_E_UNAUTHORIZED  HTTP 401          PYBOX_E_FORBIDDEN    HTTP 403
@@ -256,7 +272,7 @@ PYBOX_API enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigne
  *   PYBOX_E_BUSY          HTTP 503          PYBOX_E_UNSUPPORTED  HTTP 501, network locally
  *   PYBOX_E_SERVER        HTTP 500 or another status
  *   PYBOX_E_PROTOCOL      an answer that is not a pybox result (or over 256 MiB)
- *   PYBOX_E_ENGINE        the local engine failed to start or run
+ *   PYBOX_E_ENGINE        the local engine failed to start or run (InternalServerError)
  *   PYBOX_E_NOMEM, PYBOX_E_TRANSPORT
  *
  * Thread-safe: many threads may run on one client at once (local mode shares

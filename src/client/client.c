@@ -57,27 +57,36 @@ const char *pybox_code_name(int code)
 }
 
 /* What an error is when not even it could be allocated. */
-static struct pybox_error nomem_error = {PYBOX_E_NOMEM, "out of memory", 0, 0};
+static struct pybox_error nomem_error = {PYBOX_E_NOMEM, "out of memory", NULL, 0, 0};
 
-enum pybox_code pbx__client_fail(struct pybox_error **err, enum pybox_code code, int http_status,
-                                 unsigned retry_after, const char *fmt, ...)
+enum pybox_code pbx__client_fail_type(struct pybox_error **err, enum pybox_code code,
+                                      const char *type, int http_status, unsigned retry_after,
+                                      const char *fmt, ...)
 {
     struct pybox_error *e;
     va_list ap;
-    int n;
+    int n = -1;
 
     if (err == NULL)
         return code;
     e = calloc(1, sizeof(*e));
-    if (e == NULL) {
-        *err = &nomem_error;
-        return code;
+    if (e != NULL) {
+        va_start(ap, fmt);
+        n = vasprintf(&e->message, fmt, ap);
+        va_end(ap);
     }
-    va_start(ap, fmt);
-    n = vasprintf(&e->message, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        free(e);
+    if (e != NULL && n < 0) {
+        free(e); /* vasprintf() leaves e->message undefined when it fails */
+        e = NULL;
+    }
+    if (e != NULL && type != NULL) {
+        e->type = strdup(type);
+        if (e->type == NULL) {
+            pybox_error_free(e);
+            e = NULL;
+        }
+    }
+    if (e == NULL) {
         *err = &nomem_error;
         return code;
     }
@@ -103,6 +112,11 @@ const char *pybox_error_message(const struct pybox_error *err)
     return err ? err->message : "";
 }
 
+const char *pybox_error_type(const struct pybox_error *err)
+{
+    return err ? err->type : NULL;
+}
+
 int pybox_error_http_status(const struct pybox_error *err)
 {
     return err ? err->http_status : 0;
@@ -118,6 +132,7 @@ void pybox_error_free(struct pybox_error *err)
     if (err == NULL || err == &nomem_error)
         return;
     free(err->message);
+    free(err->type);
     free(err);
 }
 

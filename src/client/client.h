@@ -26,6 +26,7 @@ struct pbx_engine;
 struct pybox_error {
     enum pybox_code code; /* never PYBOX_OK */
     char *message;        /* one line, owned */
+    char *type;           /* the error type (common/errtable.h), owned, or NULL */
     int http_status;      /* the server's answer, or 0 */
     unsigned retry_after; /* seconds from Retry-After, or 0 */
 };
@@ -101,14 +102,19 @@ struct pybox_result {
 };
 
 /*
- * Make *err (when err is not NULL) a new error with `code`, an HTTP status,
- * Retry-After seconds and a printf-style message.  Returns `code`.  When even
- * that allocation fails, *err is a static "out of memory" error that
- * pybox_error_free() leaves alone.
+ * Make *err (when err is not NULL) a new error with `code`, an error type (the
+ * server's, or the error table's for a failure of local mode; copied, NULL for
+ * none), an HTTP status, Retry-After seconds and a printf-style message.
+ * Returns `code`.  When even that allocation fails, *err is a static "out of
+ * memory" error that pybox_error_free() leaves alone.
  */
-enum pybox_code pbx__client_fail(struct pybox_error **err, enum pybox_code code, int http_status,
-                                 unsigned retry_after, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+enum pybox_code pbx__client_fail_type(struct pybox_error **err, enum pybox_code code,
+                                      const char *type, int http_status, unsigned retry_after,
+                                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* The same without a type: a failure of the client's own (argument, memory, transport). */
+#define pbx__client_fail(err, code, http_status, retry_after, ...) \
+    pbx__client_fail_type(err, code, NULL, http_status, retry_after, __VA_ARGS__)
 
 /* The effective limits of `exec` on `client`: 0 means the other side's default. */
 double pbx__client_timeout(const struct pybox_client *client, const struct pybox_exec *exec);

@@ -12,7 +12,9 @@
  *
  * The request gets the limits the server gives an anonymous caller: pybox's
  * defaults, the timeout setting both the wall and the CPU limit, as
- * `POST /v1/execute` does.  The engine's result is turned into the result
+ * `POST /v1/execute` does.  A request the engine refuses fails with the code
+ * and type the error table gives its internal code, as the server's answer
+ * to the same request does.  The engine's result is turned into the result
  * object's JSON text with the server's own function and flags and parsed
  * back, so local and remote results cannot drift apart.
  */
@@ -24,8 +26,15 @@
 #include <unistd.h>
 
 #include "client/client.h"
+#include "common/errtable.h"
 #include "engine/engine.h"
 #include "common/banned.h"
+
+/* The error table's row for a local engine that could not start or failed. */
+static const struct pbx_errtable_row *engine_failed(void)
+{
+    return pbx_errtable_get(PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+}
 
 /*
  * The keeper thread starts the engine and then only waits for the client to
@@ -105,9 +114,9 @@ static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out
         return PYBOX_OK;
     }
     if (access(c->pybox_bin, X_OK) < 0) {
-        rc = pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0,
-                              "no pybox binary at `%s` (%s): install pybox or set PYBOX_BIN",
-                              c->pybox_bin, strerror(errno));
+        rc = pbx__client_fail_type(err, engine_failed()->local, engine_failed()->type, 0, 0,
+                                   "no pybox binary at `%s` (%s): install pybox or set PYBOX_BIN",
+                                   c->pybox_bin, strerror(errno));
         pthread_mutex_unlock(&c->start_lock);
         return rc;
     }
@@ -115,8 +124,8 @@ static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out
     e = pthread_create(&c->keeper, NULL, keeper_main, c);
     if (e != 0) {
         pthread_mutex_unlock(&c->start_lock);
-        return pbx__client_fail(err, PYBOX_E_ENGINE, 0, 0, "start the local sandbox: %s",
-                                strerror(e));
+        return pbx__client_fail_type(err, engine_failed()->local, engine_failed()->type, 0, 0,
+                                     "start the local sandbox: %s", strerror(e));
     }
     c->keeper_started = true;
     pthread_mutex_lock(&c->lock);
@@ -127,9 +136,9 @@ static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out
     c->start_err = NULL;
     pthread_mutex_unlock(&c->lock);
     if (*out == NULL) {
-        rc = pbx__client_fail(
-            err, perr->code == PBX_E_UNSUPPORTED ? PYBOX_E_UNSUPPORTED : PYBOX_E_ENGINE, 0, 0,
-            "start the local sandbox: %s", perr->msg);
+        /* Whatever stopped it (no user namespaces, no cgroups, ...), the engine did not start. */
+        rc = pbx__client_fail_type(err, engine_failed()->local, engine_failed()->type, 0, 0,
+                                   "start the local sandbox: %s", perr->msg);
         pbx_error_free(&perr);
         /* That keeper has ended (or is about to). */
         pthread_join(c->keeper, NULL);
@@ -153,9 +162,12 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     json_t *o;
     char *text;
 
-    if (client->network)
-        return pbx__client_fail(err, PYBOX_E_UNSUPPORTED, 0, 0,
-                                "local mode runs every execution without network");
+    if (client->network) {
+        const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_NETWORK_UNAVAILABLE);
+
+        return pbx__client_fail_type(err, row->local, row->type, 0, 0,
+                                     "local mode runs every execution without network");
+    }
     rc = engine_of(client, &engine, err);
     if (rc != PYBOX_OK)
         return rc;
@@ -189,11 +201,11 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     req.nreturn = exec->nreturn;
     req.main_mode = exec->main_mode;
     if (pbx_engine_execute(engine, &req, &res, &perr) < 0) {
+        /* Named as the server names the same refusal (common/errtable.h). */
+        const struct pbx_errtable_row *row = pbx_errtable_of_code(perr->code, false);
+
         free(files);
-        rc = perr->code == PBX_E_INVAL       ? PYBOX_E_INVALID
-             : perr->code == PBX_E_TOO_LARGE ? PYBOX_E_TOO_LARGE
-                                             : PYBOX_E_ENGINE;
-        pbx__client_fail(err, rc, 0, 0, "%s", perr->msg);
+        rc = pbx__client_fail_type(err, row->local, row->type, 0, 0, "%s", perr->msg);
         pbx_error_free(&perr);
         return rc;
     }

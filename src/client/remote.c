@@ -6,9 +6,10 @@
  * The request is JSON (files in base64) with `Authorization: Bearer KEY`.
  * The answer is read into a buffer capped at MAX_ANSWER bytes; a 200 must be
  * a result object, any other status becomes an error code with the server's
- * message (docs/api.md lists its statuses) and, for 429 and 503, its
- * Retry-After.  Signals are never used (CURLOPT_NOSIGNAL), redirects never
- * followed, and only http and https are spoken.
+ * type and message: the code is the error table's for that type, or for the
+ * status when the type is not the table's (common/errtable.h; docs/api.md
+ * lists the types), and for 429 and 503 the error keeps the Retry-After.  Signals are never used
+ * (CURLOPT_NOSIGNAL), redirects never followed, and only http and https are spoken.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 #include <strings.h>
 
 #include "client/client.h"
+#include "common/errtable.h"
 #include "common/banned.h"
 
 #define MAX_ANSWER         (256u << 20) /* 10 files of 8 MiB in base64 and the output fit */
@@ -172,58 +174,53 @@ static enum pybox_code request_body(const struct pybox_client *c, const struct p
     return PYBOX_OK;
 }
 
-/* The message of an error body ({"error": {"type", "message"}}), else NULL (caller frees). */
-static char *server_message(const struct answer *a)
+/*
+ * Whether `t` can be an error type: 1 to 64 letters, digits, `_`, `.` or `-`.
+ * Anything else from a server (or a proxy in front of it) is no type.
+ */
+static bool type_like(const char *t)
+{
+    size_t n = strspn(t, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+
+    return n > 0 && n <= 64 && t[n] == '\0';
+}
+
+/*
+ * The message and type of an error body ({"error": {"type", "message"}}, or
+ * "error_details" as the compatible dialect also names it) in *msg and *type,
+ * each NULL when absent (caller frees both).
+ */
+static void server_error(const struct answer *a, char **msg, char **type)
 {
     json_t *o = a->data ? json_loadb(a->data, a->len, 0, NULL) : NULL;
     json_t *e = json_object_get(o, "error");
     json_t *m;
-    char *msg = NULL;
+    json_t *t;
 
     if (!json_is_object(e))
         e = json_object_get(o, "error_details");
     m = json_object_get(e, "message");
-    if (json_is_string(m))
-        msg = strdup(json_string_value(m));
+    t = json_object_get(e, "type");
+    *msg = json_is_string(m) ? strdup(json_string_value(m)) : NULL;
+    *type =
+        json_is_string(t) && type_like(json_string_value(t)) ? strdup(json_string_value(t)) : NULL;
     json_decref(o);
-    return msg;
 }
 
+/* An answer that is not a result: its code by its type, else by its status (common/errtable.h). */
 static enum pybox_code http_error(long status, const struct answer *a, struct pybox_error **err)
 {
-    char *msg = server_message(a);
-    enum pybox_code code;
+    const struct pbx_errtable_row *row;
     enum pybox_code rc;
+    char *type;
+    char *msg;
 
-    switch (status) {
-    case 400:
-        code = PYBOX_E_INVALID;
-        break;
-    case 401:
-        code = PYBOX_E_UNAUTHORIZED;
-        break;
-    case 403:
-        code = PYBOX_E_FORBIDDEN;
-        break;
-    case 413:
-        code = PYBOX_E_TOO_LARGE;
-        break;
-    case 429:
-        code = PYBOX_E_RATE_LIMITED;
-        break;
-    case 501:
-        code = PYBOX_E_UNSUPPORTED;
-        break;
-    case 503:
-        code = PYBOX_E_BUSY;
-        break;
-    default:
-        code = PYBOX_E_SERVER;
-        break;
-    }
-    rc = pbx__client_fail(err, code, (int)status, a->retry_after, "HTTP %ld: %s", status,
-                          msg ? msg : pybox_strerror(code));
+    server_error(a, &msg, &type);
+    row = pbx_errtable_of_answer(type, (int)status);
+    rc = pbx__client_fail_type(err, row->remote, type, (int)status, a->retry_after, "HTTP %ld: %s",
+                               status, msg ? msg : pybox_strerror(row->remote));
     free(msg);
+    free(type);
     return rc;
 }
 

@@ -518,6 +518,7 @@ START_TEST(test_connect_refused)
     c = client_for(url, NULL);
     err = run_fails(c, e, PYBOX_E_CONNECT);
     ck_assert_int_eq(pybox_error_http_status(err), 0);
+    ck_assert_ptr_null(pybox_error_type(err)); /* no answer, no type */
     pybox_error_free(err);
     pybox_client_free(c);
     pybox_exec_free(e);
@@ -533,6 +534,7 @@ START_TEST(test_bad_key_unauthorized)
     struct pybox_result *r;
 
     ck_assert_int_eq(pybox_error_http_status(err), 401);
+    ck_assert_str_eq(pybox_error_type(err), "Unauthorized");
     pybox_error_free(err);
     /* The key is sent: the right one works. */
     r = run_ok(good, e);
@@ -557,11 +559,15 @@ START_TEST(test_network_forbidden_and_unsupported)
     ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
     err = run_fails(c, e, PYBOX_E_FORBIDDEN);
     ck_assert_int_eq(pybox_error_http_status(err), 403);
+    ck_assert_str_eq(pybox_error_type(err), "NetworkNotAllowed");
     pybox_error_free(err);
     pybox_client_free(c);
     cfg.server = NULL;
     ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
+    /* Local mode: what a server answers a caller allowed network (501). */
     err = run_fails(c, e, PYBOX_E_UNSUPPORTED);
+    ck_assert_str_eq(pybox_error_type(err), "NetworkUnavailable");
+    ck_assert_int_eq(pybox_error_http_status(err), 0);
     pybox_error_free(err);
     pybox_client_free(c);
     pybox_exec_free(e);
@@ -580,12 +586,14 @@ START_TEST(test_too_large_and_invalid)
     ck_assert_int_eq(pybox_exec_set_stdin(e, in, big), PYBOX_OK);
     err = run_fails(c, e, PYBOX_E_TOO_LARGE);
     ck_assert_int_eq(pybox_error_http_status(err), 413);
+    ck_assert_str_eq(pybox_error_type(err), "PayloadTooLarge");
     pybox_error_free(err);
     /* Over the anonymous caller's timeout limit: 400 with the server's own words. */
     ck_assert_int_eq(pybox_exec_set_stdin(e, "", 0), PYBOX_OK);
     ck_assert_int_eq(pybox_exec_set_timeout(e, 100), PYBOX_OK);
     err = run_fails(c, e, PYBOX_E_INVALID);
     ck_assert_int_eq(pybox_error_http_status(err), 400);
+    ck_assert_str_eq(pybox_error_type(err), "ValidationError");
     ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "timeout"));
     pybox_error_free(err);
     free(in);
@@ -673,6 +681,7 @@ START_TEST(test_busy_then_rate_limited)
     /* Its only slot is taken for 8 s: busy (503), and it says when to retry. */
     err = run_fails(c, e, PYBOX_E_BUSY);
     ck_assert_int_eq(pybox_error_http_status(err), 503);
+    ck_assert_str_eq(pybox_error_type(err), "ServerBusy");
     ck_assert_uint_gt(pybox_error_retry_after(err), 0);
     pybox_error_free(err);
     pthread_join(tid, NULL);
@@ -685,6 +694,7 @@ START_TEST(test_busy_then_rate_limited)
     pybox_result_free(run_ok(c, e));
     err = run_fails(c, e, PYBOX_E_RATE_LIMITED);
     ck_assert_int_eq(pybox_error_http_status(err), 429);
+    ck_assert_str_eq(pybox_error_type(err), "RateLimitExceeded");
     ck_assert_uint_gt(pybox_error_retry_after(err), 0);
     ck_assert_uint_le(pybox_error_retry_after(err), 60);
     pybox_error_free(err);
@@ -708,6 +718,7 @@ START_TEST(test_local_engine_missing_binary)
     ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
     err = run_fails(c, e, PYBOX_E_ENGINE);
     ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "/nonexistent/pybox"));
+    ck_assert_str_eq(pybox_error_type(err), "InternalServerError");
     pybox_error_free(err);
     pybox_client_free(c);
     pybox_exec_free(e);
@@ -761,6 +772,7 @@ START_TEST(test_config_and_env)
     setenv("PYBOX_TIMEOUT", "soon", 1);
     ck_assert_int_eq(pybox_config_from_env(&cfg, &err), PYBOX_E_INVALID);
     ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "PYBOX_TIMEOUT"));
+    ck_assert_ptr_null(pybox_error_type(err)); /* the client's own check: no server type */
     pybox_error_free(err);
     err = NULL;
     unsetenv("PYBOX_TIMEOUT");
@@ -833,6 +845,7 @@ START_TEST(test_builder_refuses_bad_input)
     pybox_result_free(NULL);
     pybox_error_free(NULL);
     pybox_client_free(NULL);
+    ck_assert_ptr_null(pybox_error_type(NULL));
 }
 END_TEST
 
