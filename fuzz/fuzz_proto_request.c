@@ -1,15 +1,27 @@
 /*
- * Fuzz target: the request memfd as a cell reads it, through the cell's own
- * decoder, pbx__proto_request_read() (src/engine/proto.c): the code, ninput
- * input files, nreturn names to return and the extra modules.  The counts
- * come from the job message, so here from the first two bytes.  A request
- * that parses is written again with the supervisor's writer and must come out
- * byte for byte the same.  With PYBOX_FUZZ it is a libFuzzer binary;
- * otherwise fuzz/replay.c runs it over fuzz/corpus/proto_request/.
+ * Fuzz target: the bytes a cell hands the supervisor or reads from it,
+ * through the decoders of src/engine/proto.c that the processes run.
+ *
+ * The request memfd as a cell reads it, through the cell's own decoder,
+ * pbx__proto_request_read(): the code, ninput input files, nreturn names to
+ * return and the extra modules.  The counts come from the job message, so
+ * here from the first two bytes.  A request that parses is written again
+ * with the supervisor's writer and must come out byte for byte the same.
+ *
+ * The same bytes, whole, as the output memfd's returned-file records
+ * (pbx__proto_file_next()), and as a cell's report on a real SOCK_SEQPACKET
+ * socketpair, read as the supervisor reads a zygote's or a spare's READY
+ * (pbx__proto_wait_ready(), then pbx__proto_failed_error() for FAILED); and
+ * laid over a report with the right magic, so the corpus reaches the fields.
+ *
+ * With PYBOX_FUZZ it is a libFuzzer binary; otherwise fuzz/replay.c runs it
+ * over fuzz/corpus/proto_request/.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/error.h"
 #include "engine/proto.h"
@@ -36,6 +48,66 @@ static int on_input(void *arg, const char *name, const uint8_t *fdata, uint64_t 
     return 0;
 }
 
+/* Every record lies within the bytes, under a name no longer than a cell may send. */
+static void check_files(const uint8_t *bytes, size_t len)
+{
+    struct pbx_proto_reader rd = {.p = bytes, .left = len};
+    const uint8_t *name;
+    const uint8_t *fdata;
+    uint32_t state;
+    uint32_t nlen;
+    uint64_t fsize;
+
+    while (pbx__proto_file_next(&rd, &state, &name, &nlen, &fsize, &fdata)) {
+        PBX_ASSERT(nlen <= PBX_PROTO_MAX_NAME);
+        PBX_ASSERT(name >= bytes && nlen <= (size_t)(bytes + len - name));
+        PBX_ASSERT(fdata >= name + nlen && fsize <= (uint64_t)(bytes + len - fdata));
+        (void)pbx__proto_file_state_text(state);
+    }
+}
+
+/* Send `len` bytes as one message and read it as a report the supervisor waits for. */
+static void check_report(const void *msg, size_t len)
+{
+    static int sv[2] = {-1, -1};
+    struct pbx_proto_done d;
+    struct pbx_error *err = NULL;
+    int fds[2];
+    int nfds;
+    int r;
+
+    if (sv[0] < 0)
+        PBX_ASSERT(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    /* What one message can carry; a longer one fails to send and is never read. */
+    if (len > 65536 || send(sv[0], msg, len, MSG_DONTWAIT) != (ssize_t)len)
+        return;
+    r = pbx__proto_wait_ready(sv[1], 0, &d);
+    PBX_ASSERT(r == PBX_PROTO_READY || r == PBX_PROTO_FAILED || r == 0);
+    if (r == PBX_PROTO_READY || r == PBX_PROTO_FAILED)
+        PBX_ASSERT(len == sizeof(d) && d.magic == PBX_PROTO_MAGIC);
+    if (r == PBX_PROTO_FAILED) {
+        PBX_ASSERT(pbx__proto_failed_error(&d, &err) < 0);
+        PBX_ASSERT(err->code == PBX_E_SANDBOX || err->code == PBX_E_TOO_LARGE);
+        PBX_ASSERT(strlen(err->msg) <= sizeof("root filesystem: ") + sizeof(d.msg));
+        pbx_error_free(&err);
+    }
+    /* One message, read whole: nothing is left. */
+    PBX_ASSERT(pbx__proto_recv_done(sv[1], &d, fds, &nfds) == -EAGAIN && nfds == 0);
+}
+
+/* The bytes as a report's, its magic right; as they are, then as a FAILED one. */
+static void check_report_fields(const uint8_t *data, size_t size)
+{
+    struct pbx_proto_done d;
+
+    memset(&d, 0, sizeof(d));
+    memcpy(&d, data, size < sizeof(d) ? size : sizeof(d));
+    d.magic = PBX_PROTO_MAGIC;
+    check_report(&d, sizeof(d));
+    d.kind = PBX_PROTO_FAILED;
+    check_report(&d, sizeof(d));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct pbx_proto_request req;
@@ -48,6 +120,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t req_len;
     uint8_t *bytes;
 
+    check_files(data, size);
+    check_report(data, size);
+    check_report_fields(data, size);
     if (size < 2)
         return 0;
     /* Up to 16 input files and, past 256 sometimes, returned names. */

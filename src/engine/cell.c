@@ -65,16 +65,10 @@ static uint64_t prep_faults; /* a spare job's faults before its code arrived */
 
 static _Noreturn void cell_fail(int stage, int errnum, const char *what)
 {
-    struct pbx_proto_done d;
+    char msg[PBX_PROTO_MSG_MAX];
 
-    memset(&d, 0, sizeof(d));
-    d.magic = PBX_PROTO_MAGIC;
-    d.kind = PBX_PROTO_FAILED;
-    d.stage = stage;
-    d.err = errnum;
-    snprintf(d.msg, sizeof(d.msg), "%s%s%s", what, errnum ? ": " : "",
-             errnum ? strerror(errnum) : "");
-    (void)!send(status_fd, &d, sizeof(d), MSG_NOSIGNAL);
+    snprintf(msg, sizeof(msg), "%s%s%s", what, errnum ? ": " : "", errnum ? strerror(errnum) : "");
+    pbx__proto_send_failed(status_fd, stage, errnum, msg);
     _exit(1);
 }
 
@@ -267,12 +261,10 @@ static void send_started(pid_t job)
     struct pbx_proto_done d;
     int pfds[2];
 
-    memset(&d, 0, sizeof(d));
-    d.magic = PBX_PROTO_MAGIC;
-    d.kind = PBX_PROTO_STARTED;
+    pbx__proto_done_init(&d, PBX_PROTO_STARTED);
     pfds[0] = (int)syscall(SYS_pidfd_open, job, 0);
     pfds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    (void)pbx__proto_send(status_fd, &d, sizeof(d), pfds, pfds[0] >= 0 && pfds[1] >= 0 ? 2 : 0);
+    (void)pbx__proto_send_done(status_fd, &d, pfds, pfds[0] >= 0 && pfds[1] >= 0 ? 2 : 0);
     if (pfds[0] >= 0)
         close(pfds[0]);
     if (pfds[1] >= 0)
@@ -559,9 +551,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
     struct pbx_proto_done done;
 
     send_started(pid);
-    memset(&done, 0, sizeof(done));
-    done.magic = PBX_PROTO_MAGIC;
-    done.kind = PBX_PROTO_DONE;
+    pbx__proto_done_init(&done, PBX_PROTO_DONE);
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
     done.prep_faults = prep_faults;
     for (uint32_t i = 0; i < rv->req.nreturn && done.nfiles < job->limits.output_files; i++) {
@@ -571,7 +561,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
             collect_one(workfd, outfd, rv->req.returns[i], job, &done);
     }
     done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
-    if (send(status_fd, &done, sizeof(done), MSG_NOSIGNAL) < 0)
+    if (pbx__proto_send_done(status_fd, &done, NULL, 0) < 0)
         _exit(1);
     _exit(0);
 }
@@ -613,8 +603,7 @@ static bool receive_go(struct pbx_proto_job *job, int *fds)
     ssize_t r = pbx__proto_recv(status_fd, job, sizeof(*job), fds + PBX_FD_REQUEST,
                                 PBX_FD_FIXED - 1, &n, 0);
 
-    return r == (ssize_t)sizeof(*job) && n == PBX_FD_FIXED - 1 && job->magic == PBX_PROTO_MAGIC &&
-           job->version == PBX_PROTO_VERSION && job->kind == PBX_JOB_GO;
+    return r >= 0 && pbx__proto_job_valid(job, (size_t)r, n) && job->kind == PBX_JOB_GO;
 }
 
 _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
@@ -645,10 +634,8 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     /* Ready when the job is: isolated, warmed, waiting for code. */
     if (read(sv[0], &prep_faults, sizeof(prep_faults)) != sizeof(prep_faults))
         cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
-    memset(&ready, 0, sizeof(ready));
-    ready.magic = PBX_PROTO_MAGIC;
-    ready.kind = PBX_PROTO_READY;
-    if (send(status_fd, &ready, sizeof(ready), MSG_NOSIGNAL) < 0)
+    pbx__proto_done_init(&ready, PBX_PROTO_READY);
+    if (pbx__proto_send_done(status_fd, &ready, NULL, 0) < 0)
         _exit(1);
     /* Wait for the execution; EOF means the pool was shut down. */
     if (!receive_go(&job, all))

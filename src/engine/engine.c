@@ -203,46 +203,6 @@ static char *read_small_file(const char *path)
     return pbx_buf_steal(&b, NULL);
 }
 
-/* Receive one fixed-size message, with up to two fds; returns bytes, 0 on EOF, < 0 errno. */
-static ssize_t recv_msg(int fd, struct pbx_proto_done *d, int *fds, int *nfds)
-{
-    ssize_t n = pbx__proto_recv(fd, d, sizeof(*d), fds, 2, nfds, MSG_DONTWAIT);
-
-    if (n > 0 && ((size_t)n != sizeof(*d) || d->magic != PBX_PROTO_MAGIC))
-        return -EPROTO;
-    return n;
-}
-
-static const char *stage_text(int stage)
-{
-    static const char *const names[] = {
-        [PBX_STAGE_NONE] = "setup",
-        [PBX_STAGE_CGROUP] = "cgroup",
-        [PBX_STAGE_NAMESPACE] = "namespaces",
-        [PBX_STAGE_MOUNT] = "mounts",
-        [PBX_STAGE_INPUT] = "input files",
-        [PBX_STAGE_FORK] = "fork",
-        [PBX_STAGE_WAIT] = "wait",
-        [PBX_STAGE_ROOTFS] = "root filesystem",
-        [PBX_STAGE_PYTHON] = "Python",
-        [PBX_STAGE_SECCOMP] = "seccomp",
-    };
-
-    if (stage < 0 || (size_t)stage >= sizeof(names) / sizeof(names[0]) || names[stage] == NULL)
-        return "setup";
-    return names[stage];
-}
-
-static int failed_error(const struct pbx_proto_done *d, struct pbx_error **err)
-{
-    char msg[sizeof(d->msg) + 1];
-
-    memcpy(msg, d->msg, sizeof(d->msg));
-    msg[sizeof(d->msg)] = '\0';
-    return pbx_error_set(err, d->stage == PBX_STAGE_INPUT ? PBX_E_TOO_LARGE : PBX_E_SANDBOX,
-                         "%s: %s", stage_text(d->stage), msg);
-}
-
 static char *const zygote_env[] = {
     "PATH=/usr/bin:/bin",
     "LANG=C.UTF-8",
@@ -333,9 +293,6 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     char map[64];
     int sv[2];
     int p[2];
-    int nfds;
-    int fdsx[2];
-    ssize_t n;
     int r;
 
     exe = open(cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe", O_PATH | O_CLOEXEC);
@@ -368,29 +325,16 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     if (write(sync_w, "x", 1) != 1)
         return pbx_error_set(err, errno, "release the zygote");
 
-    for (;;) {
-        struct pollfd pfd = {.fd = ctrl, .events = POLLIN};
-
-        r = poll(&pfd, 1, START_TIMEOUT_MS);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return pbx_error_set(err, PBX_E_ENGINE, "the zygote did not become ready in %d s",
-                                 START_TIMEOUT_MS / 1000);
-        n = recv_msg(ctrl, &ready, fdsx, &nfds);
-        for (int i = 0; i < nfds; i++)
-            close(fdsx[i]);
-        if (n == -EAGAIN)
-            continue;
-        break;
+    r = pbx__proto_wait_ready(ctrl, START_TIMEOUT_MS, &ready);
+    if (r == -ETIMEDOUT)
+        return pbx_error_set(err, PBX_E_ENGINE, "the zygote did not become ready in %d s",
+                             START_TIMEOUT_MS / 1000);
+    if (r == PBX_PROTO_FAILED) {
+        pbx__proto_failed_error(&ready, err);
+        return pbx_error_prefix(err, "start the jail");
     }
-    if (n <= 0 || ready.kind != PBX_PROTO_READY) {
-        if (n > 0 && ready.kind == PBX_PROTO_FAILED) {
-            failed_error(&ready, err);
-            return pbx_error_prefix(err, "start the jail");
-        }
+    if (r != PBX_PROTO_READY)
         return pbx_error_set(err, PBX_E_ENGINE, "the zygote exited during start-up");
-    }
     z = xcalloc(1, sizeof(*z));
     z->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     z->pid = pid;
@@ -942,14 +886,6 @@ static int sealed_memfd(const char *name, const void *data, size_t len, struct p
     return steal_fd(&fd);
 }
 
-static int send_job(int ctrl, const struct pbx_proto_job *job, const int *fds, int nfds,
-                    struct pbx_error **err)
-{
-    int r = pbx__proto_send(ctrl, job, sizeof(*job), fds, nfds);
-
-    return r < 0 ? pbx_error_set(err, -r, "send the job to the zygote") : 0;
-}
-
 /* The supervisor's view of one execution in flight. */
 struct flight {
     int out_r;                  /* stdout read end, -1 at EOF */
@@ -998,7 +934,7 @@ static void read_status(struct flight *f)
     struct pbx_proto_done d;
     int fds[2];
     int nfds;
-    ssize_t n = recv_msg(f->status, &d, fds, &nfds);
+    ssize_t n = pbx__proto_recv_done(f->status, &d, fds, &nfds);
 
     if (n == -EAGAIN)
         return;
@@ -1405,22 +1341,15 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
     int fds[1 + PBX_PROTO_MAX_CGROUP_FDS];
     int nfds = 1;
     int sv[2];
-    int got[2];
-    int ngot;
     int rc = -1;
     int r;
-    ssize_t n;
 
     sp->status = -1;
     sp->cell = NULL;
     sp->z = zygote_get(e, false, err);
     if (sp->z == NULL)
         return -1;
-    memset(&job, 0, sizeof(job));
-    job.magic = PBX_PROTO_MAGIC;
-    job.version = PBX_PROTO_VERSION;
-    job.kind = PBX_JOB_SPARE;
-    job.id = atomic_fetch_add(&e->next, 1);
+    pbx__proto_job_init(&job, PBX_JOB_SPARE, atomic_fetch_add(&e->next, 1));
     job.limits = e->cfg.spare_limits;
     job.flags = e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP;
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -1439,36 +1368,24 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
         nfds += r;
         job.ncgroup_fds = (uint32_t)r;
     }
-    r = send_job(sp->z->ctrl, &job, fds, nfds, err);
+    r = pbx__proto_send_job(sp->z->ctrl, &job, fds, nfds, err);
     /* Our copies go now: if the cell dies, its end of the socket must read as EOF. */
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
     nfds = 0;
     if (r < 0)
         goto out;
-    for (;;) {
-        struct pollfd p = {.fd = sp->status, .events = POLLIN};
-        int pr = poll(&p, 1, SETUP_TIMEOUT_MS);
-
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr <= 0) {
-            pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
-            /* Its cgroup.procs fds may still wait in the zygote's queue: see execute_once. */
-            cell_cgroups_drop(sp->cell);
-            sp->cell = NULL;
-            goto out;
-        }
-        n = recv_msg(sp->status, &d, got, &ngot);
-        for (int i = 0; i < ngot; i++)
-            close(got[i]);
-        if (n == -EAGAIN)
-            continue;
-        break;
+    r = pbx__proto_wait_ready(sp->status, SETUP_TIMEOUT_MS, &d);
+    if (r == -ETIMEDOUT) {
+        pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
+        /* Its cgroup.procs fds may still wait in the zygote's queue: see execute_once. */
+        cell_cgroups_drop(sp->cell);
+        sp->cell = NULL;
+        goto out;
     }
-    if (n <= 0 || d.kind != PBX_PROTO_READY) {
-        if (n > 0 && d.kind == PBX_PROTO_FAILED)
-            failed_error(&d, err);
+    if (r != PBX_PROTO_READY) {
+        if (r == PBX_PROTO_FAILED)
+            pbx__proto_failed_error(&d, err);
         else
             pbx_error_set(err, PBX_E_ENGINE, "a spare cell ended while getting ready");
         goto out;
@@ -1653,10 +1570,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;
 
-    memset(&job, 0, sizeof(job));
-    job.magic = PBX_PROTO_MAGIC;
-    job.version = PBX_PROTO_VERSION;
-    job.id = atomic_fetch_add(&e->next, 1);
+    pbx__proto_job_init(&job, PBX_JOB_RUN, atomic_fetch_add(&e->next, 1));
     job.limits = req->limits;
     job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) |
                 (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
@@ -1707,7 +1621,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         z->execs++;
         pthread_mutex_unlock(&e->zlock);
         job.kind = PBX_JOB_GO;
-        if (send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
+        if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
         goto sent;
     }
@@ -1723,7 +1637,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         nchild += r;
         job.ncgroup_fds = (uint32_t)r;
     }
-    if (send_job(z->ctrl, &job, child, nchild, err) < 0)
+    if (pbx__proto_send_job(z->ctrl, &job, child, nchild, err) < 0)
         goto out_close;
 sent:
     for (int i = 0; i < nchild; i++) {
@@ -1765,7 +1679,7 @@ sent:
         cell = NULL;
     }
     if (f.failed) {
-        failed_error(&f.done, err);
+        pbx__proto_failed_error(&f.done, err);
     } else if (!f.started && !f.finished && zygote_dying(z)) {
         *lost = true;
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");

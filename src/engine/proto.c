@@ -1,5 +1,9 @@
-/* Framing of the messages between supervisor, zygote and cells. */
+/*
+ * The wire format between supervisor, zygote and cells: the job messages,
+ * the reports, the request memfd and the returned-file records (proto.h).
+ */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -7,6 +11,128 @@
 #include "common/xalloc.h"
 #include "engine/proto.h"
 #include "common/banned.h"
+
+void pbx__proto_job_init(struct pbx_proto_job *job, enum pbx_job_kind kind, uint64_t id)
+{
+    memset(job, 0, sizeof(*job));
+    job->magic = PBX_PROTO_MAGIC;
+    job->version = PBX_PROTO_VERSION;
+    job->kind = kind;
+    job->id = id;
+}
+
+bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds)
+{
+    if (len != sizeof(*job) || job->magic != PBX_PROTO_MAGIC || job->version != PBX_PROTO_VERSION ||
+        job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS)
+        return false;
+    switch (job->kind) {
+    case PBX_JOB_RUN:
+        return nfds == PBX_FD_FIXED + (int)job->ncgroup_fds;
+    case PBX_JOB_SPARE:
+        return nfds == 1 + (int)job->ncgroup_fds;
+    case PBX_JOB_GO:
+        return nfds == PBX_FD_FIXED - 1;
+    default:
+        return false;
+    }
+}
+
+int pbx__proto_send_job(int sock, const struct pbx_proto_job *job, const int *fds, int nfds,
+                        struct pbx_error **err)
+{
+    int r = pbx__proto_send(sock, job, sizeof(*job), fds, nfds);
+
+    return r < 0 ? pbx_error_set(err, -r, "send the job to the zygote") : 0;
+}
+
+void pbx__proto_done_init(struct pbx_proto_done *d, enum pbx_proto_kind kind)
+{
+    memset(d, 0, sizeof(*d));
+    d->magic = PBX_PROTO_MAGIC;
+    d->kind = kind;
+}
+
+int pbx__proto_send_done(int sock, const struct pbx_proto_done *d, const int *fds, int nfds)
+{
+    return pbx__proto_send(sock, d, sizeof(*d), fds, nfds);
+}
+
+void pbx__proto_send_failed(int sock, int stage, int errnum, const char *msg)
+{
+    struct pbx_proto_done d;
+
+    pbx__proto_done_init(&d, PBX_PROTO_FAILED);
+    d.stage = stage;
+    d.err = errnum;
+    memcpy(d.msg, msg, strnlen(msg, sizeof(d.msg) - 1));
+    (void)pbx__proto_send_done(sock, &d, NULL, 0);
+}
+
+ssize_t pbx__proto_recv_done(int sock, struct pbx_proto_done *d, int *fds, int *nfds)
+{
+    ssize_t n = pbx__proto_recv(sock, d, sizeof(*d), fds, 2, nfds, MSG_DONTWAIT);
+
+    if (n > 0 && ((size_t)n != sizeof(*d) || d->magic != PBX_PROTO_MAGIC))
+        return -EPROTO;
+    return n;
+}
+
+static const char *stage_text(int stage)
+{
+    static const char *const names[] = {
+        [PBX_STAGE_NONE] = "setup",
+        [PBX_STAGE_CGROUP] = "cgroup",
+        [PBX_STAGE_NAMESPACE] = "namespaces",
+        [PBX_STAGE_MOUNT] = "mounts",
+        [PBX_STAGE_INPUT] = "input files",
+        [PBX_STAGE_FORK] = "fork",
+        [PBX_STAGE_WAIT] = "wait",
+        [PBX_STAGE_ROOTFS] = "root filesystem",
+        [PBX_STAGE_PYTHON] = "Python",
+        [PBX_STAGE_SECCOMP] = "seccomp",
+    };
+
+    if (stage < 0 || (size_t)stage >= sizeof(names) / sizeof(names[0]) || names[stage] == NULL)
+        return "setup";
+    return names[stage];
+}
+
+int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **err)
+{
+    char msg[sizeof(d->msg) + 1];
+
+    memcpy(msg, d->msg, sizeof(d->msg));
+    msg[sizeof(d->msg)] = '\0';
+    return pbx_error_set(err, d->stage == PBX_STAGE_INPUT ? PBX_E_TOO_LARGE : PBX_E_SANDBOX,
+                         "%s: %s", stage_text(d->stage), msg);
+}
+
+int pbx__proto_wait_ready(int sock, int timeout_ms, struct pbx_proto_done *d)
+{
+    int fds[2];
+    int nfds;
+    ssize_t n;
+
+    for (;;) {
+        struct pollfd p = {.fd = sock, .events = POLLIN};
+        int r = poll(&p, 1, timeout_ms);
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -ETIMEDOUT;
+        n = pbx__proto_recv_done(sock, d, fds, &nfds);
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (n == -EAGAIN)
+            continue;
+        break;
+    }
+    if (n > 0 && (d->kind == PBX_PROTO_READY || d->kind == PBX_PROTO_FAILED))
+        return (int)d->kind;
+    return 0;
+}
 
 const char *pbx__proto_file_state_text(uint32_t state)
 {

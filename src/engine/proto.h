@@ -1,16 +1,21 @@
 /*
- * Messages between the supervisor, the zygote and cells.
+ * Messages between the supervisor, the zygote and cells: the one wire format.
  *
  * supervisor -> zygote (control socket, SOCK_SEQPACKET): one struct
- * pbx_proto_job per execution, with the fds of enum pbx_proto_fd as
- * SCM_RIGHTS.  cell -> supervisor (the job's own status socketpair): first a
- * PBX_PROTO_STARTED message carrying pidfds of the cell and the job, then one
- * struct pbx_proto_done.  Every message is fixed-size so it can be built
- * without allocating, as crun's sync messages are.
+ * pbx_proto_job per execution (PBX_JOB_RUN) or spare cell (PBX_JOB_SPARE),
+ * with the fds of enum pbx_proto_fd as SCM_RIGHTS; supervisor -> spare cell
+ * (its status socket): one PBX_JOB_GO.  zygote -> supervisor (control
+ * socket): READY once started, or FAILED.  cell -> supervisor (the job's own
+ * status socketpair): READY for a spare, then a PBX_PROTO_STARTED message
+ * carrying pidfds of the job and the cell, then DONE; FAILED at any point.
+ * Every report is a struct pbx_proto_done.  Every message is fixed-size so it
+ * can be built without allocating, as crun's sync messages are.
  *
  * The request memfd holds the code, the input files and the names to return;
  * the output memfd receives the returned files.  Both are framed by the
- * functions below, which never trust a length.
+ * functions below, which never trust a length.  A cell is not trusted: the
+ * supervisor reads its reports and its output memfd through the decoders
+ * here only, which fuzz/fuzz_proto_request.c drives.
  */
 #ifndef PBX_ENGINE_PROTO_H
 #define PBX_ENGINE_PROTO_H
@@ -19,6 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
+#include "common/error.h"
 #include "policy/limits.h"
 #include "sandbox/files.h"
 
@@ -52,6 +60,7 @@ enum pbx_job_kind {
     PBX_JOB_GO = 2,    /* to a spare cell: run this execution (fds: REQUEST..OUTPUT) */
 };
 
+/* A job message: zero but for the fields each kind fills. */
 struct pbx_proto_job {
     uint32_t magic;           /* PBX_PROTO_MAGIC */
     uint32_t version;         /* PBX_PROTO_VERSION */
@@ -65,6 +74,28 @@ struct pbx_proto_job {
     uint32_t nreturn;         /* names to return in the request */
     struct pbx_limits limits; /* limits of this execution */
 };
+
+/*
+ * Fill `job` for a message of `kind` with execution id `id` (magic, version,
+ * the rest zero).
+ */
+void pbx__proto_job_init(struct pbx_proto_job *job, enum pbx_job_kind kind, uint64_t id);
+
+/*
+ * Whether `len` bytes received with `nfds` fds are a whole job message of a
+ * known kind with the fds that kind carries: REQUEST..OUTPUT and the
+ * cgroup.procs fds for PBX_JOB_RUN, the status socket and the cgroup.procs
+ * fds for PBX_JOB_SPARE, REQUEST..OUTPUT for PBX_JOB_GO.  The receiver still
+ * checks that the kind is one it takes.  Async-signal-safe.
+ */
+bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds);
+
+/*
+ * Send `job` with `nfds` fds on `sock` (the zygote's control socket, or a
+ * spare's status socket).  Returns 0, or < 0 with *err set.
+ */
+int pbx__proto_send_job(int sock, const struct pbx_proto_job *job, const int *fds, int nfds,
+                        struct pbx_error **err);
 
 enum pbx_proto_kind {
     PBX_PROTO_READY = 1,   /* zygote -> supervisor: initialised */
@@ -87,23 +118,68 @@ enum pbx_proto_stage {
     PBX_STAGE_SECCOMP,
 };
 
+#define PBX_PROTO_MSG_MAX 512 /* bytes of a report's failure text, its NUL included */
+
+/* A report to the supervisor: READY, STARTED, DONE or FAILED. */
 struct pbx_proto_done {
-    uint32_t magic;        /* PBX_PROTO_MAGIC */
-    uint32_t kind;         /* enum pbx_proto_kind */
-    int32_t stage;         /* enum pbx_proto_stage on failure */
-    int32_t err;           /* errno on failure */
-    char msg[512];         /* failure text, NUL-terminated */
-    int32_t wait_status;   /* the job's wait status */
-    uint32_t timed_out;    /* the cell killed the job at the wall limit */
-    uint64_t duration_ns;  /* fork of the job to its reaping */
-    uint64_t cpu_us;       /* user + system time of the job and its reaped children */
-    uint64_t max_rss_kb;   /* peak RSS */
-    uint64_t minor_faults; /* minor page faults of the job, all of its life */
-    uint64_t prep_faults;  /* of those, taken before the code arrived (warm spares) */
-    uint32_t nfiles;       /* returned-file records written to the output memfd */
-    uint32_t pad;          /* zero */
-    uint64_t output_len;   /* bytes written to the output memfd */
+    uint32_t magic;              /* PBX_PROTO_MAGIC */
+    uint32_t kind;               /* enum pbx_proto_kind */
+    int32_t stage;               /* enum pbx_proto_stage on failure */
+    int32_t err;                 /* errno on failure */
+    char msg[PBX_PROTO_MSG_MAX]; /* failure text, NUL-terminated by its sender (not trusted) */
+    int32_t wait_status;         /* the job's wait status */
+    uint32_t timed_out;          /* the cell killed the job at the wall limit */
+    uint64_t duration_ns;        /* fork of the job to its reaping */
+    uint64_t cpu_us;             /* user + system time of the job and its reaped children */
+    uint64_t max_rss_kb;         /* peak RSS */
+    uint64_t minor_faults;       /* minor page faults of the job, all of its life */
+    uint64_t prep_faults;        /* of those, taken before the code arrived (warm spares) */
+    uint32_t nfiles;             /* returned-file records written to the output memfd */
+    uint32_t pad;                /* zero */
+    uint64_t output_len;         /* bytes written to the output memfd */
 };
+
+/* Fill `d` for a report of `kind` (magic, kind, the rest zero).  Async-signal-safe. */
+void pbx__proto_done_init(struct pbx_proto_done *d, enum pbx_proto_kind kind);
+
+/*
+ * Send the report `d` on `sock` with `nfds` fds (STARTED: the job's and the
+ * cell's pidfds), as pbx__proto_send() does.  Async-signal-safe.
+ */
+int pbx__proto_send_done(int sock, const struct pbx_proto_done *d, const int *fds, int nfds);
+
+/*
+ * Report a failure on `sock`: FAILED with `stage`, `errnum` and `msg` (cut to
+ * fit).  Best effort: whoever fails exits or goes on either way.  Async-signal-safe.
+ */
+void pbx__proto_send_failed(int sock, int stage, int errnum, const char *msg);
+
+/*
+ * Receive one report from a zygote or a cell without waiting, with up to two
+ * fds into fds[] (their count in *nfds; the caller closes them, whatever the
+ * return).  Returns the report's size; 0 at EOF; -EAGAIN when none is
+ * waiting; -EPROTO for what is not one whole report (its size or magic wrong,
+ * or cut short); another -errno.  The kind is the caller's to check.
+ */
+ssize_t pbx__proto_recv_done(int sock, struct pbx_proto_done *d, int *fds, int *nfds);
+
+/*
+ * The error the FAILED report `d` stands for: PBX_E_TOO_LARGE when the input
+ * files did not fit, else PBX_E_SANDBOX, its message naming the stage and
+ * carrying the report's text (read within the message, NUL or not).
+ * Returns < 0, as pbx_error_set() does.
+ */
+int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **err);
+
+/*
+ * Wait up to `timeout_ms` for READY on `sock`: the zygote's control socket as
+ * it starts, or a spare cell's status socket.  Reports are read with
+ * pbx__proto_recv_done(), the fds that come with them closed, and a wake-up
+ * with nothing to read waits `timeout_ms` again.  Returns PBX_PROTO_READY;
+ * PBX_PROTO_FAILED with the report in *d; 0 when the peer ended, or sent
+ * anything else first; -ETIMEDOUT when nothing came in time.
+ */
+int pbx__proto_wait_ready(int sock, int timeout_ms, struct pbx_proto_done *d);
 
 /* Static text for a state ("not found", ...). */
 const char *pbx__proto_file_state_text(uint32_t state);

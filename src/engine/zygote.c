@@ -30,7 +30,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <poll.h>
 #include <sched.h>
@@ -47,28 +46,16 @@
 #include "sandbox/seccomp.h"
 #include "common/banned.h"
 
-static void send_failed(int fd, int stage, int errnum, const char *msg)
-{
-    struct pbx_proto_done d;
-
-    memset(&d, 0, sizeof(d));
-    d.magic = PBX_PROTO_MAGIC;
-    d.kind = PBX_PROTO_FAILED;
-    d.stage = stage;
-    d.err = errnum;
-    snprintf(d.msg, sizeof(d.msg), "%s", msg);
-    (void)!send(fd, &d, sizeof(d), MSG_NOSIGNAL);
-}
-
 static _Noreturn void fail(int stage, struct pbx_error *err)
 {
-    send_failed(PBX_ZYGOTE_CTRL_FD, stage, err ? err->code : 0, err ? err->msg : "failed");
+    pbx__proto_send_failed(PBX_ZYGOTE_CTRL_FD, stage, err ? err->code : 0,
+                           err ? err->msg : "failed");
     _exit(1);
 }
 
 static _Noreturn void fail_python(const char *what)
 {
-    char msg[512];
+    char msg[PBX_PROTO_MSG_MAX];
     PyObject *type = NULL;
     PyObject *value = NULL;
     PyObject *tb = NULL;
@@ -81,7 +68,7 @@ static _Noreturn void fail_python(const char *what)
     if (str != NULL)
         text = PyUnicode_AsUTF8(str);
     snprintf(msg, sizeof(msg), "%s: %s", what, text ? text : "unknown Python error");
-    send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
+    pbx__proto_send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
     _exit(1);
 }
 
@@ -112,10 +99,10 @@ static void init_python(void)
         st = Py_InitializeFromConfig(&cfg);
     PyConfig_Clear(&cfg);
     if (PyStatus_Exception(st)) {
-        char msg[512];
+        char msg[PBX_PROTO_MSG_MAX];
 
         snprintf(msg, sizeof(msg), "Python initialisation: %s", st.err_msg ? st.err_msg : "failed");
-        send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
+        pbx__proto_send_failed(PBX_ZYGOTE_CTRL_FD, PBX_STAGE_PYTHON, 0, msg);
         _exit(1);
     }
 }
@@ -171,13 +158,11 @@ static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
 
     if (n == 0 || (n < 0 && n != -EAGAIN && n != -EPROTO))
         return 0;
-    if (n < 0 || (size_t)n != sizeof(*job) || job->magic != PBX_PROTO_MAGIC ||
-        job->version != PBX_PROTO_VERSION || job->ncgroup_fds > PBX_PROTO_MAX_CGROUP_FDS ||
-        (job->kind == PBX_JOB_RUN && *nfds != PBX_FD_FIXED + (int)job->ncgroup_fds) ||
-        (job->kind == PBX_JOB_SPARE && *nfds != 1 + (int)job->ncgroup_fds) ||
+    if (n < 0 || !pbx__proto_job_valid(job, (size_t)n, *nfds) ||
         (job->kind != PBX_JOB_RUN && job->kind != PBX_JOB_SPARE)) {
         if (*nfds > PBX_FD_STATUS)
-            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, EPROTO, "malformed job message");
+            pbx__proto_send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, EPROTO,
+                                   "malformed job message");
         close_fds(fds, *nfds);
         return -1;
     }
@@ -226,10 +211,8 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     sigprocmask(SIG_BLOCK, &mask, NULL);
     sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
-    memset(&ready, 0, sizeof(ready));
-    ready.magic = PBX_PROTO_MAGIC;
-    ready.kind = PBX_PROTO_READY;
-    if (send(PBX_ZYGOTE_CTRL_FD, &ready, sizeof(ready), MSG_NOSIGNAL) < 0)
+    pbx__proto_done_init(&ready, PBX_PROTO_READY);
+    if (pbx__proto_send_done(PBX_ZYGOTE_CTRL_FD, &ready, NULL, 0) < 0)
         _exit(1);
 
     for (;;) {
@@ -262,7 +245,8 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
             continue;
         /* Each cell is pid 1 of a pid namespace of its own. */
         if (unshare(CLONE_NEWPID) < 0) {
-            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_NAMESPACE, errno, "unshare a pid namespace");
+            pbx__proto_send_failed(fds[PBX_FD_STATUS], PBX_STAGE_NAMESPACE, errno,
+                                   "unshare a pid namespace");
             close_fds(fds, nfds);
             continue;
         }
@@ -280,7 +264,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
         }
         PyOS_AfterFork_Parent();
         if (pid < 0)
-            send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, errno, "fork the cell");
+            pbx__proto_send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, errno, "fork the cell");
         close_fds(fds, nfds);
         /* Back to our own namespace for children: unshare would refuse a second time. */
         if (setns(pidns, CLONE_NEWPID) < 0)

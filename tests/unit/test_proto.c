@@ -1,14 +1,19 @@
 /*
  * Unit tests for src/engine/proto.c: the writer and the reader of the request
- * and output memfds.  The reader is what a cell and the supervisor run over
- * bytes they did not write, so every getter must fail cleanly past the end.
+ * and output memfds, the job messages and the reports.  The reader is what a
+ * cell and the supervisor run over bytes they did not write, so every getter
+ * must fail cleanly past the end; reports travel over real SOCK_SEQPACKET
+ * socketpairs, as between the processes.
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "engine/proto.h"
 #include "common/banned.h"
@@ -248,6 +253,7 @@ START_TEST(test_message_layout)
     struct pbx_proto_done d;
 
     ck_assert_uint_eq(sizeof(d.msg), 512);
+    ck_assert_uint_eq(PBX_PROTO_MSG_MAX, 512);
     ck_assert_uint_eq(sizeof(struct pbx_proto_done) % 8, 0);
     ck_assert_uint_eq(sizeof(struct pbx_proto_job) % 8, 0);
     ck_assert_uint_le(PBX_PROTO_MAX_FDS, 253); /* SCM_MAX_FD */
@@ -351,6 +357,246 @@ START_TEST(test_request_refuses)
 }
 END_TEST
 
+/* A SOCK_SEQPACKET socketpair, as between the supervisor and a zygote or a cell. */
+static void seqpacket_pair(int sv[2])
+{
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+}
+
+START_TEST(test_job_valid)
+{
+    struct pbx_proto_job job;
+
+    pbx__proto_job_init(&job, PBX_JOB_RUN, 7);
+    ck_assert_uint_eq(job.magic, PBX_PROTO_MAGIC);
+    ck_assert_uint_eq(job.version, PBX_PROTO_VERSION);
+    ck_assert_uint_eq(job.kind, PBX_JOB_RUN);
+    ck_assert_uint_eq(job.id, 7);
+    ck_assert_uint_eq(job.flags, 0);
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED + 1));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job) - 1, PBX_FD_FIXED));
+    job.ncgroup_fds = 2;
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED + 2));
+    job.ncgroup_fds = PBX_PROTO_MAX_CGROUP_FDS + 1;
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_PROTO_MAX_FDS + 1));
+
+    pbx__proto_job_init(&job, PBX_JOB_SPARE, 8);
+    job.ncgroup_fds = 3;
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), 4));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED + 3));
+
+    pbx__proto_job_init(&job, PBX_JOB_GO, 9);
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED));
+
+    job.kind = 3;
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    pbx__proto_job_init(&job, PBX_JOB_GO, 9);
+    job.magic ^= 1;
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    pbx__proto_job_init(&job, PBX_JOB_GO, 9);
+    job.version++;
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+}
+END_TEST
+
+/* A job message sent with fds arrives whole, with its fds. */
+START_TEST(test_job_send)
+{
+    struct pbx_proto_job job;
+    struct pbx_proto_job got;
+    struct pbx_error *err = NULL;
+    int fds[PBX_PROTO_MAX_FDS];
+    int nfds;
+    int sv[2];
+    int fd[1];
+    ssize_t n;
+
+    seqpacket_pair(sv);
+    fd[0] = sv[0];
+    pbx__proto_job_init(&job, PBX_JOB_SPARE, 42);
+    ck_assert_int_eq(pbx__proto_send_job(sv[0], &job, fd, 1, &err), 0);
+    ck_assert_ptr_null(err);
+    n = pbx__proto_recv(sv[1], &got, sizeof(got), fds, PBX_PROTO_MAX_FDS, &nfds, 0);
+    ck_assert_int_eq(n, sizeof(got));
+    ck_assert_int_eq(nfds, 1);
+    ck_assert(pbx__proto_job_valid(&got, (size_t)n, nfds));
+    ck_assert_uint_eq(got.id, 42);
+    close(fds[0]);
+    /* The peer gone: an error, no signal. */
+    close(sv[1]);
+    ck_assert_int_lt(pbx__proto_send_job(sv[0], &job, fd, 1, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    ck_assert_ptr_nonnull(strstr(err->msg, "send the job"));
+    pbx_error_free(&err);
+    close(sv[0]);
+}
+END_TEST
+
+START_TEST(test_done_round_trip)
+{
+    struct pbx_proto_done d;
+    struct pbx_proto_done got;
+    int pass[2];
+    int fds[2];
+    int nfds;
+    int sv[2];
+
+    seqpacket_pair(sv);
+    /* Nothing yet. */
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), -EAGAIN);
+    /* STARTED with two fds. */
+    pbx__proto_done_init(&d, PBX_PROTO_STARTED);
+    pass[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pass[1] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(pbx__proto_send_done(sv[0], &d, pass, 2), 0);
+    close(pass[0]);
+    close(pass[1]);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), sizeof(got));
+    ck_assert_uint_eq(got.kind, PBX_PROTO_STARTED);
+    ck_assert_int_eq(nfds, 2);
+    ck_assert_int_eq(fcntl(fds[0], F_GETFD), FD_CLOEXEC);
+    close(fds[0]);
+    close(fds[1]);
+    /* DONE with its fields. */
+    pbx__proto_done_init(&d, PBX_PROTO_DONE);
+    d.wait_status = 9;
+    d.nfiles = 2;
+    d.output_len = 1234;
+    ck_assert_int_eq(pbx__proto_send_done(sv[0], &d, NULL, 0), 0);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), sizeof(got));
+    ck_assert_int_eq(nfds, 0);
+    ck_assert_mem_eq(&got, &d, sizeof(d));
+    /* EOF. */
+    close(sv[0]);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), 0);
+    close(sv[1]);
+}
+END_TEST
+
+/* A report from a cell is not trusted: anything but one whole report is -EPROTO. */
+START_TEST(test_done_malformed)
+{
+    struct pbx_proto_done d;
+    struct pbx_proto_done got;
+    char big[sizeof(d) + 1];
+    int fds[2];
+    int nfds;
+    int sv[2];
+
+    seqpacket_pair(sv);
+    pbx__proto_done_init(&d, PBX_PROTO_DONE);
+    /* Short. */
+    ck_assert_int_eq(send(sv[0], &d, sizeof(d) - 1, 0), sizeof(d) - 1);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), -EPROTO);
+    /* Long: cut by the receiver. */
+    memset(big, 0, sizeof(big));
+    memcpy(big, &d, sizeof(d));
+    ck_assert_int_eq(send(sv[0], big, sizeof(big), 0), sizeof(big));
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), -EPROTO);
+    /* Another magic. */
+    d.magic = 0;
+    ck_assert_int_eq(pbx__proto_send_done(sv[0], &d, NULL, 0), 0);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), -EPROTO);
+    close(sv[0]);
+    close(sv[1]);
+}
+END_TEST
+
+START_TEST(test_failed_error)
+{
+    struct pbx_proto_done d;
+    struct pbx_proto_done got;
+    struct pbx_error *err = NULL;
+    char longmsg[PBX_PROTO_MSG_MAX + 100];
+    int fds[2];
+    int nfds;
+    int sv[2];
+
+    seqpacket_pair(sv);
+    pbx__proto_send_failed(sv[0], PBX_STAGE_MOUNT, EPERM, "mount /work");
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), sizeof(got));
+    ck_assert_uint_eq(got.kind, PBX_PROTO_FAILED);
+    ck_assert_int_eq(got.stage, PBX_STAGE_MOUNT);
+    ck_assert_int_eq(got.err, EPERM);
+    ck_assert_int_lt(pbx__proto_failed_error(&got, &err), 0);
+    ck_assert_int_eq(err->code, PBX_E_SANDBOX);
+    ck_assert_str_eq(err->msg, "mounts: mount /work");
+    pbx_error_free(&err);
+    /* The input files did not fit. */
+    pbx__proto_send_failed(sv[0], PBX_STAGE_INPUT, ENOSPC, "write a.txt");
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), sizeof(got));
+    pbx__proto_failed_error(&got, &err);
+    ck_assert_int_eq(err->code, PBX_E_TOO_LARGE);
+    ck_assert_str_eq(err->msg, "input files: write a.txt");
+    pbx_error_free(&err);
+    /* A long text is cut to fit, NUL-terminated. */
+    memset(longmsg, 'x', sizeof(longmsg) - 1);
+    longmsg[sizeof(longmsg) - 1] = '\0';
+    pbx__proto_send_failed(sv[0], PBX_STAGE_FORK, 0, longmsg);
+    ck_assert_int_eq(pbx__proto_recv_done(sv[1], &got, fds, &nfds), sizeof(got));
+    ck_assert_int_eq(got.msg[PBX_PROTO_MSG_MAX - 1], '\0');
+    pbx__proto_failed_error(&got, &err);
+    ck_assert_uint_eq(strlen(err->msg), strlen("fork: ") + PBX_PROTO_MSG_MAX - 1);
+    pbx_error_free(&err);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* A cell's text with no NUL, and stages nobody names: read within the report. */
+    pbx__proto_done_init(&d, PBX_PROTO_FAILED);
+    memset(d.msg, 'y', sizeof(d.msg));
+    d.stage = -1;
+    pbx__proto_failed_error(&d, &err);
+    ck_assert_int_eq(err->code, PBX_E_SANDBOX);
+    ck_assert_uint_eq(strlen(err->msg), strlen("setup: ") + PBX_PROTO_MSG_MAX);
+    ck_assert(strncmp(err->msg, "setup: yyy", 10) == 0);
+    pbx_error_free(&err);
+    d.stage = PBX_STAGE_SECCOMP + 1;
+    d.msg[0] = '\0';
+    pbx__proto_failed_error(&d, &err);
+    ck_assert_str_eq(err->msg, "setup: ");
+    pbx_error_free(&err);
+    d.stage = PBX_STAGE_SECCOMP;
+    pbx__proto_failed_error(&d, &err);
+    ck_assert_str_eq(err->msg, "seccomp: ");
+    pbx_error_free(&err);
+}
+END_TEST
+
+START_TEST(test_wait_ready)
+{
+    struct pbx_proto_done d;
+    struct pbx_proto_done got;
+    int fd[1];
+    int sv[2];
+
+    /* READY, after a report of another kind is refused. */
+    seqpacket_pair(sv);
+    pbx__proto_done_init(&d, PBX_PROTO_READY);
+    fd[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(pbx__proto_send_done(sv[0], &d, fd, 1), 0);
+    close(fd[0]);
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 1000, &got), PBX_PROTO_READY);
+    pbx__proto_done_init(&d, PBX_PROTO_DONE);
+    ck_assert_int_eq(pbx__proto_send_done(sv[0], &d, NULL, 0), 0);
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 1000, &got), 0);
+    /* FAILED, with the report. */
+    pbx__proto_send_failed(sv[0], PBX_STAGE_PYTHON, 0, "no numpy");
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 1000, &got), PBX_PROTO_FAILED);
+    ck_assert_str_eq(got.msg, "no numpy");
+    /* Malformed. */
+    ck_assert_int_eq(send(sv[0], "x", 1, 0), 1);
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 1000, &got), 0);
+    /* Nothing in time. */
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 10, &got), -ETIMEDOUT);
+    /* The peer ended. */
+    close(sv[0]);
+    ck_assert_int_eq(pbx__proto_wait_ready(sv[1], 1000, &got), 0);
+    close(sv[1]);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
     Suite *s = suite_create("proto");
@@ -364,6 +610,15 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_message_layout);
     tcase_add_test(tc, test_request_round_trip);
     tcase_add_test(tc, test_request_refuses);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("messages");
+    tcase_add_test(tc, test_job_valid);
+    tcase_add_test(tc, test_job_send);
+    tcase_add_test(tc, test_done_round_trip);
+    tcase_add_test(tc, test_done_malformed);
+    tcase_add_test(tc, test_failed_error);
+    tcase_add_test(tc, test_wait_ready);
     suite_add_tcase(s, tc);
     return s;
 }
