@@ -14,24 +14,12 @@
 #include <sodium.h>
 #include <strings.h>
 
+#include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
 #include "common/banned.h"
-
-struct caller {
-    bool admin;              /* the admin key */
-    bool keyed;              /* a store key */
-    struct pbx_key_info key; /* when keyed */
-    int64_t rpm;             /* effective */
-    int64_t rpd;             /* effective; < 0 unlimited */
-    bool all_modules;        /* no allowlist */
-    bool network;            /* may ask for network */
-    size_t code_chars;       /* code limit */
-    uint32_t max_timeout_ms; /* the longest wall limit it may ask */
-    uint64_t max_memory;     /* the most memory it may ask */
-};
 
 static const char *bearer(struct MHD_Connection *c)
 {
@@ -45,71 +33,42 @@ static const char *bearer(struct MHD_Connection *c)
     return *h ? h : NULL;
 }
 
-static bool is_admin_key(const struct pbx_server *s, const char *token)
+/* The store's keys for pbx_caller_resolve(): a failed lookup is logged, and answered 500. */
+static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
+                      struct pbx_error **err)
 {
-    size_t n = strlen(token);
+    struct pbx_server *s = arg;
+    struct pbx_key_info key;
+    struct pbx_error *e = NULL;
+    int found = pbx_store_key_lookup(s->store, token, &key, &e);
 
-    return s->cfg->admin_key != NULL && *s->cfg->admin_key != '\0' &&
-           n == strlen(s->cfg->admin_key) && sodium_memcmp(token, s->cfg->admin_key, n) == 0;
+    if (found < 0) {
+        pbx_log(PBX_LOG_ERROR, "key lookup: %s", e->msg);
+        pbx_error_free(&e);
+        return pbx_error_set(err, PBX_E_ENGINE, "the key store failed");
+    }
+    if (found == 0)
+        return 0;
+    *name = steal_pointer(&key.name);
+    *policy = key.policy;
+    key.policy.modules = NULL; /* handed over with the policy */
+    pbx_key_info_release(&key);
+    return 1;
 }
 
 /* Resolve who is calling; returns 0, or -1 after answering (401, 500). */
 static int authenticate(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                        const char *token, struct caller *who, enum MHD_Result *ret)
+                        const char *token, struct pbx_caller *who, enum MHD_Result *ret)
 {
+    const struct pbx_caller_keys keys = {.lookup = lookup_key, .arg = s};
     struct pbx_error *err = NULL;
-    int found;
+    const char *etype = NULL;
 
-    memset(who, 0, sizeof(*who));
-    who->rpm = s->cfg->anon_rpm;
-    who->rpd = s->cfg->anon_rpd;
-    who->code_chars = s->cfg->anon_code_chars;
-    who->max_timeout_ms = s->cfg->limits.wall_ms;
-    who->max_memory = s->cfg->limits.memory_bytes;
-    if (token == NULL)
-        return 0;
-    if (is_admin_key(s, token)) {
-        who->admin = true;
-        who->network = true;
-        who->rpm = -1;
-        who->rpd = -1;
-        who->all_modules = true;
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
-        return 0;
-    }
-    found = pbx_store_key_lookup(s->store, token, &who->key, &err);
-    if (found < 0) {
-        pbx_log(PBX_LOG_ERROR, "key lookup: %s", err->msg);
+    if (pbx_caller_resolve(&s->callers, &keys, token, who, &etype, &err) < 0) {
+        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
         pbx_error_free(&err);
-        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the key store failed", 0,
-                                      NULL);
         return -1;
     }
-    if (found == 0) {
-        *ret = pbx__server_send_error(c, ctx, s, "Unauthorized",
-                                      "the API key is not valid or was revoked", 0, NULL);
-        return -1;
-    }
-    who->keyed = true;
-    if (who->key.policy.admin) {
-        who->admin = true;
-        who->rpm = -1;
-        who->rpd = -1;
-        who->all_modules = true;
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
-    }
-    if (who->key.policy.rpm != 0 && !who->admin)
-        who->rpm = who->key.policy.rpm;
-    if (who->key.policy.rpd != 0 && !who->admin)
-        who->rpd = who->key.policy.rpd;
-    if (who->key.policy.timeout_ms != 0)
-        who->max_timeout_ms = who->key.policy.timeout_ms;
-    if (who->key.policy.memory_bytes != 0)
-        who->max_memory = who->key.policy.memory_bytes;
-    who->all_modules = who->all_modules || who->key.policy.all_modules;
-    who->network = who->key.policy.network || who->admin;
-    if (!who->admin)
-        who->code_chars = (size_t)s->cfg->limits.code_bytes;
     return 0;
 }
 
@@ -147,8 +106,9 @@ static json_t *compat_files(json_t *full)
 
 static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection *c,
                                      struct request_ctx *ctx, const struct pbx_http_request *req,
-                                     const struct caller *who, const struct pbx_exec_result *res,
-                                     int64_t today, unsigned active_at_request)
+                                     const struct pbx_caller *who,
+                                     const struct pbx_exec_result *res, int64_t today,
+                                     unsigned active_at_request)
 {
     json_t *full = pbx_exec_result_to_json(res);
     json_t *details = json_pack(
@@ -221,7 +181,7 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
                          "requests_remaining_today",
                          (json_int_t)(who->rpd > today ? who->rpd - today : 0));
     if (who->keyed)
-        json_object_set_new(user, "key_name", json_string(who->key.name));
+        json_object_set_new(user, "key_name", json_string(who->key_name));
     (void)!getloadavg(&load, 1);
     pbx__server_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     body = json_pack(
@@ -467,54 +427,44 @@ static int take_request(struct pbx_server *s, struct MHD_Connection *c, struct r
     return 0;
 }
 
-/* What the caller asks for within what it may ask. Returns 0, or -1 after answering. */
+/*
+ * What the caller asks for within what it may ask, and the limits of its
+ * execution in *limits.  Returns 0, or -1 after answering.
+ */
 static int check_request(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                         const struct pbx_http_request *req, const struct caller *who,
-                         enum MHD_Result *ret)
+                         const struct pbx_http_request *req, const struct pbx_caller *who,
+                         struct pbx_limits *limits, enum MHD_Result *ret)
 {
-    char msg[160];
+    const struct pbx_caller_ask ask = {
+        .code_len = req->code_len,
+        .code_chars = req->code_chars,
+        .network = req->network,
+        .has_timeout = req->has_timeout,
+        .timeout_s = req->timeout_s,
+        .has_memory = req->has_memory,
+        .memory_mb = req->memory_mb,
+    };
+    struct pbx_error *err = NULL;
+    const char *etype = NULL;
 
-    if (req->code_chars > who->code_chars) {
-        snprintf(msg, sizeof(msg), "the code is %zu characters; the limit is %zu", req->code_chars,
-                 who->code_chars);
-        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
-        return -1;
-    }
-    if (req->network) {
-        *ret =
-            who->network
-                ? pbx__server_send_error(c, ctx, s, "NetworkUnavailable",
-                                         "this server runs every execution without network", 0,
-                                         NULL)
-                : pbx__server_send_error(c, ctx, s, "NetworkNotAllowed",
-                                         "network access is not allowed for this caller", 0, NULL);
-        return -1;
-    }
-    if (req->has_timeout && req->timeout_ms > who->max_timeout_ms) {
-        snprintf(msg, sizeof(msg), "timeout %.3g s is over this caller's limit of %.3g s",
-                 req->timeout_ms / 1000.0, who->max_timeout_ms / 1000.0);
-        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
-        return -1;
-    }
-    if (req->has_memory && (req->memory_mb << 20) > who->max_memory) {
-        snprintf(msg, sizeof(msg), "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
-                 req->memory_mb, who->max_memory >> 20);
-        *ret = pbx__server_send_error(c, ctx, s, "ValidationError", msg, 0, NULL);
+    if (pbx_caller_limits(&s->callers, who, &ask, limits, &etype, &err) < 0) {
+        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
+        pbx_error_free(&err);
         return -1;
     }
     return 0;
 }
 
 /* Whose window and quota a request counts against: "key:NAME" or "ip:ADDRESS". */
-static void client_id(const struct request_ctx *ctx, const struct caller *who, char *out,
+static void client_id(const struct request_ctx *ctx, const struct pbx_caller *who, char *out,
                       size_t len)
 {
     snprintf(out, len, "%s%s",
-             who->keyed ? "key:" : "ip:", who->keyed ? who->key.name : ctx->client);
+             who->keyed ? "key:" : "ip:", who->keyed ? who->key_name : ctx->client);
 }
 
 static enum MHD_Result quota_spent(struct pbx_server *s, struct MHD_Connection *c,
-                                   struct request_ctx *ctx, const struct caller *who)
+                                   struct request_ctx *ctx, const struct pbx_caller *who)
 {
     unsigned to_midnight;
     char msg[160];
@@ -535,7 +485,7 @@ static enum MHD_Result quota_spent(struct pbx_server *s, struct MHD_Connection *
  * admin), or -1 after answering (429, 500).
  */
 static int admission_hold(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                          const struct caller *who, const char *client, int64_t *today,
+                          const struct pbx_caller *who, const char *client, int64_t *today,
                           enum MHD_Result *ret)
 {
     struct pbx_error *err = NULL;
@@ -573,7 +523,7 @@ static int admission_hold(struct pbx_server *s, struct MHD_Connection *c, struct
 
 /* Charge a held request, now admitted. Returns 0, or -1 after answering (429, 500). */
 static int admission_charge(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                            const struct caller *who, const char *client, int64_t *today,
+                            const struct pbx_caller *who, const char *client, int64_t *today,
                             enum MHD_Result *ret)
 {
     struct pbx_error *err = NULL;
@@ -602,22 +552,12 @@ static int admission_charge(struct pbx_server *s, struct MHD_Connection *c, stru
     return 0;
 }
 
-/* The engine's request for `req` from `who`, within the server's limits. */
-static void exec_request_of(const struct pbx_server *s, const struct pbx_http_request *req,
-                            const struct caller *who, struct pbx_exec_request *ereq)
+/* The engine's request for `req` from `who`, with the limits its policy gave. */
+static void exec_request_of(const struct pbx_http_request *req, const struct pbx_caller *who,
+                            const struct pbx_limits *limits, struct pbx_exec_request *ereq)
 {
     pbx_exec_request_init(ereq);
-    ereq->limits = s->cfg->limits;
-    if (req->has_timeout) {
-        ereq->limits.wall_ms = req->timeout_ms;
-        ereq->limits.cpu_ms = req->timeout_ms;
-    } else if (who->max_timeout_ms > ereq->limits.wall_ms) {
-        ereq->limits.cpu_ms = ereq->limits.wall_ms;
-    }
-    if (req->has_memory)
-        ereq->limits.memory_bytes = req->memory_mb << 20;
-    ereq->limits.code_bytes =
-        req->code_len > ereq->limits.code_bytes ? req->code_len : ereq->limits.code_bytes;
+    ereq->limits = *limits;
     ereq->code = req->code;
     ereq->code_len = req->code_len;
     ereq->stdin_data = req->stdin_data;
@@ -628,11 +568,11 @@ static void exec_request_of(const struct pbx_server *s, const struct pbx_http_re
     ereq->nreturn = req->nreturn;
     ereq->main_mode = req->main_mode;
     ereq->allow_all_imports = who->all_modules;
-    ereq->extra_modules = who->keyed ? who->key.policy.modules : NULL;
+    ereq->extra_modules = who->keyed ? who->key.modules : NULL;
 }
 
 static void audit(struct pbx_server *s, const struct request_ctx *ctx, bool v1,
-                  const struct pbx_http_request *req, const struct caller *who,
+                  const struct pbx_http_request *req, const struct pbx_caller *who,
                   const struct pbx_exec_result *res, uint64_t t0)
 {
     struct pbx_error *err = NULL;
@@ -641,7 +581,7 @@ static void audit(struct pbx_server *s, const struct request_ctx *ctx, bool v1,
     struct pbx_audit rec = {
         .time_ms = (int64_t)t0,
         .client = ctx->client,
-        .key_name = who->keyed ? who->key.name : (who->admin ? "admin" : NULL),
+        .key_name = who->keyed ? who->key_name : (who->admin ? "admin" : NULL),
         .route = v1 ? "/v1/execute" : "/execute",
         .code_sha256 = hex,
         .status = pbx_status_name(res->status),
@@ -663,7 +603,8 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     struct pbx_exec_request ereq;
     struct pbx_exec_result res;
     struct pbx_error *err = NULL;
-    struct caller who;
+    struct pbx_caller who;
+    struct pbx_limits limits;
     const char *token;
     enum MHD_Result ret = MHD_YES;
     char client[300];
@@ -679,8 +620,8 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     if (token == NULL)
         token = req.api_key;
     if (authenticate(s, c, ctx, token, &who, &ret) < 0)
-        goto out_req;
-    if (check_request(s, c, ctx, &req, &who, &ret) < 0)
+        goto out_key;
+    if (check_request(s, c, ctx, &req, &who, &limits, &ret) < 0)
         goto out_key;
     client_id(ctx, &who, client, sizeof(client));
     if (admission_hold(s, c, ctx, &who, client, &today, &ret) < 0)
@@ -695,7 +636,7 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
                                      1, NULL);
         goto out_hold;
     }
-    exec_request_of(s, &req, &who, &ereq);
+    exec_request_of(&req, &who, &limits, &ereq);
     if (!pbx__server_budget_take(s, ctx, pbx__server_answer_reserve(&ereq.limits))) {
         ret = pbx__server_budget_spent(s, c, ctx);
         goto out_slot;
@@ -729,9 +670,7 @@ out_hold:
     if (held)
         pbx__admit_release(s->admit, client, false, pbx_clock_ms(CLOCK_REALTIME));
 out_key:
-    if (who.keyed)
-        pbx_key_info_release(&who.key);
-out_req:
+    pbx_caller_release(&who);
     pbx__request_release(&req);
     return ret;
 }

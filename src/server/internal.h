@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "policy/caller.h"
 #include "server/admit.h"
 #include "server/request.h"
 #include "server/server.h"
@@ -55,6 +56,7 @@ struct pbx_server {
     struct pbx_server_executor ex;       /* runs executions */
     struct pbx_store *store;             /* keys, quotas, audit (not owned) */
     struct pbx_admit *admit;             /* client identity, windows, the cap */
+    struct pbx_caller_config callers;    /* the anonymous policy and the admin key, from cfg */
     struct metrics metrics;              /* counters for /metrics */
     atomic_ulong seq;                    /* request ids */
     char id_salt[9];                     /* random per process, in request ids */

@@ -1,11 +1,11 @@
 /* Parsing of execution requests (untrusted input: see fuzz/fuzz_request.c). */
 #include <jansson.h>
-#include <math.h>
 #include <sodium.h>
 #include <string.h>
 
 #include "common/jsonlimit.h"
 #include "common/xalloc.h"
+#include "policy/limits.h"
 #include "server/request.h"
 #include "common/banned.h"
 
@@ -160,12 +160,11 @@ static int take_return_files(json_t *v, const struct pbx_request_caps *caps,
 
 int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err)
 {
-    if (!isfinite(seconds) || seconds <= 0 || seconds > 3600)
-        return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be between 0 and 3600 seconds");
+    /* Only checked here; the caller's policy turns it into limits (pbx_caller_limits()). */
+    if (pbx_limits_check_timeout(seconds, err) < 0)
+        return -1;
     r->has_timeout = true;
-    r->timeout_ms = (uint32_t)ceil(seconds * 1000 - 1e-6);
-    if (r->timeout_ms == 0)
-        r->timeout_ms = 1;
+    r->timeout_s = seconds;
     return 0;
 }
 

@@ -25,8 +25,8 @@ struct pbx_http_request {
     char **return_files;       /* names to return (owned) */
     size_t nreturn;            /* their count */
     bool main_mode;            /* call main() */
-    bool has_timeout;          /* timeout_ms was given */
-    uint32_t timeout_ms;       /* asked wall limit */
+    bool has_timeout;          /* a timeout was given */
+    double timeout_s;          /* that timeout, seconds (pbx_limits_check_timeout() passed it) */
     bool has_memory;           /* memory_mb was given */
     uint64_t memory_mb;        /* asked memory limit */
     bool network;              /* network access asked for */
@@ -59,7 +59,7 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
                           const char *name, const void *data, size_t size, struct pbx_error **err);
 
-/* Set the wall limit asked, in seconds (0 < seconds <= 3600), rounded up to a millisecond. */
+/* Set the timeout asked, in seconds, once pbx_limits_check_timeout() passes it. */
 int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err);
 
 /* Decode strict base64 (standard alphabet, padding required, no whitespace) into a new buffer. */

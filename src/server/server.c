@@ -957,6 +957,13 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
             return -1;
         }
     }
+    s->callers = (struct pbx_caller_config){
+        .anon_rpm = cfg->anon_rpm,
+        .anon_rpd = cfg->anon_rpd,
+        .anon_code_chars = cfg->anon_code_chars,
+        .limits = &cfg->limits,
+        .admin_key = cfg->admin_key,
+    };
     s->max_valid_body = max_valid_body(cfg);
     s->budget = cfg->memory_budget;
     if (s->budget == 0) {

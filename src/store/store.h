@@ -11,20 +11,9 @@
 #include <stdint.h>
 
 #include "common/error.h"
+#include "policy/caller.h" /* struct pbx_key_policy: what a key may do is policy's */
 
 struct pbx_store;
-
-/* A key's policy; it overrides the anonymous one field by field. */
-struct pbx_key_policy {
-    int64_t rpm;           /* requests per minute, 0 = the anonymous default, -1 = unlimited */
-    int64_t rpd;           /* requests per UTC day, same conventions */
-    uint32_t timeout_ms;   /* wall limit, 0 = default */
-    uint64_t memory_bytes; /* memory limit, 0 = default */
-    bool all_modules;      /* no import allowlist */
-    char *modules;         /* extra allowed modules, space-separated, or NULL (owned) */
-    bool network;          /* may ask for network access */
-    bool admin;            /* bypasses rates, quotas and import restrictions */
-};
 
 struct pbx_key_info {
     int64_t id;                   /* row id */

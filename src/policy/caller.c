@@ -1,0 +1,129 @@
+/* Callers and what they may do: resolution of a token, the asks of a request within a policy. */
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "policy/caller.h"
+#include "common/banned.h"
+
+/* Whether `token` is the admin key, compared in constant time (its length is not a secret). */
+static bool is_admin_key(const struct pbx_caller_config *cfg, const char *token)
+{
+    size_t n = strlen(token);
+
+    return cfg->admin_key != NULL && *cfg->admin_key != '\0' && n == strlen(cfg->admin_key) &&
+           sodium_memcmp(token, cfg->admin_key, n) == 0;
+}
+
+/* The admin bypasses rates, quotas and the import allowlist, and may ask for network. */
+static void make_admin(const struct pbx_caller_config *cfg, struct pbx_caller *who)
+{
+    who->admin = true;
+    who->network = true;
+    who->rpm = -1;
+    who->rpd = -1;
+    who->all_modules = true;
+    who->code_chars = (size_t)cfg->limits->code_bytes;
+}
+
+int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_caller_keys *keys,
+                       const char *token, struct pbx_caller *who, const char **etype,
+                       struct pbx_error **err)
+{
+    const struct pbx_key_policy *p = &who->key;
+    int found;
+
+    memset(who, 0, sizeof(*who));
+    who->rpm = cfg->anon_rpm;
+    who->rpd = cfg->anon_rpd;
+    who->code_chars = cfg->anon_code_chars;
+    who->max_timeout_ms = cfg->limits->wall_ms;
+    who->max_memory = cfg->limits->memory_bytes;
+    if (token == NULL)
+        return 0;
+    if (is_admin_key(cfg, token)) {
+        make_admin(cfg, who);
+        return 0;
+    }
+    found = keys->lookup(keys->arg, token, &who->key_name, &who->key, err);
+    if (found < 0) {
+        *etype = "InternalServerError";
+        return -1;
+    }
+    if (found == 0) {
+        *etype = "Unauthorized";
+        return pbx_error_set(err, PBX_E_POLICY, "the API key is not valid or was revoked");
+    }
+    /* A key's policy overrides the anonymous one field by field; 0 keeps the default. */
+    who->keyed = true;
+    if (p->admin)
+        make_admin(cfg, who);
+    if (p->rpm != 0 && !who->admin)
+        who->rpm = p->rpm;
+    if (p->rpd != 0 && !who->admin)
+        who->rpd = p->rpd;
+    if (p->timeout_ms != 0)
+        who->max_timeout_ms = p->timeout_ms;
+    if (p->memory_bytes != 0)
+        who->max_memory = p->memory_bytes;
+    who->all_modules = who->all_modules || p->all_modules;
+    who->network = p->network || who->admin;
+    /* Key holders send code up to the code limit, counted in characters, not the anonymous one. */
+    who->code_chars = (size_t)cfg->limits->code_bytes;
+    return 0;
+}
+
+void pbx_caller_release(struct pbx_caller *who)
+{
+    free(who->key_name);
+    free(who->key.modules);
+    memset(who, 0, sizeof(*who));
+}
+
+int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_caller *who,
+                      const struct pbx_caller_ask *ask, struct pbx_limits *out, const char **etype,
+                      struct pbx_error **err)
+{
+    *etype = "ValidationError";
+    if (ask->code_chars > who->code_chars)
+        return pbx_error_set(err, PBX_E_POLICY, "the code is %zu characters; the limit is %zu",
+                             ask->code_chars, who->code_chars);
+    if (ask->network) {
+        *etype = who->network ? "NetworkUnavailable" : "NetworkNotAllowed";
+        return pbx_error_set(err, PBX_E_POLICY, "%s",
+                             who->network ? "this server runs every execution without network"
+                                          : "network access is not allowed for this caller");
+    }
+    *out = *cfg->limits;
+    if (ask->has_timeout) {
+        if (pbx_limits_set_timeout(out, ask->timeout_s, err) < 0)
+            return -1;
+        if (out->wall_ms > who->max_timeout_ms)
+            return pbx_error_set(err, PBX_E_POLICY,
+                                 "timeout %.3g s is over this caller's limit of %.3g s",
+                                 out->wall_ms / 1000.0, who->max_timeout_ms / 1000.0);
+    } else if (who->max_timeout_ms > out->wall_ms) {
+        /*
+         * Without a timeout, a caller that may ask for more than the default
+         * wall time gets the default, and as much CPU time as wall time.
+         */
+        out->cpu_ms = out->wall_ms;
+    }
+    if (ask->has_memory) {
+        if ((ask->memory_mb << 20) > who->max_memory)
+            return pbx_error_set(err, PBX_E_POLICY,
+                                 "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
+                                 ask->memory_mb, who->max_memory >> 20);
+        out->memory_bytes = ask->memory_mb << 20;
+    }
+    /*
+     * The code was measured against the caller's limit in characters; the
+     * execution's byte limit is raised to fit it, so the engine does not
+     * refuse by bytes a code the policy let through by characters.
+     */
+    if (ask->code_len > out->code_bytes)
+        out->code_bytes = ask->code_len;
+    return 0;
+}

@@ -1,0 +1,111 @@
+/*
+ * Callers and what they may do.  A request of pybox serve comes from one of
+ * three kinds of caller: anonymous (no key), a key holder (a key of the
+ * store, with its own policy) or the admin (the admin key, or a key whose
+ * policy says admin).  The server asks this module two things: who sent a
+ * request (pbx_caller_resolve(), from the token it carried) and what that
+ * caller may do with it (pbx_caller_limits(): the request's asks checked
+ * against the caller's policy, and the limits its execution gets).
+ *
+ * The keys themselves live in the store, a module above this one: it is
+ * reached through the lookup the server hands in.  No syscalls, no state.
+ */
+#ifndef PBX_POLICY_CALLER_H
+#define PBX_POLICY_CALLER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/error.h"
+#include "policy/limits.h"
+
+/* A key's policy, as the store keeps it; it overrides the anonymous one field by field. */
+struct pbx_key_policy {
+    int64_t rpm;           /* requests per minute, 0 = the anonymous default, -1 = unlimited */
+    int64_t rpd;           /* requests per UTC day, same conventions */
+    uint32_t timeout_ms;   /* wall limit, 0 = default */
+    uint64_t memory_bytes; /* memory limit, 0 = default */
+    bool all_modules;      /* no import allowlist */
+    char *modules;         /* extra allowed modules, space-separated, or NULL (owned) */
+    bool network;          /* may ask for network access */
+    bool admin;            /* bypasses rates, quotas and import restrictions */
+};
+
+/* What callers without a key may do, and the admin key: the server's configuration. */
+struct pbx_caller_config {
+    int64_t anon_rpm;       /* anonymous requests per minute per client (< 0: unlimited) */
+    int64_t anon_rpd;       /* anonymous requests per UTC day per client (< 0: unlimited) */
+    size_t anon_code_chars; /* anonymous code length limit, in characters */
+    const struct pbx_limits *limits; /* of anonymous executions; the base of every other */
+    const char *admin_key;           /* the admin's token, or NULL or "" for no admin */
+};
+
+/* The store's keys, as resolution reaches them. */
+struct pbx_caller_keys {
+    /*
+     * Find the live key whose token is `token`: 1 with *name and *policy
+     * filled (both handed over to the caller), 0 when no live key has it,
+     * < 0 with *err (a message fit for the client) when the lookup failed.
+     */
+    int (*lookup)(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
+                  struct pbx_error **err);
+    void *arg; /* passed to lookup */
+};
+
+/* Who sent a request, and the policy that follows. Release with pbx_caller_release(). */
+struct pbx_caller {
+    bool admin;                /* the admin key, or a key whose policy says admin */
+    bool keyed;                /* a key of the store (the admin key is not one) */
+    char *key_name;            /* that key's name (owned), or NULL */
+    struct pbx_key_policy key; /* that key's policy (modules owned), zero when not keyed */
+    int64_t rpm;               /* requests per minute it may send (< 0: unlimited) */
+    int64_t rpd;               /* requests per UTC day (< 0: unlimited) */
+    bool all_modules;          /* no import allowlist */
+    bool network;              /* may ask for network */
+    size_t code_chars;         /* code limit, in characters */
+    uint32_t max_timeout_ms;   /* the longest wall limit it may ask */
+    uint64_t max_memory;       /* the most memory it may ask, bytes */
+};
+
+/*
+ * Resolve the caller that sent `token` (NULL: none was sent): anonymous
+ * without a token, the admin for the admin key (compared in constant time),
+ * else the key of `keys` that has it.  Returns 0 with *who filled, or < 0
+ * with *etype and *err set: "Unauthorized" when no live key has the token,
+ * "InternalServerError" when the lookup failed.  *who needs
+ * pbx_caller_release() either way.
+ */
+int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_caller_keys *keys,
+                       const char *token, struct pbx_caller *who, const char **etype,
+                       struct pbx_error **err);
+
+/* Free what *who holds and clear it. */
+void pbx_caller_release(struct pbx_caller *who);
+
+/* What one request asks that its caller's policy bounds. */
+struct pbx_caller_ask {
+    size_t code_len;    /* bytes of the code */
+    size_t code_chars;  /* its Unicode characters */
+    bool network;       /* network access asked */
+    bool has_timeout;   /* a timeout was asked */
+    double timeout_s;   /* that timeout, seconds (pbx_limits_check_timeout() passed it) */
+    bool has_memory;    /* a memory limit was asked */
+    uint64_t memory_mb; /* that limit, MiB */
+};
+
+/*
+ * What `who` may do with `ask`: the limits of its execution in *out (the
+ * configured limits, with the timeout and the memory asked), or < 0 with
+ * *etype and *err when the ask is over the caller's policy, checked in this
+ * order: code longer than the caller's character limit ("ValidationError");
+ * network asked, by a caller that may not ("NetworkNotAllowed") or by one
+ * that may, of a server that runs every execution without network
+ * ("NetworkUnavailable"); a timeout or memory over the caller's own
+ * ("ValidationError").
+ */
+int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_caller *who,
+                      const struct pbx_caller_ask *ask, struct pbx_limits *out, const char **etype,
+                      struct pbx_error **err);
+
+#endif
