@@ -4,15 +4,14 @@
 
 #include <stdnoreturn.h>
 
-/* Exit statuses of pybox itself (README.md, "pybox run"). */
-#define PBX_EXIT_USAGE    2   /* bad usage */
+/*
+ * Exit statuses of pybox itself (README.md, "pybox run"): PBX_EXIT_USAGE (2),
+ * PBX_EXIT_FAILURE (125) and those of a request that did not run come with the
+ * error table, which says which failure exits with which.
+ */
+#include "common/errtable.h"
 #define PBX_EXIT_TIMEOUT  124 /* the wall or CPU limit was hit, as timeout(1) */
-#define PBX_EXIT_FAILURE  125 /* pybox itself failed */
 #define PBX_EXIT_REJECTED 126 /* policy refused the code before it ran */
-/* `pybox run --server` when the request did not run (sysexits.h numbers). */
-#define PBX_EXIT_UNAVAILABLE 69 /* the server could not be reached or did not answer */
-#define PBX_EXIT_TEMPFAIL    75 /* the server is busy or the rate limit was reached: retry later */
-#define PBX_EXIT_NOPERM      77 /* the API key is not valid or not allowed this */
 
 int pbx_cmd_run(int argc, char **argv);
 int pbx_cmd_doctor(int argc, char **argv);

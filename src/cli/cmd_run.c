@@ -1,12 +1,15 @@
 /*
  * pybox run: one execution in a local sandbox, or on a pybox server with
  * --server (through libpybox's remote mode), with the same output and exit
- * status either way.
+ * status either way.  A request that does not run exits with the status the
+ * error table (common/errtable.h) gives its failure, and with --json prints
+ * the error object the server answers, local and remote alike.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,8 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "common/errtable.h"
+#include "common/utf8.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "pybox/pybox.h"
@@ -52,10 +57,12 @@ static void help(void)
         "Exit statuses: the script's; 124 timeout; 125 pybox failed; 126 rejected by policy;\n"
         "128+N killed by signal N (137 when the memory limit was hit); 2 bad usage.\n"
         "With --json the same statuses apply after the object is printed.\n"
-        "With --server, when the request did not run: 69 the server could not be reached or\n"
-        "did not answer; 75 it was busy (503) or a rate limit or quota was reached (429);\n"
-        "77 the API key was refused (401, 403); 2 the server found the request invalid\n"
-        "(400, 413); 125 any other failure.\n\n"
+        "When the request did not run: 2 it is invalid or over a limit (here, or the server's\n"
+        "400, 413); 125 pybox failed. With --server also: 69 the server could not be reached\n"
+        "or did not answer; 75 it was busy (503) or a rate limit or quota was reached (429);\n"
+        "77 the API key was refused (401, 403); 125 any other failure. With --json it then\n"
+        "prints the server's error object, {\"status\": \"error\", \"error\": {\"type\",\n"
+        "\"message\"}, \"error_details\": ...}, with the type the server gives the same failure.\n\n"
         "Limits (NAME default meaning):\n");
     {
         struct pbx_limits l;
@@ -68,8 +75,48 @@ static void help(void)
     }
 }
 
+/*
+ * A request that did not run: "pybox: MESSAGE" on stderr (with the help hint
+ * when `usage`), and with --json first the error object the server answers,
+ * {"status": "error", "error": {"type", "message"}} with "error_details" the
+ * same, `type` NULL for none.  Exits with `status`, the error table's.
+ */
+static noreturn void __attribute__((format(printf, 5, 6)))
+refuse(bool json, const char *type, int status, bool usage, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    if (json) {
+        char *text = pbx_utf8_sanitize(msg, strlen(msg), NULL);
+        json_t *details = json_pack("{s:s?, s:s}", "type", type, "message", text);
+        json_t *o = json_pack("{s:s, s:o, s:O}", "status", "error", "error", details,
+                              "error_details", details);
+        char *out = json_dumps(o, PBX_JSON_FLAGS);
+
+        PBX_ASSERT(out != NULL);
+        puts(out);
+        fflush(stdout);
+        free(out);
+        json_decref(o);
+        free(text);
+    }
+    if (usage) {
+        PBX_ASSERT(status == PBX_EXIT_USAGE);
+        pbx_usage_error("run", "%s", msg);
+    }
+    pbx_die(status, "%s", msg);
+}
+
+/* refuse() as the error table's row `id` says. */
+#define refuse_as(json, id, usage, ...) \
+    refuse(json, pbx_errtable_get(id)->type, pbx_errtable_get(id)->exit, usage, __VA_ARGS__)
+
 /* Read a whole file (or stdin for "-") into memory, capped. */
-static char *slurp(const char *path, uint64_t max, size_t *len, const char *what)
+static char *slurp(const char *path, uint64_t max, size_t *len, const char *what, bool json)
 {
     int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     struct pbx_buf b;
@@ -78,18 +125,20 @@ static char *slurp(const char *path, uint64_t max, size_t *len, const char *what
     ssize_t n;
 
     if (fd < 0)
-        pbx_die(PBX_EXIT_USAGE, "cannot open %s `%s`: %s", what, path, strerror(errno));
+        refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, false, "cannot open %s `%s`: %s", what, path,
+                  strerror(errno));
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
-        pbx_die(PBX_EXIT_USAGE, "%s `%s` is a directory", what, path);
+        refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, false, "%s `%s` is a directory", what, path);
     pbx_buf_init(&b, max);
     while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
-            pbx_die(PBX_EXIT_USAGE, "cannot read %s `%s`: %s", what, path, strerror(errno));
+            refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, false, "cannot read %s `%s`: %s", what,
+                      path, strerror(errno));
         if (pbx_buf_append(&b, chunk, (size_t)n) < 0)
-            pbx_die(PBX_EXIT_USAGE, "%s `%s` is larger than its limit of %" PRIu64 " bytes", what,
-                    path, max);
+            refuse_as(json, PBX_ERRTABLE_PAYLOAD_TOO_LARGE, false,
+                      "%s `%s` is larger than its limit of %" PRIu64 " bytes", what, path, max);
     }
     if (fd != STDIN_FILENO)
         close(fd);
@@ -179,28 +228,6 @@ static void save_file(const char *dir, const char *name, const void *data, size_
     free(path);
 }
 
-/* What a failed remote request makes pybox exit with (see help()). */
-static int remote_exit(enum pybox_code code)
-{
-    switch (code) {
-    case PYBOX_E_INVALID:
-    case PYBOX_E_TOO_LARGE:
-        return PBX_EXIT_USAGE;
-    case PYBOX_E_CONNECT:
-    case PYBOX_E_TIMEOUT:
-    case PYBOX_E_TRANSPORT:
-        return PBX_EXIT_UNAVAILABLE;
-    case PYBOX_E_RATE_LIMITED:
-    case PYBOX_E_BUSY:
-        return PBX_EXIT_TEMPFAIL;
-    case PYBOX_E_UNAUTHORIZED:
-    case PYBOX_E_FORBIDDEN:
-        return PBX_EXIT_NOPERM;
-    default:
-        return PBX_EXIT_FAILURE;
-    }
-}
-
 static void write_all(int fd, const char *data, size_t len)
 {
     write_stream(fd == STDOUT_FILENO ? PBX_STREAM_STDOUT : PBX_STREAM_STDERR, data, len, NULL);
@@ -250,10 +277,14 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
 
     rc = pybox_run(client, exec, &res, &err);
     if (rc != PYBOX_OK) {
+        /* The code's row: each code has one exit status, whichever type brought it. */
+        const struct pbx_errtable_row *row = pbx_errtable_of_pybox_code(rc, false);
+        int exit_status = row != NULL ? row->exit : PBX_EXIT_FAILURE;
+
         if (pybox_error_retry_after(err) > 0)
-            pbx_die(remote_exit(rc), "%s (retry in %u s)", pybox_error_message(err),
-                    pybox_error_retry_after(err));
-        pbx_die(remote_exit(rc), "%s", pybox_error_message(err));
+            refuse(json, pybox_error_type(err), exit_status, false, "%s (retry in %u s)",
+                   pybox_error_message(err), pybox_error_retry_after(err));
+        refuse(json, pybox_error_type(err), exit_status, false, "%s", pybox_error_message(err));
     }
     status = (enum pbx_status)pybox_result_status(res);
     ret = exit_status(status, pybox_result_has_exit_code(res), pybox_result_exit_code(res),
@@ -295,27 +326,28 @@ static bool env_true(const char *name)
            (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0);
 }
 
-static void set_limit(struct pbx_limits *l, const char *assignment, const char *origin)
+/* A limit out of range is refused as the server refuses one: a ValidationError. */
+static void set_limit(struct pbx_limits *l, const char *assignment, const char *origin, bool json)
 {
     struct pbx_error *err = NULL;
 
     if (pbx_limits_set(l, assignment, &err) < 0)
-        pbx_usage_error("run", "%s: %s", origin, err->msg);
+        refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "%s: %s", origin, err->msg);
 }
 
-static void set_seconds(struct pbx_limits *l, const char *value, const char *origin)
+static void set_seconds(struct pbx_limits *l, const char *value, const char *origin, bool json)
 {
     char *a = xasprintf("wall=%s", value);
 
-    set_limit(l, a, origin);
+    set_limit(l, a, origin, json);
     free(a);
 }
 
-static void set_memory(struct pbx_limits *l, const char *value, const char *origin)
+static void set_memory(struct pbx_limits *l, const char *value, const char *origin, bool json)
 {
     char *a = xasprintf("memory=%sM", value);
 
-    set_limit(l, a, origin);
+    set_limit(l, a, origin, json);
     free(a);
 }
 
@@ -334,6 +366,25 @@ enum {
     OPT_SERVER,
     OPT_API_KEY,
 };
+
+/*
+ * Whether the options say --json, looked at before any of them is applied, so
+ * that a refused option value (--timeout out of range) is already reported as
+ * --json reports it wherever --json comes.
+ */
+static bool wants_json(int argc, char **argv, const struct option *opts)
+{
+    bool json = false;
+    int c;
+
+    opterr = 0;
+    optind = 0; /* a full restart of GNU getopt */
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c == OPT_JSON)
+            json = true;
+    }
+    return json;
+}
 
 int pbx_cmd_run(int argc, char **argv)
 {
@@ -382,19 +433,20 @@ int pbx_cmd_run(int argc, char **argv)
     int status;
     int c;
 
+    json = wants_json(argc, argv, opts);
     pbx_engine_config_default(&cfg);
     pbx_exec_request_init(&req);
     default_cpu = req.limits.cpu_ms;
     if (getenv("PYBOX_TIMEOUT") != NULL)
-        set_seconds(&req.limits, getenv("PYBOX_TIMEOUT"), "PYBOX_TIMEOUT");
+        set_seconds(&req.limits, getenv("PYBOX_TIMEOUT"), "PYBOX_TIMEOUT", json);
     if (getenv("PYBOX_MEMORY_MB") != NULL)
-        set_memory(&req.limits, getenv("PYBOX_MEMORY_MB"), "PYBOX_MEMORY_MB");
+        set_memory(&req.limits, getenv("PYBOX_MEMORY_MB"), "PYBOX_MEMORY_MB", json);
     if (getenv("PYBOX_LIMITS") != NULL) {
         char *all = xstrdup(getenv("PYBOX_LIMITS"));
         char *save = NULL;
 
         for (char *t = strtok_r(all, " ,", &save); t != NULL; t = strtok_r(NULL, " ,", &save)) {
-            set_limit(&req.limits, t, "PYBOX_LIMITS");
+            set_limit(&req.limits, t, "PYBOX_LIMITS", json);
             if (strncmp(t, "cpu=", 4) == 0)
                 cpu_explicit = true;
         }
@@ -403,7 +455,7 @@ int pbx_cmd_run(int argc, char **argv)
     req.allow_all_imports = env_true("PYBOX_ALLOW_ALL_IMPORTS");
 
     opterr = 0;
-    optind = 1;
+    optind = 0; /* again from the start, for real this time */
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'h':
@@ -421,23 +473,23 @@ int pbx_cmd_run(int argc, char **argv)
             if (nreturn == MAX_ARGS_FILES)
                 pbx_usage_error("run", "too many --return options");
             if (!pbx_engine_check_name(optarg, &err))
-                pbx_usage_error("run", "--return: %s", err->msg);
+                refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--return: %s", err->msg);
             returns[nreturn++] = optarg;
             break;
         case OPT_OUT:
             out_dir = optarg;
             break;
         case OPT_TIMEOUT:
-            set_seconds(&req.limits, optarg, "--timeout");
+            set_seconds(&req.limits, optarg, "--timeout", json);
             timeout_set = true;
             break;
         case OPT_MEMORY:
-            set_memory(&req.limits, optarg, "--memory");
+            set_memory(&req.limits, optarg, "--memory", json);
             memory_set = true;
             break;
         case OPT_LIMIT:
             local_only = true;
-            set_limit(&req.limits, optarg, "--limit");
+            set_limit(&req.limits, optarg, "--limit", json);
             if (strncmp(optarg, "cpu=", 4) == 0)
                 cpu_explicit = true;
             break;
@@ -445,8 +497,7 @@ int pbx_cmd_run(int argc, char **argv)
             req.main_mode = true;
             break;
         case OPT_JSON:
-            json = true;
-            break;
+            break; /* known since wants_json() */
         case OPT_ALLOW_ALL:
             req.allow_all_imports = true;
             local_only = true;
@@ -495,11 +546,11 @@ int pbx_cmd_run(int argc, char **argv)
     if (server == NULL && api_key_given)
         pbx_usage_error("run", "--api-key needs --server (or PYBOX_SERVER)");
 
-    code = slurp(code_path, req.limits.code_bytes, &code_len, "script");
+    code = slurp(code_path, req.limits.code_bytes, &code_len, "script", json);
     req.code = code;
     req.code_len = code_len;
     if (stdin_path != NULL) {
-        stdin_data = slurp(stdin_path, req.limits.stdin_bytes, &req.stdin_len, "stdin file");
+        stdin_data = slurp(stdin_path, req.limits.stdin_bytes, &req.stdin_len, "stdin file", json);
         req.stdin_data = stdin_data;
     }
     for (size_t i = 0; i < nfiles; i++) {
@@ -510,9 +561,10 @@ int pbx_cmd_run(int argc, char **argv)
             pbx_usage_error("run", "--file `%s` is not NAME=PATH", file_args[i]);
         name = xstrndup(file_args[i], (size_t)(eq - file_args[i]));
         if (!pbx_engine_check_name(name, &err))
-            pbx_usage_error("run", "--file: %s", err->msg);
+            refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--file: %s", err->msg);
         files[i].name = name;
-        files[i].data = slurp(eq + 1, req.limits.input_file_bytes, &files[i].size, "input file");
+        files[i].data =
+            slurp(eq + 1, req.limits.input_file_bytes, &files[i].size, "input file", json);
     }
     req.files = files;
     req.nfiles = nfiles;
@@ -526,12 +578,13 @@ int pbx_cmd_run(int argc, char **argv)
         req.on_output = write_stream;
 
     if (pbx_engine_start(&cfg, &engine, &err) < 0)
-        pbx_die(PBX_EXIT_FAILURE, "%s", err->msg);
+        refuse_as(json, PBX_ERRTABLE_INTERNAL_SERVER_ERROR, false, "%s", err->msg);
     if (pbx_engine_execute(engine, &req, &res, &err) < 0) {
+        /* Refused as the server refuses the same request (common/errtable.h). */
+        const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, false);
+
         pbx_engine_free(engine);
-        if (err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE)
-            pbx_die(PBX_EXIT_USAGE, "%s", err->msg);
-        pbx_die(PBX_EXIT_FAILURE, "%s", err->msg);
+        refuse(json, row->type, row->exit, false, "%s", err->msg);
     }
     pbx_engine_free(engine);
 
