@@ -48,6 +48,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
+#include "engine/engine_internal.h"
 #include "engine/meta.h"
 #include "engine/proto.h"
 #include "engine/verdict.h"
@@ -57,105 +58,14 @@
 #include "common/banned.h"
 
 #define START_TIMEOUT_MS 60000 /* numpy's first import on a cold cache is slow */
-#define SETUP_TIMEOUT_MS 30000 /* from the job message to STARTED */
 #define GRACE_MS         3000  /* past the wall limit before the backstop fires */
-#define DRAIN_MS         2000  /* pipes still open after DONE */
 /* Records beyond main()'s value: errors, tracebacks. */
 #define META_EXTRA (1u << 20)
 
-#define MAX_SPARES    64
 #define POOL_SWEEP_MS 1000 /* the refill thread looks for spares past their zygote's time */
 
-/* Cell cgroups kept for reuse beyond the most spares (cells running on demand). */
-#define CGROUP_POOL_EXTRA 8
-
-/* Retries of dead supervisors' cgroups whose members are still exiting: the first, the most. */
-#define STALE_RETRY_FIRST_MS 100
-#define STALE_RETRY_MAX_MS   30000
-
-/*
- * One zygote.  The engine has a current one; a zygote that died, or served
- * its share of executions or of time, is retired: it stays alive until the
- * last execution and spare using it let go (refs), so no admitted execution
- * is lost when zygotes are replaced.
- */
-struct zygote {
-    pid_t pid;        /* host pid of the jail's init */
-    int pidfd;        /* to notice its death without reaping it */
-    int ctrl;         /* control socket */
-    unsigned refs;    /* executions and spares using it, plus one while it is current */
-    uint64_t execs;   /* executions handed to it */
-    uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
-};
-
-/* A cell that reported its execution and is exiting: its cgroups go back when it is gone. */
-struct reap {
-    int pidfd;                    /* the cell's */
-    struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
-    struct reap *next;            /* the next newer one */
-};
-
-/* A cell forked and isolated ahead of demand, its job waiting for code. */
-struct spare {
-    int status;                   /* our end of its status socket */
-    struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
-    struct zygote *z;             /* the zygote it was forked from (a reference) */
-};
-
-struct pbx_engine {
-    pthread_mutex_t zlock;            /* guards cur and every zygote's refs and execs */
-    struct zygote *cur;               /* the zygote new work goes to, or NULL */
-    atomic_ulong zygotes;             /* zygotes started so far */
-    struct pbx_cgroups *cg;           /* cell cgroups, NULL when none is usable */
-    bool have_memcg;                  /* a memory controller is in force */
-    bool have_pidscg;                 /* a pids controller is in force */
-    atomic_uint_fast64_t next;        /* execution ids */
-    struct pbx_engine_config cfg;     /* as started */
-    pthread_mutex_t pool_lock;        /* guards the fields below */
-    pthread_cond_t pool_cond;         /* wakes the refill thread */
-    struct spare pool[MAX_SPARES];    /* ready spares, oldest first */
-    unsigned npool;                   /* their count */
-    unsigned making;                  /* spares being made */
-    unsigned target;                  /* spares wanted, between spares_min and spares_max */
-    unsigned streak;                  /* executions served by a spare since the last miss */
-    bool stopping;                    /* the engine is being freed */
-    bool refill_running;              /* the refill thread exists */
-    pthread_t refill;                 /* makes spares up to target */
-    atomic_ulong hits;                /* executions that found a spare */
-    atomic_ulong misses;              /* executions that had to fork on demand */
-    pthread_t keeper;                 /* the parent thread of every zygote (see keeper_main) */
-    bool keeper_running;              /* it exists */
-    pthread_mutex_t keeper_lock;      /* guards the fields below */
-    pthread_cond_t keeper_cond;       /* a request posted, or its answer */
-    bool keeper_asked;                /* a zygote is wanted */
-    bool keeper_answered;             /* keeper_z / keeper_err hold the answer */
-    bool keeper_stop;                 /* the engine is being freed */
-    struct zygote *keeper_z;          /* the zygote started, or NULL */
-    struct pbx_error *keeper_err;     /* why not */
-    pthread_t reaper;                 /* waits for finished cells to exit (see reaper_main) */
-    bool reaper_running;              /* it exists */
-    pthread_mutex_t reap_lock;        /* guards the fields below */
-    pthread_cond_t reap_cond;         /* a cell handed over, or stopping */
-    struct reap *reap_head;           /* cells to wait for, oldest first */
-    struct reap *reap_tail;           /* the newest */
-    bool reap_stop;                   /* the engine is being freed: drain and end */
-    pthread_t stale;                  /* removes dead supervisors' cgroups (see stale_main) */
-    bool stale_running;               /* it exists */
-    pthread_mutex_t stale_lock;       /* guards stale_stop */
-    pthread_cond_t stale_cond;        /* stopping (CLOCK_MONOTONIC) */
-    bool stale_stop;                  /* the engine is being freed */
-    pthread_mutex_t cg_lock;          /* guards the cgroup pool below */
-    struct pbx_cgroup_cell **cg_free; /* cell cgroups with no member left, for reuse */
-    size_t cg_nfree;                  /* their count */
-    size_t cg_cap;                    /* room in cg_free */
-    atomic_ulong cg_created;          /* cell cgroups created */
-    atomic_ulong cg_reused;           /* cell cgroups taken from the pool */
-};
-
 static void *refill_main(void *arg);
-static void spare_release(struct pbx_engine *e, struct spare *sp);
-static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell);
-static void cell_cgroups_drop(struct pbx_cgroup_cell *cell);
+static void spare_release(struct pbx_engine *e, struct pbx_spare *sp);
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
@@ -279,7 +189,7 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, i
 }
 
 /* Start a zygote in a fresh jail and wait until it is ready; the caller owns *out. */
-static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out,
+static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote **out,
                         struct pbx_error **err)
 {
     cleanup_close int exe = -1;
@@ -289,7 +199,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
     cleanup_close int peer = -1;
     cleanup_pid pid_t pid = -1;
     struct pbx_proto_done ready;
-    struct zygote *z;
+    struct pbx_zygote *z;
     char map[64];
     int sv[2];
     int p[2];
@@ -346,7 +256,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct zygote **out
 }
 
 /* Stop a zygote nobody uses any more: every process of its jail dies with it. */
-static void zygote_destroy(struct zygote *z)
+static void zygote_destroy(struct pbx_zygote *z)
 {
     close(z->ctrl);
     kill(z->pid, SIGKILL);
@@ -357,7 +267,7 @@ static void zygote_destroy(struct zygote *z)
     free(z);
 }
 
-static bool zygote_dead(const struct zygote *z)
+static bool zygote_dead(const struct pbx_zygote *z)
 {
     struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
 
@@ -369,29 +279,29 @@ static bool zygote_dead(const struct zygote *z)
  * zygote: a dying zygote first kills its whole pid namespace, so give it a
  * moment to finish dying.
  */
-static bool zygote_dying(const struct zygote *z)
+static bool zygote_dying(const struct pbx_zygote *z)
 {
     struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
 
-    return z->pidfd >= 0 && poll(&p, 1, DRAIN_MS) > 0;
+    return z->pidfd >= 0 && poll(&p, 1, PBX_ENGINE_DRAIN_MS) > 0;
 }
 
 /* Drop a reference; returns the zygote when that was the last one.  Caller holds zlock. */
-static struct zygote *zygote_unref_locked(struct zygote *z)
+static struct pbx_zygote *zygote_unref_locked(struct pbx_zygote *z)
 {
     PBX_ASSERT(z->refs > 0);
     return --z->refs == 0 ? z : NULL;
 }
 
-static void zygote_put(struct pbx_engine *e, struct zygote *z)
+static void zygote_put(struct pbx_engine *e, struct pbx_zygote *z)
 {
-    struct zygote *last;
+    struct pbx_zygote *last;
 
     if (z == NULL)
         return;
-    pthread_mutex_lock(&e->zlock);
+    pthread_mutex_lock(&e->zygotes.lock);
     last = zygote_unref_locked(z);
-    pthread_mutex_unlock(&e->zlock);
+    pthread_mutex_unlock(&e->zygotes.lock);
     if (last != NULL)
         zygote_destroy(last);
 }
@@ -406,49 +316,49 @@ static void *keeper_main(void *arg)
 {
     struct pbx_engine *e = arg;
 
-    pthread_mutex_lock(&e->keeper_lock);
+    pthread_mutex_lock(&e->zygotes.keeper_lock);
     for (;;) {
-        while (!e->keeper_asked && !e->keeper_stop)
-            pthread_cond_wait(&e->keeper_cond, &e->keeper_lock);
-        if (e->keeper_stop)
+        while (!e->zygotes.keeper_asked && !e->zygotes.keeper_stop)
+            pthread_cond_wait(&e->zygotes.keeper_cond, &e->zygotes.keeper_lock);
+        if (e->zygotes.keeper_stop)
             break;
-        e->keeper_asked = false;
-        pthread_mutex_unlock(&e->keeper_lock);
+        e->zygotes.keeper_asked = false;
+        pthread_mutex_unlock(&e->zygotes.keeper_lock);
         {
-            struct zygote *z = NULL;
+            struct pbx_zygote *z = NULL;
             struct pbx_error *err = NULL;
 
             (void)spawn_zygote(&e->cfg, &z, &err);
-            pthread_mutex_lock(&e->keeper_lock);
-            e->keeper_z = z;
-            e->keeper_err = err;
+            pthread_mutex_lock(&e->zygotes.keeper_lock);
+            e->zygotes.keeper_z = z;
+            e->zygotes.keeper_err = err;
         }
-        e->keeper_answered = true;
-        pthread_cond_broadcast(&e->keeper_cond);
+        e->zygotes.keeper_answered = true;
+        pthread_cond_broadcast(&e->zygotes.keeper_cond);
     }
-    pthread_mutex_unlock(&e->keeper_lock);
+    pthread_mutex_unlock(&e->zygotes.keeper_lock);
     return NULL;
 }
 
 /* Start a zygote on the keeper thread (callers hold zlock, so one at a time). */
-static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx_error **err)
+static int spawn_on_keeper(struct pbx_engine *e, struct pbx_zygote **out, struct pbx_error **err)
 {
     struct pbx_error *kerr;
 
-    if (!e->keeper_running)
+    if (!e->zygotes.keeper_running)
         return spawn_zygote(&e->cfg, out, err);
-    pthread_mutex_lock(&e->keeper_lock);
-    e->keeper_asked = true;
-    e->keeper_answered = false;
-    pthread_cond_broadcast(&e->keeper_cond);
-    while (!e->keeper_answered)
-        pthread_cond_wait(&e->keeper_cond, &e->keeper_lock);
-    *out = e->keeper_z;
-    kerr = e->keeper_err;
-    e->keeper_z = NULL;
-    e->keeper_err = NULL;
-    e->keeper_answered = false;
-    pthread_mutex_unlock(&e->keeper_lock);
+    pthread_mutex_lock(&e->zygotes.keeper_lock);
+    e->zygotes.keeper_asked = true;
+    e->zygotes.keeper_answered = false;
+    pthread_cond_broadcast(&e->zygotes.keeper_cond);
+    while (!e->zygotes.keeper_answered)
+        pthread_cond_wait(&e->zygotes.keeper_cond, &e->zygotes.keeper_lock);
+    *out = e->zygotes.keeper_z;
+    kerr = e->zygotes.keeper_err;
+    e->zygotes.keeper_z = NULL;
+    e->zygotes.keeper_err = NULL;
+    e->zygotes.keeper_answered = false;
+    pthread_mutex_unlock(&e->zygotes.keeper_lock);
     if (*out != NULL)
         return 0;
     if (err != NULL)
@@ -459,7 +369,7 @@ static int spawn_on_keeper(struct pbx_engine *e, struct zygote **out, struct pbx
 }
 
 /* Whether `z` has served its share of executions or of time. Call with zlock held. */
-static bool zygote_due_locked(const struct pbx_engine *e, const struct zygote *z)
+static bool zygote_due_locked(const struct pbx_engine *e, const struct pbx_zygote *z)
 {
     return (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
            (e->cfg.zygote_max_age_s > 0 && pbx_clock_ms(CLOCK_MONOTONIC) - z->born_ms >=
@@ -470,48 +380,48 @@ static bool zygote_due_locked(const struct pbx_engine *e, const struct zygote *z
  * A reference to the current zygote, replacing it first when it died or is
  * due for recycling (a fresh zygote also means a fresh str hash seed).
  */
-static struct zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
+static struct pbx_zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
 {
-    struct zygote *old = NULL;
-    struct zygote *z;
+    struct pbx_zygote *old = NULL;
+    struct pbx_zygote *z;
 
-    pthread_mutex_lock(&e->zlock);
-    z = e->cur;
+    pthread_mutex_lock(&e->zygotes.lock);
+    z = e->zygotes.cur;
     if (z != NULL && (zygote_dead(z) || zygote_due_locked(e, z))) {
         if (zygote_dead(z))
             pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
-        e->cur = NULL;
+        e->zygotes.cur = NULL;
         old = zygote_unref_locked(z);
         z = NULL;
     }
     if (z == NULL) {
         if (spawn_on_keeper(e, &z, err) < 0) {
-            pthread_mutex_unlock(&e->zlock);
+            pthread_mutex_unlock(&e->zygotes.lock);
             if (old != NULL)
                 zygote_destroy(old);
             return NULL;
         }
         z->refs = 1; /* the engine's, while current */
-        e->cur = z;
-        atomic_fetch_add(&e->zygotes, 1);
+        e->zygotes.cur = z;
+        atomic_fetch_add(&e->zygotes.count, 1);
     }
     z->refs++;
     if (count_exec)
         z->execs++;
-    pthread_mutex_unlock(&e->zlock);
+    pthread_mutex_unlock(&e->zygotes.lock);
     if (old != NULL)
         zygote_destroy(old);
     return z;
 }
 
 /* Whether a spare of `z` may still serve: its zygote current, alive and not yet due. */
-static bool zygote_fresh(struct pbx_engine *e, const struct zygote *z)
+static bool zygote_fresh(struct pbx_engine *e, const struct pbx_zygote *z)
 {
     bool fresh;
 
-    pthread_mutex_lock(&e->zlock);
-    fresh = e->cur == z && !zygote_dead(z) && !zygote_due_locked(e, z);
-    pthread_mutex_unlock(&e->zlock);
+    pthread_mutex_lock(&e->zygotes.lock);
+    fresh = e->zygotes.cur == z && !zygote_dead(z) && !zygote_due_locked(e, z);
+    pthread_mutex_unlock(&e->zygotes.lock);
     return fresh;
 }
 
@@ -519,7 +429,7 @@ static bool zygote_fresh(struct pbx_engine *e, const struct zygote *z)
  * Start one of the engine's own threads with every signal blocked: process
  * signals (SIGTERM, SIGINT) are for the program's threads, never the engine's.
  */
-static bool start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
+bool pbx__engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
 {
     sigset_t all;
     sigset_t old;
@@ -532,146 +442,16 @@ static bool start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
     return ok;
 }
 
-/*
- * A cell that has reported its execution has already killed and reaped
- * everything in its pid namespace; what is left is its own exit, in which the
- * kernel tears down its mount and IPC namespaces (each waits for an RCU grace
- * period, ~2 ms here).  Callers do not wait for that: the reaper does, then
- * gives the cell's cgroups back (pooled, or removed if anything is left in them).
- */
-static void *reaper_main(void *arg)
-{
-    struct pbx_engine *e = arg;
-
-    pthread_mutex_lock(&e->reap_lock);
-    for (;;) {
-        struct reap *r;
-
-        while (e->reap_head == NULL && !e->reap_stop)
-            pthread_cond_wait(&e->reap_cond, &e->reap_lock);
-        r = e->reap_head;
-        if (r == NULL)
-            break; /* stopping, and nothing is left */
-        e->reap_head = r->next;
-        if (e->reap_head == NULL)
-            e->reap_tail = NULL;
-        pthread_mutex_unlock(&e->reap_lock);
-        {
-            struct pollfd p = {.fd = r->pidfd, .events = POLLIN};
-
-            while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
-                ;
-            close(r->pidfd);
-            cell_cgroups_put(e, r->cell); /* a cell still there: removed, and killed */
-            free(r);
-        }
-        pthread_mutex_lock(&e->reap_lock);
-    }
-    pthread_mutex_unlock(&e->reap_lock);
-    return NULL;
-}
-
-/* Hand a finished cell to the reaper; false when there is none (the caller waits itself). */
-static bool reap_later(struct pbx_engine *e, int pidfd, struct pbx_cgroup_cell *cell)
-{
-    struct reap *r;
-
-    if (!e->reaper_running)
-        return false;
-    r = xcalloc(1, sizeof(*r));
-    r->pidfd = pidfd;
-    r->cell = cell;
-    pthread_mutex_lock(&e->reap_lock);
-    if (e->reap_tail != NULL)
-        e->reap_tail->next = r;
-    else
-        e->reap_head = r;
-    e->reap_tail = r;
-    pthread_cond_signal(&e->reap_cond);
-    pthread_mutex_unlock(&e->reap_lock);
-    return true;
-}
-
-/* Wait for every cell handed over, then end the reaper. */
-static void reaper_stop(struct pbx_engine *e)
-{
-    if (!e->reaper_running)
-        return;
-    pthread_mutex_lock(&e->reap_lock);
-    e->reap_stop = true;
-    pthread_cond_signal(&e->reap_cond);
-    pthread_mutex_unlock(&e->reap_lock);
-    pthread_join(e->reaper, NULL);
-    e->reaper_running = false;
-}
-
-/*
- * Setup left cgroups of a dead supervisor because a member, killed, had not
- * finished exiting (stuck in the kernel, or frozen).  Try again, after
- * STALE_RETRY_FIRST_MS and then twice as long each time up to
- * STALE_RETRY_MAX_MS, until none is left or the engine stops: left for good,
- * each would count against the kernel's limit on cgroups.
- */
-static void *stale_main(void *arg)
-{
-    struct pbx_engine *e = arg;
-    long delay_ms = STALE_RETRY_FIRST_MS;
-    size_t left = 1;
-
-    pthread_mutex_lock(&e->stale_lock);
-    while (left > 0 && !e->stale_stop) {
-        struct timespec until;
-
-        pbx_clock_after(CLOCK_MONOTONIC, (uint64_t)delay_ms, &until);
-        while (!e->stale_stop &&
-               pthread_cond_timedwait(&e->stale_cond, &e->stale_lock, &until) != ETIMEDOUT)
-            ;
-        if (e->stale_stop)
-            break;
-        pthread_mutex_unlock(&e->stale_lock);
-        left = pbx__cgroup_reap_stale(e->cg);
-        pthread_mutex_lock(&e->stale_lock);
-        delay_ms = delay_ms * 2 < STALE_RETRY_MAX_MS ? delay_ms * 2 : STALE_RETRY_MAX_MS;
-    }
-    pthread_mutex_unlock(&e->stale_lock);
-    return NULL;
-}
-
-static void stale_start(struct pbx_engine *e)
-{
-    pthread_condattr_t attr;
-
-    pthread_mutex_init(&e->stale_lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->stale_cond, &attr);
-    pthread_condattr_destroy(&attr);
-    if (pbx__cgroup_stale_waiting(e->cg) > 0)
-        e->stale_running = start_thread(&e->stale, stale_main, e);
-}
-
-static void stale_stop(struct pbx_engine *e)
-{
-    if (!e->stale_running)
-        return;
-    pthread_mutex_lock(&e->stale_lock);
-    e->stale_stop = true;
-    pthread_cond_signal(&e->stale_cond);
-    pthread_mutex_unlock(&e->stale_lock);
-    pthread_join(e->stale, NULL);
-    e->stale_running = false;
-}
-
 static void keeper_stop(struct pbx_engine *e)
 {
-    if (!e->keeper_running)
+    if (!e->zygotes.keeper_running)
         return;
-    pthread_mutex_lock(&e->keeper_lock);
-    e->keeper_stop = true;
-    pthread_cond_broadcast(&e->keeper_cond);
-    pthread_mutex_unlock(&e->keeper_lock);
-    pthread_join(e->keeper, NULL);
-    e->keeper_running = false;
+    pthread_mutex_lock(&e->zygotes.keeper_lock);
+    e->zygotes.keeper_stop = true;
+    pthread_cond_broadcast(&e->zygotes.keeper_cond);
+    pthread_mutex_unlock(&e->zygotes.keeper_lock);
+    pthread_join(e->zygotes.keeper, NULL);
+    e->zygotes.keeper_running = false;
 }
 
 int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
@@ -680,7 +460,7 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     static atomic_uint engines;
     cleanup_free char *self_cg = NULL;
     cleanup_free struct pbx_engine *e = NULL;
-    struct zygote *z;
+    struct pbx_zygote *z;
     char name[64];
 
     e = xcalloc(1, sizeof(*e));
@@ -698,55 +478,39 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         return pbx_error_set(err, PBX_E_UNSUPPORTED,
                              "no usable memory and pids cgroup controllers (see pybox doctor)");
     }
-    pthread_mutex_init(&e->zlock, NULL);
-    pthread_mutex_init(&e->keeper_lock, NULL);
-    pthread_cond_init(&e->keeper_cond, NULL);
-    e->keeper_running = start_thread(&e->keeper, keeper_main, e);
-    pthread_mutex_init(&e->reap_lock, NULL);
-    pthread_cond_init(&e->reap_cond, NULL);
-    e->reaper_running = start_thread(&e->reaper, reaper_main, e);
-    stale_start(e);
-    pthread_mutex_init(&e->cg_lock, NULL);
-    e->cg_cap = (cfg->spares_max < MAX_SPARES ? cfg->spares_max : MAX_SPARES) + CGROUP_POOL_EXTRA;
-    e->cg_free = xcalloc(e->cg_cap, sizeof(*e->cg_free));
+    pthread_mutex_init(&e->zygotes.lock, NULL);
+    pthread_mutex_init(&e->zygotes.keeper_lock, NULL);
+    pthread_cond_init(&e->zygotes.keeper_cond, NULL);
+    e->zygotes.keeper_running = pbx__engine_start_thread(&e->zygotes.keeper, keeper_main, e);
+    pbx__cells_init(e);
     z = zygote_get(e, false, err);
     if (z == NULL) {
-        stale_stop(e);
-        reaper_stop(e);
+        pbx__cells_stop_reaper(e);
+        pbx__cells_release(e);
         keeper_stop(e);
-        free(e->cg_free);
         pbx__cgroup_teardown(e->cg);
         return -1;
     }
     zygote_put(e, z);
     atomic_init(&e->next, 1);
-    /* Cgroups for the first cells, created now rather than on the first requests' path. */
-    while (pbx__cgroup_cells_reusable(e->cg) && e->cg_nfree < e->cg_cap - CGROUP_POOL_EXTRA + 2) {
-        struct pbx_cgroup_cell *cell = NULL;
-        struct pbx_cgroup_limits cl = {0};
-
-        if (pbx__cgroup_cell_create(e->cg, atomic_fetch_add(&e->next, 1), &cl, &cell, NULL) < 0)
-            break;
-        atomic_fetch_add(&e->cg_created, 1);
-        e->cg_free[e->cg_nfree++] = cell;
-    }
-    pthread_mutex_init(&e->pool_lock, NULL);
+    pbx__cells_prefill(e);
+    pthread_mutex_init(&e->pool.lock, NULL);
     {
         pthread_condattr_t attr;
 
         /* Timed waits of the refill thread count on the monotonic clock. */
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&e->pool_cond, &attr);
+        pthread_cond_init(&e->pool.cond, &attr);
         pthread_condattr_destroy(&attr);
     }
-    e->target = cfg->spares_min;
+    e->pool.target = cfg->spares_min;
     if (cfg->spares_max > 0) {
-        if (e->cfg.spares_max > MAX_SPARES)
-            e->cfg.spares_max = MAX_SPARES;
-        if (e->target > e->cfg.spares_max)
-            e->target = e->cfg.spares_max;
-        e->refill_running = start_thread(&e->refill, refill_main, e);
+        if (e->cfg.spares_max > PBX_ENGINE_MAX_SPARES)
+            e->cfg.spares_max = PBX_ENGINE_MAX_SPARES;
+        if (e->pool.target > e->cfg.spares_max)
+            e->pool.target = e->cfg.spares_max;
+        e->pool.refill_running = pbx__engine_start_thread(&e->pool.refill, refill_main, e);
     }
     *out = steal_pointer(&e);
     return 0;
@@ -754,36 +518,33 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 
 void pbx_engine_free(struct pbx_engine *e)
 {
-    struct zygote *cur;
+    struct pbx_zygote *cur;
 
     if (e == NULL)
         return;
-    if (e->refill_running) {
-        pthread_mutex_lock(&e->pool_lock);
-        e->stopping = true;
-        pthread_cond_signal(&e->pool_cond);
-        pthread_mutex_unlock(&e->pool_lock);
+    if (e->pool.refill_running) {
+        pthread_mutex_lock(&e->pool.lock);
+        e->pool.stopping = true;
+        pthread_cond_signal(&e->pool.cond);
+        pthread_mutex_unlock(&e->pool.lock);
     }
     /* Kill the current zygote now: a spare being made sees its cell die and gives up. */
-    pthread_mutex_lock(&e->zlock);
-    cur = e->cur;
-    e->cur = NULL;
+    pthread_mutex_lock(&e->zygotes.lock);
+    cur = e->zygotes.cur;
+    e->zygotes.cur = NULL;
     if (cur != NULL)
         kill(cur->pid, SIGKILL);
-    pthread_mutex_unlock(&e->zlock);
-    if (e->refill_running)
-        pthread_join(e->refill, NULL);
-    for (unsigned i = 0; i < e->npool; i++)
-        spare_release(e, &e->pool[i]);
+    pthread_mutex_unlock(&e->zygotes.lock);
+    if (e->pool.refill_running)
+        pthread_join(e->pool.refill, NULL);
+    for (unsigned i = 0; i < e->pool.n; i++)
+        spare_release(e, &e->pool.spares[i]);
     /* Every execution has returned: wait for the cells still exiting, before the pool goes. */
-    reaper_stop(e);
+    pbx__cells_stop_reaper(e);
     if (cur != NULL)
         zygote_put(e, cur);
-    for (size_t i = 0; i < e->cg_nfree; i++)
-        cell_cgroups_drop(e->cg_free[i]);
-    free(e->cg_free);
+    pbx__cells_release(e);
     keeper_stop(e);
-    stale_stop(e);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
@@ -977,7 +738,7 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
                        struct pbx_cgroup_cell *cell)
 {
     uint64_t begin = pbx_clock_ms(CLOCK_MONOTONIC);
-    uint64_t deadline = begin + SETUP_TIMEOUT_MS;
+    uint64_t deadline = begin + PBX_ENGINE_SETUP_TIMEOUT_MS;
     uint64_t drain_until = 0;
 
     for (;;) {
@@ -990,15 +751,16 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
         if (ended && f->out_r < 0 && f->err_r < 0 && f->meta_r < 0)
             break;
         if (ended && drain_until == 0)
-            drain_until = now + DRAIN_MS;
+            drain_until = now + PBX_ENGINE_DRAIN_MS;
         if (drain_until != 0 && now >= drain_until)
             break;
-        if (!ended && f->started && deadline == begin + SETUP_TIMEOUT_MS)
+        if (!ended && f->started && deadline == begin + PBX_ENGINE_SETUP_TIMEOUT_MS)
             deadline = now + req->limits.wall_ms + GRACE_MS;
         if (!ended && now >= deadline) {
             backstop_kill(f, cell);
             deadline = now + GRACE_MS;
-            if (f->backstop && now >= begin + SETUP_TIMEOUT_MS + req->limits.wall_ms + 4 * GRACE_MS)
+            if (f->backstop &&
+                now >= begin + PBX_ENGINE_SETUP_TIMEOUT_MS + req->limits.wall_ms + 4 * GRACE_MS)
                 break; /* nothing answers: give up on this cell */
         }
         timeout = (int)((drain_until ? drain_until : deadline) - now);
@@ -1235,79 +997,6 @@ static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
     return 0;
 }
 
-/* ---- the warm pool ---- */
-
-/* Remove a cell's cgroups, killing what is left in them; never pooled. */
-static void cell_cgroups_drop(struct pbx_cgroup_cell *cell)
-{
-    struct pbx_error *err = NULL;
-
-    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "%s", err->msg);
-        pbx_error_free(&err);
-    }
-}
-
-/*
- * The cgroup pool.  Creating and removing a memory cgroup per execution is
- * slow and leaves dying memcgs behind in the kernel for a while, so a cell's
- * cgroups go back to a pool when its processes are gone, and the next cell
- * takes them with new limits and fresh counters (pbx__cgroup_cell_reuse).
- */
-static int cell_cgroups_get(struct pbx_engine *e, uint64_t id, const struct pbx_limits *lim,
-                            struct pbx_cgroup_cell **out, struct pbx_error **err)
-{
-    struct pbx_cgroup_limits cl = {
-        .memory_bytes = lim->memory_bytes,
-        .pids = lim->pids,
-        .cpu_percent = 100,
-    };
-
-    for (;;) {
-        struct pbx_cgroup_cell *cell = NULL;
-        struct pbx_error *rerr = NULL;
-
-        pthread_mutex_lock(&e->cg_lock);
-        if (e->cg_nfree > 0)
-            cell = e->cg_free[--e->cg_nfree];
-        pthread_mutex_unlock(&e->cg_lock);
-        if (cell == NULL)
-            break;
-        if (pbx__cgroup_cell_reuse(cell, &cl, &rerr) == 0) {
-            atomic_fetch_add(&e->cg_reused, 1);
-            *out = cell;
-            return 0;
-        }
-        pbx_log(PBX_LOG_DEBUG, "%s; removing it", rerr->msg);
-        pbx_error_free(&rerr);
-        cell_cgroups_drop(cell);
-    }
-    if (pbx__cgroup_cell_create(e->cg, id, &cl, out, err) < 0)
-        return -1;
-    atomic_fetch_add(&e->cg_created, 1);
-    return 0;
-}
-
-/*
- * Give back a cell's cgroups: pooled when nothing is left in them, else removed.
- * Only for a cell that has joined them or never will: a pooled cgroup must not
- * be joined later by anyone but the cell it is handed to next.
- */
-static void cell_cgroups_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
-{
-    if (cell == NULL)
-        return;
-    if (pbx__cgroup_cells_reusable(e->cg) && pbx__cgroup_cell_count(cell) == 0) {
-        pthread_mutex_lock(&e->cg_lock);
-        if (e->cg_nfree < e->cg_cap) {
-            e->cg_free[e->cg_nfree++] = cell;
-            cell = NULL;
-        }
-        pthread_mutex_unlock(&e->cg_lock);
-    }
-    cell_cgroups_drop(cell);
-}
-
 /* Whether an execution with limits `r` can run in a spare made with limits `s`. */
 static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
 {
@@ -1321,20 +1010,20 @@ static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
            r->stderr_bytes == s->stderr_bytes;
 }
 
-static void spare_release(struct pbx_engine *e, struct spare *sp)
+static void spare_release(struct pbx_engine *e, struct pbx_spare *sp)
 {
     if (sp->status >= 0)
         close(sp->status); /* the cell sees EOF and exits, its job with it */
     sp->status = -1;
     /* Its processes may still be exiting: then the cgroups are removed, not pooled. */
-    cell_cgroups_put(e, sp->cell);
+    pbx__cells_put(e, sp->cell);
     sp->cell = NULL;
     zygote_put(e, sp->z);
     sp->z = NULL;
 }
 
 /* Fork one spare and wait until it is ready. */
-static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error **err)
+static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_error **err)
 {
     struct pbx_proto_job job;
     struct pbx_proto_done d;
@@ -1360,7 +1049,7 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
     sp->status = sv[0];
     fds[0] = sv[1];
     if (e->cg != NULL) {
-        if (cell_cgroups_get(e, job.id, &job.limits, &sp->cell, err) < 0)
+        if (pbx__cells_get(e, job.id, &job.limits, &sp->cell, err) < 0)
             goto out;
         r = pbx__cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
@@ -1375,11 +1064,11 @@ static int make_spare(struct pbx_engine *e, struct spare *sp, struct pbx_error *
     nfds = 0;
     if (r < 0)
         goto out;
-    r = pbx__proto_wait_ready(sp->status, SETUP_TIMEOUT_MS, &d);
+    r = pbx__proto_wait_ready(sp->status, PBX_ENGINE_SETUP_TIMEOUT_MS, &d);
     if (r == -ETIMEDOUT) {
         pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
         /* Its cgroup.procs fds may still wait in the zygote's queue: see execute_once. */
-        cell_cgroups_drop(sp->cell);
+        pbx__cells_drop(sp->cell);
         sp->cell = NULL;
         goto out;
     }
@@ -1408,18 +1097,19 @@ out:
  */
 static void drop_stale_spares(struct pbx_engine *e)
 {
-    for (size_t i = 0; i < e->npool;) {
-        struct spare sp = e->pool[i];
+    for (size_t i = 0; i < e->pool.n;) {
+        struct pbx_spare sp = e->pool.spares[i];
 
         if (zygote_fresh(e, sp.z)) {
             i++;
             continue;
         }
-        memmove(e->pool + i, e->pool + i + 1, (e->npool - i - 1) * sizeof(e->pool[0]));
-        e->npool--;
-        pthread_mutex_unlock(&e->pool_lock);
+        memmove(e->pool.spares + i, e->pool.spares + i + 1,
+                (e->pool.n - i - 1) * sizeof(e->pool.spares[0]));
+        e->pool.n--;
+        pthread_mutex_unlock(&e->pool.lock);
         spare_release(e, &sp);
-        pthread_mutex_lock(&e->pool_lock);
+        pthread_mutex_lock(&e->pool.lock);
     }
 }
 
@@ -1429,7 +1119,7 @@ static bool pool_wait(struct pbx_engine *e, unsigned ms)
     struct timespec until;
 
     pbx_clock_after(CLOCK_MONOTONIC, ms, &until);
-    return pthread_cond_timedwait(&e->pool_cond, &e->pool_lock, &until) == 0;
+    return pthread_cond_timedwait(&e->pool.cond, &e->pool.lock, &until) == 0;
 }
 
 /*
@@ -1441,61 +1131,61 @@ static void *refill_main(void *arg)
     struct pbx_engine *e = arg;
     unsigned failures = 0;
 
-    pthread_mutex_lock(&e->pool_lock);
-    while (!e->stopping) {
-        struct spare sp;
+    pthread_mutex_lock(&e->pool.lock);
+    while (!e->pool.stopping) {
+        struct pbx_spare sp;
         struct pbx_error *err = NULL;
         int r;
 
         drop_stale_spares(e);
-        if (e->npool + e->making >= e->target || failures > 3) {
+        if (e->pool.n + e->pool.making >= e->pool.target || failures > 3) {
             /* After failures, only a taken spare (a signal) makes it try again. */
             if (pool_wait(e, POOL_SWEEP_MS))
                 failures = 0;
             continue;
         }
-        e->making++;
-        pthread_mutex_unlock(&e->pool_lock);
+        e->pool.making++;
+        pthread_mutex_unlock(&e->pool.lock);
         r = make_spare(e, &sp, &err);
-        pthread_mutex_lock(&e->pool_lock);
-        e->making--;
+        pthread_mutex_lock(&e->pool.lock);
+        e->pool.making--;
         if (r < 0) {
-            if (!e->stopping)
+            if (!e->pool.stopping)
                 pbx_log(PBX_LOG_WARN, "warm pool: %s", err->msg);
             pbx_error_free(&err);
             failures++;
             continue;
         }
         failures = 0;
-        if (e->stopping || e->npool == MAX_SPARES) {
-            pthread_mutex_unlock(&e->pool_lock);
+        if (e->pool.stopping || e->pool.n == PBX_ENGINE_MAX_SPARES) {
+            pthread_mutex_unlock(&e->pool.lock);
             spare_release(e, &sp);
-            pthread_mutex_lock(&e->pool_lock);
+            pthread_mutex_lock(&e->pool.lock);
             continue;
         }
-        e->pool[e->npool++] = sp;
+        e->pool.spares[e->pool.n++] = sp;
     }
-    pthread_mutex_unlock(&e->pool_lock);
+    pthread_mutex_unlock(&e->pool.lock);
     return NULL;
 }
 
 /* Take a ready spare for an execution with `limits`: true with *sp filled. */
-static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, struct spare *sp)
+static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, struct pbx_spare *sp)
 {
     bool got = false;
 
-    if (!e->refill_running || !spare_fits(limits, &e->cfg.spare_limits))
+    if (!e->pool.refill_running || !spare_fits(limits, &e->cfg.spare_limits))
         return false;
-    pthread_mutex_lock(&e->pool_lock);
-    while (e->npool > 0) {
-        *sp = e->pool[0];
-        memmove(e->pool, e->pool + 1, (e->npool - 1) * sizeof(e->pool[0]));
-        e->npool--;
+    pthread_mutex_lock(&e->pool.lock);
+    while (e->pool.n > 0) {
+        *sp = e->pool.spares[0];
+        memmove(e->pool.spares, e->pool.spares + 1, (e->pool.n - 1) * sizeof(e->pool.spares[0]));
+        e->pool.n--;
         if (!zygote_fresh(e, sp->z)) {
             /* Forked from a retired, dead or due zygote: not for new work. */
-            pthread_mutex_unlock(&e->pool_lock);
+            pthread_mutex_unlock(&e->pool.lock);
             spare_release(e, sp);
-            pthread_mutex_lock(&e->pool_lock);
+            pthread_mutex_lock(&e->pool.lock);
             continue;
         }
         got = true;
@@ -1503,33 +1193,33 @@ static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, st
     }
     if (got) {
         /* A long run without misses: one spare fewer, down to the minimum. */
-        if (++e->streak >= 200 && e->target > e->cfg.spares_min) {
-            e->target--;
-            e->streak = 0;
+        if (++e->pool.streak >= 200 && e->pool.target > e->cfg.spares_min) {
+            e->pool.target--;
+            e->pool.streak = 0;
         }
     } else {
         /* A miss: more spares next time, up to the maximum. */
-        if (e->target < e->cfg.spares_max)
-            e->target++;
-        e->streak = 0;
+        if (e->pool.target < e->cfg.spares_max)
+            e->pool.target++;
+        e->pool.streak = 0;
     }
-    pthread_cond_signal(&e->pool_cond);
-    pthread_mutex_unlock(&e->pool_lock);
-    atomic_fetch_add(got ? &e->hits : &e->misses, 1);
+    pthread_cond_signal(&e->pool.cond);
+    pthread_mutex_unlock(&e->pool.lock);
+    atomic_fetch_add(got ? &e->pool.hits : &e->pool.misses, 1);
     return got;
 }
 
 void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)
 {
-    pthread_mutex_lock(&e->pool_lock);
-    st->idle = e->npool;
-    st->target = e->target;
-    pthread_mutex_unlock(&e->pool_lock);
-    st->hits = atomic_load(&e->hits);
-    st->misses = atomic_load(&e->misses);
-    st->zygotes = atomic_load(&e->zygotes);
-    st->cgroups_created = atomic_load(&e->cg_created);
-    st->cgroups_reused = atomic_load(&e->cg_reused);
+    pthread_mutex_lock(&e->pool.lock);
+    st->idle = e->pool.n;
+    st->target = e->pool.target;
+    pthread_mutex_unlock(&e->pool.lock);
+    st->hits = atomic_load(&e->pool.hits);
+    st->misses = atomic_load(&e->pool.misses);
+    st->zygotes = atomic_load(&e->zygotes.count);
+    st->cgroups_created = atomic_load(&e->cgpool.created);
+    st->cgroups_reused = atomic_load(&e->cgpool.reused);
 }
 
 /*
@@ -1539,7 +1229,7 @@ void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)
 static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req,
                         struct pbx_exec_result *res, bool *lost, struct pbx_error **err)
 {
-    struct zygote *z = NULL;
+    struct pbx_zygote *z = NULL;
     struct pbx_proto_writer w = {0};
     struct pbx_proto_job job;
     struct flight f;
@@ -1549,7 +1239,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     struct cell_memory mem = {0};
     bool mem_read = false;
     int nchild = PBX_FD_FIXED;
-    struct spare spare;
+    struct pbx_spare spare;
     int sv[2];
     int rc = -1;
     int r;
@@ -1617,9 +1307,9 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         f.status = spare.status;
         cell = spare.cell;
         z = spare.z;
-        pthread_mutex_lock(&e->zlock);
+        pthread_mutex_lock(&e->zygotes.lock);
         z->execs++;
-        pthread_mutex_unlock(&e->zlock);
+        pthread_mutex_unlock(&e->zygotes.lock);
         job.kind = PBX_JOB_GO;
         if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
@@ -1629,7 +1319,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     if (z == NULL)
         goto out_close;
     if (e->cg != NULL) {
-        if (cell_cgroups_get(e, job.id, &req->limits, &cell, err) < 0)
+        if (pbx__cells_get(e, job.id, &req->limits, &cell, err) < 0)
             goto out_close;
         r = pbx__cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
@@ -1654,7 +1344,7 @@ sent:
          */
         read_cell_memory(cell, &mem);
         mem_read = true;
-        if (reap_later(e, f.cell_pidfd, cell)) {
+        if (pbx__cells_reap_later(e, f.cell_pidfd, cell)) {
             f.cell_pidfd = -1;
             cell = NULL;
         }
@@ -1663,7 +1353,7 @@ sent:
         /* Let the cell finish exiting, so its cgroups are empty when we remove them. */
         struct pollfd p = {.fd = f.cell_pidfd, .events = POLLIN};
 
-        while (poll(&p, 1, DRAIN_MS) < 0 && errno == EINTR)
+        while (poll(&p, 1, PBX_ENGINE_DRAIN_MS) < 0 && errno == EINTR)
             ;
     }
     if (!mem_read)
@@ -1675,7 +1365,7 @@ sent:
          * A cell forked from it later would join whatever its cgroups have
          * become, so they are removed (the join then fails), never pooled.
          */
-        cell_cgroups_drop(cell);
+        pbx__cells_drop(cell);
         cell = NULL;
     }
     if (f.failed) {
@@ -1698,7 +1388,7 @@ out_close:
             close(child[i]);
     }
     flight_close(&f);
-    cell_cgroups_put(e, cell);
+    pbx__cells_put(e, cell);
     if (out_fd >= 0)
         close(out_fd);
     zygote_put(e, z);

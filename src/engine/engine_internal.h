@@ -1,0 +1,180 @@
+/*
+ * The engine's parts, supervisor side, and the state each one owns.  engine.c
+ * puts them together (its theory of operation says how they work at run time):
+ *
+ *   engine.c   start, free, describe, configuration defaults (for now also the
+ *              zygotes, the warm pool and one execution)
+ *   cells.c    the cells' cgroups (a pool of them for reuse), the reaper of
+ *              finished cells, the remover of dead supervisors' cgroups
+ *
+ * Each part keeps its state in its own struct below, embedded in struct
+ * pbx_engine; another part reads or writes it only through the part's pbx__
+ * functions.  Lock order: see struct pbx_engine.
+ */
+#ifndef PBX_ENGINE_ENGINE_INTERNAL_H
+#define PBX_ENGINE_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "engine/engine.h"
+#include "sandbox/cgroup.h"
+
+#define PBX_ENGINE_SETUP_TIMEOUT_MS \
+    30000                          /* from the job message to STARTED, or to a spare's READY */
+#define PBX_ENGINE_DRAIN_MS   2000 /* pipes still open after DONE; a cell or zygote exiting */
+#define PBX_ENGINE_MAX_SPARES 64   /* spares in the pool at most */
+
+/*
+ * One zygote (engine.c).  The engine has a current one; a zygote that died,
+ * or served its share of executions or of time, is retired: it stays alive
+ * until the last execution and spare using it let go (refs), so no admitted
+ * execution is lost when zygotes are replaced.
+ */
+struct pbx_zygote {
+    pid_t pid;        /* host pid of the jail's init */
+    int pidfd;        /* to notice its death without reaping it */
+    int ctrl;         /* control socket */
+    unsigned refs;    /* executions and spares using it, plus one while it is current */
+    uint64_t execs;   /* executions handed to it */
+    uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
+};
+
+/* The zygotes (engine.c). */
+struct pbx_zygotes {
+    pthread_mutex_t lock;         /* guards cur, and every zygote's refs and execs */
+    struct pbx_zygote *cur;       /* the zygote new work goes to, or NULL */
+    atomic_ulong count;           /* zygotes started so far (read by pbx_engine_pool_stats()) */
+    pthread_t keeper;             /* the parent thread of every zygote (see keeper_main) */
+    bool keeper_running;          /* it exists */
+    pthread_mutex_t keeper_lock;  /* guards the fields below */
+    pthread_cond_t keeper_cond;   /* a request posted, or its answer */
+    bool keeper_asked;            /* a zygote is wanted */
+    bool keeper_answered;         /* keeper_z / keeper_err hold the answer */
+    bool keeper_stop;             /* the engine is being freed */
+    struct pbx_zygote *keeper_z;  /* the zygote started, or NULL */
+    struct pbx_error *keeper_err; /* why not */
+};
+
+/* A cell forked and isolated ahead of demand, its job waiting for code (engine.c). */
+struct pbx_spare {
+    int status;                   /* our end of its status socket */
+    struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
+    struct pbx_zygote *z;         /* the zygote it was forked from (a reference) */
+};
+
+/* The warm pool of spare cells (engine.c). */
+struct pbx_pool {
+    pthread_mutex_t lock;                           /* guards the fields below up to `hits` */
+    pthread_cond_t cond;                            /* wakes the refill thread */
+    struct pbx_spare spares[PBX_ENGINE_MAX_SPARES]; /* ready spares, oldest first */
+    unsigned n;                                     /* their count */
+    unsigned making;                                /* spares being made */
+    unsigned target;     /* spares wanted, between spares_min and spares_max */
+    unsigned streak;     /* executions served by a spare since the last miss */
+    bool stopping;       /* the engine is being freed */
+    bool refill_running; /* the refill thread exists */
+    pthread_t refill;    /* makes spares up to target */
+    atomic_ulong hits;   /* executions that found a spare */
+    atomic_ulong misses; /* executions that had to fork on demand */
+};
+
+/* A cell handed to the reaper (cells.c). */
+struct pbx_reap;
+
+/*
+ * Cell cgroups kept for reuse (cells.c).  Creating and removing a memory
+ * cgroup per execution is slow and leaves dying memcgs behind in the kernel.
+ */
+struct pbx_cgpool {
+    pthread_mutex_t lock;          /* guards the fields below up to `created` */
+    struct pbx_cgroup_cell **free; /* cell cgroups with no member left, for reuse */
+    size_t nfree;                  /* their count */
+    size_t cap;                    /* room in `free` */
+    atomic_ulong created;          /* cell cgroups created (read by pbx_engine_pool_stats()) */
+    atomic_ulong reused;           /* cell cgroups taken from the pool (likewise) */
+};
+
+/* The threads that clean up after cells and after dead supervisors (cells.c). */
+struct pbx_reaper {
+    pthread_t thread;           /* waits for finished cells to exit (see reaper_main) */
+    bool running;               /* it exists */
+    pthread_mutex_t lock;       /* guards the fields below up to `stale` */
+    pthread_cond_t cond;        /* a cell handed over, or stopping */
+    struct pbx_reap *head;      /* cells to wait for, oldest first */
+    struct pbx_reap *tail;      /* the newest */
+    bool stop;                  /* the engine is being freed: drain and end */
+    pthread_t stale;            /* removes dead supervisors' cgroups (see stale_main) */
+    bool stale_running;         /* it exists */
+    pthread_mutex_t stale_lock; /* guards stale_stop */
+    pthread_cond_t stale_cond;  /* stopping (CLOCK_MONOTONIC) */
+    bool stale_stop;            /* the engine is being freed */
+};
+
+struct pbx_engine {
+    struct pbx_engine_config cfg; /* as started */
+    struct pbx_cgroups *cg;       /* cell cgroups, NULL when none is usable */
+    bool have_memcg;              /* a memory controller is in force */
+    bool have_pidscg;             /* a pids controller is in force */
+    atomic_uint_fast64_t next;    /* execution ids (spares' and cgroups' too) */
+    struct pbx_zygotes zygotes;   /* engine.c, for now */
+    struct pbx_pool pool;         /* engine.c, for now */
+    struct pbx_cgpool cgpool;     /* cells.c */
+    struct pbx_reaper reaper;     /* cells.c */
+};
+
+/*
+ * Start one of the engine's own threads with every signal blocked: process
+ * signals (SIGTERM, SIGINT) are for the program's threads, never the
+ * engine's.  Returns whether it started.
+ */
+bool pbx__engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* cells.c */
+
+/*
+ * Set up the cgroup pool and start the reaper and, when a dead supervisor's
+ * cgroups are still waiting, the thread that removes them.  e->cg is set.
+ */
+void pbx__cells_init(struct pbx_engine *e);
+
+/* Create cgroups for the first cells now, rather than on the first requests' path. */
+void pbx__cells_prefill(struct pbx_engine *e);
+
+/*
+ * Cgroups for cell `id` with the limits `lim`: from the pool, or created.
+ * The caller owns *out, and gives it back with pbx__cells_put() or
+ * pbx__cells_drop().
+ */
+int pbx__cells_get(struct pbx_engine *e, uint64_t id, const struct pbx_limits *lim,
+                   struct pbx_cgroup_cell **out, struct pbx_error **err);
+
+/*
+ * Give back a cell's cgroups (ownership passes; NULL is fine): pooled when
+ * nothing is left in them, else removed.  Only for a cell that has joined
+ * them or never will: a pooled cgroup must not be joined later by anyone but
+ * the cell it is handed to next.
+ */
+void pbx__cells_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell);
+
+/* Remove a cell's cgroups (ownership passes; NULL is fine), killing what is left in them. */
+void pbx__cells_drop(struct pbx_cgroup_cell *cell);
+
+/*
+ * Hand a cell that reported to the reaper, which takes `pidfd` and `cell`:
+ * it waits for the cell to exit, then gives its cgroups back.  False when
+ * there is no reaper; the caller keeps both and waits itself.
+ */
+bool pbx__cells_reap_later(struct pbx_engine *e, int pidfd, struct pbx_cgroup_cell *cell);
+
+/* Wait for every cell handed over, then end the reaper. */
+void pbx__cells_stop_reaper(struct pbx_engine *e);
+
+/* Remove the pooled cgroups and end the remover of stale ones (after pbx__cells_stop_reaper()). */
+void pbx__cells_release(struct pbx_engine *e);
+
+#endif
