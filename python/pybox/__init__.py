@@ -18,7 +18,7 @@ from ._result import Result
 from ._sandbox import Sandbox
 from .errors import (BinaryNotFound, ConnectionError, Forbidden, InvalidRequest,  # noqa: F401
                      PyboxConnectionError, PyboxError, RateLimited, RequestTooLarge,
-                     ServerBusy, ServerError, Unauthorized)
+                     ServerBusy, ServerError, Unauthorized, Unsupported)
 
 __version__ = "0.1.0"
 
@@ -27,5 +27,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Sandbox", "Result", "errors", "PyboxError", "PyboxConnectionError", "InvalidRequest",
     "RequestTooLarge", "Unauthorized", "Forbidden", "RateLimited", "ServerBusy", "ServerError",
-    "BinaryNotFound", "__version__",
+    "Unsupported", "BinaryNotFound", "__version__",
 ]

@@ -4,9 +4,10 @@ Theory of operation: the code, stdin and input files are written to a private te
 directory (mode 0700, removed whatever happens), `pybox run --json FILE --stdin PATH
 --file NAME=PATH... --return NAME...` runs with that directory as its working directory and
 with no PYBOX_* variable in its environment (the Sandbox's arguments alone decide the limits),
-and the result object it prints on stdout becomes the Result. Without a result object, its
-exit status says what failed: 2 is a usage error (the request was invalid), anything else a
-failure of pybox itself.
+and the result object it prints on stdout becomes the Result. A request it refuses prints the
+server's error object instead, whose type raises what it raises in remote mode
+(errors.error_class). Without either, its exit status says what failed: 2 is a usage error
+(the request was invalid), anything else a failure of pybox itself.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import List, Optional, Union
 
 from ._request import Request
 from ._result import Result
-from .errors import BinaryNotFound, Forbidden, InvalidRequest, RequestTooLarge, ServerError
+from .errors import BinaryNotFound, InvalidRequest, ServerError, Unsupported, error_class
 
 EXIT_USAGE = 2  # `pybox run`: bad usage, including a request over a limit
 
@@ -57,6 +58,14 @@ def _seconds_arg(value: float) -> str:
     return text if text not in ("", "0") else "0.001"
 
 
+def _without_option(msg: str) -> str:
+    """A message of `pybox run` without the option it names first: the server's words."""
+    for option in ("--file: ", "--return: "):
+        if msg.startswith(option):
+            return msg[len(option):]
+    return msg
+
+
 def _cli_message(stderr: bytes) -> str:
     """The last `pybox: ...` line of `pybox run`'s stderr, without the prefix and help hint."""
     lines = [ln.strip() for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
@@ -69,10 +78,7 @@ def _cli_message(stderr: bytes) -> str:
     hint = " (see `pybox run --help`)"
     if msg.endswith(hint):
         msg = msg[:-len(hint)]
-    for option in ("--file: ", "--return: "):
-        if msg.startswith(option):
-            msg = msg[len(option):]
-    return msg
+    return _without_option(msg)
 
 
 class LocalBackend:
@@ -121,8 +127,9 @@ class LocalBackend:
 
     def execute(self, req: Request) -> Result:
         if req.network:
-            raise Forbidden("network access is not available: pybox never gives executions a "
-                            "network", type="NetworkNotAllowed")
+            # What a server answers a caller allowed network, as libpybox's local mode does.
+            raise Unsupported("network access is not available: pybox never gives executions a "
+                              "network", type="NetworkUnavailable")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYBOX_")}
         with tempfile.TemporaryDirectory(prefix="pybox-client-") as tmp:
             argv = self._argv(req, tmp)
@@ -146,12 +153,17 @@ class LocalBackend:
                 obj = json.loads(out)
             except ValueError:
                 obj = None
+        if isinstance(obj, dict) and isinstance(obj.get("error_details"), dict):
+            details = obj["error_details"]
+            etype = details.get("type") if isinstance(details.get("type"), str) else None
+            message = details.get("message") if isinstance(details.get("message"), str) else ""
+            raise error_class(etype, None)(_without_option(message)
+                                           or "`pybox run` refused the request",
+                                           type=etype, details=details)
         if isinstance(obj, dict) and "status" in obj:
             return Result.from_json(obj)
         msg = _cli_message(proc.stderr)
         if proc.returncode == EXIT_USAGE:
-            if "larger than its limit" in msg or "too large" in msg:
-                raise RequestTooLarge(msg, type="PayloadTooLarge")
             raise InvalidRequest(msg or "`pybox run` refused the request",
                                  type="ValidationError")
         if proc.returncode < 0:

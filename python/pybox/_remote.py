@@ -3,7 +3,8 @@
 The request is JSON (input files base64-encoded), authenticated with `Authorization: Bearer
 KEY` when there is a key, on a fresh connection per call (so a Sandbox can be shared between
 threads). A 200 answer is the result object, whatever the execution's status; any other status
-is an error of the request and becomes the matching PyboxError subclass.
+is an error of the request and becomes the PyboxError subclass its error type names (by
+errors.ERROR_TYPES, else by its status).
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from urllib.parse import urlsplit
 
 from ._request import Request
 from ._result import Result
-from .errors import (ConnectionError, Forbidden, InvalidRequest, PyboxError, RateLimited,
-                     RequestTooLarge, ServerBusy, ServerError, Unauthorized)
+from .errors import ConnectionError, PyboxError, ServerError, _RetryLater, error_class
 
 USER_AGENT = "pybox-python/0.1.0"
 MAX_ANSWER = 256 << 20  # bytes read of an answer at most, as libpybox: a result fits
@@ -61,25 +61,14 @@ def _error(status: int, headers: Mapping[str, str], body: bytes) -> PyboxError:
                                                                    else "")
     kw: Dict[str, Any] = dict(type=etype, status=status, request_id=request_id,
                               details=details)
-    if status == 400:
-        return InvalidRequest(message, **kw)
-    if status == 401:
-        return Unauthorized(message, **kw)
-    if status == 403:
-        return Forbidden(message, **kw)
-    if status == 413:
-        return RequestTooLarge(message, **kw)
-    if status == 429:
-        return RateLimited(message, retry_after=_retry_after(headers.get("retry-after")), **kw)
-    if status == 503:
-        return ServerBusy(message, retry_after=_retry_after(headers.get("retry-after")), **kw)
-    if status >= 500:
-        return ServerError(message, **kw)
-    if status in (404, 405):
-        return PyboxError(f"{message} (is the URL that of a pybox server?)", **kw)
     if status == 200:
         return ServerError(f"HTTP 200 but not a result object: {message}", **kw)
-    return PyboxError(message, **kw)
+    cls = error_class(etype, status)
+    if issubclass(cls, _RetryLater):
+        kw["retry_after"] = _retry_after(headers.get("retry-after"))
+    if status in (404, 405):
+        message = f"{message} (is the URL that of a pybox server?)"
+    return cls(message, **kw)
 
 
 class RemoteBackend:

@@ -40,7 +40,9 @@ class Sandbox:
             a server caps it at the caller's policy).
         memory_mb: default memory limit of each run, in MiB (None: pybox's default, 256).
         network: ask for network access. pybox never gives an execution a network, so a run
-            with network=True raises Forbidden (or ServerError where a policy allows it).
+            with network=True raises Forbidden where the caller's policy does not allow
+            network (a server's anonymous callers) and Unsupported otherwise (local mode, a key
+            allowed network).
         binary: local mode only: the `pybox` binary (path, or name looked up on PATH).
         request_timeout: seconds to wait for an answer (a socket timeout in remote mode; the
             whole `pybox run` in local mode) before raising; default 300, None: forever.
@@ -149,7 +151,8 @@ class Sandbox:
             InvalidRequest: a malformed request (bad file name, over a limit, ...).
             RequestTooLarge: the request is over the server's size limit.
             ConnectionError: remote mode: the server could not be reached or did not answer.
-            Unauthorized, Forbidden, RateLimited, ServerBusy, ServerError: see pybox.errors.
+            Unauthorized, Forbidden, RateLimited, ServerBusy, ServerError, Unsupported: see
+                pybox.errors.
             BinaryNotFound: local mode: the `pybox` binary cannot be run.
         """
         req = _request.build(code, stdin, files, return_files, main,

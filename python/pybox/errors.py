@@ -15,7 +15,14 @@ The exceptions below mean that the request itself could not be carried out.
      +-- RateLimited                per-minute window or daily quota used up (HTTP 429)
      +-- ServerBusy                 every execution slot is busy (HTTP 503)
      +-- ServerError                pybox failed, or answered something unexpected (5xx)
+     |    +-- Unsupported           not available in this mode or on this server (HTTP 501:
+     |                              network asked, local mode too)
      +-- BinaryNotFound             local mode: no `pybox` binary to run
+
+Which exception a failure raises follows from its error type (`PyboxError.type`, the server's
+or, in local mode, the one the server gives the same failure) by ERROR_TYPES below, a copy of
+pybox's one error table (docs/design/error-handling.md), so local and remote mode raise the same
+exception for the same bad request.
 
 `ConnectionError` deliberately has the name the issue tracker and the README use; it is not
 exported by `from pybox import *`, so it never shadows the builtin by accident. Write
@@ -24,7 +31,7 @@ exported by `from pybox import *`, so it never shadows the builtin by accident. 
 from __future__ import annotations
 
 import builtins
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple, Type
 
 
 class PyboxError(Exception):
@@ -107,5 +114,54 @@ class ServerError(PyboxError):
     """pybox failed (HTTP 5xx, `pybox run` exit 125), or answered something unexpected."""
 
 
+class Unsupported(ServerError):
+    """Not available in this mode or on this server: network access (HTTP 501 from a server
+    whose policy allows the caller network, and local mode, where no execution has one)."""
+
+
 class BinaryNotFound(PyboxError):
     """Local mode: no `pybox` binary was found (argument `binary`, env PYBOX_BIN, or PATH)."""
+
+
+# The error types a pybox server answers, each with its HTTP status and the exception it
+# raises: the rows of src/common/errtable.h that have a type, in its order, which
+# tests/client/test_error_table.py holds this copy to. A type not here (a proxy's) raises what
+# its status says (status_class()).
+ERROR_TYPES: Dict[str, Tuple[int, Type[PyboxError]]] = {
+    "InvalidRequest": (400, InvalidRequest),
+    "ValidationError": (400, InvalidRequest),
+    "SyntaxError": (400, InvalidRequest),
+    "ForbiddenImportError": (400, InvalidRequest),
+    "TimeoutError": (400, InvalidRequest),
+    "RuntimeError": (400, InvalidRequest),
+    "Unauthorized": (401, Unauthorized),
+    "NetworkNotAllowed": (403, Forbidden),
+    "NotFound": (404, PyboxError),
+    "MethodNotAllowed": (405, PyboxError),
+    "PayloadTooLarge": (413, RequestTooLarge),
+    "UnsupportedMediaType": (415, PyboxError),
+    "RateLimitExceeded": (429, RateLimited),
+    "InternalServerError": (500, ServerError),
+    "NetworkUnavailable": (501, Unsupported),
+    "ServerBusy": (503, ServerBusy),
+}
+
+
+def status_class(status: Optional[int]) -> Type[PyboxError]:
+    """The exception for an answer whose type says nothing: that of the first type with this
+    HTTP status, else ServerError for a 5xx, else PyboxError."""
+    for first_status, cls in ERROR_TYPES.values():
+        if first_status == status:
+            return cls
+    if status is not None and 500 <= status <= 599:
+        return ServerError
+    return PyboxError
+
+
+def error_class(type: Optional[str], status: Optional[int]) -> Type[PyboxError]:  # noqa: A002
+    """The exception for a failure of error type `type` (the server's, or in local mode the
+    one the server gives the same failure) and HTTP `status` (None without an answer): by the
+    type when ERROR_TYPES has it, else by the status."""
+    if type in ERROR_TYPES:
+        return ERROR_TYPES[type][1]
+    return status_class(status)
