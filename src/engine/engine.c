@@ -57,8 +57,7 @@
 #include "sandbox/files.h"
 #include "common/banned.h"
 
-#define START_TIMEOUT_MS 60000 /* numpy's first import on a cold cache is slow */
-#define GRACE_MS         3000  /* past the wall limit before the backstop fires */
+#define GRACE_MS 3000 /* past the wall limit before the backstop fires */
 /* Records beyond main()'s value: errors, tracebacks. */
 #define META_EXTRA (1u << 20)
 
@@ -85,19 +84,6 @@ void pbx_exec_request_init(struct pbx_exec_request *req)
     pbx_limits_default(&req->limits);
 }
 
-static int write_proc_file(pid_t pid, const char *file, const char *text, struct pbx_error **err)
-{
-    char path[64];
-    cleanup_close int fd = -1;
-    size_t len = strlen(text);
-
-    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len)
-        return pbx_error_set(err, errno, "write %s", path);
-    return 0;
-}
-
 static char *read_small_file(const char *path)
 {
     cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -111,318 +97,6 @@ static char *read_small_file(const char *path)
     while ((n = read(fd, chunk, sizeof(chunk))) > 0)
         pbx_buf_append_trunc(&b, chunk, (size_t)n);
     return pbx_buf_steal(&b, NULL);
-}
-
-static char *const zygote_env[] = {
-    "PATH=/usr/bin:/bin",
-    "LANG=C.UTF-8",
-    "LC_ALL=C.UTF-8",
-    "HOME=/work",
-    "TMPDIR=/tmp",
-    "MPLCONFIGDIR=/tmp",
-    "MPLBACKEND=Agg",
-    /* One thread per BLAS, set before numpy is imported: a raw clone skips pthread_atfork. */
-    "OPENBLAS_NUM_THREADS=1",
-    "OMP_NUM_THREADS=1",
-    "MKL_NUM_THREADS=1",
-    "NUMEXPR_NUM_THREADS=1",
-    /* For the loader and malloc only; the zygote removes them before Python starts. */
-    "LD_BIND_NOW=1",
-    "GLIBC_TUNABLES=glibc.malloc.mxfast=0",
-    NULL,
-};
-
-static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, int preload)
-{
-    char flags[16];
-    char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, NULL};
-    char c;
-    int devnull;
-
-    /* Only async-signal-safe calls: this is a raw clone of a possibly threaded process. */
-    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    /*
-     * A supervisor that died before the line above never sends that signal.  Without our copy
-     * of the pipe's write end, its death is EOF on the read below, not a wait for ever.
-     */
-    close(sync_w);
-    {
-        /* The keeper thread blocks every signal; the zygote starts with none blocked. */
-        sigset_t none;
-
-        sigemptyset(&none);
-        (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
-    }
-    if (read(sync_fd, &c, 1) != 1)
-        _exit(126); /* the supervisor gave up before mapping our ids */
-    /*
-     * Our ids are mapped now: become uid/gid 0 of the jail, which is unprivileged outside.
-     * Raw system calls: glibc's wrappers would take its thread-list lock to change the ids of
-     * every thread, and a thread of the parent may have held that lock at the clone (a host
-     * creating threads while it starts the engine), leaving it locked here forever.
-     */
-    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
-        syscall(SYS_setresuid, 0, 0, 0) < 0)
-        _exit(126);
-    /*
-     * Changing ids cleared the parent-death signal: set it again, so that the jail dies with the
-     * thread that started it (the engine's keeper thread) even before the control socket says so.
-     */
-    (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
-        _exit(126);
-    /* Move the exe fd out of the way of fd 3 before the control socket takes it. */
-    exe = fcntl(exe, F_DUPFD_CLOEXEC, 16);
-    if (exe < 0)
-        _exit(126);
-    if (ctrl == PBX_ZYGOTE_CTRL_FD ? fcntl(ctrl, F_SETFD, 0) < 0
-                                   : dup2(ctrl, PBX_ZYGOTE_CTRL_FD) < 0)
-        _exit(126);
-    /* Everything else is closed on exec; stderr stays for fatal diagnostics. */
-    if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        _exit(126);
-    flags[0] = (char)('0' + (preload ? PBX_ZYGOTE_PRELOAD : 0));
-    flags[1] = '\0';
-    syscall(SYS_execveat, exe, "", argv, zygote_env, AT_EMPTY_PATH);
-    _exit(127);
-}
-
-/* Start a zygote in a fresh jail and wait until it is ready; the caller owns *out. */
-static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote **out,
-                        struct pbx_error **err)
-{
-    cleanup_close int exe = -1;
-    cleanup_close int sync_r = -1;
-    cleanup_close int sync_w = -1;
-    cleanup_close int ctrl = -1;
-    cleanup_close int peer = -1;
-    cleanup_pid pid_t pid = -1;
-    struct pbx_proto_done ready;
-    struct pbx_zygote *z;
-    char map[64];
-    int sv[2];
-    int p[2];
-    int r;
-
-    exe = open(cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe", O_PATH | O_CLOEXEC);
-    if (exe < 0)
-        return pbx_error_set(err, errno, "open the zygote binary `%s`",
-                             cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe");
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        return pbx_error_set(err, errno, "socketpair");
-    ctrl = sv[0];
-    peer = sv[1];
-    if (pipe2(p, O_CLOEXEC) < 0)
-        return pbx_error_set(err, errno, "pipe");
-    sync_r = p[0];
-    sync_w = p[1];
-
-    pid = (pid_t)syscall(SYS_clone,
-                         CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
-                             CLONE_NEWUTS | CLONE_NEWCGROUP | SIGCHLD,
-                         NULL, NULL, NULL, NULL);
-    if (pid < 0)
-        return pbx_error_set(err, errno, "create the jail's namespaces (user namespaces enabled?)");
-    if (pid == 0)
-        zygote_child(exe, peer, sync_r, sync_w, cfg->preload);
-
-    close(steal_fd(&peer));
-    snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);
-    if (write_proc_file(pid, "uid_map", map, err) < 0 ||
-        write_proc_file(pid, "gid_map", map, err) < 0)
-        return pbx_error_prefix(err, "map the jail's ids");
-    if (write(sync_w, "x", 1) != 1)
-        return pbx_error_set(err, errno, "release the zygote");
-
-    r = pbx__proto_wait_ready(ctrl, START_TIMEOUT_MS, &ready);
-    if (r == -ETIMEDOUT)
-        return pbx_error_set(err, PBX_E_ENGINE, "the zygote did not become ready in %d s",
-                             START_TIMEOUT_MS / 1000);
-    if (r == PBX_PROTO_FAILED) {
-        pbx__proto_failed_error(&ready, err);
-        return pbx_error_prefix(err, "start the jail");
-    }
-    if (r != PBX_PROTO_READY)
-        return pbx_error_set(err, PBX_E_ENGINE, "the zygote exited during start-up");
-    z = xcalloc(1, sizeof(*z));
-    z->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    z->pid = pid;
-    pid = -1;
-    z->ctrl = steal_fd(&ctrl);
-    z->born_ms = pbx_clock_ms(CLOCK_MONOTONIC);
-    *out = z;
-    return 0;
-}
-
-/* Stop a zygote nobody uses any more: every process of its jail dies with it. */
-static void zygote_destroy(struct pbx_zygote *z)
-{
-    close(z->ctrl);
-    kill(z->pid, SIGKILL);
-    while (waitpid(z->pid, NULL, 0) < 0 && errno == EINTR)
-        ;
-    if (z->pidfd >= 0)
-        close(z->pidfd);
-    free(z);
-}
-
-static bool zygote_dead(const struct pbx_zygote *z)
-{
-    struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
-
-    return z->pidfd >= 0 && poll(&p, 1, 0) > 0;
-}
-
-/*
- * Whether a cell that vanished before starting its job went down with its
- * zygote: a dying zygote first kills its whole pid namespace, so give it a
- * moment to finish dying.
- */
-static bool zygote_dying(const struct pbx_zygote *z)
-{
-    struct pollfd p = {.fd = z->pidfd, .events = POLLIN};
-
-    return z->pidfd >= 0 && poll(&p, 1, PBX_ENGINE_DRAIN_MS) > 0;
-}
-
-/* Drop a reference; returns the zygote when that was the last one.  Caller holds zlock. */
-static struct pbx_zygote *zygote_unref_locked(struct pbx_zygote *z)
-{
-    PBX_ASSERT(z->refs > 0);
-    return --z->refs == 0 ? z : NULL;
-}
-
-static void zygote_put(struct pbx_engine *e, struct pbx_zygote *z)
-{
-    struct pbx_zygote *last;
-
-    if (z == NULL)
-        return;
-    pthread_mutex_lock(&e->zygotes.lock);
-    last = zygote_unref_locked(z);
-    pthread_mutex_unlock(&e->zygotes.lock);
-    if (last != NULL)
-        zygote_destroy(last);
-}
-
-/*
- * Zygotes are started from one long-lived thread.  A zygote dies with the
- * thread that created it (PR_SET_PDEATHSIG follows the parent thread, not the
- * process), and executions may run on short-lived threads (a connection's, a
- * library caller's): a zygote they started would die as soon as they ended.
- */
-static void *keeper_main(void *arg)
-{
-    struct pbx_engine *e = arg;
-
-    pthread_mutex_lock(&e->zygotes.keeper_lock);
-    for (;;) {
-        while (!e->zygotes.keeper_asked && !e->zygotes.keeper_stop)
-            pthread_cond_wait(&e->zygotes.keeper_cond, &e->zygotes.keeper_lock);
-        if (e->zygotes.keeper_stop)
-            break;
-        e->zygotes.keeper_asked = false;
-        pthread_mutex_unlock(&e->zygotes.keeper_lock);
-        {
-            struct pbx_zygote *z = NULL;
-            struct pbx_error *err = NULL;
-
-            (void)spawn_zygote(&e->cfg, &z, &err);
-            pthread_mutex_lock(&e->zygotes.keeper_lock);
-            e->zygotes.keeper_z = z;
-            e->zygotes.keeper_err = err;
-        }
-        e->zygotes.keeper_answered = true;
-        pthread_cond_broadcast(&e->zygotes.keeper_cond);
-    }
-    pthread_mutex_unlock(&e->zygotes.keeper_lock);
-    return NULL;
-}
-
-/* Start a zygote on the keeper thread (callers hold zlock, so one at a time). */
-static int spawn_on_keeper(struct pbx_engine *e, struct pbx_zygote **out, struct pbx_error **err)
-{
-    struct pbx_error *kerr;
-
-    if (!e->zygotes.keeper_running)
-        return spawn_zygote(&e->cfg, out, err);
-    pthread_mutex_lock(&e->zygotes.keeper_lock);
-    e->zygotes.keeper_asked = true;
-    e->zygotes.keeper_answered = false;
-    pthread_cond_broadcast(&e->zygotes.keeper_cond);
-    while (!e->zygotes.keeper_answered)
-        pthread_cond_wait(&e->zygotes.keeper_cond, &e->zygotes.keeper_lock);
-    *out = e->zygotes.keeper_z;
-    kerr = e->zygotes.keeper_err;
-    e->zygotes.keeper_z = NULL;
-    e->zygotes.keeper_err = NULL;
-    e->zygotes.keeper_answered = false;
-    pthread_mutex_unlock(&e->zygotes.keeper_lock);
-    if (*out != NULL)
-        return 0;
-    if (err != NULL)
-        *err = kerr;
-    else
-        pbx_error_free(&kerr);
-    return -1;
-}
-
-/* Whether `z` has served its share of executions or of time. Call with zlock held. */
-static bool zygote_due_locked(const struct pbx_engine *e, const struct pbx_zygote *z)
-{
-    return (e->cfg.zygote_max_execs > 0 && z->execs >= e->cfg.zygote_max_execs) ||
-           (e->cfg.zygote_max_age_s > 0 && pbx_clock_ms(CLOCK_MONOTONIC) - z->born_ms >=
-                                               (uint64_t)e->cfg.zygote_max_age_s * 1000u);
-}
-
-/*
- * A reference to the current zygote, replacing it first when it died or is
- * due for recycling (a fresh zygote also means a fresh str hash seed).
- */
-static struct pbx_zygote *zygote_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
-{
-    struct pbx_zygote *old = NULL;
-    struct pbx_zygote *z;
-
-    pthread_mutex_lock(&e->zygotes.lock);
-    z = e->zygotes.cur;
-    if (z != NULL && (zygote_dead(z) || zygote_due_locked(e, z))) {
-        if (zygote_dead(z))
-            pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
-        e->zygotes.cur = NULL;
-        old = zygote_unref_locked(z);
-        z = NULL;
-    }
-    if (z == NULL) {
-        if (spawn_on_keeper(e, &z, err) < 0) {
-            pthread_mutex_unlock(&e->zygotes.lock);
-            if (old != NULL)
-                zygote_destroy(old);
-            return NULL;
-        }
-        z->refs = 1; /* the engine's, while current */
-        e->zygotes.cur = z;
-        atomic_fetch_add(&e->zygotes.count, 1);
-    }
-    z->refs++;
-    if (count_exec)
-        z->execs++;
-    pthread_mutex_unlock(&e->zygotes.lock);
-    if (old != NULL)
-        zygote_destroy(old);
-    return z;
-}
-
-/* Whether a spare of `z` may still serve: its zygote current, alive and not yet due. */
-static bool zygote_fresh(struct pbx_engine *e, const struct pbx_zygote *z)
-{
-    bool fresh;
-
-    pthread_mutex_lock(&e->zygotes.lock);
-    fresh = e->zygotes.cur == z && !zygote_dead(z) && !zygote_due_locked(e, z);
-    pthread_mutex_unlock(&e->zygotes.lock);
-    return fresh;
 }
 
 /*
@@ -440,18 +114,6 @@ bool pbx__engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
     ok = pthread_create(t, NULL, fn, arg) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return ok;
-}
-
-static void keeper_stop(struct pbx_engine *e)
-{
-    if (!e->zygotes.keeper_running)
-        return;
-    pthread_mutex_lock(&e->zygotes.keeper_lock);
-    e->zygotes.keeper_stop = true;
-    pthread_cond_broadcast(&e->zygotes.keeper_cond);
-    pthread_mutex_unlock(&e->zygotes.keeper_lock);
-    pthread_join(e->zygotes.keeper, NULL);
-    e->zygotes.keeper_running = false;
 }
 
 int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
@@ -478,20 +140,17 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         return pbx_error_set(err, PBX_E_UNSUPPORTED,
                              "no usable memory and pids cgroup controllers (see pybox doctor)");
     }
-    pthread_mutex_init(&e->zygotes.lock, NULL);
-    pthread_mutex_init(&e->zygotes.keeper_lock, NULL);
-    pthread_cond_init(&e->zygotes.keeper_cond, NULL);
-    e->zygotes.keeper_running = pbx__engine_start_thread(&e->zygotes.keeper, keeper_main, e);
+    pbx__zygotes_init(e);
     pbx__cells_init(e);
-    z = zygote_get(e, false, err);
+    z = pbx__zygotes_get(e, false, err);
     if (z == NULL) {
         pbx__cells_stop_reaper(e);
         pbx__cells_release(e);
-        keeper_stop(e);
+        pbx__zygotes_stop(e);
         pbx__cgroup_teardown(e->cg);
         return -1;
     }
-    zygote_put(e, z);
+    pbx__zygotes_put(e, z);
     atomic_init(&e->next, 1);
     pbx__cells_prefill(e);
     pthread_mutex_init(&e->pool.lock, NULL);
@@ -529,22 +188,16 @@ void pbx_engine_free(struct pbx_engine *e)
         pthread_mutex_unlock(&e->pool.lock);
     }
     /* Kill the current zygote now: a spare being made sees its cell die and gives up. */
-    pthread_mutex_lock(&e->zygotes.lock);
-    cur = e->zygotes.cur;
-    e->zygotes.cur = NULL;
-    if (cur != NULL)
-        kill(cur->pid, SIGKILL);
-    pthread_mutex_unlock(&e->zygotes.lock);
+    cur = pbx__zygotes_retire(e);
     if (e->pool.refill_running)
         pthread_join(e->pool.refill, NULL);
     for (unsigned i = 0; i < e->pool.n; i++)
         spare_release(e, &e->pool.spares[i]);
     /* Every execution has returned: wait for the cells still exiting, before the pool goes. */
     pbx__cells_stop_reaper(e);
-    if (cur != NULL)
-        zygote_put(e, cur);
+    pbx__zygotes_put(e, cur);
     pbx__cells_release(e);
-    keeper_stop(e);
+    pbx__zygotes_stop(e);
     pbx__cgroup_teardown(e->cg);
     free(e);
 }
@@ -1018,7 +671,7 @@ static void spare_release(struct pbx_engine *e, struct pbx_spare *sp)
     /* Its processes may still be exiting: then the cgroups are removed, not pooled. */
     pbx__cells_put(e, sp->cell);
     sp->cell = NULL;
-    zygote_put(e, sp->z);
+    pbx__zygotes_put(e, sp->z);
     sp->z = NULL;
 }
 
@@ -1035,7 +688,7 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
 
     sp->status = -1;
     sp->cell = NULL;
-    sp->z = zygote_get(e, false, err);
+    sp->z = pbx__zygotes_get(e, false, err);
     if (sp->z == NULL)
         return -1;
     pbx__proto_job_init(&job, PBX_JOB_SPARE, atomic_fetch_add(&e->next, 1));
@@ -1100,7 +753,7 @@ static void drop_stale_spares(struct pbx_engine *e)
     for (size_t i = 0; i < e->pool.n;) {
         struct pbx_spare sp = e->pool.spares[i];
 
-        if (zygote_fresh(e, sp.z)) {
+        if (pbx__zygotes_fresh(e, sp.z)) {
             i++;
             continue;
         }
@@ -1181,7 +834,7 @@ static bool take_spare(struct pbx_engine *e, const struct pbx_limits *limits, st
         *sp = e->pool.spares[0];
         memmove(e->pool.spares, e->pool.spares + 1, (e->pool.n - 1) * sizeof(e->pool.spares[0]));
         e->pool.n--;
-        if (!zygote_fresh(e, sp->z)) {
+        if (!pbx__zygotes_fresh(e, sp->z)) {
             /* Forked from a retired, dead or due zygote: not for new work. */
             pthread_mutex_unlock(&e->pool.lock);
             spare_release(e, sp);
@@ -1307,15 +960,13 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         f.status = spare.status;
         cell = spare.cell;
         z = spare.z;
-        pthread_mutex_lock(&e->zygotes.lock);
-        z->execs++;
-        pthread_mutex_unlock(&e->zygotes.lock);
+        pbx__zygotes_count_exec(e, z);
         job.kind = PBX_JOB_GO;
         if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
         goto sent;
     }
-    z = zygote_get(e, true, err);
+    z = pbx__zygotes_get(e, true, err);
     if (z == NULL)
         goto out_close;
     if (e->cg != NULL) {
@@ -1370,7 +1021,7 @@ sent:
     }
     if (f.failed) {
         pbx__proto_failed_error(&f.done, err);
-    } else if (!f.started && !f.finished && zygote_dying(z)) {
+    } else if (!f.started && !f.finished && pbx__zygotes_dying(z)) {
         *lost = true;
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
     } else if (!f.finished && mem.oom_kills == 0) {
@@ -1391,7 +1042,7 @@ out_close:
     pbx__cells_put(e, cell);
     if (out_fd >= 0)
         close(out_fd);
-    zygote_put(e, z);
+    pbx__zygotes_put(e, z);
     return rc;
 }
 

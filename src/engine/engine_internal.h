@@ -3,7 +3,9 @@
  * puts them together (its theory of operation says how they work at run time):
  *
  *   engine.c   start, free, describe, configuration defaults (for now also the
- *              zygotes, the warm pool and one execution)
+ *              warm pool and one execution)
+ *   zygotes.c  the zygotes, from the supervisor's side: started on the keeper
+ *              thread, referenced, replaced (zygote.c is the code inside one)
  *   cells.c    the cells' cgroups (a pool of them for reuse), the reaper of
  *              finished cells, the remover of dead supervisors' cgroups
  *
@@ -30,7 +32,7 @@
 #define PBX_ENGINE_MAX_SPARES 64   /* spares in the pool at most */
 
 /*
- * One zygote (engine.c).  The engine has a current one; a zygote that died,
+ * One zygote (zygotes.c).  The engine has a current one; a zygote that died,
  * or served its share of executions or of time, is retired: it stays alive
  * until the last execution and spare using it let go (refs), so no admitted
  * execution is lost when zygotes are replaced.
@@ -44,7 +46,7 @@ struct pbx_zygote {
     uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
 };
 
-/* The zygotes (engine.c). */
+/* The zygotes (zygotes.c). */
 struct pbx_zygotes {
     pthread_mutex_t lock;         /* guards cur, and every zygote's refs and execs */
     struct pbx_zygote *cur;       /* the zygote new work goes to, or NULL */
@@ -121,7 +123,7 @@ struct pbx_engine {
     bool have_memcg;              /* a memory controller is in force */
     bool have_pidscg;             /* a pids controller is in force */
     atomic_uint_fast64_t next;    /* execution ids (spares' and cgroups' too) */
-    struct pbx_zygotes zygotes;   /* engine.c, for now */
+    struct pbx_zygotes zygotes;   /* zygotes.c */
     struct pbx_pool pool;         /* engine.c, for now */
     struct pbx_cgpool cgpool;     /* cells.c */
     struct pbx_reaper reaper;     /* cells.c */
@@ -133,6 +135,45 @@ struct pbx_engine {
  * engine's.  Returns whether it started.
  */
 bool pbx__engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg);
+
+/* zygotes.c */
+
+/* Set up the zygotes' state and start the keeper thread. */
+void pbx__zygotes_init(struct pbx_engine *e);
+
+/*
+ * A reference to the current zygote, replacing it first when it died or is
+ * due for recycling (a fresh zygote also means a fresh str hash seed);
+ * `count_exec` counts an execution handed to it.  NULL with *err set when no
+ * zygote could be started.  The caller gives it back with pbx__zygotes_put().
+ */
+struct pbx_zygote *pbx__zygotes_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err);
+
+/* Drop a reference (NULL is fine); the last one to a retired zygote destroys it. */
+void pbx__zygotes_put(struct pbx_engine *e, struct pbx_zygote *z);
+
+/* Whether a spare of `z` may still serve: its zygote current, alive and not yet due. */
+bool pbx__zygotes_fresh(struct pbx_engine *e, const struct pbx_zygote *z);
+
+/* Count an execution handed to `z` (a reference the caller holds), toward its recycling. */
+void pbx__zygotes_count_exec(struct pbx_engine *e, struct pbx_zygote *z);
+
+/*
+ * Whether a cell that vanished before starting its job went down with its
+ * zygote: a dying zygote first kills its whole pid namespace, so give it a
+ * moment (PBX_ENGINE_DRAIN_MS) to finish dying.
+ */
+bool pbx__zygotes_dying(const struct pbx_zygote *z);
+
+/*
+ * For pbx_engine_free(): retire the current zygote and kill it now, so a
+ * spare being made sees its cell die and gives up.  Returns it with the
+ * engine's reference, which the caller puts once the spares are released.
+ */
+struct pbx_zygote *pbx__zygotes_retire(struct pbx_engine *e);
+
+/* End the keeper thread (every zygote dies with it). */
+void pbx__zygotes_stop(struct pbx_engine *e);
 
 /* cells.c */
 
