@@ -2,10 +2,11 @@
  * The engine's parts, supervisor side, and the state each one owns.  engine.c
  * puts them together (its theory of operation says how they work at run time):
  *
- *   engine.c   start, free, describe, configuration defaults (for now also the
- *              warm pool and one execution)
+ *   engine.c   start, free, describe, configuration defaults (for now also one
+ *              execution)
  *   zygotes.c  the zygotes, from the supervisor's side: started on the keeper
  *              thread, referenced, replaced (zygote.c is the code inside one)
+ *   pool.c     the warm pool of spare cells and its refill thread
  *   cells.c    the cells' cgroups (a pool of them for reuse), the reaper of
  *              finished cells, the remover of dead supervisors' cgroups
  *
@@ -62,14 +63,14 @@ struct pbx_zygotes {
     struct pbx_error *keeper_err; /* why not */
 };
 
-/* A cell forked and isolated ahead of demand, its job waiting for code (engine.c). */
+/* A cell forked and isolated ahead of demand, its job waiting for code (pool.c). */
 struct pbx_spare {
     int status;                   /* our end of its status socket */
     struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
     struct pbx_zygote *z;         /* the zygote it was forked from (a reference) */
 };
 
-/* The warm pool of spare cells (engine.c). */
+/* The warm pool of spare cells (pool.c). */
 struct pbx_pool {
     pthread_mutex_t lock;                           /* guards the fields below up to `hits` */
     pthread_cond_t cond;                            /* wakes the refill thread */
@@ -124,7 +125,7 @@ struct pbx_engine {
     bool have_pidscg;             /* a pids controller is in force */
     atomic_uint_fast64_t next;    /* execution ids (spares' and cgroups' too) */
     struct pbx_zygotes zygotes;   /* zygotes.c */
-    struct pbx_pool pool;         /* engine.c, for now */
+    struct pbx_pool pool;         /* pool.c */
     struct pbx_cgpool cgpool;     /* cells.c */
     struct pbx_reaper reaper;     /* cells.c */
 };
@@ -174,6 +175,24 @@ struct pbx_zygote *pbx__zygotes_retire(struct pbx_engine *e);
 
 /* End the keeper thread (every zygote dies with it). */
 void pbx__zygotes_stop(struct pbx_engine *e);
+
+/* pool.c */
+
+/* Set up the pool and, when spares_max > 0, start the refill thread (clamping spares_max). */
+void pbx__pool_start(struct pbx_engine *e);
+
+/*
+ * Take a ready spare for an execution with `limits`: true with *sp filled
+ * (the caller owns its status socket, cgroups and zygote reference).  Counts
+ * a hit or a miss, and adapts the target.
+ */
+bool pbx__pool_take(struct pbx_engine *e, const struct pbx_limits *limits, struct pbx_spare *sp);
+
+/* For pbx_engine_free(): tell the refill thread to end, before the zygote is killed. */
+void pbx__pool_stopping(struct pbx_engine *e);
+
+/* Then wait for the refill thread, and release every spare. */
+void pbx__pool_release(struct pbx_engine *e);
 
 /* cells.c */
 
