@@ -272,8 +272,12 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
         rc = pybox_exec_set_timeout(exec, req->limits.wall_ms / 1000.0);
     if (rc == PYBOX_OK && memory_set)
         rc = pybox_exec_set_memory(exec, (unsigned)(req->limits.memory_bytes >> 20));
+    if (rc == PYBOX_E_INVALID)
+        refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true,
+                  "the request cannot be sent to a server: %s", pybox_strerror(rc));
     if (rc != PYBOX_OK)
-        pbx_usage_error("run", "the request cannot be sent to a server: %s", pybox_strerror(rc));
+        refuse(json, NULL, PBX_EXIT_FAILURE, false, "the request cannot be sent to a server: %s",
+               pybox_strerror(rc));
 
     rc = pybox_run(client, exec, &res, &err);
     if (rc != PYBOX_OK) {
