@@ -48,73 +48,74 @@
 #define PBX_ERRTABLE_ANY  -1 /* `from`: every internal code no other row names */
 
 /* clang-format off */
-#define PBX_ERRTABLE_MAP(XX)                                                                     \
-    /* The body is empty, not JSON, not an object, nested too deep or of too many values; */     \
+#define PBX_ERRTABLE_MAP(XX)                                                                      \
+    /* The body is empty, not JSON, not an object, nested too deep or of too many values; */      \
     /* Content-Length and Transfer-Encoding disagree; multipart without a boundary. */            \
-    XX(INVALID_REQUEST, "InvalidRequest", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,               \
-       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                      \
-    /* A field missing, of the wrong type or unknown; bad base64; a bad or duplicate file */     \
-    /* name; code, timeout or memory over the caller's limit or out of range.  On /execute */    \
-    /* also everything over a limit (PBX_E_TOO_LARGE), as that dialect's contract says. */       \
-    XX(VALIDATION_ERROR, "ValidationError", 400, PYBOX_E_INVALID, PYBOX_E_INVALID,               \
-       PBX_EXIT_USAGE, "InvalidRequest", PBX_E_INVAL)                                            \
-    /* /execute only, where a run that did not succeed is an error; on /v1/execute these */      \
-    /* are results (status rejected, timeout, error, memory_limit, killed). */                  \
-    XX(SYNTAX_ERROR, "SyntaxError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                     \
-       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                      \
-    XX(FORBIDDEN_IMPORT_ERROR, "ForbiddenImportError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,  \
-       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                      \
-    XX(TIMEOUT_ERROR, "TimeoutError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                   \
-       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                      \
-    XX(RUNTIME_ERROR, "RuntimeError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                   \
-       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                      \
-    /* An API key that is not valid or was revoked: local mode has no keys. */                   \
-    XX(UNAUTHORIZED, "Unauthorized", 401, PYBOX_E_UNAUTHORIZED, PBX_ERRTABLE_NONE,               \
-       PBX_EXIT_NOPERM, "Unauthorized", 0)                                                       \
-    /* Network asked by a caller whose policy does not allow it: local mode has no policy. */    \
-    XX(NETWORK_NOT_ALLOWED, "NetworkNotAllowed", 403, PYBOX_E_FORBIDDEN, PBX_ERRTABLE_NONE,      \
-       PBX_EXIT_NOPERM, "Forbidden", 0)                                                          \
-    /* No such endpoint or method: the URL is not a pybox server's. */                           \
-    XX(NOT_FOUND, "NotFound", 404, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                            \
-       PBX_EXIT_FAILURE, "PyboxError", 0)                                                        \
-    XX(METHOD_NOT_ALLOWED, "MethodNotAllowed", 405, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,           \
-       PBX_EXIT_FAILURE, "PyboxError", 0)                                                        \
-    /* Over a size limit: the body over --max-body or over the largest valid request, and */     \
-    /* on /v1/execute the code, stdin, a file, or the number of files or names; locally the */   \
-    /* same limits, and input files that do not fit the disk limit. */                           \
-    XX(PAYLOAD_TOO_LARGE, "PayloadTooLarge", 413, PYBOX_E_TOO_LARGE, PYBOX_E_TOO_LARGE,          \
-       PBX_EXIT_USAGE, "RequestTooLarge", PBX_E_TOO_LARGE)                                       \
-    /* A body that is not JSON (or multipart/form-data on /v1/execute). */                       \
-    XX(UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", 415, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,   \
-       PBX_EXIT_FAILURE, "PyboxError", 0)                                                        \
-    /* The per-minute window or the daily quota; Retry-After says when to retry. */              \
-    XX(RATE_LIMIT_EXCEEDED, "RateLimitExceeded", 429, PYBOX_E_RATE_LIMITED, PBX_ERRTABLE_NONE,   \
-       PBX_EXIT_TEMPFAIL, "RateLimited", 0)                                                      \
-    /* pybox failed: the store, the engine (every internal code but the two above); in */        \
-    /* local mode the engine could not start or failed. */                                       \
-    XX(INTERNAL_SERVER_ERROR, "InternalServerError", 500, PYBOX_E_SERVER, PYBOX_E_ENGINE,        \
-       PBX_EXIT_FAILURE, "ServerError", PBX_ERRTABLE_ANY)                                        \
-    /* Network asked by a caller allowed it, or in local mode: no execution has a network. */    \
-    XX(NETWORK_UNAVAILABLE, "NetworkUnavailable", 501, PYBOX_E_UNSUPPORTED, PYBOX_E_UNSUPPORTED, \
-       PBX_EXIT_FAILURE, "Unsupported", 0)                                                       \
-    /* Every slot busy and the queue full or its wait over, or the memory budget spent. */       \
-    XX(SERVER_BUSY, "ServerBusy", 503, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                          \
-       PBX_EXIT_TEMPFAIL, "ServerBusy", 0)                                                       \
-    /* No answer of a pybox server.  An HTTP status and type no row above has: */                \
-    XX(UNEXPECTED_STATUS, NULL, 0, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                            \
-       PBX_EXIT_FAILURE, "PyboxError", 0)                                                        \
-    /* A 200 that is not a result object, or an answer over 256 MiB: */                          \
-    XX(PROTOCOL, NULL, 0, PYBOX_E_PROTOCOL, PBX_ERRTABLE_NONE,                                   \
-       PBX_EXIT_FAILURE, "ServerError", 0)                                                       \
-    /* Connection refused, no such host; no answer in time; reset, TLS and the like: */          \
-    XX(CONNECT, NULL, 0, PYBOX_E_CONNECT, PBX_ERRTABLE_NONE,                                     \
-       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                               \
-    XX(TIMEOUT, NULL, 0, PYBOX_E_TIMEOUT, PBX_ERRTABLE_NONE,                                     \
-       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                               \
-    XX(TRANSPORT, NULL, 0, PYBOX_E_TRANSPORT, PBX_ERRTABLE_NONE,                                 \
-       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                               \
-    /* The client ran out of memory (Python raises its own MemoryError). */                      \
-    XX(NOMEM, NULL, 0, PYBOX_E_NOMEM, PYBOX_E_NOMEM,                                             \
+    XX(INVALID_REQUEST, "InvalidRequest", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
+    /* A field missing, of the wrong type or unknown; bad base64; a bad or duplicate file */      \
+    /* name; a timeout or memory over the caller's limit or out of range.  On /execute */         \
+    /* also everything over a limit (PBX_E_TOO_LARGE), as that dialect's contract says. */        \
+    XX(VALIDATION_ERROR, "ValidationError", 400, PYBOX_E_INVALID, PYBOX_E_INVALID,                \
+       PBX_EXIT_USAGE, "InvalidRequest", PBX_E_INVAL)                                             \
+    /* /execute only, where a run that did not succeed is an error; on /v1/execute these */       \
+    /* are results (status rejected, timeout, error, memory_limit, killed). */                    \
+    XX(SYNTAX_ERROR, "SyntaxError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                      \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
+    XX(FORBIDDEN_IMPORT_ERROR, "ForbiddenImportError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,   \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
+    XX(TIMEOUT_ERROR, "TimeoutError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                    \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
+    XX(RUNTIME_ERROR, "RuntimeError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                    \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
+    /* An API key that is not valid or was revoked: local mode has no keys. */                    \
+    XX(UNAUTHORIZED, "Unauthorized", 401, PYBOX_E_UNAUTHORIZED, PBX_ERRTABLE_NONE,                \
+       PBX_EXIT_NOPERM, "Unauthorized", 0)                                                        \
+    /* Network asked by a caller whose policy does not allow it: local mode has no policy. */     \
+    XX(NETWORK_NOT_ALLOWED, "NetworkNotAllowed", 403, PYBOX_E_FORBIDDEN, PBX_ERRTABLE_NONE,       \
+       PBX_EXIT_NOPERM, "Forbidden", 0)                                                           \
+    /* No such endpoint or method: the URL is not a pybox server's. */                            \
+    XX(NOT_FOUND, "NotFound", 404, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
+       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    XX(METHOD_NOT_ALLOWED, "MethodNotAllowed", 405, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,            \
+       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* Over a size limit: the body over --max-body or over the largest valid request, and */      \
+    /* on /v1/execute the code (its characters over the caller's limit too), stdin, a */          \
+    /* file, or the number of files or names; locally the same limits, and input files */         \
+    /* that do not fit the disk limit. */                                                         \
+    XX(PAYLOAD_TOO_LARGE, "PayloadTooLarge", 413, PYBOX_E_TOO_LARGE, PYBOX_E_TOO_LARGE,           \
+       PBX_EXIT_USAGE, "RequestTooLarge", PBX_E_TOO_LARGE)                                        \
+    /* A body that is not JSON (or multipart/form-data on /v1/execute). */                        \
+    XX(UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", 415, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,    \
+       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* The per-minute window or the daily quota; Retry-After says when to retry. */               \
+    XX(RATE_LIMIT_EXCEEDED, "RateLimitExceeded", 429, PYBOX_E_RATE_LIMITED, PBX_ERRTABLE_NONE,    \
+       PBX_EXIT_TEMPFAIL, "RateLimited", 0)                                                       \
+    /* pybox failed: the store, the engine (every internal code but the two above); in */         \
+    /* local mode the engine could not start or failed. */                                        \
+    XX(INTERNAL_SERVER_ERROR, "InternalServerError", 500, PYBOX_E_SERVER, PYBOX_E_ENGINE,         \
+       PBX_EXIT_FAILURE, "ServerError", PBX_ERRTABLE_ANY)                                         \
+    /* Network asked by a caller allowed it, or in local mode: no execution has a network. */     \
+    XX(NETWORK_UNAVAILABLE, "NetworkUnavailable", 501, PYBOX_E_UNSUPPORTED, PYBOX_E_UNSUPPORTED,  \
+       PBX_EXIT_FAILURE, "Unsupported", 0)                                                        \
+    /* Every slot busy and the queue full or its wait over, or the memory budget spent. */        \
+    XX(SERVER_BUSY, "ServerBusy", 503, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                           \
+       PBX_EXIT_TEMPFAIL, "ServerBusy", 0)                                                        \
+    /* No answer of a pybox server.  An HTTP status and type no row above has: */                 \
+    XX(UNEXPECTED_STATUS, NULL, 0, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
+       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* A 200 that is not a result object, or an answer over 256 MiB: */                           \
+    XX(PROTOCOL, NULL, 0, PYBOX_E_PROTOCOL, PBX_ERRTABLE_NONE,                                    \
+       PBX_EXIT_FAILURE, "ServerError", 0)                                                        \
+    /* Connection refused, no such host; no answer in time; reset, TLS and the like: */           \
+    XX(CONNECT, NULL, 0, PYBOX_E_CONNECT, PBX_ERRTABLE_NONE,                                      \
+       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                                \
+    XX(TIMEOUT, NULL, 0, PYBOX_E_TIMEOUT, PBX_ERRTABLE_NONE,                                      \
+       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                                \
+    XX(TRANSPORT, NULL, 0, PYBOX_E_TRANSPORT, PBX_ERRTABLE_NONE,                                  \
+       PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                                \
+    /* The client ran out of memory (Python raises its own MemoryError). */                       \
+    XX(NOMEM, NULL, 0, PYBOX_E_NOMEM, PYBOX_E_NOMEM,                                              \
        PBX_EXIT_FAILURE, NULL, 0)
 /* clang-format on */
 
