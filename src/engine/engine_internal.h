@@ -2,13 +2,13 @@
  * The engine's parts, supervisor side, and the state each one owns.  engine.c
  * puts them together (its theory of operation says how they work at run time):
  *
- *   engine.c   start, free, describe, configuration defaults (for now also one
- *              execution)
+ *   engine.c   start, free, describe, configuration defaults
  *   zygotes.c  the zygotes, from the supervisor's side: started on the keeper
  *              thread, referenced, replaced (zygote.c is the code inside one)
  *   pool.c     the warm pool of spare cells and its refill thread
  *   cells.c    the cells' cgroups (a pool of them for reuse), the reaper of
  *              finished cells, the remover of dead supervisors' cgroups
+ *   run.c      one execution, from the request to the result
  *
  * Each part keeps its state in its own struct below, embedded in struct
  * pbx_engine; another part reads or writes it only through the part's pbx__

@@ -9,7 +9,7 @@
  * job, and the cell reports READY once the job is isolated and waiting
  * (cell.c).  The supervisor keeps, per spare, its end of the status socket.
  * pbx__pool_take() hands the oldest spare to an execution, which sends it
- * PBX_JOB_GO; closing the socket instead makes the cell and its job exit.
+ * PBX_JOB_GO (run.c); closing the socket instead makes the cell and its job exit.
  * The target adapts to misses and hits, between spares_min and spares_max;
  * every POOL_SWEEP_MS the refill thread drops spares whose zygote is past its
  * time, so a retired zygote does not live on in an idle pool.
@@ -100,7 +100,7 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
     r = pbx__proto_wait_ready(sp->status, PBX_ENGINE_SETUP_TIMEOUT_MS, &d);
     if (r == -ETIMEDOUT) {
         pbx_error_set(err, PBX_E_ENGINE, "a spare cell did not become ready");
-        /* Its cgroup.procs fds may still wait in the zygote's queue: see execute_once. */
+        /* Its cgroup.procs fds may still wait in the zygote's queue: see run.c's execute_once. */
         pbx__cells_drop(sp->cell);
         sp->cell = NULL;
         goto out;

@@ -1,0 +1,674 @@
+/*
+ * One execution, supervisor side: the request checked, its fds made, the job
+ * message sent, the execution watched until the cell reports, and the result
+ * put together.  (src/server/execute.c is the HTTP side of an execution.)
+ *
+ * Theory of operation: pbx_engine_execute() prepares, per execution: a sealed
+ * memfd with the code and input files, a sealed memfd with stdin, three pipes
+ * (stdout, stderr, the job's records), a memfd for returned files, a status
+ * socketpair, and the cell's cgroups with fds of their cgroup.procs.  It
+ * sends all of it to the zygote in one message (or the fds but the status
+ * socket and the cgroups' to a spare cell from the pool, on that spare's own
+ * status socket), keeps the read ends, and multiplexes them until the cell
+ * reports DONE: output is kept up to its cap and the rest drained and
+ * dropped, so a flood never blocks the job or the supervisor.  A backstop
+ * deadline (wall limit plus grace) kills the job, the cell and the cgroup if
+ * the cell itself stops answering.  Then the cgroup's OOM count is read, the
+ * cell handed to the reaper (cells.c), and the result put together.
+ *
+ * Many threads may execute at once: each execution owns its fds and cgroup,
+ * and SOCK_SEQPACKET keeps their job messages whole.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/cleanup.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/signame.h"
+#include "common/xalloc.h"
+#include "engine/engine.h"
+#include "engine/engine_internal.h"
+#include "engine/meta.h"
+#include "engine/proto.h"
+#include "engine/verdict.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/files.h"
+#include "common/banned.h"
+
+#define GRACE_MS 3000 /* past the wall limit before the backstop fires */
+/* Records beyond main()'s value: errors, tracebacks. */
+#define META_EXTRA (1u << 20)
+
+void pbx_exec_request_init(struct pbx_exec_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    pbx_limits_default(&req->limits);
+}
+
+bool pbx_engine_check_name(const char *name, struct pbx_error **err)
+{
+    if (name == NULL || !pbx__files_name_ok(name, strlen(name))) {
+        pbx_error_set(err, PBX_E_INVAL,
+                      "invalid file name `%s`: use 1-255 bytes, no `/`, not `.` or `..`",
+                      name ? name : "(null)");
+        return false;
+    }
+    return true;
+}
+
+static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
+{
+    const struct pbx_limits *l = &req->limits;
+
+    if (pbx_limits_check(l, err) < 0)
+        return -1;
+    if (req->code == NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "no code");
+    if (req->code_len > l->code_bytes)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "code is %zu bytes; the limit is %" PRIu64,
+                             req->code_len, l->code_bytes);
+    if (req->stdin_len > l->stdin_bytes)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "stdin is %zu bytes; the limit is %" PRIu64,
+                             req->stdin_len, l->stdin_bytes);
+    if (req->nfiles > l->input_files)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu input files; the limit is %u", req->nfiles,
+                             l->input_files);
+    if (req->nreturn > l->output_files)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "%zu returned files asked; the limit is %u",
+                             req->nreturn, l->output_files);
+    for (size_t i = 0; i < req->nfiles; i++) {
+        if (!pbx_engine_check_name(req->files[i].name, err))
+            return -1;
+        if (req->files[i].size > l->input_file_bytes)
+            return pbx_error_set(err, PBX_E_TOO_LARGE,
+                                 "input file `%s` is %zu bytes; the limit is %" PRIu64,
+                                 req->files[i].name, req->files[i].size, l->input_file_bytes);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(req->files[i].name, req->files[j].name) == 0)
+                return pbx_error_set(err, PBX_E_INVAL, "input file `%s` given twice",
+                                     req->files[i].name);
+        }
+    }
+    for (size_t i = 0; i < req->nreturn; i++) {
+        if (!pbx_engine_check_name(req->return_files[i], err))
+            return -1;
+    }
+    if (req->extra_modules != NULL && strlen(req->extra_modules) > 4096)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "the extra module list is over 4096 bytes");
+    return 0;
+}
+
+static int sealed_memfd(const char *name, const void *data, size_t len, struct pbx_error **err)
+{
+    cleanup_close int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    const char *p = data;
+    size_t left = len;
+
+    if (fd < 0)
+        return pbx_error_set(err, errno, "memfd_create");
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pbx_error_set(err, errno, "write memfd");
+        p += n;
+        left -= (size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+        return pbx_error_set(err, errno, "seal memfd");
+    return steal_fd(&fd);
+}
+
+/* The supervisor's view of one execution in flight. */
+struct flight {
+    int out_r;                  /* stdout read end, -1 at EOF */
+    int err_r;                  /* stderr read end */
+    int meta_r;                 /* records read end */
+    int status;                 /* status socket */
+    int job_pidfd;              /* from STARTED, -1 before */
+    int cell_pidfd;             /* from STARTED */
+    struct pbx_buf out;         /* kept stdout */
+    struct pbx_buf errb;        /* kept stderr */
+    struct pbx_buf meta;        /* records */
+    struct pbx_proto_done done; /* the cell's report */
+    bool started;               /* STARTED received */
+    bool finished;              /* DONE received */
+    bool failed;                /* FAILED received */
+    bool cell_gone;             /* the status socket reached EOF */
+    bool backstop;              /* the supervisor had to kill */
+};
+
+static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
+                  const struct pbx_exec_request *req)
+{
+    char chunk[65536];
+
+    for (;;) {
+        ssize_t n = read(*fd, chunk, sizeof(chunk));
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            close(*fd);
+            *fd = -1;
+            return;
+        }
+        size_t kept = pbx_buf_append_trunc(b, chunk, (size_t)n);
+
+        if (kept > 0 && req != NULL && req->on_output != NULL)
+            req->on_output(stream, chunk, kept, req->on_output_arg);
+    }
+}
+
+static void read_status(struct flight *f)
+{
+    struct pbx_proto_done d;
+    int fds[2];
+    int nfds;
+    ssize_t n = pbx__proto_recv_done(f->status, &d, fds, &nfds);
+
+    if (n == -EAGAIN)
+        return;
+    if (n <= 0) {
+        f->cell_gone = true;
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        return;
+    }
+    if (d.kind == PBX_PROTO_STARTED) {
+        f->started = true;
+        if (nfds == 2) {
+            f->job_pidfd = fds[0];
+            f->cell_pidfd = fds[1];
+            nfds = 0;
+        }
+    } else if (d.kind == PBX_PROTO_DONE) {
+        f->finished = true;
+        f->done = d;
+    } else if (d.kind == PBX_PROTO_FAILED) {
+        f->failed = true;
+        f->done = d;
+    }
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+}
+
+static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
+{
+    f->backstop = true;
+    if (f->job_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, f->job_pidfd, SIGKILL, NULL, 0);
+    if (f->cell_pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, f->cell_pidfd, SIGKILL, NULL, 0);
+    if (cell != NULL)
+        pbx__cgroup_cell_kill(cell);
+}
+
+static void run_flight(struct flight *f, const struct pbx_exec_request *req,
+                       struct pbx_cgroup_cell *cell)
+{
+    uint64_t begin = pbx_clock_ms(CLOCK_MONOTONIC);
+    uint64_t deadline = begin + PBX_ENGINE_SETUP_TIMEOUT_MS;
+    uint64_t drain_until = 0;
+
+    for (;;) {
+        struct pollfd p[4];
+        int np = 0;
+        uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
+        int timeout;
+        bool ended = f->finished || f->failed || f->cell_gone;
+
+        if (ended && f->out_r < 0 && f->err_r < 0 && f->meta_r < 0)
+            break;
+        if (ended && drain_until == 0)
+            drain_until = now + PBX_ENGINE_DRAIN_MS;
+        if (drain_until != 0 && now >= drain_until)
+            break;
+        if (!ended && f->started && deadline == begin + PBX_ENGINE_SETUP_TIMEOUT_MS)
+            deadline = now + req->limits.wall_ms + GRACE_MS;
+        if (!ended && now >= deadline) {
+            backstop_kill(f, cell);
+            deadline = now + GRACE_MS;
+            if (f->backstop &&
+                now >= begin + PBX_ENGINE_SETUP_TIMEOUT_MS + req->limits.wall_ms + 4 * GRACE_MS)
+                break; /* nothing answers: give up on this cell */
+        }
+        timeout = (int)((drain_until ? drain_until : deadline) - now);
+        if (f->out_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->out_r, .events = POLLIN};
+        if (f->err_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->err_r, .events = POLLIN};
+        if (f->meta_r >= 0)
+            p[np++] = (struct pollfd){.fd = f->meta_r, .events = POLLIN};
+        if (!ended)
+            p[np++] = (struct pollfd){.fd = f->status, .events = POLLIN};
+        if (poll(p, (nfds_t)np, timeout > 0 ? timeout : 0) < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < np; i++) {
+            if (p[i].revents == 0)
+                continue;
+            if (p[i].fd == f->out_r)
+                drain(&f->out_r, &f->out, PBX_STREAM_STDOUT, req);
+            else if (p[i].fd == f->err_r)
+                drain(&f->err_r, &f->errb, PBX_STREAM_STDERR, req);
+            else if (p[i].fd == f->meta_r)
+                drain(&f->meta_r, &f->meta, 0, NULL);
+            else if (p[i].fd == f->status)
+                read_status(f);
+        }
+    }
+}
+
+static json_t *error_object(const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static json_t *error_object(const char *type, const char *fmt, ...)
+{
+    va_list ap;
+    char *msg;
+    json_t *o;
+
+    va_start(ap, fmt);
+    msg = xvasprintf(fmt, ap);
+    va_end(ap);
+    o = json_pack("{s:s, s:s}", "type", type, "message", msg);
+    free(msg);
+    return o;
+}
+
+/*
+ * Parse the output memfd's returned-file records into res->files: one per
+ * name asked, or, for a glob, one per match (or a "not found" for none).
+ * Files carry at most `room` bytes together: what the answer limit leaves.
+ */
+static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exec_request *req,
+                       uint64_t room, struct pbx_exec_result *res)
+{
+    struct stat st;
+    const uint8_t *map = NULL;
+    struct pbx_proto_reader rd = {0};
+
+    res->files = xcalloc(nrec ? nrec : 1, sizeof(*res->files));
+    res->nfiles = 0;
+    if (nrec == 0 || len == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < len)
+        return;
+    map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED)
+        return;
+    rd.p = map;
+    rd.left = len;
+    for (uint32_t i = 0; i < nrec; i++) {
+        struct pbx_file_out *f = &res->files[res->nfiles];
+        uint32_t state;
+        const uint8_t *name;
+        uint32_t nlen;
+        uint64_t size;
+        const uint8_t *data;
+
+        if (!pbx__proto_file_next(&rd, &state, &name, &nlen, &size, &data) ||
+            !pbx__files_name_ok((const char *)name, nlen))
+            break;
+        f->name = xstrndup((const char *)name, nlen);
+        if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes && size <= room) {
+            f->data = xmemdup(data, size);
+            f->size = size;
+            room -= size;
+        } else if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes) {
+            f->error = pbx__proto_file_state_text(PBX_FILE_OVER_ANSWER);
+        } else {
+            f->error =
+                pbx__proto_file_state_text(state == PBX_FILE_OK ? PBX_FILE_TOO_LARGE : state);
+        }
+        res->nfiles++;
+    }
+    munmap((void *)map, len);
+}
+
+/* What the memory cgroup of a cell counted, read before the cgroup may be reused. */
+struct cell_memory {
+    uint64_t oom_kills; /* OOM kills during this execution */
+    uint64_t peak;      /* peak use in bytes, 0 without a memory cgroup */
+};
+
+static void read_cell_memory(struct pbx_cgroup_cell *cell, struct cell_memory *mem)
+{
+    mem->oom_kills = pbx__cgroup_cell_oom_kills(cell);
+    mem->peak = pbx__cgroup_cell_peak_memory(cell);
+}
+
+/* The error object `v` calls for, or NULL (a new reference). */
+static json_t *verdict_error(const struct pbx_verdict *v, const struct pbx_meta *meta,
+                             const struct pbx_exec_request *req)
+{
+    switch (v->error) {
+    case PBX_VERDICT_ERROR_NONE:
+        return NULL;
+    case PBX_VERDICT_ERROR_REJECTED:
+        return meta->reject_error ? json_incref(meta->reject_error)
+                                  : error_object("SyntaxError", "the code was rejected");
+    case PBX_VERDICT_ERROR_WALL:
+        return error_object("TimeoutError", "the execution exceeded the wall time limit of %g s",
+                            req->limits.wall_ms / 1000.0);
+    case PBX_VERDICT_ERROR_CPU:
+        return error_object("TimeoutError", "the execution exceeded the CPU time limit of %g s",
+                            req->limits.cpu_ms / 1000.0);
+    case PBX_VERDICT_ERROR_MEMORY:
+        return error_object("MemoryError",
+                            "the execution exceeded the memory limit of %" PRIu64 " MiB",
+                            req->limits.memory_bytes >> 20);
+    case PBX_VERDICT_ERROR_SIGNAL:
+        return error_object("Killed", "the process was killed by %s", pbx_signal_name(v->signal));
+    case PBX_VERDICT_ERROR_JOB:
+        return json_incref(meta->error);
+    case PBX_VERDICT_ERROR_SANDBOX:
+        return error_object("SandboxError", "the sandbox could not start the job");
+    case PBX_VERDICT_ERROR_EXIT:
+        return error_object("ExitError", "the process exited with status %d", v->exit_code);
+    }
+    /* Not reached: the switch names every kind. */
+    return error_object("SandboxError", "no error object for verdict %d", (int)v->error);
+}
+
+/*
+ * Put the result together.  The verdict (status, exit code, signal) comes from
+ * what the cell and this supervisor observed, through pbx__verdict_decide();
+ * the job's records, which user code can write as well as the bootstrap, only
+ * add the error's detail and main()'s value (docs/design/error-handling.md).
+ */
+static void compose(struct flight *f, const struct pbx_exec_request *req,
+                    const struct cell_memory *mem, int out_fd, struct pbx_exec_result *res)
+{
+    const struct pbx_proto_done *d = &f->done;
+    struct pbx_verdict_facts facts;
+    struct pbx_verdict v;
+    struct pbx_meta meta;
+
+    pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &req->limits, &meta);
+    res->stdout_truncated = f->out.truncated;
+    res->stderr_truncated = f->errb.truncated;
+    res->stdout_data = pbx_buf_steal(&f->out, &res->stdout_len);
+    res->stderr_data = pbx_buf_steal(&f->errb, &res->stderr_len);
+    res->duration_ms = (double)d->duration_ns / 1e6;
+    res->cpu_ms = (double)d->cpu_us / 1000.0;
+    res->max_rss_kb = d->max_rss_kb;
+    res->minor_faults = d->minor_faults;
+    res->prep_faults = d->prep_faults;
+
+    memset(&facts, 0, sizeof(facts));
+    facts.wait_status = d->wait_status;
+    facts.timed_out = d->timed_out != 0;
+    facts.backstop = f->backstop;
+    facts.cpu_us = d->cpu_us;
+    facts.cpu_limit_ms = req->limits.cpu_ms;
+    facts.oom_kills = mem->oom_kills;
+    facts.mem_peak = mem->peak;
+    facts.max_rss_kb = d->max_rss_kb;
+    facts.mem_limit = req->limits.memory_bytes;
+    facts.main_mode = req->main_mode;
+    facts.check = meta.check;
+    facts.job_error_type =
+        meta.error ? json_string_value(json_object_get(meta.error, "type")) : NULL;
+    facts.job_result = meta.result != NULL;
+    pbx__verdict_decide(&facts, &v);
+
+    res->status = v.status;
+    res->has_exit_code = v.has_exit_code;
+    res->exit_code = v.exit_code;
+    res->signal = v.signal;
+    res->error = verdict_error(&v, &meta, req);
+    /*
+     * A value the bootstrap found pybox cannot carry is its error (and exit
+     * status 1); one that fails to parse here under exit status 0 was written
+     * by the code itself, and is dropped.
+     */
+    if (v.take_result)
+        res->result = json_incref(meta.result);
+    if (v.status == PBX_STATUS_REJECTED) {
+        res->files = xcalloc(1, sizeof(*res->files));
+    } else {
+        /* The answer limit holds the outputs kept and main()'s value first, then the files. */
+        uint64_t used = res->stdout_len + res->stderr_len +
+                        (v.take_result && meta.result_text_len > 0 ? meta.result_text_len : 0);
+        uint64_t room = used < req->limits.answer_bytes ? req->limits.answer_bytes - used : 0;
+
+        read_files(out_fd, f->finished ? d->output_len : 0, f->finished ? d->nfiles : 0, req, room,
+                   res);
+    }
+    pbx__meta_release(&meta);
+}
+
+static void flight_close(struct flight *f)
+{
+    int *fds[] = {&f->out_r, &f->err_r, &f->meta_r, &f->status, &f->job_pidfd, &f->cell_pidfd};
+
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+    pbx_buf_release(&f->out);
+    pbx_buf_release(&f->errb);
+    pbx_buf_release(&f->meta);
+}
+
+static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
+{
+    int p[2];
+
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return pbx_error_set(err, errno, "pipe");
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0) {
+        close(p[0]);
+        close(p[1]);
+        return pbx_error_set(err, errno, "fcntl");
+    }
+    *rd = p[0];
+    *wr = p[1];
+    return 0;
+}
+
+/*
+ * One attempt.  *lost is set when the zygote died before the cell could start
+ * the job: nothing ran, so the caller may try again on a fresh zygote.
+ */
+static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req,
+                        struct pbx_exec_result *res, bool *lost, struct pbx_error **err)
+{
+    struct pbx_zygote *z = NULL;
+    struct pbx_proto_writer w = {0};
+    struct pbx_proto_job job;
+    struct flight f;
+    struct pbx_cgroup_cell *cell = NULL;
+    int child[PBX_PROTO_MAX_FDS];
+    int out_fd = -1;
+    struct cell_memory mem = {0};
+    bool mem_read = false;
+    int nchild = PBX_FD_FIXED;
+    struct pbx_spare spare;
+    int sv[2];
+    int rc = -1;
+    int r;
+
+    memset(res, 0, sizeof(*res));
+    if (validate(req, err) < 0)
+        return -1;
+    memset(&f, 0, sizeof(f));
+    f.out_r = f.err_r = f.meta_r = f.status = f.job_pidfd = f.cell_pidfd = -1;
+    pbx_buf_init(&f.out, req->limits.stdout_bytes);
+    pbx_buf_init(&f.errb, req->limits.stderr_bytes);
+    {
+        struct pbx_result_max max;
+
+        pbx_limits_result_max(&req->limits, &max);
+        pbx_buf_init(&f.meta, max.record + META_EXTRA);
+    }
+    for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
+        child[i] = -1;
+
+    pbx__proto_job_init(&job, PBX_JOB_RUN, atomic_fetch_add(&e->next, 1));
+    job.limits = req->limits;
+    job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) |
+                (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
+                (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP);
+    job.ninput = (uint32_t)req->nfiles;
+    job.nreturn = (uint32_t)req->nreturn;
+    pbx__proto_request_code(&w, req->code, req->code_len);
+    for (size_t i = 0; i < req->nfiles; i++)
+        pbx__proto_request_input(&w, req->files[i].name, req->files[i].data, req->files[i].size);
+    for (size_t i = 0; i < req->nreturn; i++)
+        pbx__proto_request_return(&w, req->return_files[i]);
+    pbx__proto_request_modules(&w, req->extra_modules);
+    job.request_len = w.len;
+
+    child[PBX_FD_REQUEST] = sealed_memfd("pybox-request", w.data, w.len, err);
+    free(w.data);
+    if (child[PBX_FD_REQUEST] < 0)
+        goto out_close;
+    child[PBX_FD_STDIN] = sealed_memfd("pybox-stdin", req->stdin_data, req->stdin_len, err);
+    if (child[PBX_FD_STDIN] < 0)
+        goto out_close;
+    if (pipe_pair(&f.out_r, &child[PBX_FD_STDOUT], err) < 0 ||
+        pipe_pair(&f.err_r, &child[PBX_FD_STDERR], err) < 0 ||
+        pipe_pair(&f.meta_r, &child[PBX_FD_META], err) < 0)
+        goto out_close;
+    out_fd = memfd_create("pybox-output", MFD_CLOEXEC);
+    if (out_fd < 0) {
+        pbx_error_set(err, errno, "memfd_create");
+        goto out_close;
+    }
+    child[PBX_FD_OUTPUT] = dup(out_fd);
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pbx_error_set(err, errno, "socketpair");
+        goto out_close;
+    }
+    f.status = sv[0];
+    child[PBX_FD_STATUS] = sv[1];
+
+    if (pbx__pool_take(e, &req->limits, &spare)) {
+        /* A warm cell: hand it the execution on its own status socket. */
+        close(f.status);
+        close(child[PBX_FD_STATUS]);
+        child[PBX_FD_STATUS] = -1;
+        f.status = spare.status;
+        cell = spare.cell;
+        z = spare.z;
+        pbx__zygotes_count_exec(e, z);
+        job.kind = PBX_JOB_GO;
+        if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
+            goto out_close;
+        goto sent;
+    }
+    z = pbx__zygotes_get(e, true, err);
+    if (z == NULL)
+        goto out_close;
+    if (e->cg != NULL) {
+        if (pbx__cells_get(e, job.id, &req->limits, &cell, err) < 0)
+            goto out_close;
+        r = pbx__cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
+        if (r < 0)
+            goto out_close;
+        nchild += r;
+        job.ncgroup_fds = (uint32_t)r;
+    }
+    if (pbx__proto_send_job(z->ctrl, &job, child, nchild, err) < 0)
+        goto out_close;
+sent:
+    for (int i = 0; i < nchild; i++) {
+        close(child[i]);
+        child[i] = -1;
+    }
+
+    run_flight(&f, req, cell);
+    if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
+        /*
+         * The cell reported: its job and everything the job started are dead and reaped,
+         * so the OOM count and the peak are final (read before the reaper may pool the
+         * cgroup, which resets them).  Its own exit goes on without us.
+         */
+        read_cell_memory(cell, &mem);
+        mem_read = true;
+        if (pbx__cells_reap_later(e, f.cell_pidfd, cell)) {
+            f.cell_pidfd = -1;
+            cell = NULL;
+        }
+    }
+    if (f.cell_pidfd >= 0) {
+        /* Let the cell finish exiting, so its cgroups are empty when we remove them. */
+        struct pollfd p = {.fd = f.cell_pidfd, .events = POLLIN};
+
+        while (poll(&p, 1, PBX_ENGINE_DRAIN_MS) < 0 && errno == EINTR)
+            ;
+    }
+    if (!mem_read)
+        read_cell_memory(cell, &mem);
+    if (!f.started && !f.finished && !f.failed && !f.cell_gone) {
+        /*
+         * Given up without a word from the cell: the job message, with the
+         * cgroup.procs fds in it, may still wait in a stalled zygote's queue.
+         * A cell forked from it later would join whatever its cgroups have
+         * become, so they are removed (the join then fails), never pooled.
+         */
+        pbx__cells_drop(cell);
+        cell = NULL;
+    }
+    if (f.failed) {
+        pbx__proto_failed_error(&f.done, err);
+    } else if (!f.started && !f.finished && pbx__zygotes_dying(z)) {
+        *lost = true;
+        pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
+    } else if (!f.finished && mem.oom_kills == 0) {
+        pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
+    } else {
+        if (!f.finished) /* the OOM killer took the cell itself */
+            f.done.wait_status = SIGKILL;
+        compose(&f, req, &mem, out_fd, res);
+        rc = 0;
+    }
+
+out_close:
+    for (int i = 0; i < PBX_PROTO_MAX_FDS; i++) {
+        if (child[i] >= 0)
+            close(child[i]);
+    }
+    flight_close(&f);
+    pbx__cells_put(e, cell);
+    if (out_fd >= 0)
+        close(out_fd);
+    pbx__zygotes_put(e, z);
+    return rc;
+}
+
+int pbx_engine_execute(struct pbx_engine *e, const struct pbx_exec_request *req,
+                       struct pbx_exec_result *res, struct pbx_error **err)
+{
+    bool lost = false;
+    int rc = execute_once(e, req, res, &lost, err);
+
+    /* Nothing of it ran: once more, on the zygote that replaces the dead one. */
+    if (rc < 0 && lost) {
+        pbx_log(PBX_LOG_WARN, "%s: trying again", (*err)->msg);
+        pbx_error_free(err);
+        lost = false;
+        rc = execute_once(e, req, res, &lost, err);
+    }
+    return rc;
+}
