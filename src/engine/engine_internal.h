@@ -12,7 +12,7 @@
  *
  * Each part keeps its state in its own struct below, embedded in struct
  * pbx_engine; another part reads or writes it only through the part's pbx__
- * functions.  Lock order: see struct pbx_engine.
+ * functions.  The lock order is written at struct pbx_engine.
  */
 #ifndef PBX_ENGINE_ENGINE_INTERNAL_H
 #define PBX_ENGINE_ENGINE_INTERNAL_H
@@ -47,10 +47,18 @@ struct pbx_zygote {
     uint64_t born_ms; /* when it became ready (CLOCK_MONOTONIC) */
 };
 
-/* The zygotes (zygotes.c). */
+/*
+ * The zygotes (zygotes.c).  `lock` is never held across a start: the thread
+ * that starts the next current zygote sets `starting` and lets go of the
+ * lock; other getters wait on `started` meanwhile.
+ */
 struct pbx_zygotes {
-    pthread_mutex_t lock;         /* guards cur, and every zygote's refs and execs */
-    struct pbx_zygote *cur;       /* the zygote new work goes to, or NULL */
+    pthread_mutex_t lock;         /* guards the fields below up to `count`, every zygote's */
+                                  /* refs and execs */
+    pthread_cond_t started;       /* a start ended: `starting` went false */
+    struct pbx_zygote *cur;       /* the zygote new work goes to, or NULL (then maybe starting) */
+    bool starting;                /* a thread is starting the next current zygote */
+    bool stopping;                /* the engine is being freed: no zygote is started any more */
     atomic_ulong count;           /* zygotes started so far (read by pbx_engine_pool_stats()) */
     pthread_t keeper;             /* the parent thread of every zygote (see keeper_main) */
     bool keeper_running;          /* it exists */
@@ -118,6 +126,35 @@ struct pbx_reaper {
     bool stale_stop;            /* the engine is being freed */
 };
 
+/*
+ * The engine: one jail and what serves it, supervisor side.
+ *
+ * Lock order.  The engine's locks, each in its part's struct:
+ *
+ *   pool.lock            -> zygotes.lock
+ *   zygotes.lock         (a leaf: nothing is taken while holding it)
+ *   zygotes.keeper_lock  (a leaf)
+ *   cgpool.lock          (a leaf)
+ *   reaper.lock          (a leaf)
+ *   reaper.stale_lock    (a leaf)
+ *
+ * The one pair that nests: take_spare() and drop_stale_spares() (pool.c) ask
+ * pbx__zygotes_fresh() about a spare while holding pool.lock, so zygotes.lock
+ * may be taken under pool.lock, never the other way round.  No other two
+ * nest: a thread holding any other lock takes none; everything else that
+ * needs two parts (releasing a spare, giving back cgroups, putting a zygote
+ * reference) is done after letting go of the first lock.
+ *
+ * No lock is held across slow work, that is, anything another thread might
+ * wait on for long: starting a zygote (up to START_TIMEOUT_MS; see struct
+ * pbx_zygotes), making or releasing a spare, destroying a zygote, waiting
+ * for a cell to exit, creating, reusing or removing cgroups, sending a job.
+ * A holder reads and writes the fields its lock guards, signals, and at most
+ * polls a zygote's pidfd without waiting; condition waits let go of their
+ * lock.  So pbx_engine_pool_stats(), which takes pool.lock, answers at once
+ * whatever the engine is doing (tests/unit/test_engine.c proves it during a
+ * zygote's start).
+ */
 struct pbx_engine {
     struct pbx_engine_config cfg; /* as started */
     struct pbx_cgroups *cg;       /* cell cgroups, NULL when none is usable */

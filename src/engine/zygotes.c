@@ -282,7 +282,10 @@ static void *keeper_main(void *arg)
     return NULL;
 }
 
-/* Start a zygote on the keeper thread (callers hold the lock, so one at a time). */
+/*
+ * Start a zygote on the keeper thread, and wait for it.  One at a time: only
+ * the thread that set `starting` calls it, with no lock held.
+ */
 static int spawn_on_keeper(struct pbx_engine *e, struct pbx_zygote **out, struct pbx_error **err)
 {
     struct pbx_error *kerr;
@@ -320,33 +323,59 @@ static bool zygote_due_locked(const struct pbx_engine *e, const struct pbx_zygot
 
 struct pbx_zygote *pbx__zygotes_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
 {
+    struct pbx_zygotes *zs = &e->zygotes;
     struct pbx_zygote *old = NULL;
     struct pbx_zygote *z;
 
-    pthread_mutex_lock(&e->zygotes.lock);
-    z = e->zygotes.cur;
-    if (z != NULL && (zygote_dead(z) || zygote_due_locked(e, z))) {
-        if (zygote_dead(z))
-            pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
-        e->zygotes.cur = NULL;
-        old = zygote_unref_locked(z);
-        z = NULL;
+    pthread_mutex_lock(&zs->lock);
+    for (;;) {
+        z = zs->cur;
+        if (z != NULL && (zygote_dead(z) || zygote_due_locked(e, z))) {
+            if (zygote_dead(z))
+                pbx_log(PBX_LOG_WARN, "the zygote died: starting a new one");
+            zs->cur = NULL;
+            old = zygote_unref_locked(z);
+            z = NULL;
+        }
+        if (z != NULL || !zs->starting)
+            break;
+        /* Another thread is starting the next one: wait for it, the lock released meanwhile. */
+        pthread_cond_wait(&zs->started, &zs->lock);
+    }
+    if (z == NULL && zs->stopping) {
+        pthread_mutex_unlock(&zs->lock);
+        pbx_error_set(err, PBX_E_ENGINE, "the engine is stopping");
+        return NULL;
     }
     if (z == NULL) {
-        if (spawn_on_keeper(e, &z, err) < 0) {
-            pthread_mutex_unlock(&e->zygotes.lock);
+        int r;
+
+        /*
+         * Start the next one without the lock: a start takes up to
+         * START_TIMEOUT_MS, and the pool, the metrics and the executions
+         * with a reference of their own need the lock meanwhile.  Other
+         * getters wait for `starting` to end, as above.
+         */
+        zs->starting = true;
+        pthread_mutex_unlock(&zs->lock);
+        r = spawn_on_keeper(e, &z, err);
+        pthread_mutex_lock(&zs->lock);
+        zs->starting = false;
+        pthread_cond_broadcast(&zs->started);
+        if (r < 0) {
+            pthread_mutex_unlock(&zs->lock);
             if (old != NULL)
                 zygote_destroy(old);
             return NULL;
         }
         z->refs = 1; /* the engine's, while current */
-        e->zygotes.cur = z;
-        atomic_fetch_add(&e->zygotes.count, 1);
+        zs->cur = z;
+        atomic_fetch_add(&zs->count, 1);
     }
     z->refs++;
     if (count_exec)
         z->execs++;
-    pthread_mutex_unlock(&e->zygotes.lock);
+    pthread_mutex_unlock(&zs->lock);
     if (old != NULL)
         zygote_destroy(old);
     return z;
@@ -372,6 +401,7 @@ void pbx__zygotes_count_exec(struct pbx_engine *e, struct pbx_zygote *z)
 void pbx__zygotes_init(struct pbx_engine *e)
 {
     pthread_mutex_init(&e->zygotes.lock, NULL);
+    pthread_cond_init(&e->zygotes.started, NULL);
     pthread_mutex_init(&e->zygotes.keeper_lock, NULL);
     pthread_cond_init(&e->zygotes.keeper_cond, NULL);
     e->zygotes.keeper_running = pbx__engine_start_thread(&e->zygotes.keeper, keeper_main, e);
@@ -382,6 +412,10 @@ struct pbx_zygote *pbx__zygotes_retire(struct pbx_engine *e)
     struct pbx_zygote *cur;
 
     pthread_mutex_lock(&e->zygotes.lock);
+    /* A zygote being started becomes current first, and is killed here with the rest. */
+    while (e->zygotes.starting)
+        pthread_cond_wait(&e->zygotes.started, &e->zygotes.lock);
+    e->zygotes.stopping = true;
     cur = e->zygotes.cur;
     e->zygotes.cur = NULL;
     if (cur != NULL)

@@ -1,26 +1,34 @@
 /*
- * End-to-end tests of src/engine/engine.c: a real jail, zygote, cells and
- * jobs.  Needs root (user namespaces with an id range mapped).
+ * End-to-end tests of the engine (src/engine/engine.c and the files it
+ * names): a real jail, zygote, cells and jobs.  Needs root (user namespaces
+ * with an id range mapped).
  *
  * The zygote is this very binary, re-executed through /proc/self/exe with
  * argv[1] == PBX_ZYGOTE_ARG, so main() hands over to pbx__zygote_main() first
- * as the pybox binary does.  Each test starts its own engine in its Check
- * child (about 50 ms) and frees it; a failing test's child exits and the
- * zygote, which has PR_SET_PDEATHSIG, dies with it.
+ * as the pybox binary does (after HOLD_FILE, if any, is gone).  Each test
+ * starts its own engine in its Check child (about 50 ms) and frees it; a
+ * failing test's child exits and the zygote, which has PR_SET_PDEATHSIG, dies
+ * with it.
  *
  * The program exits 77 (skipped) when not root, and when every test passed
  * but the stalled zygote test could not run (no cgroup v1 pids hierarchy).
  */
 #include <check.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "engine/zygote.h"
@@ -28,6 +36,14 @@
 #include "sandbox/cgroup_internal.h"
 #include "asan.h"
 #include "common/banned.h"
+
+/*
+ * While a file of this name is in the working directory, a zygote starting
+ * waits before it becomes one, as a slow start would (numpy's first import
+ * on a cold cache): the zygote inherits the directory, and the file is
+ * looked up relative to it.
+ */
+#define HOLD_FILE "pybox-test-hold"
 
 /* The engine of the running test, started by setup(). */
 static struct pbx_engine *engine;
@@ -797,8 +813,8 @@ static unsigned count_cells(const char *dir)
     return n;
 }
 
-/* The engine's zygote: the one child of this process. */
-static pid_t find_zygote(void)
+/* A zygote of the engine other than `other`: a child of this process; -1 when there is none. */
+static pid_t find_zygote_but(pid_t other)
 {
     DIR *d = opendir("/proc");
     struct dirent *de;
@@ -809,17 +825,19 @@ static pid_t find_zygote(void)
         char path[300];
         char line[256];
         FILE *f;
+        pid_t pid;
 
         if (de->d_name[0] < '1' || de->d_name[0] > '9')
             continue;
+        pid = (pid_t)strtol(de->d_name, NULL, 10);
         snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
         f = fopen(path, "re");
         if (f == NULL)
             continue;
         while (fgets(line, sizeof(line), f) != NULL) {
             if (strncmp(line, "PPid:", 5) == 0) {
-                if (strtol(line + 5, NULL, 10) == getpid())
-                    found = (pid_t)strtol(de->d_name, NULL, 10);
+                if (strtol(line + 5, NULL, 10) == getpid() && pid != other)
+                    found = pid;
                 break;
             }
         }
@@ -827,6 +845,12 @@ static pid_t find_zygote(void)
     }
     closedir(d);
     return found;
+}
+
+/* The engine's zygote: the one child of this process. */
+static pid_t find_zygote(void)
+{
+    return find_zygote_but(-1);
 }
 
 /*
@@ -872,6 +896,170 @@ START_TEST(test_stalled_zygote_cgroups_not_pooled)
 }
 END_TEST
 
+/* Whether process `pid` has ended (a zombie, or reaped). */
+static bool process_ended(pid_t pid)
+{
+    char path[64];
+    char buf[256];
+    const char *state;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = '\0';
+    state = strrchr(buf, ')');
+    return state == NULL || (state[1] == ' ' && (state[2] == 'Z' || state[2] == 'X'));
+}
+
+/* An execution on demand (limits unlike the spares'), on a thread of its own. */
+struct on_demand {
+    pthread_t thread;           /* runs it */
+    struct pbx_exec_result res; /* its result */
+    struct pbx_error *err;      /* or why not */
+    int rc;                     /* pbx_engine_execute()'s */
+};
+
+static void *on_demand_main(void *arg)
+{
+    struct on_demand *od = arg;
+    struct pbx_exec_request req;
+
+    pbx_exec_request_init(&req);
+    req.code = "print('on demand')";
+    req.code_len = strlen(req.code);
+    req.limits.wall_ms += 1000; /* no spare fits: it forks on demand */
+    od->rc = pbx_engine_execute(engine, &req, &od->res, &od->err);
+    return NULL;
+}
+
+/* pbx_engine_pool_stats() on a thread of its own, which says when it answered. */
+struct stats_call {
+    pthread_t thread;         /* makes the call */
+    struct pbx_pool_stats st; /* its answer */
+    atomic_bool answered;     /* st is filled */
+};
+
+static void *stats_main(void *arg)
+{
+    struct stats_call *sc = arg;
+
+    pbx_engine_pool_stats(engine, &sc->st);
+    atomic_store(&sc->answered, true);
+    return NULL;
+}
+
+/* Wait up to `ms` for `done()`; returns whether it came. */
+static bool wait_for(bool (*done)(void *), void *arg, unsigned ms)
+{
+    uint64_t until = pbx_clock_ms(CLOCK_MONOTONIC) + ms;
+
+    while (!done(arg)) {
+        if (pbx_clock_ms(CLOCK_MONOTONIC) >= until)
+            return false;
+        usleep(10000);
+    }
+    return true;
+}
+
+static bool pool_has_spare(void *arg)
+{
+    struct pbx_pool_stats st;
+
+    (void)arg;
+    pbx_engine_pool_stats(engine, &st);
+    return st.idle > 0;
+}
+
+static bool has_ended(void *arg)
+{
+    return process_ended(*(pid_t *)arg);
+}
+
+static bool new_zygote_found(void *arg)
+{
+    pid_t *pids = arg; /* the old one, then the new one found */
+
+    pids[1] = find_zygote_but(pids[0]);
+    return pids[1] > 0;
+}
+
+static bool stats_answered(void *arg)
+{
+    return atomic_load(&((struct stats_call *)arg)->answered);
+}
+
+/*
+ * The pool's counters (what /metrics shows) answer while a zygote is being
+ * started.  An execution on demand finds the zygote dead and starts the next
+ * one, which HOLD_FILE keeps from becoming ready; meanwhile the refill thread
+ * meets the dead zygote's spare in the pool (its sweep runs every second).
+ * Neither may hold a lock that pbx_engine_pool_stats() needs while the start
+ * lasts.  Once the zygote is let go, the execution runs on it.
+ */
+START_TEST(test_pool_stats_during_zygote_start)
+{
+    char dir[] = "/tmp/pybox-test-engine-XXXXXX";
+    struct pbx_engine_config cfg;
+    struct pbx_error *err = NULL;
+    struct stats_call sc = {.answered = false};
+    struct on_demand od = {.rc = -1};
+    struct pbx_pool_stats st;
+    pid_t pids[2] = {-1, -1};
+    bool in_time;
+    int fd;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    /* The zygote, unprivileged on the host, looks up HOLD_FILE from here. */
+    ck_assert_int_eq(chmod(dir, 0711), 0);
+    ck_assert_int_eq(chdir(dir), 0);
+    pbx_engine_config_default(&cfg);
+    cfg.spares_min = 1;
+    cfg.spares_max = 1;
+    if (pbx_engine_start(&cfg, &engine, &err) < 0)
+        ck_abort_msg("pbx_engine_start: %s", err ? err->msg : "(no error)");
+    ck_assert_msg(wait_for(pool_has_spare, NULL, 30000), "no spare became ready");
+
+    fd = open(HOLD_FILE, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    pids[0] = find_zygote();
+    ck_assert_int_gt(pids[0], 0);
+    ck_assert_int_eq(kill(pids[0], SIGKILL), 0);
+    ck_assert(wait_for(has_ended, &pids[0], 10000));
+    ck_assert_int_eq(pthread_create(&od.thread, NULL, on_demand_main, &od), 0);
+    ck_assert_msg(wait_for(new_zygote_found, pids, 10000), "no new zygote is starting");
+    /* Past the refill thread's next sweep. */
+    usleep(1500 * 1000);
+
+    ck_assert_int_eq(pthread_create(&sc.thread, NULL, stats_main, &sc), 0);
+    in_time = wait_for(stats_answered, &sc, 2000);
+    ck_assert_int_eq(unlink(HOLD_FILE), 0);
+    pthread_join(sc.thread, NULL);
+    pthread_join(od.thread, NULL);
+    ck_assert_msg(in_time, "the pool's counters waited for a zygote's start");
+    ck_assert_uint_eq(sc.st.zygotes, 1); /* the second one was not ready yet */
+
+    if (od.rc < 0)
+        ck_abort_msg("the execution on demand: %s", od.err ? od.err->msg : "(no error)");
+    ck_assert_int_eq(od.res.status, PBX_STATUS_OK);
+    ck_assert_str_eq(od.res.stdout_data, "on demand\n");
+    pbx_exec_result_release(&od.res);
+    pbx_engine_pool_stats(engine, &st);
+    ck_assert_uint_eq(st.zygotes, 2);
+    pbx_engine_free(engine);
+    engine = NULL;
+    ck_assert_int_eq(chdir("/"), 0);
+    ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 static Suite *engine_suite(bool can_stall)
 {
     Suite *s = suite_create("engine");
@@ -901,6 +1089,12 @@ static Suite *engine_suite(bool can_stall)
     tcase_add_test(tc, test_free_null);
     suite_add_tcase(s, tc);
 
+    /* Its own engine, with a warm pool; about 5 s. */
+    tc = tcase_create("zygote start");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_pool_stats_during_zygote_start);
+    suite_add_tcase(s, tc);
+
     /* About 50 s: the supervisor gives up on a silent cell after setup, wall and grace times. */
     if (can_stall) {
         tc = tcase_create("stalled");
@@ -919,9 +1113,12 @@ int main(int argc, char **argv)
     SRunner *sr;
     int failed;
 
-    /* Re-executed as the zygote through /proc/self/exe. */
-    if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0)
+    /* Re-executed as the zygote through /proc/self/exe; held while HOLD_FILE is there. */
+    if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0) {
+        while (access(HOLD_FILE, F_OK) == 0)
+            usleep(10000);
         pbx__zygote_main(argc, argv);
+    }
     if (geteuid() != 0) {
         fprintf(stderr, "not root: skipping the engine tests\n");
         return 77;
