@@ -1,13 +1,26 @@
 /*
- * POST /execute and POST /v1/execute: who is calling (a Bearer header or
- * `api_key`), what it asks within its policy, admission (its rate window and
- * daily quota checked before it may take a slot or a place in the queue,
- * charged once it has one; the server's memory budget for its answer), the
- * execution, the audit record, and the answer in the dialect it came in.
- * multipart/form-data bodies of /v1/execute are read part by part here too.
+ * POST /execute and POST /v1/execute: one request as a pipeline of steps,
+ * each a function of this file, run by pbx__execute_handle() in this order:
+ *
+ *   parse    the body into a request: JSON, or the form read part by part
+ *            as it arrived (src/server/request.c holds one validator for
+ *            both);
+ *   resolve  who is calling (a Bearer header or `api_key`) and what its
+ *            policy lets it ask, which gives its execution's limits
+ *            (src/policy/caller.c);
+ *   admit    its rate window and daily quota checked, and the request held
+ *            against them, before it may take a slot or a place in the
+ *            queue; a slot; the server's memory budget for its answer; the
+ *            window and the quota charged;
+ *   build    the engine's request;
+ *   run      the execution;
+ *   audit    its record in the store, and the metrics;
+ *   answer   in the dialect the request came in.
+ *
+ * A step that refuses answers at once and ends the pipeline; finish() then
+ * gives back what the steps took (the slot, the hold), whatever the outcome.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,9 +30,74 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/log.h"
-#include "common/xalloc.h"
 #include "server/internal.h"
 #include "common/banned.h"
+
+/* One request as it goes through the steps; each step fills its part. */
+struct execution {
+    struct pbx_server *s;         /* the server */
+    struct MHD_Connection *c;     /* the connection the request came on */
+    struct request_ctx *ctx;      /* the request as the server read it */
+    bool v1;                      /* POST /v1/execute; else the compatible dialect */
+    enum MHD_Result ret;          /* what the handler gives libmicrohttpd */
+    struct pbx_http_request req;  /* parse: what the body asks */
+    struct pbx_caller who;        /* resolve: who asks, and what it may */
+    struct pbx_limits limits;     /* resolve: the limits its execution gets */
+    char client[300];             /* admit: whose window and quota it counts against */
+    bool held;                    /* admit: held in the window, not charged (to let go) */
+    bool slot;                    /* admit: holds an execution slot (to leave) */
+    int64_t today;                /* admit: the caller's requests today */
+    unsigned active;              /* admit: executions running when it asked for a slot */
+    struct pbx_exec_request ereq; /* build: what the engine runs */
+    struct pbx_exec_result res;   /* run: what the engine gave */
+    bool ran;                     /* run: res holds a result (to release) */
+    uint64_t t0;                  /* run: when it started, wall clock, ms */
+};
+
+/* Answer an error: the step refuses the request. Returns -1 for the step to return. */
+static int refuse(struct execution *x, const char *type, const char *msg, unsigned retry_after)
+{
+    x->ret = pbx__server_send_error(x->c, x->ctx, x->s, type, msg, retry_after, NULL);
+    return -1;
+}
+
+/* ---- parse ---- */
+
+/* The request, from the form's parts or the JSON body.  Returns 0, or -1 after answering. */
+static int parse(struct execution *x)
+{
+    const char *ctype = MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Content-Type");
+    struct request_ctx *ctx = x->ctx;
+    struct pbx_error *err = NULL;
+    const char *etype = "ValidationError";
+    int rc;
+
+    if (ctx->form.pp != NULL) {
+        rc = pbx__multipart_finish(&ctx->form, &x->req, &err);
+    } else if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+               (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
+        return refuse(x, "UnsupportedMediaType",
+                      x->v1 ? "send the request as application/json or multipart/form-data"
+                            : "send the request as Content-Type: application/json",
+                      0);
+    } else if (x->v1) {
+        rc = pbx__request_parse_v1(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
+                                   &err);
+    } else {
+        rc = pbx__request_parse_compat(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
+                                       &err);
+    }
+    if (rc < 0) {
+        refuse(x, etype, err->msg, 0);
+        pbx_error_free(&err);
+        return -1;
+    }
+    /* The parsed request holds its own copies; the body's share of the budget stays for them. */
+    pbx_buf_release(&ctx->body);
+    return 0;
+}
+
+/* ---- resolve ---- */
 
 static const char *bearer(struct MHD_Connection *c)
 {
@@ -33,7 +111,7 @@ static const char *bearer(struct MHD_Connection *c)
     return *h ? h : NULL;
 }
 
-/* The store's keys for pbx_caller_resolve(): a failed lookup is logged, and answered 500. */
+/* The store's keys, for pbx_caller_resolve(): a failed lookup is logged, and answered 500. */
 static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
                       struct pbx_error **err)
 {
@@ -56,21 +134,39 @@ static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_
     return 1;
 }
 
-/* Resolve who is calling; returns 0, or -1 after answering (401, 500). */
-static int authenticate(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                        const char *token, struct pbx_caller *who, enum MHD_Result *ret)
+/*
+ * Who is calling, from the Authorization header or else the body's
+ * `api_key`, and what it may do with this request: the limits of its
+ * execution.  Returns 0, or -1 after answering (401, 403, 400, 501, 500).
+ */
+static int resolve(struct execution *x)
 {
-    const struct pbx_caller_keys keys = {.lookup = lookup_key, .arg = s};
+    const struct pbx_caller_keys keys = {.lookup = lookup_key, .arg = x->s};
+    const struct pbx_caller_ask ask = {
+        .code_len = x->req.code_len,
+        .code_chars = x->req.code_chars,
+        .network = x->req.network,
+        .has_timeout = x->req.has_timeout,
+        .timeout_s = x->req.timeout_s,
+        .has_memory = x->req.has_memory,
+        .memory_mb = x->req.memory_mb,
+    };
+    const char *token = bearer(x->c);
     struct pbx_error *err = NULL;
     const char *etype = NULL;
 
-    if (pbx_caller_resolve(&s->callers, &keys, token, who, &etype, &err) < 0) {
-        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
+    if (token == NULL)
+        token = x->req.api_key;
+    if (pbx_caller_resolve(&x->s->callers, &keys, token, &x->who, &etype, &err) < 0 ||
+        pbx_caller_limits(&x->s->callers, &x->who, &ask, &x->limits, &etype, &err) < 0) {
+        refuse(x, etype, err->msg, 0);
         pbx_error_free(&err);
         return -1;
     }
     return 0;
 }
+
+/* ---- admit ---- */
 
 static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
 {
@@ -81,6 +177,205 @@ static void utc_day(uint64_t ms, char *out, size_t len, unsigned *to_midnight)
     strftime(out, len, "%Y-%m-%d", &tm);
     *to_midnight = (unsigned)(86400 - (t % 86400));
 }
+
+/* Whose window and quota a request counts against: "key:NAME" or "ip:ADDRESS". */
+static void client_id(struct execution *x)
+{
+    snprintf(x->client, sizeof(x->client), "%s%s",
+             x->who.keyed ? "key:" : "ip:", x->who.keyed ? x->who.key_name : x->ctx->client);
+}
+
+static int quota_spent(struct execution *x)
+{
+    unsigned to_midnight;
+    char msg[160];
+    char day[16];
+
+    utc_day(pbx_clock_ms(CLOCK_REALTIME), day, sizeof(day), &to_midnight);
+    snprintf(msg, sizeof(msg),
+             "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", x->who.rpd);
+    return refuse(x, "RateLimitExceeded", msg, to_midnight);
+}
+
+/*
+ * The per-minute window and the daily quota, checked before the caller may
+ * take a slot or a place in the queue, so a caller over its limits cannot
+ * crowd others out.  The request is then held: it counts against both while
+ * it waits (a burst cannot pass the check all at once), and is charged only
+ * once admitted (charge()) or let go.  Returns 0 (held unless admin), or -1
+ * after answering (429, 500).
+ */
+static int hold(struct execution *x)
+{
+    struct pbx_server *s = x->s;
+    struct pbx_error *err = NULL;
+    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
+    unsigned retry = 0;
+    unsigned held = 0;
+    unsigned to_midnight;
+    char msg[160];
+    char day[16];
+
+    if (x->who.admin)
+        return 0;
+    if (!pbx__admit_hold(s->admit, x->client, x->who.rpm, now, &retry, &held)) {
+        snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
+                 x->who.rpm);
+        return refuse(x, "RateLimitExceeded", msg, retry);
+    }
+    utc_day(now, day, sizeof(day), &to_midnight);
+    if (pbx_store_quota_get(s->store, x->client, day, &x->today, &err) < 0) {
+        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
+        pbx_error_free(&err);
+        pbx__admit_release(s->admit, x->client, false, now);
+        return refuse(x, "InternalServerError", "the quota store failed", 0);
+    }
+    if (x->who.rpd >= 0 && x->today + (int64_t)held >= x->who.rpd) {
+        pbx__admit_release(s->admit, x->client, false, now);
+        return quota_spent(x);
+    }
+    x->held = true;
+    return 0;
+}
+
+/* An execution slot, at once or after a wait in the queue. Returns 0, or -1 after a 503. */
+static int take_slot(struct execution *x)
+{
+    x->active = pbx__admit_active(x->s->admit);
+    if (!pbx__admit_enter(x->s->admit))
+        return refuse(x, "ServerBusy",
+                      "every execution slot is busy and the queue is full or its wait ran out; "
+                      "retry in a moment",
+                      1);
+    x->slot = true;
+    return 0;
+}
+
+/* Memory for the answer, from the server's budget. Returns 0, or -1 after a 503. */
+static int reserve_answer(struct execution *x)
+{
+    if (!pbx__server_budget_take(x->s, x->ctx, pbx__server_answer_reserve(&x->limits))) {
+        x->ret = pbx__server_budget_spent(x->s, x->c, x->ctx);
+        return -1;
+    }
+    return 0;
+}
+
+/* Charge a held request, now admitted. Returns 0, or -1 after answering (429, 500). */
+static int charge(struct execution *x)
+{
+    struct pbx_server *s = x->s;
+    struct pbx_error *err = NULL;
+    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
+    unsigned to_midnight;
+    char day[16];
+    int rc;
+
+    if (x->who.admin)
+        return 0;
+    x->held = false; /* charged in the window now, whatever the quota says */
+    pbx__admit_release(s->admit, x->client, true, now);
+    utc_day(now, day, sizeof(day), &to_midnight);
+    /* Atomic in the store: another node may have spent the quota meanwhile. */
+    rc = pbx_store_quota_take(s->store, x->client, day, x->who.rpd, &x->today, &err);
+    if (rc < 0) {
+        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
+        pbx_error_free(&err);
+        return refuse(x, "InternalServerError", "the quota store failed", 0);
+    }
+    if (rc == 0)
+        return quota_spent(x);
+    return 0;
+}
+
+/*
+ * Admission: the window and the quota held, a slot, the answer's memory,
+ * then the charge.  Returns 0 with a slot, or -1 after answering (429, 503,
+ * 500).
+ */
+static int admit(struct execution *x)
+{
+    client_id(x);
+    if (hold(x) < 0 || take_slot(x) < 0 || reserve_answer(x) < 0)
+        return -1;
+    return charge(x);
+}
+
+/* ---- build, run, audit ---- */
+
+/* The engine's request for the request, with the limits the caller's policy gave. */
+static void build(struct execution *x)
+{
+    const struct pbx_http_request *req = &x->req;
+    struct pbx_exec_request *ereq = &x->ereq;
+
+    pbx_exec_request_init(ereq);
+    ereq->limits = x->limits;
+    ereq->code = req->code;
+    ereq->code_len = req->code_len;
+    ereq->stdin_data = req->stdin_data;
+    ereq->stdin_len = req->stdin_len;
+    ereq->files = req->files;
+    ereq->nfiles = req->nfiles;
+    ereq->return_files = (const char *const *)req->return_files;
+    ereq->nreturn = req->nreturn;
+    ereq->main_mode = req->main_mode;
+    ereq->allow_all_imports = x->who.all_modules;
+    ereq->extra_modules = x->who.keyed ? x->who.key.modules : NULL;
+}
+
+/*
+ * Run it, on the engine of the caller's trust class.  Returns 0 with a
+ * result, or -1 after answering (400 for a request the engine refused, 500).
+ */
+static int run(struct execution *x)
+{
+    struct pbx_server *s = x->s;
+    struct pbx_error *err = NULL;
+    enum pbx_trust trust = x->who.keyed || x->who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS;
+
+    x->t0 = pbx_clock_ms(CLOCK_REALTIME);
+    if (s->ex.execute(s->ex.arg, trust, &x->ereq, &x->res, &err) < 0) {
+        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
+
+        if (!bad)
+            pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
+        x->ret =
+            pbx__server_send_error(x->c, x->ctx, s, bad ? "ValidationError" : "InternalServerError",
+                                   bad ? err->msg : "the execution engine failed", 0, NULL);
+        pbx_error_free(&err);
+        return -1;
+    }
+    x->ran = true;
+    return 0;
+}
+
+/* The execution's record in the store's audit log, and its count in the metrics. */
+static void audit(struct execution *x)
+{
+    struct pbx_error *err = NULL;
+    unsigned char hash[32];
+    char hex[65];
+    struct pbx_audit rec = {
+        .time_ms = (int64_t)x->t0,
+        .client = x->ctx->client,
+        .key_name = x->who.keyed ? x->who.key_name : (x->who.admin ? "admin" : NULL),
+        .route = x->v1 ? "/v1/execute" : "/execute",
+        .code_sha256 = hex,
+        .status = pbx_status_name(x->res.status),
+        .duration_ms = x->res.duration_ms,
+    };
+
+    crypto_hash_sha256(hash, (const unsigned char *)x->req.code, x->req.code_len);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    if (pbx_store_audit(x->s->store, &rec, &err) < 0) {
+        pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
+        pbx_error_free(&err);
+    }
+    pbx__server_observe(x->s, &x->res, pbx_clock_ms(CLOCK_REALTIME) - x->t0);
+}
+
+/* ---- answer ---- */
 
 /* The compatible dialect's output_files from the result object `full` (its strings shared). */
 static json_t *compat_files(json_t *full)
@@ -199,490 +494,41 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
     return pbx__server_send_json(c, ctx, s, 200, body, 0);
 }
 
-/* ---- multipart/form-data for /v1/execute ---- */
-
-static struct pbx_request_caps caps_of(const struct pbx_server *s)
+/* The result, as /v1/execute's result object or in the compatible dialect's shape. */
+static void answer(struct execution *x)
 {
-    struct pbx_request_caps caps = {
-        .max_files = s->cfg->limits.input_files,
-        .max_file_bytes = s->cfg->limits.input_file_bytes,
-        .max_return = s->cfg->limits.output_files,
-        .max_stdin = s->cfg->limits.stdin_bytes,
-    };
-
-    return caps;
+    if (x->v1)
+        x->ret =
+            pbx__server_send_json(x->c, x->ctx, x->s, 200, pbx_exec_result_to_json(&x->res), 0);
+    else
+        x->ret = answer_compat(x->s, x->c, x->ctx, &x->req, &x->who, &x->res, x->today, x->active);
 }
 
-static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void mp_fail(struct request_ctx *ctx, const char *fmt, ...)
+/* Give back what the steps took, whatever the outcome. */
+static void finish(struct execution *x)
 {
-    va_list ap;
-
-    if (ctx->mp_failed)
-        return;
-    ctx->mp_failed = true;
-    va_start(ap, fmt);
-    vsnprintf(ctx->mp_error, sizeof(ctx->mp_error), fmt, ap);
-    va_end(ap);
-}
-
-static bool form_bool(const char *v, bool *out)
-{
-    if (strcmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcmp(v, "on") == 0) {
-        *out = true;
-        return true;
-    }
-    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "off") == 0 || *v == '\0') {
-        *out = false;
-        return true;
-    }
-    return false;
-}
-
-/* The field read so far is complete: put it into the request. */
-static void mp_flush(struct request_ctx *ctx)
-{
-    struct pbx_http_request *r = &ctx->mp;
-    const char *f = ctx->field;
-    const char *v = ctx->value.data ? ctx->value.data : "";
-    size_t len = ctx->value.len;
-    struct pbx_request_caps caps = caps_of(ctx->server);
-
-    if (f[0] == '\0' || ctx->mp_failed)
-        goto out;
-    if (strcmp(f, "code") == 0 || strcmp(f, "stdin") == 0) {
-        char **dst = f[0] == 'c' ? &r->code : &r->stdin_data;
-
-        if (*dst != NULL) {
-            mp_fail(ctx, "field `%s` is given twice", f);
-            goto out;
-        }
-        *dst = xmemdup(v, len + 1);
-        if (f[0] == 'c')
-            r->code_len = len;
-        else
-            r->stdin_len = len;
-    } else if (strcmp(f, "return_files") == 0) {
-        if (r->nreturn >= caps.max_return) {
-            mp_fail(ctx, "at most %zu files may be returned", caps.max_return);
-            goto out;
-        }
-        if (strlen(v) != len || !pbx_engine_check_name(v, NULL)) {
-            mp_fail(ctx, "`return_files` value is not a valid file name");
-            goto out;
-        }
-        r->return_files = xrealloc(r->return_files, (r->nreturn + 1) * sizeof(char *));
-        r->return_files[r->nreturn++] = xstrdup(v);
-    } else if (strcmp(f, "main") == 0 || strcmp(f, "network") == 0) {
-        if (!form_bool(v, f[0] == 'm' ? &r->main_mode : &r->network))
-            mp_fail(ctx, "field `%s` must be true or false", f);
-    } else if (strcmp(f, "timeout") == 0) {
-        struct pbx_error *err = NULL;
-        char *end = NULL;
-        double t = strtod(v, &end);
-
-        if (end == v || *end != '\0' || pbx__request_set_timeout(r, t, &err) < 0) {
-            mp_fail(ctx, "`timeout` must be between 0 and 3600 seconds");
-            pbx_error_free(&err);
-            goto out;
-        }
-    } else if (strcmp(f, "memory_mb") == 0) {
-        char *end = NULL;
-        unsigned long m = strtoul(v, &end, 10);
-
-        if (end == v || *end != '\0' || *v == '-' || m < 16 || m > 65536) {
-            mp_fail(ctx, "`memory_mb` must be a whole number from 16 to 65536");
-            goto out;
-        }
-        r->has_memory = true;
-        r->memory_mb = m;
-    } else {
-        mp_fail(ctx, "unknown form field `%s`", f);
-    }
-out:
-    ctx->field[0] = '\0';
-    pbx_buf_release(&ctx->value);
-}
-
-static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *key,
-                               const char *filename, const char *content_type,
-                               const char *transfer_encoding, const char *data, uint64_t off,
-                               size_t size)
-{
-    struct request_ctx *ctx = cls;
-    struct pbx_http_request *r = &ctx->mp;
-    struct pbx_request_caps caps = caps_of(ctx->server);
-    size_t cap;
-
-    (void)kind;
-    (void)content_type;
-    (void)transfer_encoding;
-    if (ctx->mp_failed)
-        return MHD_YES; /* keep reading; the error is answered at the end */
-    if (data == NULL)
-        size = 0;
-    if (filename != NULL) {
-        struct pbx_file_in *file;
-
-        if (off == 0) {
-            struct pbx_error *err = NULL;
-
-            mp_flush(ctx);
-            ctx->mp_in_file = false;
-            if (filename[0] == '\0')
-                return MHD_YES; /* an empty file input: its data, if any, goes nowhere */
-            if (pbx__request_add_file(r, &caps, filename, "", 0, &err) < 0) {
-                mp_fail(ctx, "%s", err->msg);
-                pbx_error_free(&err);
-                return MHD_YES;
-            }
-            ctx->mp_alloc = 0;
-            ctx->mp_in_file = true;
-        }
-        if (!ctx->mp_in_file || r->nfiles == 0 || size == 0)
-            return MHD_YES;
-        file = &r->files[r->nfiles - 1];
-        if (file->size + size > caps.max_file_bytes) {
-            mp_fail(ctx, "file `%s` is larger than %zu bytes", file->name, caps.max_file_bytes);
-            return MHD_YES;
-        }
-        if (file->size + size > ctx->mp_alloc) {
-            ctx->mp_alloc = (file->size + size) * 2;
-            file->data = xrealloc((void *)file->data, ctx->mp_alloc);
-        }
-        memcpy((char *)file->data + file->size, data, size);
-        file->size += size;
-        return MHD_YES;
-    }
-    /* A part whose headers name no field (or an empty one) cannot be placed. */
-    if (key == NULL || key[0] == '\0') {
-        mp_fail(ctx, "a form part has no field name (Content-Disposition: form-data; name=...)");
-        return MHD_YES;
-    }
-    if (off == 0 || strcmp(key, ctx->field) != 0) {
-        mp_flush(ctx);
-        if (strlen(key) >= sizeof(ctx->field)) {
-            mp_fail(ctx, "unknown form field `%.40s`", key);
-            return MHD_YES;
-        }
-        snprintf(ctx->field, sizeof(ctx->field), "%s", key);
-        cap = strcmp(key, "code") == 0    ? ctx->server->cfg->limits.code_bytes
-              : strcmp(key, "stdin") == 0 ? caps.max_stdin
-                                          : 1024;
-        pbx_buf_init(&ctx->value, cap);
-    }
-    if (pbx_buf_append(&ctx->value, data, size) < 0)
-        mp_fail(ctx, "form field `%s` is over %zu bytes", key, ctx->value.max);
-    return MHD_YES;
-}
-
-/*
- * The request, from the multipart parts or the JSON body.  Returns 0, or -1
- * after answering.
- */
-static int take_request(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                        bool v1, struct pbx_http_request *req, enum MHD_Result *ret)
-{
-    const char *ctype = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
-    struct pbx_request_caps caps = caps_of(s);
-    struct pbx_error *err = NULL;
-    const char *etype = NULL;
-    int rc;
-
-    if (ctx->pp != NULL) {
-        mp_flush(ctx);
-        if (!ctx->mp_failed && pbx__request_finish(&ctx->mp, &err) < 0) {
-            snprintf(ctx->mp_error, sizeof(ctx->mp_error), "%s", err->msg);
-            pbx_error_free(&err);
-            ctx->mp_failed = true;
-        }
-        if (ctx->mp_failed) {
-            *ret = pbx__server_send_error(c, ctx, s, "ValidationError", ctx->mp_error, 0, NULL);
-            return -1;
-        }
-        *req = ctx->mp;
-        memset(&ctx->mp, 0, sizeof(ctx->mp));
-        return 0;
-    }
-    if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
-        (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
-        *ret = pbx__server_send_error(
-            c, ctx, s, "UnsupportedMediaType",
-            v1 ? "send the request as application/json or multipart/form-data"
-               : "send the request as Content-Type: application/json",
-            0, NULL);
-        return -1;
-    }
-    rc = v1 ? pbx__request_parse_v1(ctx->body.data, ctx->body.len, &caps, req, &etype, &err)
-            : pbx__request_parse_compat(ctx->body.data, ctx->body.len, &caps, req, &etype, &err);
-    if (rc < 0) {
-        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
-        pbx_error_free(&err);
-        return -1;
-    }
-    /* The parsed request holds its own copies; the body's share of the budget stays for them. */
-    pbx_buf_release(&ctx->body);
-    return 0;
-}
-
-/*
- * What the caller asks for within what it may ask, and the limits of its
- * execution in *limits.  Returns 0, or -1 after answering.
- */
-static int check_request(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                         const struct pbx_http_request *req, const struct pbx_caller *who,
-                         struct pbx_limits *limits, enum MHD_Result *ret)
-{
-    const struct pbx_caller_ask ask = {
-        .code_len = req->code_len,
-        .code_chars = req->code_chars,
-        .network = req->network,
-        .has_timeout = req->has_timeout,
-        .timeout_s = req->timeout_s,
-        .has_memory = req->has_memory,
-        .memory_mb = req->memory_mb,
-    };
-    struct pbx_error *err = NULL;
-    const char *etype = NULL;
-
-    if (pbx_caller_limits(&s->callers, who, &ask, limits, &etype, &err) < 0) {
-        *ret = pbx__server_send_error(c, ctx, s, etype, err->msg, 0, NULL);
-        pbx_error_free(&err);
-        return -1;
-    }
-    return 0;
-}
-
-/* Whose window and quota a request counts against: "key:NAME" or "ip:ADDRESS". */
-static void client_id(const struct request_ctx *ctx, const struct pbx_caller *who, char *out,
-                      size_t len)
-{
-    snprintf(out, len, "%s%s",
-             who->keyed ? "key:" : "ip:", who->keyed ? who->key_name : ctx->client);
-}
-
-static enum MHD_Result quota_spent(struct pbx_server *s, struct MHD_Connection *c,
-                                   struct request_ctx *ctx, const struct pbx_caller *who)
-{
-    unsigned to_midnight;
-    char msg[160];
-    char day[16];
-
-    utc_day(pbx_clock_ms(CLOCK_REALTIME), day, sizeof(day), &to_midnight);
-    snprintf(msg, sizeof(msg),
-             "daily quota of %" PRId64 " requests reached; it resets at 00:00 UTC", who->rpd);
-    return pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, to_midnight, NULL);
-}
-
-/*
- * The per-minute window and the daily quota, checked before the caller may
- * take a slot or a place in the queue, so a caller over its limits cannot
- * crowd others out.  The request is then held: it counts against both while
- * it waits (a burst cannot pass the check all at once), and is charged only
- * once admitted (admission_charge) or let go.  Returns 0 (held unless
- * admin), or -1 after answering (429, 500).
- */
-static int admission_hold(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                          const struct pbx_caller *who, const char *client, int64_t *today,
-                          enum MHD_Result *ret)
-{
-    struct pbx_error *err = NULL;
-    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
-    unsigned retry = 0;
-    unsigned held = 0;
-    unsigned to_midnight;
-    char msg[160];
-    char day[16];
-
-    if (who->admin)
-        return 0;
-    if (!pbx__admit_hold(s->admit, client, who->rpm, now, &retry, &held)) {
-        snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
-                 who->rpm);
-        *ret = pbx__server_send_error(c, ctx, s, "RateLimitExceeded", msg, retry, NULL);
-        return -1;
-    }
-    utc_day(now, day, sizeof(day), &to_midnight);
-    if (pbx_store_quota_get(s->store, client, day, today, &err) < 0) {
-        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
-        pbx_error_free(&err);
-        pbx__admit_release(s->admit, client, false, now);
-        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0,
-                                      NULL);
-        return -1;
-    }
-    if (who->rpd >= 0 && *today + (int64_t)held >= who->rpd) {
-        pbx__admit_release(s->admit, client, false, now);
-        *ret = quota_spent(s, c, ctx, who);
-        return -1;
-    }
-    return 0;
-}
-
-/* Charge a held request, now admitted. Returns 0, or -1 after answering (429, 500). */
-static int admission_charge(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                            const struct pbx_caller *who, const char *client, int64_t *today,
-                            enum MHD_Result *ret)
-{
-    struct pbx_error *err = NULL;
-    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
-    unsigned to_midnight;
-    char day[16];
-    int rc;
-
-    if (who->admin)
-        return 0;
-    pbx__admit_release(s->admit, client, true, now);
-    utc_day(now, day, sizeof(day), &to_midnight);
-    /* Atomic in the store: another node may have spent the quota meanwhile. */
-    rc = pbx_store_quota_take(s->store, client, day, who->rpd, today, &err);
-    if (rc < 0) {
-        pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
-        pbx_error_free(&err);
-        *ret = pbx__server_send_error(c, ctx, s, "InternalServerError", "the quota store failed", 0,
-                                      NULL);
-        return -1;
-    }
-    if (rc == 0) {
-        *ret = quota_spent(s, c, ctx, who);
-        return -1;
-    }
-    return 0;
-}
-
-/* The engine's request for `req` from `who`, with the limits its policy gave. */
-static void exec_request_of(const struct pbx_http_request *req, const struct pbx_caller *who,
-                            const struct pbx_limits *limits, struct pbx_exec_request *ereq)
-{
-    pbx_exec_request_init(ereq);
-    ereq->limits = *limits;
-    ereq->code = req->code;
-    ereq->code_len = req->code_len;
-    ereq->stdin_data = req->stdin_data;
-    ereq->stdin_len = req->stdin_len;
-    ereq->files = req->files;
-    ereq->nfiles = req->nfiles;
-    ereq->return_files = (const char *const *)req->return_files;
-    ereq->nreturn = req->nreturn;
-    ereq->main_mode = req->main_mode;
-    ereq->allow_all_imports = who->all_modules;
-    ereq->extra_modules = who->keyed ? who->key.modules : NULL;
-}
-
-static void audit(struct pbx_server *s, const struct request_ctx *ctx, bool v1,
-                  const struct pbx_http_request *req, const struct pbx_caller *who,
-                  const struct pbx_exec_result *res, uint64_t t0)
-{
-    struct pbx_error *err = NULL;
-    unsigned char hash[32];
-    char hex[65];
-    struct pbx_audit rec = {
-        .time_ms = (int64_t)t0,
-        .client = ctx->client,
-        .key_name = who->keyed ? who->key_name : (who->admin ? "admin" : NULL),
-        .route = v1 ? "/v1/execute" : "/execute",
-        .code_sha256 = hex,
-        .status = pbx_status_name(res->status),
-        .duration_ms = res->duration_ms,
-    };
-
-    crypto_hash_sha256(hash, (const unsigned char *)req->code, req->code_len);
-    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-    if (pbx_store_audit(s->store, &rec, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
-        pbx_error_free(&err);
-    }
+    if (x->ran)
+        pbx_exec_result_release(&x->res);
+    if (x->slot)
+        pbx__admit_leave(x->s->admit);
+    if (x->held)
+        pbx__admit_release(x->s->admit, x->client, false, pbx_clock_ms(CLOCK_REALTIME));
+    pbx_caller_release(&x->who);
+    pbx__request_release(&x->req);
 }
 
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, bool v1)
 {
-    struct pbx_http_request req;
-    struct pbx_exec_request ereq;
-    struct pbx_exec_result res;
-    struct pbx_error *err = NULL;
-    struct pbx_caller who;
-    struct pbx_limits limits;
-    const char *token;
-    enum MHD_Result ret = MHD_YES;
-    char client[300];
-    bool held = false;
-    unsigned active;
-    int64_t today = 0;
-    uint64_t t0;
-    int rc;
+    struct execution x = {.s = s, .c = c, .ctx = ctx, .v1 = v1, .ret = MHD_YES};
 
-    if (take_request(s, c, ctx, v1, &req, &ret) < 0)
-        return ret;
-    token = bearer(c);
-    if (token == NULL)
-        token = req.api_key;
-    if (authenticate(s, c, ctx, token, &who, &ret) < 0)
-        goto out_key;
-    if (check_request(s, c, ctx, &req, &who, &limits, &ret) < 0)
-        goto out_key;
-    client_id(ctx, &who, client, sizeof(client));
-    if (admission_hold(s, c, ctx, &who, client, &today, &ret) < 0)
-        goto out_key;
-    held = !who.admin;
-
-    active = pbx__admit_active(s->admit);
-    if (!pbx__admit_enter(s->admit)) {
-        ret = pbx__server_send_error(c, ctx, s, "ServerBusy",
-                                     "every execution slot is busy and the queue is full or its "
-                                     "wait ran out; retry in a moment",
-                                     1, NULL);
-        goto out_hold;
+    if (parse(&x) == 0 && resolve(&x) == 0 && admit(&x) == 0) {
+        build(&x);
+        if (run(&x) == 0) {
+            audit(&x);
+            answer(&x);
+        }
     }
-    exec_request_of(&req, &who, &limits, &ereq);
-    if (!pbx__server_budget_take(s, ctx, pbx__server_answer_reserve(&ereq.limits))) {
-        ret = pbx__server_budget_spent(s, c, ctx);
-        goto out_slot;
-    }
-    held = false;
-    if (admission_charge(s, c, ctx, &who, client, &today, &ret) < 0)
-        goto out_slot;
-    t0 = pbx_clock_ms(CLOCK_REALTIME);
-    rc = s->ex.execute(s->ex.arg, who.keyed || who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
-                       &ereq, &res, &err);
-    if (rc < 0) {
-        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
-
-        if (!bad)
-            pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
-        ret = pbx__server_send_error(c, ctx, s, bad ? "ValidationError" : "InternalServerError",
-                                     bad ? err->msg : "the execution engine failed", 0, NULL);
-        pbx_error_free(&err);
-        goto out_slot;
-    }
-    audit(s, ctx, v1, &req, &who, &res, t0);
-    pbx__server_observe(s, &res, pbx_clock_ms(CLOCK_REALTIME) - t0);
-    if (v1)
-        ret = pbx__server_send_json(c, ctx, s, 200, pbx_exec_result_to_json(&res), 0);
-    else
-        ret = answer_compat(s, c, ctx, &req, &who, &res, today, active);
-    pbx_exec_result_release(&res);
-out_slot:
-    pbx__admit_leave(s->admit);
-out_hold:
-    if (held)
-        pbx__admit_release(s->admit, client, false, pbx_clock_ms(CLOCK_REALTIME));
-out_key:
-    pbx_caller_release(&who);
-    pbx__request_release(&req);
-    return ret;
-}
-
-bool pbx__execute_multipart_begin(struct request_ctx *ctx, struct MHD_Connection *c)
-{
-    ctx->pp = MHD_create_post_processor(c, 64 * 1024, on_part, ctx);
-    return ctx->pp != NULL;
-}
-
-void pbx__execute_multipart_feed(struct request_ctx *ctx, const char *data, size_t size)
-{
-    if (MHD_post_process(ctx->pp, data, size) != MHD_YES)
-        mp_fail(ctx, "malformed multipart/form-data body");
+    finish(&x);
+    return x.ret;
 }

@@ -63,35 +63,37 @@ struct pbx_server {
     atomic_size_t budget_used;           /* bytes held by requests in flight */
     size_t budget;                       /* their most, cfg->memory_budget */
     size_t max_valid_body;               /* the largest body a valid execute request can be */
+    struct pbx_request_caps caps;        /* what the request parser enforces, from cfg->limits */
     struct MHD_Daemon *daemon;           /* the HTTP daemon, once started */
     struct watch *watch;                 /* request deadlines, once started */
 };
 
+/*
+ * A multipart/form-data body of POST /v1/execute being read (multipart.c):
+ * libmicrohttpd's parser, and the form reader of request.c it feeds.
+ */
+struct multipart {
+    struct MHD_PostProcessor *pp; /* the parser, or NULL when the body is not a form */
+    struct pbx_request_form form; /* the fields and files so far */
+};
+
 /* Per connection: the request as it arrives, and what was answered. */
 struct request_ctx {
-    char id[32];                  /* X-Request-Id */
-    struct pbx_buf body;          /* capped body */
-    bool too_large;               /* the body passed the cap */
-    bool over_budget;             /* the server's memory budget could not hold it */
-    size_t held;                  /* bytes of the budget this request holds */
-    size_t discarded;             /* bytes received past the cap (or all, for multipart) */
-    bool answered;                /* a response was queued */
-    bool close;                   /* close the connection after the answer */
-    int status;                   /* HTTP status answered */
-    enum route route;             /* for metrics and the log */
-    uint64_t start_ms;            /* arrival */
-    char client[64];              /* client address */
-    char method[16];              /* request method, for the log */
-    struct pbx_server *server;    /* the server, for the multipart callback */
-    struct MHD_PostProcessor *pp; /* multipart/form-data parser, or NULL */
-    struct pbx_http_request mp;   /* the request as multipart parts arrive */
-    size_t mp_alloc;              /* bytes allocated for the last file part */
-    bool mp_in_file;              /* the part being read is that file's (not an empty input) */
-    char field[32];               /* name of the form field being read */
-    struct pbx_buf value;         /* its value so far */
-    bool mp_failed;               /* a part was refused; mp_error says why */
-    char mp_error[200];           /* the refusal */
-    char path[160];               /* request path, cut at 159 bytes, for the log */
+    char id[32];           /* X-Request-Id */
+    struct pbx_buf body;   /* capped body */
+    bool too_large;        /* the body passed the cap */
+    bool over_budget;      /* the server's memory budget could not hold it */
+    size_t held;           /* bytes of the budget this request holds */
+    size_t discarded;      /* bytes received past the cap (or all, for multipart) */
+    bool answered;         /* a response was queued */
+    bool close;            /* close the connection after the answer */
+    int status;            /* HTTP status answered */
+    enum route route;      /* for metrics and the log */
+    uint64_t start_ms;     /* arrival */
+    char client[64];       /* client address */
+    char method[16];       /* request method, for the log */
+    struct multipart form; /* a multipart/form-data body, as its parts arrive */
+    char path[160];        /* request path, cut at 159 bytes, for the log */
 };
 
 void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
@@ -146,10 +148,18 @@ int pbx__server_http_status(const char *type);
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, bool v1);
 
-/* Start reading a multipart/form-data body into ctx->mp; false when it has no boundary. */
-bool pbx__execute_multipart_begin(struct request_ctx *ctx, struct MHD_Connection *c);
+/* Start reading the multipart/form-data body of `c` into `m`; false when it has no boundary. */
+bool pbx__multipart_begin(struct multipart *m, struct MHD_Connection *c,
+                          const struct pbx_request_caps *caps);
 
-/* Feed body bytes to the multipart parser. */
-void pbx__execute_multipart_feed(struct request_ctx *ctx, const char *data, size_t size);
+/* Feed body bytes to the parser. */
+void pbx__multipart_feed(struct multipart *m, const char *data, size_t size);
+
+/* The body has ended: the request in *out, or < 0 with *err (a "ValidationError"). */
+int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
+                          struct pbx_error **err);
+
+/* Free the parser and whatever the body held; `m` is empty afterwards. */
+void pbx__multipart_release(struct multipart *m);
 
 #endif

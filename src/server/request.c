@@ -1,9 +1,23 @@
-/* Parsing of execution requests (untrusted input: see fuzz/fuzz_request.c). */
+/*
+ * Reading of execution requests, JSON and multipart/form-data, through one
+ * table of fields per dialect (untrusted input: see fuzz/fuzz_request.c).
+ *
+ * A JSON body is parsed whole, then each of its keys goes to its field's
+ * taker; a form hands each text part to the same taker once the part is
+ * complete, and adds file parts as input files as their bytes arrive.  A
+ * taker reads either kind of value (struct value) into struct
+ * pbx_http_request; the checks that need every field (the code) run once
+ * the body has ended, in finish_code().
+ */
 #include <jansson.h>
 #include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/jsonlimit.h"
+#include "common/utf8.h"
 #include "common/xalloc.h"
 #include "policy/limits.h"
 #include "server/request.h"
@@ -92,6 +106,14 @@ int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_c
     return 0;
 }
 
+/* The refusal of a file over the size cap, whichever way its bytes came. */
+static int file_too_large(const char *name, const struct pbx_request_caps *caps,
+                          struct pbx_error **err)
+{
+    return pbx_error_set(err, PBX_E_TOO_LARGE, "file `%s` is larger than %zu bytes", name,
+                         caps->max_file_bytes);
+}
+
 static int add_b64_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
                         const char *name, json_t *b64, const char *where, struct pbx_error **err)
 {
@@ -104,8 +126,7 @@ static int add_b64_file(struct pbx_http_request *r, const struct pbx_request_cap
     rc = pbx__request_base64(json_string_value(b64), json_string_length(b64), caps->max_file_bytes,
                              &data, &size);
     if (rc == -2)
-        return pbx_error_set(err, PBX_E_TOO_LARGE, "file `%s` is larger than %zu bytes", name,
-                             caps->max_file_bytes);
+        return file_too_large(name, caps, err);
     if (rc < 0)
         return pbx_error_set(err, PBX_E_INVAL,
                              "%s is not valid base64 (standard alphabet, with padding, no "
@@ -116,72 +137,353 @@ static int add_b64_file(struct pbx_http_request *r, const struct pbx_request_cap
     return rc;
 }
 
-static int take_string(json_t *v, const char *field, char **out, size_t *len,
+/* ---- the fields ---- */
+
+/*
+ * One field's value as the body gave it: a JSON body's value, or the text of
+ * a form part (NUL-terminated, its length counting every byte).  A taker
+ * may steal the text.
+ */
+struct value {
+    json_t *json;         /* the JSON value, or NULL for a form part */
+    struct pbx_buf *text; /* the form part's bytes, or NULL for JSON */
+};
+
+/* How long a form part's text may grow while it is read. */
+enum form_size {
+    FORM_SHORT, /* a scalar or a file name: FORM_SHORT_MAX bytes */
+    FORM_STDIN, /* stdin: its cap, checked by its taker as in JSON */
+    FORM_CODE,  /* the code: bounded by the body alone, as in JSON */
+    FORM_NONE,  /* not a text field in a form (a JSON-only field) */
+};
+#define FORM_SHORT_MAX 1024
+
+struct field {
+    const char *name; /* the JSON key, or the form part's name */
+    /* Its taker: check `v` and put it into `r`; 0, or < 0 with *err. */
+    int (*take)(struct pbx_http_request *r, const struct pbx_request_caps *caps, const char *field,
+                const struct value *v, struct pbx_error **err);
+    enum form_size size; /* in a form */
+    bool repeats;        /* a form gives it once per value (return_files) */
+};
+
+/* A text field's value into a new string (*out, *len); a form's text is stolen. */
+static int take_string(const struct value *v, const char *field, char **out, size_t *len,
                        struct pbx_error **err)
 {
-    if (!json_is_string(v))
+    if (v->text != NULL) {
+        *out = pbx_buf_steal(v->text, len);
+        return 0;
+    }
+    if (!json_is_string(v->json))
         return pbx_error_set(err, PBX_E_INVAL, "`%s` must be a string", field);
-    *len = json_string_length(v);
-    *out = xmemdup(json_string_value(v), *len + 1);
+    *len = json_string_length(v->json);
+    *out = xmemdup(json_string_value(v->json), *len + 1);
     return 0;
 }
 
-static int take_return_files(json_t *v, const struct pbx_request_caps *caps,
-                             struct pbx_http_request *r, struct pbx_error **err)
+/*
+ * `code` (both dialects) and `script` (the compatible one's spelling for
+ * main() mode).  Only the compatible dialect can name two of them: a JSON
+ * body cannot repeat a key, nor a form a field.
+ */
+static int take_code(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                     const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)caps;
+    if (r->code != NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "give either `code` or `script`, not both");
+    r->code_field = strcmp(field, "script") == 0 ? "script" : "code";
+    return take_string(v, field, &r->code, &r->code_len, err);
+}
+
+static int take_script(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                       const char *field, const struct value *v, struct pbx_error **err)
+{
+    r->main_mode = true;
+    return take_code(r, caps, field, v, err);
+}
+
+/* `stdin` and `stdin_data`; null means absent. */
+static int take_stdin(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                      const char *field, const struct value *v, struct pbx_error **err)
+{
+    if (v->json != NULL && json_is_null(v->json))
+        return 0;
+    if (take_string(v, field, &r->stdin_data, &r->stdin_len, err) < 0)
+        return -1;
+    if (r->stdin_len > caps->max_stdin)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "`%s` is over %zu bytes", field,
+                             caps->max_stdin);
+    return 0;
+}
+
+/* The compatible dialect's `api_key`; null means absent. */
+static int take_api_key(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                        const char *field, const struct value *v, struct pbx_error **err)
+{
+    size_t n;
+
+    (void)caps;
+    if (v->json != NULL && json_is_null(v->json))
+        return 0;
+    return take_string(v, field, &r->api_key, &n, err);
+}
+
+/* One name to return, the `i`th: count, name and duplicates checked. */
+static int add_return_name(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                           size_t i, const char *name, size_t len, struct pbx_error **err)
+{
+    if (r->nreturn >= caps->max_return)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "at most %zu files may be returned",
+                             caps->max_return);
+    if (strlen(name) != len || !pbx_engine_check_name(name, NULL))
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`return_files[%zu]` is not a valid file name: use 1-255 bytes, "
+                             "no `/`, not `.` or `..`",
+                             i);
+    for (size_t j = 0; j < r->nreturn; j++) {
+        if (strcmp(r->return_files[j], name) == 0)
+            return pbx_error_set(err, PBX_E_INVAL, "`return_files` names `%s` twice", name);
+    }
+    r->return_files = xrealloc(r->return_files, (r->nreturn + 1) * sizeof(char *));
+    r->return_files[r->nreturn++] = xstrdup(name);
+    return 0;
+}
+
+/* `return_files`: a JSON array of names, or one name per form part. */
+static int take_return_files(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                             const char *field, const struct value *v, struct pbx_error **err)
 {
     size_t i;
     json_t *item;
 
-    if (!json_is_array(v))
+    (void)field;
+    if (v->text != NULL)
+        return add_return_name(r, caps, r->nreturn, v->text->data ? v->text->data : "",
+                               v->text->len, err);
+    if (!json_is_array(v->json))
         return pbx_error_set(err, PBX_E_INVAL, "`return_files` must be an array of file names");
-    if (json_array_size(v) > caps->max_return)
+    if (json_array_size(v->json) > caps->max_return)
         return pbx_error_set(err, PBX_E_TOO_LARGE, "at most %zu files may be returned",
                              caps->max_return);
-    r->return_files = xcalloc(json_array_size(v) + 1, sizeof(char *));
-    json_array_foreach(v, i, item)
+    json_array_foreach(v->json, i, item)
     {
         if (!json_is_string(item))
             return pbx_error_set(err, PBX_E_INVAL, "`return_files[%zu]` must be a string", i);
-        if (strlen(json_string_value(item)) != json_string_length(item) ||
-            !pbx_engine_check_name(json_string_value(item), NULL))
-            return pbx_error_set(err, PBX_E_INVAL,
-                                 "`return_files[%zu]` is not a valid file name: use 1-255 bytes, "
-                                 "no `/`, not `.` or `..`",
-                                 i);
-        for (size_t j = 0; j < r->nreturn; j++) {
-            if (strcmp(r->return_files[j], json_string_value(item)) == 0)
-                return pbx_error_set(err, PBX_E_INVAL, "`return_files` names `%s` twice",
-                                     json_string_value(item));
-        }
-        r->return_files[r->nreturn++] = xstrdup(json_string_value(item));
+        if (add_return_name(r, caps, i, json_string_value(item), json_string_length(item), err) < 0)
+            return -1;
     }
     return 0;
 }
 
-int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err)
+/* The compatible dialect's `attachments`: [{filename, content_base_64}]. */
+static int take_attachments(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                            const char *field, const struct value *v, struct pbx_error **err)
 {
-    /* Only checked here; the caller's policy turns it into limits (pbx_caller_limits()). */
-    if (pbx_limits_check_timeout(seconds, err) < 0)
-        return -1;
-    r->has_timeout = true;
-    r->timeout_s = seconds;
+    size_t i;
+    json_t *a;
+
+    (void)field;
+    if (!json_is_array(v->json))
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`attachments` must be an array of {filename, content_base_64}");
+    json_array_foreach(v->json, i, a)
+    {
+        json_t *fn = json_object_get(a, "filename");
+        char where[64];
+
+        if (!json_is_object(a) || !json_is_string(fn))
+            return pbx_error_set(err, PBX_E_INVAL,
+                                 "`attachments[%zu]` must be an object with a string `filename` "
+                                 "and `content_base_64`",
+                                 i);
+        if (strlen(json_string_value(fn)) != json_string_length(fn))
+            return pbx_error_set(err, PBX_E_INVAL,
+                                 "`attachments[%zu].filename` contains a NUL character", i);
+        snprintf(where, sizeof(where), "`attachments[%zu].content_base_64`", i);
+        if (add_b64_file(r, caps, json_string_value(fn), json_object_get(a, "content_base_64"),
+                         where, err) < 0)
+            return -1;
+    }
     return 0;
 }
 
-static int take_timeout(json_t *v, struct pbx_http_request *r, struct pbx_error **err)
+/* The compatible dialect's `files`: {name: base64}. */
+static int take_files_object(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                             const char *field, const struct value *v, struct pbx_error **err)
 {
-    if (!json_is_number(v) || json_is_true(v) || json_is_false(v))
-        return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be a number of seconds");
-    return pbx__request_set_timeout(r, json_number_value(v), err);
-}
+    const char *name;
+    json_t *b64;
 
-static int take_bool(json_t *v, const char *field, bool *out, struct pbx_error **err)
-{
-    if (!json_is_boolean(v))
-        return pbx_error_set(err, PBX_E_INVAL, "`%s` must be true or false", field);
-    *out = json_is_true(v);
+    (void)field;
+    if (!json_is_object(v->json))
+        return pbx_error_set(err, PBX_E_INVAL, "`files` must be an object {name: base64}");
+    json_object_foreach(v->json, name, b64)
+    {
+        if (add_b64_file(r, caps, name, b64, "a `files` value", err) < 0)
+            return -1;
+    }
     return 0;
 }
+
+/* `POST /v1/execute`'s `files`: [{name, content_base64}] in JSON; file parts in a form. */
+static int take_files_array(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                            const char *field, const struct value *v, struct pbx_error **err)
+{
+    size_t i;
+    json_t *f;
+
+    (void)field;
+    if (v->text != NULL)
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`files` must be file parts, each with a filename, not a text field");
+    if (!json_is_array(v->json))
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`files` must be an array of {name, content_base64}");
+    json_array_foreach(v->json, i, f)
+    {
+        json_t *name = json_object_get(f, "name");
+        char where[64];
+
+        if (!json_is_object(f) || !json_is_string(name) ||
+            strlen(json_string_value(name)) != json_string_length(name))
+            return pbx_error_set(err, PBX_E_INVAL,
+                                 "`files[%zu]` must be an object with a string `name` and "
+                                 "`content_base64`",
+                                 i);
+        snprintf(where, sizeof(where), "`files[%zu].content_base64`", i);
+        if (add_b64_file(r, caps, json_string_value(name), json_object_get(f, "content_base64"),
+                         where, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * A form part's text as the JSON value it spells, for the fields whose
+ * values are numbers (a new reference, or NULL when it is no JSON value).
+ */
+static json_t *text_as_json(const struct pbx_buf *text)
+{
+    return json_loadb(text->data ? text->data : "", text->len, JSON_DECODE_ANY, NULL);
+}
+
+static int take_timeout(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                        const char *field, const struct value *v, struct pbx_error **err)
+{
+    json_t *j = v->text != NULL ? text_as_json(v->text) : json_incref(v->json);
+    int rc;
+
+    (void)caps;
+    (void)field;
+    if (!json_is_number(j))
+        rc = pbx_error_set(err, PBX_E_INVAL, "`timeout` must be a number of seconds");
+    else
+        rc = pbx_limits_check_timeout(json_number_value(j), err);
+    if (rc == 0) {
+        /* Only checked here; the caller's policy turns it into limits (pbx_caller_limits()). */
+        r->has_timeout = true;
+        r->timeout_s = json_number_value(j);
+    }
+    json_decref(j);
+    return rc < 0 ? -1 : 0;
+}
+
+static int take_memory(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                       const char *field, const struct value *v, struct pbx_error **err)
+{
+    json_t *j = v->text != NULL ? text_as_json(v->text) : json_incref(v->json);
+    bool ok = json_is_integer(j) && json_integer_value(j) >= 16 && json_integer_value(j) <= 65536;
+
+    (void)caps;
+    (void)field;
+    if (ok) {
+        r->has_memory = true;
+        r->memory_mb = (uint64_t)json_integer_value(j);
+    }
+    json_decref(j);
+    if (!ok)
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`memory_mb` must be a whole number from 16 to 65536");
+    return 0;
+}
+
+/* A boolean: JSON true or false; in a form, as HTML forms and curl -F write them. */
+static int take_bool(const struct value *v, const char *field, bool *out, struct pbx_error **err)
+{
+    const char *t = v->text != NULL && v->text->data != NULL ? v->text->data : "";
+
+    if (v->json != NULL && json_is_boolean(v->json)) {
+        *out = json_is_true(v->json);
+        return 0;
+    }
+    if (v->text != NULL && strlen(t) == v->text->len) {
+        if (strcmp(t, "true") == 0 || strcmp(t, "1") == 0 || strcmp(t, "on") == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(t, "false") == 0 || strcmp(t, "0") == 0 || strcmp(t, "off") == 0 || *t == '\0') {
+            *out = false;
+            return 0;
+        }
+    }
+    return pbx_error_set(err, PBX_E_INVAL, "`%s` must be true or false", field);
+}
+
+static int take_main(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                     const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)caps;
+    return take_bool(v, field, &r->main_mode, err);
+}
+
+/* `network` and `allow_network`. */
+static int take_network(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                        const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)caps;
+    return take_bool(v, field, &r->network, err);
+}
+
+/* The fields of `POST /execute`, JSON only. */
+static const struct field compat_fields[] = {
+    {"code", take_code, FORM_NONE, false},
+    {"script", take_script, FORM_NONE, false},
+    {"api_key", take_api_key, FORM_NONE, false},
+    {"stdin_data", take_stdin, FORM_NONE, false},
+    {"attachments", take_attachments, FORM_NONE, false},
+    {"files", take_files_object, FORM_NONE, false},
+    {"return_files", take_return_files, FORM_NONE, false},
+    {"timeout", take_timeout, FORM_NONE, false},
+    {"allow_network", take_network, FORM_NONE, false},
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* The fields of `POST /v1/execute`, JSON and multipart/form-data. */
+static const struct field v1_fields[] = {
+    {"code", take_code, FORM_CODE, false},
+    {"stdin", take_stdin, FORM_STDIN, false},
+    {"files", take_files_array, FORM_SHORT, false},
+    {"return_files", take_return_files, FORM_SHORT, true},
+    {"main", take_main, FORM_SHORT, false},
+    {"timeout", take_timeout, FORM_SHORT, false},
+    {"memory_mb", take_memory, FORM_SHORT, false},
+    {"network", take_network, FORM_SHORT, false},
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* A field of `fields` by name, or NULL. */
+static const struct field *field_of(const struct field *fields, const char *name)
+{
+    for (const struct field *f = fields; f->name != NULL; f++) {
+        if (strcmp(f->name, name) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* ---- JSON bodies ---- */
 
 /*
  * The most values a valid request can hold: a dozen fields, and for each
@@ -231,32 +533,36 @@ static json_t *load_object(const char *body, size_t len, const struct pbx_reques
     return root;
 }
 
-static int finish_code(struct pbx_http_request *r, const char *field, struct pbx_error **err)
+/*
+ * The checks of the code, once every field is in: present, no NUL, UTF-8
+ * (a JSON body's always is; a form's must be too, or its characters could
+ * not be counted), not blank.
+ */
+static int finish_code(struct pbx_http_request *r, struct pbx_error **err)
 {
+    const char *field = r->code_field != NULL ? r->code_field : "code";
+
     if (r->code == NULL)
         return pbx_error_set(err, PBX_E_INVAL, "missing `%s`", field);
     if (strlen(r->code) != r->code_len)
         return pbx_error_set(err, PBX_E_INVAL, "`%s` contains a NUL character", field);
+    if (!pbx_utf8_valid(r->code, r->code_len))
+        return pbx_error_set(err, PBX_E_INVAL, "`%s` is not valid UTF-8", field);
     if (r->code_len == 0 || strspn(r->code, " \t\r\n") == r->code_len)
         return pbx_error_set(err, PBX_E_INVAL, "`%s` is empty", field);
     r->code_chars = utf8_chars(r->code, r->code_len);
     return 0;
 }
 
-int pbx__request_finish(struct pbx_http_request *r, struct pbx_error **err)
-{
-    return finish_code(r, "code", err);
-}
-
-int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_request_caps *caps,
-                              struct pbx_http_request *out, const char **etype,
-                              struct pbx_error **err)
+/* A JSON body, each key through the taker of its field in `fields`. */
+static int parse_json(const struct field *fields, const char *body, size_t len,
+                      const struct pbx_request_caps *caps, struct pbx_http_request *out,
+                      const char **etype, struct pbx_error **err)
 {
     json_t *root;
     const char *key;
     json_t *v;
     int rc = 0;
-    const char *code_field = "code";
 
     memset(out, 0, sizeof(*out));
     root = load_object(body, len, caps, etype, err);
@@ -265,89 +571,19 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
     *etype = VALIDATION;
     json_object_foreach(root, key, v)
     {
-        if (strcmp(key, "code") == 0 || strcmp(key, "script") == 0) {
-            if (out->code != NULL) {
-                rc = pbx_error_set(err, PBX_E_INVAL, "give either `code` or `script`, not both");
-                break;
-            }
-            code_field = strcmp(key, "script") == 0 ? "script" : "code";
-            out->main_mode = strcmp(key, "script") == 0;
-            rc = take_string(v, key, &out->code, &out->code_len, err);
-        } else if (strcmp(key, "api_key") == 0) {
-            size_t n;
+        const struct field *f = field_of(fields, key);
+        const struct value value = {.json = v};
 
-            if (json_is_null(v))
-                continue;
-            rc = take_string(v, key, &out->api_key, &n, err);
-        } else if (strcmp(key, "stdin_data") == 0) {
-            if (json_is_null(v))
-                continue;
-            rc = take_string(v, key, &out->stdin_data, &out->stdin_len, err);
-            if (rc == 0 && out->stdin_len > caps->max_stdin)
-                rc = pbx_error_set(err, PBX_E_TOO_LARGE, "`stdin_data` is over %zu bytes",
-                                   caps->max_stdin);
-        } else if (strcmp(key, "attachments") == 0) {
-            size_t i;
-            json_t *a;
-
-            if (!json_is_array(v)) {
-                rc = pbx_error_set(err, PBX_E_INVAL,
-                                   "`attachments` must be an array of {filename, "
-                                   "content_base_64}");
-                break;
-            }
-            json_array_foreach(v, i, a)
-            {
-                json_t *fn = json_object_get(a, "filename");
-                char where[64];
-
-                if (!json_is_object(a) || !json_is_string(fn)) {
-                    rc = pbx_error_set(err, PBX_E_INVAL,
-                                       "`attachments[%zu]` must be an object with a string "
-                                       "`filename` and `content_base_64`",
-                                       i);
-                    break;
-                }
-                if (strlen(json_string_value(fn)) != json_string_length(fn)) {
-                    rc = pbx_error_set(err, PBX_E_INVAL,
-                                       "`attachments[%zu].filename` contains a NUL character", i);
-                    break;
-                }
-                snprintf(where, sizeof(where), "`attachments[%zu].content_base_64`", i);
-                rc = add_b64_file(out, caps, json_string_value(fn),
-                                  json_object_get(a, "content_base_64"), where, err);
-                if (rc < 0)
-                    break;
-            }
-        } else if (strcmp(key, "files") == 0) {
-            const char *name;
-            json_t *b64;
-
-            if (!json_is_object(v)) {
-                rc = pbx_error_set(err, PBX_E_INVAL, "`files` must be an object {name: base64}");
-                break;
-            }
-            json_object_foreach(v, name, b64)
-            {
-                rc = add_b64_file(out, caps, name, b64, "a `files` value", err);
-                if (rc < 0)
-                    break;
-            }
-        } else if (strcmp(key, "return_files") == 0) {
-            rc = take_return_files(v, caps, out, err);
-        } else if (strcmp(key, "timeout") == 0) {
-            rc = take_timeout(v, out, err);
-        } else if (strcmp(key, "allow_network") == 0) {
-            rc = take_bool(v, key, &out->network, err);
-        } else {
+        if (f == NULL)
             rc = pbx_error_set(err, PBX_E_INVAL, "unknown field `%s`", key);
-        }
+        else
+            rc = f->take(out, caps, f->name, &value, err);
         if (rc < 0)
             break;
     }
     json_decref(root);
     if (rc == 0)
-        rc = finish_code(out, out->code ? code_field : "code", err);
+        rc = finish_code(out, err);
     if (rc < 0) {
         pbx__request_release(out);
         return -1;
@@ -355,87 +591,181 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
     return 0;
 }
 
+int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_request_caps *caps,
+                              struct pbx_http_request *out, const char **etype,
+                              struct pbx_error **err)
+{
+    return parse_json(compat_fields, body, len, caps, out, etype, err);
+}
+
 int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
                           struct pbx_http_request *out, const char **etype, struct pbx_error **err)
 {
-    json_t *root;
-    const char *key;
-    json_t *v;
-    int rc = 0;
+    return parse_json(v1_fields, body, len, caps, out, etype, err);
+}
 
-    memset(out, 0, sizeof(*out));
-    root = load_object(body, len, caps, etype, err);
-    if (root == NULL)
-        return -1;
-    *etype = VALIDATION;
-    json_object_foreach(root, key, v)
-    {
-        if (strcmp(key, "code") == 0) {
-            rc = take_string(v, key, &out->code, &out->code_len, err);
-        } else if (strcmp(key, "stdin") == 0) {
-            if (json_is_null(v))
-                continue;
-            rc = take_string(v, key, &out->stdin_data, &out->stdin_len, err);
-            if (rc == 0 && out->stdin_len > caps->max_stdin)
-                rc = pbx_error_set(err, PBX_E_TOO_LARGE, "`stdin` is over %zu bytes",
-                                   caps->max_stdin);
-        } else if (strcmp(key, "files") == 0) {
-            size_t i;
-            json_t *f;
+/* ---- multipart/form-data bodies ---- */
 
-            if (!json_is_array(v)) {
-                rc = pbx_error_set(err, PBX_E_INVAL,
-                                   "`files` must be an array of {name, content_base64}");
-                break;
-            }
-            json_array_foreach(v, i, f)
-            {
-                json_t *name = json_object_get(f, "name");
-                char where[64];
+void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request_caps *caps)
+{
+    memset(f, 0, sizeof(*f));
+    f->caps = *caps;
+}
 
-                if (!json_is_object(f) || !json_is_string(name) ||
-                    strlen(json_string_value(name)) != json_string_length(name)) {
-                    rc = pbx_error_set(err, PBX_E_INVAL,
-                                       "`files[%zu]` must be an object with a string `name` and "
-                                       "`content_base64`",
-                                       i);
-                    break;
-                }
-                snprintf(where, sizeof(where), "`files[%zu].content_base64`", i);
-                rc = add_b64_file(out, caps, json_string_value(name),
-                                  json_object_get(f, "content_base64"), where, err);
-                if (rc < 0)
-                    break;
-            }
-        } else if (strcmp(key, "return_files") == 0) {
-            rc = take_return_files(v, caps, out, err);
-        } else if (strcmp(key, "main") == 0) {
-            rc = take_bool(v, key, &out->main_mode, err);
-        } else if (strcmp(key, "timeout") == 0) {
-            rc = take_timeout(v, out, err);
-        } else if (strcmp(key, "memory_mb") == 0) {
-            if (!json_is_integer(v) || json_integer_value(v) < 16 ||
-                json_integer_value(v) > 65536) {
-                rc = pbx_error_set(err, PBX_E_INVAL,
-                                   "`memory_mb` must be a whole number from 16 to 65536");
-                break;
-            }
-            out->has_memory = true;
-            out->memory_mb = (uint64_t)json_integer_value(v);
-        } else if (strcmp(key, "network") == 0) {
-            rc = take_bool(v, key, &out->network, err);
-        } else {
-            rc = pbx_error_set(err, PBX_E_INVAL, "unknown field `%s`", key);
+void pbx__request_form_release(struct pbx_request_form *f)
+{
+    pbx__request_release(&f->req);
+    pbx_buf_release(&f->value);
+    pbx_error_free(&f->err);
+    memset(f, 0, sizeof(*f));
+}
+
+static void form_fail(struct pbx_request_form *f, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Keep the first refusal. */
+static void form_fail(struct pbx_request_form *f, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (f->err != NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pbx_error_set(&f->err, PBX_E_INVAL, "%s", msg);
+}
+
+void pbx__request_form_refuse(struct pbx_request_form *f, const char *msg)
+{
+    form_fail(f, "%s", msg);
+}
+
+/* The text field read so far is complete: its taker puts it into the request. */
+static void form_flush(struct pbx_request_form *f)
+{
+    const struct field *fd = field_of(v1_fields, f->field);
+
+    if (fd != NULL && f->err == NULL) {
+        const struct value value = {.text = &f->value};
+
+        (void)fd->take(&f->req, &f->caps, fd->name, &value, &f->err);
+    }
+    f->field[0] = '\0';
+    pbx_buf_release(&f->value);
+}
+
+/* A text part named `name` starts: a field of the dialect, not given before. */
+static void form_field_start(struct pbx_request_form *f, const char *name)
+{
+    const struct field *fd = field_of(v1_fields, name);
+    unsigned bit;
+    size_t max;
+
+    if (fd == NULL) {
+        form_fail(f, "unknown field `%s`", name);
+        return;
+    }
+    bit = 1u << (fd - v1_fields);
+    if ((f->seen & bit) != 0 && !fd->repeats) {
+        form_fail(f, "field `%s` is given twice", fd->name);
+        return;
+    }
+    f->seen |= bit;
+    switch (fd->size) {
+    case FORM_CODE:
+        max = SIZE_MAX;
+        break;
+    case FORM_STDIN:
+        /* One byte past the cap is kept, so the taker refuses it as it refuses JSON's. */
+        max = f->caps.max_stdin < SIZE_MAX ? f->caps.max_stdin + 1 : SIZE_MAX;
+        break;
+    default:
+        max = FORM_SHORT_MAX;
+        break;
+    }
+    snprintf(f->field, sizeof(f->field), "%s", fd->name);
+    pbx_buf_init(&f->value, max);
+}
+
+/* A file part starts: an input file, or nothing for an empty file input. */
+static void form_file_start(struct pbx_request_form *f, const char *filename)
+{
+    f->in_file = false;
+    if (filename[0] == '\0')
+        return; /* an empty file input: its data, if any, goes nowhere */
+    if (pbx__request_add_file(&f->req, &f->caps, filename, "", 0, &f->err) < 0)
+        return;
+    f->file_alloc = 0;
+    f->in_file = true;
+}
+
+static void form_file_data(struct pbx_request_form *f, const char *data, size_t size)
+{
+    struct pbx_file_in *file;
+
+    if (!f->in_file || size == 0)
+        return;
+    file = &f->req.files[f->req.nfiles - 1];
+    if (file->size + size > f->caps.max_file_bytes) {
+        (void)file_too_large(file->name, &f->caps, &f->err);
+        return;
+    }
+    if (file->size + size > f->file_alloc) {
+        f->file_alloc = (file->size + size) * 2;
+        file->data = xrealloc((void *)file->data, f->file_alloc);
+    }
+    memcpy((char *)file->data + file->size, data, size);
+    file->size += size;
+}
+
+void pbx__request_form_data(struct pbx_request_form *f, const char *name, const char *filename,
+                            const char *data, uint64_t off, size_t size)
+{
+    if (f->err != NULL)
+        return; /* keep reading; the refusal is answered at the end */
+    if (data == NULL)
+        size = 0;
+    if (filename != NULL) {
+        if (off == 0) {
+            form_flush(f);
+            if (f->err == NULL)
+                form_file_start(f, filename);
         }
-        if (rc < 0)
-            break;
+        if (f->err == NULL)
+            form_file_data(f, data, size);
+        return;
     }
-    json_decref(root);
-    if (rc == 0)
-        rc = finish_code(out, "code", err);
-    if (rc < 0) {
-        pbx__request_release(out);
+    /* A part whose headers name no field (or an empty one) cannot be placed. */
+    if (name == NULL || name[0] == '\0') {
+        form_fail(f, "a form part has no field name (Content-Disposition: form-data; name=...)");
+        return;
+    }
+    if (off == 0 || strcmp(name, f->field) != 0) {
+        form_flush(f);
+        f->in_file = false;
+        if (f->err == NULL)
+            form_field_start(f, name);
+        if (f->err != NULL)
+            return;
+    }
+    if (pbx_buf_append_trunc(&f->value, data, size) < size &&
+        field_of(v1_fields, f->field)->size == FORM_SHORT)
+        form_fail(f, "form field `%s` is over %d bytes", f->field, FORM_SHORT_MAX);
+}
+
+int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request *out,
+                             struct pbx_error **err)
+{
+    form_flush(f);
+    if (f->err == NULL)
+        (void)finish_code(&f->req, &f->err);
+    if (f->err != NULL) {
+        *err = steal_pointer(&f->err);
         return -1;
     }
+    *out = f->req;
+    memset(&f->req, 0, sizeof(f->req));
     return 0;
 }

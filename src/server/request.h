@@ -1,9 +1,13 @@
 /*
- * Parsing of execution requests, both dialects: the compatible `POST /execute`
- * and pybox's own `POST /v1/execute` (JSON).  Pure functions over bytes, no
- * syscalls (fuzzed by fuzz/fuzz_request.c).  On failure they name the error
- * type the dialect reports ("InvalidRequest", "ValidationError") and a
- * message that says what was wrong and where.
+ * Reading of execution requests: the compatible `POST /execute` (JSON) and
+ * pybox's own `POST /v1/execute`, as JSON or as multipart/form-data.  One
+ * validator for every body: each field of a dialect has one taker, which
+ * reads a JSON value or a form part's text into the same fields of struct
+ * pbx_http_request with the same checks (names, duplicates, sizes, the
+ * timeout's range, booleans, unknown fields) and the same messages.  Pure
+ * functions over bytes, no syscalls (fuzzed by fuzz/fuzz_request.c).  On
+ * failure they name the error type the dialect reports ("InvalidRequest",
+ * "ValidationError") and a message that says what was wrong and where.
  */
 #ifndef PBX_SERVER_REQUEST_H
 #define PBX_SERVER_REQUEST_H
@@ -12,10 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/buf.h"
 #include "engine/engine.h"
 
 struct pbx_http_request {
     char *code;                /* Python source (owned), NUL-terminated */
+    const char *code_field;    /* the field it came in, "code" or "script" (static), or NULL */
     size_t code_len;           /* bytes */
     size_t code_chars;         /* Unicode characters, for the character limit */
     char *stdin_data;          /* owned, or NULL */
@@ -59,14 +65,54 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
                           const char *name, const void *data, size_t size, struct pbx_error **err);
 
-/* Set the timeout asked, in seconds, once pbx_limits_check_timeout() passes it. */
-int pbx__request_set_timeout(struct pbx_http_request *r, double seconds, struct pbx_error **err);
-
 /* Decode strict base64 (standard alphabet, padding required, no whitespace) into a new buffer. */
 int pbx__request_base64(const char *text, size_t len, size_t max, char **out, size_t *outlen);
 
-/* Check the code once every field is in (multipart): present, no NUL, not blank. */
-int pbx__request_finish(struct pbx_http_request *r, struct pbx_error **err);
+/*
+ * A multipart/form-data body of `POST /v1/execute`, read as its parts
+ * arrive.  Its fields are those of the JSON body, each text part the value
+ * of one: `code`, `stdin`, `main` and `network` (true, 1, on; false, 0, off
+ * or empty), `timeout` and `memory_mb` (read as JSON numbers), and
+ * `return_files`, the one field given once per value.  Every part with a
+ * filename is an input file, its bytes as they are (no base64); an empty
+ * filename is an empty file input, which adds nothing.  A field given twice
+ * is refused, as a JSON body's duplicate key is.  The first refusal is kept
+ * and the rest of the body read and dropped; pbx__request_form_finish()
+ * answers it.
+ */
+struct pbx_request_form {
+    struct pbx_http_request req;  /* the request so far */
+    struct pbx_request_caps caps; /* what the parser enforces */
+    unsigned seen;                /* fields given so far, one bit per field of the dialect */
+    char field[32];               /* the text field being read, or "" */
+    struct pbx_buf value;         /* its value so far */
+    bool in_file;                 /* the part being read is the last input file's */
+    size_t file_alloc;            /* bytes allocated for that file's data */
+    struct pbx_error *err;        /* the first refusal, or NULL */
+};
+
+void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request_caps *caps);
+
+/*
+ * One chunk of a part, as libmicrohttpd's post processor hands them over:
+ * `name` is the part's field name, `filename` its file name or NULL for a
+ * text field, `off` the chunk's offset in the part (0 starts a part).
+ */
+void pbx__request_form_data(struct pbx_request_form *f, const char *name, const char *filename,
+                            const char *data, uint64_t off, size_t size);
+
+/* Refuse the body with `msg` (when nothing was refused before): the framing itself failed. */
+void pbx__request_form_refuse(struct pbx_request_form *f, const char *msg);
+
+/*
+ * The body ended: check the request as a JSON body's is checked once all its
+ * fields are in, and hand it to *out.  Returns 0, or < 0 with *err (the
+ * first refusal; a "ValidationError").  Release `f` after either.
+ */
+int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request *out,
+                             struct pbx_error **err);
+
+void pbx__request_form_release(struct pbx_request_form *f);
 
 void pbx__request_release(struct pbx_http_request *r);
 

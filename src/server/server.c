@@ -794,7 +794,7 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
 
         if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0 &&
-            !pbx__execute_multipart_begin(ctx, c))
+            !pbx__multipart_begin(&ctx->form, c, &s->caps))
             return pbx__server_send_error(c, ctx, s, "InvalidRequest",
                                           "multipart/form-data without a valid boundary", 0, NULL);
     }
@@ -826,12 +826,12 @@ static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
     }
     if (!keep) {
         ctx->discarded += size;
-    } else if (ctx->pp != NULL) {
+    } else if (ctx->form.pp != NULL) {
         ctx->discarded += size; /* the parts are kept, not the body */
         if (ctx->discarded > s->max_valid_body)
             ctx->too_large = true;
         else
-            pbx__execute_multipart_feed(ctx, upload_data, size);
+            pbx__multipart_feed(&ctx->form, upload_data, size);
     } else if (ctx->body.len + size > s->max_valid_body ||
                pbx_buf_append(&ctx->body, upload_data, size) < 0) {
         ctx->too_large = true;
@@ -873,7 +873,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         pbx__admit_client(s->admit, ci ? ci->client_addr : NULL,
                           MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Forwarded-For"),
                           ctx->client, sizeof(ctx->client));
-        ctx->server = s;
         *con_cls = ctx;
         return refuse_early(s, c, ctx, method);
     }
@@ -912,10 +911,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     atomic_fetch_add(&s->metrics.requests[ctx->route][status_index(ctx->status)], 1);
     if (!s->cfg->quiet)
         log_request(ctx);
-    if (ctx->pp != NULL)
-        MHD_destroy_post_processor(ctx->pp);
-    pbx__request_release(&ctx->mp);
-    pbx_buf_release(&ctx->value);
+    pbx__multipart_release(&ctx->form);
     pbx_buf_release(&ctx->body);
     pbx__server_budget_release(s, ctx);
     free(ctx);
@@ -965,6 +961,12 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
         .admin_key = cfg->admin_key,
     };
     s->max_valid_body = max_valid_body(cfg);
+    s->caps = (struct pbx_request_caps){
+        .max_files = cfg->limits.input_files,
+        .max_file_bytes = cfg->limits.input_file_bytes,
+        .max_return = cfg->limits.output_files,
+        .max_stdin = cfg->limits.stdin_bytes,
+    };
     s->budget = cfg->memory_budget;
     if (s->budget == 0) {
         /* Room for every slot's largest answer, and the largest body of every slot and place in the

@@ -275,6 +275,56 @@ def test_multipart_request_failures_are_400(srv, fields, files):
     srv.assert_healthy()
 
 
+# One validator reads JSON bodies and forms: a form that asks what a JSON body asks wrongly is
+# refused the same way, with the same message.
+@pytest.mark.parametrize("json_body,fields", [
+    # A name to return twice: multipart let it through before.
+    ({"code": "print(1)", "return_files": ["a", "a"]},
+     [("code", "print(1)"), ("return_files", "a"), ("return_files", "a")]),
+    ({"code": "print(1)", "return_files": ["../x"]},
+     [("code", "print(1)"), ("return_files", "../x")]),
+    ({"code": "print(1)", "main": "maybe"}, [("code", "print(1)"), ("main", "maybe")]),
+    ({"code": "print(1)", "network": "yes"}, [("code", "print(1)"), ("network", "yes")]),
+    ({"code": "print(1)", "timeout": "soon"}, [("code", "print(1)"), ("timeout", "soon")]),
+    ({"code": "print(1)", "timeout": 0}, [("code", "print(1)"), ("timeout", "0")]),
+    ({"code": "print(1)", "timeout": 5000}, [("code", "print(1)"), ("timeout", "5000")]),
+    ({"code": "print(1)", "timeout": 60}, [("code", "print(1)"), ("timeout", "60")]),
+    ({"code": "print(1)", "memory_mb": 8}, [("code", "print(1)"), ("memory_mb", "8")]),
+    ({"code": "print(1)", "surprise": 1}, [("code", "print(1)"), ("surprise", "1")]),
+    ({"code": ""}, [("code", "")]),
+    ({"stdin": "no code"}, [("stdin", "no code")]),
+])
+def test_multipart_and_json_are_refused_alike(srv, json_body, fields):
+    j = expect_error(srv.v1(json_body), 400, "ValidationError")
+    f = expect_error(multipart(srv, fields), 400, "ValidationError")
+    assert f["error_details"]["message"] == j["error_details"]["message"], (j, f)
+
+
+@pytest.mark.parametrize("fields,message", [
+    # Given twice: a JSON body cannot repeat a key; a form may not repeat a field but
+    # return_files.
+    ([("code", "print(1)"), ("main", "true"), ("main", "false")], "field `main` is given twice"),
+    ([("code", "print(1)"), ("timeout", "1"), ("timeout", "2")],
+     "field `timeout` is given twice"),
+    ([("code", "print(1)"), ("memory_mb", "64"), ("memory_mb", "64")],
+     "field `memory_mb` is given twice"),
+    # The code is counted in characters, so a form's must be UTF-8, as a JSON body's is.
+    ([("code", b"print('\xff')")], "`code` is not valid UTF-8"),
+    ([("code", "print(1)"), ("files", "a.txt")], "`files` must be file parts"),
+])
+def test_multipart_refusals_of_forms(srv, fields, message):
+    body = expect_error(multipart(srv, fields), 400, "ValidationError")
+    assert message in body["error_details"]["message"], body
+
+
+def test_multipart_timeout_reads_as_json_number(srv):
+    res = result_of(multipart(srv, [("code", "print(1)"), ("timeout", " 2.5e0 ")]), "ok")
+    assert res["stdout"] == "1\n"
+    body = expect_error(multipart(srv, [("code", "print(1)"), ("timeout", "0x2")]), 400,
+                        "ValidationError")
+    assert body["error_details"]["message"] == "`timeout` must be a number of seconds", body
+
+
 def test_multipart_file_over_8_mib(srv):
     r = multipart(srv, [("code", "print(1)")],
                   [("files", ("big.bin", b"\0" * (8 * MIB + 1)))])

@@ -1,10 +1,14 @@
 /*
  * Unit tests for src/server/request.c: the parsers of both request dialects
- * (`POST /execute` and `POST /v1/execute`), strict base64 and input files.
- * Bodies are untrusted: every malformed or oversized one must be refused with
- * the error type its dialect reports ("InvalidRequest" when the body is not a
- * JSON object, "ValidationError" otherwise), the right code, and nothing left
- * allocated (the asan preset runs these with leak detection).
+ * (`POST /execute` and `POST /v1/execute`, JSON and multipart/form-data),
+ * strict base64 and input files.  Bodies are untrusted: every malformed or
+ * oversized one must be refused with the error type its dialect reports
+ * ("InvalidRequest" when the body is not a JSON object, "ValidationError"
+ * otherwise), the right code, and nothing left allocated (the asan preset
+ * runs these with leak detection).  A form is fed to the form reader as
+ * libmicrohttpd's post processor hands its parts over, whole and byte by
+ * byte, and must be refused as the JSON body that asks the same, word for
+ * word.
  *
  * Bodies in the tables are written with single quotes, which json() turns
  * into double quotes, so they read like JSON; none needs a literal quote.
@@ -1092,37 +1096,353 @@ START_TEST(test_add_file)
 }
 END_TEST
 
-START_TEST(test_finish)
+/* ---- multipart/form-data bodies, through the form reader ---- */
+
+/* One part of a form: a text field (filename NULL) or a file. */
+struct part {
+    const char *name;     /* its field name (NULL: none in its headers) */
+    const char *filename; /* NULL for a text field */
+    const char *data;     /* its bytes */
+    size_t len;           /* their count; 0 with data: strlen(data) */
+};
+
+#define PARTS(...) \
+    ((const struct part[]){__VA_ARGS__}), ARRAY_SIZE(((const struct part[]){__VA_ARGS__}))
+
+/*
+ * Read `n` parts as libmicrohttpd hands them over, in chunks of at most
+ * `chunk` bytes (each with its offset in its part), into *r.
+ */
+static int form_parse(const struct part *parts, size_t n, size_t chunk, struct pbx_http_request *r,
+                      struct pbx_error **err)
+{
+    struct pbx_request_form f;
+    int rc;
+
+    pbx__request_form_init(&f, &caps);
+    for (size_t i = 0; i < n; i++) {
+        const struct part *p = &parts[i];
+        size_t len = p->len ? p->len : (p->data ? strlen(p->data) : 0);
+        size_t off = 0;
+
+        do {
+            size_t k = len - off < chunk ? len - off : chunk;
+
+            pbx__request_form_data(&f, p->name, p->filename, p->data ? p->data + off : NULL, off,
+                                   k);
+            off += k;
+        } while (off < len);
+    }
+    memset(r, 0xa5, sizeof(*r));
+    rc = pbx__request_form_finish(&f, r, err);
+    pbx__request_form_release(&f);
+    return rc;
+}
+
+/* The parts, whole and byte by byte, must be refused with a message holding `msg`. */
+static void form_error(const struct part *parts, size_t n, const char *msg)
+{
+    static const size_t chunks[] = {SIZE_MAX, 1};
+
+    for (size_t c = 0; c < ARRAY_SIZE(chunks); c++) {
+        struct pbx_http_request r;
+        struct pbx_error *err = NULL;
+
+        ck_assert_msg(form_parse(parts, n, chunks[c], &r, &err) < 0, "accepted; wanted `%s`", msg);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_msg(strstr(err->msg, msg) != NULL, "message `%s` lacks `%s`", err->msg, msg);
+        pbx_error_free(&err);
+    }
+}
+
+START_TEST(test_form_full)
+{
+    static const size_t chunks[] = {SIZE_MAX, 1, 3};
+    struct pbx_http_request r;
+    struct pbx_error *err = NULL;
+
+    for (size_t c = 0; c < ARRAY_SIZE(chunks); c++) {
+        ck_assert_int_eq(
+            form_parse(PARTS({"code", NULL, "def main():\n    return 1", 0},
+                             {"stdin", NULL, "a\0b", 3}, {"main", NULL, "on", 0},
+                             {"timeout", NULL, "2.5", 0}, {"memory_mb", NULL, "64", 0},
+                             {"network", NULL, "0", 0}, {"return_files", NULL, "y.png", 0},
+                             {"return_files", NULL, "z.txt", 0}, {"files", "x.csv", "A,B\n", 0},
+                             {"anything", "bin", "\0\1\2", 3}),
+                       chunks[c], &r, &err),
+            0);
+        ck_assert_ptr_null(err);
+        ck_assert_str_eq(r.code, "def main():\n    return 1");
+        ck_assert_uint_eq(r.code_chars, 24);
+        ck_assert_uint_eq(r.stdin_len, 3);
+        ck_assert_mem_eq(r.stdin_data, "a\0b", 3);
+        ck_assert(r.main_mode);
+        ck_assert(r.has_timeout);
+        ck_assert(r.timeout_s == 2.5);
+        ck_assert(r.has_memory);
+        ck_assert_uint_eq(r.memory_mb, 64);
+        ck_assert(!r.network);
+        ck_assert_uint_eq(r.nreturn, 2);
+        ck_assert_str_eq(r.return_files[1], "z.txt");
+        ck_assert_uint_eq(r.nfiles, 2);
+        ck_assert_str_eq(r.files[0].name, "x.csv");
+        ck_assert_uint_eq(r.files[0].size, 4);
+        ck_assert_mem_eq(r.files[0].data, "A,B\n", 4);
+        ck_assert_str_eq(r.files[1].name, "bin");
+        ck_assert_mem_eq(r.files[1].data, "\0\1\2", 3);
+        ck_assert_ptr_null(r.api_key);
+        pbx__request_release(&r);
+    }
+
+    /* Booleans as forms write them; an empty one is false. */
+    ck_assert_int_eq(form_parse(PARTS({"code", NULL, "x", 0}, {"main", NULL, "", 0},
+                                      {"network", NULL, "true", 0}),
+                                SIZE_MAX, &r, &err),
+                     0);
+    ck_assert(!r.main_mode);
+    ck_assert(r.network);
+    pbx__request_release(&r);
+    /* Numbers as JSON spells them. */
+    ck_assert_int_eq(form_parse(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, " 1e-9 ", 0},
+                                      {"memory_mb", NULL, "65536", 0}),
+                                SIZE_MAX, &r, &err),
+                     0);
+    ck_assert(r.timeout_s == 1e-9);
+    ck_assert_uint_eq(r.memory_mb, 65536);
+    pbx__request_release(&r);
+    /* stdin and files exactly at their caps. */
+    ck_assert_int_eq(form_parse(PARTS({"code", NULL, "x", 0},
+                                      {"stdin", NULL, "12345678901234567890123456789012", 0},
+                                      {"f", "a", "0123456789abcdef", 0}),
+                                1, &r, &err),
+                     0);
+    ck_assert_uint_eq(r.stdin_len, 32);
+    ck_assert_uint_eq(r.files[0].size, 16);
+    pbx__request_release(&r);
+}
+END_TEST
+
+START_TEST(test_form_errors)
+{
+    char big[1024 + 2];
+
+    form_error(PARTS({"stdin", NULL, "no code", 0}), "missing `code`");
+    form_error(PARTS({"code", NULL, "", 0}), "`code` is empty");
+    form_error(PARTS({"code", NULL, " \n\t", 0}), "`code` is empty");
+    form_error(PARTS({"code", NULL, "print(1)\0", 9}), "`code` contains a NUL character");
+    form_error(PARTS({"code", NULL, "print('\xff')", 0}), "`code` is not valid UTF-8");
+    form_error(PARTS({"code", NULL, "\x80\x80\x80", 0}), "`code` is not valid UTF-8");
+    form_error(PARTS({"code", NULL, "x", 0}, {"surprise", NULL, "1", 0}),
+               "unknown field `surprise`");
+    form_error(PARTS({"code", NULL, "x", 0}, {"api_key", NULL, "k", 0}), "unknown field `api_key`");
+    form_error(PARTS({"code", NULL, "x", 0}, {NULL, NULL, "x", 0}), "has no field name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"", NULL, "x", 0}), "has no field name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"files", NULL, "a.txt", 0}),
+               "`files` must be file parts");
+    /* Every field but return_files is given once, as a JSON key is. */
+    form_error(PARTS({"code", NULL, "x", 0}, {"code", NULL, "y", 0}),
+               "field `code` is given twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"stdin", NULL, "", 0}, {"stdin", NULL, "", 0}),
+               "field `stdin` is given twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"main", NULL, "1", 0}, {"main", NULL, "0", 0}),
+               "field `main` is given twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "1", 0}, {"timeout", NULL, "2", 0}),
+               "field `timeout` is given twice");
+    form_error(
+        PARTS({"code", NULL, "x", 0}, {"memory_mb", NULL, "64", 0}, {"memory_mb", NULL, "64", 0}),
+        "field `memory_mb` is given twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"network", NULL, "0", 0}, {"network", NULL, "0", 0}),
+               "field `network` is given twice");
+    /* Scalars. */
+    form_error(PARTS({"code", NULL, "x", 0}, {"main", NULL, "maybe", 0}),
+               "`main` must be true or false");
+    form_error(PARTS({"code", NULL, "x", 0}, {"network", NULL, "yes", 0}),
+               "`network` must be true or false");
+    form_error(PARTS({"code", NULL, "x", 0}, {"main", NULL, "1\0", 2}),
+               "`main` must be true or false");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "soon", 0}),
+               "`timeout` must be a number of seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "0x10", 0}),
+               "`timeout` must be a number of seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "inf", 0}),
+               "`timeout` must be a number of seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "true", 0}),
+               "`timeout` must be a number of seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "", 0}),
+               "`timeout` must be a number of seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "0", 0}),
+               "`timeout` must be between 0 and 3600 seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, "3601", 0}),
+               "`timeout` must be between 0 and 3600 seconds");
+    form_error(PARTS({"code", NULL, "x", 0}, {"memory_mb", NULL, "8", 0}),
+               "`memory_mb` must be a whole number from 16 to 65536");
+    form_error(PARTS({"code", NULL, "x", 0}, {"memory_mb", NULL, "64.0", 0}), "`memory_mb`");
+    form_error(PARTS({"code", NULL, "x", 0}, {"memory_mb", NULL, "-64", 0}), "`memory_mb`");
+    form_error(PARTS({"code", NULL, "x", 0}, {"memory_mb", NULL, "65537", 0}), "`memory_mb`");
+    memset(big, '1', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeout", NULL, big, 0}),
+               "form field `timeout` is over 1024 bytes");
+    /* Names to return. */
+    form_error(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "../x", 0}),
+               "`return_files[0]` is not a valid file name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "ok", 0},
+                     {"return_files", NULL, "", 0}),
+               "`return_files[1]` is not a valid file name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "a\0b", 3}),
+               "not a valid file name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "a", 0},
+                     {"return_files", NULL, "b", 0}, {"return_files", NULL, "a", 0}),
+               "`return_files` names `a` twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "a", 0},
+                     {"return_files", NULL, "b", 0}, {"return_files", NULL, "c", 0},
+                     {"return_files", NULL, "d", 0}),
+               "at most 3 files may be returned");
+    /* Sizes. */
+    form_error(
+        PARTS({"code", NULL, "x", 0}, {"stdin", NULL, "123456789012345678901234567890123", 0}),
+        "`stdin` is over 32 bytes");
+    form_error(PARTS({"code", NULL, "x", 0}, {"f", "big", "0123456789abcdefg", 0}),
+               "file `big` is larger than 16 bytes");
+    /* Input files. */
+    form_error(PARTS({"code", NULL, "x", 0}, {"f", "..", "x", 0}), "invalid file name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"f", "a/b", "x", 0}), "invalid file name");
+    form_error(PARTS({"code", NULL, "x", 0}, {"f", "a.txt", "1", 0}, {"f", "a.txt", "2", 0}),
+               "file `a.txt` is given twice");
+    form_error(PARTS({"code", NULL, "x", 0}, {"f", "a", "", 0}, {"f", "b", "", 0},
+                     {"f", "c", "", 0}, {"f", "d", "", 0}, {"f", "e", "", 0}),
+               "at most 4 files may be attached");
+    /* The first refusal is the one answered. */
+    form_error(PARTS({"main", NULL, "maybe", 0}, {"surprise", NULL, "1", 0}),
+               "`main` must be true or false");
+    form_error(PARTS({"surprise", NULL, "1", 0}, {"main", NULL, "maybe", 0}),
+               "unknown field `surprise`");
+}
+END_TEST
+
+/*
+ * A form and a JSON body that ask the same wrong thing are refused with the
+ * same message, word for word: one validator serves both.
+ */
+START_TEST(test_form_json_same_messages)
+{
+    static const struct {
+        const char *json;  /* single-quoted, see json() */
+        struct part extra; /* the form: `code` = x, then this part */
+    } same[] = {
+        {"{'code': 'x', 'main': 'maybe'}", {"main", NULL, "maybe", 0}},
+        {"{'code': 'x', 'network': 'yes'}", {"network", NULL, "yes", 0}},
+        {"{'code': 'x', 'timeout': 'soon'}", {"timeout", NULL, "soon", 0}},
+        {"{'code': 'x', 'timeout': 0}", {"timeout", NULL, "0", 0}},
+        {"{'code': 'x', 'timeout': 3601}", {"timeout", NULL, "3601", 0}},
+        {"{'code': 'x', 'timeout': -1}", {"timeout", NULL, "-1", 0}},
+        {"{'code': 'x', 'memory_mb': 8}", {"memory_mb", NULL, "8", 0}},
+        {"{'code': 'x', 'memory_mb': 64.5}", {"memory_mb", NULL, "64.5", 0}},
+        {"{'code': 'x', 'memory_mb': '64'}", {"memory_mb", NULL, "'64'", 0}},
+        {"{'code': 'x', 'return_files': ['../x']}", {"return_files", NULL, "../x", 0}},
+        {"{'code': 'x', 'return_files': ['']}", {"return_files", NULL, "", 0}},
+        {"{'code': 'x', 'stdin': '123456789012345678901234567890123'}",
+         {"stdin", NULL, "123456789012345678901234567890123", 0}},
+        {"{'code': 'x', 'surprise': 1}", {"surprise", NULL, "1", 0}},
+        {"{'code': 'x', 'files': [{'name': '..', 'content_base64': 'QUJD'}]}",
+         {"files", "..", "ABC", 0}},
+        {"{'code': 'x', 'files': [{'name': 'f', 'content_base64': 'MDEyMzQ1Njc4OWFiY2RlZmc='}]}",
+         {"files", "f", "0123456789abcdefg", 0}},
+        {"{'code': ' '}", {"code", NULL, "", 0}},
+    };
+
+    for (size_t i = 0; i < ARRAY_SIZE(same); i++) {
+        char *body = json(same[i].json);
+        const struct part *extra = &same[i].extra;
+        struct part parts[2] = {{"code", NULL, "x", 0}, *extra};
+        struct pbx_http_request r;
+        struct pbx_error *jerr = NULL;
+        struct pbx_error *ferr = NULL;
+        const char *etype = NULL;
+        bool code_only = strcmp(extra->name, "code") == 0;
+
+        ck_assert_int_lt(parse(V1, body, strlen(body), &r, &etype, &jerr), 0);
+        ck_assert_str_eq(etype, VAL);
+        if (code_only)
+            parts[0] = parts[1];
+        ck_assert_int_lt(form_parse(parts, code_only ? 1 : 2, SIZE_MAX, &r, &ferr), 0);
+        ck_assert_msg(strcmp(jerr->msg, ferr->msg) == 0, "%s: JSON `%s`, form `%s`", body,
+                      jerr->msg, ferr->msg);
+        pbx_error_free(&jerr);
+        pbx_error_free(&ferr);
+        free(body);
+    }
+
+    /* A name to return given twice: refused by both (multipart let it through before). */
+    {
+        char *body = json("{'code': 'x', 'return_files': ['a', 'a']}");
+        struct pbx_http_request r;
+        struct pbx_error *jerr = NULL;
+        struct pbx_error *ferr = NULL;
+        const char *etype = NULL;
+
+        ck_assert_int_lt(parse(V1, body, strlen(body), &r, &etype, &jerr), 0);
+        ck_assert_int_lt(form_parse(PARTS({"code", NULL, "x", 0}, {"return_files", NULL, "a", 0},
+                                          {"return_files", NULL, "a", 0}),
+                                    SIZE_MAX, &r, &ferr),
+                         0);
+        ck_assert_str_eq(jerr->msg, "`return_files` names `a` twice");
+        ck_assert_str_eq(ferr->msg, jerr->msg);
+        pbx_error_free(&jerr);
+        pbx_error_free(&ferr);
+        free(body);
+    }
+}
+END_TEST
+
+/* An empty file input (no filename) adds nothing, not even to the file before it. */
+START_TEST(test_form_empty_file_input)
 {
     struct pbx_http_request r;
     struct pbx_error *err = NULL;
 
-    memset(&r, 0, sizeof(r));
-    ck_assert_int_lt(pbx__request_finish(&r, &err), 0);
-    ck_assert_int_eq(err->code, PBX_E_INVAL);
-    ck_assert_ptr_nonnull(strstr(err->msg, "missing"));
-    pbx_error_free(&err);
-
-    r.code = xstrdup(" \n\t");
-    r.code_len = 3;
-    ck_assert_int_lt(pbx__request_finish(&r, &err), 0);
-    ck_assert_ptr_nonnull(strstr(err->msg, "empty"));
-    pbx_error_free(&err);
+    ck_assert_int_eq(form_parse(PARTS({"code", NULL, "x", 0}, {"files", "a.txt", "a", 0},
+                                      {"files", "", "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", 0}),
+                                4, &r, &err),
+                     0);
+    ck_assert_uint_eq(r.nfiles, 1);
+    ck_assert_uint_eq(r.files[0].size, 1);
+    ck_assert_mem_eq(r.files[0].data, "a", 1);
     pbx__request_release(&r);
+}
+END_TEST
 
-    r.code = xmemdup("a\0b", 4);
-    r.code_len = 3;
-    ck_assert_int_lt(pbx__request_finish(&r, &err), 0);
-    ck_assert_ptr_nonnull(strstr(err->msg, "NUL"));
+/* The framing's refusal, when it comes first, is the one answered; a later one is not. */
+START_TEST(test_form_refuse)
+{
+    struct pbx_request_form f;
+    struct pbx_http_request r;
+    struct pbx_error *err = NULL;
+
+    pbx__request_form_init(&f, &caps);
+    pbx__request_form_data(&f, "code", NULL, "x", 0, 1);
+    pbx__request_form_refuse(&f, "malformed multipart/form-data body");
+    pbx__request_form_data(&f, "surprise", NULL, "1", 0, 1);
+    ck_assert_int_lt(pbx__request_form_finish(&f, &r, &err), 0);
+    ck_assert_str_eq(err->msg, "malformed multipart/form-data body");
     pbx_error_free(&err);
-    pbx__request_release(&r);
+    pbx__request_form_release(&f);
 
-    r.code = xstrdup("print('\xc3\xa9')");
-    r.code_len = strlen(r.code);
-    ck_assert_int_eq(pbx__request_finish(&r, &err), 0);
-    ck_assert_ptr_null(err);
-    ck_assert_uint_eq(r.code_chars, 10);
-    pbx__request_release(&r);
+    pbx__request_form_init(&f, &caps);
+    pbx__request_form_data(&f, "main", NULL, "maybe", 0, 5);
+    pbx__request_form_data(&f, "code", NULL, "x", 0, 1);
+    pbx__request_form_refuse(&f, "malformed multipart/form-data body");
+    ck_assert_int_lt(pbx__request_form_finish(&f, &r, &err), 0);
+    ck_assert_str_eq(err->msg, "`main` must be true or false");
+    pbx_error_free(&err);
+    pbx__request_form_release(&f);
+
+    /* A form released unfinished frees what it read. */
+    pbx__request_form_init(&f, &caps);
+    pbx__request_form_data(&f, "code", NULL, "print(1)", 0, 8);
+    pbx__request_form_data(&f, "f", "a", "abc", 0, 3);
+    pbx__request_form_data(&f, "stdin", NULL, "in", 0, 2);
+    pbx__request_form_release(&f);
 }
 END_TEST
 
@@ -1153,6 +1473,7 @@ static Suite *request_suite(void)
     TCase *tc = tcase_create("parse");
     TCase *tb = tcase_create("base64");
     TCase *tf = tcase_create("files");
+    TCase *tm = tcase_create("forms");
 
     tcase_add_loop_test(tc, test_common_errors_compat, 0, (int)ARRAY_SIZE(common_bad));
     tcase_add_loop_test(tc, test_common_errors_v1, 0, (int)ARRAY_SIZE(common_bad));
@@ -1179,8 +1500,14 @@ static Suite *request_suite(void)
     suite_add_tcase(s, tb);
 
     tcase_add_test(tf, test_add_file);
-    tcase_add_test(tf, test_finish);
     suite_add_tcase(s, tf);
+
+    tcase_add_test(tm, test_form_full);
+    tcase_add_test(tm, test_form_errors);
+    tcase_add_test(tm, test_form_json_same_messages);
+    tcase_add_test(tm, test_form_empty_file_input);
+    tcase_add_test(tm, test_form_refuse);
+    suite_add_tcase(s, tm);
     return s;
 }
 
