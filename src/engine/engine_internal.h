@@ -138,7 +138,7 @@ struct pbx_reaper {
  *   reaper.lock          (a leaf)
  *   reaper.stale_lock    (a leaf)
  *
- * The one pair that nests: take_spare() and drop_stale_spares() (pool.c) ask
+ * The one pair that nests: pbx__pool_take() and drop_stale_spares() (pool.c) ask
  * pbx__zygotes_fresh() about a spare while holding pool.lock, so zygotes.lock
  * may be taken under pool.lock, never the other way round.  No other two
  * nest: a thread holding any other lock takes none; everything else that

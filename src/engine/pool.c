@@ -125,7 +125,7 @@ out:
  * Drop the spares whose zygote is retired, dead or due for recycling: an
  * idle server would otherwise keep a retired zygote (and its address-space
  * layout) alive until its next execution.  The refill that follows forks
- * new spares from a new zygote.  Call with pool_lock held; it is dropped
+ * new spares from a new zygote.  Call with the pool's lock held; it is dropped
  * while spares are released.
  */
 static void drop_stale_spares(struct pbx_engine *e)
@@ -146,7 +146,7 @@ static void drop_stale_spares(struct pbx_engine *e)
     }
 }
 
-/* Wait on pool_cond for at most `ms` (pool_lock held): true when signalled. */
+/* Wait on the pool's cond for at most `ms` (its lock held): true when signalled. */
 static bool pool_wait(struct pbx_engine *e, unsigned ms)
 {
     struct timespec until;

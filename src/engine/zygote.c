@@ -1,5 +1,6 @@
 /*
- * The zygote.
+ * The zygote itself: the code that runs inside the jail.  (Its supervisor's
+ * side, which starts it and sends it work, is zygotes.c.)
  *
  * Theory of operation: the supervisor clone()s a child into new user, mount,
  * pid, net, ipc, uts and cgroup namespaces, maps uid/gid 0 of the new user
@@ -12,10 +13,10 @@
  * The zygote is pid 1 of the jail's pid namespace.  It pivot_roots into the
  * read-only Python view (rootfs.c), initialises libpython once (preloading
  * numpy and PIL when asked), builds the seccomp filter once, reports READY,
- * then loops: each message on the control socket is one execution, for which
- * it forks a cell (cell.c) and goes back to waiting.  It never runs user
- * code.  When the control socket closes the zygote exits, and the kernel
- * kills every process of the jail with it.
+ * then loops: each message on the control socket is one execution or one
+ * spare cell, for which it forks a cell (cell.c) and goes back to waiting.
+ * It never runs user code.  When the control socket closes the zygote exits,
+ * and the kernel kills every process of the jail with it.
  *
  * Processes: supervisor -> zygote (jail pid 1) -> cell (one per execution,
  * pid 1 of its own pid namespace) -> job (the user's code, the cell's child).
@@ -180,7 +181,7 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
     int pidns;
     int sfd;
 
-    /* Read by the loader and malloc at exec (see engine.c); nothing later needs them. */
+    /* Read by the loader and malloc at exec (see zygotes.c); nothing later needs them. */
     unsetenv("LD_BIND_NOW");
     unsetenv("GLIBC_TUNABLES");
     /* No controlling terminal: a Ctrl-C meant for the CLI never reaches the jail. */

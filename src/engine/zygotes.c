@@ -8,9 +8,10 @@
  * zygote into new user, mount, pid, net, ipc, uts and cgroup namespaces.  The
  * child waits on the pipe while the supervisor maps the jail's uid/gid 0..N
  * to the unprivileged host range cfg.uid_base..; released, it becomes uid/gid
- * 0 of the jail, keeps only the control socket (as fd 3) and execs the binary
- * as "pybox-zygote __zygote FLAGS" with a fixed environment.  The supervisor
- * then waits for READY on the control socket, up to START_TIMEOUT_MS.
+ * 0 of the jail, keeps only the control socket (as fd 3) and stderr, and
+ * execs the binary as "pybox-zygote __zygote FLAGS" with a fixed environment.
+ * The supervisor then waits for READY on the control socket, up to
+ * START_TIMEOUT_MS.
  *
  * Processes: one zygote per jail, a child of the keeper thread (keeper_main
  * says why), which has PR_SET_PDEATHSIG: it dies with that thread.  Fds kept
@@ -344,6 +345,8 @@ struct pbx_zygote *pbx__zygotes_get(struct pbx_engine *e, bool count_exec, struc
     }
     if (z == NULL && zs->stopping) {
         pthread_mutex_unlock(&zs->lock);
+        if (old != NULL)
+            zygote_destroy(old);
         pbx_error_set(err, PBX_E_ENGINE, "the engine is stopping");
         return NULL;
     }
