@@ -76,12 +76,11 @@ enum pybox_code {
     PYBOX_E_CONNECT = 3,      /* the server could not be reached (refused, no such host) */
     PYBOX_E_TIMEOUT = 4,      /* no answer from the server in time (transport, not the code) */
     PYBOX_E_UNAUTHORIZED = 5, /* HTTP 401: the API key is not valid or was revoked */
-    PYBOX_E_FORBIDDEN = 6,    /* HTTP 403: the key's policy does not allow the request */
+    PYBOX_E_FORBIDDEN = 6,    /* HTTP 403: the caller's policy does not allow the request */
     PYBOX_E_RATE_LIMITED = 7, /* HTTP 429: rate limit or daily quota; see retry_after */
     PYBOX_E_BUSY = 8,         /* HTTP 503: every execution slot of the server is busy */
     PYBOX_E_TOO_LARGE = 9,    /* the request is over a size limit (HTTP 413, or locally) */
-    PYBOX_E_UNSUPPORTED = 10, /* not available in this mode or on this server (HTTP 501, */
-                              /* network in local mode) */
+    PYBOX_E_UNSUPPORTED = 10, /* not available in this mode or on this server (HTTP 501) */
     PYBOX_E_SERVER = 11,      /* the server failed (HTTP 500 or another unexpected status) */
     PYBOX_E_PROTOCOL = 12,    /* the server's answer is not a pybox result */
     PYBOX_E_ENGINE = 13,      /* the local engine could not start or failed */
@@ -116,7 +115,7 @@ PYBOX_API const char *pybox_error_message(const struct pybox_error *err);
  * The error's type, the name both modes give the same failure: in remote mode
  * the server's `error.type` ("ValidationError", "PayloadTooLarge",
  * "RateLimitExceeded", ..., docs/api.md); in local mode the type the server
- * would answer with ("ValidationError", "PayloadTooLarge", "NetworkUnavailable",
+ * would answer with ("ValidationError", "PayloadTooLarge", "NetworkNotAllowed",
  * "InternalServerError" for a failed engine).  NULL when the failure is the
  * client's own (a bad argument, out of memory, the connection) or the answer
  * named no type.  The code follows from it (docs/design/error-handling.md has
@@ -159,7 +158,8 @@ struct pybox_config {
                            /* local mode, the server's in remote mode */
     unsigned memory_mb;    /* default memory limit in MiB (16 to 65536); 0: the default */
     bool network;          /* ask for network access: the server refuses it (403 or 501); */
-                           /* local mode has none: runs fail with PYBOX_E_UNSUPPORTED */
+                           /* local mode, which has the anonymous policy, as a server */
+                           /* refuses an anonymous caller: PYBOX_E_FORBIDDEN */
     const char *pybox_bin; /* local mode: the pybox binary to start the sandbox with; */
                            /* NULL: env PYBOX_BIN, else the installed one */
     bool preload;          /* local mode: import numpy and PIL before the first run */
@@ -267,9 +267,9 @@ PYBOX_API enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigne
  *                         or the same limits locally)
  *   PYBOX_E_CONNECT       the server could not be reached
  *   PYBOX_E_TIMEOUT       the server did not answer within the run's timeout plus 30 s
- *   PYBOX_E_UNAUTHORIZED  HTTP 401          PYBOX_E_FORBIDDEN    HTTP 403
+ *   PYBOX_E_UNAUTHORIZED  HTTP 401          PYBOX_E_FORBIDDEN    HTTP 403, network locally
  *   PYBOX_E_RATE_LIMITED  HTTP 429 (pybox_error_retry_after() says when to retry)
- *   PYBOX_E_BUSY          HTTP 503          PYBOX_E_UNSUPPORTED  HTTP 501, network locally
+ *   PYBOX_E_BUSY          HTTP 503          PYBOX_E_UNSUPPORTED  HTTP 501, stdin remotely
  *   PYBOX_E_SERVER        HTTP 500 or another status
  *   PYBOX_E_PROTOCOL      an answer that is not a pybox result (or over 256 MiB)
  *   PYBOX_E_ENGINE        the local engine failed to start or run (InternalServerError)

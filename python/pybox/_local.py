@@ -20,7 +20,7 @@ from typing import List, Optional, Union
 
 from ._request import Request
 from ._result import Result
-from .errors import BinaryNotFound, InvalidRequest, ServerError, Unsupported, error_class
+from .errors import BinaryNotFound, Forbidden, InvalidRequest, ServerError, error_class
 
 EXIT_USAGE = 2  # `pybox run`: bad usage, including a request over a limit
 
@@ -127,9 +127,9 @@ class LocalBackend:
 
     def execute(self, req: Request) -> Result:
         if req.network:
-            # What a server answers a caller allowed network, as libpybox's local mode does.
-            raise Unsupported("network access is not available: pybox never gives executions a "
-                              "network", type="NetworkUnavailable")
+            # Local mode has the anonymous policy: what a server answers an anonymous caller.
+            raise Forbidden("network access is not available: pybox never gives executions a "
+                            "network", type="NetworkNotAllowed")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYBOX_")}
         with tempfile.TemporaryDirectory(prefix="pybox-client-") as tmp:
             argv = self._argv(req, tmp)

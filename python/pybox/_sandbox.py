@@ -41,8 +41,8 @@ class Sandbox:
         memory_mb: default memory limit of each run, in MiB (None: pybox's default, 256).
         network: ask for network access. pybox never gives an execution a network, so a run
             with network=True raises Forbidden where the caller's policy does not allow
-            network (a server's anonymous callers) and Unsupported otherwise (local mode, a key
-            allowed network).
+            network (local mode, which has the anonymous policy, and a server's callers
+            without such a key) and Unsupported (a ServerError) for a key allowed it.
         binary: local mode only: the `pybox` binary (path, or name looked up on PATH).
         request_timeout: seconds to wait for an answer (a socket timeout in remote mode; the
             whole `pybox run` in local mode) before raising; default 300, None: forever.

@@ -15,8 +15,8 @@ The exceptions below mean that the request itself could not be carried out.
      +-- RateLimited                per-minute window or daily quota used up (HTTP 429)
      +-- ServerBusy                 every execution slot is busy (HTTP 503)
      +-- ServerError                pybox failed, or answered something unexpected (5xx)
-     |    +-- Unsupported           not available in this mode or on this server (HTTP 501:
-     |                              network asked, local mode too)
+     |    +-- Unsupported           not available on this server (HTTP 501: network asked by
+     |                              a caller whose policy allows it)
      +-- BinaryNotFound             local mode: no `pybox` binary to run
 
 Which exception a failure raises follows from its error type (`PyboxError.type`, the server's
@@ -115,8 +115,8 @@ class ServerError(PyboxError):
 
 
 class Unsupported(ServerError):
-    """Not available in this mode or on this server: network access (HTTP 501 from a server
-    whose policy allows the caller network, and local mode, where no execution has one)."""
+    """Not available on this server: network access asked by a caller whose policy allows it
+    (HTTP 501); pybox never gives an execution a network."""
 
 
 class BinaryNotFound(PyboxError):

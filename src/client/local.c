@@ -163,7 +163,8 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     char *text;
 
     if (client->network) {
-        const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_NETWORK_UNAVAILABLE);
+        /* Local mode applies the anonymous policy, which a server refuses network (403). */
+        const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_NETWORK_NOT_ALLOWED);
 
         return pbx__client_fail_type(err, row->local, row->type, 0, 0,
                                      "local mode runs every execution without network");

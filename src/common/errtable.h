@@ -71,8 +71,9 @@
     /* An API key that is not valid or was revoked: local mode has no keys. */                    \
     XX(UNAUTHORIZED, "Unauthorized", 401, PYBOX_E_UNAUTHORIZED, PBX_ERRTABLE_NONE,                \
        PBX_EXIT_NOPERM, "Unauthorized", 0)                                                        \
-    /* Network asked by a caller whose policy does not allow it: local mode has no policy. */     \
-    XX(NETWORK_NOT_ALLOWED, "NetworkNotAllowed", 403, PYBOX_E_FORBIDDEN, PBX_ERRTABLE_NONE,       \
+    /* Network asked by a caller whose policy does not allow it, as local mode's (the */          \
+    /* anonymous policy) does not. */                                                             \
+    XX(NETWORK_NOT_ALLOWED, "NetworkNotAllowed", 403, PYBOX_E_FORBIDDEN, PYBOX_E_FORBIDDEN,       \
        PBX_EXIT_NOPERM, "Forbidden", 0)                                                           \
     /* No such endpoint or method: the URL is not a pybox server's. */                            \
     XX(NOT_FOUND, "NotFound", 404, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
@@ -95,8 +96,9 @@
     /* local mode the engine could not start or failed. */                                        \
     XX(INTERNAL_SERVER_ERROR, "InternalServerError", 500, PYBOX_E_SERVER, PYBOX_E_ENGINE,         \
        PBX_EXIT_FAILURE, "ServerError", PBX_ERRTABLE_ANY)                                         \
-    /* Network asked by a caller allowed it, or in local mode: no execution has a network. */     \
-    XX(NETWORK_UNAVAILABLE, "NetworkUnavailable", 501, PYBOX_E_UNSUPPORTED, PYBOX_E_UNSUPPORTED,  \
+    /* Network asked by a caller allowed it: no execution has one.  Local mode has no such */     \
+    /* caller. */                                                                                 \
+    XX(NETWORK_UNAVAILABLE, "NetworkUnavailable", 501, PYBOX_E_UNSUPPORTED, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_FAILURE, "Unsupported", 0)                                                        \
     /* Every slot busy and the queue full or its wait over, or the memory budget spent. */        \
     XX(SERVER_BUSY, "ServerBusy", 503, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                           \

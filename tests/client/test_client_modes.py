@@ -183,18 +183,13 @@ def test_bad_file_names_are_invalid_requests_in_both_modes(local_sandbox, remote
     assert errors[0].status is None and errors[1].status == 400
 
 
-def test_network_is_refused_in_both_modes(pybox_bin, client_server):
-    # Local mode has no network and no policy: it answers what a server answers a caller
-    # allowed network (501); a caller whose policy does not allow it gets 403 from a server.
-    # tests/client/test_error_table.py compares local mode with a key allowed network.
-    with pytest.raises(pybox.Unsupported) as e:
-        pybox.Sandbox(binary=pybox_bin, network=True).run("print(1)")
-    assert e.value.type == "NetworkUnavailable" and e.value.status is None
-    assert isinstance(e.value, pybox.ServerError)
-    with pytest.raises(pybox.Forbidden) as e:
-        pybox.Sandbox(url=client_server.url, api_key=client_server.client_key,
-                      network=True).run("print(1)")
-    assert e.value.type == "NetworkNotAllowed" and e.value.status == 403
+def test_network_is_forbidden_in_both_modes(pybox_bin, client_server):
+    for sb in (pybox.Sandbox(binary=pybox_bin, network=True),
+               pybox.Sandbox(url=client_server.url, api_key=client_server.client_key,
+                             network=True)):
+        with pytest.raises(pybox.Forbidden) as e:
+            sb.run("print(1)")
+        assert e.value.type == "NetworkNotAllowed"
 
 
 def test_a_sandbox_default_limits_apply_and_run_overrides_them(sandbox):

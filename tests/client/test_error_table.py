@@ -163,12 +163,11 @@ CASES: Dict[str, Case] = {
                                python=None),  # the package takes files as a mapping
     "timeout out of range": Case("VALIDATION_ERROR", timeout=1e7, c="setup"),
     "memory out of range": Case("VALIDATION_ERROR", memory=8, c="setup"),
-    # Network: local mode has none and no policy, so it is what a server answers a caller
-    # allowed network; a caller not allowed it gets 403, which has no local equivalent.
-    "network, a key allowed it": Case("NETWORK_UNAVAILABLE", network=True, key="network",
-                                      cli=None),
-    "network, a key not allowed it": Case("NETWORK_UNAVAILABLE", network=True,
-                                          remote="NETWORK_NOT_ALLOWED", cli=None),
+    # Network: local mode has the anonymous policy, which does not allow it, as a key's
+    # policy need not; a key allowed it gets 501, which has no local equivalent.
+    "network, a key not allowed it": Case("NETWORK_NOT_ALLOWED", network=True, cli=None),
+    "network, a key allowed it": Case("NETWORK_NOT_ALLOWED", network=True, key="network",
+                                      remote="NETWORK_UNAVAILABLE", cli=None),
     # Policy refuses code before it runs: a result, never an error, in both modes.
     "a forbidden import": Case("result:rejected:ForbiddenImportError", code="import socket"),
     "a syntax error": Case("result:rejected:SyntaxError", code="def ("),

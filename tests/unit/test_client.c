@@ -546,7 +546,7 @@ START_TEST(test_bad_key_unauthorized)
 }
 END_TEST
 
-START_TEST(test_network_forbidden_and_unsupported)
+START_TEST(test_network_forbidden)
 {
     struct pybox_config cfg;
     struct pybox_client *c = NULL;
@@ -564,9 +564,9 @@ START_TEST(test_network_forbidden_and_unsupported)
     pybox_client_free(c);
     cfg.server = NULL;
     ck_assert_int_eq(pybox_client_new(&cfg, &c, NULL), PYBOX_OK);
-    /* Local mode: what a server answers a caller allowed network (501). */
-    err = run_fails(c, e, PYBOX_E_UNSUPPORTED);
-    ck_assert_str_eq(pybox_error_type(err), "NetworkUnavailable");
+    /* Local mode has the anonymous policy: what a server answers an anonymous caller (403). */
+    err = run_fails(c, e, PYBOX_E_FORBIDDEN);
+    ck_assert_str_eq(pybox_error_type(err), "NetworkNotAllowed");
     ck_assert_int_eq(pybox_error_http_status(err), 0);
     pybox_error_free(err);
     pybox_client_free(c);
@@ -910,7 +910,7 @@ static Suite *client_suite(void)
     tcase_set_timeout(errors, 240);
     tcase_add_test(errors, test_connect_refused);
     tcase_add_test(errors, test_bad_key_unauthorized);
-    tcase_add_test(errors, test_network_forbidden_and_unsupported);
+    tcase_add_test(errors, test_network_forbidden);
     tcase_add_test(errors, test_too_large_and_invalid);
     tcase_add_test(errors, test_busy_then_rate_limited);
     tcase_add_test(errors, test_local_engine_missing_binary);
