@@ -115,6 +115,9 @@ refuse(bool json, const char *type, int status, bool usage, const char *fmt, ...
 #define refuse_as(json, id, usage, ...) \
     refuse(json, pbx_errtable_get(id)->type, pbx_errtable_get(id)->exit, usage, __VA_ARGS__)
 
+/* Bad usage, refused as the server refuses a bad request: a ValidationError. */
+#define refuse_usage(json, ...) refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, __VA_ARGS__)
+
 /* Read a whole file (or stdin for "-") into memory, capped. */
 static char *slurp(const char *path, uint64_t max, size_t *len, const char *what, bool json)
 {
@@ -258,7 +261,7 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
     cfg.api_key = key;
     rc = pybox_client_new(&cfg, &client, &err);
     if (rc != PYBOX_OK)
-        pbx_usage_error("run", "--server: %s", pybox_error_message(err));
+        refuse_usage(json, "--server: %s", pybox_error_message(err));
     rc = pybox_exec_set_code(exec, req->code, req->code_len);
     if (rc == PYBOX_OK && req->stdin_data != NULL)
         rc = pybox_exec_set_stdin(exec, req->stdin_data, req->stdin_len);
@@ -470,12 +473,12 @@ int pbx_cmd_run(int argc, char **argv)
             break;
         case OPT_FILE:
             if (nfiles == MAX_ARGS_FILES)
-                pbx_usage_error("run", "too many --file options");
+                refuse_usage(json, "too many --file options");
             file_args[nfiles++] = optarg;
             break;
         case OPT_RETURN:
             if (nreturn == MAX_ARGS_FILES)
-                pbx_usage_error("run", "too many --return options");
+                refuse_usage(json, "too many --return options");
             if (!pbx_engine_check_name(optarg, &err))
                 refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--return: %s", err->msg);
             returns[nreturn++] = optarg;
@@ -517,9 +520,9 @@ int pbx_cmd_run(int argc, char **argv)
             api_key_given = true;
             break;
         case ':':
-            pbx_usage_error("run", "option `%s` needs a value", argv[optind - 1]);
+            refuse_usage(json, "option `%s` needs a value", argv[optind - 1]);
         default:
-            pbx_usage_error("run", "unknown option `%s`", argv[optind - 1]);
+            refuse_usage(json, "unknown option `%s`", argv[optind - 1]);
         }
     }
     /*
@@ -533,22 +536,22 @@ int pbx_cmd_run(int argc, char **argv)
     if (optind < argc)
         code_path = argv[optind++];
     if (optind < argc)
-        pbx_usage_error("run", "unexpected argument `%s` (script arguments are not supported)",
-                        argv[optind]);
+        refuse_usage(json, "unexpected argument `%s` (script arguments are not supported)",
+                     argv[optind]);
     if (code_path == NULL) {
         if (isatty(STDIN_FILENO))
-            pbx_usage_error("run", "no script given: pass FILE, or - to read it from stdin");
+            refuse_usage(json, "no script given: pass FILE, or - to read it from stdin");
         code_path = "-";
     }
     if (stdin_path != NULL && strcmp(stdin_path, "-") == 0 && strcmp(code_path, "-") == 0)
-        pbx_usage_error("run", "the code and --stdin cannot both come from stdin");
+        refuse_usage(json, "the code and --stdin cannot both come from stdin");
     if (server != NULL && server[0] == '\0')
         server = NULL;
     if (server != NULL && local_only)
-        pbx_usage_error("run", "--limit and --allow-all-imports are for local runs; with --server "
-                               "the server's policy sets them");
+        refuse_usage(json, "--limit and --allow-all-imports are for local runs; with --server "
+                           "the server's policy sets them");
     if (server == NULL && api_key_given)
-        pbx_usage_error("run", "--api-key needs --server (or PYBOX_SERVER)");
+        refuse_usage(json, "--api-key needs --server (or PYBOX_SERVER)");
 
     code = slurp(code_path, req.limits.code_bytes, &code_len, "script", json);
     req.code = code;
@@ -562,7 +565,7 @@ int pbx_cmd_run(int argc, char **argv)
         char *name;
 
         if (eq == NULL || eq == file_args[i] || eq[1] == '\0')
-            pbx_usage_error("run", "--file `%s` is not NAME=PATH", file_args[i]);
+            refuse_usage(json, "--file `%s` is not NAME=PATH", file_args[i]);
         name = xstrndup(file_args[i], (size_t)(eq - file_args[i]));
         if (!pbx_engine_check_name(name, &err))
             refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--file: %s", err->msg);

@@ -89,6 +89,26 @@ def _strict_json(text):
     return json.loads(text, parse_constant=reject)
 
 
+def assert_usage_error(res):
+    """A request refused before anything ran: exit 2 and exactly one line on stderr starting
+    "pybox: ".  Without --json nothing is on stdout; with --json stdout holds exactly one
+    error object whose message is that line's (a JSON reader needs no stderr)."""
+    lines = res.stderr.strip("\n").splitlines()
+    assert res.status == 2, res
+    assert len(lines) == 1 and lines[0].startswith("pybox: "), res
+    if "--json" not in res.argv:
+        assert res.stdout == "", res
+        return
+    out = res.stdout.splitlines()
+    assert len(out) == 1, res
+    obj = _strict_json(out[0])
+    assert obj["status"] == "error", res
+    assert obj["error"]["type"] == "ValidationError", res
+    assert obj["error_details"] == obj["error"], res
+    assert lines[0].startswith("pybox: " + obj["error"]["message"]), res
+    assert "RAN" not in res.stdout, res
+
+
 def _clean_env(extra_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYBOX")}
     if extra_env:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import token
+from conftest import assert_usage_error, token
 from pybox_host import wait_jail_file
 
 # Script: try every path it is given in several ways, then walk the whole visible tree, list
@@ -310,20 +310,13 @@ time.sleep(0.3)
     assert res.elapsed < 15, res
 
 
-def _one_line_usage_error(res):
-    lines = res.stderr.strip("\n").splitlines()
-    assert res.status == 2, res
-    assert len(lines) == 1 and lines[0].startswith("pybox: "), res
-    assert res.stdout == "", res
-
-
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "..", ".", "a/b", "",
                                   "x" * 256])
 def test_return_name_traversal_is_usage_error(pybox, name):
     """Invariant: a --return name that is not a plain file name (traversal, absolute path,
     slash, dot, empty, too long) is refused before anything runs: exit 2, one line."""
     res = pybox("import time\ntime.sleep(5)\nprint('RAN')\n", "--return", name, "--timeout", "10")
-    _one_line_usage_error(res)
+    assert_usage_error(res)
     assert res.elapsed < 5, res
 
 
@@ -334,7 +327,7 @@ def test_file_name_traversal_is_usage_error(pybox, name, tmp_path):
     fifo = tmp_path / "never-read"
     os.mkfifo(fifo)
     res = pybox("print('RAN')\n", "--file", f"{name}={fifo}", "--timeout", "10", timeout=20)
-    _one_line_usage_error(res)
+    assert_usage_error(res)
 
 
 def test_only_harmless_devices_and_they_work(pybox):

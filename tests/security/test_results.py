@@ -4,7 +4,7 @@ import tempfile
 
 import pytest
 
-from conftest import PYBOX_IS_ASAN
+from conftest import PYBOX_IS_ASAN, assert_usage_error
 
 DOCUMENTED_KEYS = {"status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated",
                    "stderr_truncated", "result", "files", "error", "duration_ms", "cpu_ms",
@@ -220,12 +220,9 @@ def test_abort_is_reported_as_sigabrt(pybox):
 ])
 def test_bad_usage_is_one_line_exit_2(pybox, argv):
     """Invariant: bad usage exits 2 with exactly one line on stderr starting "pybox: ", prints
-    nothing on stdout, and runs nothing."""
+    on stdout only its error object (with --json), and runs nothing."""
     res = pybox("print('RAN')\n", argv=argv + ["--json"] if argv[-1] != "--timeout" else argv)
-    assert res.status == 2, res
-    lines = res.stderr.strip("\n").splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pybox: "), res
-    assert res.stdout == "", res
+    assert_usage_error(res)
 
 
 def test_files_left_open_are_flushed_at_exit(pybox):
