@@ -4,7 +4,7 @@
 
 #include "common/buf.h"
 #include "common/xalloc.h"
-#include "pybox/error.h"
+#include "common/error.h"
 #include "common/banned.h"
 
 void pbx_buf_init(struct pbx_buf *b, size_t max)

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "common/buf.h"
-#include "pybox/error.h"
+#include "common/error.h"
 #include "common/banned.h"
 
 static void assert_terminated(const struct pbx_buf *b)
