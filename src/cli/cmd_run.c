@@ -204,9 +204,6 @@ static bool tell_error(enum pbx_status status, const char *error_type, size_t st
             stderr_len == 0);
 }
 
-/* main()'s value as printed without --json: the digits the result object carries. */
-#define VALUE_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
-
 /* Write one returned file to DIR, never over an existing one; `error` when it was not returned. */
 static void save_file(const char *dir, const char *name, const void *data, size_t size,
                       const char *error)
@@ -616,7 +613,7 @@ int pbx_cmd_run(int argc, char **argv)
                     message_or(json_string_value(json_object_get(res.error, "message")),
                                (int)res.status));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {
-            char *text = json_dumps(res.result ? res.result : json_null(), VALUE_JSON_FLAGS);
+            char *text = json_dumps(res.result ? res.result : json_null(), PBX_JSON_VALUE_FLAGS);
 
             puts(text);
             free(text);

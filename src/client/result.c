@@ -9,11 +9,6 @@
 #include "engine/engine.h"
 #include "common/banned.h"
 
-/* json_dumps() flags of the result object, as the server and `pybox run --json` use them. */
-#define RESULT_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12))
-/* And of main()'s value on its own. */
-#define VALUE_JSON_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
-
 /* The public statuses are the engine's, named by the engine: one list of names. */
 _Static_assert(PYBOX_STATUS_OK == (int)PBX_STATUS_OK &&
                    PYBOX_STATUS_ERROR == (int)PBX_STATUS_ERROR &&
@@ -149,7 +144,7 @@ static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
     r->out_truncated = json_is_true(out_trunc);
     r->err_truncated = json_is_true(err_trunc);
     if (!json_is_null(value)) {
-        r->value = json_dumps(value, VALUE_JSON_FLAGS);
+        r->value = json_dumps(value, PBX_JSON_VALUE_FLAGS);
         if (r->value == NULL)
             return PARSE_NOMEM;
     }
@@ -201,7 +196,7 @@ enum pybox_code pbx__client_result_parse(const char *text, size_t len, struct py
     rc = json_is_object(o) ? parse_object(o, r) : PARSE_BAD;
     if (rc == PARSE_OK) {
         json_object_del(o, "request_id");
-        r->json = json_dumps(o, RESULT_JSON_FLAGS);
+        r->json = json_dumps(o, PBX_JSON_FLAGS);
         if (r->json == NULL)
             rc = PARSE_NOMEM;
     }

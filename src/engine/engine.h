@@ -153,6 +153,8 @@ const char *pbx_status_name(enum pbx_status status);
 
 /* json_dumps() flags for result objects: compact, ASCII-safe, times to the microsecond. */
 #define PBX_JSON_FLAGS (JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12))
+/* And for main()'s value on its own (any JSON value, as the result object carries it). */
+#define PBX_JSON_VALUE_FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(12))
 
 /* The result object of docs/api.md (a new reference). */
 json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res);
