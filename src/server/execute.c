@@ -57,7 +57,7 @@ struct execution {
 /* Answer an error: the step refuses the request. Returns -1 for the step to return. */
 static int refuse(struct execution *x, const char *type, const char *msg, unsigned retry_after)
 {
-    x->ret = pbx__server_send_error(x->c, x->ctx, x->s, type, msg, retry_after, NULL);
+    x->ret = pbx__http_send_error(x->c, x->ctx, x->s, type, msg, retry_after, NULL);
     return -1;
 }
 
@@ -99,6 +99,7 @@ static int parse(struct execution *x)
 
 /* ---- resolve ---- */
 
+/* The token of an `Authorization: Bearer` header, or NULL. */
 static const char *bearer(struct MHD_Connection *c)
 {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -341,8 +342,8 @@ static int run(struct execution *x)
         if (!bad)
             pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
         x->ret =
-            pbx__server_send_error(x->c, x->ctx, s, bad ? "ValidationError" : "InternalServerError",
-                                   bad ? err->msg : "the execution engine failed", 0, NULL);
+            pbx__http_send_error(x->c, x->ctx, s, bad ? "ValidationError" : "InternalServerError",
+                                 bad ? err->msg : "the execution engine failed", 0, NULL);
         pbx_error_free(&err);
         return -1;
     }
@@ -372,7 +373,7 @@ static void audit(struct execution *x)
         pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
         pbx_error_free(&err);
     }
-    pbx__server_observe(x->s, &x->res, pbx_clock_ms(CLOCK_REALTIME) - x->t0);
+    pbx__metrics_observe(x->s, &x->res, pbx_clock_ms(CLOCK_REALTIME) - x->t0);
 }
 
 /* ---- answer ---- */
@@ -461,7 +462,7 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
             snprintf(ts, sizeof(ts), "%.40s (no message)", type ? type : "the execution failed");
             msg = ts;
         }
-        return pbx__server_send_error(c, ctx, s, etype, msg, 0, extra);
+        return pbx__http_send_error(c, ctx, s, etype, msg, 0, extra);
     }
     attached = json_array();
     for (size_t i = 0; i < req->nfiles; i++)
@@ -478,7 +479,7 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
     if (who->keyed)
         json_object_set_new(user, "key_name", json_string(who->key_name));
     (void)!getloadavg(&load, 1);
-    pbx__server_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
+    pbx__http_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     body = json_pack(
         "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
         "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
@@ -491,15 +492,14 @@ static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection
         json_object_set(body, "stdout", json_object_get(full, "stdout"));
     }
     json_decref(full);
-    return pbx__server_send_json(c, ctx, s, 200, body, 0);
+    return pbx__http_send_json(c, ctx, s, 200, body, 0);
 }
 
 /* The result, as /v1/execute's result object or in the compatible dialect's shape. */
 static void answer(struct execution *x)
 {
     if (x->v1)
-        x->ret =
-            pbx__server_send_json(x->c, x->ctx, x->s, 200, pbx_exec_result_to_json(&x->res), 0);
+        x->ret = pbx__http_send_json(x->c, x->ctx, x->s, 200, pbx_exec_result_to_json(&x->res), 0);
     else
         x->ret = answer_compat(x->s, x->c, x->ctx, &x->req, &x->who, &x->res, x->today, x->active);
 }

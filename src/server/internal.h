@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -34,8 +35,8 @@ enum route {
     R_COUNT,
 };
 
-#define NBUCKET 12 /* latency histogram buckets, see server.c */
-#define NSTATUS 15 /* HTTP statuses counted one by one, see server.c */
+#define NBUCKET 12 /* latency histogram buckets, see metrics.c */
+#define NSTATUS 15 /* HTTP statuses counted one by one, see metrics.c */
 
 struct metrics {
     atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
@@ -49,7 +50,7 @@ struct metrics {
     atomic_ulong deadline_drops;                 /* connections cut at the request deadline */
 };
 
-struct watch; /* the connection watchdog, server.c */
+struct watch; /* the connection watchdog, watch.c */
 
 struct pbx_server {
     const struct pbx_server_config *cfg; /* as given */
@@ -96,7 +97,7 @@ struct request_ctx {
     char path[160];        /* request path, cut at 159 bytes, for the log */
 };
 
-void pbx__server_iso_time(uint64_t ms, char *out, size_t len);
+/* ---- server.c: the server's life and its memory budget ---- */
 
 /*
  * Take `n` more bytes of the server's memory budget for `ctx`; false (and
@@ -118,15 +119,35 @@ size_t pbx__server_answer_reserve(const struct pbx_limits *l);
 enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
                                          struct request_ctx *ctx);
 
+/* ---- http.c: libmicrohttpd's callbacks, the routes, the answers ---- */
+
+/* libmicrohttpd's access handler: each request's headers, then its body, then its answer. */
+enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                     const char *method, const char *version,
+                                     const char *upload_data, size_t *upload_size, void **con_cls);
+
+/* A request is over, answered or not: counted, logged and freed. */
+void pbx__http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                            enum MHD_RequestTerminationCode toe);
+
+/* libmicrohttpd's own messages, into pybox's log. */
+void pbx__http_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+
+/* The path of a route, as /metrics labels it ("other" for R_OTHER). */
+const char *pbx__http_route_name(enum route r);
+
+/* `ms` (Unix time, milliseconds) as "YYYY-MM-DDTHH:MM:SS.mmmZ". */
+void pbx__http_iso_time(uint64_t ms, char *out, size_t len);
+
 /* Queue `text` (taken over) as the answer. */
-enum MHD_Result pbx__server_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
-                                      const struct pbx_server *s, int status, char *text,
-                                      const char *content_type, unsigned retry_after);
+enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
+                                    const struct pbx_server *s, int status, char *text,
+                                    const char *content_type, unsigned retry_after);
 
 /* Queue `body` (a reference taken over), with the request id added, as JSON. */
-enum MHD_Result pbx__server_send_json(struct MHD_Connection *c, struct request_ctx *ctx,
-                                      const struct pbx_server *s, int status, json_t *body,
-                                      unsigned retry_after);
+enum MHD_Result pbx__http_send_json(struct MHD_Connection *c, struct request_ctx *ctx,
+                                    const struct pbx_server *s, int status, json_t *body,
+                                    unsigned retry_after);
 
 /*
  * Queue an error in the shape both dialects share: {status: "error",
@@ -134,15 +155,42 @@ enum MHD_Result pbx__server_send_json(struct MHD_Connection *c, struct request_c
  * request_id}, with the HTTP status of its type.  `message` may hold any
  * bytes: what is not UTF-8 is replaced.  `extra` (taken over) adds fields.
  */
-enum MHD_Result pbx__server_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
-                                       const struct pbx_server *s, const char *type,
-                                       const char *message, unsigned retry_after, json_t *extra);
+enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
+                                     const struct pbx_server *s, const char *type,
+                                     const char *message, unsigned retry_after, json_t *extra);
 
-/* Count a finished execution that took `ms` in the metrics. */
-void pbx__server_observe(struct pbx_server *s, const struct pbx_exec_result *res, uint64_t ms);
-
-/* The HTTP status of an error type: the one table. */
+/* The HTTP status of an error type: the one table (http.c). */
 int pbx__server_http_status(const char *type);
+
+/* ---- metrics.c: the counters and GET /metrics ---- */
+
+/* Count a finished request of `route` answered with `status`. */
+void pbx__metrics_count(struct pbx_server *s, enum route route, int status);
+
+/* Count a finished execution that took `ms`. */
+void pbx__metrics_observe(struct pbx_server *s, const struct pbx_exec_result *res, uint64_t ms);
+
+/* GET /metrics. */
+enum MHD_Result pbx__metrics_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx);
+
+/* ---- watch.c: the connection watchdog (request deadlines) ---- */
+
+/* Start the watchdog thread: each connection's request must arrive, and its answer leave, within
+ * `span_s`. */
+int pbx__watch_start(struct pbx_server *s, unsigned span_s, struct pbx_error **err);
+
+/* Stop it and free it; nothing when it was not started. */
+void pbx__watch_stop(struct pbx_server *s);
+
+/* libmicrohttpd's connection notifications: a connection is watched from its start to its end. */
+void pbx__watch_on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                              enum MHD_ConnectionNotificationCode code);
+
+/* Restart the connection's deadline from now, or (`none`) lift it while an execution runs. */
+void pbx__watch_deadline(struct pbx_server *s, struct MHD_Connection *c, bool none);
+
+/* ---- execute.c and multipart.c: the execute endpoints ---- */
 
 /* POST /execute and POST /v1/execute, once the body is in (execute.c). */
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
