@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     double wall;
 
     if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0)
-        pbx__zygote_main(argc, argv);
+        pbx_zygote_main(argc, argv);
 
     memset(&b, 0, sizeof(b));
     b.code = print_code;

@@ -1,5 +1,5 @@
 /*
- * Fuzz target: pbx__files_name_ok() (src/sandbox/files.c) on raw bytes,
+ * Fuzz target: pbx_files_name_ok() (src/sandbox/files.c) on raw bytes,
  * checked against the rule it documents.  With PYBOX_FUZZ it is a libFuzzer
  * binary; otherwise fuzz/replay.c runs it over fuzz/corpus/file_name/.
  */
@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     PBX_ASSERT(name != NULL);
     if (size > 0)
         memcpy(name, data, size);
-    ok = pbx__files_name_ok(name, size);
+    ok = pbx_files_name_ok(name, size);
     PBX_ASSERT(ok == reference(data, size));
     if (ok) {
         /* A good name never leaves the directory when opened relative to it. */
@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* Every prefix is judged by the same rule. */
     for (size_t n = 0; n < size && n < 300; n++)
-        PBX_ASSERT(pbx__files_name_ok(name, n) == reference(data, n));
+        PBX_ASSERT(pbx_files_name_ok(name, n) == reference(data, n));
     free(name);
     return 0;
 }

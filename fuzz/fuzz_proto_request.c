@@ -42,7 +42,7 @@ static int on_input(void *arg, const char *name, const uint8_t *fdata, uint64_t 
     struct check *c = arg;
 
     PBX_ASSERT(strlen(name) <= PBX_PROTO_MAX_NAME);
-    PBX_ASSERT(pbx__files_name_ok(name, strlen(name)));
+    PBX_ASSERT(pbx_files_name_ok(name, strlen(name)));
     PBX_ASSERT(fdata >= c->start && fsize <= (uint64_t)(c->end - fdata));
     pbx__proto_request_input(c->w, name, fdata, fsize);
     return 0;

@@ -68,7 +68,7 @@ int main(int argc, char **argv)
     const char *level = getenv("PYBOX_LOG");
 
     if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0)
-        pbx__zygote_main(argc, argv);
+        pbx_zygote_main(argc, argv);
     if (level != NULL)
         pbx_log_set_level(strcmp(level, "debug") == 0   ? PBX_LOG_DEBUG
                           : strcmp(level, "info") == 0  ? PBX_LOG_INFO

@@ -99,7 +99,7 @@ int pbx_error_prefix(struct pbx_error **err, const char *fmt, ...)
     return -(*err)->code;
 }
 
-void pbx__assert_fail(const char *expr, const char *file, int line)
+void pbx_assert_fail(const char *expr, const char *file, int line)
 {
     char buf[512];
     int n = snprintf(buf, sizeof(buf), "pybox: assertion failed: %s (%s:%d)\n", expr, file, line);

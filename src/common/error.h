@@ -67,16 +67,16 @@ int pbx_error_prefix(struct pbx_error **err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Abort with a message: a broken invariant in a sandbox is a security bug. */
-#define PBX_ASSERT(cond)                                 \
-    do {                                                 \
-        if (!(cond))                                     \
-            pbx__assert_fail(#cond, __FILE__, __LINE__); \
+#define PBX_ASSERT(cond)                                \
+    do {                                                \
+        if (!(cond))                                    \
+            pbx_assert_fail(#cond, __FILE__, __LINE__); \
     } while (0)
 
 /* Defensive branches that should never be taken (sqlite's ALWAYS/NEVER). */
 #define ALWAYS(x) (x)
 #define NEVER(x)  (x)
 
-_Noreturn void pbx__assert_fail(const char *expr, const char *file, int line);
+_Noreturn void pbx_assert_fail(const char *expr, const char *file, int line);
 
 #endif

@@ -112,7 +112,7 @@ static void become_job(const struct pbx_zygote_state *zs, const struct pbx_limit
     int r;
 
     (void)setsid();
-    r = pbx__rlimit_apply(limits, flags & PBX_JOB_NO_CGROUP);
+    r = pbx_rlimit_apply(limits, flags & PBX_JOB_NO_CGROUP);
     if (r < 0)
         _exit(125);
     if (chdir("/work") < 0)
@@ -121,7 +121,7 @@ static void become_job(const struct pbx_zygote_state *zs, const struct pbx_limit
     if (r < 0)
         _exit(125);
     (void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    r = pbx__seccomp_install(zs->seccomp);
+    r = pbx_seccomp_install(zs->seccomp);
     if (r < 0)
         _exit(125);
     PyOS_AfterFork_Child();
@@ -374,7 +374,7 @@ static void collect_one(int workfd, int out, const char *name, const struct pbx_
                         : 0;
     uint64_t max = job->limits.output_file_bytes < room ? job->limits.output_file_bytes : room;
     uint64_t size = 0;
-    int fd = pbx__files_open_return(workfd, name, max, &size);
+    int fd = pbx_files_open_return(workfd, name, max, &size);
     uint32_t state = fd < 0 ? (uint32_t)-fd : PBX_FILE_OK;
     uint32_t nlen = (uint32_t)strlen(name);
     off_t size_at;
@@ -494,7 +494,7 @@ static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
     }
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC) < 0)
         cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare mount and IPC namespaces");
-    r = pbx__rootfs_cell_mounts(limits->disk_bytes, limits->disk_inodes);
+    r = pbx_rootfs_cell_mounts(limits->disk_bytes, limits->disk_inodes);
     if (r < 0)
         cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
 }
@@ -504,7 +504,7 @@ static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
 static int place_input(void *arg, const char *name, const uint8_t *data, uint64_t size)
 {
     int workfd = *(const int *)arg;
-    int r = pbx__files_write(workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
+    int r = pbx_files_write(workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
 
     if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
         cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");

@@ -4,7 +4,7 @@
  * The cgroup pool: creating and removing a memory cgroup per execution is
  * slow and leaves dying memcgs behind in the kernel for a while, so a cell's
  * cgroups go back to a pool when its processes are gone, and the next cell
- * takes them with new limits and fresh counters (pbx__cgroup_cell_reuse).
+ * takes them with new limits and fresh counters (pbx_cgroup_cell_reuse).
  *
  * Two threads: the reaper waits for cells that reported to finish exiting and
  * then gives their cgroups back; the stale thread, started only when a dead
@@ -42,7 +42,7 @@ void pbx__cells_drop(struct pbx_cgroup_cell *cell)
 {
     struct pbx_error *err = NULL;
 
-    if (cell != NULL && pbx__cgroup_cell_destroy(cell, &err) < 0) {
+    if (cell != NULL && pbx_cgroup_cell_destroy(cell, &err) < 0) {
         pbx_log(PBX_LOG_WARN, "%s", err->msg);
         pbx_error_free(&err);
     }
@@ -67,7 +67,7 @@ int pbx__cells_get(struct pbx_engine *e, uint64_t id, const struct pbx_limits *l
         pthread_mutex_unlock(&e->cgpool.lock);
         if (cell == NULL)
             break;
-        if (pbx__cgroup_cell_reuse(cell, &cl, &rerr) == 0) {
+        if (pbx_cgroup_cell_reuse(cell, &cl, &rerr) == 0) {
             atomic_fetch_add(&e->cgpool.reused, 1);
             *out = cell;
             return 0;
@@ -76,7 +76,7 @@ int pbx__cells_get(struct pbx_engine *e, uint64_t id, const struct pbx_limits *l
         pbx_error_free(&rerr);
         pbx__cells_drop(cell);
     }
-    if (pbx__cgroup_cell_create(e->cg, id, &cl, out, err) < 0)
+    if (pbx_cgroup_cell_create(e->cg, id, &cl, out, err) < 0)
         return -1;
     atomic_fetch_add(&e->cgpool.created, 1);
     return 0;
@@ -86,7 +86,7 @@ void pbx__cells_put(struct pbx_engine *e, struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL)
         return;
-    if (pbx__cgroup_cells_reusable(e->cg) && pbx__cgroup_cell_count(cell) == 0) {
+    if (pbx_cgroup_cells_reusable(e->cg) && pbx_cgroup_cell_count(cell) == 0) {
         pthread_mutex_lock(&e->cgpool.lock);
         if (e->cgpool.nfree < e->cgpool.cap) {
             e->cgpool.free[e->cgpool.nfree++] = cell;
@@ -193,7 +193,7 @@ static void *stale_main(void *arg)
         if (e->reaper.stale_stop)
             break;
         pthread_mutex_unlock(&e->reaper.stale_lock);
-        left = pbx__cgroup_reap_stale(e->cg);
+        left = pbx_cgroup_reap_stale(e->cg);
         pthread_mutex_lock(&e->reaper.stale_lock);
         delay_ms = delay_ms * 2 < STALE_RETRY_MAX_MS ? delay_ms * 2 : STALE_RETRY_MAX_MS;
     }
@@ -210,7 +210,7 @@ static void stale_start(struct pbx_engine *e)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&e->reaper.stale_cond, &attr);
     pthread_condattr_destroy(&attr);
-    if (pbx__cgroup_stale_waiting(e->cg) > 0)
+    if (pbx_cgroup_stale_waiting(e->cg) > 0)
         e->reaper.stale_running = pbx__engine_start_thread(&e->reaper.stale, stale_main, e);
 }
 
@@ -244,11 +244,11 @@ void pbx__cells_prefill(struct pbx_engine *e)
 {
     struct pbx_cgpool *cp = &e->cgpool;
 
-    while (pbx__cgroup_cells_reusable(e->cg) && cp->nfree < cp->cap - CGROUP_POOL_EXTRA + 2) {
+    while (pbx_cgroup_cells_reusable(e->cg) && cp->nfree < cp->cap - CGROUP_POOL_EXTRA + 2) {
         struct pbx_cgroup_cell *cell = NULL;
         struct pbx_cgroup_limits cl = {0};
 
-        if (pbx__cgroup_cell_create(e->cg, atomic_fetch_add(&e->next, 1), &cl, &cell, NULL) < 0)
+        if (pbx_cgroup_cell_create(e->cg, atomic_fetch_add(&e->next, 1), &cl, &cell, NULL) < 0)
             break;
         atomic_fetch_add(&cp->created, 1);
         cp->free[cp->nfree++] = cell;

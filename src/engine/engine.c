@@ -102,14 +102,14 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     e->cfg = *cfg;
     self_cg = read_small_file("/proc/self/cgroup");
     snprintf(name, sizeof(name), "pybox-%d-%u", (int)getpid(), atomic_fetch_add(&engines, 1));
-    if (self_cg != NULL && pbx__cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
+    if (self_cg != NULL && pbx_cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
         return pbx_error_prefix(err, "cgroups");
     if (e->cg != NULL) {
-        e->have_memcg = pbx__cgroup_version(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_NONE;
-        e->have_pidscg = pbx__cgroup_version(e->cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE;
+        e->have_memcg = pbx_cgroup_version_of(e->cg, PBX_CGROUP_MEMORY) != PBX_CGROUP_NONE;
+        e->have_pidscg = pbx_cgroup_version_of(e->cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE;
     }
     if (cfg->require_cgroups && !(e->have_memcg && e->have_pidscg)) {
-        pbx__cgroup_teardown(e->cg);
+        pbx_cgroup_teardown(e->cg);
         return pbx_error_set(err, PBX_E_UNSUPPORTED,
                              "no usable memory and pids cgroup controllers (see pybox doctor)");
     }
@@ -120,7 +120,7 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
         pbx__cells_stop_reaper(e);
         pbx__cells_release(e);
         pbx__zygotes_stop(e);
-        pbx__cgroup_teardown(e->cg);
+        pbx_cgroup_teardown(e->cg);
         return -1;
     }
     pbx__zygotes_put(e, z);
@@ -146,7 +146,7 @@ void pbx_engine_free(struct pbx_engine *e)
     pbx__zygotes_put(e, cur);
     pbx__cells_release(e);
     pbx__zygotes_stop(e);
-    pbx__cgroup_teardown(e->cg);
+    pbx_cgroup_teardown(e->cg);
     free(e);
 }
 
@@ -164,7 +164,7 @@ char *pbx_engine_describe(const struct pbx_engine *e)
         if (e->cg == NULL)
             next = xasprintf("%scgroup %s: not in force (no cgroup filesystem)\n", out, ctl[i]);
         else
-            next = xasprintf("%scgroup %s\n", out, pbx__cgroup_why(e->cg, (enum pbx_cgroup_ctl)i));
+            next = xasprintf("%scgroup %s\n", out, pbx_cgroup_why(e->cg, (enum pbx_cgroup_ctl)i));
         free(out);
         out = next;
     }

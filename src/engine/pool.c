@@ -84,7 +84,7 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
     if (e->cg != NULL) {
         if (pbx__cells_get(e, job.id, &job.limits, &sp->cell, err) < 0)
             goto out;
-        r = pbx__cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
+        r = pbx_cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
             goto out;
         nfds += r;

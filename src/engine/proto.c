@@ -278,7 +278,7 @@ int pbx__proto_request_read(const uint8_t *p, size_t len, uint32_t ninput, uint3
 
         if (!pbx__proto_get_string(&rd, PBX_PROTO_MAX_NAME, &name, &nlen) ||
             !pbx__proto_get_u64(&rd, &size) || !pbx__proto_get_bytes(&rd, size, &data) ||
-            !pbx__files_name_ok((const char *)name, nlen)) {
+            !pbx_files_name_ok((const char *)name, nlen)) {
             *what = "input file";
             return -EPROTO;
         }

@@ -242,7 +242,7 @@ struct pbx_proto_request {
  * Read a request of `ninput` input files and `nreturn` names from `len`
  * bytes at `p` into *req, calling on_input(arg, name, data, size) for each
  * input file in order (name NUL-terminated and valid per
- * pbx__files_name_ok()).  Names to return and modules may hold no NUL.
+ * pbx_files_name_ok()).  Names to return and modules may hold no NUL.
  * Never reads outside the bytes.  Returns 0; -EPROTO
  * with *what naming the malformed part; or what on_input returned when it
  * returned < 0.

@@ -61,7 +61,7 @@ void pbx_exec_request_init(struct pbx_exec_request *req)
 
 bool pbx_engine_check_name(const char *name, struct pbx_error **err)
 {
-    if (name == NULL || !pbx__files_name_ok(name, strlen(name))) {
+    if (name == NULL || !pbx_files_name_ok(name, strlen(name))) {
         pbx_error_set(err, PBX_E_INVAL,
                       "invalid file name `%s`: use 1-255 bytes, no `/`, not `.` or `..`",
                       name ? name : "(null)");
@@ -220,7 +220,7 @@ static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
     if (f->cell_pidfd >= 0)
         syscall(SYS_pidfd_send_signal, f->cell_pidfd, SIGKILL, NULL, 0);
     if (cell != NULL)
-        pbx__cgroup_cell_kill(cell);
+        pbx_cgroup_cell_kill(cell);
 }
 
 static void run_flight(struct flight *f, const struct pbx_exec_request *req,
@@ -325,7 +325,7 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
         const uint8_t *data;
 
         if (!pbx__proto_file_next(&rd, &state, &name, &nlen, &size, &data) ||
-            !pbx__files_name_ok((const char *)name, nlen))
+            !pbx_files_name_ok((const char *)name, nlen))
             break;
         f->name = xstrndup((const char *)name, nlen);
         if (state == PBX_FILE_OK && size <= req->limits.output_file_bytes && size <= room) {
@@ -351,8 +351,8 @@ struct cell_memory {
 
 static void read_cell_memory(struct pbx_cgroup_cell *cell, struct cell_memory *mem)
 {
-    mem->oom_kills = pbx__cgroup_cell_oom_kills(cell);
-    mem->peak = pbx__cgroup_cell_peak_memory(cell);
+    mem->oom_kills = pbx_cgroup_cell_oom_kills(cell);
+    mem->peak = pbx_cgroup_cell_peak_memory(cell);
 }
 
 /* The error object `v` calls for, or NULL (a new reference). */
@@ -583,7 +583,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     if (e->cg != NULL) {
         if (pbx__cells_get(e, job.id, &req->limits, &cell, err) < 0)
             goto out_close;
-        r = pbx__cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
+        r = pbx_cgroup_cell_procs_fds(cell, child + PBX_FD_FIXED, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
             goto out_close;
         nchild += r;

@@ -170,7 +170,7 @@ static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
     return 1;
 }
 
-_Noreturn void pbx__zygote_main(int argc, char **argv)
+_Noreturn void pbx_zygote_main(int argc, char **argv)
 {
     struct pbx_error *err = NULL;
     struct pbx_seccomp_prog prog = {0};
@@ -197,12 +197,12 @@ _Noreturn void pbx__zygote_main(int argc, char **argv)
         pbx_error_set(&err, errno, "open /proc/self/ns/pid");
         fail(PBX_STAGE_NAMESPACE, err);
     }
-    if (pbx__rootfs_enter(&err) < 0)
+    if (pbx_rootfs_enter(&err) < 0)
         fail(PBX_STAGE_ROOTFS, err);
     init_python();
     zs.run_fn = load_bootstrap(preload, (PyObject **)&zs.module);
     pbx__py_forkers_take(&zs.forkers);
-    if (pbx__seccomp_build(&prog, &err) < 0)
+    if (pbx_seccomp_build(&prog, &err) < 0)
         fail(PBX_STAGE_SECCOMP, err);
     zs.seccomp = &prog;
 

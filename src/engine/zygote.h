@@ -19,7 +19,7 @@ enum pbx_zygote_flags {
  * The zygote's main: argv is {"pybox-zygote", PBX_ZYGOTE_ARG, "<flags>"}.
  * Never returns.
  */
-_Noreturn void pbx__zygote_main(int argc, char **argv);
+_Noreturn void pbx_zygote_main(int argc, char **argv);
 
 /* Handles the zygote gives each cell (all inherited across fork). */
 struct pbx_zygote_state {

@@ -16,7 +16,7 @@
  * v1 has one mount per controller (memory, pids, cpu or cpu,cpuacct); v2 has
  * one tree, so all v2 controllers of a cell share one directory.
  *
- * Fds: pbx__cgroup_cell_procs_fds() hands out O_WRONLY|O_CLOEXEC fds of the
+ * Fds: pbx_cgroup_cell_procs_fds() hands out O_WRONLY|O_CLOEXEC fds of the
  * cells' cgroup.procs; no other fd outlives a call.
  *
  * Stale parents: a supervisor that was SIGKILLed never ran its teardown, so
@@ -24,10 +24,10 @@
  * them from the directory where it is about to create its own parent, but
  * only those whose <pid> is not a live process (see reap_stale()); those
  * still holding a member that has not finished exiting are reaped later by
- * pbx__cgroup_reap_stale(), which the engine calls until none is left.
+ * pbx_cgroup_reap_stale(), which the engine calls until none is left.
  *
  * Ordering, which the security argument rests on: limits are written in
- * pbx__cgroup_cell_create(), before any fd to cgroup.procs exists, so no
+ * pbx_cgroup_cell_create(), before any fd to cgroup.procs exists, so no
  * member of a cell ever runs without its limits.
  *
  * Threads: struct pbx_cgroups is read-only after setup and a cell touches only
@@ -568,7 +568,7 @@ static bool is_parent_name(const char *name)
  * Each directory gets up to `wait_ns` for its killed members to exit.  A
  * parent that stays while it (or a cell of it) still lists a member is
  * counted in *waiting: that member has been killed and will exit, and the
- * engine tries again later (pbx__cgroup_reap_stale()).  `retry` logs what
+ * engine tries again later (pbx_cgroup_reap_stale()).  `retry` logs what
  * stays at DEBUG rather than WARN, as the first attempt already said so.
  */
 static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
@@ -627,7 +627,7 @@ static void reap_base(const struct pbx_cgroups *cg, int i, long long wait_ns, bo
 
 /*
  * Reap `base` (heap, taken over) unless an earlier controller did already,
- * and remember it in cg->stale_base for pbx__cgroup_reap_stale().
+ * and remember it in cg->stale_base for pbx_cgroup_reap_stale().
  */
 static void reap_once(struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v)
 {
@@ -650,12 +650,12 @@ static void reap_once(struct pbx_cgroups *cg, char *base, enum pbx_cgroup_versio
     reap_base(cg, i, REMOVE_WAIT_NS, false, &cg->stale_waiting);
 }
 
-size_t pbx__cgroup_stale_waiting(const struct pbx_cgroups *cg)
+size_t pbx_cgroup_stale_waiting(const struct pbx_cgroups *cg)
 {
     return cg ? cg->stale_waiting : 0;
 }
 
-size_t pbx__cgroup_reap_stale(const struct pbx_cgroups *cg)
+size_t pbx_cgroup_reap_stale(const struct pbx_cgroups *cg)
 {
     size_t waiting = 0;
 
@@ -767,20 +767,20 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
     return 0;
 }
 
-int pbx__cgroup_setup(const char *fs_root, const char *self_cgroup, const char *name,
-                      struct pbx_cgroups **out, struct pbx_error **err)
+int pbx_cgroup_setup(const char *fs_root, const char *self_cgroup, const char *name,
+                     struct pbx_cgroups **out, struct pbx_error **err)
 {
     return pbx__cgroup_setup_ops(fs_root, self_cgroup, name, NULL, out, err);
 }
 
-enum pbx_cgroup_version pbx__cgroup_version(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
+enum pbx_cgroup_version pbx_cgroup_version_of(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
 {
     if (cg == NULL || (unsigned)ctl >= PBX_CGROUP_NCTL)
         return PBX_CGROUP_NONE;
     return cg->ctl[ctl].version;
 }
 
-const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
+const char *pbx_cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
 {
     if (cg == NULL)
         return "no cgroup manager";
@@ -789,7 +789,7 @@ const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ct
     return cg->ctl[ctl].why ? cg->ctl[ctl].why : "not set up";
 }
 
-void pbx__cgroup_teardown(struct pbx_cgroups *cg)
+void pbx_cgroup_teardown(struct pbx_cgroups *cg)
 {
     if (cg == NULL)
         return;
@@ -842,9 +842,9 @@ static void cell_free(struct pbx_cgroup_cell *cell, bool remove)
     free(cell);
 }
 
-int pbx__cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
-                            const struct pbx_cgroup_limits *limits, struct pbx_cgroup_cell **out,
-                            struct pbx_error **err)
+int pbx_cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
+                           const struct pbx_cgroup_limits *limits, struct pbx_cgroup_cell **out,
+                           struct pbx_error **err)
 {
     struct pbx_cgroup_cell *cell;
 
@@ -900,8 +900,8 @@ static int open_procs(const char *dir, int *fd, struct pbx_error **err)
     return 0;
 }
 
-int pbx__cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
-                               struct pbx_error **err)
+int pbx_cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
+                              struct pbx_error **err)
 {
     size_t n = 0;
     int ret;
@@ -936,25 +936,25 @@ static uint64_t oom_kills_raw(struct pbx_cgroup_cell *cell)
         ->oom_kills(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
-uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell)
+uint64_t pbx_cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell)
 {
     uint64_t n = oom_kills_raw(cell);
 
     return n > (cell ? cell->oom_base : 0) ? n - cell->oom_base : 0;
 }
 
-bool pbx__cgroup_cells_reusable(const struct pbx_cgroups *cg)
+bool pbx_cgroup_cells_reusable(const struct pbx_cgroups *cg)
 {
     return cg != NULL && cg->ctl[PBX_CGROUP_MEMORY].version != PBX_CGROUP_V2;
 }
 
-int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
-                           struct pbx_error **err)
+int pbx_cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
+                          struct pbx_error **err)
 {
     if (cell == NULL || limits == NULL)
         return pbx_error_set(err, PBX_E_INVAL, "cgroup cell: missing argument");
     /* Never hand a cgroup that still has a member to another execution. */
-    if (pbx__cgroup_cell_count(cell) != 0)
+    if (pbx_cgroup_cell_count(cell) != 0)
         return pbx_error_set(err, EBUSY, "cgroup cell %" PRIu64 " still has members", cell->id);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         const struct pbx__cgroup_backend *be;
@@ -977,7 +977,7 @@ int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup
     return 0;
 }
 
-uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
+uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)
         return 0;
@@ -985,7 +985,7 @@ uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
         ->peak_memory(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
-size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell)
+size_t pbx_cgroup_cell_count(struct pbx_cgroup_cell *cell)
 {
     size_t most = 0;
 
@@ -1015,7 +1015,7 @@ size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell)
     return most;
 }
 
-void pbx__cgroup_cell_kill(struct pbx_cgroup_cell *cell)
+void pbx_cgroup_cell_kill(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL)
         return;
@@ -1024,7 +1024,7 @@ void pbx__cgroup_cell_kill(struct pbx_cgroup_cell *cell)
             backend_of(cell->cg->ctl[i].version)->kill(cell->cg, cell->dir[i]);
 }
 
-int pbx__cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err)
+int pbx_cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err)
 {
     int ret = 0;
 

@@ -59,20 +59,21 @@ int pbx__cgroup_parse_proc(const char *text, size_t len, const char *controller,
  * Detect the usable backend of every controller under `fs_root` for the
  * process whose /proc/self/cgroup text is `self_cgroup`, and create the parent
  * cgroups named `name` (e.g. "pybox-1234").  Never fails for a missing
- * controller: that controller is PBX_CGROUP_NONE and pbx__cgroup_why() says
+ * controller: that controller is PBX_CGROUP_NONE and pbx_cgroup_why() says
  * why.  Returns < 0 only on a hard error (out of memory).
  */
-int pbx__cgroup_setup(const char *fs_root, const char *self_cgroup, const char *name,
-                      struct pbx_cgroups **out, struct pbx_error **err);
+int pbx_cgroup_setup(const char *fs_root, const char *self_cgroup, const char *name,
+                     struct pbx_cgroups **out, struct pbx_error **err);
 
 /* Which backend serves `ctl`. */
-enum pbx_cgroup_version pbx__cgroup_version(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
+enum pbx_cgroup_version pbx_cgroup_version_of(const struct pbx_cgroups *cg,
+                                              enum pbx_cgroup_ctl ctl);
 
 /* A plain-words reason why `ctl` is PBX_CGROUP_NONE, or where it lives. Never NULL. */
-const char *pbx__cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
+const char *pbx_cgroup_why(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
 
 /* Remove the parent cgroups (after every cell is destroyed) and free. NULL is fine. */
-void pbx__cgroup_teardown(struct pbx_cgroups *cg);
+void pbx_cgroup_teardown(struct pbx_cgroups *cg);
 
 /*
  * Setup removes the cgroups that dead supervisors left where it creates its
@@ -80,7 +81,7 @@ void pbx__cgroup_teardown(struct pbx_cgroups *cg);
  * number it had to leave because a member, though killed, had not finished
  * exiting within its wait; 0 without cgroups.
  */
-size_t pbx__cgroup_stale_waiting(const struct pbx_cgroups *cg);
+size_t pbx_cgroup_stale_waiting(const struct pbx_cgroups *cg);
 
 /*
  * Try once more, without waiting, to remove those cgroups of dead
@@ -88,31 +89,31 @@ size_t pbx__cgroup_stale_waiting(const struct pbx_cgroups *cg);
  * wait for).  It only reads `cg`, so it may run on a thread of its own beside
  * cell calls, but not beside setup or teardown.  NULL is fine.
  */
-size_t pbx__cgroup_reap_stale(const struct pbx_cgroups *cg);
+size_t pbx_cgroup_reap_stale(const struct pbx_cgroups *cg);
 
 /*
  * Create the cgroups of cell `id` with `limits` applied (memory including
  * swap: memsw on v1, memory.swap.max=0 on v2; pids; CPU bandwidth).
  * Thread-safe with respect to other cells.
  */
-int pbx__cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
-                            const struct pbx_cgroup_limits *limits, struct pbx_cgroup_cell **out,
-                            struct pbx_error **err);
+int pbx_cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
+                           const struct pbx_cgroup_limits *limits, struct pbx_cgroup_cell **out,
+                           struct pbx_error **err);
 
 /*
  * Open the cgroup.procs files of the cell's cgroups for writing (O_CLOEXEC)
  * into fds[0..n), at most `max`; returns n (0 when no controller is usable).
  * The caller owns the fds.
  */
-int pbx__cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
-                               struct pbx_error **err);
+int pbx_cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
+                              struct pbx_error **err);
 
 /*
- * Whether cells of `cg` can be reused (pbx__cgroup_cell_reuse() may succeed):
+ * Whether cells of `cg` can be reused (pbx_cgroup_cell_reuse() may succeed):
  * false without cgroups, and with a cgroup v2 memory controller, whose
  * memory.peak cannot be reset for every reader.  NULL is fine.
  */
-bool pbx__cgroup_cells_reusable(const struct pbx_cgroups *cg);
+bool pbx_cgroup_cells_reusable(const struct pbx_cgroups *cg);
 
 /*
  * Make a cell whose processes are all gone ready for another execution: undo
@@ -123,29 +124,29 @@ bool pbx__cgroup_cells_reusable(const struct pbx_cgroups *cg);
  * cannot be reused (a member left, a write refused, a backend that cannot
  * reset its counters); the caller then destroys it.
  */
-int pbx__cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
-                           struct pbx_error **err);
+int pbx_cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_limits *limits,
+                          struct pbx_error **err);
 
 /* The number of OOM kills in the cell's memory cgroup during its current use (0 without one). */
-uint64_t pbx__cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
+uint64_t pbx_cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
 
 /* The peak memory use in bytes, or 0 when unknown. */
-uint64_t pbx__cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
+uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
 
 /*
  * The number of member processes, as the cgroup lists them (0 without one);
  * SIZE_MAX when a list cannot be read, so that callers never take it for empty.
  */
-size_t pbx__cgroup_cell_count(struct pbx_cgroup_cell *cell);
+size_t pbx_cgroup_cell_count(struct pbx_cgroup_cell *cell);
 
 /* SIGKILL every member (cgroup.kill on v2 when present, else each pid listed). */
-void pbx__cgroup_cell_kill(struct pbx_cgroup_cell *cell);
+void pbx_cgroup_cell_kill(struct pbx_cgroup_cell *cell);
 
 /*
  * Kill what is left, wait (bounded) until the cgroups are empty, remove them
  * and free the handle.  Returns < 0 if a directory could not be removed (it is
  * logged and left behind for the parent's teardown).  NULL is fine.
  */
-int pbx__cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err);
+int pbx_cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err);
 
 #endif

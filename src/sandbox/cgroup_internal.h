@@ -28,7 +28,7 @@ struct pbx__cgroup_ops {
     void *data;                                                              /* passed to each */
 };
 
-/* What pbx__cgroup_setup() found out about one controller. */
+/* What pbx_cgroup_setup() found out about one controller. */
 struct pbx__cgroup_ctl_state {
     enum pbx_cgroup_version version; /* backend serving it, NONE when unusable */
     char *parent;                    /* the "pybox-<pid>-<n>" dir; NULL when not created */
@@ -37,7 +37,7 @@ struct pbx__cgroup_ctl_state {
 };
 
 /*
- * The manager.  Read-only once pbx__cgroup_setup() returns, which is what
+ * The manager.  Read-only once pbx_cgroup_setup() returns, which is what
  * makes the per-cell functions safe to call from several threads at once
  * without a lock: they only read it and touch their own cell's directories.
  */
@@ -65,7 +65,7 @@ struct pbx_cgroup_cell {
 const char *pbx__cgroup_ctl_name(enum pbx_cgroup_ctl ctl);
 
 /*
- * Like pbx__cgroup_setup(), with the tree-changing operations injected (NULL
+ * Like pbx_cgroup_setup(), with the tree-changing operations injected (NULL
  * for the real system calls).  The table is copied.
  */
 int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const char *name,

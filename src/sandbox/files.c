@@ -20,7 +20,7 @@
 #define RESOLVE_STRICT \
     (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
 
-bool pbx__files_name_ok(const char *name, size_t len)
+bool pbx_files_name_ok(const char *name, size_t len)
 {
     if (len == 0 || len > 255)
         return false;
@@ -42,8 +42,8 @@ static int openat2_strict(int dirfd, const char *name, uint64_t flags, uint64_t 
     return (int)syscall(SYS_openat2, dirfd, name, &how, sizeof(how));
 }
 
-int pbx__files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
-                     uint32_t gid)
+int pbx_files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
+                    uint32_t gid)
 {
     cleanup_close int fd =
         openat2_strict(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0644);
@@ -66,12 +66,12 @@ int pbx__files_write(int dirfd, const char *name, const void *data, size_t size,
     return 0;
 }
 
-int pbx__files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size)
+int pbx_files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size)
 {
     cleanup_close int fd = -1;
     struct stat st;
 
-    if (!pbx__files_name_ok(name, strlen(name)))
+    if (!pbx_files_name_ok(name, strlen(name)))
         return -PBX_FILE_BAD_NAME;
     fd = openat2_strict(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
     if (fd < 0) {

@@ -25,14 +25,14 @@ enum pbx_file_state {
  * Whether `name` (len bytes, not NUL-terminated) is an acceptable file name:
  * 1..255 bytes, no NUL, no '/', not "." or "..".  No syscalls (fuzzed).
  */
-bool pbx__files_name_ok(const char *name, size_t len);
+bool pbx_files_name_ok(const char *name, size_t len);
 
 /*
  * Create `name` under the directory `dirfd` (exclusively, never through a
  * symlink) with `data`, owned by uid/gid.  Returns 0 or -errno.
  */
-int pbx__files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
-                     uint32_t gid);
+int pbx_files_write(int dirfd, const char *name, const void *data, size_t size, uint32_t uid,
+                    uint32_t gid);
 
 /*
  * Open `name` under `dirfd` for collection with
@@ -41,6 +41,6 @@ int pbx__files_write(int dirfd, const char *name, const void *data, size_t size,
  * regular file of at most `max` bytes.  Returns the fd (caller closes) with
  * *size set, or -state (enum pbx_file_state).
  */
-int pbx__files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size);
+int pbx_files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size);
 
 #endif

@@ -16,7 +16,7 @@ static int set(int resource, rlim_t soft, rlim_t hard)
     return setrlimit(resource, &rl) < 0 ? -errno : 0;
 }
 
-int pbx__rlimit_apply(const struct pbx_limits *l, bool fallback)
+int pbx_rlimit_apply(const struct pbx_limits *l, bool fallback)
 {
     /* RLIMIT_CPU counts whole seconds: SIGXCPU at the soft limit, SIGKILL a second later. */
     rlim_t cpu = (l->cpu_ms + 999) / 1000;

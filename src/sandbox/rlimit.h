@@ -11,6 +11,6 @@
  * process; with `fallback` (no usable cgroup controller) also AS for memory
  * and NPROC for processes.  Async-signal-safe.  Returns 0 or -errno.
  */
-int pbx__rlimit_apply(const struct pbx_limits *l, bool fallback);
+int pbx_rlimit_apply(const struct pbx_limits *l, bool fallback);
 
 #endif

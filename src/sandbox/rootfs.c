@@ -213,7 +213,7 @@ static int make_etc(struct pbx_error **err)
     return 0;
 }
 
-int pbx__rootfs_enter(struct pbx_error **err)
+int pbx_rootfs_enter(struct pbx_error **err)
 {
     int r;
 
@@ -259,7 +259,7 @@ int pbx__rootfs_enter(struct pbx_error **err)
     return 0;
 }
 
-int pbx__rootfs_cell_mounts(uint64_t size_bytes, uint32_t inodes)
+int pbx_rootfs_cell_mounts(uint64_t size_bytes, uint32_t inodes)
 {
     char opts[128];
 

@@ -19,13 +19,13 @@
  * packages need, with a minimal /dev, and pivot_root into it.  The host's
  * root is detached; nothing else of the host stays reachable.
  */
-int pbx__rootfs_enter(struct pbx_error **err);
+int pbx_rootfs_enter(struct pbx_error **err);
 
 /*
  * In a cell, after unshare(CLONE_NEWNS): one size- and inode-capped tmpfs
  * provides /work, /tmp and /dev/shm (they share the cap), owned by the job's
  * uid.  Returns 0 or -errno; does not allocate.
  */
-int pbx__rootfs_cell_mounts(uint64_t size_bytes, uint32_t inodes);
+int pbx_rootfs_cell_mounts(uint64_t size_bytes, uint32_t inodes);
 
 #endif

@@ -2,10 +2,10 @@
  * The cell's seccomp filter: a deny list on top of namespaces, the uid drop and
  * an empty capability set (docs/design/seccomp.md).
  *
- * Theory of operation.  pbx__seccomp_build() runs once, in the zygote: it asks
+ * Theory of operation.  pbx_seccomp_build() runs once, in the zygote: it asks
  * libseccomp for a filter whose default action is ALLOW, adds the rules below,
  * and exports the result as classic BPF into a heap array.  Every job then
- * calls pbx__seccomp_install() after fork: one prctl() for no_new_privs and one
+ * calls pbx_seccomp_install() after fork: one prctl() for no_new_privs and one
  * seccomp() for the program, with no allocation and no libseccomp, so the
  * install is async-signal-safe and costs a fraction of a millisecond.  This
  * module creates no process, fd or pipe that outlives a call; the build uses
@@ -328,7 +328,7 @@ static int export_bpf(scmp_filter_ctx ctx, struct pbx_seccomp_prog *prog, struct
     return 0;
 }
 
-int pbx__seccomp_build(struct pbx_seccomp_prog *prog, struct pbx_error **err)
+int pbx_seccomp_build(struct pbx_seccomp_prog *prog, struct pbx_error **err)
 {
     cleanup_seccomp scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     int ret;
@@ -358,7 +358,7 @@ int pbx__seccomp_build(struct pbx_seccomp_prog *prog, struct pbx_error **err)
     return export_bpf(ctx, prog, err);
 }
 
-int pbx__seccomp_install(const struct pbx_seccomp_prog *prog)
+int pbx_seccomp_install(const struct pbx_seccomp_prog *prog)
 {
     struct sock_fprog fprog = {.len = prog->len, .filter = prog->filter};
     long ret;

@@ -20,13 +20,13 @@ struct pbx_seccomp_prog {
  * Build the deny-list filter documented in docs/design/threat-model.md into
  * *prog (caller-allocated, released with pbx__seccomp_release()).
  */
-int pbx__seccomp_build(struct pbx_seccomp_prog *prog, struct pbx_error **err);
+int pbx_seccomp_build(struct pbx_seccomp_prog *prog, struct pbx_error **err);
 
 /*
  * Install *prog on the calling thread (and, with TSYNC, its process), after
  * setting no_new_privs.  Async-signal-safe: no allocation.  Returns 0 or -errno.
  */
-int pbx__seccomp_install(const struct pbx_seccomp_prog *prog);
+int pbx_seccomp_install(const struct pbx_seccomp_prog *prog);
 
 void pbx__seccomp_release(struct pbx_seccomp_prog *prog);
 

@@ -404,11 +404,11 @@ static char *in_root(const char *rel)
         free(p_);                                          \
     } while (0)
 
-#define ASSERT_WHY(cg, ctl, fmt, ...)                   \
-    do {                                                \
-        char *w_ = xasprintf(fmt, __VA_ARGS__);         \
-        ck_assert_str_eq(pbx__cgroup_why(cg, ctl), w_); \
-        free(w_);                                       \
+#define ASSERT_WHY(cg, ctl, fmt, ...)                  \
+    do {                                               \
+        char *w_ = xasprintf(fmt, __VA_ARGS__);        \
+        ck_assert_str_eq(pbx_cgroup_why(cg, ctl), w_); \
+        free(w_);                                      \
     } while (0)
 
 static const char self_v1[] = "9:name=systemd:/\n8:pids:/\n4:memory:/a/b\n"
@@ -535,12 +535,12 @@ START_TEST(test_v1_tree)
     v1_mount("cpu,cpuacct", "/c");
     cg = setup(self_v1);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V1, "%s", pbx_cgroup_why(cg, i));
     ASSERT_WHY(cg, PBX_CGROUP_MEMORY, "memory: cgroup v1 at %s/memory/a/b/pybox-1", F.root);
     ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: cgroup v1 at %s/pids/pybox-1", F.root);
     ASSERT_WHY(cg, PBX_CGROUP_CPU, "cpu: cgroup v1 at %s/cpu,cpuacct/c/pybox-1", F.root);
 
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 7, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 7, &limits, &cell, &err), 0);
     ASSERT_FILE("memory/a/b/pybox-1/cell-7/memory.limit_in_bytes", "67108864");
     ASSERT_FILE("memory/a/b/pybox-1/cell-7/memory.memsw.limit_in_bytes", "67108864");
     ASSERT_FILE("pids/pybox-1/cell-7/pids.max", "16");
@@ -551,17 +551,17 @@ START_TEST(test_v1_tree)
               strstr(F.log, "cell-7/memory.memsw.limit_in_bytes="));
 
     /* Counters. */
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 0);
     put(cell->dir[PBX_CGROUP_MEMORY], "memory.oom_control",
         "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n");
     put(cell->dir[PBX_CGROUP_MEMORY], "memory.max_usage_in_bytes", "12345678\n");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 3);
-    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 12345678);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 3);
+    ck_assert_uint_eq(pbx_cgroup_cell_peak_memory(cell), 12345678);
     put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "999999998\n999999999\n");
-    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), 2);
+    ck_assert_uint_eq(pbx_cgroup_cell_count(cell), 2);
 
     /* One procs fd per hierarchy, write-only. */
-    n = pbx__cgroup_cell_procs_fds(cell, fds, 4, &err);
+    n = pbx_cgroup_cell_procs_fds(cell, fds, 4, &err);
     ck_assert_int_eq(n, 3);
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(fcntl(fds[i], F_GETFL) & O_ACCMODE, O_WRONLY);
@@ -569,15 +569,15 @@ START_TEST(test_v1_tree)
         close(fds[i]);
     }
     /* Too few slots: an error, nothing left open. */
-    ck_assert_int_lt(pbx__cgroup_cell_procs_fds(cell, fds, 2, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_procs_fds(cell, fds, 2, &err), 0);
     ck_assert_int_eq(err->code, PBX_E_INVAL);
     pbx_error_free(&err);
 
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
     ASSERT_GONE("memory/a/b/pybox-1/cell-7");
     ASSERT_GONE("pids/pybox-1/cell-7");
     ASSERT_GONE("cpu,cpuacct/c/pybox-1/cell-7");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("memory/a/b/pybox-1");
     ASSERT_GONE("pids/pybox-1");
     ASSERT_GONE("cpu,cpuacct/c/pybox-1");
@@ -594,17 +594,17 @@ START_TEST(test_v1_no_memsw)
     F.memsw = false;
     v1_mount("memory", "/a/b");
     cg = setup(self_v1);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
     ASSERT_WHY(cg, PBX_CGROUP_MEMORY,
                "memory: cgroup v1 at %s/memory/a/b/pybox-1; no memory.memsw.limit_in_bytes (swap "
                "accounting is off), so the limit covers memory only, not swap",
                F.root);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
     ASSERT_FILE("memory/a/b/pybox-1/cell-1/memory.limit_in_bytes", "1048576");
     ASSERT_FILE("memory/a/b/pybox-1/cell-1/memory.swappiness", "0");
     ck_assert_ptr_null(strstr(F.log, "memsw"));
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
-    pbx__cgroup_teardown(cg);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("memory/a/b/pybox-1");
 }
 END_TEST
@@ -619,8 +619,8 @@ START_TEST(test_v1_missing)
     /* No cpu mount; memory has no line in /proc/self/cgroup. */
     cg = setup("8:pids:/\n0::/\n");
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_int_eq(pbx__cgroup_version(cg, i), PBX_CGROUP_NONE);
-    ck_assert_str_eq(pbx__cgroup_why(cg, PBX_CGROUP_MEMORY),
+        ck_assert_int_eq(pbx_cgroup_version_of(cg, i), PBX_CGROUP_NONE);
+    ck_assert_str_eq(pbx_cgroup_why(cg, PBX_CGROUP_MEMORY),
                      "memory: /proc/self/cgroup has no line for the cgroup v1 memory controller");
     ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: %s/pids/pybox-1/pids.max is not writable: %s", F.root,
                strerror(ENOENT));
@@ -630,7 +630,7 @@ START_TEST(test_v1_missing)
                F.root, F.root, F.root);
     /* The unusable parent was removed again. */
     ASSERT_GONE("pids/pybox-1");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     /* No permission to create the parent. */
     F.fail_op = 'm';
     F.fail_suffix = "/memory/a/b/pybox-1";
@@ -638,7 +638,7 @@ START_TEST(test_v1_missing)
     cg = setup(self_v1);
     ASSERT_WHY(cg, PBX_CGROUP_MEMORY, "memory: cannot create %s/memory/a/b/pybox-1: %s", F.root,
                strerror(EACCES));
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -656,7 +656,7 @@ START_TEST(test_cell_failures)
     F.fail_op = 'm';
     F.fail_suffix = "/pids/pybox-1/cell-2";
     F.fail_errno = ENOSPC;
-    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 2, &limits, &cell, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_create(cg, 2, &limits, &cell, &err), 0);
     ck_assert_int_eq(err->code, ENOSPC);
     ck_assert_ptr_nonnull(strstr(err->msg, "pybox-1/cell-2"));
     pbx_error_free(&err);
@@ -665,7 +665,7 @@ START_TEST(test_cell_failures)
     F.fail_op = 'w';
     F.fail_suffix = "cell-3/pids.max";
     F.fail_errno = EINVAL;
-    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
     ck_assert_int_eq(err->code, EINVAL);
     ck_assert_ptr_nonnull(strstr(err->msg, "cgroup pids limit of cell 3: write `8` to "));
     pbx_error_free(&err);
@@ -673,12 +673,12 @@ START_TEST(test_cell_failures)
     ASSERT_GONE("pids/pybox-1/cell-3");
     /* An existing cell directory is never reused. */
     F.fail_op = 0;
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
-    ck_assert_int_lt(pbx__cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_create(cg, 4, &limits, &cell, &err), 0);
     ck_assert_int_eq(err->code, EEXIST);
     pbx_error_free(&err);
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, NULL), 0);
-    pbx__cgroup_teardown(cg);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, NULL), 0);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("pids/pybox-1");
 }
 END_TEST
@@ -695,7 +695,7 @@ START_TEST(test_kill_listed)
 
     v1_mount("pids", "/");
     cg = setup(self_v1);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
     child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0) {
@@ -706,19 +706,19 @@ START_TEST(test_kill_listed)
     procs = xasprintf("%d\n%d\n", (int)child, (int)getpid());
     put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", procs);
     free(procs);
-    pbx__cgroup_cell_kill(cell);
+    pbx_cgroup_cell_kill(cell);
     ck_assert_int_eq(waitpid(child, &status, 0), child);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "");
     /* A cell never destroyed: teardown removes it with the parent. */
     free(cell->dir[PBX_CGROUP_PIDS]);
     free(cell);
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("pids/pybox-1");
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(NULL, NULL), 0);
-    pbx__cgroup_teardown(NULL);
-    ck_assert_str_eq(pbx__cgroup_why(NULL, PBX_CGROUP_PIDS), "no cgroup manager");
-    ck_assert_int_eq(pbx__cgroup_version(NULL, PBX_CGROUP_PIDS), PBX_CGROUP_NONE);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(NULL, NULL), 0);
+    pbx_cgroup_teardown(NULL);
+    ck_assert_str_eq(pbx_cgroup_why(NULL, PBX_CGROUP_PIDS), "no cgroup manager");
+    ck_assert_int_eq(pbx_cgroup_version_of(NULL, PBX_CGROUP_PIDS), PBX_CGROUP_NONE);
 }
 END_TEST
 
@@ -740,8 +740,8 @@ static struct pbx_cgroups *v1_cell5(const struct pbx_cgroup_limits *limits,
     v1_mount("cpu,cpuacct", "/c");
     cg = setup(self_v1);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, limits, cell, &err), 0);
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V1, "%s", pbx_cgroup_why(cg, i));
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 5, limits, cell, &err), 0);
     ck_assert_ptr_null(err);
     return cg;
 }
@@ -751,12 +751,12 @@ static void v1_cell5_done(struct pbx_cgroups *cg, struct pbx_cgroup_cell *cell)
 {
     struct pbx_error *err = NULL;
 
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
     ck_assert_ptr_null(err);
     ASSERT_GONE("memory/a/b/pybox-1/cell-5");
     ASSERT_GONE("pids/pybox-1/cell-5");
     ASSERT_GONE("cpu,cpuacct/c/pybox-1/cell-5");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("memory/a/b/pybox-1");
     ASSERT_GONE("pids/pybox-1");
     ASSERT_GONE("cpu,cpuacct/c/pybox-1");
@@ -786,11 +786,11 @@ START_TEST(test_v1_reuse)
     put(mem, "memory.memsw.max_usage_in_bytes", "61000000\n");
     /* And 40 MB still charged (page cache of files it read): over what may stay. */
     put(mem, "memory.usage_in_bytes", "40000000\n");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
-    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 60000000);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 2);
+    ck_assert_uint_eq(pbx_cgroup_cell_peak_memory(cell), 60000000);
     F.log[0] = '\0';
 
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ck_assert_ptr_null(err);
     /* The same directories, now with B's limits. */
     ck_assert_str_eq(cell->dir[PBX_CGROUP_MEMORY], mem);
@@ -805,15 +805,15 @@ START_TEST(test_v1_reuse)
     logged(CELL5_MEM "memory.memsw.max_usage_in_bytes=0\n");
     ASSERT_FILE(CELL5_MEM "memory.max_usage_in_bytes", "0");
     ASSERT_FILE(CELL5_MEM "memory.memsw.max_usage_in_bytes", "0");
-    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_peak_memory(cell), 0);
     /* The kernel's count goes on; only kills of this use count. */
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 0);
     put(mem, "memory.oom_control", "oom_kill_disable 0\nunder_oom 1\noom_kill 3\n");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 1);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 1);
 
     /* A third use: the kill of the second is not its either. */
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &a, &err), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 0);
     ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
     ASSERT_FILE(CELL5_PIDS "pids.max", "16");
     ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
@@ -832,7 +832,7 @@ START_TEST(test_v1_reuse_small_leftover)
 
     put(cell->dir[PBX_CGROUP_MEMORY], "memory.usage_in_bytes", "106496\n");
     F.log[0] = '\0';
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &a, &err), 0);
     ck_assert_ptr_null(err);
     ck_assert_msg(strstr(F.log, "memory.force_empty") == NULL, "force_empty written:\n%s", F.log);
     logged(CELL5_MEM "memory.max_usage_in_bytes=0\n");
@@ -850,13 +850,13 @@ START_TEST(test_v1_reuse_unlimited)
     struct pbx_cgroups *cg = v1_cell5(&a, &cell);
 
     /* No limit asked for: none of the old ones may stay. */
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &none, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &none, &err), 0);
     ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "-1");
     ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "-1");
     ASSERT_FILE(CELL5_PIDS "pids.max", "max");
     ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "-1");
     /* And from unlimited back to limited. */
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &a, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &a, &err), 0);
     ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "67108864");
     ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "67108864");
     ASSERT_FILE(CELL5_PIDS "pids.max", "16");
@@ -881,7 +881,7 @@ START_TEST(test_v1_reuse_raise_memory)
     F.log[0] = '\0';
 
     /* 64 MiB to 256 MiB, above the old memsw: memsw is lifted before memory. */
-    ck_assert_msg(pbx__cgroup_cell_reuse(cell, &big, &err) == 0, "%s", err ? err->msg : "");
+    ck_assert_msg(pbx_cgroup_cell_reuse(cell, &big, &err) == 0, "%s", err ? err->msg : "");
     ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "268435456");
     ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "268435456");
     ck_assert(logged(CELL5_MEM "memory.memsw.limit_in_bytes=-1\n") <
@@ -889,7 +889,7 @@ START_TEST(test_v1_reuse_raise_memory)
     ck_assert(logged(CELL5_MEM "memory.limit_in_bytes=268435456\n") <
               logged(CELL5_MEM "memory.memsw.limit_in_bytes=268435456\n"));
     /* And down again, below the old memory limit. */
-    ck_assert_msg(pbx__cgroup_cell_reuse(cell, &tiny, &err) == 0, "%s", err ? err->msg : "");
+    ck_assert_msg(pbx_cgroup_cell_reuse(cell, &tiny, &err) == 0, "%s", err ? err->msg : "");
     ASSERT_FILE(CELL5_MEM "memory.limit_in_bytes", "33554432");
     ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "33554432");
     free(limit);
@@ -922,7 +922,7 @@ START_TEST(test_v1_reuse_refused_with_member)
         "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n");
     F.log[0] = '\0';
 
-    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ck_assert_ptr_nonnull(err);
     ck_assert_int_eq(err->code, EBUSY);
     pbx_error_free(&err);
@@ -932,7 +932,7 @@ START_TEST(test_v1_reuse_refused_with_member)
     ASSERT_FILE(CELL5_MEM "memory.memsw.limit_in_bytes", "67108864");
     ASSERT_FILE(CELL5_PIDS "pids.max", "16");
     ASSERT_FILE(CELL5_CPU "cpu.cfs_quota_us", "50000");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 2);
 
     /* Destroyable: the member is killed and the directories go. */
     v1_cell5_done(cg, cell);
@@ -954,9 +954,9 @@ START_TEST(test_v1_reuse_refused_unreadable_procs)
     /* A directory in its place: open() succeeds, read() fails (EISDIR). */
     ck_assert_int_eq(unlink(procs), 0);
     ck_assert_int_eq(mkdir(procs, 0755), 0);
-    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), SIZE_MAX);
+    ck_assert_uint_eq(pbx_cgroup_cell_count(cell), SIZE_MAX);
     F.log[0] = '\0';
-    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ck_assert_ptr_nonnull(err);
     ck_assert_int_eq(err->code, EBUSY);
     pbx_error_free(&err);
@@ -965,7 +965,7 @@ START_TEST(test_v1_reuse_refused_unreadable_procs)
 
     ck_assert_int_eq(rmdir(procs), 0);
     put(cell->dir[PBX_CGROUP_PIDS], "cgroup.procs", "");
-    ck_assert_uint_eq(pbx__cgroup_cell_count(cell), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_count(cell), 0);
     free(procs);
     v1_cell5_done(cg, cell);
 }
@@ -984,7 +984,7 @@ START_TEST(test_v1_reuse_write_fails)
     F.fail_op = 'w';
     F.fail_suffix = "cell-5/memory.force_empty";
     F.fail_errno = EBUSY;
-    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ck_assert_int_eq(err->code, EBUSY);
     ck_assert_msg(strstr(err->msg, "reuse cgroup memory of cell 5") != NULL, "%s", err->msg);
     pbx_error_free(&err);
@@ -1008,29 +1008,29 @@ START_TEST(test_v2_tree)
     v2_tree(NULL, "cpuset cpu io memory pids\n", "cpu memory pids");
     cg = setup(self_v2);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V2, "%s", pbx__cgroup_why(cg, i));
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V2, "%s", pbx_cgroup_why(cg, i));
     ASSERT_WHY(cg, PBX_CGROUP_PIDS, "pids: cgroup v2 at %s/sup/pybox-1", F.root);
     /* Enabled for the supervisor's children, then for the cells. */
     ASSERT_FILE("sup/cgroup.subtree_control", "memory pids cpu");
     ASSERT_FILE("sup/pybox-1/cgroup.subtree_control", "memory pids cpu");
 
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 3, &limits, &cell, &err), 0);
     ASSERT_FILE("sup/pybox-1/cell-3/memory.max", "67108864");
     ASSERT_FILE("sup/pybox-1/cell-3/memory.swap.max", "0");
     ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "16");
     ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "250000 100000");
     /* The cell's controllers share one directory: one fd. */
-    ck_assert_int_eq(pbx__cgroup_cell_procs_fds(cell, fds, 4, &err), 1);
+    ck_assert_int_eq(pbx_cgroup_cell_procs_fds(cell, fds, 4, &err), 1);
     close(fds[0]);
     put(cell->dir[0], "memory.events", "low 0\nhigh 2\nmax 9\noom 2\noom_kill 2\n");
     put(cell->dir[0], "memory.peak", "4096\n");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 2);
-    ck_assert_uint_eq(pbx__cgroup_cell_peak_memory(cell), 4096);
-    pbx__cgroup_cell_kill(cell);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 2);
+    ck_assert_uint_eq(pbx_cgroup_cell_peak_memory(cell), 4096);
+    pbx_cgroup_cell_kill(cell);
     ASSERT_FILE("sup/pybox-1/cell-3/cgroup.kill", "1");
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
     ASSERT_GONE("sup/pybox-1/cell-3");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("sup/pybox-1");
 }
 END_TEST
@@ -1046,9 +1046,9 @@ START_TEST(test_v2_no_swap_partial_delegation)
     /* cpu exists in the tree but was not delegated to the supervisor's cgroup. */
     v2_tree(NULL, "cpu memory pids\n", "memory pids");
     cg = setup(self_v2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
     ASSERT_WHY(cg, PBX_CGROUP_MEMORY,
                "memory: cgroup v2 at %s/sup/pybox-1; no memory.swap.max (swap accounting is "
                "off), so the limit covers memory only, not swap",
@@ -1057,12 +1057,12 @@ START_TEST(test_v2_no_swap_partial_delegation)
                "cpu: cgroup v2 has it at %s but not for the supervisor's cgroup %s/sup (missing "
                "from its cgroup.controllers: it was not delegated)",
                F.root, F.root);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 1, &limits, &cell, &err), 0);
     ASSERT_FILE("sup/pybox-1/cell-1/memory.max", "1048576");
     ck_assert_ptr_null(strstr(F.log, "swap"));
     ck_assert_ptr_null(strstr(F.log, "cpu.max"));
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
-    pbx__cgroup_teardown(cg);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("sup/pybox-1");
 }
 END_TEST
@@ -1078,9 +1078,9 @@ START_TEST(test_v2_busy)
     F.fail_errno = EBUSY;
     cg = setup(self_v2);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
-        ck_assert_int_eq(pbx__cgroup_version(cg, i), PBX_CGROUP_NONE);
-        ck_assert_ptr_nonnull(strstr(pbx__cgroup_why(cg, i), strerror(EBUSY)));
-        ck_assert_ptr_nonnull(strstr(pbx__cgroup_why(cg, i), "delegated cgroup"));
+        ck_assert_int_eq(pbx_cgroup_version_of(cg, i), PBX_CGROUP_NONE);
+        ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, i), strerror(EBUSY)));
+        ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, i), "delegated cgroup"));
     }
     ASSERT_WHY(cg, PBX_CGROUP_PIDS,
                "pids: cannot enable it for the children of the supervisor's cgroup: write `+pids` "
@@ -1089,7 +1089,7 @@ START_TEST(test_v2_busy)
                "delegated cgroup, e.g. systemd Delegate=yes, with pybox in a leaf)",
                F.root, strerror(EBUSY), F.root);
     ASSERT_GONE("sup/pybox-1");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -1104,16 +1104,16 @@ START_TEST(test_v2_reuse)
     /* With a memory controller: never reused (memory.peak cannot be reset for all). */
     v2_tree(NULL, "cpuset cpu io memory pids\n", "cpu memory pids");
     cg = setup(self_v2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
-    ck_assert_int_lt(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
+    ck_assert_int_lt(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ck_assert_ptr_nonnull(err);
     ck_assert_int_eq(err->code, PBX_E_UNSUPPORTED);
     pbx_error_free(&err);
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
     ck_assert_ptr_null(err);
     ASSERT_GONE("sup/pybox-1/cell-3");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("sup/pybox-1");
 }
 END_TEST
@@ -1130,21 +1130,21 @@ START_TEST(test_v2_reuse_without_memory)
     /* Only pids and cpu delegated: those reset and take the new limits. */
     v2_tree(NULL, "cpu memory pids\n", "cpu pids");
     cg = setup(self_v2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_NONE);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_NONE);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 3, &a, &cell, &err), 0);
     ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "16");
     ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "50000 100000");
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "32");
     ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "200000 100000");
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(cell), 0);
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &none, &err), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(cell), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &none, &err), 0);
     ASSERT_FILE("sup/pybox-1/cell-3/pids.max", "max");
     ASSERT_FILE("sup/pybox-1/cell-3/cpu.max", "max");
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
     ASSERT_GONE("sup/pybox-1/cell-3");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("sup/pybox-1");
 }
 END_TEST
@@ -1163,21 +1163,21 @@ START_TEST(test_mixed)
     v1_mount("memory", "/a/b");
     v2_tree("unified", "pids\n", "pids");
     cg = setup("4:memory:/a/b\n0::/sup\n");
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_CPU), PBX_CGROUP_NONE);
     ASSERT_WHY(cg, PBX_CGROUP_CPU,
                "cpu: cgroup v1 cpu controller not mounted at %s/cpu, and the cgroup v2 hierarchy "
                "at %s/unified does not offer it",
                F.root, F.root);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, &limits, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 5, &limits, &cell, &err), 0);
     ASSERT_FILE("memory/a/b/pybox-1/cell-5/memory.limit_in_bytes", "1048576");
     ASSERT_FILE("unified/sup/pybox-1/cell-5/pids.max", "4");
-    ck_assert_int_eq(pbx__cgroup_cell_procs_fds(cell, fds, 4, &err), 2);
+    ck_assert_int_eq(pbx_cgroup_cell_procs_fds(cell, fds, 4, &err), 2);
     close(fds[0]);
     close(fds[1]);
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
-    pbx__cgroup_teardown(cg);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("memory/a/b/pybox-1");
     ASSERT_GONE("unified/sup/pybox-1");
     /* This machine: v1 controllers, cgroup2 at unified/ without any: all v1. */
@@ -1187,9 +1187,9 @@ START_TEST(test_mixed)
     v1_mount("cpu,cpuacct", "/c");
     cg = setup(self_v1);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V1, "%s", pbx_cgroup_why(cg, i));
     ASSERT_GONE("unified/sup/pybox-1");
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -1205,18 +1205,18 @@ START_TEST(test_mixed_reuse)
     v1_mount("memory", "/a/b");
     v2_tree("unified", "cpu pids\n", "cpu pids");
     cg = setup("4:memory:/a/b\n0::/sup\n");
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_CPU), PBX_CGROUP_V2);
-    ck_assert_int_eq(pbx__cgroup_cell_create(cg, 5, &a, &cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_CPU), PBX_CGROUP_V2);
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 5, &a, &cell, &err), 0);
     ASSERT_FILE("unified/sup/pybox-1/cell-5/cpu.max", "10000 100000");
-    ck_assert_int_eq(pbx__cgroup_cell_reuse(cell, &b, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_reuse(cell, &b, &err), 0);
     ASSERT_FILE("memory/a/b/pybox-1/cell-5/memory.limit_in_bytes", "2097152");
     ASSERT_FILE("unified/sup/pybox-1/cell-5/pids.max", "8");
     /* Every controller of a shared directory takes its new limit, not only the first. */
     ASSERT_FILE("unified/sup/pybox-1/cell-5/cpu.max", "30000 100000");
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(cell, &err), 0);
-    pbx__cgroup_teardown(cg);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("memory/a/b/pybox-1");
     ASSERT_GONE("unified/sup/pybox-1");
 }
@@ -1365,8 +1365,8 @@ START_TEST(test_reap_stale_v1)
     ck_assert(exists_rel("pids/pybox-%d-8", dead));
     /* Our own parents were made as usual. */
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
-        ck_assert_msg(pbx__cgroup_version(cg, i) == PBX_CGROUP_V1, "%s", pbx__cgroup_why(cg, i));
-    pbx__cgroup_teardown(cg);
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V1, "%s", pbx_cgroup_why(cg, i));
+    pbx_cgroup_teardown(cg);
     ASSERT_GONE("pids/pybox-1");
 }
 END_TEST
@@ -1389,12 +1389,12 @@ START_TEST(test_reap_stale_deep)
     cg = setup(self_v1);
     ck_assert(exists_rel("pids/pybox-%d-0/cell-1/inner", dead));
     ck_assert(!exists_rel("pids/pybox-%d-1", dead));
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
     /* No member holds it: nothing to wait for, and trying again changes nothing. */
-    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 0);
-    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 0);
+    ck_assert_uint_eq(pbx_cgroup_stale_waiting(cg), 0);
+    ck_assert_uint_eq(pbx_cgroup_reap_stale(cg), 0);
     ck_assert(exists_rel("pids/pybox-%d-0/cell-1/inner", dead));
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -1408,7 +1408,7 @@ START_TEST(test_reap_stale_member_exiting)
     /*
      * A member killed but not yet exited (listed by a pid no process has, so
      * the kill cannot end it) keeps its stale cell busy past setup's wait:
-     * setup counts it, and a later pbx__cgroup_reap_stale() removes it once
+     * setup counts it, and a later pbx_cgroup_reap_stale() removes it once
      * the member is gone.  A stale parent without members goes at once.
      */
     F.busy_members = true;
@@ -1425,18 +1425,18 @@ START_TEST(test_reap_stale_member_exiting)
     ck_assert(!exists_rel("pids/pybox-%d-1", dead));
     ck_assert(!exists_rel("pids/pybox-%d-0/cell-2", dead));
     ck_assert(exists_rel("pids/pybox-%d-0/cell-1", dead));
-    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 1);
-    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 1);
+    ck_assert_uint_eq(pbx_cgroup_stale_waiting(cg), 1);
+    ck_assert_uint_eq(pbx_cgroup_reap_stale(cg), 1);
     ck_assert(exists_rel("pids/pybox-%d-0/cell-1", dead));
     put(path, "cgroup.procs", "");
-    ck_assert_uint_eq(pbx__cgroup_reap_stale(cg), 0);
+    ck_assert_uint_eq(pbx_cgroup_reap_stale(cg), 0);
     ck_assert(!exists_rel("pids/pybox-%d-0", dead));
     /* Our own parent was made as usual, and setup's count stays what setup saw. */
-    ck_assert_int_eq(pbx__cgroup_version(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
-    ck_assert_uint_eq(pbx__cgroup_stale_waiting(cg), 1);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_PIDS), PBX_CGROUP_V1);
+    ck_assert_uint_eq(pbx_cgroup_stale_waiting(cg), 1);
     free(procs);
     free(path);
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -1458,7 +1458,7 @@ START_TEST(test_reap_stale_v2)
     ck_assert_msg(strstr(F.log, want) != NULL, "%s", F.log);
     ck_assert_ptr_eq(strstr(strstr(F.log, want) + 1, want), NULL);
     free(want);
-    pbx__cgroup_teardown(cg);
+    pbx_cgroup_teardown(cg);
 }
 END_TEST
 
@@ -1479,8 +1479,8 @@ static void real_cleanup(void)
 {
     if (getpid() != real_owner)
         return;
-    pbx__cgroup_cell_destroy(real_cell, NULL);
-    pbx__cgroup_teardown(real_cg);
+    pbx_cgroup_cell_destroy(real_cell, NULL);
+    pbx_cgroup_teardown(real_cg);
     for (size_t i = 0; i < sizeof(real_stale) / sizeof(real_stale[0]); i++)
         if (real_stale[i])
             rmdir(real_stale[i]);
@@ -1580,7 +1580,7 @@ START_TEST(test_real_machine)
     ck_assert_int_eq(pbx__cgroup_read("/proc/self/cgroup", &self, NULL), 0);
     real_make_stale(self, PBX_CGROUP_PIDS, dead_pid());
     real_make_stale(self, PBX_CGROUP_CPU, dead_pid());
-    ck_assert_int_eq(pbx__cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
     /*
      * The stale cgroups of a dead supervisor were reaped first.  A failed
      * ck_assert _exit()s in fork mode, skipping atexit: clean up before.
@@ -1595,24 +1595,24 @@ START_TEST(test_real_machine)
         real_stale[i] = NULL;
     }
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
-        fprintf(stderr, "test_cgroup: %s\n", pbx__cgroup_why(real_cg, i));
+        fprintf(stderr, "test_cgroup: %s\n", pbx_cgroup_why(real_cg, i));
         parents[i] = real_cg->ctl[i].parent ? xstrdup(real_cg->ctl[i].parent) : NULL;
     }
-    ck_assert_msg(pbx__cgroup_version(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
-                  pbx__cgroup_why(real_cg, PBX_CGROUP_PIDS));
-    ck_assert_int_eq(pbx__cgroup_cell_create(real_cg, 1, &limits, &real_cell, &err), 0);
+    ck_assert_msg(pbx_cgroup_version_of(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
+                  pbx_cgroup_why(real_cg, PBX_CGROUP_PIDS));
+    ck_assert_int_eq(pbx_cgroup_cell_create(real_cg, 1, &limits, &real_cell, &err), 0);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         dirs[i] = real_cell->dir[i] ? xstrdup(real_cell->dir[i]) : NULL;
     want = xasprintf("%s/pids.max", dirs[PBX_CGROUP_PIDS]);
     assert_file(want, "4\n");
     free(want);
-    if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
+    if (pbx_cgroup_version_of(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
         want = xasprintf("%s/memory.limit_in_bytes", dirs[PBX_CGROUP_MEMORY]);
         assert_file(want, "268435456\n");
         free(want);
     }
 
-    n = pbx__cgroup_cell_procs_fds(real_cell, fds, PBX_CGROUP_NCTL, &err);
+    n = pbx_cgroup_cell_procs_fds(real_cell, fds, PBX_CGROUP_NCTL, &err);
     ck_assert_int_ge(n, 1);
     ck_assert_int_eq(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
@@ -1628,21 +1628,21 @@ START_TEST(test_real_machine)
     /* The cell itself plus three: the fourth fork() hits pids.max. */
     ck_assert_int_eq(r.forked, 3);
     ck_assert_int_eq(r.err, EAGAIN);
-    ck_assert_uint_eq(pbx__cgroup_cell_count(real_cell), 4);
-    ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
+    ck_assert_uint_eq(pbx_cgroup_cell_count(real_cell), 4);
+    ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(real_cell), 0);
     /* The kernel agrees on where the cell lives. */
     proc = xasprintf("/proc/%d/cgroup", (int)child);
     ck_assert_int_eq(pbx__cgroup_read(proc, &text, NULL), 0);
     want = xasprintf("/%s/cell-1\n", name);
     ck_assert_msg(strstr(text, want) != NULL, "%s", text);
 
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(real_cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(real_cell, &err), 0);
     real_cell = NULL;
     ck_assert_int_eq(waitpid(child, &status, 0), child);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     while (waitpid(-1, NULL, 0) > 0) /* the grandchildren, reparented to us */
         ;
-    pbx__cgroup_teardown(real_cg);
+    pbx_cgroup_teardown(real_cg);
     real_cg = NULL;
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         ck_assert_msg(!dirs[i] || !exists(dirs[i]), "%s left behind", dirs[i]);
@@ -1665,7 +1665,7 @@ END_TEST
 static int real_touch(struct pbx_cgroup_cell *cell, size_t mb)
 {
     int fds[PBX_CGROUP_NCTL];
-    int n = pbx__cgroup_cell_procs_fds(cell, fds, PBX_CGROUP_NCTL, NULL);
+    int n = pbx_cgroup_cell_procs_fds(cell, fds, PBX_CGROUP_NCTL, NULL);
     int status = -1;
     pid_t child;
 
@@ -1722,21 +1722,21 @@ START_TEST(test_real_reuse)
     real_owner = getpid();
     atexit(real_cleanup);
     ck_assert_int_eq(pbx__cgroup_read("/proc/self/cgroup", &self, NULL), 0);
-    ck_assert_int_eq(pbx__cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_setup("/sys/fs/cgroup", self, name, &real_cg, &err), 0);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         parents[i] = real_cg->ctl[i].parent ? xstrdup(real_cg->ctl[i].parent) : NULL;
-    ck_assert_msg(pbx__cgroup_version(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
-                  pbx__cgroup_why(real_cg, PBX_CGROUP_PIDS));
-    ck_assert_int_eq(pbx__cgroup_cell_create(real_cg, 1, &a, &real_cell, &err), 0);
+    ck_assert_msg(pbx_cgroup_version_of(real_cg, PBX_CGROUP_PIDS) != PBX_CGROUP_NONE, "%s",
+                  pbx_cgroup_why(real_cg, PBX_CGROUP_PIDS));
+    ck_assert_int_eq(pbx_cgroup_cell_create(real_cg, 1, &a, &real_cell, &err), 0);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         dirs[i] = real_cell->dir[i] ? xstrdup(real_cell->dir[i]) : NULL;
 
-    if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V2) {
+    if (pbx_cgroup_version_of(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V2) {
         /* cgroup v2 memory cgroups are never reused. */
-        ck_assert_int_lt(pbx__cgroup_cell_reuse(real_cell, &b, &err), 0);
+        ck_assert_int_lt(pbx_cgroup_cell_reuse(real_cell, &b, &err), 0);
         ck_assert_int_eq(err->code, PBX_E_UNSUPPORTED);
         pbx_error_free(&err);
-    } else if (pbx__cgroup_version(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
+    } else if (pbx_cgroup_version_of(real_cg, PBX_CGROUP_MEMORY) == PBX_CGROUP_V1) {
         const char *mem = dirs[PBX_CGROUP_MEMORY];
 
         memsw = real_cg->ctl[PBX_CGROUP_MEMORY].swap_limited;
@@ -1747,12 +1747,12 @@ START_TEST(test_real_reuse)
             ck_abort_msg("96 MiB under a 32 MiB limit: wait status %#x, not SIGKILL", status);
         }
         if (memsw)
-            ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 1);
-        ck_assert_uint_ge(pbx__cgroup_cell_peak_memory(real_cell), 16u << 20);
-        ck_assert_uint_eq(pbx__cgroup_cell_count(real_cell), 0);
+            ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(real_cell), 1);
+        ck_assert_uint_ge(pbx_cgroup_cell_peak_memory(real_cell), 16u << 20);
+        ck_assert_uint_eq(pbx_cgroup_cell_count(real_cell), 0);
 
         /* Reused with B: the kernel shows B's limits and fresh counters. */
-        if (pbx__cgroup_cell_reuse(real_cell, &b, &err) < 0) {
+        if (pbx_cgroup_cell_reuse(real_cell, &b, &err) < 0) {
             char *msg = xstrdup(err->msg);
 
             real_cleanup();
@@ -1762,10 +1762,10 @@ START_TEST(test_real_reuse)
         if (memsw)
             real_expect(mem, "memory.memsw.limit_in_bytes", "134217728\n");
         real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "16\n");
-        if (pbx__cgroup_version(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
+        if (pbx_cgroup_version_of(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
             real_expect(dirs[PBX_CGROUP_CPU], "cpu.cfs_quota_us", "100000\n");
-        ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
-        ck_assert_uint_lt(pbx__cgroup_cell_peak_memory(real_cell), 8u << 20);
+        ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(real_cell), 0);
+        ck_assert_uint_lt(pbx_cgroup_cell_peak_memory(real_cell), 8u << 20);
 
         /* The second use: 64 MiB fits under B, far above A's old 32 MiB. */
         status = real_touch(real_cell, 64);
@@ -1773,26 +1773,26 @@ START_TEST(test_real_reuse)
             real_cleanup();
             ck_abort_msg("64 MiB under a 128 MiB limit: wait status %#x", status);
         }
-        ck_assert_uint_eq(pbx__cgroup_cell_oom_kills(real_cell), 0);
-        ck_assert_uint_ge(pbx__cgroup_cell_peak_memory(real_cell), 60u << 20);
+        ck_assert_uint_eq(pbx_cgroup_cell_oom_kills(real_cell), 0);
+        ck_assert_uint_ge(pbx_cgroup_cell_peak_memory(real_cell), 60u << 20);
 
         /* Reused without limits: none of B's is left. */
-        ck_assert_int_eq(pbx__cgroup_cell_reuse(real_cell, &none, &err), 0);
+        ck_assert_int_eq(pbx_cgroup_cell_reuse(real_cell, &none, &err), 0);
         real_expect(mem, "memory.limit_in_bytes", "9223372036854771712\n");
         if (memsw)
             real_expect(mem, "memory.memsw.limit_in_bytes", "9223372036854771712\n");
         real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "max\n");
-        if (pbx__cgroup_version(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
+        if (pbx_cgroup_version_of(real_cg, PBX_CGROUP_CPU) == PBX_CGROUP_V1)
             real_expect(dirs[PBX_CGROUP_CPU], "cpu.cfs_quota_us", "-1\n");
     } else {
         /* No memory controller: pids (and cpu) are reused all the same. */
-        ck_assert_int_eq(pbx__cgroup_cell_reuse(real_cell, &b, &err), 0);
+        ck_assert_int_eq(pbx_cgroup_cell_reuse(real_cell, &b, &err), 0);
         real_expect(dirs[PBX_CGROUP_PIDS], "pids.max", "16\n");
     }
 
-    ck_assert_int_eq(pbx__cgroup_cell_destroy(real_cell, &err), 0);
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(real_cell, &err), 0);
     real_cell = NULL;
-    pbx__cgroup_teardown(real_cg);
+    pbx_cgroup_teardown(real_cg);
     real_cg = NULL;
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         ck_assert_msg(!dirs[i] || !exists(dirs[i]), "%s left behind", dirs[i]);

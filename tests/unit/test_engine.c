@@ -4,7 +4,7 @@
  * with an id range mapped).
  *
  * The zygote is this very binary, re-executed through /proc/self/exe with
- * argv[1] == PBX_ZYGOTE_ARG, so main() hands over to pbx__zygote_main() first
+ * argv[1] == PBX_ZYGOTE_ARG, so main() hands over to pbx_zygote_main() first
  * as the pybox binary does (after HOLD_FILE, if any, is gone).  Each test
  * starts its own engine in its Check child (about 50 ms) and frees it; a
  * failing test's child exits and the zygote, which has PR_SET_PDEATHSIG, dies
@@ -1117,7 +1117,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], PBX_ZYGOTE_ARG) == 0) {
         while (access(HOLD_FILE, F_OK) == 0)
             usleep(10000);
-        pbx__zygote_main(argc, argv);
+        pbx_zygote_main(argc, argv);
     }
     if (geteuid() != 0) {
         fprintf(stderr, "not root: skipping the engine tests\n");

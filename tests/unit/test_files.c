@@ -124,13 +124,13 @@ static bool exists(const char *dir, const char *name)
 
 static bool name_ok(const char *s)
 {
-    return pbx__files_name_ok(s, strlen(s));
+    return pbx_files_name_ok(s, strlen(s));
 }
 
-/* pbx__files_open_return() on `name`: the fd (closed here) or -state; *size as returned. */
+/* pbx_files_open_return() on `name`: the fd (closed here) or -state; *size as returned. */
 static int open_return(const char *name, uint64_t max, uint64_t *size)
 {
-    int fd = pbx__files_open_return(workfd, name, max, size);
+    int fd = pbx_files_open_return(workfd, name, max, size);
 
     if (fd >= 0) {
         int flags = fcntl(fd, F_GETFD);
@@ -147,8 +147,8 @@ START_TEST(test_name_ok)
 {
     char name[300];
 
-    ck_assert(!pbx__files_name_ok("", 0));
-    ck_assert(!pbx__files_name_ok("abc", 0));
+    ck_assert(!pbx_files_name_ok("", 0));
+    ck_assert(!pbx_files_name_ok("abc", 0));
     ck_assert(!name_ok("."));
     ck_assert(!name_ok(".."));
     ck_assert(!name_ok("a/b"));
@@ -157,11 +157,11 @@ START_TEST(test_name_ok)
     ck_assert(!name_ok("x/"));
     ck_assert(!name_ok("../x"));
     ck_assert(!name_ok("./x"));
-    ck_assert(!pbx__files_name_ok("a\0b", 3));
-    ck_assert(!pbx__files_name_ok("ab\0", 3));
-    ck_assert(!pbx__files_name_ok("\0", 1));
-    ck_assert(!pbx__files_name_ok(".\0", 2));
-    ck_assert(!pbx__files_name_ok("..\0", 3));
+    ck_assert(!pbx_files_name_ok("a\0b", 3));
+    ck_assert(!pbx_files_name_ok("ab\0", 3));
+    ck_assert(!pbx_files_name_ok("\0", 1));
+    ck_assert(!pbx_files_name_ok(".\0", 2));
+    ck_assert(!pbx_files_name_ok("..\0", 3));
     ck_assert(name_ok("..."));
     ck_assert(name_ok(".hidden"));
     ck_assert(name_ok("..x"));
@@ -173,21 +173,21 @@ START_TEST(test_name_ok)
     ck_assert(name_ok("\xc3\xa9t\xc3\xa9.txt"));        /* UTF-8 */
     ck_assert(name_ok("\xe6\x97\xa5\xe6\x9c\xac.png")); /* CJK */
     /* Only the first len bytes count. */
-    ck_assert(pbx__files_name_ok("a/b", 1));
-    ck_assert(!pbx__files_name_ok("..", 1));
-    ck_assert(!pbx__files_name_ok("...", 2));
-    ck_assert(pbx__files_name_ok("...", 3));
+    ck_assert(pbx_files_name_ok("a/b", 1));
+    ck_assert(!pbx_files_name_ok("..", 1));
+    ck_assert(!pbx_files_name_ok("...", 2));
+    ck_assert(pbx_files_name_ok("...", 3));
 
     memset(name, 'n', sizeof(name));
-    ck_assert(pbx__files_name_ok(name, 1));
-    ck_assert(pbx__files_name_ok(name, 255));
-    ck_assert(!pbx__files_name_ok(name, 256));
-    ck_assert(!pbx__files_name_ok(name, sizeof(name)));
+    ck_assert(pbx_files_name_ok(name, 1));
+    ck_assert(pbx_files_name_ok(name, 255));
+    ck_assert(!pbx_files_name_ok(name, 256));
+    ck_assert(!pbx_files_name_ok(name, sizeof(name)));
     /* A multi-byte character at the limit: the limit is in bytes. */
     memcpy(name + 253, "\xc3\xa9", 2);
-    ck_assert(pbx__files_name_ok(name, 255));
+    ck_assert(pbx_files_name_ok(name, 255));
     memcpy(name + 254, "\xc3\xa9", 2);
-    ck_assert(!pbx__files_name_ok(name, 256));
+    ck_assert(!pbx_files_name_ok(name, 256));
 }
 END_TEST
 
@@ -202,7 +202,7 @@ START_TEST(test_write_creates)
     uid_t uid = geteuid() == 0 ? 4242 : getuid();
     gid_t gid = geteuid() == 0 ? 4343 : getgid();
 
-    ck_assert_int_eq(pbx__files_write(workfd, "in.txt", data, sizeof(data), uid, gid), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "in.txt", data, sizeof(data), uid, gid), 0);
     path_of(path, sizeof(path), work, "in.txt");
     ck_assert_int_eq(lstat(path, &st), 0);
     ck_assert(S_ISREG(st.st_mode));
@@ -217,15 +217,15 @@ START_TEST(test_write_creates)
     free(got);
 
     /* An empty file. */
-    ck_assert_int_eq(pbx__files_write(workfd, "empty", NULL, 0, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "empty", NULL, 0, getuid(), getgid()), 0);
     path_of(path, sizeof(path), work, "empty");
     ck_assert_int_eq(lstat(path, &st), 0);
     ck_assert_uint_eq((uint64_t)st.st_size, 0);
 
     /* Unicode and dot names. */
-    ck_assert_int_eq(pbx__files_write(workfd, "\xc3\xa9t\xc3\xa9", "x", 1, getuid(), getgid()), 0);
-    ck_assert_int_eq(pbx__files_write(workfd, ".hidden", "x", 1, getuid(), getgid()), 0);
-    ck_assert_int_eq(pbx__files_write(workfd, "...", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "\xc3\xa9t\xc3\xa9", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, ".hidden", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "...", "x", 1, getuid(), getgid()), 0);
     ck_assert(exists(work, "\xc3\xa9t\xc3\xa9"));
     ck_assert(exists(work, "..."));
 }
@@ -242,7 +242,7 @@ START_TEST(test_write_large)
     ck_assert_ptr_nonnull(data);
     for (size_t i = 0; i < size; i++)
         data[i] = (char)(i * 31 + 7);
-    ck_assert_int_eq(pbx__files_write(workfd, "big.bin", data, size, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "big.bin", data, size, getuid(), getgid()), 0);
     path_of(path, sizeof(path), work, "big.bin");
     ck_assert_int_eq(lstat(path, &st), 0);
     ck_assert_uint_eq((uint64_t)st.st_size, size);
@@ -263,20 +263,20 @@ START_TEST(test_write_refuses_existing)
     char *got;
 
     plant(work, "in.txt", "original");
-    ck_assert_int_eq(pbx__files_write(workfd, "in.txt", "new", 3, getuid(), getgid()), -EEXIST);
+    ck_assert_int_eq(pbx_files_write(workfd, "in.txt", "new", 3, getuid(), getgid()), -EEXIST);
     got = slurp(work, "in.txt", NULL);
     ck_assert_str_eq(got, "original");
     free(got);
 
     /* A second write of the same name fails too. */
-    ck_assert_int_eq(pbx__files_write(workfd, "a", "1", 1, getuid(), getgid()), 0);
-    ck_assert_int_eq(pbx__files_write(workfd, "a", "2", 1, getuid(), getgid()), -EEXIST);
+    ck_assert_int_eq(pbx_files_write(workfd, "a", "1", 1, getuid(), getgid()), 0);
+    ck_assert_int_eq(pbx_files_write(workfd, "a", "2", 1, getuid(), getgid()), -EEXIST);
 
     /* A directory and a FIFO of that name: refused, and without blocking. */
     ck_assert_int_eq(mkdirat(workfd, "dir", 0755), 0);
-    ck_assert_int_lt(pbx__files_write(workfd, "dir", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "dir", "x", 1, getuid(), getgid()), 0);
     ck_assert_int_eq(mkfifoat(workfd, "fifo", 0644), 0);
-    ck_assert_int_eq(pbx__files_write(workfd, "fifo", "x", 1, getuid(), getgid()), -EEXIST);
+    ck_assert_int_eq(pbx_files_write(workfd, "fifo", "x", 1, getuid(), getgid()), -EEXIST);
 }
 END_TEST
 
@@ -290,7 +290,7 @@ START_TEST(test_write_refuses_symlink)
     plant(outside, "secret", "host data");
     path_of(target, sizeof(target), outside, "secret");
     plant_symlink(target, "in.txt");
-    ck_assert_int_lt(pbx__files_write(workfd, "in.txt", "pwned", 5, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "in.txt", "pwned", 5, getuid(), getgid()), 0);
     got = slurp(outside, "secret", NULL);
     ck_assert_str_eq(got, "host data");
     free(got);
@@ -298,17 +298,17 @@ START_TEST(test_write_refuses_symlink)
     /* Dangling, to a name outside: nothing is created there. */
     path_of(target, sizeof(target), outside, "created");
     plant_symlink(target, "dangling");
-    ck_assert_int_lt(pbx__files_write(workfd, "dangling", "pwned", 5, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "dangling", "pwned", 5, getuid(), getgid()), 0);
     ck_assert(!exists(outside, "created"));
 
     /* Dangling, relative, inside the directory: not created either. */
     plant_symlink("new.txt", "rel");
-    ck_assert_int_lt(pbx__files_write(workfd, "rel", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "rel", "x", 1, getuid(), getgid()), 0);
     ck_assert(!exists(work, "new.txt"));
 
     /* /etc/passwd itself. */
     plant_symlink("/etc/passwd", "passwd");
-    ck_assert_int_lt(pbx__files_write(workfd, "passwd", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "passwd", "x", 1, getuid(), getgid()), 0);
 }
 END_TEST
 
@@ -317,14 +317,14 @@ START_TEST(test_write_stays_beneath)
 {
     char target[PATH_MAX * 2];
 
-    ck_assert_int_lt(pbx__files_write(workfd, "../outside/escaped", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "../outside/escaped", "x", 1, getuid(), getgid()), 0);
     ck_assert(!exists(outside, "escaped"));
     path_of(target, sizeof(target), outside, "abs");
-    ck_assert_int_lt(pbx__files_write(workfd, target, "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, target, "x", 1, getuid(), getgid()), 0);
     ck_assert(!exists(outside, "abs"));
     /* Through a symlinked directory. */
     plant_symlink(outside, "link");
-    ck_assert_int_lt(pbx__files_write(workfd, "link/through", "x", 1, getuid(), getgid()), 0);
+    ck_assert_int_lt(pbx_files_write(workfd, "link/through", "x", 1, getuid(), getgid()), 0);
     ck_assert(!exists(outside, "through"));
 }
 END_TEST
@@ -337,7 +337,7 @@ START_TEST(test_open_regular)
     int fd;
 
     plant(work, "out.txt", "HELLO WORLD");
-    fd = pbx__files_open_return(workfd, "out.txt", 1024, &size);
+    fd = pbx_files_open_return(workfd, "out.txt", 1024, &size);
     ck_assert_int_ge(fd, 0);
     ck_assert_uint_eq(size, 11);
     n = read(fd, buf, sizeof(buf));
@@ -466,15 +466,15 @@ START_TEST(test_open_bad_names)
 }
 END_TEST
 
-/* What pbx__files_write() creates, pbx__files_open_return() reads back. */
+/* What pbx_files_write() creates, pbx_files_open_return() reads back. */
 START_TEST(test_round_trip)
 {
     uint64_t size = 0;
     char buf[16];
     int fd;
 
-    ck_assert_int_eq(pbx__files_write(workfd, "data.bin", "0123456789", 10, getuid(), getgid()), 0);
-    fd = pbx__files_open_return(workfd, "data.bin", 10, &size);
+    ck_assert_int_eq(pbx_files_write(workfd, "data.bin", "0123456789", 10, getuid(), getgid()), 0);
+    fd = pbx_files_open_return(workfd, "data.bin", 10, &size);
     ck_assert_int_ge(fd, 0);
     ck_assert_uint_eq(size, 10);
     ck_assert_int_eq(read(fd, buf, sizeof(buf)), 10);

@@ -55,7 +55,7 @@
 static struct pbx_seccomp_prog prog;
 
 /* Exit codes of a probe grandchild besides 0 and errno values. */
-#define PROBE_INSTALL_FAILED 200 /* pbx__seccomp_install() failed */
+#define PROBE_INSTALL_FAILED 200 /* pbx_seccomp_install() failed */
 #define PROBE_UNEXPECTED     201 /* the call returned something impossible */
 
 #define RET_EPERM  (SECCOMP_RET_ERRNO | EPERM)
@@ -203,7 +203,7 @@ START_TEST(test_build)
     ck_assert_uint_le(prog.len, BPF_MAXINSNS);
 
     /* Deterministic: the zygote may rebuild it and get the same program. */
-    ck_assert_int_eq(pbx__seccomp_build(&again, &err), 0);
+    ck_assert_int_eq(pbx_seccomp_build(&again, &err), 0);
     ck_assert_ptr_null(err);
     ck_assert_uint_eq(again.len, prog.len);
     ck_assert_mem_eq(again.filter, prog.filter, prog.len * sizeof(prog.filter[0]));
@@ -219,7 +219,7 @@ START_TEST(test_install_rejects_empty_program)
     struct pbx_seccomp_prog empty = {NULL, 0};
 
     /* Refused before prctl(), so nothing is loaded in the test process. */
-    ck_assert_int_eq(pbx__seccomp_install(&empty), -EINVAL);
+    ck_assert_int_eq(pbx_seccomp_install(&empty), -EINVAL);
 }
 END_TEST
 
@@ -354,7 +354,7 @@ static int run_probe(int (*probe)(void), bool filtered)
         struct rlimit no_core = {0, 0};
 
         (void)setrlimit(RLIMIT_CORE, &no_core); /* SIGSYS would dump core */
-        if (filtered && pbx__seccomp_install(&prog) < 0)
+        if (filtered && pbx_seccomp_install(&prog) < 0)
             _exit(PROBE_INSTALL_FAILED);
         _exit(probe());
     }
@@ -821,8 +821,8 @@ int main(void)
         fprintf(stderr, "seccomp filters are not available: skipping\n");
         return 77;
     }
-    if (pbx__seccomp_build(&prog, &err) < 0) {
-        fprintf(stderr, "pbx__seccomp_build: %s\n", err->msg);
+    if (pbx_seccomp_build(&prog, &err) < 0) {
+        fprintf(stderr, "pbx_seccomp_build: %s\n", err->msg);
         pbx_error_free(&err);
         return 1;
     }
