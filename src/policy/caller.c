@@ -88,7 +88,7 @@ int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_call
 {
     *etype = "ValidationError";
     if (ask->code_chars > who->code_chars)
-        return pbx_error_set(err, PBX_E_POLICY, "the code is %zu characters; the limit is %zu",
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "the code is %zu characters; the limit is %zu",
                              ask->code_chars, who->code_chars);
     if (ask->network) {
         *etype = who->network ? "NetworkUnavailable" : "NetworkNotAllowed";

@@ -29,6 +29,7 @@
 
 #include "common/cleanup.h"
 #include "common/clock.h"
+#include "common/errtable.h"
 #include "common/log.h"
 #include "server/internal.h"
 #include "common/banned.h"
@@ -61,6 +62,18 @@ static int refuse(struct execution *x, const char *type, const char *msg, unsign
     return -1;
 }
 
+/*
+ * The type a refused request is answered with: the step's own, but the error
+ * table's for one over a limit (PayloadTooLarge on /v1/execute, where an input
+ * over its limit is a 413 whether the body was cut off early or read; the
+ * compatible /execute keeps its contract's ValidationError).
+ */
+static const char *refusal_type(const struct execution *x, const struct pbx_error *err,
+                                const char *etype)
+{
+    return err->code == PBX_E_TOO_LARGE ? pbx_errtable_of_code(err->code, !x->v1)->type : etype;
+}
+
 /* ---- parse ---- */
 
 /* The request, from the form's parts or the JSON body.  Returns 0, or -1 after answering. */
@@ -88,7 +101,7 @@ static int parse(struct execution *x)
                                        &err);
     }
     if (rc < 0) {
-        refuse(x, etype, err->msg, 0);
+        refuse(x, refusal_type(x, err, etype), err->msg, 0);
         pbx_error_free(&err);
         return -1;
     }
@@ -160,7 +173,7 @@ static int resolve(struct execution *x)
         token = x->req.api_key;
     if (pbx_caller_resolve(&x->s->callers, &keys, token, &x->who, &etype, &err) < 0 ||
         pbx_caller_limits(&x->s->callers, &x->who, &ask, &x->limits, &etype, &err) < 0) {
-        refuse(x, etype, err->msg, 0);
+        refuse(x, refusal_type(x, err, etype), err->msg, 0);
         pbx_error_free(&err);
         return -1;
     }
@@ -337,13 +350,13 @@ static int run(struct execution *x)
 
     x->t0 = pbx_clock_ms(CLOCK_REALTIME);
     if (s->ex.execute(s->ex.arg, trust, &x->ereq, &x->res, &err) < 0) {
-        bool bad = err->code == PBX_E_INVAL || err->code == PBX_E_TOO_LARGE;
+        const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, !x->v1);
+        bool internal = row->id == PBX_ERRTABLE_INTERNAL_SERVER_ERROR;
 
-        if (!bad)
+        if (internal)
             pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
-        x->ret =
-            pbx__http_send_error(x->c, x->ctx, s, bad ? "ValidationError" : "InternalServerError",
-                                 bad ? err->msg : "the execution engine failed", 0, NULL);
+        x->ret = pbx__http_send_error(x->c, x->ctx, s, row->type,
+                                      internal ? "the execution engine failed" : err->msg, 0, NULL);
         pbx_error_free(&err);
         return -1;
     }

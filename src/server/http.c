@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "common/clock.h"
+#include "common/errtable.h"
 #include "common/log.h"
 #include "common/utf8.h"
 #include "common/xalloc.h"
@@ -130,28 +131,6 @@ enum MHD_Result pbx__http_send_json(struct MHD_Connection *c, struct request_ctx
     return pbx__http_send_text(c, ctx, s, status, text, "application/json", retry_after);
 }
 
-/* The one table from error type to HTTP status. */
-int pbx__server_http_status(const char *type)
-{
-    static const struct {
-        const char *type;
-        int status;
-    } table[] = {
-        {"InvalidRequest", 400},       {"ValidationError", 400},     {"SyntaxError", 400},
-        {"ForbiddenImportError", 400}, {"TimeoutError", 400},        {"RuntimeError", 400},
-        {"Unauthorized", 401},         {"NetworkNotAllowed", 403},   {"NotFound", 404},
-        {"MethodNotAllowed", 405},     {"PayloadTooLarge", 413},     {"UnsupportedMediaType", 415},
-        {"RateLimitExceeded", 429},    {"InternalServerError", 500}, {"NetworkUnavailable", 501},
-        {"ServerBusy", 503},
-    };
-
-    for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
-        if (strcmp(table[i].type, type) == 0)
-            return table[i].status;
-    }
-    return 500;
-}
-
 /* An error in the compatible shape: {status: "error", timestamp_utc, error_details}. */
 enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
                                      const struct pbx_server *s, const char *type,
@@ -170,7 +149,7 @@ enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ct
     }
     body = json_pack("{s:s, s:s, s:o, s:O}", "status", "error", "timestamp_utc", ts,
                      "error_details", details, "error", details);
-    return pbx__http_send_json(c, ctx, s, pbx__server_http_status(type), body, retry_after);
+    return pbx__http_send_json(c, ctx, s, pbx_errtable_status(type), body, retry_after);
 }
 
 static void log_request(const struct request_ctx *ctx)

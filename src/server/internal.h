@@ -159,9 +159,6 @@ enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ct
                                      const struct pbx_server *s, const char *type,
                                      const char *message, unsigned retry_after, json_t *extra);
 
-/* The HTTP status of an error type: the one table (http.c). */
-int pbx__server_http_status(const char *type);
-
 /* ---- metrics.c: the counters and GET /metrics ---- */
 
 /* Count a finished request of `route` answered with `status`. */

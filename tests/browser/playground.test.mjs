@@ -396,10 +396,11 @@ test("every refusal the server can answer, and a network failure, gets a clear m
   // Statuses that cannot be provoked on demand here (a full server, a failing one) are answered
   // by the browser in the server's own error shape, so the page's wording is what is tested.
   const cases = [
-    [400, "ValidationError", "the code is 5000 characters; the limit is 2000", {}, /request was refused \(ValidationError\): the code is 5000/],
+    [400, "ValidationError", "`timeout` must be a number of seconds", {}, /request was refused \(ValidationError\): `timeout` must be/],
     [400, "InvalidRequest", "malformed JSON", {}, /request was malformed: malformed JSON/],
     [403, "NetworkNotAllowed", "network access is not allowed for this caller", {}, /Not allowed \(NetworkNotAllowed\)/],
-    [413, "PayloadTooLarge", "the request body is over 33554432 bytes", {}, /too large \(PayloadTooLarge\).*Attach smaller or fewer files/s],
+    [413, "PayloadTooLarge", "the request body is over 33554432 bytes", {}, /over a limit \(PayloadTooLarge\).*Shorten the code, or attach smaller or fewer files — this server takes \d+ characters of code, \d+ files of/s],
+    [413, "PayloadTooLarge", "the code is 5000 characters; the limit is 2000", {}, /over a limit \(PayloadTooLarge\): the code is 5000 characters/],
     [415, "UnsupportedMediaType", "send multipart", {}, /did not accept the request's format/],
     [429, "RateLimitExceeded", "daily quota of 30 requests reached; it resets at 00:00 UTC", { "Retry-After": "7200" }, /daily quota.*run again in 2 hours \(at /s],
     [500, "InternalServerError", "the execution engine failed", {}, /pybox failed on the server \(InternalServerError\) \(request id test-1\)/],

@@ -35,7 +35,6 @@ RUN_TIMEOUT = 300
 # Remote refusals that wait for the server to answer them from the table: until then it
 # answers a field over its limit 400 ValidationError on /v1/execute (src/server/execute.c
 # take_request and check_request). Strict, so the marker goes when the server is wired.
-SERVER_NOT_WIRED = "the server does not yet answer PBX_E_TOO_LARGE by the error table (413)"
 
 
 def _env():
@@ -134,7 +133,6 @@ class Case:
     c: Optional[str] = "same"          # libpybox's, in both modes, if not the above
     python: Optional[str] = "same"     # the Python package's, likewise
     cli: Optional[str] = "same"        # pybox run's, likewise
-    pending: Tuple[str, ...] = ()      # clients whose remote mode waits for SERVER_NOT_WIRED
 
     def want(self, client, mode):
         per_client = getattr(self, client)
@@ -146,16 +144,11 @@ class Case:
 
 CASES: Dict[str, Case] = {
     # Over a limit: the same limits in both modes (the anonymous policy's).
-    "stdin over its limit": Case("PAYLOAD_TOO_LARGE", stdin="x" * (8 * MIB + 1),
-                                 pending=("c", "python")),
-    "a file over its limit": Case("PAYLOAD_TOO_LARGE", files=[("big.bin", b"\0" * (8 * MIB + 1))],
-                                  pending=("c", "python")),
-    "code over its limit": Case("PAYLOAD_TOO_LARGE", code="#" * (1 * MIB + 1),
-                                pending=("c", "python")),
-    "too many files": Case("PAYLOAD_TOO_LARGE", files=[("a", b"1"), ("b", b"2"), ("c", b"3")],
-                           pending=("c", "python", "cli")),
-    "too many names to return": Case("PAYLOAD_TOO_LARGE", returns=[f"r{i}" for i in range(11)],
-                                     pending=("c", "python", "cli")),
+    "stdin over its limit": Case("PAYLOAD_TOO_LARGE", stdin="x" * (8 * MIB + 1)),
+    "a file over its limit": Case("PAYLOAD_TOO_LARGE", files=[("big.bin", b"\0" * (8 * MIB + 1))]),
+    "code over its limit": Case("PAYLOAD_TOO_LARGE", code="#" * (1 * MIB + 1)),
+    "too many files": Case("PAYLOAD_TOO_LARGE", files=[("a", b"1"), ("b", b"2"), ("c", b"3")]),
+    "too many names to return": Case("PAYLOAD_TOO_LARGE", returns=[f"r{i}" for i in range(11)]),
     # Invalid: libpybox checks names, timeouts and memory as it is given them.
     "a bad file name": Case("VALIDATION_ERROR", files=[("../x", b"1")], c="setup"),
     "a bad name to return": Case("VALIDATION_ERROR", returns=["a/b"], c="setup"),
@@ -298,10 +291,7 @@ def _params():
             for mode in ("local", "remote"):
                 if case.want(client, mode) is None:
                     continue  # this client or mode cannot make the request
-                marks = []
-                if mode == "remote" and client in case.pending:
-                    marks.append(pytest.mark.xfail(strict=True, reason=SERVER_NOT_WIRED))
-                yield pytest.param(name, client, mode, id=f"{name}-{client}-{mode}", marks=marks)
+                yield pytest.param(name, client, mode, id=f"{name}-{client}-{mode}")
 
 
 @pytest.mark.parametrize("name,client,mode", list(_params()))

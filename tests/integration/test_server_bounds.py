@@ -143,7 +143,7 @@ def test_requests_beyond_the_memory_budget_get_503_and_the_budget_comes_back(sta
         assert chunk, f"the held request got no complete answer: {answer[:300]!r}"
         answer += chunk
     status, _, _ = parse_http_response(answer)
-    assert status == 400, answer[:300]  # stdin over its limit: refused, but read whole
+    assert status == 413, answer[:300]  # stdin over its limit: refused, but read whole
     holder.close()
     idle.close()
     deadline = time.monotonic() + 10 * SLOW

@@ -47,7 +47,8 @@ def test_info_limits_are_the_ones_enforced(srv):
     ok = srv.v1({"code": "#" * (n - 9) + "\nprint(1)"})
     assert ok.status_code == 200 and body_of(ok)["stdout"] == "1\n", ok.text
     over = srv.v1({"code": "#" * n + "\nprint(1)"})
-    assert over.status_code == 400 and body_of(over)["error_details"]["type"] == "ValidationError"
+    assert over.status_code == 413, over.text
+    assert body_of(over)["error_details"]["type"] == "PayloadTooLarge", over.text
 
 
 def test_info_is_in_openapi(srv):

@@ -268,10 +268,18 @@ def test_multipart_main_timeout_memory(srv):
     ([("code", "print(1)"), ("return_files", "../x")], []),
     ([("code", "print(1)")], [("files", ("..", b"x"))]),
     ([("code", "print(1)")], [("files", ("a.txt", b"1")), ("files", ("a.txt", b"2"))]),
-    ([("code", "print(1)")], [("files", (f"f{i}", b"x")) for i in range(3)]),
 ])
 def test_multipart_request_failures_are_400(srv, fields, files):
     expect_error(multipart(srv, fields, files), 400, "ValidationError")
+    srv.assert_healthy()
+
+
+def test_multipart_over_a_count_is_413(srv):
+    """Over a limit is PayloadTooLarge, by JSON or by form, read whole or cut off."""
+    body = expect_error(multipart(srv, [("code", "print(1)")],
+                                  [("files", (f"f{i}", b"x")) for i in range(3)]),
+                        413, "PayloadTooLarge")
+    assert body["error_details"]["message"] == "at most 2 files may be attached", body
     srv.assert_healthy()
 
 
@@ -328,7 +336,7 @@ def test_multipart_timeout_reads_as_json_number(srv):
 def test_multipart_file_over_8_mib(srv):
     r = multipart(srv, [("code", "print(1)")],
                   [("files", ("big.bin", b"\0" * (8 * MIB + 1)))])
-    expect_error(r, 400, "ValidationError")
+    expect_error(r, 413, "PayloadTooLarge")
 
 
 def test_multipart_without_boundary(srv):

@@ -367,8 +367,8 @@
     case 405:
       return ["This server does not offer the playground's endpoint (" + (d.type || status) + "): " + msg + "."];
     case 413:
-      return ["The request is too large (PayloadTooLarge): " + msg + ".",
-        "Attach smaller or fewer files" + (info ? " — the limit is " + bytes(info.limits.body_bytes) + " per request." : ".")];
+      return ["The request is over a limit (PayloadTooLarge): " + msg + ".",
+        "Shorten the code, or attach smaller or fewer files" + (info ? " — this server takes " + info.limits.code_chars + " characters of code, " + info.limits.input_files + " files of " + bytes(info.limits.input_file_bytes) + " each and " + bytes(info.limits.body_bytes) + " per request." : ".")];
     case 415:
       return ["The server did not accept the request's format (UnsupportedMediaType): " + msg + "."];
     case 429:
