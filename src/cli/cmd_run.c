@@ -339,12 +339,13 @@ static void set_limit(struct pbx_limits *l, const char *assignment, const char *
         refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "%s: %s", origin, err->msg);
 }
 
-static void set_seconds(struct pbx_limits *l, const char *value, const char *origin, bool json)
+/* A timeout sets the wall-clock and the CPU limit, as the server's `timeout` does. */
+static void set_timeout(struct pbx_limits *l, const char *value, const char *origin, bool json)
 {
-    char *a = xasprintf("wall=%s", value);
+    struct pbx_error *err = NULL;
 
-    set_limit(l, a, origin, json);
-    free(a);
+    if (pbx_limits_set_timeout_text(l, value, &err) < 0)
+        refuse_usage(json, "%s: %s", origin, err->msg);
 }
 
 static void set_memory(struct pbx_limits *l, const char *value, const char *origin, bool json)
@@ -424,6 +425,7 @@ int pbx_cmd_run(int argc, char **argv)
     const char *code_path = NULL;
     bool json = false;
     bool cpu_explicit = false;
+    uint32_t cpu_ms = 0; /* the CPU limit set on its own, when cpu_explicit */
     bool timeout_set = getenv("PYBOX_TIMEOUT") != NULL;
     bool memory_set = getenv("PYBOX_MEMORY_MB") != NULL;
     bool local_only = false; /* an option only local mode has was given */
@@ -442,7 +444,7 @@ int pbx_cmd_run(int argc, char **argv)
     pbx_exec_request_init(&req);
     default_cpu = req.limits.cpu_ms;
     if (getenv("PYBOX_TIMEOUT") != NULL)
-        set_seconds(&req.limits, getenv("PYBOX_TIMEOUT"), "PYBOX_TIMEOUT", json);
+        set_timeout(&req.limits, getenv("PYBOX_TIMEOUT"), "PYBOX_TIMEOUT", json);
     if (getenv("PYBOX_MEMORY_MB") != NULL)
         set_memory(&req.limits, getenv("PYBOX_MEMORY_MB"), "PYBOX_MEMORY_MB", json);
     if (getenv("PYBOX_LIMITS") != NULL) {
@@ -451,8 +453,10 @@ int pbx_cmd_run(int argc, char **argv)
 
         for (char *t = strtok_r(all, " ,", &save); t != NULL; t = strtok_r(NULL, " ,", &save)) {
             set_limit(&req.limits, t, "PYBOX_LIMITS", json);
-            if (strncmp(t, "cpu=", 4) == 0)
+            if (strncmp(t, "cpu=", 4) == 0) {
                 cpu_explicit = true;
+                cpu_ms = req.limits.cpu_ms;
+            }
         }
         free(all);
     }
@@ -484,7 +488,7 @@ int pbx_cmd_run(int argc, char **argv)
             out_dir = optarg;
             break;
         case OPT_TIMEOUT:
-            set_seconds(&req.limits, optarg, "--timeout", json);
+            set_timeout(&req.limits, optarg, "--timeout", json);
             timeout_set = true;
             break;
         case OPT_MEMORY:
@@ -494,8 +498,10 @@ int pbx_cmd_run(int argc, char **argv)
         case OPT_LIMIT:
             local_only = true;
             set_limit(&req.limits, optarg, "--limit", json);
-            if (strncmp(optarg, "cpu=", 4) == 0)
+            if (strncmp(optarg, "cpu=", 4) == 0) {
                 cpu_explicit = true;
+                cpu_ms = req.limits.cpu_ms;
+            }
             break;
         case OPT_MAIN:
             req.main_mode = true;
@@ -528,7 +534,9 @@ int pbx_cmd_run(int argc, char **argv)
      * --server; a longer wall time from --limit also lifts the CPU limit.  A
      * CPU limit set on its own wins.
      */
-    if (!cpu_explicit && (timeout_set || req.limits.wall_ms > default_cpu))
+    if (cpu_explicit)
+        req.limits.cpu_ms = cpu_ms;
+    else if (timeout_set || req.limits.wall_ms > default_cpu)
         req.limits.cpu_ms = req.limits.wall_ms;
     if (optind < argc)
         code_path = argv[optind++];

@@ -19,7 +19,6 @@
  * back, so local and remote results cannot drift apart.
  */
 #include <errno.h>
-#include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,13 +182,9 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
         files[i].size = exec->files[i].size;
     }
     pbx_exec_request_init(&req);
-    if (timeout > 0) {
-        /* As the server reads `timeout`: whole milliseconds, rounded up, wall and CPU alike. */
-        req.limits.wall_ms = (uint32_t)ceil(timeout * 1000 - 1e-6);
-        if (req.limits.wall_ms == 0)
-            req.limits.wall_ms = 1;
-        req.limits.cpu_ms = req.limits.wall_ms;
-    }
+    /* As the server reads `timeout` (pybox_exec_set_timeout() checked its range). */
+    if (timeout > 0 && pbx_limits_set_timeout(&req.limits, timeout, NULL) < 0)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the timeout is out of range");
     if (memory > 0)
         req.limits.memory_bytes = (uint64_t)memory << 20;
     req.code = exec->code;

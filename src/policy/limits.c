@@ -100,8 +100,11 @@ static void put(struct pbx_limits *l, const struct limit_desc *d, uint64_t v)
         *(uint32_t *)(void *)p = (uint32_t)v;
 }
 
-/* Parse "2.5", "2.5s", "300ms" (U_MS); "128M", "1G", "4096", "64k" (U_BYTES); "10" (U_COUNT). */
-static int parse_value(enum unit unit, const char *s, uint64_t *out)
+/*
+ * Parse "2.5", "2.5s", "300ms" (U_MS, into ms); "128M", "1G", "4096", "64k"
+ * (U_BYTES); "10" (U_COUNT), unrounded.
+ */
+static int parse_number(enum unit unit, const char *s, double *out)
 {
     char *end = NULL;
     double v;
@@ -146,6 +149,17 @@ static int parse_value(enum unit unit, const char *s, uint64_t *out)
     }
     v *= mul;
     if (v > 1e18)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* parse_number(), to the nearest whole unit. */
+static int parse_value(enum unit unit, const char *s, uint64_t *out)
+{
+    double v;
+
+    if (parse_number(unit, s, &v) < 0)
         return -1;
     *out = (uint64_t)llround(v);
     return 0;
@@ -203,6 +217,15 @@ int pbx_limits_check_timeout(double seconds, struct pbx_error **err)
         return pbx_error_set(err, PBX_E_INVAL, "`timeout` must be between 0 and %d seconds",
                              PBX_LIMITS_TIMEOUT_MAX_S);
     return 0;
+}
+
+int pbx_limits_set_timeout_text(struct pbx_limits *l, const char *text, struct pbx_error **err)
+{
+    double ms;
+
+    if (text == NULL || parse_number(U_MS, text, &ms) < 0)
+        return pbx_error_set(err, PBX_E_INVAL, "`%s` is not %s", text ? text : "", unit_hint(U_MS));
+    return pbx_limits_set_timeout(l, ms / 1000, err);
 }
 
 int pbx_limits_set_timeout(struct pbx_limits *l, double seconds, struct pbx_error **err)

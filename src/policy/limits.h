@@ -70,6 +70,12 @@ int pbx_limits_set(struct pbx_limits *l, const char *assignment, struct pbx_erro
 #define PBX_LIMITS_TIMEOUT_MAX_S 3600
 int pbx_limits_set_timeout(struct pbx_limits *l, double seconds, struct pbx_error **err);
 
+/*
+ * pbx_limits_set_timeout() from text as `pybox run --timeout` and the
+ * environment give it: seconds ("2.5", "2.5s") or milliseconds ("300ms").
+ */
+int pbx_limits_set_timeout_text(struct pbx_limits *l, const char *text, struct pbx_error **err);
+
 /* Only the check of pbx_limits_set_timeout(): for a parser that sets nothing yet. */
 int pbx_limits_check_timeout(double seconds, struct pbx_error **err);
 

@@ -88,13 +88,17 @@ def test_revoked_key_is_unauthorized(plain_server, pybox_bin, create_key):
         sb.run("print(2)")
 
 
-def test_validation_error_keeps_the_server_type_and_message(plain_server):
+def test_refusals_keep_the_server_type_and_message(plain_server):
     sb = Sandbox(url=plain_server.url)
-    with pytest.raises(pybox.InvalidRequest) as e:
+    with pytest.raises(pybox.RequestTooLarge) as e:
         sb.run("x = 1\n" + "#" * 3000)  # anonymous callers: 2000 characters of code
+    assert e.value.status == 413 and e.value.type == "PayloadTooLarge"
+    assert "the limit is 2000" in e.value.message
+    assert isinstance(e.value, pybox.InvalidRequest) and isinstance(e.value, ValueError)
+    with pytest.raises(pybox.InvalidRequest) as e:
+        sb.run("print(1)", return_files=["a/b"])
     assert e.value.status == 400 and e.value.type == "ValidationError"
-    assert "2000" in e.value.message
-    assert isinstance(e.value, ValueError)
+    assert "`return_files[0]`" in e.value.message
 
 
 def test_url_with_trailing_slash_and_the_result_carries_the_request_id(plain_server):
@@ -275,7 +279,7 @@ def test_local_usage_errors_are_invalid_requests(local_sandbox):
     assert e.value.type == "ValidationError" and "invalid file name `../x`" in e.value.message
     with pytest.raises(pybox.InvalidRequest, match="containing `=`"):
         local_sandbox.run("print(1)", files={"a=b": b"1"})
-    with pytest.raises(pybox.InvalidRequest, match="wall"):
+    with pytest.raises(pybox.InvalidRequest, match="`timeout` must be between 0 and 3600"):
         local_sandbox.run("print(1)", timeout=10_000_000)
 
 
