@@ -156,9 +156,10 @@ static const char *env_value(const char *name)
     return v != NULL && v[0] != '\0' ? v : NULL;
 }
 
+/* 0 (none: the default applies) or a timeout the server and the engine accept. */
 static bool valid_timeout(double t)
 {
-    return isfinite(t) && t >= 0 && t <= 3600;
+    return t == 0 || pbx_limits_check_timeout(t, NULL) == 0;
 }
 
 static bool valid_memory(unsigned mb)
