@@ -1,7 +1,6 @@
 /* libpybox: codes and errors, configuration, the client and execution requests. */
 #include <ctype.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
