@@ -45,7 +45,7 @@ MIB = 1 << 20
 # pybox serve runs one engine (a zygote, its warm pool, its cgroup pool) per trust class:
 # anonymous callers and key holders.
 ENGINES = 2
-CGROUP_POOL_EXTRA = 8  # cell cgroups kept beyond --spares MAX (src/engine/engine.c)
+CGROUP_POOL_EXTRA = 8  # cell cgroups kept beyond --spares MAX (src/engine/cells.c)
 RSS_SLACK_KB = 32 * 1024
 FD_SLACK = 4
 
@@ -336,7 +336,7 @@ def snapshot(srv):
                                                                  harness.JAIL_UID_MIN)
                                                  for p in procs))
     # The newest zygote is the current one; an older one is retired and should live only while
-    # a spare forked from it is still in the pool (src/engine/engine.c).
+    # a spare forked from it is still in the pool (src/engine/pool.c).
     zyg.sort(key=lambda p: start_time(p["pid"]))
     cells_of = collections.Counter(p["ppid"] for p in procs)
     retired = zyg[:-ENGINES]
