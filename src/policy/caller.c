@@ -100,10 +100,15 @@ int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_call
     if (ask->has_timeout) {
         if (pbx_limits_set_timeout(out, ask->timeout_s, err) < 0)
             return -1;
-        if (out->wall_ms > who->max_timeout_ms)
+        if (out->wall_ms > who->max_timeout_ms && !ask->clamp_timeout)
             return pbx_error_set(err, PBX_E_POLICY,
                                  "timeout %.3g s is over this caller's limit of %.3g s",
                                  out->wall_ms / 1000.0, who->max_timeout_ms / 1000.0);
+        if (out->wall_ms > who->max_timeout_ms) {
+            /* A client that sends one timeout whatever its caller runs with the caller's. */
+            out->wall_ms = who->max_timeout_ms;
+            out->cpu_ms = who->max_timeout_ms;
+        }
     } else if (who->max_timeout_ms > out->wall_ms) {
         /*
          * Without a timeout, a caller that may ask for more than the default

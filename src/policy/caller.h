@@ -92,6 +92,7 @@ struct pbx_caller_ask {
     double timeout_s;   /* that timeout, seconds (pbx_limits_check_timeout() passed it) */
     bool has_memory;    /* a memory limit was asked */
     uint64_t memory_mb; /* that limit, MiB */
+    bool clamp_timeout; /* a timeout over the caller's limit runs with that limit, unrefused */
 };
 
 /*
@@ -102,7 +103,9 @@ struct pbx_caller_ask {
  * network asked, by a caller that may not ("NetworkNotAllowed") or by one
  * that may, of a server that runs every execution without network
  * ("NetworkUnavailable"); a timeout or memory over the caller's own
- * ("ValidationError").
+ * ("ValidationError"), but with `clamp_timeout` a timeout over the caller's
+ * limit gets that limit (wall and CPU time alike) instead: out->wall_ms then
+ * says which limit applied.
  */
 int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_caller *who,
                       const struct pbx_caller_ask *ask, struct pbx_limits *out, const char **etype,
