@@ -89,6 +89,10 @@
     /* A body that is not JSON (or multipart/form-data on /v1/execute). */                        \
     XX(UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", 415, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* Under the FastAPI server's rules (POST /execute in its shape, POST */                      \
+    /* /execute-with-files): a field its schema refuses, answered as it answers it. */            \
+    XX(UNPROCESSABLE_ENTITY, "UnprocessableEntity", 422, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,      \
+       PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
     /* The per-minute window or the daily quota; Retry-After says when to retry. */               \
     XX(RATE_LIMIT_EXCEEDED, "RateLimitExceeded", 429, PYBOX_E_RATE_LIMITED, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_TEMPFAIL, "RateLimited", 0)                                                       \
