@@ -1,9 +1,11 @@
 /*
  * libFuzzer driver: the execution request validator of src/server/request.c,
  * through the functions the server calls, over every kind of body.  The
- * input is parsed as a JSON body of both dialects, then read as a
- * multipart/form-data body of `POST /v1/execute`: split into parts at each
- * line "--", every part a header line and its value,
+ * input is parsed as a JSON body of both dialects (the compatible one also
+ * with the rules of its shape, S4's schema included), then read as a
+ * multipart/form-data body of `POST /v1/execute` and of `POST
+ * /execute-with-files`: split into parts at each line "--", every part a
+ * header line and its value,
  *
  *     code            a text field named `code`, its value what follows
  *     files@a.txt     a file part named `files` with the filename `a.txt`
@@ -15,6 +17,7 @@
  * The form's parts come from the post processor in the server, which
  * fuzz/fuzz_http.c drives; here the fuzzer reaches the fields themselves.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +56,7 @@ static void feed_part(struct pbx_request_form *f, const char *part, size_t len, 
     free(header);
 }
 
-static void read_form(const char *text, size_t size)
+static void read_form(const char *text, size_t size, bool upload)
 {
     static const char sep[] = "\n--\n";
     struct pbx_request_form f;
@@ -63,7 +66,10 @@ static void read_form(const char *text, size_t size)
     const char *p = text;
     const char *end = text + size;
 
-    pbx__request_form_init(&f, &caps);
+    if (upload)
+        pbx__request_form_init_upload(&f, &caps);
+    else
+        pbx__request_form_init(&f, &caps);
     while (p < end) {
         const char *next = memmem(p, (size_t)(end - p), sep, sizeof(sep) - 1);
         size_t len = next != NULL ? (size_t)(next - p) : (size_t)(end - p);
@@ -73,12 +79,15 @@ static void read_form(const char *text, size_t size)
     }
     if (pbx__request_form_finish(&f, &r, &err) == 0)
         pbx__request_release(&r);
+    else if (f.shape.field != NULL && (f.shape.kind == NULL || f.shape.msg == NULL))
+        abort(); /* a refusal of S4's schema says how, for the 422 */
     pbx_error_free(&err);
     pbx__request_form_release(&f);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    struct pbx_request_shape shape;
     struct pbx_http_request r;
     struct pbx_error *err = NULL;
     const char *etype = NULL;
@@ -89,6 +98,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pbx__request_parse_v1((const char *)data, size, &caps, &r, &etype, &err) == 0)
         pbx__request_release(&r);
     pbx_error_free(&err);
-    read_form((const char *)data, size);
+    if (pbx__request_parse_execute((const char *)data, size, &caps, &r, &shape, &etype, &err) == 0)
+        pbx__request_release(&r);
+    else if (shape.field != NULL && (!shape.s4 || shape.kind == NULL || shape.msg == NULL))
+        abort(); /* only S4's rules refuse by its schema, and they say how */
+    pbx_error_free(&err);
+    read_form((const char *)data, size, false);
+    read_form((const char *)data, size, true);
     return 0;
 }

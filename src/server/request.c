@@ -10,6 +10,7 @@
  * the body has ended, in finish_code().
  */
 #include <jansson.h>
+#include <math.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,8 +24,9 @@
 #include "server/request.h"
 #include "common/banned.h"
 
-#define INVALID    "InvalidRequest"
-#define VALIDATION "ValidationError"
+#define INVALID     "InvalidRequest"
+#define VALIDATION  "ValidationError"
+#define UNPROCESSED "UnprocessableEntity"
 
 void pbx__request_release(struct pbx_http_request *r)
 {
@@ -473,6 +475,120 @@ static const struct field v1_fields[] = {
     {NULL, NULL, FORM_NONE, false},
 };
 
+/* The fields of `POST /execute-with-files`, multipart/form-data only (S4's). */
+static const struct field upload_fields[] = {
+    {"code", take_code, FORM_CODE, false},
+    {"timeout", take_timeout, FORM_SHORT, false},
+    {"allow_network", take_network, FORM_SHORT, false},
+    {"files", take_files_array, FORM_SHORT, false}, /* file parts; a text part is refused */
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* ---- S4's schema ---- */
+
+/*
+ * A refusal of S4's schema: its field and pydantic's words for it in *shape
+ * (FastAPI answers them as 422 {"detail": [...]}), and the same in *err.
+ */
+static int schema_fail(struct pbx_request_shape *shape, const char *field, const char *kind,
+                       const char *msg, struct pbx_error **err)
+{
+    shape->field = field;
+    shape->kind = kind;
+    shape->msg = msg;
+    return pbx_error_set(err, PBX_E_INVAL, "`%s`: %s", field, msg);
+}
+
+/* `code`: a string (a form part's text always is). */
+static int s4_code(const struct value *v, struct pbx_request_shape *shape, struct pbx_error **err)
+{
+    if (v->text == NULL && !json_is_string(v->json))
+        return schema_fail(shape, "code", "string_type", "Input should be a valid string", err);
+    return 0;
+}
+
+/* `timeout`: a whole number of seconds from 1 to 300 (an integral JSON real counts). */
+static int s4_timeout(const struct value *v, struct pbx_request_shape *shape,
+                      struct pbx_error **err)
+{
+    json_t *j = v->text != NULL ? text_as_json(v->text) : json_incref(v->json);
+    double t = json_number_value(j);
+    const char *kind = NULL;
+    const char *msg = NULL;
+
+    if (!json_is_number(j)) {
+        kind = v->text != NULL ? "int_parsing" : "int_type";
+        msg = v->text != NULL ? "Input should be a valid integer, unable to parse string as an "
+                                "integer"
+                              : "Input should be a valid integer";
+    } else if (json_is_real(j) && floor(t) != t) {
+        kind = "int_from_float";
+        msg = "Input should be a valid integer, got a number with a fractional part";
+    } else if (t < 1) {
+        kind = "greater_than_equal";
+        msg = "Input should be greater than or equal to 1";
+    } else if (t > 300) {
+        kind = "less_than_equal";
+        msg = "Input should be less than or equal to 300";
+    }
+    json_decref(j);
+    return kind != NULL ? schema_fail(shape, "timeout", kind, msg, err) : 0;
+}
+
+/* `allow_network`: a boolean (in a form, as take_bool() reads one). */
+static int s4_network(const struct value *v, struct pbx_request_shape *shape,
+                      struct pbx_error **err)
+{
+    struct pbx_error *e = NULL;
+    bool b;
+
+    if (take_bool(v, "allow_network", &b, &e) == 0)
+        return 0;
+    pbx_error_free(&e);
+    if (v->text != NULL)
+        return schema_fail(shape, "allow_network", "bool_parsing",
+                           "Input should be a valid boolean, unable to interpret input", err);
+    return schema_fail(shape, "allow_network", "bool_type", "Input should be a valid boolean", err);
+}
+
+/* `files`: an object whose every value is a string (its base64 is checked later, as S4 does). */
+static int s4_files(const struct value *v, struct pbx_request_shape *shape, struct pbx_error **err)
+{
+    const char *name;
+    json_t *b64;
+
+    if (v->json == NULL)
+        return 0; /* file parts of a form: the taker judges a text part */
+    if (!json_is_object(v->json))
+        return schema_fail(shape, "files", "dict_type", "Input should be a valid dictionary", err);
+    json_object_foreach(v->json, name, b64)
+    {
+        if (!json_is_string(b64)) {
+            /* Named in the answer only when the whole name fits. */
+            if (strlen(name) < sizeof(shape->key))
+                snprintf(shape->key, sizeof(shape->key), "%s", name);
+            return schema_fail(shape, "files", "string_type", "Input should be a valid string",
+                               err);
+        }
+    }
+    return 0;
+}
+
+/* S4's schema of the field `name`, whose value is `v`. */
+static int s4_check(const char *name, const struct value *v, struct pbx_request_shape *shape,
+                    struct pbx_error **err)
+{
+    if (strcmp(name, "code") == 0)
+        return s4_code(v, shape, err);
+    if (strcmp(name, "timeout") == 0)
+        return s4_timeout(v, shape, err);
+    if (strcmp(name, "allow_network") == 0)
+        return s4_network(v, shape, err);
+    if (strcmp(name, "files") == 0)
+        return s4_files(v, shape, err);
+    return 0;
+}
+
 /* A field of `fields` by name, or NULL. */
 static const struct field *field_of(const struct field *fields, const char *name)
 {
@@ -554,21 +670,15 @@ static int finish_code(struct pbx_http_request *r, struct pbx_error **err)
     return 0;
 }
 
-/* A JSON body, each key through the taker of its field in `fields`. */
-static int parse_json(const struct field *fields, const char *body, size_t len,
-                      const struct pbx_request_caps *caps, struct pbx_http_request *out,
-                      const char **etype, struct pbx_error **err)
+/* The keys of `root`, each through the taker of its field in `fields`; then the code. */
+static int take_fields(const struct field *fields, json_t *root,
+                       const struct pbx_request_caps *caps, struct pbx_http_request *out,
+                       struct pbx_error **err)
 {
-    json_t *root;
     const char *key;
     json_t *v;
     int rc = 0;
 
-    memset(out, 0, sizeof(*out));
-    root = load_object(body, len, caps, etype, err);
-    if (root == NULL)
-        return -1;
-    *etype = VALIDATION;
     json_object_foreach(root, key, v)
     {
         const struct field *f = field_of(fields, key);
@@ -579,11 +689,59 @@ static int parse_json(const struct field *fields, const char *body, size_t len,
         else
             rc = f->take(out, caps, f->name, &value, err);
         if (rc < 0)
-            break;
+            return -1;
+    }
+    return finish_code(out, err);
+}
+
+/* The fields S4's schema has, in the order FastAPI's model declares them. */
+static const char *const s4_fields[] = {"code", "timeout", "allow_network", "files", NULL};
+
+/* S4's schema over a JSON body: its fields' types and ranges, and `code` (or `script`) given. */
+static int s4_check_json(json_t *root, struct pbx_request_shape *shape, struct pbx_error **err)
+{
+    if (json_object_get(root, "code") == NULL && json_object_get(root, "script") == NULL)
+        return schema_fail(shape, "code", "missing", "Field required", err);
+    for (size_t i = 0; s4_fields[i] != NULL; i++) {
+        json_t *v = json_object_get(root, s4_fields[i]);
+        const struct value value = {.json = v};
+
+        if (v != NULL && s4_check(s4_fields[i], &value, shape, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * A JSON body, each key through the taker of its field in `fields`.  With
+ * `shape`, whose rules it follows too, and under S4's its schema first.
+ */
+static int parse_json(const struct field *fields, const char *body, size_t len,
+                      const struct pbx_request_caps *caps, struct pbx_request_shape *shape,
+                      struct pbx_http_request *out, const char **etype, struct pbx_error **err)
+{
+    json_t *root;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    if (shape != NULL)
+        memset(shape, 0, sizeof(*shape));
+    root = load_object(body, len, caps, etype, err);
+    if (root == NULL)
+        return -1;
+    /* S4's client sends all three on every request; S1's and S2's send none of them. */
+    if (shape != NULL)
+        shape->s4 = json_object_get(root, "timeout") != NULL ||
+                    json_object_get(root, "allow_network") != NULL ||
+                    json_object_get(root, "files") != NULL;
+    if (shape != NULL && shape->s4 && s4_check_json(root, shape, err) < 0) {
+        *etype = UNPROCESSED;
+        rc = -1;
+    } else {
+        *etype = VALIDATION;
+        rc = take_fields(fields, root, caps, out, err);
     }
     json_decref(root);
-    if (rc == 0)
-        rc = finish_code(out, err);
     if (rc < 0) {
         pbx__request_release(out);
         return -1;
@@ -595,13 +753,20 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
                               struct pbx_http_request *out, const char **etype,
                               struct pbx_error **err)
 {
-    return parse_json(compat_fields, body, len, caps, out, etype, err);
+    return parse_json(compat_fields, body, len, caps, NULL, out, etype, err);
+}
+
+int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_request_caps *caps,
+                               struct pbx_http_request *out, struct pbx_request_shape *shape,
+                               const char **etype, struct pbx_error **err)
+{
+    return parse_json(compat_fields, body, len, caps, shape, out, etype, err);
 }
 
 int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
                           struct pbx_http_request *out, const char **etype, struct pbx_error **err)
 {
-    return parse_json(v1_fields, body, len, caps, out, etype, err);
+    return parse_json(v1_fields, body, len, caps, NULL, out, etype, err);
 }
 
 /* ---- multipart/form-data bodies ---- */
@@ -610,6 +775,19 @@ void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request
 {
     memset(f, 0, sizeof(*f));
     f->caps = *caps;
+}
+
+void pbx__request_form_init_upload(struct pbx_request_form *f, const struct pbx_request_caps *caps)
+{
+    pbx__request_form_init(f, caps);
+    f->upload = true;
+    f->shape.s4 = true;
+}
+
+/* The fields of the form's dialect. */
+static const struct field *form_fields(const struct pbx_request_form *f)
+{
+    return f->upload ? upload_fields : v1_fields;
 }
 
 void pbx__request_form_release(struct pbx_request_form *f)
@@ -645,12 +823,14 @@ void pbx__request_form_refuse(struct pbx_request_form *f, const char *msg)
 /* The text field read so far is complete: its taker puts it into the request. */
 static void form_flush(struct pbx_request_form *f)
 {
-    const struct field *fd = field_of(v1_fields, f->field);
+    const struct field *fd = field_of(form_fields(f), f->field);
 
     if (fd != NULL && f->err == NULL) {
         const struct value value = {.text = &f->value};
 
-        (void)fd->take(&f->req, &f->caps, fd->name, &value, &f->err);
+        /* S4's schema first, as FastAPI validates the form before its handler sees it. */
+        if (!f->upload || s4_check(fd->name, &value, &f->shape, &f->err) == 0)
+            (void)fd->take(&f->req, &f->caps, fd->name, &value, &f->err);
     }
     f->field[0] = '\0';
     pbx_buf_release(&f->value);
@@ -659,7 +839,7 @@ static void form_flush(struct pbx_request_form *f)
 /* A text part named `name` starts: a field of the dialect, not given before. */
 static void form_field_start(struct pbx_request_form *f, const char *name)
 {
-    const struct field *fd = field_of(v1_fields, name);
+    const struct field *fd = field_of(form_fields(f), name);
     unsigned bit;
     size_t max;
 
@@ -667,7 +847,7 @@ static void form_field_start(struct pbx_request_form *f, const char *name)
         form_fail(f, "unknown field `%s`", name);
         return;
     }
-    bit = 1u << (fd - v1_fields);
+    bit = 1u << (fd - form_fields(f));
     if ((f->seen & bit) != 0 && !fd->repeats) {
         form_fail(f, "field `%s` is given twice", fd->name);
         return;
@@ -751,7 +931,7 @@ void pbx__request_form_data(struct pbx_request_form *f, const char *name, const 
             return;
     }
     if (pbx_buf_append_trunc(&f->value, data, size) < size &&
-        field_of(v1_fields, f->field)->size == FORM_SHORT)
+        field_of(form_fields(f), f->field)->size == FORM_SHORT)
         form_fail(f, "form field `%s` is over %d bytes", f->field, FORM_SHORT_MAX);
 }
 
@@ -759,6 +939,8 @@ int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request
                              struct pbx_error **err)
 {
     form_flush(f);
+    if (f->err == NULL && f->upload && f->req.code == NULL)
+        (void)schema_fail(&f->shape, "code", "missing", "Field required", &f->err);
     if (f->err == NULL)
         (void)finish_code(&f->req, &f->err);
     if (f->err != NULL) {

@@ -56,6 +56,35 @@ int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_req
                               struct pbx_http_request *out, const char **etype,
                               struct pbx_error **err);
 
+/*
+ * Whose rules a request of the compatible endpoints follows (docs/api.md,
+ * "Which rules answer"): the FastAPI server's (S4) when a `POST /execute`
+ * body names `timeout`, `allow_network` or `files` at its top level, as that
+ * server's client always does, and for every `POST /execute-with-files`;
+ * otherwise the "Python Sandbox API"'s (S1), whose minimal request is also
+ * the minimal Flask runner's.  S4's rules add its schema: `code` a string,
+ * `timeout` a whole number from 1 to 300, `allow_network` a boolean, `files`
+ * an object of strings, each refused as FastAPI refuses it (422, in
+ * pydantic's words) before any other check.
+ */
+struct pbx_request_shape {
+    bool s4;           /* S4's rules: every execution a 200, its schema, `detail` in errors */
+    const char *field; /* the field S4's schema refused (static), or NULL */
+    const char *kind;  /* how, as pydantic names it ("missing", "int_type", ...) (static) */
+    const char *msg;   /* and in its words ("Field required", ...) (static) */
+    char key[256];     /* for `files`, the name whose value was refused, or "" */
+};
+
+/*
+ * Parse a body of `POST /execute` as pbx__request_parse_compat() does, and
+ * say whose rules it follows in *shape (cleared first).  Under S4's rules, a
+ * refusal of its schema comes first, with *etype "UnprocessableEntity" and
+ * shape->field set.  *shape is filled on failure too.
+ */
+int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_request_caps *caps,
+                               struct pbx_http_request *out, struct pbx_request_shape *shape,
+                               const char **etype, struct pbx_error **err);
+
 /* Parse a JSON body of `POST /v1/execute` (`code`, `stdin`, `files`, `return_files`, `main`,
  * `timeout`, `memory_mb`, `network`). */
 int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
@@ -81,17 +110,28 @@ int pbx__request_base64(const char *text, size_t len, size_t max, char **out, si
  * answers it.
  */
 struct pbx_request_form {
-    struct pbx_http_request req;  /* the request so far */
-    struct pbx_request_caps caps; /* what the parser enforces */
-    unsigned seen;                /* fields given so far, one bit per field of the dialect */
-    char field[32];               /* the text field being read, or "" */
-    struct pbx_buf value;         /* its value so far */
-    bool in_file;                 /* the part being read is the last input file's */
-    size_t file_alloc;            /* bytes allocated for that file's data */
-    struct pbx_error *err;        /* the first refusal, or NULL */
+    struct pbx_http_request req;    /* the request so far */
+    struct pbx_request_caps caps;   /* what the parser enforces */
+    bool upload;                    /* POST /execute-with-files: its fields, S4's rules */
+    struct pbx_request_shape shape; /* whose rules; what S4's schema refused */
+    unsigned seen;                  /* fields given so far, one bit per field of the dialect */
+    char field[32];                 /* the text field being read, or "" */
+    struct pbx_buf value;           /* its value so far */
+    bool in_file;                   /* the part being read is the last input file's */
+    size_t file_alloc;              /* bytes allocated for that file's data */
+    struct pbx_error *err;          /* the first refusal, or NULL */
 };
 
 void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request_caps *caps);
+
+/*
+ * The same for a body of `POST /execute-with-files`, under S4's rules: its
+ * fields are `code`, `timeout` and `allow_network`, each checked against S4's
+ * schema first (a refusal sets f->shape.field, as pbx__request_parse_execute()
+ * does), and every part with a filename (S4's client names them `files`) is an
+ * input file.
+ */
+void pbx__request_form_init_upload(struct pbx_request_form *f, const struct pbx_request_caps *caps);
 
 /*
  * One chunk of a part, as libmicrohttpd's post processor hands them over:
@@ -107,7 +147,8 @@ void pbx__request_form_refuse(struct pbx_request_form *f, const char *msg);
 /*
  * The body ended: check the request as a JSON body's is checked once all its
  * fields are in, and hand it to *out.  Returns 0, or < 0 with *err (the
- * first refusal; a "ValidationError").  Release `f` after either.
+ * first refusal; a "ValidationError", or S4's schema's when f->shape.field
+ * is set).  Release `f` after either.
  */
 int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request *out,
                              struct pbx_error **err);
