@@ -1,6 +1,7 @@
 /*
- * POST /execute and POST /v1/execute: one request as a pipeline of steps,
- * each a function of this file, run by pbx__execute_handle() in this order:
+ * POST /execute, POST /execute-with-files and POST /v1/execute: one request
+ * as a pipeline of steps, each a function of this file, run by
+ * pbx__execute_handle() in this order:
  *
  *   parse    the body into a request: JSON, or the form read part by part
  *            as it arrived (src/server/request.c holds one validator for
@@ -15,7 +16,8 @@
  *   build    the engine's request;
  *   run      the execution;
  *   audit    its record in the store, and the metrics;
- *   answer   in the dialect the request came in.
+ *   answer   in the dialect the request came in (src/server/compat.c holds
+ *            the compatible endpoints' answers).
  *
  * A step that refuses answers at once and ends the pipeline; finish() then
  * gives back what the steps took (the slot, the hold), whatever the outcome.
@@ -36,23 +38,27 @@
 
 /* One request as it goes through the steps; each step fills its part. */
 struct execution {
-    struct pbx_server *s;         /* the server */
-    struct MHD_Connection *c;     /* the connection the request came on */
-    struct request_ctx *ctx;      /* the request as the server read it */
-    bool v1;                      /* POST /v1/execute; else the compatible dialect */
-    enum MHD_Result ret;          /* what the handler gives libmicrohttpd */
-    struct pbx_http_request req;  /* parse: what the body asks */
-    struct pbx_caller who;        /* resolve: who asks, and what it may */
-    struct pbx_limits limits;     /* resolve: the limits its execution gets */
-    char client[300];             /* admit: whose window and quota it counts against */
-    bool held;                    /* admit: held in the window, not charged (to let go) */
-    bool slot;                    /* admit: holds an execution slot (to leave) */
-    int64_t today;                /* admit: the caller's requests today */
-    unsigned active;              /* admit: executions running when it asked for a slot */
-    struct pbx_exec_request ereq; /* build: what the engine runs */
-    struct pbx_exec_result res;   /* run: what the engine gave */
-    bool ran;                     /* run: res holds a result (to release) */
-    uint64_t t0;                  /* run: when it started, wall clock, ms */
+    struct pbx_server *s;           /* the server */
+    struct MHD_Connection *c;       /* the connection the request came on */
+    struct request_ctx *ctx;        /* the request as the server read it */
+    bool v1;                        /* POST /v1/execute; else the compatible dialect */
+    bool upload;                    /* POST /execute-with-files, a form in S4's shape */
+    enum MHD_Result ret;            /* what the handler gives libmicrohttpd */
+    struct pbx_http_request req;    /* parse: what the body asks */
+    struct pbx_request_shape shape; /* parse: whose rules the compatible dialect follows */
+    struct pbx_caller who;          /* resolve: who asks, and what it may */
+    struct pbx_limits limits;       /* resolve: the limits its execution gets */
+    char client[300];               /* admit: whose window and quota it counts against */
+    bool held;                      /* admit: held in the window, not charged (to let go) */
+    bool slot;                      /* admit: holds an execution slot (to leave) */
+    int64_t today;                  /* admit: the caller's requests today */
+    unsigned active;                /* admit: executions running when it asked for a slot */
+    bool clamped;                   /* resolve: the timeout asked was over the caller's limit */
+    struct pbx_exec_request ereq;   /* build: what the engine runs */
+    bool all_files;                 /* build: no return_files, so every file ("*") is asked */
+    struct pbx_exec_result res;     /* run: what the engine gave */
+    bool ran;                       /* run: res holds a result (to release) */
+    uint64_t t0;                    /* run: when it started, wall clock, ms */
 };
 
 /* Answer an error: the step refuses the request. Returns -1 for the step to return. */
@@ -76,6 +82,19 @@ static const char *refusal_type(const struct execution *x, const struct pbx_erro
 
 /* ---- parse ---- */
 
+/*
+ * Answer a refused body: a refusal of S4's schema as FastAPI answers it
+ * (422), any other with its type.  Returns -1.
+ */
+static int refuse_body(struct execution *x, struct pbx_error *err, const char *etype)
+{
+    if (x->shape.field != NULL)
+        x->ret = pbx__compat_unprocessable(x->s, x->c, x->ctx, &x->shape, err->msg);
+    else
+        refuse(x, refusal_type(x, err, etype), err->msg, 0);
+    return -1;
+}
+
 /* The request, from the form's parts or the JSON body.  Returns 0, or -1 after answering. */
 static int parse(struct execution *x)
 {
@@ -86,7 +105,13 @@ static int parse(struct execution *x)
     int rc;
 
     if (ctx->form.pp != NULL) {
-        rc = pbx__multipart_finish(&ctx->form, &x->req, &err);
+        rc = pbx__multipart_finish(&ctx->form, &x->req, &x->shape, &err);
+    } else if (x->upload) {
+        return refuse(x, "UnsupportedMediaType",
+                      "send the request as multipart/form-data (fields code, timeout, "
+                      "allow_network; file parts named files) or "
+                      "application/x-www-form-urlencoded",
+                      0);
     } else if (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
                (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' ')) {
         return refuse(x, "UnsupportedMediaType",
@@ -97,11 +122,13 @@ static int parse(struct execution *x)
         rc = pbx__request_parse_v1(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
                                    &err);
     } else {
-        rc = pbx__request_parse_compat(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
-                                       &err);
+        rc = pbx__request_parse_execute(ctx->body.data, ctx->body.len, &x->s->caps, &x->req,
+                                        &x->shape, &etype, &err);
     }
+    /* From here on, every answer to a request in S4's shape carries its `detail`. */
+    ctx->s4 = x->shape.s4;
     if (rc < 0) {
-        refuse(x, refusal_type(x, err, etype), err->msg, 0);
+        refuse_body(x, err, etype);
         pbx_error_free(&err);
         return -1;
     }
@@ -164,6 +191,8 @@ static int resolve(struct execution *x)
         .timeout_s = x->req.timeout_s,
         .has_memory = x->req.has_memory,
         .memory_mb = x->req.memory_mb,
+        /* The compatible endpoints run a timeout over the caller's limit with that limit. */
+        .clamp_timeout = !x->v1,
     };
     const char *token = bearer(x->c);
     struct pbx_error *err = NULL;
@@ -177,6 +206,8 @@ static int resolve(struct execution *x)
         pbx_error_free(&err);
         return -1;
     }
+    /* Timeouts reach here in whole milliseconds or less: the comparison is exact. */
+    x->clamped = x->req.has_timeout && x->req.timeout_s * 1000 > x->limits.wall_ms;
     return 0;
 }
 
@@ -317,9 +348,15 @@ static int admit(struct execution *x)
 
 /* ---- build, run, audit ---- */
 
-/* The engine's request for the request, with the limits the caller's policy gave. */
+/*
+ * The engine's request for the request, with the limits the caller's policy
+ * gave.  The compatible endpoints without `return_files` ask for every file
+ * at the top of the working directory (the engine's glob), as the FastAPI
+ * server returns every file the script created.
+ */
 static void build(struct execution *x)
 {
+    static const char *const every_file[] = {"*"};
     const struct pbx_http_request *req = &x->req;
     struct pbx_exec_request *ereq = &x->ereq;
 
@@ -333,6 +370,11 @@ static void build(struct execution *x)
     ereq->nfiles = req->nfiles;
     ereq->return_files = (const char *const *)req->return_files;
     ereq->nreturn = req->nreturn;
+    if (!x->v1 && req->nreturn == 0) {
+        ereq->return_files = every_file;
+        ereq->nreturn = 1;
+        x->all_files = true;
+    }
     ereq->main_mode = req->main_mode;
     ereq->allow_all_imports = x->who.all_modules;
     ereq->extra_modules = x->who.keyed ? x->who.key.modules : NULL;
@@ -374,7 +416,7 @@ static void audit(struct execution *x)
         .time_ms = (int64_t)x->t0,
         .client = x->ctx->client,
         .key_name = x->who.keyed ? x->who.key_name : (x->who.admin ? "admin" : NULL),
-        .route = x->v1 ? "/v1/execute" : "/execute",
+        .route = pbx__http_route_name(x->ctx->route),
         .code_sha256 = hex,
         .status = pbx_status_name(x->res.status),
         .duration_ms = x->res.duration_ms,
@@ -391,130 +433,25 @@ static void audit(struct execution *x)
 
 /* ---- answer ---- */
 
-/* The compatible dialect's output_files from the result object `full` (its strings shared). */
-static json_t *compat_files(json_t *full)
-{
-    json_t *o = json_object();
-    json_t *files = json_object_get(full, "files");
-    const char *name;
-    json_t *v;
-
-    json_object_foreach(files, name, v)
-    {
-        json_t *b64 = json_object_get(v, "content_base64");
-
-        if (b64 != NULL)
-            json_object_set_new(o, name,
-                                json_pack("{s:O, s:O}", "content_base64", b64, "size_bytes",
-                                          json_object_get(v, "size")));
-        else
-            json_object_set(o, name, v);
-    }
-    return o;
-}
-
-static enum MHD_Result answer_compat(struct pbx_server *s, struct MHD_Connection *c,
-                                     struct request_ctx *ctx, const struct pbx_http_request *req,
-                                     const struct pbx_caller *who,
-                                     const struct pbx_exec_result *res, int64_t today,
-                                     unsigned active_at_request)
-{
-    json_t *full = pbx_exec_result_to_json(res);
-    json_t *details = json_pack(
-        "{s:b, s:O, s:O, s:O, s:f, s:o}", "success", res->status == PBX_STATUS_OK, "stdout",
-        json_object_get(full, "stdout"), "stderr", json_object_get(full, "stderr"), "exit_code",
-        json_object_get(full, "exit_code"), "execution_duration_sec", res->duration_ms / 1000.0,
-        "output_files", compat_files(full));
-    const char *etype = NULL;
-    char ts[64];
-    json_t *body;
-    json_t *user;
-    json_t *attached;
-    double load = 0;
-
-    json_object_set(details, "stdout_truncated", json_object_get(full, "stdout_truncated"));
-    json_object_set(details, "stderr_truncated", json_object_get(full, "stderr_truncated"));
-    if (res->status == PBX_STATUS_REJECTED) {
-        /*
-         * The dialect's rejections are ForbiddenImportError and SyntaxError; a
-         * subclass of SyntaxError (IndentationError, TabError) is one, and its
-         * own name stays in `exception_type`.
-         */
-        etype = json_string_value(json_object_get(res->error, "type"));
-        if (etype == NULL || strcmp(etype, "ForbiddenImportError") != 0)
-            etype = "SyntaxError";
-    } else if (res->status == PBX_STATUS_TIMEOUT) {
-        etype = "TimeoutError";
-    } else if (res->status != PBX_STATUS_OK) {
-        etype = "RuntimeError";
-    }
-    if (etype != NULL) {
-        json_t *extra = json_object();
-        const char *msg = json_string_value(json_object_get(res->error, "message"));
-
-        if (res->status == PBX_STATUS_REJECTED) {
-            json_t *e = json_deep_copy(res->error);
-            const char *real = json_string_value(json_object_get(res->error, "type"));
-
-            json_object_del(e, "type");
-            json_object_del(e, "message");
-            json_object_update(extra, e);
-            json_decref(e);
-            if (real != NULL && strcmp(real, etype) != 0)
-                json_object_set_new(extra, "exception_type", json_string(real));
-        } else {
-            json_object_set(extra, "execution_details", details);
-            json_object_set(extra, "exception", res->error);
-        }
-        json_decref(details);
-        json_decref(full);
-        if (msg == NULL || msg[0] == '\0') {
-            /* An exception raised without a message, such as KeyboardInterrupt. */
-            const char *type = json_string_value(json_object_get(res->error, "type"));
-
-            snprintf(ts, sizeof(ts), "%.40s (no message)", type ? type : "the execution failed");
-            msg = ts;
-        }
-        return pbx__http_send_error(c, ctx, s, etype, msg, 0, extra);
-    }
-    attached = json_array();
-    for (size_t i = 0; i < req->nfiles; i++)
-        json_array_append_new(attached, json_pack("{s:s, s:I}", "filename", req->files[i].name,
-                                                  "size_bytes", (json_int_t)req->files[i].size));
-    if (who->admin)
-        user = json_pack("{s:s, s:s, s:b}", "ip_address", ctx->client, "role", "admin",
-                         "rate_limits_applied", false);
-    else
-        user = json_pack("{s:s, s:I, s:I, s:I}", "ip_address", ctx->client, "daily_quota_limit",
-                         (json_int_t)who->rpd, "requests_today", (json_int_t)today,
-                         "requests_remaining_today",
-                         (json_int_t)(who->rpd > today ? who->rpd - today : 0));
-    if (who->keyed)
-        json_object_set_new(user, "key_name", json_string(who->key_name));
-    (void)!getloadavg(&load, 1);
-    pbx__http_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
-    body = json_pack(
-        "{s:s, s:s, s:o, s:{s:f, s:i, s:i}, s:{s:I, s:i, s:b, s:o}, s:o}", "status", "success",
-        "timestamp_utc", ts, "user_info", user, "server_status", "load", load,
-        "active_processes_at_request", (int)active_at_request, "max_concurrent_processes",
-        (int)pbx__admit_capacity(s->admit), "request_context", "code_length",
-        (json_int_t)req->code_chars, "attachment_count", (int)req->nfiles, "stdin_provided",
-        req->stdin_data != NULL, "processed_attachments", attached, "execution_details", details);
-    if (req->main_mode) {
-        json_object_set(body, "result", json_object_get(full, "result"));
-        json_object_set(body, "stdout", json_object_get(full, "stdout"));
-    }
-    json_decref(full);
-    return pbx__http_send_json(c, ctx, s, 200, body, 0);
-}
-
-/* The result, as /v1/execute's result object or in the compatible dialect's shape. */
+/* The result, as /v1/execute's result object or with every documented system's fields. */
 static void answer(struct execution *x)
 {
+    const struct compat_run run = {
+        .req = &x->req,
+        .shape = &x->shape,
+        .who = &x->who,
+        .res = &x->res,
+        .limits = &x->limits,
+        .today = x->today,
+        .active = x->active,
+        .all_files = x->all_files,
+        .timeout_clamped = x->clamped,
+    };
+
     if (x->v1)
         x->ret = pbx__http_send_json(x->c, x->ctx, x->s, 200, pbx_exec_result_to_json(&x->res), 0);
     else
-        x->ret = answer_compat(x->s, x->c, x->ctx, &x->req, &x->who, &x->res, x->today, x->active);
+        x->ret = pbx__compat_answer(x->s, x->c, x->ctx, &run);
 }
 
 /* Give back what the steps took, whatever the outcome. */
@@ -531,9 +468,14 @@ static void finish(struct execution *x)
 }
 
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
-                                    struct request_ctx *ctx, bool v1)
+                                    struct request_ctx *ctx)
 {
-    struct execution x = {.s = s, .c = c, .ctx = ctx, .v1 = v1, .ret = MHD_YES};
+    struct execution x = {.s = s,
+                          .c = c,
+                          .ctx = ctx,
+                          .v1 = ctx->route == R_V1_EXECUTE,
+                          .upload = ctx->route == R_EXECUTE_FILES,
+                          .ret = MHD_YES};
 
     if (parse(&x) == 0 && resolve(&x) == 0 && admit(&x) == 0) {
         build(&x);

@@ -30,9 +30,15 @@
 
 /* The path of each route, by enum route; R_ASSETS is a prefix, R_OTHER anything else. */
 static const char *const route_names[R_COUNT] = {
-    "/execute", "/v1/execute", "/v1/health", "/metrics", "/openapi.json",
-    "/",        "/v1/info",    "/docs",      "/assets/", "other",
+    "/execute", "/v1/execute", "/v1/health",          "/metrics", "/openapi.json", "/",
+    "/v1/info", "/docs",       "/execute-with-files", "/health",  "/assets/",      "other",
 };
+
+/* The routes that run code. */
+static bool executes(enum route r)
+{
+    return r == R_EXECUTE || r == R_V1_EXECUTE || r == R_EXECUTE_FILES;
+}
 
 const char *pbx__http_route_name(enum route r)
 {
@@ -131,24 +137,37 @@ enum MHD_Result pbx__http_send_json(struct MHD_Connection *c, struct request_ctx
     return pbx__http_send_text(c, ctx, s, status, text, "application/json", retry_after);
 }
 
-/* An error in the compatible shape: {status: "error", timestamp_utc, error_details}. */
-enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
-                                     const struct pbx_server *s, const char *type,
-                                     const char *message, unsigned retry_after, json_t *extra)
+json_t *pbx__http_error_body(const struct request_ctx *ctx, const char *type, const char *message,
+                             json_t *extra)
 {
     char *text = pbx_utf8_sanitize(message ? message : "", message ? strlen(message) : 0, NULL);
     json_t *details = json_pack("{s:s, s:s}", "type", type, "message", text);
+    bool compat = ctx->route == R_EXECUTE || ctx->route == R_EXECUTE_FILES;
     json_t *body;
     char ts[64];
 
-    free(text);
     pbx__http_iso_time(pbx_clock_ms(CLOCK_REALTIME), ts, sizeof(ts));
     if (extra != NULL) {
         json_object_update(details, extra);
         json_decref(extra);
     }
-    body = json_pack("{s:s, s:s, s:o, s:O}", "status", "error", "timestamp_utc", ts,
-                     "error_details", details, "error", details);
+    body =
+        json_pack("{s:s, s:s, s:o, s:o}", "status", "error", "timestamp_utc", ts, "error_details",
+                  details, "error", compat ? json_string(text) : json_incref(details));
+    free(text);
+    return body;
+}
+
+enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
+                                     const struct pbx_server *s, const char *type,
+                                     const char *message, unsigned retry_after, json_t *extra)
+{
+    json_t *body = pbx__http_error_body(ctx, type, message, extra);
+
+    /* FastAPI's HTTPException answers {"detail": "..."}: its client reads that. */
+    if (ctx->s4 || ctx->route == R_EXECUTE_FILES)
+        json_object_set(body, "detail",
+                        json_object_get(json_object_get(body, "error_details"), "message"));
     return pbx__http_send_json(c, ctx, s, pbx_errtable_status(type), body, retry_after);
 }
 
@@ -269,10 +288,13 @@ static enum MHD_Result handle_root(struct pbx_server *s, struct MHD_Connection *
 
     if (!wants_json(c))
         return handle_asset(s, c, ctx, pbx__web_lookup("/"));
-    body =
-        json_pack("{s:s, s:s, s:s, s:[s,s], s:s}", "name", "pybox", "version", PBX_VERSION_STRING,
-                  "description", "runs untrusted Python in a Linux kernel sandbox", "endpoints",
-                  "POST /execute", "POST /v1/execute", "openapi", "/openapi.json");
+    /* `status`, `message` and `version` as the FastAPI server's GET / answers them. */
+    body = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s,s,s,s], s:s}", "status", "ok", "message",
+                     "pybox: a kernel sandbox for untrusted Python", "name", "pybox", "version",
+                     PBX_VERSION_STRING, "description",
+                     "runs untrusted Python in a Linux kernel sandbox", "endpoints",
+                     "POST /execute", "POST /execute-with-files", "POST /v1/execute", "GET /health",
+                     "openapi", "/openapi.json");
 
     return pbx__http_send_json(c, ctx, s, 200, body, 0);
 }
@@ -320,13 +342,18 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
     switch (ctx->route) {
     case R_EXECUTE:
     case R_V1_EXECUTE:
+    case R_EXECUTE_FILES:
         if (!post)
             break;
-        return pbx__execute_handle(s, c, ctx, ctx->route == R_V1_EXECUTE);
+        return pbx__execute_handle(s, c, ctx);
     case R_HEALTH:
         if (!get)
             break;
         return handle_health(s, c, ctx);
+    case R_HEALTHY:
+        if (!get)
+            break;
+        return pbx__compat_health(s, c, ctx);
     case R_METRICS:
         if (!get)
             break;
@@ -393,8 +420,7 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
                                     struct request_ctx *ctx, const char *method)
 {
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-    bool execute =
-        (ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE) && strcmp(method, "POST") == 0;
+    bool execute = executes(ctx->route) && strcmp(method, "POST") == 0;
     unsigned long long announced = 0;
     struct framing framing = {0};
     char msg[160];
@@ -435,11 +461,15 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
                  announced, s->max_valid_body);
         return pbx__http_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
-    if (execute && ctx->route == R_V1_EXECUTE) {
+    if (execute && ctx->route != R_EXECUTE) {
         const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type");
+        bool upload = ctx->route == R_EXECUTE_FILES;
+        /* FastAPI reads its form fields from either encoding; files need multipart. */
+        bool form = ct != NULL &&
+                    (strncasecmp(ct, "multipart/form-data", 19) == 0 ||
+                     (upload && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0));
 
-        if (ct != NULL && strncasecmp(ct, "multipart/form-data", 19) == 0 &&
-            !pbx__multipart_begin(&ctx->form, c, &s->caps))
+        if (form && !pbx__multipart_begin(&ctx->form, c, &s->caps, upload))
             return pbx__http_send_error(c, ctx, s, "InvalidRequest",
                                         "multipart/form-data without a valid boundary", 0, NULL);
     }
@@ -457,8 +487,7 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
 static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
                                  const char *upload_data, size_t size)
 {
-    bool keep = (ctx->route == R_EXECUTE || ctx->route == R_V1_EXECUTE) && !ctx->answered &&
-                !ctx->too_large && !ctx->over_budget;
+    bool keep = executes(ctx->route) && !ctx->answered && !ctx->too_large && !ctx->over_budget;
 
     /*
      * Charged as it comes, never on what a header announces: a client that

@@ -30,13 +30,15 @@ enum route {
     R_ROOT,
     R_INFO,
     R_DOCS,
+    R_EXECUTE_FILES, /* POST /execute-with-files, the FastAPI server's upload */
+    R_HEALTHY,       /* GET /health, in the FastAPI server's shape */
     R_ASSETS,
     R_OTHER,
     R_COUNT,
 };
 
 #define NBUCKET 12 /* latency histogram buckets, see metrics.c */
-#define NSTATUS 15 /* HTTP statuses counted one by one, see metrics.c */
+#define NSTATUS 16 /* HTTP statuses counted one by one, see metrics.c */
 
 struct metrics {
     atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
@@ -94,6 +96,7 @@ struct request_ctx {
     char client[64];       /* client address */
     char method[16];       /* request method, for the log */
     struct multipart form; /* a multipart/form-data body, as its parts arrive */
+    bool s4;               /* it follows the FastAPI server's rules: errors carry `detail` */
     char path[160];        /* request path, cut at 159 bytes, for the log */
 };
 
@@ -150,10 +153,21 @@ enum MHD_Result pbx__http_send_json(struct MHD_Connection *c, struct request_ctx
                                     unsigned retry_after);
 
 /*
- * Queue an error in the shape both dialects share: {status: "error",
- * timestamp_utc, error_details: {type, message, ...}, error: the same,
- * request_id}, with the HTTP status of its type.  `message` may hold any
- * bytes: what is not UTF-8 is replaced.  `extra` (taken over) adds fields.
+ * An error in the shape every route shares: {status: "error", timestamp_utc,
+ * error_details: {type, message, ...}, error}, where `error` is the message
+ * itself on the compatible endpoints (/execute, /execute-with-files: the
+ * minimal Flask runner and the main() runner document a string there) and
+ * the same object as error_details elsewhere.  `message` may hold any
+ * bytes: what is not UTF-8 is replaced.  `extra` (taken over) adds fields to
+ * error_details.  A new reference.
+ */
+json_t *pbx__http_error_body(const struct request_ctx *ctx, const char *type, const char *message,
+                             json_t *extra);
+
+/*
+ * Queue pbx__http_error_body() with the request id and the HTTP status of
+ * its type; a request under the FastAPI server's rules also gets its
+ * `detail`, the message.
  */
 enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
                                      const struct pbx_server *s, const char *type,
@@ -189,20 +203,65 @@ void pbx__watch_deadline(struct pbx_server *s, struct MHD_Connection *c, bool no
 
 /* ---- execute.c and multipart.c: the execute endpoints ---- */
 
-/* POST /execute and POST /v1/execute, once the body is in (execute.c). */
+/* POST /execute, /execute-with-files and /v1/execute, once the body is in (execute.c). */
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
-                                    struct request_ctx *ctx, bool v1);
+                                    struct request_ctx *ctx);
 
-/* Start reading the multipart/form-data body of `c` into `m`; false when it has no boundary. */
+/*
+ * Start reading the multipart/form-data body of `c` into `m`, as a form of
+ * POST /v1/execute or (`upload`) of POST /execute-with-files; false when it
+ * has no boundary.
+ */
 bool pbx__multipart_begin(struct multipart *m, struct MHD_Connection *c,
-                          const struct pbx_request_caps *caps);
+                          const struct pbx_request_caps *caps, bool upload);
 
 /* Feed body bytes to the parser. */
 void pbx__multipart_feed(struct multipart *m, const char *data, size_t size);
 
-/* The body has ended: the request in *out, or < 0 with *err (a "ValidationError"). */
+/*
+ * The body has ended: the request in *out, or < 0 with *err (a
+ * "ValidationError", or a refusal of S4's schema when shape->field is set);
+ * whose rules it follows in *shape either way.
+ */
 int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
-                          struct pbx_error **err);
+                          struct pbx_request_shape *shape, struct pbx_error **err);
+
+/* ---- compat.c: the answers of the compatible endpoints ---- */
+
+/* One execution of /execute or /execute-with-files, as its answer needs it. */
+struct compat_run {
+    const struct pbx_http_request *req;    /* what was asked */
+    const struct pbx_request_shape *shape; /* whose rules it follows */
+    const struct pbx_caller *who;          /* who asked */
+    const struct pbx_exec_result *res;     /* what the engine gave */
+    const struct pbx_limits *limits;       /* the limits it ran with */
+    int64_t today;                         /* the caller's requests today, this one counted */
+    unsigned active;                       /* executions running when it asked for a slot */
+    bool all_files;                        /* no return_files: every file ("*") was asked */
+    bool timeout_clamped;                  /* the timeout asked was over the caller's limit */
+};
+
+/*
+ * Answer an execution with the fields of every documented system at once
+ * (docs/api.md): the "Python Sandbox API"'s, the minimal Flask runner's, the
+ * FastAPI server's and, for `script`, the main() runner's; the status by the
+ * rules the request follows.
+ */
+enum MHD_Result pbx__compat_answer(struct pbx_server *s, struct MHD_Connection *c,
+                                   struct request_ctx *ctx, const struct compat_run *run);
+
+/*
+ * Answer a refusal of S4's schema (`shape->field` set) with 422, as FastAPI
+ * does: {"detail": [{"type", "loc", "msg"}]} besides the error shape.
+ */
+enum MHD_Result pbx__compat_unprocessable(struct pbx_server *s, struct MHD_Connection *c,
+                                          struct request_ctx *ctx,
+                                          const struct pbx_request_shape *shape,
+                                          const char *message);
+
+/* GET /health, in the FastAPI server's shape. */
+enum MHD_Result pbx__compat_health(struct pbx_server *s, struct MHD_Connection *c,
+                                   struct request_ctx *ctx);
 
 /* Free the parser and whatever the body held; `m` is empty afterwards. */
 void pbx__multipart_release(struct multipart *m);

@@ -12,7 +12,7 @@
 
 /* The HTTP statuses counted one by one; any other counts as "other". */
 static const int statuses[NSTATUS] = {200, 204, 304, 400, 401, 403, 404, 405,
-                                      408, 413, 415, 429, 500, 501, 503};
+                                      408, 413, 415, 422, 429, 500, 501, 503};
 
 /* The upper bounds of the latency histogram's buckets, ms. */
 static const double buckets_ms[NBUCKET] = {5,   10,   25,   50,   100,   250,

@@ -1,8 +1,9 @@
 /*
- * multipart/form-data bodies of POST /v1/execute: libmicrohttpd's post
- * processor splits the body into parts as it arrives, and hands each chunk
- * to the form reader of src/server/request.c, which checks the fields as it
- * checks a JSON body's.  Nothing here judges a field.
+ * multipart/form-data bodies of POST /v1/execute and POST
+ * /execute-with-files: libmicrohttpd's post processor splits the body into
+ * parts as it arrives, and hands each chunk to the form reader of
+ * src/server/request.c, which checks the fields as it checks a JSON body's.
+ * Nothing here judges a field.
  */
 #include <string.h>
 
@@ -25,9 +26,12 @@ static enum MHD_Result on_part(void *cls, enum MHD_ValueKind kind, const char *k
 }
 
 bool pbx__multipart_begin(struct multipart *m, struct MHD_Connection *c,
-                          const struct pbx_request_caps *caps)
+                          const struct pbx_request_caps *caps, bool upload)
 {
-    pbx__request_form_init(&m->form, caps);
+    if (upload)
+        pbx__request_form_init_upload(&m->form, caps);
+    else
+        pbx__request_form_init(&m->form, caps);
     m->pp = MHD_create_post_processor(c, 64 * 1024, on_part, m);
     return m->pp != NULL;
 }
@@ -38,9 +42,13 @@ void pbx__multipart_feed(struct multipart *m, const char *data, size_t size)
         pbx__request_form_refuse(&m->form, "malformed multipart/form-data body");
 }
 
-int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out, struct pbx_error **err)
+int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
+                          struct pbx_request_shape *shape, struct pbx_error **err)
 {
-    return pbx__request_form_finish(&m->form, out, err);
+    int rc = pbx__request_form_finish(&m->form, out, err);
+
+    *shape = m->form.shape;
+    return rc;
 }
 
 void pbx__multipart_release(struct multipart *m)

@@ -409,11 +409,15 @@ def test_api_key_daily_quota_and_limits(keyed):
         assert (u["daily_quota_limit"], u["requests_today"]) == (2, i + 1), u
     rate_limited(keyed.execute(HELLO, key=key), daily=True)
     # A key's wall limit (30 s) overrides the server's (--timeout 20 here): 25 s may be asked
-    # with the key, not without.
+    # with the key, not without: /v1/execute refuses it, /execute runs it with the caller's
+    # limit and says so.
     key2 = create_key(keyed, "ivan", "--rpm", "10", "--timeout", "30")
-    ok(keyed.execute({"code": "print(1)", "timeout": 25}, key=key2))
-    expect_error(keyed.execute({"code": "print(1)", "timeout": 25}, source="127.0.0.40"), 400,
+    body = ok(keyed.execute({"code": "print(1)", "timeout": 25}, key=key2))
+    assert (body["timeout_applied"], body["timeout_clamped"]) == (25, False), body
+    expect_error(keyed.v1({"code": "print(1)", "timeout": 25}, source="127.0.0.40"), 400,
                  "ValidationError")
+    body = ok(keyed.execute({"code": "print(1)", "timeout": 25}, source="127.0.0.42"))
+    assert (body["timeout_applied"], body["timeout_clamped"]) == (20, True), body
 
 
 def test_admin_api_key_bypasses_rates(keyed):

@@ -360,15 +360,17 @@ def test_clean_exit_after_every_kind_of_answer(start_server):
         s.execute({"code": "import os"}),                                # ForbiddenImportError
         s.execute({"code": "def f(:"}),                                  # SyntaxError
         s.execute({"code": "1/0"}),                                      # RuntimeError
-        s.execute({"code": "import time\ntime.sleep(5)", "timeout": 0.5}),  # TimeoutError
+        s.execute({"code": "while True:\n    pass"}),                     # TimeoutError
         s.execute({"code": ""}),                                         # ValidationError
         s.execute({"script": "def main():\n    return 1"}),              # main()
+        s.execute({"code": "import time\ntime.sleep(5)", "timeout": 1}),   # S4: return_code -1
+        s.execute({"code": "print(1)", "timeout": 0.5}),                 # S4: 422
         s.v1({"code": "1/0"}),
         s.v1({"code": "import os"}),
-        s.get("/metrics"), s.get("/openapi.json"), s.get("/nope"),
+        s.get("/metrics"), s.get("/openapi.json"), s.get("/health"), s.get("/nope"),
     ]
-    assert [r.status_code for r in answers] == [200, 400, 400, 400, 400, 400, 200, 200, 200, 200,
-                                                200, 404]
+    assert [r.status_code for r in answers] == [200, 400, 400, 400, 400, 400, 200, 200, 422, 200,
+                                                200, 200, 200, 200, 404]
     s.stop_and_check()  # exit status 0, nothing left behind
 
 
