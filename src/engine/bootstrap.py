@@ -43,17 +43,17 @@ def _meta(record):
 
 
 def prepare(preload, allowed):
-    """Run once in the zygote: import what jobs need, then freeze the heap."""
+    """Run once in the zygote: import what jobs need (preload, a list of module names, may be
+    empty), then freeze the heap."""
     global _ALLOWED
     _ALLOWED = frozenset(allowed)
     sys.argv = [_USER_FILE]
     sys.dont_write_bytecode = True
-    if preload:
-        for name in ("numpy", "PIL.Image", "PIL.ImageDraw", "PIL.ImageFilter"):
-            try:
-                __import__(name)
-            except Exception:
-                pass
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception:
+            pass
     # Objects inherited from the zygote are never collected or copied by the
     # collector: fewer copy-on-write faults in every job.
     gc.collect()

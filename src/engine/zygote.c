@@ -12,8 +12,9 @@
  *
  * The zygote is pid 1 of the jail's pid namespace.  It pivot_roots into the
  * read-only Python view (rootfs.c), initialises libpython once (preloading
- * numpy and PIL when asked), builds the seccomp filter once, fills the holes
- * of its malloc heap so that cells allocate from pages of their own, reports READY,
+ * numpy, PIL, pandas and matplotlib when asked, with a scratch tmpfs on /tmp
+ * meanwhile), builds the seccomp filter once, fills the holes of its malloc
+ * heap so that cells allocate from pages of their own, reports READY,
  * then loops: each message on the control socket is one execution or one
  * spare cell, for which it forks a cell (cell.c) and goes back to waiting.
  * It never runs user code.  When the control socket closes the zygote exits,
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -110,8 +112,63 @@ static void init_python(void)
     }
 }
 
+/*
+ * What a preloading zygote imports, so that no execution pays for it (bench/preload.py
+ * measures each candidate: the import time an execution saves against the memory an idle warm
+ * cell adds and the zygote's start time).  matplotlib.pyplot brings the font list, built once
+ * here from the fonts the jail sees (see with_scratch_tmp()), and the Agg backend is what every
+ * figure is drawn with (MPLBACKEND=Agg in the zygote's environment, zygotes.c).
+ */
+static const char *const default_preload[] = {
+    "numpy",
+    "PIL.Image",
+    "PIL.ImageDraw",
+    "PIL.ImageFilter",
+    "pandas",
+    "matplotlib.pyplot",
+    "matplotlib.backends.backend_agg",
+    NULL,
+};
+
+static void append_str(PyObject *list, const char *s, Py_ssize_t len)
+{
+    PyObject *o = PyUnicode_FromStringAndSize(s, len);
+
+    if (o == NULL || PyList_Append(list, o) < 0)
+        fail_python("build a list of module names");
+    Py_DECREF(o);
+}
+
+/*
+ * The modules to preload: none without PBX_ZYGOTE_PRELOAD, else `names` (space-separated,
+ * PYBOX_PRELOAD_MODULES passed on by zygotes.c) when given, else default_preload.  New reference.
+ */
+static PyObject *preload_list(int preload, const char *names)
+{
+    PyObject *list = PyList_New(0);
+
+    if (list == NULL)
+        fail_python("build the preload list");
+    if (!preload)
+        return list;
+    if (names == NULL) {
+        for (size_t i = 0; default_preload[i] != NULL; i++)
+            append_str(list, default_preload[i], (Py_ssize_t)strlen(default_preload[i]));
+        return list;
+    }
+    while (*names != '\0') {
+        size_t len = strcspn(names, " ");
+
+        if (len > 0)
+            append_str(list, names, (Py_ssize_t)len);
+        names += len;
+        names += strspn(names, " ");
+    }
+    return list;
+}
+
 /* Load the embedded bootstrap as module _pybox, prepare it, return _pybox.run. */
-static PyObject *load_bootstrap(int preload, PyObject **module)
+static PyObject *load_bootstrap(PyObject *preload, PyObject **module)
 {
     PyObject *code;
     PyObject *mod;
@@ -133,7 +190,7 @@ static PyObject *load_bootstrap(int preload, PyObject **module)
         PyList_Append(allowed, s);
         Py_DECREF(s);
     }
-    ret = PyObject_CallMethod(mod, "prepare", "iO", preload, allowed);
+    ret = PyObject_CallMethod(mod, "prepare", "OO", preload, allowed);
     Py_DECREF(allowed);
     if (ret == NULL)
         fail_python("prepare the bootstrap");
@@ -143,6 +200,31 @@ static PyObject *load_bootstrap(int preload, PyObject **module)
         fail_python("find the bootstrap's run()");
     *module = mod;
     return run;
+}
+
+/*
+ * The jail's root is read-only and the zygote has no writable directory, but matplotlib's
+ * import wants one for its config and cache directory (MPLCONFIGDIR=/tmp): without it, it makes
+ * a temporary one and warns, and with no writable temporary directory at all it fails.  So the
+ * preload runs with a small tmpfs on /tmp, where matplotlib writes the font list it builds, and
+ * the tmpfs is detached before any cell exists.  What stays is in memory: the font list, and
+ * "/tmp" as matplotlib's cached directory, which in every cell is that cell's own writable
+ * /tmp (rootfs.c, pbx_rootfs_cell_mounts()).  Nothing the preload wrote reaches a cell.
+ */
+static void with_scratch_tmp(int preload, PyObject *modules, PyObject **run, PyObject **module)
+{
+    struct pbx_error *err = NULL;
+
+    if (preload && mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         "size=1m,nr_inodes=64,mode=01777") < 0) {
+        pbx_error_set(&err, errno, "mount the preload's scratch /tmp");
+        fail(PBX_STAGE_ROOTFS, err);
+    }
+    *run = load_bootstrap(modules, module);
+    if (preload && umount2("/tmp", MNT_DETACH) < 0) {
+        pbx_error_set(&err, errno, "detach the preload's scratch /tmp");
+        fail(PBX_STAGE_ROOTFS, err);
+    }
 }
 
 /*
@@ -217,6 +299,9 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
     struct pbx_zygote_state zs;
     struct pbx_proto_done ready;
     int preload = argc > 2 && (strtol(argv[2], NULL, 10) & PBX_ZYGOTE_PRELOAD);
+    PyObject *modules;
+    PyObject *module;
+    PyObject *run;
     sigset_t mask;
     int pidns;
     int sfd;
@@ -240,7 +325,11 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
     if (pbx_rootfs_enter(&err) < 0)
         fail(PBX_STAGE_ROOTFS, err);
     init_python();
-    zs.run_fn = load_bootstrap(preload, (PyObject **)&zs.module);
+    modules = preload_list(preload, argc > 3 ? argv[3] : NULL);
+    with_scratch_tmp(preload, modules, &run, &module);
+    Py_DECREF(modules);
+    zs.run_fn = run;
+    zs.module = module;
     pbx__py_forkers_take(&zs.forkers);
     if (pbx_seccomp_build(&prog, &err) < 0)
         fail(PBX_STAGE_SECCOMP, err);

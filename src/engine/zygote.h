@@ -12,7 +12,7 @@
 #define PBX_ZYGOTE_CTRL_FD 3
 
 enum pbx_zygote_flags {
-    PBX_ZYGOTE_PRELOAD = (1 << 0), /* import numpy and PIL before serving */
+    PBX_ZYGOTE_PRELOAD = (1 << 0), /* import numpy, PIL, pandas, matplotlib before serving */
 };
 
 /*

@@ -9,7 +9,9 @@
  * child waits on the pipe while the supervisor maps the jail's uid/gid 0..N
  * to the unprivileged host range cfg.uid_base..; released, it becomes uid/gid
  * 0 of the jail, keeps only the control socket (as fd 3) and stderr, and
- * execs the binary as "pybox-zygote __zygote FLAGS" with a fixed environment.
+ * execs the binary as "pybox-zygote __zygote FLAGS [MODULES]" with a fixed
+ * environment (MODULES: what to preload instead of the default, from the
+ * supervisor's PYBOX_PRELOAD_MODULES, a tuning and benchmarking knob).
  * The supervisor then waits for READY on the control socket, up to
  * START_TIMEOUT_MS.
  *
@@ -67,6 +69,7 @@ static char *const zygote_env[] = {
     "LC_ALL=C.UTF-8",
     "HOME=/work",
     "TMPDIR=/tmp",
+    /* matplotlib: no display, and its config and cache directory the cell's own /tmp (zygote.c). */
     "MPLCONFIGDIR=/tmp",
     "MPLBACKEND=Agg",
     /* One thread per BLAS, set before numpy is imported: a raw clone skips pthread_atfork. */
@@ -80,10 +83,15 @@ static char *const zygote_env[] = {
     NULL,
 };
 
-static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, int preload)
+/*
+ * `modules`, when not NULL, is the space-separated list of modules a preloading zygote imports
+ * instead of its default (PYBOX_PRELOAD_MODULES; bench/preload.py measures candidates with it).
+ */
+static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, int preload,
+                                   char *modules)
 {
     char flags[16];
-    char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, NULL};
+    char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, modules, NULL};
     char c;
     int devnull;
 
@@ -148,6 +156,8 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote *
     cleanup_pid pid_t pid = -1;
     struct pbx_proto_done ready;
     struct pbx_zygote *z;
+    /* Read before the clone: the child may call nothing that is not async-signal-safe. */
+    char *modules = cfg->preload ? getenv("PYBOX_PRELOAD_MODULES") : NULL;
     char map[64];
     int sv[2];
     int p[2];
@@ -173,7 +183,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote *
     if (pid < 0)
         return pbx_error_set(err, errno, "create the jail's namespaces (user namespaces enabled?)");
     if (pid == 0)
-        zygote_child(exe, peer, sync_r, sync_w, cfg->preload);
+        zygote_child(exe, peer, sync_r, sync_w, cfg->preload, modules);
 
     close(steal_fd(&peer));
     snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);
