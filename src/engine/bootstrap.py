@@ -42,6 +42,19 @@ def _meta(record):
         pass
 
 
+class _NotInstalled:
+    """The last finder on sys.meta_path: an allowlisted top-level module that no other finder
+    found is allowed but not installed here (fpdf: Debian 12 does not package it).  Saying so
+    beats "No module named 'fpdf'", which reads as a typo or a refusal."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if path is None and name in _ALLOWED:
+            raise ModuleNotFoundError("%s is allowed but not installed on this server" % name,
+                                      name=name)
+        return None
+
+
 def prepare(preload, allowed):
     """Run once in the zygote: import what jobs need (preload, a list of module names, may be
     empty), then freeze the heap."""
@@ -54,6 +67,7 @@ def prepare(preload, allowed):
             __import__(name)
         except Exception:
             pass
+    sys.meta_path.append(_NotInstalled)
     # Objects inherited from the zygote are never collected or copied by the
     # collector: fewer copy-on-write faults in every job.
     gc.collect()

@@ -43,11 +43,13 @@ struct bind {
 };
 
 /*
- * What Debian's python3 (3.11) with numpy, Pillow and reportlab needs: the
- * interpreter, its standard library, dist-packages, the shared libraries
- * (numpy's BLAS is reached through /etc/alternatives), the loader and its
- * cache, time zones and fonts.  Nothing of /etc beyond that, no /home, no
- * /root, no /usr/local, no /var.
+ * What Debian's python3 (3.11) with numpy, Pillow, reportlab, pandas, scipy
+ * and matplotlib needs: the interpreter, its standard library, dist-packages,
+ * the shared libraries (numpy's and scipy's BLAS and LAPACK are reached
+ * through /etc/alternatives), the loader and its cache, time zones (pandas,
+ * zoneinfo), fonts, and matplotlib's data and its system-wide matplotlibrc
+ * (Debian's says TkAgg; MPLBACKEND=Agg in the zygote's environment wins).
+ * Nothing of /etc beyond that, no /home, no /root, no /usr/local, no /var.
  */
 static const struct bind binds[] = {
     {"/usr/bin/python3.11", true},

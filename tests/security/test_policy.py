@@ -225,3 +225,72 @@ def test_allow_all_imports_lifts_only_the_policy(pybox):
     assert res.data["status"] == "ok", res
     assert "CWD /work" in res.data["stdout"], res
     assert "NOSOCKET PermissionError" in res.data["stdout"], res
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["imported", "preloaded"])
+def test_pandas_readers_reach_only_the_jail(pybox, canary, preload):
+    """Invariant: pandas, allowed by default, reads nothing of the host and no network: a host
+    canary's path or file:// URL is not found in the jail's view, and http(s) URLs fail as every
+    socket does (no network namespace route, seccomp), whether pandas was preloaded in the
+    zygote or imported by the execution."""
+    path, secret = canary
+    code = f"""
+import pandas as pd
+for src in ({str(path)!r}, "file://" + {str(path)!r}, "http://127.0.0.1:9/x.csv",
+            "http://93.184.216.34/x.csv", "https://example.com/x.csv"):
+    try:
+        print("READ", src, pd.read_csv(src).to_dict())
+    except Exception as e:
+        print("ERR", src, type(e).__name__)
+"""
+    res = pybox(code, "--timeout", "20", *(["--preload"] if preload else []))
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    out = res.data["stdout"]
+    assert "READ" not in out, res
+    assert out.count("ERR ") == 5, res
+    assert f"ERR {path} FileNotFoundError" in out, res
+    assert secret not in res.stdout and secret not in res.stderr
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["imported", "preloaded"])
+def test_matplotlib_font_paths_reach_only_the_jail(pybox, canary, preload):
+    """Invariant: matplotlib, allowed by default, opens nothing of the host: a host canary
+    given as a font, an rc file or an image is not found, a font search of its directory finds
+    nothing, every font of the font list (built in the jail) is under /usr/share, and the
+    subprocess module it holds runs nothing (the view has no host binaries)."""
+    path, secret = canary
+    code = f"""
+import matplotlib
+import matplotlib.font_manager as fm
+import matplotlib.pyplot as plt
+C, D = {str(path)!r}, {str(path.parent)!r}
+def attempt(name, fn):
+    try:
+        print("GOT", name, repr(fn())[:300])
+    except Exception as e:
+        print("ERR", name, type(e).__name__)
+attempt("addfont", lambda: fm.fontManager.addfont(C))
+attempt("get_font", lambda: fm.get_font(C))
+attempt("search", lambda: fm.findSystemFonts(fontpaths=[D]))
+attempt("rc_file", lambda: matplotlib.rc_file(C))
+attempt("imread", lambda: plt.imread(C))
+def text():
+    plt.figure().text(0.5, 0.5, "x", fontproperties=fm.FontProperties(fname=C))
+    plt.savefig("t.png")
+attempt("draw", text)
+attempt("subprocess", lambda: matplotlib.subprocess.run(["cat", C], capture_output=True))
+fonts = [f.fname for f in fm.fontManager.ttflist + fm.fontManager.afmlist]
+print("FONTS", len(fonts), [f for f in fonts if not f.startswith("/usr/share/")])
+"""
+    res = pybox(code, "--timeout", "20", *(["--preload"] if preload else []))
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    out = res.data["stdout"]
+    got = [line for line in out.splitlines() if line.startswith("GOT ")]
+    assert got == ["GOT search []"], res
+    for name in ("addfont", "get_font", "rc_file", "imread", "draw", "subprocess"):
+        assert f"ERR {name} " in out, (name, res)
+    fonts = re.search(r"^FONTS (\d+) (.*)$", out, re.M)
+    assert fonts and int(fonts.group(1)) > 10 and fonts.group(2) == "[]", res
+    assert secret not in res.stdout and secret not in res.stderr
