@@ -48,7 +48,7 @@ static void help(void)
         "  --main                call main() and report its JSON-encoded return value\n"
         "  --json                print the result object (docs/api.md) instead\n"
         "  --allow-all-imports   do not apply the import allowlist (env PYBOX_ALLOW_ALL_IMPORTS=1)\n"
-        "  --preload             import numpy and PIL before the run (what the server does)\n"
+        "  --preload             import numpy, PIL, pandas and matplotlib first (as the server)\n"
         "  --server URL          run on the pybox server at URL (env PYBOX_SERVER) instead of\n"
         "                        here: same output and exit status; --limit and\n"
         "                        --allow-all-imports are the server's to decide\n"

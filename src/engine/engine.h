@@ -21,7 +21,7 @@
 struct pbx_engine;
 
 struct pbx_engine_config {
-    bool preload;                   /* import numpy and PIL in the zygote (the server does) */
+    bool preload;                   /* import numpy, PIL, pandas, matplotlib in the zygote */
     uid_t uid_base;                 /* host uid/gid that uid 0 of the jail maps to */
     uint32_t uid_count;             /* size of the mapped range */
     const char *cgroup_fs;          /* cgroup filesystem root, "/sys/fs/cgroup" */
