@@ -140,6 +140,7 @@ ERROR_TYPES: Dict[str, Tuple[int, Type[PyboxError]]] = {
     "MethodNotAllowed": (405, PyboxError),
     "PayloadTooLarge": (413, RequestTooLarge),
     "UnsupportedMediaType": (415, PyboxError),
+    "UnprocessableEntity": (422, InvalidRequest),
     "RateLimitExceeded": (429, RateLimited),
     "InternalServerError": (500, ServerError),
     "NetworkUnavailable": (501, Unsupported),
