@@ -18,6 +18,27 @@ int pbx_cmd_doctor(int argc, char **argv);
 int pbx_cmd_keys(int argc, char **argv);
 int pbx_cmd_serve(int argc, char **argv);
 
+/* The data directory of root when nothing else is said (pbx__cli_default_data_dir()). */
+#define PBX_CLI_SYSTEM_DATA_DIR "/var/lib/pybox"
+
+/*
+ * The data directory when no option or variable names one: /var/lib/pybox for
+ * root, else $XDG_DATA_HOME/pybox or ~/.local/share/pybox.  NULL when there is
+ * no home to put it in.  Caller frees.
+ */
+char *pbx__cli_default_data_dir(void);
+
+/*
+ * The store every command that has one opens, as a URI: `store` (--store),
+ * else `data`/pybox.db (--data DIR), else PYBOX_STORE, else
+ * $PYBOX_DATA/pybox.db, else pbx__cli_default_data_dir()'s pybox.db.  Options
+ * beat the environment and a store beats a data directory; a relative sqlite
+ * path is made absolute, so the store a command names on stderr is the one it
+ * used.  An empty `data`, or no home for the default, is a usage error of
+ * `cmd`.  Caller frees.
+ */
+char *pbx__cli_store_uri(const char *cmd, const char *data, const char *store);
+
 /* Print "pybox: MESSAGE" and exit with `status`. */
 noreturn void pbx_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

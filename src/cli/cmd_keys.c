@@ -24,18 +24,20 @@
 #include "store/store.h"
 #include "common/banned.h"
 
-#define DEFAULT_DATA_DIR "/var/lib/pybox"
-#define EXIT_STORE       1 /* the store failed or refused the operation */
+#define EXIT_STORE 1 /* the store failed or refused the operation */
 
 /* Bounds of --rpm and --rpd. */
 #define MAX_RATE 1000000000
 
 static const char store_options_help[] =
     "  --data DIR            pybox's data directory; the store is sqlite:DIR/pybox.db\n"
-    "                        (default: env PYBOX_DATA, else " DEFAULT_DATA_DIR ")\n"
+    "                        (default: env PYBOX_DATA, else " PBX_CLI_SYSTEM_DATA_DIR " for\n"
+    "                        root, else $XDG_DATA_HOME/pybox or ~/.local/share/pybox:\n"
+    "                        the same as `pybox serve`'s)\n"
     "  --store sqlite:PATH   the store itself (env PYBOX_STORE); options beat the\n"
     "                        environment, and --store beats --data\n"
-    "  -h, --help            show this help\n";
+    "  -h, --help            show this help\n"
+    "Every command names the store it used on stderr.\n";
 
 static void help_keys(void)
 {
@@ -110,40 +112,26 @@ enum {
     OPT_JSON,
 };
 
-/* Where the store is, from the options and the environment. */
+/* Where the store is, from the options (pbx__cli_store_uri() adds the environment). */
 struct store_choice {
     const char *data;  /* --data DIR, or NULL */
     const char *store; /* --store URI, or NULL */
 };
 
-/* The store URI: --store, else --data, else PYBOX_STORE, else PYBOX_DATA; caller frees. */
-static char *store_uri(const struct store_choice *c)
+/*
+ * Open the store; only `create` may create it, so a mistyped --data is an
+ * error.  Its URI goes to `*uri` (caller frees), for the line that names it.
+ */
+static struct pbx_store *open_store(const char *cmd, const struct store_choice *c, bool create,
+                                    char **uri)
 {
-    const char *env_store = getenv("PYBOX_STORE");
-    const char *env_data = getenv("PYBOX_DATA");
-
-    if (c->store != NULL)
-        return xstrdup(c->store);
-    if (c->data != NULL)
-        return xasprintf("sqlite:%s/pybox.db", c->data);
-    if (env_store != NULL && env_store[0] != '\0')
-        return xstrdup(env_store);
-    return xasprintf("sqlite:%s/pybox.db",
-                     env_data != NULL && env_data[0] != '\0' ? env_data : DEFAULT_DATA_DIR);
-}
-
-/* Open the store; only `create` may create it, so a mistyped --data is an error. */
-static struct pbx_store *open_store(const char *cmd, const struct store_choice *c, bool create)
-{
-    cleanup_free char *uri = store_uri(c);
     struct pbx_store *store = NULL;
     struct pbx_error *err = NULL;
 
-    if (c->data != NULL && c->data[0] == '\0')
-        pbx_usage_error(cmd, "--data needs a directory");
-    if ((create ? pbx_store_open : pbx_store_open_existing)(uri, &store, &err) < 0) {
+    *uri = pbx__cli_store_uri(cmd, c->data, c->store);
+    if ((create ? pbx_store_open : pbx_store_open_existing)(*uri, &store, &err) < 0) {
         /* A URI pybox cannot use is bad usage; a store that fails is not. */
-        if (strncmp(uri, "sqlite:", 7) != 0 || uri[7] == '\0')
+        if (strncmp(*uri, "sqlite:", 7) != 0 || (*uri)[7] == '\0')
             pbx_usage_error(cmd, "%s", err->msg);
         pbx_die(EXIT_STORE, "%s", err->msg);
     }
@@ -227,6 +215,7 @@ static int cmd_create(int argc, char **argv)
     struct pbx_error *err = NULL;
     struct pbx_limits limits;
     const char *name = NULL;
+    cleanup_free char *uri = NULL;
     char *token = NULL;
     char *a;
     int c;
@@ -284,7 +273,7 @@ static int cmd_create(int argc, char **argv)
     if (name == NULL)
         pbx_usage_error(cmd, "--name is required");
 
-    store = open_store(cmd, &choice, true);
+    store = open_store(cmd, &choice, true, &uri);
     if (pbx_store_key_create(store, name, &policy, &token, &err) < 0) {
         /* A bad name or module list is the caller's mistake; a taken name is the store's answer. */
         if (err->code == PBX_E_INVAL)
@@ -303,8 +292,9 @@ static int cmd_create(int argc, char **argv)
         pbx_die(EXIT_STORE, "could not print the token (%s); key `%s` was revoked", strerror(saved),
                 name);
     }
-    fprintf(stderr, "pybox: created key `%s`; its token is shown only this once, keep it now\n",
-            name);
+    fprintf(stderr,
+            "pybox: created key `%s` in %s; its token is shown only this once, keep it now\n", name,
+            uri);
     sodium_memzero(token, strlen(token));
     free(token);
     pbx_store_close(store);
@@ -448,6 +438,7 @@ static int cmd_list(int argc, char **argv)
     struct pbx_key_info *keys = NULL;
     struct pbx_error *err = NULL;
     struct pbx_store *store;
+    cleanup_free char *uri = NULL;
     bool json = false;
     size_t n = 0;
     int c;
@@ -469,9 +460,10 @@ static int cmd_list(int argc, char **argv)
     if (optind < argc)
         pbx_usage_error(cmd, "unexpected argument `%s`", argv[optind]);
 
-    store = open_store(cmd, &choice, false);
+    store = open_store(cmd, &choice, false, &uri);
     if (pbx_store_key_list(store, &keys, &n, &err) < 0)
         pbx_die(EXIT_STORE, "%s", err->msg);
+    fprintf(stderr, "pybox: keys in %s\n", uri);
     if (json)
         print_json(keys, n);
     else
@@ -495,6 +487,7 @@ static int cmd_revoke(int argc, char **argv)
     struct store_choice choice = {0};
     struct pbx_error *err = NULL;
     struct pbx_store *store;
+    cleanup_free char *uri = NULL;
     const char *name;
     int c;
 
@@ -515,11 +508,11 @@ static int cmd_revoke(int argc, char **argv)
     if (optind < argc)
         pbx_usage_error(cmd, "unexpected argument `%s`", argv[optind]);
 
-    store = open_store(cmd, &choice, false);
+    store = open_store(cmd, &choice, false, &uri);
     if (pbx_store_key_revoke(store, name, &err) < 0)
         pbx_die(EXIT_STORE, "%s", err->msg);
     pbx_store_close(store);
-    printf("revoked key `%s`\n", name);
+    fprintf(stderr, "pybox: revoked key `%s` in %s\n", name, uri);
     return 0;
 }
 

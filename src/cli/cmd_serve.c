@@ -17,9 +17,12 @@ static void help(void)
            "Options (each also read from the environment variable shown):\n"
            "  --listen HOST:PORT       where to listen (PYBOX_LISTEN; default 127.0.0.1:8080;\n"
            "                           port 0 picks a free one)\n"
-           "  --data DIR               data directory holding pybox.db (PYBOX_DATA;\n"
-           "                           default /var/lib/pybox)\n"
-           "  --store sqlite:PATH      the store, instead of DIR/pybox.db (PYBOX_STORE)\n"
+           "  --data DIR               data directory holding pybox.db, the keys and quotas\n"
+           "                           (PYBOX_DATA; default " PBX_CLI_SYSTEM_DATA_DIR " for root,\n"
+           "                           else $XDG_DATA_HOME/pybox or ~/.local/share/pybox, as\n"
+           "                           for `pybox keys`)\n"
+           "  --store sqlite:PATH      the store, instead of DIR/pybox.db (PYBOX_STORE; --store\n"
+           "                           beats --data, an option beats the environment)\n"
            "  --trusted-proxy CIDR     take X-Forwarded-For from peers in CIDR (repeatable;\n"
            "                           PYBOX_TRUSTED_PROXIES, comma-separated)\n"
            "  --max-concurrency N      executions at once (PYBOX_MAX_CONCURRENCY; 5)\n"
@@ -200,6 +203,9 @@ int pbx_cmd_serve(int argc, char **argv)
     };
     struct pbx_server_config cfg;
     struct pbx_error *err = NULL;
+    const char *data = NULL;
+    const char *store = NULL;
+    char *store_uri;
     char *admin = NULL;
     char *envproxies = NULL;
     const char *v;
@@ -209,10 +215,6 @@ int pbx_cmd_serve(int argc, char **argv)
     pbx_server_config_default(&cfg);
     if ((v = getenv("PYBOX_LISTEN")) != NULL)
         cfg.listen = v;
-    if ((v = getenv("PYBOX_DATA")) != NULL)
-        cfg.data_dir = v;
-    if ((v = getenv("PYBOX_STORE")) != NULL)
-        cfg.store_uri = v;
     if ((v = getenv("PYBOX_TRUSTED_PROXIES")) != NULL) {
         envproxies = xstrdup(v);
         add_proxies(&cfg, envproxies);
@@ -264,10 +266,10 @@ int pbx_cmd_serve(int argc, char **argv)
             cfg.listen = optarg;
             break;
         case OPT_DATA:
-            cfg.data_dir = optarg;
+            data = optarg;
             break;
         case OPT_STORE:
-            cfg.store_uri = optarg;
+            store = optarg;
             break;
         case OPT_PROXY:
             add_proxies(&cfg, optarg);
@@ -343,8 +345,13 @@ int pbx_cmd_serve(int argc, char **argv)
     /* CPU time follows a longer wall time, as in pybox run. */
     if (cfg.limits.cpu_ms < cfg.limits.wall_ms)
         cfg.limits.cpu_ms = cfg.limits.wall_ms;
+    /* The store by the rule of every command (cli.h), named before anything else is said. */
+    store_uri = pbx__cli_store_uri("serve", data, store);
+    cfg.store_uri = store_uri;
+    fprintf(stderr, "pybox: store %s\n", store_uri);
     if (pbx_server_run(&cfg, &err) < 0)
         pbx_die(1, "%s", err->msg);
+    free(store_uri);
     free(admin);
     free(envproxies);
     return 0;

@@ -8,6 +8,7 @@ import os
 import re
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,8 @@ def test_create_prints_the_token_alone(data):
     note = p.stderr.splitlines()
     assert len(note) == 1 and "only this once" in note[0], p.stderr
     assert token not in p.stderr
+    # It names the store it used.
+    assert f" in sqlite:{data}/pybox.db;" in note[0], p.stderr
 
 
 def test_tokens_differ(data):
@@ -138,7 +141,7 @@ def test_revoke_marks_the_key(data):
     create(data, "a")
     create(data, "b")
     p = pybox("keys", "revoke", "a", "--data", data, check=0)
-    assert "a" in p.stdout
+    assert p.stdout == "" and p.stderr == f"pybox: revoked key `a` in sqlite:{data}/pybox.db\n"
     keys = {k["name"]: k for k in list_json(data)}
     assert keys["a"]["revoked"] is True
     assert keys["b"]["revoked"] is False
@@ -246,3 +249,91 @@ def test_unwritable_token_revokes_the_key(data):
     assert p.returncode == 1, (p.returncode, p.stderr)
     assert "revoked" in p.stderr
     assert list_json(data)[0]["revoked"] is True
+
+
+def test_every_command_names_its_store(tmp_path):
+    """create, list and revoke say on stderr which store they used, a relative one made
+    absolute, so a key never lands in a store nobody looks at."""
+    p = subprocess.run([PYBOX, "keys", "create", "--name", "k", "--data", "d"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    assert f"created key `k` in sqlite:{tmp_path}/d/pybox.db;" in p.stderr, p.stderr
+    p = pybox("keys", "list", "--data", str(tmp_path / "d"), check=0)
+    assert p.stderr == f"pybox: keys in sqlite:{tmp_path}/d/pybox.db\n", p.stderr
+    assert p.stdout.splitlines()[1].split()[0] == "k", p.stdout
+    p = pybox("keys", "list", "--json", env={"PYBOX_STORE": f"sqlite:{tmp_path}/d/pybox.db"},
+              check=0)
+    assert p.stderr == f"pybox: keys in sqlite:{tmp_path}/d/pybox.db\n", p.stderr
+    assert [k["name"] for k in json.loads(p.stdout)] == ["k"]
+
+
+NOBODY = 65534
+
+
+def as_nobody(home, *argv, env=None):
+    """Run pybox as uid/gid 65534 with HOME=home and no PYBOX_*/XDG_* variable."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("PYBOX", "XDG_")) and k != "HOME"}
+    full_env.update({"HOME": str(home), **(env or {})})
+
+    def drop():
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+    return subprocess.run([PYBOX, *argv], capture_output=True, text=True, env=full_env,
+                          cwd="/", preexec_fn=drop, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def nobody_home():
+    """A home directory uid 65534 owns, in a directory it may traverse (pytest's are root's)."""
+    with tempfile.TemporaryDirectory(prefix="pybox-keys-") as top:
+        os.chmod(top, 0o755)
+        home = Path(top) / "home"
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        yield home
+
+
+def test_default_data_directory_of_a_user(nobody_home):
+    """Without --data or PYBOX_DATA, a user other than root keeps keys in
+    $XDG_DATA_HOME/pybox, else ~/.local/share/pybox (root's are in /var/lib/pybox), and
+    `pybox serve` of that user opens the same store (named on its first line; the server
+    itself then needs root)."""
+    store = f"sqlite:{nobody_home}/.local/share/pybox/pybox.db"
+    p = as_nobody(nobody_home, "keys", "create", "--name", "mine")
+    assert p.returncode == 0, p.stderr
+    assert f" in {store};" in p.stderr, p.stderr
+    p = as_nobody(nobody_home, "keys", "list", "--json")
+    assert p.returncode == 0, p.stderr
+    assert [k["name"] for k in json.loads(p.stdout)] == ["mine"]
+    assert p.stderr == f"pybox: keys in {store}\n", p.stderr
+    p = as_nobody(nobody_home, "serve", "--listen", "127.0.0.1:0", "--no-preload")
+    assert p.stderr.splitlines()[0] == f"pybox: store {store}", p.stderr
+    assert p.returncode != 0  # no jail without root
+
+    xdg = nobody_home / "xdg"
+    p = as_nobody(nobody_home, "keys", "create", "--name", "x", env={"XDG_DATA_HOME": str(xdg)})
+    assert p.returncode == 0, p.stderr
+    assert f" in sqlite:{xdg}/pybox/pybox.db;" in p.stderr, p.stderr
+    # A relative XDG_DATA_HOME is not one (the XDG Base Directory specification).
+    p = as_nobody(nobody_home, "keys", "list", env={"XDG_DATA_HOME": "rel"})
+    assert p.stderr == f"pybox: keys in {store}\n", p.stderr
+
+
+def test_serve_takes_the_store_as_keys_do(tmp_path):
+    """pybox serve chooses its store by the rule of `pybox keys`: --store beats --data, an
+    option beats the environment; its first line names the store."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    cases = [
+        ([], {"PYBOX_DATA": str(a)}, f"sqlite:{a}/pybox.db"),
+        (["--data", str(b)], {"PYBOX_STORE": f"sqlite:{a}/s.db"}, f"sqlite:{b}/pybox.db"),
+        (["--data", str(a), "--store", f"sqlite:{b}/s.db"], {}, f"sqlite:{b}/s.db"),
+        ([], {"PYBOX_DATA": str(a), "PYBOX_STORE": f"sqlite:{b}/t.db"}, f"sqlite:{b}/t.db"),
+    ]
+    for opts, env, store in cases:
+        # A listen address that cannot be used: the server stops right after naming its store.
+        p = pybox("serve", "--listen", "256.0.0.1:1", *opts, env=env)
+        assert p.returncode != 0, p.stderr
+        assert p.stderr.splitlines()[0] == f"pybox: store {store}", (opts, env, p.stderr)
