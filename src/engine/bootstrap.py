@@ -31,6 +31,29 @@ class ForbiddenImportError(ImportError):
 # Shown as "ForbiddenImportError", like a built-in exception, in tracebacks.
 ForbiddenImportError.__module__ = "builtins"
 
+# How many modules, and how many characters of them, the refusal's hint names.
+_HINT_MODULES = 8
+_HINT_CHARS = 200
+
+
+def _refusal(names, more=0):
+    """The one-line message of a ForbiddenImportError: the modules refused (`more` beyond
+    them), and how each way of running pybox allows them.  Relative imports cannot be
+    allowed, so they get no hint."""
+    msg = "import of %s not allowed" % ", ".join("'%s'" % n for n in names)
+    if more:
+        msg += " (and %d more)" % more
+    absolute = [n for n in names if not n.startswith(".")]
+    if not absolute:
+        return msg
+    mods = ",".join(absolute)
+    if more or len(absolute) > _HINT_MODULES or len(mods) > _HINT_CHARS:
+        mods = "MODULES"
+    return ("%s; to allow %s: an API key made with "
+            "`pybox keys create --name NAME --modules %s`, `pybox serve --modules %s` for "
+            "anonymous callers, or `pybox run --allow-all-imports` locally"
+            % (msg, "it" if len(absolute) == 1 and not more else "them", mods, mods))
+
 
 def _meta(record):
     data = (json.dumps(record, allow_nan=False) + "\n").encode()
@@ -127,7 +150,7 @@ def _check_runtime(name, level):
         raise ForbiddenImportError("relative imports are not allowed in main.py")
     top = _top(name)
     if top not in _ALLOWED:
-        err = ForbiddenImportError("import of '%s' is not allowed" % top)
+        err = ForbiddenImportError(_refusal([top]))
         err.name = top
         raise err
 
@@ -384,9 +407,7 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
             # The first _MAX_DISALLOWED are named: the record stays a record the supervisor
             # reads (it skips lines of absurd size unparsed).
             named = bad[:_MAX_DISALLOWED]
-            msg = "import of %s not allowed" % ", ".join("'%s'" % b for b in named)
-            if len(bad) > len(named):
-                msg += " (and %d more)" % (len(bad) - len(named))
+            msg = _refusal(named, len(bad) - len(named))
             return _reject({"type": "ForbiddenImportError", "message": msg, "disallowed": named},
                            "ForbiddenImportError: %s\n" % msg)
     _meta({"check": "ok"})

@@ -294,3 +294,82 @@ print("FONTS", len(fonts), [f for f in fonts if not f.startswith("/usr/share/")]
     fonts = re.search(r"^FONTS (\d+) (.*)$", out, re.M)
     assert fonts and int(fonts.group(1)) > 10 and fonts.group(2) == "[]", res
     assert secret not in res.stdout and secret not in res.stderr
+
+
+def test_refusal_says_how_to_allow(pybox):
+    """Invariant: a refused import is one line on stderr naming the module and the three ways
+    to allow it (a key's --modules, pybox serve --modules, --allow-all-imports), exit 126; a
+    relative import, which nothing allows, gets no hint."""
+    res = pybox("import os\n", "--timeout", "5", json_out=False)
+    assert res.status == 126, res
+    assert res.stderr == (
+        "ForbiddenImportError: import of 'os' not allowed; to allow it: an API key made with "
+        "`pybox keys create --name NAME --modules os`, `pybox serve --modules os` for anonymous "
+        "callers, or `pybox run --allow-all-imports` locally\n"), res
+    res = pybox("import socket, ctypes\n", "--timeout", "5")
+    _rejected(res, ["ctypes", "socket"])
+    assert res.data["error"]["message"].startswith(
+        "import of 'ctypes', 'socket' not allowed; to allow them: "), res
+    assert "--modules ctypes,socket`" in res.data["error"]["message"], res
+    res = pybox("from . import x\n", "--timeout", "5")
+    _rejected(res, ["."])
+    assert res.data["error"]["message"] == "import of '.' not allowed", res
+    # Computed at run time: the same words.
+    res = pybox("__import__('o' + 's')\n", "--timeout", "5")
+    assert res.data["error"]["message"].startswith(
+        "import of 'os' not allowed; to allow it: "), res
+    # Many modules: the hint says MODULES rather than a list nobody types.
+    res = pybox("".join(f"import mod{i}\n" for i in range(12)), "--timeout", "5")
+    assert "`pybox serve --modules MODULES`" in res.data["error"]["message"], res
+
+
+def test_file_modules_reach_only_the_jail(pybox, canary):
+    """Invariant: the file and archive modules allowed by default (pathlib, glob, tempfile,
+    zipfile, logging) see only the jail's view and write only the cell's tmpfs: no host
+    canary, no /home or /root, a zip entry named ../../ lands below the extraction directory,
+    and logging's network handlers fail as every socket does."""
+    path, secret = canary
+    code = f"""
+import glob, logging, logging.handlers, pathlib, tempfile, zipfile
+C = pathlib.Path({str(path)!r})
+def attempt(name, fn):
+    try:
+        print("GOT", name, repr(fn())[:200])
+    except Exception as e:
+        print("ERR", name, type(e).__name__)
+attempt("read", C.read_text)
+attempt("exists", lambda: [C.exists(), C.parent.exists()])
+attempt("glob", lambda: glob.glob("/home/*") + glob.glob("/root/*") + glob.glob(str(C.parent) + "/*"))
+attempt("iterdir", lambda: sorted(p.name for p in pathlib.Path("/").iterdir()))
+attempt("tempdir", lambda: tempfile.mkdtemp().startswith("/tmp/"))
+attempt("write-usr", lambda: pathlib.Path("/usr/x").write_text("x"))
+with zipfile.ZipFile("a.zip", "w") as z:
+    z.writestr("../../evil.txt", "x")
+with zipfile.ZipFile("a.zip") as z:
+    z.extractall("out")
+attempt("zip", lambda: sorted(str(p) for p in pathlib.Path("out").rglob("*")))
+attempt("evil", lambda: [pathlib.Path("/evil.txt").exists(), pathlib.Path("/work/evil.txt").exists()])
+def socket_handler():
+    h = logging.handlers.SocketHandler("127.0.0.1", 9)
+    h.createSocket()
+    return h.sock
+attempt("socket", socket_handler)
+attempt("syslog", lambda: logging.handlers.SysLogHandler(address=("127.0.0.1", 514)))
+"""
+    res = pybox(code, "--timeout", "20")
+    assert res.data is not None, res
+    assert res.data["status"] == "ok", res
+    out = res.data["stdout"]
+    assert "ERR read FileNotFoundError" in out, res
+    assert "GOT exists [False, False]" in out, res
+    assert "GOT glob []" in out, res
+    root = eval(out.split("GOT iterdir ", 1)[1].splitlines()[0])
+    for name in ("root", "home", "proc", "sys", "var", "boot"):
+        assert name not in root, (name, root)
+    assert "GOT tempdir True" in out, res
+    assert "ERR write-usr " in out, res
+    assert "GOT zip ['out/evil.txt']" in out, res
+    assert "GOT evil [False, False]" in out, res
+    assert "GOT socket None" in out or "ERR socket " in out, res
+    assert "ERR syslog PermissionError" in out, res
+    assert secret not in res.stdout and secret not in res.stderr
