@@ -35,11 +35,18 @@ static void help(void)
         "stderr pass through and its exit status becomes pybox's. FILE `-` (or no FILE with\n"
         "stdin not a terminal) reads the code from stdin.\n\n"
         "Options:\n"
-        "  --stdin FILE          give the script FILE (or - for pybox's stdin) as its stdin\n"
-        "  --file NAME=PATH      put the host file PATH in /work/NAME (repeatable)\n"
-        "  --return NAME         return /work/NAME after the run (repeatable); without --json it\n"
-        "                        is written to --out DIR, never over an existing file\n"
-        "  --out DIR             where returned files go without --json (default: .)\n"
+        "  --stdin FILE          give the script FILE (or - for pybox's stdin) as its stdin;\n"
+        "                        without it, pybox's stdin is the script's when it is not a\n"
+        "                        terminal and the code is not read from it, as with python3\n"
+        "                        (read whole before the script starts, up to the stdin limit;\n"
+        "                        --stdin /dev/null gives none)\n"
+        "  --file [NAME=]PATH    put the host file PATH in /work/NAME, NAME being PATH's last\n"
+        "                        component when not given (repeatable)\n"
+        "  --return NAME         return /work/NAME after the run (repeatable; NAME may be a\n"
+        "                        pattern such as *.png); without --json it is written to --out\n"
+        "  --out DIR             where returned files go without --json (default: .); a NAME\n"
+        "                        that exists there already is refused before the run (exit 2)\n"
+        "  --force               replace files that exist in --out DIR\n"
         "  --timeout S           wall-clock and CPU limit in seconds, as the server's `timeout`\n"
         "                        (default 10; env PYBOX_TIMEOUT); --limit cpu sets CPU apart\n"
         "  --memory MB           memory limit in MiB (default 256; env PYBOX_MEMORY_MB)\n"
@@ -54,8 +61,9 @@ static void help(void)
         "                        --allow-all-imports are the server's to decide\n"
         "  --api-key KEY         with --server: the API key to send (env PYBOX_API_KEY)\n"
         "  -h, --help            show this help\n\n"
-        "Exit statuses: the script's; 124 timeout; 125 pybox failed; 126 rejected by policy;\n"
-        "128+N killed by signal N (137 when the memory limit was hit); 2 bad usage.\n"
+        "Exit statuses: the script's; 124 timeout; 125 pybox failed, or a returned file could\n"
+        "not be saved after a run that succeeded; 126 rejected by policy; 128+N killed by\n"
+        "signal N (137 when the memory limit was hit); 2 bad usage.\n"
         "With --json the same statuses apply after the object is printed.\n"
         "When the request did not run: 2 it is invalid or over a limit (here, or the server's\n"
         "400, 413); 125 pybox failed. With --server also: 69 the server could not be reached\n"
@@ -118,10 +126,15 @@ refuse(bool json, const char *type, int status, bool usage, const char *fmt, ...
 /* Bad usage, refused as the server refuses a bad request: a ValidationError. */
 #define refuse_usage(json, ...) refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, __VA_ARGS__)
 
-/* Read a whole file (or stdin for "-") into memory, capped. */
-static char *slurp(const char *path, uint64_t max, size_t *len, const char *what, bool json)
+/*
+ * Read a whole file (or stdin for "-") into memory, capped at `max` bytes, the
+ * limit `limit` (for the message that says how to raise it).
+ */
+static char *slurp(const char *path, uint64_t max, const char *limit, size_t *len, const char *what,
+                   bool json)
 {
-    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    bool from_stdin = strcmp(path, "-") == 0;
+    int fd = from_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     struct pbx_buf b;
     char chunk[65536];
     struct stat st;
@@ -139,13 +152,62 @@ static char *slurp(const char *path, uint64_t max, size_t *len, const char *what
         if (n < 0)
             refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, false, "cannot read %s `%s`: %s", what,
                       path, strerror(errno));
-        if (pbx_buf_append(&b, chunk, (size_t)n) < 0)
+        if (pbx_buf_append(&b, chunk, (size_t)n) < 0) {
+            if (from_stdin)
+                refuse_as(json, PBX_ERRTABLE_PAYLOAD_TOO_LARGE, false,
+                          "the %s on pybox's stdin is larger than its limit of %" PRIu64
+                          " bytes (raise it with --limit %s=SIZE)",
+                          what, max, limit);
             refuse_as(json, PBX_ERRTABLE_PAYLOAD_TOO_LARGE, false,
-                      "%s `%s` is larger than its limit of %" PRIu64 " bytes", what, path, max);
+                      "%s `%s` is larger than its limit of %" PRIu64
+                      " bytes (raise it with --limit %s=SIZE)",
+                      what, path, max, limit);
+        }
     }
-    if (fd != STDIN_FILENO)
+    if (!from_stdin)
         close(fd);
     return pbx_buf_steal(&b, len);
+}
+
+/*
+ * Where the last bytes written to stdout and stderr left their lines, so that
+ * pybox's own notes start on a line of their own: a script whose output ends
+ * without a newline (a 1 MiB cut, print(end="")) does not get a note glued to
+ * its last line.
+ */
+static struct {
+    bool out_open; /* stdout's last byte was not a newline */
+    bool err_open; /* stderr's last byte was not a newline */
+    bool last_out; /* the last write was to stdout */
+    int same;      /* stdout and stderr are one file (a terminal): 1, no: 0, unknown: -1 */
+} lines = {.same = -1};
+
+static bool same_file(int a, int b)
+{
+    struct stat sa;
+    struct stat sb;
+
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* "pybox: MESSAGE" on stderr, after a newline when a line of output was left open. */
+static void __attribute__((format(printf, 1, 2))) note(const char *fmt, ...)
+{
+    va_list ap;
+
+    fflush(stdout);
+    if (lines.same < 0)
+        lines.same = same_file(STDOUT_FILENO, STDERR_FILENO);
+    if (lines.err_open || (lines.same && lines.last_out && lines.out_open))
+        fputc('\n', stderr);
+    fputs("pybox: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    lines.err_open = false;
+    lines.last_out = false;
 }
 
 static void write_stream(enum pbx_stream stream, const char *data, size_t len, void *arg)
@@ -153,6 +215,15 @@ static void write_stream(enum pbx_stream stream, const char *data, size_t len, v
     int fd = stream == PBX_STREAM_STDOUT ? STDOUT_FILENO : STDERR_FILENO;
 
     (void)arg;
+    if (len > 0) {
+        bool open_line = data[len - 1] != '\n';
+
+        if (fd == STDOUT_FILENO)
+            lines.out_open = open_line;
+        else
+            lines.err_open = open_line;
+        lines.last_out = fd == STDOUT_FILENO;
+    }
     while (len > 0) {
         ssize_t n = write(fd, data, len);
 
@@ -204,28 +275,83 @@ static bool tell_error(enum pbx_status status, const char *error_type, size_t st
             stderr_len == 0);
 }
 
-/* Write one returned file to DIR, never over an existing one; `error` when it was not returned. */
-static void save_file(const char *dir, const char *name, const void *data, size_t size,
-                      const char *error)
+/*
+ * Write one returned file to DIR, never over an existing one unless `force`,
+ * never through a symlink; `error` when it was not returned.  Returns false
+ * when a file that came back could not be saved.
+ */
+static bool save_file(const char *dir, const char *name, const void *data, size_t size,
+                      const char *error, bool force)
 {
+    int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
+    bool ok = true;
     char *path;
     int fd;
 
     if (error != NULL) {
-        fprintf(stderr, "pybox: returned file `%s`: %s\n", name, error);
-        return;
+        note("returned file `%s`: %s", name, error);
+        return true;
     }
     path = xasprintf("%s/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    fd = open(path, flags, 0644);
     if (fd < 0) {
-        fprintf(stderr, "pybox: returned file `%s` not saved: %s: %s\n", name, path,
-                strerror(errno));
+        note("returned file `%s` not saved: %s: %s%s", name, path, strerror(errno),
+             errno == EEXIST ? " (--force replaces it)" : "");
+        ok = false;
     } else {
-        if (write(fd, data ? data : "", size) != (ssize_t)size)
-            fprintf(stderr, "pybox: returned file `%s`: short write to %s\n", name, path);
+        if (write(fd, data ? data : "", size) != (ssize_t)size) {
+            note("returned file `%s`: short write to %s", name, path);
+            ok = false;
+        }
         close(fd);
     }
     free(path);
+    return ok;
+}
+
+/*
+ * Before a run: returned files go to a directory, and not over files there
+ * unless `force` (a pattern's names are known only after the run).
+ */
+static void check_out_dir(const char *dir, const char *const *names, size_t n, bool force,
+                          bool json)
+{
+    struct stat st;
+
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        refuse_usage(json, "--out `%s` is not a directory", dir);
+    for (size_t i = 0; i < n && !force; i++) {
+        char *path;
+
+        if (strpbrk(names[i], "*?[") != NULL)
+            continue;
+        path = xasprintf("%s/%s", dir, names[i]);
+        if (lstat(path, &st) == 0)
+            refuse_usage(json,
+                         "--return %s: `%s` exists; remove it, choose another --out, or give "
+                         "--force to replace it",
+                         names[i], path);
+        free(path);
+    }
+}
+
+/*
+ * The status after saving the returned files: a run that succeeded fails as
+ * pybox does when a file it returned could not be saved.
+ */
+static int status_after_saving(int status, bool saved)
+{
+    return status == 0 && !saved ? PBX_EXIT_FAILURE : status;
+}
+
+/* main()'s value, a line of its own on stdout. */
+static void print_line(const char *text)
+{
+    if (lines.out_open)
+        fputc('\n', stdout);
+    puts(text);
+    lines.out_open = false;
+    lines.last_out = true;
 }
 
 static void write_all(int fd, const char *data, size_t len)
@@ -238,7 +364,7 @@ static void write_all(int fd, const char *data, size_t len)
  * local path does: the same stdout, stderr, --json object, files and status.
  */
 static int run_remote(const char *url, const char *key, const struct pbx_exec_request *req,
-                      bool timeout_set, bool memory_set, bool json, const char *out_dir)
+                      bool timeout_set, bool memory_set, bool json, const char *out_dir, bool force)
 {
     struct pybox_config cfg;
     struct pybox_client *client = NULL;
@@ -248,6 +374,7 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
     enum pybox_code rc;
     enum pbx_status status;
     const char *text;
+    bool saved = true;
     size_t len;
     int ret;
 
@@ -301,25 +428,36 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
         text = pybox_result_stderr(res, &len);
         write_all(STDERR_FILENO, text, len);
         if (pybox_result_stdout_truncated(res))
-            fprintf(stderr, "pybox: stdout was truncated at the server's limit\n");
+            note("stdout was truncated at the server's limit");
         if (pybox_result_stderr_truncated(res))
-            fprintf(stderr, "pybox: stderr was truncated at the server's limit\n");
+            note("stderr was truncated at the server's limit");
         if (tell_error(status, pybox_result_error_type(res), len))
-            fprintf(stderr, "pybox: %s\n", message_or(pybox_result_error_message(res), status));
+            note("%s", message_or(pybox_result_error_message(res), status));
         else if (req->main_mode && status == PBX_STATUS_OK)
-            puts(pybox_result_json(res) ? pybox_result_json(res) : "null");
+            print_line(pybox_result_json(res) ? pybox_result_json(res) : "null");
         for (size_t i = 0; i < pybox_result_file_count(res); i++) {
             const void *data = pybox_result_file_data(res, i, &len);
 
-            save_file(out_dir, pybox_result_file_name(res, i), data, len,
-                      pybox_result_file_error(res, i));
+            saved &= save_file(out_dir, pybox_result_file_name(res, i), data, len,
+                               pybox_result_file_error(res, i), force);
         }
     }
     fflush(stdout);
     pybox_result_free(res);
     pybox_exec_free(exec);
     pybox_client_free(client);
-    return ret;
+    return status_after_saving(ret, saved);
+}
+
+/*
+ * Whether pybox's stdin is the script's when no --stdin says: it is open and
+ * not a terminal (a pipe, a file, /dev/null), as python3 FILE reads it.
+ * Unlike python3, pybox reads it whole before the script starts, so the
+ * sandbox gets it as one capped input.
+ */
+static bool stdin_passes_through(void)
+{
+    return fcntl(STDIN_FILENO, F_GETFD) != -1 && !isatty(STDIN_FILENO);
 }
 
 static bool env_true(const char *name)
@@ -370,6 +508,7 @@ enum {
     OPT_PRELOAD,
     OPT_SERVER,
     OPT_API_KEY,
+    OPT_FORCE,
 };
 
 /*
@@ -407,6 +546,7 @@ int pbx_cmd_run(int argc, char **argv)
         {"preload", no_argument, NULL, OPT_PRELOAD},
         {"server", required_argument, NULL, OPT_SERVER},
         {"api-key", required_argument, NULL, OPT_API_KEY},
+        {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -424,6 +564,8 @@ int pbx_cmd_run(int argc, char **argv)
     const char *out_dir = ".";
     const char *code_path = NULL;
     bool json = false;
+    bool force = false;
+    bool saved = true;
     bool cpu_explicit = false;
     uint32_t cpu_ms = 0; /* the CPU limit set on its own, when cpu_explicit */
     bool timeout_set = getenv("PYBOX_TIMEOUT") != NULL;
@@ -522,6 +664,9 @@ int pbx_cmd_run(int argc, char **argv)
             api_key = optarg;
             api_key_given = true;
             break;
+        case OPT_FORCE:
+            force = true;
+            break;
         case ':':
             refuse_usage(json, "option `%s` needs a value", argv[optind - 1]);
         default:
@@ -558,32 +703,47 @@ int pbx_cmd_run(int argc, char **argv)
     if (server == NULL && api_key_given)
         refuse_usage(json, "--api-key needs --server (or PYBOX_SERVER)");
 
-    code = slurp(code_path, req.limits.code_bytes, &code_len, "script", json);
+    if (!json && nreturn > 0)
+        check_out_dir(out_dir, returns, nreturn, force, json);
+
+    code = slurp(code_path, req.limits.code_bytes, "code", &code_len, "script", json);
     req.code = code;
     req.code_len = code_len;
     if (stdin_path != NULL) {
-        stdin_data = slurp(stdin_path, req.limits.stdin_bytes, &req.stdin_len, "stdin file", json);
+        stdin_data = slurp(stdin_path, req.limits.stdin_bytes, "stdin", &req.stdin_len,
+                           strcmp(stdin_path, "-") == 0 ? "input" : "stdin file", json);
         req.stdin_data = stdin_data;
+    } else if (strcmp(code_path, "-") != 0 && stdin_passes_through()) {
+        /* Nothing to pass (/dev/null, an empty pipe) is no stdin, as before. */
+        stdin_data = slurp("-", req.limits.stdin_bytes, "stdin", &req.stdin_len, "input", json);
+        req.stdin_data = req.stdin_len > 0 ? stdin_data : NULL;
     }
     for (size_t i = 0; i < nfiles; i++) {
         const char *eq = strchr(file_args[i], '=');
+        const char *path = eq != NULL ? eq + 1 : file_args[i];
+        const char *base = strrchr(file_args[i], '/');
         char *name;
 
-        if (eq == NULL || eq == file_args[i] || eq[1] == '\0')
-            refuse_usage(json, "--file `%s` is not NAME=PATH", file_args[i]);
-        name = xstrndup(file_args[i], (size_t)(eq - file_args[i]));
+        if (eq == file_args[i] || (eq != NULL && eq[1] == '\0'))
+            refuse_usage(json, "--file `%s` is not [NAME=]PATH", file_args[i]);
+        /* Without NAME=, the file keeps its own name, as cp(1) gives it in a directory. */
+        if (eq != NULL)
+            name = xstrndup(file_args[i], (size_t)(eq - file_args[i]));
+        else
+            name = xstrdup(base != NULL ? base + 1 : file_args[i]);
         if (!pbx_engine_check_name(name, &err))
-            refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--file: %s", err->msg);
+            refuse_as(json, PBX_ERRTABLE_VALIDATION_ERROR, true, "--file `%s`: %s", file_args[i],
+                      err->msg);
         files[i].name = name;
-        files[i].data =
-            slurp(eq + 1, req.limits.input_file_bytes, &files[i].size, "input file", json);
+        files[i].data = slurp(path, req.limits.input_file_bytes, "file-size", &files[i].size,
+                              "input file", json);
     }
     req.files = files;
     req.nfiles = nfiles;
     req.return_files = returns;
     req.nreturn = nreturn;
     if (server != NULL) {
-        status = run_remote(server, api_key, &req, timeout_set, memory_set, json, out_dir);
+        status = run_remote(server, api_key, &req, timeout_set, memory_set, json, out_dir, force);
         goto out_free;
     }
     if (!json)
@@ -610,25 +770,23 @@ int pbx_cmd_run(int argc, char **argv)
         json_decref(o);
     } else {
         if (res.stdout_truncated)
-            fprintf(stderr, "pybox: stdout was truncated at %" PRIu64 " bytes\n",
-                    req.limits.stdout_bytes);
+            note("stdout was truncated at %" PRIu64 " bytes", req.limits.stdout_bytes);
         if (res.stderr_truncated)
-            fprintf(stderr, "pybox: stderr was truncated at %" PRIu64 " bytes\n",
-                    req.limits.stderr_bytes);
+            note("stderr was truncated at %" PRIu64 " bytes", req.limits.stderr_bytes);
         if (tell_error(res.status, json_string_value(json_object_get(res.error, "type")),
                        res.stderr_len))
-            fprintf(stderr, "pybox: %s\n",
-                    message_or(json_string_value(json_object_get(res.error, "message")),
-                               (int)res.status));
+            note("%s", message_or(json_string_value(json_object_get(res.error, "message")),
+                                  (int)res.status));
         else if (req.main_mode && res.status == PBX_STATUS_OK) {
             char *text = json_dumps(res.result ? res.result : json_null(), PBX_JSON_VALUE_FLAGS);
 
-            puts(text);
+            print_line(text);
             free(text);
         }
         for (size_t i = 0; i < res.nfiles; i++)
-            save_file(out_dir, res.files[i].name, res.files[i].data, res.files[i].size,
-                      res.files[i].error);
+            saved &= save_file(out_dir, res.files[i].name, res.files[i].data, res.files[i].size,
+                               res.files[i].error, force);
+        status = status_after_saving(status, saved);
     }
     fflush(stdout);
     pbx_exec_result_release(&res);

@@ -38,9 +38,12 @@ def server(module_start_server):
 
 
 def run(tmp_path, argv, stdin=None, env=None):
-    return subprocess.run([PYBOX, "run"] + argv, input=stdin, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, cwd=tmp_path, timeout=120 * SLOW,
-                          env=clean_env(env))
+    """pybox run ARGV; stdin (bytes) is piped in, else pybox's stdin is /dev/null (a stdin
+    that is not a terminal is the script's)."""
+    return subprocess.run([PYBOX, "run"] + argv, input=stdin,
+                          stdin=subprocess.DEVNULL if stdin is None else None,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                          timeout=120 * SLOW, env=clean_env(env))
 
 
 def prepare(tmp_path, name, script, args, files):

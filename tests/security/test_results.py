@@ -214,7 +214,8 @@ def test_abort_is_reported_as_sigabrt(pybox):
     ["run", "{script}", "--limit", "nope=1"],
     ["run", "{script}", "--limit", "pids=0"],
     ["run", "{script}", "extra-argument"],
-    ["run", "{script}", "--file", "no-equals-sign"],
+    ["run", "{script}", "--file", "=no-name"],
+    ["run", "{script}", "--file", "/nonexistent/data.csv"],
     ["run", "{script}", "--stdin", "/nonexistent/input"],
     ["run", "{script}", "--timeout"],
 ])
