@@ -206,8 +206,13 @@ static int resolve(struct execution *x)
         pbx_error_free(&err);
         return -1;
     }
-    /* Timeouts reach here in whole milliseconds or less: the comparison is exact. */
-    x->clamped = x->req.has_timeout && x->req.timeout_s * 1000 > x->limits.wall_ms;
+    /* Whether the timeout asked, read as the limits read it, was over what applied. */
+    if (x->req.has_timeout) {
+        struct pbx_limits asked = x->limits;
+
+        x->clamped = pbx_limits_set_timeout(&asked, x->req.timeout_s, NULL) == 0 &&
+                     asked.wall_ms > x->limits.wall_ms;
+    }
     return 0;
 }
 
