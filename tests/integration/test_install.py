@@ -75,3 +75,30 @@ def test_built_against_the_build_tree(tmp_path):
     flags = [f"-I{REPO / 'include'}", f"-L{BUILD}", "-lpybox"]
     out = build_and_run(tmp_path, flags, BUILD, BUILD / "pybox")
     assert out == "Hello from pybox\n42\n", out
+
+
+def tree(root):
+    """Every path below root, relative, bytecode caches left out (Python writes them for any
+    module it imports, the build backend's too; git ignores them)."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")
+            if "__pycache__" not in p.parts}
+
+
+def test_pip_install_leaves_the_source_tree_as_it_was(tmp_path):
+    """`pip install ./python`, as the README says, from the checkout itself: the package
+    installs and imports, and python/ holds afterwards exactly what it held before (no
+    build/, no pybox.egg-info/)."""
+    src = REPO / "python"
+    before = tree(src)
+    venv = tmp_path / "venv"
+    sh(["/usr/bin/python3", "-m", "venv", "--system-site-packages", str(venv)])
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYBOX") and k not in ("PYTHONPATH", "PIP_INDEX_URL")}
+    sh([str(venv / "bin" / "pip"), "install", "--no-build-isolation", "--no-index",
+        "--no-cache-dir", "--disable-pip-version-check", str(src)], env=env, cwd=str(tmp_path))
+    out = sh([str(venv / "bin" / "python"), "-c",
+              "import pybox, sandbox_executor, sys; print(pybox.__file__.startswith(sys.prefix))"],
+             env=env, cwd=str(tmp_path))
+    assert out == "True\n", out
+    after = tree(src)
+    assert after == before, {"added": sorted(after - before), "removed": sorted(before - after)}
