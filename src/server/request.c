@@ -760,7 +760,12 @@ int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_re
                                struct pbx_http_request *out, struct pbx_request_shape *shape,
                                const char **etype, struct pbx_error **err)
 {
-    return parse_json(compat_fields, body, len, caps, shape, out, etype, err);
+    int rc = parse_json(compat_fields, body, len, caps, shape, out, etype, err);
+
+    /* The Python Sandbox API documents a body that is no JSON object as a ValidationError. */
+    if (rc < 0 && *etype != NULL && strcmp(*etype, INVALID) == 0)
+        *etype = VALIDATION;
+    return rc;
 }
 
 int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,

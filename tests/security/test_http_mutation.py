@@ -766,12 +766,12 @@ def code_cases():
     out = []
     for code in ODD_CODE:
         for dialect in (b"/execute", b"/v1/execute"):
-            obj = {"code": code, "timeout": 0.5}
+            obj = {"code": code, "timeout": 1}
             out.append(Case(f"{dialect.decode()} code {short(code.encode(), 30)}",
                             json_req(dialect, obj).to_bytes()))
         script = "def main():\n" + "".join(f"    {line}\n" for line in code.split("\n"))
         out.append(Case(f"/execute script {short(code.encode(), 30)}",
-                        json_req(b"/execute", {"script": script, "timeout": 0.5}).to_bytes()))
+                        json_req(b"/execute", {"script": script, "timeout": 1}).to_bytes()))
         out.append(Case(f"form code {short(code.encode(), 30)}",
                         form_req(form_body([("code", code.encode()), ("timeout", b"0.5")],
                                            None)).to_bytes()))

@@ -1,17 +1,6 @@
-"""PENDING, not yet run by ctest (CMakeLists.txt globs tests/client/test_*.py): sandbox_executor
-against a real `pybox serve`, and the README's CSV example in local mode.
-
-Two things this file waits for, each named at its tests:
-  - SERVER: `pybox serve` answering the documented shape at `POST /execute` (top-level `stdout`,
-    `stderr`, `return_code`, `output_files`; every execution a 200) and `GET /health`.
-  - CSV: the README's CSV example imports `csv`, which pybox's default import allowlist
-    (src/policy/policy.c) does not have, and pybox.Sandbox offers no way to extend it; until
-    one of the two changes, local mode (and a server's anonymous policy) answers return_code 1,
-    ForbiddenImportError.
-When both have landed, rename this file to test_sandbox_executor_server.py; run it by hand
-until then:
-  PYBOX=build/pybox PYBOX_BIN=build/pybox /usr/bin/python3 -m pytest -q \
-      tests/client/pending_sandbox_executor_server.py
+"""sandbox_executor against a real `pybox serve` (its POST /execute in the FastAPI server's
+shape, GET /health), and the README's CSV example in local mode: every documented example of the
+library, through both of its modes.
 """
 import pytest
 
