@@ -291,7 +291,7 @@ def test_an_error_quoting_bytes_that_are_not_utf8_is_still_json(start_server):
     r = srv.post("/v1/execute", data=b'{"code": "print(1)", "\xff": 1}')
     assert_error_json(r, 400)
     r = srv.post("/execute", data=b'\xff\xfe{')
-    assert_error_json(r, 400, "InvalidRequest")
+    assert_error_json(r, 400, "ValidationError")  # /execute: as the Python Sandbox API says
 
 
 def test_a_returned_file_whose_name_is_not_utf8_is_reported(start_server):
