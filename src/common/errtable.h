@@ -68,7 +68,8 @@
        PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
     XX(RUNTIME_ERROR, "RuntimeError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                    \
        PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
-    /* An API key that is not valid or was revoked: local mode has no keys. */                    \
+    /* An API key that is not valid or was revoked, or a malformed credential header (auth.c): */ \
+    /* local mode has no keys. */                                                               \
     XX(UNAUTHORIZED, "Unauthorized", 401, PYBOX_E_UNAUTHORIZED, PBX_ERRTABLE_NONE,                \
        PBX_EXIT_NOPERM, "Unauthorized", 0)                                                        \
     /* Network asked by a caller whose policy does not allow it, as local mode's (the */          \

@@ -6,7 +6,7 @@
  *   parse    the body into a request: JSON, or the form read part by part
  *            as it arrived (src/server/request.c holds one validator for
  *            both);
- *   resolve  who is calling (a Bearer header or `api_key`) and what its
+ *   resolve  who is calling (its key's header or `api_key`) and what its
  *            policy lets it ask, which gives its execution's limits
  *            (src/policy/caller.c);
  *   admit    its rate window and daily quota checked, and the request held
@@ -29,7 +29,6 @@
 #include <sodium.h>
 #include <strings.h>
 
-#include "common/cleanup.h"
 #include "common/clock.h"
 #include "common/errtable.h"
 #include "common/log.h"
@@ -139,50 +138,13 @@ static int parse(struct execution *x)
 
 /* ---- resolve ---- */
 
-/* The token of an `Authorization: Bearer` header, or NULL. */
-static const char *bearer(struct MHD_Connection *c)
-{
-    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-        return NULL;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    return *h ? h : NULL;
-}
-
-/* The store's keys, for pbx_caller_resolve(): a failed lookup is logged, and answered 500. */
-static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
-                      struct pbx_error **err)
-{
-    struct pbx_server *s = arg;
-    struct pbx_key_info key;
-    struct pbx_error *e = NULL;
-    int found = pbx_store_key_lookup(s->store, token, &key, &e);
-
-    if (found < 0) {
-        pbx_log(PBX_LOG_ERROR, "key lookup: %s", e->msg);
-        pbx_error_free(&e);
-        return pbx_error_set(err, PBX_E_ENGINE, "the key store failed");
-    }
-    if (found == 0)
-        return 0;
-    *name = steal_pointer(&key.name);
-    *policy = key.policy;
-    key.policy.modules = NULL; /* handed over with the policy */
-    pbx_key_info_release(&key);
-    return 1;
-}
-
 /*
- * Who is calling, from the Authorization header or else the body's
- * `api_key`, and what it may do with this request: the limits of its
+ * Who is calling, from the credential headers or else the body's `api_key`
+ * (auth.c), and what it may do with this request: the limits of its
  * execution.  Returns 0, or -1 after answering (401, 403, 400, 501, 500).
  */
 static int resolve(struct execution *x)
 {
-    const struct pbx_caller_keys keys = {.lookup = lookup_key, .arg = x->s};
     const struct pbx_caller_ask ask = {
         .code_len = x->req.code_len,
         .code_chars = x->req.code_chars,
@@ -194,13 +156,10 @@ static int resolve(struct execution *x)
         /* The compatible endpoints run a timeout over the caller's limit with that limit. */
         .clamp_timeout = !x->v1,
     };
-    const char *token = bearer(x->c);
     struct pbx_error *err = NULL;
     const char *etype = NULL;
 
-    if (token == NULL)
-        token = x->req.api_key;
-    if (pbx_caller_resolve(&x->s->callers, &keys, token, &x->who, &etype, &err) < 0 ||
+    if (pbx__auth_resolve(x->s, x->c, x->req.api_key, &x->who, &etype, &err) < 0 ||
         pbx_caller_limits(&x->s->callers, &x->who, &ask, &x->limits, &etype, &err) < 0) {
         refuse(x, refusal_type(x, err, etype), err->msg, 0);
         pbx_error_free(&err);

@@ -22,7 +22,6 @@
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "openapi_json.h"
-#include "policy/policy.h"
 #include "server/internal.h"
 #include "server/web.h"
 #include "pybox/version.h"
@@ -102,6 +101,12 @@ enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx
         MHD_add_response_header(r, "Vary", "Origin");
     if (ctx->close)
         MHD_add_response_header(r, "Connection", "close");
+    /* RFC 9110 section 11.6.1: a 401 names the scheme that authenticates (RFC 6750's). */
+    if (status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"pybox\"");
+    /* Section 15.5.6: a 405 names the methods the resource takes. */
+    if (status == 405 && ctx->allow != NULL)
+        MHD_add_response_header(r, "Allow", ctx->allow);
     if (retry_after > 0) {
         char ra[16];
 
@@ -206,43 +211,6 @@ static enum MHD_Result handle_health(struct pbx_server *s, struct MHD_Connection
 }
 
 /*
- * GET /v1/info: what an anonymous caller may do here, read from the running
- * configuration, so the docs page never shows limits that are not in force.
- */
-static enum MHD_Result handle_info(struct pbx_server *s, struct MHD_Connection *c,
-                                   struct request_ctx *ctx)
-{
-    const struct pbx_server_config *cfg = s->cfg;
-    const struct pbx_limits *l = &cfg->limits;
-    json_t *modules = json_array();
-    json_t *limits;
-    json_t *body;
-
-    for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++)
-        json_array_append_new(modules, json_string(pbx_policy_default_modules[i]));
-    limits = json_pack(
-        "{s:f, s:f, s:I, s:I, s:I, s:I, s:I, s:i, s:I, s:i, s:I, s:I, s:i, s:I, s:I, s:I}",
-        "timeout_s", l->wall_ms / 1000.0, "cpu_s", l->cpu_ms / 1000.0, "memory_mb",
-        (json_int_t)(l->memory_bytes >> 20), "code_chars", (json_int_t)cfg->anon_code_chars,
-        "stdin_bytes", (json_int_t)l->stdin_bytes, "stdout_bytes", (json_int_t)l->stdout_bytes,
-        "stderr_bytes", (json_int_t)l->stderr_bytes, "input_files", (int)l->input_files,
-        "input_file_bytes", (json_int_t)l->input_file_bytes, "return_files", (int)l->output_files,
-        "return_file_bytes", (json_int_t)l->output_file_bytes, "answer_bytes",
-        (json_int_t)l->answer_bytes, "pids", (int)l->pids, "disk_bytes", (json_int_t)l->disk_bytes,
-        "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes", (json_int_t)cfg->max_body);
-    body = json_pack(
-        "{s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:i, s:{s:i, s:f}, s:o, s:b, s:[s,s], s:s, s:s}",
-        "name", "pybox", "version", PBX_VERSION_STRING, "policy", "anonymous", "limits", limits,
-        "rate_limits", "requests_per_minute",
-        cfg->anon_rpm >= 0 ? json_integer(cfg->anon_rpm) : json_null(), "requests_per_day",
-        cfg->anon_rpd >= 0 ? json_integer(cfg->anon_rpd) : json_null(), "max_concurrency",
-        (int)pbx__admit_capacity(s->admit), "queue", "max_waiting", (int)cfg->queue_max,
-        "max_wait_s", cfg->queue_wait_ms / 1000.0, "allowed_modules", modules, "network", false,
-        "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json", "docs", "/docs");
-    return pbx__http_send_json(c, ctx, s, 200, body, 0);
-}
-
-/*
  * One embedded file of the docs page.  Its ETag is a hash of its content, so
  * a browser revalidates (Cache-Control: no-cache) and gets 304 while the
  * binary is the same.  The CSP allows scripts and styles from this server only.
@@ -310,7 +278,8 @@ static enum MHD_Result handle_preflight(struct pbx_server *s, struct MHD_Connect
     if (strcmp(s->cfg->cors_origins, "*") != 0)
         MHD_add_response_header(r, "Vary", "Origin");
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Content-Type, Authorization");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Content-Type, Authorization, X-API-Key");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     MHD_add_response_header(r, "X-Request-Id", ctx->id);
     ret = MHD_queue_response(c, 204, r);
@@ -336,9 +305,11 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
 {
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     bool post = strcmp(method, "POST") == 0;
+    char msg[256];
 
     if (strcmp(method, "OPTIONS") == 0)
         return handle_preflight(s, c, ctx);
+    ctx->allow = executes(ctx->route) ? "POST, OPTIONS" : "GET, HEAD, OPTIONS";
     switch (ctx->route) {
     case R_EXECUTE:
     case R_V1_EXECUTE:
@@ -371,7 +342,7 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
     case R_INFO:
         if (!get)
             break;
-        return handle_info(s, c, ctx);
+        return pbx__info_handle(s, c, ctx);
     case R_DOCS:
     case R_ASSETS:
         if (pbx__web_lookup(url) == NULL)
@@ -383,8 +354,9 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
         return pbx__http_send_error(c, ctx, s, "NotFound", "no such endpoint; see /openapi.json", 0,
                                     NULL);
     }
-    return pbx__http_send_error(c, ctx, s, "MethodNotAllowed", "this method is not allowed here", 0,
-                                NULL);
+    snprintf(msg, sizeof(msg), "%s is not allowed here; %s takes %s", ctx->method, ctx->path,
+             executes(ctx->route) ? "POST" : "GET and HEAD");
+    return pbx__http_send_error(c, ctx, s, "MethodNotAllowed", msg, 0, NULL);
 }
 
 /* ---- the request callbacks ---- */

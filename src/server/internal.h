@@ -98,6 +98,7 @@ struct request_ctx {
     struct multipart form; /* a multipart/form-data body, as its parts arrive */
     bool s4;               /* it follows the FastAPI server's rules: errors carry `detail` */
     char path[160];        /* request path, cut at 159 bytes, for the log */
+    const char *allow;     /* the methods the route takes, named by a 405's Allow header */
 };
 
 /* ---- server.c: the server's life and its memory budget ---- */
@@ -200,6 +201,31 @@ void pbx__watch_on_connection(void *cls, struct MHD_Connection *c, void **socket
 
 /* Restart the connection's deadline from now, or (`none`) lift it while an execution runs. */
 void pbx__watch_deadline(struct pbx_server *s, struct MHD_Connection *c, bool none);
+
+/* ---- auth.c: who sent a request ---- */
+
+/*
+ * The API key the request's headers carry: 0 with *token pointing into the
+ * request (NULL when none was sent), or < 0 with *err, a message for an
+ * Unauthorized answer that says the expected form, when a header tries to
+ * authenticate and fails to (see auth.c).
+ */
+int pbx__auth_token(struct MHD_Connection *c, const char **token, struct pbx_error **err);
+
+/*
+ * Resolve the caller of `c`: the key of its headers, else `body_key` (the
+ * compatible body's `api_key`, or NULL), through pbx_caller_resolve() and the
+ * store.  Returns 0, or < 0 with *etype ("Unauthorized" or
+ * "InternalServerError") and *err.  *who needs pbx_caller_release() either way.
+ */
+int pbx__auth_resolve(struct pbx_server *s, struct MHD_Connection *c, const char *body_key,
+                      struct pbx_caller *who, const char **etype, struct pbx_error **err);
+
+/* ---- info.c: GET /v1/info ---- */
+
+/* GET /v1/info: the caller's policy (the anonymous one without a key), or 401 for a bad key. */
+enum MHD_Result pbx__info_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                 struct request_ctx *ctx);
 
 /* ---- execute.c and multipart.c: the execute endpoints ---- */
 

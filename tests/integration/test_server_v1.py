@@ -357,7 +357,23 @@ def test_other_media_types_are_415(srv):
 
 
 def test_get_on_execute_is_405(srv):
-    expect_error(srv.get("/v1/execute"), 405, "MethodNotAllowed")
+    r = srv.get("/v1/execute")
+    body = expect_error(r, 405, "MethodNotAllowed")
+    assert r.headers.get("Allow") == "POST, OPTIONS", r.headers
+    assert body["error_details"]["message"] == "GET is not allowed here; /v1/execute takes POST"
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("PUT", "/execute", "POST, OPTIONS"),
+    ("DELETE", "/execute-with-files", "POST, OPTIONS"),
+    ("POST", "/v1/info", "GET, HEAD, OPTIONS"),
+    ("PUT", "/v1/health", "GET, HEAD, OPTIONS"),
+    ("POST", "/docs", "GET, HEAD, OPTIONS"),
+])
+def test_a_405_names_the_methods_allowed(srv, method, path, allow):
+    r = srv.request(method, path)
+    expect_error(r, 405, "MethodNotAllowed")
+    assert r.headers.get("Allow") == allow, (method, path, r.headers)
 
 
 def test_v1_result_matches_compat_execution(srv):

@@ -19,7 +19,7 @@ The requests are mutations of valid seed requests of both dialects (POST /execut
 /v1/execute as JSON and as multipart/form-data, the GET routes), drawn from random.Random(SEED):
 the same seed gives the same bytes, so a failure names its seed, its case number and its bytes.
 Targeted cases come first (conflicting framing, bad chunk sizes, odd methods and paths, wrong
-JSON types for every field of both dialects, odd multipart parts, odd Authorization and
+JSON types for every field of both dialects, odd multipart parts, odd Authorization, X-API-Key and
 X-Forwarded-For, code that fails in every way), then random stacks of structural and
 byte-level mutations.
 
@@ -694,6 +694,13 @@ def header_cases():
         r = json_req(dialect, obj, [(b"Authorization", b"Bearer a"),
                                     (b"Authorization", b"Bearer b")])
         out.append(Case(f"Authorization twice {dialect.decode()}", r.to_bytes()))
+        for k in [b"", b" ", b"x", b"\xff\xfe", b"A" * 20000, b"pbx_" + b"0" * 64]:
+            r = json_req(dialect, obj, [(b"X-API-Key", k)])
+            out.append(Case(f"X-API-Key {short(k)} {dialect.decode()}", r.to_bytes()))
+        r = json_req(dialect, obj, [(b"X-API-Key", b"a"), (b"X-API-Key", b"b")])
+        out.append(Case(f"X-API-Key twice {dialect.decode()}", r.to_bytes()))
+        r = json_req(dialect, obj, [(b"Authorization", b"Bearer a"), (b"X-API-Key", b"b")])
+        out.append(Case(f"Authorization and X-API-Key apart {dialect.decode()}", r.to_bytes()))
         for x in xffs:
             r = json_req(dialect, obj, [(b"X-Forwarded-For", x)])
             out.append(Case(f"X-Forwarded-For {short(x)} {dialect.decode()}", r.to_bytes()))

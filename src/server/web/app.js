@@ -68,7 +68,11 @@
     ];
     const tbody = $("limits-table").tBodies[0];
     tbody.replaceChildren(...rows.map(([k, v]) => el("tr", null, el("th", { scope: "row" }, k), el("td", null, v))));
-    $("modules").replaceChildren(...info.allowed_modules.map((m) => el("li", null, m)));
+    $("modules").replaceChildren(...(info.all_modules
+      ? [el("li", null, "Any module: no allowlist applies to this caller")]
+      : info.allowed_modules.map((m) => el("li", null, m))));
+    $("limits-whose").textContent = info.policy === "admin" ? "the admin key"
+      : info.policy === "key" ? "the API key “" + info.key_name + "”" : "callers without an API key";
     $("version").textContent = info.version;
     document.querySelectorAll("[data-info]").forEach((n) => {
       const what = n.getAttribute("data-info");
@@ -79,8 +83,31 @@
     updateCount();
   }
 
+  /*
+   * The limits of the caller the playground runs as: the API key's when one is entered (the
+   * same header as a run sends), else the anonymous ones.  A key the server refuses is said so,
+   * and the anonymous limits shown.
+   */
   async function loadInfo() {
+    const key = $("apikey").value.trim();
+    $("info-error").hidden = true;
     try {
+      if (key) {
+        const r = await fetch("/v1/info", { headers: { Accept: "application/json", Authorization: "Bearer " + key } });
+        if (r.ok) {
+          info = await r.json();
+          fillInfo();
+          return;
+        }
+        let msg = "HTTP " + r.status;
+        try {
+          const d = (await r.json()).error_details || {};
+          if (d.message) msg = d.message;
+        } catch (e) { /* not JSON */ }
+        const p = $("info-error");
+        p.textContent = "The API key was not accepted (" + msg + "); these are the limits without a key.";
+        p.hidden = false;
+      }
       info = await window.pbx.getJSON("/v1/info");
       fillInfo();
     } catch (e) {
@@ -209,7 +236,10 @@
   function setMessage(kind, parts) {
     const m = $("message");
     m.className = "message " + (kind || "");
-    m.replaceChildren(...(Array.isArray(parts) ? parts : [parts]).map((p) => (typeof p === "string" ? el("p", null, p) : p)));
+    const nodes = (Array.isArray(parts) ? parts : [parts]).map((p) => (typeof p === "string" ? el("p", null, p) : p));
+    /* A space between the paragraphs, so that their text reads as sentences ("reached. You
+       can run again"), as screen readers and a copy take it, not glued together. */
+    m.replaceChildren(...nodes.flatMap((n, i) => (i === 0 ? [n] : [" ", n])));
   }
 
   function resetOutput() {
@@ -447,6 +477,7 @@
     code.addEventListener("keydown", onEditorKey);
     code.addEventListener("blur", () => { escaped = false; });
     code.addEventListener("input", updateCount);
+    $("apikey").addEventListener("change", loadInfo);
     $("load").addEventListener("click", loadExample);
     $("run-form").addEventListener("submit", (ev) => {
       ev.preventDefault();

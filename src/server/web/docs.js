@@ -274,7 +274,7 @@
     if (Object.keys(schemes).length) {
       root.append(el("h2", null, "Authentication"),
         el("ul", null, Object.entries(schemes).map(([name, s]) =>
-          el("li", null, el("code", null, name), ": " + [s.type, s.scheme].filter(Boolean).join(" "),
+          el("li", null, el("code", null, name), ": " + [s.type, s.scheme, s.in, s.name].filter(Boolean).join(" "),
             s.description ? [" — ", prose(s.description)] : null))));
     }
     const keyField = el("div", { class: "field" },
