@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "common/xalloc.h"
+#include "policy/caller.h"
 #include "server/server.h"
 #include "common/banned.h"
 
@@ -32,6 +33,10 @@ static void help(void)
            "  --rpm N                  anonymous requests per minute per client (PYBOX_RPM; 5)\n"
            "  --rpd N                  anonymous requests per UTC day per client (PYBOX_RPD; 30)\n"
            "  --code-chars N           anonymous code length limit (PYBOX_CODE_CHARS; 2000)\n"
+           "  --modules all|LIST       modules anonymous callers may import besides the default\n"
+           "                           allowlist, comma- or space-separated, as for `pybox keys\n"
+           "                           create --modules` (PYBOX_MODULES); a key's modules add to\n"
+           "                           these; `all`: no allowlist for any caller\n"
            "  --timeout S              wall limit of executions (PYBOX_TIMEOUT; 10)\n"
            "  --memory MB              memory limit of executions (PYBOX_MEMORY_MB; 256)\n"
            "  --limit NAME=VALUE       any execution limit, as in `pybox run --help`\n"
@@ -110,7 +115,23 @@ enum {
     OPT_SPARES,
     OPT_QUEUE,
     OPT_RECYCLE,
+    OPT_MODULES,
 };
+
+/* --modules and PYBOX_MODULES: checked here, parsed by the server (pbx_caller_parse_modules()). */
+static void set_modules(struct pbx_server_config *cfg, const char *what, const char *v)
+{
+    struct pbx_error *err = NULL;
+    char *names = NULL;
+    bool all;
+
+    if (pbx_caller_parse_modules(v, &all, &names, &err) < 0)
+        pbx_usage_error("serve", "%s: %s", what, err->msg);
+    if (!all && names == NULL)
+        pbx_usage_error("serve", "%s needs `all` or a list of modules", what);
+    free(names);
+    cfg->modules = v;
+}
 
 static void set_recycle(struct pbx_server_config *cfg, const char *v)
 {
@@ -198,6 +219,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"spares", required_argument, NULL, OPT_SPARES},
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"recycle", required_argument, NULL, OPT_RECYCLE},
+        {"modules", required_argument, NULL, OPT_MODULES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -245,6 +267,8 @@ int pbx_cmd_serve(int argc, char **argv)
         set_queue(&cfg, v);
     if ((v = getenv("PYBOX_RECYCLE")) != NULL)
         set_recycle(&cfg, v);
+    if ((v = getenv("PYBOX_MODULES")) != NULL && *v != '\0')
+        set_modules(&cfg, "PYBOX_MODULES", v);
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -333,6 +357,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_RECYCLE:
             set_recycle(&cfg, optarg);
+            break;
+        case OPT_MODULES:
+            set_modules(&cfg, "--modules", optarg);
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

@@ -214,14 +214,14 @@ void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n);
  * The request memfd: u64 code length and the code; then, for each input
  * file, u32 name length (at most 255), the name, u64 size and the data; then,
  * for each name to return, u32 length (at most 255) and the name; then u32
- * length (at most 4096) and the extra allowed modules.  The counts travel in
+ * length (at most PBX_PROTO_MAX_MODULES) and the extra allowed modules.  The counts travel in
  * the job message (ninput, nreturn).  The supervisor writes it with the
  * functions below, in that order; the cell reads it with
  * pbx__proto_request_read(), and so does fuzz/fuzz_proto_request.c.
  */
 #define PBX_PROTO_MAX_NAME    255
 #define PBX_PROTO_MAX_RETURN  256
-#define PBX_PROTO_MAX_MODULES 4096
+#define PBX_PROTO_MAX_MODULES 8192 /* a server's list (2048) and a key's (4096) */
 
 void pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len);
 void pbx__proto_request_input(struct pbx_proto_writer *w, const char *name, const void *data,

@@ -107,8 +107,9 @@ static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
         if (!pbx_engine_check_name(req->return_files[i], err))
             return -1;
     }
-    if (req->extra_modules != NULL && strlen(req->extra_modules) > 4096)
-        return pbx_error_set(err, PBX_E_TOO_LARGE, "the extra module list is over 4096 bytes");
+    if (req->extra_modules != NULL && strlen(req->extra_modules) > PBX_PROTO_MAX_MODULES)
+        return pbx_error_set(err, PBX_E_TOO_LARGE, "the extra module list is over %d bytes",
+                             PBX_PROTO_MAX_MODULES);
     return 0;
 }
 

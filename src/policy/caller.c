@@ -5,8 +5,110 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cleanup.h"
+#include "common/xalloc.h"
 #include "policy/caller.h"
 #include "common/banned.h"
+
+/* A dotted Python module name: identifiers of ASCII letters, digits and '_'. */
+static bool module_name(const char *s, size_t len)
+{
+    bool start = true;
+
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+
+        if (c == '.') {
+            if (start)
+                return false;
+            start = true;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
+            start = false;
+        } else if (c < '0' || c > '9' || start) {
+            return false;
+        }
+    }
+    return !start;
+}
+
+/* Whether `list` (names one space apart) holds the name of `len` bytes at `name`. */
+static bool holds(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; *p != '\0'; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+
+        if (n == len && memcmp(p, name, len) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* Append the name of `len` bytes at `name` to `list` (of `*used` bytes), unless it holds it. */
+static void add_name(char *list, size_t *used, const char *name, size_t len)
+{
+    if (holds(list, name, len))
+        return;
+    if (*used > 0)
+        list[(*used)++] = ' ';
+    memcpy(list + *used, name, len);
+    *used += len;
+    list[*used] = '\0';
+}
+
+int pbx_caller_parse_modules(const char *list, bool *all, char **out, struct pbx_error **err)
+{
+    static const char seps[] = " ,\t\n";
+    cleanup_free char *norm = NULL;
+    size_t used = 0;
+
+    *all = false;
+    *out = NULL;
+    if (strcmp(list, "all") == 0) {
+        *all = true;
+        return 0;
+    }
+    norm = xmalloc(strlen(list) + 1);
+    norm[0] = '\0';
+    for (const char *p = list + strspn(list, seps); *p != '\0'; p += strspn(p, seps)) {
+        size_t n = strcspn(p, seps);
+
+        if (!module_name(p, n))
+            return pbx_error_set(err, PBX_E_INVAL,
+                                 "`%.*s` is not a module name (dotted Python identifiers only)",
+                                 (int)(n < 64 ? n : 64), p);
+        add_name(norm, &used, p, n);
+        if (used > PBX_CALLER_MODULES_MAX)
+            return pbx_error_set(err, PBX_E_INVAL, "the module list is over %d bytes",
+                                 PBX_CALLER_MODULES_MAX);
+        p += n;
+    }
+    if (used > 0)
+        *out = steal_pointer(&norm);
+    return 0;
+}
+
+/* The modules of `extra` (one space apart, or NULL) added to who->modules, each once. */
+static void add_modules(struct pbx_caller *who, const char *extra)
+{
+    size_t have = who->modules != NULL ? strlen(who->modules) : 0;
+    char *list;
+
+    if (extra == NULL || extra[strspn(extra, " ")] == '\0')
+        return;
+    list = xmalloc(have + 1 + strlen(extra) + 1);
+    memcpy(list, who->modules != NULL ? who->modules : "", have + 1);
+    for (const char *p = extra + strspn(extra, " "); *p != '\0'; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+
+        add_name(list, &have, p, n);
+        p += n;
+    }
+    free(who->modules);
+    who->modules = list;
+}
 
 /* Whether `token` is the admin key, compared in constant time (its length is not a secret). */
 static bool is_admin_key(const struct pbx_caller_config *cfg, const char *token)
@@ -41,6 +143,8 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     who->code_chars = cfg->anon_code_chars;
     who->max_timeout_ms = cfg->limits->wall_ms;
     who->max_memory = cfg->limits->memory_bytes;
+    who->all_modules = cfg->anon_all_modules;
+    add_modules(who, cfg->anon_modules);
     if (token == NULL)
         return 0;
     if (is_admin_key(cfg, token)) {
@@ -69,6 +173,7 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     if (p->memory_bytes != 0)
         who->max_memory = p->memory_bytes;
     who->all_modules = who->all_modules || p->all_modules;
+    add_modules(who, p->modules);
     who->network = p->network || who->admin;
     /* Key holders send code up to the code limit, counted in characters, not the anonymous one. */
     who->code_chars = (size_t)cfg->limits->code_bytes;
@@ -79,6 +184,7 @@ void pbx_caller_release(struct pbx_caller *who)
 {
     free(who->key_name);
     free(who->key.modules);
+    free(who->modules);
     memset(who, 0, sizeof(*who));
 }
 

@@ -39,7 +39,25 @@ struct pbx_caller_config {
     size_t anon_code_chars; /* anonymous code length limit, in characters */
     const struct pbx_limits *limits; /* of anonymous executions; the base of every other */
     const char *admin_key;           /* the admin's token, or NULL or "" for no admin */
+    bool anon_all_modules;           /* anonymous callers have no import allowlist (so no one) */
+    const char *anon_modules;        /* modules every caller may import besides the default */
+                                     /* allowlist, one space apart (pbx_caller_parse_modules()), */
+                                     /* or NULL */
 };
+
+/* The longest module list a server's configuration may give, in bytes once parsed. */
+#define PBX_CALLER_MODULES_MAX 2048
+
+/*
+ * Parse a module list as `pybox keys create --modules` and `pybox serve
+ * --modules` take it: `all` (*all set: no import allowlist), or modules
+ * allowed besides the default allowlist, dotted Python identifiers separated
+ * by commas or spaces.  *out is those names one space apart, each once (the
+ * caller frees it; NULL for `all` and for a list of no names).  Returns 0, or
+ * < 0 with *err (PBX_E_INVAL: a name that is not one, a list over
+ * PBX_CALLER_MODULES_MAX).  No syscalls.
+ */
+int pbx_caller_parse_modules(const char *list, bool *all, char **out, struct pbx_error **err);
 
 /* The store's keys, as resolution reaches them. */
 struct pbx_caller_keys {
@@ -62,6 +80,8 @@ struct pbx_caller {
     int64_t rpm;               /* requests per minute it may send (< 0: unlimited) */
     int64_t rpd;               /* requests per UTC day (< 0: unlimited) */
     bool all_modules;          /* no import allowlist */
+    char *modules;             /* modules it may import besides the default allowlist: the */
+                               /* server's, then its key's, one space apart (owned), or NULL */
     bool network;              /* may ask for network */
     size_t code_chars;         /* code limit, in characters */
     uint32_t max_timeout_ms;   /* the longest wall limit it may ask */
@@ -71,7 +91,9 @@ struct pbx_caller {
 /*
  * Resolve the caller that sent `token` (NULL: none was sent): anonymous
  * without a token, the admin for the admin key (compared in constant time),
- * else the key of `keys` that has it.  Returns 0 with *who filled, or < 0
+ * else the key of `keys` that has it.  The anonymous policy is the base of
+ * every other: a key's modules add to the server's, as its limits replace
+ * the server's one by one.  Returns 0 with *who filled, or < 0
  * with *etype and *err set: "Unauthorized" when no live key has the token,
  * "InternalServerError" when the lookup failed.  *who needs
  * pbx_caller_release() either way.

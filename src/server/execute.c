@@ -341,7 +341,7 @@ static void build(struct execution *x)
     }
     ereq->main_mode = req->main_mode;
     ereq->allow_all_imports = x->who.all_modules;
-    ereq->extra_modules = x->who.keyed ? x->who.key.modules : NULL;
+    ereq->extra_modules = x->who.modules;
 }
 
 /*

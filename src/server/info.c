@@ -19,10 +19,10 @@ static json_t *rate(int64_t n)
     return n >= 0 ? json_integer(n) : json_null();
 }
 
-/* The default allowlist, then the modules `who` may import besides it (its key's). */
+/* The default allowlist, then the modules `who` may import besides it: the server's, its key's. */
 static json_t *modules_of(const struct pbx_caller *who)
 {
-    const char *extra = who->keyed ? who->key.modules : NULL;
+    const char *extra = who->modules;
     json_t *list = json_array();
 
     for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++)

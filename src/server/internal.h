@@ -60,6 +60,7 @@ struct pbx_server {
     struct pbx_store *store;             /* keys, quotas, audit (not owned) */
     struct pbx_admit *admit;             /* client identity, windows, the cap */
     struct pbx_caller_config callers;    /* the anonymous policy and the admin key, from cfg */
+    char *anon_modules;                  /* callers.anon_modules, parsed from cfg->modules */
     struct metrics metrics;              /* counters for /metrics */
     atomic_ulong seq;                    /* request ids */
     char id_salt[9];                     /* random per process, in request ids */

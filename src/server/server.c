@@ -146,6 +146,13 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
         .limits = &cfg->limits,
         .admin_key = cfg->admin_key,
     };
+    if (cfg->modules != NULL && pbx_caller_parse_modules(cfg->modules, &s->callers.anon_all_modules,
+                                                         &s->anon_modules, err) < 0) {
+        pbx_error_prefix(err, "--modules");
+        pbx__server_free(s);
+        return -1;
+    }
+    s->callers.anon_modules = s->anon_modules;
     s->max_valid_body = max_valid_body(cfg);
     s->caps = (struct pbx_request_caps){
         .max_files = cfg->limits.input_files,
@@ -233,6 +240,7 @@ void pbx__server_free(struct pbx_server *s)
         MHD_stop_daemon(s->daemon);
     pbx__watch_stop(s);
     pbx__admit_free(s->admit);
+    free(s->anon_modules);
     free(s);
 }
 

@@ -28,6 +28,9 @@ struct pbx_server_config {
     size_t anon_code_chars;                      /* anonymous code length limit, in characters */
     struct pbx_limits limits;                    /* limits of anonymous executions */
     const char *admin_key;       /* bypasses rates and import restrictions, or NULL */
+    const char *modules;         /* anonymous callers' imports (and so every caller's): "all" */
+                                 /* for no allowlist, or modules allowed besides the default */
+                                 /* allowlist (pbx_caller_parse_modules()); NULL: none more */
     const char *cors_origins;    /* Access-Control-Allow-Origin value, "*" by default */
     size_t max_body;             /* request bodies beyond this are refused unread */
     unsigned client_timeout_s;   /* a client that stalls this long is dropped */

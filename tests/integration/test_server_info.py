@@ -1,5 +1,6 @@
-"""GET /v1/info reports the limits, rate limits and allowed modules of the running server, and
-the docs page, its assets and /docs are served from the binary with their security headers."""
+"""GET /v1/info reports the limits, rate limits and allowed modules of the running server (those
+`pybox serve --modules` adds too, and for every caller), and the docs page, its assets and /docs
+are served from the binary with their security headers."""
 import re
 
 import pytest
@@ -107,3 +108,66 @@ def test_unknown_assets_are_json_404(srv):
         assert body_of(r)["error_details"]["type"] == "NotFound"
     r = srv.request("POST", "/docs")
     assert r.status_code == 405
+
+
+# ---------------------------------------------------------------------------------------------
+# pybox serve --modules (PYBOX_MODULES): the anonymous allowlist, the base of every caller's
+
+
+def imports(srv, code, **kw):
+    r = srv.v1({"code": code}, **kw)
+    assert r.status_code == 200, r.text
+    return body_of(r)
+
+
+def test_serve_modules_widens_the_allowlist_for_every_caller(start_server):
+    from test_server_admission import create_key
+
+    s = start_server("--modules", "colorsys, graphlib")
+    info = body_of(s.get("/v1/info"))
+    assert {"colorsys", "graphlib", "numpy"} <= set(info["allowed_modules"]), info
+    assert info["allowed_modules"].count("colorsys") == 1
+    assert info["all_modules"] is False
+    ok = imports(s, "import colorsys, graphlib\nprint(colorsys.rgb_to_hsv(1, 0, 0))")
+    assert ok["status"] == "ok" and ok["stdout"] == "(0.0, 1.0, 1)\n", ok
+    refused = imports(s, "import os")
+    assert refused["status"] == "rejected", refused
+    assert refused["error"]["disallowed"] == ["os"], refused
+    # A key's modules add to the server's: it keeps colorsys and gets its own.
+    key = create_key(s, "dora", "--modules", "shelve")
+    info = body_of(s.get("/v1/info", headers={"X-API-Key": key}))
+    assert {"colorsys", "graphlib", "shelve"} <= set(info["allowed_modules"]), info
+    assert imports(s, "import colorsys, shelve", key=key)["status"] == "ok"
+    assert imports(s, "import shelve")["status"] == "rejected"
+
+
+def test_without_serve_modules_they_stay_refused(srv):
+    assert "colorsys" not in body_of(srv.get("/v1/info"))["allowed_modules"]
+    assert imports(srv, "import colorsys")["status"] == "rejected"
+
+
+def test_pybox_modules_all_lifts_the_allowlist(start_server):
+    s = start_server(env={"PYBOX_MODULES": "all"})
+    info = body_of(s.get("/v1/info"))
+    assert info["all_modules"] is True, info
+    assert imports(s, "import os\nprint(os.getcwd())")["stdout"] == "/work\n"
+
+
+@pytest.mark.parametrize("value,message", [
+    ("a-b", "`a-b` is not a module name"),
+    ("1abc", "`1abc` is not a module name"),
+    ("x..y", "`x..y` is not a module name"),
+    (",", "needs `all` or a list of modules"),
+    ("m" * 3000, "the module list is over 2048 bytes"),
+])
+def test_serve_modules_refuses_what_is_not_a_list(value, message):
+    import subprocess
+
+    from conftest import PYBOX, clean_env
+
+    for argv, env in ((["--modules", value], {}), ([], {"PYBOX_MODULES": value})):
+        p = subprocess.run([PYBOX, "serve", "--listen", "127.0.0.1:0", *argv],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                           env=clean_env(env))
+        assert p.returncode == 2, (argv, env, p.returncode, p.stderr)
+        assert message in p.stderr, p.stderr

@@ -209,6 +209,98 @@ START_TEST(test_resolve_keys)
 }
 END_TEST
 
+/* What pbx_caller_parse_modules() makes of `list`: the names, "all", or the refusal. */
+static void parse_modules(const char *list, const char *want)
+{
+    struct pbx_error *err = NULL;
+    char *out = (char *)"unset";
+    bool all = true;
+    int rc = pbx_caller_parse_modules(list, &all, &out, &err);
+
+    if (rc < 0) {
+        ck_assert_ptr_nonnull(err);
+        ck_assert_msg(strstr(err->msg, want) != NULL, "`%s`: %s", list, err->msg);
+        pbx_error_free(&err);
+        return;
+    }
+    ck_assert_ptr_null(err);
+    if (strcmp(want, "all") == 0) {
+        ck_assert(all);
+        ck_assert_ptr_null(out);
+        return;
+    }
+    ck_assert(!all);
+    if (*want == '\0')
+        ck_assert_ptr_null(out);
+    else
+        ck_assert_str_eq(out, want);
+    free(out);
+}
+
+START_TEST(test_parse_modules)
+{
+    char *long_list = xmalloc(3000);
+
+    parse_modules("all", "all");
+    parse_modules("csv", "csv");
+    parse_modules("csv,shelve", "csv shelve");
+    parse_modules(" csv ,, shelve\tcsv\nx.y ", "csv shelve x.y");
+    parse_modules("_a1, B2", "_a1 B2");
+    parse_modules("", "");
+    parse_modules(" , ", "");
+    parse_modules("a-b", "`a-b` is not a module name");
+    parse_modules("1abc", "`1abc` is not a module name");
+    parse_modules("x..y", "`x..y` is not a module name");
+    parse_modules(".x", "`.x` is not a module name");
+    parse_modules("x.", "`x.` is not a module name");
+    parse_modules("all,csv", "all csv"); /* `all` only alone, as `pybox keys` reads it */
+    parse_modules("caf\xc3\xa9", "is not a module name");
+    memset(long_list, 'm', 2999);
+    long_list[2999] = '\0';
+    parse_modules(long_list, "the module list is over 2048 bytes");
+    /* Long, but one name many times: within the limit once parsed. */
+    for (size_t i = 0; i + 2 < 2999; i += 2)
+        memcpy(long_list + i, "m,", 2);
+    parse_modules(long_list, "m");
+    free(long_list);
+}
+END_TEST
+
+START_TEST(test_server_modules_are_every_callers)
+{
+    struct pbx_caller who;
+
+    cfg.anon_modules = "csv shelve";
+    resolve_ok(NULL, &who);
+    ck_assert_str_eq(who.modules, "csv shelve");
+    ck_assert(!who.all_modules);
+    pbx_caller_release(&who);
+    /* A key's modules add to the server's. */
+    resolve_ok("k-plain", &who);
+    ck_assert_str_eq(who.modules, "csv shelve");
+    pbx_caller_release(&who);
+    resolve_ok("k-rich", &who);
+    ck_assert_str_eq(who.modules, "csv shelve requests lxml");
+    pbx_caller_release(&who);
+    /* Without the server's, a key's own. */
+    cfg.anon_modules = NULL;
+    resolve_ok(NULL, &who);
+    ck_assert_ptr_null(who.modules);
+    pbx_caller_release(&who);
+    resolve_ok("k-rich", &who);
+    ck_assert_str_eq(who.modules, "requests lxml");
+    pbx_caller_release(&who);
+    /* `all` on the server: no allowlist for anyone. */
+    cfg.anon_all_modules = true;
+    resolve_ok(NULL, &who);
+    ck_assert(who.all_modules);
+    pbx_caller_release(&who);
+    resolve_ok("k-plain", &who);
+    ck_assert(who.all_modules);
+    pbx_caller_release(&who);
+}
+END_TEST
+
 /* What `token`'s caller gets for `ask`: 0 with *out, or the refusal's type (and message). */
 static const char *limits_of(const char *token, const struct pbx_caller_ask *ask,
                              struct pbx_limits *out, char *msg, size_t msglen)
@@ -343,6 +435,8 @@ static Suite *policy_suite(void)
     tcase_add_test(tk, test_resolve_keys);
     tcase_add_test(tk, test_limits_refusals);
     tcase_add_test(tk, test_limits_given);
+    tcase_add_test(tk, test_parse_modules);
+    tcase_add_test(tk, test_server_modules_are_every_callers);
     suite_add_tcase(s, tk);
     return s;
 }
