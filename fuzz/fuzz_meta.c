@@ -27,6 +27,36 @@ static void check_error(const json_t *e)
     PBX_ASSERT(msg == NULL || json_is_string(msg) || json_is_null(msg));
 }
 
+/* The outputs as meta.c promises to keep them: each {type, data: {text/plain, ...}, metadata}. */
+static void check_outputs(const struct pbx_meta *meta)
+{
+    struct pbx_outputs_max om;
+    struct pbx_limits l;
+    size_t i;
+    json_t *o;
+
+    if (meta->outputs == NULL) {
+        PBX_ASSERT(meta->outputs_bytes == 0);
+        return;
+    }
+    pbx_limits_default(&l);
+    pbx_limits_outputs_max(&l, &om);
+    PBX_ASSERT(json_is_array(meta->outputs));
+    PBX_ASSERT(json_array_size(meta->outputs) <= (size_t)om.count + 1);
+    PBX_ASSERT(meta->outputs_bytes <= om.total);
+    json_array_foreach(meta->outputs, i, o)
+    {
+        const char *type = json_string_value(json_object_get(o, "type"));
+        json_t *data = json_object_get(o, "data");
+
+        PBX_ASSERT(type != NULL && (strcmp(type, "display") == 0 || strcmp(type, "result") == 0));
+        PBX_ASSERT(json_is_object(data));
+        PBX_ASSERT(json_is_string(json_object_get(data, "text/plain")));
+        PBX_ASSERT(json_is_object(json_object_get(o, "metadata")));
+        PBX_ASSERT(json_object_size(o) == 3);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct pbx_meta meta;
@@ -41,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     PBX_ASSERT(meta.check == PBX_META_CHECK_REJECTED || meta.reject_error == NULL);
     check_error(meta.reject_error);
     check_error(meta.error);
+    check_outputs(&meta);
     /* Nothing after a rejection counts. */
     PBX_ASSERT(meta.check != PBX_META_CHECK_REJECTED || !meta.done);
     if (!meta.done) {
@@ -56,6 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(text);
     }
     pbx__meta_release(&meta);
-    PBX_ASSERT(meta.reject_error == NULL && meta.error == NULL && meta.result == NULL);
+    PBX_ASSERT(meta.reject_error == NULL && meta.error == NULL && meta.result == NULL &&
+               meta.outputs == NULL);
     return 0;
 }

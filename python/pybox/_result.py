@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from .errors import ServerError
 
@@ -33,6 +33,9 @@ class Result:
         stdout_truncated, stderr_truncated: output was cut at its limit.
         duration_ms, cpu_ms, max_rss_kb: wall time, CPU time and peak memory of the execution.
         request_id: the server's request id (remote mode), else None.
+        outputs: the rich outputs (display(), matplotlib figures) in the order produced, each
+            a dict {"type", "data": {MIME type: value}, "metadata"}; [] from a server that
+            sends none.
         raw: the result object exactly as received.
     """
 
@@ -51,6 +54,7 @@ class Result:
     cpu_ms: Optional[float] = dataclasses.field(default=None, compare=False)
     max_rss_kb: Optional[int] = dataclasses.field(default=None, compare=False)
     request_id: Optional[str] = dataclasses.field(default=None, compare=False)
+    outputs: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     raw: Dict[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def __repr__(self) -> str:
@@ -115,6 +119,9 @@ class Result:
         error = obj.get("error")
         if error is not None and not isinstance(error, dict):
             raise TypeError("error is not an object")
+        outputs = obj.get("outputs") or []
+        if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+            raise TypeError("outputs is not a list of objects")
         exit_code = obj.get("exit_code")
         if exit_code is not None and not isinstance(exit_code, int):
             raise TypeError("exit_code is not an integer")
@@ -134,6 +141,7 @@ class Result:
             cpu_ms=obj.get("cpu_ms"),
             max_rss_kb=obj.get("max_rss_kb"),
             request_id=obj.get("request_id"),
+            outputs=list(outputs),
             raw=dict(obj),
         )
 

@@ -6,7 +6,9 @@
 import array
 import ast
 import builtins
+import base64
 import gc
+import importlib.machinery
 import io
 import itertools
 import json
@@ -91,6 +93,8 @@ def prepare(preload, allowed):
         except Exception:
             pass
     sys.meta_path.append(_NotInstalled)
+    builtins.display = display
+    _patch_pyplot()
     # Objects inherited from the zygote are never collected or copied by the
     # collector: fewer copy-on-write faults in every job.
     gc.collect()
@@ -304,7 +308,7 @@ def _values(data, bare):
     return 1 + sum(data.count(c) for c in (b",", b":", b"[", b"{"))
 
 
-def _result_text(value, max_bytes, max_values):
+def _result_text(value, max_bytes, max_values, max_nesting=_MAX_NESTING):
     """main()'s value as JSON text the supervisor can parse, or ValueError."""
     text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     try:
@@ -330,12 +334,266 @@ def _result_text(value, max_bytes, max_values):
                 raise _Uncarriable("an integer beyond 64 bits")
     if b"{" in data and (b"\\u0000" in data or _mixed_keys(value)):
         json.loads(text, object_pairs_hook=_object_pairs)
-    if data.count(b"[") + data.count(b"{") > _MAX_NESTING:
+    if data.count(b"[") + data.count(b"{") > max_nesting:
         if bare is None:
             bare = _JSON_STRING.sub('""', text)
-        if _nesting(bare) > _MAX_NESTING:
-            raise _Uncarriable("more than %d levels of arrays and objects" % _MAX_NESTING)
+        if _nesting(bare) > max_nesting:
+            raise _Uncarriable("more than %d levels of arrays and objects" % max_nesting)
     return text
+
+
+# Rich outputs: one record each on fd 3, {"output": {"type", "data", "metadata"}}, in the order
+# produced (src/engine/meta.h).  The supervisor keeps them within pbx_limits_outputs_max(),
+# whose caps are these: a record of at most _OUTPUT_MAX bytes (or the room, when smaller), at
+# most _MAX_OUTPUTS of them, all of them together taking from main()'s room.  What would break
+# a cap comes back as a marker instead, so nothing is left out without a word.
+_OUTPUT_MAX = 4 << 20
+_MAX_OUTPUTS = 1000
+_OUTPUT_NESTING = 24  # application/json values, inside the record's 32 levels
+_OUTPUT_VALUES = 60000  # a record holds at most 65536 values
+_TABLE_ROWS = 60  # rows of a DataFrame or Series shown
+_TABLE_COLS = 20
+_outputs = {"room": 0, "used": 0, "count": 0, "full": False}
+
+
+def _marker(why):
+    return {"type": "display", "data": {"text/plain": "[output omitted: %s]" % why},
+            "metadata": {"omitted": True}}
+
+
+def _write_line(line):
+    """Write one output record's JSON text (ASCII) as a line, counted as the supervisor
+    counts it."""
+    _outputs["used"] += len(line)
+    _outputs["count"] += 1
+    data = (line + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(_META_FD, data):]
+    except OSError:
+        pass
+
+
+def _record(output):
+    return json.dumps({"output": output}, allow_nan=False)
+
+
+def _emit(output):
+    """Write one output record, or a marker in its place when it is over a cap."""
+    st = _outputs
+    if st["full"]:
+        return
+    if st["count"] >= _MAX_OUTPUTS - 1:
+        st["full"] = True
+        _write_line(_record(_marker("no more than %d outputs come back" % _MAX_OUTPUTS)))
+        return
+    try:
+        line = _record(output)
+    except (TypeError, ValueError, RecursionError):
+        output = {"type": output["type"], "data": {"text/plain": output["data"]["text/plain"]},
+                  "metadata": {}}
+        line = _record(output)
+    each = min(_OUTPUT_MAX, st["room"])
+    if len(line) > each:
+        line = _record(_marker("over %d bytes" % each))
+    elif st["used"] + len(line) > st["room"]:
+        line = _record(_marker("over the %d bytes all outputs may carry" % st["room"]))
+    _write_line(line)
+
+
+def _text(value):
+    """A str the supervisor's JSON parser takes: no NUL, no lone surrogate."""
+    if not isinstance(value, str):
+        return None
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def _json_value(value):
+    """value as application/json carries it, or None when it cannot come back."""
+    try:
+        return json.loads(_result_text(value, _OUTPUT_MAX, _OUTPUT_VALUES, _OUTPUT_NESTING))
+    except (_Uncarriable, TypeError, ValueError, RecursionError):
+        return None
+
+
+def _png(value):
+    if isinstance(value, tuple) and value:
+        value = value[0]
+    if isinstance(value, (bytes, bytearray, memoryview)) and bytes(value[:8]) == b"\x89PNG\r\n\x1a\n":
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, str):
+        # Already base64 (as IPython's formatters accept it): kept if it is a PNG.
+        try:
+            if base64.b64decode(value, validate=True)[:8] == b"\x89PNG\r\n\x1a\n":
+                return value
+        except ValueError:
+            pass
+    return None
+
+
+def _figure_png(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _call(obj, name, **kwargs):
+    if isinstance(obj, type) or getattr(type(obj), name, None) is None:
+        return None
+    try:
+        return getattr(obj, name)(**kwargs)
+    except Exception:
+        return None
+
+
+def _mime_bundle(obj):
+    """obj's MIME bundle and metadata, as IPython's display() makes them."""
+    data = {}
+    metadata = {}
+    bundle = _call(obj, "_repr_mimebundle_", include=None, exclude=None)
+    if isinstance(bundle, tuple) and len(bundle) == 2:
+        bundle, md = bundle
+        if isinstance(md, dict):
+            metadata.update(md)
+    if isinstance(bundle, dict):
+        data.update(bundle)
+    mod = type(obj).__module__ or ""
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(obj, (pd.DataFrame, pd.Series)):
+        frame = obj if isinstance(obj, pd.DataFrame) else obj.to_frame()
+        try:
+            data.setdefault("text/html", frame.to_html(max_rows=_TABLE_ROWS, max_cols=_TABLE_COLS,
+                                                       show_dimensions=True))
+            data.setdefault("text/plain", obj.to_string(max_rows=_TABLE_ROWS) if
+                            isinstance(obj, pd.Series) else
+                            obj.to_string(max_rows=_TABLE_ROWS, max_cols=_TABLE_COLS,
+                                          show_dimensions=True))
+        except Exception:
+            pass
+    pil = sys.modules.get("PIL.Image")
+    if pil is not None and isinstance(obj, pil.Image) and "image/png" not in data:
+        try:
+            buf = io.BytesIO()
+            obj.save(buf, format="PNG")
+            data["image/png"] = buf.getvalue()
+            metadata.setdefault("image/png", {"width": obj.width, "height": obj.height})
+        except Exception:
+            pass
+    if mod.startswith("matplotlib.figure") and "image/png" not in data:
+        try:
+            data["image/png"] = _figure_png(obj)
+        except Exception:
+            pass
+    for mime, name in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"),
+                       ("image/svg+xml", "_repr_svg_"), ("application/json", "_repr_json_")):
+        if mime not in data:
+            value = _call(obj, name)
+            if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict):
+                value, md = value
+                metadata[mime] = md
+            if value is not None:
+                data[mime] = value
+    return data, metadata
+
+
+def _repr(obj):
+    try:
+        return repr(obj)
+    except Exception:
+        return object.__repr__(obj)
+
+
+def _output(obj, kind="display", metadata=None):
+    """The output record of obj: its MIME bundle made carriable."""
+    data, md = _mime_bundle(obj)
+    out = {}
+    plain = _text(data.get("text/plain")) if "text/plain" in data else None
+    out["text/plain"] = plain if plain is not None else _text(_repr(obj))
+    for mime in ("text/html", "image/svg+xml"):
+        text = _text(data.get(mime))
+        if text is not None:
+            out[mime] = text
+    if "image/png" in data:
+        png = _png(data["image/png"])
+        if png is not None:
+            out["image/png"] = png
+    if "application/json" in data:
+        value = data["application/json"]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = None
+        value = _json_value(value) if value is not None else None
+        if value is not None:
+            out["application/json"] = value
+    if metadata:
+        md.update(metadata)
+    return {"type": kind, "data": out, "metadata": _json_value(md) or {}}
+
+
+def display(*objs, metadata=None, **kwargs):
+    """Show each object as a rich output of the result (the MIME types of its repr methods,
+    as IPython's display() does): text/plain always, with text/html, image/png,
+    image/svg+xml or application/json when it has them."""
+    for obj in objs:
+        _emit(_output(obj, metadata=metadata if isinstance(metadata, dict) else None))
+
+
+def _show(*args, **kwargs):
+    """matplotlib.pyplot.show() in the sandbox: every open figure comes back once, as
+    image/png, and is closed."""
+    _flush_figures()
+
+
+def _flush_figures():
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        nums = plt.get_fignums()
+    except Exception:
+        return
+    for num in nums:
+        try:
+            fig = plt.figure(num)
+            png = _figure_png(fig)
+            w, h = fig.get_size_inches() * fig.dpi
+            plt.close(fig)
+            output = {"type": "display",
+                      "data": {"text/plain": _text(_repr(fig)), "image/png": _png(png)},
+                      "metadata": {"image/png": {"width": int(round(w)),
+                                                 "height": int(round(h))}}}
+        except Exception:
+            continue
+        _emit(output)
+
+
+def _patch_pyplot():
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None and plt.show is not _show:
+        plt.show = _show
+
+
+class _PyplotHook:
+    """On sys.meta_path when pyplot was not preloaded: once user code imports it, its show()
+    becomes _show()."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            module.show = _show
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
 
 
 def _exit_code(exc):
@@ -430,6 +688,11 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
     if not allow_all:
         _guard_imports()
 
+    _outputs.update(room=result_bytes, used=0, count=0, full=False)
+    if "matplotlib.pyplot" in sys.modules:
+        _patch_pyplot()
+    else:
+        sys.meta_path.insert(0, _PyplotHook)
     done = {"done": True, "exit_code": 0, "error": None}
     try:
         compiled = compile(tree, _USER_FILE, "exec", dont_inherit=True)
@@ -444,14 +707,20 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
                 done["exit_code"] = 1
             else:
                 value = fn()
+                # Figures left open come back before main()'s value, which gets what they
+                # and the other outputs left of its room.
+                _flush_figures()
+                used = _outputs["used"]
                 try:
-                    done["result"] = _result_text(value, result_bytes, result_values)
+                    done["result"] = _result_text(value, max(result_bytes - used, 0),
+                                                  result_values)
                     # The record escapes it again, as a JSON string: '"' takes two bytes.
                     written = len(json.dumps(done["result"])) + 64
-                    if written > result_record:
+                    if written > result_record - used:
                         del done["result"]
                         raise _Uncarriable("its record would be %d bytes; at most %d may come "
-                                           "back (the answer limit)" % (written, result_record))
+                                           "back (the answer limit)"
+                                           % (written, max(result_record - used, 0)))
                 except _Uncarriable as exc:
                     done["error"] = {"type": "ResultNotSerializable",
                                      "message": "main() returned a value pybox cannot carry "
@@ -474,6 +743,8 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
             pass
         done["error"] = record
         done["exit_code"] = 1
+    # Figures left open when the code ended (by an error too) come back once.
+    _flush_figures()
     _shutdown(module)
     _flush()
     _meta(done)

@@ -125,6 +125,7 @@ struct pbx_exec_result {
     bool stderr_truncated;      /* output beyond the cap was dropped */
     json_t *result;             /* main()'s return value, or NULL */
     json_t *error;              /* {"type", "message", ...} or NULL */
+    json_t *outputs;            /* rich outputs, an array of {type, data, metadata}, or NULL */
     struct pbx_file_out *files; /* returned files, in the order asked, globs expanded */
     size_t nfiles;              /* their count */
     double duration_ms;         /* wall time of the user's code */

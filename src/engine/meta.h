@@ -3,6 +3,10 @@
  * record is written before any user code runs ({"check": "ok"} or
  * {"check": "rejected", "error": {...}}), the last one after it
  * ({"done": true, "exit_code": N, "error": ..., "result": "<JSON text>"}).
+ * Between them come the rich outputs, one record each, in the order produced:
+ * {"output": {"type": "display"|"result", "data": {MIME: value}, "metadata": {}}}
+ * (docs/api.md, "The result object"; sessions and streaming read the same
+ * records one line at a time).
  * Everything after the check record may have been forged by user code, so it
  * only ever describes that code's own outcome, never the status.
  */
@@ -31,13 +35,25 @@ struct pbx_meta {
     bool result_invalid;       /* a result was present but was not valid JSON */
     size_t result_text_len;    /* the length of main()'s value as JSON text */
     bool result_too_large;     /* a result was present but over the limits: not parsed */
+    json_t *outputs;           /* the outputs kept, markers included: an array (owned) */
+    uint64_t outputs_bytes;    /* their records' bytes as written, taken from main()'s room */
+    size_t outputs_values;     /* JSON values in them */
+    size_t outputs_dropped;    /* output records past the count: one marker at the end */
 };
 
 /*
  * Parse `len` bytes of records into *meta (zeroed first), main()'s value
  * only within pbx_limits_result_max() of `limits` (NULL: the default
- * limits).  Never fails: bad lines, and lines of more values than any record
- * of the bootstrap holds, are skipped before they are parsed.
+ * limits), less what the outputs took.  Never fails: bad lines, and lines of
+ * more values than any record of the bootstrap holds, are skipped before
+ * they are parsed.  An output record (one that starts `{"output"`, or any
+ * object with an "output" member) is kept only within
+ * pbx_limits_outputs_max() and only in a valid shape (a known type, a string
+ * text/plain, strings for text/html and image/svg+xml, a PNG in base64 for
+ * image/png; other MIME types are dropped); one that is not, and one that
+ * does not parse, becomes a marker in its place: {"type": "display", "data":
+ * {"text/plain": "[output omitted: ...]"}, "metadata": {"omitted": true}}.
+ * Output records after a done record are ignored.
  */
 void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limits,
                      struct pbx_meta *meta);

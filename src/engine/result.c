@@ -34,6 +34,7 @@ void pbx_exec_result_release(struct pbx_exec_result *res)
     free(res->stderr_data);
     json_decref(res->result);
     json_decref(res->error);
+    json_decref(res->outputs);
     for (size_t i = 0; i < res->nfiles; i++) {
         free(res->files[i].name);
         free(res->files[i].data);
@@ -87,6 +88,7 @@ json_t *pbx_exec_result_to_json(const struct pbx_exec_result *res)
     json_object_set_new(o, "stdout_truncated", json_boolean(res->stdout_truncated));
     json_object_set_new(o, "stderr_truncated", json_boolean(res->stderr_truncated));
     json_object_set_new(o, "result", res->result ? json_incref(res->result) : json_null());
+    json_object_set_new(o, "outputs", res->outputs ? json_incref(res->outputs) : json_array());
     for (size_t i = 0; i < res->nfiles; i++) {
         const struct pbx_file_out *f = &res->files[i];
 

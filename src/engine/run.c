@@ -50,8 +50,10 @@
 #include "common/banned.h"
 
 #define GRACE_MS 3000 /* past the wall limit before the backstop fires */
-/* Records beyond main()'s value: errors, tracebacks. */
+/* Records beyond main()'s value and the outputs: errors, tracebacks. */
 #define META_EXTRA (1u << 20)
+/* The most a marker record of the bootstrap takes, for an output it left out. */
+#define META_MARKER 256
 
 void pbx_exec_request_init(struct pbx_exec_request *req)
 {
@@ -443,11 +445,15 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
      */
     if (v.take_result)
         res->result = json_incref(meta.result);
+    res->outputs = json_incref(meta.outputs);
     if (v.status == PBX_STATUS_REJECTED) {
         res->files = xcalloc(1, sizeof(*res->files));
     } else {
-        /* The answer limit holds the outputs kept and main()'s value first, then the files. */
-        uint64_t used = res->stdout_len + res->stderr_len +
+        /*
+         * The answer limit holds stdout and stderr kept, the rich outputs and main()'s
+         * value first, then the files.
+         */
+        uint64_t used = res->stdout_len + res->stderr_len + meta.outputs_bytes +
                         (v.take_result && meta.result_text_len > 0 ? meta.result_text_len : 0);
         uint64_t room = used < req->limits.answer_bytes ? req->limits.answer_bytes - used : 0;
 
@@ -518,9 +524,12 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     pbx_buf_init(&f.errb, req->limits.stderr_bytes);
     {
         struct pbx_result_max max;
+        struct pbx_outputs_max om;
 
+        /* The outputs share main()'s room, as records; the bootstrap's markers do not. */
         pbx_limits_result_max(&req->limits, &max);
-        pbx_buf_init(&f.meta, max.record + META_EXTRA);
+        pbx_limits_outputs_max(&req->limits, &om);
+        pbx_buf_init(&f.meta, max.record + META_EXTRA + (size_t)om.count * META_MARKER);
     }
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;

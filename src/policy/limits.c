@@ -47,6 +47,17 @@ void pbx_limits_result_max(const struct pbx_limits *l, struct pbx_result_max *m)
     m->record = m->bytes + (64u << 10);
 }
 
+void pbx_limits_outputs_max(const struct pbx_limits *l, struct pbx_outputs_max *m)
+{
+    struct pbx_result_max r;
+
+    pbx_limits_result_max(l, &r);
+    m->total = r.bytes;
+    m->each = r.bytes < PBX_LIMITS_OUTPUT_MAX_BYTES ? r.bytes : PBX_LIMITS_OUTPUT_MAX_BYTES;
+    m->count = PBX_LIMITS_OUTPUTS_MAX;
+    m->values = r.values;
+}
+
 enum unit { U_COUNT, U_BYTES, U_MS };
 
 struct limit_desc {

@@ -47,6 +47,28 @@ struct pbx_result_max {
 
 void pbx_limits_result_max(const struct pbx_limits *l, struct pbx_result_max *m);
 
+/*
+ * The caps on rich outputs (display(), matplotlib figures), each output
+ * counted by its record's bytes as written (newline excluded).  They take
+ * from the room main()'s value has (pbx_result_max's `bytes`), first come
+ * first served: main()'s value gets what the outputs left of it, and the
+ * returned files what both left of the answer limit.  Each record is at most
+ * `each` bytes, all of them together at most `total`, and at most `count`
+ * come back (markers of outputs left out included), holding at most `values`
+ * JSON values together.  The bootstrap applies the same caps from the
+ * result_bytes it is given (its _OUTPUT_MAX and _MAX_OUTPUTS).
+ */
+#define PBX_LIMITS_OUTPUT_MAX_BYTES (UINT64_C(4) << 20)
+#define PBX_LIMITS_OUTPUTS_MAX      1000
+struct pbx_outputs_max {
+    uint64_t each;   /* one output's record, as written */
+    uint64_t total;  /* all of them: the room of main()'s value */
+    uint32_t count;  /* outputs kept, markers included */
+    uint64_t values; /* JSON values in all of them */
+};
+
+void pbx_limits_outputs_max(const struct pbx_limits *l, struct pbx_outputs_max *m);
+
 /* Fill `l` with the defaults. */
 void pbx_limits_default(struct pbx_limits *l);
 

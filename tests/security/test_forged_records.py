@@ -294,3 +294,107 @@ def test_huge_records():
                  "leave(1)\n")
     assert big.data["status"] == "error" and big.data["exit_code"] == 1, big
     assert big.elapsed < 30, big
+
+
+# Output records as the bootstrap writes them (src/engine/meta.h), forged by user code.
+PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJ"
+           "RU5ErkJggg==")
+OUTPUT_MAX = 4 << 20
+MAX_OUTPUTS = 1000
+
+
+def output(text="x", **data):
+    return {"output": {"type": "display", "data": dict({"text/plain": text}, **data),
+                       "metadata": {}}}
+
+
+# The same, built in the script (large texts never go into the code).
+OUT = "def out(t):\n    return {'output': {'type': 'display', 'data': {'text/plain': t}}}\n"
+
+
+def omitted(o):
+    return (o["type"] == "display" and o["metadata"] == {"omitted": True}
+            and o["data"]["text/plain"].startswith("[output omitted: "))
+
+
+def assert_outputs_shape(d):
+    """Every output is {type, data, metadata} with a string text/plain, whatever was forged."""
+    assert isinstance(d["outputs"], list), d
+    assert len(d["outputs"]) <= MAX_OUTPUTS + 1, len(d["outputs"])
+    for o in d["outputs"]:
+        assert set(o) == {"type", "data", "metadata"}, o
+        assert o["type"] in ("display", "result"), o
+        assert isinstance(o["data"]["text/plain"], str), o
+        assert set(o["data"]) <= {"text/plain", "text/html", "image/png", "image/svg+xml",
+                                  "application/json"}, o
+        assert isinstance(o["metadata"], dict), o
+
+
+def test_forged_outputs_are_kept_or_marked():
+    """Invariant: forged output records of the wrong shape (types, data, base64 that is no PNG
+    or no base64, invalid UTF-8, a lone surrogate, cut short, not JSON) each become a marker in
+    their place, a valid one is kept as the bootstrap would write it, and the status stays the
+    wait status's."""
+    bad_lines = [
+        json.dumps({"output": {"type": "evil", "data": {"text/plain": "x"}}}),
+        json.dumps({"output": {"type": "display", "data": {"text/plain": 5}}}),
+        json.dumps({"output": {"type": "display", "data": "x"}}),
+        json.dumps({"output": {"type": "display", "data": {"text/plain": "x"}, "metadata": 1}}),
+        json.dumps(output(**{"image/png": "bm90IGEgcG5n"})),
+        json.dumps(output(**{"image/png": "%%%% not base64"})),
+        json.dumps(output(**{"text/html": ["a"]})),
+        '{"output": {"type": "display", "data": {"text/plain": "\\ud800"}}}',
+        '{"output": {"type": "display", "data": {"text/plain": "cut',
+        '{"output" garbage',
+    ]
+    body = "".join("os.write(3, %r)\n" % (line.encode() + b"\n") for line in bad_lines)
+    body += "os.write(3, %r)\n" % (b'{"output": {"type": "display", "data": {"text/plain": '
+                                    b'"\xff\xfe"}}}\n')
+    body += f"forge({output('kept', **{'image/png': PNG_B64})!r})\nleave(0)\n"
+    res = forged(body)
+    d = res.data
+    assert (d["status"], d["exit_code"], d["error"]) == ("ok", 0, None), res
+    assert_outputs_shape(d)
+    assert len(d["outputs"]) == len(bad_lines) + 2, d["outputs"]
+    assert all(omitted(o) for o in d["outputs"][:-1]), d["outputs"]
+    assert d["outputs"][-1]["data"] == {"text/plain": "kept", "image/png": PNG_B64}, d
+
+
+def test_forged_output_floods_are_capped():
+    """Invariant: 5000 forged outputs come back as 1000 and one marker counting the rest; an
+    output record of 16 MiB is a marker, never parsed; outputs that would pass the room main()'s
+    value has are markers; the answer stays within the answer limit, promptly."""
+    res = forged(f"for i in range(5000):\n    forge({output()!r})\nleave(0)\n")
+    d = res.data
+    assert d["status"] == "ok", res
+    assert len(d["outputs"]) == MAX_OUTPUTS + 1, len(d["outputs"])
+    assert not any(omitted(o) for o in d["outputs"][:MAX_OUTPUTS])
+    assert omitted(d["outputs"][-1]) and "4000 more" in d["outputs"][-1]["data"]["text/plain"]
+    huge = forged(OUT + "forge(out('h' * (16 << 20)))\nforge(out('after'))\nleave(0)\n")
+    d = huge.data
+    assert d["status"] == "ok", huge
+    assert len(d["outputs"]) == 2 and omitted(d["outputs"][0]), d["outputs"][:1]
+    assert "over %d bytes" % OUTPUT_MAX in d["outputs"][0]["data"]["text/plain"]
+    assert d["outputs"][1]["data"]["text/plain"] == "after"
+    assert huge.elapsed < 30, huge
+    # 2.5 MiB outputs in a room of 22 MiB: eight fit, the next one is a marker, and past what
+    # the supervisor reads of the records (the room and about 1.3 MiB) nothing is read at all.
+    room = forged(OUT + "for i in range(9):\n    forge(out('r' * (5 << 19)))\n"
+                  "os.write(3, b'x' * (8 << 20))\nleave(0)\n")
+    d = room.data
+    assert [omitted(o) for o in d["outputs"]] == [False] * 8 + [True], d["outputs"][8:]
+    assert "all outputs may carry" in d["outputs"][-1]["data"]["text/plain"]
+    assert len(room.stdout) < 24 << 20, len(room.stdout)
+
+
+def test_forged_outputs_take_from_main_value():
+    """Invariant: forged outputs count against the room of main()'s value as the bootstrap's
+    do: what they leave is less than main()'s value needs, so it is not taken, and the status
+    is the wait status's."""
+    res = forged(OUT + "for i in range(7):\n    forge(out('r' * (3 << 20)))\n"
+                 "forge({'done': True, 'exit_code': 0, 'error': None,\n"
+                 "       'result': json.dumps('v' * (2 << 20))})\nleave(0)\n",
+                 "--main")
+    d = res.data
+    assert d["status"] == "ok" and d["result"] is None, {k: d[k] for k in ("status", "error")}
+    assert len(res.stdout) < 24 << 20

@@ -8,7 +8,7 @@ from conftest import PYBOX_IS_ASAN, assert_usage_error
 
 DOCUMENTED_KEYS = {"status", "exit_code", "signal", "stdout", "stderr", "stdout_truncated",
                    "stderr_truncated", "result", "files", "error", "duration_ms", "cpu_ms",
-                   "max_rss_kb"}
+                   "max_rss_kb", "outputs"}
 
 
 def test_result_object_shape(pybox):
@@ -23,6 +23,7 @@ def test_result_object_shape(pybox):
         ("ok", 0, None, "hi\n", ""), res
     assert d["stdout_truncated"] is False and d["stderr_truncated"] is False
     assert d["result"] is None and d["files"] == {} and d["error"] is None
+    assert d["outputs"] == [], res
     for k in ("duration_ms", "cpu_ms", "max_rss_kb"):
         assert isinstance(d[k], (int, float)) and d[k] >= 0, (k, d[k])
     assert res.status == 0

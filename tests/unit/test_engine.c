@@ -666,9 +666,9 @@ END_TEST
 START_TEST(test_result_json)
 {
     static const char *const keys[] = {
-        "status",           "exit_code",        "signal",     "stdout", "stderr",
-        "stdout_truncated", "stderr_truncated", "result",     "files",  "error",
-        "duration_ms",      "cpu_ms",           "max_rss_kb",
+        "status",           "exit_code",        "signal",     "stdout",  "stderr",
+        "stdout_truncated", "stderr_truncated", "result",     "files",   "error",
+        "duration_ms",      "cpu_ms",           "max_rss_kb", "outputs",
     };
     static const char *const ret[] = {"out.txt", "missing.txt"};
     struct pbx_exec_request req;

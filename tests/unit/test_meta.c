@@ -653,6 +653,216 @@ START_TEST(test_result_over_the_limits_is_not_parsed)
 }
 END_TEST
 
+/* A tiny valid PNG (the 8-byte signature and an IHDR chunk), in base64. */
+#define PNG_B64 \
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+
+/* The text/plain of outputs[i]. */
+static const char *output_text(const struct pbx_meta *m, size_t i)
+{
+    return json_string_value(
+        json_object_get(json_object_get(json_array_get(m->outputs, i), "data"), "text/plain"));
+}
+
+static bool output_omitted(const struct pbx_meta *m, size_t i)
+{
+    return json_is_true(
+        json_object_get(json_object_get(json_array_get(m->outputs, i), "metadata"), "omitted"));
+}
+
+START_TEST(test_outputs_kept_in_order)
+{
+    struct pbx_meta m;
+    json_t *o;
+    json_t *data;
+
+    parse("{\"check\":\"ok\"}\n"
+          "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"one\", "
+          "\"text/html\": \"<b>1</b>\", \"image/png\": \"" PNG_B64 "\", \"image/svg+xml\": "
+          "\"<svg/>\", \"application/json\": {\"a\": [1, 2]}, \"text/x-unknown\": \"dropped\"}, "
+          "\"metadata\": {\"image/png\": {\"width\": 1, \"height\": 1}}}}\n"
+          "{\"output\": {\"type\": \"result\", \"data\": {\"text/plain\": \"two\"}}}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":null}\n",
+          &m);
+    ck_assert(m.done);
+    ck_assert_uint_eq(json_array_size(m.outputs), 2);
+    o = json_array_get(m.outputs, 0);
+    data = json_object_get(o, "data");
+    ck_assert_str_eq(json_string_value(json_object_get(o, "type")), "display");
+    ck_assert_str_eq(output_text(&m, 0), "one");
+    ck_assert_str_eq(json_string_value(json_object_get(data, "text/html")), "<b>1</b>");
+    ck_assert_str_eq(json_string_value(json_object_get(data, "image/png")), PNG_B64);
+    ck_assert_str_eq(json_string_value(json_object_get(data, "image/svg+xml")), "<svg/>");
+    ck_assert_int_eq(json_integer_value(json_array_get(
+                         json_object_get(json_object_get(data, "application/json"), "a"), 1)),
+                     2);
+    ck_assert_ptr_null(json_object_get(data, "text/x-unknown"));
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(json_object_get(o, "metadata"), "image/png"), "width")),
+                     1);
+    o = json_array_get(m.outputs, 1);
+    ck_assert_str_eq(json_string_value(json_object_get(o, "type")), "result");
+    ck_assert_str_eq(output_text(&m, 1), "two");
+    ck_assert(json_is_object(json_object_get(o, "metadata")));
+    ck_assert(m.outputs_bytes > 0);
+    pbx__meta_release(&m);
+    ck_assert_ptr_null(m.outputs);
+    /* No output records: no outputs. */
+    parse("{\"check\":\"ok\"}\n{\"done\":true,\"exit_code\":0,\"error\":null}\n", &m);
+    ck_assert_ptr_null(m.outputs);
+    ck_assert_uint_eq(m.outputs_bytes, 0);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+START_TEST(test_bad_outputs_become_markers)
+{
+    static const char *const bad[] = {
+        "{\"output\": 1}",
+        "{\"output\": {\"type\": \"evil\", \"data\": {\"text/plain\": \"x\"}}}",
+        "{\"output\": {\"type\": 7, \"data\": {\"text/plain\": \"x\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": [\"text/plain\"]}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": 5}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\", \"text/html\": "
+        "[1]}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\"}, \"metadata\": "
+        "[]}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\", \"image/png\": "
+        "\"not base64!\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\", \"image/png\": "
+        "\"aGVsbG8gd29ybGQ=\"}}}", /* base64, but of no PNG */
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\", \"image/png\": "
+        "\"" PNG_B64 "\\n\"}}}", /* a newline in it */
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"\xff\xfe\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"\\ud800\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\\u0000y\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\", \"text/plain\": "
+        "\"y\"}}}",
+        "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\"}",
+        "{\"output\"",
+    };
+    char text[1024];
+    struct pbx_meta m;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text),
+                 "{\"check\":\"ok\"}\n%s\n{\"done\":true,\"exit_code\":0,\"error\":null}\n",
+                 bad[i]);
+        parse(text, &m);
+        ck_assert_msg(m.done, "%s", bad[i]);
+        ck_assert_msg(json_array_size(m.outputs) == 1, "%s", bad[i]);
+        ck_assert_msg(output_omitted(&m, 0), "%s", bad[i]);
+        ck_assert_msg(strncmp(output_text(&m, 0), "[output omitted: ", 17) == 0, "%s", bad[i]);
+        ck_assert_uint_eq(m.outputs_bytes, 0);
+        pbx__meta_release(&m);
+    }
+    /* Outputs never on the first line, never after a done record. */
+    parse("{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\"}}}\n"
+          "{\"done\":true,\"exit_code\":0,\"error\":null}\n"
+          "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\"}}}\n",
+          &m);
+    ck_assert_ptr_null(m.outputs);
+    pbx__meta_release(&m);
+}
+END_TEST
+
+/* `n` copies of `line` after a check record, then a done record with main()'s value `result`. */
+static char *repeat(const char *line, size_t n, const char *result, size_t *len)
+{
+    size_t ll = strlen(line);
+    size_t cap = 64 + n * (ll + 1) + strlen(result) + 128;
+    char *text = malloc(cap);
+    size_t pos = (size_t)snprintf(text, cap, "{\"check\":\"ok\"}\n");
+
+    for (size_t i = 0; i < n; i++) {
+        memcpy(text + pos, line, ll);
+        pos += ll;
+        text[pos++] = '\n';
+    }
+    pos += (size_t)snprintf(text + pos, cap - pos,
+                            "{\"done\":true,\"exit_code\":0,\"error\":null,\"result\":\"%s\"}\n",
+                            result);
+    *len = pos;
+    return text;
+}
+
+START_TEST(test_outputs_capped)
+{
+    const char *one = "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"x\"}}}";
+    struct pbx_outputs_max om;
+    struct pbx_limits l;
+    struct pbx_meta m;
+    char *line;
+    char *text;
+    size_t len;
+
+    /* Past the count: the first ones, and one marker that counts the rest. */
+    text = repeat(one, PBX_LIMITS_OUTPUTS_MAX + 25, "1", &len);
+    pbx__meta_parse(text, len, NULL, &m);
+    free(text);
+    ck_assert_uint_eq(json_array_size(m.outputs), PBX_LIMITS_OUTPUTS_MAX + 1);
+    ck_assert_str_eq(output_text(&m, 0), "x");
+    ck_assert(!output_omitted(&m, PBX_LIMITS_OUTPUTS_MAX - 1));
+    ck_assert(output_omitted(&m, PBX_LIMITS_OUTPUTS_MAX));
+    ck_assert_ptr_nonnull(strstr(output_text(&m, PBX_LIMITS_OUTPUTS_MAX), "25 more"));
+    ck_assert_int_eq(json_integer_value(m.result), 1);
+    pbx__meta_release(&m);
+
+    /* One output over its cap: a marker, never parsed. */
+    pbx_limits_default(&l);
+    l.answer_bytes = (2u << 20) + (64u << 10); /* 64 KiB of room */
+    pbx_limits_outputs_max(&l, &om);
+    ck_assert_uint_eq(om.total, 64u << 10);
+    ck_assert_uint_eq(om.each, 64u << 10);
+    line = malloc(om.each + 128);
+    len = (size_t)snprintf(line, om.each + 128,
+                           "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"");
+    memset(line + len, 'a', om.each);
+    memcpy(line + len + om.each, "\"}}}", 5);
+    text = repeat(line, 1, "1", &len);
+    pbx__meta_parse(text, len, &l, &m);
+    free(text);
+    ck_assert_uint_eq(json_array_size(m.outputs), 1);
+    ck_assert(output_omitted(&m, 0));
+    ck_assert_ptr_nonnull(strstr(output_text(&m, 0), "over 65536 bytes"));
+    ck_assert_uint_eq(m.outputs_bytes, 0);
+    ck_assert_int_eq(json_integer_value(m.result), 1);
+    pbx__meta_release(&m);
+
+    /* Three of 30000 bytes in 64 KiB: the third is a marker, and main()'s value has the rest. */
+    len = (size_t)snprintf(line, om.each + 128,
+                           "{\"output\": {\"type\": \"display\", \"data\": {\"text/plain\": \"");
+    memset(line + len, 'a', 30000 - len - 4);
+    memcpy(line + 30000 - 4, "\"}}}", 5);
+    text = repeat(line, 3, "[1, 2, 3, 4, 5, 6, 7, 8, 9]", &len);
+    pbx__meta_parse(text, len, &l, &m);
+    ck_assert_uint_eq(json_array_size(m.outputs), 3);
+    ck_assert(!output_omitted(&m, 1));
+    ck_assert(output_omitted(&m, 2));
+    ck_assert_ptr_nonnull(strstr(output_text(&m, 2), "all outputs may carry"));
+    ck_assert_uint_eq(m.outputs_bytes, 60000);
+    ck_assert_uint_eq(json_array_size(m.result), 9);
+    pbx__meta_release(&m);
+    free(text);
+    /* main()'s value over what the outputs left: not parsed. */
+    {
+        char big[8192];
+
+        memset(big, '1', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        text = repeat(line, 2, big, &len);
+        pbx__meta_parse(text, len, &l, &m);
+        ck_assert_uint_eq(json_array_size(m.outputs), 2);
+        ck_assert(m.result_too_large);
+        ck_assert_ptr_null(m.result);
+        pbx__meta_release(&m);
+        free(text);
+    }
+    free(line);
+}
+END_TEST
+
 static Suite *meta_suite(void)
 {
     Suite *s = suite_create("meta");
@@ -677,6 +887,9 @@ static Suite *meta_suite(void)
     tcase_add_test(tc, test_deep_nesting);
     tcase_add_test(tc, test_result_over_the_limits_is_not_parsed);
     tcase_add_test(tc, test_many_lines);
+    tcase_add_test(tc, test_outputs_kept_in_order);
+    tcase_add_test(tc, test_bad_outputs_become_markers);
+    tcase_add_test(tc, test_outputs_capped);
     suite_add_tcase(s, tc);
     return s;
 }
