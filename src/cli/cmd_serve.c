@@ -60,7 +60,9 @@ static void help(void)
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
-           "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n");
+           "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n"
+           "SIGHUP: replace the zygotes, so that new executions see packages installed on the\n"
+           "host since the start; running executions finish on the old ones.\n");
 }
 
 static unsigned long number(const char *v, const char *what, unsigned long max)

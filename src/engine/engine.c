@@ -150,6 +150,15 @@ void pbx_engine_free(struct pbx_engine *e)
     free(e);
 }
 
+int pbx_engine_reload(struct pbx_engine *e, struct pbx_error **err)
+{
+    if (pbx__zygotes_replace(e, err) < 0)
+        return -1;
+    /* The spares forked from the old zygote are stale now: the refill thread drops them. */
+    pbx__pool_wake(e);
+    return 0;
+}
+
 char *pbx_engine_describe(const struct pbx_engine *e)
 {
     static const char *const ctl[] = {"memory", "pids", "cpu"};

@@ -59,6 +59,17 @@ struct pbx_pool_stats {
 /* The warm pool's counters. Thread-safe. */
 void pbx_engine_pool_stats(struct pbx_engine *engine, struct pbx_pool_stats *st);
 
+/*
+ * Replace the zygote by a new one, in a new jail, as recycling does: the jail
+ * sees the host's Python installation as it is now (rootfs.c builds the view
+ * when a zygote starts), and the new zygote imports its preload afresh.
+ * Executions running on the old zygote finish there; new work goes to the
+ * new one once it is ready, and to the old one until then.  When the new one
+ * does not start, the old one stays.  Returns 0, or < 0 with *err.  Thread-safe
+ * (pybox serve calls it on SIGHUP).
+ */
+int pbx_engine_reload(struct pbx_engine *engine, struct pbx_error **err);
+
 /* A human-readable report of the isolation in force (for doctor and logs); caller frees. */
 char *pbx_engine_describe(const struct pbx_engine *engine);
 

@@ -197,6 +197,14 @@ bool pbx__zygotes_fresh(struct pbx_engine *e, const struct pbx_zygote *z);
 void pbx__zygotes_count_exec(struct pbx_engine *e, struct pbx_zygote *z);
 
 /*
+ * Start a new zygote and make it current, retiring the current one as
+ * recycling does (pbx_engine_reload()).  Until the new one is ready, work
+ * goes to the old one; a zygote that does not start leaves it current.
+ * Returns 0, or < 0 with *err.
+ */
+int pbx__zygotes_replace(struct pbx_engine *e, struct pbx_error **err);
+
+/*
  * Whether a cell that vanished before starting its job went down with its
  * zygote: a dying zygote first kills its whole pid namespace, so give it a
  * moment (PBX_ENGINE_DRAIN_MS) to finish dying.
@@ -224,6 +232,9 @@ void pbx__pool_start(struct pbx_engine *e);
  * a hit or a miss, and adapts the target.
  */
 bool pbx__pool_take(struct pbx_engine *e, const struct pbx_limits *limits, struct pbx_spare *sp);
+
+/* Wake the refill thread: spares of a retired zygote go, and new ones are made, now. */
+void pbx__pool_wake(struct pbx_engine *e);
 
 /* For pbx_engine_free(): tell the refill thread to end, before the zygote is killed. */
 void pbx__pool_stopping(struct pbx_engine *e);

@@ -276,6 +276,15 @@ void pbx__pool_start(struct pbx_engine *e)
     }
 }
 
+void pbx__pool_wake(struct pbx_engine *e)
+{
+    if (!e->pool.refill_running)
+        return;
+    pthread_mutex_lock(&e->pool.lock);
+    pthread_cond_signal(&e->pool.cond);
+    pthread_mutex_unlock(&e->pool.lock);
+}
+
 void pbx__pool_stopping(struct pbx_engine *e)
 {
     if (!e->pool.refill_running)

@@ -411,6 +411,41 @@ void pbx__zygotes_count_exec(struct pbx_engine *e, struct pbx_zygote *z)
     pthread_mutex_unlock(&e->zygotes.lock);
 }
 
+int pbx__zygotes_replace(struct pbx_engine *e, struct pbx_error **err)
+{
+    struct pbx_zygotes *zs = &e->zygotes;
+    struct pbx_zygote *old = NULL;
+    struct pbx_zygote *z = NULL;
+    int r;
+
+    pthread_mutex_lock(&zs->lock);
+    /* One start at a time, as in pbx__zygotes_get(); the current one serves meanwhile. */
+    while (zs->starting)
+        pthread_cond_wait(&zs->started, &zs->lock);
+    if (zs->stopping) {
+        pthread_mutex_unlock(&zs->lock);
+        return pbx_error_set(err, PBX_E_ENGINE, "the engine is stopping");
+    }
+    zs->starting = true;
+    pthread_mutex_unlock(&zs->lock);
+    r = spawn_on_keeper(e, &z, err);
+    pthread_mutex_lock(&zs->lock);
+    zs->starting = false;
+    pthread_cond_broadcast(&zs->started);
+    if (r == 0) {
+        /* The current one may have been retired meanwhile (it died, or was due). */
+        if (zs->cur != NULL)
+            old = zygote_unref_locked(zs->cur);
+        z->refs = 1; /* the engine's, while current */
+        zs->cur = z;
+        atomic_fetch_add(&zs->count, 1);
+    }
+    pthread_mutex_unlock(&zs->lock);
+    if (old != NULL)
+        zygote_destroy(old);
+    return r;
+}
+
 void pbx__zygotes_init(struct pbx_engine *e)
 {
     pthread_mutex_init(&e->zygotes.lock, NULL);

@@ -10,6 +10,14 @@
  * visible, and /proc/self/environ of the supervisor does not exist in the
  * view.  /usr/local is never bound: a .pth file there would run on every
  * start-up.
+ *
+ * The view is built once per zygote, when it starts.  A bound directory is
+ * live (a file added in dist-packages is seen at once), but a path of the
+ * list that did not exist then is never bound (matplotlib installed later
+ * finds no /usr/share/matplotlib), and a file bound by itself keeps the inode
+ * it had (a package manager renames a new file over it).  A new zygote, on
+ * recycling or on SIGHUP to pybox serve (pbx_engine_reload()), builds the
+ * view afresh: docs/design/process-model.md.
  */
 #include <errno.h>
 #include <fcntl.h>

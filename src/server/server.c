@@ -16,7 +16,9 @@
  * budget cannot hold get 503.  Then the request is routed; executions are
  * handled in src/server/execute.c, on the connection's thread.
  * SIGTERM or SIGINT: stop accepting, let running executions finish (bounded
- * by drain_s), stop the engines, exit 0.
+ * by drain_s), stop the engines, exit 0.  SIGHUP: replace both zygotes (new
+ * jails, so a view of the Python installation as it is now), running
+ * executions finishing on the old ones.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -366,6 +368,39 @@ static void engines_stop(struct engines *en)
     }
 }
 
+/*
+ * SIGHUP: a new zygote for each engine, so that new executions see the host's
+ * Python installation as it is now (a jail's view of it is built when its
+ * zygote starts, src/sandbox/rootfs.c), while running ones finish on the old
+ * zygotes.  One line says how it went.
+ */
+static void engines_reload(struct engines *en)
+{
+    struct pbx_error *err = NULL;
+    int failed = 0;
+
+    for (int i = 0; i < PBX_TRUST_COUNT; i++) {
+        struct pbx_error *e = NULL;
+
+        if (pbx_engine_reload(en->e[i], &e) < 0) {
+            failed++;
+            if (err == NULL)
+                err = e;
+            else
+                pbx_error_free(&e);
+        }
+    }
+    if (failed == 0)
+        fprintf(stderr, "pybox: SIGHUP received: zygotes replaced; new executions see the Python "
+                        "installation as it is now\n");
+    else
+        fprintf(stderr,
+                "pybox: SIGHUP received: %d of %d new zygotes did not start (%s); the old "
+                "ones serve on\n",
+                failed, PBX_TRUST_COUNT, err->msg);
+    pbx_error_free(&err);
+}
+
 static void write_url_file(const char *path, const char *url)
 {
     char *tmp = xasprintf("%s.tmp", path);
@@ -444,7 +479,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
         write_url_file(cfg->url_file, url);
 
     while (sigwait(&sigs, &sig) == 0 && sig == SIGHUP)
-        ;
+        engines_reload(&en);
     fprintf(stderr, "pybox: %s received: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     pbx__server_quiesce(s, cfg->drain_s * 1000u);
     rc = 0;

@@ -109,8 +109,9 @@ void pbx__server_quiesce(struct pbx_server *s, unsigned drain_ms);
 void pbx__server_free(struct pbx_server *s);
 
 /*
- * Start, serve until SIGTERM or SIGINT, drain, stop.  Returns 0 after a clean
- * shutdown, < 0 when the server could not start.
+ * Start, serve until SIGTERM or SIGINT (replacing the zygotes on SIGHUP,
+ * pbx_engine_reload()), drain, stop.  Returns 0 after a clean shutdown, < 0
+ * when the server could not start.
  */
 int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err);
 
