@@ -332,6 +332,37 @@ static bool zygote_due_locked(const struct pbx_engine *e, const struct pbx_zygot
                                                (uint64_t)e->cfg.zygote_max_age_s * 1000u);
 }
 
+/*
+ * Start a zygote and make it current, with the engine's reference; *prev is
+ * the one that was current (NULL or a zygote the caller retires).  Called
+ * with the lock held and no start running.  The lock is released during the
+ * start: a start takes up to START_TIMEOUT_MS, and the pool, the metrics and
+ * the executions with a reference of their own need the lock meanwhile;
+ * getters wait for `starting` to end.  Returns 0, or < 0 with *err and
+ * nothing changed.
+ */
+static int start_current_locked(struct pbx_engine *e, struct pbx_zygote **prev,
+                                struct pbx_error **err)
+{
+    struct pbx_zygotes *zs = &e->zygotes;
+    struct pbx_zygote *z = NULL;
+    int r;
+
+    zs->starting = true;
+    pthread_mutex_unlock(&zs->lock);
+    r = spawn_on_keeper(e, &z, err);
+    pthread_mutex_lock(&zs->lock);
+    zs->starting = false;
+    pthread_cond_broadcast(&zs->started);
+    if (r < 0)
+        return -1;
+    *prev = zs->cur;
+    z->refs = 1; /* the engine's, while current */
+    zs->cur = z;
+    atomic_fetch_add(&zs->count, 1);
+    return 0;
+}
+
 struct pbx_zygote *pbx__zygotes_get(struct pbx_engine *e, bool count_exec, struct pbx_error **err)
 {
     struct pbx_zygotes *zs = &e->zygotes;
@@ -361,29 +392,16 @@ struct pbx_zygote *pbx__zygotes_get(struct pbx_engine *e, bool count_exec, struc
         return NULL;
     }
     if (z == NULL) {
-        int r;
+        struct pbx_zygote *none = NULL;
 
-        /*
-         * Start the next one without the lock: a start takes up to
-         * START_TIMEOUT_MS, and the pool, the metrics and the executions
-         * with a reference of their own need the lock meanwhile.  Other
-         * getters wait for `starting` to end, as above.
-         */
-        zs->starting = true;
-        pthread_mutex_unlock(&zs->lock);
-        r = spawn_on_keeper(e, &z, err);
-        pthread_mutex_lock(&zs->lock);
-        zs->starting = false;
-        pthread_cond_broadcast(&zs->started);
-        if (r < 0) {
+        /* There is no current one (the loop above retired it): `none` stays NULL. */
+        if (start_current_locked(e, &none, err) < 0) {
             pthread_mutex_unlock(&zs->lock);
             if (old != NULL)
                 zygote_destroy(old);
             return NULL;
         }
-        z->refs = 1; /* the engine's, while current */
-        zs->cur = z;
-        atomic_fetch_add(&zs->count, 1);
+        z = zs->cur;
     }
     z->refs++;
     if (count_exec)
@@ -414,8 +432,8 @@ void pbx__zygotes_count_exec(struct pbx_engine *e, struct pbx_zygote *z)
 int pbx__zygotes_replace(struct pbx_engine *e, struct pbx_error **err)
 {
     struct pbx_zygotes *zs = &e->zygotes;
+    struct pbx_zygote *prev = NULL;
     struct pbx_zygote *old = NULL;
-    struct pbx_zygote *z = NULL;
     int r;
 
     pthread_mutex_lock(&zs->lock);
@@ -426,20 +444,10 @@ int pbx__zygotes_replace(struct pbx_engine *e, struct pbx_error **err)
         pthread_mutex_unlock(&zs->lock);
         return pbx_error_set(err, PBX_E_ENGINE, "the engine is stopping");
     }
-    zs->starting = true;
-    pthread_mutex_unlock(&zs->lock);
-    r = spawn_on_keeper(e, &z, err);
-    pthread_mutex_lock(&zs->lock);
-    zs->starting = false;
-    pthread_cond_broadcast(&zs->started);
-    if (r == 0) {
-        /* The current one may have been retired meanwhile (it died, or was due). */
-        if (zs->cur != NULL)
-            old = zygote_unref_locked(zs->cur);
-        z->refs = 1; /* the engine's, while current */
-        zs->cur = z;
-        atomic_fetch_add(&zs->count, 1);
-    }
+    r = start_current_locked(e, &prev, err);
+    /* The old one, unless a getter retired it meanwhile (it died, or was due). */
+    if (r == 0 && prev != NULL)
+        old = zygote_unref_locked(prev);
     pthread_mutex_unlock(&zs->lock);
     if (old != NULL)
         zygote_destroy(old);
