@@ -18,6 +18,7 @@
 
 #include "cli/cli.h"
 #include "common/buf.h"
+#include "common/cleanup.h"
 #include "common/errtable.h"
 #include "common/utf8.h"
 #include "common/xalloc.h"
@@ -278,22 +279,31 @@ static bool tell_error(enum pbx_status status, const char *error_type, size_t st
 /*
  * Write one returned file to DIR, never over an existing one unless `force`,
  * never through a symlink; `error` when it was not returned.  Returns false
- * when a file that came back could not be saved.
+ * when a file that came back could not be saved.  The name is the engine's or
+ * a server's: only a flat name is saved, and only in DIR itself, opened by
+ * openat() on DIR's fd (libpybox already refuses an answer naming another
+ * file, src/client/result.c; this holds even if it did not).
  */
 static bool save_file(const char *dir, const char *name, const void *data, size_t size,
                       const char *error, bool force)
 {
     int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
+    cleanup_close int dirfd = -1;
     bool ok = true;
     char *path;
     int fd;
 
+    if (!pbx_engine_check_name(name, NULL)) {
+        note("returned file `%s` not saved: not a flat file name", name);
+        return false;
+    }
     if (error != NULL) {
         note("returned file `%s`: %s", name, error);
         return true;
     }
     path = xasprintf("%s/%s", dir, name);
-    fd = open(path, flags, 0644);
+    dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    fd = dirfd >= 0 ? openat(dirfd, name, flags, 0644) : -1;
     if (fd < 0) {
         note("returned file `%s` not saved: %s: %s%s", name, path, strerror(errno),
              errno == EEXIST ? " (--force replaces it)" : "");

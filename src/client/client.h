@@ -121,11 +121,15 @@ double pbx__client_timeout(const struct pybox_client *client, const struct pybox
 unsigned pbx__client_memory(const struct pybox_client *client, const struct pybox_exec *exec);
 
 /*
- * Build a result from the JSON text of a result object (docs/api.md).
- * PYBOX_E_PROTOCOL when it is not one; `request_id`, which the server adds,
- * is dropped.  The caller owns *out.
+ * Build a result from the JSON text of a result object (docs/api.md), the
+ * answer to `exec`.  PYBOX_E_PROTOCOL when it is not one, or when it returns a
+ * file whose name is not flat or that `exec` did not ask back (a name given,
+ * a match of a pattern given; none when none was): the names
+ * are the caller's to save under, never a server's to choose.  `request_id`,
+ * which the server adds, is dropped.  The caller owns *out.
  */
-enum pybox_code pbx__client_result_parse(const char *text, size_t len, struct pybox_result **out,
+enum pybox_code pbx__client_result_parse(const char *text, size_t len,
+                                         const struct pybox_exec *exec, struct pybox_result **out,
                                          struct pybox_error **err);
 
 /* Run in this process, starting the engine on first use. */

@@ -212,7 +212,7 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     json_decref(o);
     if (text == NULL)
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
-    rc = pbx__client_result_parse(text, strlen(text), out, err);
+    rc = pbx__client_result_parse(text, strlen(text), exec, out, err);
     free(text);
     return rc;
 }

@@ -321,7 +321,7 @@ enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct
     else if (status != 200)
         rc = http_error(status, &a, err);
     else
-        rc = pbx__client_result_parse(a.data ? a.data : "", a.len, out, err);
+        rc = pbx__client_result_parse(a.data ? a.data : "", a.len, exec, out, err);
     free(a.data);
     return rc;
 }

@@ -1,4 +1,5 @@
 /* libpybox: the result of an execution, parsed from the result object, and its accessors. */
+#include <fnmatch.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -177,12 +178,53 @@ static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
     return PARSE_OK;
 }
 
-enum pybox_code pbx__client_result_parse(const char *text, size_t len, struct pybox_result **out,
+/*
+ * Whether `name` is one the request asked back: a name it gave, or a match of
+ * one of its patterns as the engine's cell matches them (fnmatch() with
+ * FNM_PERIOD, src/engine/cell.c collect_glob).  No names asked is no file
+ * (POST /v1/execute without return_files, and the local engine, return
+ * none).  A pattern itself is asked for too: the engine reports a pattern
+ * that matched nothing, or more than it returns, under the pattern's name.
+ */
+static bool asked_for(const struct pybox_exec *exec, const char *name)
+{
+    for (size_t i = 0; i < exec->nreturn; i++) {
+        const char *asked = exec->returns[i];
+
+        if (strcmp(asked, name) == 0)
+            return true;
+        if (strpbrk(asked, "*?[") != NULL && fnmatch(asked, name, FNM_PERIOD) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The first returned file `r` must not have: a name that is not a flat name
+ * (pbx_engine_check_name()), or one `exec` did not ask for.  A caller saves
+ * returned files under their names (pybox run --out DIR), so a server that
+ * answered `../x` or `/etc/x` would write outside DIR: such an answer is not
+ * a pybox result, whoever sent it.  NULL when every name is fine.
+ */
+static const char *refused_file(const struct pybox_exec *exec, const struct pybox_result *r)
+{
+    for (size_t i = 0; i < r->nfiles; i++) {
+        const char *name = r->files[i].name;
+
+        if (!pbx_engine_check_name(name, NULL) || !asked_for(exec, name))
+            return name;
+    }
+    return NULL;
+}
+
+enum pybox_code pbx__client_result_parse(const char *text, size_t len,
+                                         const struct pybox_exec *exec, struct pybox_result **out,
                                          struct pybox_error **err)
 {
     json_error_t jerr;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     struct pybox_result *r;
+    const char *bad;
     enum parse_rc rc;
 
     if (o == NULL)
@@ -194,6 +236,17 @@ enum pybox_code pbx__client_result_parse(const char *text, size_t len, struct py
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     }
     rc = json_is_object(o) ? parse_object(o, r) : PARSE_BAD;
+    if (rc == PARSE_OK && (bad = refused_file(exec, r)) != NULL) {
+        enum pybox_code code =
+            pbx__client_fail(err, PYBOX_E_PROTOCOL, 0, 0,
+                             "the answer returns a file `%s`, which is not a flat name the "
+                             "request asked back: refused, no file of it kept",
+                             bad);
+
+        json_decref(o);
+        pybox_result_free(r);
+        return code;
+    }
     if (rc == PARSE_OK) {
         json_object_del(o, "request_id");
         r->json = json_dumps(o, PBX_JSON_FLAGS);

@@ -16,7 +16,8 @@
  *       mode without --server.  Prints {"setup": NAME} when a setter refused
  *       it (its code's name), else {"rc": NAME, "type", "http_status",
  *       "message"} for a failed run, or {"rc": "PYBOX_OK", "status",
- *       "error_type"} for a result.  Exits 0 whenever it printed.
+ *       "error_type", "files": {NAME: SIZE or ERROR}} for a result.  Exits 0
+ *       whenever it printed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -89,6 +90,22 @@ static char *slurp(const char *path, size_t *len)
     *len = fread(data, 1, MAX_FILE, f);
     fclose(f);
     return data;
+}
+
+/* The returned files' names, {name: size, or the error string}. */
+static json_t *file_names(const struct pybox_result *res)
+{
+    json_t *o = json_object();
+
+    for (size_t i = 0; i < pybox_result_file_count(res); i++) {
+        const char *error = pybox_result_file_error(res, i);
+        size_t size = 0;
+
+        (void)pybox_result_file_data(res, i, &size);
+        json_object_set_new(o, pybox_result_file_name(res, i),
+                            error != NULL ? json_string(error) : json_integer((json_int_t)size));
+    }
+    return o;
 }
 
 /* The setter's code when it failed: print it and end. */
@@ -189,9 +206,9 @@ int main(int argc, char **argv)
     if (rc == PYBOX_OK)
         rc = pybox_run(client, exec, &res, &err);
     if (rc == PYBOX_OK)
-        print_json(json_pack("{s:s, s:s, s:s?}", "rc", "PYBOX_OK", "status",
+        print_json(json_pack("{s:s, s:s, s:s?, s:o}", "rc", "PYBOX_OK", "status",
                              pybox_status_name(pybox_result_status(res)), "error_type",
-                             pybox_result_error_type(res)));
+                             pybox_result_error_type(res), "files", file_names(res)));
     else
         print_json(json_pack("{s:o, s:s?, s:i, s:s}", "rc", code_name(rc), "type",
                              pybox_error_type(err), "http_status", pybox_error_http_status(err),
