@@ -3,6 +3,7 @@
  * the reports, the request memfd and the returned-file records (proto.h).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -106,6 +107,17 @@ int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **e
     msg[sizeof(d->msg)] = '\0';
     return pbx_error_set(err, d->stage == PBX_STAGE_INPUT ? PBX_E_TOO_LARGE : PBX_E_SANDBOX,
                          "%s: %s", stage_text(d->stage), msg);
+}
+
+int pbx__proto_done_check(const struct pbx_proto_done *d, uint32_t max_files,
+                          struct pbx_error **err)
+{
+    if (d->nfiles > max_files)
+        return pbx_error_set(err, PBX_E_ENGINE,
+                             "the cell's report is malformed: %" PRIu32
+                             " returned-file records, at most %" PRIu32 " asked",
+                             d->nfiles, max_files);
+    return 0;
 }
 
 int pbx__proto_wait_ready(int sock, int timeout_ms, struct pbx_proto_done *d)

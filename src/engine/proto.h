@@ -172,6 +172,16 @@ ssize_t pbx__proto_recv_done(int sock, struct pbx_proto_done *d, int *fds, int *
 int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **err);
 
 /*
+ * Check the DONE report `d` of a cell against what was asked, before anything
+ * is sized by it: a cell is not trusted, and its counts must not make the
+ * supervisor allocate (or abort on) what it never asked for.  At most
+ * `max_files` returned-file records.  0, or < 0 with PBX_E_ENGINE ("the
+ * cell's report is malformed") in *err.
+ */
+int pbx__proto_done_check(const struct pbx_proto_done *d, uint32_t max_files,
+                          struct pbx_error **err);
+
+/*
  * Wait up to `timeout_ms` for READY on `sock`: the zygote's control socket as
  * it starts, or a spare cell's status socket.  Reports are read with
  * pbx__proto_recv_done(), the fds that come with them closed, and a wake-up

@@ -475,6 +475,32 @@ START_TEST(test_done_round_trip)
 }
 END_TEST
 
+/*
+ * A cell's counts are not trusted either: a DONE report of more returned-file
+ * records than were asked is refused before anything is sized by it (the
+ * supervisor once allocated d->nfiles records, up to 2^32, and aborted).
+ */
+START_TEST(test_done_check)
+{
+    struct pbx_proto_done d;
+    struct pbx_error *err = NULL;
+
+    pbx__proto_done_init(&d, PBX_PROTO_DONE);
+    ck_assert_int_eq(pbx__proto_done_check(&d, 10, &err), 0);
+    d.nfiles = 10;
+    ck_assert_int_eq(pbx__proto_done_check(&d, 10, &err), 0);
+    ck_assert_ptr_null(err);
+    d.nfiles = 11;
+    ck_assert_int_lt(pbx__proto_done_check(&d, 10, &err), 0);
+    ck_assert_int_eq(err->code, PBX_E_ENGINE);
+    ck_assert_ptr_nonnull(strstr(err->msg, "malformed"));
+    pbx_error_free(&err);
+    d.nfiles = UINT32_MAX;
+    ck_assert_int_lt(pbx__proto_done_check(&d, 0, &err), 0);
+    pbx_error_free(&err);
+}
+END_TEST
+
 /* A report from a cell is not trusted: anything but one whole report is -EPROTO. */
 START_TEST(test_done_malformed)
 {
@@ -617,6 +643,7 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_job_send);
     tcase_add_test(tc, test_done_round_trip);
     tcase_add_test(tc, test_done_malformed);
+    tcase_add_test(tc, test_done_check);
     tcase_add_test(tc, test_failed_error);
     tcase_add_test(tc, test_wait_ready);
     suite_add_tcase(s, tc);
