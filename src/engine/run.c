@@ -567,7 +567,11 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         pbx_error_set(err, errno, "memfd_create");
         goto out_close;
     }
-    child[PBX_FD_OUTPUT] = dup(out_fd);
+    child[PBX_FD_OUTPUT] = fcntl(out_fd, F_DUPFD_CLOEXEC, 0);
+    if (child[PBX_FD_OUTPUT] < 0) {
+        pbx_error_set(err, errno, "dup the output memfd");
+        goto out_close;
+    }
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         pbx_error_set(err, errno, "socketpair");
         goto out_close;
