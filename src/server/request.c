@@ -9,6 +9,7 @@
  * pbx_http_request; the checks that need every field (the code) run once
  * the body has ended, in finish_code().
  */
+#include <ctype.h>
 #include <jansson.h>
 #include <math.h>
 #include <sodium.h>
@@ -589,6 +590,76 @@ static int s4_check(const char *name, const struct value *v, struct pbx_request_
     return 0;
 }
 
+/* The longest name a "did you mean" is looked for; longer ones are nobody's typo. */
+#define SUGGEST_MAX 32
+
+/* Levenshtein's distance between `a` and `b`, ASCII letters of either case alike. */
+static size_t distance(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t row[SUGGEST_MAX + 1];
+
+    PBX_ASSERT(blen <= SUGGEST_MAX);
+    for (size_t j = 0; j <= blen; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= alen; i++) {
+        size_t diag = row[0];
+
+        row[0] = i;
+        for (size_t j = 1; j <= blen; j++) {
+            size_t above = row[j];
+            size_t best =
+                diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
+
+            if (above + 1 < best)
+                best = above + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = above;
+        }
+    }
+    return row[blen];
+}
+
+/*
+ * The field of `fields` an unknown `name` most likely meant: the same but
+ * for case, or at most two edits away (the nearest, the first of the table
+ * among equals); NULL when none is that close.
+ */
+static const char *suggestion(const struct field *fields, const char *name)
+{
+    size_t len = strlen(name);
+    const char *best = NULL;
+    size_t best_d = 3;
+
+    if (len > SUGGEST_MAX)
+        return NULL;
+    for (const struct field *f = fields; f->name != NULL; f++) {
+        size_t d = distance(name, len, f->name, strlen(f->name));
+
+        if (d < best_d) {
+            best_d = d;
+            best = f->name;
+        }
+    }
+    return best;
+}
+
+/*
+ * Refuse the unknown field `name` (its first 200 bytes said), saying which
+ * field of `fields` it may have meant.
+ */
+static int unknown_field(const struct field *fields, const char *name, struct pbx_error **err)
+{
+    const char *meant = suggestion(fields, name);
+    int shown = (int)strnlen(name, 200);
+
+    if (meant == NULL)
+        return pbx_error_set(err, PBX_E_INVAL, "unknown field `%.*s`", shown, name);
+    return pbx_error_set(err, PBX_E_INVAL, "unknown field `%.*s`; did you mean `%s`?", shown, name,
+                         meant);
+}
+
 /* A field of `fields` by name, or NULL. */
 static const struct field *field_of(const struct field *fields, const char *name)
 {
@@ -685,7 +756,7 @@ static int take_fields(const struct field *fields, json_t *root,
         const struct value value = {.json = v};
 
         if (f == NULL)
-            rc = pbx_error_set(err, PBX_E_INVAL, "unknown field `%s`", key);
+            rc = unknown_field(fields, key, err);
         else
             rc = f->take(out, caps, f->name, &value, err);
         if (rc < 0)
@@ -849,7 +920,8 @@ static void form_field_start(struct pbx_request_form *f, const char *name)
     size_t max;
 
     if (fd == NULL) {
-        form_fail(f, "unknown field `%s`", name);
+        if (f->err == NULL)
+            (void)unknown_field(form_fields(f), name, &f->err);
         return;
     }
     bit = 1u << (fd - form_fields(f));

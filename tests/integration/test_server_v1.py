@@ -382,3 +382,23 @@ def test_v1_result_matches_compat_execution(srv):
     compat = body_of(srv.execute({"code": code}))
     assert compat["execution_details"]["stdout"] == v1["stdout"] == "45\n"
     json.dumps(v1)  # plain JSON all the way down
+
+
+@pytest.mark.parametrize("path,body,field,meant", [
+    ("/v1/execute", {"code": "print(1)", "timout": 2}, "timout", "timeout"),
+    ("/v1/execute", {"Code": "print(1)"}, "Code", "code"),
+    ("/execute", {"code": "print(1)", "stdin": "a"}, "stdin", None),
+    ("/execute", {"code": "print(1)", "return_file": ["a"]}, "return_file", "return_files"),
+    ("/execute", {"code": "print(1)", "API_KEY": "k"}, "API_KEY", "api_key"),
+])
+def test_an_unknown_field_says_what_it_may_mean(srv, path, body, field, meant):
+    r = srv.post(path, body)
+    message = expect_error(r, 400, "ValidationError")["error_details"]["message"]
+    want = f"unknown field `{field}`" + (f"; did you mean `{meant}`?" if meant else "")
+    assert message == want, message
+
+
+def test_an_unknown_form_field_says_what_it_may_mean(srv):
+    r = multipart(srv, [("code", "print(1)"), ("memory_MB", "64")])
+    message = expect_error(r, 400, "ValidationError")["error_details"]["message"]
+    assert message == "unknown field `memory_MB`; did you mean `memory_mb`?", message

@@ -1222,6 +1222,63 @@ START_TEST(test_form_full)
 }
 END_TEST
 
+/* The exact refusal of `text` (single-quoted, see json()) in dialect `d`. */
+static void expect_message(enum dialect d, const char *text, const char *want)
+{
+    char *body = json(text);
+    struct pbx_http_request r;
+    struct pbx_error *err = NULL;
+    const char *etype = NULL;
+
+    ck_assert_int_lt(parse(d, body, strlen(body), &r, &etype, &err), 0);
+    ck_assert_str_eq(etype, VAL);
+    ck_assert_msg(strcmp(err->msg, want) == 0, "%s: `%s`, wanted `%s`", body, err->msg, want);
+    pbx_error_free(&err);
+    free(body);
+}
+
+START_TEST(test_unknown_field_suggestions)
+{
+    char key[300];
+    char text[400];
+    char want[400];
+
+    /* Two edits or fewer, or only the case apart: the field it may have meant. */
+    expect_message(COMPAT, "{'code': 'x', 'timout': 1}",
+                   "unknown field `timout`; did you mean `timeout`?");
+    expect_message(COMPAT, "{'Code': 'x'}", "unknown field `Code`; did you mean `code`?");
+    expect_message(COMPAT, "{'code': 'x', 'return_file': []}",
+                   "unknown field `return_file`; did you mean `return_files`?");
+    expect_message(COMPAT, "{'code': 'x', 'STDIN_DATA': 'a'}",
+                   "unknown field `STDIN_DATA`; did you mean `stdin_data`?");
+    expect_message(COMPAT, "{'code': 'x', 'allownetwork': true}",
+                   "unknown field `allownetwork`; did you mean `allow_network`?");
+    expect_message(V1, "{'code': 'x', 'netwrok': true}",
+                   "unknown field `netwrok`; did you mean `network`?");
+    expect_message(V1, "{'code': 'x', 'Memory_MB': 1}",
+                   "unknown field `Memory_MB`; did you mean `memory_mb`?");
+    expect_message(V1, "{'code': 'x', 'file': []}", "unknown field `file`; did you mean `files`?");
+    expect_message(V1, "{'cod': 'x'}", "unknown field `cod`; did you mean `code`?");
+    /* The nearest of two: `stdn` is one from `stdin`, more from anything else. */
+    expect_message(V1, "{'code': 'x', 'stdn': 'a'}", "unknown field `stdn`; did you mean `stdin`?");
+    /* Three edits or more: nothing is suggested. */
+    expect_message(COMPAT, "{'code': 'x', 'language': 'python'}", "unknown field `language`");
+    expect_message(V1, "{'code': 'x', 'memory': 1}", "unknown field `memory`");
+    expect_message(V1, "{'code': 'x', 'stdin_data': 'a'}", "unknown field `stdin_data`");
+    expect_message(V1, "{'code': 'x', '': 1}", "unknown field ``");
+    /* A long name: its first 200 bytes are said, and none is suggested. */
+    memset(key, 'k', 250);
+    key[250] = '\0';
+    snprintf(text, sizeof(text), "{'code': 'x', '%s': 1}", key);
+    snprintf(want, sizeof(want), "unknown field `%.200s`", key);
+    expect_message(V1, text, want);
+    /* Forms alike. */
+    form_error(PARTS({"code", NULL, "x", 0}, {"timeuot", NULL, "1", 0}),
+               "unknown field `timeuot`; did you mean `timeout`?");
+    form_error(PARTS({"Code", NULL, "x", 0}), "unknown field `Code`; did you mean `code`?");
+}
+END_TEST
+
 START_TEST(test_form_errors)
 {
     char big[1024 + 2];
@@ -1480,6 +1537,7 @@ static Suite *request_suite(void)
     tcase_add_loop_test(tc, test_compat_errors, 0, (int)ARRAY_SIZE(compat_bad));
     tcase_add_loop_test(tc, test_v1_errors, 0, (int)ARRAY_SIZE(v1_bad));
     tcase_add_test(tc, test_compat_full);
+    tcase_add_test(tc, test_unknown_field_suggestions);
     tcase_add_test(tc, test_compat_minimal);
     tcase_add_test(tc, test_compat_script);
     tcase_add_test(tc, test_compat_limits_exact);
