@@ -183,6 +183,10 @@ void pbx__metrics_count(struct pbx_server *s, enum route route, int status);
 /* Count a finished execution that took `ms`. */
 void pbx__metrics_observe(struct pbx_server *s, const struct pbx_exec_result *res, uint64_t ms);
 
+/* The requests answered, the executions run and those of them that ended ok, so far. */
+void pbx__metrics_totals(struct pbx_server *s, unsigned long *requests, unsigned long *executions,
+                         unsigned long *ok);
+
 /* GET /metrics. */
 enum MHD_Result pbx__metrics_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx);

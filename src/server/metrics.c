@@ -46,6 +46,20 @@ void pbx__metrics_observe(struct pbx_server *s, const struct pbx_exec_result *re
     atomic_fetch_add(&s->metrics.latency_sum_us, ms * 1000);
 }
 
+void pbx__metrics_totals(struct pbx_server *s, unsigned long *requests, unsigned long *executions,
+                         unsigned long *ok)
+{
+    *requests = 0;
+    for (int r = 0; r < R_COUNT; r++) {
+        for (size_t i = 0; i <= NSTATUS; i++)
+            *requests += atomic_load(&s->metrics.requests[r][i]);
+    }
+    *executions = 0;
+    for (size_t i = 0; i < sizeof(s->metrics.executions) / sizeof(s->metrics.executions[0]); i++)
+        *executions += atomic_load(&s->metrics.executions[i]);
+    *ok = atomic_load(&s->metrics.executions[PBX_STATUS_OK]);
+}
+
 /* One family as it is written: where, under which name, from which state. */
 struct family {
     struct pbx_buf *out;             /* the page */

@@ -22,6 +22,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -401,6 +402,58 @@ static void engines_reload(struct engines *en)
     pbx_error_free(&err);
 }
 
+/*
+ * The isolation in force, as pbx_engine_describe() has it (a line each),
+ * one log line each under a heading, and what --modules changed.
+ */
+static void log_start(const struct pbx_server_config *cfg, const struct engines *en)
+{
+    char *desc = pbx_engine_describe(en->e[PBX_TRUST_ANONYMOUS]);
+
+    fprintf(stderr, "pybox: isolation in force:\n");
+    for (char *line = desc, *end; *line != '\0'; line = end) {
+        end = line + strcspn(line, "\n");
+        fprintf(stderr, "pybox:   %.*s\n", (int)(end - line), line);
+        if (*end == '\n')
+            end++;
+    }
+    free(desc);
+    if (cfg->modules != NULL && strcmp(cfg->modules, "all") == 0)
+        fprintf(stderr, "pybox: imports: no allowlist for any caller (--modules all)\n");
+    else if (cfg->modules != NULL)
+        fprintf(stderr, "pybox: imports: the default allowlist and %s, for every caller\n",
+                cfg->modules);
+}
+
+/* `ms` as "1h02m03s", "2m03s" or "3.4 s". */
+static void format_span(uint64_t ms, char *out, size_t len)
+{
+    uint64_t s = ms / 1000;
+
+    if (s >= 3600)
+        snprintf(out, len, "%" PRIu64 "h%02um%02us", s / 3600, (unsigned)(s / 60 % 60),
+                 (unsigned)(s % 60));
+    else if (s >= 60)
+        snprintf(out, len, "%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
+    else
+        snprintf(out, len, "%.1f s", ms / 1000.0);
+}
+
+/* The last line: how long it served, and what. */
+static void log_stop(struct pbx_server *s, uint64_t started_ms)
+{
+    unsigned long requests, executions, ok;
+    unsigned active = pbx__admit_active(s->admit);
+    char span[32];
+
+    pbx__metrics_totals(s, &requests, &executions, &ok);
+    format_span(pbx_clock_ms(CLOCK_MONOTONIC) - started_ms, span, sizeof(span));
+    fprintf(stderr,
+            "pybox: stopped after %s: %lu request%s answered, %lu execution%s run (%lu ok)%s\n",
+            span, requests, requests == 1 ? "" : "s", executions, executions == 1 ? "" : "s", ok,
+            active > 0 ? "; those still running at the drain's end were stopped" : "");
+}
+
 static void write_url_file(const char *path, const char *url)
 {
     char *tmp = xasprintf("%s.tmp", path);
@@ -424,7 +477,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
     char *uri = NULL;
-    char *desc;
+    uint64_t started_ms = 0;
     char url[128];
     char host[64];
     sigset_t sigs;
@@ -447,11 +500,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     }
     if (engines_start(&en, cfg, err) < 0)
         goto out;
-    desc = pbx_engine_describe(en.e[PBX_TRUST_ANONYMOUS]);
-    for (char *p = desc; (p = strchr(p, '\n')) != NULL;)
-        *p = ';';
-    fprintf(stderr, "pybox: isolation in force: %s\n", desc);
-    free(desc);
+    log_start(cfg, &en);
     if (pbx__server_new(cfg, store, &ex, &s, err) < 0)
         goto out;
 
@@ -475,6 +524,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     else
         snprintf(url, sizeof(url), "http://%s:%d", host, port);
     fprintf(stderr, "pybox: serving on %s\n", url);
+    started_ms = pbx_clock_ms(CLOCK_MONOTONIC);
     if (cfg->url_file != NULL)
         write_url_file(cfg->url_file, url);
 
@@ -482,6 +532,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
         engines_reload(&en);
     fprintf(stderr, "pybox: %s received: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     pbx__server_quiesce(s, cfg->drain_s * 1000u);
+    log_stop(s, started_ms);
     rc = 0;
 out:
     pbx__server_free(s);

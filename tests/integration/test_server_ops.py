@@ -387,3 +387,30 @@ def test_log_line_for_a_path_that_is_not_utf8(srv):
     line = [l for l in srv.log_text().splitlines() if rid in l]
     assert line, srv.log_text()[-2000:]
     assert json.loads(line[0])["status"] == 404
+
+
+def test_start_and_stop_lines(start_server):
+    """The isolation in force is a line per fact under a heading, what --modules changed is said,
+    and the last line says how long the server served and what."""
+    s = start_server("--modules", "colorsys,graphlib")
+    lines = s.log_text().splitlines()
+    head = lines.index("pybox: isolation in force:")
+    facts = []
+    for line in lines[head + 1:]:
+        if not line.startswith("pybox:   "):
+            break
+        facts.append(line[len("pybox:   "):])
+    assert facts and facts[0].startswith("namespaces: user (uid 0-"), lines
+    assert any(f.startswith("cgroup memory") for f in facts), facts
+    assert not any(";cgroup" in f or f.endswith(";") for f in facts), facts
+    assert "pybox: imports: the default allowlist and colorsys,graphlib, for every caller" in lines
+    for i in range(2):
+        r = s.v1({"code": f"print({i})"})
+        assert r.status_code == 200 and body_of(r)["stdout"] == f"{i}\n", r.text
+    assert s.get("/v1/health").status_code == 200
+    assert s.terminate() == 0
+    last = s.log_text().splitlines()[-1]
+    m = re.fullmatch(r"pybox: stopped after (\d+\.\d s|\d+m\d\ds|\d+h\d\dm\d\ds): (\d+) requests "
+                     r"answered, 2 executions run \(2 ok\)", last)
+    assert m, last
+    assert int(m.group(2)) >= 3, last
