@@ -58,8 +58,6 @@
 #include "sandbox/seccomp.h"
 #include "common/banned.h"
 
-#define MAX_RETURN 256
-
 static int status_fd = -1;
 static uint64_t prep_faults; /* a spare job's faults before its code arrived */
 
@@ -432,13 +430,50 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Return every entry of /work that `pattern` matches (sorted), within the count cap. */
+/* The names of the request's input files, as the cell placed them in /work. */
+struct input_names {
+    char (*names)[PBX_PROTO_MAX_NAME + 1]; /* ninput of them, NUL-terminated, owned */
+    uint32_t n;                            /* how many were placed */
+};
+
+/* Whether `name` is one of the request's input files, which the cell placed in /work. */
+static bool is_input(const struct input_names *in, const char *name)
+{
+    for (uint32_t i = 0; i < in->n; i++) {
+        if (strcmp(in->names[i], name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Append a record of no data in `state` under `name`: a pattern's note. */
+static void note_record(int out, const char *name, uint32_t state, struct pbx_proto_done *d)
+{
+    uint32_t nlen = (uint32_t)strlen(name);
+    uint64_t none = 0;
+
+    if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
+        write_all(out, name, nlen) < 0 || write_all(out, &none, 8) < 0)
+        cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+    d->nfiles++;
+}
+
+/*
+ * Return the entries of /work that `pattern` matches, but the input files
+ * (the caller gave them; a glob asks for what the code made, and they would
+ * take the room of its files), in name order, within the count cap.  Every
+ * match is read before the sort, so which files come back does not depend on
+ * the directory's order.  When more matched than the cap leaves room for, one
+ * more record, under the pattern's name, says so (PBX_PROTO_FILE_MORE): the
+ * one record past output_files a cell may write (pbx__proto_done_check()).
+ */
 static void collect_glob(int workfd, int out, const char *pattern, const struct pbx_proto_job *job,
-                         struct pbx_proto_done *d)
+                         const struct input_names *inputs, struct pbx_proto_done *d)
 {
     int dfd = openat(workfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
     char **names = NULL;
+    size_t returned = 0;
     size_t n = 0;
     struct dirent *de;
 
@@ -448,8 +483,9 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
         collect_one(workfd, out, pattern, job, d);
         return;
     }
-    while ((de = readdir(dir)) != NULL && n < MAX_RETURN) {
-        if (fnmatch(pattern, de->d_name, FNM_PERIOD) != 0)
+    /* The disk limit's inodes bound how many entries /work can hold. */
+    while ((de = readdir(dir)) != NULL) {
+        if (fnmatch(pattern, de->d_name, FNM_PERIOD) != 0 || is_input(inputs, de->d_name))
             continue;
         names = realloc(names, (n + 1) * sizeof(*names));
         if (names == NULL)
@@ -465,17 +501,28 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
     else
         qsort(names, n, sizeof(*names), compare_names);
     for (size_t i = 0; i < n; i++) {
-        if (d->nfiles < job->limits.output_files)
+        if (d->nfiles < job->limits.output_files) {
             collect_one(workfd, out, names[i], job, d);
+            returned++;
+        }
         free(names[i]);
     }
     free(names);
+    if (returned < n)
+        note_record(out, pattern, PBX_PROTO_FILE_MORE, d);
 }
 
 /* The request as a cell reads it: pointers into the mapped request memfd. */
 struct request_view {
     struct pbx_proto_request req; /* code, names to return, extra modules */
     uint64_t code_offset;         /* the code's offset in the request memfd */
+    struct input_names inputs;    /* the input files' names, which globs leave out */
+};
+
+/* What place_input() needs: where to write, and where to note the name. */
+struct placing {
+    int workfd;               /* /work */
+    struct input_names *into; /* the names placed so far */
 };
 
 /* Join the cgroups, unshare mount and IPC namespaces, mount the capped tmpfs. */
@@ -503,13 +550,16 @@ static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
 /* Write one input file into /work as the job's. */
 static int place_input(void *arg, const char *name, const uint8_t *data, uint64_t size)
 {
-    int workfd = *(const int *)arg;
-    int r = pbx_files_write(workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
+    struct placing *pl = arg;
+    int r = pbx_files_write(pl->workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
 
     if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
         cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
     if (r < 0)
         cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
+    /* pbx__proto_request_read() gave a name valid per pbx_files_name_ok(): it fits. */
+    snprintf(pl->into->names[pl->into->n], sizeof(pl->into->names[0]), "%s", name);
+    pl->into->n++;
     return 0;
 }
 
@@ -518,13 +568,18 @@ static void take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
                          struct request_view *rv)
 {
     const char *what = "request";
+    struct placing pl = {.workfd = workfd, .into = &rv->inputs};
     const uint8_t *map;
 
+    rv->inputs.n = 0;
+    rv->inputs.names = calloc(job->ninput ? job->ninput : 1, sizeof(rv->inputs.names[0]));
+    if (rv->inputs.names == NULL)
+        cell_fail(PBX_STAGE_INPUT, ENOMEM, "keep the input files' names");
     map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, reqfd, 0) : NULL;
     if (map == MAP_FAILED)
         cell_fail(PBX_STAGE_INPUT, errno, "map the request");
-    if (pbx__proto_request_read(map, job->request_len, job->ninput, job->nreturn, place_input,
-                                &workfd, &rv->req, &what) < 0) {
+    if (pbx__proto_request_read(map, job->request_len, job->ninput, job->nreturn, place_input, &pl,
+                                &rv->req, &what) < 0) {
         static char msg[64];
 
         snprintf(msg, sizeof(msg), "malformed request (%s)", what);
@@ -556,7 +611,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
     done.prep_faults = prep_faults;
     for (uint32_t i = 0; i < rv->req.nreturn && done.nfiles < job->limits.output_files; i++) {
         if (strpbrk(rv->req.returns[i], "*?[") != NULL)
-            collect_glob(workfd, outfd, rv->req.returns[i], job, &done);
+            collect_glob(workfd, outfd, rv->req.returns[i], job, &rv->inputs, &done);
         else
             collect_one(workfd, outfd, rv->req.returns[i], job, &done);
     }

@@ -163,6 +163,9 @@ const char *pbx__proto_file_state_text(uint32_t state)
         return "invalid file name";
     case PBX_FILE_OVER_ANSWER:
         return "over what the answer may still carry (the `answer` limit)";
+    case PBX_PROTO_FILE_MORE:
+        return "more files matched than are returned (the `output_files` limit): the first "
+               "ones in name order came back";
     case PBX_FILE_UNREADABLE:
     default:
         return "could not be read";

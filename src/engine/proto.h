@@ -118,6 +118,13 @@ enum pbx_proto_stage {
     PBX_STAGE_SECCOMP,
 };
 
+/*
+ * A returned-file record's state beyond enum pbx_file_state (sandbox/files.h):
+ * the note, under a pattern's name and with no data, that more files matched
+ * it than the output_files limit returns.
+ */
+#define PBX_PROTO_FILE_MORE 64
+
 #define PBX_PROTO_MSG_MAX 512 /* bytes of a report's failure text, its NUL included */
 
 /* A report to the supervisor: READY, STARTED, DONE or FAILED. */
@@ -175,7 +182,8 @@ int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **e
  * Check the DONE report `d` of a cell against what was asked, before anything
  * is sized by it: a cell is not trusted, and its counts must not make the
  * supervisor allocate (or abort on) what it never asked for.  At most
- * `max_files` returned-file records.  0, or < 0 with PBX_E_ENGINE ("the
+ * `max_files` returned-file records (output_files, and one note of
+ * PBX_PROTO_FILE_MORE past them).  0, or < 0 with PBX_E_ENGINE ("the
  * cell's report is malformed") in *err.
  */
 int pbx__proto_done_check(const struct pbx_proto_done *d, uint32_t max_files,

@@ -311,7 +311,7 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
     struct pbx_proto_reader rd = {0};
 
     /* pbx__proto_done_check() refused more; never size by the cell's count alone. */
-    PBX_ASSERT(nrec <= req->limits.output_files);
+    PBX_ASSERT(nrec <= req->limits.output_files + 1);
     res->files = xcalloc(nrec ? nrec : 1, sizeof(*res->files));
     res->nfiles = 0;
     if (nrec == 0 || len == 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size < len)
@@ -653,7 +653,8 @@ sent:
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
     } else if (!f.finished && mem.oom_kills == 0) {
         pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
-    } else if (f.finished && pbx__proto_done_check(&f.done, req->limits.output_files, err) < 0) {
+    } else if (f.finished &&
+               pbx__proto_done_check(&f.done, req->limits.output_files + 1, err) < 0) {
         /* A report no cell of ours writes: nothing of it is read. */
         pbx_log(PBX_LOG_WARN, "%s", (*err)->msg);
     } else {
