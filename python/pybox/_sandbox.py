@@ -1,6 +1,8 @@
 """Sandbox: one interface to pybox, local or remote."""
 from __future__ import annotations
 
+import fnmatch
+
 import os
 from typing import Iterable, Mapping, Optional, Union
 
@@ -9,7 +11,7 @@ from ._local import LocalBackend
 from ._remote import RemoteBackend
 from ._request import Data
 from ._result import Result
-from .errors import InvalidRequest
+from .errors import InvalidRequest, ServerError
 
 DEFAULT_REQUEST_TIMEOUT = 300.0
 
@@ -159,4 +161,22 @@ class Sandbox:
                              self.timeout if timeout is None else timeout,
                              self.memory_mb if memory_mb is None else memory_mb,
                              self.network)
-        return self._backend.execute(req)
+        result = self._backend.execute(req)
+        _check_returned(result, req.return_files)
+        return result
+
+
+def _check_returned(result: "Result", asked: Iterable[str]) -> None:
+    """Refuse an answer that returns a file the request did not ask back, or one whose name is
+    not a flat file name: a caller that saves Result.files under their names must never be led
+    outside its directory (as libpybox refuses the same answer)."""
+    asked = list(asked or ())
+    for name in list(result.files) + list(result.file_errors):
+        flat = (0 < len(name.encode("utf-8", "surrogateescape")) <= 255 and "/" not in name
+                and "\0" not in name and name not in (".", ".."))
+        wanted = name in asked or any(
+            fnmatch.fnmatchcase(name, p) and not (name.startswith(".") and not p.startswith("."))
+            for p in asked)
+        if not flat or not wanted:
+            raise ServerError(f"the answer returns a file {name!r}, which is not a flat name the "
+                              "request asked back: refused", type="BadResponse")

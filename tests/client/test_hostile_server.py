@@ -205,13 +205,27 @@ def test_libpybox_takes_what_was_asked(fake, place):
 
 
 def test_python_package_writes_no_file(fake, place, monkeypatch):
-    """The package hands the files back as a dict and writes none itself (python/pybox)."""
+    """The package writes no file itself (python/pybox), and refuses an answer returning a
+    name that is not flat or was not asked, so a caller saving Result.files by name is safe."""
     fake.files = {"result.txt": b"asked\n", **{n: EVIL for n in HOSTILE.values()}}
     before = snapshot(place)
     monkeypatch.chdir(place / "out")
-    try:
+    with pytest.raises(ServerError, match="not a flat name the request asked back"):
         Sandbox(url=fake.url).run("print('hi')", return_files=["result.txt"])
-    except ServerError:
-        pass
     assert len(fake.bodies) == 1
     assert snapshot(place) == before
+
+
+@pytest.mark.parametrize("name", ["../victim.txt", "/etc/x", "a/b", ".", "other.txt"])
+def test_python_package_refuses_each_hostile_name(fake, name):
+    fake.files = {"result.txt": b"asked\n", name: EVIL}
+    with pytest.raises(ServerError) as e:
+        Sandbox(url=fake.url).run("print('hi')", return_files=["result.txt", "*.png"])
+    assert e.value.type == "BadResponse", e.value
+
+
+def test_python_package_takes_what_was_asked(fake):
+    fake.files = {"result.txt": b"asked\n", "p1.png": b"1", "*.csv": "not found"}
+    r = Sandbox(url=fake.url).run("print('hi')", return_files=["result.txt", "*.png", "*.csv"])
+    assert r.files == {"result.txt": b"asked\n", "p1.png": b"1"}, r
+    assert r.file_errors == {"*.csv": "not found"}, r
