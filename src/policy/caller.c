@@ -221,6 +221,15 @@ int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_call
          * wall time gets the default, and as much CPU time as wall time.
          */
         out->cpu_ms = out->wall_ms;
+    } else if (who->max_timeout_ms < out->wall_ms) {
+        /*
+         * A caller held below the default (a key made with a lower --timeout)
+         * runs within its ceiling whether or not it asks: asking nothing is
+         * not a way around it.
+         */
+        out->wall_ms = who->max_timeout_ms;
+        if (out->cpu_ms > who->max_timeout_ms)
+            out->cpu_ms = who->max_timeout_ms;
     }
     if (ask->has_memory) {
         if ((ask->memory_mb << 20) > who->max_memory)
@@ -228,6 +237,9 @@ int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_call
                                  "memory_mb %" PRIu64 " is over this caller's limit of %" PRIu64,
                                  ask->memory_mb, who->max_memory >> 20);
         out->memory_bytes = ask->memory_mb << 20;
+    } else if (who->max_memory < out->memory_bytes) {
+        /* Likewise, a caller held below the default memory gets its ceiling unasked. */
+        out->memory_bytes = who->max_memory;
     }
     /*
      * The code was measured against the caller's limit in characters; the

@@ -119,7 +119,9 @@ struct pbx_caller_ask {
 
 /*
  * What `who` may do with `ask`: the limits of its execution in *out (the
- * configured limits, with the timeout and the memory asked), or < 0 with
+ * configured limits, with the timeout and the memory asked; what is not
+ * asked is the configured limit or the caller's own ceiling when that is
+ * lower, wall and CPU time alike), or < 0 with
  * *etype and *err when the ask is over the caller's policy, checked in this
  * order: code longer than the caller's character limit ("ValidationError");
  * network asked, by a caller that may not ("NetworkNotAllowed") or by one

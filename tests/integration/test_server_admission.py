@@ -420,6 +420,26 @@ def test_api_key_daily_quota_and_limits(keyed):
     assert (body["timeout_applied"], body["timeout_clamped"]) == (20, True), body
 
 
+def test_key_ceilings_bind_a_request_that_asks_nothing(keyed):
+    # A key held below the server's defaults (--timeout 20, 256 MiB here) runs within its
+    # own ceilings when the request names no timeout and no memory_mb: 2 s and 64 MiB.
+    key = create_key(keyed, "tight", "--rpm", "10", "--timeout", "2", "--memory", "64")
+    sleep = {"code": "import time\ntime.sleep(4)\nprint('woke')"}
+    hog = {"code": "b = b'x' * (150 << 20)\nprint(len(b))"}
+    r = keyed.v1(sleep, key=key, timeout=60)
+    assert r.status_code == 200 and body_of(r)["status"] == "timeout", r.text[:2000]
+    r = keyed.v1(hog, key=key, timeout=60)
+    assert r.status_code == 200 and body_of(r)["status"] == "memory_limit", r.text[:2000]
+    body = body_of(keyed.execute(sleep, key=key, timeout=60))
+    assert body["status"] != "success" and body["timeout_applied"] == 2, body
+    assert "woke" not in body.get("output", ""), body
+    body = body_of(keyed.execute(hog, key=key, timeout=60))
+    assert body["status"] != "success" and str(150 << 20) not in body.get("output", ""), body
+    # What it asks within its ceilings it gets.
+    r = keyed.v1({"code": "print(1)", "timeout": 1, "memory_mb": 32}, key=key, timeout=60)
+    assert r.status_code == 200 and body_of(r)["status"] == "ok", r.text[:2000]
+
+
 def test_admin_api_key_bypasses_rates(keyed):
     key = create_key(keyed, "judy", "--admin")
     for _ in range(4):

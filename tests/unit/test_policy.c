@@ -88,6 +88,9 @@ static int lookup(void *arg, const char *token, char **name, struct pbx_key_poli
                                           .all_modules = true,
                                           .modules = xstrdup("requests lxml"),
                                           .network = true};
+    } else if (strcmp(token, "k-tight") == 0) {
+        *name = xstrdup("tight");
+        *policy = (struct pbx_key_policy){.timeout_ms = 2000, .memory_bytes = 64 * MIB};
     } else if (strcmp(token, "k-admin") == 0) {
         *name = xstrdup("boss");
         *policy = (struct pbx_key_policy){.rpm = 3, .rpd = 3, .admin = true};
@@ -407,6 +410,37 @@ START_TEST(test_limits_given)
     ck_assert_ptr_null(limits_of("k-rich", &ask, &out, msg, sizeof(msg)));
     ck_assert_uint_eq(out.wall_ms, 10000);
     ck_assert_uint_eq(out.cpu_ms, 10000);
+
+    /*
+     * A key held below the defaults runs within its ceilings when it asks
+     * nothing: the lower of the default and its own, wall and CPU time alike.
+     */
+    ck_assert_ptr_null(limits_of("k-tight", &ask, &out, msg, sizeof(msg)));
+    ck_assert_uint_eq(out.wall_ms, 2000);
+    ck_assert_uint_eq(out.cpu_ms, 2000);
+    ck_assert_uint_eq(out.memory_bytes, 64 * MIB);
+    limits.cpu_ms = 1500;
+    ck_assert_ptr_null(limits_of("k-tight", &ask, &out, msg, sizeof(msg)));
+    ck_assert_uint_eq(out.wall_ms, 2000);
+    ck_assert_uint_eq(out.cpu_ms, 1500);
+    limits.cpu_ms = 20000;
+    /* Asked within its ceilings, it gets what it asks; over them, it is refused. */
+    ask.has_timeout = true;
+    ask.timeout_s = 1;
+    ck_assert_ptr_null(limits_of("k-tight", &ask, &out, msg, sizeof(msg)));
+    ck_assert_uint_eq(out.wall_ms, 1000);
+    ck_assert_uint_eq(out.memory_bytes, 64 * MIB);
+    ask.timeout_s = 3;
+    ck_assert_str_eq(limits_of("k-tight", &ask, &out, msg, sizeof(msg)), "ValidationError");
+    ask.has_timeout = false;
+    ask.has_memory = true;
+    ask.memory_mb = 32;
+    ck_assert_ptr_null(limits_of("k-tight", &ask, &out, msg, sizeof(msg)));
+    ck_assert_uint_eq(out.memory_bytes, 32 * MIB);
+    ck_assert_uint_eq(out.wall_ms, 2000);
+    ask.memory_mb = 65;
+    ck_assert_str_eq(limits_of("k-tight", &ask, &out, msg, sizeof(msg)), "ValidationError");
+    ask.has_memory = false;
 
     /* Memory asked. */
     ask.has_memory = true;
