@@ -115,6 +115,15 @@ static void append(struct pbx_buf *b, const char *s)
     (void)pbx_buf_append_trunc(b, s, strlen(s));
 }
 
+/*
+ * Append the JSON string `v` whole, by its length: a script's output may hold
+ * NUL bytes, which strlen() would stop at.
+ */
+static void append_json(struct pbx_buf *b, const json_t *v)
+{
+    (void)pbx_buf_append_trunc(b, json_string_value(v), json_string_length(v));
+}
+
 /* The answer's files, in S1's shape and in S4's, and S4's notes of the ones not returned. */
 struct files {
     json_t *s1;           /* {name: {content_base64, size_bytes} | {error}} */
@@ -165,17 +174,18 @@ static void collect_files(const struct compat_run *run, json_t *full, struct fil
 /*
  * S4's stderr: the script's, then a line for each thing pybox did that the
  * script cannot say (why it was stopped, files not returned, output cut),
- * as sandbox_executor's local mode writes it.  A new string.
+ * as sandbox_executor's local mode writes it.  A new string of *lenp bytes
+ * (NUL bytes of the script's stderr kept), the caller's to free.
  */
-static char *s4_stderr(const struct pbx_exec_result *res, json_t *full, const struct files *f)
+static char *s4_stderr(const struct pbx_exec_result *res, json_t *full, const struct files *f,
+                       size_t *lenp)
 {
-    const char *err = json_string_value(json_object_get(full, "stderr"));
+    json_t *err = json_object_get(full, "stderr");
     struct pbx_buf out;
     char *line = NULL;
-    size_t len;
 
-    pbx_buf_init(&out, strlen(err) + NOTES_MAX);
-    append(&out, err);
+    pbx_buf_init(&out, json_string_length(err) + NOTES_MAX);
+    append_json(&out, err);
     if (res->status == PBX_STATUS_TIMEOUT || res->status == PBX_STATUS_MEMORY_LIMIT ||
         res->status == PBX_STATUS_KILLED) {
         const char *type = json_string_value(json_object_get(res->error, "type"));
@@ -192,19 +202,20 @@ static char *s4_stderr(const struct pbx_exec_result *res, json_t *full, const st
         append(&out, line);
     free(line);
     if (f->notes.len > 0)
-        append(&out, f->notes.data);
+        (void)pbx_buf_append_trunc(&out, f->notes.data, f->notes.len);
     if (res->stdout_truncated)
         append(&out, "pybox: stdout was truncated at its limit\n");
     if (res->stderr_truncated)
         append(&out, "pybox: stderr was truncated at its limit\n");
-    return pbx_buf_steal(&out, &len);
+    return pbx_buf_steal(&out, lenp);
 }
 
 /*
  * S2's `error`, always a string: its message for a forbidden import, S3's
- * messages for the main() failures it documents, else S4's stderr.
+ * messages for the main() failures it documents, else S4's stderr (of
+ * `stderr_len` bytes at `stderr_text`).
  */
-static json_t *s2_error(const struct compat_run *run, const char *stderr_text)
+static json_t *s2_error(const struct compat_run *run, const char *stderr_text, size_t stderr_len)
 {
     const struct pbx_exec_result *res = run->res;
     const char *type = json_string_value(json_object_get(res->error, "type"));
@@ -234,14 +245,15 @@ static json_t *s2_error(const struct compat_run *run, const char *stderr_text)
         return json_string(S3_NO_MAIN);
     if (run->req->main_mode && type != NULL && strcmp(type, "ResultNotSerializable") == 0)
         return json_string(S3_NOT_JSON);
-    return json_string(stderr_text);
+    return json_stringn(stderr_text, stderr_len);
 }
 
 /* S3's stdout: what main() printed, without the line breaks that end it. */
 static json_t *s3_stdout(json_t *full)
 {
-    const char *out = json_string_value(json_object_get(full, "stdout"));
-    size_t n = strlen(out);
+    json_t *v = json_object_get(full, "stdout");
+    const char *out = json_string_value(v);
+    size_t n = json_string_length(v);
 
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
         n--;
@@ -371,20 +383,21 @@ static void add_others(json_t *body, const struct request_ctx *ctx, const struct
                        json_t *full, struct files *files)
 {
     const struct pbx_exec_result *res = run->res;
-    char *err_text = s4_stderr(res, full, files);
+    size_t err_len = 0;
+    char *err_text = s4_stderr(res, full, files, &err_len);
     double seconds = res->duration_ms / 1000.0;
     char text[64];
 
     /* S4: the output at the top level, and the files as {name: base64}. */
     json_object_set(body, "stdout", json_object_get(full, "stdout"));
-    json_object_set_new(body, "stderr", json_string(err_text));
+    json_object_set_new(body, "stderr", json_stringn(err_text, err_len));
     json_object_set_new(body, "return_code", json_integer(return_code(res)));
     json_object_set_new(body, "output_files", steal_pointer(&files->s4));
 
     /* S2: its names for the same, and `error` a string (S3 has one only when main() failed). */
     json_object_set(body, "output", json_object_get(full, "stdout"));
     if (!run->req->main_mode || res->status != PBX_STATUS_OK)
-        json_object_set_new(body, "error", s2_error(run, err_text));
+        json_object_set_new(body, "error", s2_error(run, err_text, err_len));
     json_object_set_new(body, "returncode", json_integer(return_code(res)));
     free(err_text);
 

@@ -216,6 +216,20 @@ def test_script_with_main_returns_result_and_stdout(srv):
     assert body["execution_details"]["stdout"] == "working\n"
 
 
+def test_nul_bytes_in_the_output_are_kept_in_every_shape(srv):
+    # A NUL byte in what the script wrote is text like any other: S4's stderr, S2's error and
+    # S3's stdout carry all of it, as execution_details does.
+    code = 'import sys\nsys.stderr.write("a\\0b\\n")\nprint("x\\0y")\n'
+    s4 = body_of(srv.execute({"code": code, "timeout": 5}))
+    assert s4["execution_details"]["stderr"] == "a\0b\n", s4
+    assert (s4["stderr"], s4["stdout"], s4["error"]) == ("a\0b\n", "x\0y\n", "a\0b\n"), s4
+    s2 = check_success(srv.execute({"code": code}))
+    assert (s2["error"], s2["output"]) == ("a\0b\n", "x\0y\n"), s2
+    s3 = check_success(srv.execute({"script": "def main():\n    print('p\\0q')\n    return 1\n"}))
+    assert (s3["stdout"], s3["result"]) == ("p\0q", 1), s3
+    assert s3["execution_details"]["stdout"] == "p\0q\n", s3
+
+
 def test_files_map(srv):
     r = srv.execute({
         "code": "print(open('in.txt').read()[::-1])\nopen('out.txt', 'w').write('done')\n",
