@@ -252,7 +252,9 @@ void pbx__multipart_feed(struct multipart *m, const char *data, size_t size);
 /*
  * The body has ended: the request in *out, or < 0 with *err (a
  * "ValidationError", or a refusal of S4's schema when shape->field is set);
- * whose rules it follows in *shape either way.
+ * whose rules it follows in *shape either way.  It destroys the post
+ * processor (m->pp is NULL afterwards), and a form it did not see finished
+ * (no closing boundary) is refused.
  */
 int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
                           struct pbx_request_shape *shape, struct pbx_error **err);

@@ -45,8 +45,23 @@ void pbx__multipart_feed(struct multipart *m, const char *data, size_t size)
 int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
                           struct pbx_request_shape *shape, struct pbx_error **err)
 {
-    int rc = pbx__request_form_finish(&m->form, out, err);
+    enum MHD_Result whole;
+    int rc;
 
+    /*
+     * The post processor is destroyed here, before the form is judged: that
+     * hands over the last value of a urlencoded form, and its answer is the
+     * only word on whether the form was finished.  A body that ends inside a
+     * part (no closing boundary) is MHD_NO, and the part read so far is not a
+     * field's value: running it would run a truncated program (`prin` of
+     * `print(1)`).
+     */
+    whole = MHD_destroy_post_processor(m->pp);
+    m->pp = NULL;
+    if (whole != MHD_YES)
+        pbx__request_form_refuse(&m->form, "malformed multipart/form-data body: it ends "
+                                           "before the form's closing boundary");
+    rc = pbx__request_form_finish(&m->form, out, err);
     *shape = m->form.shape;
     return rc;
 }

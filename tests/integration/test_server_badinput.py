@@ -3,6 +3,7 @@ the right status (never HTML, never a crash), and the server keeps serving: a he
 after every test. Also slow and stalled clients, and SIGTERM during an execution.
 """
 import json
+import re
 import socket
 import threading
 import time
@@ -405,6 +406,28 @@ def test_an_empty_file_input_adds_nothing_to_the_file_before_it(srv):
                  "Authorization": "Bearer " + srv.admin_key})
     assert r.status_code == 200, r.text
     assert body_of(r)["stdout"] == "1\n", body_of(r)
+
+
+def executions(srv):
+    """Executions run so far, of every status (pybox_executions_total summed)."""
+    text = srv.get("/metrics").text
+    return sum(int(n) for n in re.findall(r"^pybox_executions_total\{[^}]*\} (\d+)$", text, re.M))
+
+
+@pytest.mark.parametrize("path", ["/v1/execute", "/execute-with-files"])
+def test_a_form_without_its_closing_boundary_is_refused_unrun(srv, path):
+    # A whole HTTP body (its Content-Length sent) whose form stops inside the code part: what
+    # was read of it (`prin`) is not a program to run.
+    body = b'--XX\r\nContent-Disposition: form-data; name="code"\r\n\r\nprint(1)'
+    runs = executions(srv)
+    r = srv.post(path, data=body, content_type="multipart/form-data; boundary=XX")
+    assert r.status_code == 400, r.text
+    assert "malformed multipart/form-data body: " in r.text, r.text
+    # The same form with its closing boundary runs.
+    r = srv.post(path, data=body + b"\r\n--XX--\r\n",
+                 content_type="multipart/form-data; boundary=XX")
+    assert r.status_code == 200, r.text
+    assert executions(srv) == runs + 1
 
 
 def test_a_tiny_form_timeout_rounds_up_as_in_json(srv):
