@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/cleanup.h"
 #include "common/jsonlimit.h"
@@ -449,6 +450,45 @@ static int take_network(struct pbx_http_request *r, const struct pbx_request_cap
     return take_bool(v, field, &r->network, err);
 }
 
+/*
+ * A boolean in the text of S4's form, as pydantic reads one from a string:
+ * 0, off, f, false, n, no or 1, on, t, true, y, yes, in any case; anything
+ * else, "" among them, is none (FastAPI's 422 "bool_parsing").  Python's
+ * requests sends data={"allow_network": False} as "False".  Returns whether
+ * `text` is one, with it in *out.
+ */
+static bool s4_bool_text(const struct pbx_buf *text, bool *out)
+{
+    static const char *const no[] = {"0", "off", "f", "false", "n", "no"};
+    static const char *const yes[] = {"1", "on", "t", "true", "y", "yes"};
+    const char *t = text->data != NULL ? text->data : "";
+
+    if (strlen(t) != text->len)
+        return false;
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        if (strcasecmp(t, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+        if (strcasecmp(t, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* `allow_network` of S4's form (s4_network() passed it): pydantic's booleans, not /v1's. */
+static int take_s4_network(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                           const char *field, const struct value *v, struct pbx_error **err)
+{
+    if (v->text == NULL)
+        return take_network(r, caps, field, v, err);
+    if (!s4_bool_text(v->text, &r->network))
+        return pbx_error_set(err, PBX_E_INVAL, "`%s` must be true or false", field);
+    return 0;
+}
+
 /* The fields of `POST /execute`, JSON only. */
 static const struct field compat_fields[] = {
     {"code", take_code, FORM_NONE, false},
@@ -480,7 +520,7 @@ static const struct field v1_fields[] = {
 static const struct field upload_fields[] = {
     {"code", take_code, FORM_CODE, false},
     {"timeout", take_timeout, FORM_SHORT, false},
-    {"allow_network", take_network, FORM_SHORT, false},
+    {"allow_network", take_s4_network, FORM_SHORT, false},
     {"files", take_files_array, FORM_SHORT, false}, /* file parts; a text part is refused */
     {NULL, NULL, FORM_NONE, false},
 };
@@ -536,14 +576,16 @@ static int s4_timeout(const struct value *v, struct pbx_request_shape *shape,
     return kind != NULL ? schema_fail(shape, "timeout", kind, msg, err) : 0;
 }
 
-/* `allow_network`: a boolean (in a form, as take_bool() reads one). */
+/* `allow_network`: a boolean (in a form, as s4_bool_text() reads one). */
 static int s4_network(const struct value *v, struct pbx_request_shape *shape,
                       struct pbx_error **err)
 {
     struct pbx_error *e = NULL;
     bool b;
 
-    if (take_bool(v, "allow_network", &b, &e) == 0)
+    if (v->text != NULL && s4_bool_text(v->text, &b))
+        return 0;
+    if (v->text == NULL && take_bool(v, "allow_network", &b, &e) == 0)
         return 0;
     pbx_error_free(&e);
     if (v->text != NULL)
@@ -558,8 +600,12 @@ static int s4_files(const struct value *v, struct pbx_request_shape *shape, stru
     const char *name;
     json_t *b64;
 
+    /* A text part of a form is no file: FastAPI's List[UploadFile] refuses it, a 422. */
+    if (v->text != NULL)
+        return schema_fail(shape, "files", "value_error",
+                           "Value error, Expected UploadFile, received: <class 'str'>", err);
     if (v->json == NULL)
-        return 0; /* file parts of a form: the taker judges a text part */
+        return 0; /* file parts of a form */
     if (!json_is_object(v->json))
         return schema_fail(shape, "files", "dict_type", "Input should be a valid dictionary", err);
     json_object_foreach(v->json, name, b64)

@@ -458,6 +458,32 @@ def test_s4_422_other_fields(srv):
     assert r.status_code == 422 and body_of(r)["detail"][0]["loc"] == ["body", "code"], r.text
 
 
+def test_s4_upload_booleans_and_text_files_part(srv):
+    # The form's allow_network is read as pydantic reads a boolean from a string: what
+    # requests sends for data={"allow_network": False} ("False") is false, any case.
+    for word in ("False", "false", "0", "off", "f", "n", "NO"):
+        r = requests.post(srv.url + "/execute-with-files", timeout=60,
+                          data={"code": "print(1)", "timeout": "5", "allow_network": word})
+        check_s4(r, "1\n", 0)
+    r = requests.post(srv.url + "/execute-with-files", timeout=60,
+                      data={"code": "print(1)", "allow_network": True})
+    assert r.status_code == 403, r.text
+    # Empty and unknown words are no boolean: FastAPI's 422.
+    for word in ("", "maybe"):
+        r = requests.post(srv.url + "/execute-with-files", timeout=60,
+                          data={"code": "print(1)", "allow_network": word})
+        assert r.status_code == 422, (word, r.text)
+        detail = body_of(r)["detail"]
+        assert [(d["loc"], d["type"]) for d in detail] == [
+            (["body", "allow_network"], "bool_parsing")], r.text
+    # A text part named `files` is not an upload: a 422 too.
+    r = requests.post(srv.url + "/execute-with-files", timeout=60,
+                      data={"code": "print(1)", "files": "abc"},
+                      files=[("files", ("a.txt", b"x"))])
+    assert r.status_code == 422, r.text
+    assert body_of(r)["detail"][0]["loc"][:2] == ["body", "files"], r.text
+
+
 def test_s4_400_bad_base64(srv):
     r = post(srv, s4("print(1)", files={"a.txt": "%%% not base64"}))
     assert r.status_code == 400, r.text

@@ -1470,6 +1470,84 @@ START_TEST(test_form_empty_file_input)
 END_TEST
 
 /* The framing's refusal, when it comes first, is the one answered; a later one is not. */
+/*
+ * S4's upload form of `code` and one text field `name` = `text`: 0 with
+ * *network, or < 0 with the field and kind S4's schema refused in *shape.
+ */
+static int upload_parse(const char *name, const char *text, bool *network,
+                        struct pbx_request_shape *shape)
+{
+    struct pbx_request_form f;
+    struct pbx_http_request r;
+    struct pbx_error *err = NULL;
+    int rc;
+
+    pbx__request_form_init_upload(&f, &caps);
+    pbx__request_form_data(&f, "code", NULL, "x", 0, 1);
+    pbx__request_form_data(&f, name, NULL, text, 0, strlen(text));
+    rc = pbx__request_form_finish(&f, &r, &err);
+    *shape = f.shape;
+    pbx__request_form_release(&f);
+    if (rc == 0) {
+        *network = r.network;
+        pbx__request_release(&r);
+    } else {
+        pbx_error_free(&err);
+    }
+    return rc;
+}
+
+START_TEST(test_form_upload_s4_schema)
+{
+    static const char *const no[] = {"0", "off", "f", "false", "n", "no", "False", "OFF", "No"};
+    static const char *const yes[] = {"1", "on", "t", "true", "y", "yes", "True", "ON", "YeS"};
+    static const char *const neither[] = {"", "maybe", " true", "true ", "2", "nope", "tru"};
+    struct pbx_request_shape shape;
+    bool network;
+
+    /* allow_network: pydantic's booleans from a string, in any case ("False" is requests'). */
+    for (size_t i = 0; i < ARRAY_SIZE(no); i++) {
+        network = true;
+        ck_assert_msg(upload_parse("allow_network", no[i], &network, &shape) == 0, "%s", no[i]);
+        ck_assert_msg(!network, "%s", no[i]);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++) {
+        network = false;
+        ck_assert_msg(upload_parse("allow_network", yes[i], &network, &shape) == 0, "%s", yes[i]);
+        ck_assert_msg(network, "%s", yes[i]);
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(neither); i++) {
+        ck_assert_msg(upload_parse("allow_network", neither[i], &network, &shape) < 0, "`%s`",
+                      neither[i]);
+        ck_assert_ptr_nonnull(shape.field);
+        ck_assert_str_eq(shape.field, "allow_network");
+        ck_assert_str_eq(shape.kind, "bool_parsing");
+    }
+    /* A text part named `files` is S4's schema's refusal (FastAPI's 422), not a 400. */
+    ck_assert_int_lt(upload_parse("files", "abc", &network, &shape), 0);
+    ck_assert_ptr_nonnull(shape.field);
+    ck_assert_str_eq(shape.field, "files");
+    ck_assert_str_eq(shape.kind, "value_error");
+}
+END_TEST
+
+/* /v1's form booleans are as they were: true, 1, on; false, 0, off and empty. */
+START_TEST(test_form_v1_booleans)
+{
+    struct pbx_http_request r;
+    struct pbx_error *err = NULL;
+
+    ck_assert_int_eq(
+        form_parse(PARTS({"code", NULL, "x", 0}, {"network", NULL, "", 0}), 1, &r, &err), 0);
+    ck_assert(!r.network);
+    pbx__request_release(&r);
+    form_error(PARTS({"code", NULL, "x", 0}, {"network", NULL, "False", 0}),
+               "`network` must be true or false");
+    form_error(PARTS({"code", NULL, "x", 0}, {"main", NULL, "yes", 0}),
+               "`main` must be true or false");
+}
+END_TEST
+
 START_TEST(test_form_refuse)
 {
     struct pbx_request_form f;
@@ -1565,6 +1643,8 @@ static Suite *request_suite(void)
     tcase_add_test(tm, test_form_json_same_messages);
     tcase_add_test(tm, test_form_empty_file_input);
     tcase_add_test(tm, test_form_refuse);
+    tcase_add_test(tm, test_form_upload_s4_schema);
+    tcase_add_test(tm, test_form_v1_booleans);
     suite_add_tcase(s, tm);
     return s;
 }
