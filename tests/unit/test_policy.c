@@ -269,38 +269,38 @@ START_TEST(test_parse_modules)
 }
 END_TEST
 
-START_TEST(test_server_modules_are_every_callers)
+/*
+ * The modules besides the default allowlist that `token`'s caller may import
+ * (`want` NULL: none), and whether it has no allowlist at all.
+ */
+static void expect_modules(const char *token, const char *want, bool all)
 {
     struct pbx_caller who;
 
+    resolve_ok(token, &who);
+    if (want == NULL)
+        ck_assert_ptr_null(who.modules);
+    else
+        ck_assert_str_eq(who.modules, want);
+    ck_assert(who.all_modules == all);
+    pbx_caller_release(&who);
+}
+
+START_TEST(test_server_modules_are_every_callers)
+{
     cfg.anon_modules = "csv shelve";
-    resolve_ok(NULL, &who);
-    ck_assert_str_eq(who.modules, "csv shelve");
-    ck_assert(!who.all_modules);
-    pbx_caller_release(&who);
+    expect_modules(NULL, "csv shelve", false);
     /* A key's modules add to the server's. */
-    resolve_ok("k-plain", &who);
-    ck_assert_str_eq(who.modules, "csv shelve");
-    pbx_caller_release(&who);
-    resolve_ok("k-rich", &who);
-    ck_assert_str_eq(who.modules, "csv shelve requests lxml");
-    pbx_caller_release(&who);
+    expect_modules("k-plain", "csv shelve", false);
+    expect_modules("k-rich", "csv shelve requests lxml", true);
     /* Without the server's, a key's own. */
     cfg.anon_modules = NULL;
-    resolve_ok(NULL, &who);
-    ck_assert_ptr_null(who.modules);
-    pbx_caller_release(&who);
-    resolve_ok("k-rich", &who);
-    ck_assert_str_eq(who.modules, "requests lxml");
-    pbx_caller_release(&who);
+    expect_modules(NULL, NULL, false);
+    expect_modules("k-rich", "requests lxml", true);
     /* `all` on the server: no allowlist for anyone. */
     cfg.anon_all_modules = true;
-    resolve_ok(NULL, &who);
-    ck_assert(who.all_modules);
-    pbx_caller_release(&who);
-    resolve_ok("k-plain", &who);
-    ck_assert(who.all_modules);
-    pbx_caller_release(&who);
+    expect_modules(NULL, NULL, true);
+    expect_modules("k-plain", NULL, true);
 }
 END_TEST
 
