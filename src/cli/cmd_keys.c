@@ -68,7 +68,8 @@ static void help_create(void)
            "  --timeout S           wall-clock limit of an execution in seconds, e.g. 30 or 2.5\n"
            "  --memory MB           memory limit of an execution in MiB, e.g. 512\n"
            "  --modules all|LIST    `all`: no import allowlist; LIST: modules allowed besides\n"
-           "                        the default allowlist, comma- or space-separated\n"
+           "                        the server's allowlist (the default and `pybox serve\n"
+           "                        --modules`), comma- or space-separated\n"
            "  --network             the key may ask for network access\n"
            "  --admin               the key bypasses rates, quotas and import restrictions\n"
            "%s",
