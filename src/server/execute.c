@@ -263,7 +263,7 @@ static int take_slot(struct execution *x)
 /* Memory for the answer, from the server's budget. Returns 0, or -1 after a 503. */
 static int reserve_answer(struct execution *x)
 {
-    if (!pbx__server_budget_take(x->s, x->ctx, pbx__server_answer_reserve(&x->limits))) {
+    if (!pbx__server_budget_take(x->s, x->ctx, pbx__server_answer_reserve(&x->limits, !x->v1))) {
         x->ret = pbx__server_budget_spent(x->s, x->c, x->ctx);
         return -1;
     }

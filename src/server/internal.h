@@ -114,11 +114,13 @@ void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx);
 
 /*
  * The most an answer can hold in the server while it is built, taken from
- * the budget for every admitted execution: the result (at most the answer
- * limit), its JSON tree (files in base64, 4/3 of their size) and the JSON
- * text (as much again).
+ * the budget for every admitted execution: for /v1/execute the result (at
+ * most the answer limit), its JSON tree (files in base64, 4/3 of their size)
+ * and the JSON text (as much again); for the compatible dialect (`compat`),
+ * whose answer carries stdout and stderr three times and the files twice,
+ * as server.c counts it.
  */
-size_t pbx__server_answer_reserve(const struct pbx_limits *l);
+size_t pbx__server_answer_reserve(const struct pbx_limits *l, bool compat);
 
 /* Answer 503: the budget cannot hold the request (counted in the metrics). */
 enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,

@@ -87,9 +87,33 @@ static size_t max_valid_body(const struct pbx_server_config *cfg)
     return n < cfg->max_body ? (size_t)n : cfg->max_body;
 }
 
-size_t pbx__server_answer_reserve(const struct pbx_limits *l)
+size_t pbx__server_answer_reserve(const struct pbx_limits *l, bool compat)
 {
-    return (size_t)l->answer_bytes * 4 + (64u << 10);
+    uint64_t a = l->answer_bytes;
+    uint64_t o = l->stdout_bytes + l->stderr_bytes;
+
+    if (!compat)
+        return (size_t)a * 4 + (64u << 10);
+    /*
+     * The compatible answer carries the output several times over, each copy
+     * in the dumped text: stdout as execution_details.stdout, `stdout` and
+     * S2's `output`; stderr as execution_details.stderr, S4's `stderr` and
+     * S2's `error`; the files as S1's content_base64 and S4's output_files.
+     * Of `a`, the answer limit, at most `o` is stdout and stderr:
+     *   the result itself                                      a
+     *   its tree: the output's strings and the two new copies  3o
+     *     (S4's stderr, S2's error; S3's stdout in their place)
+     *   and the files' base64, shared by both maps             4/3 a
+     *   the text: 3 copies of each output, a byte at most a    18o
+     *     six-byte escape (\u0000)
+     *   and 2 copies of the files' base64                      8/3 a
+     * plus S4's notes (in `stderr` and `error`) and S2's forbidden-import
+     * message, escaped, and room for the other fields.
+     */
+    if (o > a)
+        o = a;
+    return (size_t)(a + 3 * o + a * 4 / 3 + 18 * o + a * 8 / 3 +
+                    6 * (2 * (64u << 10) + (1u << 20)) + (64u << 10));
 }
 
 bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size_t n)
@@ -165,9 +189,9 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     };
     s->budget = cfg->memory_budget;
     if (s->budget == 0) {
-        /* Room for every slot's largest answer, and the largest body of every slot and place in the
-         * queue. */
-        s->budget = (size_t)cfg->max_concurrency * pbx__server_answer_reserve(&cfg->limits) +
+        /* Room for every slot's largest answer (the compatible dialect's), and the largest body
+         * of every slot and place in the queue. */
+        s->budget = (size_t)cfg->max_concurrency * pbx__server_answer_reserve(&cfg->limits, true) +
                     (size_t)(cfg->max_concurrency + cfg->queue_max) * 2 * s->max_valid_body;
     }
     *out = s;

@@ -438,3 +438,39 @@ def test_a_main_value_whose_record_is_over_the_limit_is_an_error_not_dropped(sta
     body = body_of(r)
     assert body["status"] == "error", body["status"]
     assert body["error"]["type"] == "ResultNotSerializable", body["error"]
+
+
+def wait_budget_free(srv):
+    """Poll /metrics until nothing of the budget is held; fails after 10 s (times SLOW)."""
+    deadline = time.monotonic() + 10 * SLOW
+    while budget_used(srv) != 0:
+        assert time.monotonic() < deadline, "the budget never came back"
+        time.sleep(0.02)
+
+
+def test_the_compatible_answer_is_reserved_whole(start_server):
+    # POST /execute's answer carries stdout and stderr three times and the files twice: its
+    # reserve counts every copy in the dumped text, each control character a six-byte escape.
+    # 400 KB of them on each stream make a /execute answer of about 14 MB, over a 12 MiB
+    # budget: refused before it runs, never built past the budget. /v1/execute, one copy of
+    # each, runs.
+    code = "import sys\nsys.stdout.write('\\x01' * 400000)\nsys.stderr.write('\\x01' * 400000)\n"
+    budget = 12 * MIB
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--memory-budget", str(budget),
+                       "--limit", "answer=1M")
+    r = srv.v1({"code": code}, timeout=60)
+    assert r.status_code == 200 and body_of(r)["stdout"] == "\x01" * 400000, r.text[:300]
+    r = srv.execute({"code": code}, timeout=60)
+    assert len(r.content) <= budget, f"a {len(r.content)}-byte answer within a {budget} budget"
+    assert_error_json(r, 503, "ServerBusy")
+    wait_budget_free(srv)
+    # With room for it, it runs whole, and its answer fits what it reserved.
+    budget = 40 * MIB
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--memory-budget", str(budget),
+                       "--limit", "answer=1M")
+    r = srv.execute({"code": code}, timeout=60)
+    assert r.status_code == 200 and len(r.content) <= budget, (r.status_code, len(r.content))
+    body = body_of(r)
+    assert (body["stdout"], body["output"]) == ("\x01" * 400000, "\x01" * 400000)
+    assert body["stderr"] == "\x01" * 400000 and body["error"] == "\x01" * 400000
+    wait_budget_free(srv)
