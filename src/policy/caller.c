@@ -10,8 +10,7 @@
 #include "policy/caller.h"
 #include "common/banned.h"
 
-/* A dotted Python module name: identifiers of ASCII letters, digits and '_'. */
-static bool module_name(const char *s, size_t len)
+bool pbx_caller_module_name(const char *s, size_t len)
 {
     bool start = true;
 
@@ -75,7 +74,7 @@ int pbx_caller_parse_modules(const char *list, bool *all, char **out, struct pbx
     for (const char *p = list + strspn(list, seps); *p != '\0'; p += strspn(p, seps)) {
         size_t n = strcspn(p, seps);
 
-        if (!module_name(p, n))
+        if (!pbx_caller_module_name(p, n))
             return pbx_error_set(err, PBX_E_INVAL,
                                  "`%.*s` is not a module name (dotted Python identifiers only)",
                                  (int)(n < 64 ? n : 64), p);

@@ -135,4 +135,10 @@ int pbx_caller_limits(const struct pbx_caller_config *cfg, const struct pbx_call
                       const struct pbx_caller_ask *ask, struct pbx_limits *out, const char **etype,
                       struct pbx_error **err);
 
+/*
+ * Whether `s` (`len` bytes) is a dotted Python module name, identifiers of
+ * ASCII letters, digits and '_': what a key's and the server's module lists hold.
+ */
+bool pbx_caller_module_name(const char *s, size_t len);
+
 #endif

@@ -241,32 +241,6 @@ static bool valid_name(const char *name)
                len;
 }
 
-/* A dotted Python module name: identifiers of ASCII letters, digits and '_'. */
-static bool valid_module(const char *s, size_t len)
-{
-    bool start = true;
-
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-
-        if (c == '.') {
-            if (start)
-                return false;
-            start = true;
-        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_') {
-            start = false;
-        } else if (c >= '0' && c <= '9') {
-            if (start)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return !start;
-}
-
 /*
  * Normalise a module list given space- or comma-separated into the stored
  * form, one space between names; NULL for an empty list.  Caller frees *out.
@@ -289,7 +263,7 @@ static int normalise_modules(const char *in, char **out, struct pbx_error **err)
     while (*p != '\0') {
         size_t n = strcspn(p, seps);
 
-        if (!valid_module(p, n))
+        if (!pbx_caller_module_name(p, n))
             return pbx_error_set(err, PBX_E_INVAL,
                                  "`%.*s` is not a module name (dotted Python identifiers only)",
                                  (int)n, p);
