@@ -87,6 +87,14 @@ enum pbx_stream {
 /* Called as output arrives (only what is kept, within the cap), from the calling thread. */
 typedef void (*pbx_output_fn)(enum pbx_stream stream, const char *data, size_t len, void *arg);
 
+/*
+ * Called with each rich output as it is kept ({type, data, metadata}, or an
+ * omission's marker; borrowed), in order, from the calling thread: the same
+ * outputs, in the same order, as the result's `outputs` (but the marker for
+ * outputs past the count, which only the result has).
+ */
+typedef void (*pbx_display_fn)(const json_t *output, void *arg);
+
 struct pbx_exec_request {
     const char *code;                /* Python source, UTF-8 */
     size_t code_len;                 /* its length */
@@ -101,7 +109,10 @@ struct pbx_exec_request {
     const char *extra_modules;       /* more allowed modules, space-separated, or NULL */
     struct pbx_limits limits;        /* limits of this execution */
     pbx_output_fn on_output;         /* optional live output callback */
-    void *on_output_arg;             /* its argument */
+    pbx_display_fn on_display;       /* optional live rich-output callback */
+    void *on_output_arg;             /* the argument of both */
+    int cancel_fd;                   /* -1, or an fd that turns readable to stop the execution */
+                                     /* (it is killed: status "killed", error "Cancelled") */
 };
 
 /* Fill `req` with an empty request and default limits. */

@@ -234,42 +234,64 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
     json_decref(rec);
 }
 
-void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limits,
-                     struct pbx_meta *meta)
+void pbx__meta_begin(struct pbx_meta *meta, const struct pbx_limits *limits)
 {
     struct pbx_limits defaults;
-    struct caps caps;
-    size_t pos = 0;
-    bool first = true;
 
     if (limits == NULL) {
         pbx_limits_default(&defaults);
         limits = &defaults;
     }
-    pbx_limits_result_max(limits, &caps.result);
-    pbx_limits_outputs_max(limits, &caps.outputs);
     memset(meta, 0, sizeof(*meta));
+    pbx_limits_result_max(limits, &meta->caps_result);
+    pbx_limits_outputs_max(limits, &meta->caps_outputs);
+}
+
+void pbx__meta_feed(struct pbx_meta *meta, const char *data, size_t len)
+{
+    struct caps caps = {.result = meta->caps_result, .outputs = meta->caps_outputs};
+    size_t pos = meta->parsed;
+
+    if (meta->stopped)
+        return;
     while (pos < len) {
         const char *nl = memchr(data + pos, '\n', len - pos);
-        size_t end = nl ? (size_t)(nl - data) : len;
+        size_t end;
 
-        /* An unterminated last line was cut short: ignore it. */
+        /* A line not yet whole waits for the rest; one never ended is ignored. */
         if (nl == NULL)
             break;
-        parse_line(data + pos, end - pos, meta, first, &caps);
-        /* Only the very first line can be the check record. */
-        if (first && meta->check == PBX_META_CHECK_REJECTED)
-            break;
-        first = false;
+        end = (size_t)(nl - data);
+        parse_line(data + pos, end - pos, meta, meta->lines == 0, &caps);
+        meta->lines++;
         pos = end + 1;
+        /* Only the very first line can be the check record; a rejection ends the records. */
+        if (meta->lines == 1 && meta->check == PBX_META_CHECK_REJECTED) {
+            meta->stopped = true;
+            break;
+        }
     }
-    if (meta->outputs_dropped > 0) {
+    meta->parsed = pos;
+}
+
+void pbx__meta_end(struct pbx_meta *meta)
+{
+    if (meta->outputs_dropped > 0 && !meta->ended) {
         char why[96];
 
         snprintf(why, sizeof(why), "%zu more, over the %u outputs that may come back",
-                 meta->outputs_dropped, (unsigned)caps.outputs.count);
+                 meta->outputs_dropped, (unsigned)meta->caps_outputs.count);
         json_array_append_new(meta->outputs, marker(why));
     }
+    meta->ended = true;
+}
+
+void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limits,
+                     struct pbx_meta *meta)
+{
+    pbx__meta_begin(meta, limits);
+    pbx__meta_feed(meta, data, len);
+    pbx__meta_end(meta);
 }
 
 void pbx__meta_release(struct pbx_meta *meta)

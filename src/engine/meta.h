@@ -39,6 +39,13 @@ struct pbx_meta {
     uint64_t outputs_bytes;    /* their records' bytes as written, taken from main()'s room */
     size_t outputs_values;     /* JSON values in them */
     size_t outputs_dropped;    /* output records past the count: one marker at the end */
+    /* The parse so far (pbx__meta_feed()). */
+    struct pbx_result_max caps_result;   /* main()'s value's caps */
+    struct pbx_outputs_max caps_outputs; /* the outputs' caps */
+    size_t parsed;                       /* bytes of the records parsed: whole lines */
+    size_t lines;                        /* lines parsed */
+    bool stopped;                        /* a rejection: nothing after it is read */
+    bool ended;                          /* pbx__meta_end() was called */
 };
 
 /*
@@ -57,6 +64,19 @@ struct pbx_meta {
  */
 void pbx__meta_parse(const char *data, size_t len, const struct pbx_limits *limits,
                      struct pbx_meta *meta);
+
+/*
+ * The same parse, as the records arrive (sessions and streaming read them
+ * so): begin, then feed the whole of the records read so far each time more
+ * came (only the lines completed since the last feed are parsed; the bytes
+ * before meta->parsed must not change), then end, which adds the marker for
+ * outputs past the count.  A kept output is appended to meta->outputs as its
+ * line is fed: a caller watching the array's size sees each one once, in
+ * order, as pbx__meta_parse() would keep it.
+ */
+void pbx__meta_begin(struct pbx_meta *meta, const struct pbx_limits *limits);
+void pbx__meta_feed(struct pbx_meta *meta, const char *data, size_t len);
+void pbx__meta_end(struct pbx_meta *meta);
 
 void pbx__meta_release(struct pbx_meta *meta);
 

@@ -59,6 +59,7 @@ void pbx_exec_request_init(struct pbx_exec_request *req)
 {
     memset(req, 0, sizeof(*req));
     pbx_limits_default(&req->limits);
+    req->cancel_fd = -1;
 }
 
 bool pbx_engine_check_name(const char *name, struct pbx_error **err)
@@ -150,12 +151,15 @@ struct flight {
     struct pbx_buf out;         /* kept stdout */
     struct pbx_buf errb;        /* kept stderr */
     struct pbx_buf meta;        /* records */
+    struct pbx_meta parsed;     /* the records parsed as they came */
+    size_t shown;               /* outputs handed to req->on_display so far */
     struct pbx_proto_done done; /* the cell's report */
     bool started;               /* STARTED received */
     bool finished;              /* DONE received */
     bool failed;                /* FAILED received */
     bool cell_gone;             /* the status socket reached EOF */
     bool backstop;              /* the supervisor had to kill */
+    bool cancelled;             /* req->cancel_fd became readable */
 };
 
 static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
@@ -179,6 +183,18 @@ static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
 
         if (kept > 0 && req != NULL && req->on_output != NULL)
             req->on_output(stream, chunk, kept, req->on_output_arg);
+    }
+}
+
+/* Parse the records that came, and show the outputs kept among them. */
+static void take_records(struct flight *f, const struct pbx_exec_request *req)
+{
+    pbx__meta_feed(&f->parsed, f->meta.data ? f->meta.data : "", f->meta.len);
+    while (f->parsed.outputs != NULL && f->shown < json_array_size(f->parsed.outputs)) {
+        json_t *o = json_array_get(f->parsed.outputs, f->shown++);
+
+        if (req->on_display != NULL)
+            req->on_display(o, req->on_output_arg);
     }
 }
 
@@ -234,7 +250,7 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
     uint64_t drain_until = 0;
 
     for (;;) {
-        struct pollfd p[4];
+        struct pollfd p[5];
         int np = 0;
         uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
         int timeout;
@@ -264,6 +280,8 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
             p[np++] = (struct pollfd){.fd = f->meta_r, .events = POLLIN};
         if (!ended)
             p[np++] = (struct pollfd){.fd = f->status, .events = POLLIN};
+        if (!ended && !f->cancelled && req->cancel_fd >= 0)
+            p[np++] = (struct pollfd){.fd = req->cancel_fd, .events = POLLIN};
         if (poll(p, (nfds_t)np, timeout > 0 ? timeout : 0) < 0 && errno != EINTR)
             break;
         for (int i = 0; i < np; i++) {
@@ -273,9 +291,13 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
                 drain(&f->out_r, &f->out, PBX_STREAM_STDOUT, req);
             else if (p[i].fd == f->err_r)
                 drain(&f->err_r, &f->errb, PBX_STREAM_STDERR, req);
-            else if (p[i].fd == f->meta_r)
+            else if (p[i].fd == f->meta_r) {
                 drain(&f->meta_r, &f->meta, 0, NULL);
-            else if (p[i].fd == f->status)
+                take_records(f, req);
+            } else if (p[i].fd == req->cancel_fd && !f->cancelled) {
+                f->cancelled = true;
+                backstop_kill(f, cell);
+            } else if (p[i].fd == f->status)
                 read_status(f);
         }
     }
@@ -407,7 +429,10 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     struct pbx_verdict v;
     struct pbx_meta meta;
 
-    pbx__meta_parse(f->meta.data ? f->meta.data : "", f->meta.len, &req->limits, &meta);
+    take_records(f, req);
+    pbx__meta_end(&f->parsed);
+    meta = f->parsed;
+    memset(&f->parsed, 0, sizeof(f->parsed));
     res->stdout_truncated = f->out.truncated;
     res->stderr_truncated = f->errb.truncated;
     res->stdout_data = pbx_buf_steal(&f->out, &res->stdout_len);
@@ -421,7 +446,7 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     memset(&facts, 0, sizeof(facts));
     facts.wait_status = d->wait_status;
     facts.timed_out = d->timed_out != 0;
-    facts.backstop = f->backstop;
+    facts.backstop = f->backstop && !f->cancelled;
     facts.cpu_us = d->cpu_us;
     facts.cpu_limit_ms = req->limits.cpu_ms;
     facts.oom_kills = mem->oom_kills;
@@ -440,6 +465,14 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     res->exit_code = v.exit_code;
     res->signal = v.signal;
     res->error = verdict_error(&v, &meta, req);
+    if (f->cancelled && !f->finished) {
+        /* Stopped on the caller's word, not by a limit: say so. */
+        res->status = PBX_STATUS_KILLED;
+        res->has_exit_code = false;
+        res->signal = SIGKILL;
+        json_decref(res->error);
+        res->error = error_object("Cancelled", "the execution was cancelled by its caller");
+    }
     /*
      * A value the bootstrap found pybox cannot carry is its error (and exit
      * status 1); one that fails to parse here under exit status 0 was written
@@ -477,6 +510,7 @@ static void flight_close(struct flight *f)
     pbx_buf_release(&f->out);
     pbx_buf_release(&f->errb);
     pbx_buf_release(&f->meta);
+    pbx__meta_release(&f->parsed);
 }
 
 static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
@@ -533,6 +567,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         pbx_limits_outputs_max(&req->limits, &om);
         pbx_buf_init(&f.meta, max.record + META_EXTRA + (size_t)om.count * META_MARKER);
     }
+    pbx__meta_begin(&f.parsed, &req->limits);
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;
 
@@ -651,14 +686,14 @@ sent:
     } else if (!f.started && !f.finished && pbx__zygotes_dying(z)) {
         *lost = true;
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
-    } else if (!f.finished && mem.oom_kills == 0) {
+    } else if (!f.finished && mem.oom_kills == 0 && !f.cancelled) {
         pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
     } else if (f.finished &&
                pbx__proto_done_check(&f.done, req->limits.output_files + 1, err) < 0) {
         /* A report no cell of ours writes: nothing of it is read. */
         pbx_log(PBX_LOG_WARN, "%s", (*err)->msg);
     } else {
-        if (!f.finished) /* the OOM killer took the cell itself */
+        if (!f.finished) /* the OOM killer took the cell itself, or a cancel did */
             f.done.wait_status = SIGKILL;
         compose(&f, req, &mem, out_fd, res);
         rc = 0;
