@@ -23,7 +23,9 @@
     XX(PROTO, 1005, "malformed message between pybox processes") \
     XX(UNSUPPORTED, 1006, "not supported on this machine")       \
     XX(NOTFOUND, 1007, "not found")                              \
-    XX(POLICY, 1008, "refused by policy")
+    XX(POLICY, 1008, "refused by policy")                        \
+    XX(GONE, 1009, "the session has ended")                      \
+    XX(BUSY, 1010, "a call is running")
 
 enum pbx_code {
 #define PBX_XX_ENUM(name, num, msg) PBX_E_##name = num,
