@@ -129,6 +129,11 @@ def _disallowed(tree):
     return sorted(found)
 
 
+def _is_user_file(name):
+    # main.py, or a session's cell ("<cell 3>").
+    return name == _USER_FILE or name.startswith("<cell ")
+
+
 def _from_user_code(depth):
     # An import is the user's when main.py made it, or code that main.py
     # compiled at run time (exec, eval, compile): any code not from a module
@@ -138,12 +143,12 @@ def _from_user_code(depth):
     except ValueError:
         return False
     name = frame.f_code.co_filename
-    if name == _USER_FILE:
+    if _is_user_file(name):
         return True
     if not name.startswith("/") and not name.startswith("<frozen"):
         frame = frame.f_back
         while frame is not None:
-            if frame.f_code.co_filename == _USER_FILE:
+            if _is_user_file(frame.f_code.co_filename):
                 return True
             frame = frame.f_back
     return False
@@ -166,6 +171,8 @@ def _guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
 
 
 def _guard_imports():
+    if builtins.__import__ is _guarded_import:
+        return  # a session's later calls
     builtins.__import__ = _guarded_import
     import importlib
     real_import_module = importlib.import_module
@@ -196,7 +203,7 @@ def _reseed():
 
 def _user_tb(tb):
     # Drop the bootstrap's own frames: tracebacks start in main.py.
-    while tb is not None and tb.tb_frame.f_code.co_filename != _USER_FILE:
+    while tb is not None and not _is_user_file(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
     return tb
 
@@ -223,7 +230,7 @@ def _error_record(exc):
             record["disallowed"] = [exc.name]
     if tb is not None:
         last = tb
-        while last.tb_next is not None and last.tb_next.tb_frame.f_code.co_filename == _USER_FILE:
+        while last.tb_next is not None and _is_user_file(last.tb_next.tb_frame.f_code.co_filename):
             last = last.tb_next
         record["line"] = last.tb_lineno
     return record, text
@@ -638,27 +645,23 @@ def prepare_job():
     linecache.cache.pop(_USER_FILE, None)
 
 
-def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, result_record):
-    """Run user code as python3 runs main.py; returns the exit status.  main()'s value may be
-    at most result_bytes of JSON holding at most result_values values, in a done record of at
-    most result_record bytes (the cell passes what pbx_limits_result_max() says: the supervisor
-    reads and parses no more)."""
+def _checked(code, allow_all, extra, filename):
+    """Parse code as filename and check its imports: (tree, source lines), or (None, exit
+    status) after the rejection's record.  The check record comes first, either way."""
     global _ALLOWED
-    if reseed:
-        _reseed()
     if extra:
         _ALLOWED = _ALLOWED | frozenset(extra.split())
     try:
-        tree = ast.parse(code, _USER_FILE)
+        tree = ast.parse(code, filename)
     except SyntaxError as exc:
         error = {"type": type(exc).__name__, "message": exc.msg, "line": exc.lineno,
                  "offset": exc.offset, "traceback": None}
         text = "".join(traceback.format_exception_only(type(exc), exc))
         error["traceback"] = text
-        return _reject(error, text)
+        return None, _reject(error, text)
     except (ValueError, MemoryError, RecursionError) as exc:
         text = "%s: %s\n" % (type(exc).__name__, exc)
-        return _reject({"type": "SyntaxError", "message": str(exc), "line": None}, text)
+        return None, _reject({"type": "SyntaxError", "message": str(exc), "line": None}, text)
     if not allow_all:
         bad = _disallowed(tree)
         if bad:
@@ -666,8 +669,9 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
             # reads (it skips lines of absurd size unparsed).
             named = bad[:_MAX_DISALLOWED]
             msg = _refusal(named, len(bad) - len(named))
-            return _reject({"type": "ForbiddenImportError", "message": msg, "disallowed": named},
-                           "ForbiddenImportError: %s\n" % msg)
+            return None, _reject({"type": "ForbiddenImportError", "message": msg,
+                                  "disallowed": named},
+                                 "ForbiddenImportError: %s\n" % msg)
     _meta({"check": "ok"})
 
     if isinstance(code, bytes):
@@ -678,74 +682,166 @@ def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, 
     else:
         source = code
     lines = source.splitlines(True)
-    linecache.cache[_USER_FILE] = (len(source), None, lines, _USER_FILE)
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    return tree, lines
+
+
+def _arm(allow_all, result_bytes):
+    """What every run sets up just before the code: the import guard, the outputs' room,
+    pyplot's show()."""
+    if not allow_all:
+        _guard_imports()
+    _outputs.update(room=result_bytes, used=0, count=0, full=False)
+    if "matplotlib.pyplot" in sys.modules:
+        _patch_pyplot()
+    elif _PyplotHook not in sys.meta_path:
+        sys.meta_path.insert(0, _PyplotHook)
+
+
+def _call_main(module, done, result_bytes, result_values, result_record):
+    """main() mode: call the code's main() and put its JSON value in the done record."""
+    fn = module.__dict__.get("main")
+    if not callable(fn):
+        done["error"] = {"type": "MainNotFound",
+                         "message": "main() mode: the code defines no callable main()"}
+        sys.stderr.write("MainNotFound: the code defines no callable main()\n")
+        done["exit_code"] = 1
+        return
+    value = fn()
+    # Figures left open come back before main()'s value, which gets what they
+    # and the other outputs left of its room.
+    _flush_figures()
+    used = _outputs["used"]
+    try:
+        done["result"] = _result_text(value, max(result_bytes - used, 0), result_values)
+        # The record escapes it again, as a JSON string: '"' takes two bytes.
+        written = len(json.dumps(done["result"])) + 64
+        if written > result_record - used:
+            del done["result"]
+            raise _Uncarriable("its record would be %d bytes; at most %d may come "
+                               "back (the answer limit)"
+                               % (written, max(result_record - used, 0)))
+    except _Uncarriable as exc:
+        done["error"] = {"type": "ResultNotSerializable",
+                         "message": "main() returned a value pybox cannot carry "
+                                    "as JSON: %s" % exc}
+        sys.stderr.write("ResultNotSerializable: %s\n" % exc)
+        done["exit_code"] = 1
+    except (TypeError, ValueError, RecursionError) as exc:
+        done["error"] = {"type": "ResultNotSerializable",
+                         "message": "main() returned a value that is not valid "
+                                    "JSON: %s" % exc}
+        sys.stderr.write("ResultNotSerializable: %s\n" % exc)
+        done["exit_code"] = 1
+
+
+def _failed(done, exc):
+    """The code raised exc: its traceback on stderr and in the done record."""
+    if isinstance(exc, SystemExit):
+        done["exit_code"] = _exit_code(exc)
+        return
+    record, text = _error_record(exc)
+    try:
+        sys.stderr.write(text)
+    except Exception:
+        pass
+    done["error"] = record
+    done["exit_code"] = 1
+
+
+def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, result_record):
+    """Run user code as python3 runs main.py; returns the exit status.  main()'s value may be
+    at most result_bytes of JSON holding at most result_values values, in a done record of at
+    most result_record bytes (the cell passes what pbx_limits_result_max() says: the supervisor
+    reads and parses no more)."""
+    if reseed:
+        _reseed()
+    tree, lines = _checked(code, allow_all, extra, _USER_FILE)
+    if tree is None:
+        return lines
 
     module = types.ModuleType("__main__")
     module.__file__ = _USER_FILE
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
     sys.argv = [_USER_FILE]
-    if not allow_all:
-        _guard_imports()
-
-    _outputs.update(room=result_bytes, used=0, count=0, full=False)
-    if "matplotlib.pyplot" in sys.modules:
-        _patch_pyplot()
-    else:
-        sys.meta_path.insert(0, _PyplotHook)
+    _arm(allow_all, result_bytes)
     done = {"done": True, "exit_code": 0, "error": None}
     try:
         compiled = compile(tree, _USER_FILE, "exec", dont_inherit=True)
         del tree
         exec(compiled, module.__dict__)
         if main_mode:
-            fn = module.__dict__.get("main")
-            if not callable(fn):
-                done["error"] = {"type": "MainNotFound",
-                                 "message": "main() mode: the code defines no callable main()"}
-                sys.stderr.write("MainNotFound: the code defines no callable main()\n")
-                done["exit_code"] = 1
-            else:
-                value = fn()
-                # Figures left open come back before main()'s value, which gets what they
-                # and the other outputs left of its room.
-                _flush_figures()
-                used = _outputs["used"]
-                try:
-                    done["result"] = _result_text(value, max(result_bytes - used, 0),
-                                                  result_values)
-                    # The record escapes it again, as a JSON string: '"' takes two bytes.
-                    written = len(json.dumps(done["result"])) + 64
-                    if written > result_record - used:
-                        del done["result"]
-                        raise _Uncarriable("its record would be %d bytes; at most %d may come "
-                                           "back (the answer limit)"
-                                           % (written, max(result_record - used, 0)))
-                except _Uncarriable as exc:
-                    done["error"] = {"type": "ResultNotSerializable",
-                                     "message": "main() returned a value pybox cannot carry "
-                                                "as JSON: %s" % exc}
-                    sys.stderr.write("ResultNotSerializable: %s\n" % exc)
-                    done["exit_code"] = 1
-                except (TypeError, ValueError, RecursionError) as exc:
-                    done["error"] = {"type": "ResultNotSerializable",
-                                     "message": "main() returned a value that is not valid "
-                                                "JSON: %s" % exc}
-                    sys.stderr.write("ResultNotSerializable: %s\n" % exc)
-                    done["exit_code"] = 1
-    except SystemExit as exc:
-        done["exit_code"] = _exit_code(exc)
+            _call_main(module, done, result_bytes, result_values, result_record)
     except BaseException as exc:
-        record, text = _error_record(exc)
-        try:
-            sys.stderr.write(text)
-        except Exception:
-            pass
-        done["error"] = record
-        done["exit_code"] = 1
+        _failed(done, exc)
     # Figures left open when the code ended (by an error too) come back once.
     _flush_figures()
     _shutdown(module)
+    _flush()
+    _meta(done)
+    return done["exit_code"]
+
+
+# A session's interpreter state: its __main__, kept from call to call.
+_session = {"module": None}
+
+
+def _suppressed(lines):
+    """Whether the code ends with ';' (comments and blank lines aside): IPython's rule for
+    not showing the final expression's value."""
+    import tokenize
+    last = None
+    try:
+        for tok in tokenize.generate_tokens(iter(lines).__next__):
+            if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+                last = tok
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return False
+    return last is not None and last.type == tokenize.OP and last.string == ";"
+
+
+def session_run(code, cell, main_mode, allow_all, extra, result_bytes, result_values,
+                result_record):
+    """One call of a session, as an IPython cell: the code runs in the session's __main__,
+    kept from call to call, as "<cell N>"; the value of a final expression statement is the
+    call's "result" output (a trailing ';' suppresses it) and `_` afterwards.  SystemExit
+    ends the call with its status; the session lives on.  Returns the exit status."""
+    filename = "<cell %d>" % cell
+    tree, lines = _checked(code, allow_all, extra, filename)
+    if tree is None:
+        return lines
+    module = _session["module"]
+    if module is None:
+        module = types.ModuleType("__main__")
+        module.__builtins__ = builtins
+        _session["module"] = module
+    sys.modules["__main__"] = module
+    # stdin is this call's: nothing read ahead from an earlier one survives.
+    try:
+        sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
+                                     encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        pass
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not _suppressed(lines):
+        last = ast.Expression(tree.body.pop().value)
+    _arm(allow_all, result_bytes)
+    done = {"done": True, "exit_code": 0, "error": None}
+    try:
+        exec(compile(tree, filename, "exec", dont_inherit=True), module.__dict__)
+        if last is not None:
+            value = eval(compile(last, filename, "eval", dont_inherit=True), module.__dict__)
+            if value is not None:
+                builtins._ = value
+                module.__dict__["_"] = value
+                _emit(_output(value, kind="result"))
+        if main_mode:
+            _call_main(module, done, result_bytes, result_values, result_record)
+    except BaseException as exc:
+        _failed(done, exc)
+    _flush_figures()
     _flush()
     _meta(done)
     return done["exit_code"]

@@ -58,15 +58,15 @@
 #include "sandbox/seccomp.h"
 #include "common/banned.h"
 
-static int status_fd = -1;
+int pbx__cell_status_fd = -1;
 static uint64_t prep_faults; /* a spare job's faults before its code arrived */
 
-static _Noreturn void cell_fail(int stage, int errnum, const char *what)
+_Noreturn void pbx__cell_fail(int stage, int errnum, const char *what)
 {
     char msg[PBX_PROTO_MSG_MAX];
 
     snprintf(msg, sizeof(msg), "%s%s%s", what, errnum ? ": " : "", errnum ? strerror(errnum) : "");
-    pbx__proto_send_failed(status_fd, stage, errnum, msg);
+    pbx__proto_send_failed(pbx__cell_status_fd, stage, errnum, msg);
     _exit(1);
 }
 
@@ -104,8 +104,8 @@ static int drop_privileges(void)
  * no_new_privs and the seccomp filter, then CPython's after-fork hooks.
  * Returns only when all of it held.
  */
-static void become_job(const struct pbx_zygote_state *zs, const struct pbx_limits *limits,
-                       uint32_t flags)
+void pbx__cell_become_job(const struct pbx_zygote_state *zs, const struct pbx_limits *limits,
+                          uint32_t flags)
 {
     int r;
 
@@ -187,7 +187,7 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     sigprocmask(SIG_SETMASK, &none, NULL);
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     place_fds(four);
-    become_job(zs, &job->limits, job->flags);
+    pbx__cell_become_job(zs, &job->limits, job->flags);
     run_code(zs, job->flags, &job->limits, code, code_len, extra_modules, true);
 }
 
@@ -221,7 +221,7 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
     if (dup2(sock, 3) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
         _exit(125);
     sock = 3;
-    become_job(zs, &spare->limits, spare->flags);
+    pbx__cell_become_job(zs, &spare->limits, spare->flags);
     /* Warm what every run touches, so it is paid before the code arrives. */
     {
         PyObject *r = PyObject_CallMethod((PyObject *)zs->module, "prepare_job", NULL);
@@ -254,7 +254,7 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
              false);
 }
 
-static void send_started(pid_t job)
+void pbx__cell_send_started(pid_t job)
 {
     struct pbx_proto_done d;
     int pfds[2];
@@ -262,7 +262,7 @@ static void send_started(pid_t job)
     pbx__proto_done_init(&d, PBX_PROTO_STARTED);
     pfds[0] = (int)syscall(SYS_pidfd_open, job, 0);
     pfds[1] = (int)syscall(SYS_pidfd_open, getpid(), 0);
-    (void)pbx__proto_send_done(status_fd, &d, pfds, pfds[0] >= 0 && pfds[1] >= 0 ? 2 : 0);
+    (void)pbx__proto_send_done(pbx__cell_status_fd, &d, pfds, pfds[0] >= 0 && pfds[1] >= 0 ? 2 : 0);
     if (pfds[0] >= 0)
         close(pfds[0]);
     if (pfds[1] >= 0)
@@ -270,7 +270,7 @@ static void send_started(pid_t job)
 }
 
 /* Reap children other than the job: orphans reparented to us, as pid 1. */
-static void reap_orphans(pid_t job)
+void pbx__cell_reap_orphans(pid_t job)
 {
     for (;;) {
         siginfo_t si;
@@ -320,14 +320,14 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
 
             while (read(sigfd, &ssi, sizeof(ssi)) > 0)
                 ;
-            reap_orphans(job);
+            pbx__cell_reap_orphans(job);
         }
     }
     do {
         r = wait4(job, &status, 0, &ru);
     } while (r < 0 && errno == EINTR);
     if (r < 0)
-        cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
+        pbx__cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
     d->duration_ns = pbx_clock_ns(CLOCK_MONOTONIC) - start;
     /* As init of the namespace, kill(-1) reaches every process left in it. */
     (void)kill(-1, SIGKILL);
@@ -363,8 +363,8 @@ static int write_all(int fd, const void *p, size_t n)
  * (the supervisor counts the outputs and main()'s value against it too):
  * bytes read are what is counted, so a sparse file counts its full size.
  */
-static void collect_one(int workfd, int out, const char *name, const struct pbx_proto_job *job,
-                        struct pbx_proto_done *d)
+void pbx__cell_collect_one(int workfd, int out, const char *name, const struct pbx_proto_job *job,
+                           struct pbx_proto_done *d)
 {
     off_t used = lseek(out, 0, SEEK_CUR);
     uint64_t room = used >= 0 && (uint64_t)used < job->limits.answer_bytes
@@ -382,7 +382,7 @@ static void collect_one(int workfd, int out, const char *name, const struct pbx_
     size_at = lseek(out, 0, SEEK_CUR);
     if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
         write_all(out, name, nlen) < 0 || write_all(out, &copied, 8) < 0)
-        cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+        pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     if (fd >= 0) {
         for (;;) {
             ssize_t n = read(fd, buf, sizeof(buf));
@@ -396,7 +396,7 @@ static void collect_one(int workfd, int out, const char *name, const struct pbx_
                 break;
             }
             if (write_all(out, buf, (size_t)n) < 0)
-                cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+                pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
             copied += (uint64_t)n;
         }
         close(fd);
@@ -416,11 +416,11 @@ static void collect_one(int workfd, int out, const char *name, const struct pbx_
             /* Grew past the cap after the check: drop the data, keep the verdict. */
             copied = 0;
             if (ftruncate(out, data_at) < 0 || lseek(out, data_at, SEEK_SET) < 0)
-                cell_fail(PBX_STAGE_WAIT, errno, "rewind the returned files");
+                pbx__cell_fail(PBX_STAGE_WAIT, errno, "rewind the returned files");
         }
         if (pwrite(out, &state, 4, size_at + PBX_PROTO_FILE_STATE_AT) != 4 ||
             pwrite(out, &copied, 8, size_at + (off_t)pbx__proto_file_size_at(nlen)) != 8)
-            cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+            pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     }
     d->nfiles++;
 }
@@ -430,14 +430,8 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The names of the request's input files, as the cell placed them in /work. */
-struct input_names {
-    char (*names)[PBX_PROTO_MAX_NAME + 1]; /* ninput of them, NUL-terminated, owned */
-    uint32_t n;                            /* how many were placed */
-};
-
 /* Whether `name` is one of the request's input files, which the cell placed in /work. */
-static bool is_input(const struct input_names *in, const char *name)
+static bool is_input(const struct pbx_cell_inputs *in, const char *name)
 {
     for (uint32_t i = 0; i < in->n; i++) {
         if (strcmp(in->names[i], name) == 0)
@@ -454,7 +448,7 @@ static void note_record(int out, const char *name, uint32_t state, struct pbx_pr
 
     if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
         write_all(out, name, nlen) < 0 || write_all(out, &none, 8) < 0)
-        cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
+        pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     d->nfiles++;
 }
 
@@ -467,8 +461,9 @@ static void note_record(int out, const char *name, uint32_t state, struct pbx_pr
  * more record, under the pattern's name, says so (PBX_PROTO_FILE_MORE): the
  * one record past output_files a cell may write (pbx__proto_done_check()).
  */
-static void collect_glob(int workfd, int out, const char *pattern, const struct pbx_proto_job *job,
-                         const struct input_names *inputs, struct pbx_proto_done *d)
+void pbx__cell_collect_glob(int workfd, int out, const char *pattern,
+                            const struct pbx_proto_job *job, const struct pbx_cell_inputs *inputs,
+                            struct pbx_proto_done *d)
 {
     int dfd = openat(workfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
@@ -480,7 +475,7 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
     if (dir == NULL) {
         if (dfd >= 0)
             close(dfd);
-        collect_one(workfd, out, pattern, job, d);
+        pbx__cell_collect_one(workfd, out, pattern, job, d);
         return;
     }
     /* The disk limit's inodes bound how many entries /work can hold. */
@@ -489,20 +484,20 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
             continue;
         names = realloc(names, (n + 1) * sizeof(*names));
         if (names == NULL)
-            cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
+            pbx__cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
         names[n] = strdup(de->d_name);
         if (names[n] == NULL)
-            cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
+            pbx__cell_fail(PBX_STAGE_WAIT, ENOMEM, "collect returned files");
         n++;
     }
     closedir(dir);
     if (n == 0) /* report the pattern itself as not found */
-        collect_one(workfd, out, pattern, job, d);
+        pbx__cell_collect_one(workfd, out, pattern, job, d);
     else
         qsort(names, n, sizeof(*names), compare_names);
     for (size_t i = 0; i < n; i++) {
         if (d->nfiles < job->limits.output_files) {
-            collect_one(workfd, out, names[i], job, d);
+            pbx__cell_collect_one(workfd, out, names[i], job, d);
             returned++;
         }
         free(names[i]);
@@ -512,21 +507,14 @@ static void collect_glob(int workfd, int out, const char *pattern, const struct 
         note_record(out, pattern, PBX_PROTO_FILE_MORE, d);
 }
 
-/* The request as a cell reads it: pointers into the mapped request memfd. */
-struct request_view {
-    struct pbx_proto_request req; /* code, names to return, extra modules */
-    uint64_t code_offset;         /* the code's offset in the request memfd */
-    struct input_names inputs;    /* the input files' names, which globs leave out */
-};
-
 /* What place_input() needs: where to write, and where to note the name. */
 struct placing {
-    int workfd;               /* /work */
-    struct input_names *into; /* the names placed so far */
+    int workfd;                   /* /work */
+    struct pbx_cell_inputs *into; /* the names placed so far */
 };
 
 /* Join the cgroups, unshare mount and IPC namespaces, mount the capped tmpfs. */
-static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
+void pbx__cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
 {
     int r;
 
@@ -535,15 +523,15 @@ static void cell_enter(const struct pbx_limits *limits, int *cgfds, int ncg)
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     for (int i = 0; i < ncg; i++) {
         if (write(cgfds[i], "0", 1) != 1)
-            cell_fail(PBX_STAGE_CGROUP, errno, "join the cell's cgroup");
+            pbx__cell_fail(PBX_STAGE_CGROUP, errno, "join the cell's cgroup");
         close(cgfds[i]);
         cgfds[i] = -1;
     }
     if (unshare(CLONE_NEWNS | CLONE_NEWIPC) < 0)
-        cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare mount and IPC namespaces");
+        pbx__cell_fail(PBX_STAGE_NAMESPACE, errno, "unshare mount and IPC namespaces");
     r = pbx_rootfs_cell_mounts(limits->disk_bytes, limits->disk_inodes);
     if (r < 0)
-        cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
+        pbx__cell_fail(PBX_STAGE_MOUNT, -r, "mount /work, /tmp and /dev/shm");
 }
 
 /* Map the request, write its input files into /work, note the rest in *rv. */
@@ -554,9 +542,9 @@ static int place_input(void *arg, const char *name, const uint8_t *data, uint64_
     int r = pbx_files_write(pl->workfd, name, data, size, PBX_JOB_UID, PBX_JOB_GID);
 
     if (r == -ENOSPC || r == -EFBIG || r == -EDQUOT)
-        cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
+        pbx__cell_fail(PBX_STAGE_INPUT, 0, "the input files do not fit in the disk limit");
     if (r < 0)
-        cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
+        pbx__cell_fail(PBX_STAGE_INPUT, -r, "write an input file");
     /* pbx__proto_request_read() gave a name valid per pbx_files_name_ok(): it fits. */
     snprintf(pl->into->names[pl->into->n], sizeof(pl->into->names[0]), "%s", name);
     pl->into->n++;
@@ -564,8 +552,8 @@ static int place_input(void *arg, const char *name, const uint8_t *data, uint64_
 }
 
 /* Map the request memfd, write its input files into /work, keep the rest in *rv. */
-static void take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
-                         struct request_view *rv)
+void pbx__cell_take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
+                            struct pbx_cell_request *rv)
 {
     const char *what = "request";
     struct placing pl = {.workfd = workfd, .into = &rv->inputs};
@@ -574,22 +562,22 @@ static void take_request(int reqfd, const struct pbx_proto_job *job, int workfd,
     rv->inputs.n = 0;
     rv->inputs.names = calloc(job->ninput ? job->ninput : 1, sizeof(rv->inputs.names[0]));
     if (rv->inputs.names == NULL)
-        cell_fail(PBX_STAGE_INPUT, ENOMEM, "keep the input files' names");
+        pbx__cell_fail(PBX_STAGE_INPUT, ENOMEM, "keep the input files' names");
     map = job->request_len ? mmap(NULL, job->request_len, PROT_READ, MAP_PRIVATE, reqfd, 0) : NULL;
     if (map == MAP_FAILED)
-        cell_fail(PBX_STAGE_INPUT, errno, "map the request");
+        pbx__cell_fail(PBX_STAGE_INPUT, errno, "map the request");
     if (pbx__proto_request_read(map, job->request_len, job->ninput, job->nreturn, place_input, &pl,
                                 &rv->req, &what) < 0) {
         static char msg[64];
 
         snprintf(msg, sizeof(msg), "malformed request (%s)", what);
-        cell_fail(PBX_STAGE_INPUT, EPROTO, msg);
+        pbx__cell_fail(PBX_STAGE_INPUT, EPROTO, msg);
     }
     rv->code_offset = (uint64_t)(rv->req.code - map);
 }
 
 /* SIGCHLD through a signalfd, to reap orphans while the job runs. */
-static int block_sigchld(void)
+int pbx__cell_block_sigchld(void)
 {
     sigset_t chld;
 
@@ -601,27 +589,27 @@ static int block_sigchld(void)
 
 /* The job runs: report STARTED, wait, collect the returned files, report DONE, exit. */
 static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct pbx_proto_job *job,
-                             int workfd, int outfd, const struct request_view *rv)
+                             int workfd, int outfd, const struct pbx_cell_request *rv)
 {
     struct pbx_proto_done done;
 
-    send_started(pid);
+    pbx__cell_send_started(pid);
     pbx__proto_done_init(&done, PBX_PROTO_DONE);
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
     done.prep_faults = prep_faults;
     for (uint32_t i = 0; i < rv->req.nreturn && done.nfiles < job->limits.output_files; i++) {
         if (strpbrk(rv->req.returns[i], "*?[") != NULL)
-            collect_glob(workfd, outfd, rv->req.returns[i], job, &rv->inputs, &done);
+            pbx__cell_collect_glob(workfd, outfd, rv->req.returns[i], job, &rv->inputs, &done);
         else
-            collect_one(workfd, outfd, rv->req.returns[i], job, &done);
+            pbx__cell_collect_one(workfd, outfd, rv->req.returns[i], job, &done);
     }
     done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
-    if (pbx__proto_send_done(status_fd, &done, NULL, 0) < 0)
+    if (pbx__proto_send_done(pbx__cell_status_fd, &done, NULL, 0) < 0)
         _exit(1);
     _exit(0);
 }
 
-static struct request_view view;
+static struct pbx_cell_request view;
 
 _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pbx_proto_job *job,
                               int *fds, int nfds)
@@ -631,17 +619,17 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     int sigfd;
     pid_t pid;
 
-    status_fd = fds[PBX_FD_STATUS];
-    cell_enter(&job->limits, fds + PBX_FD_FIXED, nfds - PBX_FD_FIXED);
+    pbx__cell_status_fd = fds[PBX_FD_STATUS];
+    pbx__cell_enter(&job->limits, fds + PBX_FD_FIXED, nfds - PBX_FD_FIXED);
     workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (workfd < 0)
-        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
-    take_request(fds[PBX_FD_REQUEST], job, workfd, &view);
-    sigfd = block_sigchld();
+        pbx__cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    pbx__cell_take_request(fds[PBX_FD_REQUEST], job, workfd, &view);
+    sigfd = pbx__cell_block_sigchld();
     start = pbx_clock_ns(CLOCK_MONOTONIC);
     pid = fork();
     if (pid < 0)
-        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
+        pbx__cell_fail(PBX_STAGE_FORK, errno, "fork the job");
     if (pid == 0)
         job_main(zs, job, fds, view.req.code, view.req.code_len, view.req.modules);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++) {
@@ -655,7 +643,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
 static bool receive_go(struct pbx_proto_job *job, int *fds)
 {
     int n = 0;
-    ssize_t r = pbx__proto_recv(status_fd, job, sizeof(*job), fds + PBX_FD_REQUEST,
+    ssize_t r = pbx__proto_recv(pbx__cell_status_fd, job, sizeof(*job), fds + PBX_FD_REQUEST,
                                 PBX_FD_FIXED - 1, &n, 0);
 
     return r >= 0 && pbx__proto_job_valid(job, (size_t)r, n) && job->kind == PBX_JOB_GO;
@@ -675,22 +663,22 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     pid_t pid;
     int r;
 
-    status_fd = fds[0];
-    cell_enter(&spare->limits, fds + 1, nfds - 1);
+    pbx__cell_status_fd = fds[0];
+    pbx__cell_enter(&spare->limits, fds + 1, nfds - 1);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-        cell_fail(PBX_STAGE_FORK, errno, "socketpair");
-    sigfd = block_sigchld();
+        pbx__cell_fail(PBX_STAGE_FORK, errno, "socketpair");
+    sigfd = pbx__cell_block_sigchld();
     pid = fork();
     if (pid < 0)
-        cell_fail(PBX_STAGE_FORK, errno, "fork the job");
+        pbx__cell_fail(PBX_STAGE_FORK, errno, "fork the job");
     if (pid == 0)
         job_spare_main(zs, spare, sv[1]);
     close(sv[1]);
     /* Ready when the job is: isolated, warmed, waiting for code. */
     if (read(sv[0], &prep_faults, sizeof(prep_faults)) != sizeof(prep_faults))
-        cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
+        pbx__cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
     pbx__proto_done_init(&ready, PBX_PROTO_READY);
-    if (pbx__proto_send_done(status_fd, &ready, NULL, 0) < 0)
+    if (pbx__proto_send_done(pbx__cell_status_fd, &ready, NULL, 0) < 0)
         _exit(1);
     /* Wait for the execution; EOF means the pool was shut down. */
     if (!receive_go(&job, all))
@@ -699,8 +687,8 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     job.limits = spare->limits;
     workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (workfd < 0)
-        cell_fail(PBX_STAGE_INPUT, errno, "open /work");
-    take_request(all[PBX_FD_REQUEST], &job, workfd, &view);
+        pbx__cell_fail(PBX_STAGE_INPUT, errno, "open /work");
+    pbx__cell_take_request(all[PBX_FD_REQUEST], &job, workfd, &view);
     memset(&go, 0, sizeof(go));
     go.flags = job.flags;
     go.code_offset = view.code_offset;
@@ -709,7 +697,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     start = pbx_clock_ns(CLOCK_MONOTONIC);
     r = pbx__proto_send(sv[0], &go, sizeof(go), all + PBX_FD_REQUEST, 5);
     if (r < 0)
-        cell_fail(PBX_STAGE_FORK, -r, "hand the execution to the job");
+        pbx__cell_fail(PBX_STAGE_FORK, -r, "hand the execution to the job");
     close(sv[0]);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
         close(all[i]);

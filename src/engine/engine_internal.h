@@ -23,8 +23,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/buf.h"
 #include "common/error.h"
 #include "engine/engine.h"
+#include "engine/meta.h"
+#include "engine/proto.h"
 #include "sandbox/cgroup.h"
 
 #define PBX_ENGINE_SETUP_TIMEOUT_MS \
@@ -284,5 +287,69 @@ void pbx__cells_stop_reaper(struct pbx_engine *e);
 
 /* Remove the pooled cgroups and end the remover of stale ones (after pbx__cells_stop_reaper()). */
 void pbx__cells_release(struct pbx_engine *e);
+
+/* ---- run.c: one execution's flight, which a session's call shares ---- */
+
+/* The supervisor's view of one execution in flight. */
+struct pbx_flight {
+    int out_r;                  /* stdout read end, -1 at EOF */
+    int err_r;                  /* stderr read end */
+    int meta_r;                 /* records read end */
+    int status;                 /* status socket */
+    int job_pidfd;              /* from STARTED, -1 before */
+    int cell_pidfd;             /* from STARTED */
+    struct pbx_buf out;         /* kept stdout */
+    struct pbx_buf errb;        /* kept stderr */
+    struct pbx_buf meta;        /* records */
+    struct pbx_meta parsed;     /* the records parsed as they came */
+    size_t shown;               /* outputs handed to req->on_display so far */
+    struct pbx_proto_done done; /* the cell's report */
+    bool started;               /* STARTED received */
+    bool finished;              /* DONE received */
+    bool failed;                /* FAILED received */
+    bool cell_gone;             /* the status socket reached EOF */
+    bool backstop;              /* the supervisor had to kill */
+    bool cancelled;             /* req->cancel_fd became readable */
+    bool session;               /* a session's call: a cancel interrupts it, on `status` */
+};
+
+/* What the memory cgroup of a cell counted, read before the cgroup may be reused. */
+struct pbx_cell_memory {
+    uint64_t oom_kills; /* OOM kills during this execution */
+    uint64_t peak;      /* peak use in bytes, 0 without a memory cgroup */
+};
+
+/* Whether `req` is one the engine takes: 0, or < 0 with *err (PBX_E_INVAL, PBX_E_TOO_LARGE). */
+int pbx__run_check(const struct pbx_exec_request *req, struct pbx_error **err);
+
+/* A sealed memfd holding `len` bytes of `data`: the fd, or < 0 with *err. */
+int pbx__run_sealed_memfd(const char *name, const void *data, size_t len, struct pbx_error **err);
+
+/* A pipe, its read end non-blocking, both O_CLOEXEC.  0, or < 0 with *err. */
+int pbx__run_pipe_pair(int *rd, int *wr, struct pbx_error **err);
+
+/* An empty flight for `req`: no fds, buffers capped by its limits. */
+void pbx__run_flight_init(struct pbx_flight *f, const struct pbx_exec_request *req);
+
+/*
+ * Watch the flight until the cell reports and the pipes are drained (or the
+ * backstop gives up): output kept, records parsed as they come, cancel_fd
+ * honoured.  A session's call sets f->started first: its deadline starts at once.
+ */
+void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
+                     struct pbx_cgroup_cell *cell);
+
+/* The memory counts of `cell` (NULL: none). */
+void pbx__run_cell_memory(struct pbx_cgroup_cell *cell, struct pbx_cell_memory *mem);
+
+/* The result of the flight, from what the cell reported and the records said. */
+void pbx__run_compose(struct pbx_flight *f, const struct pbx_exec_request *req,
+                      const struct pbx_cell_memory *mem, int out_fd, struct pbx_exec_result *res);
+
+/* Close the flight's fds and free its buffers. */
+void pbx__run_flight_close(struct pbx_flight *f);
+
+/* Ask the session's cell on `status` for a KeyboardInterrupt in its running call. */
+void pbx__run_interrupt(int status);
 
 #endif

@@ -33,7 +33,15 @@ bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds)
     case PBX_JOB_SPARE:
         return nfds == 1 + (int)job->ncgroup_fds;
     case PBX_JOB_GO:
+    case PBX_JOB_CALL:
         return nfds == PBX_FD_FIXED - 1;
+    case PBX_JOB_SESSION:
+        return nfds == 2 + (int)job->ncgroup_fds;
+    case PBX_JOB_INTERRUPT:
+    case PBX_JOB_RESTART:
+        return nfds == 0;
+    case PBX_JOB_FILE:
+        return nfds == 2;
     default:
         return false;
     }
@@ -412,4 +420,35 @@ ssize_t pbx__proto_recv(int sock, void *buf, size_t len, int *fds, int maxfds, i
         return -EPROTO;
     }
     return n;
+}
+
+void pbx__proto_file_op_write(struct pbx_proto_writer *w, const char *path, const void *data,
+                              size_t len)
+{
+    pbx__proto_put_string(w, path, strlen(path));
+    pbx__proto_put_u64(w, len);
+    pbx__proto_put_bytes(w, data, len);
+}
+
+bool pbx__proto_file_op_read(const uint8_t *p, size_t len, char path[PBX_PROTO_MAX_PATH + 1],
+                             const uint8_t **data, uint64_t *data_len)
+{
+    struct pbx_proto_reader r = {.p = p, .left = len};
+    const uint8_t *s;
+    uint32_t n;
+
+    if (!pbx__proto_get_string(&r, PBX_PROTO_MAX_PATH, &s, &n) || memchr(s, 0, n) != NULL ||
+        !pbx__proto_get_u64(&r, data_len) || *data_len > r.left ||
+        !pbx__proto_get_bytes(&r, (size_t)*data_len, data))
+        return false;
+    memcpy(path, s, n);
+    path[n] = '\0';
+    return true;
+}
+
+bool pbx__proto_list_next(struct pbx_proto_reader *r, const uint8_t **path, uint32_t *path_len,
+                          uint64_t *size, uint64_t *mtime_ms)
+{
+    return pbx__proto_get_string(r, PBX_PROTO_MAX_PATH, path, path_len) &&
+           pbx__proto_get_u64(r, size) && pbx__proto_get_u64(r, mtime_ms);
 }

@@ -58,6 +58,22 @@ enum pbx_job_kind {
     PBX_JOB_RUN = 0,   /* to the zygote: fork a cell and run this execution in it */
     PBX_JOB_SPARE = 1, /* to the zygote: fork a spare cell (fds: status, cgroup.procs...) */
     PBX_JOB_GO = 2,    /* to a spare cell: run this execution (fds: REQUEST..OUTPUT) */
+    /* Sessions (session_cell.c): */
+    PBX_JOB_SESSION = 3,   /* to the zygote: fork a session's cell (fds: status, REQUEST with */
+                           /* the input files, cgroup.procs...) */
+    PBX_JOB_CALL = 4,      /* to a session's cell: run this call (fds: REQUEST..OUTPUT) */
+    PBX_JOB_INTERRUPT = 5, /* to a session's cell: KeyboardInterrupt in the running call */
+    PBX_JOB_RESTART = 6,   /* to a session's cell: a fresh interpreter, /work kept */
+    PBX_JOB_FILE = 7,      /* to a session's cell: a file operation, enum pbx_file_op in */
+                           /* `flags` (fds: REQUEST with the path and data, OUTPUT) */
+};
+
+/* What a PBX_JOB_FILE message asks of a session's /work. */
+enum pbx_file_op {
+    PBX_FILE_OP_PUT = 1,    /* write the file (made afresh, parents made) */
+    PBX_FILE_OP_GET = 2,    /* its bytes, as one returned-file record in the OUTPUT memfd */
+    PBX_FILE_OP_DELETE = 3, /* remove it */
+    PBX_FILE_OP_LIST = 4,   /* every regular file, as list records in the OUTPUT memfd */
 };
 
 /* A job message: zero but for the fields each kind fills. */
@@ -102,6 +118,13 @@ enum pbx_proto_kind {
     PBX_PROTO_STARTED = 2, /* cell -> supervisor: job forked, pidfds attached */
     PBX_PROTO_DONE = 3,    /* cell -> supervisor: job finished, files collected */
     PBX_PROTO_FAILED = 4,  /* any -> supervisor: setup failed, see stage/err/msg */
+    PBX_PROTO_ENDED = 5,   /* session cell -> supervisor: its interpreter died between calls */
+};
+
+/* Flags of a session call's DONE report (pbx_proto_done.flags). */
+enum pbx_done_flags {
+    PBX_DONE_ENDED = (1 << 0),       /* the session ended with the call: its cell exits */
+    PBX_DONE_INTERRUPTED = (1 << 1), /* KeyboardInterrupt was sent to the call */
 };
 
 /* Where a cell or zygote failed (reported in pbx_proto_done.stage). */
@@ -142,7 +165,7 @@ struct pbx_proto_done {
     uint64_t minor_faults;       /* minor page faults of the job, all of its life */
     uint64_t prep_faults;        /* of those, taken before the code arrived (warm spares) */
     uint32_t nfiles;             /* returned-file records written to the output memfd */
-    uint32_t pad;                /* zero */
+    uint32_t flags;              /* enum pbx_done_flags (sessions), else zero */
     uint64_t output_len;         /* bytes written to the output memfd */
 };
 
@@ -291,6 +314,49 @@ static inline size_t pbx__proto_file_size_at(uint32_t name_len)
  */
 bool pbx__proto_file_next(struct pbx_proto_reader *r, uint32_t *state, const uint8_t **name,
                           uint32_t *name_len, uint64_t *size, const uint8_t **data);
+
+/*
+ * A session's file operation (PBX_JOB_FILE): the request memfd holds u32
+ * path length (at most PBX_PROTO_MAX_PATH), the path, u64 data length and
+ * the data (empty but for PBX_FILE_OP_PUT).  The reply is a DONE report with
+ * `err` 0 or an errno value, `nfiles` records written to the OUTPUT memfd and
+ * `output_len` their bytes.  A list record is u32 path length, the path, u64
+ * size and u64 mtime (ms since the epoch).
+ */
+#define PBX_PROTO_MAX_PATH 4095
+
+void pbx__proto_file_op_write(struct pbx_proto_writer *w, const char *path, const void *data,
+                              size_t len);
+/* Read a file operation's request; false when malformed (the path holds no NUL). */
+bool pbx__proto_file_op_read(const uint8_t *p, size_t len, char path[PBX_PROTO_MAX_PATH + 1],
+                             const uint8_t **data, uint64_t *data_len);
+/* The next list record of `r`: false at the end or when malformed. */
+bool pbx__proto_list_next(struct pbx_proto_reader *r, const uint8_t **path, uint32_t *path_len,
+                          uint64_t *size, uint64_t *mtime_ms);
+
+/*
+ * Inside a session's cell, between the cell and its job (the interpreter, which
+ * runs user code, so nothing it sends is trusted): the cell hands each call to
+ * the job as one struct pbx_proto_call with 5 fds (REQUEST..META); the job
+ * answers one struct pbx_proto_call_done when the call's code has returned.
+ */
+struct pbx_proto_call {
+    uint32_t magic;                                /* PBX_PROTO_MAGIC */
+    uint32_t seq;                                  /* the call's number: <cell N> */
+    uint32_t flags;                                /* enum pbx_job_flags */
+    uint32_t pad;                                  /* zero */
+    uint64_t code_offset;                          /* where the code starts in the request memfd */
+    uint64_t code_len;                             /* its length */
+    char extra_modules[PBX_PROTO_MAX_MODULES + 1]; /* NUL-terminated */
+};
+
+struct pbx_proto_call_done {
+    uint32_t magic;      /* PBX_PROTO_MAGIC */
+    uint32_t seq;        /* the call's number */
+    int32_t exit_code;   /* the code's exit status */
+    uint32_t pad;        /* zero */
+    uint64_t max_rss_kb; /* the interpreter's peak RSS, as it says */
+};
 
 /*
  * Send one message of `len` bytes with `nfds` fds (SCM_RIGHTS, at most

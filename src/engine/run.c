@@ -73,7 +73,7 @@ bool pbx_engine_check_name(const char *name, struct pbx_error **err)
     return true;
 }
 
-static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
+int pbx__run_check(const struct pbx_exec_request *req, struct pbx_error **err)
 {
     const struct pbx_limits *l = &req->limits;
 
@@ -116,7 +116,7 @@ static int validate(const struct pbx_exec_request *req, struct pbx_error **err)
     return 0;
 }
 
-static int sealed_memfd(const char *name, const void *data, size_t len, struct pbx_error **err)
+int pbx__run_sealed_memfd(const char *name, const void *data, size_t len, struct pbx_error **err)
 {
     cleanup_close int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     const char *p = data;
@@ -139,28 +139,6 @@ static int sealed_memfd(const char *name, const void *data, size_t len, struct p
         return pbx_error_set(err, errno, "seal memfd");
     return steal_fd(&fd);
 }
-
-/* The supervisor's view of one execution in flight. */
-struct flight {
-    int out_r;                  /* stdout read end, -1 at EOF */
-    int err_r;                  /* stderr read end */
-    int meta_r;                 /* records read end */
-    int status;                 /* status socket */
-    int job_pidfd;              /* from STARTED, -1 before */
-    int cell_pidfd;             /* from STARTED */
-    struct pbx_buf out;         /* kept stdout */
-    struct pbx_buf errb;        /* kept stderr */
-    struct pbx_buf meta;        /* records */
-    struct pbx_meta parsed;     /* the records parsed as they came */
-    size_t shown;               /* outputs handed to req->on_display so far */
-    struct pbx_proto_done done; /* the cell's report */
-    bool started;               /* STARTED received */
-    bool finished;              /* DONE received */
-    bool failed;                /* FAILED received */
-    bool cell_gone;             /* the status socket reached EOF */
-    bool backstop;              /* the supervisor had to kill */
-    bool cancelled;             /* req->cancel_fd became readable */
-};
 
 static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
                   const struct pbx_exec_request *req)
@@ -187,7 +165,7 @@ static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
 }
 
 /* Parse the records that came, and show the outputs kept among them. */
-static void take_records(struct flight *f, const struct pbx_exec_request *req)
+static void take_records(struct pbx_flight *f, const struct pbx_exec_request *req)
 {
     pbx__meta_feed(&f->parsed, f->meta.data ? f->meta.data : "", f->meta.len);
     while (f->parsed.outputs != NULL && f->shown < json_array_size(f->parsed.outputs)) {
@@ -198,7 +176,17 @@ static void take_records(struct flight *f, const struct pbx_exec_request *req)
     }
 }
 
-static void read_status(struct flight *f)
+void pbx__run_interrupt(int status)
+{
+    struct pbx_proto_job m;
+    struct pbx_error *err = NULL;
+
+    pbx__proto_job_init(&m, PBX_JOB_INTERRUPT, 0);
+    if (pbx__proto_send_job(status, &m, NULL, 0, &err) < 0)
+        pbx_error_free(&err);
+}
+
+static void read_status(struct pbx_flight *f)
 {
     struct pbx_proto_done d;
     int fds[2];
@@ -231,7 +219,7 @@ static void read_status(struct flight *f)
         close(fds[i]);
 }
 
-static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
+static void backstop_kill(struct pbx_flight *f, struct pbx_cgroup_cell *cell)
 {
     f->backstop = true;
     if (f->job_pidfd >= 0)
@@ -242,8 +230,8 @@ static void backstop_kill(struct flight *f, struct pbx_cgroup_cell *cell)
         pbx_cgroup_cell_kill(cell);
 }
 
-static void run_flight(struct flight *f, const struct pbx_exec_request *req,
-                       struct pbx_cgroup_cell *cell)
+void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
+                     struct pbx_cgroup_cell *cell)
 {
     uint64_t begin = pbx_clock_ms(CLOCK_MONOTONIC);
     uint64_t deadline = begin + PBX_ENGINE_SETUP_TIMEOUT_MS;
@@ -296,7 +284,10 @@ static void run_flight(struct flight *f, const struct pbx_exec_request *req,
                 take_records(f, req);
             } else if (p[i].fd == req->cancel_fd && !f->cancelled) {
                 f->cancelled = true;
-                backstop_kill(f, cell);
+                if (f->session)
+                    pbx__run_interrupt(f->status);
+                else
+                    backstop_kill(f, cell);
             } else if (p[i].fd == f->status)
                 read_status(f);
         }
@@ -370,13 +361,7 @@ static void read_files(int fd, uint64_t len, uint32_t nrec, const struct pbx_exe
     munmap((void *)map, len);
 }
 
-/* What the memory cgroup of a cell counted, read before the cgroup may be reused. */
-struct cell_memory {
-    uint64_t oom_kills; /* OOM kills during this execution */
-    uint64_t peak;      /* peak use in bytes, 0 without a memory cgroup */
-};
-
-static void read_cell_memory(struct pbx_cgroup_cell *cell, struct cell_memory *mem)
+void pbx__run_cell_memory(struct pbx_cgroup_cell *cell, struct pbx_cell_memory *mem)
 {
     mem->oom_kills = pbx_cgroup_cell_oom_kills(cell);
     mem->peak = pbx_cgroup_cell_peak_memory(cell);
@@ -421,8 +406,8 @@ static json_t *verdict_error(const struct pbx_verdict *v, const struct pbx_meta 
  * the job's records, which user code can write as well as the bootstrap, only
  * add the error's detail and main()'s value (docs/design/error-handling.md).
  */
-static void compose(struct flight *f, const struct pbx_exec_request *req,
-                    const struct cell_memory *mem, int out_fd, struct pbx_exec_result *res)
+void pbx__run_compose(struct pbx_flight *f, const struct pbx_exec_request *req,
+                      const struct pbx_cell_memory *mem, int out_fd, struct pbx_exec_result *res)
 {
     const struct pbx_proto_done *d = &f->done;
     struct pbx_verdict_facts facts;
@@ -465,7 +450,7 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     res->exit_code = v.exit_code;
     res->signal = v.signal;
     res->error = verdict_error(&v, &meta, req);
-    if (f->cancelled && !f->finished) {
+    if (f->cancelled && !f->finished && !f->session) {
         /* Stopped on the caller's word, not by a limit: say so. */
         res->status = PBX_STATUS_KILLED;
         res->has_exit_code = false;
@@ -498,7 +483,7 @@ static void compose(struct flight *f, const struct pbx_exec_request *req,
     pbx__meta_release(&meta);
 }
 
-static void flight_close(struct flight *f)
+void pbx__run_flight_close(struct pbx_flight *f)
 {
     int *fds[] = {&f->out_r, &f->err_r, &f->meta_r, &f->status, &f->job_pidfd, &f->cell_pidfd};
 
@@ -513,7 +498,23 @@ static void flight_close(struct flight *f)
     pbx__meta_release(&f->parsed);
 }
 
-static int pipe_pair(int *rd, int *wr, struct pbx_error **err)
+void pbx__run_flight_init(struct pbx_flight *f, const struct pbx_exec_request *req)
+{
+    struct pbx_result_max max;
+    struct pbx_outputs_max om;
+
+    memset(f, 0, sizeof(*f));
+    f->out_r = f->err_r = f->meta_r = f->status = f->job_pidfd = f->cell_pidfd = -1;
+    pbx_buf_init(&f->out, req->limits.stdout_bytes);
+    pbx_buf_init(&f->errb, req->limits.stderr_bytes);
+    /* The outputs share main()'s room, as records; the bootstrap's markers do not. */
+    pbx_limits_result_max(&req->limits, &max);
+    pbx_limits_outputs_max(&req->limits, &om);
+    pbx_buf_init(&f->meta, max.record + META_EXTRA + (size_t)om.count * META_MARKER);
+    pbx__meta_begin(&f->parsed, &req->limits);
+}
+
+int pbx__run_pipe_pair(int *rd, int *wr, struct pbx_error **err)
 {
     int p[2];
 
@@ -539,11 +540,11 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     struct pbx_zygote *z = NULL;
     struct pbx_proto_writer w = {0};
     struct pbx_proto_job job;
-    struct flight f;
+    struct pbx_flight f;
     struct pbx_cgroup_cell *cell = NULL;
     int child[PBX_PROTO_MAX_FDS];
     int out_fd = -1;
-    struct cell_memory mem = {0};
+    struct pbx_cell_memory mem = {0};
     bool mem_read = false;
     int nchild = PBX_FD_FIXED;
     struct pbx_spare spare;
@@ -552,22 +553,9 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     int r;
 
     memset(res, 0, sizeof(*res));
-    if (validate(req, err) < 0)
+    if (pbx__run_check(req, err) < 0)
         return -1;
-    memset(&f, 0, sizeof(f));
-    f.out_r = f.err_r = f.meta_r = f.status = f.job_pidfd = f.cell_pidfd = -1;
-    pbx_buf_init(&f.out, req->limits.stdout_bytes);
-    pbx_buf_init(&f.errb, req->limits.stderr_bytes);
-    {
-        struct pbx_result_max max;
-        struct pbx_outputs_max om;
-
-        /* The outputs share main()'s room, as records; the bootstrap's markers do not. */
-        pbx_limits_result_max(&req->limits, &max);
-        pbx_limits_outputs_max(&req->limits, &om);
-        pbx_buf_init(&f.meta, max.record + META_EXTRA + (size_t)om.count * META_MARKER);
-    }
-    pbx__meta_begin(&f.parsed, &req->limits);
+    pbx__run_flight_init(&f, req);
     for (int i = 0; i < PBX_PROTO_MAX_FDS; i++)
         child[i] = -1;
 
@@ -586,16 +574,17 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     pbx__proto_request_modules(&w, req->extra_modules);
     job.request_len = w.len;
 
-    child[PBX_FD_REQUEST] = sealed_memfd("pybox-request", w.data, w.len, err);
+    child[PBX_FD_REQUEST] = pbx__run_sealed_memfd("pybox-request", w.data, w.len, err);
     free(w.data);
     if (child[PBX_FD_REQUEST] < 0)
         goto out_close;
-    child[PBX_FD_STDIN] = sealed_memfd("pybox-stdin", req->stdin_data, req->stdin_len, err);
+    child[PBX_FD_STDIN] =
+        pbx__run_sealed_memfd("pybox-stdin", req->stdin_data, req->stdin_len, err);
     if (child[PBX_FD_STDIN] < 0)
         goto out_close;
-    if (pipe_pair(&f.out_r, &child[PBX_FD_STDOUT], err) < 0 ||
-        pipe_pair(&f.err_r, &child[PBX_FD_STDERR], err) < 0 ||
-        pipe_pair(&f.meta_r, &child[PBX_FD_META], err) < 0)
+    if (pbx__run_pipe_pair(&f.out_r, &child[PBX_FD_STDOUT], err) < 0 ||
+        pbx__run_pipe_pair(&f.err_r, &child[PBX_FD_STDERR], err) < 0 ||
+        pbx__run_pipe_pair(&f.meta_r, &child[PBX_FD_META], err) < 0)
         goto out_close;
     out_fd = memfd_create("pybox-output", MFD_CLOEXEC);
     if (out_fd < 0) {
@@ -648,14 +637,14 @@ sent:
         child[i] = -1;
     }
 
-    run_flight(&f, req, cell);
+    pbx__run_flight(&f, req, cell);
     if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
         /*
          * The cell reported: its job and everything the job started are dead and reaped,
          * so the OOM count and the peak are final (read before the reaper may pool the
          * cgroup, which resets them).  Its own exit goes on without us.
          */
-        read_cell_memory(cell, &mem);
+        pbx__run_cell_memory(cell, &mem);
         mem_read = true;
         if (pbx__cells_reap_later(e, f.cell_pidfd, cell)) {
             f.cell_pidfd = -1;
@@ -670,7 +659,7 @@ sent:
             ;
     }
     if (!mem_read)
-        read_cell_memory(cell, &mem);
+        pbx__run_cell_memory(cell, &mem);
     if (!f.started && !f.finished && !f.failed && !f.cell_gone) {
         /*
          * Given up without a word from the cell: the job message, with the
@@ -695,7 +684,7 @@ sent:
     } else {
         if (!f.finished) /* the OOM killer took the cell itself, or a cancel did */
             f.done.wait_status = SIGKILL;
-        compose(&f, req, &mem, out_fd, res);
+        pbx__run_compose(&f, req, &mem, out_fd, res);
         rc = 0;
     }
 
@@ -704,7 +693,7 @@ out_close:
         if (child[i] >= 0)
             close(child[i]);
     }
-    flight_close(&f);
+    pbx__run_flight_close(&f);
     pbx__cells_put(e, cell);
     if (out_fd >= 0)
         close(out_fd);

@@ -282,7 +282,7 @@ static int receive_job(int ctrl, struct pbx_proto_job *job, int *fds, int *nfds)
     if (n == 0 || (n < 0 && n != -EAGAIN && n != -EPROTO))
         return 0;
     if (n < 0 || !pbx__proto_job_valid(job, (size_t)n, *nfds) ||
-        (job->kind != PBX_JOB_RUN && job->kind != PBX_JOB_SPARE)) {
+        (job->kind != PBX_JOB_RUN && job->kind != PBX_JOB_SPARE && job->kind != PBX_JOB_SESSION)) {
         if (*nfds > PBX_FD_STATUS)
             pbx__proto_send_failed(fds[PBX_FD_STATUS], PBX_STAGE_FORK, EPROTO,
                                    "malformed job message");
@@ -392,6 +392,8 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
             sigprocmask(SIG_UNBLOCK, &mask, NULL);
             if (job.kind == PBX_JOB_SPARE)
                 pbx__cell_spare_main(&zs, &job, fds, nfds);
+            if (job.kind == PBX_JOB_SESSION)
+                pbx__session_cell_main(&zs, &job, fds, nfds);
             pbx__cell_main(&zs, &job, fds, nfds);
         }
         PyOS_AfterFork_Parent();

@@ -985,6 +985,16 @@ uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
         ->peak_memory(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
+uint64_t pbx_cgroup_cell_memory_current(struct pbx_cgroup_cell *cell)
+{
+    if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)
+        return 0;
+    return pbx__cgroup_read_u64(cell->dir[PBX_CGROUP_MEMORY],
+                                cell->cg->ctl[PBX_CGROUP_MEMORY].version == PBX_CGROUP_V2
+                                    ? "memory.current"
+                                    : "memory.usage_in_bytes");
+}
+
 size_t pbx_cgroup_cell_count(struct pbx_cgroup_cell *cell)
 {
     size_t most = 0;

@@ -133,6 +133,9 @@ uint64_t pbx_cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
 /* The peak memory use in bytes, or 0 when unknown. */
 uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
 
+/* The memory the cell's cgroup holds now, in bytes (0 without a memory controller). */
+uint64_t pbx_cgroup_cell_memory_current(struct pbx_cgroup_cell *cell);
+
 /*
  * The number of member processes, as the cgroup lists them (0 without one);
  * SIZE_MAX when a list cannot be read, so that callers never take it for empty.

@@ -34,7 +34,8 @@ bool pbx_files_name_ok(const char *name, size_t len)
 static int openat2_strict(int dirfd, const char *name, uint64_t flags, uint64_t mode)
 {
     struct open_how how = {
-        .flags = flags | O_CLOEXEC | O_NOCTTY,
+        /* openat2 refuses O_NOCTTY beside O_PATH. */
+        .flags = flags | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY),
         .mode = mode,
         .resolve = RESOLVE_STRICT,
     };
@@ -97,4 +98,65 @@ int pbx_files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *s
         return -PBX_FILE_TOO_LARGE;
     *size = (uint64_t)st.st_size;
     return steal_fd(&fd);
+}
+
+bool pbx_files_path_ok(const char *path, size_t len)
+{
+    size_t depth = 0;
+    size_t start = 0;
+
+    if (path == NULL || len == 0 || len > PBX_FILES_PATH_MAX)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && path[i] != '/')
+            continue;
+        if (!pbx_files_name_ok(path + start, i - start) || ++depth > PBX_FILES_PATH_DEPTH)
+            return false;
+        start = i + 1;
+    }
+    return true;
+}
+
+int pbx_files_open_parent(int workfd, char *path, bool make, uint32_t uid, uint32_t gid,
+                          const char **leaf)
+{
+    char *slash = strrchr(path, '/');
+    int fd;
+
+    *leaf = path;
+    if (slash == NULL) {
+        fd = fcntl(workfd, F_DUPFD_CLOEXEC, 0);
+        return fd < 0 ? -errno : fd;
+    }
+    *slash = '\0';
+    *leaf = slash + 1;
+    fd = openat2_strict(workfd, path, O_PATH | O_DIRECTORY, 0);
+    if (fd < 0 && errno == ENOENT && make) {
+        /* Make each missing directory in turn, beneath /work and through no symlink. */
+        int dir = fcntl(workfd, F_DUPFD_CLOEXEC, 0);
+        char *comp = path;
+
+        while (dir >= 0 && comp != NULL) {
+            char *next = strchr(comp, '/');
+            int sub;
+
+            if (next != NULL)
+                *next = '\0';
+            /* The job's own, as the files put in it. */
+            if (mkdirat(dir, comp, 0755) == 0 &&
+                fchownat(dir, comp, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+                sub = -1;
+            else
+                sub = openat2_strict(dir, comp, O_PATH | O_DIRECTORY, 0);
+            close(dir);
+            dir = sub < 0 ? -errno : sub;
+            if (next != NULL)
+                *next = '/';
+            comp = next != NULL ? next + 1 : NULL;
+        }
+        *slash = '/';
+        return dir;
+    }
+    *slash = '/';
+    return fd < 0 ? -errno : fd;
 }

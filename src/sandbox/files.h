@@ -43,4 +43,25 @@ int pbx_files_write(int dirfd, const char *name, const void *data, size_t size, 
  */
 int pbx_files_open_return(int dirfd, const char *name, uint64_t max, uint64_t *size);
 
+/* A path beneath /work: at most this long, of at most this many components. */
+#define PBX_FILES_PATH_MAX   4095
+#define PBX_FILES_PATH_DEPTH 8
+
+/*
+ * Whether `path` (len bytes) is an acceptable relative path: 1 to
+ * PBX_FILES_PATH_DEPTH components separated by single '/', each valid per
+ * pbx_files_name_ok() (so no "", "." or ".."), PBX_FILES_PATH_MAX bytes at
+ * most.  No syscalls (fuzzed).
+ */
+bool pbx_files_path_ok(const char *path, size_t len);
+
+/*
+ * Open the directory that holds `path` (valid per pbx_files_path_ok())
+ * beneath `workfd` as O_PATH, through no symlink, making missing directories
+ * (owned by uid/gid) when `make`.  *leaf points at the last component, in
+ * `path` (left as it was).  Returns the fd (caller closes) or -errno.
+ */
+int pbx_files_open_parent(int workfd, char *path, bool make, uint32_t uid, uint32_t gid,
+                          const char **leaf);
+
 #endif
