@@ -13,6 +13,9 @@
  * socketpair, read as the supervisor reads a zygote's or a spare's READY
  * (pbx__proto_wait_ready(), then pbx__proto_failed_error() for FAILED); and
  * laid over a report with the right magic, so the corpus reaches the fields.
+ * And as a session's file listing (pbx__proto_list_next(), with the path
+ * rule pbx_files_path_ok()) and a file operation's request
+ * (pbx__proto_file_op_read()).
  *
  * With PYBOX_FUZZ it is a libFuzzer binary; otherwise fuzz/replay.c runs it
  * over fuzz/corpus/proto_request/.
@@ -64,6 +67,41 @@ static void check_files(const uint8_t *bytes, size_t len)
         PBX_ASSERT(fdata >= name + nlen && fsize <= (uint64_t)(bytes + len - fdata));
         (void)pbx__proto_file_state_text(state);
     }
+}
+
+/*
+ * The bytes as a session cell's file listing, read as pbx_session_file_list()
+ * reads it: each record within the bytes, each path one a put could make.
+ */
+static void check_list(const uint8_t *bytes, size_t len)
+{
+    struct pbx_proto_reader rd = {.p = bytes, .left = len};
+    const uint8_t *path;
+    uint32_t plen;
+    uint64_t fsize;
+    uint64_t mtime;
+
+    while (pbx__proto_list_next(&rd, &path, &plen, &fsize, &mtime)) {
+        PBX_ASSERT(plen <= PBX_PROTO_MAX_PATH);
+        PBX_ASSERT(path >= bytes && plen <= (size_t)(bytes + len - path));
+        if (pbx_files_path_ok((const char *)path, plen))
+            PBX_ASSERT(plen <= PBX_FILES_PATH_MAX && memchr(path, 0, plen) == NULL &&
+                       path[0] != '/' && path[plen - 1] != '/');
+    }
+}
+
+/* The bytes as a file operation's request, as a session's cell reads it. */
+static void check_file_op(const uint8_t *bytes, size_t len)
+{
+    static char path[PBX_PROTO_MAX_PATH + 1];
+    const uint8_t *fdata;
+    uint64_t flen;
+
+    if (!pbx__proto_file_op_read(bytes, len, path, &fdata, &flen))
+        return;
+    PBX_ASSERT(strlen(path) <= PBX_PROTO_MAX_PATH);
+    PBX_ASSERT(fdata >= bytes && flen <= (uint64_t)(bytes + len - fdata));
+    (void)pbx_files_path_ok(path, strlen(path));
 }
 
 /* Send `len` bytes as one message and read it as a report the supervisor waits for. */
@@ -121,6 +159,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *bytes;
 
     check_files(data, size);
+    check_list(data, size);
+    check_file_op(data, size);
     check_report(data, size);
     check_report_fields(data, size);
     if (size < 2)
