@@ -92,6 +92,7 @@ def prepare(preload, allowed):
             __import__(name)
         except Exception:
             pass
+    sys.meta_path.append(_IPythonShim)
     sys.meta_path.append(_NotInstalled)
     builtins.display = display
     _patch_pyplot()
@@ -545,6 +546,112 @@ def display(*objs, metadata=None, **kwargs):
     image/svg+xml or application/json when it has them."""
     for obj in objs:
         _emit(_output(obj, metadata=metadata if isinstance(metadata, dict) else None))
+
+
+# IPython.display, for code written for a notebook: when IPython itself is not installed,
+# `from IPython.display import display, HTML, Image` finds these.
+class _DisplayObject:
+    """The data of one of IPython.display's objects, from `data` or a file in /work."""
+    _mime = "text/plain"
+    _binary = False
+
+    def __init__(self, data=None, url=None, filename=None, metadata=None, **kwargs):
+        if filename is not None:
+            with open(filename, "rb" if self._binary else "r") as f:
+                data = f.read()
+        elif url is not None and data is None:
+            raise ValueError("the sandbox has no network: give the data or a filename")
+        self.data = data
+        self.metadata = metadata or {}
+
+    def __repr__(self):
+        return "<IPython.display.%s object>" % type(self).__name__
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {self._mime: self.data, "text/plain": repr(self)}, self.metadata
+
+
+class _HTML(_DisplayObject):
+    _mime = "text/html"
+
+
+class _SVG(_DisplayObject):
+    _mime = "image/svg+xml"
+
+    def __init__(self, data=None, url=None, filename=None, metadata=None, **kwargs):
+        _DisplayObject.__init__(self, data, url, filename, metadata)
+        if isinstance(self.data, bytes):
+            self.data = self.data.decode("utf-8", "replace")
+
+
+class _Markdown(_DisplayObject):
+    _mime = "text/plain"
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return {"text/plain": str(self.data)}, self.metadata
+
+
+class _JSON(_DisplayObject):
+    _mime = "application/json"
+
+
+class _Image(_DisplayObject):
+    _mime = "image/png"
+    _binary = True
+
+    def __init__(self, data=None, url=None, filename=None, format=None, width=None,
+                 height=None, metadata=None, **kwargs):
+        if isinstance(data, str) and filename is None and url is None:
+            filename, data = data, None
+        _DisplayObject.__init__(self, data, url, filename, metadata)
+        if not isinstance(self.data, (bytes, bytearray)) or bytes(self.data[:8]) != _PNG_SIG:
+            raise ValueError("IPython.display.Image in pybox carries PNG images only")
+        if width or height:
+            self.metadata = dict(self.metadata, **{"image/png": {
+                k: v for k, v in (("width", width), ("height", height)) if v}})
+
+
+def _clear_output(wait=False):
+    """Nothing to clear: outputs are a list in the result."""
+
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def _ipython_modules():
+    display_mod = types.ModuleType("IPython.display")
+    for name, value in (("display", display), ("HTML", _HTML), ("SVG", _SVG),
+                        ("Markdown", _Markdown), ("JSON", _JSON), ("Image", _Image),
+                        ("clear_output", _clear_output), ("DisplayObject", _DisplayObject)):
+        if isinstance(value, type):
+            value.__name__ = value.__qualname__ = name
+            value.__module__ = "IPython.display"
+        setattr(display_mod, name, value)
+    root = types.ModuleType("IPython")
+    root.display = display_mod
+    root.__path__ = []
+    root.get_ipython = lambda: None
+    return {"IPython": root, "IPython.display": display_mod}
+
+
+class _IPythonShim:
+    """On sys.meta_path after the real finders: IPython and IPython.display when IPython
+    is not installed."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name not in ("IPython", "IPython.display"):
+            return None
+        return importlib.machinery.ModuleSpec(name, _IPythonShim, is_package=name == "IPython")
+
+    @staticmethod
+    def create_module(spec):
+        return _ipython_modules()[spec.name] if spec.name == "IPython" else \
+            sys.modules["IPython"].display
+
+    @staticmethod
+    def exec_module(module):
+        pass
 
 
 def _show(*args, **kwargs):

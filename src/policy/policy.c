@@ -51,6 +51,9 @@
  * - contextlib, abc, argparse: language helpers; argparse reads sys.argv
  *   (["main.py"] in the jail) and prints help or exits as sys.exit() does.
  * - hmac: keyed hashes over hashlib, which is already here.
+ * - IPython: its display module (display, HTML, SVG, Image, JSON, Markdown),
+ *   which the bootstrap provides when IPython is not installed: notebook code
+ *   shows rich outputs with it.
  *
  * Modules that stay out, all bounded by the wall as well, because what they
  * are for is what the jail takes away, so refusing them early explains a
@@ -83,5 +86,6 @@ const char *const pbx_policy_default_modules[] = {
     "cmath",    "struct",      "warnings",    "zoneinfo",     "pathlib",   "glob",
     "fnmatch",  "tempfile",    "zlib",        "gzip",         "bz2",       "lzma",
     "zipfile",  "binascii",    "logging",     "traceback",    "difflib",   "shlex",
-    "html",     "contextlib",  "abc",         "argparse",     "hmac",      NULL,
+    "html",     "contextlib",  "abc",         "argparse",     "hmac",      "IPython",
+    NULL,
 };

@@ -107,6 +107,25 @@ def test_pandas_tables_are_html_with_bounded_rows(server):
     assert "<table" in series["data"]["text/html"] and "text/plain" in series["data"]
 
 
+def test_ipython_display_module_for_notebook_code(server):
+    code = ("from IPython.display import display, HTML, SVG, JSON, Markdown, Image\n"
+            "import io\nfrom PIL import Image as P\n"
+            "buf = io.BytesIO(); P.new('RGB', (3, 2)).save(buf, format='PNG')\n"
+            "display(HTML('<b>x</b>'), JSON({'a': 1}), Markdown('# hi'))\n"
+            "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\"/>'), Image(buf.getvalue()))\n"
+            "try:\n    Image(url='http://example.com/x.png')\n"
+            "except ValueError as e:\n    print('refused:', e)\n")
+    d = execute(server, code)
+    assert d["status"] == "ok", d
+    data = [o["data"] for o in d["outputs"]]
+    assert data[0] == {"text/plain": "<IPython.display.HTML object>", "text/html": "<b>x</b>"}
+    assert data[1]["application/json"] == {"a": 1}
+    assert data[2] == {"text/plain": "# hi"}
+    assert data[3]["image/svg+xml"].startswith("<svg")
+    assert png_size(data[4]["image/png"]) == (3, 2)
+    assert d["stdout"].startswith("refused: the sandbox has no network"), d["stdout"]
+
+
 def test_matplotlib_show_and_figures_left_open(server):
     code = '''
 import matplotlib.pyplot as plt
