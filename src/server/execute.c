@@ -21,6 +21,12 @@
  *
  * A step that refuses answers at once and ends the pipeline; finish() then
  * gives back what the steps took (the slot, the hold), whatever the outcome.
+ *
+ * POST /v1/execute with `Accept: text/event-stream` is answered as a stream
+ * of Server-Sent Events (src/server/stream.c): parse, resolve, admit and
+ * build refuse as ever, with a JSON error; an admitted execution gets the
+ * stream, and run, audit and answer (the result object as the `end` event)
+ * happen on the stream's thread, which calls finish() after them.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -32,6 +38,7 @@
 #include "common/clock.h"
 #include "common/errtable.h"
 #include "common/log.h"
+#include "common/xalloc.h"
 #include "server/internal.h"
 #include "common/banned.h"
 
@@ -39,8 +46,10 @@
 struct execution {
     struct pbx_server *s;           /* the server */
     struct MHD_Connection *c;       /* the connection the request came on */
-    struct request_ctx *ctx;        /* the request as the server read it */
+    struct request_ctx *ctx;        /* the request as the server read it (streamed: a copy) */
+    bool ctx_copied;                /* ctx is the execution's own copy (to free) */
     bool v1;                        /* POST /v1/execute; else the compatible dialect */
+    bool streamed;                  /* /v1/execute asked for text/event-stream */
     bool upload;                    /* POST /execute-with-files, a form in S4's shape */
     enum MHD_Result ret;            /* what the handler gives libmicrohttpd */
     struct pbx_http_request req;    /* parse: what the body asks */
@@ -58,6 +67,8 @@ struct execution {
     struct pbx_exec_result res;     /* run: what the engine gave */
     bool ran;                       /* run: res holds a result (to release) */
     uint64_t t0;                    /* run: when it started, wall clock, ms */
+    const char *fail_type;          /* run: the refusal's error type, when the engine refused */
+    char *fail_msg;                 /* run: and its message (owned) */
 };
 
 /* Answer an error: the step refuses the request. Returns -1 for the step to return. */
@@ -346,7 +357,8 @@ static void build(struct execution *x)
 
 /*
  * Run it, on the engine of the caller's trust class.  Returns 0 with a
- * result, or -1 after answering (400 for a request the engine refused, 500).
+ * result, or -1 with the refusal in fail_type and fail_msg, for the caller
+ * to answer (400 for a request the engine refused, 500).
  */
 static int run(struct execution *x)
 {
@@ -361,8 +373,8 @@ static int run(struct execution *x)
 
         if (internal)
             pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
-        x->ret = pbx__http_send_error(x->c, x->ctx, s, row->type,
-                                      internal ? "the execution engine failed" : err->msg, 0, NULL);
+        x->fail_type = row->type;
+        x->fail_msg = xstrdup(internal ? "the execution engine failed" : err->msg);
         pbx_error_free(&err);
         return -1;
     }
@@ -397,6 +409,31 @@ static void audit(struct execution *x)
 
 /* ---- answer ---- */
 
+/*
+ * /v1/execute's answer to an execution: the result object with the request
+ * id, the same JSON as the body of the answer and as the stream's `end`.  A
+ * new reference.
+ */
+static json_t *v1_result(const struct execution *x)
+{
+    json_t *body = pbx_exec_result_to_json(&x->res);
+
+    json_object_set_new(body, "request_id", json_string(x->ctx->id));
+    return body;
+}
+
+/*
+ * And to a run the engine refused: the error shape with the request id, as
+ * refuse() answers it (pbx__http_send_error()).  A new reference.
+ */
+static json_t *v1_refusal(const struct execution *x)
+{
+    json_t *body = pbx__http_error_body(x->ctx, x->fail_type, x->fail_msg, NULL);
+
+    json_object_set_new(body, "request_id", json_string(x->ctx->id));
+    return body;
+}
+
 /* The result, as /v1/execute's result object or with every documented system's fields. */
 static void answer(struct execution *x)
 {
@@ -413,12 +450,12 @@ static void answer(struct execution *x)
     };
 
     if (x->v1)
-        x->ret = pbx__http_send_json(x->c, x->ctx, x->s, 200, pbx_exec_result_to_json(&x->res), 0);
+        x->ret = pbx__http_send_json(x->c, x->ctx, x->s, 200, v1_result(x), 0);
     else
         x->ret = pbx__compat_answer(x->s, x->c, x->ctx, &run);
 }
 
-/* Give back what the steps took, whatever the outcome. */
+/* Give back what the steps took, whatever the outcome, and free the execution. */
 static void finish(struct execution *x)
 {
     if (x->ran)
@@ -429,25 +466,116 @@ static void finish(struct execution *x)
         pbx__admit_release(x->s->admit, x->client, false, pbx_clock_ms(CLOCK_REALTIME));
     pbx_caller_release(&x->who);
     pbx__request_release(&x->req);
+    if (x->ctx_copied)
+        free(x->ctx);
+    free(x->fail_msg);
+    free(x);
+}
+
+/* ---- the streamed answer (stream.c) ---- */
+
+/* Whether the request asks for Server-Sent Events: a media range of Accept is text/event-stream. */
+static bool wants_stream(struct MHD_Connection *c)
+{
+    static const char sse[] = "text/event-stream";
+    const char *p = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+
+    while (p != NULL && *p != '\0') {
+        size_t n;
+
+        p += strspn(p, " \t,");
+        n = strcspn(p, ";, \t");
+        if (n == sizeof(sse) - 1 && strncasecmp(p, sse, n) == 0)
+            return true;
+        p += strcspn(p, ",");
+    }
+    return false;
+}
+
+/*
+ * The stream's work, on its thread: the engine's request fed to the stream
+ * (its output and outputs as events, the client leaving as a cancel), run,
+ * audit, and the answer the request would have had, as `end`.
+ */
+static json_t *run_streamed(struct stream *st, void *arg)
+{
+    struct execution *x = arg;
+
+    x->ereq.on_output = pbx__stream_on_output;
+    x->ereq.on_display = pbx__stream_on_display;
+    x->ereq.on_output_arg = st;
+    x->ereq.cancel_fd = pbx__stream_cancel_fd(st);
+    if (run(x) < 0)
+        return v1_refusal(x);
+    audit(x);
+    return v1_result(x);
+}
+
+static void finish_streamed(void *arg)
+{
+    finish(arg);
+}
+
+/*
+ * Answer with a stream whose `start` says the limits the execution runs
+ * with; run_streamed() and finish() then run on its thread, and the
+ * execution is theirs.  The connection's request_ctx may end before them,
+ * so from here on the steps read a copy of it.  Returns what libmicrohttpd
+ * is given (a 500 when the stream could not start).
+ */
+static enum MHD_Result stream(struct execution *x)
+{
+    struct request_ctx *ctx = x->ctx;
+    struct pbx_error *err = NULL;
+    enum MHD_Result ret = MHD_NO;
+    json_t *start = json_pack("{s:{s:f, s:f, s:I}}", "limits", "timeout_s",
+                              x->limits.wall_ms / 1000.0, "cpu_s", x->limits.cpu_ms / 1000.0,
+                              "memory_mb", (json_int_t)(x->limits.memory_bytes >> 20));
+
+    x->ctx = xmemdup(ctx, sizeof(*ctx));
+    /* What the copy must not own: the body and the form stay the connection's. */
+    memset(&x->ctx->body, 0, sizeof(x->ctx->body));
+    memset(&x->ctx->form, 0, sizeof(x->ctx->form));
+    x->ctx_copied = true;
+    if (pbx__stream_start(x->s, x->c, ctx, start, run_streamed, finish_streamed, x, &ret, &err) ==
+        0)
+        return ret; /* x is the stream's now */
+    pbx_log(PBX_LOG_ERROR, "stream: %s", err->msg);
+    pbx_error_free(&err);
+    free(x->ctx);
+    x->ctx = ctx;
+    x->ctx_copied = false;
+    refuse(x, "InternalServerError", "the answer's stream could not start", 0);
+    ret = x->ret;
+    finish(x);
+    return ret;
 }
 
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx)
 {
-    struct execution x = {.s = s,
-                          .c = c,
-                          .ctx = ctx,
-                          .v1 = ctx->route == R_V1_EXECUTE,
-                          .upload = ctx->route == R_EXECUTE_FILES,
-                          .ret = MHD_YES};
+    struct execution *x = xcalloc(1, sizeof(*x));
+    enum MHD_Result ret;
 
-    if (parse(&x) == 0 && resolve(&x) == 0 && admit(&x) == 0) {
-        build(&x);
-        if (run(&x) == 0) {
-            audit(&x);
-            answer(&x);
+    x->s = s;
+    x->c = c;
+    x->ctx = ctx;
+    x->v1 = ctx->route == R_V1_EXECUTE;
+    x->upload = ctx->route == R_EXECUTE_FILES;
+    x->streamed = x->v1 && wants_stream(c); /* the compatible dialect ignores Accept */
+    x->ret = MHD_YES;
+    if (parse(x) == 0 && resolve(x) == 0 && admit(x) == 0) {
+        build(x);
+        if (x->streamed)
+            return stream(x); /* run, audit and answer (as `end`) on the stream's thread */
+        if (run(x) == 0) {
+            audit(x);
+            answer(x);
+        } else {
+            refuse(x, x->fail_type, x->fail_msg, 0);
         }
     }
-    finish(&x);
-    return x.ret;
+    ret = x->ret;
+    finish(x);
+    return ret;
 }

@@ -82,6 +82,20 @@ static const char *allowed_origin(const struct pbx_server *s, struct MHD_Connect
     return NULL;
 }
 
+void pbx__http_add_headers(struct MHD_Response *r, struct MHD_Connection *c,
+                           const struct request_ctx *ctx, const struct pbx_server *s)
+{
+    MHD_add_response_header(r, "X-Request-Id", ctx->id);
+    if (allowed_origin(s, c) != NULL)
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (strcmp(s->cfg->cors_origins, "*") != 0)
+        MHD_add_response_header(r, "Vary", "Origin");
+    if (ctx->close)
+        MHD_add_response_header(r, "Connection", "close");
+}
+
 enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
                                     const struct pbx_server *s, int status, char *text,
                                     const char *content_type, unsigned retry_after)
@@ -91,16 +105,8 @@ enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx
     enum MHD_Result ret;
 
     MHD_add_response_header(r, "Content-Type", content_type);
-    MHD_add_response_header(r, "X-Request-Id", ctx->id);
-    if (allowed_origin(s, c) != NULL)
-        MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
-    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
-    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header(r, "Cache-Control", "no-store");
-    if (strcmp(s->cfg->cors_origins, "*") != 0)
-        MHD_add_response_header(r, "Vary", "Origin");
-    if (ctx->close)
-        MHD_add_response_header(r, "Connection", "close");
+    pbx__http_add_headers(r, c, ctx, s);
     /* RFC 9110 section 11.6.1: a 401 names the scheme that authenticates (RFC 6750's). */
     if (status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"pybox\"");

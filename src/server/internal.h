@@ -146,6 +146,14 @@ const char *pbx__http_route_name(enum route r);
 /* `ms` (Unix time, milliseconds) as "YYYY-MM-DDTHH:MM:SS.mmmZ". */
 void pbx__http_iso_time(uint64_t ms, char *out, size_t len);
 
+/*
+ * The headers every answer carries: X-Request-Id, CORS (the allowed origin,
+ * the headers exposed, Vary), nosniff, and Connection: close when the
+ * request is to close the connection.
+ */
+void pbx__http_add_headers(struct MHD_Response *r, struct MHD_Connection *c,
+                           const struct request_ctx *ctx, const struct pbx_server *s);
+
 /* Queue `text` (taken over) as the answer. */
 enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
                                     const struct pbx_server *s, int status, char *text,
@@ -233,6 +241,71 @@ int pbx__auth_resolve(struct pbx_server *s, struct MHD_Connection *c, const char
 /* GET /v1/info: the caller's policy (the anonymous one without a key), or 401 for a bad key. */
 enum MHD_Result pbx__info_handle(struct pbx_server *s, struct MHD_Connection *c,
                                  struct request_ctx *ctx);
+
+/* ---- stream.c: an answer as Server-Sent Events, fed by a worker thread ---- */
+
+/* One streamed answer (stream.c). */
+struct stream;
+
+/*
+ * A stream's work, run on its worker thread: it sends events with
+ * pbx__stream_event() and, by giving an execution pbx__stream_on_output(),
+ * pbx__stream_on_display() and pbx__stream_cancel_fd() (with the stream as
+ * on_output_arg), what the code prints and shows, and that the client left.
+ * It returns the data of the `end` event (a new reference, taken over; NULL
+ * for {}); when that is an object whose `error` is an object, an `error`
+ * event with it goes just before `end`.
+ */
+typedef json_t *(*pbx_stream_work_fn)(struct stream *st, void *arg);
+
+/*
+ * What gives back what the work held (a slot, a hold, the request): called
+ * once, on the worker thread, after the work returned and before `error` and
+ * `end` are queued, so a client that has `end` sees all of it given back.
+ */
+typedef void (*pbx_stream_done_fn)(void *arg);
+
+/*
+ * Answer the request of `c` with 200 text/event-stream (Cache-Control:
+ * no-cache, X-Accel-Buffering: no and the usual headers) whose first event
+ * is `start`: `start` (taken over; NULL for {}) with the request id added.
+ * Then work(st, arg) runs on a thread of its own and done(arg) after it;
+ * the events go out as they come, text coalesced (pbx__stream_on_output()),
+ * with a keepalive comment after 5 s of silence.  A client that closes its
+ * connection cancels: pbx__stream_cancel_fd() turns readable and events are
+ * dropped from then on.  The stream takes over the request's share of the
+ * memory budget and gives it back, the thread joined, once the connection
+ * is done with it; nothing of the work may use `ctx` or `c`.
+ * Returns 0 with *ret for libmicrohttpd; or < 0 with *err when it could not
+ * start, nothing answered and neither work nor done called.
+ */
+int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                      json_t *start, pbx_stream_work_fn work, pbx_stream_done_fn done, void *arg,
+                      enum MHD_Result *ret, struct pbx_error **err);
+
+/*
+ * Send the event `name` (a token: letters, digits, `_`) with `data` (a
+ * reference taken over) as one line of compact JSON, after the text pending.
+ * Thread-safe; it waits while the stream's queue is full (dropped once the
+ * client is gone).
+ */
+void pbx__stream_event(struct stream *st, const char *name, json_t *data);
+
+/*
+ * The engine's on_output and on_display for a stream `arg`: stdout and
+ * stderr as `stdout` and `stderr` events {"text"}, each coalesced over at
+ * most 20 ms or 4 KiB and never cut inside a UTF-8 character (a chunk of
+ * one stream flushes the other's pending text first, so their order is
+ * kept); an output as `result` when its type is "result", else `display`.
+ */
+void pbx__stream_on_output(enum pbx_stream which, const char *data, size_t len, void *arg);
+void pbx__stream_on_display(const json_t *output, void *arg);
+
+/* The descriptor that turns readable once the client is gone: an execution's cancel_fd. */
+int pbx__stream_cancel_fd(const struct stream *st);
+
+/* Whether the client is gone (events are dropped). Thread-safe. */
+bool pbx__stream_gone(struct stream *st);
 
 /* ---- execute.c and multipart.c: the execute endpoints ---- */
 
