@@ -18,7 +18,8 @@ from ._result import Result
 from ._sandbox import Sandbox
 from .errors import (BinaryNotFound, ConnectionError, Forbidden, InvalidRequest,  # noqa: F401
                      PyboxConnectionError, PyboxError, RateLimited, RequestTooLarge,
-                     ServerBusy, ServerError, Unauthorized, Unsupported)
+                     ServerBusy, ServerError, SessionBusy, SessionDead, TooManySessions,
+                     Unauthorized, Unsupported)
 
 __version__ = "0.1.0"
 
@@ -27,5 +28,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Sandbox", "Result", "errors", "PyboxError", "PyboxConnectionError", "InvalidRequest",
     "RequestTooLarge", "Unauthorized", "Forbidden", "RateLimited", "ServerBusy", "ServerError",
-    "Unsupported", "BinaryNotFound", "__version__",
+    "Unsupported", "BinaryNotFound", "TooManySessions", "SessionBusy", "SessionDead",
+    "__version__",
 ]

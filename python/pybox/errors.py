@@ -13,7 +13,10 @@ The exceptions below mean that the request itself could not be carried out.
      +-- Unauthorized               the API key is not valid or was revoked (HTTP 401)
      +-- Forbidden                  the caller's policy does not allow this (HTTP 403)
      +-- RateLimited                per-minute window or daily quota used up (HTTP 429)
+     |    +-- TooManySessions       as many sessions open as the caller may have (HTTP 429)
      +-- ServerBusy                 every execution slot is busy (HTTP 503)
+     +-- SessionBusy                another call of the session is running (HTTP 409)
+     +-- SessionDead                the session has ended; `details["reason"]` says why (HTTP 410)
      +-- ServerError                pybox failed, or answered something unexpected (5xx)
      |    +-- Unsupported           not available on this server (HTTP 501: network asked by
      |                              a caller whose policy allows it)
@@ -110,6 +113,27 @@ class ServerBusy(_RetryLater):
     """
 
 
+class TooManySessions(RateLimited):
+    """As many sessions are open as the caller (or the server) may have; one must end first.
+
+    Attributes:
+        retry_after: seconds until the first of them expires at the latest, or None.
+    """
+
+
+class SessionBusy(_RetryLater):
+    """Another call of the session is running; a session runs one call at a time.
+
+    Attributes:
+        retry_after: seconds to wait before retrying (from the Retry-After header), or None.
+    """
+
+
+class SessionDead(PyboxError):
+    """The session has ended (its idle time or lifetime ran out, a call was killed, it was
+    deleted): `details["reason"]` says why. Its state is gone; open a new session."""
+
+
 class ServerError(PyboxError):
     """pybox failed (HTTP 5xx, `pybox run` exit 125), or answered something unexpected."""
 
@@ -138,10 +162,13 @@ ERROR_TYPES: Dict[str, Tuple[int, Type[PyboxError]]] = {
     "NetworkNotAllowed": (403, Forbidden),
     "NotFound": (404, PyboxError),
     "MethodNotAllowed": (405, PyboxError),
+    "SessionBusy": (409, SessionBusy),
+    "SessionDead": (410, SessionDead),
     "PayloadTooLarge": (413, RequestTooLarge),
     "UnsupportedMediaType": (415, PyboxError),
     "UnprocessableEntity": (422, InvalidRequest),
     "RateLimitExceeded": (429, RateLimited),
+    "SessionLimitExceeded": (429, TooManySessions),
     "InternalServerError": (500, ServerError),
     "NetworkUnavailable": (501, Unsupported),
     "ServerBusy": (503, ServerBusy),

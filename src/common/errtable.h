@@ -76,11 +76,18 @@
     /* anonymous policy) does not. */                                                             \
     XX(NETWORK_NOT_ALLOWED, "NetworkNotAllowed", 403, PYBOX_E_FORBIDDEN, PYBOX_E_FORBIDDEN,       \
        PBX_EXIT_NOPERM, "Forbidden", 0)                                                           \
-    /* No such endpoint or method: the URL is not a pybox server's. */                            \
+    /* No such endpoint or method: the URL is not a pybox server's.  No such session (unknown, */ \
+    /* another caller's, or of an earlier run of the server) or session file (PBX_E_NOTFOUND). */ \
     XX(NOT_FOUND, "NotFound", 404, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
-       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+       PBX_EXIT_FAILURE, "PyboxError", PBX_E_NOTFOUND)                                            \
     XX(METHOD_NOT_ALLOWED, "MethodNotAllowed", 405, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,            \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* A call on a session while another of its calls runs (PBX_E_BUSY); Retry-After: 1. */       \
+    XX(SESSION_BUSY, "SessionBusy", 409, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                         \
+       PBX_EXIT_TEMPFAIL, "SessionBusy", PBX_E_BUSY)                                              \
+    /* A call on a session that has ended (PBX_E_GONE): `reason` says why. */                     \
+    XX(SESSION_DEAD, "SessionDead", 410, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                       \
+       PBX_EXIT_FAILURE, "SessionDead", PBX_E_GONE)                                               \
     /* Over a size limit: the body over --max-body or over the largest valid request, and */      \
     /* on /v1/execute the code (its characters over the caller's limit too), stdin, a */          \
     /* file, or the number of files or names; locally the same limits, and input files */         \
@@ -97,7 +104,11 @@
     /* The per-minute window or the daily quota; Retry-After says when to retry. */               \
     XX(RATE_LIMIT_EXCEEDED, "RateLimitExceeded", 429, PYBOX_E_RATE_LIMITED, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_TEMPFAIL, "RateLimited", 0)                                                       \
-    /* pybox failed: the store, the engine (every internal code but the two above); in */         \
+    /* As many sessions open as the caller (or the server) may have: Retry-After says when */     \
+    /* the first of them expires at the latest. */                                                \
+    XX(SESSION_LIMIT_EXCEEDED, "SessionLimitExceeded", 429, PYBOX_E_RATE_LIMITED,                 \
+       PBX_ERRTABLE_NONE, PBX_EXIT_TEMPFAIL, "TooManySessions", 0)                                \
+    /* pybox failed: the store, the engine (every internal code no row above names); in */        \
     /* local mode the engine could not start or failed. */                                        \
     XX(INTERNAL_SERVER_ERROR, "InternalServerError", 500, PYBOX_E_SERVER, PYBOX_E_ENGINE,         \
        PBX_EXIT_FAILURE, "ServerError", PBX_ERRTABLE_ANY)                                         \

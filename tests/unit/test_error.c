@@ -229,7 +229,7 @@ END_TEST
 /* Zero, negative and unassigned codes are "unknown", never NULL. */
 START_TEST(test_unknown_codes)
 {
-    static const int codes[] = {0, -1, -EINVAL, -PBX_E_INVAL, 1009, 4096, INT_MAX, INT_MIN};
+    static const int codes[] = {0, -1, -EINVAL, -PBX_E_INVAL, 1099, 4096, INT_MAX, INT_MIN};
 
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         ck_assert_str_eq(pbx_err_name(codes[i]), "PBX_E_UNKNOWN");
@@ -266,8 +266,8 @@ START_TEST(test_table_rows)
     ck_assert_uint_eq(i, PBX_ERRTABLE_COUNT);
     ck_assert_ptr_null(pbx_errtable_get(PBX_ERRTABLE_COUNT));
     ck_assert_ptr_null(pbx_errtable_get((size_t)-1));
-    /* The 17 types of docs/api.md (tests/client/test_error_table.py compares them one by one). */
-    ck_assert_uint_eq(typed, 17);
+    /* The 20 types of docs/api.md (tests/client/test_error_table.py compares them one by one). */
+    ck_assert_uint_eq(typed, 20);
     ck_assert_int_eq(pbx_errtable_status("ValidationError"), 400);
     ck_assert_int_eq(pbx_errtable_status("PayloadTooLarge"), 413);
     ck_assert_int_eq(pbx_errtable_status("NetworkUnavailable"), 501);
@@ -332,6 +332,13 @@ START_TEST(test_table_lookups)
     ck_assert_int_eq(pbx_errtable_of_code(PBX_E_TOO_LARGE, true)->id,
                      PBX_ERRTABLE_VALIDATION_ERROR);
     ck_assert_int_eq(pbx_errtable_of_code(PBX_E_INVAL, true)->id, PBX_ERRTABLE_VALIDATION_ERROR);
+    /* A session's: unknown (or another caller's), busy, ended. */
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_NOTFOUND, false)->id, PBX_ERRTABLE_NOT_FOUND);
+    ck_assert_int_eq(pbx_errtable_of_code(-PBX_E_BUSY, false)->id, PBX_ERRTABLE_SESSION_BUSY);
+    ck_assert_int_eq(pbx_errtable_of_code(PBX_E_GONE, false)->id, PBX_ERRTABLE_SESSION_DEAD);
+    ck_assert_int_eq(pbx_errtable_of_status(409)->id, PBX_ERRTABLE_SESSION_BUSY);
+    ck_assert_int_eq(pbx_errtable_of_status(410)->id, PBX_ERRTABLE_SESSION_DEAD);
+    ck_assert_int_eq(pbx_errtable_of_status(429)->id, PBX_ERRTABLE_RATE_LIMIT_EXCEEDED);
     {
         static const int others[] = {0,
                                      ENOENT,
