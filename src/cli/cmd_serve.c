@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "common/xalloc.h"
 #include "policy/caller.h"
+#include "server/request.h"
 #include "server/server.h"
 #include "common/banned.h"
 
@@ -14,7 +15,7 @@ static void help(void)
 {
     printf("usage: pybox serve [OPTIONS]\n\n"
            "Serve the Python Sandbox API over HTTP: POST /execute (the compatible dialect),\n"
-           "POST /v1/execute, GET /v1/health, GET /metrics, GET /openapi.json.\n\n"
+           "POST /v1/execute, /v1/sessions, GET /v1/health, GET /metrics, GET /openapi.json.\n\n"
            "Options (each also read from the environment variable shown):\n"
            "  --listen HOST:PORT       where to listen (PYBOX_LISTEN; default 127.0.0.1:8080;\n"
            "                           port 0 picks a free one)\n"
@@ -55,6 +56,17 @@ static void help(void)
            "                           pandas, matplotlib; PYBOX_PRELOAD_MODULES replaces them)\n"
            "  --spares MIN:MAX         pre-forked cells kept ready, adapting to load within\n"
            "                           MIN..MAX (PYBOX_SPARES; 2:6; 0:0 disables the pool)\n"
+           "  --session-idle-ttl S     a session ends after S seconds without a call, unless it\n"
+           "                           asks otherwise (PYBOX_SESSION_IDLE_TTL; 600)\n"
+           "  --session-lifetime S     and S seconds after it was opened, unless it asks\n"
+           "                           (PYBOX_SESSION_LIFETIME; 3600)\n"
+           "  --session-max-idle-ttl S the longest idle time a session may ask\n"
+           "                           (PYBOX_SESSION_MAX_IDLE_TTL; 3600)\n"
+           "  --session-max-lifetime S the longest lifetime a session may ask\n"
+           "                           (PYBOX_SESSION_MAX_LIFETIME; 86400)\n"
+           "  --sessions CLIENT:KEY:TOTAL  sessions open at once: of one anonymous client\n"
+           "                           address, of one key (or the admin), of the server\n"
+           "                           (PYBOX_SESSIONS; 4:16:64; a TOTAL of 0: no sessions)\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
@@ -118,7 +130,42 @@ enum {
     OPT_QUEUE,
     OPT_RECYCLE,
     OPT_MODULES,
+    OPT_SESSION_IDLE,
+    OPT_SESSION_LIFE,
+    OPT_SESSION_MAX_IDLE,
+    OPT_SESSION_MAX_LIFE,
+    OPT_SESSIONS,
 };
+
+/* A session's span, seconds: 1 to a year, as a session's request may ask. */
+static unsigned session_span(const char *v, const char *what)
+{
+    unsigned long n = number(v, what, PBX_REQUEST_SPAN_MAX_S);
+
+    if (n == 0)
+        pbx_usage_error("serve", "%s must be at least 1 second", what);
+    return (unsigned)n;
+}
+
+/* --sessions CLIENT:KEY:TOTAL and PYBOX_SESSIONS. */
+static void set_sessions(struct pbx_server_config *cfg, const char *what, const char *v)
+{
+    unsigned long n[3];
+    const char *p = v;
+
+    for (int i = 0; i < 3; i++) {
+        char *end = NULL;
+
+        n[i] = strtoul(p, &end, 10);
+        if (end == p || *p == '-' || n[i] > 100000 || *end != (i < 2 ? ':' : '\0'))
+            pbx_usage_error("serve", "%s `%s` is not CLIENT:KEY:TOTAL (whole numbers up to 100000)",
+                            what, v);
+        p = end + 1;
+    }
+    cfg->sessions_per_client = (unsigned)n[0];
+    cfg->sessions_per_key = (unsigned)n[1];
+    cfg->sessions_max = (unsigned)n[2];
+}
 
 /* --modules and PYBOX_MODULES: checked here, parsed by the server (pbx_caller_parse_modules()). */
 static void set_modules(struct pbx_server_config *cfg, const char *what, const char *v)
@@ -222,6 +269,11 @@ int pbx_cmd_serve(int argc, char **argv)
         {"queue", required_argument, NULL, OPT_QUEUE},
         {"recycle", required_argument, NULL, OPT_RECYCLE},
         {"modules", required_argument, NULL, OPT_MODULES},
+        {"session-idle-ttl", required_argument, NULL, OPT_SESSION_IDLE},
+        {"session-lifetime", required_argument, NULL, OPT_SESSION_LIFE},
+        {"session-max-idle-ttl", required_argument, NULL, OPT_SESSION_MAX_IDLE},
+        {"session-max-lifetime", required_argument, NULL, OPT_SESSION_MAX_LIFE},
+        {"sessions", required_argument, NULL, OPT_SESSIONS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -271,6 +323,16 @@ int pbx_cmd_serve(int argc, char **argv)
         set_recycle(&cfg, v);
     if ((v = getenv("PYBOX_MODULES")) != NULL && *v != '\0')
         set_modules(&cfg, "PYBOX_MODULES", v);
+    if ((v = getenv("PYBOX_SESSION_IDLE_TTL")) != NULL)
+        cfg.session_idle_ttl_s = session_span(v, "PYBOX_SESSION_IDLE_TTL");
+    if ((v = getenv("PYBOX_SESSION_LIFETIME")) != NULL)
+        cfg.session_lifetime_s = session_span(v, "PYBOX_SESSION_LIFETIME");
+    if ((v = getenv("PYBOX_SESSION_MAX_IDLE_TTL")) != NULL)
+        cfg.session_max_idle_ttl_s = session_span(v, "PYBOX_SESSION_MAX_IDLE_TTL");
+    if ((v = getenv("PYBOX_SESSION_MAX_LIFETIME")) != NULL)
+        cfg.session_max_lifetime_s = session_span(v, "PYBOX_SESSION_MAX_LIFETIME");
+    if ((v = getenv("PYBOX_SESSIONS")) != NULL)
+        set_sessions(&cfg, "PYBOX_SESSIONS", v);
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -363,6 +425,21 @@ int pbx_cmd_serve(int argc, char **argv)
         case OPT_MODULES:
             set_modules(&cfg, "--modules", optarg);
             break;
+        case OPT_SESSION_IDLE:
+            cfg.session_idle_ttl_s = session_span(optarg, "--session-idle-ttl");
+            break;
+        case OPT_SESSION_LIFE:
+            cfg.session_lifetime_s = session_span(optarg, "--session-lifetime");
+            break;
+        case OPT_SESSION_MAX_IDLE:
+            cfg.session_max_idle_ttl_s = session_span(optarg, "--session-max-idle-ttl");
+            break;
+        case OPT_SESSION_MAX_LIFE:
+            cfg.session_max_lifetime_s = session_span(optarg, "--session-max-lifetime");
+            break;
+        case OPT_SESSIONS:
+            set_sessions(&cfg, "--sessions", optarg);
+            break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);
         default:
@@ -371,6 +448,12 @@ int pbx_cmd_serve(int argc, char **argv)
     }
     if (optind < argc)
         pbx_usage_error("serve", "unexpected argument `%s`", argv[optind]);
+    if (cfg.session_idle_ttl_s > cfg.session_max_idle_ttl_s)
+        pbx_usage_error("serve", "--session-idle-ttl %u is over --session-max-idle-ttl %u",
+                        cfg.session_idle_ttl_s, cfg.session_max_idle_ttl_s);
+    if (cfg.session_lifetime_s > cfg.session_max_lifetime_s)
+        pbx_usage_error("serve", "--session-lifetime %u is over --session-max-lifetime %u",
+                        cfg.session_lifetime_s, cfg.session_max_lifetime_s);
     /* CPU time follows a longer wall time, as in pybox run. */
     if (cfg.limits.cpu_ms < cfg.limits.wall_ms)
         cfg.limits.cpu_ms = cfg.limits.wall_ms;

@@ -22,6 +22,12 @@
  * A step that refuses answers at once and ends the pipeline; finish() then
  * gives back what the steps took (the slot, the hold), whatever the outcome.
  *
+ * A call of a session (POST /v1/sessions/{id}/execute, sessions.c) is the
+ * same pipeline with hooks (struct pbx_execute_hooks): its body read by the
+ * session call's fields, a claim of the session between resolve and admit,
+ * the run in the session instead of a fresh cell, and fields of its own in
+ * the answer.
+ *
  * POST /v1/execute with `Accept: text/event-stream` is answered as a stream
  * of Server-Sent Events (src/server/stream.c): parse, resolve, admit and
  * build refuse as ever, with a JSON error; an admitted execution gets the
@@ -51,6 +57,8 @@ struct execution {
     bool v1;                        /* POST /v1/execute; else the compatible dialect */
     bool streamed;                  /* /v1/execute asked for text/event-stream */
     bool upload;                    /* POST /execute-with-files, a form in S4's shape */
+    bool session;                   /* a call of a session: `hooks` hold its steps */
+    struct pbx_execute_hooks hooks; /* the session's steps (session only) */
     enum MHD_Result ret;            /* what the handler gives libmicrohttpd */
     struct pbx_http_request req;    /* parse: what the body asks */
     struct pbx_request_shape shape; /* parse: whose rules the compatible dialect follows */
@@ -69,6 +77,7 @@ struct execution {
     uint64_t t0;                    /* run: when it started, wall clock, ms */
     const char *fail_type;          /* run: the refusal's error type, when the engine refused */
     char *fail_msg;                 /* run: and its message (owned) */
+    json_t *fail_extra;             /* run: and fields of its error_details (owned), or NULL */
 };
 
 /* Answer an error: the step refuses the request. Returns -1 for the step to return. */
@@ -116,6 +125,12 @@ static int parse(struct execution *x)
 
     if (ctx->form.pp != NULL) {
         rc = pbx__multipart_finish(&ctx->form, &x->req, &x->shape, &err);
+    } else if (x->session && (ctype == NULL || strncasecmp(ctype, "application/json", 16) != 0 ||
+                              (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))) {
+        return refuse(x, "UnsupportedMediaType", "send the request as application/json", 0);
+    } else if (x->session) {
+        rc = pbx__request_parse_session_call(ctx->body.data, ctx->body.len, &x->s->caps, &x->req,
+                                             &etype, &err);
     } else if (x->upload) {
         return refuse(x, "UnsupportedMediaType",
                       "send the request as multipart/form-data (fields code, timeout, "
@@ -182,6 +197,26 @@ static int resolve(struct execution *x)
 
         x->clamped = pbx_limits_set_timeout(&asked, x->req.timeout_s, NULL) == 0 &&
                      asked.wall_ms > x->limits.wall_ms;
+    }
+    return 0;
+}
+
+/* ---- claim (a session's call) ---- */
+
+/* The session, taken for the call. Returns 0, or -1 after answering (404, 409, 410). */
+static int claim(struct execution *x)
+{
+    struct pbx_error *err = NULL;
+    const char *etype = "InternalServerError";
+    unsigned retry = 0;
+
+    if (!x->session)
+        return 0;
+    if (x->hooks.claim(x->hooks.arg, &x->req, &x->who, &x->limits, &etype, &retry, &err) < 0) {
+        x->ret = pbx__http_send_error(x->c, x->ctx, x->s, etype, err->msg, retry,
+                                      x->hooks.refusal(x->hooks.arg, err->code));
+        pbx_error_free(&err);
+        return -1;
     }
     return 0;
 }
@@ -367,7 +402,8 @@ static int run(struct execution *x)
     enum pbx_trust trust = x->who.keyed || x->who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS;
 
     x->t0 = pbx_clock_ms(CLOCK_REALTIME);
-    if (s->ex.execute(s->ex.arg, trust, &x->ereq, &x->res, &err) < 0) {
+    if ((x->session ? x->hooks.run(x->hooks.arg, &x->ereq, &x->res, &err)
+                    : s->ex.execute(s->ex.arg, trust, &x->ereq, &x->res, &err)) < 0) {
         const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, !x->v1);
         bool internal = row->id == PBX_ERRTABLE_INTERNAL_SERVER_ERROR;
 
@@ -375,6 +411,8 @@ static int run(struct execution *x)
             pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
         x->fail_type = row->type;
         x->fail_msg = xstrdup(internal ? "the execution engine failed" : err->msg);
+        if (x->session)
+            x->fail_extra = x->hooks.refusal(x->hooks.arg, err->code);
         pbx_error_free(&err);
         return -1;
     }
@@ -418,6 +456,8 @@ static json_t *v1_result(const struct execution *x)
 {
     json_t *body = pbx_exec_result_to_json(&x->res);
 
+    if (x->session)
+        x->hooks.answer(x->hooks.arg, body);
     json_object_set_new(body, "request_id", json_string(x->ctx->id));
     return body;
 }
@@ -428,7 +468,8 @@ static json_t *v1_result(const struct execution *x)
  */
 static json_t *v1_refusal(const struct execution *x)
 {
-    json_t *body = pbx__http_error_body(x->ctx, x->fail_type, x->fail_msg, NULL);
+    json_t *body = pbx__http_error_body(x->ctx, x->fail_type, x->fail_msg,
+                                        x->fail_extra != NULL ? json_incref(x->fail_extra) : NULL);
 
     json_object_set_new(body, "request_id", json_string(x->ctx->id));
     return body;
@@ -458,6 +499,8 @@ static void answer(struct execution *x)
 /* Give back what the steps took, whatever the outcome, and free the execution. */
 static void finish(struct execution *x)
 {
+    if (x->session)
+        x->hooks.release(x->hooks.arg);
     if (x->ran)
         pbx_exec_result_release(&x->res);
     if (x->slot)
@@ -469,6 +512,7 @@ static void finish(struct execution *x)
     if (x->ctx_copied)
         free(x->ctx);
     free(x->fail_msg);
+    json_decref(x->fail_extra);
     free(x);
 }
 
@@ -551,8 +595,9 @@ static enum MHD_Result stream(struct execution *x)
     return ret;
 }
 
-enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
-                                    struct request_ctx *ctx)
+/* The pipeline, for an execution or (`hooks`) a call of a session. */
+static enum MHD_Result handle(struct pbx_server *s, struct MHD_Connection *c,
+                              struct request_ctx *ctx, const struct pbx_execute_hooks *hooks)
 {
     struct execution *x = xcalloc(1, sizeof(*x));
     enum MHD_Result ret;
@@ -560,11 +605,14 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
     x->s = s;
     x->c = c;
     x->ctx = ctx;
-    x->v1 = ctx->route == R_V1_EXECUTE;
+    x->session = hooks != NULL;
+    if (hooks != NULL)
+        x->hooks = *hooks;
+    x->v1 = ctx->route == R_V1_EXECUTE || x->session;
     x->upload = ctx->route == R_EXECUTE_FILES;
     x->streamed = x->v1 && wants_stream(c); /* the compatible dialect ignores Accept */
     x->ret = MHD_YES;
-    if (parse(x) == 0 && resolve(x) == 0 && admit(x) == 0) {
+    if (parse(x) == 0 && resolve(x) == 0 && claim(x) == 0 && admit(x) == 0) {
         build(x);
         if (x->streamed)
             return stream(x); /* run, audit and answer (as `end`) on the stream's thread */
@@ -572,10 +620,25 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
             audit(x);
             answer(x);
         } else {
-            refuse(x, x->fail_type, x->fail_msg, 0);
+            x->ret =
+                pbx__http_send_error(c, ctx, s, x->fail_type, x->fail_msg, 0,
+                                     x->fail_extra != NULL ? json_incref(x->fail_extra) : NULL);
         }
     }
     ret = x->ret;
     finish(x);
     return ret;
+}
+
+enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx)
+{
+    return handle(s, c, ctx, NULL);
+}
+
+enum MHD_Result pbx__execute_handle_session(struct pbx_server *s, struct MHD_Connection *c,
+                                            struct request_ctx *ctx,
+                                            const struct pbx_execute_hooks *hooks)
+{
+    return handle(s, c, ctx, hooks);
 }

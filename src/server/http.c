@@ -30,7 +30,8 @@
 /* The path of each route, by enum route; R_ASSETS is a prefix, R_OTHER anything else. */
 static const char *const route_names[R_COUNT] = {
     "/execute", "/v1/execute", "/v1/health",          "/metrics", "/openapi.json", "/",
-    "/v1/info", "/docs",       "/execute-with-files", "/health",  "/assets/",      "other",
+    "/v1/info", "/docs",       "/execute-with-files", "/health",  "/assets/",      "/v1/sessions",
+    "other",
 };
 
 /* The routes that run code. */
@@ -283,7 +284,8 @@ static enum MHD_Result handle_preflight(struct pbx_server *s, struct MHD_Connect
         MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
     if (strcmp(s->cfg->cors_origins, "*") != 0)
         MHD_add_response_header(r, "Vary", "Origin");
-    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods",
+                            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
                             "Content-Type, Authorization, X-API-Key");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
@@ -303,6 +305,8 @@ static enum route route_of(const char *url)
     }
     if (strncmp(url, "/assets/", 8) == 0)
         return R_ASSETS;
+    if (strncmp(url, "/v1/sessions/", 13) == 0)
+        return R_SESSIONS;
     return R_OTHER;
 }
 
@@ -349,6 +353,8 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
         if (!get)
             break;
         return pbx__info_handle(s, c, ctx);
+    case R_SESSIONS:
+        return pbx__sessions_handle(s, c, ctx, url, method);
     case R_DOCS:
     case R_ASSETS:
         if (pbx__web_lookup(url) == NULL)
@@ -432,6 +438,12 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
         snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
         return pbx__http_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
+    if (ctx->route == R_SESSIONS && ctx->body_cap > 0 && announced > ctx->body_cap) {
+        ctx->too_large = true;
+        snprintf(msg, sizeof(msg), "the request body is %llu bytes; this request takes at most %zu",
+                 announced, ctx->body_cap);
+        return pbx__http_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
+    }
     if (execute && announced > s->max_valid_body) {
         ctx->too_large = true;
         snprintf(msg, sizeof(msg),
@@ -455,8 +467,9 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
 }
 
 /*
- * Body bytes as they arrive.  Only execution requests keep theirs (other
- * routes take none, so theirs are counted and dropped).  A body that
+ * Body bytes as they arrive, kept up to ctx->body_cap: execution requests
+ * and the session requests that take a body keep theirs (other routes take
+ * none, so theirs are counted and dropped).  A body that
  * outgrows the cap or the budget (chunked, so not announced) is discarded
  * as it comes and answered once it ends: the server cannot answer in the
  * middle of an upload.  A client that keeps sending past twice the cap is
@@ -465,7 +478,7 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
 static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
                                  const char *upload_data, size_t size)
 {
-    bool keep = executes(ctx->route) && !ctx->answered && !ctx->too_large && !ctx->over_budget;
+    bool keep = ctx->body_cap > 0 && !ctx->answered && !ctx->too_large && !ctx->over_budget;
 
     /*
      * Charged as it comes, never on what a header announces: a client that
@@ -484,7 +497,7 @@ static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
             ctx->too_large = true;
         else
             pbx__multipart_feed(&ctx->form, upload_data, size);
-    } else if (ctx->body.len + size > s->max_valid_body ||
+    } else if (ctx->body.len + size > ctx->body_cap ||
                pbx_buf_append(&ctx->body, upload_data, size) < 0) {
         ctx->too_large = true;
         ctx->discarded = ctx->body.len + size;
@@ -520,6 +533,11 @@ enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const 
         pbx_buf_init(&ctx->body, s->cfg->max_body);
         ctx->start_ms = pbx_clock_ms(CLOCK_REALTIME);
         ctx->route = route_of(url);
+        /* Execution requests keep their bodies (whatever the method, answered 405 once read). */
+        if (executes(ctx->route))
+            ctx->body_cap = s->max_valid_body;
+        else if (ctx->route == R_SESSIONS)
+            ctx->body_cap = pbx__sessions_body_cap(s, url, method);
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
         pbx__admit_client(s->admit, ci ? ci->client_addr : NULL,
@@ -539,7 +557,7 @@ enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const 
     if (ctx->too_large) {
         char msg[128];
 
-        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->max_valid_body);
+        snprintf(msg, sizeof(msg), "the request body is over %zu bytes", ctx->body_cap);
         return pbx__http_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
     if (ctx->over_budget)

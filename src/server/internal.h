@@ -33,12 +33,13 @@ enum route {
     R_EXECUTE_FILES, /* POST /execute-with-files, the FastAPI server's upload */
     R_HEALTHY,       /* GET /health, in the FastAPI server's shape */
     R_ASSETS,
+    R_SESSIONS, /* /v1/sessions and every path under it, sessions.c */
     R_OTHER,
     R_COUNT,
 };
 
 #define NBUCKET 12 /* latency histogram buckets, see metrics.c */
-#define NSTATUS 16 /* HTTP statuses counted one by one, see metrics.c */
+#define NSTATUS 19 /* HTTP statuses counted one by one, see metrics.c */
 
 struct metrics {
     atomic_ulong requests[R_COUNT][NSTATUS + 1]; /* by route and status (last: other) */
@@ -52,7 +53,8 @@ struct metrics {
     atomic_ulong deadline_drops;                 /* connections cut at the request deadline */
 };
 
-struct watch; /* the connection watchdog, watch.c */
+struct watch;        /* the connection watchdog, watch.c */
+struct pbx_sessions; /* the sessions, session_table.c */
 
 struct pbx_server {
     const struct pbx_server_config *cfg; /* as given */
@@ -70,6 +72,7 @@ struct pbx_server {
     struct pbx_request_caps caps;        /* what the request parser enforces, from cfg->limits */
     struct MHD_Daemon *daemon;           /* the HTTP daemon, once started */
     struct watch *watch;                 /* request deadlines, once started */
+    struct pbx_sessions *sessions;       /* the open sessions and the reaper that ends them */
 };
 
 /*
@@ -100,6 +103,7 @@ struct request_ctx {
     bool s4;               /* it follows the FastAPI server's rules: errors carry `detail` */
     char path[160];        /* request path, cut at 159 bytes, for the log */
     const char *allow;     /* the methods the route takes, named by a 405's Allow header */
+    size_t body_cap;       /* the most body bytes kept, by route and method (0: none kept) */
 };
 
 /* ---- server.c: the server's life and its memory budget ---- */
@@ -312,6 +316,50 @@ bool pbx__stream_gone(struct stream *st);
 /* POST /execute, /execute-with-files and /v1/execute, once the body is in (execute.c). */
 enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx);
+
+/*
+ * What a call of a session changes in the pipeline of an execution
+ * (sessions.c fills it for POST /v1/sessions/{id}/execute): every step is
+ * the same (the body read as pbx__request_parse_session_call() reads it),
+ * but for these.  Each is called with `arg`.
+ */
+struct pbx_execute_hooks {
+    /*
+     * After resolve, before admit: take the session for the call (its only
+     * one) and make `limits`, the caller's for the call, the call's.  0, or
+     * < 0 with *etype, *err and *retry_after: the pipeline answers.
+     */
+    int (*claim)(void *arg, const struct pbx_http_request *req, const struct pbx_caller *who,
+                 struct pbx_limits *limits, const char **etype, unsigned *retry_after,
+                 struct pbx_error **err);
+    /* The run: pbx_engine_execute()'s contract. */
+    int (*run)(void *arg, const struct pbx_exec_request *req, struct pbx_exec_result *res,
+               struct pbx_error **err);
+    /* Fields added to the error_details of a refusal of code `code` (a new reference), or NULL. */
+    json_t *(*refusal)(void *arg, int code);
+    /* Fields added to the result object `body` of the answer. */
+    void (*answer)(void *arg, json_t *body);
+    /*
+     * The request is over, however it went (on the stream's thread when it
+     * was streamed): give back the session if claim took it, and free `arg`.
+     */
+    void (*release)(void *arg);
+    void *arg; /* lives until release: a streamed call outlives the handler */
+};
+
+/* A call of a session (sessions.c): the pipeline of pbx__execute_handle() with `hooks`. */
+enum MHD_Result pbx__execute_handle_session(struct pbx_server *s, struct MHD_Connection *c,
+                                            struct request_ctx *ctx,
+                                            const struct pbx_execute_hooks *hooks);
+
+/* ---- sessions.c: /v1/sessions and everything under it ---- */
+
+/* A request to /v1/sessions or a path under it (`url`, as libmicrohttpd decoded it). */
+enum MHD_Result pbx__sessions_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                     struct request_ctx *ctx, const char *url, const char *method);
+
+/* The most body bytes a request of `method` to `url` under /v1/sessions keeps (0: none). */
+size_t pbx__sessions_body_cap(const struct pbx_server *s, const char *url, const char *method);
 
 /*
  * Start reading the multipart/form-data body of `c` into `m`, as a form of

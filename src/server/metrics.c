@@ -8,11 +8,12 @@
 
 #include "common/buf.h"
 #include "server/internal.h"
+#include "server/session_table.h"
 #include "common/banned.h"
 
 /* The HTTP statuses counted one by one; any other counts as "other". */
-static const int statuses[NSTATUS] = {200, 204, 304, 400, 401, 403, 404, 405,
-                                      408, 413, 415, 422, 429, 500, 501, 503};
+static const int statuses[NSTATUS] = {200, 201, 204, 304, 400, 401, 403, 404, 405, 408,
+                                      409, 410, 413, 415, 422, 429, 500, 501, 503};
 
 /* The upper bounds of the latency histogram's buckets, ms. */
 static const double buckets_ms[NBUCKET] = {5,   10,   25,   50,   100,   250,
@@ -207,6 +208,34 @@ static void deadline_drops(struct family *f)
     sample(f, NULL, atomic_load(&f->s->metrics.deadline_drops));
 }
 
+static void sessions_open(struct family *f)
+{
+    struct session_stats st;
+
+    pbx__session_table_stats(f->s->sessions, &st);
+    sample(f, NULL, st.open);
+}
+
+static void sessions_created(struct family *f)
+{
+    struct session_stats st;
+
+    pbx__session_table_stats(f->s->sessions, &st);
+    sample(f, NULL, st.created);
+}
+
+static void sessions_ended(struct family *f)
+{
+    struct session_stats st;
+    char labels[64];
+
+    pbx__session_table_stats(f->s->sessions, &st);
+    for (unsigned why = SESSION_LIVE + 1; why < SESSION_WHY_COUNT; why++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", pbx__session_table_why_name(why));
+        sample(f, labels, st.ended[why]);
+    }
+}
+
 /* Every family, in the order of the page. */
 static const struct {
     const char *name;
@@ -238,6 +267,9 @@ static const struct {
      "Requests answered 503 because the budget was spent.", budget_refusals},
     {"pybox_deadline_drops_total", "counter", "Connections cut at the request deadline.",
      deadline_drops},
+    {"pybox_sessions_open", "gauge", "Sessions open (or being opened).", sessions_open},
+    {"pybox_sessions_created_total", "counter", "Sessions opened.", sessions_created},
+    {"pybox_sessions_ended_total", "counter", "Sessions ended, by why.", sessions_ended},
 };
 
 enum MHD_Result pbx__metrics_handle(struct pbx_server *s, struct MHD_Connection *c,

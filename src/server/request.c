@@ -450,6 +450,46 @@ static int take_network(struct pbx_http_request *r, const struct pbx_request_cap
     return take_bool(v, field, &r->network, err);
 }
 
+/* A session's span, seconds: a whole number from 1 to PBX_REQUEST_SPAN_MAX_S. */
+static int take_span(const struct value *v, const char *field, bool *has, uint32_t *out,
+                     struct pbx_error **err)
+{
+    if (v->json == NULL || !json_is_integer(v->json) || json_integer_value(v->json) < 1 ||
+        json_integer_value(v->json) > PBX_REQUEST_SPAN_MAX_S)
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "`%s` must be a whole number of seconds from 1 to %d", field,
+                             PBX_REQUEST_SPAN_MAX_S);
+    *has = true;
+    *out = (uint32_t)json_integer_value(v->json);
+    return 0;
+}
+
+static int take_idle_ttl(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                         const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)caps;
+    return take_span(v, field, &r->has_idle_ttl, &r->idle_ttl_s, err);
+}
+
+static int take_lifetime(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                         const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)caps;
+    return take_span(v, field, &r->has_lifetime, &r->max_lifetime_s, err);
+}
+
+/* A call of a session asks no memory: the session's is fixed when it is made. */
+static int take_call_memory(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                            const char *field, const struct value *v, struct pbx_error **err)
+{
+    (void)r;
+    (void)caps;
+    (void)field;
+    (void)v;
+    return pbx_error_set(err, PBX_E_INVAL,
+                         "`memory_mb` is the session's, fixed when it is made (POST /v1/sessions)");
+}
+
 /*
  * A boolean in the text of S4's form, as pydantic reads one from a string:
  * 0, off, f, false, n, no or 1, on, t, true, y, yes, in any case; anything
@@ -513,6 +553,35 @@ static const struct field v1_fields[] = {
     {"timeout", take_timeout, FORM_SHORT, false},
     {"memory_mb", take_memory, FORM_SHORT, false},
     {"network", take_network, FORM_SHORT, false},
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* The fields of `POST /v1/sessions`, JSON only: no code, the session's limits and files. */
+static const struct field session_fields[] = {
+    {"timeout", take_timeout, FORM_NONE, false},
+    {"memory_mb", take_memory, FORM_NONE, false},
+    {"idle_ttl_s", take_idle_ttl, FORM_NONE, false},
+    {"max_lifetime_s", take_lifetime, FORM_NONE, false},
+    {"files", take_files_array, FORM_NONE, false},
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* The fields of `PATCH /v1/sessions/{id}`. */
+static const struct field session_patch_fields[] = {
+    {"idle_ttl_s", take_idle_ttl, FORM_NONE, false},
+    {"max_lifetime_s", take_lifetime, FORM_NONE, false},
+    {NULL, NULL, FORM_NONE, false},
+};
+
+/* The fields of `POST /v1/sessions/{id}/execute`, JSON only: /v1/execute's but the session's. */
+static const struct field session_call_fields[] = {
+    {"code", take_code, FORM_NONE, false},
+    {"stdin", take_stdin, FORM_NONE, false},
+    {"files", take_files_array, FORM_NONE, false},
+    {"return_files", take_return_files, FORM_NONE, false},
+    {"main", take_main, FORM_NONE, false},
+    {"timeout", take_timeout, FORM_NONE, false},
+    {"memory_mb", take_call_memory, FORM_NONE, false},
     {NULL, NULL, FORM_NONE, false},
 };
 
@@ -787,7 +856,10 @@ static int finish_code(struct pbx_http_request *r, struct pbx_error **err)
     return 0;
 }
 
-/* The keys of `root`, each through the taker of its field in `fields`; then the code. */
+/*
+ * The keys of `root`, each through the taker of its field in `fields`; then
+ * the code, when `fields` has one.
+ */
 static int take_fields(const struct field *fields, json_t *root,
                        const struct pbx_request_caps *caps, struct pbx_http_request *out,
                        struct pbx_error **err)
@@ -808,7 +880,7 @@ static int take_fields(const struct field *fields, json_t *root,
         if (rc < 0)
             return -1;
     }
-    return finish_code(out, err);
+    return field_of(fields, "code") != NULL ? finish_code(out, err) : 0;
 }
 
 /* The fields S4's schema has, in the order FastAPI's model declares them. */
@@ -889,6 +961,27 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
                           struct pbx_http_request *out, const char **etype, struct pbx_error **err)
 {
     return parse_json(v1_fields, body, len, caps, NULL, out, etype, err);
+}
+
+int pbx__request_parse_session(const char *body, size_t len, bool patch,
+                               const struct pbx_request_caps *caps, struct pbx_http_request *out,
+                               const char **etype, struct pbx_error **err)
+{
+    /* Every field is optional: an empty body asks nothing. */
+    if (len == 0) {
+        body = "{}";
+        len = 2;
+    }
+    return parse_json(patch ? session_patch_fields : session_fields, body, len, caps, NULL, out,
+                      etype, err);
+}
+
+int pbx__request_parse_session_call(const char *body, size_t len,
+                                    const struct pbx_request_caps *caps,
+                                    struct pbx_http_request *out, const char **etype,
+                                    struct pbx_error **err)
+{
+    return parse_json(session_call_fields, body, len, caps, NULL, out, etype, err);
 }
 
 /* ---- multipart/form-data bodies ---- */

@@ -37,7 +37,14 @@ struct pbx_http_request {
     uint64_t memory_mb;        /* asked memory limit */
     bool network;              /* network access asked for */
     char *api_key;             /* key given in the body (owned), or NULL */
+    bool has_idle_ttl;         /* a session's idle_ttl_s was given */
+    uint32_t idle_ttl_s;       /* that idle time, seconds */
+    bool has_lifetime;         /* a session's max_lifetime_s was given */
+    uint32_t max_lifetime_s;   /* that lifetime, seconds */
 };
+
+/* The longest idle time or lifetime a session's request may name, seconds (a year). */
+#define PBX_REQUEST_SPAN_MAX_S 31536000
 
 /* Limits the parser enforces itself, before anything is decoded in full. */
 struct pbx_request_caps {
@@ -89,6 +96,26 @@ int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_re
  * `timeout`, `memory_mb`, `network`). */
 int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
                           struct pbx_http_request *out, const char **etype, struct pbx_error **err);
+
+/*
+ * Parse a JSON body of `POST /v1/sessions` (`timeout`, `memory_mb`,
+ * `idle_ttl_s`, `max_lifetime_s`, `files`) or, with `patch`, of `PATCH
+ * /v1/sessions/{id}` (`idle_ttl_s`, `max_lifetime_s`).  Every field is
+ * optional, and an empty body is `{}`.
+ */
+int pbx__request_parse_session(const char *body, size_t len, bool patch,
+                               const struct pbx_request_caps *caps, struct pbx_http_request *out,
+                               const char **etype, struct pbx_error **err);
+
+/*
+ * Parse a JSON body of `POST /v1/sessions/{id}/execute`: /v1/execute's
+ * fields but `memory_mb` (refused: the session's) and `network` (`code`,
+ * `stdin`, `files`, `return_files`, `main`, `timeout`).
+ */
+int pbx__request_parse_session_call(const char *body, size_t len,
+                                    const struct pbx_request_caps *caps,
+                                    struct pbx_http_request *out, const char **etype,
+                                    struct pbx_error **err);
 
 /* Add an input file (takes ownership of nothing: copies). Checks name, duplicates and caps. */
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,

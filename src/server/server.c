@@ -14,7 +14,11 @@
  * charged to the server's memory budget: bodies announced larger than the
  * largest valid request are refused before they are read, and bodies the
  * budget cannot hold get 503.  Then the request is routed; executions are
- * handled in src/server/execute.c, on the connection's thread.
+ * handled in src/server/execute.c, on the connection's thread.  Sessions
+ * (session_table.c) are cells kept alive between calls, each on the engine
+ * of its caller's trust class; a reaper thread ends those whose idle time
+ * or lifetime ran out, and when the server stops every session is closed
+ * once the daemon has stopped, before the engines are freed.
  * SIGTERM or SIGINT: stop accepting, let running executions finish (bounded
  * by drain_s), stop the engines, exit 0.  SIGHUP: replace both zygotes (new
  * jails, so a view of the Python installation as it is now), running
@@ -39,6 +43,7 @@
 #include "common/clock.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
+#include "server/session_table.h"
 #include "common/banned.h"
 
 void pbx_server_config_default(struct pbx_server_config *cfg)
@@ -65,6 +70,13 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->spares_max = 6;
     cfg->zygote_max_execs = 5000;
     cfg->zygote_max_age_s = 600;
+    cfg->session_idle_ttl_s = 600;
+    cfg->session_lifetime_s = 3600;
+    cfg->session_max_idle_ttl_s = 3600;
+    cfg->session_max_lifetime_s = 86400;
+    cfg->sessions_per_client = 4;
+    cfg->sessions_per_key = 16;
+    cfg->sessions_max = 64;
 }
 
 /* ---- bodies and the memory budget ---- */
@@ -159,6 +171,11 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     randombytes_buf(salt, sizeof(salt));
     sodium_bin2hex(s->id_salt, sizeof(s->id_salt), salt, sizeof(salt));
     s->admit = pbx__admit_new(cfg->max_concurrency);
+    s->sessions = pbx__session_table_new(&(struct session_caps){
+        .per_client = cfg->sessions_per_client,
+        .per_key = cfg->sessions_per_key,
+        .total = cfg->sessions_max,
+    });
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
     for (size_t i = 0; i < cfg->nproxies; i++) {
         if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0) {
@@ -198,6 +215,26 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     return 0;
 }
 
+/*
+ * libmicrohttpd's decoding of the URL's %XX escapes (and of the query's), but
+ * for one thing: an escaped NUL (%00) becomes the byte 0x01.  A NUL would
+ * cut the path the routes are given where it stands, so that
+ * /v1/sessions/{id}/files/a%00b named the file `a`; a control byte is
+ * refused there as what it is.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    size_t n = MHD_http_unescape(s);
+
+    (void)cls;
+    (void)c;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\0')
+            s[i] = '\x01';
+    }
+    return n;
+}
+
 int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen_t addrlen,
                       bool external, struct pbx_error **err)
 {
@@ -223,12 +260,15 @@ int pbx__server_start(struct pbx_server *s, const struct sockaddr *addr, socklen
     if (cfg->request_deadline_s > 0 && !external &&
         pbx__watch_start(s, cfg->request_deadline_s, err) < 0)
         return -1;
+    /* The reaper ends expired sessions; a daemon driven from outside (the fuzzer) opens none. */
+    if (!external && pbx__session_table_start(s->sessions, err) < 0)
+        return -1;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, pbx__http_on_request, s, MHD_OPTION_NOTIFY_COMPLETED,
         pbx__http_on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, pbx__watch_on_connection, s,
         MHD_OPTION_CONNECTION_TIMEOUT, cfg->client_timeout_s, MHD_OPTION_CONNECTION_LIMIT, 512u,
         MHD_OPTION_EXTERNAL_LOGGER, pbx__http_log, NULL, MHD_OPTION_STRICT_FOR_CLIENT, 1,
-        MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (s->daemon == NULL)
         return pbx_error_set(err, EADDRINUSE, "listen on %s", cfg->listen);
     if (addr == NULL)
@@ -265,6 +305,8 @@ void pbx__server_free(struct pbx_server *s)
         return;
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
+    /* No request runs now: every session is closed, before the engines are stopped. */
+    pbx__session_table_free(s->sessions);
     pbx__watch_stop(s);
     pbx__admit_free(s->admit);
     free(s->anon_modules);
@@ -324,6 +366,15 @@ static int engines_execute(void *arg, enum pbx_trust trust, const struct pbx_exe
     struct engines *en = arg;
 
     return pbx_engine_execute(en->e[trust], req, res, err);
+}
+
+static int engines_session_open(void *arg, enum pbx_trust trust, const struct pbx_limits *limits,
+                                const struct pbx_file_in *files, size_t nfiles,
+                                struct pbx_session **out, struct pbx_error **err)
+{
+    struct engines *en = arg;
+
+    return pbx_session_open(en->e[trust], limits, files, nfiles, out, err);
 }
 
 static void engines_pool_stats(void *arg, struct pbx_pool_stats *st)
@@ -494,8 +545,10 @@ static void write_url_file(const char *path, const char *url)
 int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
 {
     struct engines en = {0};
-    struct pbx_server_executor ex = {
-        .execute = engines_execute, .pool_stats = engines_pool_stats, .arg = &en};
+    struct pbx_server_executor ex = {.execute = engines_execute,
+                                     .pool_stats = engines_pool_stats,
+                                     .session_open = engines_session_open,
+                                     .arg = &en};
     struct pbx_server *s = NULL;
     struct pbx_store *store = NULL;
     struct sockaddr_storage ss;

@@ -46,6 +46,15 @@ struct pbx_server_config {
     unsigned zygote_max_age_s;   /* or after this many seconds (0: never) */
     const char *url_file;        /* write the listening URL here once ready, or NULL */
     bool quiet;                  /* no access log on stderr (the fuzzer) */
+
+    /* Sessions (POST /v1/sessions): spans in seconds, counts of open sessions. */
+    unsigned session_idle_ttl_s;     /* idle time unless a session asks (from a call's end) */
+    unsigned session_lifetime_s;     /* lifetime unless it asks (from its opening) */
+    unsigned session_max_idle_ttl_s; /* the longest idle time a session may ask */
+    unsigned session_max_lifetime_s; /* the longest lifetime */
+    unsigned sessions_per_client;    /* open sessions of one anonymous client address */
+    unsigned sessions_per_key;       /* of one key (and of the admin) */
+    unsigned sessions_max;           /* of the whole server (0: no sessions) */
 };
 
 void pbx_server_config_default(struct pbx_server_config *cfg);
@@ -61,16 +70,23 @@ enum pbx_trust {
     PBX_TRUST_COUNT,
 };
 
+struct pbx_session; /* engine/session.h */
+
 /*
  * What runs executions for the server: pybox's engines, or a stub that
  * answers at once (fuzz/fuzz_http.c).  `execute` has the contract of
- * pbx_engine_execute(); `pool_stats` sums the warm pools.  Both are called
- * from many threads at once.
+ * pbx_engine_execute(); `pool_stats` sums the warm pools; `session_open`
+ * starts a session (src/engine/session.h).  All are called from many
+ * threads at once.
  */
 struct pbx_server_executor {
     int (*execute)(void *arg, enum pbx_trust trust, const struct pbx_exec_request *req,
                    struct pbx_exec_result *res, struct pbx_error **err);
     void (*pool_stats)(void *arg, struct pbx_pool_stats *st);
+    /* pbx_session_open()'s contract, on the engine of `trust`; NULL: no sessions. */
+    int (*session_open)(void *arg, enum pbx_trust trust, const struct pbx_limits *limits,
+                        const struct pbx_file_in *files, size_t nfiles, struct pbx_session **out,
+                        struct pbx_error **err);
     void *arg;
 };
 
