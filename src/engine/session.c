@@ -71,6 +71,8 @@ const char *pbx_session_end_name(enum pbx_session_end why)
         return "crashed";
     case PBX_SESSION_LOST:
         return "lost";
+    case PBX_SESSION_PIDS:
+        return "pids_limit";
     }
     return "unknown";
 }
@@ -598,6 +600,7 @@ static int call_taken(struct pbx_session *s, const struct pbx_exec_request *req,
     struct pbx_proto_job job;
     struct pbx_flight f;
     int child[PBX_FD_FIXED];
+    uint64_t pids_denied = 0;
     int out_fd = -1;
     int rc = -1;
 
@@ -653,6 +656,7 @@ static int call_taken(struct pbx_session *s, const struct pbx_exec_request *req,
     f.job_pidfd = fcntl(s->job_pidfd, F_DUPFD_CLOEXEC, 0);
     f.cell_pidfd = fcntl(s->cell_pidfd, F_DUPFD_CLOEXEC, 0);
     f.started = true;
+    pids_denied = pbx_cgroup_cell_pids_denied(s->cell);
     pbx__run_flight(&f, &r, s->cell);
     if (s->cell != NULL) {
         pbx__run_cell_memory(s->cell, &mem);
@@ -681,7 +685,19 @@ static int call_taken(struct pbx_session *s, const struct pbx_exec_request *req,
     call->interrupted = (f.done.flags & PBX_DONE_INTERRUPTED) != 0;
     call->state_preserved = (f.done.flags & PBX_DONE_ENDED) == 0;
     call->ended = PBX_SESSION_ALIVE;
-    if (!call->state_preserved) {
+    if (call->state_preserved && pbx_cgroup_cell_pids_denied(s->cell) > pids_denied) {
+        /*
+         * A fork refused at the limit leaves processes and threads the code may
+         * wait on forever, half made: the session ends, and says why.
+         */
+        call->state_preserved = false;
+        call->ended = PBX_SESSION_PIDS;
+        if (res->error == NULL)
+            res->error = json_pack("{s:s, s:s}", "type", "PidsLimitError", "message",
+                                   "the code hit the limit on processes and threads; the "
+                                   "session has ended");
+        end(s, call->ended);
+    } else if (!call->state_preserved) {
         call->ended = f.backstop ? PBX_SESSION_LOST : call_end(&f.done, res);
         end(s, call->ended);
     }

@@ -34,6 +34,7 @@ enum pbx_session_end {
     PBX_SESSION_MEMORY,    /* the memory limit was hit */
     PBX_SESSION_CPU,       /* the CPU time limit of a call was hit */
     PBX_SESSION_CRASHED,   /* the interpreter died (a signal, or it exited) */
+    PBX_SESSION_PIDS,      /* a call hit the processes-and-threads limit */
     PBX_SESSION_LOST,      /* the cell stopped answering, or its zygote died */
 };
 

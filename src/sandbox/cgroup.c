@@ -985,6 +985,13 @@ uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
         ->peak_memory(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
+uint64_t pbx_cgroup_cell_pids_denied(struct pbx_cgroup_cell *cell)
+{
+    if (cell == NULL || cell->dir[PBX_CGROUP_PIDS] == NULL)
+        return 0;
+    return pbx__cgroup_read_key(cell->dir[PBX_CGROUP_PIDS], "pids.events", "max");
+}
+
 uint64_t pbx_cgroup_cell_memory_current(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)

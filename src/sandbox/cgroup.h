@@ -133,6 +133,12 @@ uint64_t pbx_cgroup_cell_oom_kills(struct pbx_cgroup_cell *cell);
 /* The peak memory use in bytes, or 0 when unknown. */
 uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell);
 
+/*
+ * How many forks the pids limit refused in the cell's cgroup so far (the
+ * "max" count of pids.events; 0 without a pids controller).
+ */
+uint64_t pbx_cgroup_cell_pids_denied(struct pbx_cgroup_cell *cell);
+
 /* The memory the cell's cgroup holds now, in bytes (0 without a memory controller). */
 uint64_t pbx_cgroup_cell_memory_current(struct pbx_cgroup_cell *cell);
 

@@ -182,6 +182,24 @@ START_TEST(test_memory_kill_ends_session)
 }
 END_TEST
 
+START_TEST(test_pids_limit_ends_session)
+{
+    struct pbx_exec_result res;
+    struct pbx_session_call c;
+    struct pbx_session_state st;
+
+    allow_all = true;
+    call("import threading, time\nts = [threading.Thread(target=time.sleep, args=(5,)) "
+         "for _ in range(40)]\nfor t in ts:\n    t.start()\n",
+         0, &res, &c);
+    ck_assert(!c.state_preserved);
+    ck_assert_int_eq(c.ended, PBX_SESSION_PIDS);
+    pbx_exec_result_release(&res);
+    pbx_session_state(session, &st);
+    ck_assert_str_eq(pbx_session_end_name(st.ended), "pids_limit");
+}
+END_TEST
+
 struct interrupter {
     pthread_t thread;
     bool sent;
@@ -373,6 +391,7 @@ static Suite *session_suite(void)
     tcase_add_test(tc, test_timeout_keeps_state);
     tcase_add_test(tc, test_swallowed_interrupt_ends_session);
     tcase_add_test(tc, test_memory_kill_ends_session);
+    tcase_add_test(tc, test_pids_limit_ends_session);
     tcase_add_test(tc, test_interrupt);
     tcase_add_test(tc, test_restart);
     tcase_add_test(tc, test_files);
