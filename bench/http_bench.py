@@ -72,6 +72,17 @@ def run_clients(host, port, key, body, clients, total, gap=0.0):
 JAIL_JOB_UID = 1000001000  # uid 1000 of the jail, on the host
 
 
+def smaps_kb(pid):
+    """Private (dirty and clean) and PSS memory of process `pid`, in kB."""
+    fields = {}
+    with open("/proc/%s/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":"):
+                fields[parts[0][:-1]] = int(parts[1])
+    return fields.get("Private_Dirty", 0) + fields.get("Private_Clean", 0), fields.get("Pss", 0)
+
+
 def idle_cell_memory():
     """Private dirty and PSS (kB) of each idle warm job (the pre-forked processes of the jail
     that run as the job uid and sleep waiting for code)."""
@@ -85,14 +96,7 @@ def idle_cell_memory():
             uid = int(status.split("Uid:")[1].split()[0])
             if uid != JAIL_JOB_UID:
                 continue
-            fields = {}
-            with open("/proc/%s/smaps_rollup" % entry) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 2 and parts[0].endswith(":"):
-                        fields[parts[0][:-1]] = int(parts[1])
-            out.append((fields.get("Private_Dirty", 0) + fields.get("Private_Clean", 0),
-                        fields.get("Pss", 0)))
+            out.append(smaps_kb(entry))
         except (OSError, IndexError, ValueError):
             continue
     return out

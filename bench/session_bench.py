@@ -26,9 +26,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from http_bench import JAIL_JOB_UID, bwrap_time, percentile  # noqa: E402
-
-JAIL_ROOT_UID = JAIL_JOB_UID - 1000  # uid 0 of the jail, on the host: the cells
+from http_bench import JAIL_JOB_UID, bwrap_time, percentile, smaps_kb  # noqa: E402
 
 
 class Client:
@@ -71,16 +69,6 @@ def peer_calls(n):
     return times
 
 
-def proc_fields(pid):
-    fields = {}
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0].endswith(":"):
-                fields[parts[0][:-1]] = int(parts[1])
-    return fields.get("Private_Dirty", 0) + fields.get("Private_Clean", 0), fields.get("Pss", 0)
-
-
 def session_processes():
     """(pid, uid, state, ppid) of the jail's processes that are stopped: idle sessions' jobs."""
     out = []
@@ -103,8 +91,8 @@ def session_memory():
     result = []
     for pid, uid, state, ppid in procs:
         if uid == JAIL_JOB_UID and state == "T":
-            job = proc_fields(pid)
-            cell = proc_fields(ppid)
+            job = smaps_kb(pid)
+            cell = smaps_kb(ppid)
             result.append((job[0] + cell[0], job[1] + cell[1], job, cell))
     return result
 

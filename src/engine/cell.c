@@ -340,7 +340,7 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
     d->minor_faults = (uint64_t)ru.ru_minflt;
 }
 
-static int write_all(int fd, const void *p, size_t n)
+int pbx__cell_write_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
 
@@ -380,8 +380,8 @@ void pbx__cell_collect_one(int workfd, int out, const char *name, const struct p
     char buf[65536];
 
     size_at = lseek(out, 0, SEEK_CUR);
-    if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
-        write_all(out, name, nlen) < 0 || write_all(out, &copied, 8) < 0)
+    if (pbx__cell_write_all(out, &state, 4) < 0 || pbx__cell_write_all(out, &nlen, 4) < 0 ||
+        pbx__cell_write_all(out, name, nlen) < 0 || pbx__cell_write_all(out, &copied, 8) < 0)
         pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     if (fd >= 0) {
         for (;;) {
@@ -395,7 +395,7 @@ void pbx__cell_collect_one(int workfd, int out, const char *name, const struct p
                 state = PBX_FILE_TOO_LARGE;
                 break;
             }
-            if (write_all(out, buf, (size_t)n) < 0)
+            if (pbx__cell_write_all(out, buf, (size_t)n) < 0)
                 pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
             copied += (uint64_t)n;
         }
@@ -446,8 +446,8 @@ static void note_record(int out, const char *name, uint32_t state, struct pbx_pr
     uint32_t nlen = (uint32_t)strlen(name);
     uint64_t none = 0;
 
-    if (write_all(out, &state, 4) < 0 || write_all(out, &nlen, 4) < 0 ||
-        write_all(out, name, nlen) < 0 || write_all(out, &none, 8) < 0)
+    if (pbx__cell_write_all(out, &state, 4) < 0 || pbx__cell_write_all(out, &nlen, 4) < 0 ||
+        pbx__cell_write_all(out, name, nlen) < 0 || pbx__cell_write_all(out, &none, 8) < 0)
         pbx__cell_fail(PBX_STAGE_WAIT, errno, "write the returned files");
     d->nfiles++;
 }

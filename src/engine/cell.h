@@ -53,6 +53,9 @@ struct pbx_cell_request {
 /* The cell's status socket, where every report goes. */
 extern int pbx__cell_status_fd;
 
+/* Write all `n` bytes (retrying EINTR): 0, or -1 with errno. */
+int pbx__cell_write_all(int fd, const void *p, size_t n);
+
 /* Report FAILED at `stage` (errno `errnum`, 0 for none; `what` says what) and exit. */
 _Noreturn void pbx__cell_fail(int stage, int errnum, const char *what);
 

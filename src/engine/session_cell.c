@@ -425,23 +425,6 @@ static void deadline_passed(struct session *ss)
 
 /* ---- files ---- */
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, c, n);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Put one list record (path, size, mtime) in the output memfd. */
 static int list_record(int out, const char *path, const struct stat *st)
 {
@@ -450,8 +433,8 @@ static int list_record(int out, const char *path, const struct stat *st)
     uint64_t mtime =
         (uint64_t)st->st_mtim.tv_sec * 1000u + (uint64_t)st->st_mtim.tv_nsec / 1000000u;
 
-    return write_all(out, &len, 4) < 0 || write_all(out, path, len) < 0 ||
-                   write_all(out, &size, 8) < 0 || write_all(out, &mtime, 8) < 0
+    return pbx__cell_write_all(out, &len, 4) < 0 || pbx__cell_write_all(out, path, len) < 0 ||
+                   pbx__cell_write_all(out, &size, 8) < 0 || pbx__cell_write_all(out, &mtime, 8) < 0
                ? -EIO
                : 0;
 }
