@@ -606,7 +606,9 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
     *ret = MHD_queue_response(c, 200, r);
     /* Unqueued, the response goes now and cancels the work; queued, at the stream's end. */
     MHD_destroy_response(r);
-    ctx->answered = true;
-    ctx->status = 200;
+    if (*ret == MHD_YES) {
+        ctx->answered = true;
+        ctx->status = 200;
+    }
     return 0;
 }

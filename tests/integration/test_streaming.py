@@ -175,6 +175,19 @@ def labelled(srv, name, labels):
     return int(m.group(1))
 
 
+def wait_idle(srv):
+    """Wait until no execution runs and no request holds memory (the stream's end gave it all
+    back)."""
+    deadline = time.monotonic() + 10 * SLOW
+    while True:
+        state = (metric(srv, "pybox_cells_busy"),
+                 labelled(srv, "pybox_memory_budget_bytes", 'state="used"'))
+        if state == (0, 0):
+            return
+        assert time.monotonic() < deadline, f"(busy, budget used) = {state}"
+        time.sleep(0.02)
+
+
 def test_output_arrives_as_it_is_printed(srv):
     code = "import time\nprint(1, flush=True)\ntime.sleep(0.5)\nprint(2)\n"
     s, events = stream(srv, {"code": code, "timeout": 10})
@@ -187,8 +200,9 @@ def test_output_arrives_as_it_is_printed(srv):
     assert start["limits"]["timeout_s"] == 10 and start["limits"]["memory_mb"] > 0, start
     end = events[-1].json()
     assert end["status"] == "ok" and end["stdout"] == "1\n2\n" and end["error"] is None, end
-    # The stream ended with its last chunk: the connection stays usable.
+    # The stream ended with its last chunk, and gave back what it held.
     assert s.ended
+    wait_idle(srv)
 
 
 def test_end_is_the_answer_the_plain_request_gets(srv):
