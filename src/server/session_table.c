@@ -426,6 +426,17 @@ void pbx__session_table_put(struct pbx_sessions *t, struct session *e, enum sess
     pthread_mutex_unlock(&t->lock);
 }
 
+void pbx__session_table_downgrade(struct pbx_sessions *t, struct session *e)
+{
+    pthread_mutex_lock(&t->lock);
+    PBX_ASSERT(e->busy);
+    e->busy = false;
+    e->readers++;
+    e->last_ms = now_ms();
+    pthread_cond_broadcast(&t->wake);
+    pthread_mutex_unlock(&t->lock);
+}
+
 void pbx__session_table_end(struct pbx_sessions *t, struct session *e, unsigned why)
 {
     pthread_mutex_lock(&t->lock);

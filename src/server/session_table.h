@@ -143,6 +143,9 @@ int pbx__session_table_take(struct pbx_sessions *t, const char *id, const char *
 void pbx__session_table_put(struct pbx_sessions *t, struct session *e, enum session_take how,
                             uint64_t calls);
 
+/* The call that holds `e` is over: `e` is held as a reader from now on (to be given back so). */
+void pbx__session_table_downgrade(struct pbx_sessions *t, struct session *e);
+
 /*
  * End the held session `e` (nothing if it already ended): `why` is kept; it
  * is closed when the last holder gives it back.

@@ -233,9 +233,12 @@ static enum MHD_Result send_session(struct pbx_server *s, struct MHD_Connection 
     struct session_view v;
     json_t *body;
 
+    /* A call held it: over now, so the session is shown as the next caller finds it. */
+    if (how == SESSION_CALL)
+        pbx__session_table_downgrade(s->sessions, e);
     pbx__session_table_view(s->sessions, e, &v);
     body = session_json(&v);
-    pbx__session_table_put(s->sessions, e, how, 0);
+    pbx__session_table_put(s->sessions, e, SESSION_READ, 0);
     return pbx__http_send_json(c, ctx, s, status, body, 0);
 }
 
@@ -477,7 +480,7 @@ static enum MHD_Result patch_session(struct pbx_server *s, struct MHD_Connection
         pbx_error_free(&err);
         return ret;
     }
-    pbx__request_release(&req);
+    /* Nothing of it is owned (it holds two numbers), so it needs no release. */
     if (take(s, c, ctx, t, owner, SESSION_READ, &e, &ret) < 0)
         return ret;
     pbx__session_table_view(s->sessions, e, &v);
