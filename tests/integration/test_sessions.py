@@ -4,8 +4,8 @@ A session is a cell kept alive between calls: its globals and /work persist, one
 time, it ends when its idle time or lifetime runs out, when a call is killed, when it is deleted,
 when the server stops, and then nothing of it is left on the host. Each invariant is checked
 from the host: the processes of a session are found by a token file that only its /work holds
-(/proc/PID/root), and after its end none of them lives, no process remains in its mount
-namespace (so its mounts are gone) and its cgroups are gone or empty.
+(/proc/PID/root), and after its end none of them lives, no process on the host can reach that
+/work any more (its mounts are gone) and none of its cgroups holds one of them (class Cell).
 
 No test sleeps in place of a condition: every wait polls what it waits for, with a deadline. The
 one fixed interval (test_idle_session_uses_no_cpu) is the quantity measured.
@@ -182,46 +182,53 @@ def _cgroup_dirs(pid):
     return dirs
 
 
+def _starttime(pid):
+    """When `pid` started (clock ticks since boot), so a pid reused later is not taken for it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Cell:
-    """A session's processes as the host sees them, found through a token file in its /work."""
+    """A session's processes as the host sees them, found through a token file in its /work.
+
+    What is left of it, later: any of those processes (the same pid and start time), any
+    process through which its /work is still reachable (/proc/PID/root/work/TOKEN: its mounts
+    live on), and any of its cgroups still holding one of its processes (an emptied cgroup may
+    go back to the engine's pool for a later cell, so it is its processes that must be gone)."""
 
     def __init__(self, srv, sid, key=None):
-        tok = "probe-" + secrets.token_hex(8)
-        b = run(srv, sid, f"open('/work/{tok}', 'w').close()", key=key)
+        self.token = "probe-" + secrets.token_hex(8)
+        b = run(srv, sid, f"open('/work/{self.token}', 'w').close()", key=key)
         assert b["status"] == "ok", b
-        self.pids = [p for p in _jail_pids() if os.path.exists(f"/proc/{p}/root/work/{tok}")]
-        assert self.pids, f"no process of the jail has /work/{tok}"
-        self.mntns = set()
+        self.pids = {p: _starttime(p) for p in _jail_pids() if self._sees(p)}
+        assert self.pids, f"no process of the jail has /work/{self.token}"
         self.cgroups = set()
         for p in self.pids:
-            try:
-                self.mntns.add(os.stat(f"/proc/{p}/ns/mnt").st_ino)
-            except OSError:
-                pass
             self.cgroups |= _cgroup_dirs(p)
-        assert self.mntns, self.pids
-        assert self.cgroups, f"{self.pids} are in no pybox cgroup"
+        assert self.cgroups, f"{list(self.pids)} are in no pybox cgroup"
+
+    def _sees(self, pid):
+        return os.path.exists(f"/proc/{pid}/root/work/{self.token}")
+
+    def _ours(self, pid):
+        return pid in self.pids and _starttime(pid) == self.pids[pid]
 
     def leftovers(self):
-        """What is left of the session: its processes, processes in its mount namespace,
-        processes in its cgroups."""
-        left = []
-        for p in _jail_pids():
-            try:
-                ns = os.stat(f"/proc/{p}/ns/mnt").st_ino
-            except OSError:
-                continue
-            if p in self.pids or ns in self.mntns:
-                left.append(("process", p))
+        left = [("process", p) for p in _jail_pids() if self._ours(p)]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and self._sees(int(entry)):
+                left.append(("its /work, through", int(entry)))
         for d in self.cgroups:
             for name in ("cgroup.procs", "tasks"):
                 try:
                     with open(os.path.join(d, name)) as f:
-                        procs = f.read().split()
+                        procs = [int(x) for x in f.read().split()]
                 except OSError:
                     continue
-                if procs:
-                    left.append(("cgroup", d, procs))
+                left += [("cgroup", d, p) for p in procs if self._ours(p)]
         return left
 
     def assert_gone(self, timeout=0.0):
@@ -235,8 +242,7 @@ class Cell:
         assert not left, f"the session left {left}"
 
     def assert_alive(self):
-        alive = [p for p in self.pids if p in _jail_pids()]
-        assert alive, f"none of {self.pids} lives"
+        assert [p for p in _jail_pids() if self._ours(p)], f"none of {list(self.pids)} lives"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +342,8 @@ def test_delete_leaves_nothing(srv):
                   "threading.Thread(target=lambda: time.sleep(3600), daemon=True).start()")
     cell = Cell(srv, sid)
     cell.assert_alive()
+    seen = {what[0] for what in cell.leftovers()}
+    assert seen == {"process", "its /work, through", "cgroup"}, seen  # what the check sees
     r = delete(srv, sid)
     assert r.status_code == 204 and r.content == b"", (r.status_code, r.text)
     assert r.headers.get("X-Request-Id"), r.headers
@@ -837,8 +845,14 @@ def test_a_restarted_server_has_no_sessions(start_server):
     s = create(srv)
     run(srv, s["id"], "x = 1")
     cell = Cell(srv, s["id"])
-    srv.restart()  # checks that nothing of the old server is left, its session's cell among it
+    # srv.restart(), with the session's own check between the stop and the start.
+    pid = srv.pid
+    rc = srv.terminate()
+    assert rc == 0, f"pybox serve exited {rc} on SIGTERM\n{srv.log_text()[-4000:]}"
+    srv.exit_codes.append(rc)
     cell.assert_gone()
+    assert not srv.leftover_problems(pid)
+    srv._start()
     body = expect_error(srv.get(f"{SES}/{s['id']}"), 404, "NotFound")
     assert body["error"]["message"] == "no such session: sessions end when the server restarts"
     expect_error(call(srv, s["id"], "x"), 404, "NotFound")
