@@ -275,9 +275,10 @@ typedef void (*pbx_stream_done_fn)(void *arg);
  * is `start`: `start` (taken over; NULL for {}) with the request id added.
  * Then work(st, arg) runs on a thread of its own and done(arg) after it;
  * the events go out as they come, text coalesced (pbx__stream_on_output()),
- * with a keepalive comment after 5 s of silence.  A client that closes its
- * connection cancels: pbx__stream_cancel_fd() turns readable and events are
- * dropped from then on.  The stream takes over the request's share of the
+ * with a keepalive comment after 5 s of silence (half of client_timeout_s
+ * when that is shorter).  A client that closes its connection cancels:
+ * pbx__stream_cancel_fd() turns readable and events are dropped from then
+ * on.  The stream takes over the request's share of the
  * memory budget and gives it back, the thread joined, once the connection
  * is done with it; nothing of the work may use `ctx` or `c`.
  * Returns 0 with *ret for libmicrohttpd; or < 0 with *err when it could not

@@ -13,7 +13,9 @@
  *                      block there.  It waits with poll() on `notify` and on
  *                      the client's socket (POLLRDHUP: the client closed its
  *                      side or reset), with a timeout for the coalesced
- *                      text's flush and the keepalive comment;
+ *                      text's flush and the keepalive comment (after 5 s of
+ *                      silence, or half of client_timeout_s when shorter:
+ *                      libmicrohttpd drops a connection idle that long);
  *   worker thread      work() (the engine calls on_output and on_display on
  *                      it), done(), the last events;
  *   notify             an eventfd the worker writes when it queues an event,
@@ -58,7 +60,7 @@
 #define QUEUE_BYTES  (64u << 10) /* events queued before the worker waits (and one more) */
 #define TEXT_BYTES   4096        /* stdout or stderr coalesced into one event, at most */
 #define TEXT_MS      20          /* and for at most this long */
-#define KEEPALIVE_MS 5000        /* a comment after this long without a byte sent */
+#define KEEPALIVE_MS 5000        /* a comment after this long without a byte sent, at most */
 #define BLOCK_BYTES  16384       /* the reader's block, as libmicrohttpd is told */
 
 /* One event as sent: head, data, "\n\n"; or a comment (head only). */
@@ -71,6 +73,7 @@ struct event {
     size_t len;         /* all the event's bytes */
 };
 
+/* One streamed answer: from pbx__stream_start() to free_stream(). */
 struct stream {
     struct pbx_server *s;      /* the server */
     struct MHD_Connection *c;  /* the connection answered */
@@ -84,6 +87,7 @@ struct stream {
     bool threaded;             /* the worker was started (to join) */
     size_t held;               /* the request's share of the memory budget, taken over */
     unsigned stall_ms;         /* the worker waits this long for room, at most (0: no limit) */
+    unsigned keepalive_ms;     /* a comment after this long without a byte sent */
     pthread_mutex_t lock;      /* guards what follows */
     pthread_cond_t room;       /* the reader took an event, or the client left */
     struct event *head;        /* the queue: its first event */
@@ -107,12 +111,14 @@ struct stream {
 
 /* ---- events ---- */
 
+/* The event `name` with `data` (`len` bytes, one line, taken over). */
 static struct event *event_new(const char *name, char *data, size_t len)
 {
     struct event *ev = xcalloc(1, sizeof(*ev));
     int n = snprintf(ev->head, sizeof(ev->head), "event: %s\ndata: ", name);
 
-    PBX_ASSERT(n > 0 && (size_t)n < sizeof(ev->head));
+    /* A name is the caller's constant; a line break in it would forge other fields. */
+    PBX_ASSERT(n > 0 && (size_t)n < sizeof(ev->head) && name[strcspn(name, "\r\n")] == '\0');
     ev->head_len = (size_t)n;
     ev->data = data;
     ev->data_len = len;
@@ -452,7 +458,7 @@ static bool wait_for_news(struct stream *st, int timeout)
 /*
  * libmicrohttpd's content reader: the next bytes of the stream, blocking
  * until there are some (on the connection's own thread), at least every
- * KEEPALIVE_MS.  The end of the stream once the work is over and all of it
+ * keepalive_ms.  The end of the stream once the work is over and all of it
  * sent; an error (the connection closed) once the client is gone.
  */
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -466,7 +472,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
     }
     for (;;) {
         uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
-        uint64_t until = st->quiet_since + KEEPALIVE_MS;
+        uint64_t until = st->quiet_since + st->keepalive_ms;
         bool over;
         bool gone;
 
@@ -491,7 +497,7 @@ static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
         }
         if (st->sending == NULL && over)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        if (st->sending == NULL && now >= st->quiet_since + KEEPALIVE_MS) {
+        if (st->sending == NULL && now >= st->quiet_since + st->keepalive_ms) {
             st->sending = comment_new("keepalive");
             st->sent = 0;
         }
@@ -573,6 +579,14 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
     st->done = done;
     st->arg = arg;
     st->stall_ms = s->cfg->client_timeout_s * 1000u;
+    /*
+     * libmicrohttpd drops a connection idle for client_timeout_s, counted
+     * from the last byte sent, and judges it when the reader returns: the
+     * reader returns within half of it.
+     */
+    st->keepalive_ms = KEEPALIVE_MS;
+    if (s->cfg->client_timeout_s > 0 && s->cfg->client_timeout_s * 500u < KEEPALIVE_MS)
+        st->keepalive_ms = s->cfg->client_timeout_s * 500u;
     st->quiet_since = pbx_clock_ms(CLOCK_MONOTONIC);
     pthread_mutex_init(&st->lock, NULL);
     pthread_condattr_init(&attr);

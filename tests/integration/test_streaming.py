@@ -338,6 +338,17 @@ def test_silence_gets_keepalives_and_outlives_the_deadline(start_server):
     assert metric(srv, "pybox_deadline_drops_total") == 0
 
 
+def test_keepalives_come_within_the_client_timeout(start_server):
+    # libmicrohttpd drops a connection that sends nothing for --client-timeout (2 s): the
+    # comments come every second.
+    srv = start_server("--rpm", "1000", "--rpd", "10000", "--client-timeout", "2")
+    code = "import time\ntime.sleep(3.5)\nprint('awake')\n"
+    _, events = stream(srv, {"code": code, "timeout": 10})
+    comments = [e for e in events if e.name is None]
+    assert len(comments) >= 2, events
+    assert texts(events, "stdout") == ["awake\n"] and events[-1].json()["status"] == "ok"
+
+
 def test_refusals_before_the_stream_are_plain_json(srv):
     cases = [
         ({"code": "print(1)", "cod": 1}, {}, "application/json", 400),
