@@ -271,6 +271,17 @@ def test_text_is_never_cut_inside_a_character(srv):
     assert "".join(out) == events[-1].json()["stdout"] == "a" + "\u00e9" * 5000 + "\u20ac" * 2000
 
 
+def test_output_past_the_queue_and_the_cap_streams_whole(srv):
+    # 3 MiB through a queue of 64 KiB: the engine waits for the client; what the stdout limit
+    # (1 MiB) keeps is what the events carry.
+    code = "import sys\nfor i in range(3 * 1024):\n    sys.stdout.write(str(i % 10) * 1024)\n"
+    _, events = stream(srv, {"code": code, "timeout": 20})
+    end = events[-1].json()
+    assert end["stdout_truncated"] is True and len(end["stdout"]) == 1 << 20, len(end["stdout"])
+    assert "".join(texts(events, "stdout")) == end["stdout"]
+    wait_idle(srv)
+
+
 def test_display_arrives_when_shown(srv):
     code = "import time\ndisplay('first')\ntime.sleep(0.5)\nprint('late')\n"
     _, events = stream(srv, {"code": code, "timeout": 10})
