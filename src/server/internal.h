@@ -278,9 +278,9 @@ typedef void (*pbx_stream_done_fn)(void *arg);
  * with a keepalive comment after 5 s of silence (half of client_timeout_s
  * when that is shorter).  A client that closes its connection cancels:
  * pbx__stream_cancel_fd() turns readable and events are dropped from then
- * on.  The stream takes over the request's share of the
- * memory budget and gives it back, the thread joined, once the connection
- * is done with it; nothing of the work may use `ctx` or `c`.
+ * on.  The stream takes over the request's share of the memory budget and
+ * gives it back, the thread joined, once the connection is done with it;
+ * nothing of the work may use `ctx` or `c`.
  * Returns 0 with *ret for libmicrohttpd; or < 0 with *err when it could not
  * start, nothing answered and neither work nor done called.
  */
@@ -289,7 +289,7 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
                       enum MHD_Result *ret, struct pbx_error **err);
 
 /*
- * Send the event `name` (a token: letters, digits, `_`) with `data` (a
+ * Send the event `name` (a short token: letters, digits, `_`) with `data` (a
  * reference taken over) as one line of compact JSON, after the text pending.
  * Thread-safe; it waits while the stream's queue is full (dropped once the
  * client is gone).
