@@ -27,6 +27,7 @@
 #include "common/clock.h"
 #include "common/errtable.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
 #include "server/session_table.h"
@@ -560,11 +561,18 @@ static enum MHD_Result restart_session(struct pbx_server *s, struct MHD_Connecti
 
 /* ---- the files of /work ---- */
 
-/* Refuse a path the engine need not see: empty, or with a control character (NUL among them). */
+/*
+ * Refuse a path the engine need not see: empty, not UTF-8 (the answers name
+ * it in JSON), or with a control character (NUL among them).
+ */
 static bool path_ok(const char *path, char *msg, size_t len)
 {
     if (*path == '\0') {
         snprintf(msg, len, "the file path is empty");
+        return false;
+    }
+    if (!pbx_utf8_valid(path, strlen(path))) {
+        snprintf(msg, len, "the file path is not UTF-8");
         return false;
     }
     for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++) {
@@ -672,6 +680,11 @@ static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
     if (pbx_session_file_get(e->ps, t->path, &data, &len, &err) < 0)
         goto fail;
     pbx__session_table_put(s->sessions, e, SESSION_CALL, 0);
+    /* The answer is held until it has left: it counts in the memory for requests in flight. */
+    if (!pbx__server_budget_take(s, ctx, len)) {
+        free(data);
+        return pbx__server_budget_spent(s, c, ctx);
+    }
     return send_bytes(s, c, ctx, 200, data, len, "application/octet-stream");
 fail:
     ret = send_engine_error(s, c, ctx, e, SESSION_CALL, err);
