@@ -96,7 +96,8 @@ struct stream {
     enum pbx_stream text_of;   /* whose text is pending (0: none) */
     char text[TEXT_BYTES + 4]; /* the pending text (a character held back first) */
     size_t text_len;           /* its bytes */
-    uint64_t text_since;       /* when it began, monotonic ms */
+    uint64_t text_since;       /* when it is due: its start, or TEXT_MS before (see below) */
+    uint64_t text_sent;        /* when text was last queued as an event, monotonic ms */
     char carry[3][4];          /* by enum pbx_stream: a character's start held back */
     size_t carry_len[3];       /* its bytes (0 to 3) */
     bool over;                 /* the work is over: `end` is queued */
@@ -318,6 +319,7 @@ static void flush_text_locked(struct stream *st, bool all, bool wait)
     st->carry_len[which] = keep;
     st->text_of = 0;
     st->text_len = 0;
+    st->text_sent = pbx_clock_ms(CLOCK_MONOTONIC);
     if (n > 0)
         push_locked(st, text_event(which, st->text, n), wait);
 }
@@ -353,8 +355,17 @@ void pbx__stream_on_output(enum pbx_stream which, const char *data, size_t len, 
             memcpy(st->text, st->carry[which], st->carry_len[which]);
             st->text_len = st->carry_len[which];
             st->carry_len[which] = 0;
+            /*
+             * Text after a quiet spell goes out at once; text within TEXT_MS
+             * of the last event waits out the rest of that window, so a
+             * flood makes one event per TEXT_MS, and a lone print no delay.
+             */
             st->text_since = pbx_clock_ms(CLOCK_MONOTONIC);
-            wake(st); /* the reader times the flush from now */
+            if (st->text_since >= st->text_sent + TEXT_MS)
+                st->text_since -= TEXT_MS;
+            else
+                st->text_since = st->text_sent;
+            wake(st); /* the reader times the flush from text_since */
         }
         n = TEXT_BYTES - st->text_len < len ? TEXT_BYTES - st->text_len : len;
         memcpy(st->text + st->text_len, data, n);
