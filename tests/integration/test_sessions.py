@@ -449,6 +449,33 @@ def test_memory_kill_ends_the_session(srv):
     assert body["error"]["reason"] == "memory_limit", body
 
 
+def test_pids_limit_ends_the_session(srv):
+    s = create(srv)
+    assert s["limits"]["pids"] == 10, s
+    cell = Cell(srv, s["id"])
+    b = run(srv, s["id"], "import threading, time\n"
+                          "for _ in range(50):\n"
+                          "    threading.Thread(target=time.sleep, args=(60,), daemon=True).start()")
+    assert b["state_preserved"] is False, b
+    assert b["session"]["status"] == "dead" and b["session"]["dead_reason"] == "pids_limit", b
+    cell.assert_gone(timeout=5)
+    body = expect_error(call(srv, s["id"], "1"), 410, "SessionDead")
+    assert body["error"]["reason"] == "pids_limit", body
+
+
+def test_an_interpreter_that_dies_ends_the_session(srv):
+    s = create(srv)
+    run(srv, s["id"], "x = 1")
+    cell = Cell(srv, s["id"])
+    b = run(srv, s["id"], "import os\nos._exit(3)")
+    assert b["state_preserved"] is False, b
+    assert b["session"]["status"] == "dead" and b["session"]["dead_reason"] == "crashed", b
+    cell.assert_gone(timeout=5)
+    body = expect_error(call(srv, s["id"], "x"), 410, "SessionDead")
+    assert body["error"]["reason"] == "crashed", body
+    assert state(srv, s["id"])["dead_reason"] == "crashed"
+
+
 # ---------------------------------------------------------------------------------------------
 # One call at a time, interrupt, restart
 
