@@ -30,6 +30,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "common/xalloc.h"
 #include "engine/engine_internal.h"
 #include "engine/proto.h"
@@ -559,9 +560,20 @@ int pbx_session_file_list(struct pbx_session *s, json_t **list, struct pbx_error
             if (!pbx__proto_list_next(&r, &path, &plen, &size, &mtime) ||
                 !pbx_files_path_ok((const char *)path, plen))
                 break;
-            json_array_append_new(*list, json_pack("{s:s%, s:I, s:I}", "path", (const char *)path,
-                                                   (size_t)plen, "size", (json_int_t)size,
-                                                   "mtime_ms", (json_int_t)mtime));
+            {
+                /* A name that is not UTF-8 is listed with U+FFFD for its bad bytes, marked. */
+                size_t flen;
+                char *fixed = pbx_utf8_sanitize((const char *)path, plen, &flen);
+                bool exact = flen == plen && memcmp(fixed, path, plen) == 0;
+                json_t *o = json_pack("{s:s%, s:I, s:I}", "path", fixed, flen, "size",
+                                      (json_int_t)size, "mtime_ms", (json_int_t)mtime);
+
+                free(fixed);
+                if (o != NULL && !exact)
+                    json_object_set_new(o, "path_not_utf8", json_true());
+                if (o != NULL)
+                    json_array_append_new(*list, o);
+            }
         }
     }
     rc = 0;

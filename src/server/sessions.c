@@ -611,7 +611,7 @@ static bool file_exists(struct pbx_session *ps, const char *path)
 /*
  * The engine's list of /work's files ({path, size, mtime_ms}, taken over) as
  * the answer shows it: {path, size, mtime}, the time ISO-8601 as every time
- * the server writes.  A new reference.
+ * the server writes, and path_not_utf8 where the engine set it.  A new reference.
  */
 static json_t *files_json(json_t *list)
 {
@@ -622,12 +622,16 @@ static json_t *files_json(json_t *list)
     json_array_foreach(list, i, f)
     {
         json_t *mtime = json_object_get(f, "mtime_ms");
+        json_t *o = json_pack(
+            "{s:O, s:O, s:o}", "path", json_object_get(f, "path"), "size",
+            json_object_get(f, "size"), "mtime",
+            time_or_null(json_is_integer(mtime) ? (uint64_t)json_integer_value(mtime) : 0));
 
-        json_array_append_new(
-            out, json_pack("{s:O, s:O, s:o}", "path", json_object_get(f, "path"), "size",
-                           json_object_get(f, "size"), "mtime",
-                           time_or_null(json_is_integer(mtime) ? (uint64_t)json_integer_value(mtime)
-                                                               : 0)));
+        /* A name that is not UTF-8 is shown mended, and says so: GET cannot name it. */
+        if (o != NULL && json_is_true(json_object_get(f, "path_not_utf8")))
+            json_object_set_new(o, "path_not_utf8", json_true());
+        if (o != NULL)
+            json_array_append_new(out, o);
     }
     json_decref(list);
     return out;
