@@ -334,48 +334,89 @@ START_TEST(test_idle_uses_no_cpu)
 }
 END_TEST
 
-/* The host pid of the one process named pybox-cell, or 0. */
-static pid_t find_cell(void)
+/*
+ * The host pids of the processes named `comm` that see `marker` in their /work
+ * (their mount namespace's, through /proc/PID/root): this session's, not
+ * another test's.  At most `max`; their count.
+ */
+static int find_in_session(const char *comm, const char *marker, pid_t *pids, int max)
 {
     DIR *d = opendir("/proc");
     struct dirent *de;
-    pid_t found = 0;
+    int n = 0;
 
     ck_assert_ptr_nonnull(d);
-    while ((de = readdir(d)) != NULL) {
+    while ((de = readdir(d)) != NULL && n < max) {
         char path[300];
-        char comm[32] = "";
+        char name[32] = "";
         FILE *f;
 
         snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
         f = fopen(path, "r");
         if (f == NULL)
             continue;
-        if (fgets(comm, sizeof(comm), f) != NULL && strcmp(comm, "pybox-cell\n") == 0)
-            found = (pid_t)strtol(de->d_name, NULL, 10);
+        if (fgets(name, sizeof(name), f) != NULL && strncmp(name, comm, strlen(comm)) == 0 &&
+            name[strlen(comm)] == '\n') {
+            snprintf(path, sizeof(path), "/proc/%s/root/work/%s", de->d_name, marker);
+            if (access(path, F_OK) == 0)
+                pids[n++] = (pid_t)strtol(de->d_name, NULL, 10);
+        }
         fclose(f);
     }
     closedir(d);
-    return found;
+    return n;
+}
+
+/* Whether `pid` is gone, or a zombie its parent has yet to reap. */
+static bool gone(pid_t pid)
+{
+    char path[64];
+    char line[256];
+    bool dead = true;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    if (fgets(line, sizeof(line), f) != NULL) {
+        const char *paren = strrchr(line, ')');
+
+        dead = paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
+    }
+    fclose(f);
+    return dead;
 }
 
 START_TEST(test_close_leaves_no_process)
 {
     struct pbx_exec_result res;
     struct pbx_session_call c;
-    pid_t host_pid = 0;
+    pid_t pids[8];
+    int n;
 
     allow_all = true;
-
-    /* The interpreter's host pid: the cell is pid 1 of its namespace, so ask the host. */
-    call("import os\nprint(os.getpid())\n", 0, &res, &c);
-    ck_assert_str_eq(res.stdout_data, "2\n");
+    /* The code leaves a child behind, stopped with the rest between calls. */
+    call("import subprocess, sys\nopen('marker-close', 'w').close()\n"
+         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n",
+         0, &res, &c);
+    ck_assert_int_eq(res.status, PBX_STATUS_OK);
     pbx_exec_result_release(&res);
-    host_pid = find_cell();
-    ck_assert_int_gt(host_pid, 0);
+    /* The cell and its interpreter (both named so: one is a fork of the other), and the child. */
+    n = find_in_session("pybox-cell", "marker-close", pids, 8);
+    ck_assert_int_eq(n, 2);
+    n += find_in_session("python3", "marker-close", pids + n, 8 - n);
+    ck_assert_int_eq(n, 3);
     pbx_session_close(session);
     session = NULL;
-    ck_assert_msg(kill(host_pid, 0) < 0, "the session's cell %d is still there", (int)host_pid);
+    /* Closed means gone: the cell was waited for, and the rest died with its namespace. */
+    for (int i = 0; i < n; i++) {
+        uint64_t until = pbx_clock_ms(CLOCK_MONOTONIC) + 5000;
+
+        while (!gone(pids[i]) && pbx_clock_ms(CLOCK_MONOTONIC) < until)
+            sched_yield();
+        ck_assert_msg(gone(pids[i]), "process %d of the session is still there", (int)pids[i]);
+    }
 }
 END_TEST
 
