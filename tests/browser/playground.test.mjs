@@ -1,90 +1,36 @@
-// End-to-end tests of the docs page, the playground and the API reference, in headless Chromium
-// (Debian's, driven by playwright-core) against a real `pybox serve` that this file starts.
+// End-to-end tests of the docs page, the playground's single run and the API reference, in
+// headless Chromium (Debian's, driven by playwright-core) against a real `pybox serve` that this
+// file starts (lib.mjs; its session mode is sessions.test.mjs).
 //
 //   PYBOX=build/pybox node --test tests/browser/playground.test.mjs
 //
-// Env: PYBOX (the binary; default <repo>/build/pybox), PYBOX_CHROMIUM (default /usr/bin/chromium),
-// PYBOX_BROWSER_OUT (where screenshots go; default a temporary directory).
+// Env: see lib.mjs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { startServer, stopServer, launch, watchConsole, lowContrast, tmpdirs } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, "..", "..");
-const PYBOX = path.resolve(process.env.PYBOX || path.join(REPO, "build", "pybox"));
-const CHROMIUM = process.env.PYBOX_CHROMIUM || "/usr/bin/chromium";
-const TMP = fs.mkdtempSync(path.join(os.tmpdir(), "pybox-browser-"));
-const OUT = process.env.PYBOX_BROWSER_OUT || TMP;
+const { tmp: TMP, out: OUT } = tmpdirs();
 const ADMIN_KEY = "adm-" + Math.random().toString(16).slice(2) + Date.now().toString(16);
 // Non-default limits, so the page is seen to read them from the server.
 const RPM = 9;
 const TIMEOUT_S = 7;
 
 let server = null;      // the pybox serve child
-let serverLog = "";
+let serverLog = () => "";
 let base = null;        // http://127.0.0.1:PORT
 let browser = null;
 let context = null;     // desktop, light
 let page = null;
 const consoleErrors = [];
 
-function startServer() {
-  const data = path.join(TMP, "data");
-  const urlFile = path.join(TMP, "url");
-  fs.mkdirSync(data);
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("PYBOX") && k !== "PYTHON_EXE_KEY") env[k] = v;
-  }
-  env.PYBOX_ADMIN_KEY = ADMIN_KEY;
-  server = spawn(PYBOX, ["serve", "--listen", "127.0.0.1:0", "--data", data, "--url-file", urlFile,
-    "--no-preload", "--rpm", String(RPM), "--timeout", String(TIMEOUT_S)],
-  { env, stdio: ["ignore", "ignore", "pipe"], cwd: TMP });
-  server.stderr.on("data", (b) => { serverLog += b.toString(); });
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + 120000;
-    const poll = () => {
-      if (server.exitCode !== null) {
-        reject(new Error(`pybox serve exited ${server.exitCode} at start:\n${serverLog}`));
-        return;
-      }
-      let text = "";
-      try {
-        text = fs.readFileSync(urlFile, "utf8").trim();
-      } catch (e) { /* not yet */ }
-      if (text.startsWith("http://")) {
-        resolve(text);
-      } else if (Date.now() > deadline) {
-        reject(new Error(`pybox serve wrote no URL within 120 s:\n${serverLog}`));
-      } else {
-        setTimeout(poll, 50);
-      }
-    };
-    poll();
-  });
-}
-
-function watchConsole(p, sink) {
-  p.on("console", (msg) => {
-    if (msg.type() === "error") sink.push(msg.text());
-  });
-  p.on("pageerror", (err) => sink.push("uncaught: " + err.message));
-}
-
 before(async () => {
-  assert.ok(fs.existsSync(PYBOX), `pybox binary not found at ${PYBOX}: build it or set PYBOX`);
-  assert.ok(fs.existsSync(CHROMIUM), `Chromium not found at ${CHROMIUM}: run scripts/install-deps`);
-  base = await startServer();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-dev-shm-usage"],
-  });
+  const srv = await startServer(TMP, ADMIN_KEY, ["--no-preload", "--rpm", String(RPM), "--timeout", String(TIMEOUT_S)]);
+  server = srv.child;
+  serverLog = srv.log;
+  base = srv.base;
+  browser = await launch();
   context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme: "light", acceptDownloads: true });
   page = await context.newPage();
   watchConsole(page, consoleErrors);
@@ -94,43 +40,6 @@ after(async () => {
   if (browser) await browser.close();
   if (server && server.exitCode === null) server.kill("SIGKILL");
 });
-
-/*
- * Text whose contrast with its background is under WCAG's 4.5:1 (3:1 for large text): every
- * visible element with text of its own, against the first opaque background behind it.
- */
-function lowContrast(p) {
-  return p.evaluate(() => {
-    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
-    const lin = (v) => {
-      v /= 255;
-      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
-    };
-    const lum = ([r, g, b]) => 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
-    const background = (node) => {
-      for (let n = node; n; n = n.parentElement) {
-        const c = rgb(getComputedStyle(n).backgroundColor);
-        if (c.length === 3 || (c.length === 4 && c[3] > 0.9)) return c.slice(0, 3);
-      }
-      return [255, 255, 255];
-    };
-    const bad = [];
-    for (const e of document.body.querySelectorAll("*")) {
-      const own = Array.from(e.childNodes).some((n) => n.nodeType === 3 && n.textContent.trim());
-      const isField = e.matches("input[type=text], input[type=password], textarea, select");
-      if ((!own && !isField) || e.closest("[hidden]") || e.disabled || e.getClientRects().length === 0) continue;
-      const st = getComputedStyle(e);
-      if (st.visibility === "hidden" || st.display === "none") continue;
-      const fg = lum(rgb(st.color).slice(0, 3));
-      const bg = lum(background(e));
-      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
-      const size = parseFloat(st.fontSize);
-      const large = size >= 24 || (size >= 18.66 && Number(st.fontWeight) >= 700);
-      if (ratio < (large ? 3 : 4.5)) bad.push(`${e.tagName.toLowerCase()}.${e.className} "${(e.textContent || "").trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
-    }
-    return bad;
-  });
-}
 
 /* Click Run (or press the given key) and wait until the playground shows the outcome. */
 async function run(p, how) {
@@ -430,13 +339,8 @@ test("every refusal the server can answer, and a network failure, gets a clear m
 });
 
 test("the server stops cleanly on SIGTERM", async () => {
-  const exited = new Promise((resolve) => server.once("exit", (code, signal) => resolve([code, signal])));
-  server.kill("SIGTERM");
-  let timer = null;
-  const late = new Promise((resolve) => { timer = setTimeout(() => resolve(["no exit within 30 s", null]), 30000); });
-  const [code, signal] = await Promise.race([exited, late]);
-  clearTimeout(timer);
+  const [code, signal] = await stopServer(server);
   assert.equal(signal, null);
-  assert.equal(code, 0, `pybox serve exit ${code}:\n${serverLog.slice(-3000)}`);
+  assert.equal(code, 0, `pybox serve exit ${code}:\n${serverLog().slice(-3000)}`);
   fs.rmSync(path.join(TMP, "data"), { recursive: true, force: true });
 });

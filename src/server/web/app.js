@@ -1,8 +1,12 @@
-/* The docs page: limits read from /v1/info, and the playground that runs code via /v1/execute. */
+/*
+ * The docs page: limits read from /v1/info, and the playground's single run, which runs code via
+ * /v1/execute with its output streamed (its session mode is notebook.js).
+ */
 "use strict";
 
 (function () {
   const { el, bytes, seconds } = window.pbx;
+  const play = window.pbxPlay;
   const $ = (id) => document.getElementById(id);
 
   let info = null;          /* GET /v1/info, once loaded */
@@ -39,6 +43,23 @@
         'print(f"mean {x.mean():.3f}  std {x.std():.3f}")\n' +
         "print(np.percentile(x, [5, 50, 95]).round(2))\n",
     },
+    chart: {
+      code: "import matplotlib.pyplot as plt\n\n" +
+        "plt.plot([1, 4, 9, 16, 25], marker=\"o\")\n" +
+        'plt.title("Squares")\n' +
+        "plt.show()                  # each figure shown comes back as an image\n",
+    },
+    table: {
+      code: "import pandas as pd\n\n" +
+        'df = pd.DataFrame({"city": ["Oslo", "Lima", "Pune"], "temp_c": [4.5, 19.0, 27.5]})\n' +
+        "display(df)                 # an HTML table, shown in a sandboxed frame\n",
+    },
+    stream: {
+      code: "import time\n\n" +
+        "for i in range(5):\n" +
+        '    print("tick", i, flush=True)   # flush: the line is sent at once\n' +
+        "    time.sleep(0.4)\n",
+    },
     error: { code: "def ratio(a, b):\n    return a / b\n\nprint(ratio(1, 0))\n" },
     forbidden: { code: "import os\nprint(os.listdir('/'))\n" },
   };
@@ -46,6 +67,7 @@
   /* ---- limits from the running server ---- */
 
   function fillInfo() {
+    play.setInfo(info);
     const l = info.limits;
     const rl = info.rate_limits;
     const rows = [
@@ -133,87 +155,6 @@
     c.classList.toggle("over", max !== null && n > max);
   }
 
-  /* Insert text at the caret, keeping the browser's undo history where it can. */
-  function insert(ta, text) {
-    if (!document.execCommand("insertText", false, text)) {
-      ta.setRangeText(text, ta.selectionStart, ta.selectionEnd, "end");
-      ta.dispatchEvent(new Event("input"));
-    }
-  }
-
-  function lineStart(value, pos) {
-    return value.lastIndexOf("\n", pos - 1) + 1;
-  }
-
-  function dedent(ta) {
-    const v = ta.value;
-    const start = lineStart(v, ta.selectionStart);
-    const end = ta.selectionEnd;
-    const lines = v.slice(start, end).split("\n");
-    let removedFirst = 0;
-    let removed = 0;
-    const out = lines.map((line, i) => {
-      const m = /^ {1,4}/.exec(line);
-      const k = m ? m[0].length : 0;
-      if (i === 0) removedFirst = k;
-      removed += k;
-      return line.slice(k);
-    });
-    if (removed === 0) return;
-    const caret = ta.selectionStart;
-    ta.setSelectionRange(start, end);
-    insert(ta, out.join("\n"));
-    const s = Math.max(start, caret - removedFirst);
-    ta.setSelectionRange(s, lines.length === 1 ? s : ta.selectionEnd);
-  }
-
-  let escaped = false;      /* Esc was pressed: the next Tab leaves the editor */
-
-  function onEditorKey(ev) {
-    const ta = ev.target;
-    if (ev.key === "Escape") {
-      escaped = true;
-      return;
-    }
-    if ((ev.ctrlKey || ev.metaKey) && ev.key === "Enter") {
-      ev.preventDefault();
-      run();
-      return;
-    }
-    if (ev.key === "Tab" && !ev.ctrlKey && !ev.altKey && !ev.metaKey) {
-      if (escaped) {
-        escaped = false;
-        return;                  /* let the browser move the focus */
-      }
-      ev.preventDefault();
-      if (ev.shiftKey) {
-        dedent(ta);
-      } else if (ta.selectionStart !== ta.selectionEnd && ta.value.slice(ta.selectionStart, ta.selectionEnd).includes("\n")) {
-        const v = ta.value;
-        const start = lineStart(v, ta.selectionStart);
-        const block = v.slice(start, ta.selectionEnd).split("\n").map((l) => "    " + l).join("\n");
-        ta.setSelectionRange(start, ta.selectionEnd);
-        insert(ta, block);
-      } else {
-        insert(ta, "    ");
-      }
-      return;
-    }
-    escaped = false;
-    if (ev.key === "Enter" && !ev.shiftKey && !ev.altKey) {
-      /* Keep the indentation of the line, one level more after a colon. */
-      const v = ta.value;
-      const start = lineStart(v, ta.selectionStart);
-      const line = v.slice(start, ta.selectionStart);
-      let indent = /^ */.exec(line)[0];
-      if (/:\s*$/.test(line)) indent += "    ";
-      if (indent) {
-        ev.preventDefault();
-        insert(ta, "\n" + indent);
-      }
-    }
-  }
-
   function loadExample() {
     const ex = EXAMPLES[$("example").value];
     if (!ex) {
@@ -249,12 +190,21 @@
     $("streams").hidden = true;
     $("returned").hidden = true;
     $("result-value").hidden = true;
+    $("outputs-wrap").hidden = true;
+    $("stdout").replaceChildren();
+    $("stderr").replaceChildren();
+    $("outputs").replaceChildren();
     $("file-list").replaceChildren();
     $("images").replaceChildren();
   }
 
+  /*
+   * Show a stream's final text. Text streamed in already and equal to it is left as it is,
+   * so that a screen reader does not hear it twice.
+   */
   function showStream(id, text, truncated) {
     const pre = $(id);
+    if (text && !truncated && pre.childElementCount === 0 && pre.textContent === text) return;
     pre.replaceChildren();
     if (!text) {
       pre.append(el("span", { class: "empty" }, "(empty)"));
@@ -320,37 +270,15 @@
     rejected: "Rejected",
   };
 
-  function explainResult(res) {
-    const e = res.error || {};
-    switch (res.status) {
-    case "ok":
-      return ["ok", "The code ran and exited with status 0."];
-    case "error":
-      if (e.type) return ["bad", "The code raised " + e.type + (e.message ? ": " + e.message : "") + ". The traceback is in stderr."];
-      return ["bad", "The code exited with status " + res.exit_code + "."];
-    case "timeout":
-      return ["bad", "The code was stopped: it ran past the time limit" + (info ? " of " + seconds(info.limits.timeout_s) : "") + "."];
-    case "memory_limit":
-      return ["bad", "The code was stopped: it used more than the memory limit" + (info ? " of " + info.limits.memory_mb + " MiB" : "") + "."];
-    case "killed":
-      return ["bad", "The code was killed by " + (res.signal || "a signal") + "."];
-    case "rejected":
-      if (e.type === "ForbiddenImportError") {
-        const mods = (e.disallowed || []).join(", ");
-        return ["bad", "ForbiddenImportError: the code was not run because it imports " + (mods || "a module") +
-          ", which this server does not allow. The modules you may import are listed under Limits."];
-      }
-      if (e.type === "SyntaxError") {
-        return ["bad", "SyntaxError" + (e.line ? " on line " + e.line : "") + ": " + (e.message || "the code does not parse") + ". It was not run."];
-      }
-      return ["bad", (e.type || "Rejected") + ": " + (e.message || "the code was refused before it ran") + "."];
-    default:
-      return ["warn", "The server reported status " + res.status + "."];
-    }
+  /* The rich outputs, in their order, replacing those shown while it ran. */
+  function showOutputs(outputs) {
+    const list = Array.isArray(outputs) ? outputs : [];
+    $("outputs").replaceChildren(...list.map((o, i) => play.renderOutput(o, "Output " + (i + 1))));
+    $("outputs-wrap").hidden = list.length === 0;
   }
 
   function showResult(res, rtt) {
-    const [kind, text] = explainResult(res);
+    const [kind, text] = play.explainResult(res);
     setMessage(kind, text);
     $("r-status").textContent = (STATUS_TEXT[res.status] || res.status) + " (" + res.status + ")";
     $("r-exit").textContent = res.exit_code === null || res.exit_code === undefined ? "—" : String(res.exit_code);
@@ -361,6 +289,7 @@
     showStream("stdout", res.stdout, res.stdout_truncated);
     showStream("stderr", res.stderr, res.stderr_truncated);
     $("streams").hidden = false;
+    showOutputs(res.outputs);
     if (res.result !== null && res.result !== undefined) {
       $("result").textContent = JSON.stringify(res.result, null, 2);
       $("result-value").hidden = false;
@@ -368,51 +297,21 @@
     showFiles(res.files);
   }
 
-  function retryText(seconds_) {
-    if (!(seconds_ > 0)) return "Try again later.";
-    const at = new Date(Date.now() + seconds_ * 1000);
-    const when = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-    const span = seconds_ >= 3600 ? Math.round(seconds_ / 360) / 10 + " hours"
-      : seconds_ >= 120 ? Math.round(seconds_ / 60) + " minutes"
-        : seconds_ + (seconds_ === 1 ? " second" : " seconds");
-    return "You can run again in " + span + " (at " + when + ").";
-  }
-
-  /* A human message for a request the server refused. */
-  function explainRefusal(status, body, retryAfter) {
-    const d = (body && (body.error_details || body.error)) || {};
-    const msg = d.message || "";
-    const rid = body && body.request_id ? " (request id " + body.request_id + ")" : "";
-    switch (status) {
-    case 400:
-      if (d.type === "InvalidRequest") return ["The request was malformed: " + msg + "."];
-      if (d.type === "ValidationError") return ["The request was refused (ValidationError): " + msg + ". Check the code length, the files and the names to return."];
-      return [(d.type || "Bad request") + ": " + msg];
-    case 401:
-      return ["The API key was not accepted (Unauthorized): " + msg + ".",
-        "Check the key, or clear the API key field to run with the anonymous limits."];
-    case 403:
-      return ["Not allowed (" + (d.type || "Forbidden") + "): " + msg + "."];
-    case 404:
-    case 405:
-      return ["This server does not offer the playground's endpoint (" + (d.type || status) + "): " + msg + "."];
-    case 413:
-      return ["The request is over a limit (PayloadTooLarge): " + msg + ".",
-        "Shorten the code, or attach smaller or fewer files" + (info ? " — this server takes " + info.limits.code_chars + " characters of code, " + info.limits.input_files + " files of " + bytes(info.limits.input_file_bytes) + " each and " + bytes(info.limits.body_bytes) + " per request." : ".")];
-    case 415:
-      return ["The server did not accept the request's format (UnsupportedMediaType): " + msg + "."];
-    case 429:
-      return ["Rate limit reached (RateLimitExceeded): " + msg + ".", retryText(retryAfter)];
-    case 500:
-      return ["pybox failed on the server (InternalServerError)" + rid + ". Try again; if it keeps happening, tell the server's operator."];
-    case 501:
-      return ["Not available (" + (d.type || "NotImplemented") + "): " + msg + "."];
-    case 503:
-      return ["The server is busy (ServerBusy): every execution slot is taken.", retryText(retryAfter || 1)];
-    default:
-      return ["The server answered HTTP " + status + (d.type ? " (" + d.type + ")" : "") + (msg ? ": " + msg : "") + "."];
+  /* An event of the running execution's stream: its output as it arrives. */
+  function onEvent(name, data) {
+    if (name === "start") {
+      $("streams").hidden = false;
+    } else if ((name === "stdout" || name === "stderr") && typeof data.text === "string") {
+      $("streams").hidden = false;
+      $(name).append(data.text);
+    } else if (name === "display" || name === "result") {
+      const box = $("outputs");
+      box.append(play.renderOutput(data, "Output " + (box.childElementCount + 1)));
+      $("outputs-wrap").hidden = false;
     }
   }
+
+  let aborter = null;       /* the running execution's AbortController */
 
   async function run() {
     if (running) return;
@@ -425,6 +324,7 @@
     running = true;
     $("run").disabled = true;
     $("busy").hidden = false;
+    $("stop").hidden = false;
     resetOutput();
     setMessage("", "Running…");
 
@@ -433,49 +333,55 @@
     if ($("stdin").value !== "") form.append("stdin", $("stdin").value);
     for (const f of $("files").files) form.append("files", f, f.name);
     for (const n of returnNames()) form.append("return_files", n);
-    const headers = { Accept: "application/json" };
-    const key = $("apikey").value.trim();
-    if (key) headers.Authorization = "Bearer " + key;
 
+    aborter = new AbortController();
     const t0 = performance.now();
-    let resp;
-    try {
-      resp = await fetch("/v1/execute", { method: "POST", body: form, headers });
-    } catch (e) {
+    /* Streamed: stdout, stderr and outputs show as they come, then the result replaces them. */
+    const out = await play.streamPost("/v1/execute", { body: form, headers: play.authHeaders(), signal: aborter.signal, onEvent });
+    const rtt = performance.now() - t0;
+    switch (out.kind) {
+    case "result":
+      showResult(out.result, rtt);
+      break;
+    case "refused":
+      resetOutput();
+      setMessage(out.status === 429 || out.status === 503 ? "warn" : "bad", play.explainRefusal(out.status, out.body, out.retryAfter));
+      break;
+    case "network":
       setMessage("bad", ["Could not reach the server at " + window.location.origin + ": the network failed or the server is down.",
         "Check your connection and try again."]);
-      finish();
-      return;
-    }
-    let body = null;
-    try {
-      body = await resp.json();
-    } catch (e) {
-      body = null;
-    }
-    const rtt = performance.now() - t0;
-    if (resp.status === 200 && body && typeof body.status === "string") {
-      showResult(body, rtt);
-    } else if (body === null) {
-      setMessage("bad", "The server answered HTTP " + resp.status + " with a body that is not JSON.");
-    } else {
-      const retry = parseInt(resp.headers.get("Retry-After") || "", 10);
-      setMessage(resp.status === 429 || resp.status === 503 ? "warn" : "bad", explainRefusal(resp.status, body, retry));
+      break;
+    case "aborted":
+      setMessage("warn", "Stopped: the connection was closed, so the server stopped the execution. What it printed until then is shown.");
+      break;
+    default:
+      setMessage("bad", out.status === 200
+        ? "The connection ended before the result arrived. What the code printed until then is shown."
+        : "The server answered HTTP " + out.status + " with a body that is not JSON.");
+      break;
     }
     finish();
   }
 
   function finish() {
     running = false;
+    aborter = null;
     $("run").disabled = false;
     $("busy").hidden = true;
+    $("stop").hidden = true;
+  }
+
+  /* Show the playground of the mode chosen: a single run, or a session's cells. */
+  function showMode() {
+    const session = $("mode-session").checked;
+    $("single-mode").hidden = session;
+    $("session-mode").hidden = !session;
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     window.pbx.fillOrigin();
     const code = $("code");
-    code.addEventListener("keydown", onEditorKey);
-    code.addEventListener("blur", () => { escaped = false; });
+    play.editor(code, { run });
     code.addEventListener("input", updateCount);
     $("apikey").addEventListener("change", loadInfo);
     $("load").addEventListener("click", loadExample);
@@ -483,6 +389,12 @@
       ev.preventDefault();
       run();
     });
+    $("stop").addEventListener("click", () => {
+      if (aborter) aborter.abort();
+    });
+    $("mode-single").addEventListener("change", showMode);
+    $("mode-session").addEventListener("change", showMode);
+    showMode();
     updateCount();
     loadInfo();
   });
