@@ -15,7 +15,9 @@ foreach(line ${lines})
   endif()
   math(EXPR count "${count} + 1")
 endforeach()
-foreach(required pybox_client_new pybox_run pybox_result_free pybox_strerror pybox_version)
+foreach(required pybox_client_new pybox_run pybox_result_free pybox_strerror pybox_version
+                 pybox_session_open pybox_session_run pybox_exec_set_event_callback
+                 pybox_result_output_count)
   if(NOT syms MATCHES " ${required}(@@LIBPYBOX_[0-9]+)?\n")
     message(FATAL_ERROR "libpybox does not export ${required}")
   endif()

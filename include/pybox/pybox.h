@@ -19,6 +19,10 @@
  *     pybox_exec_free(exec);
  *     pybox_client_free(client);
  *
+ * Sessions keep an interpreter between runs (pybox_session_open(), "Sessions"
+ * below), in both modes too; a callback set on a request sees its output as
+ * it is produced (pybox_exec_set_event_callback(), "Streaming").
+ *
  * Conventions, for every function below:
  *
  * - Handles are opaque (struct pybox_client, struct pybox_exec,
@@ -62,6 +66,15 @@ struct pybox_client;
 struct pybox_exec;
 struct pybox_result;
 struct pybox_error;
+struct pybox_session;
+
+/*
+ * What this header has beyond 0.1's first API, for #if: sessions, streaming
+ * and rich outputs.  The ABI only grows: a later version adds functions and
+ * codes, never changes one, and a struct the caller fills starts with its
+ * `size`, so a program built against an older header keeps working.
+ */
+#define PYBOX_HAVE_SESSIONS 1
 
 /* ---- Errors ---- */
 
@@ -85,10 +98,14 @@ enum pybox_code {
     PYBOX_E_PROTOCOL = 12,    /* the server's answer is not a pybox result */
     PYBOX_E_ENGINE = 13,      /* the local engine could not start or failed */
     PYBOX_E_TRANSPORT = 14,   /* another transport failure (connection reset, TLS, ...) */
+    PYBOX_E_GONE = 15,        /* the session has ended (HTTP 410, or locally); see */
+                              /* pybox_session_dead_reason() */
+    PYBOX_E_NOT_FOUND = 16,   /* no such session or session file (HTTP 404, or locally); */
+                              /* or no such endpoint: the URL is not a pybox server's */
 };
 
 /* The highest code this version of the library returns. */
-#define PYBOX_CODE_MAX 14
+#define PYBOX_CODE_MAX 16
 
 /* A one-line description of `code`, e.g. "the server could not be reached". Thread-safe. */
 PYBOX_API const char *pybox_strerror(int code);
@@ -134,6 +151,9 @@ PYBOX_API unsigned pybox_error_retry_after(const struct pybox_error *err);
 
 /* Free an error; NULL is fine. */
 PYBOX_API void pybox_error_free(struct pybox_error *err);
+
+/* Free memory the library gave the caller to free (pybox_session_get_file(), ...); NULL is fine. */
+PYBOX_API void pybox_free(void *p);
 
 /* ---- Version ---- */
 
@@ -249,8 +269,47 @@ PYBOX_API enum pybox_code pybox_exec_set_main(struct pybox_exec *exec, bool main
 /* This run's wall-clock (and CPU) limit in seconds, over the client's default; 0: default. */
 PYBOX_API enum pybox_code pybox_exec_set_timeout(struct pybox_exec *exec, double seconds);
 
-/* This run's memory limit in MiB (16 to 65536), over the client's default; 0: default. */
+/*
+ * This run's memory limit in MiB (16 to 65536), over the client's default; 0: default.
+ * A session's memory is the session's, set when it is opened: pybox_session_run()
+ * refuses a request that sets one (PYBOX_E_INVALID, as the server does).
+ */
 PYBOX_API enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigned mb);
+
+/* ---- Streaming ---- */
+
+/* What a streamed event carries. */
+enum pybox_event_kind {
+    PYBOX_EVENT_STDOUT = 1,  /* text the code wrote to stdout (UTF-8; invalid bytes U+FFFD) */
+    PYBOX_EVENT_STDERR = 2,  /* the same of stderr */
+    PYBOX_EVENT_DISPLAY = 3, /* a rich output (display(), a figure): its JSON object */
+    PYBOX_EVENT_RESULT = 4,  /* a session's final expression's value: its JSON object */
+};
+
+/*
+ * Called as the execution goes on, in order: `data` is `len` bytes, NUL-
+ * terminated, valid only during the call.  For STDOUT and STDERR it is text
+ * (a character is never split between events; the events of one stream put
+ * together are the result's stdout or stderr); for DISPLAY and RESULT it is
+ * the output's compact JSON object, {"type", "data", "metadata"}, the same
+ * as the result's outputs then hold, in the same order.  Events come from
+ * the thread that called pybox_run() or pybox_session_run(), before that
+ * call returns; none come after it.  The callback must not call back into
+ * the same session (pybox_session_interrupt() excepted).
+ */
+typedef void (*pybox_event_fn)(enum pybox_event_kind kind, const char *data, size_t len, void *arg);
+
+/*
+ * Have pybox_run() and pybox_session_run() of `exec` call `fn(kind, data,
+ * len, arg)` as output arrives; fn NULL stops it.  Local mode calls it as
+ * the engine reads the output; remote mode asks the server for Server-Sent
+ * Events (`Accept: text/event-stream`) and calls it as they arrive (from a
+ * server that does not stream, once the result is in: its stdout, stderr
+ * and outputs).  The result is the same either way.  A request run by
+ * several threads at once calls the same fn and arg from each of them.
+ */
+PYBOX_API enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec, pybox_event_fn fn,
+                                                        void *arg);
 
 /* ---- Running ---- */
 
@@ -271,6 +330,7 @@ PYBOX_API enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigne
  *   PYBOX_E_RATE_LIMITED  HTTP 429 (pybox_error_retry_after() says when to retry)
  *   PYBOX_E_BUSY          HTTP 503          PYBOX_E_UNSUPPORTED  HTTP 501, stdin remotely
  *   PYBOX_E_SERVER        HTTP 500 or another status
+ *   PYBOX_E_NOT_FOUND     HTTP 404: the URL is not that of a pybox server
  *   PYBOX_E_PROTOCOL      an answer that is not a pybox result (or over 256 MiB)
  *   PYBOX_E_ENGINE        the local engine failed to start or run (InternalServerError)
  *   PYBOX_E_NOMEM, PYBOX_E_TRANSPORT
@@ -363,9 +423,196 @@ PYBOX_API uint64_t pybox_result_max_rss_kb(const struct pybox_result *res);
 /*
  * The whole result as the compact JSON object `pybox run --json` prints and
  * `POST /v1/execute` returns (status, exit_code, signal, stdout, stderr,
- * truncation flags, result, files with base64 contents, error, timings).
+ * truncation flags, result, outputs, files with base64 contents, error,
+ * timings; for a session's run also execution_count, state_preserved and
+ * session).
  */
 PYBOX_API const char *pybox_result_to_json(const struct pybox_result *res);
+
+/*
+ * Rich outputs, in the order produced (docs/api.md, "The result object"):
+ * display() calls, matplotlib figures, and in a session the value of a final
+ * expression statement.  Each has a type, "display" or "result", and data
+ * under one or more MIME types: "text/plain" always, and "text/html",
+ * "image/png", "image/svg+xml", "application/json" when the object has them.
+ */
+PYBOX_API size_t pybox_result_output_count(const struct pybox_result *res);
+
+/* The i-th output's type, "display" or "result"; NULL for i >= count. */
+PYBOX_API const char *pybox_result_output_type(const struct pybox_result *res, size_t i);
+
+/* How many MIME types the i-th output has, and the j-th of them (NULL past the last). */
+PYBOX_API size_t pybox_result_output_mime_count(const struct pybox_result *res, size_t i);
+PYBOX_API const char *pybox_result_output_mime(const struct pybox_result *res, size_t i, size_t j);
+
+/*
+ * The i-th output's data as `mime`, NUL-terminated, its length in *len (if
+ * not NULL); NULL (and 0) when it has none.  "image/png" is the PNG's bytes,
+ * decoded from the answer's base64; "application/json" is compact JSON text;
+ * the others are their text (UTF-8).
+ */
+PYBOX_API const void *pybox_result_output_data(const struct pybox_result *res, size_t i,
+                                               const char *mime, size_t *len);
+
+/* The i-th output's "text/plain" (every output has one); NULL for i >= count. */
+PYBOX_API const char *pybox_result_output_text(const struct pybox_result *res, size_t i);
+
+/* The i-th output's metadata as compact JSON text, e.g. {"image/png":{"width":640,...}}. */
+PYBOX_API const char *pybox_result_output_metadata(const struct pybox_result *res, size_t i);
+
+/* The i-th output as its compact JSON object, as an event carried it; NULL for i >= count. */
+PYBOX_API const char *pybox_result_output_json(const struct pybox_result *res, size_t i);
+
+/* The outputs as the compact JSON array the result object holds ("[]" when none). */
+PYBOX_API const char *pybox_result_outputs_json(const struct pybox_result *res);
+
+/*
+ * For a result of pybox_session_run(): the calls run in the session so far,
+ * this one included (restart starts again from 0), and whether the session
+ * lives on with its state (false: the call ended it, see
+ * pybox_session_dead_reason()).  For pybox_run(): 0 and false.
+ */
+PYBOX_API uint64_t pybox_result_execution_count(const struct pybox_result *res);
+PYBOX_API bool pybox_result_state_preserved(const struct pybox_result *res);
+
+/* ---- Sessions ---- */
+
+/*
+ * A session is an interpreter kept alive between runs, in the same sandbox
+ * as every run: globals, imports and the files of /work stay from one
+ * pybox_session_run() to the next.  Local mode keeps it in the client's
+ * engine; remote mode is `/v1/sessions` on the server (docs/api.md,
+ * "Sessions").  The same calls give the same results in both modes.
+ *
+ * A run follows Python's REPL (IPython's) rules: the value of a final
+ * expression statement is a "result" output (a trailing `;` suppresses
+ * it; `_` holds it afterwards), and tracebacks name the code `<cell N>`.
+ * At its timeout a run is interrupted (KeyboardInterrupt); if the code
+ * stops within a grace of a second the session lives on
+ * (pybox_result_state_preserved()), else it is killed and the session
+ * ends.  A memory kill or a crash ends it too.  An ended session's calls
+ * fail with PYBOX_E_GONE, and pybox_session_dead_reason() says why.
+ *
+ * Thread-safety: one call at a time per session: a second call (a run, a
+ * restart, a file) while one is in flight fails with PYBOX_E_BUSY (type
+ * "SessionBusy") in both modes.  pybox_session_interrupt(),
+ * pybox_session_id() and pybox_session_dead_reason() may be called from any
+ * thread at any time until pybox_session_close(), which must not race
+ * anything on the session.  Close every session before freeing its client.
+ */
+struct pybox_session;
+
+/*
+ * How to open a session: fill it with pybox_session_options_init() first
+ * (the same `size` rule as struct pybox_config).  NULL options are the
+ * defaults.
+ */
+struct pybox_session_options {
+    size_t size;             /* sizeof(struct pybox_session_options), set by _init() */
+    double timeout_s;        /* each run's wall-clock (and CPU) limit when the run sets none; */
+                             /* 0: the client's, else pybox's (10 s) or the server's */
+    unsigned memory_mb;      /* the session's memory limit for its whole life (16 to 65536); */
+                             /* 0: the client's, else the default */
+    unsigned idle_ttl_s;     /* end it after this long without a call; 0: the server's */
+                             /* default (remote), none (local) */
+    unsigned max_lifetime_s; /* end it this long after it was opened; 0: likewise */
+};
+
+/* Fill `opts` with the defaults. */
+PYBOX_API void pybox_session_options_init(struct pybox_session_options *opts);
+
+/*
+ * Open a session on `client` (local mode starts the client's engine if it
+ * has not yet).  PYBOX_OK with *out, which the caller owns and ends with
+ * pybox_session_close(); else a code and details: PYBOX_E_INVALID for
+ * options out of range (or over the caller's policy, remotely),
+ * PYBOX_E_FORBIDDEN for a client that asks network (sessions have none),
+ * PYBOX_E_RATE_LIMITED when the caller has as many sessions open as it may
+ * (type "SessionLimitExceeded"), PYBOX_E_NOT_FOUND from a server without
+ * sessions, and pybox_run()'s codes.  In local mode idle_ttl_s and
+ * max_lifetime_s end the session when the next call finds them passed.
+ */
+PYBOX_API enum pybox_code pybox_session_open(struct pybox_client *client,
+                                             const struct pybox_session_options *opts,
+                                             struct pybox_session **out, struct pybox_error **err);
+
+/* The session's id, e.g. "ses_0123...": the server's, or one made locally. Thread-safe. */
+PYBOX_API const char *pybox_session_id(const struct pybox_session *session);
+
+/*
+ * Why the session ended, once a call found it ended (or ended it):
+ * "timeout", "memory_limit", "cpu_limit", "crashed", "idle_timeout",
+ * "max_lifetime", "deleted", "closed", "lost" ...; NULL while it is not known to
+ * have ended.  The pointer is the session's, valid until it is closed.
+ * Thread-safe.
+ */
+PYBOX_API const char *pybox_session_dead_reason(const struct pybox_session *session);
+
+/*
+ * Run `exec` in the session, as pybox_run() runs it on the client: its code,
+ * stdin, input files (written to /work first, where they stay), returned
+ * files, main() mode, timeout (else the session's) and event callback; the
+ * memory is the session's.  PYBOX_OK with *out for every run that ran or was
+ * rejected, whatever its status, with execution_count and state_preserved;
+ * otherwise pybox_run()'s codes, and PYBOX_E_GONE (the session had ended),
+ * PYBOX_E_BUSY (another call of it runs), PYBOX_E_NOT_FOUND (the server does
+ * not know it: it was restarted, or the session expired long ago).
+ */
+PYBOX_API enum pybox_code pybox_session_run(struct pybox_session *session,
+                                            const struct pybox_exec *exec,
+                                            struct pybox_result **out, struct pybox_error **err);
+
+/*
+ * Raise KeyboardInterrupt in the session's running call; the call ends as
+ * the code lets it (an uncaught KeyboardInterrupt is an "error" result) and
+ * the session keeps its state.  *interrupted (if not NULL) says whether a
+ * call was running to be interrupted.  Thread-safe: made to be called from
+ * another thread while pybox_session_run() waits (never from a signal
+ * handler: remote mode makes an HTTP request).
+ */
+PYBOX_API enum pybox_code pybox_session_interrupt(struct pybox_session *session, bool *interrupted,
+                                                  struct pybox_error **err);
+
+/* A fresh interpreter in the session: globals gone, /work kept, execution_count back to 0. */
+PYBOX_API enum pybox_code pybox_session_restart(struct pybox_session *session,
+                                                struct pybox_error **err);
+
+/*
+ * The files of the session's /work.  A path is relative, of at most 8
+ * components, none of them "." or ".." (e.g. "data/in.csv"), resolved beneath
+ * /work without following symlinks; a put makes the parent directories.
+ * Sizes are capped as input and returned files are.  PYBOX_E_NOT_FOUND for a
+ * file that is not there, PYBOX_E_INVALID for a bad path, PYBOX_E_TOO_LARGE
+ * over a cap, PYBOX_E_GONE when the session has ended.
+ */
+PYBOX_API enum pybox_code pybox_session_put_file(struct pybox_session *session, const char *path,
+                                                 const void *data, size_t size,
+                                                 struct pybox_error **err);
+
+/* The file's bytes in *data (NUL-terminated; free it with pybox_free()) and *size. */
+PYBOX_API enum pybox_code pybox_session_get_file(struct pybox_session *session, const char *path,
+                                                 void **data, size_t *size,
+                                                 struct pybox_error **err);
+
+PYBOX_API enum pybox_code pybox_session_delete_file(struct pybox_session *session, const char *path,
+                                                    struct pybox_error **err);
+
+/*
+ * The regular files of /work, recursively, as compact JSON text in *json (free
+ * it with pybox_free()): [{"path": "data/in.csv", "size": 123, "mtime":
+ * "2026-01-02T03:04:05.678Z"}, ...], as `GET /v1/sessions/{id}/files` lists them.
+ */
+PYBOX_API enum pybox_code pybox_session_list_files(struct pybox_session *session, char **json,
+                                                   struct pybox_error **err);
+
+/*
+ * End the session and free it: its processes, mounts, cgroups and files gone
+ * (remote mode: `DELETE /v1/sessions/{id}`).  The handle is freed whatever
+ * happens; the code says whether the server confirmed it (a session that had
+ * ended already is PYBOX_OK).  NULL is fine.
+ */
+PYBOX_API enum pybox_code pybox_session_close(struct pybox_session *session,
+                                              struct pybox_error **err);
 
 #ifdef __cplusplus
 }

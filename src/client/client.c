@@ -36,6 +36,8 @@ static const struct {
     [PYBOX_E_PROTOCOL] = {"PYBOX_E_PROTOCOL", "the server's answer is not a pybox result"},
     [PYBOX_E_ENGINE] = {"PYBOX_E_ENGINE", "the local pybox engine failed"},
     [PYBOX_E_TRANSPORT] = {"PYBOX_E_TRANSPORT", "the connection to the server failed"},
+    [PYBOX_E_GONE] = {"PYBOX_E_GONE", "the session has ended"},
+    [PYBOX_E_NOT_FOUND] = {"PYBOX_E_NOT_FOUND", "no such session or file"},
 };
 
 _Static_assert(sizeof(codes) / sizeof(codes[0]) == PYBOX_CODE_MAX + 1,
@@ -133,6 +135,11 @@ void pybox_error_free(struct pybox_error *err)
     free(err->message);
     free(err->type);
     free(err);
+}
+
+void pybox_free(void *p)
+{
+    free(p);
 }
 
 const char *pybox_version(void)
@@ -285,6 +292,8 @@ void pybox_client_free(struct pybox_client *client)
     pthread_mutex_destroy(&client->start_lock);
     free(client->execute_url);
     free(client->shown_url);
+    free(client->base_url);
+    free(client->shown_base);
     free(client->auth_header);
     free(client->pybox_bin);
     free(client);
@@ -307,7 +316,9 @@ static enum pybox_code client_remote(struct pybox_client *c, const struct pybox_
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     }
     c->shown_url = without_credentials(c->execute_url);
-    if (c->shown_url == NULL)
+    c->base_url = strndup(cfg->server, len);
+    c->shown_base = c->base_url != NULL ? without_credentials(c->base_url) : NULL;
+    if (c->shown_url == NULL || c->shown_base == NULL)
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
     if (cfg->api_key != NULL && cfg->api_key[0] != '\0') {
         if (has_control(cfg->api_key))
@@ -600,4 +611,23 @@ enum pybox_code pybox_exec_set_memory(struct pybox_exec *exec, unsigned mb)
         return PYBOX_E_INVALID;
     exec->memory_mb = mb;
     return PYBOX_OK;
+}
+
+enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec, pybox_event_fn fn, void *arg)
+{
+    if (exec == NULL)
+        return PYBOX_E_INVALID;
+    exec->on_event = fn;
+    exec->on_event_arg = fn != NULL ? arg : NULL;
+    return PYBOX_OK;
+}
+
+bool pbx__client_valid_timeout(double t)
+{
+    return valid_timeout(t);
+}
+
+bool pbx__client_valid_memory(unsigned mb)
+{
+    return valid_memory(mb);
 }

@@ -9,8 +9,16 @@
  * accessors is the same in both modes by construction, down to how floats in
  * main()'s value are rounded and how invalid UTF-8 in the output is replaced.
  *
+ * Sessions (session.c) follow the same rule: a local session's call is
+ * turned into the JSON that `POST /v1/sessions/{id}/execute` answers, with
+ * the server's extra fields made the same way, and parsed by the same
+ * function.  Streamed events (pybox_exec_set_event_callback()) come from the
+ * engine's callbacks in local mode (local.c) and from Server-Sent Events in
+ * remote mode (remote.c), with the same text and the same output objects.
+ *
  * Memory: this code runs inside other people's processes, so it never uses
- * xmalloc(); every allocation failure becomes PYBOX_E_NOMEM.
+ * xmalloc(); every allocation failure becomes PYBOX_E_NOMEM.  (Local mode
+ * calls into the engine, which aborts on OOM as the server does.)
  */
 #ifndef PBX_CLIENT_CLIENT_H
 #define PBX_CLIENT_CLIENT_H
@@ -19,9 +27,10 @@
 #include <pthread.h>
 #include <stdarg.h>
 
+#include "engine/engine.h"
 #include "pybox/pybox.h"
 
-struct pbx_engine;
+struct pbx_session;
 
 struct pybox_error {
     enum pybox_code code; /* never PYBOX_OK */
@@ -35,6 +44,8 @@ struct pybox_client {
     bool remote;                 /* a server URL was given */
     char *execute_url;           /* remote: {server}/v1/execute */
     char *shown_url;             /* the same without user:password@, for messages */
+    char *base_url;              /* remote: {server}, no trailing slash */
+    char *shown_base;            /* the same without user:password@ */
     char *auth_header;           /* remote: "Authorization: Bearer KEY", or NULL */
     double timeout_s;            /* default wall limit, 0: the other side's default */
     unsigned memory_mb;          /* default memory limit, 0: likewise */
@@ -70,6 +81,8 @@ struct pybox_exec {
     bool main_mode;                /* call main() */
     double timeout_s;              /* 0: the client's */
     unsigned memory_mb;            /* 0: the client's */
+    pybox_event_fn on_event;       /* streamed events, or NULL */
+    void *on_event_arg;            /* its argument */
 };
 
 struct pbx_result_file {
@@ -79,26 +92,67 @@ struct pbx_result_file {
     char *error; /* why it was not returned, or NULL */
 };
 
+/* One MIME type's data of an output. */
+struct pbx_result_mime {
+    char *mime; /* e.g. "image/png", owned */
+    char *data; /* decoded (PNG bytes), JSON text or text, NUL-terminated, owned */
+    size_t len; /* its bytes */
+};
+
+/* One rich output (docs/api.md, "The result object"). */
+struct pbx_result_output {
+    char *type;                    /* "display" or "result", owned */
+    struct pbx_result_mime *mimes; /* its data, in the object's order */
+    size_t nmimes;                 /* their count */
+    const char *text;              /* its text/plain, into mimes */
+    char *metadata;                /* its metadata as compact JSON, owned */
+    char *json;                    /* the whole output as compact JSON, owned */
+};
+
 struct pybox_result {
-    enum pybox_status status;      /* what happened */
-    bool has_exit_code;            /* false when killed or rejected */
-    int exit_code;                 /* -1 when none */
-    int signal;                    /* killing signal or 0 */
-    char *out;                     /* stdout, NUL-terminated */
-    size_t out_len;                /* its length */
-    bool out_truncated;            /* stdout was cut at its limit */
-    char *err;                     /* stderr, NUL-terminated */
-    size_t err_len;                /* its length */
-    bool err_truncated;            /* stderr was cut at its limit */
-    char *value;                   /* main()'s value as JSON text, or NULL */
-    char *error_type;              /* error.type, or NULL */
-    char *error_message;           /* error.message, or NULL */
-    struct pbx_result_file *files; /* returned files in the object's order */
-    size_t nfiles;                 /* their count */
-    double duration_ms;            /* wall time of the code */
-    double cpu_ms;                 /* CPU time */
-    uint64_t max_rss_kb;           /* peak memory */
-    char *json;                    /* the whole result object, compact */
+    enum pybox_status status;          /* what happened */
+    bool has_exit_code;                /* false when killed or rejected */
+    int exit_code;                     /* -1 when none */
+    int signal;                        /* killing signal or 0 */
+    char *out;                         /* stdout, NUL-terminated */
+    size_t out_len;                    /* its length */
+    bool out_truncated;                /* stdout was cut at its limit */
+    char *err;                         /* stderr, NUL-terminated */
+    size_t err_len;                    /* its length */
+    bool err_truncated;                /* stderr was cut at its limit */
+    char *value;                       /* main()'s value as JSON text, or NULL */
+    char *error_type;                  /* error.type, or NULL */
+    char *error_message;               /* error.message, or NULL */
+    struct pbx_result_file *files;     /* returned files in the object's order */
+    size_t nfiles;                     /* their count */
+    double duration_ms;                /* wall time of the code */
+    double cpu_ms;                     /* CPU time */
+    uint64_t max_rss_kb;               /* peak memory */
+    char *json;                        /* the whole result object, compact */
+    struct pbx_result_output *outputs; /* rich outputs, in order */
+    size_t noutputs;                   /* their count */
+    char *outputs_json;                /* the outputs array, compact */
+    uint64_t execution_count;          /* a session's run: calls so far, else 0 */
+    bool state_preserved;              /* a session's run: the session lives on */
+    char *dead_reason;                 /* a session's run that ended it: why, else NULL */
+};
+
+struct pybox_session {
+    struct pybox_client *client; /* not owned: outlives the session */
+    char id[64];                 /* "ses_..." */
+    pthread_mutex_t lock;        /* guards dead_reason and, locally, the times */
+    char *dead_reason;           /* why it ended, once known, or NULL */
+    /* Local mode. */
+    struct pbx_session *ps;   /* the engine's session, NULL once freed */
+    struct pbx_limits limits; /* its limits: each run's defaults */
+    bool busy;                /* a call holds it (under lock) */
+    uint64_t opened_ms;       /* monotonic */
+    uint64_t last_ms;         /* the end of the last call, monotonic */
+    unsigned idle_ttl_s;      /* 0: none */
+    unsigned lifetime_s;      /* 0: none */
+    /* Remote mode. */
+    char *url;       /* {server}/v1/sessions/{id} */
+    char *shown_url; /* the same without user:password@ */
 };
 
 /*
@@ -132,12 +186,97 @@ enum pybox_code pbx__client_result_parse(const char *text, size_t len,
                                          const struct pybox_exec *exec, struct pybox_result **out,
                                          struct pybox_error **err);
 
+/* The same checks as the config's, for the other structs' fields. */
+bool pbx__client_valid_timeout(double t);
+bool pbx__client_valid_memory(unsigned mb);
+
 /* Run in this process, starting the engine on first use. */
 enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct pybox_exec *exec,
                                       struct pybox_result **out, struct pybox_error **err);
 
 /* Stop the engine of a local client, if it was started. */
 void pbx__client_local_free(struct pybox_client *client);
+
+/* The client's engine in *engine, started on first use; a failed start is tried again later. */
+enum pybox_code pbx__client_engine(struct pybox_client *client, struct pbx_engine **engine,
+                                   struct pybox_error **err);
+
+/*
+ * A failure of local mode: the internal error `perr` (freed here) as the
+ * error table names it (the code local mode has for its row, the row's
+ * type), `prefix` (or NULL) before its message.  Returns the code.
+ */
+enum pybox_code pbx__client_local_fail(struct pybox_error **err, struct pbx_error **perr,
+                                       const char *prefix);
+
+/*
+ * What local mode hands the engine for `exec`: the request (limits from
+ * `base`, `timeout` and `memory` over them when not 0) and its input files
+ * in *files (the caller frees the array; the names and bytes are exec's).
+ */
+enum pybox_code pbx__client_local_request(const struct pybox_exec *exec,
+                                          const struct pbx_limits *base, double timeout,
+                                          unsigned memory, struct pbx_exec_request *req,
+                                          struct pbx_file_in **files, struct pybox_error **err);
+
+/*
+ * The engine's callbacks that feed exec's event callback: set on `req` by
+ * _start() when exec has one (`ev` must outlive the run), and _finish() after
+ * the run sends what was held back (the start of a character cut at the end).
+ */
+struct pbx_client_events {
+    const struct pybox_exec *exec; /* its callback */
+    char carry[3][4];              /* by enum pbx_stream: a character's start held back */
+    size_t carry_len[3];           /* its bytes */
+};
+
+void pbx__client_events_start(struct pbx_client_events *ev, const struct pybox_exec *exec,
+                              struct pbx_exec_request *req);
+void pbx__client_events_finish(struct pbx_client_events *ev);
+
+/*
+ * The result of `exec` from the engine's `res` (released here): its JSON
+ * object, `extra`'s members added (a session's fields; borrowed, NULL for
+ * none), parsed as remote mode parses the server's.  The caller owns *out.
+ */
+enum pybox_code pbx__client_local_result(struct pbx_exec_result *res, json_t *extra,
+                                         const struct pybox_exec *exec, struct pybox_result **out,
+                                         struct pybox_error **err);
+
+/* ---- sessions, remote mode (remote.c) ---- */
+
+/* POST /v1/sessions: fills s->id and s->url. */
+enum pybox_code pbx__client_session_open_remote(struct pybox_session *s, double timeout_s,
+                                                unsigned memory_mb, unsigned idle_ttl_s,
+                                                unsigned max_lifetime_s, struct pybox_error **err);
+
+/* POST .../execute, streamed when exec has an event callback. */
+enum pybox_code pbx__client_session_run_remote(struct pybox_session *s,
+                                               const struct pybox_exec *exec,
+                                               struct pybox_result **out, struct pybox_error **err);
+
+/* What a session operation other than a run does over HTTP. */
+enum pbx_client_session_op {
+    PBX_CLIENT_SESSION_INTERRUPT, /* POST .../interrupt: *out_body "true"/"false" */
+    PBX_CLIENT_SESSION_RESTART,   /* POST .../restart */
+    PBX_CLIENT_SESSION_PUT,       /* PUT .../files/{path} */
+    PBX_CLIENT_SESSION_GET,       /* GET .../files/{path}: the bytes in *out_body */
+    PBX_CLIENT_SESSION_DELETE,    /* DELETE .../files/{path} */
+    PBX_CLIENT_SESSION_LIST,      /* GET .../files: the array as JSON text in *out_body */
+    PBX_CLIENT_SESSION_CLOSE,     /* DELETE the session */
+};
+
+/*
+ * Do `op` on the session; *out_body (NUL-terminated, caller frees) and
+ * *out_len for GET, LIST and INTERRUPT (out_body may be NULL for the others).
+ */
+enum pybox_code pbx__client_session_op_remote(struct pybox_session *s,
+                                              enum pbx_client_session_op op, const char *path,
+                                              const void *data, size_t size, char **out_body,
+                                              size_t *out_len, struct pybox_error **err);
+
+/* Record why the session ended (copied; the first reason stays). Thread-safe. */
+void pbx__client_session_dead(struct pybox_session *s, const char *reason);
 
 /* Run through `POST /v1/execute` on the client's server. */
 enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct pybox_exec *exec,

@@ -17,6 +17,12 @@
  * to the same request does.  The engine's result is turned into the result
  * object's JSON text with the server's own function and flags and parsed
  * back, so local and remote results cannot drift apart.
+ *
+ * Streaming: the engine calls on_output and on_display on the thread that
+ * runs the execution as it reads the cell's pipes and records; they become
+ * exec's events here, text cut only between characters and made valid
+ * UTF-8 as the result's stdout is (and as the server's stream does), so the
+ * events put together are the result's output.
  */
 #include <errno.h>
 #include <signal.h>
@@ -26,6 +32,7 @@
 
 #include "client/client.h"
 #include "common/errtable.h"
+#include "common/utf8.h"
 #include "engine/engine.h"
 #include "common/banned.h"
 
@@ -91,8 +98,8 @@ void pbx__client_local_free(struct pybox_client *client)
  * again by the next run.  start_lock lets one thread start it while the
  * others wait for the outcome, so a client never has two engines.
  */
-static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out,
-                                 struct pybox_error **err)
+enum pybox_code pbx__client_engine(struct pybox_client *c, struct pbx_engine **out,
+                                   struct pybox_error **err)
 {
     struct pbx_error *perr = NULL;
     enum pybox_code rc = PYBOX_OK;
@@ -147,19 +154,170 @@ static enum pybox_code engine_of(struct pybox_client *c, struct pbx_engine **out
     return rc;
 }
 
+enum pybox_code pbx__client_local_fail(struct pybox_error **err, struct pbx_error **perr,
+                                       const char *prefix)
+{
+    const struct pbx_errtable_row *row = pbx_errtable_of_code((*perr)->code, false);
+    /* Every row an internal code selects has a local code; the remote one is the same failure. */
+    enum pybox_code code =
+        row->local != PBX_ERRTABLE_NONE ? (enum pybox_code)row->local : row->remote;
+    enum pybox_code rc;
+
+    if (prefix != NULL)
+        rc = pbx__client_fail_type(err, code, row->type, 0, 0, "%s: %s", prefix, (*perr)->msg);
+    else
+        rc = pbx__client_fail_type(err, code, row->type, 0, 0, "%s", (*perr)->msg);
+    pbx_error_free(perr);
+    return rc;
+}
+
+enum pybox_code pbx__client_local_request(const struct pybox_exec *exec,
+                                          const struct pbx_limits *base, double timeout,
+                                          unsigned memory, struct pbx_exec_request *req,
+                                          struct pbx_file_in **files, struct pybox_error **err)
+{
+    struct pbx_file_in *f = NULL;
+
+    *files = NULL;
+    pbx_exec_request_init(req);
+    if (base != NULL)
+        req->limits = *base;
+    /* As the server reads `timeout` (pybox_exec_set_timeout() checked its range). */
+    if (timeout > 0 && pbx_limits_set_timeout(&req->limits, timeout, NULL) < 0)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the timeout is out of range");
+    if (memory > 0)
+        req->limits.memory_bytes = (uint64_t)memory << 20;
+    if (exec->nfiles > 0) {
+        f = calloc(exec->nfiles, sizeof(*f));
+        if (f == NULL)
+            return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    }
+    for (size_t i = 0; i < exec->nfiles; i++) {
+        f[i].name = exec->files[i].name;
+        f[i].data = exec->files[i].data;
+        f[i].size = exec->files[i].size;
+    }
+    req->code = exec->code;
+    req->code_len = exec->code_len;
+    req->stdin_data = exec->stdin_data;
+    req->stdin_len = exec->stdin_len;
+    req->files = f;
+    req->nfiles = exec->nfiles;
+    req->return_files = (const char *const *)exec->returns;
+    req->nreturn = exec->nreturn;
+    req->main_mode = exec->main_mode;
+    *files = f;
+    return PYBOX_OK;
+}
+
+/* ---- streamed events ---- */
+
+/* Send [p, p+n) as a text event, valid UTF-8 (bad bytes become U+FFFD, as in the result). */
+static void send_text(const struct pbx_client_events *ev, enum pbx_stream which, const char *p,
+                      size_t n)
+{
+    enum pybox_event_kind kind =
+        which == PBX_STREAM_STDERR ? PYBOX_EVENT_STDERR : PYBOX_EVENT_STDOUT;
+    size_t len = 0;
+    char *text;
+
+    if (n == 0)
+        return;
+    text = pbx_utf8_sanitize(p, n, &len);
+    ev->exec->on_event(kind, text, len, ev->exec->on_event_arg);
+    free(text);
+}
+
+static void on_output(enum pbx_stream which, const char *data, size_t len, void *arg)
+{
+    struct pbx_client_events *ev = arg;
+    size_t keep;
+    size_t have;
+    char *joined;
+
+    if (which != PBX_STREAM_STDOUT && which != PBX_STREAM_STDERR)
+        return;
+    have = ev->carry_len[which];
+    joined = malloc(have + len + 1);
+    if (joined == NULL)
+        return; /* the event is lost, not the result: it has the whole output */
+    memcpy(joined, ev->carry[which], have);
+    memcpy(joined + have, data, len);
+    keep = pbx_utf8_partial_tail(joined, have + len);
+    send_text(ev, which, joined, have + len - keep);
+    memcpy(ev->carry[which], joined + have + len - keep, keep);
+    ev->carry_len[which] = keep;
+    free(joined);
+}
+
+static void on_display(const json_t *output, void *arg)
+{
+    struct pbx_client_events *ev = arg;
+    const char *type = json_string_value(json_object_get(output, "type"));
+    /* The server's stream sends each output with the result object's flags. */
+    char *text = json_dumps(output, PBX_JSON_FLAGS);
+
+    if (text == NULL)
+        return;
+    ev->exec->on_event(type != NULL && strcmp(type, "result") == 0 ? PYBOX_EVENT_RESULT
+                                                                   : PYBOX_EVENT_DISPLAY,
+                       text, strlen(text), ev->exec->on_event_arg);
+    free(text);
+}
+
+void pbx__client_events_start(struct pbx_client_events *ev, const struct pybox_exec *exec,
+                              struct pbx_exec_request *req)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->exec = exec;
+    if (exec->on_event == NULL)
+        return;
+    req->on_output = on_output;
+    req->on_display = on_display;
+    req->on_output_arg = ev;
+}
+
+void pbx__client_events_finish(struct pbx_client_events *ev)
+{
+    if (ev->exec == NULL || ev->exec->on_event == NULL)
+        return;
+    for (int i = PBX_STREAM_STDOUT; i <= PBX_STREAM_STDERR; i++) {
+        send_text(ev, (enum pbx_stream)i, ev->carry[i], ev->carry_len[i]);
+        ev->carry_len[i] = 0;
+    }
+}
+
+enum pybox_code pbx__client_local_result(struct pbx_exec_result *res, json_t *extra,
+                                         const struct pybox_exec *exec, struct pybox_result **out,
+                                         struct pybox_error **err)
+{
+    enum pybox_code rc;
+    json_t *o;
+    char *text;
+
+    o = pbx_exec_result_to_json(res);
+    pbx_exec_result_release(res);
+    if (extra != NULL)
+        json_object_update(o, extra);
+    text = json_dumps(o, PBX_JSON_FLAGS);
+    json_decref(o);
+    if (text == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    rc = pbx__client_result_parse(text, strlen(text), exec, out, err);
+    free(text);
+    return rc;
+}
+
 enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct pybox_exec *exec,
                                       struct pybox_result **out, struct pybox_error **err)
 {
     struct pbx_file_in *files = NULL;
+    struct pbx_client_events ev;
     struct pbx_exec_request req;
     struct pbx_exec_result res;
     struct pbx_error *perr = NULL;
     struct pbx_engine *engine;
-    double timeout = pbx__client_timeout(client, exec);
-    unsigned memory = pbx__client_memory(client, exec);
     enum pybox_code rc;
-    json_t *o;
-    char *text;
 
     if (client->network) {
         /* Local mode applies the anonymous policy, which a server refuses network (403). */
@@ -168,51 +326,20 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
         return pbx__client_fail_type(err, row->local, row->type, 0, 0,
                                      "local mode runs every execution without network");
     }
-    rc = engine_of(client, &engine, err);
+    rc = pbx__client_engine(client, &engine, err);
     if (rc != PYBOX_OK)
         return rc;
-    if (exec->nfiles > 0) {
-        files = calloc(exec->nfiles, sizeof(*files));
-        if (files == NULL)
-            return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
-    }
-    for (size_t i = 0; i < exec->nfiles; i++) {
-        files[i].name = exec->files[i].name;
-        files[i].data = exec->files[i].data;
-        files[i].size = exec->files[i].size;
-    }
-    pbx_exec_request_init(&req);
-    /* As the server reads `timeout` (pybox_exec_set_timeout() checked its range). */
-    if (timeout > 0 && pbx_limits_set_timeout(&req.limits, timeout, NULL) < 0)
-        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the timeout is out of range");
-    if (memory > 0)
-        req.limits.memory_bytes = (uint64_t)memory << 20;
-    req.code = exec->code;
-    req.code_len = exec->code_len;
-    req.stdin_data = exec->stdin_data;
-    req.stdin_len = exec->stdin_len;
-    req.files = files;
-    req.nfiles = exec->nfiles;
-    req.return_files = (const char *const *)exec->returns;
-    req.nreturn = exec->nreturn;
-    req.main_mode = exec->main_mode;
+    rc = pbx__client_local_request(exec, NULL, pbx__client_timeout(client, exec),
+                                   pbx__client_memory(client, exec), &req, &files, err);
+    if (rc != PYBOX_OK)
+        return rc;
+    pbx__client_events_start(&ev, exec, &req);
     if (pbx_engine_execute(engine, &req, &res, &perr) < 0) {
         /* Named as the server names the same refusal (common/errtable.h). */
-        const struct pbx_errtable_row *row = pbx_errtable_of_code(perr->code, false);
-
         free(files);
-        rc = pbx__client_fail_type(err, row->local, row->type, 0, 0, "%s", perr->msg);
-        pbx_error_free(&perr);
-        return rc;
+        return pbx__client_local_fail(err, &perr, NULL);
     }
+    pbx__client_events_finish(&ev);
     free(files);
-    o = pbx_exec_result_to_json(&res);
-    pbx_exec_result_release(&res);
-    text = json_dumps(o, PBX_JSON_FLAGS);
-    json_decref(o);
-    if (text == NULL)
-        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
-    rc = pbx__client_result_parse(text, strlen(text), exec, out, err);
-    free(text);
-    return rc;
+    return pbx__client_local_result(&res, NULL, exec, out, err);
 }

@@ -1,4 +1,7 @@
-/* libpybox: the result of an execution, parsed from the result object, and its accessors. */
+/*
+ * libpybox: the result of an execution, parsed from the result object, and its accessors.
+ * An output's data is kept decoded (a PNG as its bytes), so a caller never decodes base64.
+ */
 #include <fnmatch.h>
 #include <signal.h>
 #include <sodium.h>
@@ -41,6 +44,21 @@ void pybox_result_free(struct pybox_result *res)
         free(res->files[i].error);
     }
     free(res->files);
+    for (size_t i = 0; i < res->noutputs; i++) {
+        struct pbx_result_output *o = &res->outputs[i];
+
+        for (size_t j = 0; j < o->nmimes; j++) {
+            free(o->mimes[j].mime);
+            free(o->mimes[j].data);
+        }
+        free(o->mimes);
+        free(o->type);
+        free(o->metadata);
+        free(o->json);
+    }
+    free(res->outputs);
+    free(res->outputs_json);
+    free(res->dead_reason);
     free(res->json);
     free(res);
 }
@@ -98,6 +116,142 @@ static enum parse_rc parse_file(const char *name, json_t *f, struct pbx_result_f
         return PARSE_BAD;
     out->data[bin_len] = '\0';
     out->size = bin_len;
+    return PARSE_OK;
+}
+
+/* A PNG's bytes from base64 in *out (NUL-terminated) and *len. */
+static enum parse_rc decode_base64(json_t *b64, char **out, size_t *len)
+{
+    size_t max = json_string_length(b64) / 4 * 3 + 3;
+
+    *out = malloc(max + 1);
+    if (*out == NULL)
+        return PARSE_NOMEM;
+    if (sodium_base642bin((unsigned char *)*out, max, json_string_value(b64),
+                          json_string_length(b64), NULL, len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0)
+        return PARSE_BAD;
+    (*out)[*len] = '\0';
+    return PARSE_OK;
+}
+
+/*
+ * One output, {"type": "display"|"result", "data": {MIME: value}, "metadata": {}}:
+ * strings kept as text, image/png decoded, any other value as compact JSON text.
+ */
+static enum parse_rc parse_output(json_t *o, struct pbx_result_output *out)
+{
+    json_t *type = json_object_get(o, "type");
+    json_t *data = json_object_get(o, "data");
+    json_t *meta = json_object_get(o, "metadata");
+    const char *mime;
+    json_t *v;
+
+    if (!json_is_object(o) || !json_is_string(type) || !json_is_object(data) ||
+        !(meta == NULL || json_is_object(meta)))
+        return PARSE_BAD;
+    if (strcmp(json_string_value(type), "display") != 0 &&
+        strcmp(json_string_value(type), "result") != 0)
+        return PARSE_BAD;
+    out->type = strdup(json_string_value(type));
+    out->json = json_dumps(o, PBX_JSON_FLAGS);
+    out->metadata = meta != NULL ? json_dumps(meta, PBX_JSON_FLAGS) : strdup("{}");
+    if (out->type == NULL || out->json == NULL || out->metadata == NULL)
+        return PARSE_NOMEM;
+    if (json_object_size(data) > 0) {
+        out->mimes = calloc(json_object_size(data), sizeof(*out->mimes));
+        if (out->mimes == NULL)
+            return PARSE_NOMEM;
+    }
+    json_object_foreach(data, mime, v)
+    {
+        struct pbx_result_mime *m = &out->mimes[out->nmimes++];
+        enum parse_rc rc = PARSE_OK;
+
+        m->mime = strdup(mime);
+        if (m->mime == NULL)
+            return PARSE_NOMEM;
+        if (strcmp(mime, "image/png") == 0) {
+            if (!json_is_string(v))
+                return PARSE_BAD;
+            rc = decode_base64(v, &m->data, &m->len);
+        } else if (json_is_string(v) && strcmp(mime, "application/json") != 0) {
+            m->data = string_copy(v, &m->len);
+            rc = m->data != NULL ? PARSE_OK : PARSE_NOMEM;
+        } else {
+            m->data = json_dumps(v, PBX_JSON_VALUE_FLAGS);
+            m->len = m->data != NULL ? strlen(m->data) : 0;
+            rc = m->data != NULL ? PARSE_OK : PARSE_NOMEM;
+        }
+        if (rc != PARSE_OK)
+            return rc;
+        if (strcmp(mime, "text/plain") == 0 && json_is_string(v))
+            out->text = m->data;
+    }
+    /* Every output has a text/plain (the server and the engine check it). */
+    return out->text != NULL ? PARSE_OK : PARSE_BAD;
+}
+
+static enum parse_rc parse_outputs(json_t *outputs, struct pybox_result *r)
+{
+    size_t i;
+    json_t *o;
+
+    if (outputs == NULL)
+        outputs = json_array(); /* an answer of an older server: none */
+    else
+        json_incref(outputs);
+    if (!json_is_array(outputs)) {
+        json_decref(outputs);
+        return PARSE_BAD;
+    }
+    r->outputs_json = json_dumps(outputs, PBX_JSON_FLAGS);
+    if (r->outputs_json == NULL) {
+        json_decref(outputs);
+        return PARSE_NOMEM;
+    }
+    if (json_array_size(outputs) > 0) {
+        r->outputs = calloc(json_array_size(outputs), sizeof(*r->outputs));
+        if (r->outputs == NULL) {
+            json_decref(outputs);
+            return PARSE_NOMEM;
+        }
+    }
+    json_array_foreach(outputs, i, o)
+    {
+        enum parse_rc rc = parse_output(o, &r->outputs[r->noutputs++]);
+
+        if (rc != PARSE_OK) {
+            json_decref(outputs);
+            return rc;
+        }
+    }
+    json_decref(outputs);
+    return PARSE_OK;
+}
+
+/*
+ * A session's run adds execution_count, state_preserved and session {id,
+ * status, dead_reason}: read when there, each of its type.
+ */
+static enum parse_rc parse_session_fields(json_t *o, struct pybox_result *r)
+{
+    json_t *count = json_object_get(o, "execution_count");
+    json_t *kept = json_object_get(o, "state_preserved");
+    json_t *session = json_object_get(o, "session");
+    json_t *reason = json_object_get(session, "dead_reason");
+
+    if ((count != NULL && (!json_is_integer(count) || json_integer_value(count) < 0)) ||
+        (kept != NULL && !json_is_boolean(kept)) || (session != NULL && !json_is_object(session)) ||
+        (reason != NULL && !json_is_string(reason) && !json_is_null(reason)))
+        return PARSE_BAD;
+    r->execution_count = count != NULL ? (uint64_t)json_integer_value(count) : 0;
+    r->state_preserved = json_is_true(kept);
+    if (json_is_string(reason)) {
+        r->dead_reason = strdup(json_string_value(reason));
+        if (r->dead_reason == NULL)
+            return PARSE_NOMEM;
+    }
     return PARSE_OK;
 }
 
@@ -175,7 +329,13 @@ static enum parse_rc parse_object(json_t *o, struct pybox_result *r)
     r->duration_ms = json_number_value(duration);
     r->cpu_ms = json_number_value(cpu);
     r->max_rss_kb = json_integer_value(rss) > 0 ? (uint64_t)json_integer_value(rss) : 0;
-    return PARSE_OK;
+    {
+        enum parse_rc rc = parse_outputs(json_object_get(o, "outputs"), r);
+
+        if (rc != PARSE_OK)
+            return rc;
+    }
+    return parse_session_fields(o, r);
 }
 
 /*
@@ -379,4 +539,71 @@ uint64_t pybox_result_max_rss_kb(const struct pybox_result *res)
 const char *pybox_result_to_json(const struct pybox_result *res)
 {
     return res->json;
+}
+
+size_t pybox_result_output_count(const struct pybox_result *res)
+{
+    return res->noutputs;
+}
+
+const char *pybox_result_output_type(const struct pybox_result *res, size_t i)
+{
+    return i < res->noutputs ? res->outputs[i].type : NULL;
+}
+
+size_t pybox_result_output_mime_count(const struct pybox_result *res, size_t i)
+{
+    return i < res->noutputs ? res->outputs[i].nmimes : 0;
+}
+
+const char *pybox_result_output_mime(const struct pybox_result *res, size_t i, size_t j)
+{
+    return i < res->noutputs && j < res->outputs[i].nmimes ? res->outputs[i].mimes[j].mime : NULL;
+}
+
+const void *pybox_result_output_data(const struct pybox_result *res, size_t i, const char *mime,
+                                     size_t *len)
+{
+    for (size_t j = 0; mime != NULL && i < res->noutputs && j < res->outputs[i].nmimes; j++) {
+        const struct pbx_result_mime *m = &res->outputs[i].mimes[j];
+
+        if (strcmp(m->mime, mime) == 0) {
+            if (len != NULL)
+                *len = m->len;
+            return m->data;
+        }
+    }
+    if (len != NULL)
+        *len = 0;
+    return NULL;
+}
+
+const char *pybox_result_output_text(const struct pybox_result *res, size_t i)
+{
+    return i < res->noutputs ? res->outputs[i].text : NULL;
+}
+
+const char *pybox_result_output_metadata(const struct pybox_result *res, size_t i)
+{
+    return i < res->noutputs ? res->outputs[i].metadata : NULL;
+}
+
+const char *pybox_result_output_json(const struct pybox_result *res, size_t i)
+{
+    return i < res->noutputs ? res->outputs[i].json : NULL;
+}
+
+const char *pybox_result_outputs_json(const struct pybox_result *res)
+{
+    return res->outputs_json;
+}
+
+uint64_t pybox_result_execution_count(const struct pybox_result *res)
+{
+    return res->execution_count;
+}
+
+bool pybox_result_state_preserved(const struct pybox_result *res)
+{
+    return res->state_preserved;
 }

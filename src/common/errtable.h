@@ -78,15 +78,15 @@
        PBX_EXIT_NOPERM, "Forbidden", 0)                                                           \
     /* No such endpoint or method: the URL is not a pybox server's.  No such session (unknown, */ \
     /* another caller's, or of an earlier run of the server) or session file (PBX_E_NOTFOUND). */ \
-    XX(NOT_FOUND, "NotFound", 404, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
+    XX(NOT_FOUND, "NotFound", 404, PYBOX_E_NOT_FOUND, PYBOX_E_NOT_FOUND,                          \
        PBX_EXIT_FAILURE, "PyboxError", PBX_E_NOTFOUND)                                            \
     XX(METHOD_NOT_ALLOWED, "MethodNotAllowed", 405, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,            \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
     /* A call on a session while another of its calls runs (PBX_E_BUSY); Retry-After: 1. */       \
-    XX(SESSION_BUSY, "SessionBusy", 409, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                         \
+    XX(SESSION_BUSY, "SessionBusy", 409, PYBOX_E_BUSY, PYBOX_E_BUSY,                              \
        PBX_EXIT_TEMPFAIL, "SessionBusy", PBX_E_BUSY)                                              \
     /* A call on a session that has ended (PBX_E_GONE): `reason` says why. */                     \
-    XX(SESSION_DEAD, "SessionDead", 410, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                       \
+    XX(SESSION_DEAD, "SessionDead", 410, PYBOX_E_GONE, PYBOX_E_GONE,                              \
        PBX_EXIT_FAILURE, "SessionDead", PBX_E_GONE)                                               \
     /* Over a size limit: the body over --max-body or over the largest valid request, and */      \
     /* on /v1/execute the code (its characters over the caller's limit too), stdin, a */          \

@@ -85,3 +85,19 @@ char *pbx_utf8_sanitize(const char *s, size_t len, size_t *outlen)
         *outlen = o;
     return out;
 }
+
+size_t pbx_utf8_partial_tail(const char *s, size_t len)
+{
+    for (size_t k = 1; k <= 3 && k <= len; k++) {
+        unsigned char c = (unsigned char)s[len - k];
+        size_t need;
+
+        if (c < 0x80)
+            return 0;
+        if (c < 0xc0)
+            continue; /* a continuation byte: its lead is further back */
+        need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        return need > k ? k : 0;
+    }
+    return 0;
+}

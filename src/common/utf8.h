@@ -16,4 +16,11 @@ bool pbx_utf8_valid(const char *s, size_t len);
  */
 char *pbx_utf8_sanitize(const char *s, size_t len, size_t *outlen);
 
+/*
+ * How many bytes at the end of [s, s+len) begin a UTF-8 character whose
+ * other bytes have not come yet (0 to 3): what a reader of output as it
+ * arrives holds back, so that it never cuts a character in two.
+ */
+size_t pbx_utf8_partial_tail(const char *s, size_t len);
+
 #endif

@@ -1,0 +1,544 @@
+/*
+ * libpybox: sessions (include/pybox/pybox.h, "Sessions"), both modes.
+ *
+ * Theory of operation, local mode: a session is the engine's
+ * (src/engine/session.h) on the client's engine, started on first use as
+ * pybox_run() starts it: one cell kept alive between calls, its processes
+ * stopped between them.  This file holds one call at a time on it (`busy`,
+ * the server's rule: a second call is a SessionBusy), ends it when a call
+ * finds its idle time or lifetime passed, and turns each call's result into
+ * the JSON that `POST /v1/sessions/{id}/execute` answers: the result object,
+ * then execution_count, state_preserved and session {id, status,
+ * dead_reason}, made as src/server/sessions.c makes them, then parsed by the
+ * function that parses the server's answer.  A failure is named by the
+ * error table as the server names it (PBX_E_GONE a SessionDead, PBX_E_BUSY a
+ * SessionBusy, PBX_E_NOTFOUND a NotFound), with the server's words where the
+ * server has its own.  The id is made as the server makes one ("ses_" and
+ * 128 random bits in hex), so a program never tells the modes apart by it.
+ *
+ * Remote mode is `/v1/sessions` (remote.c); this file only dispatches.
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "client/client.h"
+#include "common/clock.h"
+#include "common/errtable.h"
+#include "engine/session.h"
+#include "common/banned.h"
+
+/* The server's words for its refusals (src/server/sessions.c, src/server/request.c). */
+#define BUSY_MESSAGE   "another call of this session is running; a session runs one at a time"
+#define MEMORY_MESSAGE "`memory_mb` is the session's, fixed when it is made (POST /v1/sessions)"
+
+void pybox_session_options_init(struct pybox_session_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->size = sizeof(*opts);
+}
+
+/* How much of a caller's options to take: whole fields within its `size` (as config_bytes()). */
+static size_t options_bytes(size_t size)
+{
+#define END(f) \
+    (offsetof(struct pybox_session_options, f) + sizeof(((struct pybox_session_options *)0)->f))
+    static const size_t ends[] = {
+        END(size), END(timeout_s), END(memory_mb), END(idle_ttl_s), END(max_lifetime_s),
+    };
+#undef END
+    size_t n = 0;
+
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+        if (ends[i] <= size)
+            n = ends[i];
+    return n;
+}
+
+void pbx__client_session_dead(struct pybox_session *s, const char *reason)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->dead_reason == NULL)
+        s->dead_reason = strdup(reason); /* NULL when out of memory: then it is not known */
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void session_free(struct pybox_session *s)
+{
+    pthread_mutex_destroy(&s->lock);
+    free(s->dead_reason);
+    free(s->url);
+    free(s->shown_url);
+    free(s);
+}
+
+/* The failure of an error table row, `id`, with its local code and type. */
+static enum pybox_code fail_row(struct pybox_error **err, enum pbx_errtable_id id, unsigned retry,
+                                const char *msg)
+{
+    const struct pbx_errtable_row *row = pbx_errtable_get(id);
+    enum pybox_code code =
+        row->local != PBX_ERRTABLE_NONE ? (enum pybox_code)row->local : row->remote;
+
+    return pbx__client_fail_type(err, code, row->type, 0, retry, "%s", msg);
+}
+
+/* An ended session's refusal, as the server answers it (410 SessionDead). */
+static enum pybox_code fail_gone(struct pybox_session *s, const char *reason,
+                                 struct pybox_error **err)
+{
+    char msg[128];
+
+    pbx__client_session_dead(s, reason);
+    snprintf(msg, sizeof(msg), "the session has ended (%s); open a new one", reason);
+    return fail_row(err, PBX_ERRTABLE_SESSION_DEAD, 0, msg);
+}
+
+/* ---- local mode ---- */
+
+/*
+ * Take the local session for one call: PYBOX_OK, or the refusal of a session
+ * that ended (its idle time or lifetime passed: ended here) or is busy.
+ */
+static enum pybox_code take_local(struct pybox_session *s, struct pybox_error **err)
+{
+    uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
+    const char *expired = NULL;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->busy) {
+        pthread_mutex_unlock(&s->lock);
+        return fail_row(err, PBX_ERRTABLE_SESSION_BUSY, 1, BUSY_MESSAGE);
+    }
+    if (s->ps != NULL && s->lifetime_s > 0 && now - s->opened_ms >= s->lifetime_s * 1000ull)
+        expired = "max_lifetime";
+    else if (s->ps != NULL && s->idle_ttl_s > 0 && now - s->last_ms >= s->idle_ttl_s * 1000ull)
+        expired = "idle_timeout";
+    if (expired != NULL) {
+        /* Nothing else holds it (not busy): everything of it goes now. */
+        pbx_session_close(s->ps);
+        s->ps = NULL;
+        if (s->dead_reason == NULL)
+            s->dead_reason = strdup(expired);
+    }
+    if (s->ps == NULL) {
+        char *reason = s->dead_reason ? strdup(s->dead_reason) : NULL;
+
+        pthread_mutex_unlock(&s->lock);
+        if (reason == NULL)
+            return fail_row(err, PBX_ERRTABLE_SESSION_DEAD, 0,
+                            "the session has ended; open a new one");
+        fail_gone(s, reason, err);
+        free(reason);
+        return PYBOX_E_GONE;
+    }
+    s->busy = true;
+    pthread_mutex_unlock(&s->lock);
+    return PYBOX_OK;
+}
+
+static void give_back_local(struct pybox_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->busy = false;
+    s->last_ms = pbx_clock_ms(CLOCK_MONOTONIC);
+    pthread_mutex_unlock(&s->lock);
+}
+
+/*
+ * The engine refused an operation on the session: PBX_E_GONE as the server
+ * answers an ended session (with why, from the engine), the rest by the table.
+ */
+static enum pybox_code fail_engine(struct pybox_session *s, struct pbx_error **perr,
+                                   struct pybox_error **err)
+{
+    if ((*perr)->code == PBX_E_GONE) {
+        struct pbx_session_state st;
+
+        pbx_session_state(s->ps, &st);
+        pbx_error_free(perr);
+        return fail_gone(
+            s, pbx_session_end_name(st.ended != PBX_SESSION_ALIVE ? st.ended : PBX_SESSION_LOST),
+            err);
+    }
+    return pbx__client_local_fail(err, perr, NULL);
+}
+
+static enum pybox_code open_local(struct pybox_session *s, double timeout, unsigned memory,
+                                  unsigned idle_ttl_s, unsigned lifetime_s,
+                                  struct pybox_error **err)
+{
+    struct pbx_error *perr = NULL;
+    struct pbx_engine *engine;
+    unsigned char raw[16];
+    enum pybox_code rc;
+
+    rc = pbx__client_engine(s->client, &engine, err);
+    if (rc != PYBOX_OK)
+        return rc;
+    pbx_limits_default(&s->limits);
+    /* As the server reads a session's `timeout` and `memory_mb` (pybox_run()'s rules). */
+    if (timeout > 0 && pbx_limits_set_timeout(&s->limits, timeout, NULL) < 0)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the timeout is out of range");
+    if (memory > 0)
+        s->limits.memory_bytes = (uint64_t)memory << 20;
+    if (pbx_session_open(engine, &s->limits, NULL, 0, &s->ps, &perr) < 0)
+        return pbx__client_local_fail(err, &perr, "open a session");
+    randombytes_buf(raw, sizeof(raw));
+    memcpy(s->id, "ses_", 4);
+    sodium_bin2hex(s->id + 4, sizeof(s->id) - 4, raw, sizeof(raw));
+    s->idle_ttl_s = idle_ttl_s;
+    s->lifetime_s = lifetime_s;
+    s->opened_ms = s->last_ms = pbx_clock_ms(CLOCK_MONOTONIC);
+    return PYBOX_OK;
+}
+
+/* What the server adds to a call's result object (sessions.c, call_answer()). */
+static json_t *call_fields(const struct pybox_session *s, const struct pbx_session_call *call)
+{
+    bool dead = call->ended != PBX_SESSION_ALIVE || !call->state_preserved;
+    const char *why =
+        pbx_session_end_name(call->ended != PBX_SESSION_ALIVE ? call->ended : PBX_SESSION_CRASHED);
+
+    return json_pack("{s:I, s:b, s:{s:s, s:s, s:o}}", "execution_count",
+                     (json_int_t)call->execution_count, "state_preserved", call->state_preserved,
+                     "session", "id", s->id, "status", dead ? "dead" : "idle", "dead_reason",
+                     dead ? json_string(why) : json_null());
+}
+
+static enum pybox_code run_local(struct pybox_session *s, const struct pybox_exec *exec,
+                                 struct pybox_result **out, struct pybox_error **err)
+{
+    struct pbx_file_in *files = NULL;
+    struct pbx_client_events ev;
+    struct pbx_exec_request req;
+    struct pbx_exec_result res;
+    struct pbx_session_call call;
+    struct pbx_error *perr = NULL;
+    enum pybox_code rc;
+    json_t *extra;
+
+    rc = take_local(s, err);
+    if (rc != PYBOX_OK)
+        return rc;
+    rc = pbx__client_local_request(exec, &s->limits, exec->timeout_s, 0, &req, &files, err);
+    if (rc != PYBOX_OK) {
+        give_back_local(s);
+        return rc;
+    }
+    pbx__client_events_start(&ev, exec, &req);
+    if (pbx_session_execute(s->ps, &req, &res, &call, &perr) < 0) {
+        free(files);
+        rc = fail_engine(s, &perr, err);
+        give_back_local(s);
+        return rc;
+    }
+    pbx__client_events_finish(&ev);
+    free(files);
+    extra = call_fields(s, &call);
+    if (!call.state_preserved || call.ended != PBX_SESSION_ALIVE)
+        pbx__client_session_dead(s, json_string_value(json_object_get(
+                                        json_object_get(extra, "session"), "dead_reason")));
+    rc = pbx__client_local_result(&res, extra, exec, out, err);
+    json_decref(extra);
+    give_back_local(s);
+    return rc;
+}
+
+/*
+ * The engine's list of /work ({path, size, mtime_ms}, borrowed) as the server
+ * shows it (sessions.c, files_json()): {path, size, mtime}, the time in
+ * ISO-8601 UTC to the millisecond.  A new reference.
+ */
+static json_t *files_json(json_t *list)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *f;
+
+    json_array_foreach(list, i, f)
+    {
+        json_t *mtime = json_object_get(f, "mtime_ms");
+        uint64_t ms = json_is_integer(mtime) ? (uint64_t)json_integer_value(mtime) : 0;
+        time_t t = (time_t)(ms / 1000);
+        struct tm tm;
+        char iso[64];
+
+        gmtime_r(&t, &tm);
+        snprintf(iso, sizeof(iso), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (unsigned)(ms % 1000));
+        json_array_append_new(out, json_pack("{s:O, s:O, s:o}", "path", json_object_get(f, "path"),
+                                             "size", json_object_get(f, "size"), "mtime",
+                                             ms != 0 ? json_string(iso) : json_null()));
+    }
+    return out;
+}
+
+/* A file operation, restart or list on the local session. */
+static enum pybox_code op_local(struct pybox_session *s, enum pbx_client_session_op op,
+                                const char *path, const void *data, size_t size, char **out_body,
+                                size_t *out_len, struct pybox_error **err)
+{
+    struct pbx_error *perr = NULL;
+    enum pybox_code rc;
+    json_t *list = NULL;
+    char *got = NULL;
+    size_t len = 0;
+    int r = 0;
+
+    rc = take_local(s, err);
+    if (rc != PYBOX_OK)
+        return rc;
+    switch (op) {
+    case PBX_CLIENT_SESSION_RESTART:
+        r = pbx_session_restart(s->ps, &perr);
+        break;
+    case PBX_CLIENT_SESSION_PUT:
+        r = pbx_session_file_put(s->ps, path, data != NULL ? data : "", size, &perr);
+        break;
+    case PBX_CLIENT_SESSION_GET:
+        r = pbx_session_file_get(s->ps, path, &got, &len, &perr);
+        break;
+    case PBX_CLIENT_SESSION_DELETE:
+        r = pbx_session_file_delete(s->ps, path, &perr);
+        break;
+    case PBX_CLIENT_SESSION_LIST:
+        r = pbx_session_file_list(s->ps, &list, &perr);
+        break;
+    default:
+        r = pbx_error_set(&perr, PBX_E_INVAL, "not a local session operation");
+        break;
+    }
+    if (r < 0) {
+        rc = fail_engine(s, &perr, err);
+    } else if (op == PBX_CLIENT_SESSION_GET) {
+        /* NUL-terminated, as remote mode's answer is. */
+        char *copy = malloc(len + 1);
+
+        if (copy == NULL) {
+            rc = pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+        } else {
+            memcpy(copy, got, len);
+            copy[len] = '\0';
+            *out_body = copy;
+            *out_len = len;
+        }
+    } else if (op == PBX_CLIENT_SESSION_LIST) {
+        json_t *shown = files_json(list);
+
+        *out_body = json_dumps(shown, JSON_COMPACT);
+        json_decref(shown);
+        if (*out_body == NULL)
+            rc = pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+        else
+            *out_len = strlen(*out_body);
+    }
+    free(got);
+    json_decref(list);
+    give_back_local(s);
+    return rc;
+}
+
+/* ---- the API ---- */
+
+enum pybox_code pybox_session_open(struct pybox_client *client,
+                                   const struct pybox_session_options *user,
+                                   struct pybox_session **out, struct pybox_error **err)
+{
+    struct pybox_session_options opts;
+    struct pybox_session *s;
+    enum pybox_code rc;
+    double timeout;
+    unsigned memory;
+
+    if (client == NULL || out == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no client or session");
+    pybox_session_options_init(&opts);
+    if (user != NULL) {
+        if (user->size < sizeof(size_t))
+            return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                    "options not filled by pybox_session_options_init()");
+        memcpy(&opts, user, options_bytes(user->size));
+    }
+    if (!pbx__client_valid_timeout(opts.timeout_s))
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "timeout %g s is not between 0 and 3600 seconds", opts.timeout_s);
+    if (!pbx__client_valid_memory(opts.memory_mb))
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "memory %u MiB is not between 16 and 65536", opts.memory_mb);
+    if (client->network) {
+        /* As pybox_run() refuses network locally: no execution, and no session, has one. */
+        const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_NETWORK_NOT_ALLOWED);
+
+        return pbx__client_fail_type(err, row->local, row->type, 0, 0,
+                                     "sessions run without network");
+    }
+    timeout = opts.timeout_s > 0 ? opts.timeout_s : client->timeout_s;
+    memory = opts.memory_mb > 0 ? opts.memory_mb : client->memory_mb;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    pthread_mutex_init(&s->lock, NULL);
+    s->client = client;
+    if (client->remote)
+        rc = pbx__client_session_open_remote(s, timeout, memory, opts.idle_ttl_s,
+                                             opts.max_lifetime_s, err);
+    else
+        rc = open_local(s, timeout, memory, opts.idle_ttl_s, opts.max_lifetime_s, err);
+    if (rc != PYBOX_OK) {
+        if (client->remote && s->url != NULL)
+            pbx__client_session_op_remote(s, PBX_CLIENT_SESSION_CLOSE, NULL, NULL, 0, NULL, NULL,
+                                          NULL);
+        session_free(s);
+        return rc;
+    }
+    *out = s;
+    return PYBOX_OK;
+}
+
+const char *pybox_session_id(const struct pybox_session *session)
+{
+    return session != NULL ? session->id : NULL;
+}
+
+const char *pybox_session_dead_reason(const struct pybox_session *session)
+{
+    struct pybox_session *s = (struct pybox_session *)session;
+    const char *why;
+
+    if (s == NULL)
+        return NULL;
+    pthread_mutex_lock(&s->lock);
+    why = s->dead_reason; /* set once, freed only by pybox_session_close() */
+    pthread_mutex_unlock(&s->lock);
+    return why;
+}
+
+enum pybox_code pybox_session_run(struct pybox_session *session, const struct pybox_exec *exec,
+                                  struct pybox_result **out, struct pybox_error **err)
+{
+    if (session == NULL || exec == NULL || out == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no session, request or result");
+    if (exec->code == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "no code (set it with pybox_exec_set_code())");
+    if (exec->memory_mb > 0) {
+        const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_VALIDATION_ERROR);
+
+        return pbx__client_fail_type(err, row->remote, row->type, 0, 0, "%s", MEMORY_MESSAGE);
+    }
+    return session->client->remote ? pbx__client_session_run_remote(session, exec, out, err)
+                                   : run_local(session, exec, out, err);
+}
+
+enum pybox_code pybox_session_interrupt(struct pybox_session *session, bool *interrupted,
+                                        struct pybox_error **err)
+{
+    enum pybox_code rc;
+    char *body = NULL;
+    bool sent = false;
+
+    if (interrupted != NULL)
+        *interrupted = false;
+    if (session == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no session");
+    if (session->client->remote) {
+        rc = pbx__client_session_op_remote(session, PBX_CLIENT_SESSION_INTERRUPT, NULL, NULL, 0,
+                                           &body, NULL, err);
+        sent = rc == PYBOX_OK && body != NULL && strcmp(body, "true") == 0;
+        free(body);
+    } else {
+        pthread_mutex_lock(&session->lock);
+        if (session->ps != NULL)
+            sent = pbx_session_interrupt(session->ps);
+        pthread_mutex_unlock(&session->lock);
+        rc = PYBOX_OK;
+    }
+    if (interrupted != NULL)
+        *interrupted = sent;
+    return rc;
+}
+
+/* A session operation, in the session's mode. */
+static enum pybox_code op(struct pybox_session *s, enum pbx_client_session_op what,
+                          const char *path, const void *data, size_t size, char **out_body,
+                          size_t *out_len, struct pybox_error **err)
+{
+    if (s == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no session");
+    if (path == NULL && what != PBX_CLIENT_SESSION_RESTART && what != PBX_CLIENT_SESSION_LIST)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no file path");
+    if (data == NULL && size > 0)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no data for %zu bytes", size);
+    if (s->client->remote)
+        return pbx__client_session_op_remote(s, what, path, data, size, out_body, out_len, err);
+    return op_local(s, what, path, data, size, out_body, out_len, err);
+}
+
+enum pybox_code pybox_session_restart(struct pybox_session *session, struct pybox_error **err)
+{
+    return op(session, PBX_CLIENT_SESSION_RESTART, NULL, NULL, 0, NULL, NULL, err);
+}
+
+enum pybox_code pybox_session_put_file(struct pybox_session *session, const char *path,
+                                       const void *data, size_t size, struct pybox_error **err)
+{
+    return op(session, PBX_CLIENT_SESSION_PUT, path, data, size, NULL, NULL, err);
+}
+
+enum pybox_code pybox_session_get_file(struct pybox_session *session, const char *path, void **data,
+                                       size_t *size, struct pybox_error **err)
+{
+    char *body = NULL;
+    size_t len = 0;
+    enum pybox_code rc;
+
+    if (data == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "nowhere to put the file");
+    *data = NULL;
+    if (size != NULL)
+        *size = 0;
+    rc = op(session, PBX_CLIENT_SESSION_GET, path, NULL, 0, &body, &len, err);
+    if (rc == PYBOX_OK) {
+        *data = body;
+        if (size != NULL)
+            *size = len;
+    }
+    return rc;
+}
+
+enum pybox_code pybox_session_delete_file(struct pybox_session *session, const char *path,
+                                          struct pybox_error **err)
+{
+    return op(session, PBX_CLIENT_SESSION_DELETE, path, NULL, 0, NULL, NULL, err);
+}
+
+enum pybox_code pybox_session_list_files(struct pybox_session *session, char **json,
+                                         struct pybox_error **err)
+{
+    size_t len = 0;
+
+    if (json == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "nowhere to put the list");
+    *json = NULL;
+    return op(session, PBX_CLIENT_SESSION_LIST, NULL, NULL, 0, json, &len, err);
+}
+
+enum pybox_code pybox_session_close(struct pybox_session *session, struct pybox_error **err)
+{
+    enum pybox_code rc = PYBOX_OK;
+
+    if (session == NULL)
+        return PYBOX_OK;
+    if (session->client->remote)
+        rc = pbx__client_session_op_remote(session, PBX_CLIENT_SESSION_CLOSE, NULL, NULL, 0, NULL,
+                                           NULL, err);
+    else
+        pbx_session_close(session->ps);
+    session_free(session);
+    return rc;
+}
