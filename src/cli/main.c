@@ -19,6 +19,7 @@ struct command {
 static const struct command commands[] = {
     {"serve", pbx_cmd_serve, "serve the Python Sandbox API over HTTP"},
     {"run", pbx_cmd_run, "run a Python script in the sandbox, here or on a server (--server)"},
+    {"repl", pbx_cmd_repl, "an interactive Python prompt in a sandbox session (or --jsonl)"},
     {"doctor", pbx_cmd_doctor, "show which isolation features are in force on this machine"},
     {"keys", pbx_cmd_keys, "manage API keys and their policies (in the store)"},
 };

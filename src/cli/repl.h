@@ -1,0 +1,44 @@
+/*
+ * pybox repl's two faces: the prompt (cmd_repl.c) and the machine protocol
+ * of --jsonl (repl_jsonl.c), on one client and one session.
+ */
+#ifndef PBX_CLI_REPL_H
+#define PBX_CLI_REPL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <termios.h>
+
+#include "pybox/pybox.h"
+
+struct repl {
+    struct pybox_client *client;       /* local or remote */
+    struct pybox_session_options opts; /* of every session it opens */
+    struct pybox_session *session;     /* the session, or NULL after one ended */
+    pthread_mutex_t session_lock;      /* held by whoever uses `session` */
+    atomic_bool running;               /* a call runs */
+    atomic_bool quit;                  /* SIGTERM or SIGHUP came: end when the call is over */
+    atomic_bool interrupted;           /* the running call was interrupted */
+    bool interactive;                  /* a terminal, with libedit */
+    struct termios saved_tty;          /* the terminal as it was, to restore on a signal */
+    bool have_tty;                     /* saved_tty is set */
+    const char *out_dir;               /* where images go */
+    unsigned entry;                    /* entries run, for image names */
+    unsigned images;                   /* images of this entry */
+    bool out_open;                     /* stdout's last byte was not a newline */
+    const char *shown_server;          /* the server without user:password@, or NULL */
+};
+
+/* Close the session (if any) and forget it. */
+void pbx__cli_repl_end_session(struct repl *r);
+
+/*
+ * --jsonl: answer requests on stdin until EOF, {"op": "close"} or a byte on
+ * `wake_fd` (a signal came), then end the session.  Returns the exit status.
+ */
+int pbx__cli_repl_jsonl(struct repl *r, int wake_fd);
+
+/* --jsonl's first line when the session could not be opened: {"ready": false, "error"}. */
+void pbx__cli_repl_jsonl_not_ready(enum pybox_code rc, const struct pybox_error *err);
+
+#endif
