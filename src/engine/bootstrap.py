@@ -92,6 +92,7 @@ def prepare(preload, allowed):
             __import__(name)
         except Exception:
             pass
+    _count_streams()
     sys.meta_path.append(_IPythonShim)
     sys.meta_path.append(_NotInstalled)
     builtins.display = display
@@ -369,9 +370,54 @@ def _marker(why):
             "metadata": {"omitted": True}}
 
 
+# What "at" adds to a record at most: ', "at": [N, N]' with two 20-digit counts.
+_AT_MAX = 52
+
+
+class _Counted(io.FileIO):
+    """fd 1 or 2 under sys.stdout or sys.stderr, counting the bytes written through it: each
+    output record says how many of each came before it, so the supervisor can hand them on
+    in the order the code wrote them (what is written to the fds by other means is not
+    counted, and may come after an output it preceded)."""
+    written = 0
+
+    def write(self, b):
+        n = io.FileIO.write(self, b)
+        if n:
+            self.written += n
+        return n
+
+
+_counted = []
+
+
+def _count_streams():
+    """In the zygote: sys.stdout and sys.stderr over _Counted raw files, as they were."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        old = getattr(sys, name)
+        try:
+            raw = _Counted(fd, "w", closefd=False)
+            new = io.TextIOWrapper(io.BufferedWriter(raw), encoding=old.encoding,
+                                   errors=old.errors, line_buffering=old.line_buffering,
+                                   write_through=old.write_through)
+        except (OSError, ValueError, AttributeError):
+            return
+        setattr(sys, name, new)
+        _counted.append(raw)
+
+
+def _count_from_zero():
+    for raw in _counted:
+        raw.written = 0
+
+
 def _write_line(line):
     """Write one output record's JSON text (ASCII) as a line, counted as the supervisor
-    counts it."""
+    counts it.  What the code printed before it goes out first, and the record says how much
+    that was ("at"), so that a reader of both keeps them in their order."""
+    _flush()
+    if len(_counted) == 2:
+        line = '%s, "at": [%d, %d]}' % (line[:-1], _counted[0].written, _counted[1].written)
     _outputs["used"] += len(line)
     _outputs["count"] += 1
     data = (line + "\n").encode()
@@ -402,9 +448,9 @@ def _emit(output):
                   "metadata": {}}
         line = _record(output)
     each = min(_OUTPUT_MAX, st["room"])
-    if len(line) > each:
+    if len(line) + _AT_MAX > each:
         line = _record(_marker("over %d bytes" % each))
-    elif st["used"] + len(line) > st["room"]:
+    elif st["used"] + len(line) + _AT_MAX > st["room"]:
         line = _record(_marker("over the %d bytes all outputs may carry" % st["room"]))
     _write_line(line)
 
@@ -856,13 +902,27 @@ def _failed(done, exc):
     done["exit_code"] = 1
 
 
-def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, result_record):
+def _line_buffered():
+    """stdout and stderr written at each newline: someone watches them live."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+
+
+def run(code, main_mode, allow_all, extra, reseed, result_bytes, result_values, result_record,
+        live=False):
     """Run user code as python3 runs main.py; returns the exit status.  main()'s value may be
     at most result_bytes of JSON holding at most result_values values, in a done record of at
     most result_record bytes (the cell passes what pbx_limits_result_max() says: the supervisor
-    reads and parses no more)."""
+    reads and parses no more).  With `live` (the output is streamed), stdout is line-buffered
+    as on a terminal; else block-buffered, as python3's is into a pipe."""
     if reseed:
         _reseed()
+    _count_from_zero()
+    if live:
+        _line_buffered()
     tree, lines = _checked(code, allow_all, extra, _USER_FILE)
     if tree is None:
         return lines
@@ -925,6 +985,9 @@ def session_run(code, cell, main_mode, allow_all, extra, result_bytes, result_va
         module.__builtins__ = builtins
         _session["module"] = module
     sys.modules["__main__"] = module
+    # A session is watched as a REPL is: its output goes out at each newline.
+    _line_buffered()
+    _count_from_zero()
     # stdin is this call's: nothing read ahead from an earlier one survives.
     try:
         sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),

@@ -158,12 +158,12 @@ static _Noreturn void run_code(const struct pbx_zygote_state *zs, uint32_t flags
 
     pbx_limits_result_max(limits, &max);
     arg = PyBytes_FromStringAndSize((const char *)code, (Py_ssize_t)code_len);
-    ret =
-        arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "OiisiKKK", arg,
-                                    (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
-                                    extra_modules, reseed, (unsigned long long)max.bytes,
-                                    (unsigned long long)max.values, (unsigned long long)max.record)
-            : NULL;
+    ret = arg ? PyObject_CallFunction((PyObject *)zs->run_fn, "OiisiKKKi", arg,
+                                      (flags & PBX_JOB_MAIN) != 0, (flags & PBX_JOB_ALLOW_ALL) != 0,
+                                      extra_modules, reseed, (unsigned long long)max.bytes,
+                                      (unsigned long long)max.values,
+                                      (unsigned long long)max.record, (flags & PBX_JOB_LIVE) != 0)
+              : NULL;
     if (ret == NULL) {
         PyErr_Print();
     } else {

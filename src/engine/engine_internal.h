@@ -303,6 +303,8 @@ struct pbx_flight {
     struct pbx_buf meta;        /* records */
     struct pbx_meta parsed;     /* the records parsed as they came */
     size_t shown;               /* outputs handed to req->on_display so far */
+    uint64_t got[3];            /* by enum pbx_stream: bytes read from stdout, stderr */
+    uint64_t given[3];          /* and of those, handed to req->on_output (or dropped) */
     struct pbx_proto_done done; /* the cell's report */
     bool started;               /* STARTED received */
     bool finished;              /* DONE received */

@@ -125,8 +125,20 @@ static bool looks_like_output(const char *line, size_t len)
 }
 
 /* Keep one output record of `len` bytes (o NULL: it did not parse), or a marker for it. */
-static void take_output(struct pbx_meta *meta, json_t *o, size_t len, size_t values,
-                        const struct caps *caps)
+/* [stdout, stderr] from a record's "at", or [0, 0] when it is not two byte counts. */
+static json_t *at_pair(const json_t *at)
+{
+    json_t *o = json_array_get(at, 0);
+    json_t *e = json_array_get(at, 1);
+
+    if (!json_is_array(at) || json_array_size(at) != 2 || !json_is_integer(o) ||
+        !json_is_integer(e) || json_integer_value(o) < 0 || json_integer_value(e) < 0)
+        return json_pack("[i, i]", 0, 0);
+    return json_pack("[I, I]", json_integer_value(o), json_integer_value(e));
+}
+
+static void take_output(struct pbx_meta *meta, json_t *o, const json_t *at, size_t len,
+                        size_t values, const struct caps *caps)
 {
     const struct pbx_outputs_max *om = &caps->outputs;
     char why[96];
@@ -135,8 +147,10 @@ static void take_output(struct pbx_meta *meta, json_t *o, size_t len, size_t val
 
     if (meta->done)
         return;
-    if (meta->outputs == NULL)
+    if (meta->outputs == NULL) {
         meta->outputs = json_array();
+        meta->outputs_at = json_array();
+    }
     if (json_array_size(meta->outputs) >= om->count) {
         meta->outputs_dropped++;
         return;
@@ -156,6 +170,7 @@ static void take_output(struct pbx_meta *meta, json_t *o, size_t len, size_t val
     } else {
         kept = clean_output(o, &bad);
     }
+    json_array_append_new(meta->outputs_at, at_pair(at));
     if (kept == NULL) {
         json_array_append_new(meta->outputs, marker(bad));
         return;
@@ -177,24 +192,25 @@ static void parse_line(const char *line, size_t len, struct pbx_meta *meta, bool
 
     if (!first && looks_like_output(line, len) && len > caps->outputs.each) {
         /* Never parsed: refused by its size alone. */
-        take_output(meta, json_null(), len, 0, caps);
+        take_output(meta, json_null(), NULL, len, 0, caps);
         return;
     }
     if (!pbx_json_within(line, len, LINE_MAX_VALUES, LINE_MAX_DEPTH, &shape)) {
         if (!first && looks_like_output(line, len))
-            take_output(meta, NULL, len, 0, caps);
+            take_output(meta, NULL, NULL, len, 0, caps);
         return;
     }
     rec = json_loadb(line, len, JSON_REJECT_DUPLICATES, NULL);
 
     if (!json_is_object(rec)) {
         if (!first && looks_like_output(line, len))
-            take_output(meta, NULL, len, 0, caps);
+            take_output(meta, NULL, NULL, len, 0, caps);
         json_decref(rec);
         return;
     }
     if (!first && json_object_get(rec, "output") != NULL) {
-        take_output(meta, json_object_get(rec, "output"), len, shape.values, caps);
+        take_output(meta, json_object_get(rec, "output"), json_object_get(rec, "at"), len,
+                    shape.values, caps);
         json_decref(rec);
         return;
     }
@@ -300,5 +316,6 @@ void pbx__meta_release(struct pbx_meta *meta)
     json_decref(meta->error);
     json_decref(meta->result);
     json_decref(meta->outputs);
+    json_decref(meta->outputs_at);
     memset(meta, 0, sizeof(*meta));
 }

@@ -4,7 +4,8 @@
  * {"check": "rejected", "error": {...}}), the last one after it
  * ({"done": true, "exit_code": N, "error": ..., "result": "<JSON text>"}).
  * Between them come the rich outputs, one record each, in the order produced:
- * {"output": {"type": "display"|"result", "data": {MIME: value}, "metadata": {}}}
+ * {"output": {"type": "display"|"result", "data": {MIME: value}, "metadata": {}},
+ *  "at": [stdout bytes, stderr bytes the code had written before it]}
  * (docs/api.md, "The result object"; sessions and streaming read the same
  * records one line at a time).
  * Everything after the check record may have been forged by user code, so it
@@ -36,6 +37,8 @@ struct pbx_meta {
     size_t result_text_len;    /* the length of main()'s value as JSON text */
     bool result_too_large;     /* a result was present but over the limits: not parsed */
     json_t *outputs;           /* the outputs kept, markers included: an array (owned) */
+    json_t *outputs_at;        /* for each, [stdout, stderr] bytes written before it, as its */
+                               /* record's "at" said ([0, 0] when it did not; owned) */
     uint64_t outputs_bytes;    /* their records' bytes as written, taken from main()'s room */
     size_t outputs_values;     /* JSON values in them */
     size_t outputs_dropped;    /* output records past the count: one marker at the end */

@@ -51,6 +51,7 @@ enum pbx_job_flags {
     PBX_JOB_MAIN = (1 << 0),      /* call main() */
     PBX_JOB_ALLOW_ALL = (1 << 1), /* no import allowlist */
     PBX_JOB_NO_CGROUP = (1 << 2), /* apply the rlimit fallbacks (RLIMIT_AS, RLIMIT_NPROC) */
+    PBX_JOB_LIVE = (1 << 3),      /* someone watches the output live: stdout line-buffered */
 };
 
 /* What a message to the zygote, or to a spare cell, asks for. */

@@ -140,8 +140,8 @@ int pbx__run_sealed_memfd(const char *name, const void *data, size_t len, struct
     return steal_fd(&fd);
 }
 
-static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
-                  const struct pbx_exec_request *req)
+/* Read what `fd` has into `b` (within its cap), counting every byte read in *got. */
+static void drain(int *fd, struct pbx_buf *b, uint64_t *got)
 {
     char chunk[65536];
 
@@ -157,23 +157,57 @@ static void drain(int *fd, struct pbx_buf *b, enum pbx_stream stream,
             *fd = -1;
             return;
         }
-        size_t kept = pbx_buf_append_trunc(b, chunk, (size_t)n);
-
-        if (kept > 0 && req != NULL && req->on_output != NULL)
-            req->on_output(stream, chunk, kept, req->on_output_arg);
+        (void)pbx_buf_append_trunc(b, chunk, (size_t)n);
+        *got += (uint64_t)n;
     }
 }
 
-/* Parse the records that came, and show the outputs kept among them. */
-static void take_records(struct pbx_flight *f, const struct pbx_exec_request *req)
+/* Hand on_output the text of `stream` read up to byte `upto` (what the cap kept of it). */
+static void give_text(struct pbx_flight *f, const struct pbx_exec_request *req,
+                      enum pbx_stream stream, uint64_t upto)
 {
-    pbx__meta_feed(&f->parsed, f->meta.data ? f->meta.data : "", f->meta.len);
-    while (f->parsed.outputs != NULL && f->shown < json_array_size(f->parsed.outputs)) {
-        json_t *o = json_array_get(f->parsed.outputs, f->shown++);
+    const struct pbx_buf *b = stream == PBX_STREAM_STDOUT ? &f->out : &f->errb;
+    uint64_t from = f->given[stream];
+    uint64_t to = upto < f->got[stream] ? upto : f->got[stream];
+    uint64_t kept = to < b->len ? to : b->len;
 
+    if (to <= from)
+        return;
+    if (kept > from && req->on_output != NULL)
+        req->on_output(stream, b->data + from, (size_t)(kept - from), req->on_output_arg);
+    f->given[stream] = to;
+}
+
+/*
+ * Parse the records read so far, and hand the live callbacks what came, in
+ * the order the code wrote it: an output after the stdout and stderr its
+ * record says preceded it ("at"), the text after it held back until then.
+ * The bootstrap flushes both and writes the record before any later text,
+ * so text read already means its record is in the records' pipe: each poll
+ * round reads all three before this runs.  With `all` (the flight is over),
+ * everything left goes.
+ */
+static void give(struct pbx_flight *f, const struct pbx_exec_request *req, bool all)
+{
+    size_t n;
+
+    pbx__meta_feed(&f->parsed, f->meta.data ? f->meta.data : "", f->meta.len);
+    n = f->parsed.outputs_at != NULL ? json_array_size(f->parsed.outputs_at) : 0;
+    while (f->shown < n) {
+        json_t *at = json_array_get(f->parsed.outputs_at, f->shown);
+        uint64_t at_out = (uint64_t)json_integer_value(json_array_get(at, 0));
+        uint64_t at_err = (uint64_t)json_integer_value(json_array_get(at, 1));
+
+        give_text(f, req, PBX_STREAM_STDOUT, at_out);
+        give_text(f, req, PBX_STREAM_STDERR, at_err);
+        if (!all && (f->got[PBX_STREAM_STDOUT] < at_out || f->got[PBX_STREAM_STDERR] < at_err))
+            return; /* the text before it is on its way */
         if (req->on_display != NULL)
-            req->on_display(o, req->on_output_arg);
+            req->on_display(json_array_get(f->parsed.outputs, f->shown), req->on_output_arg);
+        f->shown++;
     }
+    give_text(f, req, PBX_STREAM_STDOUT, UINT64_MAX);
+    give_text(f, req, PBX_STREAM_STDERR, UINT64_MAX);
 }
 
 void pbx__run_interrupt(int status)
@@ -239,6 +273,7 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
 
     for (;;) {
         struct pollfd p[5];
+        bool text;
         int np = 0;
         uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
         int timeout;
@@ -272,24 +307,33 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             p[np++] = (struct pollfd){.fd = req->cancel_fd, .events = POLLIN};
         if (poll(p, (nfds_t)np, timeout > 0 ? timeout : 0) < 0 && errno != EINTR)
             break;
+        text = false;
         for (int i = 0; i < np; i++) {
             if (p[i].revents == 0)
                 continue;
-            if (p[i].fd == f->out_r)
-                drain(&f->out_r, &f->out, PBX_STREAM_STDOUT, req);
-            else if (p[i].fd == f->err_r)
-                drain(&f->err_r, &f->errb, PBX_STREAM_STDERR, req);
-            else if (p[i].fd == f->meta_r) {
-                drain(&f->meta_r, &f->meta, 0, NULL);
-                take_records(f, req);
+            if (p[i].fd == f->out_r || p[i].fd == f->err_r || p[i].fd == f->meta_r) {
+                text = true;
             } else if (p[i].fd == req->cancel_fd && !f->cancelled) {
                 f->cancelled = true;
                 if (f->session)
                     pbx__run_interrupt(f->status);
                 else
                     backstop_kill(f, cell);
-            } else if (p[i].fd == f->status)
+            } else if (p[i].fd == f->status) {
                 read_status(f);
+            }
+        }
+        if (text) {
+            /* All three, then the records: see give(). */
+            uint64_t records = 0;
+
+            if (f->out_r >= 0)
+                drain(&f->out_r, &f->out, &f->got[PBX_STREAM_STDOUT]);
+            if (f->err_r >= 0)
+                drain(&f->err_r, &f->errb, &f->got[PBX_STREAM_STDERR]);
+            if (f->meta_r >= 0)
+                drain(&f->meta_r, &f->meta, &records);
+            give(f, req, false);
         }
     }
 }
@@ -414,7 +458,7 @@ void pbx__run_compose(struct pbx_flight *f, const struct pbx_exec_request *req,
     struct pbx_verdict v;
     struct pbx_meta meta;
 
-    take_records(f, req);
+    give(f, req, true);
     pbx__meta_end(&f->parsed);
     meta = f->parsed;
     memset(&f->parsed, 0, sizeof(f->parsed));
@@ -563,7 +607,8 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     job.limits = req->limits;
     job.flags = (req->main_mode ? PBX_JOB_MAIN : 0) |
                 (req->allow_all_imports ? PBX_JOB_ALLOW_ALL : 0) |
-                (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP);
+                (e->have_memcg && e->have_pidscg ? 0 : PBX_JOB_NO_CGROUP) |
+                (req->on_output != NULL || req->on_display != NULL ? PBX_JOB_LIVE : 0);
     job.ninput = (uint32_t)req->nfiles;
     job.nreturn = (uint32_t)req->nreturn;
     pbx__proto_request_code(&w, req->code, req->code_len);

@@ -83,6 +83,18 @@ static void init_python(void)
     PyConfig cfg;
     PyStatus st;
 
+    /*
+     * SIGINT at its default, whatever the supervisor inherited (a server started
+     * in the background of a shell ignores it): Python installs its
+     * KeyboardInterrupt handler only over the default, and a session's interrupt
+     * and timeout depend on it.  The zygote has no terminal: nothing else sends it.
+     */
+    {
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
+
+        sigemptyset(&dfl.sa_mask);
+        (void)sigaction(SIGINT, &dfl, NULL);
+    }
     PyPreConfig_InitIsolatedConfig(&pre);
     pre.utf8_mode = 1;
     st = Py_PreInitialize(&pre);

@@ -205,6 +205,22 @@ def test_output_arrives_as_it_is_printed(srv):
     wait_idle(srv)
 
 
+def test_output_is_live_without_flush_and_in_order_with_displays(srv):
+    # A watched execution writes stdout at each newline, as on a terminal, and what was
+    # printed before an output goes out before it.
+    code = ("import time\nprint('a')\ndisplay('shown')\nprint('b')\ntime.sleep(0.5)\n"
+            "print('c')\n")
+    _, events = stream(srv, {"code": code, "timeout": 10})
+    seen = [(e.name, e.json()["text"] if e.name == "stdout" else e.json()["data"]["text/plain"])
+            for e in events if e.name in ("stdout", "display")]
+    assert seen[0] == ("stdout", "a\n") and seen[1] == ("display", "'shown'"), seen
+    out = [e for e in events if e.name == "stdout"]
+    assert "".join(e.json()["text"] for e in out) == "a\nb\nc\n", out
+    late = [e for e in out if "c" in e.json()["text"]][0]
+    early = [e for e in out if "b" in e.json()["text"]][0]
+    assert late.at - early.at >= 0.4, "b came only with the end"
+
+
 def test_end_is_the_answer_the_plain_request_gets(srv):
     code = '''
 import sys

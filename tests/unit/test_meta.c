@@ -863,6 +863,41 @@ START_TEST(test_outputs_capped)
 }
 END_TEST
 
+/* Each output's "at": the stdout and stderr bytes before it, [0, 0] when not two counts. */
+START_TEST(test_outputs_at)
+{
+    static const char text[] =
+        "{\"check\":\"ok\"}\n"
+        "{\"output\":{\"type\":\"display\",\"data\":{\"text/plain\":\"a\"}},\"at\":[3,4]}\n"
+        "{\"output\":{\"type\":\"display\",\"data\":{\"text/plain\":\"b\"}},\"at\":[-1,2]}\n"
+        "{\"output\":{\"type\":\"display\",\"data\":{\"text/plain\":\"c\"}},\"at\":\"x\"}\n"
+        "{\"output\":{\"type\":\"bogus\"},\"at\":[7,8]}\n"
+        "{\"output\":{\"type\":\"display\",\"data\":{\"text/plain\":\"d\"}}}\n";
+    struct pbx_meta m;
+    struct pbx_meta live;
+    const long want[][2] = {{3, 4}, {0, 0}, {0, 0}, {7, 8}, {0, 0}};
+
+    parse(text, &m);
+    ck_assert_int_eq((int)json_array_size(m.outputs), 5);
+    ck_assert_int_eq((int)json_array_size(m.outputs_at), 5);
+    for (size_t i = 0; i < 5; i++) {
+        json_t *at = json_array_get(m.outputs_at, i);
+
+        ck_assert_int_eq(json_integer_value(json_array_get(at, 0)), want[i][0]);
+        ck_assert_int_eq(json_integer_value(json_array_get(at, 1)), want[i][1]);
+    }
+    /* Fed a byte at a time, as records arrive, the parse is the same. */
+    pbx__meta_begin(&live, NULL);
+    for (size_t n = 1; n <= sizeof(text) - 1; n++)
+        pbx__meta_feed(&live, text, n);
+    pbx__meta_end(&live);
+    ck_assert(json_equal(live.outputs, m.outputs));
+    ck_assert(json_equal(live.outputs_at, m.outputs_at));
+    pbx__meta_release(&live);
+    pbx__meta_release(&m);
+}
+END_TEST
+
 static Suite *meta_suite(void)
 {
     Suite *s = suite_create("meta");
@@ -890,6 +925,7 @@ static Suite *meta_suite(void)
     tcase_add_test(tc, test_outputs_kept_in_order);
     tcase_add_test(tc, test_bad_outputs_become_markers);
     tcase_add_test(tc, test_outputs_capped);
+    tcase_add_test(tc, test_outputs_at);
     suite_add_tcase(s, tc);
     return s;
 }
