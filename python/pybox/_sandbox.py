@@ -4,14 +4,15 @@ from __future__ import annotations
 import fnmatch
 
 import os
-from typing import Iterable, Mapping, Optional, Union
+from typing import Iterable, Iterator, Mapping, Optional, Union
 
 from . import _request
 from ._local import LocalBackend
 from ._remote import RemoteBackend
 from ._request import Data
-from ._result import Result
-from .errors import InvalidRequest, ServerError
+from ._result import Event, Result
+from ._session import Session, session_options
+from .errors import Forbidden, InvalidRequest, ServerError
 
 DEFAULT_REQUEST_TIMEOUT = 300.0
 
@@ -164,6 +165,79 @@ class Sandbox:
         result = self._backend.execute(req)
         _check_returned(result, req.return_files)
         return result
+
+    def stream(self, code: Data, stdin: Optional[Data] = None,
+               files: Optional[Mapping[str, Data]] = None,
+               return_files: Optional[Iterable[str]] = None, main: bool = False,
+               timeout: Optional[float] = None, memory_mb: Optional[int] = None
+               ) -> Iterator[Event]:
+        """Run `code` as run() does, yielding its Events as they happen:
+
+            for ev in sandbox.stream("for i in range(3): print(i, flush=True)"):
+                if ev.kind == "stdout":
+                    print(ev.text, end="")
+                elif ev.kind == "end":
+                    result = ev.result
+
+        Kinds: "stdout" and "stderr" (ev.text), "display" and "result" (ev.output, an Output),
+        "error" (ev.error, the result's error object, just before the end) and "end"
+        (ev.result, the whole Result, always last). Remote mode reads the server's Server-Sent
+        Events; local mode `pybox run --stream`'s lines. The request is checked, and the
+        exceptions of run() raised, when the iteration starts; leaving the loop early stops
+        the execution.
+        """
+        req = _request.build(code, stdin, files, return_files, main,
+                             self.timeout if timeout is None else timeout,
+                             self.memory_mb if memory_mb is None else memory_mb,
+                             self.network)
+        return self._stream(req)
+
+    def _stream(self, req: "_request.Request") -> Iterator[Event]:
+        for ev in self._backend.stream(req):
+            if ev.kind == "end" and ev.result is not None:
+                _check_returned(ev.result, req.return_files)
+            yield ev
+
+    def session(self, timeout: Optional[float] = None, memory_mb: Optional[int] = None,
+                idle_ttl: Optional[int] = None, max_lifetime: Optional[int] = None,
+                files: Optional[Mapping[str, Data]] = None) -> Session:
+        """Open a session: an interpreter kept alive between runs (see Session).
+
+            with sandbox.session() as s:
+                s.run("import json; data = [1, 2, 3]")
+                r = s.run("sum(data)")
+                r.value.text                    # "6"
+                s.files.write("in.csv", b"a,b\n1,2\n")
+
+        Args:
+            timeout: each run's wall-time limit in seconds when the run sets none (default:
+                the Sandbox's, else pybox's 10 s or the server's).
+            memory_mb: the session's memory limit for its whole life (default: the
+                Sandbox's).
+            idle_ttl: end it after this many seconds without a call (default: the server's;
+                none locally).
+            max_lifetime: end it this many seconds after it was opened (likewise).
+            files: files {path: content} to put in /work first.
+
+        Local mode holds the session in one `pybox repl --jsonl` process, remote mode on the
+        server (`/v1/sessions`); both give the same Results. Raises what run() raises, and
+        TooManySessions when the caller has as many sessions open as the server allows.
+        """
+        opts = session_options(self.timeout if timeout is None else timeout,
+                               self.memory_mb if memory_mb is None else memory_mb,
+                               idle_ttl, max_lifetime)
+        if self.network:
+            raise Forbidden("sessions run without network, as every execution does",
+                            type="NetworkNotAllowed")
+        checked = _request.build("", None, files, None, False, None, None, False)
+        session = Session(self._backend.open_session(**opts), self.mode)
+        try:
+            for name, data in checked.files:
+                session.files.write(name, data)
+        except BaseException:
+            session.close()
+            raise
+        return session
 
 
 def _check_returned(result: "Result", asked: Iterable[str]) -> None:

@@ -55,6 +55,9 @@ static void help(void)
         "                        (repeatable; env PYBOX_LIMITS=\"NAME=VALUE ...\"); see below\n"
         "  --main                call main() and report its JSON-encoded return value\n"
         "  --json                print the result object (docs/api.md) instead\n"
+        "  --stream              with --json: first, as the run goes on, one JSON line per\n"
+        "                        event, {\"event\": \"stdout\"|\"stderr\"|\"display\"|\"result\",\n"
+        "                        \"data\"}, as POST /v1/execute streams them (docs/api.md)\n"
         "  --allow-all-imports   do not apply the import allowlist (env PYBOX_ALLOW_ALL_IMPORTS=1)\n"
         "  --preload             import numpy, PIL, pandas and matplotlib first (as the server)\n"
         "  --server URL          run on the pybox server at URL (env PYBOX_SERVER) instead of\n"
@@ -370,11 +373,94 @@ static void write_all(int fd, const char *data, size_t len)
 }
 
 /*
+ * --stream: each event a JSON line on stdout as it happens, {"event", "data"}
+ * with the data of POST /v1/execute's Server-Sent Events, before the result
+ * object.  Text is held back where a character was cut and made valid UTF-8,
+ * as the server's stream and the result make it.
+ */
+static struct {
+    char carry[3][4];    /* by enum pbx_stream: a character's start held back */
+    size_t carry_len[3]; /* its bytes */
+} streamed;
+
+static void print_event(const char *name, json_t *data)
+{
+    json_t *o = json_pack("{s:s, s:o}", "event", name, "data", data);
+    char *text = json_dumps(o, PBX_JSON_FLAGS);
+
+    PBX_ASSERT(text != NULL);
+    puts(text);
+    fflush(stdout);
+    free(text);
+    json_decref(o);
+}
+
+static void stream_text(enum pbx_stream which, const char *p, size_t n)
+{
+    size_t len = 0;
+    char *fixed;
+
+    if (n == 0)
+        return;
+    fixed = pbx_utf8_sanitize(p, n, &len);
+    print_event(which == PBX_STREAM_STDERR ? "stderr" : "stdout",
+                json_pack("{s:s%}", "text", fixed, len));
+    free(fixed);
+}
+
+static void stream_output(enum pbx_stream which, const char *data, size_t len, void *arg)
+{
+    size_t have = streamed.carry_len[which];
+    char *joined = xmalloc(have + len + 1);
+    size_t keep;
+
+    (void)arg;
+    memcpy(joined, streamed.carry[which], have);
+    memcpy(joined + have, data, len);
+    keep = pbx_utf8_partial_tail(joined, have + len);
+    stream_text(which, joined, have + len - keep);
+    memcpy(streamed.carry[which], joined + have + len - keep, keep);
+    streamed.carry_len[which] = keep;
+    free(joined);
+}
+
+static void stream_display(const json_t *output, void *arg)
+{
+    const char *type = json_string_value(json_object_get(output, "type"));
+
+    (void)arg;
+    print_event(type != NULL && strcmp(type, "result") == 0 ? "result" : "display",
+                json_deep_copy(output));
+}
+
+/* The run is over: what was held back goes out. */
+static void stream_finish(void)
+{
+    for (int i = PBX_STREAM_STDOUT; i <= PBX_STREAM_STDERR; i++) {
+        stream_text((enum pbx_stream)i, streamed.carry[i], streamed.carry_len[i]);
+        streamed.carry_len[i] = 0;
+    }
+}
+
+/* libpybox's events (remote mode), the same lines. */
+static void stream_event(enum pybox_event_kind kind, const char *data, size_t len, void *arg)
+{
+    (void)arg;
+    if (kind == PYBOX_EVENT_STDOUT || kind == PYBOX_EVENT_STDERR)
+        print_event(kind == PYBOX_EVENT_STDERR ? "stderr" : "stdout",
+                    json_pack("{s:s%}", "text", data, len));
+    else
+        print_event(kind == PYBOX_EVENT_RESULT ? "result" : "display",
+                    json_loadb(data, len, 0, NULL));
+}
+
+/*
  * Run `req` on the server at `url` through libpybox and report it as the
  * local path does: the same stdout, stderr, --json object, files and status.
  */
 static int run_remote(const char *url, const char *key, const struct pbx_exec_request *req,
-                      bool timeout_set, bool memory_set, bool json, const char *out_dir, bool force)
+                      bool timeout_set, bool memory_set, bool json, bool stream,
+                      const char *out_dir, bool force)
 {
     struct pybox_config cfg;
     struct pybox_client *client = NULL;
@@ -405,6 +491,8 @@ static int run_remote(const char *url, const char *key, const struct pbx_exec_re
         rc = pybox_exec_add_return(exec, req->return_files[i]);
     if (rc == PYBOX_OK)
         rc = pybox_exec_set_main(exec, req->main_mode);
+    if (rc == PYBOX_OK && stream)
+        rc = pybox_exec_set_event_callback(exec, stream_event, NULL);
     if (rc == PYBOX_OK && timeout_set)
         rc = pybox_exec_set_timeout(exec, req->limits.wall_ms / 1000.0);
     if (rc == PYBOX_OK && memory_set)
@@ -519,6 +607,7 @@ enum {
     OPT_SERVER,
     OPT_API_KEY,
     OPT_FORCE,
+    OPT_STREAM,
 };
 
 /*
@@ -557,6 +646,7 @@ int pbx_cmd_run(int argc, char **argv)
         {"server", required_argument, NULL, OPT_SERVER},
         {"api-key", required_argument, NULL, OPT_API_KEY},
         {"force", no_argument, NULL, OPT_FORCE},
+        {"stream", no_argument, NULL, OPT_STREAM},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -574,6 +664,7 @@ int pbx_cmd_run(int argc, char **argv)
     const char *out_dir = ".";
     const char *code_path = NULL;
     bool json = false;
+    bool stream = false;
     bool force = false;
     bool saved = true;
     bool cpu_explicit = false;
@@ -677,6 +768,9 @@ int pbx_cmd_run(int argc, char **argv)
         case OPT_FORCE:
             force = true;
             break;
+        case OPT_STREAM:
+            stream = true;
+            break;
         case ':':
             refuse_usage(json, "option `%s` needs a value", argv[optind - 1]);
         default:
@@ -710,6 +804,8 @@ int pbx_cmd_run(int argc, char **argv)
     if (server != NULL && local_only)
         refuse_usage(json, "--limit and --allow-all-imports are for local runs; with --server "
                            "the server's policy sets them");
+    if (stream && !json)
+        refuse_usage(json, "--stream needs --json: its events are JSON lines");
     if (server == NULL && api_key_given)
         refuse_usage(json, "--api-key needs --server (or PYBOX_SERVER)");
 
@@ -753,11 +849,16 @@ int pbx_cmd_run(int argc, char **argv)
     req.return_files = returns;
     req.nreturn = nreturn;
     if (server != NULL) {
-        status = run_remote(server, api_key, &req, timeout_set, memory_set, json, out_dir, force);
+        status = run_remote(server, api_key, &req, timeout_set, memory_set, json, stream, out_dir,
+                            force);
         goto out_free;
     }
-    if (!json)
+    if (!json) {
         req.on_output = write_stream;
+    } else if (stream) {
+        req.on_output = stream_output;
+        req.on_display = stream_display;
+    }
 
     if (pbx_engine_start(&cfg, &engine, &err) < 0)
         refuse_as(json, PBX_ERRTABLE_INTERNAL_SERVER_ERROR, false, "%s", err->msg);
@@ -769,6 +870,8 @@ int pbx_cmd_run(int argc, char **argv)
         refuse(json, row->type, row->exit, false, "%s", err->msg);
     }
     pbx_engine_free(engine);
+    if (stream)
+        stream_finish();
 
     status = exit_status(res.status, res.has_exit_code, res.exit_code, res.signal);
     if (json) {

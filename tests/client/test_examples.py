@@ -16,6 +16,8 @@ EXPECTED = {
     "main_mode.py": ["computing statistics of 8 numbers",
                      'main() returned {"mean": 5, "sorted": [9, 7, 5, 5, 4, 4, 4, 2], '
                      '"stdev": 2.0}'],
+    "session.py": ["call 2: total = 49", "streamed: pears 61", "streamed: plums 14",
+                   "status: ok"],
     "agent_tool.py": ["run_python -> 2432902008176640000",
                       "ZeroDivisionError: division by zero", "[error] division by zero",
                       "[rejected] import of 'socket' not allowed"],
