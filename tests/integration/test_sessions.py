@@ -24,7 +24,7 @@ import pytest
 
 from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, metric, parse_http_response
 from pybox_host import JAIL_UID_MAX, JAIL_UID_MIN, wait_jail_file
-from test_streaming import stream
+from test_streaming import Stream, stream
 
 SES = "/v1/sessions"
 RELAXED = ("--rpm", "100000", "--rpd", "1000000", "--modules", "os,threading")
@@ -871,6 +871,28 @@ def test_a_session_call_streams(srv):
         end = [e for e in events if e.name == "end"][0].json()
         assert end["stdout"] == "5\n" and value(end) == "10", end
         assert end["execution_count"] == 2 and end["session"]["status"] == "idle", end
+
+
+def test_a_client_that_leaves_a_streamed_call_interrupts_it_and_the_session_lives(srv):
+    with opened(srv) as s:
+        run(srv, s["id"], "kept = 'yes'")
+        st = Stream(srv, {"code": "import time\nprint('going', flush=True)\ntime.sleep(30)\n"},
+                    path=f"{SES}/{s['id']}/execute")
+        assert st.status == 200, (st.status, st.buf[:300])
+        # Until the call runs: its first line came.
+        while True:
+            e = st.next()
+            assert e is not None, "the stream ended before the call printed"
+            if e.name == "stdout":
+                break
+        t0 = time.monotonic()
+        st.close()
+        # The call is interrupted, not left to its 30 s: the session is idle again soon.
+        wait_status(srv, s["id"], "idle", timeout=10.0)
+        assert time.monotonic() - t0 < 10.0
+        b = run(srv, s["id"], "print(kept)")
+        assert b["stdout"] == "yes\n" and b["state_preserved"] is True, b
+        assert b["execution_count"] == 3, b
 
 
 def test_a_restarted_server_has_no_sessions(start_server):
