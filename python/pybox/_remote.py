@@ -265,6 +265,10 @@ class RemoteBackend:
         except (ValueError, KeyError, TypeError):
             raise ServerError(f"the answer of {self.url} to POST /v1/sessions is not a session",
                               type="BadResponse", status=status) from None
+        limits = obj.get("limits") if isinstance(obj.get("limits"), dict) else {}
+        given = limits.get("timeout_s")
+        if isinstance(given, (int, float)) and not isinstance(given, bool) and given > 0:
+            timeout = float(given)  # the server's word: how long a call may take
         return RemoteSession(self, sid, timeout)
 
     def execute(self, req: Request) -> Result:

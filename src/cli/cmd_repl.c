@@ -163,16 +163,19 @@ static void *interrupter_main(void *arg)
         if (c == 'i' && !atomic_load(&r->running) && !r->interactive)
             atomic_store(&r->quit, true); /* a script at rest: Ctrl-C ends it */
         /* Until the call is interrupted: a Ctrl-C just as it starts comes before it runs. */
-        for (int tries = 0; atomic_load(&r->running) && !atomic_load(&r->interrupted) && tries < 25;
-             tries++) {
+        for (int tries = 0; tries < 25; tries++) {
             struct timespec pause = {0, 200 * 1000 * 1000};
             bool sent = false;
+            bool running;
 
-            if (r->session != NULL &&
-                pybox_session_interrupt(r->session, &sent, NULL) == PYBOX_OK && sent) {
+            /* Under call_lock, the session cannot be replaced while it is interrupted. */
+            pthread_mutex_lock(&r->call_lock);
+            running = atomic_load(&r->running) && !atomic_load(&r->interrupted);
+            if (running && pybox_session_interrupt(r->session, &sent, NULL) == PYBOX_OK && sent)
                 atomic_store(&r->interrupted, true);
+            pthread_mutex_unlock(&r->call_lock);
+            if (!running || sent)
                 break;
-            }
             nanosleep(&pause, NULL);
         }
         if (atomic_load(&r->quit)) {
@@ -469,10 +472,14 @@ static void run_entry(struct repl *r, const char *code)
     if (pybox_exec_set_code(exec, code, (size_t)-1) != PYBOX_OK ||
         pybox_exec_set_event_callback(exec, on_event, r) != PYBOX_OK)
         pbx_die(PBX_EXIT_FAILURE, "out of memory");
+    pthread_mutex_lock(&r->call_lock);
     atomic_store(&r->interrupted, false);
     atomic_store(&r->running, true);
+    pthread_mutex_unlock(&r->call_lock);
     rc = pybox_session_run(r->session, exec, &res, &err);
+    pthread_mutex_lock(&r->call_lock);
     atomic_store(&r->running, false);
+    pthread_mutex_unlock(&r->call_lock);
     pybox_exec_free(exec);
     fflush(stdout);
     if (rc == PYBOX_E_GONE) {
@@ -979,6 +986,7 @@ int pbx_cmd_repl(int argc, char **argv)
     if (cfg.server != NULL)
         r.shown_server = shown = shown_url(cfg.server);
     pthread_mutex_init(&r.session_lock, NULL);
+    pthread_mutex_init(&r.call_lock, NULL);
     r.interactive = !jsonl && isatty(STDIN_FILENO);
     if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &r.saved_tty) == 0)
         r.have_tty = true;
@@ -1021,6 +1029,7 @@ int pbx_cmd_repl(int argc, char **argv)
     }
     pybox_client_free(r.client);
     pthread_mutex_destroy(&r.session_lock);
+    pthread_mutex_destroy(&r.call_lock);
     free(shown);
     return status;
 }

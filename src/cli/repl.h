@@ -5,6 +5,7 @@
 #ifndef PBX_CLI_REPL_H
 #define PBX_CLI_REPL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <termios.h>
@@ -16,7 +17,8 @@ struct repl {
     struct pybox_session_options opts; /* of every session it opens */
     struct pybox_session *session;     /* the session, or NULL after one ended */
     pthread_mutex_t session_lock;      /* held by whoever uses `session` */
-    atomic_bool running;               /* a call runs */
+    pthread_mutex_t call_lock;         /* guards running, and `session` while it is set */
+    atomic_bool running;               /* a call runs (set under call_lock) */
     atomic_bool quit;                  /* SIGTERM or SIGHUP came: end when the call is over */
     atomic_bool interrupted;           /* the running call was interrupted */
     bool interactive;                  /* a terminal, with libedit */

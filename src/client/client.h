@@ -151,8 +151,9 @@ struct pybox_session {
     unsigned idle_ttl_s;      /* 0: none */
     unsigned lifetime_s;      /* 0: none */
     /* Remote mode. */
-    char *url;       /* {server}/v1/sessions/{id} */
-    char *shown_url; /* the same without user:password@ */
+    char *url;        /* {server}/v1/sessions/{id} */
+    char *shown_url;  /* the same without user:password@ */
+    double timeout_s; /* each call's timeout as the server gave it (limits.timeout_s), or 0 */
 };
 
 /*

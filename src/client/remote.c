@@ -690,6 +690,10 @@ enum pybox_code pbx__client_session_open_remote(struct pybox_session *s, double 
                                 c->shown_base);
     }
     snprintf(s->id, sizeof(s->id), "%s", json_string_value(id));
+    /* How long a call may take when it sets no timeout: the server's word, to wait that long. */
+    if (json_is_number(json_object_get(json_object_get(o, "limits"), "timeout_s")))
+        s->timeout_s =
+            json_number_value(json_object_get(json_object_get(o, "limits"), "timeout_s"));
     json_decref(o);
     answer_release(&a);
     if (asprintf(&s->url, "%s/v1/sessions/%s", c->base_url, s->id) < 0) {
@@ -708,7 +712,7 @@ enum pybox_code pbx__client_session_run_remote(struct pybox_session *s,
                                                struct pybox_result **out, struct pybox_error **err)
 {
     struct http_request rq = {0};
-    double run_s = exec->timeout_s;
+    double run_s = exec->timeout_s > 0 ? exec->timeout_s : s->timeout_s;
     enum pybox_code rc;
     struct answer a;
     char *body = NULL;
@@ -728,8 +732,8 @@ enum pybox_code pbx__client_session_run_remote(struct pybox_session *s,
     rq.content_type = "application/json";
     rq.body = body;
     rq.body_len = strlen(body);
-    /* The session's own timeout is the server's to know: wait as long as a run may take. */
-    rq.timeout_s = (run_s > 0 ? run_s : DEFAULT_RUN_S) + MARGIN_S;
+    /* As long as a run may take: its own timeout, else the session's, then the margin. */
+    rq.timeout_s = (run_s > 0 && run_s < 86400 ? run_s : DEFAULT_RUN_S) + MARGIN_S;
     rq.stream = exec->on_event != NULL ? exec : NULL;
     rc = http_do(s->client, &rq, &a, &status, err);
     free(body);

@@ -141,7 +141,7 @@ def test_outputs_helpers(sb, tmp_path):
     assert html.type == "result" and html.html == "<i>h</i>" and r.value is html
     assert r.images() == [png] and r.html() == ["<i>h</i>"]
     path = png.save(tmp_path / "p.png")
-    assert open(path, "rb").read() == PNG
+    assert path == str(tmp_path / "p.png") and (tmp_path / "p.png").read_bytes() == PNG
     with pytest.raises(ValueError, match="no image"):
         js.save(tmp_path / "j.png")
     # Sandbox.run() has them too (there a final expression is no output).
@@ -352,6 +352,7 @@ def test_a_killed_program_leaves_no_process(pybox_bin):
     pid = int(p.stdout.readline())
     p.kill()
     p.wait()
+    p.stdout.close()
     assert gone(pid)
 
 
