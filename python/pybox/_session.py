@@ -176,10 +176,15 @@ class Session:
             InvalidRequest, RequestTooLarge, ConnectionError, ...: as Sandbox.run().
         """
         req = self._request(code, stdin, timeout, files, return_files, main)
+        handle = self._handle()
         try:
-            result = self._handle().run(req)
+            result = handle.run(req)
         except PyboxError as e:
             self._dead(e)
+            raise
+        except KeyboardInterrupt:
+            # Ctrl-C here stops the sandboxed call too, as the REPL's does (state kept).
+            self._interrupt_quietly(handle)
             raise
         from ._sandbox import _check_returned  # noqa: PLC0415 - one check, one place
         _check_returned(result, req.return_files)
@@ -197,15 +202,28 @@ class Session:
 
     def _stream(self, handle: Any, req: _request.Request) -> Iterator[Event]:
         from ._sandbox import _check_returned  # noqa: PLC0415
+        ended = False
         try:
             for ev in handle.stream(req):
                 if ev.kind == "end" and ev.result is not None:
+                    ended = True
                     _check_returned(ev.result, req.return_files)
                     self._note(ev.result)
                 yield ev
         except PyboxError as e:
             self._dead(e)
             raise
+        finally:
+            if not ended:
+                # Left early (a break, an exception, Ctrl-C): the call stops, the state stays.
+                self._interrupt_quietly(handle)
+
+    @staticmethod
+    def _interrupt_quietly(handle: Any) -> None:
+        try:
+            handle.interrupt()
+        except Exception:  # noqa: BLE001 - the caller's own exception is what matters
+            pass
 
     def interrupt(self) -> bool:
         """Raise KeyboardInterrupt in the running call (from another thread); the session keeps

@@ -462,3 +462,21 @@ def test_pybox_run_stream(session_server):
     p = subprocess.run([PYBOX, "run", "--stream", "-"], input=b"print(1)",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
     assert p.returncode == 2 and b"--stream needs --json" in p.stderr
+
+
+def test_leaving_a_session_stream_early_interrupts_its_call(sb):
+    with sb.session() as s:
+        s.run("kept = 'yes'")
+        t0 = time.time()
+        for ev in s.stream("import time\nprint('go', flush=True)\ntime.sleep(30)"):
+            if ev.kind == "stdout":
+                break
+        deadline = time.time() + 15 * SLOW
+        while True:
+            try:
+                r = s.run("print(kept)")
+                break
+            except pybox.SessionBusy:
+                assert time.time() < deadline, "the call went on after the stream was left"
+                time.sleep(0.2)
+        assert r.stdout == "yes\n" and time.time() - t0 < 20 * SLOW
