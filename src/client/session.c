@@ -248,36 +248,6 @@ static enum pybox_code run_local(struct pybox_session *s, const struct pybox_exe
     return rc;
 }
 
-/*
- * The engine's list of /work ({path, size, mtime_ms}, borrowed) as the server
- * shows it (sessions.c, files_json()): {path, size, mtime}, the time in
- * ISO-8601 UTC to the millisecond.  A new reference.
- */
-static json_t *files_json(json_t *list)
-{
-    json_t *out = json_array();
-    size_t i;
-    json_t *f;
-
-    json_array_foreach(list, i, f)
-    {
-        json_t *mtime = json_object_get(f, "mtime_ms");
-        uint64_t ms = json_is_integer(mtime) ? (uint64_t)json_integer_value(mtime) : 0;
-        time_t t = (time_t)(ms / 1000);
-        struct tm tm;
-        char iso[64];
-
-        gmtime_r(&t, &tm);
-        snprintf(iso, sizeof(iso), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                 (unsigned)(ms % 1000));
-        json_array_append_new(out, json_pack("{s:O, s:O, s:o}", "path", json_object_get(f, "path"),
-                                             "size", json_object_get(f, "size"), "mtime",
-                                             ms != 0 ? json_string(iso) : json_null()));
-    }
-    return out;
-}
-
 /* A file operation, restart or list on the local session. */
 static enum pybox_code op_local(struct pybox_session *s, enum pbx_client_session_op op,
                                 const char *path, const void *data, size_t size, char **out_body,
@@ -328,10 +298,7 @@ static enum pybox_code op_local(struct pybox_session *s, enum pbx_client_session
             *out_len = len;
         }
     } else if (op == PBX_CLIENT_SESSION_LIST) {
-        json_t *shown = files_json(list);
-
-        *out_body = json_dumps(shown, JSON_COMPACT);
-        json_decref(shown);
+        *out_body = json_dumps(list, JSON_COMPACT);
         if (*out_body == NULL)
             rc = pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
         else

@@ -1,4 +1,6 @@
-/* Clock readings and the ends of timed waits, in one place. */
+/* Clock readings, the ends of timed waits and the text of a time, in one place. */
+#include <stdio.h>
+
 #include "common/clock.h"
 #include "common/banned.h"
 
@@ -24,4 +26,14 @@ void pbx_clock_after(clockid_t clock, uint64_t ms, struct timespec *out)
         out->tv_sec++;
         out->tv_nsec -= 1000000000L;
     }
+}
+
+void pbx_clock_iso(uint64_t ms, char *out, size_t len)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
 }

@@ -565,8 +565,12 @@ int pbx_session_file_list(struct pbx_session *s, json_t **list, struct pbx_error
                 size_t flen;
                 char *fixed = pbx_utf8_sanitize((const char *)path, plen, &flen);
                 bool exact = flen == plen && memcmp(fixed, path, plen) == 0;
-                json_t *o = json_pack("{s:s%, s:I, s:I}", "path", fixed, flen, "size",
-                                      (json_int_t)size, "mtime_ms", (json_int_t)mtime);
+                char iso[64];
+                json_t *o;
+
+                pbx_clock_iso(mtime, iso, sizeof(iso));
+                o = json_pack("{s:s%, s:I, s:o}", "path", fixed, flen, "size", (json_int_t)size,
+                              "mtime", mtime ? json_string(iso) : json_null());
 
                 free(fixed);
                 if (o != NULL && !exact)

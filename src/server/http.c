@@ -47,12 +47,7 @@ const char *pbx__http_route_name(enum route r)
 
 void pbx__http_iso_time(uint64_t ms, char *out, size_t len)
 {
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-
-    gmtime_r(&t, &tm);
-    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+    pbx_clock_iso(ms, out, len);
 }
 
 /* ---- responses ---- */

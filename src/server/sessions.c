@@ -608,35 +608,6 @@ static bool file_exists(struct pbx_session *ps, const char *path)
     return found;
 }
 
-/*
- * The engine's list of /work's files ({path, size, mtime_ms}, taken over) as
- * the answer shows it: {path, size, mtime}, the time ISO-8601 as every time
- * the server writes, and path_not_utf8 where the engine set it.  A new reference.
- */
-static json_t *files_json(json_t *list)
-{
-    json_t *out = json_array();
-    size_t i;
-    json_t *f;
-
-    json_array_foreach(list, i, f)
-    {
-        json_t *mtime = json_object_get(f, "mtime_ms");
-        json_t *o = json_pack(
-            "{s:O, s:O, s:o}", "path", json_object_get(f, "path"), "size",
-            json_object_get(f, "size"), "mtime",
-            time_or_null(json_is_integer(mtime) ? (uint64_t)json_integer_value(mtime) : 0));
-
-        /* A name that is not UTF-8 is shown mended, and says so: GET cannot name it. */
-        if (o != NULL && json_is_true(json_object_get(f, "path_not_utf8")))
-            json_object_set_new(o, "path_not_utf8", json_true());
-        if (o != NULL)
-            json_array_append_new(out, o);
-    }
-    json_decref(list);
-    return out;
-}
-
 static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
                                struct request_ctx *ctx, const struct target *t, const char *owner,
                                const char *method)
@@ -659,8 +630,7 @@ static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
         if (pbx_session_file_list(e->ps, &list, &err) < 0)
             goto fail;
         pbx__session_table_put(s->sessions, e, SESSION_CALL, 0);
-        return pbx__http_send_json(c, ctx, s, 200, json_pack("{s:o}", "files", files_json(list)),
-                                   0);
+        return pbx__http_send_json(c, ctx, s, 200, json_pack("{s:o}", "files", list), 0);
     }
     if (is(method, "PUT")) {
         existed = file_exists(e->ps, t->path);

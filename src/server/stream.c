@@ -259,28 +259,6 @@ static struct event *pop_locked(struct stream *st)
 
 /* ---- stdout and stderr, coalesced ---- */
 
-/*
- * How many bytes at the end of [p, p+n) begin a UTF-8 character whose other
- * bytes have not come yet (0 to 3).  Held back, they go out with the rest of
- * the character, so the text of the events put together is the result's
- * (a byte that is not UTF-8 is replaced there as here, pbx_utf8_sanitize()).
- */
-static size_t partial_tail(const char *p, size_t n)
-{
-    for (size_t k = 1; k <= 3 && k <= n; k++) {
-        unsigned char c = (unsigned char)p[n - k];
-        size_t need;
-
-        if (c < 0x80)
-            return 0;
-        if (c < 0xc0)
-            continue; /* a continuation byte: its lead is further back */
-        need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-        return need > k ? k : 0;
-    }
-    return 0;
-}
-
 static struct event *text_event(enum pbx_stream which, const char *p, size_t n)
 {
     json_t *text = json_stringn(p, n);
@@ -313,7 +291,7 @@ static void flush_text_locked(struct stream *st, bool all, bool wait)
 
     if (which == 0)
         return;
-    keep = all ? 0 : partial_tail(st->text, st->text_len);
+    keep = all ? 0 : pbx_utf8_partial_tail(st->text, st->text_len);
     n = st->text_len - keep;
     memcpy(st->carry[which], st->text + n, keep);
     st->carry_len[which] = keep;
