@@ -108,7 +108,11 @@ int pbx_session_file_put(struct pbx_session *s, const char *path, const void *da
 int pbx_session_file_get(struct pbx_session *s, const char *path, char **data, size_t *len,
                          struct pbx_error **err);
 int pbx_session_file_delete(struct pbx_session *s, const char *path, struct pbx_error **err);
-/* The regular files of /work, recursively: a JSON array of {path, size, mtime} (a new reference).
+/*
+ * The regular files of /work, recursively (at most 10000): a JSON array of
+ * {path, size, mtime} (a new reference; mtime ISO-8601 UTC, pbx_clock_iso(),
+ * as the server shows it, or null); a path that is not UTF-8 has U+FFFD for
+ * its bad bytes and "path_not_utf8": true.
  */
 int pbx_session_file_list(struct pbx_session *s, json_t **list, struct pbx_error **err);
 
