@@ -47,6 +47,7 @@ static void help_keys(void)
            "  create --name NAME [POLICY]  create a key and print its token, shown only once\n"
            "  list [--json]                list the keys (never their tokens)\n"
            "  revoke NAME                  revoke a key: it never authenticates again\n\n"
+           "POLICY: rates, limits, modules, sessions (`pybox keys create --help`).\n\n"
            "Options of every command:\n"
            "%s\n"
            "Only `create` creates the store; `list` and `revoke` fail when it does not exist.\n"
@@ -72,6 +73,15 @@ static void help_create(void)
            "                        --modules`), comma- or space-separated\n"
            "  --network             the key may ask for network access\n"
            "  --admin               the key bypasses rates, quotas and import restrictions\n"
+           "  --sessions N          sessions the key may have open at once, 1 to 100000, in\n"
+           "                        place of the server's per-key cap (`pybox serve\n"
+           "                        --sessions`); the server's total still applies\n"
+           "  --session-idle-ttl S  the longest idle time a session of the key may ask, in\n"
+           "                        whole seconds up to a year (31536000), in place of\n"
+           "                        `pybox serve --session-max-idle-ttl`\n"
+           "  --session-lifetime S  the longest lifetime a session of the key may ask, in\n"
+           "                        place of `--session-max-lifetime`; likewise. A session\n"
+           "                        that asks none gets the server's default, cut to these\n"
            "%s",
            store_options_help);
 }
@@ -80,11 +90,13 @@ static void help_list(void)
 {
     printf("usage: pybox keys list [--json] [OPTIONS]\n\n"
            "List the keys, oldest first, with their policies; tokens are never shown, only\n"
-           "their first characters (PREFIX). `default` means the server's anonymous policy.\n\n"
+           "their first characters (PREFIX). `default` means the server's anonymous policy\n"
+           "(for SESSIONS, its per-key cap; for IDLE-TTL and LIFETIME, its session maxima).\n\n"
            "Options:\n"
            "  --json                print a JSON array instead of a table; there rpm and rpd\n"
-           "                        are 0 for the default and -1 for unlimited, timeout_ms and\n"
-           "                        memory_bytes 0 for the default\n"
+           "                        are 0 for the default and -1 for unlimited, timeout_ms,\n"
+           "                        memory_bytes, sessions, session_idle_ttl_s and\n"
+           "                        session_lifetime_s 0 for the default\n"
            "%s",
            store_options_help);
 }
@@ -110,6 +122,9 @@ enum {
     OPT_MODULES,
     OPT_NETWORK,
     OPT_ADMIN,
+    OPT_SESSIONS,
+    OPT_SESSION_IDLE,
+    OPT_SESSION_LIFE,
     OPT_JSON,
 };
 
@@ -183,6 +198,27 @@ static int64_t parse_rate(const char *cmd, const char *opt, const char *v)
     return n;
 }
 
+/*
+ * A whole number from 1 to `most`, digits only: --sessions and the session
+ * spans, which have no `default` (leaving the option out is the default).
+ */
+static uint32_t parse_count(const char *cmd, const char *opt, const char *v, unsigned long most,
+                            const char *what)
+{
+    char *end = NULL;
+    unsigned long n;
+
+    if (v[0] < '0' || v[0] > '9')
+        pbx_usage_error(cmd, "%s: `%s` is not a whole number of %s from 1 to %lu", opt, v, what,
+                        most);
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno != 0 || *end != '\0' || n == 0 || n > most)
+        pbx_usage_error(cmd, "%s: `%s` is not a whole number of %s from 1 to %lu", opt, v, what,
+                        most);
+    return (uint32_t)n;
+}
+
 /* --timeout and --memory go through the limits parser, so they read as in `pybox run`. */
 static void parse_limit(const char *cmd, const char *opt, const char *assignment,
                         struct pbx_limits *l)
@@ -204,6 +240,9 @@ static int cmd_create(int argc, char **argv)
         {"modules", required_argument, NULL, OPT_MODULES},
         {"network", no_argument, NULL, OPT_NETWORK},
         {"admin", no_argument, NULL, OPT_ADMIN},
+        {"sessions", required_argument, NULL, OPT_SESSIONS},
+        {"session-idle-ttl", required_argument, NULL, OPT_SESSION_IDLE},
+        {"session-lifetime", required_argument, NULL, OPT_SESSION_LIFE},
         {"data", required_argument, NULL, OPT_DATA},
         {"store", required_argument, NULL, OPT_STORE},
         {"help", no_argument, NULL, 'h'},
@@ -265,6 +304,18 @@ static int cmd_create(int argc, char **argv)
         case OPT_ADMIN:
             policy.admin = true;
             break;
+        case OPT_SESSIONS:
+            policy.sessions =
+                parse_count(cmd, "--sessions", optarg, PBX_CALLER_SESSIONS_MAX, "sessions");
+            break;
+        case OPT_SESSION_IDLE:
+            policy.session_idle_ttl_s =
+                parse_count(cmd, "--session-idle-ttl", optarg, PBX_CALLER_SPAN_MAX_S, "seconds");
+            break;
+        case OPT_SESSION_LIFE:
+            policy.session_lifetime_s =
+                parse_count(cmd, "--session-lifetime", optarg, PBX_CALLER_SPAN_MAX_S, "seconds");
+            break;
         default:
             bad_option(cmd, c, argv);
         }
@@ -312,6 +363,15 @@ static void format_rate(char *out, size_t size, int64_t v)
         snprintf(out, size, "%" PRId64, v);
 }
 
+/* A count of the policy (sessions, seconds with `unit` "s"): "default" for 0. */
+static void format_count(char *out, size_t size, uint32_t v, const char *unit)
+{
+    if (v == 0)
+        snprintf(out, size, "default");
+    else
+        snprintf(out, size, "%" PRIu32 "%s", v, unit);
+}
+
 static void format_time(char *out, size_t size, int64_t t)
 {
     time_t tt = (time_t)t;
@@ -351,9 +411,9 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         if ((int)strlen(mods) > wmod)
             wmod = (int)strlen(mods);
     }
-    printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-*s  %-7s  %s\n", wname, "NAME",
-           "PREFIX", "CREATED (UTC)", "REVOKED", "RPM", "RPD", "TIMEOUT", "MEMORY", wmod, "MODULES",
-           "NETWORK", "ADMIN");
+    printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  %-7s  %s\n",
+           wname, "NAME", "PREFIX", "CREATED (UTC)", "REVOKED", "RPM", "RPD", "TIMEOUT", "MEMORY",
+           "SESSIONS", "IDLE-TTL", "LIFETIME", wmod, "MODULES", "NETWORK", "ADMIN");
     for (size_t i = 0; i < n; i++) {
         const struct pbx_key_info *k = &keys[i];
         const struct pbx_key_policy *p = &k->policy;
@@ -363,6 +423,9 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         char rpd[24];
         char timeout[24];
         char memory[32];
+        char sessions[16];
+        char idle[16];
+        char life[16];
 
         format_time(created, sizeof(created), k->created);
         format_rate(rpm, sizeof(rpm), p->rpm);
@@ -377,9 +440,14 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
             snprintf(memory, sizeof(memory), "%" PRIu64 "M", p->memory_bytes >> 20);
         else
             snprintf(memory, sizeof(memory), "%" PRIu64 "B", p->memory_bytes);
-        printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-*s  %-7s  %s\n", wname,
-               k->name, k->prefix, created, k->revoked ? "yes" : "no", rpm, rpd, timeout, memory,
-               wmod, mods, p->network ? "yes" : "no", p->admin ? "yes" : "no");
+        format_count(sessions, sizeof(sessions), p->sessions, "");
+        format_count(idle, sizeof(idle), p->session_idle_ttl_s, "s");
+        format_count(life, sizeof(life), p->session_lifetime_s, "s");
+        printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  %-7s  "
+               "%s\n",
+               wname, k->name, k->prefix, created, k->revoked ? "yes" : "no", rpm, rpd, timeout,
+               memory, sessions, idle, life, wmod, mods, p->network ? "yes" : "no",
+               p->admin ? "yes" : "no");
     }
 }
 
@@ -415,6 +483,9 @@ static void print_json(const struct pbx_key_info *keys, size_t n)
         json_object_set_new(obj, "modules", mods);
         json_object_set_new(obj, "network", json_boolean(p->network));
         json_object_set_new(obj, "admin", json_boolean(p->admin));
+        json_object_set_new(obj, "sessions", json_integer(p->sessions));
+        json_object_set_new(obj, "session_idle_ttl_s", json_integer(p->session_idle_ttl_s));
+        json_object_set_new(obj, "session_lifetime_s", json_integer(p->session_lifetime_s));
         json_array_append_new(arr, obj);
     }
     text = json_dumps(arr, JSON_INDENT(2));

@@ -129,6 +129,25 @@ static void make_admin(const struct pbx_caller_config *cfg, struct pbx_caller *w
     who->code_chars = (size_t)cfg->limits->code_bytes;
 }
 
+/*
+ * A key's sessions (policy `p`): its cap and its longest spans in place of
+ * the server's, where it sets them; a default span stays the server's, cut
+ * to the key's longest.
+ */
+static void key_sessions(const struct pbx_key_policy *p, struct pbx_caller_sessions *ses)
+{
+    if (p->sessions != 0)
+        ses->open = p->sessions;
+    if (p->session_idle_ttl_s != 0)
+        ses->max_idle_ttl_s = p->session_idle_ttl_s;
+    if (p->session_lifetime_s != 0)
+        ses->max_lifetime_s = p->session_lifetime_s;
+    if (ses->idle_ttl_s > ses->max_idle_ttl_s)
+        ses->idle_ttl_s = ses->max_idle_ttl_s;
+    if (ses->lifetime_s > ses->max_lifetime_s)
+        ses->lifetime_s = ses->max_lifetime_s;
+}
+
 int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_caller_keys *keys,
                        const char *token, struct pbx_caller *who, const char **etype,
                        struct pbx_error **err)
@@ -144,8 +163,11 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     who->max_memory = cfg->limits->memory_bytes;
     who->all_modules = cfg->anon_all_modules;
     add_modules(who, cfg->anon_modules);
+    who->sessions = cfg->anon_sessions;
     if (token == NULL)
         return 0;
+    /* The admin and every key count their sessions against the per-key cap, not the client's. */
+    who->sessions.open = cfg->key_sessions;
     if (is_admin_key(cfg, token)) {
         make_admin(cfg, who);
         return 0;
@@ -174,6 +196,7 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     who->all_modules = who->all_modules || p->all_modules;
     add_modules(who, p->modules);
     who->network = p->network || who->admin;
+    key_sessions(p, &who->sessions);
     /* Key holders send code up to the code limit, counted in characters, not the anonymous one. */
     who->code_chars = (size_t)cfg->limits->code_bytes;
     return 0;

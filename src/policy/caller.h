@@ -30,6 +30,24 @@ struct pbx_key_policy {
     char *modules;         /* extra allowed modules, space-separated, or NULL (owned) */
     bool network;          /* may ask for network access */
     bool admin;            /* bypasses rates, quotas and import restrictions */
+    uint32_t sessions;     /* sessions open at once, 0 = the server's per-key cap */
+    uint32_t session_idle_ttl_s; /* the longest idle time a session may ask, 0 = the server's */
+    uint32_t session_lifetime_s; /* the longest lifetime a session may ask, 0 = the server's */
+};
+
+/* The most open sessions a key's policy may give, as `pybox serve --sessions` takes them. */
+#define PBX_CALLER_SESSIONS_MAX 100000
+
+/* The longest span (idle time, lifetime) of a session, in seconds: a year. */
+#define PBX_CALLER_SPAN_MAX_S 31536000
+
+/* What a caller's sessions may be (POST /v1/sessions): how many at once, and their spans. */
+struct pbx_caller_sessions {
+    unsigned open;           /* sessions open at once (of one client address, when anonymous) */
+    uint32_t idle_ttl_s;     /* the idle time of a session that asks none */
+    uint32_t max_idle_ttl_s; /* the longest idle time a session may ask */
+    uint32_t lifetime_s;     /* the lifetime of a session that asks none */
+    uint32_t max_lifetime_s; /* the longest lifetime a session may ask */
 };
 
 /* What callers without a key may do, and the admin key: the server's configuration. */
@@ -43,6 +61,8 @@ struct pbx_caller_config {
     const char *anon_modules;        /* modules every caller may import besides the default */
                                      /* allowlist, one space apart (pbx_caller_parse_modules()), */
                                      /* or NULL */
+    struct pbx_caller_sessions anon_sessions; /* of anonymous callers; the base of every other */
+    unsigned key_sessions; /* sessions open at once of one key, or the admin, unless its key says */
 };
 
 /* The longest module list a server's configuration may give, in bytes once parsed. */
@@ -86,6 +106,8 @@ struct pbx_caller {
     size_t code_chars;         /* code limit, in characters */
     uint32_t max_timeout_ms;   /* the longest wall limit it may ask */
     uint64_t max_memory;       /* the most memory it may ask, bytes */
+    struct pbx_caller_sessions sessions; /* its sessions: how many, their spans (each default */
+                                         /* within its maximum) */
 };
 
 /*
@@ -93,7 +115,9 @@ struct pbx_caller {
  * without a token, the admin for the admin key (compared in constant time),
  * else the key of `keys` that has it.  The anonymous policy is the base of
  * every other: a key's modules add to the server's, as its limits replace
- * the server's one by one.  Returns 0 with *who filled, or < 0
+ * the server's one by one.  So do its sessions' cap and longest spans: a
+ * key's maximum replaces the server's, and the server's default span then
+ * applies within it (the lower of the two).  Returns 0 with *who filled, or < 0
  * with *etype and *err set: "Unauthorized" when no live key has the token,
  * "InternalServerError" when the lookup failed.  *who needs
  * pbx_caller_release() either way.

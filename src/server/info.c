@@ -59,6 +59,24 @@ static json_t *limits_of(const struct pbx_server *s, const struct pbx_caller *wh
         "disk_inodes", (json_int_t)l->disk_inodes, "body_bytes", (json_int_t)s->cfg->max_body);
 }
 
+/*
+ * The caller's sessions: how many it may have open, the spans a session gets
+ * when it asks none and the longest it may ask; null when the server runs no
+ * sessions.
+ */
+static json_t *sessions_of(const struct pbx_server *s, const struct pbx_caller *who)
+{
+    const struct pbx_caller_sessions *ses = &who->sessions;
+
+    if (s->ex.session_open == NULL || s->cfg->sessions_max == 0)
+        return json_null();
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "max_open", (json_int_t)ses->open,
+                     "max_open_server", (json_int_t)s->cfg->sessions_max, "idle_ttl_s",
+                     (json_int_t)ses->max_idle_ttl_s, "default_idle_ttl_s",
+                     (json_int_t)ses->idle_ttl_s, "max_lifetime_s", (json_int_t)ses->max_lifetime_s,
+                     "default_max_lifetime_s", (json_int_t)ses->lifetime_s);
+}
+
 enum MHD_Result pbx__info_handle(struct pbx_server *s, struct MHD_Connection *c,
                                  struct request_ctx *ctx)
 {
@@ -77,20 +95,20 @@ enum MHD_Result pbx__info_handle(struct pbx_server *s, struct MHD_Connection *c,
         pbx_caller_release(&who);
         return ret;
     }
-    body = json_pack("{s:s, s:s, s:s, s:o, s:o, s:{s:o, s:o}, s:i, s:{s:i, s:f}, s:o, s:b, s:b, "
-                     "s:[s,s], s:s, s:s}",
+    body = json_pack("{s:s, s:s, s:s, s:o, s:o, s:o, s:{s:o, s:o}, s:i, s:{s:i, s:f}, s:o, s:b, "
+                     "s:b, s:[s,s], s:s, s:s}",
                      "name", "pybox", "version", PBX_VERSION_STRING, "policy",
                      who.admin   ? "admin"
                      : who.keyed ? "key"
                                  : "anonymous",
                      "key_name", who.key_name != NULL ? json_string(who.key_name) : json_null(),
-                     "limits", limits_of(s, &who, &l), "rate_limits", "requests_per_minute",
-                     rate(who.rpm), "requests_per_day", rate(who.rpd), "max_concurrency",
-                     (int)pbx__admit_capacity(s->admit), "queue", "max_waiting",
-                     (int)s->cfg->queue_max, "max_wait_s", s->cfg->queue_wait_ms / 1000.0,
-                     "allowed_modules", modules_of(&who), "all_modules", who.all_modules, "network",
-                     false, "dialects", "/execute", "/v1/execute", "openapi", "/openapi.json",
-                     "docs", "/docs");
+                     "limits", limits_of(s, &who, &l), "sessions", sessions_of(s, &who),
+                     "rate_limits", "requests_per_minute", rate(who.rpm), "requests_per_day",
+                     rate(who.rpd), "max_concurrency", (int)pbx__admit_capacity(s->admit), "queue",
+                     "max_waiting", (int)s->cfg->queue_max, "max_wait_s",
+                     s->cfg->queue_wait_ms / 1000.0, "allowed_modules", modules_of(&who),
+                     "all_modules", who.all_modules, "network", false, "dialects", "/execute",
+                     "/v1/execute", "openapi", "/openapi.json", "docs", "/docs");
     pbx_caller_release(&who);
     return pbx__http_send_json(c, ctx, s, 200, body, 0);
 }

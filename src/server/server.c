@@ -172,8 +172,6 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     sodium_bin2hex(s->id_salt, sizeof(s->id_salt), salt, sizeof(salt));
     s->admit = pbx__admit_new(cfg->max_concurrency);
     s->sessions = pbx__session_table_new(&(struct session_caps){
-        .per_client = cfg->sessions_per_client,
-        .per_key = cfg->sessions_per_key,
         .total = cfg->sessions_max,
     });
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
@@ -189,6 +187,15 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
         .anon_code_chars = cfg->anon_code_chars,
         .limits = &cfg->limits,
         .admin_key = cfg->admin_key,
+        .anon_sessions =
+            {
+                .open = cfg->sessions_per_client,
+                .idle_ttl_s = cfg->session_idle_ttl_s,
+                .max_idle_ttl_s = cfg->session_max_idle_ttl_s,
+                .lifetime_s = cfg->session_lifetime_s,
+                .max_lifetime_s = cfg->session_max_lifetime_s,
+            },
+        .key_sessions = cfg->sessions_per_key,
     };
     if (cfg->modules != NULL && pbx_caller_parse_modules(cfg->modules, &s->callers.anon_all_modules,
                                                          &s->anon_modules, err) < 0) {

@@ -43,7 +43,7 @@ struct pbx_sessions {
     pthread_cond_t wake;      /* the reaper's: a deadline changed, or stop */
     pthread_cond_t closed;    /* a session was closed (DELETE waits for its own) */
     struct session *list;     /* every entry, newest first */
-    struct session_caps caps; /* the caps on open sessions */
+    struct session_caps caps; /* the server's total (a caller's own cap comes with each reserve) */
     unsigned open;            /* entries open or being opened */
     unsigned tombstones;      /* entries closed */
     unsigned long created;    /* sessions opened so far */

@@ -79,11 +79,13 @@ struct session_view {
     const struct pbx_limits *limits; /* its limits (the entry's: valid while it is held) */
 };
 
-/* What the server allows, from its configuration. */
+/*
+ * What the server allows, from its configuration.  A caller's own cap is its
+ * policy's (pbx_caller_resolve(): its key's, or the server's per key or per
+ * client) and comes with each reservation.
+ */
 struct session_caps {
-    unsigned per_client; /* open sessions of one anonymous client */
-    unsigned per_key;    /* of one key (and of the admin) */
-    unsigned total;      /* of the whole server */
+    unsigned total; /* open sessions of the whole server */
 };
 
 struct pbx_sessions;
@@ -101,11 +103,10 @@ int pbx__session_table_start(struct pbx_sessions *t, struct pbx_error **err);
 void pbx__session_table_free(struct pbx_sessions *t);
 
 /*
- * Room for a new session of `owner` (at most `cap` of its open, and the
- * server's total): an entry being opened, counted against both, that no
- * lookup finds, with a new id.  NULL when there is no room, with
- * *retry_after (seconds until the first session in the way expires at the
- * latest) and *whose ("the caller" or "the server").
+ * Room for a new session of `owner` (at most `cap` of its open, the cap of
+ * its caller's policy, and the server's total): an entry being opened, counted against both, that
+ * no lookup finds, with a new id.  NULL when there is no room, with *retry_after (seconds until the
+ * first session in the way expires at the latest) and *whose ("the caller" or "the server").
  */
 struct session *pbx__session_table_reserve(struct pbx_sessions *t, const char *owner,
                                            enum pbx_trust trust, unsigned cap,

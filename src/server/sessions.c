@@ -339,13 +339,21 @@ static void client_of(const struct pbx_caller *who, const struct request_ctx *ct
              who->keyed ? "key:" : "ip:", who->keyed ? who->key_name : ctx->client);
 }
 
-/* A span asked (or the server's default), checked against the server's most. 0, or -1. */
+/* A key's longest span is one a request may ask. */
+_Static_assert(PBX_CALLER_SPAN_MAX_S == PBX_REQUEST_SPAN_MAX_S, "a span's bounds are one");
+
+/*
+ * A span asked (or `dflt`), checked against the caller's most (its key's, or
+ * the server's): over it is a 400, as a timeout over the caller's limit is
+ * on /v1/execute, never cut short unasked.  0, or -1 with *msg.
+ */
 static int span(bool has, uint32_t asked, unsigned dflt, unsigned most, const char *field,
                 uint32_t *out, char *msg, size_t len)
 {
     *out = has ? asked : dflt;
     if (*out > most) {
-        snprintf(msg, len, "`%s` %u is over this server's most, %u", field, (unsigned)*out, most);
+        snprintf(msg, len, "`%s` %u is over this caller's limit of %u s", field, (unsigned)*out,
+                 most);
         return -1;
     }
     return 0;
@@ -386,10 +394,11 @@ static enum MHD_Result open_session(struct pbx_server *s, struct MHD_Connection 
         ret = send_error(s, c, ctx, etype, err->msg, 0, NULL);
         goto out;
     }
-    if (span(req.has_idle_ttl, req.idle_ttl_s, cfg->session_idle_ttl_s, cfg->session_max_idle_ttl_s,
-             "idle_ttl_s", &idle, msg, sizeof(msg)) < 0 ||
-        span(req.has_lifetime, req.max_lifetime_s, cfg->session_lifetime_s,
-             cfg->session_max_lifetime_s, "max_lifetime_s", &life, msg, sizeof(msg)) < 0) {
+    /* The caller's own spans: its key's longest, and the server's defaults within them. */
+    if (span(req.has_idle_ttl, req.idle_ttl_s, who->sessions.idle_ttl_s,
+             who->sessions.max_idle_ttl_s, "idle_ttl_s", &idle, msg, sizeof(msg)) < 0 ||
+        span(req.has_lifetime, req.max_lifetime_s, who->sessions.lifetime_s,
+             who->sessions.max_lifetime_s, "max_lifetime_s", &life, msg, sizeof(msg)) < 0) {
         ret = send_error(s, c, ctx, "ValidationError", msg, 0, NULL);
         goto out;
     }
@@ -397,10 +406,10 @@ static enum MHD_Result open_session(struct pbx_server *s, struct MHD_Connection 
         ret = send_error(s, c, ctx, "NotFound", "this server runs no sessions", 0, NULL);
         goto out;
     }
-    e = pbx__session_table_reserve(
-        s->sessions, owner, who->keyed || who->admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
-        who->keyed || who->admin ? cfg->sessions_per_key : cfg->sessions_per_client, &retry,
-        &whose);
+    /* The caller's cap (its key's, else the server's per key or per client), then the total. */
+    e = pbx__session_table_reserve(s->sessions, owner,
+                                   who->keyed || who->admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
+                                   who->sessions.open, &retry, &whose);
     if (e == NULL) {
         snprintf(msg, sizeof(msg),
                  "as many sessions are open as %s may have; end one (DELETE /v1/sessions/{id}) or "
@@ -463,9 +472,8 @@ static enum MHD_Result list_sessions(struct pbx_server *s, struct MHD_Connection
 
 static enum MHD_Result patch_session(struct pbx_server *s, struct MHD_Connection *c,
                                      struct request_ctx *ctx, const struct target *t,
-                                     const char *owner)
+                                     const struct pbx_caller *who, const char *owner)
 {
-    const struct pbx_server_config *cfg = s->cfg;
     struct pbx_http_request req;
     struct pbx_error *err = NULL;
     const char *etype = "ValidationError";
@@ -485,9 +493,9 @@ static enum MHD_Result patch_session(struct pbx_server *s, struct MHD_Connection
     if (take(s, c, ctx, t, owner, SESSION_READ, &e, &ret) < 0)
         return ret;
     pbx__session_table_view(s->sessions, e, &v);
-    if (span(req.has_idle_ttl, req.idle_ttl_s, v.idle_ttl_s, cfg->session_max_idle_ttl_s,
+    if (span(req.has_idle_ttl, req.idle_ttl_s, v.idle_ttl_s, who->sessions.max_idle_ttl_s,
              "idle_ttl_s", &idle, msg, sizeof(msg)) < 0 ||
-        span(req.has_lifetime, req.max_lifetime_s, v.lifetime_s, cfg->session_max_lifetime_s,
+        span(req.has_lifetime, req.max_lifetime_s, v.lifetime_s, who->sessions.max_lifetime_s,
              "max_lifetime_s", &life, msg, sizeof(msg)) < 0) {
         pbx__session_table_put(s->sessions, e, SESSION_READ, 0);
         return send_error(s, c, ctx, "ValidationError", msg, 0, NULL);
@@ -835,7 +843,7 @@ enum MHD_Result pbx__sessions_handle(struct pbx_server *s, struct MHD_Connection
         break;
     case OP_ONE:
         if (is(method, "PATCH")) {
-            ret = patch_session(s, c, ctx, &t, owner);
+            ret = patch_session(s, c, ctx, &t, &who, owner);
         } else if (is(method, "DELETE")) {
             ret = delete_session(s, c, ctx, &t, owner);
         } else {

@@ -29,7 +29,10 @@ struct pbx_key_info {
  * or relative ("sqlite:///abs/path" also reads as /abs/path; "sqlite::memory:"
  * is a private in-memory store).  Missing directories of PATH are created
  * 0700, the database file 0600.  A URI of another kind fails with
- * PBX_E_UNSUPPORTED, an empty PATH with PBX_E_INVAL.  Close with
+ * PBX_E_UNSUPPORTED, an empty PATH with PBX_E_INVAL.  A store of an older
+ * pybox is upgraded to this one's schema in place, in one transaction (its
+ * keys keep their policies; what they did not have is the server's
+ * setting); one of a newer pybox fails with PBX_E_UNSUPPORTED.  Close with
  * pbx_store_close().
  */
 int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err);
@@ -49,8 +52,10 @@ void pbx_store_close(struct pbx_store *store);
  * `policy`.  The token, "pbx_" and 43 base64url characters from libsodium's
  * randombytes, is returned once in *token (caller frees); only its hash is
  * stored.  Names are 1 to 64 of [A-Za-z0-9._@-]; policy->modules may be
- * space- or comma-separated and is stored space-separated; a NULL policy is
- * all defaults.  PBX_E_INVAL for a bad name or policy, EEXIST for a taken name.
+ * space- or comma-separated and is stored space-separated; policy->sessions
+ * is at most PBX_CALLER_SESSIONS_MAX and the session spans at most
+ * PBX_CALLER_SPAN_MAX_S; a NULL policy is all defaults.  PBX_E_INVAL for a
+ * bad name or policy, EEXIST for a taken name.
  */
 int pbx_store_key_create(struct pbx_store *store, const char *name,
                          const struct pbx_key_policy *policy, char **token, struct pbx_error **err);

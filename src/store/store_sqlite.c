@@ -44,7 +44,7 @@
 #include "common/banned.h"
 
 /* The schema this code reads and writes; older ones are migrated, newer ones refused. */
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* How long a writer waits for another process's write transaction. */
 #define BUSY_TIMEOUT_MS 5000
@@ -77,12 +77,17 @@ enum stmt_id {
 /* The columns read_key() expects, in order; ST_KEY_BY_HASH adds the hash. */
 #define KEY_COLUMNS                                                                         \
     "id, name, prefix, created, revoked, rpm, rpd, timeout_ms, memory_bytes, all_modules, " \
-    "modules, network, admin"
+    "modules, network, admin, sessions, session_idle_ttl_s, session_lifetime_s"
+
+/* The column of ST_KEY_BY_HASH's hash, after KEY_COLUMNS. */
+#define KEY_HASH_COLUMN 16
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_KEY_INSERT] = "INSERT INTO keys (name, prefix, hash, created, revoked, rpm, rpd, "
-                      "timeout_ms, memory_bytes, all_modules, modules, network, admin) "
-                      "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                      "timeout_ms, memory_bytes, all_modules, modules, network, admin, sessions, "
+                      "session_idle_ttl_s, session_lifetime_s) "
+                      "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
+                      "?15)",
     [ST_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY id",
     /* A second revoke keeps the first revocation time. */
     [ST_KEY_REVOKE] = "UPDATE keys SET revoked = CASE WHEN revoked = 0 THEN ?2 ELSE revoked END "
@@ -104,7 +109,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "FROM (SELECT * FROM audit ORDER BY id DESC LIMIT ?1) ORDER BY id",
 };
 
-/* Version 1 of the schema, created in one transaction on first open. */
+/*
+ * Version 1 of the schema, created in one transaction on first open; the
+ * migrations below then bring it to SCHEMA_VERSION, so a new store and an
+ * upgraded one are made by the same statements.
+ */
 static const char schema_v1[] =
     "CREATE TABLE keys ("
     "  id INTEGER PRIMARY KEY,"
@@ -139,6 +148,20 @@ static const char schema_v1[] =
     "  duration_ms REAL NOT NULL"
     ");"
     "CREATE INDEX audit_time ON audit (time_ms);";
+
+/*
+ * The migrations: migrations[N - 1] takes version N to N + 1, and records it
+ * in schema_version, inside the same transaction as the schema's creation.
+ * A key's columns added later default to 0, "the server's setting", so the
+ * keys of an older store keep the policy they had.
+ */
+static const char *const migrations[SCHEMA_VERSION - 1] = {
+    /* 2: a key's sessions, open at once, and their longest idle time and lifetime. */
+    "ALTER TABLE keys ADD COLUMN sessions INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE keys ADD COLUMN session_idle_ttl_s INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE keys ADD COLUMN session_lifetime_s INTEGER NOT NULL DEFAULT 0;"
+    "INSERT INTO schema_version (version) VALUES (2);",
+};
 
 struct pbx_store {
     sqlite3 *db;                   /* the one connection */
@@ -348,13 +371,28 @@ static int init_schema_locked(struct pbx_store *store, struct pbx_error **err)
                              "store `%s` has schema version %" PRId64
                              ", newer than this pybox understands (%d): upgrade pybox",
                              store->path, version, SCHEMA_VERSION);
-    if (version == SCHEMA_VERSION)
-        return 0;
-    /* Migrations from version N to N+1 go here, as the schema grows. */
-    r = exec(store, schema_v1, err);
-    if (r < 0)
-        return r;
-    return exec(store, "INSERT INTO schema_version (version) VALUES (1)", err);
+    if (version < 0)
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "store `%s` has schema version %" PRId64 ", which no pybox writes",
+                             store->path, version);
+    if (version == 0) {
+        r = exec(store, schema_v1, err);
+        if (r == 0)
+            r = exec(store, "INSERT INTO schema_version (version) VALUES (1)", err);
+        if (r < 0)
+            return r;
+        version = 1;
+    }
+    for (; version < SCHEMA_VERSION; version++) {
+        int rc = sqlite3_exec(store->db, migrations[version - 1], NULL, NULL, NULL);
+        char what[64];
+
+        if (rc != SQLITE_OK) {
+            snprintf(what, sizeof(what), "upgrade the schema from version %" PRId64, version);
+            return db_error(store, rc, err, what);
+        }
+    }
+    return 0;
 }
 
 /*
@@ -552,6 +590,15 @@ static int check_policy(const struct pbx_key_policy *p, struct pbx_error **err)
         return pbx_error_set(err, PBX_E_INVAL, "rpd %" PRId64 " is not >= -1", p->rpd);
     if (p->memory_bytes > INT64_MAX)
         return pbx_error_set(err, PBX_E_INVAL, "memory %" PRIu64 " is too large", p->memory_bytes);
+    if (p->sessions > PBX_CALLER_SESSIONS_MAX)
+        return pbx_error_set(err, PBX_E_INVAL, "sessions %" PRIu32 " is over %d", p->sessions,
+                             PBX_CALLER_SESSIONS_MAX);
+    if (p->session_idle_ttl_s > PBX_CALLER_SPAN_MAX_S)
+        return pbx_error_set(err, PBX_E_INVAL, "session idle time %" PRIu32 " s is over %d s",
+                             p->session_idle_ttl_s, PBX_CALLER_SPAN_MAX_S);
+    if (p->session_lifetime_s > PBX_CALLER_SPAN_MAX_S)
+        return pbx_error_set(err, PBX_E_INVAL, "session lifetime %" PRIu32 " s is over %d s",
+                             p->session_lifetime_s, PBX_CALLER_SPAN_MAX_S);
     return 0;
 }
 
@@ -610,6 +657,12 @@ int pbx_store_key_create(struct pbx_store *store, const char *name,
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int(st, 12, p->admin);
         if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 13, p->sessions);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 14, p->session_idle_ttl_s);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 15, p->session_lifetime_s);
+        if (rc == SQLITE_OK)
             rc = sqlite3_step(st);
         if (rc == SQLITE_CONSTRAINT_UNIQUE && strstr(sqlite3_errmsg(store->db), "keys.name"))
             return pbx_error_set(err, EEXIST, "key name `%s` (revoked keys keep their names)",
@@ -626,6 +679,18 @@ static char *column_strdup(sqlite3_stmt *st, int col)
     const unsigned char *s = sqlite3_column_text(st, col);
 
     return s != NULL ? xstrdup((const char *)s) : NULL;
+}
+
+/*
+ * A count of column `col`, 0 to `most`: a stored value out of that range
+ * (a database written by hand) reads as 0, the server's setting, rather
+ * than as a number the policy never allowed.
+ */
+static uint32_t column_count(sqlite3_stmt *st, int col, int64_t most)
+{
+    int64_t v = sqlite3_column_int64(st, col);
+
+    return v >= 0 && v <= most ? (uint32_t)v : 0;
 }
 
 /* Fill `info` from a row of KEY_COLUMNS. */
@@ -647,6 +712,9 @@ static void read_key(sqlite3_stmt *st, struct pbx_key_info *info)
                 .modules = column_strdup(st, 10),
                 .network = sqlite3_column_int(st, 11) != 0,
                 .admin = sqlite3_column_int(st, 12) != 0,
+                .sessions = column_count(st, 13, PBX_CALLER_SESSIONS_MAX),
+                .session_idle_ttl_s = column_count(st, 14, PBX_CALLER_SPAN_MAX_S),
+                .session_lifetime_s = column_count(st, 15, PBX_CALLER_SPAN_MAX_S),
             },
     };
     if (info->name == NULL)
@@ -726,8 +794,8 @@ int pbx_store_key_lookup(struct pbx_store *store, const char *token, struct pbx_
             return 0;
         if (rc != SQLITE_ROW)
             return db_error(store, rc, err, "look up a key");
-        stored = sqlite3_column_blob(st, 13);
-        if (sqlite3_column_bytes(st, 13) != HASH_BYTES || stored == NULL ||
+        stored = sqlite3_column_blob(st, KEY_HASH_COLUMN);
+        if (sqlite3_column_bytes(st, KEY_HASH_COLUMN) != HASH_BYTES || stored == NULL ||
             sodium_memcmp(stored, hash, HASH_BYTES) != 0)
             return 0;
         read_key(st, info);

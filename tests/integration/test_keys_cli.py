@@ -121,7 +121,8 @@ def test_list_shows_the_key_never_the_token(data):
 def test_policy_round_trip(data):
     create(data, "rich", "--rpm", "60", "--rpd", "unlimited", "--timeout", "2.5", "--memory",
            "512", "--modules", "scipy, sympy", "--network")
-    create(data, "boss", "--admin", "--modules", "all")
+    create(data, "boss", "--admin", "--modules", "all", "--sessions", "2", "--session-idle-ttl",
+           "30", "--session-lifetime", "31536000")
     create(data, "plain")
     rich, boss, plain = list_json(data)
     assert (rich["rpm"], rich["rpd"], rich["timeout_ms"], rich["memory_bytes"]) == \
@@ -130,11 +131,46 @@ def test_policy_round_trip(data):
     assert rich["network"] is True and rich["admin"] is False
     assert boss["admin"] is True and boss["all_modules"] is True and boss["modules"] == []
     assert (plain["rpm"], plain["rpd"], plain["timeout_ms"], plain["memory_bytes"]) == (0, 0, 0, 0)
+    assert (boss["sessions"], boss["session_idle_ttl_s"], boss["session_lifetime_s"]) == \
+        (2, 30, 31536000)
+    for k in (rich, plain):
+        assert (k["sessions"], k["session_idle_ttl_s"], k["session_lifetime_s"]) == (0, 0, 0), k
     table = pybox("keys", "list", "--data", data, check=0).stdout.splitlines()
-    assert table[1].split()[4:] == ["60", "unlimited", "2.5s", "512M", "+scipy,sympy", "yes",
-                                    "no"]
-    assert table[2].split()[4:] == ["default", "default", "default", "default", "all", "no",
-                                    "yes"]
+    assert table[0].split()[7:] == ["TIMEOUT", "MEMORY", "SESSIONS", "IDLE-TTL", "LIFETIME",
+                                    "MODULES", "NETWORK", "ADMIN"]
+    assert table[1].split()[4:] == ["60", "unlimited", "2.5s", "512M", "default", "default",
+                                    "default", "+scipy,sympy", "yes", "no"]
+    assert table[2].split()[4:] == ["default", "default", "default", "default", "2", "30s",
+                                    "31536000s", "all", "no", "yes"]
+
+
+@pytest.mark.parametrize("opt, value, what", [
+    ("--sessions", "0", "sessions from 1 to 100000"),
+    ("--session-idle-ttl", "1.5", "seconds from 1 to 31536000"),
+    ("--session-lifetime", "31536001", "seconds from 1 to 31536000"),
+])
+def test_session_policy_errors_say_what_is_allowed(data, opt, value, what):
+    line = one_line_error(pybox("keys", "create", "--name", "x", opt, value, "--data", data,
+                                check=2))
+    assert line.startswith(f"pybox: {opt}: `{value}` is not a whole number of {what}"), line
+
+
+def test_an_old_store_is_upgraded(data):
+    """A store of schema version 1 (before keys had session policies) lists and takes keys."""
+    import sqlite3
+    from test_session_policy import SCHEMA_V1
+    os.makedirs(data, mode=0o700)
+    db = sqlite3.connect(os.path.join(data, "pybox.db"))
+    db.executescript(SCHEMA_V1)
+    db.execute("INSERT INTO keys (name, prefix, hash, created, rpm) "
+               "VALUES ('old', 'pbx_AAAAAA', x'00', 1700000000, 5)")
+    db.commit()
+    db.close()
+    create(data, "new", "--sessions", "4")
+    old, new = list_json(data)
+    assert (old["name"], old["rpm"], old["sessions"], old["session_lifetime_s"]) == \
+        ("old", 5, 0, 0)
+    assert (new["name"], new["sessions"]) == ("new", 4)
 
 
 def test_revoke_marks_the_key(data):
@@ -185,6 +221,20 @@ def test_duplicate_name(data):
     ["keys", "create", "--name", "x", "--memory", "1"],
     ["keys", "create", "--name", "x", "--modules", "os;rm"],
     ["keys", "create", "--name", "x", "--modules", ""],
+    ["keys", "create", "--name", "x", "--sessions", "0"],
+    ["keys", "create", "--name", "x", "--sessions", "-1"],
+    ["keys", "create", "--name", "x", "--sessions", "100001"],
+    ["keys", "create", "--name", "x", "--sessions", "two"],
+    ["keys", "create", "--name", "x", "--sessions", "2.0"],
+    ["keys", "create", "--name", "x", "--sessions", ""],
+    ["keys", "create", "--name", "x", "--session-idle-ttl", "0"],
+    ["keys", "create", "--name", "x", "--session-idle-ttl", "1.5"],
+    ["keys", "create", "--name", "x", "--session-idle-ttl", "10s"],
+    ["keys", "create", "--name", "x", "--session-idle-ttl", "default"],
+    ["keys", "create", "--name", "x", "--session-lifetime", "31536001"],
+    ["keys", "create", "--name", "x", "--session-lifetime", "99999999999999999999999"],
+    ["keys", "create", "--name", "x", "--session-lifetime", "-5"],
+    ["keys", "create", "--name", "x", "--session-lifetime", " 5"],
     ["keys", "list", "extra"],
     ["keys", "list", "--table"],
     ["keys", "revoke"],

@@ -63,6 +63,12 @@ static void setup(void)
         .anon_code_chars = 2000,
         .limits = &limits,
         .admin_key = "the-admin-key",
+        .anon_sessions = {.open = 4,
+                          .idle_ttl_s = 600,
+                          .max_idle_ttl_s = 3600,
+                          .lifetime_s = 3600,
+                          .max_lifetime_s = 86400},
+        .key_sessions = 16,
     };
 }
 
@@ -94,6 +100,13 @@ static int lookup(void *arg, const char *token, char **name, struct pbx_key_poli
     } else if (strcmp(token, "k-admin") == 0) {
         *name = xstrdup("boss");
         *policy = (struct pbx_key_policy){.rpm = 3, .rpd = 3, .admin = true};
+    } else if (strcmp(token, "k-sessions") == 0) {
+        *name = xstrdup("agent");
+        *policy = (struct pbx_key_policy){
+            .sessions = 1, .session_idle_ttl_s = 7200, .session_lifetime_s = 5};
+    } else if (strcmp(token, "k-admin-sessions") == 0) {
+        *name = xstrdup("boss2");
+        *policy = (struct pbx_key_policy){.admin = true, .sessions = 2, .session_idle_ttl_s = 30};
     } else {
         return 0;
     }
@@ -239,6 +252,52 @@ static void parse_modules(const char *list, const char *want)
         ck_assert_str_eq(out, want);
     free(out);
 }
+
+/* Sessions: how many at once, and the spans, for each kind of caller. */
+START_TEST(test_resolve_sessions)
+{
+    struct pbx_caller who;
+
+    /* Anonymous: the server's, counted per client address. */
+    resolve_ok(NULL, &who);
+    ck_assert_uint_eq(who.sessions.open, 4);
+    ck_assert_uint_eq(who.sessions.idle_ttl_s, 600);
+    ck_assert_uint_eq(who.sessions.max_idle_ttl_s, 3600);
+    ck_assert_uint_eq(who.sessions.lifetime_s, 3600);
+    ck_assert_uint_eq(who.sessions.max_lifetime_s, 86400);
+    pbx_caller_release(&who);
+    /* The admin key and a key that sets nothing: the server's per-key cap, the server's spans. */
+    for (int i = 0; i < 3; i++) {
+        resolve_ok(i == 0 ? "the-admin-key" : i == 1 ? "k-plain" : "k-admin", &who);
+        ck_assert_uint_eq(who.sessions.open, 16);
+        ck_assert_uint_eq(who.sessions.idle_ttl_s, 600);
+        ck_assert_uint_eq(who.sessions.max_idle_ttl_s, 3600);
+        ck_assert_uint_eq(who.sessions.lifetime_s, 3600);
+        ck_assert_uint_eq(who.sessions.max_lifetime_s, 86400);
+        pbx_caller_release(&who);
+    }
+    /*
+     * A key's own: its cap, its longest spans in place of the server's (above
+     * them too); the server's default within them.
+     */
+    resolve_ok("k-sessions", &who);
+    ck_assert(who.keyed && !who.admin);
+    ck_assert_uint_eq(who.sessions.open, 1);
+    ck_assert_uint_eq(who.sessions.max_idle_ttl_s, 7200);
+    ck_assert_uint_eq(who.sessions.idle_ttl_s, 600);
+    ck_assert_uint_eq(who.sessions.max_lifetime_s, 5);
+    ck_assert_uint_eq(who.sessions.lifetime_s, 5);
+    pbx_caller_release(&who);
+    /* An admin key's session policy is its own too. */
+    resolve_ok("k-admin-sessions", &who);
+    ck_assert(who.keyed && who.admin);
+    ck_assert_uint_eq(who.sessions.open, 2);
+    ck_assert_uint_eq(who.sessions.max_idle_ttl_s, 30);
+    ck_assert_uint_eq(who.sessions.idle_ttl_s, 30);
+    ck_assert_uint_eq(who.sessions.max_lifetime_s, 86400);
+    pbx_caller_release(&who);
+}
+END_TEST
 
 START_TEST(test_parse_modules)
 {
@@ -467,6 +526,7 @@ static Suite *policy_suite(void)
     tcase_add_test(tk, test_resolve_anonymous);
     tcase_add_test(tk, test_resolve_admin_key);
     tcase_add_test(tk, test_resolve_keys);
+    tcase_add_test(tk, test_resolve_sessions);
     tcase_add_test(tk, test_limits_refusals);
     tcase_add_test(tk, test_limits_given);
     tcase_add_test(tk, test_parse_modules);

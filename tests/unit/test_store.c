@@ -2,7 +2,8 @@
  * Unit tests for src/store/store_sqlite.c: store URIs, the file and directory
  * it creates, keys (create, list, revoke, lookup, policies), daily quotas
  * (limits, unlimited, atomicity under threads and under several
- * connections), the audit log, and persistence across close and reopen.
+ * connections), the audit log, persistence across close and reopen, and the
+ * upgrade of a store of an older schema.
  * Every test works in its own directory under one temporary directory.
  */
 #include <check.h>
@@ -18,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "common/xalloc.h"
@@ -139,6 +141,9 @@ START_TEST(test_create_list_lookup)
         .memory_bytes = 512u << 20,
         .modules = "scipy, sympy  networkx",
         .network = true,
+        .sessions = 3,
+        .session_idle_ttl_s = 30,
+        .session_lifetime_s = 5,
     };
     struct pbx_error *err = NULL;
     struct pbx_key_info *keys = NULL;
@@ -171,6 +176,9 @@ START_TEST(test_create_list_lookup)
     ck_assert_str_eq(keys[0].policy.modules, "scipy sympy networkx");
     ck_assert(keys[0].policy.network);
     ck_assert(!keys[0].policy.admin);
+    ck_assert_uint_eq(keys[0].policy.sessions, 3);
+    ck_assert_uint_eq(keys[0].policy.session_idle_ttl_s, 30);
+    ck_assert_uint_eq(keys[0].policy.session_lifetime_s, 5);
     /* No policy: every field is the default. */
     ck_assert_int_eq(keys[1].policy.rpm, 0);
     ck_assert_int_eq(keys[1].policy.rpd, 0);
@@ -178,12 +186,18 @@ START_TEST(test_create_list_lookup)
     ck_assert_uint_eq(keys[1].policy.memory_bytes, 0);
     ck_assert_ptr_null(keys[1].policy.modules);
     ck_assert(!keys[1].policy.network && !keys[1].policy.admin && !keys[1].policy.all_modules);
+    ck_assert_uint_eq(keys[1].policy.sessions, 0);
+    ck_assert_uint_eq(keys[1].policy.session_idle_ttl_s, 0);
+    ck_assert_uint_eq(keys[1].policy.session_lifetime_s, 0);
     pbx_key_info_free_array(keys, n);
 
     ck_assert_int_eq(pbx_store_key_lookup(store, t1, &info, &err), 1);
     ck_assert_str_eq(info.name, "alice");
     ck_assert_int_eq(info.policy.rpm, 60);
     ck_assert_str_eq(info.policy.modules, "scipy sympy networkx");
+    ck_assert_uint_eq(info.policy.sessions, 3);
+    ck_assert_uint_eq(info.policy.session_idle_ttl_s, 30);
+    ck_assert_uint_eq(info.policy.session_lifetime_s, 5);
     pbx_key_info_release(&info);
     ck_assert_ptr_null(info.name);
     pbx_key_info_release(&info); /* twice is harmless */
@@ -333,6 +347,20 @@ START_TEST(test_bad_names_and_policies)
     policy.rpd = -5;
     ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
     pbx_error_free(&err);
+    policy.rpd = 0;
+    policy.sessions = PBX_CALLER_SESSIONS_MAX + 1;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    ck_assert_msg(strstr(err->msg, "sessions") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    policy.sessions = 0;
+    policy.session_idle_ttl_s = PBX_CALLER_SPAN_MAX_S + 1;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.session_idle_ttl_s = 0;
+    policy.session_lifetime_s = UINT32_MAX;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.session_lifetime_s = 0;
     /* Nothing was created by the refused calls. */
     ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
     ck_assert_uint_eq(n, 0);
@@ -462,10 +490,14 @@ START_TEST(test_wal_mode)
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
     ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
-    ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT version FROM schema_version", -1, &st, NULL),
+    /* A new store is made as an old one is upgraded: version 1, then each migration. */
+    ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT version FROM schema_version ORDER BY version",
+                                        -1, &st, NULL),
                      SQLITE_OK);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
     ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 2);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
     sqlite3_close(raw);
@@ -927,6 +959,135 @@ START_TEST(test_open_existing)
 }
 END_TEST
 
+/*
+ * The schema of version 1, as pybox wrote it before keys had session
+ * policies, and one key in it: `old`, whose token is OLD_TOKEN.
+ */
+#define OLD_TOKEN "pbx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAold"
+static const char schema_v1[] =
+    "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+    "INSERT INTO schema_version (version) VALUES (1);"
+    "CREATE TABLE keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,"
+    "  hash BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0,"
+    "  rpm INTEGER NOT NULL DEFAULT 0, rpd INTEGER NOT NULL DEFAULT 0,"
+    "  timeout_ms INTEGER NOT NULL DEFAULT 0, memory_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  all_modules INTEGER NOT NULL DEFAULT 0, modules TEXT, network INTEGER NOT NULL DEFAULT 0,"
+    "  admin INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE quota (client TEXT NOT NULL, day TEXT NOT NULL, count INTEGER NOT NULL,"
+    "  PRIMARY KEY (client, day)) WITHOUT ROWID;"
+    "CREATE TABLE audit (id INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, client TEXT NOT NULL,"
+    "  key_name TEXT, route TEXT NOT NULL, code_sha256 TEXT NOT NULL, status TEXT NOT NULL,"
+    "  duration_ms REAL NOT NULL);"
+    "CREATE INDEX audit_time ON audit (time_ms);"
+    "INSERT INTO quota (client, day, count) VALUES ('key:old', '2026-01-02', 7);";
+
+/* A store of schema version 1 opens, upgraded in place: its keys, quotas and token kept. */
+START_TEST(test_upgrade_from_v1)
+{
+    char *dir = test_dir("upgrade");
+    char *uri = xasprintf("sqlite:%s/pybox.db", dir);
+    unsigned char hash[crypto_generichash_BYTES];
+    struct pbx_key_policy policy = {.sessions = 2, .session_lifetime_s = 5};
+    struct pbx_error *err = NULL;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_key_info info;
+    struct pbx_store *store;
+    sqlite3_stmt *st = NULL;
+    sqlite3 *raw = NULL;
+    int64_t count = 0;
+    size_t n = 0;
+    char *token;
+
+    crypto_generichash(hash, sizeof(hash), (const unsigned char *)OLD_TOKEN, strlen(OLD_TOKEN),
+                       NULL, 0);
+    ck_assert_int_eq(sqlite3_open(uri + 7, &raw), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(raw, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_prepare_v2(raw,
+                                        "INSERT INTO keys (name, prefix, hash, created, rpm, "
+                                        "timeout_ms, modules) VALUES ('old', 'pbx_AAAAAA', ?1, "
+                                        "1700000000, 60, 2500, 'scipy')",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_bind_blob(st, 1, hash, sizeof(hash), SQLITE_STATIC), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+
+    /* Twice: the second open finds it upgraded and changes nothing. */
+    for (int i = 0; i < 2; i++) {
+        store = open_ok(uri);
+        ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_str_eq(keys[0].name, "old");
+        ck_assert_int_eq(keys[0].policy.rpm, 60);
+        ck_assert_uint_eq(keys[0].policy.timeout_ms, 2500);
+        ck_assert_str_eq(keys[0].policy.modules, "scipy");
+        /* What version 1 did not have is the server's setting. */
+        ck_assert_uint_eq(keys[0].policy.sessions, 0);
+        ck_assert_uint_eq(keys[0].policy.session_idle_ttl_s, 0);
+        ck_assert_uint_eq(keys[0].policy.session_lifetime_s, 0);
+        pbx_key_info_free_array(keys, n);
+        ck_assert_int_eq(pbx_store_key_lookup(store, OLD_TOKEN, &info, &err), 1);
+        ck_assert_str_eq(info.name, "old");
+        pbx_key_info_release(&info);
+        ck_assert_int_eq(pbx_store_quota_get(store, "key:old", "2026-01-02", &count, &err), 0);
+        ck_assert_int_eq(count, 7);
+        pbx_store_close(store);
+    }
+    /* The upgraded store takes the new columns. */
+    store = open_ok(uri);
+    token = create_ok(store, "new", &policy);
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
+    ck_assert_uint_eq(info.policy.sessions, 2);
+    ck_assert_uint_eq(info.policy.session_lifetime_s, 5);
+    pbx_key_info_release(&info);
+    pbx_store_close(store);
+    ck_assert_ptr_null(err);
+
+    ck_assert_int_eq(sqlite3_open(uri + 7, &raw), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(raw, "SELECT group_concat(version) FROM schema_version", -1, &st, NULL),
+        SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2");
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+    free(token);
+    free(uri);
+    free(dir);
+}
+END_TEST
+
+/* A stored session policy out of range (a database written by hand) reads as the default. */
+START_TEST(test_out_of_range_session_policy)
+{
+    char *uri = NULL;
+    struct pbx_store *store = new_store("range", &uri);
+    struct pbx_key_info info;
+    char *token = create_ok(store, "k", NULL);
+    sqlite3 *raw = NULL;
+
+    pbx_store_close(store);
+    ck_assert_int_eq(sqlite3_open(uri + 7, &raw), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_exec(raw,
+                     "UPDATE keys SET sessions = -1, session_idle_ttl_s = 99999999999, "
+                     "session_lifetime_s = 7",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(raw);
+    store = open_ok(uri);
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, NULL), 1);
+    ck_assert_uint_eq(info.policy.sessions, 0);
+    ck_assert_uint_eq(info.policy.session_idle_ttl_s, 0);
+    ck_assert_uint_eq(info.policy.session_lifetime_s, 7);
+    pbx_key_info_release(&info);
+    pbx_store_close(store);
+    free(token);
+    free(uri);
+}
+END_TEST
+
 /* A database written by a newer pybox is refused, not misread. */
 START_TEST(test_newer_schema)
 {
@@ -977,6 +1138,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_url_spelling_and_memory);
     tcase_add_test(tc, test_open_errors);
     tcase_add_test(tc, test_newer_schema);
+    tcase_add_test(tc, test_upgrade_from_v1);
+    tcase_add_test(tc, test_out_of_range_session_policy);
     tcase_add_test(tc, test_open_existing);
     suite_add_tcase(s, tc);
     return s;
