@@ -76,6 +76,13 @@ struct pybox_session;
  */
 #define PYBOX_HAVE_SESSIONS 1
 
+/*
+ * And since: pybox_session_extend(), input files in struct
+ * pybox_session_options, and local sessions ended at their idle time and
+ * lifetime as a server ends its own.
+ */
+#define PYBOX_HAVE_SESSION_EXTEND 1
+
 /* ---- Errors ---- */
 
 /*
@@ -212,8 +219,10 @@ PYBOX_API enum pybox_code pybox_client_new_from_env(struct pybox_client **out,
                                                     struct pybox_error **err);
 
 /*
- * Free a client; in local mode this stops its engine (the sandbox processes
- * and their cgroups go with it).  No run may be in flight on it.  NULL is fine.
+ * Free a client; in local mode this stops its sessions' reaper (waiting for
+ * it) and then its engine (the sandbox processes and their cgroups go with
+ * it).  No run may be in flight on it, and its sessions must be closed
+ * first.  NULL is fine.
  */
 PYBOX_API void pybox_client_free(struct pybox_client *client);
 
@@ -493,14 +502,41 @@ PYBOX_API bool pybox_result_state_preserved(const struct pybox_result *res);
  * ends.  A memory kill or a crash ends it too.  An ended session's calls
  * fail with PYBOX_E_GONE, and pybox_session_dead_reason() says why.
  *
+ * A session also ends when its idle time (idle_ttl_s, counted from the end
+ * of its last call) or its lifetime (max_lifetime_s, from its opening) runs
+ * out, in both modes alike: remotely the server's reaper ends it; locally
+ * the client's reaper does, a thread of the client's own (started with its
+ * first local session, asleep until the next deadline) that frees the
+ * session's processes, cgroups and memory at once.  Its calls then fail
+ * with PYBOX_E_GONE and the reason "idle_timeout" or "max_lifetime", as the
+ * server's do.  A call in progress is never cut: the idle time does not run
+ * during a call, and a lifetime that runs out during one ends the session
+ * when the call is over (the call's result says so: state_preserved still
+ * true, but pybox_session_dead_reason() "max_lifetime").
+ *
  * Thread-safety: one call at a time per session: a second call (a run, a
  * restart, a file) while one is in flight fails with PYBOX_E_BUSY (type
  * "SessionBusy") in both modes.  pybox_session_interrupt(),
- * pybox_session_id() and pybox_session_dead_reason() may be called from any
- * thread at any time until pybox_session_close(), which must not race
- * anything on the session.  Close every session before freeing its client.
+ * pybox_session_extend(), pybox_session_id() and pybox_session_dead_reason()
+ * may be called from any thread at any time until pybox_session_close(),
+ * which must not race anything of the caller's on the session (the reaper
+ * it may race: close takes the session from it first, and a session the
+ * reaper is ending is closed all the same).  Close every session before
+ * freeing its client: pybox_client_free() stops the reaper and waits for it
+ * (a session it is ending is freed before it returns).
  */
 struct pybox_session;
+
+/*
+ * An input file of a session, put in /work when it opens: `name` is a flat
+ * file name as pybox_exec_add_file() takes one, `data` its `size` bytes.
+ * Borrowed: pybox_session_open() reads them and keeps nothing.
+ */
+struct pybox_input_file {
+    const char *name; /* UTF-8, no '/', not "." or "..", 1 to 255 bytes */
+    const void *data; /* its contents (NULL for size 0) */
+    size_t size;      /* bytes */
+};
 
 /*
  * How to open a session: fill it with pybox_session_options_init() first
@@ -516,21 +552,34 @@ struct pybox_session_options {
     unsigned idle_ttl_s;     /* end it after this long without a call; 0: the server's */
                              /* default (remote), none (local) */
     unsigned max_lifetime_s; /* end it this long after it was opened; 0: likewise */
+    const struct pybox_input_file *files; /* input files for /work (borrowed); NULL: none */
+    size_t nfiles;                        /* how many */
 };
+
+/*
+ * The most idle_ttl_s and max_lifetime_s a local session may have, at its
+ * opening and by pybox_session_extend(): those of a pybox server by default
+ * (--session-max-idle-ttl, --session-max-lifetime).  A server has its own.
+ */
+#define PYBOX_SESSION_MAX_IDLE_TTL_S 3600u
+#define PYBOX_SESSION_MAX_LIFETIME_S 86400u
 
 /* Fill `opts` with the defaults. */
 PYBOX_API void pybox_session_options_init(struct pybox_session_options *opts);
 
 /*
  * Open a session on `client` (local mode starts the client's engine if it
- * has not yet).  PYBOX_OK with *out, which the caller owns and ends with
+ * has not yet), its input files (opts->files) in /work before its first
+ * call: sent in `POST /v1/sessions` remotely, given to the engine's session
+ * locally.  PYBOX_OK with *out, which the caller owns and ends with
  * pybox_session_close(); else a code and details: PYBOX_E_INVALID for
- * options out of range (or over the caller's policy, remotely),
+ * options out of range (locally a span over PYBOX_SESSION_MAX_*, remotely
+ * over the caller's policy) or a bad file name (twice the same, too),
+ * PYBOX_E_TOO_LARGE for input files over their caps (as a run's),
  * PYBOX_E_FORBIDDEN for a client that asks network (sessions have none),
  * PYBOX_E_RATE_LIMITED when the caller has as many sessions open as it may
  * (type "SessionLimitExceeded"), PYBOX_E_NOT_FOUND from a server without
- * sessions, and pybox_run()'s codes.  In local mode idle_ttl_s and
- * max_lifetime_s end the session when the next call finds them passed.
+ * sessions, and pybox_run()'s codes.
  */
 PYBOX_API enum pybox_code pybox_session_open(struct pybox_client *client,
                                              const struct pybox_session_options *opts,
@@ -540,11 +589,12 @@ PYBOX_API enum pybox_code pybox_session_open(struct pybox_client *client,
 PYBOX_API const char *pybox_session_id(const struct pybox_session *session);
 
 /*
- * Why the session ended, once a call found it ended (or ended it):
- * "timeout", "memory_limit", "cpu_limit", "crashed", "idle_timeout",
- * "max_lifetime", "deleted", "closed", "lost" ...; NULL while it is not known to
- * have ended.  The pointer is the session's, valid until it is closed.
- * Thread-safe.
+ * Why the session ended, once a call found it ended (or ended it), or, in
+ * local mode, once the reaper ended it: "timeout", "memory_limit",
+ * "cpu_limit", "crashed", "idle_timeout", "max_lifetime", "deleted",
+ * "closed", "lost" ...; NULL while it is not known to have ended (a remote
+ * session's idle time or lifetime is known at its next call).  The pointer
+ * is the session's, set once and valid until it is closed.  Thread-safe.
  */
 PYBOX_API const char *pybox_session_dead_reason(const struct pybox_session *session);
 
@@ -604,6 +654,19 @@ PYBOX_API enum pybox_code pybox_session_delete_file(struct pybox_session *sessio
  */
 PYBOX_API enum pybox_code pybox_session_list_files(struct pybox_session *session, char **json,
                                                    struct pybox_error **err);
+
+/*
+ * Change the session's idle time and lifetime (`PATCH /v1/sessions/{id}`
+ * remotely, the same rules locally): each in whole seconds, 0 leaving it as
+ * it is; the lifetime still counts from the opening, the idle time from the
+ * end of the last call.  Either may grow or shrink.  PYBOX_E_INVALID
+ * (type "ValidationError") for a span over the most (the server's, or
+ * PYBOX_SESSION_MAX_* locally) or a lifetime the session is already older
+ * than; PYBOX_E_GONE when the session has ended.  Thread-safe; answered
+ * while a call runs, as the server answers a PATCH then.
+ */
+PYBOX_API enum pybox_code pybox_session_extend(struct pybox_session *session, unsigned idle_ttl_s,
+                                               unsigned max_lifetime_s, struct pybox_error **err);
 
 /*
  * End the session and free it: its processes, mounts, cgroups and files gone

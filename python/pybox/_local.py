@@ -12,11 +12,13 @@ server's error object instead, whose type raises what it raises in remote mode
 Streaming runs `pybox run --json --stream`, which prints each event as a JSON line as it
 happens, then the result object. A session is one `pybox repl --jsonl` process (LocalSession),
 started in a process session of its own (the terminal's Ctrl-C is the program's, not the
-child's) with no PYBOX_* variable: requests go to its stdin one JSON line each, and a reader
-thread hands each answer and event to the call that waits for it, by request id. The process
-ends with the session: {"op": "close"}, then SIGTERM, then SIGKILL if it has not; and if this
-program dies first, the EOF on its stdin ends it (closing the session, whose engine dies with
-it).
+child's) with no PYBOX_* variable, its input files given as `--file NAME=PATH` of a private
+temporary directory removed once it is ready: requests go to its stdin one JSON line each, and
+a reader thread hands each answer and event to the call that waits for it, by request id. The
+process ends with the session: {"op": "close"}, then SIGTERM, then SIGKILL if it has not; and
+if this program dies first, the EOF on its stdin ends it (closing the session, whose engine dies
+with it). Its idle time and lifetime end it as a server ends a session (libpybox's reaper, in
+that process), and a later call raises SessionDead.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any, Deque, Dict, Iterator, List, Optional, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._request import Request
 from ._result import Event, Result, dumps, event_of, final_events
@@ -118,14 +120,7 @@ class LocalBackend:
                 f.write(req.stdin)
             argv += ["--stdin", stdin_path]
         for i, (name, data) in enumerate(req.files):
-            if name == "":
-                # `--file =PATH` is a usage error of its own; say what the server would.
-                raise InvalidRequest("invalid file name ``: use 1-255 bytes, no `/`, not `.` "
-                                     "or `..`", type="ValidationError")
-            if "=" in name:
-                raise InvalidRequest(f"invalid file name `{name}`: local mode cannot pass a "
-                                     "name containing `=` to `pybox run --file NAME=PATH`",
-                                     type="ValidationError")
+            _file_arg_name(name)
             path = os.path.join(tmp, f"file{i}")
             with open(path, "wb") as f:
                 f.write(data)
@@ -210,7 +205,8 @@ class LocalBackend:
                     proc.stdout.close()
 
     def open_session(self, timeout: Optional[float], memory_mb: Optional[int],
-                     idle_ttl: Optional[int], max_lifetime: Optional[int]) -> "LocalSession":
+                     idle_ttl: Optional[int], max_lifetime: Optional[int],
+                     files: Sequence[Tuple[str, bytes]] = ()) -> "LocalSession":
         argv = [self.binary, "repl", "--jsonl"]
         if timeout is not None:
             argv += ["--timeout", _seconds_arg(timeout)]
@@ -220,7 +216,16 @@ class LocalBackend:
             argv += ["--idle-ttl", str(idle_ttl)]
         if max_lifetime is not None:
             argv += ["--max-lifetime", str(max_lifetime)]
-        return LocalSession(argv, self.request_timeout)
+        # The input files go in at the opening (`pybox repl --file`), as POST /v1/sessions
+        # takes them; `pybox repl` has read them once it says it is ready.
+        with tempfile.TemporaryDirectory(prefix="pybox-client-") as tmp:
+            for i, (name, data) in enumerate(files):
+                _file_arg_name(name)
+                path = os.path.join(tmp, f"file{i}")
+                with open(path, "wb") as f:
+                    f.write(data)
+                argv += ["--file", f"{name}={path}"]
+            return LocalSession(argv, self.request_timeout)
 
     @staticmethod
     def _result(proc: "subprocess.CompletedProcess[bytes]") -> Result:
@@ -249,6 +254,18 @@ class LocalBackend:
                               + (f": {msg}" if msg else ""), type="InternalServerError")
         raise ServerError(msg or f"`pybox run` exited {proc.returncode} without a result",
                           type="InternalServerError")
+
+
+def _file_arg_name(name: str) -> None:
+    """Refuse a name that `--file NAME=PATH` (of `pybox run` and `pybox repl`) cannot carry."""
+    if name == "":
+        # `--file =PATH` is a usage error of its own; say what the server would.
+        raise InvalidRequest("invalid file name ``: use 1-255 bytes, no `/`, not `.` "
+                             "or `..`", type="ValidationError")
+    if "=" in name:
+        raise InvalidRequest(f"invalid file name `{name}`: local mode cannot pass a "
+                             "name containing `=` to `pybox run --file NAME=PATH`",
+                             type="ValidationError")
 
 
 def _env() -> Dict[str, str]:
@@ -483,6 +500,11 @@ class LocalSession:
 
     def restart(self) -> None:
         self._call("restart")
+
+    def extend(self, idle_ttl: Optional[int], max_lifetime: Optional[int]) -> None:
+        fields = {k: v for k, v in (("idle_ttl_s", idle_ttl), ("max_lifetime_s", max_lifetime))
+                  if v is not None}
+        self._call("extend", **fields)
 
     def close(self) -> None:
         """End the session and its process: close, then SIGTERM, then SIGKILL."""

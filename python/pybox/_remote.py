@@ -23,7 +23,7 @@ import math
 import re
 import ssl
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
 from ._request import Request
@@ -248,13 +248,19 @@ class RemoteBackend:
         return self._stream("/v1/execute", self._body(req), req.timeout)
 
     def open_session(self, timeout: Optional[float], memory_mb: Optional[int],
-                     idle_ttl: Optional[int], max_lifetime: Optional[int]) -> "RemoteSession":
+                     idle_ttl: Optional[int], max_lifetime: Optional[int],
+                     files: Sequence[Tuple[str, bytes]] = ()) -> "RemoteSession":
         body: Dict[str, Any] = {}
         for key, value in (("timeout", timeout), ("memory_mb", memory_mb),
                            ("idle_ttl_s", idle_ttl), ("max_lifetime_s", max_lifetime)):
             if value is not None:
                 body[key] = value
-        status, headers, data = self._request("POST", "/v1/sessions", json.dumps(body).encode())
+        if files:
+            # In /work before the first call, as a run's input files are (POST /v1/sessions).
+            body["files"] = [{"name": n, "content_base64": base64.b64encode(d).decode("ascii")}
+                             for n, d in files]
+        status, headers, data = self._request("POST", "/v1/sessions",
+                                              json.dumps(body, ensure_ascii=False).encode())
         if status not in (200, 201):
             raise _error(status, headers, data)
         try:
@@ -381,6 +387,12 @@ class RemoteSession:
 
     def restart(self) -> None:
         self._json("POST", self._path + "/restart")
+
+    def extend(self, idle_ttl: Optional[int], max_lifetime: Optional[int]) -> None:
+        body = {k: v for k, v in (("idle_ttl_s", idle_ttl), ("max_lifetime_s", max_lifetime))
+                if v is not None}
+        status, headers, data = self._b._request("PATCH", self._path, json.dumps(body).encode())
+        self._check(status, headers, data, (200,))
 
     def close(self) -> None:
         if self._closed:

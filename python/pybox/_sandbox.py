@@ -215,9 +215,15 @@ class Sandbox:
             memory_mb: the session's memory limit for its whole life (default: the
                 Sandbox's).
             idle_ttl: end it after this many seconds without a call (default: the server's;
-                none locally).
-            max_lifetime: end it this many seconds after it was opened (likewise).
-            files: files {path: content} to put in /work first.
+                none locally); counted from the end of the last call.
+            max_lifetime: end it this many seconds after it was opened (likewise). Either
+                ends it in both modes alike, between calls too: its processes and memory are
+                freed then, and the next call raises SessionDead ("idle_timeout",
+                "max_lifetime"). Session.extend() changes them.
+            files: input files {name: content} in /work from the start, sent with the
+                opening as run()'s files are sent with a run (flat names, within the same
+                caps: 2 files of 8 MiB by default); put more, or files in subdirectories,
+                with Session.files.write().
 
         Local mode holds the session in one `pybox repl --jsonl` process, remote mode on the
         server (`/v1/sessions`); both give the same Results. Raises what run() raises, and
@@ -230,14 +236,7 @@ class Sandbox:
             raise Forbidden("sessions run without network, as every execution does",
                             type="NetworkNotAllowed")
         checked = _request.build("", None, files, None, False, None, None, False)
-        session = Session(self._backend.open_session(**opts), self.mode)
-        try:
-            for name, data in checked.files:
-                session.files.write(name, data)
-        except BaseException:
-            session.close()
-            raise
-        return session
+        return Session(self._backend.open_session(**opts, files=checked.files), self.mode)
 
 
 def _check_returned(result: "Result", asked: Iterable[str]) -> None:

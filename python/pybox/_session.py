@@ -51,20 +51,20 @@ class SessionFiles:
 
     def write(self, path: str, data: Data) -> None:
         """Put `data` (bytes, or str as UTF-8) at /work/PATH, replacing what was there."""
-        self._session._handle().put(_path(path), _request._bytes(data, f"file {path!r}"))
+        self._session._call("put", _path(path), _request._bytes(data, f"file {path!r}"))
 
     def read(self, path: str) -> bytes:
         """The bytes of /work/PATH."""
-        return self._session._handle().get(_path(path))
+        return self._session._call("get", _path(path))
 
     def delete(self, path: str) -> None:
         """Delete /work/PATH."""
-        self._session._handle().delete(_path(path))
+        self._session._call("delete", _path(path))
 
     def list(self) -> List[FileInfo]:
         """The regular files of /work, recursively."""
         out = []
-        for f in self._session._handle().list():
+        for f in self._session._call("list"):
             if not isinstance(f, Mapping) or not isinstance(f.get("path"), str):
                 continue
             out.append(FileInfo(path=f["path"], size=int(f.get("size") or 0),
@@ -141,9 +141,19 @@ class Session:
         return self._h
 
     def _note(self, result: Result) -> Result:
-        if result.state_preserved is False and self._dead_reason is None:
+        # The call ended it, or it ended meanwhile (a lifetime run out during the call).
+        ended = result.state_preserved is False or (result.session or {}).get("status") == "dead"
+        if ended and self._dead_reason is None:
             self._dead_reason = (result.session or {}).get("dead_reason") or "ended"
         return result
+
+    def _call(self, op: str, *args: Any) -> Any:
+        """One operation of the handle (files, restart, extend), an ended session noted."""
+        try:
+            return getattr(self._handle(), op)(*args)
+        except PyboxError as e:
+            self._dead(e)
+            raise
 
     def _dead(self, e: PyboxError) -> None:
         if isinstance(e, SessionDead) and self._dead_reason is None:
@@ -232,11 +242,22 @@ class Session:
 
     def restart(self) -> None:
         """A fresh interpreter: globals gone, /work kept, execution_count back to 0."""
-        try:
-            self._handle().restart()
-        except PyboxError as e:
-            self._dead(e)
-            raise
+        self._call("restart")
+
+    def extend(self, idle_ttl: Optional[int] = None, max_lifetime: Optional[int] = None) -> None:
+        """Change the session's idle time and lifetime, in whole seconds (None: as it is).
+
+        The lifetime still counts from the opening, the idle time from the end of the last
+        call; either may grow or shrink, within the most the server allows (locally those of
+        a server by default: 3600 s idle, 86400 s lifetime). Remote mode is
+        `PATCH /v1/sessions/{id}`. Answered while a call runs.
+
+        Raises:
+            InvalidRequest: a span over the most, or a lifetime the session is older than.
+            SessionDead: the session had ended.
+        """
+        spans = _spans(idle_ttl, max_lifetime)
+        self._call("extend", spans["idle_ttl"], spans["max_lifetime"])
 
     def close(self) -> None:
         """End the session: its processes, files and (remote) its server-side session are gone.
@@ -253,10 +274,17 @@ def session_options(timeout: object, memory_mb: object, idle_ttl: object,
     """Checked options of a new session (None: the default)."""
     opts: Dict[str, Any] = {"timeout": _request.seconds(timeout, "timeout"),
                             "memory_mb": _request.mebibytes(memory_mb, "memory_mb")}
+    opts.update(_spans(idle_ttl, max_lifetime))
+    return opts
+
+
+def _spans(idle_ttl: object, max_lifetime: object) -> Dict[str, Optional[int]]:
+    """Checked idle time and lifetime: positive whole numbers of seconds, or None."""
+    spans: Dict[str, Optional[int]] = {}
     for name, value in (("idle_ttl", idle_ttl), ("max_lifetime", max_lifetime)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value <= 0):
             raise InvalidRequest(f"{name} must be a positive whole number of seconds, not "
                                  f"{value!r}", type="ValidationError")
-        opts[name] = value
-    return opts
+        spans[name] = value
+    return spans

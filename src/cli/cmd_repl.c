@@ -26,11 +26,13 @@
  * the engine; in local mode the zygote also dies with this process
  * (PR_SET_PDEATHSIG) whatever happens.  A call that ends the session (a
  * timeout it did not survive, the memory limit) is said so, and a new
- * session takes its place.
+ * session takes its place; so does a session that ended between entries
+ * (its idle time or lifetime: locally the library's reaper ends it at once),
+ * before the next entry runs in the new one.
  *
  * --jsonl: the main thread reads requests, answers the quick ones itself
- * (files, interrupt, restart) and hands a run to the worker thread, one at
- * a time (a second meanwhile is a SessionBusy, as the server answers it);
+ * (files, extend, interrupt, restart) and hands a run to the worker thread,
+ * one at a time (a second meanwhile is a SessionBusy, as the server answers it);
  * every line written to stdout is whole, under `out_lock`.  EOF on stdin or
  * {"op": "close"} ends the session and the process.
  */
@@ -87,6 +89,8 @@ static void help(void)
         "  %%put LOCAL [REMOTE]   copy the file LOCAL into /work (as REMOTE, default its name)\n"
         "  %%get REMOTE [LOCAL]   copy /work/REMOTE here (as LOCAL, default its name)\n"
         "  %%rm REMOTE            delete /work/REMOTE\n"
+        "  %%ttl IDLE [LIFETIME]  the session's idle time and lifetime from now on, in seconds\n"
+        "                        (`-` keeps one as it is; the lifetime counts from its start)\n"
         "  %%help                 this list\n\n"
         "Options:\n"
         "  --timeout S           each entry's wall-clock and CPU limit in seconds (default 10;\n"
@@ -95,8 +99,13 @@ static void help(void)
         "  --memory MB           the session's memory limit in MiB (default 256; env\n"
         "                        PYBOX_MEMORY_MB)\n"
         "  --idle-ttl S          end the session after S seconds without an entry (default:\n"
-        "                        the server's; none here)\n"
-        "  --max-lifetime S      end it S seconds after it began (likewise)\n"
+        "                        the server's; here none, at most 3600)\n"
+        "  --max-lifetime S      end it S seconds after it began (likewise; here at most\n"
+        "                        86400); an ended session is freed at once, and the next\n"
+        "                        entry starts a new one\n"
+        "  --file [NAME=]PATH    put the host file PATH in /work/NAME when the session opens\n"
+        "                        (and each new one), NAME being PATH's last component when\n"
+        "                        not given (repeatable)\n"
         "  --out DIR             where images go (default .)\n"
         "  --preload             import numpy, PIL, pandas and matplotlib first (local)\n"
         "  --server URL          run the session on the pybox server at URL (env PYBOX_SERVER)\n"
@@ -111,7 +120,8 @@ static void help(void)
         "content_base64}], return_files, main, stream} -> {result} (with stream, first\n"
         "{\"id\", \"event\": \"stdout\"|\"stderr\"|\"display\"|\"result\", \"data\"} lines); put {path,\n"
         "content_base64}; get {path} -> {content_base64, size}; delete {path}; list -> {files};\n"
-        "interrupt -> {interrupted} (answered while a run goes on); restart; close (then exit).\n"
+        "extend {idle_ttl_s, max_lifetime_s} (either; answered while a run goes on); interrupt\n"
+        "-> {interrupted} (likewise); restart; close (then exit).\n"
         "EOF on stdin closes the session too.\n\n"
         "Exit status: 0; 2 bad usage; when the session cannot be opened, that of `pybox run`\n"
         "for the same failure (69 no server, 75 busy or rate-limited, 77 key refused, 125).\n");
@@ -452,6 +462,23 @@ static void replace_session(struct repl *r, const char *why)
     open_session(r);
 }
 
+/*
+ * A session to run in: the one there is, a new one if there is none, or one
+ * in place of a session known to have ended (the local reaper ends an idle
+ * one between entries).  False when none could be opened.
+ */
+static bool live_session(struct repl *r)
+{
+    const char *why;
+
+    if (r->session == NULL)
+        return open_session(r);
+    why = pybox_session_dead_reason(r->session);
+    if (why != NULL)
+        replace_session(r, why);
+    return r->session != NULL;
+}
+
 static void run_entry(struct repl *r, const char *code)
 {
     struct pybox_exec *exec = pybox_exec_new();
@@ -463,7 +490,7 @@ static void run_entry(struct repl *r, const char *code)
 
     if (exec == NULL)
         pbx_die(PBX_EXIT_FAILURE, "out of memory");
-    if (r->session == NULL && !open_session(r)) {
+    if (!live_session(r)) {
         pybox_exec_free(exec);
         return;
     }
@@ -598,6 +625,48 @@ static void list_files(struct repl *r)
     fflush(stdout);
 }
 
+/* A span of %ttl: a whole number of seconds, or `-` for none (0); false when it is neither. */
+static bool span_arg(const char *v, unsigned *out)
+{
+    char *end = NULL;
+    unsigned long n;
+
+    *out = 0;
+    if (v == NULL || strcmp(v, "-") == 0)
+        return true;
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n == 0 || n > UINT_MAX)
+        return false;
+    *out = (unsigned)n;
+    return true;
+}
+
+/* %ttl IDLE [LIFETIME]: the session's spans, and those of each session that replaces it. */
+static void set_spans(struct repl *r, const char *idle_arg, const char *life_arg)
+{
+    struct pybox_error *err = NULL;
+    unsigned idle;
+    unsigned life;
+
+    if (!span_arg(idle_arg, &idle) || !span_arg(life_arg, &life) || (idle == 0 && life == 0)) {
+        fprintf(stderr, "pybox: %%ttl IDLE [LIFETIME]: whole numbers of seconds (`-` keeps one)\n");
+        return;
+    }
+    if (pybox_session_extend(r->session, idle, life, &err) != PYBOX_OK) {
+        command_failed("%ttl", err);
+        return;
+    }
+    if (idle > 0) {
+        r->opts.idle_ttl_s = idle;
+        fprintf(stderr, "pybox: the session ends after %u s without an entry\n", idle);
+    }
+    if (life > 0) {
+        r->opts.max_lifetime_s = life;
+        fprintf(stderr, "pybox: the session ends %u s after it began\n", life);
+    }
+}
+
 /* A %command line; false when it is not one (then it is code). */
 static bool command(struct repl *r, const char *line)
 {
@@ -614,13 +683,15 @@ static bool command(struct repl *r, const char *line)
         free(copy);
         return false;
     }
-    if (r->session == NULL && strcmp(name, "%help") != 0 && !open_session(r)) {
+    if (strcmp(name, "%help") != 0 && !live_session(r)) {
         free(copy);
         return true;
     }
     if (strcmp(name, "%help") == 0) {
         printf("%%restart  %%files  %%put LOCAL [REMOTE]  %%get REMOTE [LOCAL]  %%rm REMOTE  "
-               "%%help\n");
+               "%%ttl IDLE [LIFETIME]  %%help\n");
+    } else if (strcmp(name, "%ttl") == 0 && a != NULL && extra == NULL) {
+        set_spans(r, a, b);
     } else if (strcmp(name, "%restart") == 0 && a == NULL) {
         if (pybox_session_restart(r->session, &err) != PYBOX_OK)
             command_failed("%restart", err);
@@ -848,6 +919,7 @@ enum {
     OPT_SERVER,
     OPT_API_KEY,
     OPT_JSONL,
+    OPT_FILE,
 };
 
 static unsigned whole_seconds(const char *opt, const char *v)
@@ -860,6 +932,37 @@ static unsigned whole_seconds(const char *opt, const char *v)
     if (errno != 0 || end == v || *end != '\0' || v[0] == '-' || n == 0 || n > UINT_MAX)
         pbx_usage_error("repl", "%s `%s` is not a whole number of seconds", opt, v);
     return (unsigned)n;
+}
+
+/*
+ * --file [NAME=]PATH: the host file read into `f` (its name checked when the
+ * session opens, as the library checks every input file's).
+ */
+static void input_file(struct pybox_input_file *f, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    const char *path = eq != NULL ? eq + 1 : arg;
+    size_t len = 0;
+    char *data;
+
+    if (eq == arg || (eq != NULL && eq[1] == '\0'))
+        pbx_usage_error("repl", "--file `%s` is not [NAME=]PATH", arg);
+    data = read_local(path, &len);
+    if (data == NULL)
+        pbx_usage_error("repl", "--file `%s`: the file could not be read", arg);
+    /* Without NAME=, the file keeps its own name, as `pybox run --file` gives it. */
+    f->name = eq != NULL ? xstrndup(arg, (size_t)(eq - arg)) : xstrdup(base_name(path));
+    f->data = data;
+    f->size = len;
+}
+
+static void free_files(struct pybox_input_file *files, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free((char *)files[i].name);
+        free((void *)files[i].data);
+    }
+    free(files);
 }
 
 /* `url` without a user:password@ before its host, for the banner. */
@@ -891,10 +994,13 @@ int pbx_cmd_repl(int argc, char **argv)
         {"server", required_argument, NULL, OPT_SERVER},
         {"api-key", required_argument, NULL, OPT_API_KEY},
         {"jsonl", no_argument, NULL, OPT_JSONL},
+        {"file", required_argument, NULL, OPT_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct repl r = {.out_dir = "."};
+    struct pybox_input_file *files = NULL;
+    size_t nfiles = 0;
     struct pybox_config cfg;
     struct pybox_error *err = NULL;
     struct sigaction sa;
@@ -961,12 +1067,18 @@ int pbx_cmd_repl(int argc, char **argv)
         case OPT_JSONL:
             jsonl = true;
             break;
+        case OPT_FILE:
+            files = xrealloc(files, (nfiles + 1) * sizeof(*files));
+            input_file(&files[nfiles++], optarg);
+            break;
         default:
             pbx_usage_error("repl", "unknown option or missing value `%s`", argv[optind - 1]);
         }
     }
     if (optind < argc)
         pbx_usage_error("repl", "unexpected argument `%s`", argv[optind]);
+    r.opts.files = files;
+    r.opts.nfiles = nfiles;
     if (cfg.server != NULL && cfg.server[0] == '\0')
         cfg.server = NULL;
     if (cfg.server == NULL && api_key_given)
@@ -1012,6 +1124,7 @@ int pbx_cmd_repl(int argc, char **argv)
         fprintf(stderr, "pybox: no session: %s\n", pybox_error_message(err));
         pybox_error_free(err);
         pybox_client_free(r.client);
+        free_files(files, nfiles);
         free(shown);
         return exit_status;
     }
@@ -1030,6 +1143,7 @@ int pbx_cmd_repl(int argc, char **argv)
     pybox_client_free(r.client);
     pthread_mutex_destroy(&r.session_lock);
     pthread_mutex_destroy(&r.call_lock);
+    free_files(files, nfiles);
     free(shown);
     return status;
 }

@@ -5,15 +5,16 @@
  *
  * Theory of operation: the main thread reads requests (poll() on stdin and
  * on the wake pipe a signal writes to), answers the quick ones itself
- * (files, interrupt, restart) and hands a run to the worker thread, one at
- * a time: while it runs, every request but interrupt and close is a
- * SessionBusy, as the server answers a second call, so a request never
+ * (files, extend, interrupt, restart) and hands a run to the worker thread,
+ * one at a time: while it runs, every request but extend, interrupt and
+ * close is a SessionBusy, as the server answers a second call, so a request never
  * overtakes the run asked before it.  Every line written to stdout is whole,
  * under `out_lock`.  EOF on stdin, {"op": "close"} or a signal interrupts a
  * running call, waits for it, and ends the session.
  */
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -355,6 +356,32 @@ static const char *path_of(struct jsonl *j, json_t *id, json_t *rq, const char *
     return json_string_value(path);
 }
 
+/*
+ * The spans of an extend request, each a whole number of seconds from 1 (as
+ * PATCH /v1/sessions/{id} takes them) or absent (0: left as it is); false
+ * after answering why not.
+ */
+static bool spans_of(struct jsonl *j, json_t *id, json_t *rq, unsigned *idle, unsigned *life)
+{
+    static const char *const names[] = {"idle_ttl_s", "max_lifetime_s"};
+    unsigned *outs[] = {idle, life};
+
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(rq, names[i]);
+
+        *outs[i] = 0;
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > UINT_MAX) {
+            answer_invalid(j, id, "ValidationError",
+                           "`%s` must be a whole number of seconds from 1", names[i]);
+            return false;
+        }
+        *outs[i] = (unsigned)json_integer_value(v);
+    }
+    return true;
+}
+
 /* Interrupt the running call (if any) and wait for the worker. */
 static void stop_worker(struct jsonl *j)
 {
@@ -382,6 +409,7 @@ static bool request(struct jsonl *j, const char *line, size_t len)
     static const char *const path_fields[] = {"op", "id", "path", NULL};
     static const char *const put_fields[] = {"op", "id", "path", "content_base64", NULL};
     static const char *const bare_fields[] = {"op", "id", NULL};
+    static const char *const extend_fields[] = {"op", "id", "idle_ttl_s", "max_lifetime_s", NULL};
     struct pybox_session *s = j->r->session;
     struct pybox_error *err = NULL;
     json_error_t jerr;
@@ -399,7 +427,7 @@ static bool request(struct jsonl *j, const char *line, size_t len)
     } else if (name == NULL) {
         answer_invalid(j, id, "ValidationError", "`op` must be a string");
     } else if (strcmp(name, "interrupt") != 0 && strcmp(name, "close") != 0 &&
-               refused_busy(j, id)) {
+               strcmp(name, "extend") != 0 && refused_busy(j, id)) {
         ;
     } else if (strcmp(name, "execute") == 0) {
         start_call(j, id, rq);
@@ -412,6 +440,17 @@ static bool request(struct jsonl *j, const char *line, size_t len)
             answer_failure(j, id, rc, err);
         else
             answer(j, id, json_pack("{s:b}", "interrupted", sent));
+    } else if (strcmp(name, "extend") == 0) {
+        unsigned idle = 0;
+        unsigned life = 0;
+
+        if (only_fields(j, id, rq, extend_fields) && spans_of(j, id, rq, &idle, &life)) {
+            rc = pybox_session_extend(s, idle, life, &err);
+            if (rc != PYBOX_OK)
+                answer_failure(j, id, rc, err);
+            else
+                answer(j, id, NULL);
+        }
     } else if (strcmp(name, "restart") == 0) {
         if (!only_fields(j, id, rq, bare_fields))
             ;
@@ -474,8 +513,8 @@ static bool request(struct jsonl *j, const char *line, size_t len)
         }
     } else {
         answer_invalid(j, id, "ValidationError",
-                       "unknown op `%s`: execute, put, get, delete, list, interrupt, restart or "
-                       "close",
+                       "unknown op `%s`: execute, put, get, delete, list, extend, interrupt, "
+                       "restart or close",
                        name);
     }
     json_decref(rq);

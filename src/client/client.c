@@ -287,6 +287,7 @@ void pybox_client_free(struct pybox_client *client)
     if (client == NULL)
         return;
     pbx__client_local_free(client);
+    pbx__client_reaper_release(client);
     pthread_cond_destroy(&client->cond);
     pthread_mutex_destroy(&client->lock);
     pthread_mutex_destroy(&client->start_lock);
@@ -358,6 +359,7 @@ enum pybox_code pybox_client_new(const struct pybox_config *user, struct pybox_c
     pthread_mutex_init(&c->start_lock, NULL);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
+    pbx__client_reaper_init(c);
     c->timeout_s = cfg.timeout_s;
     c->memory_mb = cfg.memory_mb;
     c->network = cfg.network;
@@ -538,7 +540,7 @@ static bool valid_utf8(const char *str)
  * and UTF-8: a result object carries them as JSON strings, and remote mode
  * could not send them otherwise.
  */
-static bool valid_name(const char *name)
+bool pbx__client_valid_name(const char *name)
 {
     return name != NULL && pbx_engine_check_name(name, NULL) && valid_utf8(name);
 }
@@ -549,7 +551,7 @@ enum pybox_code pybox_exec_add_file(struct pybox_exec *exec, const char *name, c
     struct pbx_client_file *files;
     struct pbx_client_file f;
 
-    if (exec == NULL || !valid_name(name) || (data == NULL && size > 0))
+    if (exec == NULL || !pbx__client_valid_name(name) || (data == NULL && size > 0))
         return PYBOX_E_INVALID;
     for (size_t i = 0; i < exec->nfiles; i++) {
         if (strcmp(exec->files[i].name, name) == 0)
@@ -576,7 +578,7 @@ enum pybox_code pybox_exec_add_return(struct pybox_exec *exec, const char *name)
     char **returns;
     char *copy;
 
-    if (exec == NULL || !valid_name(name))
+    if (exec == NULL || !pbx__client_valid_name(name))
         return PYBOX_E_INVALID;
     returns = realloc(exec->returns, (exec->nreturn + 1) * sizeof(*returns));
     if (returns == NULL)

@@ -61,6 +61,13 @@ struct pybox_client {
     bool start_done;             /* local: the keeper's start ended, well or not */
     bool stopping;               /* local: the client is being freed */
     struct pbx_error *start_err; /* local: why the keeper's start failed */
+    /* Local sessions and their reaper (reaper.c). */
+    pthread_mutex_t reap_lock;    /* guards the fields below; taken before a session's lock */
+    pthread_cond_t reap_wake;     /* (CLOCK_MONOTONIC) a deadline changed, or stop */
+    struct pybox_session *locals; /* the open local sessions, newest first */
+    bool reaper_started;          /* the reaper thread was started (joined by _stop()) */
+    bool reaper_stop;             /* it is to stop */
+    pthread_t reaper;             /* it */
 };
 
 struct pbx_client_file {
@@ -142,14 +149,15 @@ struct pybox_session {
     char id[64];                 /* "ses_..." */
     pthread_mutex_t lock;        /* guards dead_reason and, locally, the times */
     char *dead_reason;           /* why it ended, once known, or NULL */
-    /* Local mode. */
-    struct pbx_session *ps;   /* the engine's session, NULL once freed */
-    struct pbx_limits limits; /* its limits: each run's defaults */
-    bool busy;                /* a call holds it (under lock) */
-    uint64_t opened_ms;       /* monotonic */
-    uint64_t last_ms;         /* the end of the last call, monotonic */
-    unsigned idle_ttl_s;      /* 0: none */
-    unsigned lifetime_s;      /* 0: none */
+    /* Local mode: ps, busy, last_ms and the spans under lock. */
+    struct pbx_session *ps;           /* the engine's session, NULL once ended (and freed) */
+    struct pbx_limits limits;         /* its limits: each run's defaults */
+    bool busy;                        /* a call holds it */
+    uint64_t opened_ms;               /* monotonic */
+    uint64_t last_ms;                 /* the end of the last call, monotonic */
+    unsigned idle_ttl_s;              /* 0: none */
+    unsigned lifetime_s;              /* 0: none */
+    struct pybox_session *next_local; /* the client's list of them (under client->reap_lock) */
     /* Remote mode. */
     char *url;        /* {server}/v1/sessions/{id} */
     char *shown_url;  /* the same without user:password@ */
@@ -190,6 +198,9 @@ enum pybox_code pbx__client_result_parse(const char *text, size_t len,
 /* The same checks as the config's, for the other structs' fields. */
 bool pbx__client_valid_timeout(double t);
 bool pbx__client_valid_memory(unsigned mb);
+
+/* A flat file name the engine takes (pbx_engine_check_name()) in valid UTF-8. */
+bool pbx__client_valid_name(const char *name);
 
 /* Run in this process, starting the engine on first use. */
 enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct pybox_exec *exec,
@@ -244,12 +255,45 @@ enum pybox_code pbx__client_local_result(struct pbx_exec_result *res, json_t *ex
                                          const struct pybox_exec *exec, struct pybox_result **out,
                                          struct pybox_error **err);
 
+/* ---- local sessions' reaper (reaper.c) ---- */
+
+/* Make the client's reaper fields (pybox_client_new()); _stop() and _release() undo it. */
+void pbx__client_reaper_init(struct pybox_client *c);
+void pbx__client_reaper_release(struct pybox_client *c);
+
+/*
+ * Put the open local session `s` in its client's list, which the reaper
+ * watches, starting the reaper with the first one.  PYBOX_OK, or
+ * PYBOX_E_ENGINE when the thread could not be started (`s` then is not in).
+ */
+enum pybox_code pbx__client_reaper_add(struct pybox_session *s, struct pybox_error **err);
+
+/* Take `s` out of the list: once this returns, the reaper never touches `s` again. */
+void pbx__client_reaper_remove(struct pybox_session *s);
+
+/* A deadline of a session of `c` moved (a call ended, its spans changed): the reaper looks again.
+ */
+void pbx__client_reaper_poke(struct pybox_client *c);
+
+/* Stop the reaper and wait for it (a session it is ending is freed first).  Idempotent. */
+void pbx__client_reaper_stop(struct pybox_client *c);
+
+/*
+ * Why the local session `s` (its lock held) has ended by `now`
+ * (monotonic ms): "max_lifetime" or "idle_timeout" (static text), or NULL,
+ * with *due (when not NULL) the next moment one of them runs out
+ * (UINT64_MAX: never).  The idle time does not run while a call holds it.
+ */
+const char *pbx__client_session_expired(const struct pybox_session *s, uint64_t now, uint64_t *due);
+
 /* ---- sessions, remote mode (remote.c) ---- */
 
-/* POST /v1/sessions: fills s->id and s->url. */
+/* POST /v1/sessions, with `files` in its body: fills s->id and s->url. */
 enum pybox_code pbx__client_session_open_remote(struct pybox_session *s, double timeout_s,
                                                 unsigned memory_mb, unsigned idle_ttl_s,
-                                                unsigned max_lifetime_s, struct pybox_error **err);
+                                                unsigned max_lifetime_s,
+                                                const struct pybox_input_file *files, size_t nfiles,
+                                                struct pybox_error **err);
 
 /* POST .../execute, streamed when exec has an event callback. */
 enum pybox_code pbx__client_session_run_remote(struct pybox_session *s,
@@ -265,6 +309,7 @@ enum pbx_client_session_op {
     PBX_CLIENT_SESSION_DELETE,    /* DELETE .../files/{path} */
     PBX_CLIENT_SESSION_LIST,      /* GET .../files: the array as JSON text in *out_body */
     PBX_CLIENT_SESSION_CLOSE,     /* DELETE the session */
+    PBX_CLIENT_SESSION_PATCH,     /* PATCH the session: `data` is the JSON body */
 };
 
 /*

@@ -79,6 +79,8 @@ void pbx__client_local_free(struct pybox_client *client)
 {
     struct pbx_engine *e;
 
+    /* First the reaper, which may be closing a session on the engine. */
+    pbx__client_reaper_stop(client);
     pthread_mutex_lock(&client->lock);
     e = client->engine;
     client->engine = NULL;

@@ -446,7 +446,7 @@ static enum pybox_code transport_error(CURLcode cc, const char *detail, const st
 
 /* One HTTP request, as every call of this file makes it. */
 struct http_request {
-    const char *method;              /* "GET", "POST", "PUT", "DELETE" */
+    const char *method;              /* "GET", "POST", "PUT", "PATCH", "DELETE" */
     const char *url;                 /* where */
     const char *shown_url;           /* the same for messages (no credentials) */
     const char *content_type;        /* of the body, or NULL for none */
@@ -631,9 +631,28 @@ static bool id_like(const char *id)
     return n > 0 && n < sizeof(((struct pybox_session *)0)->id) && id[n] == '\0';
 }
 
+/* `files` as `POST /v1/execute` and `POST /v1/sessions` take them: [{name, content_base64}]. */
+static bool put_files(json_t *body, const struct pybox_input_file *files, size_t nfiles)
+{
+    json_t *list = json_array();
+    bool ok = put(body, "files", list);
+
+    for (size_t i = 0; ok && i < nfiles; i++) {
+        json_t *f = json_object();
+
+        ok = f != NULL && json_array_append_new(list, f) == 0 &&
+             put(f, "name", json_string(files[i].name)) &&
+             put(f, "content_base64",
+                 base64_string(files[i].data != NULL ? files[i].data : "", files[i].size));
+    }
+    return ok;
+}
+
 enum pybox_code pbx__client_session_open_remote(struct pybox_session *s, double timeout_s,
                                                 unsigned memory_mb, unsigned idle_ttl_s,
-                                                unsigned max_lifetime_s, struct pybox_error **err)
+                                                unsigned max_lifetime_s,
+                                                const struct pybox_input_file *files, size_t nfiles,
+                                                struct pybox_error **err)
 {
     const struct pybox_client *c = s->client;
     struct http_request rq = {0};
@@ -655,6 +674,8 @@ enum pybox_code pbx__client_session_open_remote(struct pybox_session *s, double 
         ok = put(body, "idle_ttl_s", json_integer(idle_ttl_s));
     if (ok && max_lifetime_s > 0)
         ok = put(body, "max_lifetime_s", json_integer(max_lifetime_s));
+    if (ok && nfiles > 0)
+        ok = put_files(body, files, nfiles);
     text = ok ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (text == NULL || asprintf(&url, "%s/v1/sessions", c->base_url) < 0) {
@@ -791,6 +812,7 @@ enum pybox_code pbx__client_session_op_remote(struct pybox_session *s,
         [PBX_CLIENT_SESSION_DELETE] = {"DELETE", "/files/", 204, 200},
         [PBX_CLIENT_SESSION_LIST] = {"GET", "/files", 200, 200},
         [PBX_CLIENT_SESSION_CLOSE] = {"DELETE", "", 204, 200},
+        [PBX_CLIENT_SESSION_PATCH] = {"PATCH", "", 200, 200},
     };
     struct http_request rq = {0};
     char *escaped = NULL;
@@ -813,9 +835,13 @@ enum pybox_code pbx__client_session_op_remote(struct pybox_session *s,
     rq.method = ops[op].method;
     rq.url = url;
     rq.shown_url = s->shown_url;
-    rq.content_type = op == PBX_CLIENT_SESSION_PUT ? "application/octet-stream" : NULL;
-    rq.body = op == PBX_CLIENT_SESSION_PUT ? (data != NULL ? data : "") : NULL;
-    rq.body_len = op == PBX_CLIENT_SESSION_PUT ? size : 0;
+    rq.content_type = op == PBX_CLIENT_SESSION_PUT     ? "application/octet-stream"
+                      : op == PBX_CLIENT_SESSION_PATCH ? "application/json"
+                                                       : NULL;
+    rq.body = op == PBX_CLIENT_SESSION_PUT || op == PBX_CLIENT_SESSION_PATCH
+                  ? (data != NULL ? data : "")
+                  : NULL;
+    rq.body_len = op == PBX_CLIENT_SESSION_PUT || op == PBX_CLIENT_SESSION_PATCH ? size : 0;
     rq.timeout_s = DEFAULT_RUN_S + MARGIN_S;
     rc = http_do(s->client, &rq, &a, &status, err);
     free(url);

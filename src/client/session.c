@@ -4,9 +4,12 @@
  * Theory of operation, local mode: a session is the engine's
  * (src/engine/session.h) on the client's engine, started on first use as
  * pybox_run() starts it: one cell kept alive between calls, its processes
- * stopped between them.  This file holds one call at a time on it (`busy`,
- * the server's rule: a second call is a SessionBusy), ends it when a call
- * finds its idle time or lifetime passed, and turns each call's result into
+ * stopped between them, its input files given at its opening.  This file
+ * holds one call at a time on it (`busy`, the server's rule: a second call
+ * is a SessionBusy) and checks pybox_session_extend() by PATCH's rules; the
+ * client's reaper (reaper.c) ends it when its idle time or lifetime runs
+ * out (a call that finds it so just before the reaper does ends it the
+ * same way); and this file turns each call's result into
  * the JSON that `POST /v1/sessions/{id}/execute` answers: the result object,
  * then execution_count, state_preserved and session {id, status,
  * dead_reason}, made as src/server/sessions.c makes them, then parsed by the
@@ -47,7 +50,8 @@ static size_t options_bytes(size_t size)
 #define END(f) \
     (offsetof(struct pybox_session_options, f) + sizeof(((struct pybox_session_options *)0)->f))
     static const size_t ends[] = {
-        END(size), END(timeout_s), END(memory_mb), END(idle_ttl_s), END(max_lifetime_s),
+        END(size),           END(timeout_s), END(memory_mb), END(idle_ttl_s),
+        END(max_lifetime_s), END(files),     END(nfiles),
     };
 #undef END
     size_t n = 0;
@@ -99,53 +103,100 @@ static enum pybox_code fail_gone(struct pybox_session *s, const char *reason,
 
 /* ---- local mode ---- */
 
+/* The refusal of the local session that has ended (s->ps NULL), with why when it is known. */
+static enum pybox_code fail_ended(struct pybox_session *s, struct pybox_error **err)
+{
+    char *reason;
+
+    pthread_mutex_lock(&s->lock);
+    reason = s->dead_reason != NULL ? strdup(s->dead_reason) : NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (reason == NULL)
+        return fail_row(err, PBX_ERRTABLE_SESSION_DEAD, 0, "the session has ended; open a new one");
+    fail_gone(s, reason, err);
+    free(reason);
+    return PYBOX_E_GONE;
+}
+
+/*
+ * (s->lock held) End the local session if its idle time or lifetime has run
+ * out and no call holds it, as the reaper would the moment it looks: its
+ * engine's session in *closing, for the caller to close once it lets go of
+ * the lock (NULL when it lives on).
+ */
+static void expire_locked(struct pybox_session *s, struct pbx_session **closing)
+{
+    const char *why = NULL;
+
+    *closing = NULL;
+    if (s->ps != NULL && !s->busy)
+        why = pbx__client_session_expired(s, pbx_clock_ms(CLOCK_MONOTONIC), NULL);
+    if (why == NULL)
+        return;
+    *closing = s->ps;
+    s->ps = NULL;
+    if (s->dead_reason == NULL)
+        s->dead_reason = strdup(why); /* NULL when out of memory: then it is not known */
+}
+
 /*
  * Take the local session for one call: PYBOX_OK, or the refusal of a session
- * that ended (its idle time or lifetime passed: ended here) or is busy.
+ * that ended (the reaper's work, or found here just as it runs out) or is busy.
  */
 static enum pybox_code take_local(struct pybox_session *s, struct pybox_error **err)
 {
-    uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
-    const char *expired = NULL;
+    struct pbx_session *closing;
 
     pthread_mutex_lock(&s->lock);
     if (s->busy) {
         pthread_mutex_unlock(&s->lock);
         return fail_row(err, PBX_ERRTABLE_SESSION_BUSY, 1, BUSY_MESSAGE);
     }
-    if (s->ps != NULL && s->lifetime_s > 0 && now - s->opened_ms >= s->lifetime_s * 1000ull)
-        expired = "max_lifetime";
-    else if (s->ps != NULL && s->idle_ttl_s > 0 && now - s->last_ms >= s->idle_ttl_s * 1000ull)
-        expired = "idle_timeout";
-    if (expired != NULL) {
-        /* Nothing else holds it (not busy): everything of it goes now. */
-        pbx_session_close(s->ps);
-        s->ps = NULL;
-        if (s->dead_reason == NULL)
-            s->dead_reason = strdup(expired);
-    }
+    expire_locked(s, &closing);
     if (s->ps == NULL) {
-        char *reason = s->dead_reason ? strdup(s->dead_reason) : NULL;
-
         pthread_mutex_unlock(&s->lock);
-        if (reason == NULL)
-            return fail_row(err, PBX_ERRTABLE_SESSION_DEAD, 0,
-                            "the session has ended; open a new one");
-        fail_gone(s, reason, err);
-        free(reason);
-        return PYBOX_E_GONE;
+        pbx_session_close(closing); /* nothing else holds it now */
+        return fail_ended(s, err);
     }
     s->busy = true;
     pthread_mutex_unlock(&s->lock);
     return PYBOX_OK;
 }
 
+/* The call is over: the idle time runs from now, and the reaper looks again. */
 static void give_back_local(struct pybox_session *s)
 {
     pthread_mutex_lock(&s->lock);
     s->busy = false;
     s->last_ms = pbx_clock_ms(CLOCK_MONOTONIC);
     pthread_mutex_unlock(&s->lock);
+    pbx__client_reaper_poke(s->client);
+}
+
+/*
+ * (s->lock held) Whether the lifetime of the session, held by a call, has
+ * run out: then it has ended as the server's reaper ends one, the call going
+ * on to its end (the reaper closes it once the call gives it back).
+ */
+static bool lifetime_over_locked(struct pybox_session *s)
+{
+    const char *why = pbx__client_session_expired(s, pbx_clock_ms(CLOCK_MONOTONIC), NULL);
+
+    if (why == NULL || strcmp(why, "max_lifetime") != 0)
+        return false;
+    if (s->dead_reason == NULL)
+        s->dead_reason = strdup(why);
+    return true;
+}
+
+static bool lifetime_over(struct pybox_session *s)
+{
+    bool over;
+
+    pthread_mutex_lock(&s->lock);
+    over = lifetime_over_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    return over;
 }
 
 /*
@@ -167,15 +218,37 @@ static enum pybox_code fail_engine(struct pybox_session *s, struct pbx_error **p
     return pbx__client_local_fail(err, perr, NULL);
 }
 
+/*
+ * A span asked of a local session, checked as the server checks one against
+ * its most (src/server/sessions.c, span()): 0, or PYBOX_E_INVALID.
+ */
+static enum pybox_code check_span(unsigned asked, unsigned most, const char *field,
+                                  struct pybox_error **err)
+{
+    char msg[128];
+
+    if (asked <= most)
+        return PYBOX_OK;
+    snprintf(msg, sizeof(msg), "`%s` %u is over the most a session may have, %u", field, asked,
+             most);
+    return fail_row(err, PBX_ERRTABLE_VALIDATION_ERROR, 0, msg);
+}
+
 static enum pybox_code open_local(struct pybox_session *s, double timeout, unsigned memory,
-                                  unsigned idle_ttl_s, unsigned lifetime_s,
+                                  const struct pybox_session_options *opts,
                                   struct pybox_error **err)
 {
     struct pbx_error *perr = NULL;
+    struct pbx_file_in *files = NULL;
     struct pbx_engine *engine;
     unsigned char raw[16];
     enum pybox_code rc;
+    int r;
 
+    if (check_span(opts->idle_ttl_s, PYBOX_SESSION_MAX_IDLE_TTL_S, "idle_ttl_s", err) != PYBOX_OK ||
+        check_span(opts->max_lifetime_s, PYBOX_SESSION_MAX_LIFETIME_S, "max_lifetime_s", err) !=
+            PYBOX_OK)
+        return PYBOX_E_INVALID;
     rc = pbx__client_engine(s->client, &engine, err);
     if (rc != PYBOX_OK)
         return rc;
@@ -185,23 +258,82 @@ static enum pybox_code open_local(struct pybox_session *s, double timeout, unsig
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "the timeout is out of range");
     if (memory > 0)
         s->limits.memory_bytes = (uint64_t)memory << 20;
-    if (pbx_session_open(engine, &s->limits, NULL, 0, &s->ps, &perr) < 0)
+    if (opts->nfiles > 0) {
+        files = calloc(opts->nfiles, sizeof(*files));
+        if (files == NULL)
+            return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    }
+    for (size_t i = 0; i < opts->nfiles; i++) {
+        files[i].name = opts->files[i].name;
+        files[i].data = opts->files[i].data != NULL ? opts->files[i].data : "";
+        files[i].size = opts->files[i].size;
+    }
+    r = pbx_session_open(engine, &s->limits, files, opts->nfiles, &s->ps, &perr);
+    free(files);
+    if (r < 0)
         return pbx__client_local_fail(err, &perr, "open a session");
     randombytes_buf(raw, sizeof(raw));
     memcpy(s->id, "ses_", 4);
     sodium_bin2hex(s->id + 4, sizeof(s->id) - 4, raw, sizeof(raw));
-    s->idle_ttl_s = idle_ttl_s;
-    s->lifetime_s = lifetime_s;
+    s->idle_ttl_s = opts->idle_ttl_s;
+    s->lifetime_s = opts->max_lifetime_s;
     s->opened_ms = s->last_ms = pbx_clock_ms(CLOCK_MONOTONIC);
+    rc = pbx__client_reaper_add(s, err);
+    if (rc != PYBOX_OK) {
+        pbx_session_close(s->ps);
+        s->ps = NULL;
+    }
+    return rc;
+}
+
+/* PATCH's rules (src/server/sessions.c, patch_session()), on the local session. */
+static enum pybox_code extend_local(struct pybox_session *s, unsigned idle_ttl_s,
+                                    unsigned lifetime_s, struct pybox_error **err)
+{
+    struct pbx_session *closing;
+    uint64_t age;
+    char msg[128];
+
+    if (check_span(idle_ttl_s, PYBOX_SESSION_MAX_IDLE_TTL_S, "idle_ttl_s", err) != PYBOX_OK ||
+        check_span(lifetime_s, PYBOX_SESSION_MAX_LIFETIME_S, "max_lifetime_s", err) != PYBOX_OK)
+        return PYBOX_E_INVALID;
+    pthread_mutex_lock(&s->lock);
+    expire_locked(s, &closing);
+    if (s->ps == NULL || (s->busy && lifetime_over_locked(s))) {
+        pthread_mutex_unlock(&s->lock);
+        pbx_session_close(closing);
+        return fail_ended(s, err);
+    }
+    age = pbx_clock_ms(CLOCK_MONOTONIC) - s->opened_ms;
+    if (lifetime_s > 0 && (uint64_t)lifetime_s * 1000 <= age) {
+        pthread_mutex_unlock(&s->lock);
+        snprintf(msg, sizeof(msg), "`max_lifetime_s` %u has passed: the session is %llu s old",
+                 lifetime_s, (unsigned long long)(age / 1000));
+        return fail_row(err, PBX_ERRTABLE_VALIDATION_ERROR, 0, msg);
+    }
+    if (idle_ttl_s > 0)
+        s->idle_ttl_s = idle_ttl_s;
+    if (lifetime_s > 0)
+        s->lifetime_s = lifetime_s;
+    pthread_mutex_unlock(&s->lock);
+    pbx__client_reaper_poke(s->client);
     return PYBOX_OK;
 }
 
-/* What the server adds to a call's result object (sessions.c, call_answer()). */
-static json_t *call_fields(const struct pybox_session *s, const struct pbx_session_call *call)
+/*
+ * What the server adds to a call's result object (sessions.c, call_answer()):
+ * the session dead when the call ended it, or when `expired` (the reason its
+ * lifetime ran out meanwhile), else idle.
+ */
+static json_t *call_fields(const struct pybox_session *s, const struct pbx_session_call *call,
+                           const char *expired)
 {
-    bool dead = call->ended != PBX_SESSION_ALIVE || !call->state_preserved;
+    bool ended = call->ended != PBX_SESSION_ALIVE || !call->state_preserved;
+    bool dead = ended || expired != NULL;
     const char *why =
-        pbx_session_end_name(call->ended != PBX_SESSION_ALIVE ? call->ended : PBX_SESSION_CRASHED);
+        !ended ? expired
+               : pbx_session_end_name(call->ended != PBX_SESSION_ALIVE ? call->ended
+                                                                       : PBX_SESSION_CRASHED);
 
     return json_pack("{s:I, s:b, s:{s:s, s:s, s:o}}", "execution_count",
                      (json_int_t)call->execution_count, "state_preserved", call->state_preserved,
@@ -238,8 +370,8 @@ static enum pybox_code run_local(struct pybox_session *s, const struct pybox_exe
     }
     pbx__client_events_finish(&ev);
     free(files);
-    extra = call_fields(s, &call);
-    if (!call.state_preserved || call.ended != PBX_SESSION_ALIVE)
+    extra = call_fields(s, &call, lifetime_over(s) ? "max_lifetime" : NULL);
+    if (json_is_string(json_object_get(json_object_get(extra, "session"), "dead_reason")))
         pbx__client_session_dead(s, json_string_value(json_object_get(
                                         json_object_get(extra, "session"), "dead_reason")));
     rc = pbx__client_local_result(&res, extra, exec, out, err);
@@ -337,6 +469,24 @@ enum pybox_code pybox_session_open(struct pybox_client *client,
     if (!pbx__client_valid_memory(opts.memory_mb))
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
                                 "memory %u MiB is not between 16 and 65536", opts.memory_mb);
+    if (opts.nfiles > 0 && opts.files == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no files for nfiles %zu", opts.nfiles);
+    for (size_t i = 0; i < opts.nfiles; i++) {
+        const struct pybox_input_file *f = &opts.files[i];
+
+        /* pybox_exec_add_file()'s rules, and the server's words for a bad name. */
+        if (!pbx__client_valid_name(f->name))
+            return fail_row(err, PBX_ERRTABLE_VALIDATION_ERROR, 0,
+                            "an input file's name is not a flat file name: use 1-255 bytes of "
+                            "UTF-8, no `/`, not `.` or `..`");
+        if (f->data == NULL && f->size > 0)
+            return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no data for file `%s`", f->name);
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(opts.files[j].name, f->name) == 0)
+                return fail_row(err, PBX_ERRTABLE_VALIDATION_ERROR, 0,
+                                "an input file's name is given twice");
+        }
+    }
     if (client->network) {
         /* As pybox_run() refuses network locally: no execution, and no session, has one. */
         const struct pbx_errtable_row *row = pbx_errtable_get(PBX_ERRTABLE_NETWORK_NOT_ALLOWED);
@@ -353,9 +503,9 @@ enum pybox_code pybox_session_open(struct pybox_client *client,
     s->client = client;
     if (client->remote)
         rc = pbx__client_session_open_remote(s, timeout, memory, opts.idle_ttl_s,
-                                             opts.max_lifetime_s, err);
+                                             opts.max_lifetime_s, opts.files, opts.nfiles, err);
     else
-        rc = open_local(s, timeout, memory, opts.idle_ttl_s, opts.max_lifetime_s, err);
+        rc = open_local(s, timeout, memory, &opts, err);
     if (rc != PYBOX_OK) {
         if (client->remote && s->url != NULL)
             pbx__client_session_op_remote(s, PBX_CLIENT_SESSION_CLOSE, NULL, NULL, 0, NULL, NULL,
@@ -495,17 +645,54 @@ enum pybox_code pybox_session_list_files(struct pybox_session *session, char **j
     return op(session, PBX_CLIENT_SESSION_LIST, NULL, NULL, 0, json, &len, err);
 }
 
+enum pybox_code pybox_session_extend(struct pybox_session *session, unsigned idle_ttl_s,
+                                     unsigned max_lifetime_s, struct pybox_error **err)
+{
+    json_t *body;
+    enum pybox_code rc;
+    char *text;
+    bool ok;
+
+    if (session == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no session");
+    if (!session->client->remote)
+        return extend_local(session, idle_ttl_s, max_lifetime_s, err);
+    /* PATCH's fields, each only when it is to change. */
+    body = json_object();
+    ok = body != NULL;
+    if (ok && idle_ttl_s > 0)
+        ok = json_object_set_new(body, "idle_ttl_s", json_integer(idle_ttl_s)) == 0;
+    if (ok && max_lifetime_s > 0)
+        ok = json_object_set_new(body, "max_lifetime_s", json_integer(max_lifetime_s)) == 0;
+    text = ok ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    rc = pbx__client_session_op_remote(session, PBX_CLIENT_SESSION_PATCH, NULL, text, strlen(text),
+                                       NULL, NULL, err);
+    free(text);
+    return rc;
+}
+
 enum pybox_code pybox_session_close(struct pybox_session *session, struct pybox_error **err)
 {
     enum pybox_code rc = PYBOX_OK;
+    struct pbx_session *ps;
 
     if (session == NULL)
         return PYBOX_OK;
-    if (session->client->remote)
+    if (session->client->remote) {
         rc = pbx__client_session_op_remote(session, PBX_CLIENT_SESSION_CLOSE, NULL, NULL, 0, NULL,
                                            NULL, err);
-    else
-        pbx_session_close(session->ps);
+    } else {
+        /* The reaper lets go of it first; then nobody else holds it. */
+        pbx__client_reaper_remove(session);
+        pthread_mutex_lock(&session->lock);
+        ps = session->ps;
+        session->ps = NULL;
+        pthread_mutex_unlock(&session->lock);
+        pbx_session_close(ps);
+    }
     session_free(session);
     return rc;
 }

@@ -269,6 +269,120 @@ def test_idle_ttl_ends_the_session(sb):
         assert e.value.details["reason"] == "idle_timeout" and s.dead_reason == "idle_timeout"
 
 
+def session_cell(s, name):
+    """Mark the session's /work with a file `name`, and return the host pids of its cell and
+    interpreter (the processes named pybox-cell that see the mark: this machine's engine's in
+    local mode, the server's in remote mode)."""
+    s.run(f"open({name!r}, 'w').close()")
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "pybox-cell":
+                    continue
+            if os.path.exists(f"/proc/{entry}/root/work/{name}"):
+                pids.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    assert len(pids) == 2, pids
+    return pids
+
+
+def test_idle_ttl_frees_the_session_between_calls(sb):
+    """Nothing calls it, and its cell is gone soon after its idle time: the reaper's work (the
+    server's remotely, libpybox's in the session's process locally), not the next call's."""
+    with sb.session(idle_ttl=1, max_lifetime=600) as s:
+        # A call longer than the idle time runs to its end: the idle time runs from a call's end.
+        r = s.run("import time\ntime.sleep(2)\nx = 7\nx")
+        assert r.status == "ok" and r.state_preserved is True and r.value.text == "7"
+        pids = session_cell(s, f"mark-{s.id}")
+        assert all(gone(p, timeout=15) for p in pids), "the idle session's cell is still there"
+        with pytest.raises(pybox.SessionDead) as e:
+            s.run("print(x)")
+        assert e.value.details["reason"] == "idle_timeout" and s.dead_reason == "idle_timeout"
+
+
+def test_max_lifetime_ends_the_session(local, remote):
+    results = []
+    for sb in (local, remote):
+        with sb.session(idle_ttl=600, max_lifetime=3) as s:
+            pids = session_cell(s, f"mark-{s.id}")
+            # A call running when the lifetime runs out finishes; then the session is dead.
+            r = s.run("import time\ntime.sleep(4)\nprint('done')")
+            assert r.status == "ok" and r.stdout == "done\n" and r.state_preserved is True, r
+            assert r.session["status"] == "dead" and r.session["dead_reason"] == "max_lifetime"
+            assert all(gone(p, timeout=10) for p in pids)
+            with pytest.raises(pybox.SessionDead) as e:
+                s.files.list()
+            assert e.value.details["reason"] == "max_lifetime"
+            assert s.dead_reason == "max_lifetime"
+            results.append(r)
+    assert results[0] == results[1]
+
+
+def test_extend(sb):
+    with sb.session(idle_ttl=60, max_lifetime=2) as s:
+        s.run("y = 5")
+        assert s.extend(max_lifetime=120) is None
+        time.sleep(3)
+        r = s.run("y")  # past its first lifetime, with its state
+        assert r.value.text == "5" and s.dead_reason is None
+        for kw in (dict(idle_ttl=0), dict(max_lifetime="60"), dict(idle_ttl=True),
+                   dict(idle_ttl=1.5)):
+            with pytest.raises(pybox.InvalidRequest):
+                s.extend(**kw)
+        for kw in (dict(idle_ttl=3601), dict(max_lifetime=86401), dict(max_lifetime=1)):
+            with pytest.raises(pybox.InvalidRequest) as e:
+                s.extend(**kw)
+            assert e.value.type == "ValidationError", (kw, e.value)
+        with pytest.raises(pybox.InvalidRequest, match="has passed"):
+            s.extend(max_lifetime=1)
+        # Answered while a call runs.
+        t = threading.Thread(target=s.run, args=("import time\ntime.sleep(2)",))
+        t.start()
+        time.sleep(0.5)
+        s.extend(idle_ttl=30)
+        t.join()
+        # Shorter: the session ends at its new idle time.
+        pids = session_cell(s, f"mark-{s.id}")
+        s.extend(idle_ttl=1)
+        assert all(gone(p, timeout=15) for p in pids)
+        with pytest.raises(pybox.SessionDead) as e:
+            s.extend(idle_ttl=60)
+        assert e.value.details["reason"] == "idle_timeout" and s.dead_reason == "idle_timeout"
+    with pytest.raises(pybox.SessionDead, match="closed"):
+        s.extend(idle_ttl=60)
+
+
+def test_files_are_sent_with_the_opening(local, remote, monkeypatch):
+    """session(files=...) sends them in the opening (POST /v1/sessions `files`, `pybox repl
+    --file`), never as writes after it, within the caps of a run's input files."""
+    from pybox import _local, _remote  # noqa: PLC0415
+
+    def no_put(self, path, data):
+        raise AssertionError(f"{path} was written after the opening")
+
+    monkeypatch.setattr(_local.LocalSession, "put", no_put)
+    monkeypatch.setattr(_remote.RemoteSession, "put", no_put)
+    results = []
+    for sb in (local, remote):
+        with sb.session(files={"a.txt": "from the start", "b.bin": b"\0\1\xff"}) as s:
+            r = s.run("print(open('a.txt').read(), list(open('b.bin', 'rb').read()))")
+            assert r.stdout == "from the start [0, 1, 255]\n" and r.execution_count == 1
+            assert {f.path: f.size for f in s.files.list()} == {"a.txt": 14, "b.bin": 3}
+            results.append(r)
+        with pytest.raises(pybox.RequestTooLarge) as e:
+            sb.session(files={"a": "1", "b": "2", "c": "3"})  # a run's input files: 2
+        assert e.value.type == "PayloadTooLarge"
+        with pytest.raises(pybox.RequestTooLarge):
+            sb.session(files={"big": b"\0" * ((8 << 20) + 1)})
+        for bad in ("d/x.txt", "..", ""):
+            with pytest.raises(pybox.InvalidRequest) as e:
+                sb.session(files={bad: "x"})
+            assert e.value.type == "ValidationError", (bad, e.value)
+    assert results[0] == results[1]
+
+
 def test_closed_and_bad_sessions(sb, pybox_bin):
     s = sb.session()
     s.close()

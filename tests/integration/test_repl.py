@@ -152,6 +152,34 @@ def test_commands(mode_args, tmp_path):
     assert "a fresh interpreter" in err
 
 
+def test_files_at_the_opening_and_spans(mode_args, tmp_path):
+    """--file puts host files in /work when the session opens (and each new one); %ttl changes
+    its spans, and a session whose lifetime ran out between entries is replaced before the
+    next entry, which runs in the new one."""
+    (tmp_path / "in.txt").write_bytes(b"first\n")
+    (tmp_path / "other").write_bytes(b"second\n")
+    script = ("print(open('in.txt').read() + open('b.txt').read(), end='')\n"
+              "x = 1\n"
+              "%ttl - 2\n"
+              "import time; time.sleep(3)\n"
+              "print('x' in globals(), open('in.txt').read(), end='')\n"
+              "%ttl 4000\n"
+              "%ttl nope\n")
+    p = repl(script, *mode_args, "--file", str(tmp_path / "in.txt"), "--file",
+             f"b.txt={tmp_path / 'other'}", "--idle-ttl", "600")
+    assert p.returncode == 0, p.stderr
+    out, err = p.stdout.decode(), p.stderr.decode()
+    assert out == "first\nsecond\nFalse first\n", (out, err)
+    assert "the session ends 2 s after it began" in err
+    assert "the session has ended (max_lifetime)" in err and "a new one starts" in err
+    assert "%ttl: " in err and "4000" in err, err
+    assert "%ttl IDLE [LIFETIME]: whole numbers of seconds" in err
+    p = repl("print(1)\n", *mode_args, "--file", str(tmp_path / "missing"))
+    assert p.returncode == 2 and b"--file" in p.stderr
+    p = repl("print(1)\n", *mode_args, "--file", f"a/b={tmp_path / 'other'}")
+    assert p.returncode == 2 and b"not a flat file name" in p.stderr, p.stderr
+
+
 def test_images_are_written_to_files(mode_args, tmp_path):
     code = ("import base64\n"
             "class P:\n"
@@ -463,6 +491,54 @@ def test_jsonl_round_trips(mode_args):
     assert j.call(op="close") == {"id": j.n, "ok": True}
     assert j.proc.wait(timeout=30 * SLOW) == 0
     assert_gone(everyone)
+
+
+def test_jsonl_extend_and_files(mode_args, tmp_path):
+    (tmp_path / "in.txt").write_bytes(b"from the host")
+    j = Jsonl(*mode_args, "--file", f"given.txt={tmp_path / 'in.txt'}", "--idle-ttl", "60",
+              "--max-lifetime", "2")
+    assert j.ready["ready"] is True, j.ready
+    o = j.call(op="execute", code="y = 5\nopen('given.txt').read()")
+    assert o["result"]["outputs"][0]["data"]["text/plain"] == "'from the host'", o
+    assert j.call(op="extend", max_lifetime_s=120) == {"id": j.n, "ok": True}
+    time.sleep(3)
+    o = j.call(op="execute", code="y")  # past its first lifetime, with its state
+    assert o["ok"] and o["result"]["outputs"][0]["data"]["text/plain"] == "5", o
+    for bad in (dict(idle_ttl_s=0), dict(idle_ttl_s="1"), dict(max_lifetime_s=1.5),
+                dict(idle_ttl_s=1, extra=1)):
+        o = j.call(op="extend", **bad)
+        assert o["ok"] is False and o["error"]["type"] == "ValidationError", (bad, o)
+    for over in (dict(idle_ttl_s=3601), dict(max_lifetime_s=1)):
+        o = j.call(op="extend", **over)
+        assert o["error"]["type"] == "ValidationError", (over, o)
+        assert o["error"]["code"] == "PYBOX_E_INVALID"
+    # Answered while a call runs.
+    rid = j.send(op="execute", code="import time\nprint('go', flush=True)\ntime.sleep(2)",
+                 stream=True)
+    j.next_line(lambda o: o.get("id") == rid and o.get("event") == "stdout")
+    assert j.call(op="extend", idle_ttl_s=1)["ok"] is True
+    assert j.answer(rid)["ok"] is True
+    time.sleep(2.5)
+    o = j.call(op="execute", code="y")
+    assert o["ok"] is False and o["error"]["type"] == "SessionDead", o
+    assert o["error"]["reason"] == "idle_timeout" and o["error"]["code"] == "PYBOX_E_GONE"
+    o = j.call(op="extend", idle_ttl_s=60)
+    assert o["error"]["type"] == "SessionDead" and o["error"]["reason"] == "idle_timeout"
+    everyone = descendants(j.proc.pid)
+    assert j.call(op="close")["ok"] is True
+    assert j.proc.wait(timeout=30 * SLOW) == 0
+    assert_gone(everyone)
+
+
+def test_jsonl_files_refused_at_the_opening(tmp_path):
+    (tmp_path / "f").write_bytes(b"x")
+    args = [a for i in range(3) for a in ("--file", f"f{i}={tmp_path / 'f'}")]
+    p = subprocess.run([PYBOX, "repl", "--jsonl", *args], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+                       timeout=120 * SLOW)
+    o = json.loads(p.stdout)
+    assert o["ready"] is False and o["error"]["type"] == "PayloadTooLarge", o
+    assert p.returncode == 2
 
 
 def test_jsonl_bad_requests():

@@ -9,6 +9,7 @@
  * execs as the zygote.  main() starts one server for the whole run.
  */
 #include <check.h>
+#include <dirent.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -710,6 +711,427 @@ START_TEST(test_idle_ttl_ends_session)
 }
 END_TEST
 
+/* ---- the reaper: idle time and lifetime end a session between calls ---- */
+
+/*
+ * The host pids of the processes named `comm` that see `marker` in their
+ * /work (their mount namespace's, through /proc/PID/root): one session's
+ * cell and interpreter, whichever process tree holds them (this one's engine
+ * or the server's).  At most `max`; their count.
+ */
+static int find_in_session(const char *comm, const char *marker, pid_t *pids, int max)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL && n < max) {
+        char path[300];
+        char name[32] = "";
+        FILE *f;
+
+        snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+        f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(name, sizeof(name), f) != NULL && strncmp(name, comm, strlen(comm)) == 0 &&
+            name[strlen(comm)] == '\n') {
+            snprintf(path, sizeof(path), "/proc/%s/root/work/%s", de->d_name, marker);
+            if (access(path, F_OK) == 0)
+                pids[n++] = (pid_t)strtol(de->d_name, NULL, 10);
+        }
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* Whether `pid` is gone, or a zombie its parent has yet to reap. */
+static bool pid_gone(pid_t pid)
+{
+    char path[64];
+    char line[256];
+    bool dead = true;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return true;
+    if (fgets(line, sizeof(line), f) != NULL) {
+        const char *paren = strrchr(line, ')');
+
+        dead = paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
+    }
+    fclose(f);
+    return dead;
+}
+
+/* A marker file in the session's /work, and the pids of its cell and interpreter (2). */
+static int mark_session(struct pybox_session *s, char *marker, size_t len, pid_t *pids)
+{
+    char code[160];
+    struct pybox_exec *e;
+    int n;
+
+    snprintf(marker, len, "marker-%s", pybox_session_id(s));
+    snprintf(code, sizeof(code), "open('%s', 'w').close()", marker);
+    e = exec_of(code, NULL);
+    pybox_result_free(run_in(s, e));
+    pybox_exec_free(e);
+    n = find_in_session("pybox-cell", marker, pids, 4);
+    ck_assert_msg(n == 2, "the session's cell and interpreter: %d found", n);
+    return n;
+}
+
+/* Wait until every pid is gone, at most `ms`; whether they went. */
+static bool all_gone(const pid_t *pids, int n, double ms)
+{
+    double until = now_ms() + ms;
+
+    for (;;) {
+        bool gone = true;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+
+        for (int i = 0; i < n; i++)
+            gone = gone && pid_gone(pids[i]);
+        if (gone)
+            return true;
+        if (now_ms() >= until)
+            return false;
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* The reason the session is known to have ended, polled for at most `ms` (NULL if none came). */
+static const char *reason_within(struct pybox_session *s, double ms)
+{
+    double until = now_ms() + ms;
+
+    while (pybox_session_dead_reason(s) == NULL && now_ms() < until) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+
+        nanosleep(&ts, NULL);
+    }
+    return pybox_session_dead_reason(s);
+}
+
+/* A call now fails with SessionDead, and the session says `why`. */
+static void check_dead(struct pybox_session *s, const char *why, const char *mode)
+{
+    struct pybox_exec *e = exec_of("print(1)", NULL);
+    struct pybox_result *r = NULL;
+    struct pybox_error *err = NULL;
+    enum pybox_code rc = pybox_session_run(s, e, &r, &err);
+
+    ck_assert_ptr_null(r);
+    ck_assert_msg(err != NULL && strstr(pybox_error_message(err), why) != NULL, "%s: %s", mode,
+                  err ? pybox_error_message(err) : "");
+    check_fails(rc, err, PYBOX_E_GONE, "SessionDead", mode);
+    ck_assert_str_eq(pybox_session_dead_reason(s), why);
+    err = NULL;
+    rc = pybox_session_list_files(s, &(char *){NULL}, &err);
+    check_fails(rc, err, PYBOX_E_GONE, "SessionDead", mode);
+    pybox_exec_free(e);
+}
+
+/*
+ * Idle time: nothing calls the session, and yet its cell is gone soon after
+ * its idle time ran out (the local reaper, as the server's); a call then
+ * finds it ended as `idle_timeout`.  A call longer than the idle time is
+ * not cut: the idle time runs from a call's end.
+ */
+START_TEST(test_reaper_ends_idle_session)
+{
+    for (int m = 0; m < NMODES; m++) {
+        struct pybox_client *c = client_of(m);
+        struct pybox_session_options o;
+        struct pybox_session *s;
+        struct pybox_exec *e;
+        struct pybox_result *r;
+        char marker[64];
+        pid_t pids[4];
+        int n;
+
+        pybox_session_options_init(&o);
+        o.idle_ttl_s = 1;
+        o.max_lifetime_s = 600;
+        s = open_with(c, &o);
+        /* Longer than the idle time: it runs to its end, and the session lives on. */
+        e = exec_of("import time\ntime.sleep(2)\nx = 7", NULL);
+        r = run_in(s, e);
+        ck_assert_int_eq(pybox_result_status(r), PYBOX_STATUS_OK);
+        ck_assert(pybox_result_state_preserved(r));
+        pybox_result_free(r);
+        pybox_exec_free(e);
+        e = exec_of("x", NULL);
+        r = run_in(s, e);
+        ck_assert_str_eq(result_text(r), "7");
+        pybox_result_free(r);
+        pybox_exec_free(e);
+        n = mark_session(s, marker, sizeof(marker), pids);
+        /* Then no call: the reaper frees everything of it, and says why. */
+        ck_assert_msg(all_gone(pids, n, 15000), "%s: the idle session's cell is still there",
+                      mode_name[m]);
+        if (m == 0)
+            ck_assert_str_eq(reason_within(s, 0), "idle_timeout"); /* known before any call */
+        check_dead(s, "idle_timeout", mode_name[m]);
+        close_ok(s);
+        pybox_client_free(c);
+    }
+}
+END_TEST
+
+/*
+ * Lifetime: a call that runs past it finishes (its result says the session
+ * is dead, `max_lifetime`, alike in both modes), then the cell goes at once;
+ * a session left alone goes at its lifetime too.
+ */
+START_TEST(test_reaper_ends_at_lifetime)
+{
+    struct pybox_result *r[NMODES];
+
+    for (int m = 0; m < NMODES; m++) {
+        struct pybox_client *c = client_of(m);
+        struct pybox_session_options o;
+        struct pybox_session *s;
+        struct pybox_exec *e;
+        char marker[64];
+        pid_t pids[4];
+        int n;
+
+        pybox_session_options_init(&o);
+        o.idle_ttl_s = 600;
+        o.max_lifetime_s = 3;
+        s = open_with(c, &o);
+        n = mark_session(s, marker, sizeof(marker), pids);
+        e = exec_of("import time\ntime.sleep(4)\nprint('done')", NULL);
+        r[m] = run_in(s, e);
+        pybox_exec_free(e);
+        ck_assert_int_eq(pybox_result_status(r[m]), PYBOX_STATUS_OK);
+        ck_assert_str_eq(pybox_result_stdout(r[m], NULL), "done\n");
+        ck_assert_str_eq(pybox_session_dead_reason(s), "max_lifetime");
+        ck_assert_msg(all_gone(pids, n, 10000), "%s: the cell outlived the session's lifetime",
+                      mode_name[m]);
+        check_dead(s, "max_lifetime", mode_name[m]);
+        close_ok(s);
+
+        /* Left alone: gone at its lifetime, the idle time notwithstanding. */
+        o.max_lifetime_s = 2;
+        s = open_with(c, &o);
+        n = mark_session(s, marker, sizeof(marker), pids);
+        ck_assert_msg(all_gone(pids, n, 15000), "%s: the cell outlived the session's lifetime",
+                      mode_name[m]);
+        if (m == 0)
+            ck_assert_str_eq(reason_within(s, 0), "max_lifetime");
+        check_dead(s, "max_lifetime", mode_name[m]);
+        close_ok(s);
+        pybox_client_free(c);
+    }
+    check_same(r[0], r[1], "a call past the lifetime");
+    pybox_result_free(r[0]);
+    pybox_result_free(r[1]);
+}
+END_TEST
+
+/* One reaper, many sessions: each ends at its own time, the others untouched. */
+START_TEST(test_reaper_many_sessions)
+{
+    struct pybox_client *c = client_of(0);
+    struct pybox_session_options o;
+    struct pybox_session *s[3];
+    char marker[3][64];
+    pid_t pids[3][4];
+    int n[3];
+
+    pybox_session_options_init(&o);
+    o.idle_ttl_s = 1;
+    s[0] = open_with(c, &o);
+    o.idle_ttl_s = 4;
+    s[1] = open_with(c, &o);
+    s[2] = open_with(c, NULL); /* no idle time: never reaped */
+    for (int i = 0; i < 3; i++)
+        n[i] = mark_session(s[i], marker[i], sizeof(marker[i]), pids[i]);
+    ck_assert(all_gone(pids[0], n[0], 10000));
+    ck_assert_ptr_null(pybox_session_dead_reason(s[1]));
+    ck_assert_int_eq(find_in_session("pybox-cell", marker[1], pids[1], 4), 2);
+    ck_assert(all_gone(pids[1], n[1], 15000));
+    ck_assert_str_eq(reason_within(s[1], 0), "idle_timeout");
+    ck_assert_ptr_null(pybox_session_dead_reason(s[2]));
+    ck_assert_int_eq(find_in_session("pybox-cell", marker[2], pids[2], 4), 2);
+    for (int i = 0; i < 3; i++)
+        close_ok(s[i]);
+    ck_assert(all_gone(pids[2], n[2], 10000));
+    /* A client whose reaper never saw a session, and one freed with its reaper asleep. */
+    pybox_client_free(c);
+    c = client_of(0);
+    o.idle_ttl_s = 60;
+    s[0] = open_with(c, &o);
+    close_ok(s[0]);
+    pybox_client_free(c);
+}
+END_TEST
+
+/* ---- pybox_session_extend() ---- */
+
+START_TEST(test_extend)
+{
+    for (int m = 0; m < NMODES; m++) {
+        struct pybox_client *c = client_of(m);
+        struct pybox_session_options o;
+        struct pybox_session *s;
+        struct pybox_error *err = NULL;
+        struct pybox_exec *e;
+        struct pybox_result *r;
+        struct timespec ts = {3, 0};
+        struct sleeper sl;
+        enum pybox_code rc;
+        char marker[64];
+        pid_t pids[4];
+        int n;
+
+        pybox_session_options_init(&o);
+        o.idle_ttl_s = 60;
+        o.max_lifetime_s = 2;
+        s = open_with(c, &o);
+        e = exec_of("y = 5", NULL);
+        pybox_result_free(run_in(s, e));
+        pybox_exec_free(e);
+        /* Past its first lifetime, it lives on with its state. */
+        rc = pybox_session_extend(s, 0, 120, &err);
+        ck_assert_msg(rc == PYBOX_OK, "%s: %s", mode_name[m], pybox_error_message(err));
+        nanosleep(&ts, NULL);
+        e = exec_of("y", NULL);
+        r = run_in(s, e);
+        ck_assert_str_eq(result_text(r), "5");
+        pybox_result_free(r);
+        pybox_exec_free(e);
+        ck_assert_ptr_null(pybox_session_dead_reason(s));
+        /* Refusals, alike: over the most, a lifetime already past. */
+        rc = pybox_session_extend(s, PYBOX_SESSION_MAX_IDLE_TTL_S + 1, 0, &err);
+        check_fails(rc, err, PYBOX_E_INVALID, "ValidationError", mode_name[m]);
+        err = NULL;
+        rc = pybox_session_extend(s, 0, PYBOX_SESSION_MAX_LIFETIME_S + 1, &err);
+        check_fails(rc, err, PYBOX_E_INVALID, "ValidationError", mode_name[m]);
+        err = NULL;
+        rc = pybox_session_extend(s, 0, 1, &err);
+        ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "has passed"));
+        check_fails(rc, err, PYBOX_E_INVALID, "ValidationError", mode_name[m]);
+        err = NULL;
+        ck_assert_int_eq(pybox_session_extend(NULL, 1, 1, NULL), PYBOX_E_INVALID);
+        /* Answered while a call runs, as PATCH is. */
+        sl = (struct sleeper){.session = s};
+        ck_assert_int_eq(pthread_create(&sl.thread, NULL, sleeper_main, &sl), 0);
+        ts.tv_sec = 1;
+        nanosleep(&ts, NULL);
+        rc = pybox_session_extend(s, 30, 0, &err);
+        ck_assert_msg(rc == PYBOX_OK, "%s: %s", mode_name[m], pybox_error_message(err));
+        pthread_join(sl.thread, NULL);
+        ck_assert_int_eq(sl.rc, PYBOX_OK);
+        /* Shorter: the reaper's next deadline moves nearer, and it keeps it. */
+        n = mark_session(s, marker, sizeof(marker), pids);
+        rc = pybox_session_extend(s, 1, 0, &err);
+        ck_assert_msg(rc == PYBOX_OK, "%s: %s", mode_name[m], pybox_error_message(err));
+        ck_assert_msg(all_gone(pids, n, 15000), "%s: the cell outlived its new idle time",
+                      mode_name[m]);
+        check_dead(s, "idle_timeout", mode_name[m]);
+        /* An ended session is not extended. */
+        rc = pybox_session_extend(s, 60, 0, &err);
+        check_fails(rc, err, PYBOX_E_GONE, "SessionDead", mode_name[m]);
+        close_ok(s);
+        pybox_client_free(c);
+    }
+}
+END_TEST
+
+/* ---- input files at the opening ---- */
+
+START_TEST(test_files_at_open)
+{
+    static const unsigned char bin[] = {0, 1, 2, 0xff, '\n'};
+    const struct pybox_input_file files[] = {
+        {.name = "a.txt", .data = "from the start", .size = 14},
+        {.name = "b.bin", .data = bin, .size = sizeof(bin)},
+    };
+    struct pybox_result *r[NMODES];
+
+    for (int m = 0; m < NMODES; m++) {
+        struct pybox_client *c = client_of(m);
+        struct pybox_session_options o;
+        struct pybox_session *s = NULL;
+        struct pybox_error *err = NULL;
+        struct pybox_input_file bad[3];
+        struct pybox_exec *e;
+        enum pybox_code rc;
+        char *list = NULL;
+        json_t *l;
+        char *paths;
+        size_t i;
+        json_t *f;
+        char *big;
+
+        pybox_session_options_init(&o);
+        o.files = files;
+        o.nfiles = 2;
+        s = open_with(c, &o);
+        e = exec_of("print(open('a.txt').read(), list(open('b.bin', 'rb').read()))", NULL);
+        r[m] = run_in(s, e);
+        ck_assert_str_eq(pybox_result_stdout(r[m], NULL), "from the start [0, 1, 2, 255, 10]\n");
+        ck_assert_uint_eq(pybox_result_execution_count(r[m]), 1);
+        pybox_exec_free(e);
+        ck_assert_int_eq(pybox_session_list_files(s, &list, &err), PYBOX_OK);
+        l = json_loads(list, 0, NULL);
+        json_array_foreach(l, i, f)
+        {
+            json_object_del(f, "mtime");
+        }
+        paths = sorted_paths(l);
+        ck_assert_str_eq(paths, "a.txt:14 b.bin:5 ");
+        free(paths);
+        json_decref(l);
+        pybox_free(list);
+        close_ok(s);
+        s = NULL;
+
+        /* Refusals, alike in both modes. */
+        bad[0] = files[0];
+        bad[1] = files[0];
+        o.files = bad;
+        o.nfiles = 2; /* the same name twice */
+        rc = pybox_session_open(c, &o, &s, &err);
+        check_fails(rc, err, PYBOX_E_INVALID, "ValidationError", mode_name[m]);
+        err = NULL;
+        bad[1].name = "d/x.txt"; /* not a flat name */
+        rc = pybox_session_open(c, &o, &s, &err);
+        check_fails(rc, err, PYBOX_E_INVALID, "ValidationError", mode_name[m]);
+        err = NULL;
+        bad[1] = (struct pybox_input_file){.name = "c.txt", .data = NULL, .size = 3};
+        ck_assert_int_eq(pybox_session_open(c, &o, &s, NULL), PYBOX_E_INVALID);
+        o.files = NULL;
+        ck_assert_int_eq(pybox_session_open(c, &o, &s, NULL), PYBOX_E_INVALID);
+        /* Over the caps of a run's input files: their size, their count. */
+        big = calloc(1, (8u << 20) + 1);
+        bad[1] = (struct pybox_input_file){.name = "big.bin", .data = big, .size = (8u << 20) + 1};
+        o.files = bad;
+        rc = pybox_session_open(c, &o, &s, &err);
+        free(big);
+        check_fails(rc, err, PYBOX_E_TOO_LARGE, "PayloadTooLarge", mode_name[m]);
+        err = NULL;
+        bad[1] = files[1];
+        bad[2] = (struct pybox_input_file){.name = "c.txt", .data = "c", .size = 1};
+        o.nfiles = 3;
+        rc = pybox_session_open(c, &o, &s, &err);
+        check_fails(rc, err, PYBOX_E_TOO_LARGE, "PayloadTooLarge", mode_name[m]);
+        ck_assert_ptr_null(s);
+        pybox_client_free(c);
+    }
+    check_same(r[0], r[1], "a call reading the files given at the opening");
+    pybox_result_free(r[0]);
+    pybox_result_free(r[1]);
+}
+END_TEST
+
 START_TEST(test_bad_requests)
 {
     for (int m = 0; m < NMODES; m++) {
@@ -853,6 +1275,7 @@ static Suite *sessions_suite(void)
     Suite *s = suite_create("client_sessions");
     TCase *calls_tc = tcase_create("calls");
     TCase *life = tcase_create("life");
+    TCase *spans = tcase_create("spans");
     TCase *stream = tcase_create("stream");
 
     tcase_set_timeout(calls_tc, 240);
@@ -869,6 +1292,14 @@ static Suite *sessions_suite(void)
     tcase_add_test(life, test_idle_ttl_ends_session);
     tcase_add_test(life, test_bad_requests);
     suite_add_tcase(s, life);
+
+    tcase_set_timeout(spans, 240);
+    tcase_add_test(spans, test_reaper_ends_idle_session);
+    tcase_add_test(spans, test_reaper_ends_at_lifetime);
+    tcase_add_test(spans, test_reaper_many_sessions);
+    tcase_add_test(spans, test_extend);
+    tcase_add_test(spans, test_files_at_open);
+    suite_add_tcase(s, spans);
 
     tcase_set_timeout(stream, 120);
     tcase_add_test(stream, test_stream_run);
