@@ -18,6 +18,7 @@ int pbx_cmd_doctor(int argc, char **argv);
 int pbx_cmd_keys(int argc, char **argv);
 int pbx_cmd_serve(int argc, char **argv);
 int pbx_cmd_repl(int argc, char **argv);
+int pbx_cmd_mcp(int argc, char **argv);
 
 /* The data directory of root when nothing else is said (pbx__cli_default_data_dir()). */
 #define PBX_CLI_SYSTEM_DATA_DIR "/var/lib/pybox"

@@ -21,6 +21,7 @@ static const struct command commands[] = {
     {"run", pbx_cmd_run, "run a Python script in the sandbox, here or on a server (--server)"},
     {"repl", pbx_cmd_repl, "an interactive Python prompt in a sandbox session (or --jsonl)"},
     {"doctor", pbx_cmd_doctor, "show which isolation features are in force on this machine"},
+    {"mcp", pbx_cmd_mcp, "serve the Model Context Protocol over stdio (agents' code tool)"},
     {"keys", pbx_cmd_keys, "manage API keys and their policies (in the store)"},
 };
 
