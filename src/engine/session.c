@@ -38,6 +38,11 @@
 #include "sandbox/files.h"
 #include "common/banned.h"
 
+/*
+ * z, cell, status and the pidfds are used by whoever holds the session (one
+ * operation at a time, take()), and let go by free_cell() under `lock`, which
+ * pbx_session_interrupt() and pbx_session_state() hold to read them.
+ */
 struct pbx_session {
     struct pbx_engine *e;
     struct pbx_zygote *z;         /* a reference, until the session is freed */
@@ -81,28 +86,41 @@ const char *pbx_session_end_name(enum pbx_session_end why)
 /* Kill the cell, wait for it, give back its cgroup and zygote: nothing of it is left. */
 static void free_cell(struct pbx_session *s)
 {
-    if (s->status < 0)
-        return;
-    if (s->cell_pidfd >= 0) {
-        struct pollfd p = {.fd = s->cell_pidfd, .events = POLLIN};
+    struct pbx_cgroup_cell *cell;
+    struct pbx_zygote *z;
+    int status;
+    int job_pidfd;
+    int cell_pidfd;
 
-        (void)syscall(SYS_pidfd_send_signal, s->cell_pidfd, SIGKILL, NULL, 0);
+    /* Taken from the session under its lock: pbx_session_state() and _interrupt() may look. */
+    pthread_mutex_lock(&s->lock);
+    status = s->status;
+    cell = s->cell;
+    z = s->z;
+    job_pidfd = s->job_pidfd;
+    cell_pidfd = s->cell_pidfd;
+    s->status = s->job_pidfd = s->cell_pidfd = -1;
+    s->cell = NULL;
+    s->z = NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (status < 0)
+        return;
+    if (cell_pidfd >= 0) {
+        struct pollfd p = {.fd = cell_pidfd, .events = POLLIN};
+
+        (void)syscall(SYS_pidfd_send_signal, cell_pidfd, SIGKILL, NULL, 0);
         while (poll(&p, 1, PBX_ENGINE_DRAIN_MS) < 0 && errno == EINTR)
             ;
     }
-    if (s->cell != NULL)
-        pbx_cgroup_cell_kill(s->cell);
-    close(s->status);
-    s->status = -1;
-    if (s->job_pidfd >= 0)
-        close(s->job_pidfd);
-    if (s->cell_pidfd >= 0)
-        close(s->cell_pidfd);
-    s->job_pidfd = s->cell_pidfd = -1;
-    pbx__cells_put(s->e, s->cell);
-    s->cell = NULL;
-    pbx__zygotes_put(s->e, s->z);
-    s->z = NULL;
+    if (cell != NULL)
+        pbx_cgroup_cell_kill(cell);
+    close(status);
+    if (job_pidfd >= 0)
+        close(job_pidfd);
+    if (cell_pidfd >= 0)
+        close(cell_pidfd);
+    pbx__cells_put(s->e, cell);
+    pbx__zygotes_put(s->e, z);
 }
 
 /* The session ended (`why`): mark it and free its cell.  Called with the lock not held. */
@@ -786,10 +804,11 @@ void pbx_session_state(struct pbx_session *s, struct pbx_session_state *st)
     st->ended = s->ended;
     st->busy = s->busy;
     st->execution_count = s->count;
-    st->memory_bytes = 0;
+    /* Under the lock: an end frees the cell's cgroup (free_cell()). */
+    st->memory_bytes = st->ended == PBX_SESSION_ALIVE && s->cell != NULL
+                           ? pbx_cgroup_cell_memory_current(s->cell)
+                           : 0;
     pthread_mutex_unlock(&s->lock);
-    if (st->ended == PBX_SESSION_ALIVE && s->cell != NULL)
-        st->memory_bytes = pbx_cgroup_cell_memory_current(s->cell);
 }
 
 void pbx_session_close(struct pbx_session *s)
