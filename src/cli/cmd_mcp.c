@@ -19,12 +19,14 @@
  *                thread-safe) and write their responses.
  *   tickers      src/mcp/ starts one per call that asked progress.
  *
- * A one-shot run_python runs in a session of its own, opened and closed
- * around it, so that notifications/cancelled can interrupt it as it can a
- * call in a named session (pybox_session_interrupt()).  At the end of stdin
- * the calls already read are run and answered, the workers joined, every session this
- * process opened is closed and the client freed (the local engine stops with
- * it), so no execution and no session outlives `pybox mcp`.
+ * A one-shot run_python runs locally in a session of its own, opened and
+ * closed around it, so that notifications/cancelled can interrupt it as it
+ * can a call in a named session (pybox_session_interrupt()); on a server it
+ * is one pybox_run(), which libpybox cannot cancel (its answer is dropped).
+ * At the end of stdin the calls already read are run and answered, the
+ * workers joined, every session this process opened is closed and the
+ * client freed (the local engine stops with it), so no execution and no
+ * session outlives `pybox mcp`.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -141,9 +143,10 @@ static void send_reply(char *reply)
 static int set_err(struct pbx_error **err, struct pybox_error *perr, const char *what)
 {
     enum pybox_code code = pybox_error_code(perr);
-    int e = code == PYBOX_E_NOT_FOUND || code == PYBOX_E_GONE ? ENOENT
-            : code == PYBOX_E_BUSY                            ? EBUSY
-                                                              : EIO;
+    int e = code == PYBOX_E_NOT_FOUND || code == PYBOX_E_GONE ? PBX_E_NOTFOUND
+            : code == PYBOX_E_BUSY                            ? PBX_E_BUSY
+            : code == PYBOX_E_INVALID                         ? PBX_E_INVAL
+                                                              : PBX_E_ENGINE;
     int rc = pbx_error_set(err, e, "%s: %s", what, pybox_error_message(perr));
 
     pybox_error_free(perr);
@@ -294,6 +297,49 @@ static void interrupt_hook(void *arg)
     }
 }
 
+/*
+ * A one-shot run on a server: one POST /v1/execute (a throwaway session would
+ * cost three requests of the caller's rate limit).  libpybox has no cancel
+ * for pybox_run(), so a cancelled call runs on to its timeout there; its
+ * answer is dropped.
+ */
+static int run_remote(const struct pbx_mcp_run *run, char **result, struct pbx_error **err)
+{
+    struct pybox_error *perr = NULL;
+    struct pybox_result *res = NULL;
+    struct pybox_exec *exec = pybox_exec_new();
+    int rc = 0;
+
+    PBX_ASSERT(exec != NULL);
+    pybox_exec_set_code(exec, run->code, run->code_len);
+    if (run->stdin_data != NULL)
+        pybox_exec_set_stdin(exec, run->stdin_data, run->stdin_len);
+    for (size_t i = 0; rc == 0 && i < run->nfiles; i++) {
+        if (pybox_exec_add_file(exec, run->files[i].path, run->files[i].data, run->files[i].size) !=
+            PYBOX_OK)
+            rc = pbx_error_set(err, PBX_E_INVAL,
+                               "files: `%s` is not a flat file name (one-shot runs on a server "
+                               "take flat names; use a session for directories)",
+                               run->files[i].path);
+    }
+    for (size_t i = 0; rc == 0 && i < run->nreturns; i++) {
+        if (pybox_exec_add_return(exec, run->returns[i]) != PYBOX_OK)
+            rc = pbx_error_set(err, PBX_E_INVAL, "return_files: `%s` is not a file name or glob",
+                               run->returns[i]);
+    }
+    if (run->timeout_s > 0)
+        pybox_exec_set_timeout(exec, run->timeout_s);
+    pybox_exec_set_event_callback(exec, on_event, (void *)run);
+    if (rc == 0 && pybox_run(state.client, exec, &res, &perr) != PYBOX_OK)
+        rc = set_err(err, perr, "running the code");
+    if (rc == 0) {
+        *result = xstrdup(pybox_result_to_json(res));
+        pybox_result_free(res);
+    }
+    pybox_exec_free(exec);
+    return rc;
+}
+
 static int backend_run(void *arg, const struct pbx_mcp_run *run, char **result,
                        struct pbx_error **err)
 {
@@ -311,6 +357,8 @@ static int backend_run(void *arg, const struct pbx_mcp_run *run, char **result,
             return pbx_error_set(err, PBX_E_NOTFOUND,
                                  "no session `%s` (closed, expired or never made)",
                                  run->session_id);
+    } else if (pybox_client_is_remote(state.client)) {
+        return run_remote(run, result, err);
     } else {
         rc = ses_open(0, true, &s, err);
         if (rc < 0)

@@ -294,3 +294,23 @@ def test_help():
     assert out.returncode == 0 and "usage: pybox mcp" in out.stdout
     out = subprocess.run([PYBOX, "mcp", "--bogus"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and out.stdout == ""
+
+
+def test_remote(start_server):
+    """--server: every call goes to a `pybox serve`; the sessions it opened end with it."""
+    srv = start_server("--rpm", "1000", "--rpd", "1000")
+    c = Client("--server", srv.url)
+    c.initialize()
+    res = c.call("run_python", {"code": "print(6 * 7)"})
+    assert res["isError"] is False and res["structuredContent"]["stdout"] == "42\n"
+    sid = c.call("create_session")["structuredContent"]["session_id"]
+    assert c.call("run_python", {"code": "x = 41", "session_id": sid})["isError"] is False
+    res = c.call("run_python", {"code": "x + 1", "session_id": sid})
+    assert res["structuredContent"]["value"] == "42"
+    res = c.call("run_python", {"code": "1/0"})
+    assert res["isError"] is True
+    assert res["structuredContent"]["error"]["type"] == "ZeroDivisionError", res
+    # A file of a directory is refused on a server's one-shot run, with what to do instead.
+    res = c.call("run_python", {"code": "1", "files": [{"path": "d/a.txt", "content": "x"}]})
+    assert res["isError"] is True and "session" in res["structuredContent"]["error"]["message"]
+    assert c.close() == 0, c.err()
