@@ -20,6 +20,7 @@
 
 #include "pybox/pybox.h"
 #include "client_server.h"
+#include "session_procs.h"
 #include "common/banned.h"
 
 static struct server main_server;
@@ -712,61 +713,6 @@ START_TEST(test_idle_ttl_ends_session)
 END_TEST
 
 /* ---- the reaper: idle time and lifetime end a session between calls ---- */
-
-/*
- * The host pids of the processes named `comm` that see `marker` in their
- * /work (their mount namespace's, through /proc/PID/root): one session's
- * cell and interpreter, whichever process tree holds them (this one's engine
- * or the server's).  At most `max`; their count.
- */
-static int find_in_session(const char *comm, const char *marker, pid_t *pids, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((de = readdir(d)) != NULL && n < max) {
-        char path[300];
-        char name[32] = "";
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
-        f = fopen(path, "r");
-        if (f == NULL)
-            continue;
-        if (fgets(name, sizeof(name), f) != NULL && strncmp(name, comm, strlen(comm)) == 0 &&
-            name[strlen(comm)] == '\n') {
-            snprintf(path, sizeof(path), "/proc/%s/root/work/%s", de->d_name, marker);
-            if (access(path, F_OK) == 0)
-                pids[n++] = (pid_t)strtol(de->d_name, NULL, 10);
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
-/* Whether `pid` is gone, or a zombie its parent has yet to reap. */
-static bool pid_gone(pid_t pid)
-{
-    char path[64];
-    char line[256];
-    bool dead = true;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return true;
-    if (fgets(line, sizeof(line), f) != NULL) {
-        const char *paren = strrchr(line, ')');
-
-        dead = paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
-    }
-    fclose(f);
-    return dead;
-}
 
 /* A marker file in the session's /work, and the pids of its cell and interpreter (2). */
 static int mark_session(struct pybox_session *s, char *marker, size_t len, pid_t *pids)

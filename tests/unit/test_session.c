@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "engine/session.h"
 #include "engine/zygote.h"
+#include "session_procs.h"
 #include "common/banned.h"
 
 static struct pbx_engine *engine;
@@ -334,60 +335,6 @@ START_TEST(test_idle_uses_no_cpu)
 }
 END_TEST
 
-/*
- * The host pids of the processes named `comm` that see `marker` in their /work
- * (their mount namespace's, through /proc/PID/root): this session's, not
- * another test's.  At most `max`; their count.
- */
-static int find_in_session(const char *comm, const char *marker, pid_t *pids, int max)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    int n = 0;
-
-    ck_assert_ptr_nonnull(d);
-    while ((de = readdir(d)) != NULL && n < max) {
-        char path[300];
-        char name[32] = "";
-        FILE *f;
-
-        snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
-        f = fopen(path, "r");
-        if (f == NULL)
-            continue;
-        if (fgets(name, sizeof(name), f) != NULL && strncmp(name, comm, strlen(comm)) == 0 &&
-            name[strlen(comm)] == '\n') {
-            snprintf(path, sizeof(path), "/proc/%s/root/work/%s", de->d_name, marker);
-            if (access(path, F_OK) == 0)
-                pids[n++] = (pid_t)strtol(de->d_name, NULL, 10);
-        }
-        fclose(f);
-    }
-    closedir(d);
-    return n;
-}
-
-/* Whether `pid` is gone, or a zombie its parent has yet to reap. */
-static bool gone(pid_t pid)
-{
-    char path[64];
-    char line[256];
-    bool dead = true;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-    f = fopen(path, "r");
-    if (f == NULL)
-        return true;
-    if (fgets(line, sizeof(line), f) != NULL) {
-        const char *paren = strrchr(line, ')');
-
-        dead = paren != NULL && paren[1] == ' ' && paren[2] == 'Z';
-    }
-    fclose(f);
-    return dead;
-}
-
 START_TEST(test_close_leaves_no_process)
 {
     struct pbx_exec_result res;
@@ -413,9 +360,9 @@ START_TEST(test_close_leaves_no_process)
     for (int i = 0; i < n; i++) {
         uint64_t until = pbx_clock_ms(CLOCK_MONOTONIC) + 5000;
 
-        while (!gone(pids[i]) && pbx_clock_ms(CLOCK_MONOTONIC) < until)
+        while (!pid_gone(pids[i]) && pbx_clock_ms(CLOCK_MONOTONIC) < until)
             sched_yield();
-        ck_assert_msg(gone(pids[i]), "process %d of the session is still there", (int)pids[i]);
+        ck_assert_msg(pid_gone(pids[i]), "process %d of the session is still there", (int)pids[i]);
     }
 }
 END_TEST
