@@ -347,12 +347,9 @@ enum pybox_code pybox_client_new(const struct pybox_config *user, struct pybox_c
     /* A caller built against an older, shorter struct keeps the newer fields' defaults. */
     pybox_config_init(&cfg);
     memcpy(&cfg, user, config_bytes(user->size));
-    if (!valid_timeout(cfg.timeout_s))
-        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
-                                "timeout %g s is not between 0 and 3600 seconds", cfg.timeout_s);
-    if (!valid_memory(cfg.memory_mb))
-        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
-                                "memory %u MiB is not between 16 and 65536", cfg.memory_mb);
+    rc = pbx__client_check_limits(cfg.timeout_s, cfg.memory_mb, err);
+    if (rc != PYBOX_OK)
+        return rc;
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
@@ -624,12 +621,14 @@ enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec, pybox_eve
     return PYBOX_OK;
 }
 
-bool pbx__client_valid_timeout(double t)
+enum pybox_code pbx__client_check_limits(double timeout_s, unsigned memory_mb,
+                                         struct pybox_error **err)
 {
-    return valid_timeout(t);
-}
-
-bool pbx__client_valid_memory(unsigned mb)
-{
-    return valid_memory(mb);
+    if (!valid_timeout(timeout_s))
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "timeout %g s is not between 0 and 3600 seconds", timeout_s);
+    if (!valid_memory(memory_mb))
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "memory %u MiB is not between 16 and 65536", memory_mb);
+    return PYBOX_OK;
 }

@@ -195,9 +195,12 @@ enum pybox_code pbx__client_result_parse(const char *text, size_t len,
                                          const struct pybox_exec *exec, struct pybox_result **out,
                                          struct pybox_error **err);
 
-/* The same checks as the config's, for the other structs' fields. */
-bool pbx__client_valid_timeout(double t);
-bool pbx__client_valid_memory(unsigned mb);
+/*
+ * A timeout and a memory limit as the config, an exec or a session's options
+ * give them: PYBOX_OK, or PYBOX_E_INVALID with *err saying which is out of range.
+ */
+enum pybox_code pbx__client_check_limits(double timeout_s, unsigned memory_mb,
+                                         struct pybox_error **err);
 
 /* A flat file name the engine takes (pbx_engine_check_name()) in valid UTF-8. */
 bool pbx__client_valid_name(const char *name);

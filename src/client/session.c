@@ -463,12 +463,9 @@ enum pybox_code pybox_session_open(struct pybox_client *client,
                                     "options not filled by pybox_session_options_init()");
         memcpy(&opts, user, options_bytes(user->size));
     }
-    if (!pbx__client_valid_timeout(opts.timeout_s))
-        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
-                                "timeout %g s is not between 0 and 3600 seconds", opts.timeout_s);
-    if (!pbx__client_valid_memory(opts.memory_mb))
-        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
-                                "memory %u MiB is not between 16 and 65536", opts.memory_mb);
+    rc = pbx__client_check_limits(opts.timeout_s, opts.memory_mb, err);
+    if (rc != PYBOX_OK)
+        return rc;
     if (opts.nfiles > 0 && opts.files == NULL)
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no files for nfiles %zu", opts.nfiles);
     for (size_t i = 0; i < opts.nfiles; i++) {
