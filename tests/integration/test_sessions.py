@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import pytest
 
 from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, metric, parse_http_response
-from pybox_host import JAIL_UID_MAX, JAIL_UID_MIN, wait_jail_file
+from pybox_host import _jail_pids, wait_jail_file
 from test_streaming import Stream, stream
 
 SES = "/v1/sessions"
@@ -144,23 +144,6 @@ def raw_request(srv, method, path, body=b"", hdrs=None):
 
 
 # -- the host's view of a session --
-
-
-def _jail_pids():
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/status") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        uids = fields.get("Uid", "").split()
-        if uids and JAIL_UID_MIN <= int(uids[0]) <= JAIL_UID_MAX \
-                and fields.get("State", "Z").split()[0] not in ("Z", "X"):
-            out.append(int(entry))
-    return out
 
 
 def _cgroup_dirs(pid):
