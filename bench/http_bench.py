@@ -136,6 +136,20 @@ def bwrap_time(runs, code="print(1)\n"):
         return times
 
 
+def built(pybox):
+    """Build `pybox` and pybox-bench-cow in its directory (configured as Release when the
+    binary is not there yet); the machine's copy-on-write yardstick, as pybox-bench-cow says it."""
+    build = os.path.dirname(pybox)
+    if not os.path.exists(pybox):
+        subprocess.run(["cmake", "-S", ROOT, "-B", build, "-G", "Ninja",
+                        "-DCMAKE_BUILD_TYPE=Release"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", build, "--target", "pybox", "pybox-bench-cow"],
+                   check=True, stdout=subprocess.DEVNULL)
+    cow = subprocess.run([os.path.join(build, "pybox-bench-cow")], capture_output=True,
+                         text=True)
+    return cow.stdout.strip() or cow.stderr.strip()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=200)

@@ -17,7 +17,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from http_bench import percentile, run_clients  # noqa: E402
+from http_bench import built, percentile, run_clients  # noqa: E402
 
 
 def mcp_calls(pybox, n):
@@ -58,16 +58,9 @@ def main():
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--pybox", default=os.path.join(ROOT, "build", "release", "pybox"))
     args = ap.parse_args()
-    build = os.path.dirname(args.pybox)
-    if not os.path.exists(args.pybox):
-        subprocess.run(["cmake", "-S", ROOT, "-B", build, "-G", "Ninja",
-                        "-DCMAKE_BUILD_TYPE=Release"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", build, "--target", "pybox", "pybox-bench-cow"],
-                   check=True, stdout=subprocess.DEVNULL)
-    cow = subprocess.run([os.path.join(build, "pybox-bench-cow")], capture_output=True,
-                         text=True)
+    yardstick = built(args.pybox)
     print("machine: %d CPUs, %s; yardstick: %s" % (os.cpu_count(), os.uname().release,
-                                                    cow.stdout.strip() or cow.stderr.strip()))
+                                                    yardstick))
     mcp = mcp_calls(args.pybox, args.calls)
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as data:

@@ -17,7 +17,6 @@ import http.client
 import json
 import os
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from http_bench import JAIL_JOB_UID, bwrap_time, percentile, smaps_kb  # noqa: E402
+from http_bench import JAIL_JOB_UID, bwrap_time, built, percentile, smaps_kb  # noqa: E402
 
 
 class Client:
@@ -141,14 +140,7 @@ def main():
     ap.add_argument("--sessions", type=int, default=20, help="creations timed")
     ap.add_argument("--pybox", default=os.path.join(ROOT, "build", "release", "pybox"))
     args = ap.parse_args()
-    build = os.path.dirname(args.pybox)
-    if not os.path.exists(args.pybox):
-        subprocess.run(["cmake", "-S", ROOT, "-B", build, "-G", "Ninja",
-                        "-DCMAKE_BUILD_TYPE=Release"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", build, "--target", "pybox", "pybox-bench-cow"],
-                   check=True, stdout=subprocess.DEVNULL)
-    cow = subprocess.run([os.path.join(build, "pybox-bench-cow")], capture_output=True,
-                         text=True)
+    yardstick = built(args.pybox)
     key = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as data:
         url_file = os.path.join(data, "url")
@@ -166,7 +158,7 @@ def main():
             port = int(port)
             c = Client(host, port, key)
             print("machine: %d CPUs, %s; yardstick: %s" % (
-                os.cpu_count(), os.uname().release, cow.stdout.strip() or cow.stderr.strip()))
+                os.cpu_count(), os.uname().release, yardstick))
 
             # Creation.
             created = []
