@@ -26,8 +26,10 @@ static void describe(void *arg, struct pbx_mcp_limits *l)
     snprintf(l->modules, sizeof(l->modules), "math");
 }
 
-static int run(void *arg, const struct pbx_mcp_run *r, char **result, struct pbx_error **err)
+static int run(void *arg, void *ctx, const struct pbx_mcp_run *r, char **result,
+               struct pbx_error **err)
 {
+    (void)ctx;
     if (r->code_len % 3 == 1)
         return pbx_error_set(err, PBX_E_NOTFOUND, "no session");
     *result = xstrdup("{\"status\":\"ok\",\"exit_code\":0,\"stdout\":\"2\\n\",\"stderr\":\"\","
@@ -37,34 +39,39 @@ static int run(void *arg, const struct pbx_mcp_run *r, char **result, struct pbx
     return 0;
 }
 
-static int create(void *arg, unsigned ttl, const struct pbx_mcp_file *f, size_t n, char **info,
-                  struct pbx_error **err)
+static int create(void *arg, void *ctx, unsigned ttl, const struct pbx_mcp_file *f, size_t n,
+                  char **info, struct pbx_error **err)
 {
+    (void)ctx;
     *info = xstrdup("{\"session_id\":\"ses_1\",\"expires_at\":null,\"limits\":{}}");
     return 0;
 }
 
-static int closes(void *arg, const char *id, struct pbx_error **err)
+static int closes(void *arg, void *ctx, const char *id, struct pbx_error **err)
 {
+    (void)ctx;
     return 0;
 }
 
-static int write_files(void *arg, const char *id, const struct pbx_mcp_file *f, size_t n,
+static int write_files(void *arg, void *ctx, const char *id, const struct pbx_mcp_file *f, size_t n,
                        struct pbx_error **err)
 {
+    (void)ctx;
     return 0;
 }
 
-static int read_file(void *arg, const char *id, const char *path, void **data, size_t *size,
-                     struct pbx_error **err)
+static int read_file(void *arg, void *ctx, const char *id, const char *path, void **data,
+                     size_t *size, struct pbx_error **err)
 {
+    (void)ctx;
     *data = xstrdup("\x89PNG");
     *size = 4;
     return 0;
 }
 
-static int list(void *arg, const char *id, char **json, struct pbx_error **err)
+static int list(void *arg, void *ctx, const char *id, char **json, struct pbx_error **err)
 {
+    (void)ctx;
     *json = xstrdup("[]");
     return 0;
 }

@@ -340,7 +340,7 @@ static int run_remote(const struct pbx_mcp_run *run, char **result, struct pbx_e
     return rc;
 }
 
-static int backend_run(void *arg, const struct pbx_mcp_run *run, char **result,
+static int backend_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **result,
                        struct pbx_error **err)
 {
     struct pybox_error *perr = NULL;
@@ -349,6 +349,7 @@ static int backend_run(void *arg, const struct pbx_mcp_run *run, char **result,
     struct ses *s = NULL;
     int rc = 0;
 
+    (void)ctx;
     if (pbx_mcp_cancel_requested(run->cancel))
         return pbx_error_set(err, PBX_E_GONE, "cancelled");
     if (run->session_id != NULL) {
@@ -410,13 +411,15 @@ static int backend_run(void *arg, const struct pbx_mcp_run *run, char **result,
     return rc;
 }
 
-static int backend_session_create(void *arg, unsigned ttl_s, const struct pbx_mcp_file *files,
-                                  size_t nfiles, char **info, struct pbx_error **err)
+static int backend_session_create(void *arg, void *ctx, unsigned ttl_s,
+                                  const struct pbx_mcp_file *files, size_t nfiles, char **info,
+                                  struct pbx_error **err)
 {
     struct ses *s = NULL;
     char expires[64] = "null";
     int rc;
 
+    (void)ctx;
     rc = ses_open(ttl_s, false, &s, err);
     if (rc < 0)
         return rc;
@@ -446,10 +449,11 @@ static int backend_session_create(void *arg, unsigned ttl_s, const struct pbx_mc
     return 0;
 }
 
-static int backend_session_close(void *arg, const char *id, struct pbx_error **err)
+static int backend_session_close(void *arg, void *ctx, const char *id, struct pbx_error **err)
 {
     struct ses *s = ses_get(id);
 
+    (void)ctx;
     if (s == NULL)
         return pbx_error_set(err, PBX_E_NOTFOUND, "no session `%s` (closed, expired or never made)",
                              id);
@@ -486,12 +490,14 @@ static void ses_done(struct ses *s)
     ses_put(s);
 }
 
-static int backend_files_write(void *arg, const char *id, const struct pbx_mcp_file *files,
-                               size_t nfiles, struct pbx_error **err)
+static int backend_files_write(void *arg, void *ctx, const char *id,
+                               const struct pbx_mcp_file *files, size_t nfiles,
+                               struct pbx_error **err)
 {
     struct ses *s = ses_use(id, err);
     int rc;
 
+    (void)ctx;
     if (s == NULL)
         return -1;
     rc = put_files(s, files, nfiles, err);
@@ -499,14 +505,15 @@ static int backend_files_write(void *arg, const char *id, const struct pbx_mcp_f
     return rc;
 }
 
-static int backend_file_read(void *arg, const char *id, const char *path, void **data, size_t *size,
-                             struct pbx_error **err)
+static int backend_file_read(void *arg, void *ctx, const char *id, const char *path, void **data,
+                             size_t *size, struct pbx_error **err)
 {
     struct pybox_error *perr = NULL;
     struct ses *s = ses_use(id, err);
     void *bytes = NULL;
     int rc = 0;
 
+    (void)ctx;
     if (s == NULL)
         return -1;
     if (pybox_session_get_file(s->s, path, &bytes, size, &perr) != PYBOX_OK)
@@ -519,13 +526,15 @@ static int backend_file_read(void *arg, const char *id, const char *path, void *
     return rc;
 }
 
-static int backend_files_list(void *arg, const char *id, char **json, struct pbx_error **err)
+static int backend_files_list(void *arg, void *ctx, const char *id, char **json,
+                              struct pbx_error **err)
 {
     struct pybox_error *perr = NULL;
     struct ses *s = ses_use(id, err);
     char *text = NULL;
     int rc = 0;
 
+    (void)ctx;
     if (s == NULL)
         return -1;
     if (pybox_session_list_files(s->s, &text, &perr) != PYBOX_OK)

@@ -344,6 +344,11 @@ static char *accept_call(struct pbx_mcp *m, json_t *id, json_t *params, struct p
     return NULL;
 }
 
+void pbx_mcp_call_set_context(struct pbx_mcp_call *c, void *ctx)
+{
+    c->ctx = ctx;
+}
+
 void pbx_mcp_call_free(struct pbx_mcp *m, struct pbx_mcp_call *c)
 {
     struct pbx_mcp_call **pp;

@@ -93,7 +93,10 @@ struct pbx_mcp_limits {
 };
 
 /*
- * How the module reaches pybox.  Every function follows the error contract
+ * How the module reaches pybox.  Every function but describe gets the
+ * backend's `arg` and the call's `ctx` (pbx_mcp_call_set_context(): the
+ * transport's word on who asks, for a server that serves many callers) and
+ * follows the error contract
  * (< 0 with *err set); an error is shown to the model as an isError result
  * with its message, so it should say what to do.  Codes: PBX_E_NOTFOUND
  * for a session or file not found (the model is told to make a new
@@ -112,23 +115,25 @@ struct pbx_mcp_backend {
      * files {name: {content_base64, size} | {error}}, outputs, duration_ms,
      * ...; malloc'ed, the caller frees it), also for a run that failed.
      */
-    int (*run)(void *arg, const struct pbx_mcp_run *run, char **result, struct pbx_error **err);
+    int (*run)(void *arg, void *ctx, const struct pbx_mcp_run *run, char **result,
+               struct pbx_error **err);
 
     /*
      * Open a session ending after `ttl_s` seconds without a call (0: the
      * default), its /work holding `files`; *info is malloc'ed JSON text
      * {"session_id", "expires_at" (ISO 8601 or null), "limits": {...}}.
      */
-    int (*session_create)(void *arg, unsigned ttl_s, const struct pbx_mcp_file *files,
+    int (*session_create)(void *arg, void *ctx, unsigned ttl_s, const struct pbx_mcp_file *files,
                           size_t nfiles, char **info, struct pbx_error **err);
-    int (*session_close)(void *arg, const char *session_id, struct pbx_error **err);
-    int (*files_write)(void *arg, const char *session_id, const struct pbx_mcp_file *files,
-                       size_t nfiles, struct pbx_error **err);
+    int (*session_close)(void *arg, void *ctx, const char *session_id, struct pbx_error **err);
+    int (*files_write)(void *arg, void *ctx, const char *session_id,
+                       const struct pbx_mcp_file *files, size_t nfiles, struct pbx_error **err);
     /* *data malloc'ed (the caller frees it), *size its bytes. */
-    int (*file_read)(void *arg, const char *session_id, const char *path, void **data, size_t *size,
-                     struct pbx_error **err);
+    int (*file_read)(void *arg, void *ctx, const char *session_id, const char *path, void **data,
+                     size_t *size, struct pbx_error **err);
     /* *json malloc'ed: [{"path", "size", "mtime"}, ...]. */
-    int (*files_list)(void *arg, const char *session_id, char **json, struct pbx_error **err);
+    int (*files_list)(void *arg, void *ctx, const char *session_id, char **json,
+                      struct pbx_error **err);
 };
 
 struct pbx_mcp_options {
@@ -179,6 +184,12 @@ struct pbx_mcp_call *pbx_mcp_accept(struct pbx_mcp *mcp, const char *bytes, size
  */
 char *pbx_mcp_call_run(struct pbx_mcp *mcp, struct pbx_mcp_call *call, pbx_mcp_send_fn send,
                        void *arg);
+
+/*
+ * What the backend's functions get as `ctx` while they run this call (NULL
+ * unless set): set it before pbx_mcp_call_run().
+ */
+void pbx_mcp_call_set_context(struct pbx_mcp_call *call, void *ctx);
 
 /* Free a call without running it (its id answered nothing). */
 void pbx_mcp_call_free(struct pbx_mcp *mcp, struct pbx_mcp_call *call);

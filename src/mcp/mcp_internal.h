@@ -28,6 +28,7 @@ struct pbx_mcp_call {
     json_t *progress;             /* _meta.progressToken, or NULL */
     int tool;                     /* index in the tool table */
     struct pbx_mcp_cancel cancel; /* its cancel */
+    void *ctx; /* the transport's, for the backend (pbx_mcp_call_set_context()) */
 };
 
 /* A result's file or output kept for resources/read. */

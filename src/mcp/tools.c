@@ -763,7 +763,7 @@ static json_t *tool_run(struct run_ctx *x)
         run.alive = on_alive;
         run.alive_arg = &ticker;
     }
-    if (x->m->backend.run(x->m->backend.arg, &run, &result, &err) < 0)
+    if (x->m->backend.run(x->m->backend.arg, x->call->ctx, &run, &result, &err) < 0)
         out = backend_error(&err, run.session_id ? "session run" : "run");
     else
         out = format_run(x->m, result, run.session_id);
@@ -794,8 +794,9 @@ static json_t *tool_create(struct run_ctx *x)
         files_release(&files);
         return tool_error("InvalidArguments", msg);
     }
-    if (x->m->backend.session_create(x->m->backend.arg, (unsigned)json_integer_value(ttl), files.v,
-                                     files.n, &text, &err) < 0) {
+    if (x->m->backend.session_create(x->m->backend.arg, x->call->ctx,
+                                     (unsigned)json_integer_value(ttl), files.v, files.n, &text,
+                                     &err) < 0) {
         files_release(&files);
         return backend_error(&err, "create_session");
     }
@@ -854,7 +855,8 @@ static json_t *tool_write(struct run_ctx *x)
         files_release(&files);
         return tool_error("InvalidArguments", msg);
     }
-    if (x->m->backend.files_write(x->m->backend.arg, sid, files.v, files.n, &err) < 0) {
+    if (x->m->backend.files_write(x->m->backend.arg, x->call->ctx, sid, files.v, files.n, &err) <
+        0) {
         files_release(&files);
         return backend_error(&err, "write_files in the session");
     }
@@ -885,7 +887,7 @@ static json_t *tool_read(struct run_ctx *x)
         return fail;
     if (path == NULL)
         return tool_error("InvalidArguments", "read_file needs path");
-    if (x->m->backend.file_read(x->m->backend.arg, sid, path, &data, &size, &err) < 0)
+    if (x->m->backend.file_read(x->m->backend.arg, x->call->ctx, sid, path, &data, &size, &err) < 0)
         return backend_error(&err, "read_file in the session");
     base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     mime = mime_of(base);
@@ -918,7 +920,7 @@ static json_t *tool_list(struct run_ctx *x)
 
     if (sid == NULL)
         return fail;
-    if (x->m->backend.files_list(x->m->backend.arg, sid, &json, &err) < 0)
+    if (x->m->backend.files_list(x->m->backend.arg, x->call->ctx, sid, &json, &err) < 0)
         return backend_error(&err, "list_files of the session");
     list = json_loads(json, 0, &jerr);
     if (!json_is_array(list)) {
@@ -941,7 +943,7 @@ static json_t *tool_close(struct run_ctx *x)
 
     if (sid == NULL)
         return fail;
-    if (x->m->backend.session_close(x->m->backend.arg, sid, &err) < 0)
+    if (x->m->backend.session_close(x->m->backend.arg, x->call->ctx, sid, &err) < 0)
         return backend_error(&err, "close_session");
     return ok_result(json_pack("{s:s, s:s}", "status", "ok", "session_id", sid), "session closed");
 }

@@ -47,8 +47,10 @@ static void stub_hook(void *arg)
     pthread_mutex_unlock(&stub_lock);
 }
 
-static int stub_run(void *arg, const struct pbx_mcp_run *run, char **result, struct pbx_error **err)
+static int stub_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **result,
+                    struct pbx_error **err)
 {
+    (void)ctx;
     if (strcmp(run->code, "fail") == 0)
         return pbx_error_set(err, PBX_E_ENGINE, "the engine is down");
     if (run->session_id != NULL && strcmp(run->session_id, "ses_gone") == 0)
@@ -71,41 +73,46 @@ static int stub_run(void *arg, const struct pbx_mcp_run *run, char **result, str
     return 0;
 }
 
-static int stub_create(void *arg, unsigned ttl_s, const struct pbx_mcp_file *files, size_t n,
-                       char **info, struct pbx_error **err)
+static int stub_create(void *arg, void *ctx, unsigned ttl_s, const struct pbx_mcp_file *files,
+                       size_t n, char **info, struct pbx_error **err)
 {
+    (void)ctx;
     *info = xasprintf("{\"session_id\":\"ses_1\",\"expires_at\":null,\"limits\":{\"ttl\":%u,"
                       "\"files\":%zu}}",
                       ttl_s, n);
     return 0;
 }
 
-static int stub_close(void *arg, const char *id, struct pbx_error **err)
+static int stub_close(void *arg, void *ctx, const char *id, struct pbx_error **err)
 {
+    (void)ctx;
     if (strcmp(id, "ses_1") != 0)
         return pbx_error_set(err, PBX_E_NOTFOUND, "no session `%s`", id);
     return 0;
 }
 
-static int stub_write(void *arg, const char *id, const struct pbx_mcp_file *files, size_t n,
-                      struct pbx_error **err)
+static int stub_write(void *arg, void *ctx, const char *id, const struct pbx_mcp_file *files,
+                      size_t n, struct pbx_error **err)
 {
+    (void)ctx;
     ck_assert_uint_eq(n, 1);
     ck_assert_uint_eq(files[0].size, 3);
     ck_assert(memcmp(files[0].data, "\x00\x01\x02", 3) == 0);
     return 0;
 }
 
-static int stub_read(void *arg, const char *id, const char *path, void **data, size_t *size,
-                     struct pbx_error **err)
+static int stub_read(void *arg, void *ctx, const char *id, const char *path, void **data,
+                     size_t *size, struct pbx_error **err)
 {
+    (void)ctx;
     *data = xstrdup("a,b\n1,2\n");
     *size = 8;
     return 0;
 }
 
-static int stub_list(void *arg, const char *id, char **json, struct pbx_error **err)
+static int stub_list(void *arg, void *ctx, const char *id, char **json, struct pbx_error **err)
 {
+    (void)ctx;
     *json = xstrdup("[{\"path\":\"a.csv\",\"size\":8,\"mtime\":\"2026-01-01T00:00:00.000Z\"}]");
     return 0;
 }
