@@ -1,19 +1,22 @@
 // pybox mcp under the official MCP TypeScript SDK (@modelcontextprotocol/sdk, pinned by
 // package-lock.json): its Client over StdioClientTransport spawns `pybox mcp` and speaks to it
 // as an agent would.  The SDK validates every structuredContent against the tool's
-// outputSchema, so these calls also prove the schemas and results agree.
+// outputSchema, so these calls also prove the schemas and results agree.  Malformed lines are
+// written by hand to a `pybox mcp` of the test's own.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { PYBOX, cleanEnv, jailFilePid, pidGone, until, token } from './lib.mjs';
 
-const PYBOX = process.env.PYBOX || new URL('../../build/pybox', import.meta.url).pathname;
 let client;
 
 before(async () => {
   client = new Client({ name: 'pybox-sdk-test', version: '1.0.0' });
   await client.connect(new StdioClientTransport({
-    command: PYBOX, args: ['mcp', '--timeout', '20'], stderr: 'inherit',
+    command: PYBOX, args: ['mcp', '--timeout', '20'], env: cleanEnv(), stderr: 'inherit',
   }));
 });
 
@@ -82,20 +85,124 @@ test('a session keeps state; closed, it is isError', async () => {
   assert.equal(again.isError, true);
 });
 
-test('progress and cancel', async () => {
+
+test('a 50 MB print: the result stays small, the output is kept behind a resource link', async () => {
+  const r = await client.callTool({ name: 'run_python', arguments: {
+    code: "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)\n" } });
+  assert.ok(JSON.stringify(r).length < 100000, `result of ${JSON.stringify(r).length} bytes`);
+  const sc = r.structuredContent;
+  assert.equal(sc.status, 'ok');
+  assert.equal(sc.stdout_truncated, true);
+  assert.ok(sc.stdout.length > 0 && sc.stdout.length <= 20000, `stdout of ${sc.stdout.length}`);
+  assert.match(sc.stdout, /^x+$/);
+  assert.ok(r.content[0].text.length < 30000);
+  const link = r.content.find((c) => c.type === 'resource_link' && c.uri === sc.stdout_uri);
+  assert.ok(link, JSON.stringify(r.content.map((c) => c.type)));
+  assert.equal(link.name, 'stdout.txt');
+  // What pybox kept of the stream (its output limit, over the 20 KB of the result) is all there.
+  const res = await client.readResource({ uri: link.uri });
+  const text = res.contents[0].text;
+  assert.equal(text.length, link.size);
+  assert.ok(text.length > sc.stdout.length, `resource of ${text.length} bytes`);
+  assert.ok(text.startsWith(sc.stdout));
+  assert.match(text, /^x+$/);
+});
+
+/* `pybox mcp` spoken to line by line: send(line), next() -> the next message it wrote. */
+function rawMcp() {
+  const child = spawn(PYBOX, ['mcp'], { env: cleanEnv(), stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = [];
+  const waiters = [];
+  readline.createInterface({ input: child.stdout }).on('line', (line) => {
+    const w = waiters.shift();
+    if (w) w(line);
+    else lines.push(line);
+  });
+  return {
+    child,
+    send: (line) => child.stdin.write(Buffer.concat([Buffer.from(line), Buffer.from('\n')])),
+    next: () => new Promise((resolve, reject) => {
+      if (lines.length > 0) return resolve(JSON.parse(lines.shift()));
+      const timer = setTimeout(() => reject(new Error('no answer within 60 s')), 60000);
+      waiters.push((line) => { clearTimeout(timer); resolve(JSON.parse(line)); });
+    }),
+  };
+}
+
+test('malformed JSON-RPC lines get -32700 with id null, and the server goes on', async () => {
+  const mcp = rawMcp();
+  try {
+    for (const bad of ['{not json', Buffer.from([0xff, 0xfe, 0x7b]), '{"jsonrpc": "2.0", "id": 1,']) {
+      mcp.send(bad);
+      const msg = await mcp.next();
+      assert.equal(msg.jsonrpc, '2.0');
+      assert.equal(msg.id, null);
+      assert.equal(msg.error.code, -32700, JSON.stringify(msg));
+    }
+    mcp.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: {
+      protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'raw', version: '1' } } }));
+    const init = await mcp.next();
+    assert.equal(init.id, 1);
+    assert.equal(init.result.serverInfo.name, 'pybox');
+    mcp.send('{"jsonrpc":"2.0","method":"notifications/initialized"}');
+    mcp.send('[1, 2');
+    assert.equal((await mcp.next()).error.code, -32700);
+    mcp.send('{"jsonrpc":"2.0","id":"p","method":"ping"}');
+    assert.deepEqual(await mcp.next(), { jsonrpc: '2.0', id: 'p', result: {} });
+  } finally {
+    const exited = new Promise((resolve) => mcp.child.once('exit', resolve));
+    mcp.child.stdin.end();
+    assert.equal(await exited, 0);
+  }
+});
+
+test('progress notifications on a long call', async () => {
   const seen = [];
-  await client.callTool({ name: 'run_python', arguments: { code: 'import time; time.sleep(2.5)' } },
-    undefined, { onprogress: (p) => seen.push(p.progress) });
-  assert.ok(seen.length >= 2, `progress: ${seen}`);
+  const r = await client.callTool({ name: 'run_python',
+    arguments: { code: 'import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(1)' } },
+  undefined, { onprogress: (p) => seen.push(p) });
+  assert.equal(r.structuredContent.stdout, '0\n1\n2\n');
+  assert.ok(seen.length >= 2, `progress: ${JSON.stringify(seen)}`);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress > seen[i - 1].progress);
+  assert.ok(seen.every((p) => typeof p.message === 'string'));
+});
+
+test('a cancelled one-shot call: its processes are gone within 200 ms', async () => {
+  const marker = `/work/ready-${token()}`;
   const ac = new AbortController();
-  const t0 = Date.now();
-  const call = client.callTool({ name: 'run_python',
-    arguments: { code: 'import time; time.sleep(60)', timeout_ms: 60000 } },
-    undefined, { signal: ac.signal });
-  setTimeout(() => ac.abort('test'), 1000);
-  await assert.rejects(call);
-  assert.ok(Date.now() - t0 < 10000);
-  // The server still serves, and the cancelled code is gone: a new call runs at once.
+  const call = client.callTool({ name: 'run_python', arguments: {
+    code: `open('${marker}', 'w').close()\nimport time\ntime.sleep(60)`, timeout_ms: 60000 } },
+  undefined, { signal: ac.signal });
+  const rejected = assert.rejects(call);
+  const pid = await until(() => jailFilePid(marker), 60000, 'the code started');
+  const t0 = performance.now();
+  ac.abort('test');
+  await until(() => pidGone(pid) && jailFilePid(marker) === null, 200, 'the cancelled code is gone');
+  await rejected;
+  assert.ok(performance.now() - t0 < 1000);
+  // The server still serves.
   const r = await client.callTool({ name: 'run_python', arguments: { code: 'print(3)' } });
   assert.equal(r.structuredContent.stdout, '3\n');
+});
+
+test('a cancelled call in a session: the next call of the session runs at once', async () => {
+  const sid = (await client.callTool({ name: 'create_session', arguments: {} })).structuredContent.session_id;
+  await client.callTool({ name: 'run_python', arguments: { code: 'y = 5', session_id: sid } });
+  const marker = `/work/ready-${token()}`;
+  const ac = new AbortController();
+  const call = client.callTool({ name: 'run_python', arguments: { session_id: sid,
+    code: `open('${marker}', 'w').close()\nimport time\nwhile True: time.sleep(0.01)` } },
+  undefined, { signal: ac.signal });
+  const rejected = assert.rejects(call);
+  await until(() => jailFilePid(marker), 60000, 'the code started');
+  const t0 = performance.now();
+  ac.abort('test');
+  await rejected;
+  // A session runs one call at a time: this one's answer means the loop is over.
+  const r = await client.callTool({ name: 'run_python', arguments: { code: 'y + 1', session_id: sid } });
+  const took = performance.now() - t0;
+  assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
+  assert.equal(r.structuredContent.value, '6');
+  assert.ok(took < 200, `the next call of the session took ${took} ms`);
+  await client.callTool({ name: 'close_session', arguments: { session_id: sid } });
 });

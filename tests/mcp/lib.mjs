@@ -1,0 +1,133 @@
+// What the MCP tests share: the pybox binary, a real `pybox serve` started for a test file,
+// a key made with `pybox keys create`, and the sandboxed processes seen from the host (to prove
+// that cancelled code is gone).
+//
+// Env: PYBOX (the binary; default <repo>/build/pybox).
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const PYBOX = path.resolve(process.env.PYBOX || path.join(HERE, '..', '..', 'build', 'pybox'));
+
+/* The environment without any PYBOX_* variable (and the old admin key's name). */
+export function cleanEnv(extra = {}) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('PYBOX') && k !== 'PYTHON_EXE_KEY') env[k] = v;
+  }
+  return { ...env, ...extra };
+}
+
+/*
+ * Start `pybox serve --listen 127.0.0.1:0` with its data in a new temporary directory, the admin
+ * key `adminKey` and `args`; resolves with {child, base, data, log()} once it wrote its URL.
+ */
+export function startServer(adminKey, args = []) {
+  assert.ok(fs.existsSync(PYBOX), `pybox binary not found at ${PYBOX}: build it or set PYBOX`);
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pybox-mcp-'));
+  const data = path.join(tmp, 'data');
+  const urlFile = path.join(tmp, 'url');
+  fs.mkdirSync(data);
+  let log = '';
+  const child = spawn(PYBOX, ['serve', '--listen', '127.0.0.1:0', '--data', data,
+    '--url-file', urlFile, ...args],
+  { env: cleanEnv({ PYBOX_ADMIN_KEY: adminKey }), stdio: ['ignore', 'ignore', 'pipe'], cwd: tmp });
+  child.stderr.on('data', (b) => { log += b.toString(); });
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + 120000;
+    const poll = () => {
+      if (child.exitCode !== null) {
+        reject(new Error(`pybox serve exited ${child.exitCode} at start:\n${log}`));
+        return;
+      }
+      let text = '';
+      try {
+        text = fs.readFileSync(urlFile, 'utf8').trim();
+      } catch { /* not yet */ }
+      if (text.startsWith('http://')) resolve({ child, base: text, data, tmp, log: () => log });
+      else if (Date.now() > deadline) reject(new Error(`pybox serve wrote no URL within 120 s:\n${log}`));
+      else setTimeout(poll, 50);
+    };
+    poll();
+  });
+}
+
+/* SIGTERM the server and wait for it (30 s at most); resolves with [code, signal]. */
+export async function stopServer(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return [child.exitCode, child.signalCode];
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
+  child.kill('SIGTERM');
+  let timer = null;
+  const late = new Promise((resolve) => { timer = setTimeout(() => resolve(['no exit within 30 s', null]), 30000); });
+  const result = await Promise.race([exited, late]);
+  clearTimeout(timer);
+  return result;
+}
+
+/* A new API key in the store of DATA (`pybox keys create`): its token. */
+export function createKey(data, name) {
+  const out = execFileSync(PYBOX, ['keys', 'create', '--name', name, '--data', data],
+    { env: cleanEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const token = out.trim();
+  assert.ok(token.length >= 16 && !/\s/.test(token), `pybox keys create printed ${JSON.stringify(out)}`);
+  return token;
+}
+
+// Sandboxed processes run under uids of the jail's range (1000000000 and up).
+const JAIL_UID_MIN = 1000000000;
+const JAIL_UID_MAX = 1000065535;
+
+/* Whether the process PID is gone (or a zombie). */
+export function pidGone(pid) {
+  let stat;
+  try {
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return true;
+  }
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state === 'Z' || state === 'X';
+}
+
+/*
+ * The host pid of a live sandboxed process that sees the regular file `file` (as the sandbox
+ * sees it, e.g. /work/ready-TOKEN) through /proc/PID/root, or null. Give the file a name no
+ * other run uses: this is how a test knows its code got that far, and which process runs it.
+ */
+export function jailFilePid(file) {
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let status;
+    try {
+      status = fs.readFileSync(`/proc/${entry}/status`, 'utf8');
+    } catch {
+      continue;
+    }
+    const uid = Number((status.match(/^Uid:\s+(\d+)/m) || [])[1]);
+    if (!(uid >= JAIL_UID_MIN && uid <= JAIL_UID_MAX) || pidGone(entry)) continue;
+    try {
+      if (fs.statSync(`/proc/${entry}/root${file}`).isFile()) return Number(entry);
+    } catch { /* not this one */ }
+  }
+  return null;
+}
+
+/* Poll `cond` every 10 ms until it gives a truthy value (returned) or `ms` pass (an error). */
+export async function until(cond, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = cond();
+    if (v) return v;
+    assert.ok(Date.now() < deadline, `${what}: not within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/* A name no other run uses, for a marker file. */
+export function token() {
+  return `${process.pid}-${Date.now()}-${Math.random().toString(16).slice(2)}`;
+}
