@@ -22,6 +22,12 @@
  * A step that refuses answers at once and ends the pipeline; finish() then
  * gives back what the steps took (the slot, the hold), whatever the outcome.
  *
+ * A refusal is recorded (struct pbx_refusal) and answered once the steps
+ * are over, so the pipeline also runs code that came another way: MCP's
+ * run_python (pbx__execute_direct(), for mcp_backend.c) enters at resolve's
+ * limits with a caller its transport resolved, and gets the result object
+ * or the refusal back instead of an answer.
+ *
  * A call of a session (POST /v1/sessions/{id}/execute, sessions.c) is the
  * same pipeline with hooks (struct pbx_execute_hooks): its body read by the
  * session call's fields, a claim of the session between resolve and admit,
@@ -51,7 +57,7 @@
 /* One request as it goes through the steps; each step fills its part. */
 struct execution {
     struct pbx_server *s;           /* the server */
-    struct MHD_Connection *c;       /* the connection the request came on */
+    struct MHD_Connection *c;       /* the connection the request came on (direct: NULL) */
     struct request_ctx *ctx;        /* the request as the server read it (streamed: a copy) */
     bool ctx_copied;                /* ctx is the execution's own copy (to free) */
     bool v1;                        /* POST /v1/execute; else the compatible dialect */
@@ -63,6 +69,7 @@ struct execution {
     struct pbx_http_request req;    /* parse: what the body asks */
     struct pbx_request_shape shape; /* parse: whose rules the compatible dialect follows */
     struct pbx_caller who;          /* resolve: who asks, and what it may */
+    bool who_borrowed;              /* direct: `who` is the transport's (not released here) */
     struct pbx_limits limits;       /* resolve: the limits its execution gets */
     char client[300];               /* admit: whose window and quota it counts against */
     bool held;                      /* admit: held in the window, not charged (to let go) */
@@ -75,16 +82,22 @@ struct execution {
     struct pbx_exec_result res;     /* run: what the engine gave */
     bool ran;                       /* run: res holds a result (to release) */
     uint64_t t0;                    /* run: when it started, wall clock, ms */
-    const char *fail_type;          /* run: the refusal's error type, when the engine refused */
-    char *fail_msg;                 /* run: and its message (owned) */
-    json_t *fail_extra;             /* run: and fields of its error_details (owned), or NULL */
+    bool refused;                   /* a step refused: `no` says how, to answer */
+    struct pbx_refusal no;          /* that refusal */
 };
 
-/* Answer an error: the step refuses the request. Returns -1 for the step to return. */
+/* The step refuses the request (`extra` taken over). Returns -1 for the step to return. */
+static int refuse_with(struct execution *x, const char *type, const char *msg, unsigned retry_after,
+                       json_t *extra)
+{
+    pbx__refusal_set(&x->no, type, msg, retry_after, extra);
+    x->refused = true;
+    return -1;
+}
+
 static int refuse(struct execution *x, const char *type, const char *msg, unsigned retry_after)
 {
-    x->ret = pbx__http_send_error(x->c, x->ctx, x->s, type, msg, retry_after, NULL);
-    return -1;
+    return refuse_with(x, type, msg, retry_after, NULL);
 }
 
 /*
@@ -169,7 +182,7 @@ static int parse(struct execution *x)
  * (auth.c), and what it may do with this request: the limits of its
  * execution.  Returns 0, or -1 after answering (401, 403, 400, 501, 500).
  */
-static int resolve(struct execution *x)
+static int limits_of(struct execution *x)
 {
     const struct pbx_caller_ask ask = {
         .code_len = x->req.code_len,
@@ -185,8 +198,7 @@ static int resolve(struct execution *x)
     struct pbx_error *err = NULL;
     const char *etype = NULL;
 
-    if (pbx__auth_resolve(x->s, x->c, x->req.api_key, &x->who, &etype, &err) < 0 ||
-        pbx_caller_limits(&x->s->callers, &x->who, &ask, &x->limits, &etype, &err) < 0) {
+    if (pbx_caller_limits(&x->s->callers, &x->who, &ask, &x->limits, &etype, &err) < 0) {
         refuse(x, refusal_type(x, err, etype), err->msg, 0);
         pbx_error_free(&err);
         return -1;
@@ -201,6 +213,19 @@ static int resolve(struct execution *x)
     return 0;
 }
 
+static int resolve(struct execution *x)
+{
+    struct pbx_error *err = NULL;
+    const char *etype = NULL;
+
+    if (pbx__auth_resolve(x->s, x->c, x->req.api_key, &x->who, &etype, &err) < 0) {
+        refuse(x, refusal_type(x, err, etype), err->msg, 0);
+        pbx_error_free(&err);
+        return -1;
+    }
+    return limits_of(x);
+}
+
 /* ---- claim (a session's call) ---- */
 
 /* The session, taken for the call. Returns 0, or -1 after answering (404, 409, 410). */
@@ -213,8 +238,7 @@ static int claim(struct execution *x)
     if (!x->session)
         return 0;
     if (x->hooks.claim(x->hooks.arg, &x->req, &x->who, &x->limits, &etype, &retry, &err) < 0) {
-        x->ret = pbx__http_send_error(x->c, x->ctx, x->s, etype, err->msg, retry,
-                                      x->hooks.refusal(x->hooks.arg, err->code));
+        refuse_with(x, etype, err->msg, retry, x->hooks.refusal(x->hooks.arg, err->code));
         pbx_error_free(&err);
         return -1;
     }
@@ -310,7 +334,8 @@ static int take_slot(struct execution *x)
 static int reserve_answer(struct execution *x)
 {
     if (!pbx__server_budget_take(x->s, x->ctx, pbx__server_answer_reserve(&x->limits, !x->v1))) {
-        x->ret = pbx__server_budget_spent(x->s, x->c, x->ctx);
+        pbx__server_budget_refusal(x->s, &x->no);
+        x->refused = true;
         return -1;
     }
     return 0;
@@ -392,8 +417,7 @@ static void build(struct execution *x)
 
 /*
  * Run it, on the engine of the caller's trust class.  Returns 0 with a
- * result, or -1 with the refusal in fail_type and fail_msg, for the caller
- * to answer (400 for a request the engine refused, 500).
+ * result, or -1 with the refusal (400 for a request the engine refused, 500).
  */
 static int run(struct execution *x)
 {
@@ -409,10 +433,8 @@ static int run(struct execution *x)
 
         if (internal)
             pbx_log(PBX_LOG_ERROR, "execution: %s", err->msg);
-        x->fail_type = row->type;
-        x->fail_msg = xstrdup(internal ? "the execution engine failed" : err->msg);
-        if (x->session)
-            x->fail_extra = x->hooks.refusal(x->hooks.arg, err->code);
+        refuse_with(x, row->type, internal ? "the execution engine failed" : err->msg, 0,
+                    x->session ? x->hooks.refusal(x->hooks.arg, err->code) : NULL);
         pbx_error_free(&err);
         return -1;
     }
@@ -464,12 +486,12 @@ static json_t *v1_result(const struct execution *x)
 
 /*
  * And to a run the engine refused: the error shape with the request id, as
- * refuse() answers it (pbx__http_send_error()).  A new reference.
+ * a refusal is answered (pbx__http_send_refusal()).  A new reference.
  */
 static json_t *v1_refusal(const struct execution *x)
 {
-    json_t *body = pbx__http_error_body(x->ctx, x->fail_type, x->fail_msg,
-                                        x->fail_extra != NULL ? json_incref(x->fail_extra) : NULL);
+    json_t *body = pbx__http_error_body(x->ctx, x->no.type, x->no.msg,
+                                        x->no.extra != NULL ? json_incref(x->no.extra) : NULL);
 
     json_object_set_new(body, "request_id", json_string(x->ctx->id));
     return body;
@@ -507,12 +529,12 @@ static void finish(struct execution *x)
         pbx__admit_leave(x->s->admit);
     if (x->held)
         pbx__admit_release(x->s->admit, x->client, false, pbx_clock_ms(CLOCK_REALTIME));
-    pbx_caller_release(&x->who);
+    if (!x->who_borrowed)
+        pbx_caller_release(&x->who);
     pbx__request_release(&x->req);
     if (x->ctx_copied)
         free(x->ctx);
-    free(x->fail_msg);
-    json_decref(x->fail_extra);
+    pbx__refusal_release(&x->no);
     free(x);
 }
 
@@ -590,7 +612,7 @@ static enum MHD_Result stream(struct execution *x)
     x->ctx = ctx;
     x->ctx_copied = false;
     refuse(x, "InternalServerError", "the answer's stream could not start", 0);
-    ret = x->ret;
+    ret = pbx__http_send_refusal(x->c, x->ctx, x->s, &x->no);
     finish(x);
     return ret;
 }
@@ -619,12 +641,10 @@ static enum MHD_Result handle(struct pbx_server *s, struct MHD_Connection *c,
         if (run(x) == 0) {
             audit(x);
             answer(x);
-        } else {
-            x->ret =
-                pbx__http_send_error(c, ctx, s, x->fail_type, x->fail_msg, 0,
-                                     x->fail_extra != NULL ? json_incref(x->fail_extra) : NULL);
         }
     }
+    if (x->refused)
+        x->ret = pbx__http_send_refusal(c, ctx, s, &x->no);
     ret = x->ret;
     finish(x);
     return ret;
@@ -641,4 +661,42 @@ enum MHD_Result pbx__execute_handle_session(struct pbx_server *s, struct MHD_Con
                                             const struct pbx_execute_hooks *hooks)
 {
     return handle(s, c, ctx, hooks);
+}
+
+int pbx__execute_direct(struct pbx_server *s, const struct pbx_execute_direct *d, json_t **result,
+                        struct pbx_refusal *no)
+{
+    struct execution *x = xcalloc(1, sizeof(*x));
+    int rc = -1;
+
+    *result = NULL;
+    x->s = s;
+    x->ctx = d->ctx;
+    x->v1 = true;
+    x->session = d->hooks != NULL;
+    if (d->hooks != NULL)
+        x->hooks = *d->hooks;
+    x->req = *d->req;
+    memset(d->req, 0, sizeof(*d->req)); /* the execution's now */
+    x->who = *d->who;
+    x->who_borrowed = true;
+    if (limits_of(x) == 0 && claim(x) == 0 && admit(x) == 0) {
+        build(x);
+        x->ereq.on_output = d->on_output;
+        x->ereq.on_output_arg = d->on_output_arg;
+        x->ereq.cancel_fd = d->cancel_fd;
+        if (run(x) == 0) {
+            audit(x);
+            *result = v1_result(x);
+            rc = 0;
+        }
+    }
+    if (rc < 0) {
+        if (!x->refused)
+            refuse(x, "InternalServerError", "the execution could not run", 0);
+        *no = x->no;
+        memset(&x->no, 0, sizeof(x->no)); /* the caller's now */
+    }
+    finish(x);
+    return rc;
 }

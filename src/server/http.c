@@ -31,7 +31,7 @@
 static const char *const route_names[R_COUNT] = {
     "/execute", "/v1/execute", "/v1/health",          "/metrics", "/openapi.json", "/",
     "/v1/info", "/docs",       "/execute-with-files", "/health",  "/assets/",      "/v1/sessions",
-    "other",
+    "/mcp",     "other",
 };
 
 /* The routes that run code. */
@@ -176,6 +176,35 @@ enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ct
         json_object_set(body, "detail",
                         json_object_get(json_object_get(body, "error_details"), "message"));
     return pbx__http_send_json(c, ctx, s, pbx_errtable_status(type), body, retry_after);
+}
+
+void pbx__refusal_set(struct pbx_refusal *no, const char *type, const char *msg,
+                      unsigned retry_after, json_t *extra)
+{
+    pbx__refusal_release(no);
+    no->type = type;
+    no->msg = xstrdup(msg);
+    no->retry_after = retry_after;
+    no->extra = extra;
+}
+
+void pbx__refusal_release(struct pbx_refusal *no)
+{
+    free(no->msg);
+    json_decref(no->extra);
+    *no = (struct pbx_refusal){0};
+}
+
+enum MHD_Result pbx__http_send_refusal(struct MHD_Connection *c, struct request_ctx *ctx,
+                                       const struct pbx_server *s, struct pbx_refusal *no)
+{
+    enum MHD_Result ret =
+        pbx__http_send_error(c, ctx, s, no->type != NULL ? no->type : "InternalServerError",
+                             no->msg != NULL ? no->msg : "the request failed", no->retry_after,
+                             no->extra != NULL ? json_incref(no->extra) : NULL);
+
+    pbx__refusal_release(no);
+    return ret;
 }
 
 static void log_request(const struct request_ctx *ctx)

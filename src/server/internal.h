@@ -34,6 +34,7 @@ enum route {
     R_HEALTHY,       /* GET /health, in the FastAPI server's shape */
     R_ASSETS,
     R_SESSIONS, /* /v1/sessions and every path under it, sessions.c */
+    R_MCP,      /* /mcp, the Model Context Protocol over Streamable HTTP, mcp_http.c */
     R_OTHER,
     R_COUNT,
 };
@@ -55,6 +56,7 @@ struct metrics {
 
 struct watch;        /* the connection watchdog, watch.c */
 struct pbx_sessions; /* the sessions, session_table.c */
+struct mcp_table;    /* the MCP sessions of /mcp, mcp_http.c */
 
 struct pbx_server {
     const struct pbx_server_config *cfg; /* as given */
@@ -73,6 +75,18 @@ struct pbx_server {
     struct MHD_Daemon *daemon;           /* the HTTP daemon, once started */
     struct watch *watch;                 /* request deadlines, once started */
     struct pbx_sessions *sessions;       /* the open sessions and the reaper that ends them */
+    struct mcp_table *mcp;               /* the MCP sessions of /mcp */
+};
+
+/*
+ * A request refused: how a step says it, to be answered (an HTTP error,
+ * pbx__http_send_refusal()) or told another way (an MCP tool's isError).
+ */
+struct pbx_refusal {
+    const char *type;     /* the error type (static): the status, by the error table */
+    char *msg;            /* what was wrong and what to do (owned) */
+    unsigned retry_after; /* seconds, for Retry-After (0: none) */
+    json_t *extra;        /* fields added to error_details (owned), or NULL */
 };
 
 /*
@@ -129,6 +143,9 @@ size_t pbx__server_answer_reserve(const struct pbx_limits *l, bool compat);
 /* Answer 503: the budget cannot hold the request (counted in the metrics). */
 enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
                                          struct request_ctx *ctx);
+
+/* The same refusal, in *no (counted too). */
+void pbx__server_budget_refusal(struct pbx_server *s, struct pbx_refusal *no);
 
 /* ---- http.c: libmicrohttpd's callbacks, the routes, the answers ---- */
 
@@ -188,6 +205,15 @@ json_t *pbx__http_error_body(const struct request_ctx *ctx, const char *type, co
 enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ctx *ctx,
                                      const struct pbx_server *s, const char *type,
                                      const char *message, unsigned retry_after, json_t *extra);
+
+/* Fill *no (released first): `msg` copied, `extra` taken over. */
+void pbx__refusal_set(struct pbx_refusal *no, const char *type, const char *msg,
+                      unsigned retry_after, json_t *extra);
+void pbx__refusal_release(struct pbx_refusal *no);
+
+/* Answer the refusal `no` as pbx__http_send_error() does, and release it. */
+enum MHD_Result pbx__http_send_refusal(struct MHD_Connection *c, struct request_ctx *ctx,
+                                       const struct pbx_server *s, struct pbx_refusal *no);
 
 /* ---- metrics.c: the counters and GET /metrics ---- */
 
@@ -347,6 +373,30 @@ struct pbx_execute_hooks {
     void (*release)(void *arg);
     void *arg; /* lives until release: a streamed call outlives the handler */
 };
+
+/*
+ * A run of code that came another way than an execute request: MCP's
+ * run_python (mcp_backend.c).  Its caller was resolved by its transport.
+ */
+struct pbx_execute_direct {
+    struct request_ctx *ctx;               /* id, client and route (R_MCP); the budget it holds */
+    const struct pbx_caller *who;          /* who asks (borrowed) */
+    struct pbx_http_request *req;          /* what it asks (taken over: empty afterwards) */
+    const struct pbx_execute_hooks *hooks; /* a call of a session, or NULL */
+    void (*on_output)(enum pbx_stream which, const char *data, size_t len, void *arg); /* or NULL */
+    void *on_output_arg;                                                               /* its arg */
+    int cancel_fd; /* the run stops once it turns readable (-1: never) */
+};
+
+/*
+ * The pipeline of pbx__execute_handle() from the caller's limits on: the
+ * limits, the session's claim, admission (window, quota, slot, budget),
+ * the run, the audit.  0 with *result (/v1/execute's result object, a new
+ * reference), or -1 with *no filled (to release).  ctx->held grows by the
+ * answer's reserve: release it with pbx__server_budget_release().
+ */
+int pbx__execute_direct(struct pbx_server *s, const struct pbx_execute_direct *d, json_t **result,
+                        struct pbx_refusal *no);
 
 /* A call of a session (sessions.c): the pipeline of pbx__execute_handle() with `hooks`. */
 enum MHD_Result pbx__execute_handle_session(struct pbx_server *s, struct MHD_Connection *c,

@@ -143,11 +143,18 @@ bool pbx__server_budget_take(struct pbx_server *s, struct request_ctx *ctx, size
 enum MHD_Result pbx__server_budget_spent(struct pbx_server *s, struct MHD_Connection *c,
                                          struct request_ctx *ctx)
 {
+    struct pbx_refusal no = {0};
+
+    pbx__server_budget_refusal(s, &no);
+    return pbx__http_send_refusal(c, ctx, s, &no);
+}
+
+void pbx__server_budget_refusal(struct pbx_server *s, struct pbx_refusal *no)
+{
     atomic_fetch_add(&s->metrics.budget_refusals, 1);
-    return pbx__http_send_error(c, ctx, s, "ServerBusy",
-                                "the server's memory for requests in flight is spent; retry in "
-                                "a moment",
-                                1, NULL);
+    pbx__refusal_set(no, "ServerBusy",
+                     "the server's memory for requests in flight is spent; retry in a moment", 1,
+                     NULL);
 }
 
 void pbx__server_budget_release(struct pbx_server *s, struct request_ctx *ctx)

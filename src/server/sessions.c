@@ -30,7 +30,7 @@
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
-#include "server/session_table.h"
+#include "server/session_ops.h"
 #include "common/banned.h"
 
 /* What a URL under /v1/sessions names. */
@@ -178,102 +178,28 @@ static enum MHD_Result send_error(struct pbx_server *s, struct MHD_Connection *c
     return pbx__http_send_error(c, ctx, s, type, msg, retry_after, extra);
 }
 
-/* The 404 of a session id the caller has none of. */
-static const char *unknown_message(const char *id)
-{
-    size_t n = strlen(id);
-
-    /* A well-formed id may be of an earlier run of the server: nothing tells it from a forged one.
-     */
-    if (n == SESSION_ID_LEN && strncmp(id, "ses_", 4) == 0 &&
-        strspn(id + 4, "0123456789abcdef") == 32)
-        return "no such session: sessions end when the server restarts";
-    return "no such session: that is not a session id";
-}
-
-static void iso(uint64_t ms, char *out, size_t len)
-{
-    pbx__http_iso_time(ms, out, len);
-}
-
-static json_t *time_or_null(uint64_t ms)
-{
-    char t[64];
-
-    if (ms == 0)
-        return json_null();
-    iso(ms, t, sizeof(t));
-    return json_string(t);
-}
-
-/* A session as every answer shows it (a new reference). */
-static json_t *session_json(const struct session_view *v)
-{
-    const struct pbx_limits *l = v->limits;
-
-    return json_pack(
-        "{s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:o, s:o, s:{s:f, s:f, s:I, s:i, s:I, s:i, s:I, s:I, "
-        "s:i, s:i}}",
-        "id", v->id, "status", v->status, "dead_reason",
-        v->reason != NULL ? json_string(v->reason) : json_null(), "execution_count",
-        (json_int_t)v->execution_count, "memory_bytes", (json_int_t)v->memory_bytes, "created_at",
-        time_or_null(v->created_ms), "expires_at", time_or_null(v->expires_ms), "idle_expires_at",
-        time_or_null(v->idle_expires_ms), "ended_at", time_or_null(v->ended_ms), "limits",
-        "timeout_s", l->wall_ms / 1000.0, "cpu_s", l->cpu_ms / 1000.0, "memory_mb",
-        (json_int_t)(l->memory_bytes >> 20), "pids", (int)l->pids, "disk_bytes",
-        (json_int_t)l->disk_bytes, "input_files", (int)l->input_files, "input_file_bytes",
-        (json_int_t)l->input_file_bytes, "return_file_bytes", (json_int_t)l->output_file_bytes,
-        "idle_ttl_s", (int)v->idle_ttl_s, "max_lifetime_s", (int)v->lifetime_s);
-}
-
 /* Answer `e` (held, given back here) as it is now, with `status`. */
 static enum MHD_Result send_session(struct pbx_server *s, struct MHD_Connection *c,
                                     struct request_ctx *ctx, struct session *e,
                                     enum session_take how, int status)
 {
-    struct session_view v;
-    json_t *body;
-
     /* A call held it: over now, so the session is shown as the next caller finds it. */
     if (how == SESSION_CALL)
         pbx__session_table_downgrade(s->sessions, e);
-    pbx__session_table_view(s->sessions, e, &v);
-    body = session_json(&v);
-    pbx__session_table_put(s->sessions, e, SESSION_READ, 0);
-    return pbx__http_send_json(c, ctx, s, status, body, 0);
-}
-
-/* {"reason": why} for a 410 (a new reference). */
-static json_t *gone_extra(unsigned why)
-{
-    return json_pack("{s:s}", "reason", pbx__session_table_why_name(why));
+    return pbx__http_send_json(c, ctx, s, status, pbx__sessions_show(s, e), 0);
 }
 
 /* Answer 410 for the ended session `e` (held, given back here as `how`). */
 static enum MHD_Result send_gone(struct pbx_server *s, struct MHD_Connection *c,
                                  struct request_ctx *ctx, struct session *e, enum session_take how)
 {
-    unsigned why = pbx__session_table_why(s->sessions, e);
-    char msg[160];
+    struct pbx_refusal no = {0};
 
-    pbx__session_table_put(s->sessions, e, how, 0);
-    snprintf(msg, sizeof(msg), "the session has ended (%s); open a new one",
-             pbx__session_table_why_name(why));
-    return send_error(s, c, ctx, "SessionDead", msg, 0, gone_extra(why));
+    pbx__sessions_gone(s, e, how, &no);
+    return pbx__http_send_refusal(c, ctx, s, &no);
 }
 
 /* ---- who, and their session ---- */
-
-/* Whose sessions a caller's are: its key's, the admin's, or its address's (`client`). */
-static void owner_of(const struct pbx_caller *who, const char *client, char *out, size_t len)
-{
-    if (who->keyed)
-        snprintf(out, len, "key:%s", who->key_name);
-    else if (who->admin)
-        snprintf(out, len, "admin");
-    else
-        snprintf(out, len, "ip:%s", client);
-}
 
 /*
  * The caller's session `id`, taken `how`: 0 with *out, or -1 after answering
@@ -283,100 +209,39 @@ static int take(struct pbx_server *s, struct MHD_Connection *c, struct request_c
                 const struct target *t, const char *owner, enum session_take how,
                 struct session **out, enum MHD_Result *ret)
 {
-    int rc = t->id_too_long ? -PBX_E_NOTFOUND
-                            : pbx__session_table_take(s->sessions, t->id, owner, how, out);
+    struct pbx_refusal no = {0};
 
-    if (rc == -PBX_E_NOTFOUND)
-        *ret = send_error(s, c, ctx, "NotFound", unknown_message(t->id), 0, NULL);
-    else if (rc == -PBX_E_BUSY)
-        *ret = send_error(s, c, ctx, "SessionBusy",
-                          "another call of this session is running; a session runs one at a time",
-                          1, NULL);
-    else if (rc == -PBX_E_GONE)
-        *ret = send_gone(s, c, ctx, *out, SESSION_READ);
-    return rc < 0 ? -1 : 0;
+    if (pbx__sessions_take(s, t->id, owner, how, out, &no) == 0)
+        return 0;
+    *ret = pbx__http_send_refusal(c, ctx, s, &no);
+    return -1;
 }
 
 /*
  * Answer the engine's refusal `err` of an operation on the session `e`
- * (held as `how`, given back here): by the error table, the session ended
- * first when the engine says it has.
+ * (held as `how`, given back here).
  */
 static enum MHD_Result send_engine_error(struct pbx_server *s, struct MHD_Connection *c,
                                          struct request_ctx *ctx, struct session *e,
                                          enum session_take how, struct pbx_error *err)
 {
-    const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, false);
-    enum MHD_Result ret;
+    struct pbx_refusal no = {0};
 
-    if (row->id == PBX_ERRTABLE_SESSION_DEAD) {
-        struct pbx_session_state st;
-
-        pbx_session_state(e->ps, &st);
-        pbx__session_table_end(s->sessions, e,
-                               st.ended != PBX_SESSION_ALIVE ? st.ended : PBX_SESSION_LOST);
-        ret = send_gone(s, c, ctx, e, how);
-    } else {
-        if (row->id == PBX_ERRTABLE_INTERNAL_SERVER_ERROR)
-            pbx_log(PBX_LOG_ERROR, "session %s: %s", e->id, err->msg);
-        pbx__session_table_put(s->sessions, e, how, 0);
-        ret =
-            send_error(s, c, ctx, row->type,
-                       row->id == PBX_ERRTABLE_INTERNAL_SERVER_ERROR ? "the execution engine failed"
-                                                                     : err->msg,
-                       0, NULL);
-    }
-    return ret;
+    pbx__sessions_engine_refusal(s, e, how, err, &no);
+    return pbx__http_send_refusal(c, ctx, s, &no);
 }
 
 /* ---- POST /v1/sessions ---- */
 
-/* Whose per-minute window a request counts against: "key:NAME" or "ip:ADDRESS", as execute.c's. */
-static void client_of(const struct pbx_caller *who, const struct request_ctx *ctx, char *out,
-                      size_t len)
-{
-    snprintf(out, len, "%s%s",
-             who->keyed ? "key:" : "ip:", who->keyed ? who->key_name : ctx->client);
-}
-
-/* A key's longest span is one a request may ask. */
-_Static_assert(PBX_CALLER_SPAN_MAX_S == PBX_REQUEST_SPAN_MAX_S, "a span's bounds are one");
-
-/*
- * A span asked (or `dflt`), checked against the caller's most (its key's, or
- * the server's): over it is a 400, as a timeout over the caller's limit is
- * on /v1/execute, never cut short unasked.  0, or -1 with *msg.
- */
-static int span(bool has, uint32_t asked, unsigned dflt, unsigned most, const char *field,
-                uint32_t *out, char *msg, size_t len)
-{
-    *out = has ? asked : dflt;
-    if (*out > most) {
-        snprintf(msg, len, "`%s` %u is over this caller's limit of %u s", field, (unsigned)*out,
-                 most);
-        return -1;
-    }
-    return 0;
-}
-
 static enum MHD_Result open_session(struct pbx_server *s, struct MHD_Connection *c,
-                                    struct request_ctx *ctx, const struct pbx_caller *who,
-                                    const char *owner)
+                                    struct request_ctx *ctx, const struct pbx_caller *who)
 {
-    const struct pbx_server_config *cfg = s->cfg;
     struct pbx_http_request req;
-    struct pbx_caller_ask ask;
-    struct pbx_limits limits;
     struct pbx_error *err = NULL;
-    struct pbx_session *ps = NULL;
+    struct pbx_refusal no = {0};
     const char *etype = "ValidationError";
-    const char *whose = NULL;
-    struct session *e;
-    uint32_t idle, life;
-    unsigned retry = 0;
     enum MHD_Result ret;
-    char client[340];
-    char msg[200];
+    json_t *body;
 
     if (pbx__request_parse_session(ctx->body.data, ctx->body.len, false, &s->caps, &req, &etype,
                                    &err) < 0) {
@@ -386,63 +251,10 @@ static enum MHD_Result open_session(struct pbx_server *s, struct MHD_Connection 
         return ret;
     }
     pbx_buf_release(&ctx->body);
-    ask = (struct pbx_caller_ask){.has_timeout = req.has_timeout,
-                                  .timeout_s = req.timeout_s,
-                                  .has_memory = req.has_memory,
-                                  .memory_mb = req.memory_mb};
-    if (pbx_caller_limits(&s->callers, who, &ask, &limits, &etype, &err) < 0) {
-        ret = send_error(s, c, ctx, etype, err->msg, 0, NULL);
-        goto out;
-    }
-    /* The caller's own spans: its key's longest, and the server's defaults within them. */
-    if (span(req.has_idle_ttl, req.idle_ttl_s, who->sessions.idle_ttl_s,
-             who->sessions.max_idle_ttl_s, "idle_ttl_s", &idle, msg, sizeof(msg)) < 0 ||
-        span(req.has_lifetime, req.max_lifetime_s, who->sessions.lifetime_s,
-             who->sessions.max_lifetime_s, "max_lifetime_s", &life, msg, sizeof(msg)) < 0) {
-        ret = send_error(s, c, ctx, "ValidationError", msg, 0, NULL);
-        goto out;
-    }
-    if (s->ex.session_open == NULL || cfg->sessions_max == 0) {
-        ret = send_error(s, c, ctx, "NotFound", "this server runs no sessions", 0, NULL);
-        goto out;
-    }
-    /* The caller's cap (its key's, else the server's per key or per client), then the total. */
-    e = pbx__session_table_reserve(s->sessions, owner,
-                                   who->keyed || who->admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS,
-                                   who->sessions.open, &retry, &whose);
-    if (e == NULL) {
-        snprintf(msg, sizeof(msg),
-                 "as many sessions are open as %s may have; end one (DELETE /v1/sessions/{id}) or "
-                 "wait for one to expire",
-                 whose);
-        ret = send_error(s, c, ctx, "SessionLimitExceeded", msg, retry, NULL);
-        goto out;
-    }
-    /* Opening one counts in the caller's per-minute window, as a request that runs code. */
-    client_of(who, ctx, client, sizeof(client));
-    if (!who->admin &&
-        !pbx__admit_rate(s->admit, client, who->rpm, pbx_clock_ms(CLOCK_REALTIME), &retry)) {
-        pbx__session_table_opened(s->sessions, e, NULL, NULL, 0, 0);
-        snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
-                 who->rpm);
-        ret = send_error(s, c, ctx, "RateLimitExceeded", msg, retry, NULL);
-        goto out;
-    }
-    if (s->ex.session_open(s->ex.arg, e->trust, &limits, req.files, req.nfiles, &ps, &err) < 0) {
-        const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, false);
-        bool internal = row->id == PBX_ERRTABLE_INTERNAL_SERVER_ERROR;
-
-        pbx__session_table_opened(s->sessions, e, NULL, NULL, 0, 0);
-        if (internal)
-            pbx_log(PBX_LOG_ERROR, "open a session: %s", err->msg);
-        ret = send_error(s, c, ctx, row->type, internal ? "the execution engine failed" : err->msg,
-                         0, NULL);
-        goto out;
-    }
-    pbx__session_table_opened(s->sessions, e, ps, &limits, idle, life);
-    ret = send_session(s, c, ctx, e, SESSION_READ, 201);
-out:
-    pbx_error_free(&err);
+    if (pbx__sessions_open(s, who, ctx->client, &req, &body, &no) < 0)
+        ret = pbx__http_send_refusal(c, ctx, s, &no);
+    else
+        ret = pbx__http_send_json(c, ctx, s, 201, body, 0);
     pbx__request_release(&req);
     return ret;
 }
@@ -461,7 +273,7 @@ static enum MHD_Result list_sessions(struct pbx_server *s, struct MHD_Connection
         struct session_view v;
 
         pbx__session_table_view(s->sessions, all[i], &v);
-        json_array_append_new(list, session_json(&v));
+        json_array_append_new(list, pbx__sessions_json(&v));
         pbx__session_table_put(s->sessions, all[i], SESSION_READ, 0);
     }
     free(all);
@@ -493,10 +305,12 @@ static enum MHD_Result patch_session(struct pbx_server *s, struct MHD_Connection
     if (take(s, c, ctx, t, owner, SESSION_READ, &e, &ret) < 0)
         return ret;
     pbx__session_table_view(s->sessions, e, &v);
-    if (span(req.has_idle_ttl, req.idle_ttl_s, v.idle_ttl_s, who->sessions.max_idle_ttl_s,
-             "idle_ttl_s", &idle, msg, sizeof(msg)) < 0 ||
-        span(req.has_lifetime, req.max_lifetime_s, v.lifetime_s, who->sessions.max_lifetime_s,
-             "max_lifetime_s", &life, msg, sizeof(msg)) < 0) {
+    if (pbx__sessions_span(req.has_idle_ttl, req.idle_ttl_s, v.idle_ttl_s,
+                           who->sessions.max_idle_ttl_s, "idle_ttl_s", &idle, msg,
+                           sizeof(msg)) < 0 ||
+        pbx__sessions_span(req.has_lifetime, req.max_lifetime_s, v.lifetime_s,
+                           who->sessions.max_lifetime_s, "max_lifetime_s", &life, msg,
+                           sizeof(msg)) < 0) {
         pbx__session_table_put(s->sessions, e, SESSION_READ, 0);
         return send_error(s, c, ctx, "ValidationError", msg, 0, NULL);
     }
@@ -517,18 +331,10 @@ static enum MHD_Result delete_session(struct pbx_server *s, struct MHD_Connectio
                                       struct request_ctx *ctx, const struct target *t,
                                       const char *owner)
 {
-    struct session *e = NULL;
-    int rc = t->id_too_long ? -PBX_E_NOTFOUND
-                            : pbx__session_table_take(s->sessions, t->id, owner, SESSION_READ, &e);
+    struct pbx_refusal no = {0};
 
-    if (rc == -PBX_E_NOTFOUND)
-        return send_error(s, c, ctx, "NotFound", unknown_message(t->id), 0, NULL);
-    /* Ended already: deleting it again changes nothing. */
-    if (rc == -PBX_E_GONE) {
-        pbx__session_table_put(s->sessions, e, SESSION_READ, 0);
-        return send_bytes(s, c, ctx, 204, NULL, 0, NULL);
-    }
-    pbx__session_table_delete(s->sessions, e);
+    if (pbx__sessions_end(s, owner, t->id, &no) < 0)
+        return pbx__http_send_refusal(c, ctx, s, &no);
     return send_bytes(s, c, ctx, 204, NULL, 0, NULL);
 }
 
@@ -569,53 +375,6 @@ static enum MHD_Result restart_session(struct pbx_server *s, struct MHD_Connecti
 
 /* ---- the files of /work ---- */
 
-/*
- * Refuse a path the engine need not see: empty, not UTF-8 (the answers name
- * it in JSON), or with a control character (NUL among them).
- */
-static bool path_ok(const char *path, char *msg, size_t len)
-{
-    if (*path == '\0') {
-        snprintf(msg, len, "the file path is empty");
-        return false;
-    }
-    if (!pbx_utf8_valid(path, strlen(path))) {
-        snprintf(msg, len, "the file path is not UTF-8");
-        return false;
-    }
-    for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
-            snprintf(msg, len, "the file path holds a control character");
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Whether /work holds a file at `path`, by the list of its files. */
-static bool file_exists(struct pbx_session *ps, const char *path)
-{
-    struct pbx_error *err = NULL;
-    json_t *list = NULL;
-    bool found = false;
-    size_t i;
-    json_t *f;
-
-    if (pbx_session_file_list(ps, &list, &err) < 0) {
-        pbx_error_free(&err);
-        return false;
-    }
-    json_array_foreach(list, i, f)
-    {
-        const char *p = json_string_value(json_object_get(f, "path"));
-
-        if (p != NULL && strcmp(p, path) == 0)
-            found = true;
-    }
-    json_decref(list);
-    return found;
-}
-
 static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
                                struct request_ctx *ctx, const struct target *t, const char *owner,
                                const char *method)
@@ -630,7 +389,7 @@ static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
     bool existed;
     int status;
 
-    if (t->op == OP_FILE && !path_ok(t->path, msg, sizeof(msg)))
+    if (t->op == OP_FILE && !pbx__sessions_path_ok(t->path, msg, sizeof(msg)))
         return send_error(s, c, ctx, "ValidationError", msg, 0, NULL);
     if (take(s, c, ctx, t, owner, SESSION_CALL, &e, &ret) < 0)
         return ret;
@@ -641,7 +400,7 @@ static enum MHD_Result file_op(struct pbx_server *s, struct MHD_Connection *c,
         return pbx__http_send_json(c, ctx, s, 200, json_pack("{s:o}", "files", list), 0);
     }
     if (is(method, "PUT")) {
-        existed = file_exists(e->ps, t->path);
+        existed = pbx__sessions_file_exists(e->ps, t->path);
         if (pbx_session_file_put(e->ps, t->path, ctx->body.data ? ctx->body.data : "",
                                  ctx->body.len, &err) < 0)
             goto fail;
@@ -676,131 +435,12 @@ fail:
 
 /* ---- POST /v1/sessions/{id}/execute: hooks into execute.c's pipeline ---- */
 
-/* One call of a session, as the hooks see it: the handler's, then the stream's if streamed. */
-struct call {
-    struct pbx_server *s;           /* the server */
-    char client[64];                /* the client's address, as the request had it */
-    struct target t;                /* its URL */
-    struct session *e;              /* claim: the session, taken for the call */
-    struct pbx_session_call result; /* run: what the call did to it */
-    unsigned gone;                  /* claim, run: why it had ended, when it had */
-};
-
-static int call_claim(void *arg, const struct pbx_http_request *req, const struct pbx_caller *who,
-                      struct pbx_limits *limits, const char **etype, unsigned *retry_after,
-                      struct pbx_error **err)
-{
-    struct call *k = arg;
-    char owner[320];
-    int rc;
-
-    owner_of(who, k->client, owner, sizeof(owner));
-    rc = k->t.id_too_long
-             ? -PBX_E_NOTFOUND
-             : pbx__session_table_take(k->s->sessions, k->t.id, owner, SESSION_CALL, &k->e);
-    if (rc == -PBX_E_GONE) {
-        k->gone = pbx__session_table_why(k->s->sessions, k->e);
-        pbx__session_table_put(k->s->sessions, k->e, SESSION_READ, 0);
-        k->e = NULL;
-        *etype = "SessionDead";
-        return pbx_error_set(err, PBX_E_GONE, "the session has ended (%s); open a new one",
-                             pbx__session_table_why_name(k->gone));
-    }
-    if (rc == -PBX_E_BUSY) {
-        *etype = "SessionBusy";
-        *retry_after = 1;
-        return pbx_error_set(err, PBX_E_BUSY,
-                             "another call of this session is running; a session runs one at a "
-                             "time");
-    }
-    if (rc < 0) {
-        *etype = "NotFound";
-        return pbx_error_set(err, PBX_E_NOTFOUND, "%s", unknown_message(k->t.id));
-    }
-    /* The call's time limits are its own when it asks, else the session's; the rest the session's.
-     */
-    if (!req->has_timeout) {
-        limits->wall_ms = k->e->limits.wall_ms;
-        limits->cpu_ms = k->e->limits.cpu_ms;
-    }
-    limits->memory_bytes = k->e->limits.memory_bytes;
-    limits->pids = k->e->limits.pids;
-    limits->disk_bytes = k->e->limits.disk_bytes;
-    limits->disk_inodes = k->e->limits.disk_inodes;
-    return 0;
-}
-
-static int call_run(void *arg, const struct pbx_exec_request *req, struct pbx_exec_result *res,
-                    struct pbx_error **err)
-{
-    struct call *k = arg;
-    int rc = pbx_session_execute(k->e->ps, req, res, &k->result, err);
-
-    if (rc < 0 && (*err)->code == PBX_E_GONE) {
-        struct pbx_session_state st;
-
-        pbx_session_state(k->e->ps, &st);
-        k->gone = st.ended != PBX_SESSION_ALIVE ? st.ended : PBX_SESSION_LOST;
-        pbx__session_table_end(k->s->sessions, k->e, k->gone);
-    } else if (rc == 0 && (k->result.ended != PBX_SESSION_ALIVE || !k->result.state_preserved)) {
-        /* It ended during the call: it is closed as the call gives it back. */
-        pbx__session_table_end(k->s->sessions, k->e,
-                               k->result.ended != PBX_SESSION_ALIVE ? k->result.ended
-                                                                    : PBX_SESSION_CRASHED);
-    }
-    return rc;
-}
-
-static json_t *call_refusal(void *arg, int code)
-{
-    struct call *k = arg;
-
-    return code == PBX_E_GONE || code == -PBX_E_GONE ? gone_extra(k->gone) : NULL;
-}
-
-static void call_answer(void *arg, json_t *body)
-{
-    struct call *k = arg;
-    unsigned why;
-
-    why = pbx__session_table_why(k->s->sessions, k->e);
-    json_object_set_new(body, "execution_count",
-                        json_integer((json_int_t)k->result.execution_count));
-    json_object_set_new(body, "state_preserved", json_boolean(k->result.state_preserved));
-    json_object_set_new(body, "session",
-                        json_pack("{s:s, s:s, s:o}", "id", k->e->id, "status",
-                                  why != SESSION_LIVE ? "dead" : "idle", "dead_reason",
-                                  why != SESSION_LIVE
-                                      ? json_string(pbx__session_table_why_name(why))
-                                      : json_null()));
-}
-
-static void call_release(void *arg)
-{
-    struct call *k = arg;
-
-    if (k->e != NULL)
-        pbx__session_table_put(k->s->sessions, k->e, SESSION_CALL, k->result.execution_count);
-    free(k);
-}
-
 static enum MHD_Result execute_in(struct pbx_server *s, struct MHD_Connection *c,
                                   struct request_ctx *ctx, const struct target *t)
 {
-    struct call *k = xcalloc(1, sizeof(*k));
-    const struct pbx_execute_hooks hooks = {
-        .claim = call_claim,
-        .run = call_run,
-        .refusal = call_refusal,
-        .answer = call_answer,
-        .release = call_release,
-        .arg = k, /* freed by call_release() */
-    };
+    struct pbx_execute_hooks hooks;
 
-    k->s = s;
-    k->t = *t;
-    snprintf(k->client, sizeof(k->client), "%s", ctx->client);
-
+    pbx__sessions_call_hooks(s, ctx->client, t->id, &hooks);
     return pbx__execute_handle_session(s, c, ctx, &hooks);
 }
 
@@ -835,11 +475,10 @@ enum MHD_Result pbx__sessions_handle(struct pbx_server *s, struct MHD_Connection
         pbx_caller_release(&who);
         return ret;
     }
-    owner_of(&who, ctx->client, owner, sizeof(owner));
+    pbx__sessions_owner(&who, ctx->client, owner, sizeof(owner));
     switch (t.op) {
     case OP_LIST:
-        ret = is(method, "POST") ? open_session(s, c, ctx, &who, owner)
-                                 : list_sessions(s, c, ctx, owner);
+        ret = is(method, "POST") ? open_session(s, c, ctx, &who) : list_sessions(s, c, ctx, owner);
         break;
     case OP_ONE:
         if (is(method, "PATCH")) {
@@ -854,7 +493,7 @@ enum MHD_Result pbx__sessions_handle(struct pbx_server *s, struct MHD_Connection
 
             /* A session that ended is shown dead, with why, while its tombstone lasts. */
             if (rc == -PBX_E_NOTFOUND)
-                ret = send_error(s, c, ctx, "NotFound", unknown_message(t.id), 0, NULL);
+                ret = send_error(s, c, ctx, "NotFound", pbx__sessions_unknown(t.id), 0, NULL);
             else
                 ret = send_session(s, c, ctx, e, SESSION_READ, 200);
         }
