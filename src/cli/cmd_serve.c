@@ -67,6 +67,12 @@ static void help(void)
            "  --sessions CLIENT:KEY:TOTAL  sessions open at once: of one anonymous client\n"
            "                           address, of one key (or the admin), of the server\n"
            "                           (PYBOX_SESSIONS; 4:16:64; a TOTAL of 0: no sessions)\n"
+           "  --mcp on|keyed|off       the Model Context Protocol at /mcp: for every caller,\n"
+           "                           for callers with an API key only, or off (PYBOX_MCP; on)\n"
+           "  --mcp-allowed-hosts LIST host names /mcp answers to besides IP addresses,\n"
+           "                           localhost and the --listen host, comma-separated, or *\n"
+           "                           (PYBOX_MCP_ALLOWED_HOSTS); a Host or Origin naming any\n"
+           "                           other is refused 403, against DNS rebinding\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
@@ -135,7 +141,21 @@ enum {
     OPT_SESSION_MAX_IDLE,
     OPT_SESSION_MAX_LIFE,
     OPT_SESSIONS,
+    OPT_MCP,
+    OPT_MCP_HOSTS,
 };
+
+/* --mcp's value. */
+static enum pbx_mcp_access mcp_access(const char *v, const char *what)
+{
+    if (strcmp(v, "on") == 0)
+        return PBX_MCP_ON;
+    if (strcmp(v, "keyed") == 0)
+        return PBX_MCP_KEYED;
+    if (strcmp(v, "off") == 0)
+        return PBX_MCP_OFF;
+    pbx_usage_error("serve", "%s `%s` is not on, keyed or off", what, v);
+}
 
 /* A session's span, seconds: 1 to a year, as a session's request may ask. */
 static unsigned session_span(const char *v, const char *what)
@@ -274,6 +294,8 @@ int pbx_cmd_serve(int argc, char **argv)
         {"session-max-idle-ttl", required_argument, NULL, OPT_SESSION_MAX_IDLE},
         {"session-max-lifetime", required_argument, NULL, OPT_SESSION_MAX_LIFE},
         {"sessions", required_argument, NULL, OPT_SESSIONS},
+        {"mcp", required_argument, NULL, OPT_MCP},
+        {"mcp-allowed-hosts", required_argument, NULL, OPT_MCP_HOSTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -315,6 +337,10 @@ int pbx_cmd_serve(int argc, char **argv)
     }
     if ((v = getenv("PYBOX_CORS_ORIGINS")) != NULL)
         cfg.cors_origins = v;
+    if ((v = getenv("PYBOX_MCP")) != NULL)
+        cfg.mcp = mcp_access(v, "PYBOX_MCP");
+    if ((v = getenv("PYBOX_MCP_ALLOWED_HOSTS")) != NULL)
+        cfg.mcp_allowed_hosts = v;
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
     if ((v = getenv("PYBOX_QUEUE")) != NULL)
@@ -439,6 +465,12 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_SESSIONS:
             set_sessions(&cfg, "--sessions", optarg);
+            break;
+        case OPT_MCP:
+            cfg.mcp = mcp_access(optarg, "--mcp");
+            break;
+        case OPT_MCP_HOSTS:
+            cfg.mcp_allowed_hosts = optarg;
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

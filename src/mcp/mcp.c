@@ -52,6 +52,41 @@ static void cancel_fire(struct pbx_mcp_cancel *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Append `n` bytes of `name` to l->modules at *off, when they fit with their space. */
+static bool add_module(struct pbx_mcp_limits *l, size_t *off, const char *name, size_t n)
+{
+    size_t need = n + (*off > 0);
+
+    if (n == 0 || *off + need >= sizeof(l->modules))
+        return n == 0;
+    if (*off > 0)
+        l->modules[(*off)++] = ' ';
+    memcpy(l->modules + *off, name, n);
+    *off += n;
+    l->modules[*off] = '\0';
+    return true;
+}
+
+void pbx_mcp_limits_modules(struct pbx_mcp_limits *l, const char *const *names, const char *more)
+{
+    size_t off = 0;
+
+    l->modules[0] = '\0';
+    for (size_t i = 0; names != NULL && names[i] != NULL; i++) {
+        if (!add_module(l, &off, names[i], strlen(names[i])))
+            return;
+    }
+    while (more != NULL && *more != '\0') {
+        size_t n;
+
+        more += strspn(more, " ");
+        n = strcspn(more, " ");
+        if (!add_module(l, &off, more, n))
+            return;
+        more += n;
+    }
+}
+
 struct pbx_mcp *pbx_mcp_new(const struct pbx_mcp_backend *backend,
                             const struct pbx_mcp_options *opts)
 {
@@ -342,6 +377,21 @@ static char *accept_call(struct pbx_mcp *m, json_t *id, json_t *params, struct p
     pthread_mutex_unlock(&m->lock);
     *out = c;
     return NULL;
+}
+
+const char *pbx_mcp_version(struct pbx_mcp *m)
+{
+    const char *v;
+
+    pthread_mutex_lock(&m->lock);
+    v = m->version;
+    pthread_mutex_unlock(&m->lock);
+    return v;
+}
+
+bool pbx_mcp_call_wants_progress(const struct pbx_mcp_call *c)
+{
+    return c->progress != NULL;
 }
 
 void pbx_mcp_call_set_context(struct pbx_mcp_call *c, void *ctx)

@@ -93,6 +93,12 @@ struct pbx_mcp_limits {
 };
 
 /*
+ * Fill l->modules with `names` (NULL-terminated) and then the names of
+ * `more` (space-separated; NULL for none), one space apart, as many as fit.
+ */
+void pbx_mcp_limits_modules(struct pbx_mcp_limits *l, const char *const *names, const char *more);
+
+/*
  * How the module reaches pybox.  Every function but describe gets the
  * backend's `arg` and the call's `ctx` (pbx_mcp_call_set_context(): the
  * transport's word on who asks, for a server that serves many callers) and
@@ -197,6 +203,12 @@ void pbx_mcp_call_free(struct pbx_mcp *mcp, struct pbx_mcp_call *call);
 /* pbx_mcp_accept() and, for a call, pbx_mcp_call_run() on this thread. */
 char *pbx_mcp_handle(struct pbx_mcp *mcp, const char *bytes, size_t len, pbx_mcp_send_fn send,
                      void *arg);
+
+/* The protocol version initialize settled, or NULL before one succeeded. */
+const char *pbx_mcp_version(struct pbx_mcp *mcp);
+
+/* Whether the accepted call asked for progress notifications (_meta.progressToken). */
+bool pbx_mcp_call_wants_progress(const struct pbx_mcp_call *call);
 
 /* Cancel every call in flight (the transport is closing). */
 void pbx_mcp_cancel_all(struct pbx_mcp *mcp);

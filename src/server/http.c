@@ -84,7 +84,8 @@ void pbx__http_add_headers(struct MHD_Response *r, struct MHD_Connection *c,
     MHD_add_response_header(r, "X-Request-Id", ctx->id);
     if (allowed_origin(s, c) != NULL)
         MHD_add_response_header(r, "Access-Control-Allow-Origin", allowed_origin(s, c));
-    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id, Retry-After");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers",
+                            "X-Request-Id, Retry-After, Mcp-Session-Id");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     if (strcmp(s->cfg->cors_origins, "*") != 0)
         MHD_add_response_header(r, "Vary", "Origin");
@@ -311,7 +312,8 @@ static enum MHD_Result handle_preflight(struct pbx_server *s, struct MHD_Connect
     MHD_add_response_header(r, "Access-Control-Allow-Methods",
                             "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
     MHD_add_response_header(r, "Access-Control-Allow-Headers",
-                            "Content-Type, Authorization, X-API-Key");
+                            "Content-Type, Authorization, X-API-Key, Accept, Mcp-Session-Id, "
+                            "MCP-Protocol-Version, Last-Event-ID");
     MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     MHD_add_response_header(r, "X-Request-Id", ctx->id);
     ret = MHD_queue_response(c, 204, r);
@@ -379,6 +381,8 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
         return pbx__info_handle(s, c, ctx);
     case R_SESSIONS:
         return pbx__sessions_handle(s, c, ctx, url, method);
+    case R_MCP:
+        return pbx__mcp_http_handle(s, c, ctx, method);
     case R_DOCS:
     case R_ASSETS:
         if (pbx__web_lookup(url) == NULL)
@@ -462,7 +466,8 @@ static enum MHD_Result refuse_early(struct pbx_server *s, struct MHD_Connection 
         snprintf(msg, sizeof(msg), "the request body is over %zu bytes", s->cfg->max_body);
         return pbx__http_send_error(c, ctx, s, "PayloadTooLarge", msg, 0, NULL);
     }
-    if (ctx->route == R_SESSIONS && ctx->body_cap > 0 && announced > ctx->body_cap) {
+    if ((ctx->route == R_SESSIONS || ctx->route == R_MCP) && ctx->body_cap > 0 &&
+        announced > ctx->body_cap) {
         ctx->too_large = true;
         snprintf(msg, sizeof(msg), "the request body is %llu bytes; this request takes at most %zu",
                  announced, ctx->body_cap);
@@ -562,6 +567,8 @@ enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const 
             ctx->body_cap = s->max_valid_body;
         else if (ctx->route == R_SESSIONS)
             ctx->body_cap = pbx__sessions_body_cap(s, url, method);
+        else if (ctx->route == R_MCP && strcmp(method, "POST") == 0)
+            ctx->body_cap = s->max_valid_body; /* one message: a run's files ride in it */
         snprintf(ctx->method, sizeof(ctx->method), "%s", method);
         snprintf(ctx->path, sizeof(ctx->path), "%s", url);
         pbx__admit_client(s->admit, ci ? ci->client_addr : NULL,

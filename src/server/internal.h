@@ -332,6 +332,20 @@ void pbx__stream_event(struct stream *st, const char *name, json_t *data);
 void pbx__stream_on_output(enum pbx_stream which, const char *data, size_t len, void *arg);
 void pbx__stream_on_display(const json_t *output, void *arg);
 
+/*
+ * The same without `start` and `end` (a stream of MCP messages): the work
+ * sends every event itself and its return value is dropped.
+ */
+int pbx__stream_start_bare(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                           pbx_stream_work_fn work, pbx_stream_done_fn done, void *arg,
+                           enum MHD_Result *ret, struct pbx_error **err);
+
+/*
+ * Send the event `name` whose data is `len` bytes of compact JSON text
+ * (copied; one line), as pbx__stream_event() does.
+ */
+void pbx__stream_text(struct stream *st, const char *name, const char *json, size_t len);
+
 /* The descriptor that turns readable once the client is gone: an execution's cancel_fd. */
 int pbx__stream_cancel_fd(const struct stream *st);
 
@@ -432,6 +446,16 @@ void pbx__multipart_feed(struct multipart *m, const char *data, size_t size);
  */
 int pbx__multipart_finish(struct multipart *m, struct pbx_http_request *out,
                           struct pbx_request_shape *shape, struct pbx_error **err);
+
+/* ---- mcp_http.c: /mcp ---- */
+
+/* A request to /mcp: the Model Context Protocol over Streamable HTTP. */
+enum MHD_Result pbx__mcp_http_handle(struct pbx_server *s, struct MHD_Connection *c,
+                                     struct request_ctx *ctx, const char *method);
+
+/* The MCP sessions' table, and its end (every MCP session ended: no request may run). */
+struct mcp_table *pbx__mcp_table_new(void);
+void pbx__mcp_table_free(struct mcp_table *t);
 
 /* ---- compat.c: the answers of the compatible endpoints ---- */
 

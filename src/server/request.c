@@ -1167,3 +1167,18 @@ int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request
     memset(&f->req, 0, sizeof(f->req));
     return 0;
 }
+
+int pbx__request_set_code(struct pbx_http_request *r, const char *code, size_t len,
+                          struct pbx_error **err)
+{
+    free(r->code);
+    r->code = xstrndup(code, len);
+    r->code_len = len;
+    return finish_code(r, err);
+}
+
+int pbx__request_add_return(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                            const char *name, struct pbx_error **err)
+{
+    return add_return_name(r, caps, r->nreturn, name, strlen(name), err);
+}

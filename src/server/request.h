@@ -121,6 +121,18 @@ int pbx__request_parse_session_call(const char *body, size_t len,
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
                           const char *name, const void *data, size_t size, struct pbx_error **err);
 
+/*
+ * The request's code (copied), checked as a body's is: present, no NUL,
+ * UTF-8, not blank; its characters counted.  For a request that arrives
+ * another way than a body (MCP's run_python).
+ */
+int pbx__request_set_code(struct pbx_http_request *r, const char *code, size_t len,
+                          struct pbx_error **err);
+
+/* Add a name to return (copied), checked as `return_files`' names are. */
+int pbx__request_add_return(struct pbx_http_request *r, const struct pbx_request_caps *caps,
+                            const char *name, struct pbx_error **err);
+
 /* Decode strict base64 (standard alphabet, padding required, no whitespace) into a new buffer. */
 int pbx__request_base64(const char *text, size_t len, size_t max, char **out, size_t *outlen);
 

@@ -181,6 +181,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     s->sessions = pbx__session_table_new(&(struct session_caps){
         .total = cfg->sessions_max,
     });
+    s->mcp = pbx__mcp_table_new();
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
     for (size_t i = 0; i < cfg->nproxies; i++) {
         if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0) {
@@ -319,7 +320,11 @@ void pbx__server_free(struct pbx_server *s)
         return;
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
-    /* No request runs now: every session is closed, before the engines are stopped. */
+    /*
+     * No request runs now: every MCP session ends (and the sessions opened
+     * through it), then every other session, before the engines are stopped.
+     */
+    pbx__mcp_table_free(s->mcp);
     pbx__session_table_free(s->sessions);
     pbx__watch_stop(s);
     pbx__admit_free(s->admit);

@@ -14,6 +14,13 @@
 
 #define PBX_SERVER_MAX_PROXIES 32
 
+/* Who may use /mcp. */
+enum pbx_mcp_access {
+    PBX_MCP_ON,    /* every caller, as its policy says (the anonymous one without a key) */
+    PBX_MCP_KEYED, /* callers with a key (or the admin key) only */
+    PBX_MCP_OFF,   /* nobody: /mcp is a 404 */
+};
+
 struct pbx_server_config {
     const char *listen;                          /* "HOST:PORT"; port 0 picks a free one */
     const char *data_dir;                        /* holds pybox.db unless store_uri is set */
@@ -55,6 +62,11 @@ struct pbx_server_config {
     unsigned sessions_per_client;    /* open sessions of one anonymous client address */
     unsigned sessions_per_key;       /* of one key (and of the admin) */
     unsigned sessions_max;           /* of the whole server (0: no sessions) */
+
+    /* MCP at /mcp. */
+    enum pbx_mcp_access mcp;       /* who may use it */
+    const char *mcp_allowed_hosts; /* Host names it answers besides IP addresses, loopback */
+                                   /* and the listen host: comma-separated, "*" any, or NULL */
 };
 
 void pbx_server_config_default(struct pbx_server_config *cfg);

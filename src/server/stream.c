@@ -85,6 +85,7 @@ struct stream {
     void *arg;                 /* theirs */
     pthread_t thread;          /* the worker */
     bool threaded;             /* the worker was started (to join) */
+    bool bare;                 /* no `start` and no `end`: the work sends every event */
     size_t held;               /* the request's share of the memory budget, taken over */
     unsigned stall_ms;         /* the worker waits this long for room, at most (0: no limit) */
     unsigned keepalive_ms;     /* a comment after this long without a byte sent */
@@ -375,6 +376,13 @@ void pbx__stream_event(struct stream *st, const char *name, json_t *data)
     send_event(st, ev);
 }
 
+void pbx__stream_text(struct stream *st, const char *name, const char *json, size_t len)
+{
+    /* Compact JSON is one line: a line break would end the event's data early. */
+    PBX_ASSERT(memchr(json, '\n', len) == NULL && memchr(json, '\r', len) == NULL);
+    send_event(st, event_new(name, xmemdup(json, len), len));
+}
+
 void pbx__stream_on_display(const json_t *output, void *arg)
 {
     const char *type = json_string_value(json_object_get(output, "type"));
@@ -404,19 +412,21 @@ static void *worker(void *arg)
     struct stream *st = arg;
     json_t *end = st->work(st, st->arg);
     json_t *error = json_object_get(end, "error");
-    struct event *error_ev = json_is_object(error) ? event_of("error", error) : NULL;
-    struct event *end_ev;
+    struct event *error_ev = json_is_object(error) && !st->bare ? event_of("error", error) : NULL;
+    struct event *end_ev = NULL;
 
     if (end == NULL)
         end = json_object();
-    end_ev = event_of("end", end);
+    if (!st->bare)
+        end_ev = event_of("end", end);
     json_decref(end);
     st->done(st->arg);
     pthread_mutex_lock(&st->lock);
     flush_all_locked(st);
     if (error_ev != NULL)
         push_locked(st, error_ev, true);
-    push_locked(st, end_ev, true);
+    if (end_ev != NULL)
+        push_locked(st, end_ev, true);
     st->over = true;
     wake(st);
     pthread_mutex_unlock(&st->lock);
@@ -536,9 +546,9 @@ static void free_stream(void *cls)
     free(st);
 }
 
-int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
-                      json_t *start, pbx_stream_work_fn work, pbx_stream_done_fn done, void *arg,
-                      enum MHD_Result *ret, struct pbx_error **err)
+static int start_stream(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        bool bare, json_t *start, pbx_stream_work_fn work, pbx_stream_done_fn done,
+                        void *arg, enum MHD_Result *ret, struct pbx_error **err)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -567,6 +577,7 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
     st->work = work;
     st->done = done;
     st->arg = arg;
+    st->bare = bare;
     st->stall_ms = s->cfg->client_timeout_s * 1000u;
     /*
      * libmicrohttpd drops a connection idle for client_timeout_s, counted
@@ -582,12 +593,14 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&st->room, &attr);
     pthread_condattr_destroy(&attr);
-    if (start == NULL)
-        start = json_object();
-    json_object_set_new(start, "request_id", json_string(ctx->id));
-    st->head = st->tail = event_of("start", start);
-    st->queued = st->head->len;
-    json_decref(start);
+    if (!bare) {
+        if (start == NULL)
+            start = json_object();
+        json_object_set_new(start, "request_id", json_string(ctx->id));
+        st->head = st->tail = event_of("start", start);
+        st->queued = st->head->len;
+        json_decref(start);
+    }
 
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, BLOCK_BYTES, reader, st, free_stream);
     if (r == NULL) {
@@ -614,4 +627,18 @@ int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct req
         ctx->status = 200;
     }
     return 0;
+}
+
+int pbx__stream_start(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                      json_t *start, pbx_stream_work_fn work, pbx_stream_done_fn done, void *arg,
+                      enum MHD_Result *ret, struct pbx_error **err)
+{
+    return start_stream(s, c, ctx, false, start, work, done, arg, ret, err);
+}
+
+int pbx__stream_start_bare(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                           pbx_stream_work_fn work, pbx_stream_done_fn done, void *arg,
+                           enum MHD_Result *ret, struct pbx_error **err)
+{
+    return start_stream(s, c, ctx, true, NULL, work, done, arg, ret, err);
 }
