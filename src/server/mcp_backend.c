@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -124,10 +125,16 @@ static int build(struct pbx_server *s, const struct pbx_mcp_run *run, struct pbx
     return 0;
 }
 
-static int be_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **result,
-                  struct pbx_error **err)
+/* How long a call of a busy session waits for the call before it (one cancelled, unwinding). */
+#define BUSY_WAIT_MS 3000
+
+/*
+ * One attempt of the run: 0 with *result, or -1 with *err; *busy when the
+ * session was busy (nothing ran, nothing was charged).
+ */
+static int run_once(const struct mcp_asker *a, const struct pbx_mcp_run *run, int cancel,
+                    char **result, bool *busy, struct pbx_error **err)
 {
-    const struct mcp_asker *a = ctx;
     struct pbx_server *s = a->s;
     struct pbx_http_request req = {0};
     struct pbx_execute_hooks hooks;
@@ -139,13 +146,12 @@ static int be_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **re
         .req = &req,
         .on_output = on_output,
         .on_output_arg = (void *)run,
-        .cancel_fd = -1,
+        .cancel_fd = cancel,
     };
     json_t *out = NULL;
-    int cancel = -1;
     int rc;
 
-    (void)arg;
+    *busy = false;
     if (build(s, run, &req, err) < 0) {
         pbx__request_release(&req);
         return -1;
@@ -156,36 +162,47 @@ static int be_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **re
         pbx__sessions_call_hooks(s, a->client, run->session_id, &hooks);
         d.hooks = &hooks; /* released by the pipeline, whatever happens */
     }
-    cancel = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (cancel < 0) {
-        rc = pbx_error_set(err, errno, "create the run's cancel");
-        if (d.hooks != NULL)
-            hooks.release(hooks.arg);
-        pbx__request_release(&req);
-        return rc;
-    }
-    d.cancel_fd = cancel;
-    if (!pbx_mcp_cancel_set_hook(run->cancel, fire, &cancel)) {
-        if (d.hooks != NULL)
-            hooks.release(hooks.arg);
-        pbx__request_release(&req);
-        close(cancel);
-        return pbx_error_set(err, PBX_E_GONE, "cancelled");
-    }
     rc = pbx__execute_direct(s, &d, &out, &no);
-    pbx_mcp_cancel_set_hook(run->cancel, NULL, NULL);
-    close(cancel);
     pbx__request_release(&req);
+    pbx__server_budget_release(s, &rctx);
     if (rc < 0) {
-        pbx__server_budget_release(s, &rctx);
+        *busy = no.type != NULL && strcmp(no.type, "SessionBusy") == 0;
         return refused(&no, err);
     }
     *result = json_dumps(out, JSON_COMPACT);
     json_decref(out);
-    pbx__server_budget_release(s, &rctx);
     if (*result == NULL)
         return pbx_error_set(err, PBX_E_ENGINE, "the result could not be encoded");
     return 0;
+}
+
+static int be_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char **result,
+                  struct pbx_error **err)
+{
+    uint64_t until = pbx_clock_ms(CLOCK_MONOTONIC) + BUSY_WAIT_MS;
+    int cancel = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    bool busy = false;
+    int rc;
+
+    (void)arg;
+    if (cancel < 0)
+        return pbx_error_set(err, errno, "create the run's cancel");
+    if (!pbx_mcp_cancel_set_hook(run->cancel, fire, &cancel)) {
+        close(cancel);
+        return pbx_error_set(err, PBX_E_GONE, "cancelled");
+    }
+    for (;;) {
+        rc = run_once(ctx, run, cancel, result, &busy, err);
+        /* A session's call waits for the one before it to give the session back. */
+        if (rc == 0 || !busy || pbx_mcp_cancel_requested(run->cancel) ||
+            pbx_clock_ms(CLOCK_MONOTONIC) >= until)
+            break;
+        pbx_error_free(err);
+        nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
+    }
+    pbx_mcp_cancel_set_hook(run->cancel, NULL, NULL);
+    close(cancel);
+    return rc;
 }
 
 /* ---- sessions ---- */

@@ -380,6 +380,8 @@ static enum MHD_Result send_rpc_error(struct pbx_server *s, struct MHD_Connectio
     MHD_add_response_header(r, "Content-Type", "application/json");
     if (status == 401)
         MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"pybox\"");
+    if (status == 405)
+        MHD_add_response_header(r, "Allow", "POST, DELETE");
     pbx__http_add_headers(r, c, ctx, s);
     ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
