@@ -68,9 +68,9 @@ export async function stopServer(child) {
   return result;
 }
 
-/* A new API key in the store of DATA (`pybox keys create`): its token. */
-export function createKey(data, name) {
-  const out = execFileSync(PYBOX, ['keys', 'create', '--name', name, '--data', data],
+/* A new API key in the store of DATA (`pybox keys create`, policy options `args`): its token. */
+export function createKey(data, name, args = []) {
+  const out = execFileSync(PYBOX, ['keys', 'create', '--name', name, '--data', data, ...args],
     { env: cleanEnv(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   const token = out.trim();
   assert.ok(token.length >= 16 && !/\s/.test(token), `pybox keys create printed ${JSON.stringify(out)}`);
