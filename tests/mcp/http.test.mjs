@@ -106,7 +106,7 @@ before(async () => {
 after(async () => {
   if (client) await client.close();
   if (srv) {
-    const [code] = await stopServer(srv.child);
+    const [code] = await stopServer(srv);
     assert.equal(code, 0, srv.log());
   }
 });
@@ -449,7 +449,7 @@ test('--mcp keyed refuses anonymous callers with 401; --mcp-allowed-hosts and --
     assert.equal(await postWithHost(keyed.base, `127.0.0.1:${port}`,
       { ...admin, origin: 'http://evil.example' }), 403);
   } finally {
-    assert.equal((await stopServer(keyed.child))[0], 0, keyed.log());
+    assert.equal((await stopServer(keyed))[0], 0, keyed.log());
   }
   const off = await startServer(ADMIN, ['--mcp', 'off', '--no-preload', '--spares', '0:0']);
   try {
@@ -459,6 +459,6 @@ test('--mcp keyed refuses anonymous callers with 401; --mcp-allowed-hosts and --
     assert.equal(res.status, 404);
     await res.body?.cancel();
   } finally {
-    assert.equal((await stopServer(off.child))[0], 0, off.log());
+    assert.equal((await stopServer(off))[0], 0, off.log());
   }
 });

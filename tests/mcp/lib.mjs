@@ -24,7 +24,7 @@ export function cleanEnv(extra = {}) {
 
 /*
  * Start `pybox serve --listen 127.0.0.1:0` with its data in a new temporary directory, the admin
- * key `adminKey` and `args`; resolves with {child, base, data, log()} once it wrote its URL.
+ * key `adminKey` and `args`; resolves with {child, base, data, tmp, log()} once it wrote its URL.
  */
 export function startServer(adminKey, args = []) {
   assert.ok(fs.existsSync(PYBOX), `pybox binary not found at ${PYBOX}: build it or set PYBOX`);
@@ -56,15 +56,20 @@ export function startServer(adminKey, args = []) {
   });
 }
 
-/* SIGTERM the server and wait for it (30 s at most); resolves with [code, signal]. */
-export async function stopServer(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return [child.exitCode, child.signalCode];
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
-  child.kill('SIGTERM');
-  let timer = null;
-  const late = new Promise((resolve) => { timer = setTimeout(() => resolve(['no exit within 30 s', null]), 30000); });
-  const result = await Promise.race([exited, late]);
-  clearTimeout(timer);
+/* SIGTERM the server of startServer() and wait for it (30 s at most); its temporary directory
+ * is removed. Resolves with [code, signal]. */
+export async function stopServer(srv) {
+  const { child } = srv;
+  let result = [child.exitCode, child.signalCode];
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
+    child.kill('SIGTERM');
+    let timer = null;
+    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(['no exit within 30 s', null]), 30000); });
+    result = await Promise.race([exited, late]);
+    clearTimeout(timer);
+  }
+  if (result[0] !== 'no exit within 30 s') fs.rmSync(srv.tmp, { recursive: true, force: true });
   return result;
 }
 
