@@ -26,7 +26,8 @@
  * Conventions, for every function below:
  *
  * - Handles are opaque (struct pybox_client, struct pybox_exec,
- *   struct pybox_result, struct pybox_error); each has one owner, who frees it
+ *   struct pybox_result, struct pybox_error, struct pybox_session,
+ *   struct pybox_cancel); each has one owner, who frees it
  *   with its _free function.  Freeing NULL does nothing.
  * - A fallible function returns enum pybox_code: PYBOX_OK (0) on success, a
  *   positive code otherwise.  Those that take `struct pybox_error **err` also
@@ -67,6 +68,7 @@ struct pybox_exec;
 struct pybox_result;
 struct pybox_error;
 struct pybox_session;
+struct pybox_cancel;
 
 /*
  * What this header has beyond 0.1's first API, for #if: sessions, streaming
@@ -82,6 +84,12 @@ struct pybox_session;
  * lifetime as a server ends its own.
  */
 #define PYBOX_HAVE_SESSION_EXTEND 1
+
+/*
+ * And since: a run cancelled from another thread (struct pybox_cancel,
+ * pybox_exec_set_cancel(), PYBOX_E_CANCELLED).
+ */
+#define PYBOX_HAVE_CANCEL 1
 
 /* ---- Errors ---- */
 
@@ -109,10 +117,11 @@ enum pybox_code {
                               /* pybox_session_dead_reason() */
     PYBOX_E_NOT_FOUND = 16,   /* no such session or session file (HTTP 404, or locally); */
                               /* or no such endpoint: the URL is not a pybox server's */
+    PYBOX_E_CANCELLED = 17,   /* the caller cancelled the run (pybox_cancel_fire()) */
 };
 
 /* The highest code this version of the library returns. */
-#define PYBOX_CODE_MAX 16
+#define PYBOX_CODE_MAX 17
 
 /* A one-line description of `code`, e.g. "the server could not be reached". Thread-safe. */
 PYBOX_API const char *pybox_strerror(int code);
@@ -320,6 +329,67 @@ typedef void (*pybox_event_fn)(enum pybox_event_kind kind, const char *data, siz
 PYBOX_API enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec, pybox_event_fn fn,
                                                         void *arg);
 
+/* ---- Cancelling ---- */
+
+/*
+ * A cancel: fired once, from any thread, it stops every pybox_run() of a
+ * request that carries it (pybox_exec_set_cancel()), those in progress and
+ * those to come, which then return PYBOX_E_CANCELLED (the details say
+ * whether the code had started).  A run that ended before the cancel took
+ * effect returns its result as usual.  What was cancelled leaves nothing
+ * behind: in local mode the sandboxed process is killed and reaped before
+ * pybox_run() returns (the engine's kill, as at a timeout); in remote mode
+ * the run asks for its answer as Server-Sent Events, and the cancel closes
+ * its connection, on which the server kills the execution.  Only the start
+ * of a local client's engine (on its first run) is not cut short: the code
+ * is killed as soon as it starts.
+ *
+ *     struct pybox_cancel *cancel = NULL;
+ *
+ *     pybox_cancel_new(&cancel, NULL);
+ *     pybox_exec_set_cancel(exec, cancel);
+ *     ... pybox_run(client, exec, &res, &err) on one thread,
+ *         pybox_cancel_fire(cancel) from another: pybox_run() returns PYBOX_E_CANCELLED ...
+ *     pybox_cancel_free(cancel);                  (once no run of exec is in flight)
+ *
+ * A cancel stays fired: make a new one for the next run.  One cancel may be
+ * carried by many requests, and so stop many runs at once.
+ */
+struct pybox_cancel;
+
+/*
+ * A new cancel, not fired, in *out (the caller owns it).  It holds one file
+ * descriptor (an eventfd, close-on-exec).  PYBOX_E_NOMEM when out of memory
+ * or of file descriptors.
+ */
+PYBOX_API enum pybox_code pybox_cancel_new(struct pybox_cancel **out, struct pybox_error **err);
+
+/*
+ * Fire it: the runs that carry it stop as soon as they can.  Idempotent.
+ * Thread-safe and async-signal-safe (it is an atomic store and a write()),
+ * so a SIGINT handler may call it.  NULL does nothing.
+ */
+PYBOX_API void pybox_cancel_fire(struct pybox_cancel *cancel);
+
+/* Whether it was fired. Thread-safe; NULL is false. */
+PYBOX_API bool pybox_cancel_fired(const struct pybox_cancel *cancel);
+
+/*
+ * Free it (its descriptor closed); no run that carries it may be in flight.
+ * NULL is fine.
+ */
+PYBOX_API void pybox_cancel_free(struct pybox_cancel *cancel);
+
+/*
+ * Have the runs of `exec` stop when `cancel` fires (NULL: not cancellable,
+ * the default).  Borrowed: the cancel must outlive every run of `exec` that
+ * carries it.  For pybox_run() only: pybox_session_run() refuses a request
+ * that carries one (PYBOX_E_INVALID; a session's call is stopped with
+ * pybox_session_interrupt(), which keeps the session).
+ */
+PYBOX_API enum pybox_code pybox_exec_set_cancel(struct pybox_exec *exec,
+                                                struct pybox_cancel *cancel);
+
 /* ---- Running ---- */
 
 /*
@@ -342,6 +412,8 @@ PYBOX_API enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec,
  *   PYBOX_E_NOT_FOUND     HTTP 404: the URL is not that of a pybox server
  *   PYBOX_E_PROTOCOL      an answer that is not a pybox result (or over 256 MiB)
  *   PYBOX_E_ENGINE        the local engine failed to start or run (InternalServerError)
+ *   PYBOX_E_CANCELLED     the request's cancel fired (pybox_exec_set_cancel()) before the
+ *                         run ended; the code, if it had started, is gone
  *   PYBOX_E_NOMEM, PYBOX_E_TRANSPORT
  *
  * Thread-safe: many threads may run on one client at once (local mode shares

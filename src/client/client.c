@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "client/client.h"
 #include "engine/engine.h"
@@ -38,6 +40,7 @@ static const struct {
     [PYBOX_E_TRANSPORT] = {"PYBOX_E_TRANSPORT", "the connection to the server failed"},
     [PYBOX_E_GONE] = {"PYBOX_E_GONE", "the session has ended"},
     [PYBOX_E_NOT_FOUND] = {"PYBOX_E_NOT_FOUND", "no such session or file"},
+    [PYBOX_E_CANCELLED] = {"PYBOX_E_CANCELLED", "the run was cancelled"},
 };
 
 _Static_assert(sizeof(codes) / sizeof(codes[0]) == PYBOX_CODE_MAX + 1,
@@ -417,8 +420,70 @@ enum pybox_code pybox_run(struct pybox_client *client, const struct pybox_exec *
     if (exec->code == NULL)
         return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
                                 "no code (set it with pybox_exec_set_code())");
+    if (pbx__client_cancelled(exec))
+        return pbx__client_fail(err, PYBOX_E_CANCELLED, 0, 0,
+                                "cancelled before it started: the code did not run");
     return client->remote ? pbx__client_run_remote(client, exec, out, err)
                           : pbx__client_run_local(client, exec, out, err);
+}
+
+/* ---- cancels ---- */
+
+enum pybox_code pybox_cancel_new(struct pybox_cancel **out, struct pybox_error **err)
+{
+    struct pybox_cancel *c;
+
+    if (out == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no cancel to set");
+    c = malloc(sizeof(*c));
+    if (c == NULL)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    c->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->fd < 0) {
+        int e = errno;
+
+        free(c);
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "a cancel's eventfd: %s", strerror(e));
+    }
+    atomic_init(&c->fired, false);
+    *out = c;
+    return PYBOX_OK;
+}
+
+void pybox_cancel_fire(struct pybox_cancel *cancel)
+{
+    uint64_t one = 1;
+    int saved;
+
+    if (cancel == NULL || atomic_exchange(&cancel->fired, true))
+        return;
+    saved = errno; /* a signal handler's caller keeps its errno */
+    /* Once only, so the counter never nears its maximum: the write cannot block or fail. */
+    (void)!write(cancel->fd, &one, sizeof(one));
+    errno = saved;
+}
+
+bool pybox_cancel_fired(const struct pybox_cancel *cancel)
+{
+    return cancel != NULL && atomic_load(&cancel->fired);
+}
+
+void pybox_cancel_free(struct pybox_cancel *cancel)
+{
+    if (cancel == NULL)
+        return;
+    close(cancel->fd);
+    free(cancel);
+}
+
+int pbx__client_cancel_fd(const struct pybox_exec *exec)
+{
+    return exec->cancel != NULL ? exec->cancel->fd : -1;
+}
+
+bool pbx__client_cancelled(const struct pybox_exec *exec)
+{
+    return pybox_cancel_fired(exec->cancel);
 }
 
 /* ---- execution requests ---- */
@@ -618,6 +683,14 @@ enum pybox_code pybox_exec_set_event_callback(struct pybox_exec *exec, pybox_eve
         return PYBOX_E_INVALID;
     exec->on_event = fn;
     exec->on_event_arg = fn != NULL ? arg : NULL;
+    return PYBOX_OK;
+}
+
+enum pybox_code pybox_exec_set_cancel(struct pybox_exec *exec, struct pybox_cancel *cancel)
+{
+    if (exec == NULL)
+        return PYBOX_E_INVALID;
+    exec->cancel = cancel;
     return PYBOX_OK;
 }
 

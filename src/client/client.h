@@ -26,6 +26,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #include "engine/engine.h"
 #include "pybox/pybox.h"
@@ -90,7 +91,23 @@ struct pybox_exec {
     unsigned memory_mb;            /* 0: the client's */
     pybox_event_fn on_event;       /* streamed events, or NULL */
     void *on_event_arg;            /* its argument */
+    struct pybox_cancel *cancel;   /* borrowed, or NULL: not cancellable */
 };
+
+/*
+ * A cancel: `fd` an eventfd, written once by pybox_cancel_fire() and never
+ * read, so it stays readable (level-triggered) for every run that polls it,
+ * in the engine (struct pbx_exec_request's cancel_fd) or in remote.c's
+ * transfer loop.
+ */
+struct pybox_cancel {
+    int fd;            /* the eventfd */
+    atomic_bool fired; /* set before fd is written */
+};
+
+/* The cancel fd of `exec` (-1: none), and whether its cancel has fired. */
+int pbx__client_cancel_fd(const struct pybox_exec *exec);
+bool pbx__client_cancelled(const struct pybox_exec *exec);
 
 struct pbx_result_file {
     char *name;  /* owned */

@@ -18,6 +18,11 @@
  * object's JSON text with the server's own function and flags and parsed
  * back, so local and remote results cannot drift apart.
  *
+ * Cancelling: the request's cancel (struct pybox_cancel) is the engine's
+ * cancel_fd, which it polls with the cell's pipes: once readable the cell is
+ * killed and reaped as at a timeout, and the engine's "Cancelled" result
+ * becomes PYBOX_E_CANCELLED here.
+ *
  * Streaming: the engine calls on_output and on_display on the thread that
  * runs the execution as it reads the cell's pipes and records; they become
  * exec's events here, text cut only between characters and made valid
@@ -310,6 +315,21 @@ enum pybox_code pbx__client_local_result(struct pbx_exec_result *res, json_t *ex
     return rc;
 }
 
+/*
+ * Whether the engine stopped the run on its cancel_fd: status killed with the
+ * error it gives then ("Cancelled").  A run that ended by itself as the
+ * cancel fired keeps its result.
+ */
+static bool killed_by_cancel(const struct pybox_exec *exec, const struct pbx_exec_result *res)
+{
+    const char *type;
+
+    if (!pbx__client_cancelled(exec) || res->status != PBX_STATUS_KILLED)
+        return false;
+    type = json_string_value(json_object_get(res->error, "type"));
+    return type != NULL && strcmp(type, "Cancelled") == 0;
+}
+
 enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct pybox_exec *exec,
                                       struct pybox_result **out, struct pybox_error **err)
 {
@@ -336,6 +356,7 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     if (rc != PYBOX_OK)
         return rc;
     pbx__client_events_start(&ev, exec, &req);
+    req.cancel_fd = pbx__client_cancel_fd(exec);
     if (pbx_engine_execute(engine, &req, &res, &perr) < 0) {
         /* Named as the server names the same refusal (common/errtable.h). */
         free(files);
@@ -343,5 +364,11 @@ enum pybox_code pbx__client_run_local(struct pybox_client *client, const struct 
     }
     pbx__client_events_finish(&ev);
     free(files);
+    if (killed_by_cancel(exec, &res)) {
+        /* The engine killed the cell and reaped it before it returned. */
+        pbx_exec_result_release(&res);
+        return pbx__client_fail(err, PYBOX_E_CANCELLED, 0, 0,
+                                "cancelled: the code was killed while it ran");
+    }
     return pbx__client_local_result(&res, NULL, exec, out, err);
 }

@@ -22,6 +22,12 @@
  * and result become the callback's events, `end` carries the result object,
  * comments (keepalives) are skipped.  Any other answer is read whole as
  * before; a result that came so gives its events once it is in.
+ *
+ * Cancelling: a run whose request carries a cancel is streamed too (a plain
+ * JSON /v1/execute runs to its end whoever waits for it; a streamed one is
+ * killed once its client has gone), and its transfer runs on a multi handle
+ * that also polls the cancel's eventfd (perform_cancellable()): when it
+ * fires the handles are cleaned up, which closes the connection.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -446,15 +452,73 @@ static enum pybox_code transport_error(CURLcode cc, const char *detail, const st
 
 /* One HTTP request, as every call of this file makes it. */
 struct http_request {
-    const char *method;              /* "GET", "POST", "PUT", "PATCH", "DELETE" */
-    const char *url;                 /* where */
-    const char *shown_url;           /* the same for messages (no credentials) */
-    const char *content_type;        /* of the body, or NULL for none */
-    const char *body;                /* the body, or NULL */
-    size_t body_len;                 /* its bytes */
-    double timeout_s;                /* the whole exchange, at most */
-    const struct pybox_exec *stream; /* a run whose events are wanted: ask for SSE */
+    const char *method;                /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *url;                   /* where */
+    const char *shown_url;             /* the same for messages (no credentials) */
+    const char *content_type;          /* of the body, or NULL for none */
+    const char *body;                  /* the body, or NULL */
+    size_t body_len;                   /* its bytes */
+    double timeout_s;                  /* the whole exchange, at most */
+    const struct pybox_exec *stream;   /* a run whose events are wanted: ask for SSE */
+    const struct pybox_cancel *cancel; /* fired: drop the connection (NULL: none) */
 };
+
+/* What perform_cancellable() returns when the cancel fired: no code curl has. */
+#define CANCELLED ((CURLcode)-1)
+
+/*
+ * curl_easy_perform() that also watches `cancel_fd`: the transfer runs on a
+ * multi handle of its own, waited for with curl_multi_poll() on its sockets
+ * and the fd.  Once the fd is readable the transfer is abandoned and the
+ * multi handle cleaned up, which closes its connection (a server then stops
+ * a streamed execution).  The transfer's code, or CANCELLED.
+ */
+static CURLcode perform_cancellable(CURL *curl, int cancel_fd)
+{
+    CURLcode cc = CURLE_OK;
+    CURLM *m = curl_multi_init();
+    bool done = false;
+    int running = 1;
+
+    if (m == NULL)
+        return CURLE_OUT_OF_MEMORY;
+    if (curl_multi_add_handle(m, curl) != CURLM_OK) {
+        curl_multi_cleanup(m);
+        return CURLE_OUT_OF_MEMORY;
+    }
+    while (!done) {
+        struct curl_waitfd w = {.fd = cancel_fd, .events = CURL_WAIT_POLLIN};
+        CURLMsg *msg;
+        int left;
+
+        if (curl_multi_perform(m, &running) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        while ((msg = curl_multi_info_read(m, &left)) != NULL) {
+            if (msg->msg == CURLMSG_DONE && msg->easy_handle == curl) {
+                cc = msg->data.result;
+                done = true;
+            }
+        }
+        if (done || running == 0)
+            break;
+        /* curl's own timeouts (connect, the whole exchange) end the wait as they come due. */
+        if (curl_multi_poll(m, &w, 1, 1000, NULL) != CURLM_OK) {
+            cc = CURLE_FAILED_INIT;
+            break;
+        }
+        if (w.revents & CURL_WAIT_POLLIN) {
+            cc = CANCELLED;
+            break;
+        }
+    }
+    if (!done && cc == CURLE_OK)
+        cc = CURLE_FAILED_INIT; /* no transfer left and no word of its end */
+    curl_multi_remove_handle(m, curl);
+    curl_multi_cleanup(m);
+    return cc;
+}
 
 /*
  * Make the request; PYBOX_OK when an answer came, whatever its status (in
@@ -518,10 +582,14 @@ static enum pybox_code http_do(const struct pybox_client *c, const struct http_r
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, detail);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)(rq->timeout_s * 1000));
-    cc = curl_easy_perform(curl);
+    cc = rq->cancel != NULL ? perform_cancellable(curl, rq->cancel->fd) : curl_easy_perform(curl);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(curl);
     curl_slist_free_all(headers);
+    if (cc == CANCELLED)
+        return pbx__client_fail(err, PYBOX_E_CANCELLED, 0, 0,
+                                "%s: cancelled: the connection was closed, which stops the run",
+                                rq->shown_url);
     /* A server may answer (413 before the body is read) and close while we still send. */
     if (cc != CURLE_OK && !(*status >= 400 && (cc == CURLE_SEND_ERROR || cc == CURLE_RECV_ERROR)))
         return transport_error(cc, detail, a, rq->shown_url, err);
@@ -612,7 +680,9 @@ enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct
     rq.body = body;
     rq.body_len = strlen(body);
     rq.timeout_s = (run_s > 0 ? run_s : DEFAULT_RUN_S) + MARGIN_S;
-    rq.stream = exec->on_event != NULL ? exec : NULL;
+    /* A cancellable run is streamed: the server stops a streamed execution its client leaves. */
+    rq.stream = exec->on_event != NULL || exec->cancel != NULL ? exec : NULL;
+    rq.cancel = exec->cancel;
     rc = http_do(client, &rq, &a, &status, err);
     free(body);
     if (rc == PYBOX_OK)

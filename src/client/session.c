@@ -545,6 +545,10 @@ enum pybox_code pybox_session_run(struct pybox_session *session, const struct py
 
         return pbx__client_fail_type(err, row->remote, row->type, 0, 0, "%s", MEMORY_MESSAGE);
     }
+    if (exec->cancel != NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0,
+                                "a session's call takes no cancel: stop it with "
+                                "pybox_session_interrupt(), which keeps the session");
     return session->client->remote ? pbx__client_session_run_remote(session, exec, out, err)
                                    : run_local(session, exec, out, err);
 }

@@ -10,6 +10,7 @@
  */
 #include <check.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -27,6 +28,7 @@
 
 #include "pybox/pybox.h"
 #include "client_server.h"
+#include "session_procs.h"
 #include "common/banned.h"
 
 static struct server main_server;
@@ -761,6 +763,7 @@ START_TEST(test_codes_and_version)
         {PYBOX_E_TRANSPORT, 14, "PYBOX_E_TRANSPORT"},
         {PYBOX_E_GONE, 15, "PYBOX_E_GONE"},
         {PYBOX_E_NOT_FOUND, 16, "PYBOX_E_NOT_FOUND"},
+        {PYBOX_E_CANCELLED, 17, "PYBOX_E_CANCELLED"},
     };
 
     /* The numbers are ABI: this table may only grow. */
@@ -777,12 +780,261 @@ START_TEST(test_codes_and_version)
 }
 END_TEST
 
+/* ---- cancels ---- */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/*
+ * How many descriptors this process has open whose target starts with
+ * `kind` ("socket:", "anon_inode:[eventfd]"; "" for all).
+ */
+static int open_fds(const char *kind)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+
+    ck_assert_ptr_nonnull(d);
+    while ((de = readdir(d)) != NULL) {
+        char path[300];
+        char target[256] = "";
+
+        if (de->d_name[0] == '.' || strtol(de->d_name, NULL, 10) == dirfd(d))
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", de->d_name);
+        if (readlink(path, target, sizeof(target) - 1) > 0 &&
+            strncmp(target, kind, strlen(kind)) == 0)
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Wait until every pid is gone, at most `ms`; whether they went. */
+static bool all_gone(const pid_t *pids, int n, double ms)
+{
+    double until = now_ms() + ms;
+
+    for (;;) {
+        bool gone = true;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+
+        for (int i = 0; i < n; i++)
+            gone = gone && pid_gone(pids[i]);
+        if (gone)
+            return true;
+        if (now_ms() >= until)
+            return false;
+        nanosleep(&ts, NULL);
+    }
+}
+
+START_TEST(test_cancel_api)
+{
+    struct pybox_cancel *cancel = NULL;
+    struct pybox_error *err = NULL;
+    struct pybox_exec *e = exec_of("print(1)");
+    struct pybox_client *local = client_for(NULL, NULL);
+    struct pybox_client *remote = client_for(main_server.url, NULL);
+    struct pybox_session *s = NULL;
+    int fds = open_fds("");
+
+    ck_assert_int_eq(pybox_cancel_new(NULL, NULL), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_cancel_new(&cancel, &err), PYBOX_OK);
+    ck_assert_int_eq(open_fds(""), fds + 1);
+    ck_assert(!pybox_cancel_fired(cancel));
+    ck_assert(!pybox_cancel_fired(NULL));
+    pybox_cancel_fire(NULL);
+    ck_assert_int_eq(pybox_exec_set_cancel(NULL, cancel), PYBOX_E_INVALID);
+    ck_assert_int_eq(pybox_exec_set_cancel(e, cancel), PYBOX_OK);
+    ck_assert_str_eq(pybox_code_name(PYBOX_E_CANCELLED), "PYBOX_E_CANCELLED");
+    ck_assert_int_eq(PYBOX_CODE_MAX, PYBOX_E_CANCELLED);
+
+    /* Not fired: the request runs as any. */
+    pybox_result_free(run_ok(remote, e));
+    /* A session's call takes none: it is interrupted instead. */
+    ck_assert_int_eq(pybox_session_open(local, NULL, &s, &err), PYBOX_OK);
+    {
+        struct pybox_result *r = NULL;
+
+        ck_assert_int_eq(pybox_session_run(s, e, &r, &err), PYBOX_E_INVALID);
+        ck_assert_ptr_null(r);
+        ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "pybox_session_interrupt"));
+        pybox_error_free(err);
+        err = NULL;
+    }
+    ck_assert_int_eq(pybox_session_close(s, NULL), PYBOX_OK);
+
+    /* Fired (twice: the same), it stops every run to come, in both modes, before it starts. */
+    pybox_cancel_fire(cancel);
+    pybox_cancel_fire(cancel);
+    ck_assert(pybox_cancel_fired(cancel));
+    for (int m = 0; m < 2; m++) {
+        err = run_fails(m == 0 ? local : remote, e, PYBOX_E_CANCELLED);
+        ck_assert_ptr_null(pybox_error_type(err)); /* the caller's own doing */
+        ck_assert_ptr_nonnull(strstr(pybox_error_message(err), "did not run"));
+        pybox_error_free(err);
+    }
+
+    /* Without it, the same request runs again. */
+    ck_assert_int_eq(pybox_exec_set_cancel(e, NULL), PYBOX_OK);
+    pybox_result_free(run_ok(local, e));
+    pybox_cancel_free(cancel);
+    pybox_cancel_free(NULL);
+    pybox_exec_free(e);
+    pybox_client_free(local);
+    pybox_client_free(remote);
+}
+END_TEST
+
+struct cancelled_run {
+    struct pybox_client *client; /* shared */
+    const struct pybox_exec *e;  /* carries the cancel */
+    enum pybox_code rc;          /* the run's code */
+    struct pybox_result *r;      /* its result, if it had one */
+    char msg[256];               /* or its error */
+    double ended_ms;             /* when pybox_run() returned */
+    pthread_t thread;            /* that runs it */
+};
+
+static void *cancelled_main(void *arg)
+{
+    struct cancelled_run *t = arg;
+    struct pybox_error *err = NULL;
+
+    t->rc = pybox_run(t->client, t->e, &t->r, &err);
+    t->ended_ms = now_ms();
+    if (t->rc != PYBOX_OK)
+        snprintf(t->msg, sizeof(t->msg), "%s", pybox_error_message(err));
+    pybox_error_free(err);
+    return NULL;
+}
+
+/*
+ * A run in progress, cancelled from another thread once its code runs (a
+ * marker in its /work says so), in each mode: pybox_run() returns
+ * PYBOX_E_CANCELLED at once, the code's processes go (locally before
+ * pybox_run() returns, the engine reaps them; on the server once it sees the
+ * connection closed) long before its timeout, no descriptor is left, and the
+ * client runs on.  A server of its own lets a run ask for 60 s.
+ */
+START_TEST(test_cancel_stops_run)
+{
+    static const char *const flags[] = {"--rpm",     "100000", "--rpd", "1000000",
+                                        "--timeout", "60",     NULL};
+    static const char *const mode_name[] = {"local", "remote"};
+    struct server srv;
+    const char *servers[2] = {NULL, NULL};
+
+    ck_assert_msg(server_start(&srv, flags), "pybox serve did not start (see %s/stderr.log)",
+                  srv.dir);
+    servers[1] = srv.url;
+    for (int m = 0; m < 2; m++) {
+        struct pybox_client *c = client_for(servers[m], NULL);
+        struct cancelled_run t = {.client = c};
+        struct pybox_cancel *cancel = NULL;
+        struct pybox_exec *warm = exec_of("print(1)");
+        struct pybox_exec *e;
+        char marker[64];
+        char code[256];
+        pid_t pids[4];
+        double fired_ms;
+        double until;
+        int eventfds;
+        int sockets;
+        int fds;
+        int n = 0;
+
+        /* The engine started, curl set up: what a run keeps open from now on is a leak. */
+        pybox_result_free(run_ok(c, warm));
+        fds = open_fds("");
+        sockets = open_fds("socket:");
+        eventfds = open_fds("anon_inode:[eventfd]");
+        snprintf(marker, sizeof(marker), "cancel-%d-%d", (int)getpid(), m);
+        snprintf(code, sizeof(code),
+                 "open('/work/%s', 'w').close()\nimport time\ntime.sleep(60)\nprint('not cut')",
+                 marker);
+        e = exec_of(code);
+        ck_assert_int_eq(pybox_exec_set_timeout(e, 60), PYBOX_OK);
+        ck_assert_int_eq(pybox_cancel_new(&cancel, NULL), PYBOX_OK);
+        ck_assert_int_eq(pybox_exec_set_cancel(e, cancel), PYBOX_OK);
+        t.e = e;
+        ck_assert_int_eq(pthread_create(&t.thread, NULL, cancelled_main, &t), 0);
+        until = now_ms() + 60000;
+        while ((n = find_in_session("pybox-cell", marker, pids, 4)) < 2 && now_ms() < until) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+
+            nanosleep(&ts, NULL);
+        }
+        ck_assert_msg(n == 2, "%s: the run's cell and interpreter: %d found", mode_name[m], n);
+        fired_ms = now_ms();
+        pybox_cancel_fire(cancel);
+        pthread_join(t.thread, NULL);
+        ck_assert_msg(t.rc == PYBOX_E_CANCELLED, "%s: %s: %s", mode_name[m], pybox_code_name(t.rc),
+                      t.msg);
+        ck_assert_ptr_null(t.r);
+        ck_assert_msg(t.ended_ms - fired_ms < 2000, "%s: pybox_run() returned %.0f ms after",
+                      mode_name[m], t.ended_ms - fired_ms);
+        if (m == 0) {
+            ck_assert_msg(all_gone(pids, n, 0), "local: the code outlived pybox_run()");
+        } else {
+            ck_assert_msg(all_gone(pids, n, 3000), "remote: the code outlived the cancel by 3 s");
+        }
+        ck_assert_int_eq(find_in_session("pybox-cell", marker, pids, 4), 0);
+        pybox_cancel_free(cancel);
+        /* No socket, no eventfd left; the engine's spare cells' pidfds may come and go. */
+        ck_assert_int_eq(open_fds("socket:"), sockets);
+        ck_assert_int_eq(open_fds("anon_inode:[eventfd]"), eventfds);
+        ck_assert_msg(open_fds("") <= fds, "%s: %d descriptors open, %d before the run",
+                      mode_name[m], open_fds(""), fds);
+        /* The client runs on, and so does the request without its cancel. */
+        pybox_result_free(run_ok(c, warm));
+        pybox_exec_free(warm);
+        pybox_exec_free(e);
+        pybox_client_free(c);
+    }
+    server_stop(&srv);
+}
+END_TEST
+
+/* A cancel fired after its run ended changes nothing: the result stands. */
+START_TEST(test_cancel_after_the_end)
+{
+    const char *const servers[] = {NULL, main_server.url};
+
+    for (size_t m = 0; m < 2; m++) {
+        struct pybox_client *c = client_for(servers[m], NULL);
+        struct pybox_exec *e = exec_of("print(6 * 7)");
+        struct pybox_cancel *cancel = NULL;
+        struct pybox_result *r;
+
+        ck_assert_int_eq(pybox_cancel_new(&cancel, NULL), PYBOX_OK);
+        ck_assert_int_eq(pybox_exec_set_cancel(e, cancel), PYBOX_OK);
+        r = run_ok(c, e);
+        pybox_cancel_fire(cancel);
+        ck_assert_int_eq(pybox_result_status(r), PYBOX_STATUS_OK);
+        ck_assert_str_eq(pybox_result_stdout(r, NULL), "42\n");
+        pybox_result_free(r);
+        pybox_cancel_free(cancel);
+        pybox_exec_free(e);
+        pybox_client_free(c);
+    }
+}
+END_TEST
+
 static Suite *client_suite(void)
 {
     Suite *s = suite_create("client");
     TCase *api = tcase_create("api");
     TCase *modes = tcase_create("modes");
     TCase *errors = tcase_create("errors");
+    TCase *cancel = tcase_create("cancel");
 
     tcase_add_test(api, test_config_size_whole_fields);
     tcase_add_test(api, test_config_and_env);
@@ -805,6 +1057,12 @@ static Suite *client_suite(void)
     tcase_add_test(errors, test_busy_then_rate_limited);
     tcase_add_test(errors, test_local_engine_missing_binary);
     suite_add_tcase(s, errors);
+
+    tcase_set_timeout(cancel, 300);
+    tcase_add_test(cancel, test_cancel_api);
+    tcase_add_test(cancel, test_cancel_stops_run);
+    tcase_add_test(cancel, test_cancel_after_the_end);
+    suite_add_tcase(s, cancel);
     return s;
 }
 
