@@ -19,10 +19,16 @@
  *                thread-safe) and write their responses.
  *   tickers      src/mcp/ starts one per call that asked progress.
  *
- * A one-shot run_python runs locally in a session of its own, opened and
- * closed around it, so that notifications/cancelled can interrupt it as it
- * can a call in a named session (pybox_session_interrupt()); on a server it
- * is one pybox_run(), which libpybox cannot cancel (its answer is dropped).
+ * Cancels.  notifications/cancelled fires the call's hook (src/mcp/), set
+ * while the code runs.  A one-shot run_python is one pybox_run() whose
+ * request carries a struct pybox_cancel of its own, which the hook fires:
+ * locally the engine kills the code and reaps it before pybox_run()
+ * returns; on a server libpybox (which streams a cancellable run) closes the
+ * run's connection, on which the server kills it.  A call in a
+ * named session is interrupted instead (pybox_session_interrupt()): its
+ * state lives on.  A local one-shot whose files are in directories, which
+ * pybox_run() does not take, runs in a session of its own opened and closed
+ * around it, interrupted the same way; a server's refuses them.
  * At the end of stdin the calls already read are run and answered, the
  * workers joined, every session this process opened is closed and the
  * client freed (the local engine stops with it), so no execution and no
@@ -146,6 +152,7 @@ static int set_err(struct pbx_error **err, struct pybox_error *perr, const char 
     int e = code == PYBOX_E_NOT_FOUND || code == PYBOX_E_GONE ? PBX_E_NOTFOUND
             : code == PYBOX_E_BUSY                            ? PBX_E_BUSY
             : code == PYBOX_E_INVALID                         ? PBX_E_INVAL
+            : code == PYBOX_E_CANCELLED                       ? PBX_E_GONE
                                                               : PBX_E_ENGINE;
     int rc = pbx_error_set(err, e, "%s: %s", what, pybox_error_message(perr));
 
@@ -297,29 +304,56 @@ static void interrupt_hook(void *arg)
     }
 }
 
-/*
- * A one-shot run on a server: one POST /v1/execute (a throwaway session would
- * cost three requests of the caller's rate limit).  libpybox has no cancel
- * for pybox_run(), so a cancelled call runs on to its timeout there; its
- * answer is dropped.
- */
-static int run_remote(const struct pbx_mcp_run *run, char **result, struct pbx_error **err)
+/* notifications/cancelled, from the reading thread: fire the one-shot run's cancel. */
+static void cancel_hook(void *arg)
 {
+    pybox_cancel_fire(arg);
+}
+
+/* Whether every file of the run has a flat name, which pybox_run() takes. */
+static bool flat_files(const struct pbx_mcp_run *run)
+{
+    for (size_t i = 0; i < run->nfiles; i++) {
+        if (strchr(run->files[i].path, '/') != NULL)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * A one-shot run: one pybox_run() with a cancel of its own, which the call's
+ * cancel hook fires.  Locally the engine then kills the code; on a server
+ * libpybox streams the run and closes its connection, on which the server
+ * kills it (and it costs one request of the caller's rate limit, where a
+ * throwaway session would cost three).
+ */
+static int run_once(const struct pbx_mcp_run *run, char **result, struct pbx_error **err)
+{
+    bool remote = pybox_client_is_remote(state.client);
+    struct pybox_cancel *cancel = NULL;
     struct pybox_error *perr = NULL;
     struct pybox_result *res = NULL;
-    struct pybox_exec *exec = pybox_exec_new();
+    struct pybox_exec *exec;
     int rc = 0;
 
+    if (pybox_cancel_new(&cancel, &perr) != PYBOX_OK)
+        return set_err(err, perr, "running the code");
+    exec = pybox_exec_new();
     PBX_ASSERT(exec != NULL);
     pybox_exec_set_code(exec, run->code, run->code_len);
     if (run->stdin_data != NULL)
         pybox_exec_set_stdin(exec, run->stdin_data, run->stdin_len);
     for (size_t i = 0; rc == 0 && i < run->nfiles; i++) {
-        if (pybox_exec_add_file(exec, run->files[i].path, run->files[i].data, run->files[i].size) !=
+        if (pybox_exec_add_file(exec, run->files[i].path, run->files[i].data, run->files[i].size) ==
             PYBOX_OK)
+            continue;
+        if (remote)
             rc = pbx_error_set(err, PBX_E_INVAL,
                                "files: `%s` is not a flat file name (one-shot runs on a server "
                                "take flat names; use a session for directories)",
+                               run->files[i].path);
+        else
+            rc = pbx_error_set(err, PBX_E_INVAL, "files: `%s` is not a file name of /work",
                                run->files[i].path);
     }
     for (size_t i = 0; rc == 0 && i < run->nreturns; i++) {
@@ -330,13 +364,21 @@ static int run_remote(const struct pbx_mcp_run *run, char **result, struct pbx_e
     if (run->timeout_s > 0)
         pybox_exec_set_timeout(exec, run->timeout_s);
     pybox_exec_set_event_callback(exec, on_event, (void *)run);
-    if (rc == 0 && pybox_run(state.client, exec, &res, &perr) != PYBOX_OK)
-        rc = set_err(err, perr, "running the code");
+    pybox_exec_set_cancel(exec, cancel);
+    if (rc == 0 && !pbx_mcp_cancel_set_hook(run->cancel, cancel_hook, cancel))
+        rc = pbx_error_set(err, PBX_E_GONE, "cancelled");
+    if (rc == 0) {
+        if (pybox_run(state.client, exec, &res, &perr) != PYBOX_OK)
+            rc = set_err(err, perr, "running the code");
+        /* After this the hook is never called again, so the cancel may go. */
+        pbx_mcp_cancel_set_hook(run->cancel, NULL, NULL);
+    }
     if (rc == 0) {
         *result = xstrdup(pybox_result_to_json(res));
         pybox_result_free(res);
     }
     pybox_exec_free(exec);
+    pybox_cancel_free(cancel);
     return rc;
 }
 
@@ -358,9 +400,10 @@ static int backend_run(void *arg, void *ctx, const struct pbx_mcp_run *run, char
             return pbx_error_set(err, PBX_E_NOTFOUND,
                                  "no session `%s` (closed, expired or never made)",
                                  run->session_id);
-    } else if (pybox_client_is_remote(state.client)) {
-        return run_remote(run, result, err);
+    } else if (pybox_client_is_remote(state.client) || flat_files(run)) {
+        return run_once(run, result, err);
     } else {
+        /* A file in a directory: pybox_run() takes flat names, a session any path. */
         rc = ses_open(0, true, &s, err);
         if (rc < 0)
             return rc;

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import queue
+import secrets
 import subprocess
 import tempfile
 import threading
@@ -111,6 +112,61 @@ class Client:
         return rc
 
 
+def marked(marker):
+    """Live processes that see /work/<marker>: the cell and interpreter of the run that made it
+    (whichever process tree holds them: pybox mcp's engine or a server's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.path.isfile(f"/proc/{entry}/root/work/{marker}") and not gone(entry):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def gone(pid):
+    """Whether the process is gone, or a zombie yet to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def until(cond, timeout, what):
+    """Poll cond every 10 ms until it gives a truthy value (returned), failing after timeout s."""
+    deadline = time.time() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        assert time.time() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.01)
+
+
+def cancel_one_shot(c):
+    """Start a one-shot run that sleeps, cancel it once its code runs: its processes must be
+    gone within a second (3 under ASan), the call never answered, and the next call served."""
+    marker = "ready-" + secrets.token_hex(8)
+    rid = c.start("tools/call", {"name": "run_python", "arguments": {
+        "code": f"open('/work/{marker}', 'w').close()\nimport time\ntime.sleep(60)",
+        "timeout_ms": 60000}})
+    pids = until(lambda: marked(marker), 60 * SLOW, "the code started")
+    t0 = time.time()
+    c.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": rid, "reason": "test"}})
+    until(lambda: not marked(marker) and all(gone(p) for p in pids), 1 * SLOW,
+          "the cancelled code is gone")
+    took = time.time() - t0
+    res = c.call("run_python", {"code": "print(3)"})
+    assert res["isError"] is False and res["structuredContent"]["stdout"] == "3\n"
+    assert not [m for m in getattr(c, "pending", []) if m.get("id") == rid], "answered"
+    return took
+
+
 @pytest.fixture(scope="module")
 def mcp():
     c = Client("--timeout", "20")
@@ -148,6 +204,17 @@ def test_print(mcp):
     sc = res["structuredContent"]
     assert sc["status"] == "ok" and sc["exit_code"] == 0 and sc["stdout"] == "2\n"
     assert "2" in res["content"][0]["text"]
+
+
+def test_one_shot_is_no_session(mcp):
+    """A one-shot run is one pybox_run(), as on a server: no REPL value, no session; files in
+    directories (which it does not take) still go, through a session of its own."""
+    res = mcp.call("run_python", {"code": "6 * 7"})
+    assert res["isError"] is False and res["structuredContent"]["value"] is None
+    res = mcp.call("run_python", {"code": "print(open('d/a.txt').read())",
+                                  "files": [{"path": "d/a.txt", "content": "in a dir"}]})
+    assert res["isError"] is False, res["structuredContent"]
+    assert res["structuredContent"]["stdout"] == "in a dir\n"
 
 
 def test_failing_script(mcp):
@@ -266,6 +333,11 @@ def test_cancel_session(mcp):
     assert mcp.call("close_session", {"session_id": sid})["isError"] is False
 
 
+def test_cancel_one_shot(mcp):
+    """A local one-shot run is one cancellable pybox_run(): the engine kills its code."""
+    cancel_one_shot(mcp)
+
+
 def test_cancel_one_shot_and_eof():
     c = Client()
     c.initialize()
@@ -313,4 +385,14 @@ def test_remote(start_server):
     # A file of a directory is refused on a server's one-shot run, with what to do instead.
     res = c.call("run_python", {"code": "1", "files": [{"path": "d/a.txt", "content": "x"}]})
     assert res["isError"] is True and "session" in res["structuredContent"]["error"]["message"]
+    assert c.close() == 0, c.err()
+
+
+def test_remote_cancel_one_shot(start_server):
+    """--server: a cancelled one-shot run's connection closes, and the server kills its code
+    (it does not run on to its timeout)."""
+    srv = start_server("--rpm", "1000", "--rpd", "1000", "--timeout", "60")
+    c = Client("--server", srv.url)
+    c.initialize()
+    cancel_one_shot(c)
     assert c.close() == 0, c.err()
