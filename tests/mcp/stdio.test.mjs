@@ -2,14 +2,16 @@
 // package-lock.json): its Client over StdioClientTransport spawns `pybox mcp` and speaks to it
 // as an agent would.  The SDK validates every structuredContent against the tool's
 // outputSchema, so these calls also prove the schemas and results agree.  Malformed lines are
-// written by hand to a `pybox mcp` of the test's own.
-import { test, before, after } from 'node:test';
+// written by hand to a `pybox mcp` of the test's own.  The last tests run `pybox mcp --server`
+// against a real `pybox serve`.
+import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import readline from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { PYBOX, cleanEnv, jailFilePid, pidGone, until, token } from './lib.mjs';
+import { PYBOX, cleanEnv, createKey, jailFilePid, pidGone, startServer, stopServer, until, token }
+  from './lib.mjs';
 
 let client;
 
@@ -205,4 +207,61 @@ test('a cancelled call in a session: the next call of the session runs at once',
   assert.equal(r.structuredContent.value, '6');
   assert.ok(took < 200, `the next call of the session took ${took} ms`);
   await client.callTool({ name: 'close_session', arguments: { session_id: sid } });
+});
+
+describe('pybox mcp --server: every call goes to a pybox serve', () => {
+  let srv, remote;
+
+  before(async () => {
+    srv = await startServer('admin-' + token(), []);
+    const key = createKey(srv.data, 'agent', ['--rpm', 'unlimited', '--rpd', 'unlimited',
+      '--timeout', '30']);
+    remote = new Client({ name: 'pybox-sdk-test', version: '1.0.0' });
+    await remote.connect(new StdioClientTransport({
+      command: PYBOX, args: ['mcp', '--server', srv.base], env: cleanEnv({ PYBOX_API_KEY: key }),
+      stderr: 'inherit',
+    }));
+  });
+
+  after(async () => {
+    if (remote) await remote.close();
+    if (srv) assert.equal((await stopServer(srv))[0], 0, srv.log());
+  });
+
+  test('print(1+1), a failing script, a session', async () => {
+    let r = await remote.callTool({ name: 'run_python', arguments: { code: 'print(1+1)' } });
+    assert.equal(r.isError, false);
+    assert.equal(r.structuredContent.stdout, '2\n');
+    r = await remote.callTool({ name: 'run_python', arguments: { code: '1/0' } });
+    assert.equal(r.isError, true);
+    assert.equal(r.structuredContent.error.type, 'ZeroDivisionError');
+    const sid = (await remote.callTool({ name: 'create_session', arguments: {} })).structuredContent.session_id;
+    await remote.callTool({ name: 'run_python', arguments: { code: 'x = 41', session_id: sid } });
+    r = await remote.callTool({ name: 'run_python', arguments: { code: 'x + 1', session_id: sid } });
+    assert.equal(r.structuredContent.value, '42');
+    await remote.callTool({ name: 'close_session', arguments: { session_id: sid } });
+    r = await remote.callTool({ name: 'run_python', arguments: { code: 'x', session_id: sid } });
+    assert.equal(r.isError, true);
+  });
+
+  test('a cancelled call in a session: the next call of the session runs at once', async () => {
+    const sid = (await remote.callTool({ name: 'create_session', arguments: {} })).structuredContent.session_id;
+    await remote.callTool({ name: 'run_python', arguments: { code: 'y = 5', session_id: sid } });
+    const marker = `/work/ready-${token()}`;
+    const ac = new AbortController();
+    const call = remote.callTool({ name: 'run_python', arguments: { session_id: sid,
+      code: `open('${marker}', 'w').close()\nimport time\nwhile True: time.sleep(0.01)` } },
+    undefined, { signal: ac.signal });
+    const rejected = assert.rejects(call);
+    await until(() => jailFilePid(marker), 60000, 'the code started');
+    const t0 = performance.now();
+    ac.abort('test');
+    await rejected;
+    const r = await remote.callTool({ name: 'run_python', arguments: { code: 'y + 1', session_id: sid } });
+    const took = performance.now() - t0;
+    assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
+    assert.equal(r.structuredContent.value, '6');
+    assert.ok(took < 200, `the next call of the session took ${took} ms`);
+    await remote.callTool({ name: 'close_session', arguments: { session_id: sid } });
+  });
 });
