@@ -244,6 +244,21 @@ describe('pybox mcp --server: every call goes to a pybox serve', () => {
     assert.equal(r.isError, true);
   });
 
+  test('a cancelled one-shot call: its processes on the server are gone within 200 ms', async () => {
+    const marker = `/work/ready-${token()}`;
+    const ac = new AbortController();
+    const call = remote.callTool({ name: 'run_python', arguments: {
+      code: `open('${marker}', 'w').close()\nimport time\ntime.sleep(30)`, timeout_ms: 30000 } },
+    undefined, { signal: ac.signal });
+    const rejected = assert.rejects(call);
+    const pid = await until(() => jailFilePid(marker), 60000, 'the code started');
+    ac.abort('test');
+    await until(() => pidGone(pid) && jailFilePid(marker) === null, 200, 'the cancelled code is gone');
+    await rejected;
+    const r = await remote.callTool({ name: 'run_python', arguments: { code: 'print(3)' } });
+    assert.equal(r.structuredContent.stdout, '3\n');
+  });
+
   test('a cancelled call in a session: the next call of the session runs at once', async () => {
     const sid = (await remote.callTool({ name: 'create_session', arguments: {} })).structuredContent.session_id;
     await remote.callTool({ name: 'run_python', arguments: { code: 'y = 5', session_id: sid } });
