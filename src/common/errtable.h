@@ -134,6 +134,9 @@
        PBX_EXIT_UNAVAILABLE, "ConnectionError", 0)                                                \
     /* The client ran out of memory (Python raises its own MemoryError). */                       \
     XX(NOMEM, NULL, 0, PYBOX_E_NOMEM, PYBOX_E_NOMEM,                                              \
+       PBX_EXIT_FAILURE, NULL, 0)                                                                 \
+    /* The caller cancelled the run (pybox_cancel_fire()); Python has KeyboardInterrupt. */      \
+    XX(CANCELLED, NULL, 0, PYBOX_E_CANCELLED, PYBOX_E_CANCELLED,                                  \
        PBX_EXIT_FAILURE, NULL, 0)
 /* clang-format on */
 
