@@ -93,15 +93,17 @@ void pbx__http_add_headers(struct MHD_Response *r, struct MHD_Connection *c,
         MHD_add_response_header(r, "Connection", "close");
 }
 
-enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
-                                    const struct pbx_server *s, int status, char *text,
-                                    const char *content_type, unsigned retry_after)
+enum MHD_Result pbx__http_send_bytes(struct MHD_Connection *c, struct request_ctx *ctx,
+                                     const struct pbx_server *s, int status, char *data, size_t len,
+                                     const char *content_type, unsigned retry_after,
+                                     const char *const *headers)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        len, data, data != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     enum MHD_Result ret;
 
-    MHD_add_response_header(r, "Content-Type", content_type);
+    if (content_type != NULL)
+        MHD_add_response_header(r, "Content-Type", content_type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     pbx__http_add_headers(r, c, ctx, s);
     /* RFC 9110 section 11.6.1: a 401 names the scheme that authenticates (RFC 6750's). */
@@ -116,11 +118,21 @@ enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx
         snprintf(ra, sizeof(ra), "%u", retry_after);
         MHD_add_response_header(r, "Retry-After", ra);
     }
+    for (size_t i = 0; headers != NULL && headers[i] != NULL && headers[i + 1] != NULL; i += 2)
+        MHD_add_response_header(r, headers[i], headers[i + 1]);
     ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     ctx->answered = true;
     ctx->status = status;
     return ret;
+}
+
+enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
+                                    const struct pbx_server *s, int status, char *text,
+                                    const char *content_type, unsigned retry_after)
+{
+    return pbx__http_send_bytes(c, ctx, s, status, text, strlen(text), content_type, retry_after,
+                                NULL);
 }
 
 enum MHD_Result pbx__http_send_json(struct MHD_Connection *c, struct request_ctx *ctx,

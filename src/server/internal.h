@@ -175,6 +175,18 @@ void pbx__http_iso_time(uint64_t ms, char *out, size_t len);
 void pbx__http_add_headers(struct MHD_Response *r, struct MHD_Connection *c,
                            const struct request_ctx *ctx, const struct pbx_server *s);
 
+/*
+ * Queue `len` bytes of `data` (malloc'ed, taken over; NULL for no body) as
+ * the answer: Content-Type `content_type` (NULL: none), Cache-Control:
+ * no-store, the usual headers, WWW-Authenticate on a 401, Allow (ctx->allow)
+ * on a 405, Retry-After when `retry_after`, and `headers`, a NULL-terminated
+ * list of names and values (or NULL).
+ */
+enum MHD_Result pbx__http_send_bytes(struct MHD_Connection *c, struct request_ctx *ctx,
+                                     const struct pbx_server *s, int status, char *data, size_t len,
+                                     const char *content_type, unsigned retry_after,
+                                     const char *const *headers);
+
 /* Queue `text` (taken over) as the answer. */
 enum MHD_Result pbx__http_send_text(struct MHD_Connection *c, struct request_ctx *ctx,
                                     const struct pbx_server *s, int status, char *text,

@@ -370,24 +370,10 @@ static enum MHD_Result send_rpc_error(struct pbx_server *s, struct MHD_Connectio
     json_t *body = json_pack("{s:s, s:n, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", "error", "code",
                              code, "message", msg);
     char *text = json_dumps(body, JSON_COMPACT);
-    struct MHD_Response *r;
-    enum MHD_Result ret;
 
     json_decref(body);
-    if (text == NULL)
-        text = xstrdup("{}");
-    r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
-    MHD_add_response_header(r, "Content-Type", "application/json");
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"pybox\"");
-    if (status == 405)
-        MHD_add_response_header(r, "Allow", "POST, DELETE");
-    pbx__http_add_headers(r, c, ctx, s);
-    ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    ctx->answered = true;
-    ctx->status = status;
-    return ret;
+    return pbx__http_send_text(c, ctx, s, status, text != NULL ? text : xstrdup("{}"),
+                               "application/json", 0);
 }
 
 /* Answer `text` (taken over; NULL: no body) with `status`, and the session's id when given. */
@@ -395,22 +381,11 @@ static enum MHD_Result send_message(struct pbx_server *s, struct MHD_Connection 
                                     struct request_ctx *ctx, int status, char *text,
                                     const char *session_id)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(text != NULL ? strlen(text) : 0, text,
-                                                             text != NULL ? MHD_RESPMEM_MUST_FREE
-                                                                          : MHD_RESPMEM_PERSISTENT);
-    enum MHD_Result ret;
+    const char *const headers[] = {"Mcp-Session-Id", session_id, NULL};
 
-    if (text != NULL)
-        MHD_add_response_header(r, "Content-Type", "application/json");
-    if (session_id != NULL)
-        MHD_add_response_header(r, "Mcp-Session-Id", session_id);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    pbx__http_add_headers(r, c, ctx, s);
-    ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    ctx->answered = true;
-    ctx->status = status;
-    return ret;
+    return pbx__http_send_bytes(c, ctx, s, status, text, text != NULL ? strlen(text) : 0,
+                                text != NULL ? "application/json" : NULL, 0,
+                                session_id != NULL ? headers : NULL);
 }
 
 /* Whether a reply is an error addressed to nobody (id null): the message itself was refused. */
@@ -625,7 +600,7 @@ enum MHD_Result pbx__mcp_http_handle(struct pbx_server *s, struct MHD_Connection
     char owner[320];
     char msg[256];
 
-    ctx->allow = "POST, DELETE, OPTIONS";
+    ctx->allow = "POST, DELETE, OPTIONS"; /* named by a 405's Allow */
     if (s->cfg->mcp == PBX_MCP_OFF)
         return pbx__http_send_error(c, ctx, s, "NotFound", "MCP is off on this server", 0, NULL);
     if (host == NULL || !host_ok(s, host, host_part(host))) {

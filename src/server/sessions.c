@@ -156,19 +156,7 @@ static enum MHD_Result send_bytes(struct pbx_server *s, struct MHD_Connection *c
                                   struct request_ctx *ctx, int status, char *data, size_t len,
                                   const char *content_type)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(
-        len, data, data != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    enum MHD_Result ret;
-
-    if (content_type != NULL)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    MHD_add_response_header(r, "Cache-Control", "no-store");
-    pbx__http_add_headers(r, c, ctx, s);
-    ret = MHD_queue_response(c, (unsigned)status, r);
-    MHD_destroy_response(r);
-    ctx->answered = true;
-    ctx->status = status;
-    return ret;
+    return pbx__http_send_bytes(c, ctx, s, status, data, len, content_type, 0, NULL);
 }
 
 static enum MHD_Result send_error(struct pbx_server *s, struct MHD_Connection *c,
