@@ -238,6 +238,15 @@ PYBOX_API void pybox_client_free(struct pybox_client *client);
 /* Whether the client talks to a server (true) or runs pybox in-process (false). */
 PYBOX_API bool pybox_client_is_remote(const struct pybox_client *client);
 
+/*
+ * What the server lets this client do: the JSON of its `GET /v1/info` in
+ * *json (free it with pybox_free()): the policy, the limits and their
+ * defaults, the sessions' caps, the rate limits, the importable modules.
+ * A local client has no server to ask: PYBOX_E_UNSUPPORTED.
+ */
+PYBOX_API enum pybox_code pybox_client_info(struct pybox_client *client, char **json,
+                                            struct pybox_error **err);
+
 /* ---- Execution requests ---- */
 
 /*

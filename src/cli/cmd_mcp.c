@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <pybox/pybox.h>
 
 #include "cli/cli.h"
@@ -262,26 +263,59 @@ static int put_files(struct ses *s, const struct pbx_mcp_file *files, size_t n,
     return 0;
 }
 
+/*
+ * The limits and modules a server's GET /v1/info names for this caller:
+ * false when it could not be asked (the descriptions then say less).
+ */
+static bool describe_remote(struct pbx_mcp_limits *l)
+{
+    struct pybox_error *perr = NULL;
+    const char **names = NULL;
+    char *text = NULL;
+    json_t *info, *lim, *mods, *m;
+    size_t i;
+
+    if (pybox_client_info(state.client, &text, &perr) != PYBOX_OK) {
+        pbx_log(PBX_LOG_WARN, "the server's limits are not known: %s", pybox_error_message(perr));
+        pybox_error_free(perr);
+        return false;
+    }
+    info = json_loads(text, 0, NULL);
+    pybox_free(text);
+    lim = json_object_get(info, "limits");
+    if (state.timeout_s <= 0 && json_is_number(json_object_get(lim, "default_timeout_s")))
+        l->timeout_s = json_number_value(json_object_get(lim, "default_timeout_s"));
+    if (json_is_number(json_object_get(lim, "timeout_s")))
+        l->max_timeout_s = json_number_value(json_object_get(lim, "timeout_s"));
+    if (state.memory_mb == 0 && json_is_integer(json_object_get(lim, "default_memory_mb")))
+        l->memory_mb = (unsigned)json_integer_value(json_object_get(lim, "default_memory_mb"));
+    l->network = json_is_true(json_object_get(info, "network"));
+    l->sessions =
+        json_integer_value(json_object_get(json_object_get(info, "sessions"), "max_open")) > 0;
+    mods = json_object_get(info, "allowed_modules");
+    if (json_is_true(json_object_get(info, "all_modules"))) {
+        snprintf(l->modules, sizeof(l->modules), "*");
+    } else if (json_is_array(mods)) {
+        names = xcalloc(json_array_size(mods) + 1, sizeof(*names));
+        json_array_foreach(mods, i, m) names[i] = json_string_value(m) ? json_string_value(m) : "";
+        pbx_mcp_limits_modules(l, names, NULL);
+        free(names);
+    }
+    json_decref(info);
+    return true;
+}
+
 static void describe(void *arg, struct pbx_mcp_limits *l)
 {
-    size_t off = 0;
-
+    (void)arg;
     l->timeout_s = state.timeout_s > 0 ? state.timeout_s : 10;
     l->memory_mb = state.memory_mb;
     l->network = false;
     l->sessions = true;
     if (pybox_client_is_remote(state.client))
-        return; /* the server's policy: not known here */
-    for (size_t i = 0; pbx_policy_default_modules[i] != NULL; i++) {
-        int n = snprintf(l->modules + off, sizeof(l->modules) - off, "%s%s", off ? " " : "",
-                         pbx_policy_default_modules[i]);
-
-        if (n < 0 || (size_t)n >= sizeof(l->modules) - off) {
-            l->modules[off] = '\0';
-            break;
-        }
-        off += (size_t)n;
-    }
+        describe_remote(l);
+    else
+        pbx_mcp_limits_modules(l, pbx_policy_default_modules, NULL);
 }
 
 static void on_event(enum pybox_event_kind kind, const char *data, size_t len, void *arg)

@@ -402,6 +402,20 @@ bool pybox_client_is_remote(const struct pybox_client *client)
     return client != NULL && client->remote;
 }
 
+enum pybox_code pybox_client_info(struct pybox_client *client, char **json,
+                                  struct pybox_error **err)
+{
+    if (json == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "nowhere to put the answer");
+    *json = NULL;
+    if (client == NULL)
+        return pbx__client_fail(err, PYBOX_E_INVALID, 0, 0, "no client");
+    if (!client->remote)
+        return pbx__client_fail(err, PYBOX_E_UNSUPPORTED, 0, 0,
+                                "a local client has no server to ask: its limits are its config's");
+    return pbx__client_info_remote(client, json, err);
+}
+
 double pbx__client_timeout(const struct pybox_client *client, const struct pybox_exec *exec)
 {
     return exec->timeout_s > 0 ? exec->timeout_s : client->timeout_s;

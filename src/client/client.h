@@ -344,6 +344,10 @@ enum pybox_code pbx__client_session_op_remote(struct pybox_session *s,
 /* Record why the session ended (copied; the first reason stays). Thread-safe. */
 void pbx__client_session_dead(struct pybox_session *s, const char *reason);
 
+/* `GET /v1/info` of the client's server: its body in *json (malloc'ed). */
+enum pybox_code pbx__client_info_remote(struct pybox_client *client, char **json,
+                                        struct pybox_error **err);
+
 /* Run through `POST /v1/execute` on the client's server. */
 enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct pybox_exec *exec,
                                        struct pybox_result **out, struct pybox_error **err);

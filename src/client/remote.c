@@ -660,6 +660,43 @@ static enum pybox_code run_answer(long status, struct answer *a, const struct py
     return rc;
 }
 
+enum pybox_code pbx__client_info_remote(struct pybox_client *client, char **json,
+                                        struct pybox_error **err)
+{
+    struct http_request rq = {0};
+    enum pybox_code rc;
+    struct answer a;
+    char *url = NULL;
+    long status = 0;
+    json_t *body;
+
+    if (asprintf(&url, "%s/v1/info", client->base_url) < 0)
+        return pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+    rq.method = "GET";
+    rq.url = url;
+    rq.shown_url = client->shown_base;
+    rq.timeout_s = DEFAULT_RUN_S + MARGIN_S;
+    rc = http_do(client, &rq, &a, &status, err);
+    free(url);
+    if (rc == PYBOX_OK && status != 200)
+        rc = http_error(status, a.data, a.len, a.retry_after, NULL, err);
+    if (rc == PYBOX_OK) {
+        /* What the caller is handed is an object, whatever the server sent. */
+        body = a.data != NULL ? json_loadb(a.data, a.len, 0, NULL) : NULL;
+        if (!json_is_object(body))
+            rc =
+                pbx__client_fail(err, PYBOX_E_PROTOCOL, 0, 0,
+                                 "%s/v1/info: the answer is not a JSON object", client->shown_base);
+        else
+            *json = json_dumps(body, JSON_COMPACT);
+        if (rc == PYBOX_OK && *json == NULL)
+            rc = pbx__client_fail(err, PYBOX_E_NOMEM, 0, 0, "out of memory");
+        json_decref(body);
+    }
+    answer_release(&a);
+    return rc;
+}
+
 enum pybox_code pbx__client_run_remote(struct pybox_client *client, const struct pybox_exec *exec,
                                        struct pybox_result **out, struct pybox_error **err)
 {

@@ -191,3 +191,22 @@ def test_a_stop_with_mcp_sessions_open_leaves_nothing(start_server):
     assert tool(s, sid, "run_python", {"code": "print(1)"})["isError"] is False
     s.stop_and_check()  # exit 0 within its time, and nothing of the server left on the host
     cell.assert_gone()
+
+
+def test_pybox_mcp_server_describes_the_servers_policy(start_server):
+    """`pybox mcp --server` states the server's limits and modules for its key, from
+    GET /v1/info (pybox_client_info()), not its own defaults."""
+    from test_mcp_stdio import Client
+
+    s = start_server(*RELAXED, "--timeout", "7", "--modules", "pydoc_data")
+    k = keys_cli(s, "create", "--name", "mcp-describe", "--rpm", "1000", "--timeout", "42")
+    c = Client("--server", s.url, "--api-key", k)
+    try:
+        instr = c.initialize()["instructions"]
+        assert "7 s of wall-clock time per run by default (at most 42 s" in instr, instr
+        assert "pydoc_data" in instr and "numpy" in instr, instr
+        desc = next(t for t in c.req("tools/list")["result"]["tools"]
+                    if t["name"] == "run_python")["description"]
+        assert "pydoc_data" in desc, desc
+    finally:
+        assert c.close() == 0
