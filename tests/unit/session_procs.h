@@ -1,8 +1,8 @@
 /*
  * A session's processes seen from the host, for the tests of sessions
- * (test_session.c, the engine's; test_client_sessions.c, libpybox's): found
- * by a marker file in their /work, and whether each is gone.  Static, each
- * test binary takes its own copy.
+ * (test_session.c, the engine's; test_client_sessions.c and test_client.c,
+ * libpybox's): found by a marker file in their /work, whether each is gone,
+ * and a wait until all are.  Static, each test binary takes its own copy.
  */
 #ifndef PBX_TESTS_UNIT_SESSION_PROCS_H
 #define PBX_TESTS_UNIT_SESSION_PROCS_H
@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 /*
@@ -69,6 +70,34 @@ static inline bool pid_gone(pid_t pid)
     }
     fclose(f);
     return dead;
+}
+
+/* The monotonic clock in milliseconds. */
+static inline double now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Wait until every pid is gone, at most `ms` (polled every 10 ms); whether they went. */
+static inline bool all_gone(const pid_t *pids, int n, double ms)
+{
+    double until = now_ms() + ms;
+
+    for (;;) {
+        bool gone = true;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+
+        for (int i = 0; i < n; i++)
+            gone = gone && pid_gone(pids[i]);
+        if (gone)
+            return true;
+        if (now_ms() >= until)
+            return false;
+        nanosleep(&ts, NULL);
+    }
 }
 
 #endif

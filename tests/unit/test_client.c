@@ -782,14 +782,6 @@ END_TEST
 
 /* ---- cancels ---- */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /*
  * How many descriptors this process has open whose target starts with
  * `kind` ("socket:", "anon_inode:[eventfd]"; "" for all).
@@ -814,25 +806,6 @@ static int open_fds(const char *kind)
     }
     closedir(d);
     return n;
-}
-
-/* Wait until every pid is gone, at most `ms`; whether they went. */
-static bool all_gone(const pid_t *pids, int n, double ms)
-{
-    double until = now_ms() + ms;
-
-    for (;;) {
-        bool gone = true;
-        struct timespec ts = {0, 10 * 1000 * 1000};
-
-        for (int i = 0; i < n; i++)
-            gone = gone && pid_gone(pids[i]);
-        if (gone)
-            return true;
-        if (now_ms() >= until)
-            return false;
-        nanosleep(&ts, NULL);
-    }
 }
 
 START_TEST(test_cancel_api)

@@ -31,14 +31,6 @@ static const char *mode_name[NMODES] = {"local", "remote"};
 
 /* ---- helpers ---- */
 
-static double now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6;
-}
-
 static struct pybox_client *client_of(int mode)
 {
     struct pybox_config cfg;
@@ -729,25 +721,6 @@ static int mark_session(struct pybox_session *s, char *marker, size_t len, pid_t
     n = find_in_session("pybox-cell", marker, pids, 4);
     ck_assert_msg(n == 2, "the session's cell and interpreter: %d found", n);
     return n;
-}
-
-/* Wait until every pid is gone, at most `ms`; whether they went. */
-static bool all_gone(const pid_t *pids, int n, double ms)
-{
-    double until = now_ms() + ms;
-
-    for (;;) {
-        bool gone = true;
-        struct timespec ts = {0, 20 * 1000 * 1000};
-
-        for (int i = 0; i < n; i++)
-            gone = gone && pid_gone(pids[i]);
-        if (gone)
-            return true;
-        if (now_ms() >= until)
-            return false;
-        nanosleep(&ts, NULL);
-    }
 }
 
 /* The reason the session is known to have ended, polled for at most `ms` (NULL if none came). */
