@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import PYBOX, SLOW, clean_env, descendants
+from test_sessions import wait_until
 
 TIMEOUT = 120 * SLOW
 
@@ -136,17 +137,6 @@ def gone(pid):
         return True
 
 
-def until(cond, timeout, what):
-    """Poll cond every 10 ms until it gives a truthy value (returned), failing after timeout s."""
-    deadline = time.time() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.time() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.01)
-
-
 def cancel_one_shot(c):
     """Start a one-shot run that sleeps, cancel it once its code runs: its processes must be
     gone within a second (3 under ASan), the call never answered, and the next call served."""
@@ -154,12 +144,12 @@ def cancel_one_shot(c):
     rid = c.start("tools/call", {"name": "run_python", "arguments": {
         "code": f"open('/work/{marker}', 'w').close()\nimport time\ntime.sleep(60)",
         "timeout_ms": 60000}})
-    pids = until(lambda: marked(marker), 60 * SLOW, "the code started")
+    pids = wait_until("the code started", lambda: marked(marker), 60)
     t0 = time.time()
     c.send({"jsonrpc": "2.0", "method": "notifications/cancelled",
             "params": {"requestId": rid, "reason": "test"}})
-    until(lambda: not marked(marker) and all(gone(p) for p in pids), 1 * SLOW,
-          "the cancelled code is gone")
+    wait_until("the cancelled code gone",
+               lambda: not marked(marker) and all(gone(p) for p in pids), 1)
     took = time.time() - t0
     res = c.call("run_python", {"code": "print(3)"})
     assert res["isError"] is False and res["structuredContent"]["stdout"] == "3\n"
