@@ -1,77 +1,27 @@
-// What the browser tests share: a real `pybox serve` started for the test file, headless
-// Chromium (Debian's, driven by playwright-core), console watching and a contrast check.
+// What the browser tests share: a real `pybox serve` started for the test file (../serve.mjs),
+// headless Chromium (Debian's, driven by playwright-core), console watching and a contrast check.
 //
 // Env: PYBOX (the binary; default <repo>/build/pybox), PYBOX_CHROMIUM (default /usr/bin/chromium),
 // PYBOX_BROWSER_OUT (where screenshots go; default a temporary directory).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-export const REPO = path.resolve(HERE, "..", "..");
-export const PYBOX = path.resolve(process.env.PYBOX || path.join(REPO, "build", "pybox"));
+/*
+ * startServer(tmp, adminKey, args): `pybox serve` on 127.0.0.1:0 with `args`, its data in
+ * TMP/data, the admin key `adminKey`; resolves with {child, base, log()} (and more) once it has
+ * written its URL. stopServer(child): SIGTERM it and wait, resolves with [code, signal] (or a
+ * note after 30 s).
+ */
+export { PYBOX, startServer, stopServer } from "../serve.mjs";
 export const CHROMIUM = process.env.PYBOX_CHROMIUM || "/usr/bin/chromium";
 
 /* A temporary directory of the test file's own, and where its screenshots go. */
 export function tmpdirs() {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "pybox-browser-"));
   return { tmp, out: process.env.PYBOX_BROWSER_OUT || tmp };
-}
-
-/*
- * Start `pybox serve` on 127.0.0.1:0 with `args`, its data in TMP/data, the admin key
- * `adminKey`; resolves with {child, base, log()} once it has written its URL.
- */
-export function startServer(tmp, adminKey, args) {
-  assert.ok(fs.existsSync(PYBOX), `pybox binary not found at ${PYBOX}: build it or set PYBOX`);
-  const data = path.join(tmp, "data");
-  const urlFile = path.join(tmp, "url");
-  fs.mkdirSync(data);
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("PYBOX") && k !== "PYTHON_EXE_KEY") env[k] = v;
-  }
-  env.PYBOX_ADMIN_KEY = adminKey;
-  let log = "";
-  const child = spawn(PYBOX, ["serve", "--listen", "127.0.0.1:0", "--data", data, "--url-file", urlFile, ...args],
-    { env, stdio: ["ignore", "ignore", "pipe"], cwd: tmp });
-  child.stderr.on("data", (b) => { log += b.toString(); });
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + 120000;
-    const poll = () => {
-      if (child.exitCode !== null) {
-        reject(new Error(`pybox serve exited ${child.exitCode} at start:\n${log}`));
-        return;
-      }
-      let text = "";
-      try {
-        text = fs.readFileSync(urlFile, "utf8").trim();
-      } catch (e) { /* not yet */ }
-      if (text.startsWith("http://")) {
-        resolve({ child, base: text, log: () => log });
-      } else if (Date.now() > deadline) {
-        reject(new Error(`pybox serve wrote no URL within 120 s:\n${log}`));
-      } else {
-        setTimeout(poll, 50);
-      }
-    };
-    poll();
-  });
-}
-
-/* SIGTERM the server and wait for it: resolves with [code, signal] (or a note after 30 s). */
-export async function stopServer(child) {
-  const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve([code, signal])));
-  child.kill("SIGTERM");
-  let timer = null;
-  const late = new Promise((resolve) => { timer = setTimeout(() => resolve(["no exit within 30 s", null]), 30000); });
-  const result = await Promise.race([exited, late]);
-  clearTimeout(timer);
-  return result;
 }
 
 export function launch() {

@@ -1,75 +1,30 @@
-// What the MCP tests share: the pybox binary, a real `pybox serve` started for a test file,
-// a key made with `pybox keys create`, and the sandboxed processes seen from the host (to prove
-// that cancelled code is gone).
+// What the MCP tests share: the pybox binary, a real `pybox serve` started for a test file (in
+// a temporary directory of its own; ../serve.mjs), a key made with `pybox keys create`, and the
+// sandboxed processes seen from the host (to prove that cancelled code is gone).
 //
 // Env: PYBOX (the binary; default <repo>/build/pybox).
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PYBOX, NO_EXIT, cleanEnv, startServer as serveIn, stopServer as stop } from '../serve.mjs';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-export const PYBOX = path.resolve(process.env.PYBOX || path.join(HERE, '..', '..', 'build', 'pybox'));
-
-/* The environment without any PYBOX_* variable (and the old admin key's name). */
-export function cleanEnv(extra = {}) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('PYBOX') && k !== 'PYTHON_EXE_KEY') env[k] = v;
-  }
-  return { ...env, ...extra };
-}
+export { PYBOX, cleanEnv };
 
 /*
- * Start `pybox serve --listen 127.0.0.1:0` with its data in a new temporary directory, the admin
- * key `adminKey` and `args`; resolves with {child, base, data, tmp, log()} once it wrote its URL.
+ * Start `pybox serve` (../serve.mjs) with its data in a new temporary directory, the admin key
+ * `adminKey` and `args`; resolves with {child, base, data, tmp, log()} once it wrote its URL.
  */
 export function startServer(adminKey, args = []) {
-  assert.ok(fs.existsSync(PYBOX), `pybox binary not found at ${PYBOX}: build it or set PYBOX`);
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pybox-mcp-'));
-  const data = path.join(tmp, 'data');
-  const urlFile = path.join(tmp, 'url');
-  fs.mkdirSync(data);
-  let log = '';
-  const child = spawn(PYBOX, ['serve', '--listen', '127.0.0.1:0', '--data', data,
-    '--url-file', urlFile, ...args],
-  { env: cleanEnv({ PYBOX_ADMIN_KEY: adminKey }), stdio: ['ignore', 'ignore', 'pipe'], cwd: tmp });
-  child.stderr.on('data', (b) => { log += b.toString(); });
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + 120000;
-    const poll = () => {
-      if (child.exitCode !== null) {
-        reject(new Error(`pybox serve exited ${child.exitCode} at start:\n${log}`));
-        return;
-      }
-      let text = '';
-      try {
-        text = fs.readFileSync(urlFile, 'utf8').trim();
-      } catch { /* not yet */ }
-      if (text.startsWith('http://')) resolve({ child, base: text, data, tmp, log: () => log });
-      else if (Date.now() > deadline) reject(new Error(`pybox serve wrote no URL within 120 s:\n${log}`));
-      else setTimeout(poll, 50);
-    };
-    poll();
-  });
+  return serveIn(fs.mkdtempSync(path.join(os.tmpdir(), 'pybox-mcp-')), adminKey, args);
 }
 
 /* SIGTERM the server of startServer() and wait for it (30 s at most); its temporary directory
- * is removed. Resolves with [code, signal]. */
+ * is removed once it exited. Resolves with [code, signal]. */
 export async function stopServer(srv) {
-  const { child } = srv;
-  let result = [child.exitCode, child.signalCode];
-  if (child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve([code, signal])));
-    child.kill('SIGTERM');
-    let timer = null;
-    const late = new Promise((resolve) => { timer = setTimeout(() => resolve(['no exit within 30 s', null]), 30000); });
-    result = await Promise.race([exited, late]);
-    clearTimeout(timer);
-  }
-  if (result[0] !== 'no exit within 30 s') fs.rmSync(srv.tmp, { recursive: true, force: true });
+  const result = await stop(srv.child);
+  if (result[0] !== NO_EXIT) fs.rmSync(srv.tmp, { recursive: true, force: true });
   return result;
 }
 
