@@ -1,14 +1,16 @@
 // The MCP endpoint of `pybox serve` (POST /mcp, Streamable HTTP) under the official MCP
 // TypeScript SDK (@modelcontextprotocol/sdk, pinned by package-lock.json): its Client over
 // StreamableHTTPClientTransport against a real server the test starts, as an agent would speak
-// to it.  The SDK validates every structuredContent against the tool's outputSchema.  The
-// protocol's edges (status codes, headers, error bodies) are checked with plain fetch.
+// to it (the cases of cases.mjs, as over stdio, and what only HTTP has).  The SDK validates
+// every structuredContent against the tool's outputSchema.  The protocol's edges (status
+// codes, headers, error bodies) are checked with plain fetch.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { startServer, stopServer, createKey, jailFilePid, pidGone, until, token } from './lib.mjs';
+import * as cases from './cases.mjs';
+import { startServer, stopServer, createKey, token } from './lib.mjs';
 
 const ADMIN = 'admin-' + token();
 const RPM = 3; // the anonymous rate, low enough to reach
@@ -111,112 +113,14 @@ after(async () => {
   }
 });
 
-test('server info and tools, as over stdio', async () => {
-  assert.equal(client.getServerVersion().name, 'pybox');
-  assert.ok(client.getInstructions().includes('Importable modules'));
-  const { tools } = await client.listTools();
-  assert.deepEqual(tools.map((t) => t.name), ['run_python', 'create_session', 'write_files',
-    'read_file', 'list_files', 'close_session']);
-  for (const t of tools) {
-    assert.equal(t.inputSchema.additionalProperties, false);
-    assert.equal(t.outputSchema.type, 'object');
-  }
-  await client.ping();
-});
-
-test('print(1+1)', async () => {
-  const r = await client.callTool({ name: 'run_python', arguments: { code: 'print(1+1)' } });
-  assert.equal(r.isError, false);
-  assert.equal(r.structuredContent.status, 'ok');
-  assert.equal(r.structuredContent.stdout, '2\n');
-  assert.equal(r.structuredContent.exit_code, 0);
-  assert.equal(r.content[0].type, 'text');
-});
-
-test('a failing script and a timeout are isError with structuredContent', async () => {
-  let r = await client.callTool({ name: 'run_python', arguments: { code: '1/0' } });
-  assert.equal(r.isError, true);
-  assert.equal(r.structuredContent.error.type, 'ZeroDivisionError');
-  assert.match(r.structuredContent.stderr, /ZeroDivisionError/);
-  const t0 = Date.now();
-  r = await client.callTool({ name: 'run_python',
-    arguments: { code: 'while True: pass', timeout_ms: 1000 } });
-  assert.equal(r.isError, true);
-  assert.equal(r.structuredContent.status, 'timeout');
-  assert.ok(Date.now() - t0 < 10000);
-});
-
-test('a 50 MB print: the result stays small, the output is kept behind a resource link', async () => {
-  const r = await client.callTool({ name: 'run_python', arguments: {
-    code: "import sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)\n" } });
-  assert.ok(JSON.stringify(r).length < 100000, `result of ${JSON.stringify(r).length} bytes`);
-  const sc = r.structuredContent;
-  assert.equal(sc.status, 'ok');
-  assert.equal(sc.stdout_truncated, true);
-  assert.ok(sc.stdout.length > 0 && sc.stdout.length <= 20000, `stdout of ${sc.stdout.length}`);
-  assert.match(sc.stdout, /^x+$/);
-  assert.ok(r.content[0].text.length < 30000);
-  const link = r.content.find((c) => c.type === 'resource_link' && c.uri === sc.stdout_uri);
-  assert.ok(link, JSON.stringify(r.content.map((c) => c.type)));
-  // What pybox kept of the stream (its output limit, over the 20 KB of the result) is all there.
-  const res = await client.readResource({ uri: link.uri });
-  const text = res.contents[0].text;
-  assert.equal(text.length, link.size);
-  assert.ok(text.length > sc.stdout.length, `resource of ${text.length} bytes`);
-  assert.ok(text.startsWith(sc.stdout));
-  assert.match(text, /^x+$/);
-});
-
-test('a chart is a PNG image item', async () => {
-  const r = await client.callTool({ name: 'run_python', arguments: {
-    code: 'import matplotlib.pyplot as plt\nplt.plot([1, 2], [3, 4])\nplt.show()' } });
-  assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
-  const img = r.content.find((c) => c.type === 'image');
-  assert.ok(img, JSON.stringify(r.content.map((c) => c.type)));
-  assert.equal(img.mimeType, 'image/png');
-  assert.deepEqual([...Buffer.from(img.data, 'base64').subarray(0, 8)],
-    [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-});
-
-test('files in and out through resource_link and readResource', async () => {
-  const r = await client.callTool({ name: 'run_python', arguments: {
-    code: "open('out.txt', 'w').write(open('in.txt').read()[::-1])\n"
-      + "open('raw.bin', 'wb').write(bytes(range(256)))",
-    files: [{ path: 'in.txt', content: 'abc' }], return_files: ['out.txt', 'raw.bin'] } });
-  assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
-  const links = Object.fromEntries(r.content.filter((c) => c.type === 'resource_link')
-    .map((c) => [c.name, c]));
-  assert.deepEqual(Object.keys(links).sort(), ['out.txt', 'raw.bin']);
-  assert.equal((await client.readResource({ uri: links['out.txt'].uri })).contents[0].text, 'cba');
-  const bin = (await client.readResource({ uri: links['raw.bin'].uri })).contents[0];
-  assert.deepEqual([...Buffer.from(bin.blob, 'base64')], [...Array(256).keys()]);
-});
-
-test('a session keeps state; closed, it is isError', async () => {
-  const s = await client.callTool({ name: 'create_session', arguments: {} });
-  const sid = s.structuredContent.session_id;
-  assert.match(sid, /^ses_/);
-  let r = await client.callTool({ name: 'run_python', arguments: { code: 'x = 41', session_id: sid } });
-  assert.equal(r.isError, false);
-  r = await client.callTool({ name: 'run_python', arguments: { code: 'x + 1', session_id: sid } });
-  assert.equal(r.structuredContent.value, '42');
-  assert.equal(r.structuredContent.session_id, sid);
-  r = await client.callTool({ name: 'close_session', arguments: { session_id: sid } });
-  assert.equal(r.isError, false);
-  r = await client.callTool({ name: 'run_python', arguments: { code: 'x', session_id: sid } });
-  assert.equal(r.isError, true);
-  assert.equal(typeof r.structuredContent.error.message, 'string');
-});
-
-test('progress notifications on a long call', async () => {
-  const seen = [];
-  const r = await client.callTool({ name: 'run_python',
-    arguments: { code: 'import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(1)' } },
-  undefined, { onprogress: (p) => seen.push(p) });
-  assert.equal(r.structuredContent.stdout, '0\n1\n2\n');
-  assert.ok(seen.length >= 2, `progress: ${JSON.stringify(seen)}`);
-  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].progress > seen[i - 1].progress);
-});
+cases.serverInfo(() => client);
+cases.print(() => client);
+cases.failingAndTimeout(() => client);
+cases.bigOutput(() => client);
+cases.chart(() => client);
+cases.files(() => client);
+cases.session(() => client);
+cases.progress(() => client);
 
 test('a call with a progressToken is answered as Server-Sent Events that end', async () => {
   const sid = await rawSession({ authorization: `Bearer ${KEY}` });
@@ -241,48 +145,16 @@ test('a call with a progressToken is answered as Server-Sent Events that end', a
   assert.equal(last.result.structuredContent.stdout, 'done\n');
 });
 
-test('a cancelled one-shot call: its processes are gone within 200 ms', async () => {
-  const marker = `/work/ready-${token()}`;
-  const ac = new AbortController();
-  const call = client.callTool({ name: 'run_python', arguments: {
-    code: `open('${marker}', 'w').close()\nimport time\ntime.sleep(30)`, timeout_ms: 30000 } },
-  undefined, { signal: ac.signal });
-  const rejected = assert.rejects(call);
-  const pid = await until(() => jailFilePid(marker), 60000, 'the code started');
+/* What each cancel test checks of the transport: the server answered its notifications/cancelled
+ * with 202. */
+function cancelAccepted() {
   const delivered = cancelDelivered();
-  const t0 = performance.now();
-  ac.abort('test');
-  await until(() => pidGone(pid) && jailFilePid(marker) === null, 200, 'the cancelled code is gone');
-  await rejected;
-  assert.equal(await delivered, 202);
-  assert.ok(performance.now() - t0 < 1000);
-  const r = await client.callTool({ name: 'run_python', arguments: { code: 'print(3)' } });
-  assert.equal(r.structuredContent.stdout, '3\n');
-});
+  return async () => assert.equal(await delivered, 202);
+}
 
-test('a cancelled call in a session: the next call of the session runs at once', async () => {
-  const sid = (await client.callTool({ name: 'create_session', arguments: {} })).structuredContent.session_id;
-  await client.callTool({ name: 'run_python', arguments: { code: 'y = 5', session_id: sid } });
-  const marker = `/work/ready-${token()}`;
-  const ac = new AbortController();
-  const call = client.callTool({ name: 'run_python', arguments: { session_id: sid,
-    code: `open('${marker}', 'w').close()\nimport time\nwhile True: time.sleep(0.01)` } },
-  undefined, { signal: ac.signal });
-  const rejected = assert.rejects(call);
-  await until(() => jailFilePid(marker), 60000, 'the code started');
-  const delivered = cancelDelivered();
-  const t0 = performance.now();
-  ac.abort('test');
-  await rejected;
-  assert.equal(await delivered, 202);
-  // A session runs one call at a time: this one's answer means the loop is over.
-  const r = await client.callTool({ name: 'run_python', arguments: { code: 'y + 1', session_id: sid } });
-  const took = performance.now() - t0;
-  assert.equal(r.isError, false, JSON.stringify(r.structuredContent));
-  assert.equal(r.structuredContent.value, '6');
-  assert.ok(took < 200, `the next call of the session took ${took} ms`);
-  await client.callTool({ name: 'close_session', arguments: { session_id: sid } });
-});
+cases.cancelOneShot(() => client, 'a cancelled one-shot call: its processes are gone within 200 ms',
+  cancelAccepted);
+cases.cancelInSession(() => client, cancelAccepted);
 
 test('a bad key: the SDK fails with 401; a good key works', async () => {
   await assert.rejects(connect('pbx_not_a_key_' + token()), (e) => {
