@@ -148,7 +148,8 @@ function cancellable(c, args) {
  * server still serves. `watchCancel`, if given, is called just before the cancel; the function
  * it returns is awaited once the call is rejected (what the transport checks of the cancel).
  */
-export function cancelOneShot(client, title, watchCancel = null) {
+export function cancelOneShot(client, watchCancel = null,
+  title = 'a cancelled one-shot call: its processes are gone within 200 ms') {
   test(title, async () => {
     const marker = `/work/ready-${token()}`;
     const { ac, rejected } = cancellable(client(), {
@@ -191,4 +192,18 @@ export function cancelInSession(client, watchCancel = null) {
     assert.ok(took < 200, `the next call of the session took ${took} ms`);
     await c.callTool({ name: 'close_session', arguments: { session_id: sid } });
   });
+}
+
+/* Every case above, in this order; `watchCancel` as for cancelOneShot(). */
+export function all(client, watchCancel = null) {
+  serverInfo(client);
+  print(client);
+  failingAndTimeout(client);
+  bigOutput(client);
+  chart(client);
+  files(client);
+  session(client);
+  progress(client);
+  cancelOneShot(client, watchCancel);
+  cancelInSession(client, watchCancel);
 }

@@ -36,6 +36,13 @@ function observingFetch(url, init) {
   return res;
 }
 
+/* What the cancels of cases.mjs check of this transport: the server answered the SDK's
+ * notifications/cancelled with 202. */
+function cancelAccepted() {
+  const delivered = cancelDelivered();
+  return async () => assert.equal(await delivered, 202);
+}
+
 /* A Client connected to /mcp with `key` (none: anonymous). */
 async function connect(key) {
   const c = new Client({ name: 'pybox-sdk-http-test', version: '1.0.0' });
@@ -113,14 +120,7 @@ after(async () => {
   }
 });
 
-cases.serverInfo(() => client);
-cases.print(() => client);
-cases.failingAndTimeout(() => client);
-cases.bigOutput(() => client);
-cases.chart(() => client);
-cases.files(() => client);
-cases.session(() => client);
-cases.progress(() => client);
+cases.all(() => client, cancelAccepted);
 
 test('a call with a progressToken is answered as Server-Sent Events that end', async () => {
   const sid = await rawSession({ authorization: `Bearer ${KEY}` });
@@ -144,17 +144,6 @@ test('a call with a progressToken is answered as Server-Sent Events that end', a
   assert.equal(last.id, 7);
   assert.equal(last.result.structuredContent.stdout, 'done\n');
 });
-
-/* What each cancel test checks of the transport: the server answered its notifications/cancelled
- * with 202. */
-function cancelAccepted() {
-  const delivered = cancelDelivered();
-  return async () => assert.equal(await delivered, 202);
-}
-
-cases.cancelOneShot(() => client, 'a cancelled one-shot call: its processes are gone within 200 ms',
-  cancelAccepted);
-cases.cancelInSession(() => client, cancelAccepted);
 
 test('a bad key: the SDK fails with 401; a good key works', async () => {
   await assert.rejects(connect('pbx_not_a_key_' + token()), (e) => {

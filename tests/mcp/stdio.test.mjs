@@ -26,13 +26,7 @@ after(async () => {
   await client.close();
 });
 
-cases.serverInfo(() => client);
-cases.print(() => client);
-cases.failingAndTimeout(() => client);
-cases.chart(() => client);
-cases.files(() => client);
-cases.session(() => client);
-cases.bigOutput(() => client);
+cases.all(() => client);
 
 /* `pybox mcp` spoken to line by line: send(line), next() -> the next message it wrote. */
 function rawMcp() {
@@ -82,10 +76,6 @@ test('malformed JSON-RPC lines get -32700 with id null, and the server goes on',
   }
 });
 
-cases.progress(() => client);
-cases.cancelOneShot(() => client, 'a cancelled one-shot call: its processes are gone within 200 ms');
-cases.cancelInSession(() => client);
-
 describe('pybox mcp --server: every call goes to a pybox serve', () => {
   let srv, remote;
 
@@ -108,7 +98,7 @@ describe('pybox mcp --server: every call goes to a pybox serve', () => {
   cases.print(() => remote);
   cases.failingAndTimeout(() => remote);
   cases.session(() => remote);
-  cases.cancelOneShot(() => remote,
+  cases.cancelOneShot(() => remote, null,
     'a cancelled one-shot call: its processes on the server are gone within 200 ms');
   cases.cancelInSession(() => remote);
 });
