@@ -166,6 +166,7 @@ ERROR_TYPES: Dict[str, Tuple[int, Type[PyboxError]]] = {
     "SessionDead": (410, SessionDead),
     "PayloadTooLarge": (413, RequestTooLarge),
     "UnsupportedMediaType": (415, PyboxError),
+    "MisdirectedRequest": (421, PyboxError),
     "UnprocessableEntity": (422, InvalidRequest),
     "RateLimitExceeded": (429, RateLimited),
     "SessionLimitExceeded": (429, TooManySessions),

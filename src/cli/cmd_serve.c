@@ -73,6 +73,8 @@ static void help(void)
            "                           localhost and the --listen host, comma-separated, or *\n"
            "                           (PYBOX_MCP_ALLOWED_HOSTS); a Host or Origin naming any\n"
            "                           other is refused 403, against DNS rebinding\n"
+           "  --node-id ID             this node's id among many behind a proxy: 1-16 of\n"
+           "                           [a-z0-9], named in its session ids (PYBOX_NODE_ID)\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
@@ -143,7 +145,17 @@ enum {
     OPT_SESSIONS,
     OPT_MCP,
     OPT_MCP_HOSTS,
+    OPT_NODE_ID,
 };
+
+/* --node-id's value, checked. */
+static const char *node_id(const char *v, const char *what)
+{
+    if (!pbx_server_node_id_valid(v))
+        pbx_usage_error("serve", "%s `%s` is not 1 to %d of a-z and 0-9", what, v,
+                        PBX_SERVER_NODE_ID_MAX);
+    return v;
+}
 
 /* --mcp's value. */
 static enum pbx_mcp_access mcp_access(const char *v, const char *what)
@@ -296,6 +308,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"sessions", required_argument, NULL, OPT_SESSIONS},
         {"mcp", required_argument, NULL, OPT_MCP},
         {"mcp-allowed-hosts", required_argument, NULL, OPT_MCP_HOSTS},
+        {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -341,6 +354,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.mcp = mcp_access(v, "PYBOX_MCP");
     if ((v = getenv("PYBOX_MCP_ALLOWED_HOSTS")) != NULL)
         cfg.mcp_allowed_hosts = v;
+    if ((v = getenv("PYBOX_NODE_ID")) != NULL)
+        cfg.node_id = node_id(v, "PYBOX_NODE_ID");
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
     if ((v = getenv("PYBOX_QUEUE")) != NULL)
@@ -471,6 +486,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_MCP_HOSTS:
             cfg.mcp_allowed_hosts = optarg;
+            break;
+        case OPT_NODE_ID:
+            cfg.node_id = node_id(optarg, "--node-id");
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

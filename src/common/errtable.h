@@ -97,6 +97,10 @@
     /* A body that is not JSON (or multipart/form-data on /v1/execute). */                        \
     XX(UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", 415, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
+    /* A session or MCP session whose id names another node (pybox serve --node-id): */          \
+    /* error_details.node names it, for the proxy in front that should have routed it. */        \
+    XX(MISDIRECTED_REQUEST, "MisdirectedRequest", 421, PYBOX_E_NOT_FOUND, PBX_ERRTABLE_NONE,      \
+       PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
     /* Under the FastAPI server's rules (POST /execute in its shape, POST */                      \
     /* /execute-with-files): a field its schema refuses, answered as it answers it. */            \
     XX(UNPROCESSABLE_ENTITY, "UnprocessableEntity", 422, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,      \

@@ -35,17 +35,16 @@
 #include <string.h>
 #include <strings.h>
 
-#include <sodium.h>
-
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "pybox/version.h"
+#include "server/ids.h"
 #include "server/mcp_server.h"
 #include "server/session_ops.h"
 #include "common/banned.h"
 
-#define MCP_ID_LEN    36                  /* "mcp_" and 32 hex digits */
+#define MCP_ID_LEN    PBX_ID_MAX          /* "mcp_", the node's id and "_", 32 hex digits */
 #define MCP_IDLE_MS   (60u * 60u * 1000u) /* an MCP session ends this long after its last request */
 #define MCP_EVICT_MS  (5u * 60u * 1000u)  /* a full table ends one idle this long, the oldest */
 #define MCP_PER_OWNER 16u                 /* MCP sessions of one caller */
@@ -83,22 +82,15 @@ struct mcp_table *pbx__mcp_table_new(void)
 static struct mcp_conn *conn_new(struct pbx_server *s, const struct pbx_caller *who,
                                  const char *client, const char *owner)
 {
-    static const char hex[] = "0123456789abcdef";
     const struct pbx_mcp_options opts = {
         .server_name = "pybox",
         .server_version = PBX_VERSION_STRING,
         .store_max = MCP_STORE_MAX,
     };
     struct mcp_conn *k = xcalloc(1, sizeof(*k));
-    unsigned char raw[16];
     struct pbx_mcp_backend be;
 
-    randombytes_buf(raw, sizeof(raw));
-    memcpy(k->id, "mcp_", 4);
-    for (size_t i = 0; i < sizeof(raw); i++) {
-        k->id[4 + 2 * i] = hex[raw[i] >> 4];
-        k->id[5 + 2 * i] = hex[raw[i] & 15];
-    }
+    pbx__id_make("mcp", s->cfg->node_id, k->id, sizeof(k->id));
     snprintf(k->owner, sizeof(k->owner), "%s", owner);
     k->link = pbx__mcp_link_new(s, who, client);
     be = pbx__mcp_link_backend(k->link);
@@ -519,6 +511,23 @@ static bool is_json(const char *ct)
            (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' ');
 }
 
+/* Whether the MCP session `sid` is another node's: answered 421, naming it, if so. */
+static bool misdirected(struct pbx_server *s, struct MHD_Connection *c, struct request_ctx *ctx,
+                        const char *sid, enum MHD_Result *ret)
+{
+    char node[PBX_NODE_ID_MAX + 1];
+    char msg[200];
+
+    if (!pbx__id_elsewhere("mcp", sid, s->cfg->node_id, node))
+        return false;
+    snprintf(msg, sizeof(msg),
+             "this MCP session lives on node `%s`, not this one: a proxy routes an "
+             "Mcp-Session-Id of mcp_%s_... to it",
+             node, node);
+    *ret = send_rpc_error(s, c, ctx, 421, PBX_MCP_INVALID_REQUEST, msg);
+    return true;
+}
+
 /* A message without Mcp-Session-Id: an initialize opens an MCP session; anything else is a 400. */
 static enum MHD_Result post_new(struct pbx_server *s, struct MHD_Connection *c,
                                 struct request_ctx *ctx, const struct pbx_caller *who,
@@ -567,6 +576,7 @@ static enum MHD_Result post(struct pbx_server *s, struct MHD_Connection *c, stru
     const char *sid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Mcp-Session-Id");
     struct pbx_mcp_call *call;
     struct mcp_conn *k;
+    enum MHD_Result ret;
     char *reply = NULL;
 
     if (!is_json(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Type")))
@@ -574,6 +584,8 @@ static enum MHD_Result post(struct pbx_server *s, struct MHD_Connection *c, stru
                               "send one JSON-RPC message as Content-Type: application/json");
     if (sid == NULL)
         return post_new(s, c, ctx, who, owner);
+    if (misdirected(s, c, ctx, sid, &ret))
+        return ret;
     k = conn_find(s->mcp, sid, owner);
     if (k == NULL)
         return send_rpc_error(s, c, ctx, 404, PBX_MCP_INVALID_REQUEST,
@@ -643,6 +655,8 @@ enum MHD_Result pbx__mcp_http_handle(struct pbx_server *s, struct MHD_Connection
         if (sid == NULL)
             return send_rpc_error(s, c, ctx, 400, PBX_MCP_INVALID_REQUEST,
                                   "name the MCP session to end in Mcp-Session-Id");
+        if (misdirected(s, c, ctx, sid, &ret))
+            return ret;
         if (k == NULL)
             return send_rpc_error(s, c, ctx, 404, PBX_MCP_INVALID_REQUEST,
                                   "no such MCP session (ended, expired, or never made)");

@@ -180,6 +180,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     s->admit = pbx__admit_new(cfg->max_concurrency);
     s->sessions = pbx__session_table_new(&(struct session_caps){
         .total = cfg->sessions_max,
+        .node = cfg->node_id,
     });
     s->mcp = pbx__mcp_table_new();
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);

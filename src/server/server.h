@@ -21,6 +21,12 @@ enum pbx_mcp_access {
     PBX_MCP_OFF,   /* nobody: /mcp is a 404 */
 };
 
+/* A node id's characters, at most (pybox serve --node-id). */
+#define PBX_SERVER_NODE_ID_MAX 16
+
+/* Whether `id` is a node id: 1 to PBX_SERVER_NODE_ID_MAX of [a-z0-9]. */
+bool pbx_server_node_id_valid(const char *id);
+
 struct pbx_server_config {
     const char *listen;                          /* "HOST:PORT"; port 0 picks a free one */
     const char *data_dir;                        /* holds pybox.db unless store_uri is set */
@@ -62,6 +68,8 @@ struct pbx_server_config {
     unsigned sessions_per_client;    /* open sessions of one anonymous client address */
     unsigned sessions_per_key;       /* of one key (and of the admin) */
     unsigned sessions_max;           /* of the whole server (0: no sessions) */
+
+    const char *node_id; /* this node's id, named in its sessions' ids, or NULL (ids.h) */
 
     /* MCP at /mcp. */
     enum pbx_mcp_access mcp;       /* who may use it */

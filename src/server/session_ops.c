@@ -29,12 +29,11 @@ void pbx__sessions_owner(const struct pbx_caller *who, const char *client, char 
 
 const char *pbx__sessions_unknown(const char *id)
 {
-    size_t n = strlen(id);
+    char node[PBX_NODE_ID_MAX + 1];
 
     /* A well-formed id may be of an earlier run of the server: nothing tells it from a forged one.
      */
-    if (n == SESSION_ID_LEN && strncmp(id, "ses_", 4) == 0 &&
-        strspn(id + 4, "0123456789abcdef") == 32)
+    if (pbx__id_parse("ses", id, node))
         return "no such session: sessions end when the server restarts";
     return "no such session: that is not a session id";
 }
@@ -47,6 +46,28 @@ static json_t *time_or_null(uint64_t ms)
         return json_null();
     pbx__http_iso_time(ms, t, sizeof(t));
     return json_string(t);
+}
+
+/* The refusal of a request for a session of the node `node`, which is not this one. */
+static void elsewhere(const char *node, struct pbx_refusal *no)
+{
+    char msg[200];
+
+    snprintf(msg, sizeof(msg),
+             "this session lives on node `%s`, not this one: send its requests there (a proxy "
+             "routes /v1/sessions/ses_%s_... to it)",
+             node, node);
+    pbx__refusal_set(no, "MisdirectedRequest", msg, 0, json_pack("{s:s}", "node", node));
+}
+
+bool pbx__sessions_misdirected(const struct pbx_server *s, const char *id, struct pbx_refusal *no)
+{
+    char node[PBX_NODE_ID_MAX + 1];
+
+    if (!pbx__id_elsewhere("ses", id, s->cfg->node_id, node))
+        return false;
+    elsewhere(node, no);
+    return true;
 }
 
 json_t *pbx__sessions_json(const struct session_view *v)
@@ -100,9 +121,11 @@ void pbx__sessions_gone(struct pbx_server *s, struct session *e, enum session_ta
 int pbx__sessions_take(struct pbx_server *s, const char *id, const char *owner,
                        enum session_take how, struct session **out, struct pbx_refusal *no)
 {
-    int rc = strlen(id) > SESSION_ID_LEN
-                 ? -PBX_E_NOTFOUND
-                 : pbx__session_table_take(s->sessions, id, owner, how, out);
+    int rc;
+
+    if (pbx__sessions_misdirected(s, id, no))
+        return -1;
+    rc = pbx__session_table_take(s->sessions, id, owner, how, out);
 
     if (rc == -PBX_E_NOTFOUND)
         pbx__refusal_set(no, "NotFound", pbx__sessions_unknown(id), 0, NULL);
@@ -240,10 +263,11 @@ int pbx__sessions_end(struct pbx_server *s, const char *owner, const char *id,
                       struct pbx_refusal *no)
 {
     struct session *e = NULL;
-    int rc = strlen(id) > SESSION_ID_LEN
-                 ? -PBX_E_NOTFOUND
-                 : pbx__session_table_take(s->sessions, id, owner, SESSION_READ, &e);
+    int rc;
 
+    if (pbx__sessions_misdirected(s, id, no))
+        return -1;
+    rc = pbx__session_table_take(s->sessions, id, owner, SESSION_READ, &e);
     if (rc == -PBX_E_NOTFOUND) {
         pbx__refusal_set(no, "NotFound", pbx__sessions_unknown(id), 0, NULL);
         return -1;
@@ -307,12 +331,13 @@ bool pbx__sessions_file_exists(struct pbx_session *ps, const char *path)
 
 /* One call of a session, as the hooks see it: the handler's, then the stream's if streamed. */
 struct call {
-    struct pbx_server *s;           /* the server */
-    char client[64];                /* the client's address, as the request had it */
-    char id[SESSION_ID_LEN + 2];    /* the session's id (cut: one longer is none) */
-    struct session *e;              /* claim: the session, taken for the call */
-    struct pbx_session_call result; /* run: what the call did to it */
-    unsigned gone;                  /* claim, run: why it had ended, when it had */
+    struct pbx_server *s;                /* the server */
+    char client[64];                     /* the client's address, as the request had it */
+    char id[SESSION_ID_LEN + 2];         /* the session's id (cut: one longer is none) */
+    struct session *e;                   /* claim: the session, taken for the call */
+    struct pbx_session_call result;      /* run: what the call did to it */
+    unsigned gone;                       /* claim, run: why it had ended, when it had */
+    char elsewhere[PBX_NODE_ID_MAX + 1]; /* claim: the node that has it, when another has */
 };
 
 static int call_claim(void *arg, const struct pbx_http_request *req, const struct pbx_caller *who,
@@ -323,10 +348,16 @@ static int call_claim(void *arg, const struct pbx_http_request *req, const struc
     char owner[320];
     int rc;
 
+    if (pbx__id_elsewhere("ses", k->id, k->s->cfg->node_id, k->elsewhere)) {
+        *etype = "MisdirectedRequest";
+        return pbx_error_set(err, PBX_E_NOTFOUND,
+                             "this session lives on node `%s`, not this one: send its requests "
+                             "there (a proxy routes /v1/sessions/ses_%s_... to it)",
+                             k->elsewhere, k->elsewhere);
+    }
+    k->elsewhere[0] = '\0';
     pbx__sessions_owner(who, k->client, owner, sizeof(owner));
-    rc = strlen(k->id) > SESSION_ID_LEN
-             ? -PBX_E_NOTFOUND
-             : pbx__session_table_take(k->s->sessions, k->id, owner, SESSION_CALL, &k->e);
+    rc = pbx__session_table_take(k->s->sessions, k->id, owner, SESSION_CALL, &k->e);
     if (rc == -PBX_E_GONE) {
         k->gone = pbx__session_table_why(k->s->sessions, k->e);
         pbx__session_table_put(k->s->sessions, k->e, SESSION_READ, 0);
@@ -384,6 +415,8 @@ static json_t *call_refusal(void *arg, int code)
 {
     struct call *k = arg;
 
+    if (k->elsewhere[0] != '\0')
+        return json_pack("{s:s}", "node", k->elsewhere);
     return code == PBX_E_GONE || code == -PBX_E_GONE ? gone_extra(k->gone) : NULL;
 }
 

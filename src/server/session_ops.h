@@ -23,6 +23,12 @@ void pbx__sessions_owner(const struct pbx_caller *who, const char *client, char 
 /* The message of a NotFound for the session `id`, which the caller has none of. */
 const char *pbx__sessions_unknown(const char *id);
 
+/*
+ * Whether `id` names another node's session: true with *no filled
+ * (MisdirectedRequest, naming the node that has it).
+ */
+bool pbx__sessions_misdirected(const struct pbx_server *s, const char *id, struct pbx_refusal *no);
+
 /* A session as every answer shows it (a new reference). */
 json_t *pbx__sessions_json(const struct session_view *v);
 

@@ -294,7 +294,6 @@ struct session *pbx__session_table_reserve(struct pbx_sessions *t, const char *o
     uint64_t first_mine = UINT64_MAX;
     uint64_t first_any = UINT64_MAX;
     unsigned mine = 0;
-    unsigned char raw[16];
     struct session *e;
 
     pthread_mutex_lock(&t->lock);
@@ -321,9 +320,7 @@ struct session *pbx__session_table_reserve(struct pbx_sessions *t, const char *o
         return NULL;
     }
     e = xcalloc(1, sizeof(*e));
-    randombytes_buf(raw, sizeof(raw));
-    memcpy(e->id, "ses_", 4);
-    sodium_bin2hex(e->id + 4, sizeof(e->id) - 4, raw, sizeof(raw));
+    pbx__id_make("ses", t->caps.node, e->id, sizeof(e->id));
     snprintf(e->owner, sizeof(e->owner), "%s", owner);
     e->trust = trust;
     e->opening = true;
@@ -375,11 +372,11 @@ int pbx__session_table_take(struct pbx_sessions *t, const char *id, const char *
     struct session *found = NULL;
     int rc;
 
-    if (len != SESSION_ID_LEN)
+    if (len > SESSION_ID_LEN)
         return -PBX_E_NOTFOUND;
     pthread_mutex_lock(&t->lock);
     for (struct session *e = t->list; e != NULL; e = e->next) {
-        if (sodium_memcmp(e->id, id, SESSION_ID_LEN) == 0) {
+        if (strlen(e->id) == len && sodium_memcmp(e->id, id, len) == 0) {
             found = e;
             break;
         }

@@ -23,6 +23,7 @@
 
 #include "engine/session.h"
 #include "policy/limits.h"
+#include "server/ids.h"
 #include "server/server.h"
 
 /* Why a session of the server ended: the engine's reasons, then the server's own. */
@@ -39,11 +40,11 @@ enum session_why {
 /* "idle_timeout", "max_lifetime", "deleted", "shutdown", or the engine's name. */
 const char *pbx__session_table_why_name(unsigned why);
 
-#define SESSION_ID_LEN 36 /* "ses_" and 32 hex digits: 128 random bits */
+#define SESSION_ID_LEN PBX_ID_MAX /* the longest: "ses_", the node's id, "_", 32 hex digits */
 
 /* One session, or its tombstone; the (lock) fields are read and written under the table's lock. */
 struct session {
-    char id[SESSION_ID_LEN + 1]; /* "ses_" and 32 hex digits */
+    char id[SESSION_ID_LEN + 1]; /* made by pbx__id_make() (ids.h) */
     char owner[320];             /* whose: "key:NAME", "admin" or "ip:ADDRESS" */
     enum pbx_trust trust;        /* the engine it runs on */
     struct pbx_limits limits;    /* its limits (each call's time limits by default) */
@@ -85,7 +86,8 @@ struct session_view {
  * client) and comes with each reservation.
  */
 struct session_caps {
-    unsigned total; /* open sessions of the whole server */
+    unsigned total;   /* open sessions of the whole server */
+    const char *node; /* the node's id, in each session's (NULL: none) */
 };
 
 struct pbx_sessions;

@@ -474,13 +474,17 @@ enum MHD_Result pbx__sessions_handle(struct pbx_server *s, struct MHD_Connection
         } else if (is(method, "DELETE")) {
             ret = delete_session(s, c, ctx, &t, owner);
         } else {
+            struct pbx_refusal no = {0};
             struct session *e = NULL;
-            int rc = t.id_too_long
+            bool elsewhere = pbx__sessions_misdirected(s, t.id, &no);
+            int rc = t.id_too_long || elsewhere
                          ? -PBX_E_NOTFOUND
                          : pbx__session_table_take(s->sessions, t.id, owner, SESSION_READ, &e);
 
             /* A session that ended is shown dead, with why, while its tombstone lasts. */
-            if (rc == -PBX_E_NOTFOUND)
+            if (elsewhere)
+                ret = pbx__http_send_refusal(c, ctx, s, &no);
+            else if (rc == -PBX_E_NOTFOUND)
                 ret = send_error(s, c, ctx, "NotFound", pbx__sessions_unknown(t.id), 0, NULL);
             else
                 ret = send_session(s, c, ctx, e, SESSION_READ, 200);
