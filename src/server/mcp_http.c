@@ -457,10 +457,19 @@ static void run_done(void *arg)
     run_free(arg);
 }
 
+/* Whether the client takes an application/json answer: no Accept, or one that names it. */
+static bool takes_json(struct MHD_Connection *c)
+{
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+
+    return accept == NULL || strcasestr(accept, "application/json") != NULL ||
+           strstr(accept, "*/*") != NULL || strcasestr(accept, "application/*") != NULL;
+}
+
 /*
  * Run the call: on this thread, answered as JSON, or (when it asked for
- * progress) on a stream's.  A cancelled call is answered 204: its client
- * reads no answer.
+ * progress, or takes only text/event-stream) on a stream's.  A cancelled call is answered 204: its
+ * client reads no answer.
  */
 static enum MHD_Result run_call(struct pbx_server *s, struct MHD_Connection *c,
                                 struct request_ctx *ctx, struct mcp_conn *conn,
@@ -481,7 +490,7 @@ static enum MHD_Result run_call(struct pbx_server *s, struct MHD_Connection *c,
     r->asker = (struct mcp_asker){
         .s = s, .who = &r->who, .client = r->client, .request_id = r->request_id};
     pbx_mcp_call_set_context(call, &r->asker);
-    if (pbx_mcp_call_wants_progress(call)) {
+    if (pbx_mcp_call_wants_progress(call) || !takes_json(c)) {
         if (pbx__stream_start_bare(s, c, ctx, run_streamed, run_done, r, &ret, &err) == 0)
             return ret; /* r is the stream's now */
         pbx_log(PBX_LOG_ERROR, "mcp: stream: %s", err->msg);

@@ -210,3 +210,16 @@ def test_pybox_mcp_server_describes_the_servers_policy(start_server):
         assert "pydoc_data" in desc, desc
     finally:
         assert c.close() == 0
+
+
+def test_a_client_that_takes_only_event_streams_gets_one(srv):
+    sid = open_mcp(srv)
+    r = srv.request("POST", "/mcp", headers=dict(hdrs(sid=sid), Accept="text/event-stream"),
+                    data=json.dumps({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                                     "params": {"name": "run_python",
+                                                "arguments": {"code": "print(3)"}}}))
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/event-stream", r.headers
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert [e.get("id") for e in events] == [9], events
+    assert events[0]["result"]["structuredContent"]["stdout"] == "3\n", events
+
