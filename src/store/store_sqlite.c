@@ -10,11 +10,9 @@
  * writer wait for another instead of failing.
  *
  * Security choices:
- * - Tokens are 32 bytes from libsodium's randombytes_buf() (a CSPRNG), and only
- *   their BLAKE2b-256 hash is stored, so a copy of the database does not let
- *   anyone authenticate (GitHub and Stripe store API tokens hashed the same
- *   way).  A fast hash is enough: the input has 256 bits of entropy, so there
- *   is nothing to brute-force, unlike a password.
+ * - Only the BLAKE2b-256 hash of a token is stored (store_common.c), so a
+ *   copy of the database does not let anyone authenticate (GitHub and Stripe
+ *   store API tokens hashed the same way).
  * - A lookup finds the row by hash through the index, then compares the hashes
  *   again with sodium_memcmp(), in constant time.
  * - The database file is created 0600 and its directory 0700: SQLite gives the
@@ -40,7 +38,7 @@
 
 #include "common/cleanup.h"
 #include "common/xalloc.h"
-#include "store/store.h"
+#include "store/store_impl.h"
 #include "common/banned.h"
 
 /* The schema this code reads and writes; older ones are migrated, newer ones refused. */
@@ -49,18 +47,7 @@
 /* How long a writer waits for another process's write transaction. */
 #define BUSY_TIMEOUT_MS 5000
 
-/* Random bytes in a token, and the length of "pbx_" + their unpadded base64url. */
-#define TOKEN_BYTES 32
-#define TOKEN_LEN   (4 + 43)
-
-/* Characters of the token kept in clear for display: "pbx_" and 6 more (36 bits). */
-#define PREFIX_LEN 10
-
-#define HASH_BYTES crypto_generichash_BYTES /* 32 */
-
-#define NAME_MAX_LEN    64
-#define CLIENT_MAX_LEN  256
-#define MODULES_MAX_LEN 4096
+#define HASH_BYTES PBX_STORE_HASH_BYTES
 
 enum stmt_id {
     ST_KEY_INSERT,
@@ -163,7 +150,8 @@ static const char *const migrations[SCHEMA_VERSION - 1] = {
     "INSERT INTO schema_version (version) VALUES (2);",
 };
 
-struct pbx_store {
+struct sqlite_store {
+    struct pbx_store base;         /* first: what store.c dispatches on */
     sqlite3 *db;                   /* the one connection */
     pthread_mutex_t lock;          /* serialises every use of db and stmts */
     sqlite3_stmt *stmts[ST_COUNT]; /* prepared once at open, reset after each use */
@@ -195,7 +183,7 @@ static void finalizep(sqlite3_stmt **st)
 }
 #define cleanup_stmt __attribute__((cleanup(finalizep)))
 
-static pthread_mutex_t *lock(struct pbx_store *store)
+static pthread_mutex_t *lock(struct sqlite_store *store)
 {
     PBX_ASSERT(store != NULL);
     pthread_mutex_lock(&store->lock);
@@ -234,72 +222,23 @@ static int code_of(sqlite3 *db, int rc)
 }
 
 /* Report the connection's last error as "WHAT: SQLite's message". */
-static int db_error(struct pbx_store *store, int rc, struct pbx_error **err, const char *what)
+static int db_error(struct sqlite_store *store, int rc, struct pbx_error **err, const char *what)
 {
     return pbx_error_set(err, code_of(store->db, rc), "store `%s`: %s: %s", store->path, what,
                          store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
 }
 
-static sqlite3_stmt *stmt(struct pbx_store *store, enum stmt_id id)
+static sqlite3_stmt *stmt(struct sqlite_store *store, enum stmt_id id)
 {
     return store->stmts[id];
 }
 
-static int exec(struct pbx_store *store, const char *sql, struct pbx_error **err)
+static int exec(struct sqlite_store *store, const char *sql, struct pbx_error **err)
 {
     int rc = sqlite3_exec(store->db, sql, NULL, NULL, NULL);
 
     if (rc != SQLITE_OK)
         return db_error(store, rc, err, sql);
-    return 0;
-}
-
-/* A key name: 1 to 64 of [A-Za-z0-9._@-], so it prints safely in tables and logs. */
-static bool valid_name(const char *name)
-{
-    size_t len = name != NULL ? strlen(name) : 0;
-
-    return len >= 1 && len <= NAME_MAX_LEN &&
-           strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._@-") ==
-               len;
-}
-
-/*
- * Normalise a module list given space- or comma-separated into the stored
- * form, one space between names; NULL for an empty list.  Caller frees *out.
- */
-static int normalise_modules(const char *in, char **out, struct pbx_error **err)
-{
-    static const char seps[] = " ,\t\n";
-    cleanup_free char *norm = NULL;
-    size_t len = 0;
-    const char *p;
-
-    *out = NULL;
-    if (in == NULL)
-        return 0;
-    if (strlen(in) > MODULES_MAX_LEN)
-        return pbx_error_set(err, PBX_E_INVAL, "module list is longer than %d characters",
-                             MODULES_MAX_LEN);
-    norm = xmalloc(strlen(in) + 1);
-    p = in + strspn(in, seps);
-    while (*p != '\0') {
-        size_t n = strcspn(p, seps);
-
-        if (!pbx_caller_module_name(p, n))
-            return pbx_error_set(err, PBX_E_INVAL,
-                                 "`%.*s` is not a module name (dotted Python identifiers only)",
-                                 (int)n, p);
-        if (len > 0)
-            norm[len++] = ' ';
-        memcpy(norm + len, p, n);
-        len += n;
-        p += n;
-        p += strspn(p, seps);
-    }
-    norm[len] = '\0';
-    if (len > 0)
-        *out = steal_pointer(&norm);
     return 0;
 }
 
@@ -340,7 +279,7 @@ static int create_file(const char *path, struct pbx_error **err)
     return 0;
 }
 
-static int schema_version(struct pbx_store *store, int64_t *version, struct pbx_error **err)
+static int schema_version(struct sqlite_store *store, int64_t *version, struct pbx_error **err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
     int rc;
@@ -355,7 +294,7 @@ static int schema_version(struct pbx_store *store, int64_t *version, struct pbx_
 }
 
 /* The body of init_schema(), inside its transaction. */
-static int init_schema_locked(struct pbx_store *store, struct pbx_error **err)
+static int init_schema_locked(struct sqlite_store *store, struct pbx_error **err)
 {
     int64_t version = 0;
     int r;
@@ -399,7 +338,7 @@ static int init_schema_locked(struct pbx_store *store, struct pbx_error **err)
  * Create or migrate the schema.  BEGIN IMMEDIATE takes the write lock first,
  * so two processes opening a new file at once do not both create it.
  */
-static int init_schema(struct pbx_store *store, struct pbx_error **err)
+static int init_schema(struct sqlite_store *store, struct pbx_error **err)
 {
     int r;
 
@@ -414,7 +353,7 @@ static int init_schema(struct pbx_store *store, struct pbx_error **err)
     return exec(store, "COMMIT", err);
 }
 
-static int set_wal(struct pbx_store *store, bool memory, struct pbx_error **err)
+static int set_wal(struct sqlite_store *store, bool memory, struct pbx_error **err)
 {
     cleanup_stmt sqlite3_stmt *st = NULL;
     const char *mode;
@@ -435,7 +374,7 @@ static int set_wal(struct pbx_store *store, bool memory, struct pbx_error **err)
 }
 
 /* Everything after the handle exists; on failure the caller closes it. */
-static int setup(struct pbx_store *store, bool memory, bool create, struct pbx_error **err)
+static int setup(struct sqlite_store *store, bool memory, bool create, struct pbx_error **err)
 {
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW;
     struct stat st;
@@ -483,28 +422,18 @@ static int setup(struct pbx_store *store, bool memory, bool create, struct pbx_e
     return 0;
 }
 
-/* pbx_store_open() and pbx_store_open_existing(). */
-static int open_uri(const char *uri, bool create, struct pbx_store **out, struct pbx_error **err)
+static void sq_close(struct pbx_store *base);
+
+/* The backend's open: `uri` begins with "sqlite:" (store.c saw to it). */
+static int sq_open(const char *uri, bool create, struct pbx_store **out, struct pbx_error **err)
 {
     const char *path;
-    struct pbx_store *store;
+    struct sqlite_store *store;
     bool memory;
     int r;
 
     *out = NULL;
-    if (uri == NULL)
-        return pbx_error_set(err, PBX_E_INVAL, "no store given: use sqlite:PATH");
-    if (strncmp(uri, "sqlite:", 7) != 0) {
-        size_t scheme = strcspn(uri, ":");
-
-        if (uri[scheme] == ':' && scheme == 5 && strncmp(uri, "redis", 5) == 0)
-            return pbx_error_set(err, PBX_E_UNSUPPORTED,
-                                 "store `%s`: Redis is not supported by this build of pybox; use "
-                                 "sqlite:PATH",
-                                 uri);
-        return pbx_error_set(err, PBX_E_UNSUPPORTED,
-                             "store `%s`: unknown kind of store; use sqlite:PATH", uri);
-    }
+    PBX_ASSERT(strncmp(uri, "sqlite:", 7) == 0);
     path = uri + 7;
     /* sqlite:///abs/path, the URL spelling, means /abs/path. */
     if (strncmp(path, "//", 2) == 0) {
@@ -528,32 +457,23 @@ static int open_uri(const char *uri, bool create, struct pbx_store **out, struct
 
     memory = strcmp(path, ":memory:") == 0;
     store = xcalloc(1, sizeof(*store));
+    store->base.be = &pbx__store_sqlite;
     /* A path is a path: builds with SQLITE_USE_URI would read "file:..." as a URI. */
     store->path = strncmp(path, "file:", 5) == 0 ? xasprintf("./%s", path) : xstrdup(path);
     pthread_mutex_init(&store->lock, NULL);
     r = setup(store, memory, create, err);
     if (r < 0) {
-        pbx_store_close(store);
+        sq_close(&store->base);
         return r;
     }
-    *out = store;
+    *out = &store->base;
     return 0;
 }
 
-int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err)
+static void sq_close(struct pbx_store *base)
 {
-    return open_uri(uri, true, out, err);
-}
+    struct sqlite_store *store = (struct sqlite_store *)base;
 
-int pbx_store_open_existing(const char *uri, struct pbx_store **out, struct pbx_error **err)
-{
-    return open_uri(uri, false, out, err);
-}
-
-void pbx_store_close(struct pbx_store *store)
-{
-    if (store == NULL)
-        return;
     for (int i = 0; i < ST_COUNT; i++)
         sqlite3_finalize(store->stmts[i]);
     /* Closing the last connection checkpoints the WAL and removes -wal and -shm. */
@@ -563,71 +483,31 @@ void pbx_store_close(struct pbx_store *store)
     free(store);
 }
 
-static void hash_token(const char *token, size_t len, unsigned char hash[HASH_BYTES])
+static void new_key_releasep(struct pbx_store_new_key *key)
 {
-    crypto_generichash(hash, HASH_BYTES, (const unsigned char *)token, len, NULL, 0);
+    pbx__store_new_key_release(key);
 }
 
-static char *new_token(void)
-{
-    unsigned char raw[TOKEN_BYTES];
-    char *token = xmalloc(TOKEN_LEN + 1);
-
-    randombytes_buf(raw, sizeof(raw));
-    memcpy(token, "pbx_", 4);
-    sodium_bin2base64(token + 4, TOKEN_LEN + 1 - 4, raw, sizeof(raw),
-                      sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    sodium_memzero(raw, sizeof(raw));
-    PBX_ASSERT(strlen(token) == TOKEN_LEN);
-    return token;
-}
-
-static int check_policy(const struct pbx_key_policy *p, struct pbx_error **err)
-{
-    if (p->rpm < -1)
-        return pbx_error_set(err, PBX_E_INVAL, "rpm %" PRId64 " is not >= -1", p->rpm);
-    if (p->rpd < -1)
-        return pbx_error_set(err, PBX_E_INVAL, "rpd %" PRId64 " is not >= -1", p->rpd);
-    if (p->memory_bytes > INT64_MAX)
-        return pbx_error_set(err, PBX_E_INVAL, "memory %" PRIu64 " is too large", p->memory_bytes);
-    if (p->sessions > PBX_CALLER_SESSIONS_MAX)
-        return pbx_error_set(err, PBX_E_INVAL, "sessions %" PRIu32 " is over %d", p->sessions,
-                             PBX_CALLER_SESSIONS_MAX);
-    if (p->session_idle_ttl_s > PBX_CALLER_SPAN_MAX_S)
-        return pbx_error_set(err, PBX_E_INVAL, "session idle time %" PRIu32 " s is over %d s",
-                             p->session_idle_ttl_s, PBX_CALLER_SPAN_MAX_S);
-    if (p->session_lifetime_s > PBX_CALLER_SPAN_MAX_S)
-        return pbx_error_set(err, PBX_E_INVAL, "session lifetime %" PRIu32 " s is over %d s",
-                             p->session_lifetime_s, PBX_CALLER_SPAN_MAX_S);
-    return 0;
-}
-
-int pbx_store_key_create(struct pbx_store *store, const char *name,
+static int sq_key_create(struct pbx_store *base, const char *name,
                          const struct pbx_key_policy *policy, char **token, struct pbx_error **err)
 {
     static const struct pbx_key_policy defaults = {0};
+    struct sqlite_store *store = (struct sqlite_store *)base;
     const struct pbx_key_policy *p = policy != NULL ? policy : &defaults;
-    cleanup_free char *modules = NULL;
-    cleanup_free char *tok = NULL;
-    unsigned char hash[HASH_BYTES];
-    char prefix[PREFIX_LEN + 1];
+    __attribute__((cleanup(new_key_releasep))) struct pbx_store_new_key key = {0};
+    const char *modules;
+    const char *prefix;
+    const unsigned char *hash;
     int rc;
     int r;
 
     *token = NULL;
-    if (!valid_name(name))
-        return pbx_error_set(err, PBX_E_INVAL,
-                             "key name `%s` is not 1 to %d of the characters A-Z a-z 0-9 . _ @ -",
-                             name ? name : "", NAME_MAX_LEN);
-    r = check_policy(p, err);
-    if (r == 0)
-        r = normalise_modules(p->modules, &modules, err);
+    r = pbx__store_new_key(name, policy, &key, err);
     if (r < 0)
-        return err != NULL ? pbx_error_prefix(err, "key `%s`", name) : r;
-    tok = new_token();
-    hash_token(tok, TOKEN_LEN, hash);
-    memcpy(prefix, tok, PREFIX_LEN);
-    prefix[PREFIX_LEN] = '\0';
+        return r;
+    modules = key.modules;
+    prefix = key.prefix;
+    hash = key.hash;
     {
         cleanup_unlock pthread_mutex_t *locked = lock(store);
         cleanup_reset sqlite3_stmt *st = stmt(store, ST_KEY_INSERT);
@@ -636,7 +516,7 @@ int pbx_store_key_create(struct pbx_store *store, const char *name,
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_text(st, 2, prefix, -1, SQLITE_STATIC);
         if (rc == SQLITE_OK)
-            rc = sqlite3_bind_blob(st, 3, hash, sizeof(hash), SQLITE_STATIC);
+            rc = sqlite3_bind_blob(st, 3, hash, PBX_STORE_HASH_BYTES, SQLITE_STATIC);
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(st, 4, (int64_t)time(NULL));
         if (rc == SQLITE_OK)
@@ -670,7 +550,7 @@ int pbx_store_key_create(struct pbx_store *store, const char *name,
         if (rc != SQLITE_DONE)
             return db_error(store, rc, err, "create a key");
     }
-    *token = steal_pointer(&tok);
+    *token = steal_pointer(&key.token);
     return 0;
 }
 
@@ -679,18 +559,6 @@ static char *column_strdup(sqlite3_stmt *st, int col)
     const unsigned char *s = sqlite3_column_text(st, col);
 
     return s != NULL ? xstrdup((const char *)s) : NULL;
-}
-
-/*
- * A count of column `col`, 0 to `most`: a stored value out of that range
- * (a database written by hand) reads as 0, the server's setting, rather
- * than as a number the policy never allowed.
- */
-static uint32_t column_count(sqlite3_stmt *st, int col, int64_t most)
-{
-    int64_t v = sqlite3_column_int64(st, col);
-
-    return v >= 0 && v <= most ? (uint32_t)v : 0;
 }
 
 /* Fill `info` from a row of KEY_COLUMNS. */
@@ -712,9 +580,12 @@ static void read_key(sqlite3_stmt *st, struct pbx_key_info *info)
                 .modules = column_strdup(st, 10),
                 .network = sqlite3_column_int(st, 11) != 0,
                 .admin = sqlite3_column_int(st, 12) != 0,
-                .sessions = column_count(st, 13, PBX_CALLER_SESSIONS_MAX),
-                .session_idle_ttl_s = column_count(st, 14, PBX_CALLER_SPAN_MAX_S),
-                .session_lifetime_s = column_count(st, 15, PBX_CALLER_SPAN_MAX_S),
+                .sessions = (uint32_t)pbx__store_count(sqlite3_column_int64(st, 13),
+                                                       PBX_CALLER_SESSIONS_MAX),
+                .session_idle_ttl_s =
+                    (uint32_t)pbx__store_count(sqlite3_column_int64(st, 14), PBX_CALLER_SPAN_MAX_S),
+                .session_lifetime_s =
+                    (uint32_t)pbx__store_count(sqlite3_column_int64(st, 15), PBX_CALLER_SPAN_MAX_S),
             },
     };
     if (info->name == NULL)
@@ -723,9 +594,10 @@ static void read_key(sqlite3_stmt *st, struct pbx_key_info *info)
         info->prefix = xstrdup("");
 }
 
-int pbx_store_key_list(struct pbx_store *store, struct pbx_key_info **keys, size_t *n,
+static int sq_key_list(struct pbx_store *base, struct pbx_key_info **keys, size_t *n,
                        struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = lock(store);
     cleanup_reset sqlite3_stmt *st = stmt(store, ST_KEY_LIST);
     struct pbx_key_info *out = NULL;
@@ -751,8 +623,9 @@ int pbx_store_key_list(struct pbx_store *store, struct pbx_key_info **keys, size
     return 0;
 }
 
-int pbx_store_key_revoke(struct pbx_store *store, const char *name, struct pbx_error **err)
+static int sq_key_revoke(struct pbx_store *base, const char *name, struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = lock(store);
     cleanup_reset sqlite3_stmt *st = stmt(store, ST_KEY_REVOKE);
     int rc;
@@ -771,18 +644,16 @@ int pbx_store_key_revoke(struct pbx_store *store, const char *name, struct pbx_e
     return 0;
 }
 
-int pbx_store_key_lookup(struct pbx_store *store, const char *token, struct pbx_key_info *info,
+static int sq_key_lookup(struct pbx_store *base, const char *token, struct pbx_key_info *info,
                          struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     unsigned char hash[HASH_BYTES];
-    size_t len = token != NULL ? strnlen(token, TOKEN_LEN + 1) : 0;
     const void *stored;
     int rc;
 
-    /* Only the one token length can match: skip hashing anything else. */
-    if (len != TOKEN_LEN)
+    if (!pbx__store_token_hash(token, hash))
         return 0;
-    hash_token(token, len, hash);
     {
         cleanup_unlock pthread_mutex_t *locked = lock(store);
         cleanup_reset sqlite3_stmt *st = stmt(store, ST_KEY_BY_HASH);
@@ -803,49 +674,8 @@ int pbx_store_key_lookup(struct pbx_store *store, const char *token, struct pbx_
     return 1;
 }
 
-void pbx_key_info_release(struct pbx_key_info *info)
-{
-    if (info == NULL)
-        return;
-    free(info->name);
-    free(info->prefix);
-    free(info->policy.modules);
-    *info = (struct pbx_key_info){0};
-}
-
-void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n)
-{
-    for (size_t i = 0; keys != NULL && i < n; i++)
-        pbx_key_info_release(&keys[i]);
-    free(keys);
-}
-
-/* "YYYY-MM-DD", digits where digits belong. */
-static bool valid_day(const char *day)
-{
-    static const char pattern[] = "dddd-dd-dd";
-
-    if (day == NULL || strlen(day) != sizeof(pattern) - 1)
-        return false;
-    for (size_t i = 0; i < sizeof(pattern) - 1; i++) {
-        if (pattern[i] == 'd' ? day[i] < '0' || day[i] > '9' : day[i] != pattern[i])
-            return false;
-    }
-    return true;
-}
-
-static int check_client_day(const char *client, const char *day, struct pbx_error **err)
-{
-    if (client == NULL || client[0] == '\0' || strlen(client) > CLIENT_MAX_LEN)
-        return pbx_error_set(err, PBX_E_INVAL, "quota: the client must be 1 to %d characters",
-                             CLIENT_MAX_LEN);
-    if (!valid_day(day))
-        return pbx_error_set(err, PBX_E_INVAL, "quota: day `%s` is not YYYY-MM-DD", day ? day : "");
-    return 0;
-}
-
 /* quota_get with the lock held. */
-static int quota_get_locked(struct pbx_store *store, const char *client, const char *day,
+static int quota_get_locked(struct sqlite_store *store, const char *client, const char *day,
                             int64_t *count, struct pbx_error **err)
 {
     cleanup_reset sqlite3_stmt *st = stmt(store, ST_QUOTA_GET);
@@ -866,14 +696,15 @@ static int quota_get_locked(struct pbx_store *store, const char *client, const c
     return 0;
 }
 
-int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
-                         int64_t limit, int64_t *count, struct pbx_error **err)
+static int sq_quota_take(struct pbx_store *base, const char *client, const char *day, int64_t limit,
+                         int64_t *count, struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = NULL;
     int rc;
     int r;
 
-    r = check_client_day(client, day, err);
+    r = pbx__store_check_client_day(client, day, err);
     if (r < 0)
         return r;
     locked = lock(store);
@@ -904,29 +735,29 @@ int pbx_store_quota_take(struct pbx_store *store, const char *client, const char
     return quota_get_locked(store, client, day, count, err);
 }
 
-int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
-                        int64_t *count, struct pbx_error **err)
+static int sq_quota_get(struct pbx_store *base, const char *client, const char *day, int64_t *count,
+                        struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = NULL;
     int r;
 
-    r = check_client_day(client, day, err);
+    r = pbx__store_check_client_day(client, day, err);
     if (r < 0)
         return r;
     locked = lock(store);
     return quota_get_locked(store, client, day, count, err);
 }
 
-int pbx_store_audit(struct pbx_store *store, const struct pbx_audit *rec, struct pbx_error **err)
+static int sq_audit(struct pbx_store *base, const struct pbx_audit *rec, struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = NULL;
     cleanup_reset sqlite3_stmt *st = NULL;
     int rc;
 
-    if (rec == NULL || rec->client == NULL || rec->route == NULL || rec->code_sha256 == NULL ||
-        rec->status == NULL)
-        return pbx_error_set(err, PBX_E_INVAL,
-                             "audit: client, route, code_sha256 and status are required");
+    if (pbx__store_check_audit(rec, err) < 0)
+        return -PBX_E_INVAL;
     locked = lock(store);
     st = stmt(store, ST_AUDIT_INSERT);
     rc = sqlite3_bind_int64(st, 1, rec->time_ms);
@@ -980,8 +811,9 @@ static char *audit_line(sqlite3_stmt *st)
     return line;
 }
 
-int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struct pbx_error **err)
+static int sq_audit_tail(struct pbx_store *base, size_t max, char **text, struct pbx_error **err)
 {
+    struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = lock(store);
     cleanup_reset sqlite3_stmt *st = stmt(store, ST_AUDIT_TAIL);
     cleanup_free char *out = xstrdup("");
@@ -1011,3 +843,17 @@ int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struc
     *text = steal_pointer(&out);
     return 0;
 }
+
+const struct pbx_store_backend pbx__store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .key_create = sq_key_create,
+    .key_list = sq_key_list,
+    .key_revoke = sq_key_revoke,
+    .key_lookup = sq_key_lookup,
+    .quota_take = sq_quota_take,
+    .quota_get = sq_quota_get,
+    .audit = sq_audit,
+    .audit_tail = sq_audit_tail,
+};

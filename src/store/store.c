@@ -1,0 +1,135 @@
+/*
+ * The store's dispatcher: picks the backend by the URI's scheme and forwards
+ * every call of store.h to it.  "sqlite:PATH" is store_sqlite.c, the
+ * embedded default; "redis://HOST[:PORT][/DB]" is store_redis.c, a store
+ * that several servers share.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_impl.h"
+#include "common/banned.h"
+
+/* The backend of `uri` in *be, or < 0 with *err set. */
+static int backend_of(const char *uri, const struct pbx_store_backend **be, struct pbx_error **err)
+{
+    *be = NULL;
+    if (uri == NULL)
+        return pbx_error_set(err, PBX_E_INVAL,
+                             "no store given: use sqlite:PATH or redis://HOST:PORT");
+    if (strncmp(uri, "sqlite:", 7) == 0)
+        *be = &pbx__store_sqlite;
+    else if (strncmp(uri, "redis://", 8) == 0)
+        *be = &pbx__store_redis;
+    else if (strncmp(uri, "rediss://", 9) == 0)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED,
+                             "store: Redis over TLS (rediss://) is not supported by this build "
+                             "of pybox; use redis:// to a local Redis or through a TLS tunnel");
+    else
+        return pbx_error_set(err, PBX_E_UNSUPPORTED,
+                             "store `%s`: unknown kind of store; use sqlite:PATH or "
+                             "redis://HOST:PORT",
+                             uri);
+    return 0;
+}
+
+static int open_uri(const char *uri, bool create, struct pbx_store **out, struct pbx_error **err)
+{
+    const struct pbx_store_backend *be = NULL;
+    int r;
+
+    *out = NULL;
+    r = backend_of(uri, &be, err);
+    if (r == 0)
+        r = be->open(uri, create, out, err);
+    if (r < 0)
+        return r;
+    PBX_ASSERT(*out != NULL && (*out)->be == be);
+    return 0;
+}
+
+int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err)
+{
+    return open_uri(uri, true, out, err);
+}
+
+int pbx_store_open_existing(const char *uri, struct pbx_store **out, struct pbx_error **err)
+{
+    return open_uri(uri, false, out, err);
+}
+
+void pbx_store_close(struct pbx_store *store)
+{
+    if (store != NULL)
+        store->be->close(store);
+}
+
+int pbx_store_key_create(struct pbx_store *store, const char *name,
+                         const struct pbx_key_policy *policy, char **token, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->key_create(store, name, policy, token, err);
+}
+
+int pbx_store_key_list(struct pbx_store *store, struct pbx_key_info **keys, size_t *n,
+                       struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->key_list(store, keys, n, err);
+}
+
+int pbx_store_key_revoke(struct pbx_store *store, const char *name, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->key_revoke(store, name, err);
+}
+
+int pbx_store_key_lookup(struct pbx_store *store, const char *token, struct pbx_key_info *info,
+                         struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->key_lookup(store, token, info, err);
+}
+
+void pbx_key_info_release(struct pbx_key_info *info)
+{
+    if (info == NULL)
+        return;
+    free(info->name);
+    free(info->prefix);
+    free(info->policy.modules);
+    *info = (struct pbx_key_info){0};
+}
+
+void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++)
+        pbx_key_info_release(&keys[i]);
+    free(keys);
+}
+
+int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
+                         int64_t limit, int64_t *count, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->quota_take(store, client, day, limit, count, err);
+}
+
+int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
+                        int64_t *count, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->quota_get(store, client, day, count, err);
+}
+
+int pbx_store_audit(struct pbx_store *store, const struct pbx_audit *rec, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->audit(store, rec, err);
+}
+
+int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->audit_tail(store, max, text, err);
+}

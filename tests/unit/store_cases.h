@@ -1,0 +1,638 @@
+/*
+ * The cases of the store's contract that hold whatever its backend: keys
+ * (create, list, revoke, lookup, names, policies, tokens), daily quotas
+ * (limits, unlimited, bad input, atomicity under threads and under several
+ * connections), the audit log and persistence across close and reopen.
+ * Included by test_store.c (SQLite) and test_store_redis.c (Redis), each of
+ * which defines, before including it:
+ *   static struct pbx_store *open_ok(const char *uri);
+ *   static struct pbx_store *new_store(const char *name, char **uri_out);
+ * new_store() giving a new, empty store, and *uri_out (if not NULL) its URI.
+ */
+#ifndef PBX_TESTS_STORE_CASES_H
+#define PBX_TESTS_STORE_CASES_H
+
+static char *create_ok(struct pbx_store *store, const char *name,
+                       const struct pbx_key_policy *policy)
+{
+    struct pbx_error *err = NULL;
+    char *token = NULL;
+    int r = pbx_store_key_create(store, name, policy, &token, &err);
+
+    ck_assert_msg(r == 0, "create %s: %s", name, err ? err->msg : "?");
+    ck_assert_ptr_nonnull(token);
+    return token;
+}
+
+static void check_token_format(const char *token)
+{
+    regex_t re;
+
+    ck_assert_int_eq(regcomp(&re, "^pbx_[A-Za-z0-9_-]{43}$", REG_EXTENDED | REG_NOSUB), 0);
+    ck_assert_msg(regexec(&re, token, 0, NULL, 0) == 0, "bad token `%s`", token);
+    regfree(&re);
+}
+
+START_TEST(test_create_list_lookup)
+{
+    struct pbx_store *store = new_store("create", NULL);
+    struct pbx_key_policy policy = {
+        .rpm = 60,
+        .rpd = -1,
+        .timeout_ms = 2500,
+        .memory_bytes = 512u << 20,
+        .modules = "scipy, sympy  networkx",
+        .network = true,
+        .sessions = 3,
+        .session_idle_ttl_s = 30,
+        .session_lifetime_s = 5,
+    };
+    struct pbx_error *err = NULL;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_key_info info;
+    size_t n = 99;
+    char *t1 = create_ok(store, "alice", &policy);
+    char *t2 = create_ok(store, "bob", NULL);
+    time_t now = time(NULL);
+
+    check_token_format(t1);
+    check_token_format(t2);
+    ck_assert_str_ne(t1, t2);
+
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(keys[0].name, "alice");
+    ck_assert_str_eq(keys[1].name, "bob");
+    ck_assert_int_lt(keys[0].id, keys[1].id);
+    /* The prefix is the start of the token, and only the start. */
+    ck_assert_uint_eq(strlen(keys[0].prefix), 10);
+    ck_assert_int_eq(strncmp(keys[0].prefix, t1, 10), 0);
+    ck_assert(!keys[0].revoked);
+    ck_assert_int_le(llabs(keys[0].created - (int64_t)now), 5);
+    ck_assert_int_eq(keys[0].policy.rpm, 60);
+    ck_assert_int_eq(keys[0].policy.rpd, -1);
+    ck_assert_uint_eq(keys[0].policy.timeout_ms, 2500);
+    ck_assert_uint_eq(keys[0].policy.memory_bytes, 512u << 20);
+    ck_assert(!keys[0].policy.all_modules);
+    /* Module lists are stored one space apart, whatever the separators given. */
+    ck_assert_str_eq(keys[0].policy.modules, "scipy sympy networkx");
+    ck_assert(keys[0].policy.network);
+    ck_assert(!keys[0].policy.admin);
+    ck_assert_uint_eq(keys[0].policy.sessions, 3);
+    ck_assert_uint_eq(keys[0].policy.session_idle_ttl_s, 30);
+    ck_assert_uint_eq(keys[0].policy.session_lifetime_s, 5);
+    /* No policy: every field is the default. */
+    ck_assert_int_eq(keys[1].policy.rpm, 0);
+    ck_assert_int_eq(keys[1].policy.rpd, 0);
+    ck_assert_uint_eq(keys[1].policy.timeout_ms, 0);
+    ck_assert_uint_eq(keys[1].policy.memory_bytes, 0);
+    ck_assert_ptr_null(keys[1].policy.modules);
+    ck_assert(!keys[1].policy.network && !keys[1].policy.admin && !keys[1].policy.all_modules);
+    ck_assert_uint_eq(keys[1].policy.sessions, 0);
+    ck_assert_uint_eq(keys[1].policy.session_idle_ttl_s, 0);
+    ck_assert_uint_eq(keys[1].policy.session_lifetime_s, 0);
+    pbx_key_info_free_array(keys, n);
+
+    ck_assert_int_eq(pbx_store_key_lookup(store, t1, &info, &err), 1);
+    ck_assert_str_eq(info.name, "alice");
+    ck_assert_int_eq(info.policy.rpm, 60);
+    ck_assert_str_eq(info.policy.modules, "scipy sympy networkx");
+    ck_assert_uint_eq(info.policy.sessions, 3);
+    ck_assert_uint_eq(info.policy.session_idle_ttl_s, 30);
+    ck_assert_uint_eq(info.policy.session_lifetime_s, 5);
+    pbx_key_info_release(&info);
+    ck_assert_ptr_null(info.name);
+    pbx_key_info_release(&info); /* twice is harmless */
+    ck_assert_int_eq(pbx_store_key_lookup(store, t2, &info, &err), 1);
+    ck_assert_str_eq(info.name, "bob");
+    pbx_key_info_release(&info);
+    ck_assert_ptr_null(err);
+    free(t1);
+    free(t2);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_admin_all_modules)
+{
+    struct pbx_store *store = new_store("admin", NULL);
+    struct pbx_key_policy policy = {.all_modules = true, .admin = true};
+    struct pbx_key_info info;
+    char *token = create_ok(store, "root", &policy);
+
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, NULL), 1);
+    ck_assert(info.policy.all_modules);
+    ck_assert(info.policy.admin);
+    ck_assert(!info.policy.network);
+    ck_assert_ptr_null(info.policy.modules);
+    pbx_key_info_release(&info);
+    free(token);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_empty_list)
+{
+    struct pbx_store *store = new_store("empty", NULL);
+    struct pbx_key_info *keys = (struct pbx_key_info *)1;
+    size_t n = 7;
+
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
+    ck_assert_uint_eq(n, 0);
+    pbx_key_info_free_array(keys, n);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_revoke)
+{
+    struct pbx_store *store = new_store("revoke", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_key_info info;
+    size_t n = 0;
+    char *t1 = create_ok(store, "k1", NULL);
+    char *t2 = create_ok(store, "k2", NULL);
+
+    ck_assert_int_eq(pbx_store_key_revoke(store, "k1", &err), 0);
+    ck_assert_ptr_null(err);
+    /* A revoked key never authenticates; the other one still does. */
+    ck_assert_int_eq(pbx_store_key_lookup(store, t1, &info, &err), 0);
+    ck_assert_ptr_null(err);
+    ck_assert_int_eq(pbx_store_key_lookup(store, t2, &info, &err), 1);
+    pbx_key_info_release(&info);
+    /* Revoking again is fine; an unknown name is not. */
+    ck_assert_int_eq(pbx_store_key_revoke(store, "k1", &err), 0);
+    ck_assert_int_eq(pbx_store_key_revoke(store, "nobody", &err), -PBX_E_NOTFOUND);
+    ck_assert_int_eq(err->code, PBX_E_NOTFOUND);
+    ck_assert_ptr_nonnull(strstr(err->msg, "nobody"));
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_key_revoke(store, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(keys[0].revoked);
+    ck_assert(!keys[1].revoked);
+    pbx_key_info_free_array(keys, n);
+    free(t1);
+    free(t2);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_duplicate_name)
+{
+    struct pbx_store *store = new_store("dup", NULL);
+    struct pbx_error *err = NULL;
+    char *token = create_ok(store, "same", NULL);
+    char *again = (char *)"untouched";
+    size_t n = 0;
+    struct pbx_key_info *keys = NULL;
+
+    ck_assert_int_eq(pbx_store_key_create(store, "same", NULL, &again, &err), -EEXIST);
+    ck_assert_ptr_null(again);
+    ck_assert_int_eq(err->code, EEXIST);
+    ck_assert_str_eq(err->msg, "key name `same` (revoked keys keep their names): File exists");
+    pbx_error_free(&err);
+    /* The name of a revoked key stays taken, so audit records stay unambiguous. */
+    ck_assert_int_eq(pbx_store_key_revoke(store, "same", NULL), 0);
+    ck_assert_int_eq(pbx_store_key_create(store, "same", NULL, &again, &err), -EEXIST);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
+    ck_assert_uint_eq(n, 1);
+    pbx_key_info_free_array(keys, n);
+    free(token);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_bad_names_and_policies)
+{
+    static const char *const bad_names[] = {
+        "",
+        "has space",
+        "semi;colon",
+        "quote'",
+        "new\nline",
+        "tab\t",
+        "\xc3\xa9t\xc3\xa9",
+        "a2345678901234567890123456789012345678901234567890123456789012345" /* 65 */,
+    };
+    static const char *const bad_modules[] = {"os;rm", "1abc", "a..b", ".a", "a.", "numpy/x"};
+    struct pbx_store *store = new_store("badnames", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_key_policy policy = {0};
+    char *token = NULL;
+    size_t n = 9;
+    struct pbx_key_info *keys = NULL;
+
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++) {
+        ck_assert_int_eq(pbx_store_key_create(store, bad_names[i], NULL, &token, &err),
+                         -PBX_E_INVAL);
+        ck_assert_ptr_null(token);
+        pbx_error_free(&err);
+    }
+    ck_assert_int_eq(pbx_store_key_create(store, NULL, NULL, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    for (size_t i = 0; i < sizeof(bad_modules) / sizeof(bad_modules[0]); i++) {
+        policy.modules = (char *)bad_modules[i];
+        ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+        ck_assert_msg(strstr(err->msg, "key `m`") != NULL, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+    policy.modules = NULL;
+    policy.rpm = -2;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.rpm = 0;
+    policy.rpd = -5;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.rpd = 0;
+    policy.sessions = PBX_CALLER_SESSIONS_MAX + 1;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    ck_assert_msg(strstr(err->msg, "sessions") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    policy.sessions = 0;
+    policy.session_idle_ttl_s = PBX_CALLER_SPAN_MAX_S + 1;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.session_idle_ttl_s = 0;
+    policy.session_lifetime_s = UINT32_MAX;
+    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    policy.session_lifetime_s = 0;
+    /* Nothing was created by the refused calls. */
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
+    ck_assert_uint_eq(n, 0);
+    /* The longest name and the odd allowed characters are fine. */
+    token =
+        create_ok(store, "a234567890123456789012345678901234567890123456789012345678901234", NULL);
+    free(token);
+    token = create_ok(store, "ci-bot_2.0@example.org", NULL);
+    free(token);
+    /* An empty module list is no list. */
+    policy.rpd = 0;
+    policy.modules = " , ";
+    token = create_ok(store, "blank", &policy);
+    free(token);
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_ptr_null(keys[2].policy.modules);
+    pbx_key_info_free_array(keys, n);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_wrong_token)
+{
+    struct pbx_store *store = new_store("wrong", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info = {0};
+    char *token = create_ok(store, "k", NULL);
+    char *other = xstrdup(token);
+    char *longer = xasprintf("%sA", token);
+
+    /* One character off, at either end of the random part. */
+    other[strlen(other) - 1] = other[strlen(other) - 1] == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
+    free(other);
+    other = xstrdup(token);
+    other[4] = other[4] == 'A' ? 'B' : 'A';
+    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
+    /* Truncated, extended, the prefix alone, empty, NULL. */
+    other[strlen(token) - 1] = '\0';
+    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
+    ck_assert_int_eq(pbx_store_key_lookup(store, longer, &info, &err), 0);
+    ck_assert_int_eq(pbx_store_key_lookup(store, "pbx_", &info, &err), 0);
+    ck_assert_int_eq(pbx_store_key_lookup(store, "", &info, &err), 0);
+    ck_assert_int_eq(pbx_store_key_lookup(store, NULL, &info, &err), 0);
+    /* A well-formed token that was never issued. */
+    ck_assert_int_eq(
+        pbx_store_key_lookup(store, "pbx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err),
+        0);
+    ck_assert_ptr_null(err);
+    ck_assert_ptr_null(info.name);
+    free(other);
+    free(longer);
+    free(token);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_persistence)
+{
+    char *uri = NULL;
+    struct pbx_store *store = new_store("persist", &uri);
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_audit rec = {.time_ms = 1700000000123,
+                            .client = "10.0.0.1",
+                            .route = "/v1/execute",
+                            .code_sha256 = "ab",
+                            .status = "ok",
+                            .duration_ms = 1.5};
+    size_t n = 0;
+    int64_t count = 0;
+    char *live = create_ok(store, "live", NULL);
+    char *dead = create_ok(store, "dead", NULL);
+    char *text = NULL;
+
+    ck_assert_int_eq(pbx_store_key_revoke(store, "dead", NULL), 0);
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-02", 10, &count, NULL), 1);
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-02", 10, &count, NULL), 1);
+    ck_assert_int_eq(pbx_store_audit(store, &rec, NULL), 0);
+    pbx_store_close(store);
+
+    store = open_ok(uri);
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert(!keys[0].revoked);
+    ck_assert(keys[1].revoked);
+    pbx_key_info_free_array(keys, n);
+    ck_assert_int_eq(pbx_store_key_lookup(store, live, &info, &err), 1);
+    pbx_key_info_release(&info);
+    ck_assert_int_eq(pbx_store_key_lookup(store, dead, &info, &err), 0);
+    ck_assert_int_eq(pbx_store_quota_get(store, "c", "2026-01-02", &count, &err), 0);
+    ck_assert_int_eq(count, 2);
+    ck_assert_int_eq(pbx_store_audit_tail(store, 10, &text, &err), 0);
+    ck_assert_ptr_nonnull(strstr(text, "\"client\":\"10.0.0.1\""));
+    free(text);
+    /* The name is still taken after reopening. */
+    ck_assert_int_eq(pbx_store_key_create(store, "live", NULL, &text, &err), -EEXIST);
+    pbx_error_free(&err);
+    pbx_store_close(store);
+    free(live);
+    free(dead);
+    free(uri);
+}
+END_TEST
+
+START_TEST(test_quota_limit)
+{
+    struct pbx_store *store = new_store("quota", NULL);
+    struct pbx_error *err = NULL;
+    int64_t count = -1;
+
+    ck_assert_int_eq(pbx_store_quota_get(store, "1.2.3.4", "2026-03-01", &count, &err), 0);
+    ck_assert_int_eq(count, 0);
+    for (int i = 1; i <= 30; i++) {
+        ck_assert_int_eq(pbx_store_quota_take(store, "1.2.3.4", "2026-03-01", 30, &count, &err), 1);
+        ck_assert_int_eq(count, i);
+    }
+    /* Refused at the limit, without counting the refusal. */
+    for (int i = 0; i < 3; i++) {
+        count = -1;
+        ck_assert_int_eq(pbx_store_quota_take(store, "1.2.3.4", "2026-03-01", 30, &count, &err), 0);
+        ck_assert_int_eq(count, 30);
+    }
+    ck_assert_int_eq(pbx_store_quota_get(store, "1.2.3.4", "2026-03-01", &count, &err), 0);
+    ck_assert_int_eq(count, 30);
+    /* Other days and other clients have their own counts. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "1.2.3.4", "2026-03-02", 30, &count, &err), 1);
+    ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(pbx_store_quota_take(store, "5.6.7.8", "2026-03-01", 30, &count, &err), 1);
+    ck_assert_int_eq(count, 1);
+    /* A higher limit (a key with its own policy) lets the same client on. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "1.2.3.4", "2026-03-01", 31, &count, &err), 1);
+    ck_assert_int_eq(count, 31);
+    /* A limit of 1 on a fresh day: the first is granted, the second not. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "x", "2026-03-01", 1, &count, &err), 1);
+    ck_assert_int_eq(pbx_store_quota_take(store, "x", "2026-03-01", 1, &count, &err), 0);
+    ck_assert_int_eq(count, 1);
+    /* A limit of 0 refuses everything and creates nothing. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "zero", "2026-03-01", 0, &count, &err), 0);
+    ck_assert_int_eq(count, 0);
+    ck_assert_ptr_null(err);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_quota_unlimited)
+{
+    struct pbx_store *store = new_store("unlimited", NULL);
+    int64_t count = 0;
+
+    for (int i = 1; i <= 1000; i++) {
+        ck_assert_int_eq(pbx_store_quota_take(store, "u", "2026-03-01", -1, &count, NULL), 1);
+        ck_assert_int_eq(count, i);
+    }
+    /* Back under a limit, the count made while unlimited still counts. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "u", "2026-03-01", 1000, &count, NULL), 0);
+    ck_assert_int_eq(count, 1000);
+    pbx_store_close(store);
+}
+END_TEST
+
+START_TEST(test_quota_bad_input)
+{
+    static const char *const bad_days[] = {"",           "2026-3-01",   "2026/03/01",
+                                           "20260301xx", "2026-03-01 ", "abcd-ef-gh"};
+    struct pbx_store *store = new_store("quotabad", NULL);
+    struct pbx_error *err = NULL;
+    int64_t count = 0;
+    char *huge = xmalloc(300);
+
+    for (size_t i = 0; i < sizeof(bad_days) / sizeof(bad_days[0]); i++) {
+        ck_assert_int_eq(pbx_store_quota_take(store, "c", bad_days[i], 5, &count, &err),
+                         -PBX_E_INVAL);
+        pbx_error_free(&err);
+    }
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", NULL, 5, &count, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_quota_take(store, NULL, "2026-03-01", 5, &count, &err),
+                     -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_quota_take(store, "", "2026-03-01", 5, &count, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    memset(huge, 'a', 299);
+    huge[299] = '\0';
+    ck_assert_int_eq(pbx_store_quota_get(store, huge, "2026-03-01", &count, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    /* SQL in a client name is data: it is just a client. */
+    ck_assert_int_eq(
+        pbx_store_quota_take(store, "x'); DROP TABLE quota; --", "2026-03-01", 5, &count, &err), 1);
+    ck_assert_int_eq(pbx_store_quota_take(store, "y", "2026-03-01", 5, &count, &err), 1);
+    free(huge);
+    pbx_store_close(store);
+}
+END_TEST
+
+#define THREADS     4
+#define PER_THREAD  200
+#define QUOTA_LIMIT 500
+
+struct taker {
+    struct pbx_store *store; /* shared, or NULL to open its own from uri */
+    const char *uri;         /* the store to open when store is NULL */
+    int granted;             /* requests granted */
+    int refused;             /* requests refused */
+    int errors;              /* calls that failed */
+};
+
+static void *take_many(void *arg)
+{
+    struct taker *t = arg;
+    struct pbx_store *own = NULL;
+    struct pbx_store *store = t->store;
+    struct pbx_error *err = NULL;
+
+    if (store == NULL) {
+        if (pbx_store_open(t->uri, &own, &err) < 0) {
+            pbx_error_free(&err);
+            t->errors = PER_THREAD;
+            return NULL;
+        }
+        store = own;
+    }
+    for (int i = 0; i < PER_THREAD; i++) {
+        int64_t count = 0;
+        int r = pbx_store_quota_take(store, "hot", "2026-05-05", QUOTA_LIMIT, &count, &err);
+
+        if (r == 1)
+            t->granted++;
+        else if (r == 0)
+            t->refused++;
+        else
+            t->errors++;
+        pbx_error_free(&err);
+    }
+    pbx_store_close(own);
+    return NULL;
+}
+
+/* Exactly `limit` granted out of THREADS * PER_THREAD, with `shared` or one store per thread. */
+static void run_takers(struct pbx_store *shared, const char *uri)
+{
+    pthread_t tids[THREADS];
+    struct taker takers[THREADS];
+    int granted = 0;
+    int refused = 0;
+
+    for (int i = 0; i < THREADS; i++) {
+        takers[i] = (struct taker){.store = shared, .uri = uri};
+        ck_assert_int_eq(pthread_create(&tids[i], NULL, take_many, &takers[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        ck_assert_int_eq(pthread_join(tids[i], NULL), 0);
+        ck_assert_int_eq(takers[i].errors, 0);
+        granted += takers[i].granted;
+        refused += takers[i].refused;
+    }
+    ck_assert_int_eq(granted, QUOTA_LIMIT);
+    ck_assert_int_eq(refused, THREADS * PER_THREAD - QUOTA_LIMIT);
+}
+
+START_TEST(test_quota_threads_shared)
+{
+    struct pbx_store *store = new_store("threads", NULL);
+    int64_t count = 0;
+
+    run_takers(store, NULL);
+    ck_assert_int_eq(pbx_store_quota_get(store, "hot", "2026-05-05", &count, NULL), 0);
+    ck_assert_int_eq(count, QUOTA_LIMIT);
+    pbx_store_close(store);
+}
+END_TEST
+
+/* One connection per thread: the atomicity comes from the store, as between processes. */
+START_TEST(test_quota_threads_connections)
+{
+    char *uri = NULL;
+    struct pbx_store *store = new_store("connections", &uri);
+    int64_t count = 0;
+
+    run_takers(NULL, uri);
+    ck_assert_int_eq(pbx_store_quota_get(store, "hot", "2026-05-05", &count, NULL), 0);
+    ck_assert_int_eq(count, QUOTA_LIMIT);
+    pbx_store_close(store);
+    free(uri);
+}
+END_TEST
+
+START_TEST(test_audit)
+{
+    struct pbx_store *store = new_store("audit", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_audit rec = {
+        .client = "192.0.2.7",
+        .route = "/execute",
+        .code_sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        .status = "ok",
+    };
+    char *text = NULL;
+    char *line;
+
+    ck_assert_int_eq(pbx_store_audit_tail(store, 10, &text, &err), 0);
+    ck_assert_str_eq(text, "");
+    free(text);
+    for (int i = 0; i < 5; i++) {
+        rec.time_ms = 1700000000000 + i;
+        rec.key_name = i % 2 ? "alice" : NULL;
+        rec.status = i == 4 ? "Quote\"d\n" : "ok";
+        rec.duration_ms = i + 0.5;
+        ck_assert_int_eq(pbx_store_audit(store, &rec, &err), 0);
+    }
+    /* The newest three, oldest first, one JSON object a line. */
+    ck_assert_int_eq(pbx_store_audit_tail(store, 3, &text, &err), 0);
+    {
+        static const char first[] =
+            "{\"time_ms\":1700000000002,\"client\":\"192.0.2.7\",\"key_name\":null,"
+            "\"route\":\"/execute\",\"code_sha256\":\"e3b0c44298fc1c149afbf4c8996fb9"
+            "2427ae41e4649b934ca495991b7852b855\",\"status\":\"ok\",\"duration_ms\":2.5}\n";
+
+        ck_assert_msg(strncmp(text, first, strlen(first)) == 0, "%s", text);
+    }
+    line = strchr(text, '\n') + 1;
+    ck_assert_int_eq(strncmp(line, "{\"time_ms\":1700000000003,", 25), 0);
+    ck_assert_ptr_nonnull(strstr(line, "\"key_name\":\"alice\""));
+    line = strchr(line, '\n') + 1;
+    ck_assert_int_eq(strncmp(line, "{\"time_ms\":1700000000004,", 25), 0);
+    /* Strings are JSON-escaped: a record is always one line. */
+    ck_assert_ptr_nonnull(strstr(line, "\"status\":\"Quote\\\"d\\n\""));
+    ck_assert_str_eq(strchr(line, '\n'), "\n");
+    free(text);
+    ck_assert_int_eq(pbx_store_audit_tail(store, 0, &text, &err), 0);
+    ck_assert_str_eq(text, "");
+    free(text);
+    ck_assert_int_eq(pbx_store_audit_tail(store, 1000, &text, &err), 0);
+    {
+        int lines = 0;
+
+        for (const char *p = text; *p; p++)
+            lines += *p == '\n';
+        ck_assert_int_eq(lines, 5);
+    }
+    free(text);
+    /* Required fields. */
+    rec.client = NULL;
+    ck_assert_int_eq(pbx_store_audit(store, &rec, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_audit(store, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    pbx_store_close(store);
+}
+END_TEST
+
+/* The shared cases, added to `tc`. */
+static void store_cases_add(TCase *tc)
+{
+    tcase_add_test(tc, test_create_list_lookup);
+    tcase_add_test(tc, test_admin_all_modules);
+    tcase_add_test(tc, test_empty_list);
+    tcase_add_test(tc, test_revoke);
+    tcase_add_test(tc, test_duplicate_name);
+    tcase_add_test(tc, test_bad_names_and_policies);
+    tcase_add_test(tc, test_wrong_token);
+    tcase_add_test(tc, test_persistence);
+    tcase_add_test(tc, test_quota_limit);
+    tcase_add_test(tc, test_quota_unlimited);
+    tcase_add_test(tc, test_quota_bad_input);
+    tcase_add_test(tc, test_quota_threads_shared);
+    tcase_add_test(tc, test_quota_threads_connections);
+    tcase_add_test(tc, test_audit);
+}
+
+#endif
