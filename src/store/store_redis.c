@@ -147,6 +147,7 @@ struct call {
     struct timespec deadline; /* CLOCK_MONOTONIC */
     sigset_t oldmask;
     bool pipe_pending; /* SIGPIPE was pending before the call */
+    int rc;            /* the return of the call's last error */
 };
 
 static struct timespec now_mono(void)
@@ -438,6 +439,7 @@ static int conn_failed(struct call *call, int sys, const char *what, struct pbx_
                  : ctx->err == REDIS_ERR_EOF ? "the server closed the connection"
                                              : ctx->errstr);
     r = pbx_error_set(err, code, "store `%s`: %s", rs->shown, msg);
+    call->rc = r;
     note_failure(rs, code, msg);
     if (ctx != NULL)
         redisFree(ctx);
@@ -448,13 +450,14 @@ static int conn_failed(struct call *call, int sys, const char *what, struct pbx_
 /* A reply that is not what the protocol says: the connection cannot be trusted further. */
 static int malformed(struct call *call, const char *what, struct pbx_error **err)
 {
-    return pbx_error_set(err, PBX_E_PROTO, "store `%s`: %s: unexpected reply from Redis",
-                         call->rs->shown, what);
+    call->rc = pbx_error_set(err, PBX_E_PROTO, "store `%s`: %s: unexpected reply from Redis",
+                             call->rs->shown, what);
+    return call->rc;
 }
 
 /* An error reply: the command failed, the connection is fine. */
-static int reply_error(struct call *call, const redisReply *reply, const char *what,
-                       struct pbx_error **err)
+static int reply_error_set(struct call *call, const redisReply *reply, const char *what,
+                           struct pbx_error **err)
 {
     int len = reply->len > 200 ? 200 : (int)reply->len;
 
@@ -468,6 +471,13 @@ static int reply_error(struct call *call, const redisReply *reply, const char *w
                              call->rs->shown, what);
     return pbx_error_set(err, EIO, "store `%s`: %s: Redis: %.*s", call->rs->shown, what, len,
                          reply->str != NULL ? reply->str : "");
+}
+
+static int reply_error(struct call *call, const redisReply *reply, const char *what,
+                       struct pbx_error **err)
+{
+    call->rc = reply_error_set(call, reply, what, err);
+    return call->rc;
 }
 
 /* ---- Connections and calls ---- */
@@ -539,7 +549,7 @@ static int hello(struct call *call, struct pbx_error **err)
 
         reply = command_ok(call, "authenticate", err, rs->user != NULL ? 3 : 2, argv);
         if (reply == NULL)
-            return -1;
+            return call->rc;
         freeReplyObject(reply);
     }
     if (rs->db != 0) {
@@ -549,7 +559,7 @@ static int hello(struct call *call, struct pbx_error **err)
         snprintf(db, sizeof(db), "%d", rs->db);
         reply = command_ok(call, "select the database", err, 2, argv);
         if (reply == NULL)
-            return -1;
+            return call->rc;
         freeReplyObject(reply);
     }
     return 0;
@@ -636,8 +646,9 @@ static int begin_call(struct redis_store *rs, struct call *call, struct pbx_erro
         }
         call->c->gen = gen;
         if (hello(call, err) < 0) {
+            r = call->rc;
             end_call_drop(call);
-            return -1;
+            return r;
         }
     }
     return 0;
@@ -651,12 +662,12 @@ static redisReply *eval(struct call *call, enum script_id id, int nkeys, int arg
                         const char **argv, const size_t *lens, const char *what,
                         struct pbx_error **err)
 {
-    const char *full[40];
-    size_t full_lens[40];
+    const char *full[48];
+    size_t full_lens[48];
     char nk[8];
     redisReply *reply;
 
-    PBX_ASSERT(argc + 3 <= 40);
+    PBX_ASSERT(argc + 3 <= 48);
     snprintf(nk, sizeof(nk), "%d", nkeys);
     full[0] = "EVALSHA";
     full[1] = call->rs->sha[id];
@@ -926,8 +937,9 @@ static int first_call(struct redis_store *rs, bool create, struct pbx_error **er
         cleanup_reply redisReply *reply = command_ok(&call, "load a script", err, 3, load);
 
         if (reply == NULL) {
+            r = call.rc;
             end_call_drop(&call);
-            return -1;
+            return r;
         }
         if (!is_text(reply, 40) || reply->len != 40 ||
             strspn(reply->str, "0123456789abcdef") < 40) {
@@ -944,8 +956,9 @@ static int first_call(struct redis_store *rs, bool create, struct pbx_error **er
             command_ok(&call, "write the layout's version", err, 4, set);
 
         if (reply == NULL) {
+            r = call.rc;
             end_call_drop(&call);
-            return -1;
+            return r;
         }
     }
     {
@@ -955,8 +968,9 @@ static int first_call(struct redis_store *rs, bool create, struct pbx_error **er
         int64_t version = 0;
 
         if (reply == NULL) {
+            r = call.rc;
             end_call_drop(&call);
-            return -1;
+            return r;
         }
         if (reply->type != REDIS_REPLY_NIL && (!parse_i64(reply, &version) || version < 1)) {
             r = pbx_error_set(err, PBX_E_PROTO,
@@ -1020,7 +1034,7 @@ static int rd_key_create(struct pbx_store *base, const char *name,
     char hex[HASH_HEX + 1];
     char record[sizeof(K_KEY) + HASH_HEX];
     char nums[12][24];
-    const char *argv[40];
+    const char *argv[44];
     int argc = 0;
     int n = 0;
     struct call call;
@@ -1066,8 +1080,9 @@ static int rd_key_create(struct pbx_store *base, const char *name,
         return r;
     reply = eval(&call, SC_CREATE, 4, argc, argv, NULL, "create a key", err);
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     if (reply->type != REDIS_REPLY_INTEGER) {
         r = malformed(&call, "create a key", err);
@@ -1107,8 +1122,9 @@ static int rd_key_list(struct pbx_store *base, struct pbx_key_info **keys, size_
         return r;
     ids = command_ok(&call, "list keys", err, 4, range);
     if (ids == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     if (ids->type != REDIS_REPLY_ARRAY) {
         r = malformed(&call, "list keys", err);
@@ -1207,8 +1223,9 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
         hex = command_ok(&call, "revoke a key", err, 3, argv);
     }
     if (hex == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     if (hex->type == REDIS_REPLY_NIL) {
         end_call(&call);
@@ -1230,8 +1247,9 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
         done = eval(&call, SC_REVOKE, 1, 2, argv, NULL, "revoke a key", err);
     }
     if (done == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     if (done->type != REDIS_REPLY_INTEGER) {
         r = malformed(&call, "revoke a key", err);
@@ -1272,8 +1290,9 @@ static int rd_key_lookup(struct pbx_store *base, const char *token, struct pbx_k
         reply = command_ok(&call, "look up a key", err, 2, argv);
     }
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     r = read_record(&call, reply, &found, stored, err);
     if (r < 0 && reply->type != REDIS_REPLY_ARRAY)
@@ -1332,8 +1351,9 @@ static int rd_quota_take(struct pbx_store *base, const char *client, const char 
         reply = eval(&call, SC_QUOTA, 1, 3, argv, NULL, "charge a quota", err);
     }
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         !count_of(reply->element[0], &taken) || taken > 1 || !count_of(reply->element[1], count)) {
@@ -1368,8 +1388,9 @@ static int rd_quota_get(struct pbx_store *base, const char *client, const char *
         reply = command_ok(&call, "read a quota", err, 2, argv);
     }
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     end_call(&call);
     note_success(rs);
@@ -1428,8 +1449,9 @@ static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct 
         return r;
     reply = command_ok(&call, "append to the audit log", err, argc, argv);
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     end_call(&call);
     note_success(rs);
@@ -1517,8 +1539,9 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
         reply = command_ok(&call, "read the audit log", err, 6, argv);
     }
     if (reply == NULL) {
+        r = call.rc;
         end_call(&call);
-        return -1;
+        return r;
     }
     end_call(&call);
     note_success(rs);

@@ -1,0 +1,729 @@
+/*
+ * Unit tests for src/store/store_redis.c against a real redis-server, which
+ * the test starts on a free loopback port (and a few tests start their own,
+ * to kill and restart it): the cases every backend shares (store_cases.h),
+ * then Redis's own: URIs, authentication and databases, a server that dies
+ * (calls fail within their timeout, and succeed again once it is back), a
+ * server that never answers, values of the wrong type or shape under
+ * pybox's keys (errors, never crashes), and the token never in Redis.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/xalloc.h"
+#include "store/store.h"
+#include "common/banned.h"
+
+/* The shared server, started by the fixture for the whole run. */
+static int shared_port;
+static pid_t shared_pid;
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A loopback port nothing listens on right now. */
+static int free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int port;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+/* A command on a fresh connection to the server at `port`; NULL when it does not answer. */
+static redisReply *raw(int port, const char *fmt, ...)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *reply = NULL;
+    va_list ap;
+
+    if (c == NULL)
+        return NULL;
+    if (c->err == 0) {
+        redisSetTimeout(c, tv);
+        va_start(ap, fmt);
+        reply = redisvCommand(c, fmt, ap);
+        va_end(ap);
+    }
+    redisFree(c);
+    return reply;
+}
+
+/* A command that must succeed (not an error reply). */
+static void raw_ok(int port, const char *fmt, ...)
+{
+    struct timeval tv = {.tv_sec = 1, .tv_usec = 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    redisReply *reply;
+    va_list ap;
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_msg(c->err == 0, "connect: %s", c->errstr);
+    va_start(ap, fmt);
+    reply = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    ck_assert_ptr_nonnull(reply);
+    ck_assert_msg(reply->type != REDIS_REPLY_ERROR, "%s: %s", fmt, reply->str);
+    freeReplyObject(reply);
+    redisFree(c);
+}
+
+static bool pings(int port)
+{
+    redisReply *reply = raw(port, "PING");
+    bool ok = reply != NULL && reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0;
+
+    if (reply != NULL)
+        freeReplyObject(reply);
+    return ok;
+}
+
+/*
+ * Start redis-server on `port` (no persistence, loopback only) and wait,
+ * up to 10 s, until it answers PING: its pid, or -1 when it exited first
+ * (the port was taken in the meantime).
+ */
+static pid_t start_redis_on(int port, const char *password)
+{
+    char port_s[16];
+    pid_t pid;
+    double deadline = now_s() + 10;
+
+    snprintf(port_s, sizeof(port_s), "%d", port);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+
+        dup2(devnull, STDOUT_FILENO);
+        dup2(devnull, STDERR_FILENO);
+        if (password != NULL)
+            execlp("redis-server", "redis-server", "--port", port_s, "--save", "", "--appendonly",
+                   "no", "--bind", "127.0.0.1", "--dir", "/tmp", "--requirepass", password,
+                   (char *)NULL);
+        else
+            execlp("redis-server", "redis-server", "--port", port_s, "--save", "", "--appendonly",
+                   "no", "--bind", "127.0.0.1", "--dir", "/tmp", (char *)NULL);
+        _exit(127);
+    }
+    while (now_s() < deadline) {
+        int status;
+        redisReply *reply;
+
+        if (waitpid(pid, &status, WNOHANG) == pid)
+            return -1;
+        reply = raw(port, "PING");
+        if (reply != NULL) {
+            /* PONG, or NOAUTH when it wants a password: either way it serves. */
+            bool up = reply->type == REDIS_REPLY_STATUS || reply->type == REDIS_REPLY_ERROR;
+
+            freeReplyObject(reply);
+            if (up)
+                return pid;
+        }
+        usleep(10000); /* the poll's interval, under a deadline */
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    ck_abort_msg("redis-server on port %d did not answer PING within 10 s", port);
+    return -1;
+}
+
+/* Start a redis-server on a free port, trying a few ports; *port gets it. */
+static pid_t start_redis(int *port, const char *password)
+{
+    for (int attempt = 0; attempt < 5; attempt++) {
+        pid_t pid;
+
+        *port = free_port();
+        pid = start_redis_on(*port, password);
+        if (pid > 0)
+            return pid;
+    }
+    ck_abort_msg("redis-server would not start (is it installed? scripts/install-deps --test)");
+    return -1;
+}
+
+static void stop_redis(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void server_setup(void)
+{
+    shared_pid = start_redis(&shared_port, NULL);
+}
+
+static void server_teardown(void)
+{
+    stop_redis(shared_pid);
+}
+
+static struct pbx_store *open_ok(const char *uri)
+{
+    struct pbx_store *store = NULL;
+    struct pbx_error *err = NULL;
+    int r = pbx_store_open(uri, &store, &err);
+
+    ck_assert_msg(r == 0, "open %s: %s", uri, err ? err->msg : "?");
+    ck_assert_ptr_null(err);
+    ck_assert_ptr_nonnull(store);
+    return store;
+}
+
+/* The shared server emptied, and a store on it; `name` is the test's, for symmetry with SQLite. */
+static struct pbx_store *new_store(const char *name, char **uri_out)
+{
+    char *uri = xasprintf("redis://127.0.0.1:%d/0", shared_port);
+    struct pbx_store *store;
+
+    (void)name;
+    raw_ok(shared_port, "FLUSHALL");
+    store = open_ok(uri);
+    if (uri_out != NULL)
+        *uri_out = uri;
+    else
+        free(uri);
+    return store;
+}
+
+#include "store_cases.h"
+
+START_TEST(test_redis_uris)
+{
+    static const char *const bad[] = {
+        "redis://",
+        "redis://:6379",
+        "redis://127.0.0.1:0",
+        "redis://127.0.0.1:65536",
+        "redis://127.0.0.1:x",
+        "redis://127.0.0.1:6379/x",
+        "redis://127.0.0.1:6379/0/1",
+        "redis://127.0.0.1?timeout_ms=0",
+        "redis://127.0.0.1?timeout_ms=600000",
+        "redis://127.0.0.1?timeout_ms",
+        "redis://127.0.0.1?pool=0",
+        "redis://127.0.0.1?bogus=1",
+        "redis://nocolon@127.0.0.1",
+        "redis://:%zz@127.0.0.1",
+        "redis://:a%00b@127.0.0.1",
+        "redis://[::1",
+        "redis://host name",
+        "redis://h;rm",
+    };
+    struct pbx_store *store = (struct pbx_store *)1;
+    struct pbx_error *err = NULL;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(pbx_store_open(bad[i], &store, &err) == -PBX_E_INVAL, "%s: %s", bad[i],
+                      err ? err->msg : "opened");
+        ck_assert_ptr_null(store);
+        ck_assert_msg(strstr(err->msg, "redis://") != NULL, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+    /* A password in a refused URI is not repeated. */
+    ck_assert_int_eq(pbx_store_open("redis://u:sekrit@127.0.0.1:1?pool=0", &store, &err),
+                     -PBX_E_INVAL);
+    ck_assert_msg(strstr(err->msg, "sekrit") == NULL, "%s", err->msg);
+    pbx_error_free(&err);
+}
+END_TEST
+
+/* An unreachable server: a clear error within the timeout, naming the URI but not its password. */
+START_TEST(test_redis_unreachable)
+{
+    int port = free_port();
+    char *uri = xasprintf("redis://pybox:sekrit@127.0.0.1:%d/2", port);
+    char *shown = xasprintf("redis://127.0.0.1:%d/2", port);
+    struct pbx_store *store = (struct pbx_store *)1;
+    struct pbx_error *err = NULL;
+    double t0 = now_s();
+    int r = pbx_store_open(uri, &store, &err);
+
+    ck_assert_int_eq(r, -ECONNREFUSED);
+    ck_assert_double_lt(now_s() - t0, 1.0);
+    ck_assert_ptr_null(store);
+    ck_assert_msg(strstr(err->msg, shown) != NULL, "%s", err->msg);
+    ck_assert_msg(strstr(err->msg, "sekrit") == NULL, "%s", err->msg);
+    ck_assert_msg(strstr(err->msg, "refused") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    /* open_existing() alike. */
+    ck_assert_int_eq(pbx_store_open_existing(uri, &store, &err), -ECONNREFUSED);
+    pbx_error_free(&err);
+    free(shown);
+    free(uri);
+}
+END_TEST
+
+/* A server that accepts connections and never answers: calls end at the timeout. */
+START_TEST(test_redis_silent_server)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct pbx_store *store = NULL;
+    struct pbx_error *err = NULL;
+    char *uri;
+    double t0;
+    double took;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(listen(fd, 16), 0); /* the kernel completes connections; none is served */
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    uri = xasprintf("redis://127.0.0.1:%d?timeout_ms=150", ntohs(sa.sin_port));
+    t0 = now_s();
+    ck_assert_int_eq(pbx_store_open(uri, &store, &err), -ETIMEDOUT);
+    took = now_s() - t0;
+    ck_assert_msg(took >= 0.14 && took < 0.5, "took %.3f s", took);
+    ck_assert_msg(strstr(err->msg, "redis://127.0.0.1:") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    close(fd);
+    free(uri);
+}
+END_TEST
+
+/*
+ * A killed redis-server: every call fails, each within 1 s (most at once,
+ * in the backoff); once it is back on the same port, calls succeed again.
+ */
+START_TEST(test_redis_kill_and_restart)
+{
+    int port = 0;
+    pid_t pid = start_redis(&port, NULL);
+    char *uri = xasprintf("redis://127.0.0.1:%d", port);
+    struct pbx_store *store = open_ok(uri);
+    struct pbx_audit rec = {
+        .time_ms = 1, .client = "c", .route = "/v1/execute", .code_sha256 = "ab", .status = "ok"};
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info;
+    char *token = create_ok(store, "k", NULL);
+    int64_t count = 0;
+    double worst = 0;
+    double deadline;
+    int r = -1;
+
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, NULL), 1);
+    pbx_key_info_release(&info);
+    stop_redis(pid);
+    ck_assert(!pings(port));
+    for (int i = 0; i < 40; i++) {
+        double t0 = now_s();
+        struct pbx_key_info *keys = NULL;
+        size_t n = 0;
+        char *text = NULL;
+
+        switch (i % 5) {
+        case 0:
+            r = pbx_store_key_lookup(store, token, &info, &err);
+            break;
+        case 1:
+            r = pbx_store_quota_take(store, "c", "2026-01-01", 10, &count, &err);
+            break;
+        case 2:
+            r = pbx_store_audit(store, &rec, &err);
+            break;
+        case 3:
+            r = pbx_store_key_list(store, &keys, &n, &err);
+            break;
+        default:
+            r = pbx_store_audit_tail(store, 5, &text, &err);
+            break;
+        }
+        if (now_s() - t0 > worst)
+            worst = now_s() - t0;
+        ck_assert_msg(r < 0, "call %d succeeded with the server dead", i);
+        ck_assert_ptr_nonnull(err);
+        ck_assert_msg(strstr(err->msg, uri) != NULL, "%s", err->msg);
+        pbx_error_free(&err);
+        ck_assert_double_lt(now_s() - t0, 1.0);
+    }
+    ck_assert_double_lt(worst, 1.0);
+
+    /* Back on the same port (empty: it kept nothing), calls succeed again within the backoff. */
+    pid = start_redis_on(port, NULL);
+    ck_assert_int_gt(pid, 0);
+    deadline = now_s() + 5;
+    do {
+        r = pbx_store_quota_take(store, "c", "2026-01-01", 10, &count, &err);
+        pbx_error_free(&err);
+        if (r < 0)
+            usleep(20000); /* the poll's interval, under a deadline */
+    } while (r < 0 && now_s() < deadline);
+    ck_assert_int_eq(r, 1);
+    ck_assert_int_eq(count, 1);
+    /* Every connection of the pool is a fresh one now: a run of calls, all fine. */
+    for (int i = 0; i < 20; i++) {
+        ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 100, &count, &err), 1);
+        ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 0); /* it kept nothing */
+        ck_assert_int_eq(pbx_store_audit(store, &rec, &err), 0);
+    }
+    ck_assert_ptr_null(err);
+    /* SCRIPT FLUSH: the scripts are loaded again (NOSCRIPT), unseen by callers. */
+    raw_ok(port, "SCRIPT FLUSH");
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 100, &count, &err), 1);
+    ck_assert_int_eq(count, 22);
+    free(token);
+    token = create_ok(store, "k", NULL);
+    pbx_store_close(store);
+    stop_redis(pid);
+    free(token);
+    free(uri);
+}
+END_TEST
+
+/* A password (AUTH) and a database (SELECT) of the URI; the wrong password fails clearly. */
+START_TEST(test_redis_auth_and_db)
+{
+    int port = 0;
+    pid_t pid = start_redis(&port, "p@ss:w/rd");
+    char *good = xasprintf("redis://:p%%40ss%%3Aw%%2Frd@127.0.0.1:%d/3", port);
+    char *wrong = xasprintf("redis://:nope@127.0.0.1:%d/3", port);
+    char *db0 = xasprintf("redis://default:p%%40ss%%3Aw%%2Frd@127.0.0.1:%d", port);
+    struct pbx_store *store = NULL;
+    struct pbx_store *other = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_key_info *keys = NULL;
+    size_t n = 9;
+    char *token;
+
+    ck_assert_int_lt(pbx_store_open(wrong, &store, &err), 0);
+    ck_assert_ptr_null(store);
+    ck_assert_msg(strstr(err->msg, "authenticate") != NULL && strstr(err->msg, "nope") == NULL,
+                  "%s", err->msg);
+    pbx_error_free(&err);
+    store = open_ok(good);
+    token = create_ok(store, "in3", NULL);
+    /* Database 0 (user and password both given) is another store. */
+    other = open_ok(db0);
+    ck_assert_int_eq(pbx_store_key_list(other, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    pbx_key_info_free_array(keys, n);
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(keys[0].name, "in3");
+    pbx_key_info_free_array(keys, n);
+    pbx_store_close(other);
+    pbx_store_close(store);
+    stop_redis(pid);
+    free(token);
+    free(db0);
+    free(wrong);
+    free(good);
+}
+END_TEST
+
+/* Whether `needle` is anywhere in what Redis holds: every key's name and values, by type. */
+static bool redis_contains(int port, const char *needle)
+{
+    redisReply *keys = raw(port, "KEYS *");
+    bool found = false;
+
+    ck_assert_ptr_nonnull(keys);
+    ck_assert_int_eq(keys->type, REDIS_REPLY_ARRAY);
+    for (size_t i = 0; i < keys->elements && !found; i++) {
+        const char *key = keys->element[i]->str;
+        redisReply *type = raw(port, "TYPE %s", key);
+        redisReply *val = NULL;
+
+        found = strstr(key, needle) != NULL;
+        if (strcmp(type->str, "hash") == 0)
+            val = raw(port, "HGETALL %s", key);
+        else if (strcmp(type->str, "zset") == 0)
+            val = raw(port, "ZRANGE %s 0 -1", key);
+        else if (strcmp(type->str, "string") == 0)
+            val = raw(port, "GET %s", key);
+        else if (strcmp(type->str, "stream") == 0)
+            val = raw(port, "XRANGE %s - +", key);
+        else
+            ck_abort_msg("unexpected type %s of %s", type->str, key);
+        if (val->type == REDIS_REPLY_STRING)
+            found = found || strstr(val->str, needle) != NULL;
+        for (size_t j = 0; val->type == REDIS_REPLY_ARRAY && j < val->elements; j++) {
+            const redisReply *e = val->element[j];
+
+            found = found || (e->type == REDIS_REPLY_STRING && strstr(e->str, needle) != NULL);
+        }
+        freeReplyObject(val);
+        freeReplyObject(type);
+    }
+    freeReplyObject(keys);
+    return found;
+}
+
+/* Redis holds the hash of a token, never the token; and what lives where. */
+START_TEST(test_redis_layout)
+{
+    struct pbx_store *store = new_store("layout", NULL);
+    struct pbx_audit rec = {.time_ms = 5,
+                            .client = "c",
+                            .route = "/v1/execute",
+                            .code_sha256 = "ab",
+                            .status = "ok",
+                            .duration_ms = 0.25};
+    int64_t count = 0;
+    char *token = create_ok(store, "secret", NULL);
+    redisReply *reply;
+
+    ck_assert_int_eq(pbx_store_quota_take(store, "1.2.3.4", "2026-02-03", 5, &count, NULL), 1);
+    ck_assert_int_eq(pbx_store_audit(store, &rec, NULL), 0);
+    ck_assert(!redis_contains(shared_port, token));
+    ck_assert(!redis_contains(shared_port, token + 4));
+    ck_assert(redis_contains(shared_port, "secret"));
+    /* The name index, the order, the day's counter with its expiry, the stream. */
+    reply = raw(shared_port, "HGET pbx:{keys}:names secret");
+    ck_assert_int_eq(reply->type, REDIS_REPLY_STRING);
+    ck_assert_uint_eq(reply->len, 64);
+    freeReplyObject(reply);
+    reply = raw(shared_port, "ZCARD pbx:{keys}:created");
+    ck_assert_int_eq(reply->integer, 1);
+    freeReplyObject(reply);
+    reply = raw(shared_port, "TTL pbx:quota:{1.2.3.4}:2026-02-03");
+    ck_assert_int_gt(reply->integer, 2 * 86400);
+    ck_assert_int_le(reply->integer, 5 * 86400);
+    freeReplyObject(reply);
+    reply = raw(shared_port, "XLEN pbx:audit");
+    ck_assert_int_eq(reply->integer, 1);
+    freeReplyObject(reply);
+    free(token);
+    pbx_store_close(store);
+}
+END_TEST
+
+/* A call that must fail with a PBX_E_PROTO error (or another), not crash nor succeed. */
+#define ASSERT_FAILS(call)                                                             \
+    do {                                                                               \
+        int r_ = (call);                                                               \
+        ck_assert_msg(r_ < 0, "%s: %d", #call, r_);                                    \
+        ck_assert_ptr_nonnull(err);                                                    \
+        ck_assert_msg(strstr(err->msg, "redis://127.0.0.1:") != NULL, "%s", err->msg); \
+        pbx_error_free(&err);                                                          \
+    } while (0)
+
+/* Values of the wrong type or shape under pybox's keys: errors, never crashes. */
+START_TEST(test_redis_wrong_types)
+{
+    char *uri = NULL;
+    struct pbx_store *store = new_store("types", &uri);
+    struct pbx_store *other = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_audit rec = {
+        .time_ms = 5, .client = "c", .route = "/v1/execute", .code_sha256 = "ab", .status = "ok"};
+    size_t n = 0;
+    int64_t count = 0;
+    char *text = NULL;
+    char *token = create_ok(store, "k", NULL);
+    char *tok = NULL;
+    char *big = xmalloc(1 << 20);
+    char hex[65];
+    redisReply *reply;
+
+    reply = raw(shared_port, "HGET pbx:{keys}:names k");
+    ck_assert_int_eq(reply->type, REDIS_REPLY_STRING);
+    snprintf(hex, sizeof(hex), "%s", reply->str);
+    freeReplyObject(reply);
+
+    /* Fields of the record: malformed numbers, missing fields, a huge string. */
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 12x", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 99999999999999999999999", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm -7", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 5", hex);
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
+    ck_assert_int_eq(info.policy.rpm, 5);
+    pbx_key_info_release(&info);
+    raw_ok(shared_port, "HDEL pbx:{keys}:key:%s admin", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s admin 2", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s admin 0", hex);
+    memset(big, 'n', (1 << 20) - 1);
+    big[(1 << 20) - 1] = '\0';
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s name %s", hex, big);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s name k hash %s", hex, "zz");
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    /* A hash that is another key's: looked up by one token, never authenticates as it. */
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s hash %064d", hex, 0);
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 0);
+    ck_assert_ptr_null(err);
+    /* Out-of-range session counts read as the server's, as in SQLite. */
+    raw_ok(shared_port, "HSET pbx:{keys}:key:%s hash %s sessions -1 session_idle_ttl_s 99999999999",
+           hex, hex);
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
+    ck_assert_uint_eq(info.policy.sessions, 0);
+    ck_assert_uint_eq(info.policy.session_idle_ttl_s, 0);
+    pbx_key_info_release(&info);
+
+    /* The record of the wrong type. */
+    raw_ok(shared_port, "DEL pbx:{keys}:key:%s", hex);
+    raw_ok(shared_port, "SET pbx:{keys}:key:%s oops", hex);
+    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+    ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
+    ASSERT_FAILS(pbx_store_key_revoke(store, "k", &err));
+    /* The name index and the order of the wrong type, or holding junk. */
+    raw_ok(shared_port, "DEL pbx:{keys}:names");
+    raw_ok(shared_port, "SET pbx:{keys}:names x");
+    ASSERT_FAILS(pbx_store_key_create(store, "new", NULL, &tok, &err));
+    ck_assert_ptr_null(tok);
+    ASSERT_FAILS(pbx_store_key_revoke(store, "k", &err));
+    raw_ok(shared_port, "DEL pbx:{keys}:names");
+    raw_ok(shared_port, "HSET pbx:{keys}:names k not-a-hash");
+    ASSERT_FAILS(pbx_store_key_revoke(store, "k", &err));
+    raw_ok(shared_port, "ZADD pbx:{keys}:created 99 junk");
+    ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
+    raw_ok(shared_port, "DEL pbx:{keys}:created");
+    raw_ok(shared_port, "SET pbx:{keys}:created x");
+    ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
+    raw_ok(shared_port, "DEL pbx:{keys}:seq");
+    raw_ok(shared_port, "DEL pbx:{keys}:names");
+    raw_ok(shared_port, "DEL pbx:{keys}:created");
+    raw_ok(shared_port, "HSET pbx:{keys}:seq a b");
+    ASSERT_FAILS(pbx_store_key_create(store, "new", NULL, &tok, &err));
+    raw_ok(shared_port, "DEL pbx:{keys}:seq");
+
+    /* Quota counters: the wrong type, not a number, negative. */
+    raw_ok(shared_port, "HSET pbx:quota:{c}:2026-01-01 a b");
+    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
+    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    raw_ok(shared_port, "DEL pbx:quota:{c}:2026-01-01");
+    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 abc");
+    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
+    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 -4");
+    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 3");
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err), 1);
+    ck_assert_int_eq(count, 4);
+
+    /* The audit stream: the wrong type, then entries of the wrong shape. */
+    raw_ok(shared_port, "SET pbx:audit x");
+    ASSERT_FAILS(pbx_store_audit(store, &rec, &err));
+    ASSERT_FAILS(pbx_store_audit_tail(store, 5, &text, &err));
+    ck_assert_ptr_null(text);
+    raw_ok(shared_port, "DEL pbx:audit");
+    raw_ok(shared_port, "XADD pbx:audit * time_ms soon client c");
+    ASSERT_FAILS(pbx_store_audit_tail(store, 5, &text, &err));
+    raw_ok(shared_port, "DEL pbx:audit");
+    raw_ok(shared_port, "XADD pbx:audit * time_ms 7 duration_ms nan");
+    ASSERT_FAILS(pbx_store_audit_tail(store, 5, &text, &err));
+    raw_ok(shared_port, "DEL pbx:audit");
+    /* Missing or non-UTF-8 text fields are null, as in SQLite. */
+    raw_ok(shared_port, "XADD pbx:audit * time_ms 7 duration_ms 1.5 status %b", "\xff\xfe", 2);
+    ck_assert_int_eq(pbx_store_audit_tail(store, 5, &text, &err), 0);
+    ck_assert_str_eq(text, "{\"time_ms\":7,\"client\":null,\"key_name\":null,\"route\":null,"
+                           "\"code_sha256\":null,\"status\":null,\"duration_ms\":1.5}\n");
+    free(text);
+
+    /* The layout's version: junk, or newer than this pybox. */
+    raw_ok(shared_port, "SET pbx:{keys}:schema banana");
+    ck_assert_int_eq(pbx_store_open(uri, &other, &err), -PBX_E_PROTO);
+    pbx_error_free(&err);
+    raw_ok(shared_port, "SET pbx:{keys}:schema 99");
+    ck_assert_int_eq(pbx_store_open(uri, &other, &err), -PBX_E_UNSUPPORTED);
+    ck_assert_msg(strstr(err->msg, "version 99") != NULL, "%s", err->msg);
+    pbx_error_free(&err);
+    ck_assert_ptr_null(other);
+
+    /* The store still serves once the junk is gone. */
+    raw_ok(shared_port, "FLUSHALL");
+    tok = create_ok(store, "after", NULL);
+    ck_assert_int_eq(pbx_store_key_lookup(store, tok, &info, &err), 1);
+    pbx_key_info_release(&info);
+    free(tok);
+    free(big);
+    free(token);
+    free(uri);
+    pbx_store_close(store);
+}
+END_TEST
+
+/* open_existing() opens what is there; keys and revocation go through it as pybox keys uses it. */
+START_TEST(test_redis_open_existing)
+{
+    char *uri = NULL;
+    struct pbx_store *store = new_store("existing", &uri);
+    struct pbx_store *again = NULL;
+    struct pbx_error *err = NULL;
+    char *token = create_ok(store, "k", NULL);
+
+    pbx_store_close(store);
+    ck_assert_int_eq(pbx_store_open_existing(uri, &again, &err), 0);
+    ck_assert_int_eq(pbx_store_key_revoke(again, "k", &err), 0);
+    ck_assert_int_eq(pbx_store_key_revoke(again, "k", &err), 0);
+    ck_assert_ptr_null(err);
+    pbx_store_close(again);
+    free(token);
+    free(uri);
+}
+END_TEST
+
+static Suite *store_suite(void)
+{
+    Suite *s = suite_create("store_redis");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_unchecked_fixture(tc, server_setup, server_teardown);
+    tcase_set_timeout(tc, 60);
+    store_cases_add(tc);
+    tcase_add_test(tc, test_redis_uris);
+    tcase_add_test(tc, test_redis_unreachable);
+    tcase_add_test(tc, test_redis_silent_server);
+    tcase_add_test(tc, test_redis_kill_and_restart);
+    tcase_add_test(tc, test_redis_auth_and_db);
+    tcase_add_test(tc, test_redis_layout);
+    tcase_add_test(tc, test_redis_wrong_types);
+    tcase_add_test(tc, test_redis_open_existing);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(store_suite());
+    int failed;
+
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
