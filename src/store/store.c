@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/xalloc.h"
 #include "store/store_impl.h"
 #include "common/banned.h"
 
@@ -46,6 +47,22 @@ static int open_uri(const char *uri, bool create, struct pbx_store **out, struct
         return r;
     PBX_ASSERT(*out != NULL && (*out)->be == be);
     return 0;
+}
+
+char *pbx_store_uri_redact(const char *uri)
+{
+    const char *auth;
+    const char *at;
+
+    if (uri == NULL)
+        return NULL;
+    if (strncmp(uri, "redis://", 8) != 0 && strncmp(uri, "rediss://", 9) != 0)
+        return xstrdup(uri);
+    auth = strchr(uri, ':') + 3;
+    at = strrchr(auth, '@');
+    if (at == NULL)
+        return xstrdup(uri);
+    return xasprintf("%.*s%s", (int)(auth - uri), uri, at + 1);
 }
 
 int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err)

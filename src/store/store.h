@@ -1,7 +1,8 @@
 /*
  * The store: API keys and their policies, daily quotas, the audit log.  One
- * interface; the embedded default is a SQLite file in WAL mode
- * (store_sqlite.c).  Every function is thread-safe on one store.
+ * interface, two backends chosen by the URI (store.c): the embedded default,
+ * a SQLite file in WAL mode (store_sqlite.c), and Redis, which several
+ * servers share (store_redis.c).  Every function is thread-safe on one store.
  */
 #ifndef PBX_STORE_STORE_H
 #define PBX_STORE_STORE_H
@@ -28,8 +29,14 @@ struct pbx_key_info {
  * Open (creating if needed) the store at `uri`: "sqlite:PATH", PATH absolute
  * or relative ("sqlite:///abs/path" also reads as /abs/path; "sqlite::memory:"
  * is a private in-memory store).  Missing directories of PATH are created
- * 0700, the database file 0600.  A URI of another kind fails with
- * PBX_E_UNSUPPORTED, an empty PATH with PBX_E_INVAL.  A store of an older
+ * 0700, the database file 0600.  Or
+ * "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout_ms=N&pool=N]": a
+ * Redis server (port 6379, database 0, 200 ms and 4 connections unless
+ * given), reached at open (an unreachable one fails with its errno, e.g.
+ * ECONNREFUSED or ETIMEDOUT); each later call fails rather than wait longer
+ * than the timeout.  A URI of another kind (rediss:// among them) fails with
+ * PBX_E_UNSUPPORTED, an empty PATH or a malformed redis:// URI with
+ * PBX_E_INVAL.  A store of an older
  * pybox is upgraded to this one's schema in place, in one transaction (its
  * keys keep their policies; what they did not have is the server's
  * setting); one of a newer pybox fails with PBX_E_UNSUPPORTED.  Close with
@@ -38,8 +45,15 @@ struct pbx_key_info {
 int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err);
 
 /*
+ * `uri` as messages and logs may show it: a copy (caller frees) without the
+ * user and password of a redis:// URI; NULL for NULL.
+ */
+char *pbx_store_uri_redact(const char *uri);
+
+/*
  * Like pbx_store_open(), but never creates the database file or its
- * directories: PBX_E_NOTFOUND when the file does not exist.  For commands
+ * directories: PBX_E_NOTFOUND when the file does not exist (a Redis store
+ * is opened as by pbx_store_open(), its layout's version not written).  For commands
  * that only read or change what is there (`pybox keys list`, `revoke`).
  */
 int pbx_store_open_existing(const char *uri, struct pbx_store **out, struct pbx_error **err);

@@ -281,7 +281,8 @@ static int parse_query(struct redis_store *rs, const char *q, struct pbx_error *
 static int parse_uri(struct redis_store *rs, const char *uri, struct pbx_error **err)
 {
     const char *p = uri + strlen("redis://");
-    const char *auth_end = p + strcspn(p, "@/?");
+    /* Everything before the last '@' is the user and password, whatever they hold. */
+    const char *auth_end = strrchr(p, '@');
     const char *host;
     const char *host_end;
     const char *rest;
@@ -290,10 +291,10 @@ static int parse_uri(struct redis_store *rs, const char *uri, struct pbx_error *
     rs->port = DEFAULT_PORT;
     rs->timeout_ms = DEFAULT_TIMEOUT_MS;
     rs->nconns = DEFAULT_POOL;
-    if (*auth_end == '@') {
+    rs->shown = pbx_store_uri_redact(uri);
+    if (auth_end != NULL) {
         const char *colon = memchr(p, ':', (size_t)(auth_end - p));
 
-        rs->shown = xasprintf("redis://%.*s", (int)strcspn(auth_end + 1, "?"), auth_end + 1);
         if (colon == NULL)
             return bad_uri(rs->shown, "the part before '@' must be [USER]:PASSWORD", err);
         if (colon > p) {
@@ -306,7 +307,6 @@ static int parse_uri(struct redis_store *rs, const char *uri, struct pbx_error *
             return bad_uri(rs->shown, "the password is not percent-encoded right", err);
         host = auth_end + 1;
     } else {
-        rs->shown = xasprintf("redis://%.*s", (int)strcspn(p, "?"), p);
         host = p;
     }
     if (*host == '[') {

@@ -254,6 +254,24 @@ START_TEST(test_redis_uris)
         ck_assert_msg(strstr(err->msg, "redis://") != NULL, "%s", err->msg);
         pbx_error_free(&err);
     }
+    /* What messages show of a URI: never its user and password. */
+    {
+        static const char *const cases[][2] = {
+            {"redis://u:p%2Fw@h:1/2?timeout_ms=5", "redis://h:1/2?timeout_ms=5"},
+            {"redis://:p/w?x@y@h", "redis://h"},
+            {"redis://h:1/2", "redis://h:1/2"},
+            {"rediss://u:p@h", "rediss://h"},
+            {"sqlite:/a@b/c.db", "sqlite:/a@b/c.db"},
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            char *shown = pbx_store_uri_redact(cases[i][0]);
+
+            ck_assert_str_eq(shown, cases[i][1]);
+            free(shown);
+        }
+        ck_assert_ptr_null(pbx_store_uri_redact(NULL));
+    }
     /* A password in a refused URI is not repeated. */
     ck_assert_int_eq(pbx_store_open("redis://u:sekrit@127.0.0.1:1?pool=0", &store, &err),
                      -PBX_E_INVAL);
