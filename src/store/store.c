@@ -150,3 +150,9 @@ int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struc
     PBX_ASSERT(store != NULL);
     return store->be->audit_tail(store, max, text, err);
 }
+
+int pbx_store_ping(struct pbx_store *store, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->ping(store, err);
+}

@@ -121,4 +121,11 @@ int pbx_store_audit(struct pbx_store *store, const struct pbx_audit *rec, struct
 /* The newest `max` audit records as JSON lines (caller frees), for tests and operators. */
 int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struct pbx_error **err);
 
+/*
+ * Whether the store answers now, for a readiness check: 0, or < 0 with *err
+ * (Redis: a PING within the timeout, failing at once during a backoff;
+ * SQLite: a query of the open file).
+ */
+int pbx_store_ping(struct pbx_store *store, struct pbx_error **err);
+
 #endif

@@ -66,6 +66,7 @@ struct pbx_store_backend {
                      struct pbx_error **err);
     int (*audit)(struct pbx_store *store, const struct pbx_audit *rec, struct pbx_error **err);
     int (*audit_tail)(struct pbx_store *store, size_t max, char **text, struct pbx_error **err);
+    int (*ping)(struct pbx_store *store, struct pbx_error **err);
 };
 
 extern const struct pbx_store_backend pbx__store_sqlite;

@@ -1569,6 +1569,33 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
     return 0;
 }
 
+static int rd_ping(struct pbx_store *base, struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    const char *argv[1] = {"PING"};
+    cleanup_reply redisReply *reply = NULL;
+    struct call call;
+    int r;
+
+    r = begin_call(rs, &call, err);
+    if (r < 0)
+        return r;
+    reply = command_ok(&call, "ping", err, 1, argv);
+    if (reply == NULL) {
+        r = call.rc;
+        end_call(&call);
+        return r;
+    }
+    if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0) {
+        r = malformed(&call, "ping", err);
+        end_call_drop(&call);
+        return r;
+    }
+    end_call(&call);
+    note_success(rs);
+    return 0;
+}
+
 const struct pbx_store_backend pbx__store_redis = {
     .name = "redis",
     .open = rd_open,
@@ -1581,4 +1608,5 @@ const struct pbx_store_backend pbx__store_redis = {
     .quota_get = rd_quota_get,
     .audit = rd_audit,
     .audit_tail = rd_audit_tail,
+    .ping = rd_ping,
 };

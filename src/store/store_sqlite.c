@@ -844,6 +844,14 @@ static int sq_audit_tail(struct pbx_store *base, size_t max, char **text, struct
     return 0;
 }
 
+static int sq_ping(struct pbx_store *base, struct pbx_error **err)
+{
+    struct sqlite_store *store = (struct sqlite_store *)base;
+    cleanup_unlock pthread_mutex_t *locked = lock(store);
+
+    return exec(store, "SELECT 1 FROM schema_version LIMIT 1", err);
+}
+
 const struct pbx_store_backend pbx__store_sqlite = {
     .name = "sqlite",
     .open = sq_open,
@@ -856,4 +864,5 @@ const struct pbx_store_backend pbx__store_sqlite = {
     .quota_get = sq_quota_get,
     .audit = sq_audit,
     .audit_tail = sq_audit_tail,
+    .ping = sq_ping,
 };

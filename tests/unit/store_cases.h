@@ -134,12 +134,16 @@ END_TEST
 START_TEST(test_empty_list)
 {
     struct pbx_store *store = new_store("empty", NULL);
+    struct pbx_error *err = NULL;
     struct pbx_key_info *keys = (struct pbx_key_info *)1;
     size_t n = 7;
 
     ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
     ck_assert_uint_eq(n, 0);
     pbx_key_info_free_array(keys, n);
+    /* A store that answers. */
+    ck_assert_int_eq(pbx_store_ping(store, &err), 0);
+    ck_assert_ptr_null(err);
     pbx_store_close(store);
 }
 END_TEST

@@ -385,6 +385,14 @@ START_TEST(test_redis_kill_and_restart)
     pbx_key_info_release(&info);
     stop_redis(pid);
     ck_assert(!pings(port));
+    {
+        double t0 = now_s();
+
+        ck_assert_int_lt(pbx_store_ping(store, &err), 0);
+        ck_assert_double_lt(now_s() - t0, 1.0);
+        ck_assert_msg(strstr(err->msg, uri) != NULL, "%s", err->msg);
+        pbx_error_free(&err);
+    }
     for (int i = 0; i < 40; i++) {
         double t0 = now_s();
         struct pbx_key_info *keys = NULL;
@@ -430,6 +438,7 @@ START_TEST(test_redis_kill_and_restart)
     } while (r < 0 && now_s() < deadline);
     ck_assert_int_eq(r, 1);
     ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(pbx_store_ping(store, &err), 0);
     /* Every connection of the pool is a fresh one now: a run of calls, all fine. */
     for (int i = 0; i < 20; i++) {
         ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 100, &count, &err), 1);
