@@ -22,7 +22,9 @@
  * left of it.  A failed connection makes every connection of the pool
  * reconnect before its next use, and the store refuses calls at once for a
  * backoff (50 ms, doubling to 2 s) rather than have each wait for a dead
- * server; the first call after it tries again.
+ * server; the first call after it tries again.  A call that only reads
+ * goes once more on a new connection when its kept one was closed by the
+ * server meanwhile; one that writes is never sent twice.
  *
  * Everything read from Redis is untrusted: each reply's type is checked, as
  * are every field's presence, length and number syntax.  What does not fit
@@ -148,6 +150,8 @@ struct call {
     sigset_t oldmask;
     bool pipe_pending; /* SIGPIPE was pending before the call */
     int rc;            /* the return of the call's last error */
+    bool reused;       /* its connection was open before the call */
+    bool may_retry;    /* the command is idempotent: it may go again on a new connection */
 };
 
 static struct timespec now_mono(void)
@@ -489,27 +493,60 @@ static void free_reply(redisReply **r)
 }
 #define cleanup_reply __attribute__((cleanup(free_reply)))
 
-/* Send one command on the call's connection: NULL (and the connection dropped) on failure. */
+static int connect_conn(struct call *call, unsigned gen, struct pbx_error **err);
+
+/*
+ * Whether a connection that was open before the call failed as one the
+ * server had closed meanwhile (its idle timeout, a restart): the command
+ * did not run, or ran and ended with the connection.
+ */
+static bool closed_meanwhile(const redisContext *ctx, int sys)
+{
+    return ctx->err == REDIS_ERR_EOF ||
+           (ctx->err == REDIS_ERR_IO && (sys == ECONNRESET || sys == EPIPE));
+}
+
+/*
+ * Send one command on the call's connection: NULL (and the connection
+ * dropped) on failure.  An idempotent command (call->may_retry) whose kept
+ * connection turns out closed goes once more on a new one, within the same
+ * deadline; any other is never sent twice.
+ */
 static redisReply *send_argv(struct call *call, int argc, const char **argv, const size_t *lens,
                              const char *what, struct pbx_error **err)
 {
-    int64_t left = remaining_ms(call);
-    redisReply *reply;
+    for (;;) {
+        int64_t left = remaining_ms(call);
+        redisReply *reply;
+        unsigned gen;
+        int sys;
 
-    if (left <= 0) {
-        errno = ETIMEDOUT;
-        call->c->ctx->err = REDIS_ERR_IO;
-        conn_failed(call, ETIMEDOUT, what, err);
-        return NULL;
+        if (left <= 0) {
+            errno = ETIMEDOUT;
+            call->c->ctx->err = REDIS_ERR_IO;
+            conn_failed(call, ETIMEDOUT, what, err);
+            return NULL;
+        }
+        redisSetTimeout(call->c->ctx, tv_of(left));
+        errno = 0;
+        reply = redisCommandArgv(call->c->ctx, argc, argv, lens);
+        if (reply != NULL)
+            return reply;
+        sys = errno;
+        if (!call->may_retry || !call->reused || !closed_meanwhile(call->c->ctx, sys)) {
+            conn_failed(call, sys, what, err);
+            return NULL;
+        }
+        /* The pool's other kept connections are likely closed too: they reconnect. */
+        redisFree(call->c->ctx);
+        call->c->ctx = NULL;
+        call->reused = false;
+        pthread_mutex_lock(&call->rs->state);
+        gen = ++call->rs->gen;
+        pthread_mutex_unlock(&call->rs->state);
+        if (connect_conn(call, gen, err) < 0)
+            return NULL;
     }
-    redisSetTimeout(call->c->ctx, tv_of(left));
-    errno = 0;
-    reply = redisCommandArgv(call->c->ctx, argc, argv, lens);
-    if (reply == NULL) {
-        conn_failed(call, errno, what, err);
-        return NULL;
-    }
-    return reply;
 }
 
 /* A command of NUL-terminated strings; an error reply comes back as one. */
@@ -634,23 +671,45 @@ static int begin_call(struct redis_store *rs, struct call *call, struct pbx_erro
         redisFree(call->c->ctx);
         call->c->ctx = NULL;
     }
-    if (call->c->ctx == NULL) {
-        int64_t left = remaining_ms(call);
-
-        errno = 0;
-        call->c->ctx = redisConnectWithTimeout(rs->host, rs->port, tv_of(left > 0 ? left : 1));
-        if (call->c->ctx == NULL || call->c->ctx->err != 0) {
-            r = conn_failed(call, errno, "connect", err);
-            end_call(call);
-            return r;
-        }
-        call->c->gen = gen;
-        if (hello(call, err) < 0) {
-            r = call->rc;
-            end_call_drop(call);
-            return r;
-        }
+    call->reused = call->c->ctx != NULL;
+    if (!call->reused && connect_conn(call, gen, err) < 0) {
+        r = call->rc;
+        end_call(call);
+        return r;
     }
+    return 0;
+}
+
+/*
+ * Connect the call's connection, as of the store's generation `gen`: 0, or
+ * < 0 with *err and call->rc (the connection left closed).
+ */
+static int connect_conn(struct call *call, unsigned gen, struct pbx_error **err)
+{
+    struct redis_store *rs = call->rs;
+    int64_t left = remaining_ms(call);
+    bool may_retry = call->may_retry;
+
+    if (left <= 0) {
+        call->rc = pbx_error_set(err, ETIMEDOUT, "store `%s`: no time left to connect within %d ms",
+                                 rs->shown, rs->timeout_ms);
+        return call->rc;
+    }
+    errno = 0;
+    call->c->ctx = redisConnectWithTimeout(rs->host, rs->port, tv_of(left));
+    if (call->c->ctx == NULL || call->c->ctx->err != 0)
+        return conn_failed(call, errno, "connect", err);
+    call->c->gen = gen;
+    call->may_retry = false;
+    if (hello(call, err) < 0) {
+        if (call->c->ctx != NULL) {
+            redisFree(call->c->ctx);
+            call->c->ctx = NULL;
+        }
+        call->may_retry = may_retry;
+        return call->rc;
+    }
+    call->may_retry = may_retry;
     return 0;
 }
 
@@ -1120,6 +1179,7 @@ static int rd_key_list(struct pbx_store *base, struct pbx_key_info **keys, size_
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* it only reads */
     ids = command_ok(&call, "list keys", err, 4, range);
     if (ids == NULL) {
         r = call.rc;
@@ -1217,6 +1277,7 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* a second revocation changes nothing */
     {
         const char *argv[3] = {"HGET", K_NAMES, name};
 
@@ -1284,6 +1345,7 @@ static int rd_key_lookup(struct pbx_store *base, const char *token, struct pbx_k
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* it only reads */
     {
         const char *argv[2] = {"HGETALL", record};
 
@@ -1382,6 +1444,7 @@ static int rd_quota_get(struct pbx_store *base, const char *client, const char *
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* it only reads */
     {
         const char *argv[2] = {"GET", key};
 
@@ -1533,6 +1596,7 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* it only reads */
     {
         const char *argv[6] = {"XREVRANGE", K_AUDIT, "+", "-", "COUNT", count};
 
@@ -1580,6 +1644,7 @@ static int rd_ping(struct pbx_store *base, struct pbx_error **err)
     r = begin_call(rs, &call, err);
     if (r < 0)
         return r;
+    call.may_retry = true; /* it only reads */
     reply = command_ok(&call, "ping", err, 1, argv);
     if (reply == NULL) {
         r = call.rc;

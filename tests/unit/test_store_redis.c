@@ -459,6 +459,72 @@ START_TEST(test_redis_kill_and_restart)
 }
 END_TEST
 
+/*
+ * Connections the server closed while they were kept (its idle timeout, an
+ * operator's CLIENT KILL): a call that only reads goes again on a new one,
+ * unseen; a charge or an audit record is never sent twice, so that call
+ * fails, and the next ones succeed.
+ */
+START_TEST(test_redis_closed_connections)
+{
+    struct pbx_store *store = new_store("closed", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_audit rec = {
+        .time_ms = 1, .client = "c", .route = "/execute", .code_sha256 = "ab", .status = "ok"};
+    size_t n = 0;
+    int64_t count = -1;
+    char *token = create_ok(store, "k", NULL);
+    char *text = NULL;
+    double deadline;
+    int r;
+
+    /* Every connection of the pool open, then all closed by the server. */
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", -1, &count, NULL), 1);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
+    pbx_key_info_release(&info);
+    ck_assert_ptr_null(err);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err), 0);
+    ck_assert_int_eq(count, 8);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    pbx_key_info_free_array(keys, n);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_audit_tail(store, 3, &text, &err), 0);
+    free(text);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_ping(store, &err), 0);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_eq(pbx_store_key_revoke(store, "k", &err), 0);
+    ck_assert_ptr_null(err);
+
+    /* A charge on a closed connection fails (it is not sent again); later ones are served. */
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(pbx_store_quota_get(store, "c", "2026-01-01", &count, NULL), 0);
+    raw_ok(shared_port, "CLIENT KILL TYPE normal");
+    ck_assert_int_lt(pbx_store_quota_take(store, "c", "2026-01-01", -1, &count, &err), 0);
+    ck_assert_ptr_nonnull(err);
+    pbx_error_free(&err);
+    deadline = now_s() + 5;
+    do {
+        r = pbx_store_audit(store, &rec, &err);
+        pbx_error_free(&err);
+        if (r < 0)
+            usleep(10000); /* the poll's interval, under a deadline */
+    } while (r < 0 && now_s() < deadline);
+    ck_assert_int_eq(r, 0);
+    ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", -1, &count, &err), 1);
+    ck_assert_int_eq(count, 9); /* the failed charge was not counted */
+    free(token);
+    pbx_store_close(store);
+}
+END_TEST
+
 /* A password (AUTH) and a database (SELECT) of the URI; the wrong password fails clearly. */
 START_TEST(test_redis_auth_and_db)
 {
@@ -762,6 +828,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_unreachable);
     tcase_add_test(tc, test_redis_silent_server);
     tcase_add_test(tc, test_redis_kill_and_restart);
+    tcase_add_test(tc, test_redis_closed_connections);
     tcase_add_test(tc, test_redis_auth_and_db);
     tcase_add_test(tc, test_redis_layout);
     tcase_add_test(tc, test_redis_wrong_types);
