@@ -104,8 +104,11 @@ static const char *const scripts[SC_COUNT] = {
      */
     [SC_QUOTA] = "local v = redis.call('GET', KEYS[1])\n"
                  "local c = 0\n"
-                 "if v then c = tonumber(v) end\n"
-                 "if c == nil then return redis.error_reply('PBXBAD the counter is not a number') "
+                 "if v then\n"
+                 "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"
+                 "    return redis.error_reply('PBXBAD the counter is not a count')\n"
+                 "  end\n"
+                 "  c = tonumber(v)\n"
                  "end\n"
                  "local limit = tonumber(ARGV[1])\n"
                  "if limit >= 0 and c >= limit then return {0, c} end\n"

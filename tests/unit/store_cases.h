@@ -459,6 +459,15 @@ START_TEST(test_quota_bad_input)
     ck_assert_int_eq(
         pbx_store_quota_take(store, "x'); DROP TABLE quota; --", "2026-03-01", 5, &count, &err), 1);
     ck_assert_int_eq(pbx_store_quota_take(store, "y", "2026-03-01", 5, &count, &err), 1);
+    /* So are a key's braces and separators: every client has its own count. */
+    ck_assert_int_eq(pbx_store_quota_take(store, "a}:{b", "2026-03-01", 5, &count, &err), 1);
+    ck_assert_int_eq(pbx_store_quota_take(store, "a}:{b", "2026-03-01", 5, &count, &err), 1);
+    ck_assert_int_eq(count, 2);
+    ck_assert_int_eq(pbx_store_quota_take(store, "a", "2026-03-01", 5, &count, &err), 1);
+    ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(
+        pbx_store_quota_take(store, "a}:{b}:2026-03-01", "2026-03-02", 5, &count, &err), 1);
+    ck_assert_int_eq(count, 1);
     free(huge);
     pbx_store_close(store);
 }

@@ -750,6 +750,13 @@ START_TEST(test_redis_wrong_types)
     ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
     raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 -4");
     ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
+    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 1.5");
+    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 1, &count, &err));
+    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 99999999999999999999999");
+    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", -1, &count, &err));
     raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 3");
     ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err), 1);
     ck_assert_int_eq(count, 4);
