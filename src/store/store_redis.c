@@ -312,6 +312,10 @@ static int parse_uri(struct redis_store *rs, const char *uri, struct pbx_error *
         rs->password = pct_decode(colon + 1, (size_t)(auth_end - colon - 1));
         if (rs->password == NULL)
             return bad_uri(rs->shown, "the password is not percent-encoded right", err);
+        if (rs->password[0] == '\0' && rs->user == NULL) {
+            free(rs->password); /* "redis://:@HOST": no password */
+            rs->password = NULL;
+        }
         host = auth_end + 1;
     } else {
         host = p;

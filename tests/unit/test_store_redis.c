@@ -808,6 +808,8 @@ START_TEST(test_redis_open_existing)
 {
     char *uri = NULL;
     struct pbx_store *store = new_store("existing", &uri);
+    char *blank = xasprintf("redis://:@127.0.0.1:%d", shared_port);
+    struct pbx_store *nopass = open_ok(blank); /* an empty password is none */
     struct pbx_store *again = NULL;
     struct pbx_error *err = NULL;
     char *token = create_ok(store, "k", NULL);
@@ -818,6 +820,8 @@ START_TEST(test_redis_open_existing)
     ck_assert_int_eq(pbx_store_key_revoke(again, "k", &err), 0);
     ck_assert_ptr_null(err);
     pbx_store_close(again);
+    pbx_store_close(nopass);
+    free(blank);
     free(token);
     free(uri);
 }
