@@ -108,10 +108,12 @@ def bounding_set():
 
 SETUP = r"""
 set -eu
-state="$1"; shift
+state="$1"; keep="$2"; shift 2
 # StateDirectory=pybox: /var/lib/pybox, writable.
 mkdir -p /var/lib/pybox
 mount --bind "$state" /var/lib/pybox
+mkdir /var/lib/pybox/.hosttmp
+mount --rbind /tmp /var/lib/pybox/.hosttmp
 # ProtectHome=yes: empty and inaccessible.
 for d in /home /root /run/user; do
     [ -d "$d" ] && mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=000 tmpfs "$d"
@@ -119,6 +121,18 @@ done
 # PrivateTmp=yes.
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /var/tmp
+# What stands for /usr/bin/pybox: the binary under test and the checkout (its sanitizer
+# suppressions), kept at their paths when they are below /tmp.
+for d in $keep; do
+    case "$d" in
+    /tmp/*)
+        mkdir -p "$d"
+        mount --rbind "/var/lib/pybox/.hosttmp/${d#/tmp/}" "$d"
+        ;;
+    esac
+done
+umount -l /var/lib/pybox/.hosttmp
+rmdir /var/lib/pybox/.hosttmp
 # PrivateDevices=yes: a /dev of its own with the pseudo devices only.
 mkdir /tmp/.hostdev
 mount --rbind /dev /tmp/.hostdev
@@ -157,8 +171,9 @@ def confined(state, argv):
     assert one("ProtectSystem") == "strict" and one("ProtectHome") == "yes"
     assert one("PrivateTmp") == "yes" and one("PrivateDevices") == "yes"
     assert SERVICE["AmbientCapabilities"] == [""]
+    keep = " ".join(sorted({os.path.dirname(PYBOX), str(REPO)}))
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", SETUP, "sh",
-            str(state), "setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
+            str(state), keep, "setpriv", "--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all",
             f"--bounding-set={bounding_set()}", "--", *argv]
 
 
