@@ -803,6 +803,37 @@ START_TEST(test_redis_wrong_types)
 }
 END_TEST
 
+/* Two servers on one Redis: a key made on one authenticates on the other, until revoked there. */
+START_TEST(test_redis_two_nodes)
+{
+    char *uri = NULL;
+    struct pbx_store *a = new_store("nodes", &uri);
+    struct pbx_store *b = open_ok(uri);
+    struct pbx_error *err = NULL;
+    struct pbx_key_info info;
+    int64_t count = 0;
+    char *token = create_ok(a, "shared", NULL);
+    char *again = NULL;
+
+    ck_assert_int_eq(pbx_store_key_lookup(b, token, &info, &err), 1);
+    ck_assert_str_eq(info.name, "shared");
+    pbx_key_info_release(&info);
+    ck_assert_int_eq(pbx_store_key_create(b, "shared", NULL, &again, &err), -EEXIST);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_quota_take(a, "key:shared", "2026-04-01", 2, &count, &err), 1);
+    ck_assert_int_eq(pbx_store_quota_take(b, "key:shared", "2026-04-01", 2, &count, &err), 1);
+    ck_assert_int_eq(count, 2);
+    ck_assert_int_eq(pbx_store_quota_take(a, "key:shared", "2026-04-01", 2, &count, &err), 0);
+    ck_assert_int_eq(pbx_store_key_revoke(b, "shared", &err), 0);
+    ck_assert_int_eq(pbx_store_key_lookup(a, token, &info, &err), 0);
+    ck_assert_ptr_null(err);
+    pbx_store_close(b);
+    pbx_store_close(a);
+    free(token);
+    free(uri);
+}
+END_TEST
+
 /* open_existing() opens what is there; keys and revocation go through it as pybox keys uses it. */
 START_TEST(test_redis_open_existing)
 {
@@ -843,6 +874,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_auth_and_db);
     tcase_add_test(tc, test_redis_layout);
     tcase_add_test(tc, test_redis_wrong_types);
+    tcase_add_test(tc, test_redis_two_nodes);
     tcase_add_test(tc, test_redis_open_existing);
     suite_add_tcase(s, tc);
     return s;
