@@ -173,6 +173,7 @@ ERROR_TYPES: Dict[str, Tuple[int, Type[PyboxError]]] = {
     "InternalServerError": (500, ServerError),
     "NetworkUnavailable": (501, Unsupported),
     "ServerBusy": (503, ServerBusy),
+    "StoreUnavailable": (503, ServerBusy),
 }
 
 

@@ -69,7 +69,7 @@
     XX(RUNTIME_ERROR, "RuntimeError", 400, PYBOX_E_INVALID, PBX_ERRTABLE_NONE,                    \
        PBX_EXIT_USAGE, "InvalidRequest", 0)                                                       \
     /* An API key that is not valid or was revoked, or a malformed credential header (auth.c): */ \
-    /* local mode has no keys. */                                                               \
+    /* local mode has no keys. */                                                                 \
     XX(UNAUTHORIZED, "Unauthorized", 401, PYBOX_E_UNAUTHORIZED, PBX_ERRTABLE_NONE,                \
        PBX_EXIT_NOPERM, "Unauthorized", 0)                                                        \
     /* Network asked by a caller whose policy does not allow it, as local mode's (the */          \
@@ -97,8 +97,8 @@
     /* A body that is not JSON (or multipart/form-data on /v1/execute). */                        \
     XX(UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", 415, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,    \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
-    /* A session or MCP session whose id names another node (pybox serve --node-id): */          \
-    /* error_details.node names it, for the proxy in front that should have routed it. */        \
+    /* A session or MCP session whose id names another node (pybox serve --node-id): */           \
+    /* error_details.node names it, for the proxy in front that should have routed it. */         \
     XX(MISDIRECTED_REQUEST, "MisdirectedRequest", 421, PYBOX_E_NOT_FOUND, PBX_ERRTABLE_NONE,      \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
     /* Under the FastAPI server's rules (POST /execute in its shape, POST */                      \
@@ -123,6 +123,10 @@
     /* Every slot busy and the queue full or its wait over, or the memory budget spent. */        \
     XX(SERVER_BUSY, "ServerBusy", 503, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,                           \
        PBX_EXIT_TEMPFAIL, "ServerBusy", 0)                                                        \
+    /* The store (keys, quotas) did not answer within its timeout: a request that needs */        \
+    /* it is refused (the daily quota fails closed); Retry-After says when to retry. */           \
+    XX(STORE_UNAVAILABLE, "StoreUnavailable", 503, PYBOX_E_BUSY, PBX_ERRTABLE_NONE,               \
+       PBX_EXIT_TEMPFAIL, "ServerBusy", 0)                                                        \
     /* No answer of a pybox server.  An HTTP status and type no row above has: */                 \
     XX(UNEXPECTED_STATUS, NULL, 0, PYBOX_E_SERVER, PBX_ERRTABLE_NONE,                             \
        PBX_EXIT_FAILURE, "PyboxError", 0)                                                         \
@@ -139,7 +143,7 @@
     /* The client ran out of memory (Python raises its own MemoryError). */                       \
     XX(NOMEM, NULL, 0, PYBOX_E_NOMEM, PYBOX_E_NOMEM,                                              \
        PBX_EXIT_FAILURE, NULL, 0)                                                                 \
-    /* The caller cancelled the run (pybox_cancel_fire()); Python has KeyboardInterrupt. */      \
+    /* The caller cancelled the run (pybox_cancel_fire()); Python has KeyboardInterrupt. */       \
     XX(CANCELLED, NULL, 0, PYBOX_E_CANCELLED, PYBOX_E_CANCELLED,                                  \
        PBX_EXIT_FAILURE, NULL, 0)
 /* clang-format on */

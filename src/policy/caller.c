@@ -174,7 +174,7 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     }
     found = keys->lookup(keys->arg, token, &who->key_name, &who->key, err);
     if (found < 0) {
-        *etype = "InternalServerError";
+        *etype = "StoreUnavailable"; /* a key it cannot check is refused, to retry */
         return -1;
     }
     if (found == 0) {

@@ -90,7 +90,7 @@ int pbx__auth_token(struct MHD_Connection *c, const char **token, struct pbx_err
     return 0;
 }
 
-/* The store's keys, for pbx_caller_resolve(): a failed lookup is logged, and answered 500. */
+/* The store's keys, for pbx_caller_resolve(): a failed lookup is logged, and answered 503. */
 static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
                       struct pbx_error **err)
 {
@@ -102,7 +102,8 @@ static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_
     if (found < 0) {
         pbx_log(PBX_LOG_ERROR, "key lookup: %s", e->msg);
         pbx_error_free(&e);
-        return pbx_error_set(err, PBX_E_ENGINE, "the key store failed");
+        return pbx_error_set(err, PBX_E_ENGINE,
+                             "the store of API keys does not answer; retry in a moment");
     }
     if (found == 0)
         return 0;

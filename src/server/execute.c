@@ -54,6 +54,9 @@
 #include "server/internal.h"
 #include "common/banned.h"
 
+/* The refusal of a request whose quota cannot be checked: the daily quota fails closed. */
+#define STORE_DOWN "the store of daily quotas does not answer; retry in a moment"
+
 /* One request as it goes through the steps; each step fills its part. */
 struct execution {
     struct pbx_server *s;           /* the server */
@@ -307,7 +310,7 @@ static int hold(struct execution *x)
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
         pbx__admit_release(s->admit, x->client, false, now);
-        return refuse(x, "InternalServerError", "the quota store failed", 0);
+        return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
     }
     if (x->who.rpd >= 0 && x->today + (int64_t)held >= x->who.rpd) {
         pbx__admit_release(s->admit, x->client, false, now);
@@ -361,7 +364,7 @@ static int charge(struct execution *x)
     if (rc < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
-        return refuse(x, "InternalServerError", "the quota store failed", 0);
+        return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
     }
     if (rc == 0)
         return quota_spent(x);

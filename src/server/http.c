@@ -29,9 +29,11 @@
 
 /* The path of each route, by enum route; R_ASSETS is a prefix, R_OTHER anything else. */
 static const char *const route_names[R_COUNT] = {
-    "/execute", "/v1/execute", "/v1/health",          "/metrics", "/openapi.json", "/",
-    "/v1/info", "/docs",       "/execute-with-files", "/health",  "/assets/",      "/v1/sessions",
-    "/mcp",     "other",
+    "/execute", "/v1/execute",   "/v1/health",
+    "/metrics", "/openapi.json", "/",
+    "/v1/info", "/docs",         "/execute-with-files",
+    "/health",  "/assets/",      "/v1/sessions",
+    "/mcp",     "/v1/ready",     "other",
 };
 
 /* The routes that run code. */
@@ -183,12 +185,16 @@ enum MHD_Result pbx__http_send_error(struct MHD_Connection *c, struct request_ct
                                      const char *message, unsigned retry_after, json_t *extra)
 {
     json_t *body = pbx__http_error_body(ctx, type, message, extra);
+    int status = pbx_errtable_status(type);
 
+    /* Every 503 says when to retry. */
+    if (status == 503 && retry_after == 0)
+        retry_after = 1;
     /* FastAPI's HTTPException answers {"detail": "..."}: its client reads that. */
     if (ctx->s4 || ctx->route == R_EXECUTE_FILES)
         json_object_set(body, "detail",
                         json_object_get(json_object_get(body, "error_details"), "message"));
-    return pbx__http_send_json(c, ctx, s, pbx_errtable_status(type), body, retry_after);
+    return pbx__http_send_json(c, ctx, s, status, body, retry_after);
 }
 
 void pbx__refusal_set(struct pbx_refusal *no, const char *type, const char *msg,
@@ -244,14 +250,44 @@ static void log_request(const struct request_ctx *ctx)
 
 /* ---- routes ---- */
 
+/* Whether the store answers now: "ok" or "unavailable" (logged once per change). */
+static const char *store_state(struct pbx_server *s)
+{
+    static atomic_bool down;
+    struct pbx_error *err = NULL;
+    bool failed = pbx_store_ping(s->store, &err) < 0;
+
+    if (failed && !atomic_exchange(&down, true))
+        pbx_log(PBX_LOG_WARN, "the store does not answer: %s", err->msg);
+    else if (!failed && atomic_exchange(&down, false))
+        pbx_log(PBX_LOG_INFO, "the store answers again");
+    pbx_error_free(&err);
+    return failed ? "unavailable" : "ok";
+}
+
+/* GET /v1/health: liveness, whatever the store says (it is reported, never a failure). */
 static enum MHD_Result handle_health(struct pbx_server *s, struct MHD_Connection *c,
                                      struct request_ctx *ctx)
 {
-    json_t *body = json_pack("{s:s, s:s, s:i, s:i}", "status", "ok", "version", PBX_VERSION_STRING,
-                             "active_executions", (int)pbx__admit_active(s->admit),
-                             "max_concurrent_executions", (int)pbx__admit_capacity(s->admit));
+    json_t *body = json_pack("{s:s, s:s, s:i, s:i, s:s, s:o}", "status", "ok", "version",
+                             PBX_VERSION_STRING, "active_executions",
+                             (int)pbx__admit_active(s->admit), "max_concurrent_executions",
+                             (int)pbx__admit_capacity(s->admit), "store", store_state(s), "node",
+                             s->cfg->node_id != NULL ? json_string(s->cfg->node_id) : json_null());
 
     return pbx__http_send_json(c, ctx, s, 200, body, 0);
+}
+
+/* GET /v1/ready: readiness, 503 while the store does not answer (a proxy sends elsewhere). */
+static enum MHD_Result handle_ready(struct pbx_server *s, struct MHD_Connection *c,
+                                    struct request_ctx *ctx)
+{
+    const char *store = store_state(s);
+    bool ready = strcmp(store, "ok") == 0;
+
+    return pbx__http_send_json(c, ctx, s, ready ? 200 : 503,
+                               json_pack("{s:b, s:s}", "ready", ready, "store", store),
+                               ready ? 0 : 1);
 }
 
 /*
@@ -373,6 +409,10 @@ static enum MHD_Result dispatch(struct pbx_server *s, struct MHD_Connection *c,
         if (!get)
             break;
         return pbx__compat_health(s, c, ctx);
+    case R_READY:
+        if (!get)
+            break;
+        return handle_ready(s, c, ctx);
     case R_METRICS:
         if (!get)
             break;

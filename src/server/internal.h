@@ -35,6 +35,7 @@ enum route {
     R_ASSETS,
     R_SESSIONS, /* /v1/sessions and every path under it, sessions.c */
     R_MCP,      /* /mcp, the Model Context Protocol over Streamable HTTP, mcp_http.c */
+    R_READY,    /* /v1/ready: whether this node should get requests (the store answers) */
     R_OTHER,
     R_COUNT,
 };

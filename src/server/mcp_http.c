@@ -36,6 +36,7 @@
 #include <strings.h>
 
 #include "common/clock.h"
+#include "common/errtable.h"
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "pybox/version.h"
@@ -643,8 +644,8 @@ enum MHD_Result pbx__mcp_http_handle(struct pbx_server *s, struct MHD_Connection
             "unsupported MCP-Protocol-Version: this server speaks " PBX_MCP_VERSION_LATEST
             ", " PBX_MCP_VERSION_OLDER " and 2025-03-26");
     if (pbx__auth_resolve(s, c, NULL, &who, &etype, &err) < 0) {
-        ret = send_rpc_error(s, c, ctx, strcmp(etype, "Unauthorized") == 0 ? 401 : 500,
-                             PBX_MCP_INVALID_REQUEST, err->msg);
+        ret = send_rpc_error(s, c, ctx, pbx_errtable_status(etype), PBX_MCP_INVALID_REQUEST,
+                             err->msg);
         pbx_error_free(&err);
         pbx_caller_release(&who);
         return ret;

@@ -267,8 +267,8 @@ START_TEST(test_table_rows)
     ck_assert_uint_eq(i, PBX_ERRTABLE_COUNT);
     ck_assert_ptr_null(pbx_errtable_get(PBX_ERRTABLE_COUNT));
     ck_assert_ptr_null(pbx_errtable_get((size_t)-1));
-    /* The 21 types of docs/api.md (tests/client/test_error_table.py compares them one by one). */
-    ck_assert_uint_eq(typed, 21);
+    /* The 22 types of docs/api.md (tests/client/test_error_table.py compares them one by one). */
+    ck_assert_uint_eq(typed, 22);
     ck_assert_int_eq(pbx_errtable_status("ValidationError"), 400);
     ck_assert_int_eq(pbx_errtable_status("PayloadTooLarge"), 413);
     ck_assert_int_eq(pbx_errtable_status("NetworkUnavailable"), 501);

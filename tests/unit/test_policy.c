@@ -216,9 +216,9 @@ START_TEST(test_resolve_keys)
     ck_assert_int_eq(who.rpd, -1);
     pbx_caller_release(&who);
 
-    /* A store that fails: its message, answered as the server's fault. */
+    /* A store that fails: its message; the key cannot be checked, so it is refused, to retry. */
     ck_assert_int_lt(pbx_caller_resolve(&cfg, &keys, "k-broken", &who, &etype, &err), 0);
-    ck_assert_str_eq(etype, "InternalServerError");
+    ck_assert_str_eq(etype, "StoreUnavailable");
     ck_assert_str_eq(err->msg, "the key store failed");
     pbx_error_free(&err);
     pbx_caller_release(&who);

@@ -1,0 +1,132 @@
+"""`pybox serve --store redis://...` when Redis stops answering (docs/api.md "Operations",
+docs/deploy.md): requests that need the store (a key to check, a daily quota to charge) are
+refused at once with 503 StoreUnavailable and Retry-After, within the store's timeout, never
+let through and never left hanging; GET /v1/health stays 200 and says the store is unavailable
+(liveness does not depend on Redis) while GET /v1/ready turns 503; and service comes back by
+itself when Redis does. Redis is stopped for real, with SIGSTOP (it hangs) and SIGKILL (it is
+gone). Every wait polls with a deadline.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYBOX, SLOW, body_of, clean_env, expect_error
+
+TIMEOUT_S = 2.0 * SLOW  # the store's timeout is 200 ms: a refusal must come well within this
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20 * SLOW
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            assert self.proc.poll() is None, "redis-server exited at start"
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not answer PING within 20 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    @property
+    def uri(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(tmp_path)
+    yield r
+    if r.proc.poll() is None:
+        os.kill(r.proc.pid, signal.SIGCONT)
+    r.stop()
+
+
+def keys_create(uri, name):
+    p = subprocess.run([PYBOX, "keys", "create", "--name", name, "--rpm", "1000",
+                        "--store", uri], capture_output=True, text=True, timeout=60,
+                       env=clean_env())
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+def timed(fn):
+    t0 = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t0
+
+
+def wait_for(what, cond, timeout=20.0):
+    deadline = time.monotonic() + timeout * SLOW
+    while not cond():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+
+
+def outage(srv, key, how, redis):
+    """Redis stopped `how`: every answer that needs it is a quick 503 StoreUnavailable."""
+    for attempt in range(3):  # the first meets the timeout, the next ones the backoff
+        r, took = timed(lambda: srv.v1({"code": "print(1)"}, key=key))
+        body = expect_error(r, 503, "StoreUnavailable")
+        assert r.headers.get("Retry-After"), r.headers
+        assert "retry" in body["error"]["message"], body
+        assert took < TIMEOUT_S, (how, attempt, took)
+        r, took = timed(lambda: srv.v1({"code": "print(1)"}))  # anonymous: the quota
+        expect_error(r, 503, "StoreUnavailable")
+        assert took < TIMEOUT_S, (how, "anonymous", attempt, took)
+    h = srv.request("GET", "/v1/health")
+    assert h.status_code == 200 and body_of(h)["store"] == "unavailable", h.text
+    r = srv.request("GET", "/v1/ready")
+    assert r.status_code == 503 and body_of(r) == {"ready": False, "store": "unavailable",
+                                                   "request_id": body_of(r)["request_id"]}, r.text
+
+
+def test_a_hung_then_a_dead_redis(start_server, redis):
+    srv = start_server("--store", redis.uri, "--rpm", "100000", "--rpd", "1000000")
+    key = keys_create(redis.uri, "outage")
+    assert srv.v1({"code": "print(1)"}, key=key).status_code == 200
+    assert srv.request("GET", "/v1/ready").status_code == 200
+    assert body_of(srv.request("GET", "/v1/health"))["store"] == "ok"
+
+    os.kill(redis.proc.pid, signal.SIGSTOP)  # it hangs: every call meets the timeout
+    outage(srv, key, "SIGSTOP", redis)
+    os.kill(redis.proc.pid, signal.SIGCONT)
+    wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
+    wait_for("the key served again",
+             lambda: srv.v1({"code": "print(1)"}, key=key).status_code == 200)
+
+    redis.stop()  # gone: every call is refused at once
+    outage(srv, key, "SIGKILL", redis)
+    redis.start()  # back, empty (no persistence): anonymous service resumes by itself
+    wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
+    wait_for("anonymous runs again",
+             lambda: srv.v1({"code": "print(1)"}).status_code == 200)
+    # Its keys were in the Redis that died: the key is unknown now, not let through.
+    expect_error(srv.v1({"code": "print(1)"}, key=key), 401, "Unauthorized")
