@@ -4,7 +4,9 @@ requests that may go anywhere round robin, a session's requests (/v1/sessions/se
 and an MCP session's (/mcp with Mcp-Session-Id: mcp_<node>_...) to the node that holds it,
 which the same request sent straight to another node shows (421 MisdirectedRequest);
 Server-Sent Events pass as they come; X-Forwarded-For gives each client its own limits on
-nodes started with --trusted-proxy; a body beyond --max-body is refused at the proxy.
+nodes started with --trusted-proxy; a body beyond --max-body is refused at the proxy.  The
+nodes share one Redis store (a redis-server of the test's own): a key made once is good on
+every node, and its daily quota is one across them.
 
 The configurations are used as they are, but for the addresses: the nodes' ports and the
 proxy's own port are free ones, and the proxy's pid, logs and temporary files are in a
@@ -33,6 +35,7 @@ ADMIN_KEY = "adm-" + os.urandom(12).hex()
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # scripts/install-deps --test
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 MAX_BODY = 32 << 20  # pybox serve --max-body's default
 INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
@@ -124,8 +127,32 @@ def test_both_name_the_same_nodes_and_body_limit():
 
 # The proxies at work, in front of three nodes.
 
+def redis_ping(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        c.sendall(b"PING\r\n")
+        return c.recv(16) == b"+PONG\r\n"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A redis-server of our own on a free loopback port, nothing kept on disk."""
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for("redis-server", lambda: proc.poll() is not None or redis_ping(port))
+        assert proc.poll() is None
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 class Node:
-    def __init__(self, tmp, node_id):
+    def __init__(self, tmp, node_id, store):
         self.id = node_id
         self.dir = tmp / node_id
         self.dir.mkdir()
@@ -135,7 +162,7 @@ class Node:
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
                 [PYBOX, "serve", "--listen", "127.0.0.1:0", "--data", str(self.dir),
-                 "--url-file", str(self.dir / "url"), "--node-id", node_id,
+                 "--url-file", str(self.dir / "url"), "--node-id", node_id, "--store", store,
                  "--trusted-proxy", "127.0.0.1/32", "--rpm", "2", "--no-preload",
                  "--spares", "0:1"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -158,9 +185,9 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def nodes(tmp_path_factory):
+def nodes(tmp_path_factory, store):
     tmp = tmp_path_factory.mktemp("nodes")
-    started = [Node(tmp, n) for n in NODES]
+    started = [Node(tmp, n, store) for n in NODES]
     try:
         for n in started:
             n.wait()
@@ -321,3 +348,30 @@ def test_a_body_beyond_max_body_is_refused_at_the_proxy(proxy):
         assert r.status == 413, (r.status, r.read())
     finally:
         c.close()
+
+
+def test_a_key_is_good_on_every_node_and_its_quota_is_one(proxy, nodes, store):
+    """pybox keys create --store on the shared store: the key opens sessions on all three
+    nodes through the proxy, and its 8 requests a day are 8 across them."""
+    name = "deploy-" + os.urandom(4).hex()
+    p = sh([PYBOX, "keys", "create", "--store", store, "--name", name, "--rpd", "8",
+            "--rpm", "unlimited"])
+    assert p.returncode == 0, p.stderr
+    key = {"Authorization": f"Bearer {p.stdout.strip()}"}
+    opened = []
+    for _ in range(3):
+        r = requests.post(proxy + "/v1/sessions", json={}, headers=key, timeout=120)
+        assert r.status_code == 201, r.text
+        opened.append(r.json()["id"])
+    assert {node_of(s, "ses") for s in opened} == set(NODES), opened
+    for sid in opened:
+        assert requests.delete(f"{proxy}/v1/sessions/{sid}", headers=key,
+                               timeout=60).status_code == 204
+    statuses = [requests.post(proxy + "/v1/execute", json={"code": "print(1)"}, headers=key,
+                              timeout=120).status_code for _ in range(12)]
+    # Whatever opening the sessions charged, the day's 8 ran out across the nodes.
+    assert statuses.count(200) <= 8 and statuses[-1] == 429, statuses
+    r = requests.post(proxy + "/v1/execute", json={"code": "print(1)"}, headers=key,
+                      timeout=120)
+    assert r.status_code == 429 and r.json()["error_details"]["type"] == "RateLimitExceeded", \
+        r.text
