@@ -111,3 +111,17 @@ def test_a_program_builds_and_runs_against_the_installed_libpybox(staged, tmp_pa
     sh(["cc", str(REPO / "examples" / "c" / "hello.c"), "-o", str(hello), *flags], env=env)
     out = sh([str(hello)], env={**run_env, "PYBOX_BIN": str(staged / "usr" / "bin" / "pybox")})
     assert out == "Hello from pybox\n42\n", out
+
+
+def test_the_units_paths_follow_the_install_prefix(staged, tmp_path):
+    """Installed with another prefix than the configured one (`cmake --install --prefix`),
+    the unit runs that prefix's binary and names its docs."""
+    build = staged.parent / "build"
+    dest = tmp_path / "dest"
+    sh(["cmake", "--install", str(build), "--prefix", "/opt/pybox"],
+       env={**plain_env(), "DESTDIR": str(dest)})
+    unit = (dest / "opt/pybox/lib/systemd/system/pybox.service").read_text()
+    assert "\nExecStart=/opt/pybox/bin/pybox serve\n" in unit, unit
+    assert "\nDocumentation=file:///opt/pybox/share/doc/pybox/deploy.md\n" in unit, unit
+    assert "/usr/bin/pybox" not in unit and "/usr/share/doc" not in unit
+    assert os.access(dest / "opt/pybox/bin/pybox", os.X_OK)
