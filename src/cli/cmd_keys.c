@@ -34,8 +34,9 @@ static const char store_options_help[] =
     "                        (default: env PYBOX_DATA, else " PBX_CLI_SYSTEM_DATA_DIR " for\n"
     "                        root, else $XDG_DATA_HOME/pybox or ~/.local/share/pybox:\n"
     "                        the same as `pybox serve`'s)\n"
-    "  --store sqlite:PATH   the store itself (env PYBOX_STORE); options beat the\n"
-    "                        environment, and --store beats --data\n"
+    "  --store URI           the store itself, sqlite:PATH or redis://HOST[:PORT][/DB]\n"
+    "                        (env PYBOX_STORE); options beat the environment, and\n"
+    "                        --store beats --data\n"
     "  -h, --help            show this help\n"
     "Every command names the store it used on stderr.\n";
 
@@ -136,13 +137,15 @@ struct store_choice {
 
 /*
  * Open the store; only `create` may create it, so a mistyped --data is an
- * error.  Its URI goes to `*uri` (caller frees), for the line that names it.
+ * error.  Its URI goes to `*uri` (caller frees) as messages show it (no
+ * password), for the line that names it.
  */
 static struct pbx_store *open_store(const char *cmd, const struct store_choice *c, bool create,
                                     char **uri)
 {
     struct pbx_store *store = NULL;
     struct pbx_error *err = NULL;
+    char *shown;
 
     *uri = pbx__cli_store_uri(cmd, c->data, c->store);
     if ((create ? pbx_store_open : pbx_store_open_existing)(*uri, &store, &err) < 0) {
@@ -151,6 +154,9 @@ static struct pbx_store *open_store(const char *cmd, const struct store_choice *
             pbx_usage_error(cmd, "%s", err->msg);
         pbx_die(EXIT_STORE, "%s", err->msg);
     }
+    shown = pbx_store_uri_redact(*uri);
+    free(*uri);
+    *uri = shown;
     return store;
 }
 

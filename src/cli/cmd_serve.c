@@ -9,6 +9,7 @@
 #include "policy/caller.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "store/store.h"
 #include "common/banned.h"
 
 static void help(void)
@@ -23,8 +24,10 @@ static void help(void)
            "                           (PYBOX_DATA; default " PBX_CLI_SYSTEM_DATA_DIR " for root,\n"
            "                           else $XDG_DATA_HOME/pybox or ~/.local/share/pybox, as\n"
            "                           for `pybox keys`)\n"
-           "  --store sqlite:PATH      the store, instead of DIR/pybox.db (PYBOX_STORE; --store\n"
-           "                           beats --data, an option beats the environment)\n"
+           "  --store URI              the store, instead of DIR/pybox.db: sqlite:PATH, or\n"
+           "                           redis://[:PASSWORD@]HOST[:PORT][/DB] shared by many\n"
+           "                           nodes (PYBOX_STORE; --store beats --data, an option\n"
+           "                           beats the environment)\n"
            "  --trusted-proxy CIDR     take X-Forwarded-For from peers in CIDR (repeatable;\n"
            "                           PYBOX_TRUSTED_PROXIES, comma-separated)\n"
            "  --max-concurrency N      executions at once (PYBOX_MAX_CONCURRENCY; 5)\n"
@@ -316,7 +319,7 @@ int pbx_cmd_serve(int argc, char **argv)
     struct pbx_error *err = NULL;
     const char *data = NULL;
     const char *store = NULL;
-    char *store_uri;
+    char *store_uri, *shown;
     char *admin = NULL;
     char *envproxies = NULL;
     const char *v;
@@ -510,7 +513,9 @@ int pbx_cmd_serve(int argc, char **argv)
     /* The store by the rule of every command (cli.h), named before anything else is said. */
     store_uri = pbx__cli_store_uri("serve", data, store);
     cfg.store_uri = store_uri;
-    fprintf(stderr, "pybox: store %s\n", store_uri);
+    shown = pbx_store_uri_redact(store_uri);
+    fprintf(stderr, "pybox: store %s\n", shown); /* without a password it may hold */
+    free(shown);
     if (pbx_server_run(&cfg, &err) < 0)
         pbx_die(1, "%s", err->msg);
     free(store_uri);

@@ -387,3 +387,33 @@ def test_serve_takes_the_store_as_keys_do(tmp_path):
         p = pybox("serve", "--listen", "256.0.0.1:1", *opts, env=env)
         assert p.returncode != 0, p.stderr
         assert p.stderr.splitlines()[0] == f"pybox: store {store}", (opts, env, p.stderr)
+
+
+def test_a_redis_stores_password_is_never_printed(tmp_path, start_server):
+    """`pybox keys` and `pybox serve` name their store on stderr: a redis:// URI's password is
+    left out of that line and of every message."""
+    from redis_server import Redis
+
+    secret = "s3cr3t-" + os.urandom(6).hex()
+    r = Redis(tmp_path, password=secret)
+    try:
+        from conftest import clean_env
+
+        env = clean_env()
+        p = subprocess.run([PYBOX, "keys", "create", "--name", "pw", "--store", r.uri],
+                           capture_output=True, text=True, timeout=60, env=env)
+        assert p.returncode == 0, p.stderr
+        assert secret not in p.stderr and "redis://127.0.0.1:%d" % r.port in p.stderr, p.stderr
+        for args in (["list"], ["revoke", "pw"]):
+            p = subprocess.run([PYBOX, "keys", *args, "--store", r.uri], capture_output=True,
+                               text=True, timeout=60, env=env)
+            assert p.returncode == 0 and secret not in p.stderr + p.stdout, p.stderr
+        bad = r.uri.replace(secret, secret + "x")  # a wrong password: refused, still not shown
+        p = subprocess.run([PYBOX, "keys", "list", "--store", bad], capture_output=True,
+                           text=True, timeout=60, env=env)
+        assert p.returncode != 0 and secret not in p.stderr, p.stderr
+        srv = start_server("--store", r.uri)
+        assert srv.v1({"code": "print(1)"}).status_code == 200
+        assert secret not in srv.log_text(), srv.log_text()[-2000:]
+    finally:
+        r.stop()

@@ -8,56 +8,15 @@ gone). Every wait polls with a deadline.
 """
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
 from conftest import PYBOX, SLOW, body_of, clean_env, expect_error
+from redis_server import Redis
 
 TIMEOUT_S = 2.0 * SLOW  # the store's timeout is 200 ms: a refusal must come well within this
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20 * SLOW
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
-                    c.sendall(b"PING\r\n")
-                    if c.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, "redis-server exited at start"
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not answer PING within 20 s")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    @property
-    def uri(self):
-        return f"redis://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
