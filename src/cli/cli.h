@@ -19,6 +19,7 @@ int pbx_cmd_keys(int argc, char **argv);
 int pbx_cmd_serve(int argc, char **argv);
 int pbx_cmd_repl(int argc, char **argv);
 int pbx_cmd_mcp(int argc, char **argv);
+int pbx_cmd_audit(int argc, char **argv);
 
 /* The data directory of root when nothing else is said (pbx__cli_default_data_dir()). */
 #define PBX_CLI_SYSTEM_DATA_DIR "/var/lib/pybox"
@@ -40,6 +41,18 @@ char *pbx__cli_default_data_dir(void);
  * `cmd`.  Caller frees.
  */
 char *pbx__cli_store_uri(const char *cmd, const char *data, const char *store);
+
+struct pbx_store;
+
+/*
+ * Open the store pbx__cli_store_uri() names for `cmd`: creating it only when
+ * `create` (a mistyped --data is then an error).  Its URI goes to *shown
+ * (caller frees) as messages show it, without a password, for the line that
+ * names it.  A URI pybox cannot use is a usage error; a store that fails
+ * exits with `status`.
+ */
+struct pbx_store *pbx__cli_open_store(const char *cmd, const char *data, const char *store,
+                                      bool create, int status, char **shown);
 
 /* Print "pybox: MESSAGE" and exit with `status`. */
 noreturn void pbx_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -135,29 +135,11 @@ struct store_choice {
     const char *store; /* --store URI, or NULL */
 };
 
-/*
- * Open the store; only `create` may create it, so a mistyped --data is an
- * error.  Its URI goes to `*uri` (caller frees) as messages show it (no
- * password), for the line that names it.
- */
+/* Open the store (only `create` may create it), by the rule of every command. */
 static struct pbx_store *open_store(const char *cmd, const struct store_choice *c, bool create,
                                     char **uri)
 {
-    struct pbx_store *store = NULL;
-    struct pbx_error *err = NULL;
-    char *shown;
-
-    *uri = pbx__cli_store_uri(cmd, c->data, c->store);
-    if ((create ? pbx_store_open : pbx_store_open_existing)(*uri, &store, &err) < 0) {
-        /* A URI pybox cannot use is bad usage; a store that fails is not. */
-        if (strncmp(*uri, "sqlite:", 7) != 0 || (*uri)[7] == '\0')
-            pbx_usage_error(cmd, "%s", err->msg);
-        pbx_die(EXIT_STORE, "%s", err->msg);
-    }
-    shown = pbx_store_uri_redact(*uri);
-    free(*uri);
-    *uri = shown;
-    return store;
+    return pbx__cli_open_store(cmd, c->data, c->store, create, EXIT_STORE, uri);
 }
 
 /* Handle the options every command takes; returns false for any other. */

@@ -1,7 +1,7 @@
 /*
  * pybox's data directory and store: one rule for every command that opens the
- * store (`pybox serve`, `pybox keys ...`), so that a key `pybox keys create`
- * makes is the key `pybox serve` finds, whoever runs them.
+ * store (`pybox serve`, `pybox keys ...`, `pybox audit`), so that a key `pybox
+ * keys create` makes is the key `pybox serve` finds, whoever runs them.
  */
 #include <pwd.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 #include "cli/cli.h"
 #include "common/xalloc.h"
+#include "store/store.h"
 #include "common/banned.h"
 
 /*
@@ -86,4 +87,24 @@ char *pbx__cli_store_uri(const char *cmd, const char *data, const char *store)
     uri = xasprintf("sqlite:%s/pybox.db", dir);
     free(dir);
     return uri;
+}
+
+struct pbx_store *pbx__cli_open_store(const char *cmd, const char *data, const char *store,
+                                      bool create, int status, char **shown)
+{
+    struct pbx_store *st = NULL;
+    struct pbx_error *err = NULL;
+    char *uri = pbx__cli_store_uri(cmd, data, store);
+
+    if ((create ? pbx_store_open : pbx_store_open_existing)(uri, &st, &err) < 0) {
+        /* A URI pybox cannot use is bad usage; a store that fails is not. */
+        if (strncmp(uri, "sqlite:", 7) != 0 || uri[7] == '\0') {
+            if (err->code == PBX_E_UNSUPPORTED || err->code == PBX_E_INVAL)
+                pbx_usage_error(cmd, "%s", err->msg);
+        }
+        pbx_die(status, "%s", err->msg);
+    }
+    *shown = pbx_store_uri_redact(uri);
+    free(uri);
+    return st;
 }

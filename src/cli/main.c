@@ -23,6 +23,7 @@ static const struct command commands[] = {
     {"doctor", pbx_cmd_doctor, "show which isolation features are in force on this machine"},
     {"mcp", pbx_cmd_mcp, "serve the Model Context Protocol over stdio (agents' code tool)"},
     {"keys", pbx_cmd_keys, "manage API keys and their policies (in the store)"},
+    {"audit", pbx_cmd_audit, "print the newest records of the store's audit log"},
 };
 
 static void usage(FILE *out)

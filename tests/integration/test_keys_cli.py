@@ -239,7 +239,8 @@ def test_duplicate_name(data):
     ["keys", "list", "--table"],
     ["keys", "revoke"],
     ["keys", "revoke", "a", "b"],
-    ["keys", "list", "--store", "redis://127.0.0.1:6379"],
+    ["keys", "list", "--store", "mysql://127.0.0.1:3306"],
+    ["keys", "list", "--store", "rediss://127.0.0.1:6379"],
     ["keys", "create", "--name", "x", "--store", "sqlite:"],
 ])
 def test_bad_usage_exits_2(data, args):
@@ -417,3 +418,36 @@ def test_a_redis_stores_password_is_never_printed(tmp_path, start_server):
         assert secret not in srv.log_text(), srv.log_text()[-2000:]
     finally:
         r.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_pybox_audit_prints_the_servers_records(backend, tmp_path, start_server):
+    """`pybox audit` prints the newest records of the store the server wrote, from SQLite and
+    from Redis alike (the stream every node writes)."""
+    import hashlib
+
+    from conftest import clean_env
+    from redis_server import Redis
+
+    r = Redis(tmp_path) if backend == "redis" else None
+    try:
+        store = ["--store", r.uri] if r else []
+        srv = start_server(*store)
+        where = store or ["--data", str(srv.data_dir)]
+        codes = [f"print({i}) # {os.urandom(4).hex()}" for i in range(3)]
+        for code in codes:
+            assert srv.v1({"code": code}).status_code == 200
+        p = subprocess.run([PYBOX, "audit", "--last", "2", *where], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+        assert p.returncode == 0, p.stderr
+        rows = [json.loads(line) for line in p.stdout.splitlines()]
+        assert len(rows) == 2, rows
+        digests = {hashlib.sha256(c.encode()).hexdigest() for c in codes[1:]}
+        assert {row["code_sha256"] for row in rows} == digests, rows
+        assert all(row["route"] == "/v1/execute" and row["status"] == "ok" for row in rows), rows
+        p = subprocess.run([PYBOX, "audit", "--last", "0", *where], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+        assert p.returncode == 2 and "--last" in p.stderr, p.stderr
+    finally:
+        if r:
+            r.stop()
