@@ -278,8 +278,8 @@ def test_mcp_sessions_stay_on_their_node(proxy, nodes):
     assert {node_of(s, "mcp") for s in sids} == set(NODES), sids
     for sid in sids:
         h = {**MCP_HDRS, "Mcp-Session-Id": sid}
-        r = requests.post(proxy + "/mcp", headers=h, timeout=60,
-                          data=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        r = requests.post(proxy + "/mcp", headers=h, timeout=60, data=json.dumps(note))
         assert r.status_code == 202, r.text
         r = requests.post(proxy + "/mcp", headers=h, timeout=60,
                           data=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
