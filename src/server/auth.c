@@ -17,7 +17,9 @@
 
 #include "common/cleanup.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "server/internal.h"
+#include "server/key_cache.h"
 #include "common/banned.h"
 
 /* The credential headers of a request, each counted. */
@@ -90,23 +92,34 @@ int pbx__auth_token(struct MHD_Connection *c, const char **token, struct pbx_err
     return 0;
 }
 
-/* The store's keys, for pbx_caller_resolve(): a failed lookup is logged, and answered 503. */
+/*
+ * The store's keys, for pbx_caller_resolve(): a key the store found is
+ * remembered; while the store fails, a key seen within KEY_CACHE_TTL_S is
+ * served from there (key_cache.h), any other lookup is logged and answered
+ * 503.
+ */
 static int lookup_key(void *arg, const char *token, char **name, struct pbx_key_policy *policy,
                       struct pbx_error **err)
 {
     struct pbx_server *s = arg;
     struct pbx_key_info key;
     struct pbx_error *e = NULL;
+    uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
     int found = pbx_store_key_lookup(s->store, token, &key, &e);
 
     if (found < 0) {
         pbx_log(PBX_LOG_ERROR, "key lookup: %s", e->msg);
         pbx_error_free(&e);
+        if (pbx__key_cache_get(s->keys, token, now, name, policy))
+            return 1;
         return pbx_error_set(err, PBX_E_ENGINE,
                              "the store of API keys does not answer; retry in a moment");
     }
-    if (found == 0)
+    if (found == 0) {
+        pbx__key_cache_forget(s->keys, token);
         return 0;
+    }
+    pbx__key_cache_put(s->keys, token, key.name, &key.policy, now);
     *name = steal_pointer(&key.name);
     *policy = key.policy;
     key.policy.modules = NULL; /* handed over with the policy */

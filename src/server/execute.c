@@ -309,8 +309,12 @@ static int hold(struct execution *x)
     if (pbx_store_quota_get(s->store, x->client, day, &x->today, &err) < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
-        pbx__admit_release(s->admit, x->client, false, now);
-        return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
+        /* A caller without a daily quota has nothing to fail closed on: it is counted later. */
+        if (x->who.rpd >= 0) {
+            pbx__admit_release(s->admit, x->client, false, now);
+            return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
+        }
+        x->today = 0;
     }
     if (x->who.rpd >= 0 && x->today + (int64_t)held >= x->who.rpd) {
         pbx__admit_release(s->admit, x->client, false, now);
@@ -364,7 +368,9 @@ static int charge(struct execution *x)
     if (rc < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
-        return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
+        if (x->who.rpd >= 0)
+            return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
+        return 0; /* no daily quota: its count is lost, not its request */
     }
     if (rc == 0)
         return quota_spent(x);

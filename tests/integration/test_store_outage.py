@@ -28,8 +28,8 @@ def redis(tmp_path):
     r.stop()
 
 
-def keys_create(uri, name):
-    p = subprocess.run([PYBOX, "keys", "create", "--name", name, "--rpm", "1000",
+def keys_create(uri, name, *opts):
+    p = subprocess.run([PYBOX, "keys", "create", "--name", name, "--rpm", "1000", *opts,
                         "--store", uri], capture_output=True, text=True, timeout=60,
                        env=clean_env())
     assert p.returncode == 0, p.stderr
@@ -69,13 +69,24 @@ def outage(srv, key, how, redis):
 
 def test_a_hung_then_a_dead_redis(start_server, redis):
     srv = start_server("--store", redis.uri, "--rpm", "100000", "--rpd", "1000000")
-    key = keys_create(redis.uri, "outage")
+    key = keys_create(redis.uri, "outage", "--rpd", "1000")
+    free = keys_create(redis.uri, "no-quota", "--rpd", "unlimited")
     assert srv.v1({"code": "print(1)"}, key=key).status_code == 200
     assert srv.request("GET", "/v1/ready").status_code == 200
     assert body_of(srv.request("GET", "/v1/health"))["store"] == "ok"
 
     os.kill(redis.proc.pid, signal.SIGSTOP)  # it hangs: every call meets the timeout
     outage(srv, key, "SIGSTOP", redis)
+    # A key without a daily quota, seen just before: served from the node's memory for a while
+    # (its name and policy, never its token); one never seen is refused as before.
+    assert srv.v1({"code": "print(2)"}, key=free).status_code == 503  # seen only after...
+    os.kill(redis.proc.pid, signal.SIGCONT)
+    wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
+    assert srv.v1({"code": "print(2)"}, key=free).status_code == 200  # ...this lookup
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    r = srv.v1({"code": "print(3)"}, key=free)
+    assert r.status_code == 200 and body_of(r)["stdout"] == "3\n", r.text
+    expect_error(srv.v1({"code": "print(3)"}, key=key), 503, "StoreUnavailable")  # has a quota
     os.kill(redis.proc.pid, signal.SIGCONT)
     wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
     wait_for("the key served again",
