@@ -112,27 +112,40 @@ state="$1"; keep="$2"; shift 2
 # StateDirectory=pybox: /var/lib/pybox, writable.
 mkdir -p /var/lib/pybox
 mount --bind "$state" /var/lib/pybox
-mkdir /var/lib/pybox/.hosttmp
-mount --rbind /tmp /var/lib/pybox/.hosttmp
-# ProtectHome=yes: empty and inaccessible.
+# What stands for /usr/bin/pybox: the binary under test and the checkout (its sanitizer
+# suppressions), put back at their paths if what follows hides them.
+mkdir /var/lib/pybox/.keep
+i=0
+for d in $keep; do
+    i=$((i + 1))
+    mkdir "/var/lib/pybox/.keep/$i"
+    mount --rbind "$d" "/var/lib/pybox/.keep/$i"
+done
+# ProtectHome=yes: empty and inaccessible (read-only once the kept paths are back).
+hidden=""
 for d in /home /root /run/user; do
-    [ -d "$d" ] && mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=000 tmpfs "$d"
+    if [ -d "$d" ]; then
+        mount -t tmpfs -o nosuid,nodev,noexec,mode=000 tmpfs "$d"
+        hidden="$hidden $d"
+    fi
 done
 # PrivateTmp=yes.
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /var/tmp
-# What stands for /usr/bin/pybox: the binary under test and the checkout (its sanitizer
-# suppressions), kept at their paths when they are below /tmp.
+i=0
 for d in $keep; do
-    case "$d" in
-    /tmp/*)
+    i=$((i + 1))
+    if ! [ -e "$d" ]; then
         mkdir -p "$d"
-        mount --rbind "/var/lib/pybox/.hosttmp/${d#/tmp/}" "$d"
-        ;;
-    esac
+        mount --rbind "/var/lib/pybox/.keep/$i" "$d"
+    fi
+    umount -l "/var/lib/pybox/.keep/$i"
+    rmdir "/var/lib/pybox/.keep/$i"
 done
-umount -l /var/lib/pybox/.hosttmp
-rmdir /var/lib/pybox/.hosttmp
+rmdir /var/lib/pybox/.keep
+for d in $hidden; do
+    mount -o remount,ro "$d"
+done
 # PrivateDevices=yes: a /dev of its own with the pseudo devices only.
 mkdir /tmp/.hostdev
 mount --rbind /dev /tmp/.hostdev
