@@ -51,6 +51,7 @@
 #include "common/errtable.h"
 #include "common/log.h"
 #include "common/xalloc.h"
+#include "server/audit_spool.h"
 #include "server/internal.h"
 #include "common/banned.h"
 
@@ -454,7 +455,6 @@ static int run(struct execution *x)
 /* The execution's record in the store's audit log, and its count in the metrics. */
 static void audit(struct execution *x)
 {
-    struct pbx_error *err = NULL;
     unsigned char hash[32];
     char hex[65];
     struct pbx_audit rec = {
@@ -469,10 +469,7 @@ static void audit(struct execution *x)
 
     crypto_hash_sha256(hash, (const unsigned char *)x->req.code, x->req.code_len);
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-    if (pbx_store_audit(x->s->store, &rec, &err) < 0) {
-        pbx_log(PBX_LOG_WARN, "audit: %s", err->msg);
-        pbx_error_free(&err);
-    }
+    pbx__audit_spool_write(x->s->audit, x->s->store, &rec); /* kept while the store fails */
     pbx__metrics_observe(x->s, &x->res, pbx_clock_ms(CLOCK_REALTIME) - x->t0);
 }
 

@@ -59,6 +59,7 @@ struct watch;        /* the connection watchdog, watch.c */
 struct pbx_sessions; /* the sessions, session_table.c */
 struct mcp_table;    /* the MCP sessions of /mcp, mcp_http.c */
 struct key_cache;    /* the keys served while the store fails, key_cache.c */
+struct audit_spool;  /* the audit records kept while the store fails, audit_spool.c */
 
 struct pbx_server {
     const struct pbx_server_config *cfg; /* as given */
@@ -79,6 +80,7 @@ struct pbx_server {
     struct pbx_sessions *sessions;       /* the open sessions and the reaper that ends them */
     struct mcp_table *mcp;               /* the MCP sessions of /mcp */
     struct key_cache *keys;              /* the keys seen, for a store outage */
+    struct audit_spool *audit;           /* the audit log's writer */
 };
 
 /*

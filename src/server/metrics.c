@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "common/buf.h"
+#include "server/audit_spool.h"
 #include "server/internal.h"
 #include "server/session_table.h"
 #include "common/banned.h"
@@ -203,6 +204,22 @@ static void budget_refusals(struct family *f)
     sample(f, NULL, atomic_load(&f->s->metrics.budget_refusals));
 }
 
+static void audit_spooled(struct family *f)
+{
+    uint64_t spooled, dropped;
+
+    pbx__audit_spool_counts(f->s->audit, &spooled, &dropped);
+    sample(f, NULL, spooled);
+}
+
+static void audit_dropped(struct family *f)
+{
+    uint64_t spooled, dropped;
+
+    pbx__audit_spool_counts(f->s->audit, &spooled, &dropped);
+    sample(f, NULL, dropped);
+}
+
 static void deadline_drops(struct family *f)
 {
     sample(f, NULL, atomic_load(&f->s->metrics.deadline_drops));
@@ -270,6 +287,10 @@ static const struct {
     {"pybox_sessions_open", "gauge", "Sessions open (or being opened).", sessions_open},
     {"pybox_sessions_created_total", "counter", "Sessions opened.", sessions_created},
     {"pybox_sessions_ended_total", "counter", "Sessions ended, by why.", sessions_ended},
+    {"pybox_audit_spooled", "gauge", "Audit records kept in memory while the store fails.",
+     audit_spooled},
+    {"pybox_audit_dropped_total", "counter", "Audit records dropped because the spool was full.",
+     audit_dropped},
 };
 
 enum MHD_Result pbx__metrics_handle(struct pbx_server *s, struct MHD_Connection *c,

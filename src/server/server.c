@@ -43,6 +43,7 @@
 #include "common/clock.h"
 #include "common/xalloc.h"
 #include "server/internal.h"
+#include "server/audit_spool.h"
 #include "server/key_cache.h"
 #include "server/session_table.h"
 #include "common/banned.h"
@@ -185,6 +186,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     });
     s->mcp = pbx__mcp_table_new();
     s->keys = pbx__key_cache_new();
+    s->audit = pbx__audit_spool_new();
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
     for (size_t i = 0; i < cfg->nproxies; i++) {
         if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0) {
@@ -332,6 +334,7 @@ void pbx__server_free(struct pbx_server *s)
     pbx__watch_stop(s);
     pbx__admit_free(s->admit);
     pbx__key_cache_free(s->keys);
+    pbx__audit_spool_free(s->audit, s->store);
     free(s->anon_modules);
     free(s);
 }

@@ -6,6 +6,8 @@ let through and never left hanging; GET /v1/health stays 200 and says the store 
 itself when Redis does. Redis is stopped for real, with SIGSTOP (it hangs) and SIGKILL (it is
 gone). Every wait polls with a deadline.
 """
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import PYBOX, SLOW, body_of, clean_env, expect_error
+from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, metric
 from redis_server import Redis
 
 TIMEOUT_S = 2.0 * SLOW  # the store's timeout is 200 ms: a refusal must come well within this
@@ -84,11 +86,22 @@ def test_a_hung_then_a_dead_redis(start_server, redis):
     wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
     assert srv.v1({"code": "print(2)"}, key=free).status_code == 200  # ...this lookup
     os.kill(redis.proc.pid, signal.SIGSTOP)
-    r = srv.v1({"code": "print(3)"}, key=free)
+    during = f"print(3)  # during the outage {time.time_ns()}"
+    r = srv.v1({"code": during}, key=free)
     assert r.status_code == 200 and body_of(r)["stdout"] == "3\n", r.text
     expect_error(srv.v1({"code": "print(3)"}, key=key), 503, "StoreUnavailable")  # has a quota
+    # Its audit record waits in the node's memory, and is written once the store answers.
+    assert metric(srv, "pybox_audit_spooled") >= 1
     os.kill(redis.proc.pid, signal.SIGCONT)
     wait_for("ready again", lambda: srv.request("GET", "/v1/ready").status_code == 200)
+    assert srv.v1({"code": "print(4)"}, key=free).status_code == 200
+    assert metric(srv, "pybox_audit_spooled") == 0
+    p = subprocess.run([PYBOX, "audit", "--last", "10", "--store", redis.uri],
+                       capture_output=True, text=True, timeout=60, env=clean_env())
+    assert p.returncode == 0, p.stderr
+    digest = hashlib.sha256(during.encode()).hexdigest()
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [r for r in rows if r["code_sha256"] == digest and r["key_name"] == "no-quota"], rows
     wait_for("the key served again",
              lambda: srv.v1({"code": "print(1)"}, key=key).status_code == 200)
 
