@@ -32,14 +32,18 @@ struct pbx_key_info {
  * 0700, the database file 0600.  Or
  * "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout_ms=N&pool=N]": a
  * Redis server (port 6379, database 0, 200 ms and 4 connections unless
- * given), reached at open (an unreachable one fails with its errno, e.g.
- * ECONNREFUSED or ETIMEDOUT); each later call fails rather than wait longer
- * than the timeout.  A URI of another kind (rediss:// among them) fails with
+ * given), not reached at open, so that a server starts while Redis is down:
+ * each call connects if it must (its first also loads the scripts and
+ * checks the layout's version) and fails rather than wait longer than the
+ * timeout, with the errno of an unreachable server (e.g. ECONNREFUSED or
+ * ETIMEDOUT), at once during the backoff after a failure; once the server
+ * answers, calls succeed.  A URI of another kind (rediss:// among them) fails with
  * PBX_E_UNSUPPORTED, an empty PATH or a malformed redis:// URI with
  * PBX_E_INVAL.  A store of an older
  * pybox is upgraded to this one's schema in place, in one transaction (its
  * keys keep their policies; what they did not have is the server's
- * setting); one of a newer pybox fails with PBX_E_UNSUPPORTED.  Close with
+ * setting); one of a newer pybox fails with PBX_E_UNSUPPORTED (Redis: each
+ * call, until the layout is one this pybox knows).  Close with
  * pbx_store_close().
  */
 int pbx_store_open(const char *uri, struct pbx_store **out, struct pbx_error **err);
@@ -53,7 +57,8 @@ char *pbx_store_uri_redact(const char *uri);
 /*
  * Like pbx_store_open(), but never creates the database file or its
  * directories: PBX_E_NOTFOUND when the file does not exist (a Redis store
- * is opened as by pbx_store_open(), its layout's version not written).  For commands
+ * is opened as by pbx_store_open(), its layout's version not written: the
+ * first call of a command against an unreachable one fails).  For commands
  * that only read or change what is there (`pybox keys list`, `revoke`).
  */
 int pbx_store_open_existing(const char *uri, struct pbx_store **out, struct pbx_error **err);

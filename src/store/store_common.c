@@ -108,11 +108,17 @@ static char *new_token(void)
     return token;
 }
 
+const struct pbx_key_policy *pbx__store_policy(const struct pbx_key_policy *policy)
+{
+    static const struct pbx_key_policy defaults = {0};
+
+    return policy != NULL ? policy : &defaults;
+}
+
 int pbx__store_new_key(const char *name, const struct pbx_key_policy *policy,
                        struct pbx_store_new_key *out, struct pbx_error **err)
 {
-    static const struct pbx_key_policy defaults = {0};
-    const struct pbx_key_policy *p = policy != NULL ? policy : &defaults;
+    const struct pbx_key_policy *p = pbx__store_policy(policy);
     int r;
 
     *out = (struct pbx_store_new_key){0};

@@ -80,6 +80,10 @@ extern const struct pbx_store_backend pbx__store_redis;
 int pbx__store_new_key(const char *name, const struct pbx_key_policy *policy,
                        struct pbx_store_new_key *out, struct pbx_error **err);
 void pbx__store_new_key_release(struct pbx_store_new_key *key);
+#define cleanup_new_key __attribute__((cleanup(pbx__store_new_key_release)))
+
+/* `policy`, or all defaults for NULL. */
+const struct pbx_key_policy *pbx__store_policy(const struct pbx_key_policy *policy);
 
 /*
  * The hash a lookup of `token` looks for: false (nothing to look up) when

@@ -16,15 +16,12 @@
  * (one Lua script: the name's uniqueness, the record, the order) touches one
  * slot; a quota counter and the stream are one key each.
  *
- * Calls: a small pool of connections, each used by one thread at a time.
- * Every call has one deadline (timeout_ms, 200 ms unless the URI says):
- * waiting for a free connection, connecting and each command get what is
- * left of it.  A failed connection makes every connection of the pool
- * reconnect before its next use, and the store refuses calls at once for a
- * backoff (50 ms, doubling to 2 s) rather than have each wait for a dead
- * server; the first call after it tries again.  A call that only reads
- * goes once more on a new connection when its kept one was closed by the
- * server meanwhile; one that writes is never sent twice.
+ * This file is the store's operations on Redis: its layout, its scripts, and
+ * reading its records back.  Reaching the server (the pool, deadlines,
+ * backoff, retries) is redis_conn.c's.  Opening connects to nothing: the
+ * first call connects, loads the scripts and checks (or, for a store
+ * opened to create, writes) the layout's version, so a server that starts
+ * after pybox does is used once it answers.
  *
  * Everything read from Redis is untrusted: each reply's type is checked, as
  * are every field's presence, length and number syntax.  What does not fit
@@ -34,8 +31,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,16 +43,9 @@
 
 #include "common/cleanup.h"
 #include "common/xalloc.h"
+#include "store/redis_conn.h"
 #include "store/store_impl.h"
 #include "common/banned.h"
-
-#define DEFAULT_PORT       6379
-#define DEFAULT_TIMEOUT_MS 200
-#define TIMEOUT_MAX_MS     60000
-#define DEFAULT_POOL       4
-#define POOL_MAX           64
-#define BACKOFF_MIN_MS     50
-#define BACKOFF_MAX_MS     2000
 
 /* The layout of the keys written here; a newer one is refused. */
 #define LAYOUT_VERSION 1
@@ -117,636 +105,34 @@ static const char *const scripts[SC_COUNT] = {
                  "return {1, c}\n",
 };
 
-struct conn {
-    pthread_mutex_t lock; /* held by the call using ctx */
-    redisContext *ctx;    /* NULL until connected, and after a failure */
-    unsigned gen;         /* the store's generation it was made in */
-};
-
 struct redis_store {
-    struct pbx_store base; /* first: what store.c dispatches on */
-    char *shown;           /* the URI without its password, for messages (owned) */
-    char *host;            /* (owned) */
-    int port;
-    int db;
-    char *user;     /* or NULL (owned) */
-    char *password; /* or NULL (owned, wiped at close) */
-    int timeout_ms;
-    size_t nconns;
-    struct conn *conns;
-    atomic_uint next; /* where the search for a free connection starts */
-    char sha[SC_COUNT][41];
-
-    pthread_mutex_t state; /* guards what follows */
-    unsigned gen;          /* bumped by every failure: older connections are dropped */
-    int backoff_ms;        /* 0 while healthy */
-    struct timespec retry_at;
-    int last_code;
-    char last_msg[256];
+    struct pbx_store base;      /* first: what store.c dispatches on */
+    struct pbx_redis_pool pool; /* the server and the connections to it */
+    bool create;                /* the first call writes the layout's version */
+    char sha[SC_COUNT][41];     /* the scripts' SHA-1s, once prepared */
 };
-
-/* One call's hold on a connection, and its deadline. */
-struct call {
-    struct redis_store *rs;
-    struct conn *c;
-    struct timespec deadline; /* CLOCK_MONOTONIC */
-    sigset_t oldmask;
-    bool pipe_pending; /* SIGPIPE was pending before the call */
-    int rc;            /* the return of the call's last error */
-    bool reused;       /* its connection was open before the call */
-    bool may_retry;    /* the command is idempotent: it may go again on a new connection */
-};
-
-static struct timespec now_mono(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts;
-}
-
-static int64_t ms_between(struct timespec a, struct timespec b)
-{
-    return (int64_t)(b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
-}
-
-static struct timespec add_ms(struct timespec t, int64_t ms)
-{
-    t.tv_sec += ms / 1000;
-    t.tv_nsec += (ms % 1000) * 1000000;
-    if (t.tv_nsec >= 1000000000) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000;
-    }
-    return t;
-}
-
-/* What is left of the call's time, in ms (<= 0: none). */
-static int64_t remaining_ms(const struct call *call)
-{
-    return ms_between(now_mono(), call->deadline);
-}
-
-static struct timeval tv_of(int64_t ms)
-{
-    if (ms < 1)
-        ms = 1;
-    return (struct timeval){.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
-}
-
-/* ---- URI ---- */
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decode `n` bytes of `s`; NULL when malformed or holding a NUL. */
-static char *pct_decode(const char *s, size_t n)
-{
-    char *out = xmalloc(n + 1);
-    size_t len = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        int hi = i + 2 < n ? hexval(s[i + 1]) : -1;
-        int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
-
-        if (s[i] != '%') {
-            out[len++] = s[i];
-            continue;
-        }
-        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-            free(out);
-            return NULL;
-        }
-        out[len++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    out[len] = '\0';
-    return out;
-}
-
-/* A decimal number of `s`..`end`, within lo..hi. */
-static bool parse_num(const char *s, const char *end, long lo, long hi, long *out)
-{
-    long v = 0;
-
-    if (s == end || end - s > 9)
-        return false;
-    for (const char *p = s; p < end; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        v = v * 10 + (*p - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-static int bad_uri(const char *shown, const char *why, struct pbx_error **err)
-{
-    return pbx_error_set(err, PBX_E_INVAL,
-                         "store `%s`: %s; use redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
-                         "[?timeout_ms=N&pool=N]",
-                         shown, why);
-}
-
-/* The query's parameters: timeout_ms=N, pool=N, '&' apart. */
-static int parse_query(struct redis_store *rs, const char *q, struct pbx_error **err)
-{
-    while (*q != '\0') {
-        const char *end = q + strcspn(q, "&");
-        const char *eq = memchr(q, '=', (size_t)(end - q));
-        long v;
-
-        if (eq == NULL)
-            return bad_uri(rs->shown, "a query parameter has no value", err);
-        if ((size_t)(eq - q) == strlen("timeout_ms") && strncmp(q, "timeout_ms", 10) == 0) {
-            if (!parse_num(eq + 1, end, 1, TIMEOUT_MAX_MS, &v))
-                return bad_uri(rs->shown, "timeout_ms is not 1 to 60000", err);
-            rs->timeout_ms = (int)v;
-        } else if ((size_t)(eq - q) == strlen("pool") && strncmp(q, "pool", 4) == 0) {
-            if (!parse_num(eq + 1, end, 1, POOL_MAX, &v))
-                return bad_uri(rs->shown, "pool is not 1 to 64", err);
-            rs->nconns = (size_t)v;
-        } else {
-            return bad_uri(rs->shown, "unknown query parameter (timeout_ms and pool are known)",
-                           err);
-        }
-        q = *end == '&' ? end + 1 : end;
-    }
-    return 0;
-}
-
-static int parse_uri(struct redis_store *rs, const char *uri, struct pbx_error **err)
-{
-    const char *p = uri + strlen("redis://");
-    /* Everything before the last '@' is the user and password, whatever they hold. */
-    const char *auth_end = strrchr(p, '@');
-    const char *host;
-    const char *host_end;
-    const char *rest;
-    long v;
-
-    rs->port = DEFAULT_PORT;
-    rs->timeout_ms = DEFAULT_TIMEOUT_MS;
-    rs->nconns = DEFAULT_POOL;
-    rs->shown = pbx_store_uri_redact(uri);
-    if (auth_end != NULL) {
-        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
-
-        if (colon == NULL)
-            return bad_uri(rs->shown, "the part before '@' must be [USER]:PASSWORD", err);
-        if (colon > p) {
-            rs->user = pct_decode(p, (size_t)(colon - p));
-            if (rs->user == NULL)
-                return bad_uri(rs->shown, "the user is not percent-encoded right", err);
-        }
-        rs->password = pct_decode(colon + 1, (size_t)(auth_end - colon - 1));
-        if (rs->password == NULL)
-            return bad_uri(rs->shown, "the password is not percent-encoded right", err);
-        if (rs->password[0] == '\0' && rs->user == NULL) {
-            free(rs->password); /* "redis://:@HOST": no password */
-            rs->password = NULL;
-        }
-        host = auth_end + 1;
-    } else {
-        host = p;
-    }
-    if (*host == '[') {
-        host_end = strchr(host, ']');
-        if (host_end == NULL)
-            return bad_uri(rs->shown, "an IPv6 address lacks its ']'", err);
-        rs->host = xstrndup(host + 1, (size_t)(host_end - host - 1));
-        host_end++;
-    } else {
-        host_end = host + strcspn(host, ":/?");
-        rs->host = xstrndup(host, (size_t)(host_end - host));
-    }
-    if (rs->host[0] == '\0')
-        return bad_uri(rs->shown, "no host", err);
-    if (strspn(rs->host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") !=
-        strlen(rs->host))
-        return bad_uri(rs->shown, "the host is not a name or an address", err);
-    rest = host_end;
-    if (*rest == ':') {
-        const char *end = rest + 1 + strcspn(rest + 1, "/?");
-
-        if (!parse_num(rest + 1, end, 1, 65535, &v))
-            return bad_uri(rs->shown, "the port is not 1 to 65535", err);
-        rs->port = (int)v;
-        rest = end;
-    }
-    if (*rest == '/') {
-        const char *end = rest + 1 + strcspn(rest + 1, "?");
-
-        if (end > rest + 1) {
-            if (!parse_num(rest + 1, end, 0, 1000000, &v))
-                return bad_uri(rs->shown, "the database is not a number", err);
-            rs->db = (int)v;
-        }
-        rest = end;
-    }
-    if (*rest == '?')
-        return parse_query(rs, rest + 1, err);
-    if (*rest != '\0')
-        return bad_uri(rs->shown, "unexpected characters after the host", err);
-    return 0;
-}
-
-/* ---- Errors ---- */
-
-/* SIGPIPE of a write to a closed connection is held and dropped, not delivered. */
-static void sigpipe_hold(struct call *call)
-{
-    sigset_t pipe_set;
-    sigset_t pending;
-
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    sigpending(&pending);
-    call->pipe_pending = sigismember(&pending, SIGPIPE) == 1;
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &call->oldmask);
-}
-
-static void sigpipe_release(struct call *call)
-{
-    sigset_t pipe_set;
-    sigset_t pending;
-
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (!call->pipe_pending && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
-        static const struct timespec zero = {0, 0};
-
-        sigtimedwait(&pipe_set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &call->oldmask, NULL);
-}
-
-/* The code of a context's error; `sys` is errno just after the failing call. */
-static int ctx_code(const redisContext *ctx, int sys)
-{
-    if (ctx == NULL)
-        return PBX_E_NOMEM;
-    switch (ctx->err) {
-    case REDIS_ERR_IO:
-        if (sys == EAGAIN || sys == EWOULDBLOCK || sys == EINPROGRESS)
-            return ETIMEDOUT;
-        return sys > 0 ? sys : EIO;
-    case REDIS_ERR_EOF:
-        return ECONNRESET;
-    case REDIS_ERR_PROTOCOL:
-        return PBX_E_PROTO;
-    case REDIS_ERR_OOM:
-        return PBX_E_NOMEM;
-    default:
-        return EIO;
-    }
-}
-
-/* Note a failure of the connection: every connection reconnects, after a backoff. */
-static void note_failure(struct redis_store *rs, int code, const char *msg)
-{
-    pthread_mutex_lock(&rs->state);
-    rs->gen++;
-    rs->backoff_ms = rs->backoff_ms == 0                   ? BACKOFF_MIN_MS
-                     : rs->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                           : rs->backoff_ms * 2;
-    rs->retry_at = add_ms(now_mono(), rs->backoff_ms);
-    rs->last_code = code;
-    snprintf(rs->last_msg, sizeof(rs->last_msg), "%s", msg);
-    pthread_mutex_unlock(&rs->state);
-}
-
-static void note_success(struct redis_store *rs)
-{
-    pthread_mutex_lock(&rs->state);
-    rs->backoff_ms = 0;
-    pthread_mutex_unlock(&rs->state);
-}
-
-/* The connection of `call` failed doing `what`: drop it, note it, report it. */
-static int conn_failed(struct call *call, int sys, const char *what, struct pbx_error **err)
-{
-    struct redis_store *rs = call->rs;
-    redisContext *ctx = call->c->ctx;
-    int code = ctx_code(ctx, sys);
-    char msg[256];
-    int r;
-
-    if (ctx != NULL && ctx->err == REDIS_ERR_IO && code != EIO)
-        snprintf(msg, sizeof(msg), "%s", what);
-    else
-        snprintf(msg, sizeof(msg), "%s: %s", what,
-                 ctx == NULL                 ? "out of memory"
-                 : ctx->err == REDIS_ERR_EOF ? "the server closed the connection"
-                                             : ctx->errstr);
-    r = pbx_error_set(err, code, "store `%s`: %s", rs->shown, msg);
-    call->rc = r;
-    note_failure(rs, code, msg);
-    if (ctx != NULL)
-        redisFree(ctx);
-    call->c->ctx = NULL;
-    return r;
-}
-
-/* A reply that is not what the protocol says: the connection cannot be trusted further. */
-static int malformed(struct call *call, const char *what, struct pbx_error **err)
-{
-    call->rc = pbx_error_set(err, PBX_E_PROTO, "store `%s`: %s: unexpected reply from Redis",
-                             call->rs->shown, what);
-    return call->rc;
-}
-
-/* An error reply: the command failed, the connection is fine. */
-static int reply_error_set(struct call *call, const redisReply *reply, const char *what,
-                           struct pbx_error **err)
-{
-    int len = reply->len > 200 ? 200 : (int)reply->len;
-
-    if (reply->len >= 9 && strncmp(reply->str, "WRONGTYPE", 9) == 0)
-        return pbx_error_set(err, PBX_E_PROTO,
-                             "store `%s`: %s: a key of pybox holds a value of the wrong type "
-                             "(Redis: %.*s)",
-                             call->rs->shown, what, len, reply->str);
-    if (strstr(reply->str != NULL ? reply->str : "", "PBXBAD") != NULL)
-        return pbx_error_set(err, PBX_E_PROTO, "store `%s`: %s: a value of pybox is malformed",
-                             call->rs->shown, what);
-    return pbx_error_set(err, EIO, "store `%s`: %s: Redis: %.*s", call->rs->shown, what, len,
-                         reply->str != NULL ? reply->str : "");
-}
-
-static int reply_error(struct call *call, const redisReply *reply, const char *what,
-                       struct pbx_error **err)
-{
-    call->rc = reply_error_set(call, reply, what, err);
-    return call->rc;
-}
-
-/* ---- Connections and calls ---- */
-
-static void free_reply(redisReply **r)
-{
-    if (*r != NULL)
-        freeReplyObject(*r);
-}
-#define cleanup_reply __attribute__((cleanup(free_reply)))
-
-static int connect_conn(struct call *call, unsigned gen, struct pbx_error **err);
-
-/*
- * Whether a connection that was open before the call failed as one the
- * server had closed meanwhile (its idle timeout, a restart): the command
- * did not run, or ran and ended with the connection.
- */
-static bool closed_meanwhile(const redisContext *ctx, int sys)
-{
-    return ctx->err == REDIS_ERR_EOF ||
-           (ctx->err == REDIS_ERR_IO && (sys == ECONNRESET || sys == EPIPE));
-}
-
-/*
- * Send one command on the call's connection: NULL (and the connection
- * dropped) on failure.  An idempotent command (call->may_retry) whose kept
- * connection turns out closed goes once more on a new one, within the same
- * deadline; any other is never sent twice.
- */
-static redisReply *send_argv(struct call *call, int argc, const char **argv, const size_t *lens,
-                             const char *what, struct pbx_error **err)
-{
-    for (;;) {
-        int64_t left = remaining_ms(call);
-        redisReply *reply;
-        unsigned gen;
-        int sys;
-
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            call->c->ctx->err = REDIS_ERR_IO;
-            conn_failed(call, ETIMEDOUT, what, err);
-            return NULL;
-        }
-        redisSetTimeout(call->c->ctx, tv_of(left));
-        errno = 0;
-        reply = redisCommandArgv(call->c->ctx, argc, argv, lens);
-        if (reply != NULL)
-            return reply;
-        sys = errno;
-        if (!call->may_retry || !call->reused || !closed_meanwhile(call->c->ctx, sys)) {
-            conn_failed(call, sys, what, err);
-            return NULL;
-        }
-        /* The pool's other kept connections are likely closed too: they reconnect. */
-        redisFree(call->c->ctx);
-        call->c->ctx = NULL;
-        call->reused = false;
-        pthread_mutex_lock(&call->rs->state);
-        gen = ++call->rs->gen;
-        pthread_mutex_unlock(&call->rs->state);
-        if (connect_conn(call, gen, err) < 0)
-            return NULL;
-    }
-}
-
-/* A command of NUL-terminated strings; an error reply comes back as one. */
-static redisReply *command(struct call *call, const char *what, struct pbx_error **err, int argc,
-                           const char **argv)
-{
-    size_t lens[32];
-
-    PBX_ASSERT(argc <= 32);
-    for (int i = 0; i < argc; i++)
-        lens[i] = strlen(argv[i]);
-    return send_argv(call, argc, argv, lens, what, err);
-}
-
-/* Like command(), but an error reply is an error; NULL either way. */
-static redisReply *command_ok(struct call *call, const char *what, struct pbx_error **err, int argc,
-                              const char **argv)
-{
-    redisReply *reply = command(call, what, err, argc, argv);
-
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-        reply_error(call, reply, what, err);
-        freeReplyObject(reply);
-        return NULL;
-    }
-    return reply;
-}
-
-/* AUTH, SELECT: what a new connection needs before its first command. */
-static int hello(struct call *call, struct pbx_error **err)
-{
-    struct redis_store *rs = call->rs;
-    redisReply *reply;
-
-    if (rs->password != NULL) {
-        const char *argv[3] = {"AUTH", rs->user != NULL ? rs->user : rs->password, rs->password};
-
-        reply = command_ok(call, "authenticate", err, rs->user != NULL ? 3 : 2, argv);
-        if (reply == NULL)
-            return call->rc;
-        freeReplyObject(reply);
-    }
-    if (rs->db != 0) {
-        char db[16];
-        const char *argv[2] = {"SELECT", db};
-
-        snprintf(db, sizeof(db), "%d", rs->db);
-        reply = command_ok(call, "select the database", err, 2, argv);
-        if (reply == NULL)
-            return call->rc;
-        freeReplyObject(reply);
-    }
-    return 0;
-}
-
-static void end_call(struct call *call)
-{
-    if (call->c != NULL)
-        pthread_mutex_unlock(&call->c->lock);
-    call->c = NULL;
-    sigpipe_release(call);
-}
-
-/* Drop a connection that is no longer trusted (a malformed reply) and end the call. */
-static void end_call_drop(struct call *call)
-{
-    if (call->c != NULL && call->c->ctx != NULL) {
-        redisFree(call->c->ctx);
-        call->c->ctx = NULL;
-    }
-    end_call(call);
-}
-
-/*
- * Begin a call: a connection of the pool, connected, within the deadline.
- * < 0 with *err (and nothing held) when the store is in its backoff, no
- * connection is free in time or connecting fails.
- */
-static int begin_call(struct redis_store *rs, struct call *call, struct pbx_error **err)
-{
-    struct timespec now = now_mono();
-    unsigned start;
-    unsigned gen;
-    int r;
-
-    *call = (struct call){.rs = rs, .deadline = add_ms(now, rs->timeout_ms)};
-    pthread_mutex_lock(&rs->state);
-    if (rs->backoff_ms != 0 && ms_between(now, rs->retry_at) > 0) {
-        int64_t wait = ms_between(now, rs->retry_at);
-
-        r = pbx_error_set(err, rs->last_code,
-                          "store `%s`: unreachable (%s); next try in %" PRId64 " ms", rs->shown,
-                          rs->last_msg, wait);
-        pthread_mutex_unlock(&rs->state);
-        return r;
-    }
-    gen = rs->gen;
-    pthread_mutex_unlock(&rs->state);
-
-    start = atomic_fetch_add(&rs->next, 1);
-    for (size_t i = 0; i < rs->nconns && call->c == NULL; i++) {
-        struct conn *c = &rs->conns[(start + i) % rs->nconns];
-
-        if (pthread_mutex_trylock(&c->lock) == 0)
-            call->c = c;
-    }
-    if (call->c == NULL) {
-        struct conn *c = &rs->conns[start % rs->nconns];
-        struct timespec abs;
-
-        clock_gettime(CLOCK_REALTIME, &abs);
-        abs = add_ms(abs, remaining_ms(call) > 0 ? remaining_ms(call) : 0);
-        r = pthread_mutex_timedlock(&c->lock, &abs);
-        if (r != 0)
-            return pbx_error_set(err, r == ETIMEDOUT ? ETIMEDOUT : r,
-                                 "store `%s`: no connection free within %d ms", rs->shown,
-                                 rs->timeout_ms);
-        call->c = c;
-    }
-    sigpipe_hold(call);
-    if (call->c->ctx != NULL && call->c->gen != gen) {
-        redisFree(call->c->ctx);
-        call->c->ctx = NULL;
-    }
-    call->reused = call->c->ctx != NULL;
-    if (!call->reused && connect_conn(call, gen, err) < 0) {
-        r = call->rc;
-        end_call(call);
-        return r;
-    }
-    return 0;
-}
-
-/*
- * Connect the call's connection, as of the store's generation `gen`: 0, or
- * < 0 with *err and call->rc (the connection left closed).
- */
-static int connect_conn(struct call *call, unsigned gen, struct pbx_error **err)
-{
-    struct redis_store *rs = call->rs;
-    int64_t left = remaining_ms(call);
-    bool may_retry = call->may_retry;
-
-    if (left <= 0) {
-        call->rc = pbx_error_set(err, ETIMEDOUT, "store `%s`: no time left to connect within %d ms",
-                                 rs->shown, rs->timeout_ms);
-        return call->rc;
-    }
-    errno = 0;
-    call->c->ctx = redisConnectWithTimeout(rs->host, rs->port, tv_of(left));
-    if (call->c->ctx == NULL || call->c->ctx->err != 0)
-        return conn_failed(call, errno, "connect", err);
-    call->c->gen = gen;
-    call->may_retry = false;
-    if (hello(call, err) < 0) {
-        if (call->c->ctx != NULL) {
-            redisFree(call->c->ctx);
-            call->c->ctx = NULL;
-        }
-        call->may_retry = may_retry;
-        return call->rc;
-    }
-    call->may_retry = may_retry;
-    return 0;
-}
 
 /*
  * EVALSHA of script `id` with `nkeys` keys among `argv`; its text once more
- * (SCRIPT LOAD) when Redis lost it (NOSCRIPT: a restart, SCRIPT FLUSH).
+ * (SCRIPT LOAD) when Redis lost it (NOSCRIPT: a restart, SCRIPT FLUSH).  An
+ * error reply is an error; NULL either way.
  */
-static redisReply *eval(struct call *call, enum script_id id, int nkeys, int argc,
-                        const char **argv, const size_t *lens, const char *what,
+static redisReply *eval(struct redis_store *rs, struct pbx_redis_call *call, enum script_id id,
+                        int nkeys, int argc, const char **argv, const char *what,
                         struct pbx_error **err)
 {
     const char *full[48];
-    size_t full_lens[48];
     char nk[8];
     redisReply *reply;
 
     PBX_ASSERT(argc + 3 <= 48);
     snprintf(nk, sizeof(nk), "%d", nkeys);
     full[0] = "EVALSHA";
-    full[1] = call->rs->sha[id];
+    full[1] = rs->sha[id];
     full[2] = nk;
-    full_lens[0] = 7;
-    full_lens[1] = strlen(full[1]);
-    full_lens[2] = strlen(nk);
-    for (int i = 0; i < argc; i++) {
-        full[3 + i] = argv[i];
-        full_lens[3 + i] = lens != NULL ? lens[i] : strlen(argv[i]);
-    }
+    memcpy(&full[3], argv, (size_t)argc * sizeof(*argv));
     for (int attempt = 0;; attempt++) {
-        reply = send_argv(call, argc + 3, full, full_lens, what, err);
+        reply = pbx__redis_conn_send(call, argc + 3, full, NULL, what, err);
         if (reply == NULL)
             return NULL;
         if (reply->type == REDIS_REPLY_ERROR && attempt == 0 && reply->len >= 8 &&
@@ -755,7 +141,7 @@ static redisReply *eval(struct call *call, enum script_id id, int nkeys, int arg
             redisReply *loaded;
 
             freeReplyObject(reply);
-            loaded = command_ok(call, "load a script", err, 3, load);
+            loaded = pbx__redis_conn_command(call, 3, load, "load a script", err);
             if (loaded == NULL)
                 return NULL;
             freeReplyObject(loaded);
@@ -764,66 +150,64 @@ static redisReply *eval(struct call *call, enum script_id id, int nkeys, int arg
         break;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
-        reply_error(call, reply, what, err);
+        pbx__redis_conn_reply_error(call, reply, what, err);
         freeReplyObject(reply);
         return NULL;
     }
     return reply;
 }
 
-/* ---- Reading replies ---- */
+/*
+ * One command (script SC_COUNT) or one script of a call of its own: 0 and
+ * *reply (caller frees), or < 0 with *err.  A reply not of `type` (-1: any,
+ * the caller checks) is malformed and its connection dropped.
+ */
+struct one_call {
+    const char *what;  /* for messages */
+    bool may_retry;    /* it only reads, or changes nothing run twice */
+    enum script_id id; /* SC_COUNT: argv is a command */
+    int nkeys;         /* a script's keys among argv */
+    int argc;
+    const char **argv;
+    int type; /* REDIS_REPLY_* the reply must be, or -1 */
+};
 
-/* A bulk string of 1 to `max` bytes and no NUL. */
-static bool is_text(const redisReply *r, size_t max)
+static int run_one(struct redis_store *rs, const struct one_call *one, redisReply **reply,
+                   struct pbx_error **err)
 {
-    return r != NULL && r->type == REDIS_REPLY_STRING && r->str != NULL && r->len <= max &&
-           memchr(r->str, '\0', r->len) == NULL;
+    struct pbx_redis_call call;
+    int r;
+
+    *reply = NULL;
+    r = pbx__redis_conn_begin(&rs->pool, &call, one->may_retry, err);
+    if (r < 0)
+        return r;
+    *reply = one->id == SC_COUNT
+                 ? pbx__redis_conn_command(&call, one->argc, one->argv, one->what, err)
+                 : eval(rs, &call, one->id, one->nkeys, one->argc, one->argv, one->what, err);
+    if (*reply == NULL) {
+        r = call.rc;
+        pbx__redis_conn_end(&call);
+        return r;
+    }
+    if (one->type >= 0 && (*reply)->type != one->type) {
+        r = pbx__redis_conn_malformed(&call, one->what, err);
+        freeReplyObject(*reply);
+        *reply = NULL;
+        pbx__redis_conn_end_drop(&call);
+        return r;
+    }
+    pbx__redis_conn_end(&call);
+    pbx__redis_conn_ok(&rs->pool);
+    return 0;
 }
 
-/* A decimal int64 in a bulk string, nothing else. */
-static bool parse_i64(const redisReply *r, int64_t *out)
-{
-    char buf[24];
-    char *end;
-    long long v;
-
-    if (!is_text(r, 20) || r->len == 0)
-        return false;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    if (strspn(buf + (buf[0] == '-'), "0123456789") != r->len - (buf[0] == '-') ||
-        r->len == (size_t)(buf[0] == '-'))
-        return false;
-    errno = 0;
-    v = strtoll(buf, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_double(const redisReply *r, double *out)
-{
-    char buf[64];
-    char *end;
-    double v;
-
-    if (!is_text(r, sizeof(buf) - 1) || r->len == 0)
-        return false;
-    memcpy(buf, r->str, r->len);
-    buf[r->len] = '\0';
-    errno = 0;
-    v = strtod(buf, &end);
-    if (errno != 0 || *end != '\0' || !isfinite(v))
-        return false;
-    *out = v;
-    return true;
-}
+/* ---- Reading records ---- */
 
 /* A hash's hex: HASH_HEX lowercase hex digits. */
 static bool is_hash_hex(const redisReply *r)
 {
-    return is_text(r, HASH_HEX) && r->len == HASH_HEX &&
+    return pbx__redis_conn_is_text(r, HASH_HEX) && r->len == HASH_HEX &&
            strspn(r->str, "0123456789abcdef") >= HASH_HEX;
 }
 
@@ -871,14 +255,14 @@ static const char *const field_names[F_COUNT] = {
 /* An integer field within lo..hi. */
 static bool field_int(const redisReply *v, int64_t lo, int64_t hi, int64_t *out)
 {
-    return parse_i64(v, out) && *out >= lo && *out <= hi;
+    return pbx__redis_conn_parse_i64(v, out) && *out >= lo && *out <= hi;
 }
 
 /*
  * Fill `info` from a record's HGETALL reply, and *hash from its hash field.
  * 0 when the record is empty (no such key), 1 when read, < 0 when malformed.
  */
-static int read_record(struct call *call, const redisReply *r, struct pbx_key_info *info,
+static int read_record(const char *shown, const redisReply *r, struct pbx_key_info *info,
                        unsigned char hash[PBX_STORE_HASH_BYTES], struct pbx_error **err)
 {
     const redisReply *f[F_COUNT] = {0};
@@ -886,14 +270,16 @@ static int read_record(struct call *call, const redisReply *r, struct pbx_key_in
     const char *bad = NULL;
 
     if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0 || r->elements > 2 * 64)
-        return malformed(call, "read a key", err);
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: read a key: unexpected reply from Redis", shown);
     if (r->elements == 0)
         return 0;
     for (size_t i = 0; i < r->elements; i += 2) {
         const redisReply *k = r->element[i];
 
-        if (!is_text(k, 64))
-            return malformed(call, "read a key", err);
+        if (!pbx__redis_conn_is_text(k, 64))
+            return pbx_error_set(err, PBX_E_PROTO,
+                                 "store `%s`: read a key: unexpected reply from Redis", shown);
         for (int j = 0; j < F_COUNT; j++) {
             if (k->len == strlen(field_names[j]) && memcmp(k->str, field_names[j], k->len) == 0)
                 f[j] = r->element[i + 1];
@@ -905,9 +291,10 @@ static int read_record(struct call *call, const redisReply *r, struct pbx_key_in
     }
     if (bad == NULL && !field_int(f[F_ID], 1, INT64_MAX, &v[F_ID]))
         bad = "id";
-    if (bad == NULL && (!is_text(f[F_NAME], PBX_STORE_NAME_MAX) || f[F_NAME]->len == 0))
+    if (bad == NULL &&
+        (!pbx__redis_conn_is_text(f[F_NAME], PBX_STORE_NAME_MAX) || f[F_NAME]->len == 0))
         bad = "name";
-    if (bad == NULL && !is_text(f[F_PREFIX], PBX_STORE_PREFIX_LEN))
+    if (bad == NULL && !pbx__redis_conn_is_text(f[F_PREFIX], PBX_STORE_PREFIX_LEN))
         bad = "prefix";
     if (bad == NULL && !is_hash_hex(f[F_HASH]))
         bad = "hash";
@@ -928,17 +315,16 @@ static int read_record(struct call *call, const redisReply *r, struct pbx_key_in
             bad = field_names[j];
     }
     if (bad == NULL && f[F_MODULES] != NULL &&
-        (!is_text(f[F_MODULES], PBX_STORE_MODULES_MAX) || f[F_MODULES]->len == 0))
+        (!pbx__redis_conn_is_text(f[F_MODULES], PBX_STORE_MODULES_MAX) || f[F_MODULES]->len == 0))
         bad = "modules";
     /* Out of range reads as 0, the server's setting, as in SQLite. */
     for (int j = F_SESSIONS; j <= F_LIFETIME && bad == NULL; j++) {
-        if (!parse_i64(f[j], &v[j]))
+        if (!pbx__redis_conn_parse_i64(f[j], &v[j]))
             bad = field_names[j];
     }
     if (bad != NULL)
         return pbx_error_set(err, PBX_E_PROTO,
-                             "store `%s`: a key's record is malformed: field `%s`", call->rs->shown,
-                             bad);
+                             "store `%s`: a key's record is malformed: field `%s`", shown, bad);
     sodium_hex2bin(hash, PBX_STORE_HASH_BYTES, f[F_HASH]->str, HASH_HEX, NULL, NULL, NULL);
     *info = (struct pbx_key_info){
         .id = v[F_ID],
@@ -973,92 +359,65 @@ static void rd_close(struct pbx_store *base)
 
     if (rs == NULL)
         return;
-    for (size_t i = 0; rs->conns != NULL && i < rs->nconns; i++) {
-        if (rs->conns[i].ctx != NULL)
-            redisFree(rs->conns[i].ctx);
-        pthread_mutex_destroy(&rs->conns[i].lock);
-    }
-    free(rs->conns);
-    pthread_mutex_destroy(&rs->state);
-    if (rs->password != NULL)
-        sodium_memzero(rs->password, strlen(rs->password));
-    free(rs->password);
-    free(rs->user);
-    free(rs->host);
-    free(rs->shown);
+    pbx__redis_conn_pool_release(&rs->pool);
     free(rs);
 }
 
-/* At open: the scripts' SHA-1s, and the layout's version (written when `create`). */
-static int first_call(struct redis_store *rs, bool create, struct pbx_error **err)
+/*
+ * The first call's, before its own command: the scripts' SHA-1s, and the
+ * layout's version (written when the store was opened to create).
+ */
+static int prepare(struct pbx_redis_call *call, void *arg, struct pbx_error **err)
 {
-    struct call call;
-    int r;
+    struct redis_store *rs = arg;
+    const char *shown = rs->pool.shown;
+    int64_t version = 0;
 
-    r = begin_call(rs, &call, err);
-    if (r < 0)
-        return r;
     for (int i = 0; i < SC_COUNT; i++) {
         const char *load[3] = {"SCRIPT", "LOAD", scripts[i]};
-        cleanup_reply redisReply *reply = command_ok(&call, "load a script", err, 3, load);
+        cleanup_reply redisReply *reply =
+            pbx__redis_conn_command(call, 3, load, "load a script", err);
 
-        if (reply == NULL) {
-            r = call.rc;
-            end_call_drop(&call);
-            return r;
-        }
-        if (!is_text(reply, 40) || reply->len != 40 ||
-            strspn(reply->str, "0123456789abcdef") < 40) {
-            r = malformed(&call, "load a script", err);
-            end_call_drop(&call);
-            return r;
-        }
+        if (reply == NULL)
+            return call->rc;
+        if (!pbx__redis_conn_is_text(reply, 40) || reply->len != 40 ||
+            strspn(reply->str, "0123456789abcdef") < 40)
+            return pbx__redis_conn_malformed(call, "load a script", err);
         memcpy(rs->sha[i], reply->str, 40);
         rs->sha[i][40] = '\0';
     }
-    if (create) {
+    if (rs->create) {
         const char *set[4] = {"SET", K_SCHEMA, "1", "NX"};
         cleanup_reply redisReply *reply =
-            command_ok(&call, "write the layout's version", err, 4, set);
+            pbx__redis_conn_command(call, 4, set, "write the layout's version", err);
 
-        if (reply == NULL) {
-            r = call.rc;
-            end_call_drop(&call);
-            return r;
-        }
+        if (reply == NULL)
+            return call->rc;
     }
     {
         const char *get[2] = {"GET", K_SCHEMA};
         cleanup_reply redisReply *reply =
-            command_ok(&call, "read the layout's version", err, 2, get);
-        int64_t version = 0;
+            pbx__redis_conn_command(call, 2, get, "read the layout's version", err);
 
-        if (reply == NULL) {
-            r = call.rc;
-            end_call_drop(&call);
-            return r;
-        }
-        if (reply->type != REDIS_REPLY_NIL && (!parse_i64(reply, &version) || version < 1)) {
-            r = pbx_error_set(err, PBX_E_PROTO,
-                              "store `%s`: `" K_SCHEMA "` is not a version of pybox's layout",
-                              rs->shown);
-            end_call(&call);
-            return r;
-        }
-        if (version > LAYOUT_VERSION) {
-            r = pbx_error_set(err, PBX_E_UNSUPPORTED,
-                              "store `%s` has layout version %" PRId64
-                              ", newer than this pybox understands (%d): upgrade pybox",
-                              rs->shown, version, LAYOUT_VERSION);
-            end_call(&call);
-            return r;
-        }
+        if (reply == NULL)
+            return call->rc;
+        if (reply->type != REDIS_REPLY_NIL &&
+            (!pbx__redis_conn_parse_i64(reply, &version) || version < 1))
+            call->rc = pbx_error_set(
+                err, PBX_E_PROTO, "store `%s`: `" K_SCHEMA "` is not a version of pybox's layout",
+                shown);
+        else if (version > LAYOUT_VERSION)
+            call->rc = pbx_error_set(err, PBX_E_UNSUPPORTED,
+                                     "store `%s` has layout version %" PRId64
+                                     ", newer than this pybox understands (%d): upgrade pybox",
+                                     shown, version, LAYOUT_VERSION);
+        else
+            call->rc = 0;
     }
-    end_call(&call);
-    note_success(rs);
-    return 0;
+    return call->rc;
 }
 
+/* Read the URI and make the pool; nothing connects until the first call. */
 static int rd_open(const char *uri, bool create, struct pbx_store **out, struct pbx_error **err)
 {
     struct redis_store *rs;
@@ -1069,14 +428,8 @@ static int rd_open(const char *uri, bool create, struct pbx_store **out, struct 
         return pbx_error_set(err, PBX_E_UNSUPPORTED, "store: libsodium could not be initialised");
     rs = xcalloc(1, sizeof(*rs));
     rs->base.be = &pbx__store_redis;
-    pthread_mutex_init(&rs->state, NULL);
-    r = parse_uri(rs, uri, err);
-    if (r == 0) {
-        rs->conns = xcalloc(rs->nconns, sizeof(*rs->conns));
-        for (size_t i = 0; i < rs->nconns; i++)
-            pthread_mutex_init(&rs->conns[i].lock, NULL);
-        r = first_call(rs, create, err);
-    }
+    rs->create = create;
+    r = pbx__redis_conn_pool_init(&rs->pool, uri, prepare, rs, err);
     if (r < 0) {
         rd_close(&rs->base);
         return r;
@@ -1085,26 +438,24 @@ static int rd_open(const char *uri, bool create, struct pbx_store **out, struct 
     return 0;
 }
 
-static void new_key_releasep(struct pbx_store_new_key *key)
-{
-    pbx__store_new_key_release(key);
-}
-
 static int rd_key_create(struct pbx_store *base, const char *name,
                          const struct pbx_key_policy *policy, char **token, struct pbx_error **err)
 {
-    static const struct pbx_key_policy defaults = {0};
     struct redis_store *rs = (struct redis_store *)base;
-    const struct pbx_key_policy *p = policy != NULL ? policy : &defaults;
-    __attribute__((cleanup(new_key_releasep))) struct pbx_store_new_key key = {0};
+    const struct pbx_key_policy *p = pbx__store_policy(policy);
+    cleanup_new_key struct pbx_store_new_key key = {0};
+    cleanup_reply redisReply *reply = NULL;
     char hex[HASH_HEX + 1];
     char record[sizeof(K_KEY) + HASH_HEX];
     char nums[12][24];
     const char *argv[44];
     int argc = 0;
     int n = 0;
-    struct call call;
-    redisReply *reply;
+    struct one_call one = {.what = "create a key",
+                           .id = SC_CREATE,
+                           .nkeys = 4,
+                           .argv = argv,
+                           .type = REDIS_REPLY_INTEGER};
     int r;
 
     *token = NULL;
@@ -1141,32 +492,52 @@ static int rd_key_create(struct pbx_store *base, const char *name,
     FIELD_NUM("session_lifetime_s", "%" PRIu32, p->session_lifetime_s);
 #undef FIELD_NUM
 #undef FIELD_STR
-    r = begin_call(rs, &call, err);
+    one.argc = argc;
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    reply = eval(&call, SC_CREATE, 4, argc, argv, NULL, "create a key", err);
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    if (reply->type != REDIS_REPLY_INTEGER) {
-        r = malformed(&call, "create a key", err);
-        freeReplyObject(reply);
-        end_call_drop(&call);
-        return r;
-    }
-    r = reply->integer == 0
-            ? pbx_error_set(err, EEXIST, "key name `%s` (revoked keys keep their names)", name)
-        : reply->integer < 0
-            ? pbx_error_set(err, EEXIST, "store `%s`: the new key's hash is taken", rs->shown)
-            : 0;
-    freeReplyObject(reply);
-    end_call(&call);
-    note_success(rs);
-    if (r < 0)
-        return r;
+    if (reply->integer == 0)
+        return pbx_error_set(err, EEXIST, "key name `%s` (revoked keys keep their names)", name);
+    if (reply->integer < 0)
+        return pbx_error_set(err, EEXIST, "store `%s`: the new key's hash is taken",
+                             rs->pool.shown);
     *token = steal_pointer(&key.token);
+    return 0;
+}
+
+/* A list's records in one round trip: the commands first, then their replies. */
+static int read_listed(struct redis_store *rs, struct pbx_redis_call *call, const redisReply *ids,
+                       struct pbx_key_info *out, size_t *count, bool *drop, struct pbx_error **err)
+{
+    for (size_t i = 0; i < ids->elements; i++) {
+        char record[sizeof(K_KEY) + HASH_HEX];
+        const char *argv[2] = {"HGETALL", record};
+
+        snprintf(record, sizeof(record), K_KEY "%.*s", HASH_HEX, ids->element[i]->str);
+        if (pbx__redis_conn_append(call, 2, argv, "list keys", err) < 0)
+            return call->rc;
+    }
+    for (size_t i = 0; i < ids->elements; i++) {
+        cleanup_reply redisReply *rec = pbx__redis_conn_get_reply(call, "list keys", err);
+        unsigned char hash[PBX_STORE_HASH_BYTES];
+        int got;
+
+        if (rec == NULL)
+            return call->rc;
+        /* Past here, the replies of the rest are still due: the connection starts afresh. */
+        *drop = true;
+        if (rec->type == REDIS_REPLY_ERROR)
+            return pbx__redis_conn_reply_error(call, rec, "list keys", err);
+        got = read_record(rs->pool.shown, rec, &out[*count], hash, err);
+        if (got == 0)
+            got = pbx_error_set(err, PBX_E_PROTO,
+                                "store `%s`: key %.16s... is listed but has no record",
+                                rs->pool.shown, ids->element[i]->str);
+        if (got < 0)
+            return got;
+        *drop = false;
+        (*count)++;
+    }
     return 0;
 }
 
@@ -1178,95 +549,48 @@ static int rd_key_list(struct pbx_store *base, struct pbx_key_info **keys, size_
     cleanup_reply redisReply *ids = NULL;
     struct pbx_key_info *out = NULL;
     size_t count = 0;
-    struct call call;
+    bool drop = false;
+    struct pbx_redis_call call;
     int r;
 
     *keys = NULL;
     *n = 0;
-    r = begin_call(rs, &call, err);
+    r = pbx__redis_conn_begin(&rs->pool, &call, true, err); /* it only reads */
     if (r < 0)
         return r;
-    call.may_retry = true; /* it only reads */
-    ids = command_ok(&call, "list keys", err, 4, range);
+    ids = pbx__redis_conn_command(&call, 4, range, "list keys", err);
     if (ids == NULL) {
         r = call.rc;
-        end_call(&call);
+        pbx__redis_conn_end(&call);
         return r;
     }
     if (ids->type != REDIS_REPLY_ARRAY) {
-        r = malformed(&call, "list keys", err);
-        end_call_drop(&call);
+        r = pbx__redis_conn_malformed(&call, "list keys", err);
+        pbx__redis_conn_end_drop(&call);
         return r;
     }
     for (size_t i = 0; i < ids->elements; i++) {
         if (!is_hash_hex(ids->element[i])) {
-            r = pbx_error_set(err, PBX_E_PROTO,
-                              "store `%s`: `" K_CREATED "` holds something not a key's hash",
-                              rs->shown);
-            end_call(&call);
-            return r;
-        }
-    }
-    /* One round trip for every record: the commands first, then their replies. */
-    redisSetTimeout(call.c->ctx, tv_of(remaining_ms(&call)));
-    for (size_t i = 0; i < ids->elements; i++) {
-        char record[sizeof(K_KEY) + HASH_HEX];
-        const char *argv[2] = {"HGETALL", record};
-
-        snprintf(record, sizeof(record), K_KEY "%.*s", HASH_HEX, ids->element[i]->str);
-        if (redisAppendCommandArgv(call.c->ctx, 2, argv, NULL) != REDIS_OK) {
-            r = conn_failed(&call, errno, "list keys", err);
-            end_call(&call);
-            return r;
+            pbx__redis_conn_end(&call);
+            return pbx_error_set(err, PBX_E_PROTO,
+                                 "store `%s`: `" K_CREATED "` holds something not a key's hash",
+                                 rs->pool.shown);
         }
     }
     out = ids->elements > 0 ? xcalloc(ids->elements, sizeof(*out)) : NULL;
-    for (size_t i = 0; i < ids->elements; i++) {
-        cleanup_reply redisReply *rec = NULL;
-        unsigned char hash[PBX_STORE_HASH_BYTES];
-        int got;
-
-        if (remaining_ms(&call) <= 0) {
-            errno = ETIMEDOUT;
-            call.c->ctx->err = REDIS_ERR_IO;
-            r = conn_failed(&call, ETIMEDOUT, "list keys", err);
-            goto fail;
-        }
-        errno = 0;
-        if (redisGetReply(call.c->ctx, (void **)&rec) != REDIS_OK || rec == NULL) {
-            r = conn_failed(&call, errno, "list keys", err);
-            goto fail;
-        }
-        if (rec->type == REDIS_REPLY_ERROR) {
-            r = reply_error(&call, rec, "list keys", err);
-            goto fail_drop; /* replies of the rest are still due: start afresh */
-        }
-        got = read_record(&call, rec, &out[count], hash, err);
-        if (got == 0)
-            got = pbx_error_set(err, PBX_E_PROTO,
-                                "store `%s`: key %.16s... is listed but has no "
-                                "record",
-                                rs->shown, ids->element[i]->str);
-        if (got < 0) {
-            r = got;
-            goto fail_drop;
-        }
-        count++;
+    r = read_listed(rs, &call, ids, out, &count, &drop, err);
+    if (drop)
+        pbx__redis_conn_end_drop(&call);
+    else
+        pbx__redis_conn_end(&call);
+    if (r < 0) {
+        pbx_key_info_free_array(out, count);
+        return r;
     }
-    end_call(&call);
-    note_success(rs);
+    pbx__redis_conn_ok(&rs->pool);
     *keys = out;
     *n = count;
     return 0;
-
-fail_drop:
-    end_call_drop(&call);
-    pbx_key_info_free_array(out, count);
-    return r;
-fail:
-    end_call(&call);
-    pbx_key_info_free_array(out, count);
-    return r;
 }
 
 static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_error **err)
@@ -1276,59 +600,58 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
     cleanup_reply redisReply *done = NULL;
     char record[sizeof(K_KEY) + HASH_HEX];
     char now[24];
-    struct call call;
+    struct pbx_redis_call call;
     int r;
 
     if (name == NULL)
         return pbx_error_set(err, PBX_E_INVAL, "no key name given");
-    r = begin_call(rs, &call, err);
+    /* A second revocation changes nothing: the call may go again. */
+    r = pbx__redis_conn_begin(&rs->pool, &call, true, err);
     if (r < 0)
         return r;
-    call.may_retry = true; /* a second revocation changes nothing */
     {
         const char *argv[3] = {"HGET", K_NAMES, name};
 
-        hex = command_ok(&call, "revoke a key", err, 3, argv);
+        hex = pbx__redis_conn_command(&call, 3, argv, "revoke a key", err);
     }
     if (hex == NULL) {
         r = call.rc;
-        end_call(&call);
+        pbx__redis_conn_end(&call);
         return r;
     }
     if (hex->type == REDIS_REPLY_NIL) {
-        end_call(&call);
-        note_success(rs);
+        pbx__redis_conn_end(&call);
+        pbx__redis_conn_ok(&rs->pool);
         return pbx_error_set(err, PBX_E_NOTFOUND, "no key named `%s`", name);
     }
     if (!is_hash_hex(hex)) {
-        r = pbx_error_set(err, PBX_E_PROTO,
-                          "store `%s`: the name index's entry of `%s` is not a key's hash",
-                          rs->shown, name);
-        end_call(&call);
-        return r;
+        pbx__redis_conn_end(&call);
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: the name index's entry of `%s` is not a key's hash",
+                             rs->pool.shown, name);
     }
     snprintf(record, sizeof(record), K_KEY "%.*s", HASH_HEX, hex->str);
     snprintf(now, sizeof(now), "%" PRId64, (int64_t)time(NULL));
     {
         const char *argv[2] = {record, now};
 
-        done = eval(&call, SC_REVOKE, 1, 2, argv, NULL, "revoke a key", err);
+        done = eval(rs, &call, SC_REVOKE, 1, 2, argv, "revoke a key", err);
     }
     if (done == NULL) {
         r = call.rc;
-        end_call(&call);
+        pbx__redis_conn_end(&call);
         return r;
     }
     if (done->type != REDIS_REPLY_INTEGER) {
-        r = malformed(&call, "revoke a key", err);
-        end_call_drop(&call);
+        r = pbx__redis_conn_malformed(&call, "revoke a key", err);
+        pbx__redis_conn_end_drop(&call);
         return r;
     }
-    end_call(&call);
-    note_success(rs);
+    pbx__redis_conn_end(&call);
+    pbx__redis_conn_ok(&rs->pool);
     if (done->integer != 1)
         return pbx_error_set(err, PBX_E_PROTO, "store `%s`: key `%s` is named but has no record",
-                             rs->shown, name);
+                             rs->pool.shown, name);
     return 0;
 }
 
@@ -1340,39 +663,27 @@ static int rd_key_lookup(struct pbx_store *base, const char *token, struct pbx_k
     unsigned char stored[PBX_STORE_HASH_BYTES];
     char record[sizeof(K_KEY) + HASH_HEX];
     char hex[HASH_HEX + 1];
+    const char *argv[2] = {"HGETALL", record};
+    const struct one_call one = {.what = "look up a key",
+                                 .may_retry = true,
+                                 .id = SC_COUNT,
+                                 .argc = 2,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
     cleanup_reply redisReply *reply = NULL;
     struct pbx_key_info found;
-    struct call call;
     int r;
 
     if (!pbx__store_token_hash(token, hash))
         return 0;
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
     snprintf(record, sizeof(record), K_KEY "%s", hex);
-    r = begin_call(rs, &call, err);
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    call.may_retry = true; /* it only reads */
-    {
-        const char *argv[2] = {"HGETALL", record};
-
-        reply = command_ok(&call, "look up a key", err, 2, argv);
-    }
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
+    r = read_record(rs->pool.shown, reply, &found, stored, err);
+    if (r <= 0)
         return r;
-    }
-    r = read_record(&call, reply, &found, stored, err);
-    if (r < 0 && reply->type != REDIS_REPLY_ARRAY)
-        end_call_drop(&call);
-    else
-        end_call(&call);
-    if (r < 0)
-        return r;
-    note_success(rs);
-    if (r == 0)
-        return 0;
     if (sodium_memcmp(stored, hash, sizeof(hash)) != 0 || found.revoked) {
         pbx_key_info_release(&found);
         return 0;
@@ -1401,8 +712,14 @@ static int rd_quota_take(struct pbx_store *base, const char *client, const char 
     struct redis_store *rs = (struct redis_store *)base;
     char key[PBX_STORE_CLIENT_MAX + 32];
     char lim[24];
+    const char *argv[3] = {key, lim, QUOTA_TTL_S};
+    const struct one_call one = {.what = "charge a quota",
+                                 .id = SC_QUOTA,
+                                 .nkeys = 1,
+                                 .argc = 3,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
     cleanup_reply redisReply *reply = NULL;
-    struct call call;
     int64_t taken;
     int r;
 
@@ -1411,27 +728,14 @@ static int rd_quota_take(struct pbx_store *base, const char *client, const char 
         return r;
     quota_key(key, sizeof(key), client, day);
     snprintf(lim, sizeof(lim), "%" PRId64, limit < 0 ? -1 : limit);
-    r = begin_call(rs, &call, err);
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    {
-        const char *argv[3] = {key, lim, QUOTA_TTL_S};
-
-        reply = eval(&call, SC_QUOTA, 1, 3, argv, NULL, "charge a quota", err);
-    }
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
-        !count_of(reply->element[0], &taken) || taken > 1 || !count_of(reply->element[1], count)) {
-        r = malformed(&call, "charge a quota", err);
-        end_call_drop(&call);
-        return r;
-    }
-    end_call(&call);
-    note_success(rs);
+    if (reply->elements != 2 || !count_of(reply->element[0], &taken) || taken > 1 ||
+        !count_of(reply->element[1], count))
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: charge a quota: unexpected reply from Redis",
+                             rs->pool.shown);
     return taken == 1 ? 1 : 0;
 }
 
@@ -1440,38 +744,31 @@ static int rd_quota_get(struct pbx_store *base, const char *client, const char *
 {
     struct redis_store *rs = (struct redis_store *)base;
     char key[PBX_STORE_CLIENT_MAX + 32];
+    const char *argv[2] = {"GET", key};
+    const struct one_call one = {.what = "read a quota",
+                                 .may_retry = true,
+                                 .id = SC_COUNT,
+                                 .argc = 2,
+                                 .argv = argv,
+                                 .type = -1};
     cleanup_reply redisReply *reply = NULL;
-    struct call call;
     int r;
 
     r = pbx__store_check_client_day(client, day, err);
     if (r < 0)
         return r;
     quota_key(key, sizeof(key), client, day);
-    r = begin_call(rs, &call, err);
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    call.may_retry = true; /* it only reads */
-    {
-        const char *argv[2] = {"GET", key};
-
-        reply = command_ok(&call, "read a quota", err, 2, argv);
-    }
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    end_call(&call);
-    note_success(rs);
     if (reply->type == REDIS_REPLY_NIL) {
         *count = 0;
         return 0;
     }
-    if (!parse_i64(reply, count) || *count < 0)
+    if (!pbx__redis_conn_parse_i64(reply, count) || *count < 0)
         return pbx_error_set(err, PBX_E_PROTO,
                              "store `%s`: the quota counter of `%s` on %s is not a count",
-                             rs->shown, client, day);
+                             rs->pool.shown, client, day);
     return 0;
 }
 
@@ -1483,7 +780,6 @@ static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct 
     char duration[40];
     const char *argv[20];
     int argc = 0;
-    struct call call;
     int r;
 
     r = pbx__store_check_audit(rec, err);
@@ -1514,28 +810,19 @@ static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct 
     argv[argc++] = rec->status;
     argv[argc++] = "duration_ms";
     argv[argc++] = duration;
-    r = begin_call(rs, &call, err);
-    if (r < 0)
-        return r;
-    reply = command_ok(&call, "append to the audit log", err, argc, argv);
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    end_call(&call);
-    note_success(rs);
-    if (reply->type != REDIS_REPLY_STRING)
-        return pbx_error_set(err, PBX_E_PROTO,
-                             "store `%s`: append to the audit log: unexpected reply from Redis",
-                             rs->shown);
-    return 0;
+    return run_one(rs,
+                   &(const struct one_call){.what = "append to the audit log",
+                                            .id = SC_COUNT,
+                                            .argc = argc,
+                                            .argv = argv,
+                                            .type = REDIS_REPLY_STRING},
+                   &reply, err);
 }
 
 /* Set `key` of `obj` to the text `v`, or null (missing, too long, not UTF-8). */
 static void set_text(json_t *obj, const char *key, const redisReply *v)
 {
-    json_t *s = is_text(v, FIELD_MAX) ? json_stringn(v->str, v->len) : NULL;
+    json_t *s = pbx__redis_conn_is_text(v, FIELD_MAX) ? json_stringn(v->str, v->len) : NULL;
 
     json_object_set_new(obj, key, s != NULL ? s : json_null());
 }
@@ -1560,22 +847,20 @@ static char *audit_line(const redisReply *entry)
     for (size_t i = 0; i < fields->elements; i += 2) {
         const redisReply *k = fields->element[i];
 
-        if (!is_text(k, 64))
+        if (!pbx__redis_conn_is_text(k, 64))
             return NULL;
         for (int j = 0; j < 7; j++) {
             if (k->len == strlen(names[j]) && memcmp(k->str, names[j], k->len) == 0)
                 f[j] = fields->element[i + 1];
         }
     }
-    if (!parse_i64(f[0], &time_ms) || !parse_double(f[6], &duration))
+    if (!pbx__redis_conn_parse_i64(f[0], &time_ms) ||
+        !pbx__redis_conn_parse_double(f[6], &duration))
         return NULL;
     obj = json_object();
     json_object_set_new(obj, "time_ms", json_integer(time_ms));
-    set_text(obj, "client", f[1]);
-    set_text(obj, "key_name", f[2]);
-    set_text(obj, "route", f[3]);
-    set_text(obj, "code_sha256", f[4]);
-    set_text(obj, "status", f[5]);
+    for (int j = 1; j <= 5; j++)
+        set_text(obj, names[j], f[j]);
     json_object_set_new(obj, "duration_ms", json_real(duration));
     line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
@@ -1587,11 +872,17 @@ static char *audit_line(const redisReply *entry)
 static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct pbx_error **err)
 {
     struct redis_store *rs = (struct redis_store *)base;
+    char count[24];
+    const char *argv[6] = {"XREVRANGE", K_AUDIT, "+", "-", "COUNT", count};
+    const struct one_call one = {.what = "read the audit log",
+                                 .may_retry = true,
+                                 .id = SC_COUNT,
+                                 .argc = 6,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
     cleanup_reply redisReply *reply = NULL;
     cleanup_free char *out = xstrdup("");
     size_t len = 0;
-    char count[24];
-    struct call call;
     int r;
 
     *text = NULL;
@@ -1600,26 +891,9 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
         return 0;
     }
     snprintf(count, sizeof(count), "%zu", max > (size_t)LLONG_MAX ? (size_t)LLONG_MAX : max);
-    r = begin_call(rs, &call, err);
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    call.may_retry = true; /* it only reads */
-    {
-        const char *argv[6] = {"XREVRANGE", K_AUDIT, "+", "-", "COUNT", count};
-
-        reply = command_ok(&call, "read the audit log", err, 6, argv);
-    }
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    end_call(&call);
-    note_success(rs);
-    if (reply->type != REDIS_REPLY_ARRAY)
-        return pbx_error_set(err, PBX_E_PROTO,
-                             "store `%s`: read the audit log: unexpected reply from Redis",
-                             rs->shown);
     /* Newest first from Redis; oldest first out, as SQLite's. */
     for (size_t i = reply->elements; i-- > 0;) {
         char *line = audit_line(reply->element[i]);
@@ -1627,7 +901,8 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
 
         if (line == NULL)
             return pbx_error_set(err, PBX_E_PROTO,
-                                 "store `%s`: an entry of `" K_AUDIT "` is malformed", rs->shown);
+                                 "store `%s`: an entry of `" K_AUDIT "` is malformed",
+                                 rs->pool.shown);
         n = strlen(line);
         out = xrealloc(out, len + n + 2);
         memcpy(out + len, line, n);
@@ -1644,27 +919,21 @@ static int rd_ping(struct pbx_store *base, struct pbx_error **err)
 {
     struct redis_store *rs = (struct redis_store *)base;
     const char *argv[1] = {"PING"};
+    const struct one_call one = {.what = "ping",
+                                 .may_retry = true,
+                                 .id = SC_COUNT,
+                                 .argc = 1,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_STATUS};
     cleanup_reply redisReply *reply = NULL;
-    struct call call;
     int r;
 
-    r = begin_call(rs, &call, err);
+    r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;
-    call.may_retry = true; /* it only reads */
-    reply = command_ok(&call, "ping", err, 1, argv);
-    if (reply == NULL) {
-        r = call.rc;
-        end_call(&call);
-        return r;
-    }
-    if (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0) {
-        r = malformed(&call, "ping", err);
-        end_call_drop(&call);
-        return r;
-    }
-    end_call(&call);
-    note_success(rs);
+    if (strcmp(reply->str, "PONG") != 0)
+        return pbx_error_set(err, PBX_E_PROTO, "store `%s`: ping: unexpected reply from Redis",
+                             rs->pool.shown);
     return 0;
 }
 

@@ -483,18 +483,12 @@ static void sq_close(struct pbx_store *base)
     free(store);
 }
 
-static void new_key_releasep(struct pbx_store_new_key *key)
-{
-    pbx__store_new_key_release(key);
-}
-
 static int sq_key_create(struct pbx_store *base, const char *name,
                          const struct pbx_key_policy *policy, char **token, struct pbx_error **err)
 {
-    static const struct pbx_key_policy defaults = {0};
     struct sqlite_store *store = (struct sqlite_store *)base;
-    const struct pbx_key_policy *p = policy != NULL ? policy : &defaults;
-    __attribute__((cleanup(new_key_releasep))) struct pbx_store_new_key key = {0};
+    const struct pbx_key_policy *p = pbx__store_policy(policy);
+    cleanup_new_key struct pbx_store_new_key key = {0};
     const char *modules;
     const char *prefix;
     const unsigned char *hash;

@@ -307,28 +307,88 @@ START_TEST(test_redis_uris)
 }
 END_TEST
 
-/* An unreachable server: a clear error within the timeout, naming the URI but not its password. */
+/*
+ * An unreachable server: the store opens (a node starts while Redis is
+ * down), each call fails within the timeout with a clear error naming the
+ * URI but not its password, and once a redis-server starts on that port
+ * calls succeed.
+ */
 START_TEST(test_redis_unreachable)
 {
     int port = free_port();
-    char *uri = xasprintf("redis://pybox:sekrit@127.0.0.1:%d/2", port);
-    char *shown = xasprintf("redis://127.0.0.1:%d/2", port);
-    struct pbx_store *store = (struct pbx_store *)1;
+    char *uri = xasprintf("redis://127.0.0.1:%d", port);
+    char *secret = xasprintf("redis://pybox:sekrit@127.0.0.1:%d", port);
+    struct pbx_store *store = open_ok(uri);
+    struct pbx_store *existing = NULL;
+    struct pbx_key_info *keys = NULL;
+    struct pbx_key_info info;
     struct pbx_error *err = NULL;
+    char *token = NULL;
+    size_t n = 0;
+    double deadline;
     double t0 = now_s();
-    int r = pbx_store_open(uri, &store, &err);
+    int r;
 
-    ck_assert_int_eq(r, -ECONNREFUSED);
+    ck_assert_int_eq(pbx_store_ping(store, &err), -ECONNREFUSED);
     ck_assert_double_lt(now_s() - t0, 1.0);
-    ck_assert_ptr_null(store);
-    ck_assert_msg(strstr(err->msg, shown) != NULL, "%s", err->msg);
-    ck_assert_msg(strstr(err->msg, "sekrit") == NULL, "%s", err->msg);
+    ck_assert_msg(strstr(err->msg, uri) != NULL, "%s", err->msg);
     ck_assert_msg(strstr(err->msg, "refused") != NULL, "%s", err->msg);
     pbx_error_free(&err);
-    /* open_existing() alike. */
-    ck_assert_int_eq(pbx_store_open_existing(uri, &store, &err), -ECONNREFUSED);
+    /* open_existing() alike, as `pybox keys` uses it: its first call fails, the password unshown.
+     */
+    ck_assert_int_eq(pbx_store_open_existing(secret, &existing, &err), 0);
+    ck_assert_ptr_nonnull(existing);
+    t0 = now_s();
+    ck_assert_int_eq(pbx_store_key_list(existing, &keys, &n, &err), -ECONNREFUSED);
+    ck_assert_double_lt(now_s() - t0, 1.0);
+    ck_assert_msg(strstr(err->msg, uri) != NULL, "%s", err->msg);
+    ck_assert_msg(strstr(err->msg, "sekrit") == NULL, "%s", err->msg);
+    ck_assert_msg(strchr(err->msg, '\n') == NULL, "%s", err->msg);
     pbx_error_free(&err);
-    free(shown);
+    pbx_store_close(existing);
+    /* Each call fails within the timeout, most at once in the backoff. */
+    for (int i = 0; i < 10; i++) {
+        t0 = now_s();
+        ck_assert_int_lt(pbx_store_key_lookup(
+                             store, "pbx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err),
+                         0);
+        ck_assert_double_lt(now_s() - t0, 1.0);
+        ck_assert_msg(strstr(err->msg, uri) != NULL, "%s", err->msg);
+        pbx_error_free(&err);
+    }
+
+    /* A redis-server on that port: the same store serves, within the backoff's 2 s. */
+    {
+        pid_t pid = start_redis_on(port, NULL);
+
+        ck_assert_int_gt(pid, 0);
+        deadline = now_s() + 5;
+        do {
+            r = pbx_store_key_create(store, "late", NULL, &token, &err);
+            pbx_error_free(&err);
+            if (r < 0)
+                usleep(20000); /* the poll's interval, under a deadline */
+        } while (r < 0 && now_s() < deadline);
+        ck_assert_int_eq(r, 0);
+        ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
+        ck_assert_str_eq(info.name, "late");
+        pbx_key_info_release(&info);
+        ck_assert_int_eq(pbx_store_ping(store, &err), 0);
+        ck_assert_ptr_null(err);
+        /* The store was opened to create: its first call wrote the layout's version. */
+        {
+            redisReply *reply = raw(port, "GET pbx:{keys}:schema");
+
+            ck_assert_ptr_nonnull(reply);
+            ck_assert_int_eq(reply->type, REDIS_REPLY_STRING);
+            ck_assert_str_eq(reply->str, "1");
+            freeReplyObject(reply);
+        }
+        pbx_store_close(store);
+        stop_redis(pid);
+    }
+    free(token);
+    free(secret);
     free(uri);
 }
 END_TEST
@@ -350,12 +410,14 @@ START_TEST(test_redis_silent_server)
     ck_assert_int_eq(listen(fd, 16), 0); /* the kernel completes connections; none is served */
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
     uri = xasprintf("redis://127.0.0.1:%d?timeout_ms=150", ntohs(sa.sin_port));
+    store = open_ok(uri); /* opening waits for nothing */
     t0 = now_s();
-    ck_assert_int_eq(pbx_store_open(uri, &store, &err), -ETIMEDOUT);
+    ck_assert_int_eq(pbx_store_ping(store, &err), -ETIMEDOUT);
     took = now_s() - t0;
     ck_assert_msg(took >= 0.14 && took < 1.0, "took %.3f s", took);
     ck_assert_msg(strstr(err->msg, "redis://127.0.0.1:") != NULL, "%s", err->msg);
     pbx_error_free(&err);
+    pbx_store_close(store);
     close(fd);
     free(uri);
 }
@@ -540,11 +602,13 @@ START_TEST(test_redis_auth_and_db)
     size_t n = 9;
     char *token;
 
-    ck_assert_int_lt(pbx_store_open(wrong, &store, &err), 0);
-    ck_assert_ptr_null(store);
+    /* A wrong password: the first call fails, saying so. */
+    store = open_ok(wrong);
+    ck_assert_int_lt(pbx_store_key_list(store, &keys, &n, &err), 0);
     ck_assert_msg(strstr(err->msg, "authenticate") != NULL && strstr(err->msg, "nope") == NULL,
                   "%s", err->msg);
     pbx_error_free(&err);
+    pbx_store_close(store);
     store = open_ok(good);
     token = create_ok(store, "in3", NULL);
     /* Database 0 (user and password both given) is another store. */
@@ -781,14 +845,16 @@ START_TEST(test_redis_wrong_types)
     free(text);
 
     /* The layout's version: junk, or newer than this pybox. */
+    /* A new store's first call reads it, and fails; again on each call until it is fixed. */
     raw_ok(shared_port, "SET pbx:{keys}:schema banana");
-    ck_assert_int_eq(pbx_store_open(uri, &other, &err), -PBX_E_PROTO);
+    other = open_ok(uri);
+    ck_assert_int_eq(pbx_store_ping(other, &err), -PBX_E_PROTO);
     pbx_error_free(&err);
     raw_ok(shared_port, "SET pbx:{keys}:schema 99");
-    ck_assert_int_eq(pbx_store_open(uri, &other, &err), -PBX_E_UNSUPPORTED);
+    ck_assert_int_eq(pbx_store_ping(other, &err), -PBX_E_UNSUPPORTED);
     ck_assert_msg(strstr(err->msg, "version 99") != NULL, "%s", err->msg);
     pbx_error_free(&err);
-    ck_assert_ptr_null(other);
+    pbx_store_close(other);
 
     /* The store still serves once the junk is gone. */
     raw_ok(shared_port, "FLUSHALL");
