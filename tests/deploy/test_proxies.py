@@ -49,7 +49,7 @@ def sh(argv, **kw):
                           stdin=subprocess.DEVNULL, **kw)
 
 
-def wait_for(what, cond, timeout=60.0):
+def wait_for(what, cond, timeout=60.0, interval=0.05):
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -58,7 +58,7 @@ def wait_for(what, cond, timeout=60.0):
         except (requests.ConnectionError, OSError):
             pass
         assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
+        time.sleep(interval)
 
 
 def free_port():
@@ -157,14 +157,19 @@ class Node:
         self.dir = tmp / node_id
         self.dir.mkdir()
         self.log = self.dir / "stderr.log"
+        self.store = store
+        self.start("127.0.0.1:0")
+
+    def start(self, listen):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYBOX")}
         env["PYBOX_ADMIN_KEY"] = ADMIN_KEY
-        with open(self.log, "w") as err:
+        (self.dir / "url").unlink(missing_ok=True)
+        with open(self.log, "a") as err:
             self.proc = subprocess.Popen(
-                [PYBOX, "serve", "--listen", "127.0.0.1:0", "--data", str(self.dir),
-                 "--url-file", str(self.dir / "url"), "--node-id", node_id, "--store", store,
-                 "--trusted-proxy", "127.0.0.1/32", "--rpm", "2", "--no-preload",
-                 "--spares", "0:1"],
+                [PYBOX, "serve", "--listen", listen, "--data", str(self.dir),
+                 "--url-file", str(self.dir / "url"), "--node-id", self.id,
+                 "--store", self.store, "--trusted-proxy", "127.0.0.1/32", "--rpm", "2",
+                 "--no-preload", "--spares", "0:1"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
 
     def wait(self):
@@ -375,3 +380,43 @@ def test_a_key_is_good_on_every_node_and_its_quota_is_one(proxy, nodes, store):
                       timeout=120)
     assert r.status_code == 429 and r.json()["error_details"]["type"] == "RateLimitExceeded", \
         r.text
+
+
+def test_a_node_down_leaves_the_others_serving(proxy, nodes):
+    """One node stopped: what may go anywhere is still answered (the proxy tries the next
+    node), its sessions are gone, and once it is back on its address it serves again."""
+    n3 = nodes["n3"]
+    opened = []
+
+    def open_on_n3():
+        """Open a session; keep it if n3 has it, else close it again."""
+        r = requests.post(proxy + "/v1/sessions", json={}, headers=ADMIN, timeout=120)
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        if node_of(sid, "ses") == "n3":
+            opened.append(sid)
+            return True
+        requests.delete(f"{proxy}/v1/sessions/{sid}", headers=ADMIN, timeout=60)
+        return False
+
+    try:
+        wait_for("a session on n3", open_on_n3)
+        on_n3 = opened[-1]
+        n3.stop()
+        try:
+            statuses = [requests.post(proxy + "/v1/execute", json={"code": "print(7)"},
+                                      headers=ADMIN, timeout=120).status_code
+                        for _ in range(6)]
+            assert statuses == [200] * 6, statuses
+            r = requests.post(f"{proxy}/v1/sessions/{on_n3}/execute", json={"code": "1"},
+                              headers=ADMIN, timeout=120)
+            assert r.status_code in (502, 503), (r.status_code, r.text)
+        finally:
+            n3.start(f"127.0.0.1:{n3.port}")
+            n3.wait()
+        # nginx leaves a failed server out for 10 s (fail_timeout), HAProxy until a check
+        # passes.
+        wait_for("n3 in the rotation again", open_on_n3, interval=0.5)
+    finally:
+        for sid in opened:
+            requests.delete(f"{proxy}/v1/sessions/{sid}", headers=ADMIN, timeout=60)
