@@ -113,3 +113,43 @@ def test_a_hung_then_a_dead_redis(start_server, redis):
              lambda: srv.v1({"code": "print(1)"}).status_code == 200)
     # Its keys were in the Redis that died: the key is unknown now, not let through.
     expect_error(srv.v1({"code": "print(1)"}, key=key), 401, "Unauthorized")
+
+
+def test_a_node_starts_while_redis_is_down(start_server, tmp_path):
+    """No Redis on the port at start: the node starts and is live (GET /v1/health 200, the
+    store "unavailable") but not ready (GET /v1/ready 503), requests that need the store are a
+    quick 503, and `pybox keys` fails with one clear line; once a redis-server starts on that
+    port the node is ready and serves, with nothing restarted."""
+    redis = Redis(tmp_path, password="s3cret-pw")
+    redis.stop()  # its port, with nothing there
+    try:
+        srv = start_server("--store", redis.uri, "--rpm", "100000", "--rpd", "1000000")
+        h = srv.request("GET", "/v1/health")
+        assert h.status_code == 200 and body_of(h)["status"] == "ok", h.text
+        assert body_of(h)["store"] == "unavailable", h.text
+        r = srv.request("GET", "/v1/ready")
+        assert r.status_code == 503 and body_of(r)["store"] == "unavailable", r.text
+        r, took = timed(lambda: srv.v1({"code": "print(1)"}))  # anonymous: its daily quota
+        expect_error(r, 503, "StoreUnavailable")
+        assert took < TIMEOUT_S, took
+
+        p = subprocess.run([PYBOX, "keys", "list", "--store", redis.uri], capture_output=True,
+                           text=True, timeout=60, env=clean_env())
+        assert p.returncode != 0, p.stdout
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1, p.stderr
+        assert f"redis://127.0.0.1:{redis.port}" in lines[0], p.stderr
+        assert "refused" in lines[0], p.stderr
+        assert redis.password not in p.stderr, p.stderr
+        assert redis.password not in srv.log_text(), srv.log_text()[-4000:]
+
+        redis.start()  # on the same port: the node finds it by itself
+        wait_for("ready", lambda: srv.request("GET", "/v1/ready").status_code == 200)
+        assert body_of(srv.request("GET", "/v1/health"))["store"] == "ok"
+        r = srv.v1({"code": "print(1)"})
+        assert r.status_code == 200 and body_of(r)["stdout"] == "1\n", r.text
+        key = keys_create(redis.uri, "late")
+        r = srv.v1({"code": "print(2)"}, key=key)
+        assert r.status_code == 200 and body_of(r)["stdout"] == "2\n", r.text
+    finally:
+        redis.stop()
