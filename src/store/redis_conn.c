@@ -534,6 +534,23 @@ void pbx__redis_conn_end_drop(struct pbx_redis_call *call)
     pbx__redis_conn_end(call);
 }
 
+int pbx__redis_conn_end_failed(struct pbx_redis_call *call)
+{
+    int r = call->rc;
+
+    pbx__redis_conn_end(call);
+    return r;
+}
+
+int pbx__redis_conn_end_malformed(struct pbx_redis_call *call, const char *what,
+                                  struct pbx_error **err)
+{
+    int r = pbx__redis_conn_malformed(call, what, err);
+
+    pbx__redis_conn_end_drop(call);
+    return r;
+}
+
 /* A mutex, held within the call's deadline: 0, or ETIMEDOUT (or the error). */
 static int lock_within(struct pbx_redis_call *call, pthread_mutex_t *lock)
 {
@@ -621,11 +638,8 @@ int pbx__redis_conn_begin(struct pbx_redis_pool *pool, struct pbx_redis_call *ca
         call->c->ctx = NULL;
     }
     call->reused = call->c->ctx != NULL;
-    if (!call->reused && connect_conn(call, gen, err) < 0) {
-        r = call->rc;
-        pbx__redis_conn_end(call);
-        return r;
-    }
+    if (!call->reused && connect_conn(call, gen, err) < 0)
+        return pbx__redis_conn_end_failed(call);
     if (prepare_once(call, err) < 0) {
         r = call->rc;
         pbx__redis_conn_end_drop(call);

@@ -94,6 +94,13 @@ int pbx__redis_conn_begin(struct pbx_redis_pool *pool, struct pbx_redis_call *ca
 void pbx__redis_conn_end(struct pbx_redis_call *call);
 void pbx__redis_conn_end_drop(struct pbx_redis_call *call);
 
+/* End a call whose command failed: its error's return (call->rc). */
+int pbx__redis_conn_end_failed(struct pbx_redis_call *call);
+
+/* End a call whose reply does not fit `what`: PBX_E_PROTO, the connection dropped. */
+int pbx__redis_conn_end_malformed(struct pbx_redis_call *call, const char *what,
+                                  struct pbx_error **err);
+
 /* The server answered as it should: the backoff ends. */
 void pbx__redis_conn_ok(struct pbx_redis_pool *pool);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <sodium.h>
 
 #include "common/cleanup.h"
@@ -192,4 +193,37 @@ int pbx__store_check_audit(const struct pbx_audit *rec, struct pbx_error **err)
 uint32_t pbx__store_count(int64_t v, int64_t most)
 {
     return v >= 0 && v <= most ? (uint32_t)v : 0;
+}
+
+const char *const pbx__store_audit_names[PBX_STORE_AUDIT_TEXTS] = {
+    [PBX_STORE_AUDIT_CLIENT] = "client", [PBX_STORE_AUDIT_KEY_NAME] = "key_name",
+    [PBX_STORE_AUDIT_ROUTE] = "route",   [PBX_STORE_AUDIT_CODE_SHA256] = "code_sha256",
+    [PBX_STORE_AUDIT_STATUS] = "status",
+};
+
+void pbx__store_audit_append(char **out, size_t *len, const struct pbx_store_audit_row *row)
+{
+    json_t *obj = json_object();
+    char *line;
+    size_t n;
+
+    json_object_set_new(obj, "time_ms", json_integer(row->time_ms));
+    for (int i = 0; i < PBX_STORE_AUDIT_TEXTS; i++) {
+        /* Text that is not UTF-8 makes json_stringn() fail: it shows as null. */
+        json_t *v = row->text[i] != NULL ? json_stringn(row->text[i], row->len[i]) : NULL;
+
+        json_object_set_new(obj, pbx__store_audit_names[i], v != NULL ? v : json_null());
+    }
+    json_object_set_new(obj, "duration_ms", json_real(row->duration_ms));
+    line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(obj);
+    if (line == NULL)
+        abort(); /* out of memory: the server aborts, as xmalloc does */
+    n = strlen(line);
+    *out = xrealloc(*out, *len + n + 2);
+    memcpy(*out + *len, line, n);
+    (*out)[*len + n] = '\n';
+    (*out)[*len + n + 1] = '\0';
+    *len += n + 1;
+    free(line);
 }

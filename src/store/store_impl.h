@@ -97,6 +97,33 @@ int pbx__store_check_client_day(const char *client, const char *day, struct pbx_
 /* The fields pbx_store_audit() requires, or PBX_E_INVAL. */
 int pbx__store_check_audit(const struct pbx_audit *rec, struct pbx_error **err);
 
+/* The text fields of an audit record, in the order of its JSON line. */
+enum pbx_store_audit_text {
+    PBX_STORE_AUDIT_CLIENT,
+    PBX_STORE_AUDIT_KEY_NAME,
+    PBX_STORE_AUDIT_ROUTE,
+    PBX_STORE_AUDIT_CODE_SHA256,
+    PBX_STORE_AUDIT_STATUS,
+    PBX_STORE_AUDIT_TEXTS,
+};
+
+/* An audit record read back from a backend. */
+struct pbx_store_audit_row {
+    int64_t time_ms;
+    const char *text[PBX_STORE_AUDIT_TEXTS]; /* NULL: missing; not UTF-8: shown as null */
+    size_t len[PBX_STORE_AUDIT_TEXTS];       /* of each text */
+    double duration_ms;
+};
+
+/* The name of each text field, as the JSON line and the Redis stream name it. */
+extern const char *const pbx__store_audit_names[PBX_STORE_AUDIT_TEXTS];
+
+/*
+ * Append `row` as one JSON line ("\n"-terminated) to the text *out of *len
+ * bytes (NUL-terminated; reallocated), as pbx_store_audit_tail() returns them.
+ */
+void pbx__store_audit_append(char **out, size_t *len, const struct pbx_store_audit_row *row);
+
 /* A count of a stored key's policy out of 0..most reads as 0, the server's setting. */
 uint32_t pbx__store_count(int64_t v, int64_t most);
 

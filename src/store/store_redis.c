@@ -185,17 +185,12 @@ static int run_one(struct redis_store *rs, const struct one_call *one, redisRepl
     *reply = one->id == SC_COUNT
                  ? pbx__redis_conn_command(&call, one->argc, one->argv, one->what, err)
                  : eval(rs, &call, one->id, one->nkeys, one->argc, one->argv, one->what, err);
-    if (*reply == NULL) {
-        r = call.rc;
-        pbx__redis_conn_end(&call);
-        return r;
-    }
+    if (*reply == NULL)
+        return pbx__redis_conn_end_failed(&call);
     if (one->type >= 0 && (*reply)->type != one->type) {
-        r = pbx__redis_conn_malformed(&call, one->what, err);
         freeReplyObject(*reply);
         *reply = NULL;
-        pbx__redis_conn_end_drop(&call);
-        return r;
+        return pbx__redis_conn_end_malformed(&call, one->what, err);
     }
     pbx__redis_conn_end(&call);
     pbx__redis_conn_ok(&rs->pool);
@@ -559,16 +554,10 @@ static int rd_key_list(struct pbx_store *base, struct pbx_key_info **keys, size_
     if (r < 0)
         return r;
     ids = pbx__redis_conn_command(&call, 4, range, "list keys", err);
-    if (ids == NULL) {
-        r = call.rc;
-        pbx__redis_conn_end(&call);
-        return r;
-    }
-    if (ids->type != REDIS_REPLY_ARRAY) {
-        r = pbx__redis_conn_malformed(&call, "list keys", err);
-        pbx__redis_conn_end_drop(&call);
-        return r;
-    }
+    if (ids == NULL)
+        return pbx__redis_conn_end_failed(&call);
+    if (ids->type != REDIS_REPLY_ARRAY)
+        return pbx__redis_conn_end_malformed(&call, "list keys", err);
     for (size_t i = 0; i < ids->elements; i++) {
         if (!is_hash_hex(ids->element[i])) {
             pbx__redis_conn_end(&call);
@@ -614,11 +603,8 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
 
         hex = pbx__redis_conn_command(&call, 3, argv, "revoke a key", err);
     }
-    if (hex == NULL) {
-        r = call.rc;
-        pbx__redis_conn_end(&call);
-        return r;
-    }
+    if (hex == NULL)
+        return pbx__redis_conn_end_failed(&call);
     if (hex->type == REDIS_REPLY_NIL) {
         pbx__redis_conn_end(&call);
         pbx__redis_conn_ok(&rs->pool);
@@ -637,16 +623,10 @@ static int rd_key_revoke(struct pbx_store *base, const char *name, struct pbx_er
 
         done = eval(rs, &call, SC_REVOKE, 1, 2, argv, "revoke a key", err);
     }
-    if (done == NULL) {
-        r = call.rc;
-        pbx__redis_conn_end(&call);
-        return r;
-    }
-    if (done->type != REDIS_REPLY_INTEGER) {
-        r = pbx__redis_conn_malformed(&call, "revoke a key", err);
-        pbx__redis_conn_end_drop(&call);
-        return r;
-    }
+    if (done == NULL)
+        return pbx__redis_conn_end_failed(&call);
+    if (done->type != REDIS_REPLY_INTEGER)
+        return pbx__redis_conn_end_malformed(&call, "revoke a key", err);
     pbx__redis_conn_end(&call);
     pbx__redis_conn_ok(&rs->pool);
     if (done->integer != 1)
@@ -819,54 +799,48 @@ static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct 
                    &reply, err);
 }
 
-/* Set `key` of `obj` to the text `v`, or null (missing, too long, not UTF-8). */
-static void set_text(json_t *obj, const char *key, const redisReply *v)
+/*
+ * One stream entry [id, [field, value, ...]], appended to *out as a JSON
+ * line: false when malformed.  A text field missing or too long is null.
+ */
+static bool audit_append(char **out, size_t *len, const redisReply *entry)
 {
-    json_t *s = pbx__redis_conn_is_text(v, FIELD_MAX) ? json_stringn(v->str, v->len) : NULL;
-
-    json_object_set_new(obj, key, s != NULL ? s : json_null());
-}
-
-/* One stream entry [id, [field, value, ...]] as a JSON line; NULL when malformed. */
-static char *audit_line(const redisReply *entry)
-{
-    static const char *const names[7] = {"time_ms",     "client", "key_name",   "route",
-                                         "code_sha256", "status", "duration_ms"};
-    const redisReply *f[7] = {0};
+    struct pbx_store_audit_row row = {0};
+    const redisReply *time_ms = NULL;
+    const redisReply *duration = NULL;
     const redisReply *fields;
-    int64_t time_ms = 0;
-    double duration = 0;
-    json_t *obj;
-    char *line;
 
     if (entry == NULL || entry->type != REDIS_REPLY_ARRAY || entry->elements != 2)
-        return NULL;
+        return false;
     fields = entry->element[1];
     if (fields == NULL || fields->type != REDIS_REPLY_ARRAY || fields->elements % 2 != 0)
-        return NULL;
+        return false;
     for (size_t i = 0; i < fields->elements; i += 2) {
         const redisReply *k = fields->element[i];
+        const redisReply *v = fields->element[i + 1];
 
         if (!pbx__redis_conn_is_text(k, 64))
-            return NULL;
-        for (int j = 0; j < 7; j++) {
-            if (k->len == strlen(names[j]) && memcmp(k->str, names[j], k->len) == 0)
-                f[j] = fields->element[i + 1];
+            return false;
+        if (k->len == strlen("time_ms") && memcmp(k->str, "time_ms", k->len) == 0)
+            time_ms = v;
+        if (k->len == strlen("duration_ms") && memcmp(k->str, "duration_ms", k->len) == 0)
+            duration = v;
+        for (int j = 0; j < PBX_STORE_AUDIT_TEXTS; j++) {
+            const char *name = pbx__store_audit_names[j];
+
+            if (k->len == strlen(name) && memcmp(k->str, name, k->len) == 0) {
+                bool text = pbx__redis_conn_is_text(v, FIELD_MAX);
+
+                row.text[j] = text ? v->str : NULL;
+                row.len[j] = text ? v->len : 0;
+            }
         }
     }
-    if (!pbx__redis_conn_parse_i64(f[0], &time_ms) ||
-        !pbx__redis_conn_parse_double(f[6], &duration))
-        return NULL;
-    obj = json_object();
-    json_object_set_new(obj, "time_ms", json_integer(time_ms));
-    for (int j = 1; j <= 5; j++)
-        set_text(obj, names[j], f[j]);
-    json_object_set_new(obj, "duration_ms", json_real(duration));
-    line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    if (line == NULL)
-        abort(); /* out of memory: the server aborts, as xmalloc does */
-    return line;
+    if (!pbx__redis_conn_parse_i64(time_ms, &row.time_ms) ||
+        !pbx__redis_conn_parse_double(duration, &row.duration_ms))
+        return false;
+    pbx__store_audit_append(out, len, &row);
+    return true;
 }
 
 static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct pbx_error **err)
@@ -896,20 +870,10 @@ static int rd_audit_tail(struct pbx_store *base, size_t max, char **text, struct
         return r;
     /* Newest first from Redis; oldest first out, as SQLite's. */
     for (size_t i = reply->elements; i-- > 0;) {
-        char *line = audit_line(reply->element[i]);
-        size_t n;
-
-        if (line == NULL)
+        if (!audit_append(&out, &len, reply->element[i]))
             return pbx_error_set(err, PBX_E_PROTO,
                                  "store `%s`: an entry of `" K_AUDIT "` is malformed",
                                  rs->pool.shown);
-        n = strlen(line);
-        out = xrealloc(out, len + n + 2);
-        memcpy(out + len, line, n);
-        out[len + n] = '\n';
-        out[len + n + 1] = '\0';
-        len += n + 1;
-        free(line);
     }
     *text = steal_pointer(&out);
     return 0;

@@ -775,34 +775,19 @@ static int sq_audit(struct pbx_store *base, const struct pbx_audit *rec, struct 
     return 0;
 }
 
-/* Set `key` of `obj` to the text of column `col`, or null. */
-static void set_text(json_t *obj, const char *key, sqlite3_stmt *st, int col)
+/* One audit row of the statement, appended to *out as a JSON line. */
+static void audit_append(char **out, size_t *len, sqlite3_stmt *st)
 {
-    const char *s = (const char *)sqlite3_column_text(st, col);
-    json_t *v = s != NULL ? json_string(s) : NULL;
+    struct pbx_store_audit_row row = {
+        .time_ms = sqlite3_column_int64(st, 0),
+        .duration_ms = sqlite3_column_double(st, 6),
+    };
 
-    /* Stored text that is not UTF-8 makes json_string() fail: it shows as null. */
-    json_object_set_new(obj, key, v != NULL ? v : json_null());
-}
-
-/* One audit row as a JSON line; caller frees. */
-static char *audit_line(sqlite3_stmt *st)
-{
-    json_t *obj = json_object();
-    char *line;
-
-    json_object_set_new(obj, "time_ms", json_integer(sqlite3_column_int64(st, 0)));
-    set_text(obj, "client", st, 1);
-    set_text(obj, "key_name", st, 2);
-    set_text(obj, "route", st, 3);
-    set_text(obj, "code_sha256", st, 4);
-    set_text(obj, "status", st, 5);
-    json_object_set_new(obj, "duration_ms", json_real(sqlite3_column_double(st, 6)));
-    line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(obj);
-    if (line == NULL)
-        abort(); /* out of memory: the server aborts, as xmalloc does */
-    return line;
+    for (int i = 0; i < PBX_STORE_AUDIT_TEXTS; i++) {
+        row.text[i] = (const char *)sqlite3_column_text(st, 1 + i);
+        row.len[i] = row.text[i] != NULL ? strlen(row.text[i]) : 0;
+    }
+    pbx__store_audit_append(out, len, &row);
 }
 
 static int sq_audit_tail(struct pbx_store *base, size_t max, char **text, struct pbx_error **err)
@@ -817,20 +802,10 @@ static int sq_audit_tail(struct pbx_store *base, size_t max, char **text, struct
     *text = NULL;
     rc = sqlite3_bind_int64(st, 1, max > INT64_MAX ? INT64_MAX : (int64_t)max);
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-        char *line;
-        size_t n;
-
         rc = sqlite3_step(st);
         if (rc != SQLITE_ROW)
             break;
-        line = audit_line(st);
-        n = strlen(line);
-        out = xrealloc(out, len + n + 2);
-        memcpy(out + len, line, n);
-        out[len + n] = '\n';
-        out[len + n + 1] = '\0';
-        len += n + 1;
-        free(line);
+        audit_append(&out, &len, st);
     }
     if (rc != SQLITE_DONE)
         return db_error(store, rc, err, "read the audit log");
