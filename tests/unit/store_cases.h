@@ -2,15 +2,42 @@
  * The cases of the store's contract that hold whatever its backend: keys
  * (create, list, revoke, lookup, names, policies, tokens), daily quotas
  * (limits, unlimited, bad input, atomicity under threads and under several
- * connections), the audit log and persistence across close and reopen.
+ * connections), the audit log and persistence across close and reopen; and
+ * what every backend's test needs: open_ok(), create_ok(), store_cases_run().
  * Included by test_store.c (SQLite) and test_store_redis.c (Redis), each of
- * which defines, before including it:
- *   static struct pbx_store *open_ok(const char *uri);
+ * which defines, after including it:
  *   static struct pbx_store *new_store(const char *name, char **uri_out);
  * new_store() giving a new, empty store, and *uri_out (if not NULL) its URI.
  */
 #ifndef PBX_TESTS_STORE_CASES_H
 #define PBX_TESTS_STORE_CASES_H
+
+static struct pbx_store *new_store(const char *name, char **uri_out);
+
+static struct pbx_store *open_ok(const char *uri)
+{
+    struct pbx_store *store = NULL;
+    struct pbx_error *err = NULL;
+    int r = pbx_store_open(uri, &store, &err);
+
+    ck_assert_msg(r == 0, "open %s: %s", uri, err ? err->msg : "?");
+    ck_assert_ptr_null(err);
+    ck_assert_ptr_nonnull(store);
+    return store;
+}
+
+/* Run `s`, each test in a child of its own: the exit status of main(). */
+static int store_cases_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
 
 static char *create_ok(struct pbx_store *store, const char *name,
                        const struct pbx_key_policy *policy)
@@ -223,7 +250,23 @@ START_TEST(test_bad_names_and_policies)
         "\xc3\xa9t\xc3\xa9",
         "a2345678901234567890123456789012345678901234567890123456789012345" /* 65 */,
     };
-    static const char *const bad_modules[] = {"os;rm", "1abc", "a..b", ".a", "a.", "numpy/x"};
+    /* Policies refused, and what the message names (NULL: anything). */
+    static const struct {
+        struct pbx_key_policy policy;
+        const char *says;
+    } bad_policies[] = {
+        {{.modules = (char *)"os;rm"}, "key `m`"},
+        {{.modules = (char *)"1abc"}, "key `m`"},
+        {{.modules = (char *)"a..b"}, "key `m`"},
+        {{.modules = (char *)".a"}, "key `m`"},
+        {{.modules = (char *)"a."}, "key `m`"},
+        {{.modules = (char *)"numpy/x"}, "key `m`"},
+        {{.rpm = -2}, NULL},
+        {{.rpd = -5}, NULL},
+        {{.sessions = PBX_CALLER_SESSIONS_MAX + 1}, "sessions"},
+        {{.session_idle_ttl_s = PBX_CALLER_SPAN_MAX_S + 1}, NULL},
+        {{.session_lifetime_s = UINT32_MAX}, NULL},
+    };
     struct pbx_store *store = new_store("badnames", NULL);
     struct pbx_error *err = NULL;
     struct pbx_key_policy policy = {0};
@@ -239,34 +282,14 @@ START_TEST(test_bad_names_and_policies)
     }
     ck_assert_int_eq(pbx_store_key_create(store, NULL, NULL, &token, &err), -PBX_E_INVAL);
     pbx_error_free(&err);
-    for (size_t i = 0; i < sizeof(bad_modules) / sizeof(bad_modules[0]); i++) {
-        policy.modules = (char *)bad_modules[i];
-        ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-        ck_assert_msg(strstr(err->msg, "key `m`") != NULL, "%s", err->msg);
+    for (size_t i = 0; i < sizeof(bad_policies) / sizeof(bad_policies[0]); i++) {
+        ck_assert_int_eq(pbx_store_key_create(store, "m", &bad_policies[i].policy, &token, &err),
+                         -PBX_E_INVAL);
+        ck_assert_ptr_null(token);
+        ck_assert_msg(bad_policies[i].says == NULL || strstr(err->msg, bad_policies[i].says),
+                      "policy %zu: %s", i, err->msg);
         pbx_error_free(&err);
     }
-    policy.modules = NULL;
-    policy.rpm = -2;
-    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
-    policy.rpm = 0;
-    policy.rpd = -5;
-    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
-    policy.rpd = 0;
-    policy.sessions = PBX_CALLER_SESSIONS_MAX + 1;
-    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-    ck_assert_msg(strstr(err->msg, "sessions") != NULL, "%s", err->msg);
-    pbx_error_free(&err);
-    policy.sessions = 0;
-    policy.session_idle_ttl_s = PBX_CALLER_SPAN_MAX_S + 1;
-    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
-    policy.session_idle_ttl_s = 0;
-    policy.session_lifetime_s = UINT32_MAX;
-    ck_assert_int_eq(pbx_store_key_create(store, "m", &policy, &token, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
-    policy.session_lifetime_s = 0;
     /* Nothing was created by the refused calls. */
     ck_assert_int_eq(pbx_store_key_list(store, &keys, &n, NULL), 0);
     ck_assert_uint_eq(n, 0);
@@ -277,7 +300,6 @@ START_TEST(test_bad_names_and_policies)
     token = create_ok(store, "ci-bot_2.0@example.org", NULL);
     free(token);
     /* An empty module list is no list. */
-    policy.rpd = 0;
     policy.modules = " , ";
     token = create_ok(store, "blank", &policy);
     free(token);
@@ -295,30 +317,29 @@ START_TEST(test_wrong_token)
     struct pbx_error *err = NULL;
     struct pbx_key_info info = {0};
     char *token = create_ok(store, "k", NULL);
-    char *other = xstrdup(token);
     char *longer = xasprintf("%sA", token);
 
-    /* One character off, at either end of the random part. */
-    other[strlen(other) - 1] = other[strlen(other) - 1] == 'A' ? 'B' : 'A';
-    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
-    free(other);
-    other = xstrdup(token);
-    other[4] = other[4] == 'A' ? 'B' : 'A';
-    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
-    /* Truncated, extended, the prefix alone, empty, NULL. */
-    other[strlen(token) - 1] = '\0';
-    ck_assert_int_eq(pbx_store_key_lookup(store, other, &info, &err), 0);
-    ck_assert_int_eq(pbx_store_key_lookup(store, longer, &info, &err), 0);
-    ck_assert_int_eq(pbx_store_key_lookup(store, "pbx_", &info, &err), 0);
-    ck_assert_int_eq(pbx_store_key_lookup(store, "", &info, &err), 0);
-    ck_assert_int_eq(pbx_store_key_lookup(store, NULL, &info, &err), 0);
+    /* One character off at either end of the random part, truncated, extended, the prefix
+     * alone, empty, NULL. */
+    char *end_off = xstrdup(token);
+    char *start_off = xstrdup(token);
+    char *truncated = xstrdup(token);
+    const char *const wrong[] = {end_off, start_off, truncated, longer, "pbx_", "", NULL};
+
+    end_off[strlen(token) - 1] = end_off[strlen(token) - 1] == 'A' ? 'B' : 'A';
+    start_off[4] = start_off[4] == 'A' ? 'B' : 'A';
+    truncated[strlen(token) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++)
+        ck_assert_msg(pbx_store_key_lookup(store, wrong[i], &info, &err) == 0, "token %zu", i);
+    free(end_off);
+    free(start_off);
+    free(truncated);
     /* A well-formed token that was never issued. */
     ck_assert_int_eq(
         pbx_store_key_lookup(store, "pbx_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &info, &err),
         0);
     ck_assert_ptr_null(err);
     ck_assert_ptr_null(info.name);
-    free(other);
     free(longer);
     free(token);
     pbx_store_close(store);
@@ -432,25 +453,23 @@ END_TEST
 
 START_TEST(test_quota_bad_input)
 {
-    static const char *const bad_days[] = {"",           "2026-3-01",   "2026/03/01",
-                                           "20260301xx", "2026-03-01 ", "abcd-ef-gh"};
+    /* A client and a day refused together: malformed days, no day, no client. */
+    static const char *const bad[][2] = {
+        {"c", ""},           {"c", "2026-3-01"},   {"c", "2026/03/01"},
+        {"c", "20260301xx"}, {"c", "2026-03-01 "}, {"c", "abcd-ef-gh"},
+        {"c", NULL},         {NULL, "2026-03-01"}, {"", "2026-03-01"},
+    };
     struct pbx_store *store = new_store("quotabad", NULL);
     struct pbx_error *err = NULL;
     int64_t count = 0;
     char *huge = xmalloc(300);
 
-    for (size_t i = 0; i < sizeof(bad_days) / sizeof(bad_days[0]); i++) {
-        ck_assert_int_eq(pbx_store_quota_take(store, "c", bad_days[i], 5, &count, &err),
-                         -PBX_E_INVAL);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(pbx_store_quota_take(store, bad[i][0], bad[i][1], 5, &count, &err) ==
+                          -PBX_E_INVAL,
+                      "case %zu", i);
         pbx_error_free(&err);
     }
-    ck_assert_int_eq(pbx_store_quota_take(store, "c", NULL, 5, &count, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
-    ck_assert_int_eq(pbx_store_quota_take(store, NULL, "2026-03-01", 5, &count, &err),
-                     -PBX_E_INVAL);
-    pbx_error_free(&err);
-    ck_assert_int_eq(pbx_store_quota_take(store, "", "2026-03-01", 5, &count, &err), -PBX_E_INVAL);
-    pbx_error_free(&err);
     memset(huge, 'a', 299);
     huge[299] = '\0';
     ck_assert_int_eq(pbx_store_quota_get(store, huge, "2026-03-01", &count, &err), -PBX_E_INVAL);

@@ -54,17 +54,7 @@ static char *test_dir(const char *name)
     return dir;
 }
 
-static struct pbx_store *open_ok(const char *uri)
-{
-    struct pbx_store *store = NULL;
-    struct pbx_error *err = NULL;
-    int r = pbx_store_open(uri, &store, &err);
-
-    ck_assert_msg(r == 0, "open %s: %s", uri, err ? err->msg : "?");
-    ck_assert_ptr_null(err);
-    ck_assert_ptr_nonnull(store);
-    return store;
-}
+#include "store_cases.h"
 
 /* A store in its own directory of the test's; *uri_out (if not NULL) gets its URI. */
 static struct pbx_store *new_store(const char *name, char **uri_out)
@@ -80,8 +70,6 @@ static struct pbx_store *new_store(const char *name, char **uri_out)
         free(uri);
     return store;
 }
-
-#include "store_cases.h"
 
 /* Whether the file at `path` contains `needle` anywhere. */
 static bool file_contains(const char *path, const char *needle)
@@ -534,12 +522,5 @@ static Suite *store_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(store_suite());
-    int failed;
-
-    srunner_set_fork_status(sr, CK_FORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return store_cases_run(store_suite());
 }

@@ -219,17 +219,7 @@ static void server_teardown(void)
     stop_redis(shared_pid);
 }
 
-static struct pbx_store *open_ok(const char *uri)
-{
-    struct pbx_store *store = NULL;
-    struct pbx_error *err = NULL;
-    int r = pbx_store_open(uri, &store, &err);
-
-    ck_assert_msg(r == 0, "open %s: %s", uri, err ? err->msg : "?");
-    ck_assert_ptr_null(err);
-    ck_assert_ptr_nonnull(store);
-    return store;
-}
+#include "store_cases.h"
 
 /* The shared server emptied, and a store on it; `name` is the test's, for symmetry with SQLite. */
 static struct pbx_store *new_store(const char *name, char **uri_out)
@@ -246,8 +236,6 @@ static struct pbx_store *new_store(const char *name, char **uri_out)
         free(uri);
     return store;
 }
-
-#include "store_cases.h"
 
 START_TEST(test_redis_uris)
 {
@@ -720,6 +708,18 @@ END_TEST
 /* Values of the wrong type or shape under pybox's keys: errors, never crashes. */
 START_TEST(test_redis_wrong_types)
 {
+    /* A field of a key's record: a value that is refused, then one that is fine again. */
+    static const char *const bad_fields[][3] = {
+        {"rpm", "12x", "5"},
+        {"rpm", "99999999999999999999999", "5"},
+        {"rpm", "-7", "5"},
+        {"admin", "2", "0"},
+    };
+    /* A quota counter that is not a count, and the limit of the charge refused on it. */
+    static const struct {
+        const char *value;
+        int64_t limit;
+    } bad_counts[] = {{"abc", 5}, {"-4", 5}, {"1.5", 1}, {"99999999999999999999999", -1}};
     char *uri = NULL;
     struct pbx_store *store = new_store("types", &uri);
     struct pbx_store *other = NULL;
@@ -743,20 +743,18 @@ START_TEST(test_redis_wrong_types)
     freeReplyObject(reply);
 
     /* Fields of the record: malformed numbers, missing fields, a huge string. */
-    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 12x", hex);
-    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
-    ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
-    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 99999999999999999999999", hex);
-    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
-    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm -7", hex);
-    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
-    raw_ok(shared_port, "HSET pbx:{keys}:key:%s rpm 5", hex);
+    for (size_t i = 0; i < sizeof(bad_fields) / sizeof(bad_fields[0]); i++) {
+        raw_ok(shared_port, "HSET pbx:{keys}:key:%s %s %s", hex, bad_fields[i][0],
+               bad_fields[i][1]);
+        ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
+        ASSERT_FAILS(pbx_store_key_list(store, &keys, &n, &err));
+        raw_ok(shared_port, "HSET pbx:{keys}:key:%s %s %s", hex, bad_fields[i][0],
+               bad_fields[i][2]);
+    }
     ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
     ck_assert_int_eq(info.policy.rpm, 5);
     pbx_key_info_release(&info);
     raw_ok(shared_port, "HDEL pbx:{keys}:key:%s admin", hex);
-    ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
-    raw_ok(shared_port, "HSET pbx:{keys}:key:%s admin 2", hex);
     ASSERT_FAILS(pbx_store_key_lookup(store, token, &info, &err));
     raw_ok(shared_port, "HSET pbx:{keys}:key:%s admin 0", hex);
     memset(big, 'n', (1 << 20) - 1);
@@ -809,18 +807,12 @@ START_TEST(test_redis_wrong_types)
     ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
     ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
     raw_ok(shared_port, "DEL pbx:quota:{c}:2026-01-01");
-    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 abc");
-    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
-    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
-    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 -4");
-    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
-    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err));
-    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 1.5");
-    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
-    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", 1, &count, &err));
-    raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 99999999999999999999999");
-    ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
-    ASSERT_FAILS(pbx_store_quota_take(store, "c", "2026-01-01", -1, &count, &err));
+    for (size_t i = 0; i < sizeof(bad_counts) / sizeof(bad_counts[0]); i++) {
+        raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 %s", bad_counts[i].value);
+        ASSERT_FAILS(pbx_store_quota_get(store, "c", "2026-01-01", &count, &err));
+        ASSERT_FAILS(
+            pbx_store_quota_take(store, "c", "2026-01-01", bad_counts[i].limit, &count, &err));
+    }
     raw_ok(shared_port, "SET pbx:quota:{c}:2026-01-01 3");
     ck_assert_int_eq(pbx_store_quota_take(store, "c", "2026-01-01", 5, &count, &err), 1);
     ck_assert_int_eq(count, 4);
@@ -948,12 +940,5 @@ static Suite *store_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(store_suite());
-    int failed;
-
-    srunner_set_fork_status(sr, CK_FORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return store_cases_run(store_suite());
 }
