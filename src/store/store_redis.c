@@ -1,6 +1,9 @@
 /*
- * The store on Redis, for several servers that share their keys, quotas and
- * audit log: "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout_ms=N&pool=N]".
+ * The store's operations on Redis, for several servers that share their
+ * keys, quotas and audit log: its layout, its scripts, and reading its
+ * records back ("redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?timeout_ms=N&pool=N]").
+ * Reaching the server (the pool, deadlines, backoff, retries) is
+ * redis_conn.c's.
  *
  * What lives where (every name begins with "pbx:"):
  * - pbx:{keys}:key:<hex of the token's hash>  a hash: one key's record
@@ -16,12 +19,9 @@
  * (one Lua script: the name's uniqueness, the record, the order) touches one
  * slot; a quota counter and the stream are one key each.
  *
- * This file is the store's operations on Redis: its layout, its scripts, and
- * reading its records back.  Reaching the server (the pool, deadlines,
- * backoff, retries) is redis_conn.c's.  Opening connects to nothing: the
- * first call connects, loads the scripts and checks (or, for a store
- * opened to create, writes) the layout's version, so a server that starts
- * after pybox does is used once it answers.
+ * Opening connects to nothing: the first call connects, loads the scripts and checks (or, for a
+ * store opened to create, writes) the layout's version, so a server that starts after pybox does is
+ * used once it answers.
  *
  * Everything read from Redis is untrusted: each reply's type is checked, as
  * are every field's presence, length and number syntax.  What does not fit
