@@ -124,7 +124,7 @@ def test_the_two_profiles():
     sc = container(PROFILES[1])["securityContext"]
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"],
-                                  "add": ["SETUID", "SETGID", "DAC_OVERRIDE", "KILL"]}
+                                  "add": ["SETUID", "SETGID", "DAC_OVERRIDE"]}
     # The capabilities are those deploy/pybox.service keeps (tests/deploy/test_systemd_unit.py
     # runs pybox with exactly those).
     unit = (REPO / "deploy" / "pybox.service").read_text()
