@@ -44,8 +44,10 @@ class Redis:
                         return
             except OSError:
                 pass
-            assert self.proc.poll() is None, "redis-server exited at start"
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited at start")
             time.sleep(0.05)
+        self.stop()  # never left running by a start that failed
         raise AssertionError("redis-server did not answer PING within 20 s")
 
     def stop(self):
