@@ -420,3 +420,117 @@ def test_a_node_down_leaves_the_others_serving(proxy, nodes):
     finally:
         for sid in opened:
             requests.delete(f"{proxy}/v1/sessions/{sid}", headers=ADMIN, timeout=60)
+
+
+def descendants(pid):
+    """The processes below `pid`, with their start times (to tell a reused pid)."""
+    kids = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        kids.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
+    out, todo = {}, [pid]
+    while todo:
+        for child, start in kids.get(todo.pop(), []):
+            out[child] = start
+            todo.append(child)
+    return out
+
+
+def alive(pid, start):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19] == start
+    except OSError:
+        return False
+
+
+def cgroups_of(pid):
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(root, d) for d in dirs if d.startswith(f"pybox-{pid}-")]
+        if root.count("/") > 6:
+            dirs[:] = []
+    return found
+
+
+def test_a_killed_node(proxy, nodes):
+    """One node SIGKILLed, as a crash: requests that may go anywhere all succeed at once (the
+    proxy tries the next node, POSTs too), its sessions answer 503 NodeUnavailable naming it
+    in pybox's error shape, its sandboxes die with it, and the next pybox to start on the
+    machine removes its cgroups."""
+    n3 = nodes["n3"]
+    sid = None
+    while sid is None or node_of(sid, "ses") != "n3":
+        r = requests.post(proxy + "/v1/sessions", json={}, headers=ADMIN, timeout=120)
+        assert r.status_code == 201, r.text
+        if sid is not None:
+            requests.delete(f"{proxy}/v1/sessions/{sid}", headers=ADMIN, timeout=60)
+        sid = r.json()["id"]
+    below = descendants(n3.proc.pid)
+    assert below, "n3 has no sandbox processes"
+    dead = n3.proc.pid
+    n3.proc.kill()
+    n3.proc.wait(timeout=30)
+    try:
+        statuses = [requests.post(proxy + "/v1/execute", json={"code": "print(7)"},
+                                  headers=ADMIN, timeout=120).status_code for _ in range(6)]
+        assert statuses == [200] * 6, statuses
+        t0 = time.monotonic()
+        r = requests.post(f"{proxy}/v1/sessions/{sid}/execute", json={"code": "1"},
+                          headers=ADMIN, timeout=120)
+        assert time.monotonic() - t0 < 10
+        assert r.status_code == 503 and r.headers.get("Retry-After"), (r.status_code, r.text)
+        body = r.json()
+        assert body["error"]["type"] == "NodeUnavailable" and body["error"]["node"] == "n3", body
+        wait_for("n3's sandboxes gone",
+                 lambda: not [p for p, s in below.items() if alive(p, s)], timeout=30)
+    finally:
+        n3.start(f"127.0.0.1:{n3.port}")
+        n3.wait()
+    wait_for("the dead n3's cgroups removed", lambda: not cgroups_of(dead), timeout=30)
+    wait_for("n3 in the rotation again",
+             lambda: node_of(requests.post(proxy + "/v1/sessions", json={}, headers=ADMIN,
+                                           timeout=120).json()["id"], "ses") == "n3",
+             interval=0.5)
+
+
+def test_a_quota_is_exact_across_nodes_under_concurrency(proxy, store):
+    """150 requests at once from one key whose quota is 100 a day, over three nodes: exactly
+    100 run and 50 are refused 429 (one atomic charge in the shared store per request)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = "exact-" + os.urandom(4).hex()
+    p = sh([PYBOX, "keys", "create", "--store", store, "--name", name, "--rpd", "100",
+            "--rpm", "unlimited"])
+    assert p.returncode == 0, p.stderr
+    key = {"Authorization": f"Bearer {p.stdout.strip()}"}
+
+    def one(_):
+        with requests.Session() as s:
+            return s.post(proxy + "/v1/execute", json={"code": "print(1)"}, headers=key,
+                          timeout=300).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(one, range(150)))
+    assert statuses.count(200) == 100 and statuses.count(429) == 50, \
+        {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_a_revoked_key_is_refused_by_every_node_at_once(nodes, store):
+    name = "revoke-" + os.urandom(4).hex()
+    p = sh([PYBOX, "keys", "create", "--store", store, "--name", name, "--rpm", "unlimited"])
+    assert p.returncode == 0, p.stderr
+    key = {"Authorization": f"Bearer {p.stdout.strip()}"}
+    for n in NODES:
+        r = requests.post(nodes[n].url + "/v1/execute", json={"code": "print(1)"}, headers=key,
+                          timeout=120)
+        assert r.status_code == 200, (n, r.text)
+    assert sh([PYBOX, "keys", "revoke", name, "--store", store]).returncode == 0
+    for n in NODES:  # no node caches a key while the store answers
+        r = requests.post(nodes[n].url + "/v1/execute", json={"code": "print(1)"}, headers=key,
+                          timeout=120)
+        assert r.status_code == 401, (n, r.status_code, r.text)
