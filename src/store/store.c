@@ -129,7 +129,42 @@ int pbx_store_quota_take(struct pbx_store *store, const char *client, const char
                          int64_t limit, int64_t *count, struct pbx_error **err)
 {
     PBX_ASSERT(store != NULL);
-    return store->be->quota_take(store, client, day, limit, count, err);
+    return store->be->quota_take(store, client, day, limit, NULL, count, err);
+}
+
+int pbx_store_quota_take_once(struct pbx_store *store, const char *client, const char *day,
+                              int64_t limit, const char *once, int64_t *count,
+                              struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->quota_take(store, client, day, limit, once, count, err);
+}
+
+bool pbx_store_has_windows(const struct pbx_store *store)
+{
+    PBX_ASSERT(store != NULL);
+    return store->be->window_hold != NULL;
+}
+
+int pbx_store_window_hold(struct pbx_store *store, const char *client, const char *ticket,
+                          int64_t limit, unsigned *retry_after, struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    *retry_after = 0;
+    if (store->be->window_hold == NULL)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED, "the %s store keeps no shared rate windows",
+                             store->be->name);
+    return store->be->window_hold(store, client, ticket, limit, retry_after, err);
+}
+
+int pbx_store_window_release(struct pbx_store *store, const char *client, const char *ticket,
+                             struct pbx_error **err)
+{
+    PBX_ASSERT(store != NULL);
+    if (store->be->window_release == NULL)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED, "the %s store keeps no shared rate windows",
+                             store->be->name);
+    return store->be->window_release(store, client, ticket, err);
 }
 
 int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,

@@ -106,6 +106,40 @@ void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n);
 int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
                          int64_t limit, int64_t *count, struct pbx_error **err);
 
+/*
+ * Like pbx_store_quota_take(), but charged at most once for `once` (NULL:
+ * every call counts): a later call with the same `once` for the same
+ * client and day returns 1 and the count without counting again (an
+ * idempotency key, 1 to PBX_STORE_ONCE_MAX bytes of visible ASCII, else
+ * PBX_E_INVAL).  Redis remembers a key for a day, SQLite as long as the
+ * day's counter.
+ */
+#define PBX_STORE_ONCE_MAX 128
+int pbx_store_quota_take_once(struct pbx_store *store, const char *client, const char *day,
+                              int64_t limit, const char *once, int64_t *count,
+                              struct pbx_error **err);
+
+/*
+ * A per-minute window of `client` shared by every server of the store: a
+ * sliding 60 s by the store's own clock.  Hold a place for `ticket` (one
+ * request's unique id, 1 to 64 of [A-Za-z0-9_-]) when fewer than `limit`
+ * places (holds and charges alike) were taken in the last 60 s: returns 1;
+ * else 0 and in *retry_after the seconds (1 to 60) until the oldest leaves.
+ * A hold is the charge: keep it when the request is admitted, release it
+ * (pbx_store_window_release()) when not; one never released (a server that
+ * died) leaves the window 60 s after it was taken.  PBX_E_UNSUPPORTED when
+ * the store keeps no windows (SQLite: one server keeps its own in memory).
+ */
+int pbx_store_window_hold(struct pbx_store *store, const char *client, const char *ticket,
+                          int64_t limit, unsigned *retry_after, struct pbx_error **err);
+
+/* Give a hold of pbx_store_window_hold() back; none held is fine. */
+int pbx_store_window_release(struct pbx_store *store, const char *client, const char *ticket,
+                             struct pbx_error **err);
+
+/* Whether the store keeps shared windows (Redis), so pbx_store_window_hold() applies. */
+bool pbx_store_has_windows(const struct pbx_store *store);
+
 /* The count of `client` on `day` (0 when none). */
 int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
                         int64_t *count, struct pbx_error **err);

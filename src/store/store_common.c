@@ -181,6 +181,36 @@ int pbx__store_check_client_day(const char *client, const char *day, struct pbx_
     return 0;
 }
 
+int pbx__store_check_once(const char *once, struct pbx_error **err)
+{
+    size_t n;
+
+    if (once == NULL)
+        return 0;
+    n = strlen(once);
+    if (n == 0 || n > PBX_STORE_ONCE_MAX)
+        return pbx_error_set(err, PBX_E_INVAL, "quota: an idempotency key is 1 to %d characters",
+                             PBX_STORE_ONCE_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (once[i] < 0x21 || once[i] > 0x7e)
+            return pbx_error_set(err, PBX_E_INVAL,
+                                 "quota: an idempotency key is visible ASCII characters only");
+    return 0;
+}
+
+int pbx__store_check_ticket(const char *client, const char *ticket, struct pbx_error **err)
+{
+    size_t n = ticket != NULL ? strlen(ticket) : 0;
+
+    if (client == NULL || client[0] == '\0' || strlen(client) > PBX_STORE_CLIENT_MAX)
+        return pbx_error_set(err, PBX_E_INVAL, "window: the client must be 1 to %d characters",
+                             PBX_STORE_CLIENT_MAX);
+    if (n == 0 || n > 64 ||
+        strspn(ticket, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != n)
+        return pbx_error_set(err, PBX_E_INVAL, "window: a ticket is 1 to 64 of [A-Za-z0-9_-]");
+    return 0;
+}
+
 int pbx__store_check_audit(const struct pbx_audit *rec, struct pbx_error **err)
 {
     if (rec == NULL || rec->client == NULL || rec->route == NULL || rec->code_sha256 == NULL ||

@@ -61,12 +61,17 @@ struct pbx_store_backend {
     int (*key_lookup)(struct pbx_store *store, const char *token, struct pbx_key_info *info,
                       struct pbx_error **err);
     int (*quota_take)(struct pbx_store *store, const char *client, const char *day, int64_t limit,
-                      int64_t *count, struct pbx_error **err);
+                      const char *once, int64_t *count, struct pbx_error **err);
     int (*quota_get)(struct pbx_store *store, const char *client, const char *day, int64_t *count,
                      struct pbx_error **err);
     int (*audit)(struct pbx_store *store, const struct pbx_audit *rec, struct pbx_error **err);
     int (*audit_tail)(struct pbx_store *store, size_t max, char **text, struct pbx_error **err);
     int (*ping)(struct pbx_store *store, struct pbx_error **err);
+    /* Shared windows; NULL when the backend keeps none. */
+    int (*window_hold)(struct pbx_store *store, const char *client, const char *ticket,
+                       int64_t limit, unsigned *retry_after, struct pbx_error **err);
+    int (*window_release)(struct pbx_store *store, const char *client, const char *ticket,
+                          struct pbx_error **err);
 };
 
 extern const struct pbx_store_backend pbx__store_sqlite;
@@ -93,6 +98,12 @@ bool pbx__store_token_hash(const char *token, unsigned char hash[PBX_STORE_HASH_
 
 /* A client of 1 to PBX_STORE_CLIENT_MAX bytes and a day "YYYY-MM-DD", or PBX_E_INVAL. */
 int pbx__store_check_client_day(const char *client, const char *day, struct pbx_error **err);
+
+/* An idempotency key of pbx_store_quota_take_once() (NULL is none), or PBX_E_INVAL. */
+int pbx__store_check_once(const char *once, struct pbx_error **err);
+
+/* A client and a window's ticket as pbx_store_window_hold() takes them, or PBX_E_INVAL. */
+int pbx__store_check_ticket(const char *client, const char *ticket, struct pbx_error **err);
 
 /* The fields pbx_store_audit() requires, or PBX_E_INVAL. */
 int pbx__store_check_audit(const struct pbx_audit *rec, struct pbx_error **err);

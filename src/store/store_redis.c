@@ -14,6 +14,12 @@
  * - pbx:{keys}:seq  the last id given; pbx:{keys}:schema  this layout's version;
  * - pbx:quota:{<client>}:<day>  a counter per client and UTC day, expiring
  *   a few days after its last charge;
+ * - pbx:quota:{<client>}:<day>:once:<idempotency key>  a mark that a
+ *   request of that key was charged to that counter, for a day;
+ * - pbx:window:{<client>}  a sorted set: the client's per-minute window
+ *   shared by every server, its members the requests' tickets, their scores
+ *   the time (ms, Redis's clock) each took its place, trimmed to the last
+ *   60 s at each hold and expiring 61 s after the last;
  * - pbx:audit  a stream of the audit records, the newest 100000 or so kept.
  * The keys' names share one Redis Cluster hash tag, so that a key's creation
  * (one Lua script: the name's uniqueness, the record, the order) touches one
@@ -53,11 +59,19 @@
 /* The audit stream's approximate length, and a quota counter's life after its last charge. */
 #define AUDIT_MAXLEN "100000"
 #define QUOTA_TTL_S  "345600" /* 4 days */
+#define ONCE_TTL_S   "86400"  /* an idempotency key's mark: a day */
+
+/* A shared window's span, and its set's life after the last place taken (ms). */
+#define WINDOW_MS     60000
+#define WINDOW_TTL_MS "61000"
 
 /* The longest field of a record read back; a longer one is malformed. */
 #define FIELD_MAX 8192
 
 #define HASH_HEX (2 * PBX_STORE_HASH_BYTES)
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 #define K_NAMES   "pbx:{keys}:names"
 #define K_CREATED "pbx:{keys}:created"
@@ -66,7 +80,7 @@
 #define K_KEY     "pbx:{keys}:key:"
 #define K_AUDIT   "pbx:audit"
 
-enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_COUNT };
+enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_COUNT };
 
 static const char *const scripts[SC_COUNT] = {
     /*
@@ -87,10 +101,15 @@ static const char *const scripts[SC_COUNT] = {
                   "if r == '0' then redis.call('HSET', KEYS[1], 'revoked', ARGV[1]) end\n"
                   "return 1\n",
     /*
-     * KEYS: the counter; ARGV: the limit (< 0: none), its life in seconds.
-     * {1, new count} when charged, {0, count} when the limit is reached.
+     * KEYS: the counter, and the idempotency key's mark (optional); ARGV:
+     * the limit (< 0: none), the counter's life and the mark's in seconds.
+     * {1, new count} when charged, {0, count} when the limit is reached,
+     * {1, count} uncounted when the mark says it was charged already.
      */
-    [SC_QUOTA] = "local v = redis.call('GET', KEYS[1])\n"
+    [SC_QUOTA] = "if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then\n"
+                 "  return {1, tonumber(redis.call('GET', KEYS[1]) or '0') or 0}\n"
+                 "end\n"
+                 "local v = redis.call('GET', KEYS[1])\n"
                  "local c = 0\n"
                  "if v then\n"
                  "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"
@@ -102,7 +121,29 @@ static const char *const scripts[SC_COUNT] = {
                  "if limit >= 0 and c >= limit then return {0, c} end\n"
                  "c = redis.call('INCR', KEYS[1])\n"
                  "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+                 "if KEYS[2] then redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) end\n"
                  "return {1, c}\n",
+    /*
+     * KEYS: the client's window, a sorted set of tickets by the time (ms,
+     * Redis's clock) they took their place; ARGV: the ticket, the limit,
+     * the window and the set's life (ms).  Places older than the window are
+     * trimmed first.  {1, places taken} when held, {0, ms until the oldest
+     * leaves} when full.
+     */
+    [SC_WINDOW] = "local t = redis.call('TIME')\n"
+                  "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                  "local span = tonumber(ARGV[3])\n"
+                  "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)\n"
+                  "local n = redis.call('ZCARD', KEYS[1])\n"
+                  "if n >= tonumber(ARGV[2]) then\n"
+                  "  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+                  "  local wait = span\n"
+                  "  if oldest[2] then wait = tonumber(oldest[2]) + span - now end\n"
+                  "  return {0, math.max(wait, 0)}\n"
+                  "end\n"
+                  "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
+                  "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
+                  "return {1, n + 1}\n",
 };
 
 struct redis_store {
@@ -687,26 +728,33 @@ static bool count_of(const redisReply *r, int64_t *out)
 }
 
 static int rd_quota_take(struct pbx_store *base, const char *client, const char *day, int64_t limit,
-                         int64_t *count, struct pbx_error **err)
+                         const char *once, int64_t *count, struct pbx_error **err)
 {
     struct redis_store *rs = (struct redis_store *)base;
     char key[PBX_STORE_CLIENT_MAX + 32];
+    char mark[PBX_STORE_CLIENT_MAX + PBX_STORE_ONCE_MAX + 40];
     char lim[24];
-    const char *argv[3] = {key, lim, QUOTA_TTL_S};
+    const char *argv_once[5] = {key, mark, lim, QUOTA_TTL_S, ONCE_TTL_S};
+    const char *argv[4] = {key, lim, QUOTA_TTL_S, ONCE_TTL_S};
     const struct one_call one = {.what = "charge a quota",
                                  .id = SC_QUOTA,
-                                 .nkeys = 1,
-                                 .argc = 3,
-                                 .argv = argv,
+                                 .nkeys = once != NULL ? 2 : 1,
+                                 .argc = once != NULL ? 5 : 4,
+                                 .argv = once != NULL ? argv_once : argv,
                                  .type = REDIS_REPLY_ARRAY};
     cleanup_reply redisReply *reply = NULL;
     int64_t taken;
     int r;
 
     r = pbx__store_check_client_day(client, day, err);
+    if (r == 0)
+        r = pbx__store_check_once(once, err);
     if (r < 0)
         return r;
     quota_key(key, sizeof(key), client, day);
+    /* The same hash tag as the counter's: one slot for the script's two keys. */
+    if (once != NULL)
+        snprintf(mark, sizeof(mark), "%s:once:%s", key, once);
     snprintf(lim, sizeof(lim), "%" PRId64, limit < 0 ? -1 : limit);
     r = run_one(rs, &one, &reply, err);
     if (r < 0)
@@ -750,6 +798,76 @@ static int rd_quota_get(struct pbx_store *base, const char *client, const char *
                              "store `%s`: the quota counter of `%s` on %s is not a count",
                              rs->pool.shown, client, day);
     return 0;
+}
+
+static void window_key(char *buf, size_t size, const char *client)
+{
+    snprintf(buf, size, "pbx:window:{%s}", client);
+}
+
+static int rd_window_hold(struct pbx_store *base, const char *client, const char *ticket,
+                          int64_t limit, unsigned *retry_after, struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char key[PBX_STORE_CLIENT_MAX + 16];
+    char lim[24];
+    const char *argv[5] = {key, ticket, lim, STR(WINDOW_MS), WINDOW_TTL_MS};
+    const struct one_call one = {.what = "hold a place in a rate window",
+                                 .id = SC_WINDOW,
+                                 .nkeys = 1,
+                                 .argc = 5,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
+    cleanup_reply redisReply *reply = NULL;
+    int64_t held;
+    int64_t n;
+    int r;
+
+    r = pbx__store_check_ticket(client, ticket, err);
+    if (r < 0)
+        return r;
+    if (limit < 0)
+        return 1; /* no limit: nothing to count against */
+    window_key(key, sizeof(key), client);
+    snprintf(lim, sizeof(lim), "%" PRId64, limit);
+    r = run_one(rs, &one, &reply, err);
+    if (r < 0)
+        return r;
+    if (reply->elements != 2 || !count_of(reply->element[0], &held) || held > 1 ||
+        !count_of(reply->element[1], &n) || (held == 0 && n > WINDOW_MS))
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: hold a place in a rate window: unexpected reply from "
+                             "Redis",
+                             rs->pool.shown);
+    if (held == 1)
+        return 1;
+    /* Whole seconds, rounded up, at least one: the oldest has left by then. */
+    *retry_after = (unsigned)((n + 999) / 1000);
+    if (*retry_after == 0)
+        *retry_after = 1;
+    return 0;
+}
+
+static int rd_window_release(struct pbx_store *base, const char *client, const char *ticket,
+                             struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char key[PBX_STORE_CLIENT_MAX + 16];
+    const char *argv[3] = {"ZREM", key, ticket};
+    const struct one_call one = {.what = "release a place in a rate window",
+                                 .may_retry = true, /* a second ZREM removes nothing */
+                                 .id = SC_COUNT,
+                                 .argc = 3,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_INTEGER};
+    cleanup_reply redisReply *reply = NULL;
+    int r;
+
+    r = pbx__store_check_ticket(client, ticket, err);
+    if (r < 0)
+        return r;
+    window_key(key, sizeof(key), client);
+    return run_one(rs, &one, &reply, err);
 }
 
 static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct pbx_error **err)
@@ -914,4 +1032,6 @@ const struct pbx_store_backend pbx__store_redis = {
     .audit = rd_audit,
     .audit_tail = rd_audit_tail,
     .ping = rd_ping,
+    .window_hold = rd_window_hold,
+    .window_release = rd_window_release,
 };

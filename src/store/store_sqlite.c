@@ -56,6 +56,8 @@ enum stmt_id {
     ST_KEY_BY_HASH,
     ST_QUOTA_TAKE,
     ST_QUOTA_GET,
+    ST_ONCE_GET,
+    ST_ONCE_PUT,
     ST_AUDIT_INSERT,
     ST_AUDIT_TAIL,
     ST_COUNT,
@@ -90,6 +92,8 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "ON CONFLICT (client, day) DO UPDATE SET count = quota.count + 1 "
                       "WHERE quota.count < ?3 RETURNING count",
     [ST_QUOTA_GET] = "SELECT count FROM quota WHERE client = ?1 AND day = ?2",
+    [ST_ONCE_GET] = "SELECT 1 FROM quota_once WHERE client = ?1 AND day = ?2 AND once = ?3",
+    [ST_ONCE_PUT] = "INSERT OR IGNORE INTO quota_once (client, day, once) VALUES (?1, ?2, ?3)",
     [ST_AUDIT_INSERT] = "INSERT INTO audit (time_ms, client, key_name, route, code_sha256, "
                         "status, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_AUDIT_TAIL] = "SELECT time_ms, client, key_name, route, code_sha256, status, duration_ms "
@@ -331,7 +335,19 @@ static int init_schema_locked(struct sqlite_store *store, struct pbx_error **err
             return db_error(store, rc, err, what);
         }
     }
-    return 0;
+    /*
+     * The idempotency keys charged (pbx_store_quota_take_once()): a table
+     * an older pybox never reads, so it is added without a version of its
+     * own.
+     */
+    return exec(store,
+                "CREATE TABLE IF NOT EXISTS quota_once ("
+                "  client TEXT NOT NULL,"
+                "  day TEXT NOT NULL,"
+                "  once TEXT NOT NULL,"
+                "  PRIMARY KEY (client, day, once)"
+                ") WITHOUT ROWID",
+                err);
 }
 
 /*
@@ -690,18 +706,95 @@ static int quota_get_locked(struct sqlite_store *store, const char *client, cons
     return 0;
 }
 
-static int sq_quota_take(struct pbx_store *base, const char *client, const char *day, int64_t limit,
-                         int64_t *count, struct pbx_error **err)
+/* Run statement `id` on client, day and `once`: SQLITE_ROW, SQLITE_DONE or an error. */
+static int once_step(struct sqlite_store *store, enum stmt_id id, const char *client,
+                     const char *day, const char *once)
 {
-    struct sqlite_store *store = (struct sqlite_store *)base;
-    cleanup_unlock pthread_mutex_t *locked = NULL;
+    cleanup_reset sqlite3_stmt *st = stmt(store, id);
+    int rc;
+
+    rc = sqlite3_bind_text(st, 1, client, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 2, day, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 3, once, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    return rc;
+}
+
+static int quota_take_locked(struct sqlite_store *store, const char *client, const char *day,
+                             int64_t limit, int64_t *count, struct pbx_error **err);
+
+/*
+ * quota_take_locked() at most once for `once`: the mark and the charge in
+ * one write transaction, so two processes charging the same key at once
+ * count it once.
+ */
+static int quota_take_once_locked(struct sqlite_store *store, const char *client, const char *day,
+                                  int64_t limit, const char *once, int64_t *count,
+                                  struct pbx_error **err)
+{
     int rc;
     int r;
 
+    r = exec(store, "BEGIN IMMEDIATE", err);
+    if (r < 0)
+        return r;
+    rc = once_step(store, ST_ONCE_GET, client, day, once);
+    if (rc == SQLITE_ROW) {
+        r = quota_get_locked(store, client, day, count, err);
+        if (r == 0)
+            r = 1;
+    } else if (rc != SQLITE_DONE) {
+        r = db_error(store, rc, err, "charge a quota");
+    } else {
+        r = quota_take_locked(store, client, day, limit, count, err);
+        if (r == 1) {
+            rc = once_step(store, ST_ONCE_PUT, client, day, once);
+            if (rc != SQLITE_DONE)
+                r = db_error(store, rc, err, "charge a quota");
+        }
+    }
+    if (r < 0) {
+        sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+        return r;
+    }
+    {
+        int c = exec(store, "COMMIT", err);
+
+        if (c < 0) {
+            sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
+            return c;
+        }
+    }
+    return r;
+}
+
+static int sq_quota_take(struct pbx_store *base, const char *client, const char *day, int64_t limit,
+                         const char *once, int64_t *count, struct pbx_error **err)
+{
+    struct sqlite_store *store = (struct sqlite_store *)base;
+    cleanup_unlock pthread_mutex_t *locked = NULL;
+    int r;
+
     r = pbx__store_check_client_day(client, day, err);
+    if (r == 0)
+        r = pbx__store_check_once(once, err);
     if (r < 0)
         return r;
     locked = lock(store);
+    if (once != NULL)
+        return quota_take_once_locked(store, client, day, limit, once, count, err);
+    return quota_take_locked(store, client, day, limit, count, err);
+}
+
+/* The charge of sq_quota_take(), with the lock held. */
+static int quota_take_locked(struct sqlite_store *store, const char *client, const char *day,
+                             int64_t limit, int64_t *count, struct pbx_error **err)
+{
+    int rc;
+
     /* A limit of 0 refuses everything; the statement below needs a limit >= 1. */
     if (limit == 0)
         return quota_get_locked(store, client, day, count, err);

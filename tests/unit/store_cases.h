@@ -435,6 +435,67 @@ START_TEST(test_quota_limit)
 }
 END_TEST
 
+/* A charge with an idempotency key counts once per client and day; without one, each counts. */
+START_TEST(test_quota_once)
+{
+    struct pbx_store *store = new_store("once", NULL);
+    struct pbx_error *err = NULL;
+    char long_key[PBX_STORE_ONCE_MAX + 2];
+    int64_t count = -1;
+
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, "req-1", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, "req-1", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 1);
+    /* Another key, and none, count. */
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, "req-2", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 2);
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, NULL, &count, &err), 1);
+    ck_assert_int_eq(count, 3);
+    /* At the limit: a new key is refused (and not remembered), a charged one still passes. */
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, "req-3", &count, &err),
+                     0);
+    ck_assert_int_eq(count, 3);
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 4, "req-3", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 4);
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 3, "req-1", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 4);
+    /* The same key of another client or day is another charge. */
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "j", "2026-06-01", 3, "req-1", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-02", 3, "req-1", &count, &err),
+                     1);
+    ck_assert_int_eq(count, 1);
+    ck_assert_int_eq(pbx_store_quota_get(store, "k", "2026-06-01", &count, &err), 0);
+    ck_assert_int_eq(count, 4);
+    ck_assert_ptr_null(err);
+    /* Keys that are not 1 to 128 visible ASCII characters. */
+    memset(long_key, 'a', sizeof(long_key) - 1);
+    long_key[sizeof(long_key) - 1] = '\0';
+    {
+        const char *bad[] = {"", "a b", "tab\there", "caf\xc3\xa9", long_key};
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+            ck_assert_int_eq(
+                pbx_store_quota_take_once(store, "k", "2026-06-01", 9, bad[i], &count, &err),
+                -PBX_E_INVAL);
+            pbx_error_free(&err);
+        }
+    }
+    long_key[PBX_STORE_ONCE_MAX] = '\0';
+    ck_assert_int_eq(pbx_store_quota_take_once(store, "k", "2026-06-01", 9, long_key, &count, &err),
+                     1);
+    ck_assert_int_eq(count, 5);
+    pbx_store_close(store);
+}
+END_TEST
+
 START_TEST(test_quota_unlimited)
 {
     struct pbx_store *store = new_store("unlimited", NULL);
@@ -661,6 +722,7 @@ static void store_cases_add(TCase *tc)
     tcase_add_test(tc, test_persistence);
     tcase_add_test(tc, test_quota_limit);
     tcase_add_test(tc, test_quota_unlimited);
+    tcase_add_test(tc, test_quota_once);
     tcase_add_test(tc, test_quota_bad_input);
     tcase_add_test(tc, test_quota_threads_shared);
     tcase_add_test(tc, test_quota_threads_connections);

@@ -497,6 +497,24 @@ START_TEST(test_newer_schema)
 }
 END_TEST
 
+/* SQLite keeps no shared windows: its one server keeps its own in memory. */
+START_TEST(test_no_windows)
+{
+    struct pbx_store *store = new_store("windows", NULL);
+    struct pbx_error *err = NULL;
+    unsigned retry = 7;
+
+    ck_assert(!pbx_store_has_windows(store));
+    ck_assert_int_eq(pbx_store_window_hold(store, "key:w", "t1", 5, &retry, &err),
+                     -PBX_E_UNSUPPORTED);
+    ck_assert_uint_eq(retry, 0);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_window_release(store, "key:w", "t1", &err), -PBX_E_UNSUPPORTED);
+    pbx_error_free(&err);
+    pbx_store_close(store);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -508,6 +526,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_token_not_stored);
     tcase_add_test(tc, test_files_and_modes);
     tcase_add_test(tc, test_wal_mode);
+    tcase_add_test(tc, test_no_windows);
     tcase_add_test(tc, test_relative_path);
     tcase_add_test(tc, test_bad_uris);
     tcase_add_test(tc, test_url_spelling_and_memory);

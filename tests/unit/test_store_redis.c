@@ -892,6 +892,120 @@ START_TEST(test_redis_two_nodes)
 }
 END_TEST
 
+/* Redis's clock, in ms, as the window script reads it. */
+static int64_t redis_now_ms(int port)
+{
+    redisReply *t = raw(port, "TIME");
+    int64_t ms;
+
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(t->type, REDIS_REPLY_ARRAY);
+    ck_assert_int_eq(t->elements, 2);
+    ms =
+        strtoll(t->element[0]->str, NULL, 10) * 1000 + strtoll(t->element[1]->str, NULL, 10) / 1000;
+    freeReplyObject(t);
+    return ms;
+}
+
+static int64_t window_len(int port, const char *client)
+{
+    redisReply *n = raw(port, "ZCARD pbx:window:{%s}", client);
+    int64_t len;
+
+    ck_assert_ptr_nonnull(n);
+    ck_assert_int_eq(n->type, REDIS_REPLY_INTEGER);
+    len = n->integer;
+    freeReplyObject(n);
+    return len;
+}
+
+/* The shared window: its limit, Retry-After, a release, and two stores (two servers) sharing it. */
+START_TEST(test_redis_window)
+{
+    char *uri = NULL;
+    struct pbx_store *a = new_store("window", &uri);
+    struct pbx_store *b = open_ok(uri);
+    struct pbx_error *err = NULL;
+    unsigned retry = 99;
+    redisReply *ttl;
+
+    ck_assert(pbx_store_has_windows(a));
+    /* Five places, taken through both stores. */
+    for (int i = 0; i < 5; i++) {
+        char ticket[16];
+
+        snprintf(ticket, sizeof(ticket), "t%d", i);
+        ck_assert_int_eq(pbx_store_window_hold(i % 2 ? b : a, "key:w", ticket, 5, &retry, &err), 1);
+    }
+    ck_assert_int_eq(window_len(shared_port, "key:w"), 5);
+    /* Full for either: the oldest leaves in about a minute. */
+    ck_assert_int_eq(pbx_store_window_hold(a, "key:w", "t5", 5, &retry, &err), 0);
+    ck_assert_uint_ge(retry, 59);
+    ck_assert_uint_le(retry, 60);
+    ck_assert_int_eq(pbx_store_window_hold(b, "key:w", "t6", 5, &retry, &err), 0);
+    /* A refusal takes no place. */
+    ck_assert_int_eq(window_len(shared_port, "key:w"), 5);
+    /* A release (a request not admitted) frees one, on the other store too; twice is fine. */
+    ck_assert_int_eq(pbx_store_window_release(b, "key:w", "t2", &err), 0);
+    ck_assert_int_eq(pbx_store_window_release(a, "key:w", "t2", &err), 0);
+    ck_assert_int_eq(pbx_store_window_hold(a, "key:w", "t7", 5, &retry, &err), 1);
+    ck_assert_int_eq(pbx_store_window_hold(b, "key:w", "t8", 5, &retry, &err), 0);
+    /* Another client has its own window; a limit of 0 refuses all; none (< 0) takes no place. */
+    ck_assert_int_eq(pbx_store_window_hold(b, "key:other", "t9", 5, &retry, &err), 1);
+    ck_assert_int_eq(pbx_store_window_hold(b, "key:zero", "t10", 0, &retry, &err), 0);
+    ck_assert_uint_eq(retry, 60);
+    ck_assert_int_eq(pbx_store_window_hold(b, "key:none", "t11", -1, &retry, &err), 1);
+    ck_assert_int_eq(window_len(shared_port, "key:none"), 0);
+    /* The set expires about a minute after its last place. */
+    ttl = raw(shared_port, "PTTL pbx:window:{key:w}");
+    ck_assert_ptr_nonnull(ttl);
+    ck_assert_int_gt(ttl->integer, 55000);
+    ck_assert_int_le(ttl->integer, 61000);
+    freeReplyObject(ttl);
+    ck_assert_ptr_null(err);
+    /* Bad tickets and clients. */
+    ck_assert_int_eq(pbx_store_window_hold(a, "key:w", "", 5, &retry, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_window_hold(a, "key:w", "a b", 5, &retry, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_window_hold(a, "", "t", 5, &retry, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    pbx_store_close(b);
+    pbx_store_close(a);
+    free(uri);
+}
+END_TEST
+
+/*
+ * Places age out by Redis's clock: places taken 61 s ago (a server that died
+ * holding them) are trimmed, ones of 59.5 s ago still count and leave within
+ * a second or so.
+ */
+START_TEST(test_redis_window_ages_out)
+{
+    struct pbx_store *store = new_store("aging", NULL);
+    struct pbx_error *err = NULL;
+    unsigned retry = 0;
+    int64_t now = redis_now_ms(shared_port);
+
+    for (int i = 0; i < 10; i++)
+        raw_ok(shared_port, "ZADD pbx:window:{key:dead} %lld old%d", (long long)(now - 61000), i);
+    ck_assert_int_eq(pbx_store_window_hold(store, "key:dead", "new0", 3, &retry, &err), 1);
+    ck_assert_int_eq(window_len(shared_port, "key:dead"), 1);
+    /* Two places of 59.5 s ago and the one just taken fill a limit of 3. */
+    raw_ok(shared_port, "ZADD pbx:window:{key:dead} %lld late0 %lld late1",
+           (long long)(now - 59500), (long long)(now - 59400));
+    ck_assert_int_eq(pbx_store_window_hold(store, "key:dead", "new1", 3, &retry, &err), 0);
+    ck_assert_uint_ge(retry, 1);
+    ck_assert_uint_le(retry, 2);
+    /* Exactly at the edge (60 s ago) a place has left. */
+    raw_ok(shared_port, "ZADD pbx:window:{key:dead} %lld late0", (long long)(now - 60000 - 5));
+    ck_assert_int_eq(pbx_store_window_hold(store, "key:dead", "new2", 3, &retry, &err), 1);
+    ck_assert_ptr_null(err);
+    pbx_store_close(store);
+}
+END_TEST
+
 /* open_existing() opens what is there; keys and revocation go through it as pybox keys uses it. */
 START_TEST(test_redis_open_existing)
 {
@@ -933,6 +1047,8 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_layout);
     tcase_add_test(tc, test_redis_wrong_types);
     tcase_add_test(tc, test_redis_two_nodes);
+    tcase_add_test(tc, test_redis_window);
+    tcase_add_test(tc, test_redis_window_ages_out);
     tcase_add_test(tc, test_redis_open_existing);
     suite_add_tcase(s, tc);
     return s;
