@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "common/xalloc.h"
 #include "policy/caller.h"
+#include "server/admit.h"
 #include "server/request.h"
 #include "server/server.h"
 #include "store/store.h"
@@ -78,6 +79,9 @@ static void help(void)
            "                           other is refused 403, against DNS rebinding\n"
            "  --node-id ID             this node's id among many behind a proxy: 1-16 of\n"
            "                           [a-z0-9], named in its session ids (PYBOX_NODE_ID)\n"
+           "  --nodes N                how many nodes share the store (PYBOX_NODES; 1): while\n"
+           "                           the store's shared rate windows fail, each node\n"
+           "                           allows 1/N of a per-minute limit on its own\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
@@ -149,6 +153,7 @@ enum {
     OPT_MCP,
     OPT_MCP_HOSTS,
     OPT_NODE_ID,
+    OPT_NODES,
 };
 
 /* --node-id's value, checked. */
@@ -158,6 +163,16 @@ static const char *node_id(const char *v, const char *what)
         pbx_usage_error("serve", "%s `%s` is not 1 to %d of a-z and 0-9", what, v,
                         PBX_SERVER_NODE_ID_MAX);
     return v;
+}
+
+/* --nodes' value: 1 to 1024. */
+static unsigned nodes_of(const char *v, const char *what)
+{
+    unsigned long n = number(v, what, 1024);
+
+    if (n == 0)
+        pbx_usage_error("serve", "%s must be 1 to 1024", what);
+    return (unsigned)n;
 }
 
 /* --mcp's value. */
@@ -312,10 +327,12 @@ int pbx_cmd_serve(int argc, char **argv)
         {"mcp", required_argument, NULL, OPT_MCP},
         {"mcp-allowed-hosts", required_argument, NULL, OPT_MCP_HOSTS},
         {"node-id", required_argument, NULL, OPT_NODE_ID},
+        {"nodes", required_argument, NULL, OPT_NODES},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct pbx_server_config cfg;
+    unsigned nodes = 1;
     struct pbx_error *err = NULL;
     const char *data = NULL;
     const char *store = NULL;
@@ -359,6 +376,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.mcp_allowed_hosts = v;
     if ((v = getenv("PYBOX_NODE_ID")) != NULL)
         cfg.node_id = node_id(v, "PYBOX_NODE_ID");
+    if ((v = getenv("PYBOX_NODES")) != NULL)
+        nodes = nodes_of(v, "PYBOX_NODES");
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
     if ((v = getenv("PYBOX_QUEUE")) != NULL)
@@ -493,6 +512,9 @@ int pbx_cmd_serve(int argc, char **argv)
         case OPT_NODE_ID:
             cfg.node_id = node_id(optarg, "--node-id");
             break;
+        case OPT_NODES:
+            nodes = nodes_of(optarg, "--nodes");
+            break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);
         default:
@@ -516,6 +538,7 @@ int pbx_cmd_serve(int argc, char **argv)
     shown = pbx_store_uri_redact(store_uri);
     fprintf(stderr, "pybox: store %s\n", shown); /* without a password it may hold */
     free(shown);
+    pbx__admit_set_nodes(nodes);
     if (pbx_server_run(&cfg, &err) < 0)
         pbx_die(1, "%s", err->msg);
     free(store_uri);

@@ -1,5 +1,6 @@
 /* Admission: client identity, per-minute windows, the concurrency cap. */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -8,10 +9,14 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "common/clock.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "server/admit.h"
+#include "store/store.h"
 #include "common/banned.h"
 
 #define WINDOW_MS 60000u
@@ -467,5 +472,93 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
     if (!pbx__admit_hold(a, client, limit, now, retry_after, &held))
         return false;
     pbx__admit_release(a, client, true, now);
+    return true;
+}
+
+/* ---- Windows shared through the store ---- */
+
+static atomic_uint nodes = 1;
+
+void pbx__admit_set_nodes(unsigned n)
+{
+    atomic_store(&nodes, n == 0 ? 1 : n);
+}
+
+unsigned pbx__admit_nodes(void)
+{
+    return atomic_load(&nodes);
+}
+
+/* A node's share of `limit` while the store's window fails: 1/N, at least 1 (0 stays 0). */
+static int64_t local_share(int64_t limit)
+{
+    int64_t share;
+
+    if (limit <= 0)
+        return limit;
+    share = limit / (int64_t)pbx__admit_nodes();
+    return share > 0 ? share : 1;
+}
+
+bool pbx__admit_hold_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
+                            int64_t limit, uint64_t now_ms, unsigned *retry_after,
+                            unsigned *held_before, struct pbx_admit_held *held)
+{
+    struct pbx_error *err = NULL;
+    unsigned char raw[16];
+    int r;
+
+    *held = (struct pbx_admit_held){0};
+    *held_before = 0;
+    if (limit >= 0 && store != NULL && pbx_store_has_windows(store)) {
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(held->ticket, sizeof(held->ticket), raw, sizeof(raw));
+        r = pbx_store_window_hold(store, client, held->ticket, limit, retry_after, &err);
+        if (r == 1) {
+            held->shared = true;
+            return true;
+        }
+        if (r == 0)
+            return false;
+        pbx_log(PBX_LOG_ERROR,
+                "rate window: %s; this node's own window applies, %" PRId64 " a minute", err->msg,
+                local_share(limit));
+        pbx_error_free(&err);
+        limit = local_share(limit);
+    }
+    if (!pbx__admit_hold(a, client, limit, now_ms, retry_after, held_before))
+        return false;
+    held->local = true;
+    return true;
+}
+
+void pbx__admit_release_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
+                               struct pbx_admit_held *held, bool charge, uint64_t now_ms)
+{
+    struct pbx_error *err = NULL;
+
+    if (held->local)
+        pbx__admit_release(a, client, charge, now_ms);
+    /* A place not given back (the store failing) leaves the window within a minute. */
+    if (held->shared && !charge &&
+        pbx_store_window_release(store, client, held->ticket, &err) < 0) {
+        pbx_log(PBX_LOG_ERROR, "rate window: %s", err->msg);
+        pbx_error_free(&err);
+    }
+    held->local = false;
+    held->shared = false;
+}
+
+bool pbx__admit_rate_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
+                            int64_t limit, uint64_t now_ms, unsigned *retry_after)
+{
+    struct pbx_admit_held held;
+    unsigned before;
+
+    if (limit < 0)
+        return true;
+    if (!pbx__admit_hold_shared(a, store, client, limit, now_ms, retry_after, &before, &held))
+        return false;
+    pbx__admit_release_shared(a, store, client, &held, true, now_ms);
     return true;
 }

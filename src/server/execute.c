@@ -77,6 +77,9 @@ struct execution {
     struct pbx_limits limits;       /* resolve: the limits its execution gets */
     char client[300];               /* admit: whose window and quota it counts against */
     bool held;                      /* admit: held in the window, not charged (to let go) */
+    struct pbx_admit_held place;    /* admit: where it is held (the store's window or ours) */
+    bool has_once;                  /* admit: the client named an Idempotency-Key */
+    char once[129];                 /* admit: that key, charged once a day */
     bool slot;                      /* admit: holds an execution slot (to leave) */
     int64_t today;                  /* admit: the caller's requests today */
     unsigned active;                /* admit: executions running when it asked for a slot */
@@ -281,6 +284,34 @@ static int quota_spent(struct execution *x)
 }
 
 /*
+ * The client's Idempotency-Key header, if any: a retried request with the
+ * same key is charged to the daily quota once.  1 to 128 visible ASCII
+ * characters.  Returns 0, or -1 after answering (400).
+ */
+_Static_assert(PBX_STORE_ONCE_MAX < 129, "struct execution's once holds a key");
+
+static int idempotency_key(struct execution *x)
+{
+    const char *v;
+    size_t n;
+
+    x->has_once = false;
+    v = x->c != NULL ? MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Idempotency-Key") : NULL;
+    if (v == NULL)
+        return 0;
+    n = strlen(v);
+    if (n == 0 || n > PBX_STORE_ONCE_MAX)
+        return refuse(x, "ValidationError", "Idempotency-Key must be 1 to 128 characters", 0);
+    for (size_t i = 0; i < n; i++)
+        if (v[i] < 0x21 || v[i] > 0x7e)
+            return refuse(x, "ValidationError",
+                          "Idempotency-Key must be visible ASCII characters only", 0);
+    memcpy(x->once, v, n + 1);
+    x->has_once = true;
+    return 0;
+}
+
+/*
  * The per-minute window and the daily quota, checked before the caller may
  * take a slot or a place in the queue, so a caller over its limits cannot
  * crowd others out.  The request is then held: it counts against both while
@@ -299,9 +330,12 @@ static int hold(struct execution *x)
     char msg[160];
     char day[16];
 
+    if (idempotency_key(x) < 0)
+        return -1;
     if (x->who.admin)
         return 0;
-    if (!pbx__admit_hold(s->admit, x->client, x->who.rpm, now, &retry, &held)) {
+    if (!pbx__admit_hold_shared(s->admit, s->store, x->client, x->who.rpm, now, &retry, &held,
+                                &x->place)) {
         snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
                  x->who.rpm);
         return refuse(x, "RateLimitExceeded", msg, retry);
@@ -312,13 +346,13 @@ static int hold(struct execution *x)
         pbx_error_free(&err);
         /* A caller without a daily quota has nothing to fail closed on: it is counted later. */
         if (x->who.rpd >= 0) {
-            pbx__admit_release(s->admit, x->client, false, now);
+            pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
             return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
         }
         x->today = 0;
     }
     if (x->who.rpd >= 0 && x->today + (int64_t)held >= x->who.rpd) {
-        pbx__admit_release(s->admit, x->client, false, now);
+        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
         return quota_spent(x);
     }
     x->held = true;
@@ -362,10 +396,11 @@ static int charge(struct execution *x)
     if (x->who.admin)
         return 0;
     x->held = false; /* charged in the window now, whatever the quota says */
-    pbx__admit_release(s->admit, x->client, true, now);
+    pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, true, now);
     utc_day(now, day, sizeof(day), &to_midnight);
     /* Atomic in the store: another node may have spent the quota meanwhile. */
-    rc = pbx_store_quota_take(s->store, x->client, day, x->who.rpd, &x->today, &err);
+    rc = pbx_store_quota_take_once(s->store, x->client, day, x->who.rpd,
+                                   x->has_once ? x->once : NULL, &x->today, &err);
     if (rc < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
@@ -534,7 +569,8 @@ static void finish(struct execution *x)
     if (x->slot)
         pbx__admit_leave(x->s->admit);
     if (x->held)
-        pbx__admit_release(x->s->admit, x->client, false, pbx_clock_ms(CLOCK_REALTIME));
+        pbx__admit_release_shared(x->s->admit, x->s->store, x->client, &x->place, false,
+                                  pbx_clock_ms(CLOCK_REALTIME));
     if (!x->who_borrowed)
         pbx_caller_release(&x->who);
     pbx__request_release(&x->req);

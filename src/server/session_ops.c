@@ -234,8 +234,8 @@ int pbx__sessions_open(struct pbx_server *s, const struct pbx_caller *who, const
     /* Opening one counts in the caller's per-minute window, as a request that runs code. */
     snprintf(window, sizeof(window), "%s%s",
              who->keyed ? "key:" : "ip:", who->keyed ? who->key_name : client);
-    if (!who->admin &&
-        !pbx__admit_rate(s->admit, window, who->rpm, pbx_clock_ms(CLOCK_REALTIME), &retry)) {
+    if (!who->admin && !pbx__admit_rate_shared(s->admit, s->store, window, who->rpm,
+                                               pbx_clock_ms(CLOCK_REALTIME), &retry)) {
         pbx__session_table_opened(s->sessions, e, NULL, NULL, 0, 0);
         snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
                  who->rpm);
