@@ -2,6 +2,8 @@
 sorted set, by its clock), and a retried request with the same Idempotency-Key is charged to
 the daily quota once (docs/api.md "Admission"). A real redis-server; each node is its own
 process, as two machines behind a proxy would be."""
+import os
+import signal
 import subprocess
 
 import pytest
@@ -74,3 +76,22 @@ def test_a_bad_idempotency_key_is_400(start_server, redis, bad):
     body = expect_error(r, 400, "ValidationError")
     assert "Idempotency-Key" in body["error"]["message"], body
     ran(srv.v1({"code": "print(1)"}, headers={"Idempotency-Key": "x" * 128}))
+
+
+def test_while_redis_hangs_each_node_allows_its_share(start_server, redis):
+    """While the store does not answer, a node's own window allows 1/N of the limit (--nodes
+    2: 2 of a key's 4 a minute); a key without a daily quota, seen before, keeps working."""
+    srv = start_server("--store", redis.uri, "--nodes", "2", "--rpm", "100000",
+                       "--rpd", "1000000")
+    key = keys_create(redis.uri, "four", "--rpm", "4", "--rpd", "unlimited")
+    ran(srv.v1({"code": "print(1)"}, key=key))  # seen: its policy is in the node's memory now
+    os.kill(redis.proc.pid, signal.SIGSTOP)
+    try:
+        ran(srv.v1({"code": "print(1)"}, key=key))
+        ran(srv.v1({"code": "print(1)"}, key=key))
+        r = srv.v1({"code": "print(1)"}, key=key)
+        body = expect_error(r, 429, "RateLimitExceeded")
+        assert "4 requests per minute" in body["error"]["message"], body
+        assert r.headers.get("Retry-After"), r.headers
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
