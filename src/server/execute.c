@@ -351,7 +351,11 @@ static int hold(struct execution *x)
         }
         x->today = 0;
     }
-    if (x->who.rpd >= 0 && x->today + (int64_t)held >= x->who.rpd) {
+    /*
+     * A request with an Idempotency-Key may have been charged already: the
+     * charge (atomic in the store) decides, not this check.
+     */
+    if (x->who.rpd >= 0 && !x->has_once && x->today + (int64_t)held >= x->who.rpd) {
         pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
         return quota_spent(x);
     }

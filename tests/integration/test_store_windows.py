@@ -65,6 +65,11 @@ def test_an_idempotency_key_is_charged_once(start_server, redis):
     r = a.v1({"code": "print(1)"}, key=key)
     body = expect_error(r, 429, "RateLimitExceeded")
     assert "daily quota of 3" in body["error"]["message"], body
+    # With the quota spent, a retry of a charged request still passes; a new key does not.
+    ran(b.v1({"code": "print(1)"}, key=key, headers=retry))
+    r = b.v1({"code": "print(1)"}, key=key, headers={"Idempotency-Key": "order-44"})
+    body = expect_error(r, 429, "RateLimitExceeded")
+    assert "daily quota of 3" in body["error"]["message"], body
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "x" * 129, "caf\u00e9"])
