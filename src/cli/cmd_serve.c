@@ -7,7 +7,6 @@
 #include "cli/cli.h"
 #include "common/xalloc.h"
 #include "policy/caller.h"
-#include "server/admit.h"
 #include "server/request.h"
 #include "server/server.h"
 #include "store/store.h"
@@ -332,7 +331,6 @@ int pbx_cmd_serve(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     struct pbx_server_config cfg;
-    unsigned nodes = 1;
     struct pbx_error *err = NULL;
     const char *data = NULL;
     const char *store = NULL;
@@ -377,7 +375,7 @@ int pbx_cmd_serve(int argc, char **argv)
     if ((v = getenv("PYBOX_NODE_ID")) != NULL)
         cfg.node_id = node_id(v, "PYBOX_NODE_ID");
     if ((v = getenv("PYBOX_NODES")) != NULL)
-        nodes = nodes_of(v, "PYBOX_NODES");
+        cfg.nodes = nodes_of(v, "PYBOX_NODES");
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
     if ((v = getenv("PYBOX_QUEUE")) != NULL)
@@ -513,7 +511,7 @@ int pbx_cmd_serve(int argc, char **argv)
             cfg.node_id = node_id(optarg, "--node-id");
             break;
         case OPT_NODES:
-            nodes = nodes_of(optarg, "--nodes");
+            cfg.nodes = nodes_of(optarg, "--nodes");
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);
@@ -538,7 +536,6 @@ int pbx_cmd_serve(int argc, char **argv)
     shown = pbx_store_uri_redact(store_uri);
     fprintf(stderr, "pybox: store %s\n", shown); /* without a password it may hold */
     free(shown);
-    pbx__admit_set_nodes(nodes);
     if (pbx_server_run(&cfg, &err) < 0)
         pbx_die(1, "%s", err->msg);
     free(store_uri);

@@ -53,6 +53,7 @@ struct pbx_admit {
     unsigned queue_max;               /* the most that may wait; 0: refuse at once */
     unsigned queue_wait_ms;           /* how long one may wait */
     atomic_ulong queue_timeouts;      /* requests that waited their whole time in vain */
+    unsigned nodes;                   /* nodes sharing the store's windows (set before serving) */
     pthread_mutex_t lock;             /* guards buckets */
     struct window *buckets[NBUCKETS]; /* rate windows by client hash */
     uint64_t last_sweep;              /* when idle windows were last dropped */
@@ -70,6 +71,7 @@ struct pbx_admit *pbx__admit_new(unsigned max_concurrency)
     struct pbx_admit *a = xcalloc(1, sizeof(*a));
 
     a->capacity = max_concurrency;
+    a->nodes = 1;
     pthread_mutex_init(&a->lock, NULL);
     pthread_mutex_init(&a->slot_lock, NULL);
     return a;
@@ -477,26 +479,19 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
 
 /* ---- Windows shared through the store ---- */
 
-static atomic_uint nodes = 1;
-
-void pbx__admit_set_nodes(unsigned n)
+void pbx__admit_set_nodes(struct pbx_admit *a, unsigned n)
 {
-    atomic_store(&nodes, n == 0 ? 1 : n);
-}
-
-unsigned pbx__admit_nodes(void)
-{
-    return atomic_load(&nodes);
+    a->nodes = n == 0 ? 1 : n;
 }
 
 /* A node's share of `limit` while the store's window fails: 1/N, at least 1 (0 stays 0). */
-static int64_t local_share(int64_t limit)
+static int64_t local_share(const struct pbx_admit *a, int64_t limit)
 {
     int64_t share;
 
     if (limit <= 0)
         return limit;
-    share = limit / (int64_t)pbx__admit_nodes();
+    share = limit / (int64_t)a->nodes;
     return share > 0 ? share : 1;
 }
 
@@ -522,9 +517,9 @@ bool pbx__admit_hold_shared(struct pbx_admit *a, struct pbx_store *store, const 
             return false;
         pbx_log(PBX_LOG_ERROR,
                 "rate window: %s; this node's own window applies, %" PRId64 " a minute", err->msg,
-                local_share(limit));
+                local_share(a, limit));
         pbx_error_free(&err);
-        limit = local_share(limit);
+        limit = local_share(a, limit);
     }
     if (!pbx__admit_hold(a, client, limit, now_ms, retry_after, held_before))
         return false;

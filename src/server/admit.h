@@ -74,11 +74,10 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
 
 /*
  * The servers sharing the store (pybox serve --nodes, PYBOX_NODES; 1 by
- * default), set before a server starts: while the store's shared windows
- * fail, each server's own window allows 1/N of a limit (at least 1).
+ * default), set before serving: while the store's shared windows fail,
+ * this server's own window allows 1/N of a limit (at least 1).
  */
-void pbx__admit_set_nodes(unsigned nodes);
-unsigned pbx__admit_nodes(void);
+void pbx__admit_set_nodes(struct pbx_admit *a, unsigned nodes);
 
 struct pbx_store;
 

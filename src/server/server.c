@@ -188,6 +188,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     s->keys = pbx__key_cache_new();
     s->audit = pbx__audit_spool_new();
     pbx__admit_set_queue(s->admit, cfg->queue_max, cfg->queue_wait_ms);
+    pbx__admit_set_nodes(s->admit, cfg->nodes);
     for (size_t i = 0; i < cfg->nproxies; i++) {
         if (pbx__admit_add_proxy(s->admit, cfg->proxies[i], err) < 0) {
             pbx__server_free(s);

@@ -70,6 +70,7 @@ struct pbx_server_config {
     unsigned sessions_max;           /* of the whole server (0: no sessions) */
 
     const char *node_id; /* this node's id, named in its sessions' ids, or NULL (ids.h) */
+    unsigned nodes;      /* nodes sharing the store (0 or 1: this one alone), for the windows */
 
     /* MCP at /mcp. */
     enum pbx_mcp_access mcp;       /* who may use it */
