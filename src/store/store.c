@@ -128,15 +128,22 @@ void pbx_key_info_free_array(struct pbx_key_info *keys, size_t n)
 int pbx_store_quota_take(struct pbx_store *store, const char *client, const char *day,
                          int64_t limit, int64_t *count, struct pbx_error **err)
 {
-    PBX_ASSERT(store != NULL);
-    return store->be->quota_take(store, client, day, limit, NULL, count, err);
+    return pbx_store_quota_take_once(store, client, day, limit, NULL, count, err);
 }
 
 int pbx_store_quota_take_once(struct pbx_store *store, const char *client, const char *day,
                               int64_t limit, const char *once, int64_t *count,
                               struct pbx_error **err)
 {
+    int r;
+
     PBX_ASSERT(store != NULL);
+    /* Checked here, once for every backend: a backend is handed only well-formed input. */
+    r = pbx__store_check_client_day(client, day, err);
+    if (r == 0)
+        r = pbx__store_check_once(once, err);
+    if (r < 0)
+        return r;
     return store->be->quota_take(store, client, day, limit, once, count, err);
 }
 
@@ -170,7 +177,12 @@ int pbx_store_window_release(struct pbx_store *store, const char *client, const 
 int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
                         int64_t *count, struct pbx_error **err)
 {
+    int r;
+
     PBX_ASSERT(store != NULL);
+    r = pbx__store_check_client_day(client, day, err);
+    if (r < 0)
+        return r;
     return store->be->quota_get(store, client, day, count, err);
 }
 

@@ -46,8 +46,9 @@ struct pbx_store_new_key {
 
 /*
  * One backend.  `open` is given the whole URI; the others the store it
- * opened, and arguments store.c has not checked (each backend calls the
- * helpers below, in the order of store.h's contract).
+ * opened, and their arguments: a quota's client, day and idempotency key
+ * checked by store.c already, the rest not (each backend calls the helpers
+ * below, in the order of store.h's contract).
  */
 struct pbx_store_backend {
     const char *name; /* "sqlite", "redis": for messages */

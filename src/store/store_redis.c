@@ -746,11 +746,6 @@ static int rd_quota_take(struct pbx_store *base, const char *client, const char 
     int64_t taken;
     int r;
 
-    r = pbx__store_check_client_day(client, day, err);
-    if (r == 0)
-        r = pbx__store_check_once(once, err);
-    if (r < 0)
-        return r;
     quota_key(key, sizeof(key), client, day);
     /* The same hash tag as the counter's: one slot for the script's two keys. */
     if (once != NULL)
@@ -782,9 +777,6 @@ static int rd_quota_get(struct pbx_store *base, const char *client, const char *
     cleanup_reply redisReply *reply = NULL;
     int r;
 
-    r = pbx__store_check_client_day(client, day, err);
-    if (r < 0)
-        return r;
     quota_key(key, sizeof(key), client, day);
     r = run_one(rs, &one, &reply, err);
     if (r < 0)

@@ -776,13 +776,7 @@ static int sq_quota_take(struct pbx_store *base, const char *client, const char 
 {
     struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = NULL;
-    int r;
 
-    r = pbx__store_check_client_day(client, day, err);
-    if (r == 0)
-        r = pbx__store_check_once(once, err);
-    if (r < 0)
-        return r;
     locked = lock(store);
     if (once != NULL)
         return quota_take_once_locked(store, client, day, limit, once, count, err);
@@ -827,11 +821,7 @@ static int sq_quota_get(struct pbx_store *base, const char *client, const char *
 {
     struct sqlite_store *store = (struct sqlite_store *)base;
     cleanup_unlock pthread_mutex_t *locked = NULL;
-    int r;
 
-    r = pbx__store_check_client_day(client, day, err);
-    if (r < 0)
-        return r;
     locked = lock(store);
     return quota_get_locked(store, client, day, count, err);
 }
