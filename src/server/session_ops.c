@@ -331,13 +331,13 @@ bool pbx__sessions_file_exists(struct pbx_session *ps, const char *path)
 
 /* One call of a session, as the hooks see it: the handler's, then the stream's if streamed. */
 struct call {
-    struct pbx_server *s;                /* the server */
-    char client[64];                     /* the client's address, as the request had it */
-    char id[SESSION_ID_LEN + 2];         /* the session's id (cut: one longer is none) */
-    struct session *e;                   /* claim: the session, taken for the call */
-    struct pbx_session_call result;      /* run: what the call did to it */
-    unsigned gone;                       /* claim, run: why it had ended, when it had */
-    char elsewhere[PBX_NODE_ID_MAX + 1]; /* claim: the node that has it, when another has */
+    struct pbx_server *s;           /* the server */
+    char client[64];                /* the client's address, as the request had it */
+    char id[SESSION_ID_LEN + 2];    /* the session's id (cut: one longer is none) */
+    struct session *e;              /* claim: the session, taken for the call */
+    struct pbx_session_call result; /* run: what the call did to it */
+    unsigned gone;                  /* run: why it ended, when it did */
+    json_t *refused;                /* claim: the fields of its refusal, or NULL */
 };
 
 static int call_claim(void *arg, const struct pbx_http_request *req, const struct pbx_caller *who,
@@ -345,37 +345,25 @@ static int call_claim(void *arg, const struct pbx_http_request *req, const struc
                       struct pbx_error **err)
 {
     struct call *k = arg;
+    struct pbx_refusal no = {0};
     char owner[320];
     int rc;
 
-    if (pbx__id_elsewhere("ses", k->id, k->s->cfg->node_id, k->elsewhere)) {
-        *etype = "MisdirectedRequest";
-        return pbx_error_set(err, PBX_E_NOTFOUND,
-                             "this session lives on node `%s`, not this one: send its requests "
-                             "there (a proxy routes /v1/sessions/ses_%s_... to it)",
-                             k->elsewhere, k->elsewhere);
-    }
-    k->elsewhere[0] = '\0';
     pbx__sessions_owner(who, k->client, owner, sizeof(owner));
-    rc = pbx__session_table_take(k->s->sessions, k->id, owner, SESSION_CALL, &k->e);
-    if (rc == -PBX_E_GONE) {
-        k->gone = pbx__session_table_why(k->s->sessions, k->e);
-        pbx__session_table_put(k->s->sessions, k->e, SESSION_READ, 0);
+    if (pbx__sessions_take(k->s, k->id, owner, SESSION_CALL, &k->e, &no) < 0) {
+        /* The take's refusal, as the pipeline takes it: type, message, Retry-After, fields. */
         k->e = NULL;
-        *etype = "SessionDead";
-        return pbx_error_set(err, PBX_E_GONE, "the session has ended (%s); open a new one",
-                             pbx__session_table_why_name(k->gone));
-    }
-    if (rc == -PBX_E_BUSY) {
-        *etype = "SessionBusy";
-        *retry_after = 1;
-        return pbx_error_set(err, PBX_E_BUSY,
-                             "another call of this session is running; a session runs one at a "
-                             "time");
-    }
-    if (rc < 0) {
-        *etype = "NotFound";
-        return pbx_error_set(err, PBX_E_NOTFOUND, "%s", pbx__sessions_unknown(k->id));
+        *etype = no.type;
+        *retry_after = no.retry_after;
+        k->refused = no.extra;
+        no.extra = NULL;
+        rc = pbx_error_set(err,
+                           strcmp(no.type, "SessionDead") == 0   ? PBX_E_GONE
+                           : strcmp(no.type, "SessionBusy") == 0 ? PBX_E_BUSY
+                                                                 : PBX_E_NOTFOUND,
+                           "%s", no.msg);
+        pbx__refusal_release(&no);
+        return rc;
     }
     /* The call's time limits are its own when it asks, else the session's; the rest the session's.
      */
@@ -415,8 +403,8 @@ static json_t *call_refusal(void *arg, int code)
 {
     struct call *k = arg;
 
-    if (k->elsewhere[0] != '\0')
-        return json_pack("{s:s}", "node", k->elsewhere);
+    if (k->refused != NULL)
+        return json_incref(k->refused);
     return code == PBX_E_GONE || code == -PBX_E_GONE ? gone_extra(k->gone) : NULL;
 }
 
@@ -443,6 +431,7 @@ static void call_release(void *arg)
 
     if (k->e != NULL)
         pbx__session_table_put(k->s->sessions, k->e, SESSION_CALL, k->result.execution_count);
+    json_decref(k->refused);
     free(k);
 }
 
