@@ -381,27 +381,21 @@ static enum MHD_Result send_message(struct pbx_server *s, struct MHD_Connection 
                                 session_id != NULL ? headers : NULL);
 }
 
-/* Whether a reply is an error addressed to nobody (id null): the message itself was refused. */
-static bool unaddressed(const char *reply)
+/*
+ * Whether a reply is a JSON-RPC error; with `unaddressed`, one to nobody (id
+ * null): the message itself was refused.  Errors are short: a long reply is
+ * some request's result, not read again.
+ */
+static bool is_error(const char *reply, bool unaddressed)
 {
     json_t *msg;
     bool yes;
 
-    /* Those are short; a long reply is some request's result. */
-    if (strlen(reply) > 1024)
+    if (strlen(reply) > 4096)
         return false;
     msg = json_loads(reply, 0, NULL);
-    yes = json_is_null(json_object_get(msg, "id")) && json_object_get(msg, "error") != NULL;
-    json_decref(msg);
-    return yes;
-}
-
-/* Whether a reply is a JSON-RPC error. */
-static bool is_error(const char *reply)
-{
-    json_t *msg = json_loads(reply, 0, NULL);
-    bool yes = json_object_get(msg, "error") != NULL;
-
+    yes = json_object_get(msg, "error") != NULL &&
+          (!unaddressed || json_is_null(json_object_get(msg, "id")));
     json_decref(msg);
     return yes;
 }
@@ -558,7 +552,7 @@ static enum MHD_Result post_new(struct pbx_server *s, struct MHD_Connection *c,
     }
     if (pbx_mcp_version(k->mcp) == NULL) {
         /* Garbage or a refused request is answered as refused; anything else needs a session. */
-        if (reply != NULL && is_error(reply)) {
+        if (reply != NULL && is_error(reply, false)) {
             ret = send_message(s, c, ctx, 400, reply, NULL);
         } else {
             free(reply);
@@ -608,7 +602,7 @@ static enum MHD_Result post(struct pbx_server *s, struct MHD_Connection *c, stru
     conn_put(s->mcp, k);
     if (reply == NULL)
         return send_message(s, c, ctx, 202, NULL, NULL);
-    return send_message(s, c, ctx, unaddressed(reply) ? 400 : 200, reply, NULL);
+    return send_message(s, c, ctx, is_error(reply, true) ? 400 : 200, reply, NULL);
 }
 
 enum MHD_Result pbx__mcp_http_handle(struct pbx_server *s, struct MHD_Connection *c,
