@@ -67,6 +67,9 @@ static void help_create(void)
            "  --name NAME           the key's unique name (required)\n"
            "  --rpm N               requests per minute: a number, `unlimited`, or `default`\n"
            "  --rpd N               requests per UTC day: likewise\n"
+           "  --concurrency N       executions of the key at once, every node sharing the\n"
+           "                        store together: 1 to 100000, `unlimited`, or `default`\n"
+           "                        (`pybox serve --client-concurrency`)\n"
            "  --timeout S           wall-clock limit of an execution in seconds, e.g. 30 or 2.5\n"
            "  --memory MB           memory limit of an execution in MiB, e.g. 512\n"
            "  --modules all|LIST    `all`: no import allowlist; LIST: modules allowed besides\n"
@@ -94,8 +97,9 @@ static void help_list(void)
            "their first characters (PREFIX). `default` means the server's anonymous policy\n"
            "(for SESSIONS, its per-key cap; for IDLE-TTL and LIFETIME, its session maxima).\n\n"
            "Options:\n"
-           "  --json                print a JSON array instead of a table; there rpm and rpd\n"
-           "                        are 0 for the default and -1 for unlimited, timeout_ms,\n"
+           "  --json                print a JSON array instead of a table; there rpm, rpd and\n"
+           "                        concurrency are 0 for the default and -1 for unlimited,\n"
+           "                        timeout_ms,\n"
            "                        memory_bytes, sessions, session_idle_ttl_s and\n"
            "                        session_lifetime_s 0 for the default\n"
            "%s",
@@ -118,6 +122,7 @@ enum {
     OPT_NAME,
     OPT_RPM,
     OPT_RPD,
+    OPT_CONCURRENCY,
     OPT_TIMEOUT,
     OPT_MEMORY,
     OPT_MODULES,
@@ -223,6 +228,7 @@ static int cmd_create(int argc, char **argv)
         {"name", required_argument, NULL, OPT_NAME},
         {"rpm", required_argument, NULL, OPT_RPM},
         {"rpd", required_argument, NULL, OPT_RPD},
+        {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"memory", required_argument, NULL, OPT_MEMORY},
         {"modules", required_argument, NULL, OPT_MODULES},
@@ -264,6 +270,12 @@ static int cmd_create(int argc, char **argv)
             break;
         case OPT_RPD:
             policy.rpd = parse_rate(cmd, "--rpd", optarg);
+            break;
+        case OPT_CONCURRENCY:
+            policy.concurrency = parse_rate(cmd, "--concurrency", optarg);
+            if (policy.concurrency > PBX_STORE_CONCURRENCY_MAX)
+                pbx_usage_error(cmd, "--concurrency: %s is more than %d; use `unlimited`", optarg,
+                                PBX_STORE_CONCURRENCY_MAX);
             break;
         case OPT_TIMEOUT:
             a = xasprintf("wall=%s", optarg);
@@ -399,9 +411,11 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         if ((int)strlen(mods) > wmod)
             wmod = (int)strlen(mods);
     }
-    printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  %-7s  %s\n",
-           wname, "NAME", "PREFIX", "CREATED (UTC)", "REVOKED", "RPM", "RPD", "TIMEOUT", "MEMORY",
-           "SESSIONS", "IDLE-TTL", "LIFETIME", wmod, "MODULES", "NETWORK", "ADMIN");
+    printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-11s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  "
+           "%-7s  %s\n",
+           wname, "NAME", "PREFIX", "CREATED (UTC)", "REVOKED", "RPM", "RPD", "CONCURRENCY",
+           "TIMEOUT", "MEMORY", "SESSIONS", "IDLE-TTL", "LIFETIME", wmod, "MODULES", "NETWORK",
+           "ADMIN");
     for (size_t i = 0; i < n; i++) {
         const struct pbx_key_info *k = &keys[i];
         const struct pbx_key_policy *p = &k->policy;
@@ -409,6 +423,7 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         char created[32];
         char rpm[24];
         char rpd[24];
+        char conc[24];
         char timeout[24];
         char memory[32];
         char sessions[16];
@@ -418,6 +433,7 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         format_time(created, sizeof(created), k->created);
         format_rate(rpm, sizeof(rpm), p->rpm);
         format_rate(rpd, sizeof(rpd), p->rpd);
+        format_rate(conc, sizeof(conc), p->concurrency);
         if (p->timeout_ms == 0)
             snprintf(timeout, sizeof(timeout), "default");
         else
@@ -431,10 +447,10 @@ static void print_table(const struct pbx_key_info *keys, size_t n)
         format_count(sessions, sizeof(sessions), p->sessions, "");
         format_count(idle, sizeof(idle), p->session_idle_ttl_s, "s");
         format_count(life, sizeof(life), p->session_lifetime_s, "s");
-        printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  %-7s  "
-               "%s\n",
-               wname, k->name, k->prefix, created, k->revoked ? "yes" : "no", rpm, rpd, timeout,
-               memory, sessions, idle, life, wmod, mods, p->network ? "yes" : "no",
+        printf("%-*s  %-10s  %-20s  %-7s  %-10s  %-10s  %-11s  %-8s  %-8s  %-8s  %-9s  %-9s  %-*s  "
+               "%-7s  %s\n",
+               wname, k->name, k->prefix, created, k->revoked ? "yes" : "no", rpm, rpd, conc,
+               timeout, memory, sessions, idle, life, wmod, mods, p->network ? "yes" : "no",
                p->admin ? "yes" : "no");
     }
 }
@@ -465,6 +481,7 @@ static void print_json(const struct pbx_key_info *keys, size_t n)
         json_object_set_new(obj, "revoked", json_boolean(k->revoked));
         json_object_set_new(obj, "rpm", json_integer(p->rpm));
         json_object_set_new(obj, "rpd", json_integer(p->rpd));
+        json_object_set_new(obj, "concurrency", json_integer(p->concurrency));
         json_object_set_new(obj, "timeout_ms", json_integer(p->timeout_ms));
         json_object_set_new(obj, "memory_bytes", json_integer((json_int_t)p->memory_bytes));
         json_object_set_new(obj, "all_modules", json_boolean(p->all_modules));

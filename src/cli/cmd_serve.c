@@ -36,6 +36,9 @@ static void help(void)
            "                           0 answers 503 at once)\n"
            "  --rpm N                  anonymous requests per minute per client (PYBOX_RPM; 5)\n"
            "  --rpd N                  anonymous requests per UTC day per client (PYBOX_RPD; 30)\n"
+           "  --client-concurrency N   executions one anonymous client may run at once, every\n"
+           "                           node of the store together; a key's `--concurrency`\n"
+           "                           overrides it (PYBOX_CLIENT_CONCURRENCY; 0: no limit)\n"
            "  --code-chars N           anonymous code length limit (PYBOX_CODE_CHARS; 2000)\n"
            "  --modules all|LIST       modules anonymous callers may import besides the default\n"
            "                           allowlist, comma- or space-separated, as for `pybox keys\n"
@@ -128,6 +131,7 @@ enum {
     OPT_CONC,
     OPT_RPM,
     OPT_RPD,
+    OPT_CLIENT_CONC,
     OPT_CHARS,
     OPT_TIMEOUT,
     OPT_MEMORY,
@@ -302,6 +306,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"max-concurrency", required_argument, NULL, OPT_CONC},
         {"rpm", required_argument, NULL, OPT_RPM},
         {"rpd", required_argument, NULL, OPT_RPD},
+        {"client-concurrency", required_argument, NULL, OPT_CLIENT_CONC},
         {"code-chars", required_argument, NULL, OPT_CHARS},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"memory", required_argument, NULL, OPT_MEMORY},
@@ -354,6 +359,9 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.anon_rpm = (int64_t)number(v, "PYBOX_RPM", 1000000000);
     if ((v = getenv("PYBOX_RPD")) != NULL)
         cfg.anon_rpd = (int64_t)number(v, "PYBOX_RPD", 1000000000);
+    if ((v = getenv("PYBOX_CLIENT_CONCURRENCY")) != NULL)
+        cfg.anon_concurrency =
+            (int64_t)number(v, "PYBOX_CLIENT_CONCURRENCY", PBX_STORE_CONCURRENCY_MAX);
     if ((v = getenv("PYBOX_CODE_CHARS")) != NULL)
         cfg.anon_code_chars = number(v, "PYBOX_CODE_CHARS", 64u << 20);
     if ((v = getenv("PYBOX_TIMEOUT")) != NULL) {
@@ -433,6 +441,10 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_RPD:
             cfg.anon_rpd = (int64_t)number(optarg, "--rpd", 1000000000);
+            break;
+        case OPT_CLIENT_CONC:
+            cfg.anon_concurrency =
+                (int64_t)number(optarg, "--client-concurrency", PBX_STORE_CONCURRENCY_MAX);
             break;
         case OPT_CHARS:
             cfg.anon_code_chars = number(optarg, "--code-chars", 64u << 20);

@@ -125,6 +125,7 @@ static void make_admin(const struct pbx_caller_config *cfg, struct pbx_caller *w
     who->network = true;
     who->rpm = -1;
     who->rpd = -1;
+    who->concurrency = -1;
     who->all_modules = true;
     who->code_chars = (size_t)cfg->limits->code_bytes;
 }
@@ -158,6 +159,7 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
     memset(who, 0, sizeof(*who));
     who->rpm = cfg->anon_rpm;
     who->rpd = cfg->anon_rpd;
+    who->concurrency = cfg->anon_concurrency > 0 ? cfg->anon_concurrency : -1;
     who->code_chars = cfg->anon_code_chars;
     who->max_timeout_ms = cfg->limits->wall_ms;
     who->max_memory = cfg->limits->memory_bytes;
@@ -189,6 +191,8 @@ int pbx_caller_resolve(const struct pbx_caller_config *cfg, const struct pbx_cal
         who->rpm = p->rpm;
     if (p->rpd != 0 && !who->admin)
         who->rpd = p->rpd;
+    if (p->concurrency != 0 && !who->admin)
+        who->concurrency = p->concurrency;
     if (p->timeout_ms != 0)
         who->max_timeout_ms = p->timeout_ms;
     if (p->memory_bytes != 0)

@@ -33,6 +33,7 @@ struct pbx_key_policy {
     uint32_t sessions;     /* sessions open at once, 0 = the server's per-key cap */
     uint32_t session_idle_ttl_s; /* the longest idle time a session may ask, 0 = the server's */
     uint32_t session_lifetime_s; /* the longest lifetime a session may ask, 0 = the server's */
+    int64_t concurrency;         /* executions at once, every node together; rpm's conventions */
 };
 
 /* The most open sessions a key's policy may give, as `pybox serve --sessions` takes them. */
@@ -52,9 +53,10 @@ struct pbx_caller_sessions {
 
 /* What callers without a key may do, and the admin key: the server's configuration. */
 struct pbx_caller_config {
-    int64_t anon_rpm;       /* anonymous requests per minute per client (< 0: unlimited) */
-    int64_t anon_rpd;       /* anonymous requests per UTC day per client (< 0: unlimited) */
-    size_t anon_code_chars; /* anonymous code length limit, in characters */
+    int64_t anon_rpm;         /* anonymous requests per minute per client (< 0: unlimited) */
+    int64_t anon_rpd;         /* anonymous requests per UTC day per client (< 0: unlimited) */
+    int64_t anon_concurrency; /* anonymous executions at once per client (0: unlimited) */
+    size_t anon_code_chars;   /* anonymous code length limit, in characters */
     const struct pbx_limits *limits; /* of anonymous executions; the base of every other */
     const char *admin_key;           /* the admin's token, or NULL or "" for no admin */
     bool anon_all_modules;           /* anonymous callers have no import allowlist (so no one) */
@@ -99,6 +101,7 @@ struct pbx_caller {
     struct pbx_key_policy key; /* that key's policy (modules owned), zero when not keyed */
     int64_t rpm;               /* requests per minute it may send (< 0: unlimited) */
     int64_t rpd;               /* requests per UTC day (< 0: unlimited) */
+    int64_t concurrency;       /* executions at once, every node together (< 0: unlimited) */
     bool all_modules;          /* no import allowlist */
     char *modules;             /* modules it may import besides the default allowlist: the */
                                /* server's, then its key's, one space apart (owned), or NULL */

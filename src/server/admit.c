@@ -1,4 +1,4 @@
-/* Admission: client identity, per-minute windows, the concurrency cap. */
+/* Admission: client identity, per-minute windows, clients' leases, the concurrency cap. */
 #include <arpa/inet.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -38,6 +38,7 @@ struct window {
     size_t len;          /* stamps held */
     uint64_t last;       /* newest charge, for eviction */
     unsigned held;       /* requests checked and admitted to wait, not charged yet */
+    unsigned running;    /* leases held: the client's executions admitted and not ended */
     struct window *next; /* bucket chain */
 };
 
@@ -201,20 +202,36 @@ static bool trusted(const struct pbx_admit *a, int family, const unsigned char *
     return false;
 }
 
+/* The peer's family and address: false for one of neither IPv4 nor IPv6. */
+static bool peer_addr(const struct sockaddr *peer, int *family, unsigned char addr[16])
+{
+    *family = peer ? peer->sa_family : AF_UNSPEC;
+    if (*family == AF_INET)
+        memcpy(addr, &((const struct sockaddr_in *)(const void *)peer)->sin_addr, 4);
+    else if (*family == AF_INET6)
+        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, 16);
+    else
+        return false;
+    return true;
+}
+
+bool pbx__admit_from_proxy(const struct pbx_admit *a, const struct sockaddr *peer)
+{
+    unsigned char addr[16];
+    int family;
+
+    return peer_addr(peer, &family, addr) && trusted(a, family, addr);
+}
+
 void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, const char *xff,
                        char *out, size_t outlen)
 {
     unsigned char addr[16];
-    int family = peer ? peer->sa_family : AF_UNSPEC;
+    int family;
 
     snprintf(out, outlen, "unknown");
-    if (family == AF_INET) {
-        memcpy(addr, &((const struct sockaddr_in *)(const void *)peer)->sin_addr, 4);
-    } else if (family == AF_INET6) {
-        memcpy(addr, &((const struct sockaddr_in6 *)(const void *)peer)->sin6_addr, 16);
-    } else {
+    if (!peer_addr(peer, &family, addr))
         return;
-    }
     inet_ntop(family, addr, out, (socklen_t)outlen);
     if (xff == NULL || !trusted(a, family, addr))
         return;
@@ -375,7 +392,7 @@ static void sweep(struct pbx_admit *a, uint64_t now)
         while (*pw != NULL) {
             struct window *w = *pw;
 
-            if (w->held == 0 && now > w->last && now - w->last > WINDOW_MS) {
+            if (w->held == 0 && w->running == 0 && now > w->last && now - w->last > WINDOW_MS) {
                 *pw = w->next;
                 window_free(w);
             } else {
@@ -484,8 +501,35 @@ void pbx__admit_set_nodes(struct pbx_admit *a, unsigned n)
     a->nodes = n == 0 ? 1 : n;
 }
 
-/* A node's share of `limit` while the store's window fails: 1/N, at least 1 (0 stays 0). */
-static int64_t local_share(const struct pbx_admit *a, int64_t limit)
+bool pbx__admit_lease(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now)
+{
+    struct window *w;
+    bool ok;
+
+    if (limit < 0)
+        return true;
+    pthread_mutex_lock(&a->lock);
+    w = window_of(a, client, now, true);
+    ok = (int64_t)w->running < limit;
+    if (ok)
+        w->running++;
+    w->last = now;
+    pthread_mutex_unlock(&a->lock);
+    return ok;
+}
+
+void pbx__admit_lease_end(struct pbx_admit *a, const char *client, uint64_t now)
+{
+    struct window *w;
+
+    pthread_mutex_lock(&a->lock);
+    w = window_of(a, client, now, false);
+    if (ALWAYS(w != NULL && w->running > 0))
+        w->running--;
+    pthread_mutex_unlock(&a->lock);
+}
+
+int64_t pbx__admit_local_share(const struct pbx_admit *a, int64_t limit)
 {
     int64_t share;
 
@@ -517,9 +561,9 @@ bool pbx__admit_hold_shared(struct pbx_admit *a, struct pbx_store *store, const 
             return false;
         pbx_log(PBX_LOG_ERROR,
                 "rate window: %s; this node's own window applies, %" PRId64 " a minute", err->msg,
-                local_share(a, limit));
+                pbx__admit_local_share(a, limit));
         pbx_error_free(&err);
-        limit = local_share(a, limit);
+        limit = pbx__admit_local_share(a, limit);
     }
     if (!pbx__admit_hold(a, client, limit, now_ms, retry_after, held_before))
         return false;

@@ -29,6 +29,9 @@ int pbx__admit_add_proxy(struct pbx_admit *a, const char *cidr, struct pbx_error
 void pbx__admit_client(const struct pbx_admit *a, const struct sockaddr *peer, const char *xff,
                        char *out, size_t outlen);
 
+/* Whether `peer` is one of the trusted proxies (whose X-Request-Id the server adopts). */
+bool pbx__admit_from_proxy(const struct pbx_admit *a, const struct sockaddr *peer);
+
 /*
  * When every slot is busy, up to `max_waiting` requests wait for one, in
  * order of arrival, for at most `wait_ms` each (0 and 0: refuse at once).
@@ -68,6 +71,15 @@ bool pbx__admit_hold(struct pbx_admit *a, const char *client, int64_t limit, uin
 /* End a hold: charged (a stamp in the window) when the request was admitted, or not. */
 void pbx__admit_release(struct pbx_admit *a, const char *client, bool charge, uint64_t now_ms);
 
+/*
+ * A lease of this server's own: true (and one more of `client`'s executions
+ * counted as running) when fewer than `limit` (< 0: no limit, nothing
+ * counted) run; end it with pbx__admit_lease_end().  For a store without
+ * shared leases, or one that fails.
+ */
+bool pbx__admit_lease(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms);
+void pbx__admit_lease_end(struct pbx_admit *a, const char *client, uint64_t now_ms);
+
 /* Hold and charge at once: true when `client` had room in its window, and is charged. */
 bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uint64_t now_ms,
                      unsigned *retry_after);
@@ -78,6 +90,9 @@ bool pbx__admit_rate(struct pbx_admit *a, const char *client, int64_t limit, uin
  * this server's own window allows 1/N of a limit (at least 1).
  */
 void pbx__admit_set_nodes(struct pbx_admit *a, unsigned nodes);
+
+/* This server's share of a shared `limit` while the store fails: 1/N, at least 1 (< 1 kept). */
+int64_t pbx__admit_local_share(const struct pbx_admit *a, int64_t limit);
 
 struct pbx_store;
 

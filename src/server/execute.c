@@ -9,10 +9,12 @@
  *   resolve  who is calling (its key's header or `api_key`) and what its
  *            policy lets it ask, which gives its execution's limits
  *            (src/policy/caller.c);
- *   admit    its rate window and daily quota checked, and the request held
- *            against them, before it may take a slot or a place in the
- *            queue; a slot; the server's memory budget for its answer; the
- *            window and the quota charged;
+ *   admit    its rate window, daily quota and executions at once checked
+ *            before it may take a slot or a place in the queue: with a
+ *            shared store (Redis) all three charged in one call to it, with
+ *            SQLite the request held against this server's window and its
+ *            quota read; a slot; the server's memory budget for its answer;
+ *            with SQLite the window and the quota charged then;
  *   build    the engine's request;
  *   run      the execution;
  *   audit    its record in the store, and the metrics;
@@ -78,8 +80,14 @@ struct execution {
     char client[300];               /* admit: whose window and quota it counts against */
     bool held;                      /* admit: held in the window, not charged (to let go) */
     struct pbx_admit_held place;    /* admit: where it is held (the store's window or ours) */
-    bool has_once;                  /* admit: the client named an Idempotency-Key */
+    bool has_once;                  /* admit: an Idempotency-Key (the client's or the proxy's) */
     char once[129];                 /* admit: that key, charged once a day */
+    struct pbx_store_admit ask;     /* admit: the shared store's admission asked */
+    struct pbx_store_admission adm; /* admit: its answer */
+    char ticket[33];                /* admit: the request's window place and lease there */
+    bool shared;                    /* admit: charged in the shared store (to undo, or end) */
+    bool leased;                    /* admit: holds a lease of this server's own (to end) */
+    bool started;                   /* run: the execution began, so its charge stands */
     bool slot;                      /* admit: holds an execution slot (to leave) */
     int64_t today;                  /* admit: the caller's requests today */
     unsigned active;                /* admit: executions running when it asked for a slot */
@@ -284,9 +292,12 @@ static int quota_spent(struct execution *x)
 }
 
 /*
- * The client's Idempotency-Key header, if any: a retried request with the
- * same key is charged to the daily quota once.  1 to 128 visible ASCII
- * characters.  Returns 0, or -1 after answering (400).
+ * The request's idempotency key: the client's Idempotency-Key header (1 to
+ * 128 visible ASCII characters), else a trusted proxy's request id, which a
+ * request the proxy sends again to another node keeps; none for this
+ * server's own ids, new for every request.  A request sent again with the
+ * same key is charged to the daily quota once.  Returns 0, or -1 after
+ * answering (400).
  */
 _Static_assert(PBX_STORE_ONCE_MAX < 129, "struct execution's once holds a key");
 
@@ -297,8 +308,13 @@ static int idempotency_key(struct execution *x)
 
     x->has_once = false;
     v = x->c != NULL ? MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Idempotency-Key") : NULL;
-    if (v == NULL)
+    if (v == NULL) {
+        if (x->ctx->id_forwarded) {
+            snprintf(x->once, sizeof(x->once), "rid:%s", x->ctx->id);
+            x->has_once = true;
+        }
         return 0;
+    }
     n = strlen(v);
     if (n == 0 || n > PBX_STORE_ONCE_MAX)
         return refuse(x, "ValidationError", "Idempotency-Key must be 1 to 128 characters", 0);
@@ -319,6 +335,72 @@ static int idempotency_key(struct execution *x)
  * once admitted (charge()) or let go.  Returns 0 (held unless admin), or -1
  * after answering (429, 500).
  */
+static int rate_spent(struct execution *x, unsigned retry)
+{
+    char msg[160];
+
+    snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached", x->who.rpm);
+    return refuse(x, "RateLimitExceeded", msg, retry);
+}
+
+static int running_spent(struct execution *x, int64_t limit, unsigned retry)
+{
+    char msg[200];
+
+    snprintf(msg, sizeof(msg), "%" PRId64 " execution%s at once reached; retry when one has ended",
+             limit, limit == 1 ? "" : "s");
+    return refuse(x, "RateLimitExceeded", msg, retry);
+}
+
+/*
+ * With a shared store: the window, the day's quota and a lease checked and
+ * charged in one call.  Returns 1 when admitted (charged), 0 to fall back
+ * to this server's own window and lease (the store failed; *share is the
+ * part of each limit this server may give meanwhile), or -1 after
+ * answering (429, 503).
+ */
+static int admit_shared(struct execution *x, bool *share)
+{
+    struct pbx_server *s = x->s;
+    struct pbx_error *err = NULL;
+    unsigned char raw[16];
+
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(x->ticket, sizeof(x->ticket), raw, sizeof(raw));
+    x->ask = (struct pbx_store_admit){
+        .client = x->client,
+        .ticket = x->ticket,
+        .once = x->has_once ? x->once : NULL,
+        .rpm = x->who.rpm,
+        .rpd = x->who.rpd,
+        .concurrency = x->who.concurrency,
+        /* A lease lasts as long as the request may: its wait for a slot, its run, a margin. */
+        .lease_ms = s->cfg->queue_wait_ms + x->limits.wall_ms + 30000,
+    };
+    if (pbx_store_admit(s->store, &x->ask, &x->adm, &err) < 0) {
+        pbx_log(PBX_LOG_ERROR, "admission: %s", err->msg);
+        pbx_error_free(&err);
+        /* A caller without a daily quota has nothing to fail closed on. */
+        if (x->who.rpd >= 0)
+            return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
+        *share = true;
+        return 0;
+    }
+    x->today = x->adm.today;
+    switch (x->adm.verdict) {
+    case PBX_STORE_ADMITTED:
+        x->shared = true;
+        return 1;
+    case PBX_STORE_RATE:
+        return rate_spent(x, x->adm.retry_after);
+    case PBX_STORE_QUOTA:
+        return quota_spent(x);
+    case PBX_STORE_CONCURRENT:
+        return running_spent(x, x->who.concurrency, x->adm.retry_after);
+    }
+    return refuse(x, "InternalServerError", "the admission could not be decided", 0);
+}
+
 static int hold(struct execution *x)
 {
     struct pbx_server *s = x->s;
@@ -327,39 +409,49 @@ static int hold(struct execution *x)
     unsigned retry = 0;
     unsigned held = 0;
     unsigned to_midnight;
-    char msg[160];
+    bool share = false;
+    int64_t rpm;
+    int64_t running;
     char day[16];
+    int r;
 
     if (idempotency_key(x) < 0)
         return -1;
     if (x->who.admin)
         return 0;
-    if (!pbx__admit_hold_shared(s->admit, s->store, x->client, x->who.rpm, now, &retry, &held,
-                                &x->place)) {
-        snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached",
-                 x->who.rpm);
-        return refuse(x, "RateLimitExceeded", msg, retry);
+    if (pbx_store_has_windows(s->store)) {
+        r = admit_shared(x, &share);
+        if (r != 0)
+            return r < 0 ? -1 : 0;
     }
+    rpm = share ? pbx__admit_local_share(s->admit, x->who.rpm) : x->who.rpm;
+    running = share ? pbx__admit_local_share(s->admit, x->who.concurrency) : x->who.concurrency;
+    if (!pbx__admit_hold(s->admit, x->client, rpm, now, &retry, &held))
+        return rate_spent(x, retry);
+    x->place.local = true;
+    if (!pbx__admit_lease(s->admit, x->client, running, now)) {
+        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+        return running_spent(x, running, 1);
+    }
+    x->leased = running >= 0;
+    x->held = true; /* from here on finish() lets the hold and the lease go */
+    if (share)
+        return 0; /* no daily quota to check (admit_shared() refused one) */
     utc_day(now, day, sizeof(day), &to_midnight);
     if (pbx_store_quota_get(s->store, x->client, day, &x->today, &err) < 0) {
         pbx_log(PBX_LOG_ERROR, "quota: %s", err->msg);
         pbx_error_free(&err);
         /* A caller without a daily quota has nothing to fail closed on: it is counted later. */
-        if (x->who.rpd >= 0) {
-            pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+        if (x->who.rpd >= 0)
             return refuse(x, "StoreUnavailable", STORE_DOWN, 1);
-        }
         x->today = 0;
     }
     /*
-     * A request with an Idempotency-Key may have been charged already: the
+     * A request with an idempotency key may have been charged already: the
      * charge (atomic in the store) decides, not this check.
      */
-    if (x->who.rpd >= 0 && !x->has_once && x->today + (int64_t)held >= x->who.rpd) {
-        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+    if (x->who.rpd >= 0 && !x->has_once && x->today + (int64_t)held >= x->who.rpd)
         return quota_spent(x);
-    }
-    x->held = true;
     return 0;
 }
 
@@ -397,8 +489,8 @@ static int charge(struct execution *x)
     char day[16];
     int rc;
 
-    if (x->who.admin)
-        return 0;
+    if (x->who.admin || x->shared)
+        return 0;    /* nothing to charge, or charged in the store already */
     x->held = false; /* charged in the window now, whatever the quota says */
     pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, true, now);
     utc_day(now, day, sizeof(day), &to_midnight);
@@ -475,6 +567,7 @@ static int run(struct execution *x)
     enum pbx_trust trust = x->who.keyed || x->who.admin ? PBX_TRUST_KEYED : PBX_TRUST_ANONYMOUS;
 
     x->t0 = pbx_clock_ms(CLOCK_REALTIME);
+    x->started = true;
     if ((x->session ? x->hooks.run(x->hooks.arg, &x->ereq, &x->res, &err)
                     : s->ex.execute(s->ex.arg, trust, &x->ereq, &x->res, &err)) < 0) {
         const struct pbx_errtable_row *row = pbx_errtable_of_code(err->code, !x->v1);
@@ -563,6 +656,34 @@ static void answer(struct execution *x)
         x->ret = pbx__compat_answer(x->s, x->c, x->ctx, &run);
 }
 
+/*
+ * What admission took: a request that did not start gives its charge back
+ * (the shared store's, or its hold of this server's window); every one
+ * ends its lease.
+ */
+static void let_go(struct execution *x)
+{
+    struct pbx_server *s = x->s;
+    struct pbx_error *err = NULL;
+    uint64_t now = pbx_clock_ms(CLOCK_REALTIME);
+
+    if (x->shared && !x->started) {
+        if (pbx_store_admit_undo(s->store, &x->ask, &x->adm, &err) < 0) {
+            pbx_log(PBX_LOG_ERROR, "admission: %s; its charge stands", err->msg);
+            pbx_error_free(&err);
+        }
+    } else if (x->shared && x->adm.leased &&
+               pbx_store_lease_end(s->store, x->client, x->ticket, &err) < 0) {
+        pbx_log(PBX_LOG_ERROR, "admission: %s; the lease ends by itself", err->msg);
+        pbx_error_free(&err);
+    }
+    if (x->held)
+        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+    if (x->leased)
+        pbx__admit_lease_end(s->admit, x->client, now);
+    x->shared = x->held = x->leased = false;
+}
+
 /* Give back what the steps took, whatever the outcome, and free the execution. */
 static void finish(struct execution *x)
 {
@@ -572,9 +693,7 @@ static void finish(struct execution *x)
         pbx_exec_result_release(&x->res);
     if (x->slot)
         pbx__admit_leave(x->s->admit);
-    if (x->held)
-        pbx__admit_release_shared(x->s->admit, x->s->store, x->client, &x->place, false,
-                                  pbx_clock_ms(CLOCK_REALTIME));
+    let_go(x);
     if (!x->who_borrowed)
         pbx_caller_release(&x->who);
     pbx__request_release(&x->req);

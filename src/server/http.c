@@ -591,6 +591,28 @@ static enum MHD_Result take_body(struct pbx_server *s, struct request_ctx *ctx,
     return MHD_YES;
 }
 
+/*
+ * The request's id: a trusted proxy's X-Request-Id (1 to 64 of
+ * [A-Za-z0-9._-], as nginx's $request_id), so that the proxy's logs and
+ * pybox's name one request alike and a request the proxy sends again to
+ * another node keeps its id; else this server's own.
+ */
+static void request_id(struct pbx_server *s, struct MHD_Connection *c, const struct sockaddr *peer,
+                       struct request_ctx *ctx)
+{
+    static const char ok[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+    const char *v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    size_t n = v != NULL ? strlen(v) : 0;
+
+    _Static_assert(sizeof(ctx->id) > 64, "a proxy's request id fits");
+    if (n >= 1 && n <= 64 && strspn(v, ok) == n && pbx__admit_from_proxy(s->admit, peer)) {
+        memcpy(ctx->id, v, n + 1);
+        ctx->id_forwarded = true;
+        return;
+    }
+    snprintf(ctx->id, sizeof(ctx->id), "%s-%06lx", s->id_salt, atomic_fetch_add(&s->seq, 1) + 1);
+}
+
 enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const char *url,
                                      const char *method, const char *version,
                                      const char *upload_data, size_t *upload_size, void **con_cls)
@@ -609,8 +631,7 @@ enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const 
             MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 
         ctx = xcalloc(1, sizeof(*ctx));
-        snprintf(ctx->id, sizeof(ctx->id), "%s-%06lx", s->id_salt,
-                 atomic_fetch_add(&s->seq, 1) + 1);
+        request_id(s, c, ci ? ci->client_addr : NULL, ctx);
         pbx_buf_init(&ctx->body, s->cfg->max_body);
         ctx->start_ms = pbx_clock_ms(CLOCK_REALTIME);
         ctx->route = route_of(url);

@@ -105,7 +105,8 @@ struct multipart {
 
 /* Per connection: the request as it arrives, and what was answered. */
 struct request_ctx {
-    char id[32];           /* X-Request-Id */
+    char id[72];           /* X-Request-Id: this server's, or a trusted proxy's */
+    bool id_forwarded;     /* id is the proxy's: the same for a request the proxy sends again */
     struct pbx_buf body;   /* capped body */
     bool too_large;        /* the body passed the cap */
     bool over_budget;      /* the server's memory budget could not hold it */

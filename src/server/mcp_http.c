@@ -410,7 +410,7 @@ struct mcp_run {
     struct pbx_caller who;     /* the caller (owned) */
     struct mcp_asker asker;    /* the backend's ctx: points into this */
     char client[64];           /* the caller's address */
-    char request_id[32];       /* the request's id */
+    char request_id[72];       /* the request's id */
     struct stream *st;         /* streamed: its stream */
 };
 

@@ -198,6 +198,7 @@ int pbx__server_new(const struct pbx_server_config *cfg, struct pbx_store *store
     s->callers = (struct pbx_caller_config){
         .anon_rpm = cfg->anon_rpm,
         .anon_rpd = cfg->anon_rpd,
+        .anon_concurrency = cfg->anon_concurrency,
         .anon_code_chars = cfg->anon_code_chars,
         .limits = &cfg->limits,
         .admin_key = cfg->admin_key,

@@ -38,8 +38,9 @@ struct pbx_server_config {
     unsigned queue_wait_ms;                      /* for at most this long each, then 503 */
     int64_t anon_rpm;                            /* anonymous requests per minute per client */
     int64_t anon_rpd;                            /* anonymous requests per UTC day per client */
-    size_t anon_code_chars;                      /* anonymous code length limit, in characters */
-    struct pbx_limits limits;                    /* limits of anonymous executions */
+    int64_t anon_concurrency;    /* anonymous executions at once per client (0: no limit) */
+    size_t anon_code_chars;      /* anonymous code length limit, in characters */
+    struct pbx_limits limits;    /* limits of anonymous executions */
     const char *admin_key;       /* bypasses rates and import restrictions, or NULL */
     const char *modules;         /* anonymous callers' imports (and so every caller's): "all" */
                                  /* for no allowlist, or modules allowed besides the default */

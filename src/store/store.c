@@ -174,6 +174,67 @@ int pbx_store_window_release(struct pbx_store *store, const char *client, const 
     return store->be->window_release(store, client, ticket, err);
 }
 
+/* What every admission call checks before a backend sees it. */
+static int check_admit(const struct pbx_store *store, const struct pbx_store_admit *a,
+                       struct pbx_error **err)
+{
+    int r;
+
+    if (store->be->admit == NULL)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED, "the %s store keeps no shared rate windows",
+                             store->be->name);
+    r = pbx__store_check_ticket(a->client, a->ticket, err);
+    if (r == 0)
+        r = pbx__store_check_once(a->once, err);
+    if (r == 0 && a->concurrency >= 0 && a->lease_ms == 0)
+        r = pbx_error_set(err, PBX_E_INVAL, "a lease of 0 ms");
+    return r;
+}
+
+int pbx_store_admit(struct pbx_store *store, const struct pbx_store_admit *a,
+                    struct pbx_store_admission *out, struct pbx_error **err)
+{
+    int r;
+
+    PBX_ASSERT(store != NULL && a != NULL && out != NULL);
+    *out = (struct pbx_store_admission){0};
+    r = check_admit(store, a, err);
+    if (r < 0)
+        return r;
+    return store->be->admit(store, a, out, err);
+}
+
+int pbx_store_admit_undo(struct pbx_store *store, const struct pbx_store_admit *a,
+                         const struct pbx_store_admission *adm, struct pbx_error **err)
+{
+    int r;
+
+    PBX_ASSERT(store != NULL && a != NULL && adm != NULL);
+    r = check_admit(store, a, err);
+    if (r == 0)
+        r = pbx__store_check_client_day(a->client, adm->day, err);
+    if (r < 0)
+        return r;
+    if (adm->verdict != PBX_STORE_ADMITTED)
+        return 0; /* nothing was charged */
+    return store->be->admit_undo(store, a, adm, err);
+}
+
+int pbx_store_lease_end(struct pbx_store *store, const char *client, const char *ticket,
+                        struct pbx_error **err)
+{
+    int r;
+
+    PBX_ASSERT(store != NULL);
+    if (store->be->lease_end == NULL)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED, "the %s store keeps no shared leases",
+                             store->be->name);
+    r = pbx__store_check_ticket(client, ticket, err);
+    if (r < 0)
+        return r;
+    return store->be->lease_end(store, client, ticket, err);
+}
+
 int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,
                         int64_t *count, struct pbx_error **err)
 {

@@ -73,9 +73,11 @@ void pbx_store_close(struct pbx_store *store);
  * stored.  Names are 1 to 64 of [A-Za-z0-9._@-]; policy->modules may be
  * space- or comma-separated and is stored space-separated; policy->sessions
  * is at most PBX_CALLER_SESSIONS_MAX and the session spans at most
- * PBX_CALLER_SPAN_MAX_S; a NULL policy is all defaults.  PBX_E_INVAL for a
- * bad name or policy, EEXIST for a taken name.
+ * PBX_CALLER_SPAN_MAX_S, policy->concurrency -1 to PBX_STORE_CONCURRENCY_MAX;
+ * a NULL policy is all defaults.  PBX_E_INVAL for a bad name or policy,
+ * EEXIST for a taken name.
  */
+#define PBX_STORE_CONCURRENCY_MAX 100000
 int pbx_store_key_create(struct pbx_store *store, const char *name,
                          const struct pbx_key_policy *policy, char **token, struct pbx_error **err);
 
@@ -139,6 +141,60 @@ int pbx_store_window_release(struct pbx_store *store, const char *client, const 
 
 /* Whether the store keeps shared windows (Redis), so pbx_store_window_hold() applies. */
 bool pbx_store_has_windows(const struct pbx_store *store);
+
+/*
+ * One request's admission in one call to the store: its per-minute window,
+ * its daily quota and its concurrency lease, checked and, when all three
+ * have room, charged together and atomically, by the store's own clock
+ * (the UTC day included).  For a store with shared windows (Redis;
+ * PBX_E_UNSUPPORTED otherwise: SQLite's server keeps windows and leases
+ * itself and charges with pbx_store_quota_take_once()).
+ */
+struct pbx_store_admit {
+    const char *client;  /* whose: 1 to PBX_STORE_CLIENT_MAX bytes */
+    const char *ticket;  /* the request's own id: its window place and its lease (as a window's) */
+    const char *once;    /* an idempotency key (as pbx_store_quota_take_once()'s), or NULL */
+    int64_t rpm;         /* places in the window (< 0: no limit) */
+    int64_t rpd;         /* charges in the UTC day (< 0: no limit) */
+    int64_t concurrency; /* leases at once (< 0: no limit, and no lease taken) */
+    uint32_t lease_ms;   /* how long a lease lasts unless ended: the longest the request may take */
+};
+
+enum pbx_store_verdict {
+    PBX_STORE_ADMITTED,   /* charged */
+    PBX_STORE_RATE,       /* the window is full */
+    PBX_STORE_QUOTA,      /* the day's quota is spent */
+    PBX_STORE_CONCURRENT, /* as many leases as allowed are held */
+};
+
+struct pbx_store_admission {
+    enum pbx_store_verdict verdict;
+    bool repeat;          /* admitted: `once` was charged before, so the day's count was not */
+    bool leased;          /* admitted: a lease is held (pbx_store_lease_end() ends it) */
+    int64_t today;        /* the day's count (after the charge) */
+    unsigned retry_after; /* refused: seconds (at least 1) until that limit has room */
+    char day[11];         /* the UTC day of the charge, "YYYY-MM-DD" */
+};
+
+/*
+ * Admit `a`: 0 with *out (its verdict says whether it was charged), or < 0
+ * with *err (nothing charged).  Refused, nothing is charged; a repeat of
+ * `once` is charged in the window and leased, not counted in the day again.
+ */
+int pbx_store_admit(struct pbx_store *store, const struct pbx_store_admit *a,
+                    struct pbx_store_admission *out, struct pbx_error **err);
+
+/*
+ * Give back all that admitting `a` as `adm` charged (its window place, its
+ * day's count unless a repeat, with the idempotency key's mark, and its
+ * lease), for a request refused after its admission (no slot).
+ */
+int pbx_store_admit_undo(struct pbx_store *store, const struct pbx_store_admit *a,
+                         const struct pbx_store_admission *adm, struct pbx_error **err);
+
+/* End the lease of `ticket` (none is fine); one never ended lasts its lease_ms. */
+int pbx_store_lease_end(struct pbx_store *store, const char *client, const char *ticket,
+                        struct pbx_error **err);
 
 /* The count of `client` on `day` (0 when none). */
 int pbx_store_quota_get(struct pbx_store *store, const char *client, const char *day,

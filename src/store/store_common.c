@@ -76,6 +76,9 @@ static int check_policy(const struct pbx_key_policy *p, struct pbx_error **err)
         return pbx_error_set(err, PBX_E_INVAL, "rpm %" PRId64 " is not >= -1", p->rpm);
     if (p->rpd < -1)
         return pbx_error_set(err, PBX_E_INVAL, "rpd %" PRId64 " is not >= -1", p->rpd);
+    if (p->concurrency < -1 || p->concurrency > PBX_STORE_CONCURRENCY_MAX)
+        return pbx_error_set(err, PBX_E_INVAL, "concurrency %" PRId64 " is not -1 to %d",
+                             p->concurrency, PBX_STORE_CONCURRENCY_MAX);
     if (p->memory_bytes > INT64_MAX)
         return pbx_error_set(err, PBX_E_INVAL, "memory %" PRIu64 " is too large", p->memory_bytes);
     if (p->sessions > PBX_CALLER_SESSIONS_MAX)

@@ -73,6 +73,13 @@ struct pbx_store_backend {
                        int64_t limit, unsigned *retry_after, struct pbx_error **err);
     int (*window_release)(struct pbx_store *store, const char *client, const char *ticket,
                           struct pbx_error **err);
+    /* Admission in one call, with shared windows; NULL with window_hold. */
+    int (*admit)(struct pbx_store *store, const struct pbx_store_admit *a,
+                 struct pbx_store_admission *out, struct pbx_error **err);
+    int (*admit_undo)(struct pbx_store *store, const struct pbx_store_admit *a,
+                      const struct pbx_store_admission *adm, struct pbx_error **err);
+    int (*lease_end)(struct pbx_store *store, const char *client, const char *ticket,
+                     struct pbx_error **err);
 };
 
 extern const struct pbx_store_backend pbx__store_sqlite;

@@ -20,10 +20,16 @@
  *   shared by every server, its members the requests' tickets, their scores
  *   the time (ms, Redis's clock) each took its place, trimmed to the last
  *   60 s at each hold and expiring 61 s after the last;
+ * - pbx:lease:{<client>}  a sorted set: the client's executions running on
+ *   every server, its members the requests' tickets, their scores the time
+ *   (ms, Redis's clock) each lease ends unless given back first;
  * - pbx:audit  a stream of the audit records, the newest 100000 or so kept.
  * The keys' names share one Redis Cluster hash tag, so that a key's creation
  * (one Lua script: the name's uniqueness, the record, the order) touches one
- * slot; a quota counter and the stream are one key each.
+ * slot; a quota counter and the stream are one key each.  A client's
+ * window, lease, counters and marks share the hash tag {<client>}, so that
+ * its admission (one script: the window, the day's quota and the lease)
+ * touches one slot too.
  *
  * Opening connects to nothing: the first call connects, loads the scripts and checks (or, for a
  * store opened to create, writes) the layout's version, so a server that starts after pybox does is
@@ -80,7 +86,7 @@
 #define K_KEY     "pbx:{keys}:key:"
 #define K_AUDIT   "pbx:audit"
 
-enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_COUNT };
+enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_ADMIT, SC_UNDO, SC_COUNT };
 
 static const char *const scripts[SC_COUNT] = {
     /*
@@ -144,6 +150,91 @@ static const char *const scripts[SC_COUNT] = {
                   "redis.call('ZADD', KEYS[1], now, ARGV[1])\n"
                   "redis.call('PEXPIRE', KEYS[1], ARGV[4])\n"
                   "return {1, n + 1}\n",
+    /*
+     * KEYS: the client's window and its leases; ARGV: the quota counters'
+     * prefix (the UTC day, by Redis's clock, completes the name), the
+     * ticket, the idempotency key ('' for none), the limits rpm, rpd and
+     * concurrency (< 0: none), the lease's life (ms), the window's span and
+     * life (ms), the counter's and the mark's lives (s).  Refused, nothing
+     * changes: {1 (window) or 3 (leases), ms until room, count, day} or
+     * {2 (quota), s until midnight, count, day}.  Admitted: {0, 1 when a
+     * repeat of the idempotency key, count, day}.
+     */
+    [SC_ADMIT] = "local t = redis.call('TIME')\n"
+                 "local s = tonumber(t[1])\n"
+                 "local now = s * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                 /* The civil date of day number z (days since 1970-01-01), proleptic Gregorian. */
+                 "local z = math.floor(s / 86400) + 719468\n"
+                 "local era = math.floor(z / 146097)\n"
+                 "local doe = z - era * 146097\n"
+                 "local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)\n"
+                 "  - math.floor(doe / 146096)) / 365)\n"
+                 "local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))\n"
+                 "local mp = math.floor((5 * doy + 2) / 153)\n"
+                 "local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"
+                 "local m = mp < 10 and mp + 3 or mp - 9\n"
+                 "local y = yoe + era * 400\n"
+                 "if m <= 2 then y = y + 1 end\n"
+                 "local day = string.format('%04d-%02d-%02d', y, m, d)\n"
+                 "local midnight = 86400 - s % 86400\n"
+                 "local qkey = ARGV[1] .. day\n"
+                 "local mark = false\n"
+                 "if ARGV[3] ~= '' then mark = qkey .. ':once:' .. ARGV[3] end\n"
+                 "local rpm, rpd, conc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
+                 "local span = tonumber(ARGV[8])\n"
+                 "local v = redis.call('GET', qkey)\n"
+                 "local c = 0\n"
+                 "if v then\n"
+                 "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"
+                 "    return redis.error_reply('PBXBAD the counter is not a count')\n"
+                 "  end\n"
+                 "  c = tonumber(v)\n"
+                 "end\n"
+                 "local rep = mark and redis.call('EXISTS', mark) == 1\n"
+                 "if rpm >= 0 then\n"
+                 "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)\n"
+                 "  if redis.call('ZCARD', KEYS[1]) >= rpm then\n"
+                 "    local o = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+                 "    local wait = span\n"
+                 "    if o[2] then wait = tonumber(o[2]) + span - now end\n"
+                 "    return {1, math.max(wait, 0), c, day}\n"
+                 "  end\n"
+                 "end\n"
+                 "if rpd >= 0 and not rep and c >= rpd then return {2, midnight, c, day} end\n"
+                 "if conc >= 0 then\n"
+                 "  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)\n"
+                 "  if redis.call('ZCARD', KEYS[2]) >= conc then\n"
+                 "    local o = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
+                 "    local wait = 1000\n"
+                 "    if o[2] then wait = math.min(tonumber(o[2]) - now, 1000) end\n"
+                 "    return {3, math.max(wait, 0), c, day}\n"
+                 "  end\n"
+                 "  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[2])\n"
+                 "  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]) + 1000)\n"
+                 "end\n"
+                 "if rpm >= 0 then\n"
+                 "  redis.call('ZADD', KEYS[1], now, ARGV[2])\n"
+                 "  redis.call('PEXPIRE', KEYS[1], ARGV[9])\n"
+                 "end\n"
+                 "if not rep then\n"
+                 "  c = redis.call('INCR', qkey)\n"
+                 "  redis.call('EXPIRE', qkey, ARGV[10])\n"
+                 "  if mark then redis.call('SET', mark, '1', 'EX', ARGV[11]) end\n"
+                 "end\n"
+                 "return {0, rep and 1 or 0, c, day}\n",
+    /*
+     * KEYS: the client's window and its leases; ARGV: the ticket, the day's
+     * counter ('' when the admission was a repeat: not counted) and the
+     * idempotency key's mark ('' for none).  Always 1.
+     */
+    [SC_UNDO] = "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+                "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+                "if ARGV[2] ~= '' then\n"
+                "  local v = tonumber(redis.call('GET', ARGV[2]) or '0') or 0\n"
+                "  if v > 0 then redis.call('DECR', ARGV[2]) end\n"
+                "  if ARGV[3] ~= '' then redis.call('DEL', ARGV[3]) end\n"
+                "end\n"
+                "return 1\n",
 };
 
 struct redis_store {
@@ -265,6 +356,7 @@ enum field {
     F_SESSIONS,
     F_IDLE,
     F_LIFETIME,
+    F_CONCURRENCY, /* absent from a record an older pybox wrote: 0, the default */
     F_COUNT,
 };
 
@@ -286,6 +378,7 @@ static const char *const field_names[F_COUNT] = {
     [F_SESSIONS] = "sessions",
     [F_IDLE] = "session_idle_ttl_s",
     [F_LIFETIME] = "session_lifetime_s",
+    [F_CONCURRENCY] = "concurrency",
 };
 
 /* An integer field within lo..hi. */
@@ -322,7 +415,7 @@ static int read_record(const char *shown, const redisReply *r, struct pbx_key_in
         }
     }
     for (int j = 0; j < F_COUNT && bad == NULL; j++) {
-        if (f[j] == NULL && j != F_MODULES)
+        if (f[j] == NULL && j != F_MODULES && j != F_CONCURRENCY)
             bad = field_names[j];
     }
     if (bad == NULL && !field_int(f[F_ID], 1, INT64_MAX, &v[F_ID]))
@@ -358,6 +451,9 @@ static int read_record(const char *shown, const redisReply *r, struct pbx_key_in
         if (!pbx__redis_conn_parse_i64(f[j], &v[j]))
             bad = field_names[j];
     }
+    if (bad == NULL && f[F_CONCURRENCY] != NULL &&
+        !field_int(f[F_CONCURRENCY], -1, PBX_STORE_CONCURRENCY_MAX, &v[F_CONCURRENCY]))
+        bad = "concurrency";
     if (bad != NULL)
         return pbx_error_set(err, PBX_E_PROTO,
                              "store `%s`: a key's record is malformed: field `%s`", shown, bad);
@@ -382,6 +478,7 @@ static int read_record(const char *shown, const redisReply *r, struct pbx_key_in
                 .sessions = pbx__store_count(v[F_SESSIONS], PBX_CALLER_SESSIONS_MAX),
                 .session_idle_ttl_s = pbx__store_count(v[F_IDLE], PBX_CALLER_SPAN_MAX_S),
                 .session_lifetime_s = pbx__store_count(v[F_LIFETIME], PBX_CALLER_SPAN_MAX_S),
+                .concurrency = v[F_CONCURRENCY],
             },
     };
     return 1;
@@ -526,6 +623,7 @@ static int rd_key_create(struct pbx_store *base, const char *name,
     FIELD_NUM("sessions", "%" PRIu32, p->sessions);
     FIELD_NUM("session_idle_ttl_s", "%" PRIu32, p->session_idle_ttl_s);
     FIELD_NUM("session_lifetime_s", "%" PRIu32, p->session_lifetime_s);
+    FIELD_NUM("concurrency", "%" PRId64, p->concurrency);
 #undef FIELD_NUM
 #undef FIELD_STR
     one.argc = argc;
@@ -862,6 +960,139 @@ static int rd_window_release(struct pbx_store *base, const char *client, const c
     return run_one(rs, &one, &reply, err);
 }
 
+static void lease_key(char *buf, size_t size, const char *client)
+{
+    snprintf(buf, size, "pbx:lease:{%s}", client);
+}
+
+/* Whole seconds of `ms`, rounded up, at least one. */
+static unsigned seconds_of(int64_t ms)
+{
+    int64_t s = (ms + 999) / 1000;
+
+    return s < 1 ? 1 : (unsigned)s;
+}
+
+/* A day as the admission script names it: "YYYY-MM-DD". */
+static bool day_of(const redisReply *r, char out[11])
+{
+    if (!pbx__redis_conn_is_text(r, 10) || r->len != 10 ||
+        pbx__store_check_client_day("-", r->str, NULL) < 0)
+        return false;
+    memcpy(out, r->str, 10);
+    out[10] = '\0';
+    return true;
+}
+
+static int rd_admit(struct pbx_store *base, const struct pbx_store_admit *a,
+                    struct pbx_store_admission *out, struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char window[PBX_STORE_CLIENT_MAX + 16];
+    char lease[PBX_STORE_CLIENT_MAX + 16];
+    char prefix[PBX_STORE_CLIENT_MAX + 16];
+    char rpm[24];
+    char rpd[24];
+    char conc[24];
+    char life[24];
+    const char *argv[13] = {
+        window,        lease,       prefix,    a->ticket, a->once != NULL ? a->once : "",
+        rpm,           rpd,         conc,      life,      STR(WINDOW_MS),
+        WINDOW_TTL_MS, QUOTA_TTL_S, ONCE_TTL_S};
+    const struct one_call one = {.what = "admit a request",
+                                 .id = SC_ADMIT,
+                                 .nkeys = 2,
+                                 .argc = 13,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
+    cleanup_reply redisReply *reply = NULL;
+    int64_t verdict;
+    int64_t n;
+    int r;
+
+    window_key(window, sizeof(window), a->client);
+    lease_key(lease, sizeof(lease), a->client);
+    snprintf(prefix, sizeof(prefix), "pbx:quota:{%s}:", a->client);
+    snprintf(rpm, sizeof(rpm), "%" PRId64, a->rpm < 0 ? -1 : a->rpm);
+    snprintf(rpd, sizeof(rpd), "%" PRId64, a->rpd < 0 ? -1 : a->rpd);
+    snprintf(conc, sizeof(conc), "%" PRId64, a->concurrency < 0 ? -1 : a->concurrency);
+    snprintf(life, sizeof(life), "%" PRIu32, a->lease_ms);
+    r = run_one(rs, &one, &reply, err);
+    if (r < 0)
+        return r;
+    if (reply->elements != 4 || !count_of(reply->element[0], &verdict) || verdict > 3 ||
+        !count_of(reply->element[1], &n) || !count_of(reply->element[2], &out->today) ||
+        !day_of(reply->element[3], out->day) || (verdict == 0 && n > 1) ||
+        (verdict != 0 && n > 86400 * 1000))
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: admit a request: unexpected reply from Redis",
+                             rs->pool.shown);
+    switch (verdict) {
+    case 0:
+        out->verdict = PBX_STORE_ADMITTED;
+        out->repeat = n == 1;
+        out->leased = a->concurrency >= 0;
+        break;
+    case 1:
+        out->verdict = PBX_STORE_RATE;
+        out->retry_after = seconds_of(n);
+        break;
+    case 2:
+        out->verdict = PBX_STORE_QUOTA;
+        out->retry_after = n < 1 ? 1 : (unsigned)n;
+        break;
+    default:
+        out->verdict = PBX_STORE_CONCURRENT;
+        out->retry_after = seconds_of(n);
+        break;
+    }
+    return 0;
+}
+
+static int rd_admit_undo(struct pbx_store *base, const struct pbx_store_admit *a,
+                         const struct pbx_store_admission *adm, struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char window[PBX_STORE_CLIENT_MAX + 16];
+    char lease[PBX_STORE_CLIENT_MAX + 16];
+    char counter[PBX_STORE_CLIENT_MAX + 32];
+    char mark[PBX_STORE_CLIENT_MAX + PBX_STORE_ONCE_MAX + 40];
+    const char *argv[5] = {window, lease, a->ticket, adm->repeat ? "" : counter, mark};
+    const struct one_call one = {.what = "give an admission back",
+                                 .id = SC_UNDO,
+                                 .nkeys = 2,
+                                 .argc = 5,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_INTEGER};
+    cleanup_reply redisReply *reply = NULL;
+
+    window_key(window, sizeof(window), a->client);
+    lease_key(lease, sizeof(lease), a->client);
+    quota_key(counter, sizeof(counter), a->client, adm->day);
+    mark[0] = '\0';
+    if (a->once != NULL)
+        snprintf(mark, sizeof(mark), "%s:once:%s", counter, a->once);
+    return run_one(rs, &one, &reply, err);
+}
+
+static int rd_lease_end(struct pbx_store *base, const char *client, const char *ticket,
+                        struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char key[PBX_STORE_CLIENT_MAX + 16];
+    const char *argv[3] = {"ZREM", key, ticket};
+    const struct one_call one = {.what = "end a lease",
+                                 .may_retry = true, /* a second ZREM removes nothing */
+                                 .id = SC_COUNT,
+                                 .argc = 3,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_INTEGER};
+    cleanup_reply redisReply *reply = NULL;
+
+    lease_key(key, sizeof(key), client);
+    return run_one(rs, &one, &reply, err);
+}
+
 static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct pbx_error **err)
 {
     struct redis_store *rs = (struct redis_store *)base;
@@ -1026,4 +1257,7 @@ const struct pbx_store_backend pbx__store_redis = {
     .ping = rd_ping,
     .window_hold = rd_window_hold,
     .window_release = rd_window_release,
+    .admit = rd_admit,
+    .admit_undo = rd_admit_undo,
+    .lease_end = rd_lease_end,
 };

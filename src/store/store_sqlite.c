@@ -42,7 +42,7 @@
 #include "common/banned.h"
 
 /* The schema this code reads and writes; older ones are migrated, newer ones refused. */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 /* How long a writer waits for another process's write transaction. */
 #define BUSY_TIMEOUT_MS 5000
@@ -66,17 +66,17 @@ enum stmt_id {
 /* The columns read_key() expects, in order; ST_KEY_BY_HASH adds the hash. */
 #define KEY_COLUMNS                                                                         \
     "id, name, prefix, created, revoked, rpm, rpd, timeout_ms, memory_bytes, all_modules, " \
-    "modules, network, admin, sessions, session_idle_ttl_s, session_lifetime_s"
+    "modules, network, admin, sessions, session_idle_ttl_s, session_lifetime_s, concurrency"
 
 /* The column of ST_KEY_BY_HASH's hash, after KEY_COLUMNS. */
-#define KEY_HASH_COLUMN 16
+#define KEY_HASH_COLUMN 17
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_KEY_INSERT] = "INSERT INTO keys (name, prefix, hash, created, revoked, rpm, rpd, "
                       "timeout_ms, memory_bytes, all_modules, modules, network, admin, sessions, "
-                      "session_idle_ttl_s, session_lifetime_s) "
+                      "session_idle_ttl_s, session_lifetime_s, concurrency) "
                       "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, "
-                      "?15)",
+                      "?15, ?16)",
     [ST_KEY_LIST] = "SELECT " KEY_COLUMNS " FROM keys ORDER BY id",
     /* A second revoke keeps the first revocation time. */
     [ST_KEY_REVOKE] = "UPDATE keys SET revoked = CASE WHEN revoked = 0 THEN ?2 ELSE revoked END "
@@ -152,6 +152,9 @@ static const char *const migrations[SCHEMA_VERSION - 1] = {
     "ALTER TABLE keys ADD COLUMN session_idle_ttl_s INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE keys ADD COLUMN session_lifetime_s INTEGER NOT NULL DEFAULT 0;"
     "INSERT INTO schema_version (version) VALUES (2);",
+    /* 3: a key's executions at once, every node together. */
+    "ALTER TABLE keys ADD COLUMN concurrency INTEGER NOT NULL DEFAULT 0;"
+    "INSERT INTO schema_version (version) VALUES (3);",
 };
 
 struct sqlite_store {
@@ -553,6 +556,8 @@ static int sq_key_create(struct pbx_store *base, const char *name,
         if (rc == SQLITE_OK)
             rc = sqlite3_bind_int64(st, 15, p->session_lifetime_s);
         if (rc == SQLITE_OK)
+            rc = sqlite3_bind_int64(st, 16, p->concurrency);
+        if (rc == SQLITE_OK)
             rc = sqlite3_step(st);
         if (rc == SQLITE_CONSTRAINT_UNIQUE && strstr(sqlite3_errmsg(store->db), "keys.name"))
             return pbx_error_set(err, EEXIST, "key name `%s` (revoked keys keep their names)",
@@ -569,6 +574,12 @@ static char *column_strdup(sqlite3_stmt *st, int col)
     const unsigned char *s = sqlite3_column_text(st, col);
 
     return s != NULL ? xstrdup((const char *)s) : NULL;
+}
+
+/* A stored concurrency: -1 to the most, or 0 (the default) for anything else. */
+static int64_t concurrency_of(int64_t v)
+{
+    return v >= -1 && v <= PBX_STORE_CONCURRENCY_MAX ? v : 0;
 }
 
 /* Fill `info` from a row of KEY_COLUMNS. */
@@ -596,6 +607,7 @@ static void read_key(sqlite3_stmt *st, struct pbx_key_info *info)
                     (uint32_t)pbx__store_count(sqlite3_column_int64(st, 14), PBX_CALLER_SPAN_MAX_S),
                 .session_lifetime_s =
                     (uint32_t)pbx__store_count(sqlite3_column_int64(st, 15), PBX_CALLER_SPAN_MAX_S),
+                .concurrency = concurrency_of(sqlite3_column_int64(st, 16)),
             },
     };
     if (info->name == NULL)

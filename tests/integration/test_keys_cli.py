@@ -120,7 +120,7 @@ def test_list_shows_the_key_never_the_token(data):
 
 def test_policy_round_trip(data):
     create(data, "rich", "--rpm", "60", "--rpd", "unlimited", "--timeout", "2.5", "--memory",
-           "512", "--modules", "scipy, sympy", "--network")
+           "512", "--modules", "scipy, sympy", "--network", "--concurrency", "3")
     create(data, "boss", "--admin", "--modules", "all", "--sessions", "2", "--session-idle-ttl",
            "30", "--session-lifetime", "31536000")
     create(data, "plain")
@@ -129,6 +129,7 @@ def test_policy_round_trip(data):
         (60, -1, 2500, 512 << 20)
     assert rich["modules"] == ["scipy", "sympy"] and rich["all_modules"] is False
     assert rich["network"] is True and rich["admin"] is False
+    assert (rich["concurrency"], boss["concurrency"], plain["concurrency"]) == (3, 0, 0)
     assert boss["admin"] is True and boss["all_modules"] is True and boss["modules"] == []
     assert (plain["rpm"], plain["rpd"], plain["timeout_ms"], plain["memory_bytes"]) == (0, 0, 0, 0)
     assert (boss["sessions"], boss["session_idle_ttl_s"], boss["session_lifetime_s"]) == \
@@ -136,11 +137,12 @@ def test_policy_round_trip(data):
     for k in (rich, plain):
         assert (k["sessions"], k["session_idle_ttl_s"], k["session_lifetime_s"]) == (0, 0, 0), k
     table = pybox("keys", "list", "--data", data, check=0).stdout.splitlines()
-    assert table[0].split()[7:] == ["TIMEOUT", "MEMORY", "SESSIONS", "IDLE-TTL", "LIFETIME",
+    assert table[0].split()[6:8] == ["RPD", "CONCURRENCY"]
+    assert table[0].split()[8:] == ["TIMEOUT", "MEMORY", "SESSIONS", "IDLE-TTL", "LIFETIME",
                                     "MODULES", "NETWORK", "ADMIN"]
-    assert table[1].split()[4:] == ["60", "unlimited", "2.5s", "512M", "default", "default",
+    assert table[1].split()[4:] == ["60", "unlimited", "3", "2.5s", "512M", "default", "default",
                                     "default", "+scipy,sympy", "yes", "no"]
-    assert table[2].split()[4:] == ["default", "default", "default", "default", "2", "30s",
+    assert table[2].split()[4:] == ["default", "default", "default", "default", "default", "2", "30s",
                                     "31536000s", "all", "no", "yes"]
 
 

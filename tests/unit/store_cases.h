@@ -73,6 +73,7 @@ START_TEST(test_create_list_lookup)
         .sessions = 3,
         .session_idle_ttl_s = 30,
         .session_lifetime_s = 5,
+        .concurrency = 7,
     };
     struct pbx_error *err = NULL;
     struct pbx_key_info *keys = NULL;
@@ -98,6 +99,8 @@ START_TEST(test_create_list_lookup)
     ck_assert_int_le(llabs(keys[0].created - (int64_t)now), 5);
     ck_assert_int_eq(keys[0].policy.rpm, 60);
     ck_assert_int_eq(keys[0].policy.rpd, -1);
+    ck_assert_int_eq(keys[0].policy.concurrency, 7);
+    ck_assert_int_eq(keys[1].policy.concurrency, 0);
     ck_assert_uint_eq(keys[0].policy.timeout_ms, 2500);
     ck_assert_uint_eq(keys[0].policy.memory_bytes, 512u << 20);
     ck_assert(!keys[0].policy.all_modules);
@@ -266,6 +269,8 @@ START_TEST(test_bad_names_and_policies)
         {{.sessions = PBX_CALLER_SESSIONS_MAX + 1}, "sessions"},
         {{.session_idle_ttl_s = PBX_CALLER_SPAN_MAX_S + 1}, NULL},
         {{.session_lifetime_s = UINT32_MAX}, NULL},
+        {{.concurrency = -2}, "concurrency"},
+        {{.concurrency = PBX_STORE_CONCURRENCY_MAX + 1}, "concurrency"},
     };
     struct pbx_store *store = new_store("badnames", NULL);
     struct pbx_error *err = NULL;

@@ -178,6 +178,8 @@ START_TEST(test_wal_mode)
     ck_assert_int_eq(sqlite3_column_int(st, 0), 1);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
     ck_assert_int_eq(sqlite3_column_int(st, 0), 2);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 3);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
     sqlite3_finalize(st);
     sqlite3_close(raw);
@@ -375,7 +377,7 @@ START_TEST(test_upgrade_from_v1)
     char *dir = test_dir("upgrade");
     char *uri = xasprintf("sqlite:%s/pybox.db", dir);
     unsigned char hash[crypto_generichash_BYTES];
-    struct pbx_key_policy policy = {.sessions = 2, .session_lifetime_s = 5};
+    struct pbx_key_policy policy = {.sessions = 2, .session_lifetime_s = 5, .concurrency = 4};
     struct pbx_error *err = NULL;
     struct pbx_key_info *keys = NULL;
     struct pbx_key_info info;
@@ -414,6 +416,7 @@ START_TEST(test_upgrade_from_v1)
         ck_assert_uint_eq(keys[0].policy.sessions, 0);
         ck_assert_uint_eq(keys[0].policy.session_idle_ttl_s, 0);
         ck_assert_uint_eq(keys[0].policy.session_lifetime_s, 0);
+        ck_assert_int_eq(keys[0].policy.concurrency, 0);
         pbx_key_info_free_array(keys, n);
         ck_assert_int_eq(pbx_store_key_lookup(store, OLD_TOKEN, &info, &err), 1);
         ck_assert_str_eq(info.name, "old");
@@ -428,6 +431,7 @@ START_TEST(test_upgrade_from_v1)
     ck_assert_int_eq(pbx_store_key_lookup(store, token, &info, &err), 1);
     ck_assert_uint_eq(info.policy.sessions, 2);
     ck_assert_uint_eq(info.policy.session_lifetime_s, 5);
+    ck_assert_int_eq(info.policy.concurrency, 4);
     pbx_key_info_release(&info);
     pbx_store_close(store);
     ck_assert_ptr_null(err);
@@ -437,7 +441,7 @@ START_TEST(test_upgrade_from_v1)
         sqlite3_prepare_v2(raw, "SELECT group_concat(version) FROM schema_version", -1, &st, NULL),
         SQLITE_OK);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2");
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2,3");
     sqlite3_finalize(st);
     sqlite3_close(raw);
     free(token);
@@ -510,6 +514,18 @@ START_TEST(test_no_windows)
     ck_assert_uint_eq(retry, 0);
     pbx_error_free(&err);
     ck_assert_int_eq(pbx_store_window_release(store, "key:w", "t1", &err), -PBX_E_UNSUPPORTED);
+    pbx_error_free(&err);
+    {
+        const struct pbx_store_admit ask = {
+            .client = "key:w", .ticket = "t1", .rpm = 5, .rpd = 5, .concurrency = -1};
+        struct pbx_store_admission adm;
+
+        /* Nor the admission in one call that goes with them, nor its leases. */
+        ck_assert_int_eq(pbx_store_admit(store, &ask, &adm, &err), -PBX_E_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(err->msg, "sqlite"));
+        pbx_error_free(&err);
+        ck_assert_int_eq(pbx_store_lease_end(store, "key:w", "t1", &err), -PBX_E_UNSUPPORTED);
+    }
     pbx_error_free(&err);
     pbx_store_close(store);
 }

@@ -1006,6 +1006,228 @@ START_TEST(test_redis_window_ages_out)
 }
 END_TEST
 
+static int64_t zcard(int port, const char *key)
+{
+    redisReply *n = raw(port, "ZCARD %s", key);
+    int64_t len;
+
+    ck_assert_ptr_nonnull(n);
+    ck_assert_int_eq(n->type, REDIS_REPLY_INTEGER);
+    len = n->integer;
+    freeReplyObject(n);
+    return len;
+}
+
+/* Admit `ticket` of `ask` (its limits): the verdict. */
+static enum pbx_store_verdict admit_as(struct pbx_store *store, struct pbx_store_admit *ask,
+                                       const char *ticket, struct pbx_store_admission *adm)
+{
+    struct pbx_error *err = NULL;
+
+    ask->ticket = ticket;
+    ck_assert_int_eq(pbx_store_admit(store, ask, adm, &err), 0);
+    ck_assert_ptr_null(err);
+    return adm->verdict;
+}
+
+/*
+ * One call admits: the window, the day's quota and the leases, checked
+ * together and charged only when all three have room, by Redis's clock,
+ * through two stores (two servers) alike; a refusal charges nothing; an
+ * undo gives all of it back; a lease ends, or runs out by itself.
+ */
+START_TEST(test_redis_admit)
+{
+    char *uri = NULL;
+    struct pbx_store *a = new_store("admit", &uri);
+    struct pbx_store *b = open_ok(uri);
+    struct pbx_error *err = NULL;
+    struct pbx_store_admit ask = {
+        .client = "key:adm", .rpm = 3, .rpd = 5, .concurrency = 2, .lease_ms = 60000};
+    struct pbx_store_admission adm = {0};
+    struct pbx_store_admission t3 = {0};
+    int64_t count = -1;
+    time_t secs = (time_t)(redis_now_ms(shared_port) / 1000);
+    struct tm tm;
+    char day[16];
+
+    /* The day is Redis's UTC day. */
+    gmtime_r(&secs, &tm);
+    strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+    ck_assert_int_eq(admit_as(a, &ask, "t1", &adm), PBX_STORE_ADMITTED);
+    ck_assert_str_eq(adm.day, day);
+    ck_assert(adm.leased && !adm.repeat);
+    ck_assert_int_eq(adm.today, 1);
+    ck_assert_int_eq(admit_as(b, &ask, "t2", &adm), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(adm.today, 2);
+    /* Two leases held: a third execution at once is refused, and charged nothing. */
+    ck_assert_int_eq(admit_as(a, &ask, "t3", &adm), PBX_STORE_CONCURRENT);
+    ck_assert_uint_eq(adm.retry_after, 1);
+    ck_assert_int_eq(zcard(shared_port, "pbx:window:{key:adm}"), 2);
+    ck_assert_int_eq(zcard(shared_port, "pbx:lease:{key:adm}"), 2);
+    ck_assert_int_eq(pbx_store_quota_get(a, "key:adm", day, &count, &err), 0);
+    ck_assert_int_eq(count, 2);
+    /* One ends (on the other server): room again. */
+    ck_assert_int_eq(pbx_store_lease_end(b, "key:adm", "t1", &err), 0);
+    ck_assert_int_eq(pbx_store_lease_end(b, "key:adm", "t1", &err), 0); /* twice is fine */
+    ck_assert_int_eq(admit_as(a, &ask, "t3", &t3), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(t3.today, 3);
+    /* Three in the minute: the window is full, the oldest leaves in about 60 s. */
+    ck_assert_int_eq(pbx_store_lease_end(a, "key:adm", "t2", &err), 0);
+    ck_assert_int_eq(admit_as(b, &ask, "t4", &adm), PBX_STORE_RATE);
+    ck_assert_uint_ge(adm.retry_after, 59);
+    ck_assert_uint_le(adm.retry_after, 60);
+    ck_assert_int_eq(adm.today, 3);
+    /* t3 undone (no slot for it): its place, its count and its lease are given back. */
+    ck_assert_int_eq(pbx_store_admit_undo(b,
+                                          &(struct pbx_store_admit){.client = "key:adm",
+                                                                    .ticket = "t3",
+                                                                    .concurrency = 2,
+                                                                    .lease_ms = 60000},
+                                          &t3, &err),
+                     0);
+    ck_assert_ptr_null(err);
+    ck_assert_int_eq(zcard(shared_port, "pbx:window:{key:adm}"), 2);
+    ck_assert_int_eq(zcard(shared_port, "pbx:lease:{key:adm}"), 0);
+    ck_assert_int_eq(pbx_store_quota_get(a, "key:adm", day, &count, &err), 0);
+    ck_assert_int_eq(count, 2);
+    /* The day's quota: two more pass a window of no limit, the next is refused until midnight. */
+    ask.rpm = -1;
+    ck_assert_int_eq(admit_as(a, &ask, "t5", &adm), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(pbx_store_lease_end(a, "key:adm", "t5", &err), 0);
+    ck_assert_int_eq(admit_as(a, &ask, "t6", &adm), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(adm.today, 4);
+    ck_assert_int_eq(pbx_store_lease_end(a, "key:adm", "t6", &err), 0);
+    ask.rpd = 4;
+    ck_assert_int_eq(admit_as(b, &ask, "t7", &adm), PBX_STORE_QUOTA);
+    ck_assert_uint_ge(adm.retry_after, 1);
+    ck_assert_uint_le(adm.retry_after, 86400);
+    ck_assert_int_eq(adm.today, 4);
+    ck_assert_int_eq(zcard(shared_port, "pbx:lease:{key:adm}"), 0);
+    pbx_store_close(b);
+    pbx_store_close(a);
+    free(uri);
+}
+END_TEST
+
+/* An idempotency key: charged to the day once, through either server; an undo forgets it. */
+START_TEST(test_redis_admit_once)
+{
+    char *uri = NULL;
+    struct pbx_store *a = new_store("admitonce", &uri);
+    struct pbx_store *b = open_ok(uri);
+    struct pbx_error *err = NULL;
+    struct pbx_store_admit ask = {
+        .client = "key:once", .once = "retry-1", .rpm = 10, .rpd = 2, .concurrency = -1};
+    struct pbx_store_admission first = {0};
+    struct pbx_store_admission adm = {0};
+
+    ck_assert_int_eq(admit_as(a, &ask, "o1", &first), PBX_STORE_ADMITTED);
+    ck_assert(!first.repeat && !first.leased);
+    ck_assert_int_eq(first.today, 1);
+    /* Sent again, to the other server: admitted, in the window, not counted again. */
+    ck_assert_int_eq(admit_as(b, &ask, "o2", &adm), PBX_STORE_ADMITTED);
+    ck_assert(adm.repeat);
+    ck_assert_int_eq(adm.today, 1);
+    ck_assert_int_eq(zcard(shared_port, "pbx:window:{key:once}"), 2);
+    ck_assert_int_eq(zcard(shared_port, "pbx:lease:{key:once}"), 0); /* no limit, no lease */
+    /* Undoing the repeat leaves the first charge alone. */
+    ask.ticket = "o2";
+    ck_assert_int_eq(pbx_store_admit_undo(b, &ask, &adm, &err), 0);
+    ck_assert_int_eq(admit_as(a, &ask, "o3", &adm), PBX_STORE_ADMITTED);
+    ck_assert(adm.repeat);
+    ck_assert_int_eq(adm.today, 1);
+    /* Undoing the first forgets the key: the next one of it counts. */
+    ask.ticket = "o1";
+    ck_assert_int_eq(pbx_store_admit_undo(a, &ask, &first, &err), 0);
+    ck_assert_int_eq(admit_as(b, &ask, "o4", &adm), PBX_STORE_ADMITTED);
+    ck_assert(!adm.repeat);
+    ck_assert_int_eq(adm.today, 1);
+    /* A repeat passes a spent quota: it was paid for. */
+    ask.once = "retry-2";
+    ck_assert_int_eq(admit_as(a, &ask, "o5", &adm), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(adm.today, 2);
+    ask.once = NULL;
+    ck_assert_int_eq(admit_as(a, &ask, "o6", &adm), PBX_STORE_QUOTA);
+    ask.once = "retry-2";
+    ck_assert_int_eq(admit_as(b, &ask, "o7", &adm), PBX_STORE_ADMITTED);
+    ck_assert(adm.repeat);
+    ck_assert_ptr_null(err);
+    pbx_store_close(b);
+    pbx_store_close(a);
+    free(uri);
+}
+END_TEST
+
+/* A lease never ended (a server that died) ends by itself when its time is up. */
+START_TEST(test_redis_admit_lease_runs_out)
+{
+    struct pbx_store *store = new_store("leases", NULL);
+    struct pbx_store_admit ask = {
+        .client = "key:lease", .rpm = -1, .rpd = -1, .concurrency = 1, .lease_ms = 300};
+    struct pbx_store_admission adm = {0};
+    struct timespec t0;
+    struct timespec t;
+    double waited = 0;
+
+    ck_assert_int_eq(admit_as(store, &ask, "l1", &adm), PBX_STORE_ADMITTED);
+    ck_assert_int_eq(admit_as(store, &ask, "l2", &adm), PBX_STORE_CONCURRENT);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (admit_as(store, &ask, "l2", &adm) != PBX_STORE_ADMITTED) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        waited = (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
+        ck_assert_msg(waited < 5, "the lease did not run out");
+        usleep(20000);
+    }
+    pbx_store_close(store);
+}
+END_TEST
+
+/* Input refused before Redis sees it, and a counter that is not one. */
+START_TEST(test_redis_admit_bad)
+{
+    struct pbx_store *store = new_store("admitbad", NULL);
+    struct pbx_error *err = NULL;
+    struct pbx_store_admission adm = {0};
+    char long_once[PBX_STORE_ONCE_MAX + 2];
+    const struct pbx_store_admit bad[] = {
+        {.client = "", .ticket = "t", .concurrency = -1},
+        {.client = "key:x", .ticket = "", .concurrency = -1},
+        {.client = "key:x", .ticket = "a b", .concurrency = -1},
+        {.client = "key:x", .ticket = "t", .once = "", .concurrency = -1},
+        {.client = "key:x", .ticket = "t", .once = long_once, .concurrency = -1},
+        {.client = "key:x", .ticket = "t", .once = "tab\tin", .concurrency = -1},
+        {.client = "key:x", .ticket = "t", .concurrency = 1, .lease_ms = 0},
+    };
+    time_t secs = (time_t)(redis_now_ms(shared_port) / 1000);
+    struct tm tm;
+    char day[16];
+
+    memset(long_once, 'k', sizeof(long_once) - 1);
+    long_once[sizeof(long_once) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(pbx_store_admit(store, &bad[i], &adm, &err) == -PBX_E_INVAL, "case %zu", i);
+        pbx_error_free(&err);
+    }
+    ck_assert_int_eq(zcard(shared_port, "pbx:window:{key:x}"), 0);
+    /* A counter that is not a count is an error, never a guess, and charges nothing. */
+    gmtime_r(&secs, &tm);
+    strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+    raw_ok(shared_port, "SET pbx:quota:{key:x}:%s lots", day);
+    ck_assert_int_lt(
+        pbx_store_admit(
+            store,
+            &(struct pbx_store_admit){
+                .client = "key:x", .ticket = "t", .rpm = 5, .rpd = 5, .concurrency = -1},
+            &adm, &err),
+        0);
+    ck_assert_ptr_nonnull(err);
+    pbx_error_free(&err);
+    ck_assert_int_eq(zcard(shared_port, "pbx:window:{key:x}"), 0);
+    pbx_store_close(store);
+}
+END_TEST
+
 /* open_existing() opens what is there; keys and revocation go through it as pybox keys uses it. */
 START_TEST(test_redis_open_existing)
 {
@@ -1049,6 +1271,10 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_two_nodes);
     tcase_add_test(tc, test_redis_window);
     tcase_add_test(tc, test_redis_window_ages_out);
+    tcase_add_test(tc, test_redis_admit);
+    tcase_add_test(tc, test_redis_admit_once);
+    tcase_add_test(tc, test_redis_admit_lease_runs_out);
+    tcase_add_test(tc, test_redis_admit_bad);
     tcase_add_test(tc, test_redis_open_existing);
     suite_add_tcase(s, tc);
     return s;
