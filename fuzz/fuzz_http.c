@@ -7,7 +7,8 @@
  * authentication, admission and answers a socket reaches.  Only the engine
  * is replaced, by a stub that answers at once with a result derived from the
  * request (so every answer shape is built), and the store is a SQLite file in
- * a private directory on tmpfs.  The admin key is "fuzz-admin".
+ * a private directory on tmpfs.  The admin key is "fuzz-admin"; the peer,
+ * 127.0.0.1, is a trusted proxy.
  *
  * The oracle, besides the sanitizers: the server never answers 5xx except
  * 503 (busy) and 505 (libmicrohttpd's own answer to an HTTP version it does
@@ -130,6 +131,9 @@ static void start(void)
     uri = xasprintf("sqlite:%s/pybox.db", dir);
     pbx_server_config_default(&cfg);
     cfg.admin_key = "fuzz-admin";
+    /* The peer (127.0.0.1) is a trusted proxy: its X-Forwarded-For and X-Request-Id are read. */
+    cfg.proxies[0] = "127.0.0.1/32";
+    cfg.nproxies = 1;
     cfg.quiet = true;
     cfg.anon_rpm = 1000000000;
     cfg.anon_rpd = 1000000000;

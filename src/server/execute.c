@@ -57,6 +57,9 @@
 #include "server/internal.h"
 #include "common/banned.h"
 
+/* How long the mark of a proxy's request id, the idempotency key of a retry, is kept (s). */
+#define RID_MARK_S 600
+
 /* The refusal of a request whose quota cannot be checked: the daily quota fails closed. */
 #define STORE_DOWN "the store of daily quotas does not answer; retry in a moment"
 
@@ -82,6 +85,7 @@ struct execution {
     struct pbx_admit_held place;    /* admit: where it is held (the store's window or ours) */
     bool has_once;                  /* admit: an Idempotency-Key (the client's or the proxy's) */
     char once[129];                 /* admit: that key, charged once a day */
+    bool once_rid;                  /* admit: that key is the proxy's request id */
     struct pbx_store_admit ask;     /* admit: the shared store's admission asked */
     struct pbx_store_admission adm; /* admit: its answer */
     char ticket[33];                /* admit: the request's window place and lease there */
@@ -309,9 +313,11 @@ static int idempotency_key(struct execution *x)
     x->has_once = false;
     v = x->c != NULL ? MHD_lookup_connection_value(x->c, MHD_HEADER_KIND, "Idempotency-Key") : NULL;
     if (v == NULL) {
-        if (x->ctx->id_forwarded) {
+        /* Only a shared store has another node for the proxy to send a request again to. */
+        if (x->ctx->id_forwarded && pbx_store_has_windows(x->s->store)) {
             snprintf(x->once, sizeof(x->once), "rid:%s", x->ctx->id);
             x->has_once = true;
+            x->once_rid = true;
         }
         return 0;
     }
@@ -371,6 +377,8 @@ static int admit_shared(struct execution *x, bool *share)
         .client = x->client,
         .ticket = x->ticket,
         .once = x->has_once ? x->once : NULL,
+        /* A proxy sends a request again within seconds: its id's mark need not last a day. */
+        .once_ttl_s = x->once_rid ? RID_MARK_S : 0,
         .rpm = x->who.rpm,
         .rpd = x->who.rpd,
         .concurrency = x->who.concurrency,

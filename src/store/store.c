@@ -188,6 +188,8 @@ static int check_admit(const struct pbx_store *store, const struct pbx_store_adm
         r = pbx__store_check_once(a->once, err);
     if (r == 0 && a->concurrency >= 0 && a->lease_ms == 0)
         r = pbx_error_set(err, PBX_E_INVAL, "a lease of 0 ms");
+    if (r == 0 && a->once_ttl_s > 86400)
+        r = pbx_error_set(err, PBX_E_INVAL, "an idempotency key's mark is kept a day at most");
     return r;
 }
 

@@ -154,6 +154,7 @@ struct pbx_store_admit {
     const char *client;  /* whose: 1 to PBX_STORE_CLIENT_MAX bytes */
     const char *ticket;  /* the request's own id: its window place and its lease (as a window's) */
     const char *once;    /* an idempotency key (as pbx_store_quota_take_once()'s), or NULL */
+    uint32_t once_ttl_s; /* how long its mark is kept: 0 for a day, else 1 to 86400 s */
     int64_t rpm;         /* places in the window (< 0: no limit) */
     int64_t rpd;         /* charges in the UTC day (< 0: no limit) */
     int64_t concurrency; /* leases at once (< 0: no limit, and no lease taken) */

@@ -995,10 +995,20 @@ static int rd_admit(struct pbx_store *base, const struct pbx_store_admit *a,
     char rpd[24];
     char conc[24];
     char life[24];
-    const char *argv[13] = {
-        window,        lease,       prefix,    a->ticket, a->once != NULL ? a->once : "",
-        rpm,           rpd,         conc,      life,      STR(WINDOW_MS),
-        WINDOW_TTL_MS, QUOTA_TTL_S, ONCE_TTL_S};
+    char once_ttl[24];
+    const char *argv[13] = {window,
+                            lease,
+                            prefix,
+                            a->ticket,
+                            a->once != NULL ? a->once : "",
+                            rpm,
+                            rpd,
+                            conc,
+                            life,
+                            STR(WINDOW_MS),
+                            WINDOW_TTL_MS,
+                            QUOTA_TTL_S,
+                            a->once_ttl_s != 0 ? once_ttl : ONCE_TTL_S};
     const struct one_call one = {.what = "admit a request",
                                  .id = SC_ADMIT,
                                  .nkeys = 2,
@@ -1017,6 +1027,7 @@ static int rd_admit(struct pbx_store *base, const struct pbx_store_admit *a,
     snprintf(rpd, sizeof(rpd), "%" PRId64, a->rpd < 0 ? -1 : a->rpd);
     snprintf(conc, sizeof(conc), "%" PRId64, a->concurrency < 0 ? -1 : a->concurrency);
     snprintf(life, sizeof(life), "%" PRIu32, a->lease_ms);
+    snprintf(once_ttl, sizeof(once_ttl), "%" PRIu32, a->once_ttl_s);
     r = run_one(rs, &one, &reply, err);
     if (r < 0)
         return r;

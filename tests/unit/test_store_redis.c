@@ -1153,6 +1153,24 @@ START_TEST(test_redis_admit_once)
     ck_assert_int_eq(admit_as(b, &ask, "o7", &adm), PBX_STORE_ADMITTED);
     ck_assert(adm.repeat);
     ck_assert_ptr_null(err);
+    /* A mark kept a day, or as long as asked; longer than a day is refused. */
+    {
+        redisReply *ttl = raw(shared_port, "TTL pbx:quota:{key:once}:%s:once:retry-2", adm.day);
+
+        ck_assert_int_gt(ttl->integer, 86000);
+        freeReplyObject(ttl);
+        ask.rpd = -1;
+        ask.once = "short";
+        ask.once_ttl_s = 30;
+        ck_assert_int_eq(admit_as(a, &ask, "o8", &adm), PBX_STORE_ADMITTED);
+        ttl = raw(shared_port, "TTL pbx:quota:{key:once}:%s:once:short", adm.day);
+        ck_assert_int_gt(ttl->integer, 0);
+        ck_assert_int_le(ttl->integer, 30);
+        freeReplyObject(ttl);
+        ask.once_ttl_s = 86401;
+        ck_assert_int_eq(pbx_store_admit(a, &ask, &adm, &err), -PBX_E_INVAL);
+        pbx_error_free(&err);
+    }
     pbx_store_close(b);
     pbx_store_close(a);
     free(uri);
