@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, session_from, wait_metric
 from redis_server import Redis
@@ -384,3 +385,90 @@ def test_while_redis_hangs_each_node_allows_its_share_at_once(start_server, redi
             ran(wait_admitted(lambda n=node: post(n, QUICK, key), "after the node's execution"))
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
+
+
+# ---------------------------------------------------------------------------------------------
+# a streamed execution's lease
+
+
+def test_a_streamed_execution_holds_its_lease_until_it_ends(start_server, redis):
+    srv = start_server("--store", redis.uri, "--rpm", "100000", "--rpd", "1000000")
+    key = keys_create(["--store", redis.uri], "streamed", "--rpm", "1000", "--rpd", "1000",
+                      "--concurrency", "1")
+    code = {"code": "import time\nprint('go', flush=True)\ntime.sleep(60)"}
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {key}"}
+    with requests.post(srv.url + "/v1/execute", json=code, headers=headers, stream=True,
+                       timeout=60) as s:
+        assert s.status_code == 200 and s.headers["content-type"] == "text/event-stream"
+        seen = b""
+        for chunk in s.iter_content(chunk_size=None):
+            seen += chunk
+            if b"go" in seen:
+                break
+        assert b"go" in seen, seen
+        at_once_refusal(post(srv, QUICK, key), 1)
+        assert leases(redis, "streamed") == 1
+    # The client left: its execution is cancelled, and its lease ends with it.
+    wait_for("the streamed execution's lease ended", lambda: leases(redis, "streamed") == 0)
+    ran(wait_admitted(lambda: post(srv, QUICK, key), "after the stream"))
+
+
+def test_a_sessions_call_holds_a_lease_of_its_key(start_server, redis):
+    srv = start_server("--store", redis.uri, "--rpm", "100000", "--rpd", "1000000")
+    key = keys_create(["--store", redis.uri], "sessioned", "--rpm", "1000", "--rpd", "1000",
+                      "--concurrency", "1")
+    h = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    r = requests.post(srv.url + "/v1/sessions", json={}, headers=h, timeout=60)
+    assert r.status_code == 201, r.text
+    sid = body_of(r)["id"]
+    call = Background(lambda: requests.post(f"{srv.url}/v1/sessions/{sid}/execute", json=slow(3),
+                                            headers=h, timeout=120))
+    wait_metric(srv, "pybox_cells_busy", 1)
+    at_once_refusal(post(srv, QUICK, key), 1)  # the session's call is one of the key's
+    assert leases(redis, "sessioned") == 1
+    assert call.alive(), "the call ended before the second was refused: retry with longer"
+    r = call.result()
+    assert r.status_code == 200 and body_of(r)["stdout"] == "slept\n", r.text
+    wait_for("the call's lease ended", lambda: leases(redis, "sessioned") == 0)
+    ran(post(srv, QUICK, key))
+    r = requests.delete(f"{srv.url}/v1/sessions/{sid}", headers=h, timeout=60)
+    assert r.status_code == 204, r.text
+
+
+def test_sqlite_node_counts_a_proxys_request_once(start_server):
+    """With SQLite the proxy's id is the idempotency key too (the quota charged in the store
+    after the slot): requests_today, in the compatible dialect's user_info, says so."""
+    srv = start_server("--trusted-proxy", "127.0.0.1/32", "--rpm", "1000", "--rpd", "1000")
+    key = keys_create(["--data", str(srv.data_dir)], "local", "--rpm", "1000", "--rpd", "2")
+
+    def today(rid):
+        r = srv.execute(QUICK, key=key, headers={"X-Request-Id": rid})
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Request-Id"] == rid, r.headers
+        return body_of(r)["user_info"]["requests_today"]
+
+    assert [today("r-1") for _ in range(3)] == [1, 1, 1]
+    assert today("r-2") == 2
+    r = srv.execute(QUICK, key=key, headers={"X-Request-Id": "r-3"})
+    body = expect_error(r, 429, "RateLimitExceeded")
+    assert "daily quota of 2" in body["error_details"]["message"], body
+    assert today("r-1") == 2  # charged already
+
+
+def test_a_short_lease_does_not_shorten_a_long_ones(start_server, redis):
+    """Each lease lasts as long as its request may (its timeout and a margin): a request with a
+    short timeout admitted next to a long one must not make the leases' set expire, and the long
+    one's lease with it, before the long one may end."""
+    srv = start_server("--store", redis.uri, "--queue", "0", "--rpm", "100000",
+                       "--rpd", "1000000")
+    key = keys_create(["--store", redis.uri], "long", "--rpm", "1000", "--rpd", "1000",
+                      "--concurrency", "2", "--timeout", "120")
+    a = Background(lambda: post(srv, dict(slow(3), timeout=120), key))
+    wait_metric(srv, "pybox_cells_busy", 1)
+    ran(post(srv, {"code": "print(1)", "timeout": 1}, key))
+    pttl = rcall(redis, "PTTL", "pbx:lease:{key:long}")
+    assert a.alive(), "A ended before its lease was read: retry with a longer sleep"
+    assert leases(redis, "long") == 1
+    assert pttl > 100_000, f"A's lease (120 s and more) would expire in {pttl} ms"
+    assert body_of(a.result())["stdout"] == "slept\n"
+    wait_for("A's lease ended", lambda: leases(redis, "long") == 0)
