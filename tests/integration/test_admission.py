@@ -4,6 +4,8 @@ checked and charged together, in Redis for every node sharing it or in the node'
 SQLite; a request refused after that (503 ServerBusy) gives its charge back; a trusted proxy's
 X-Request-Id names the request and makes a request the proxy sends again count once; and while
 Redis does not answer each node allows its share (--nodes) of a key's executions at once.
+A streamed execution and a session's call hold a lease like any other, and a lease's set lives
+as long as its longest lease.
 
 A real redis-server (tests/integration/redis_server.py), read with raw RESP over a socket; each
 node is its own `pybox serve` process. Executions that must overlap sleep in the sandbox, and
@@ -22,7 +24,7 @@ import requests
 from conftest import PYBOX, SLOW, body_of, clean_env, expect_error, session_from, wait_metric
 from redis_server import Redis
 
-RUNNING = "executions at once reached; retry when one has ended"
+RUNNING = "at once reached; retry when one has ended"  # "1 execution", "2 executions"
 
 
 def slow(seconds):
