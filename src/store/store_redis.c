@@ -210,7 +210,9 @@ static const char *const scripts[SC_COUNT] = {
                  "    return {3, math.max(wait, 0), c, day}\n"
                  "  end\n"
                  "  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[7]), ARGV[2])\n"
-                 "  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[7]) + 1000)\n"
+                 /* The set outlives its longest lease, not the newest: leases' lives differ. */
+                 "  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')\n"
+                 "  redis.call('PEXPIREAT', KEYS[2], tonumber(last[2]) + 1000)\n"
                  "end\n"
                  "if rpm >= 0 then\n"
                  "  redis.call('ZADD', KEYS[1], now, ARGV[2])\n"

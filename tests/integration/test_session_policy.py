@@ -182,9 +182,10 @@ def test_a_server_upgrades_an_old_store(start_server, tmp_path):
     delete(srv, s["id"], key=token)
     db = sqlite3.connect(path)
     try:
-        assert [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY 1")] == [1, 2]
-        assert db.execute("SELECT sessions, session_idle_ttl_s, session_lifetime_s FROM keys "
-                          "WHERE name = 'old'").fetchone() == (0, 0, 0)
+        assert [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY 1")] == [
+            1, 2, 3]
+        assert db.execute("SELECT sessions, session_idle_ttl_s, session_lifetime_s, concurrency "
+                          "FROM keys WHERE name = 'old'").fetchone() == (0, 0, 0, 0)
     finally:
         db.close()
     # A key made on the upgraded store has its own.

@@ -1201,6 +1201,44 @@ START_TEST(test_redis_admit_lease_runs_out)
 }
 END_TEST
 
+/*
+ * Leases of different lives: the set lasts as long as its longest, so a
+ * short one admitted after a long one runs out alone and the long one stays.
+ */
+START_TEST(test_redis_admit_lease_longest)
+{
+    struct pbx_store *store = new_store("leaselong", NULL);
+    struct pbx_store_admit ask = {
+        .client = "key:long", .rpm = -1, .rpd = -1, .concurrency = 2, .lease_ms = 600000};
+    struct pbx_store_admission adm = {0};
+    struct timespec t0;
+    struct timespec t;
+    redisReply *ttl;
+
+    ck_assert_int_eq(admit_as(store, &ask, "long", &adm), PBX_STORE_ADMITTED);
+    ask.lease_ms = 300;
+    ck_assert_int_eq(admit_as(store, &ask, "short", &adm), PBX_STORE_ADMITTED);
+    ttl = raw(shared_port, "PTTL pbx:lease:{key:long}");
+    ck_assert_ptr_nonnull(ttl);
+    ck_assert_int_eq(ttl->type, REDIS_REPLY_INTEGER);
+    ck_assert_int_gt(ttl->integer, 590000);
+    ck_assert_int_le(ttl->integer, 601000);
+    freeReplyObject(ttl);
+    ck_assert_int_eq(admit_as(store, &ask, "third", &adm), PBX_STORE_CONCURRENT);
+    /* The short one runs out: room for one, the long one still held. */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (admit_as(store, &ask, "third", &adm) != PBX_STORE_ADMITTED) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        ck_assert_msg((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 < 5,
+                      "the short lease did not run out");
+        usleep(20000);
+    }
+    ck_assert_int_eq(admit_as(store, &ask, "fourth", &adm), PBX_STORE_CONCURRENT);
+    ck_assert_int_eq(zcard(shared_port, "pbx:lease:{key:long}"), 2);
+    pbx_store_close(store);
+}
+END_TEST
+
 /* Input refused before Redis sees it, and a counter that is not one. */
 START_TEST(test_redis_admit_bad)
 {
@@ -1292,6 +1330,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_admit);
     tcase_add_test(tc, test_redis_admit_once);
     tcase_add_test(tc, test_redis_admit_lease_runs_out);
+    tcase_add_test(tc, test_redis_admit_lease_longest);
     tcase_add_test(tc, test_redis_admit_bad);
     tcase_add_test(tc, test_redis_open_existing);
     suite_add_tcase(s, tc);
