@@ -333,19 +333,12 @@ static int idempotency_key(struct execution *x)
     return 0;
 }
 
-/*
- * The per-minute window and the daily quota, checked before the caller may
- * take a slot or a place in the queue, so a caller over its limits cannot
- * crowd others out.  The request is then held: it counts against both while
- * it waits (a burst cannot pass the check all at once), and is charged only
- * once admitted (charge()) or let go.  Returns 0 (held unless admin), or -1
- * after answering (429, 500).
- */
-static int rate_spent(struct execution *x, unsigned retry)
+/* The window of `limit` a minute (the caller's, or this server's share of it) is full. */
+static int rate_spent(struct execution *x, int64_t limit, unsigned retry)
 {
     char msg[160];
 
-    snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached", x->who.rpm);
+    snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached", limit);
     return refuse(x, "RateLimitExceeded", msg, retry);
 }
 
@@ -400,7 +393,7 @@ static int admit_shared(struct execution *x, bool *share)
         x->shared = true;
         return 1;
     case PBX_STORE_RATE:
-        return rate_spent(x, x->adm.retry_after);
+        return rate_spent(x, x->who.rpm, x->adm.retry_after);
     case PBX_STORE_QUOTA:
         return quota_spent(x);
     case PBX_STORE_CONCURRENT:
@@ -409,6 +402,16 @@ static int admit_shared(struct execution *x, bool *share)
     return refuse(x, "InternalServerError", "the admission could not be decided", 0);
 }
 
+/*
+ * The per-minute window, the daily quota and the executions at once,
+ * checked before the caller may take a slot or a place in the queue, so a
+ * caller over its limits cannot crowd others out.  With a shared store all
+ * three are charged at once (admit_shared()).  Otherwise the request is
+ * held: it counts against the window while it waits (a burst cannot pass
+ * the check all at once), its lease is taken, and it is charged only once
+ * admitted (charge()) or let go.  Returns 0 (charged or held unless admin),
+ * or -1 after answering (429, 503, 500).
+ */
 static int hold(struct execution *x)
 {
     struct pbx_server *s = x->s;
@@ -435,7 +438,7 @@ static int hold(struct execution *x)
     rpm = share ? pbx__admit_local_share(s->admit, x->who.rpm) : x->who.rpm;
     running = share ? pbx__admit_local_share(s->admit, x->who.concurrency) : x->who.concurrency;
     if (!pbx__admit_hold(s->admit, x->client, rpm, now, &retry, &held))
-        return rate_spent(x, retry);
+        return rate_spent(x, rpm, retry);
     x->place.local = true;
     if (!pbx__admit_lease(s->admit, x->client, running, now)) {
         pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
