@@ -437,24 +437,26 @@ def test_a_sessions_call_holds_a_lease_of_its_key(start_server, redis):
     assert r.status_code == 204, r.text
 
 
-def test_sqlite_node_counts_a_proxys_request_once(start_server):
-    """With SQLite the proxy's id is the idempotency key too (the quota charged in the store
-    after the slot): requests_today, in the compatible dialect's user_info, says so."""
+def test_sqlite_node_names_requests_by_the_proxys_id_but_counts_each(start_server):
+    """With SQLite there is no other node for the proxy to send a request again to, so the
+    proxy's id names the request (X-Request-Id, request_id) but is no idempotency key: each
+    request counts (requests_today, in the compatible dialect's user_info), while a client's
+    Idempotency-Key still counts once."""
     srv = start_server("--trusted-proxy", "127.0.0.1/32", "--rpm", "1000", "--rpd", "1000")
-    key = keys_create(["--data", str(srv.data_dir)], "local", "--rpm", "1000", "--rpd", "2")
+    key = keys_create(["--data", str(srv.data_dir)], "local", "--rpm", "1000", "--rpd", "4")
 
-    def today(rid):
-        r = srv.execute(QUICK, key=key, headers={"X-Request-Id": rid})
+    def today(rid, extra=None):
+        r = srv.execute(QUICK, key=key, headers={"X-Request-Id": rid, **(extra or {})})
         assert r.status_code == 200, r.text
         assert r.headers["X-Request-Id"] == rid, r.headers
+        assert body_of(r)["request_id"] == rid, r.text
         return body_of(r)["user_info"]["requests_today"]
 
-    assert [today("r-1") for _ in range(3)] == [1, 1, 1]
-    assert today("r-2") == 2
-    r = srv.execute(QUICK, key=key, headers={"X-Request-Id": "r-3"})
+    assert [today("r-1") for _ in range(3)] == [1, 2, 3]
+    assert [today(f"r-{i}", {"Idempotency-Key": "job-1"}) for i in (4, 5)] == [4, 4]
+    r = srv.execute(QUICK, key=key, headers={"X-Request-Id": "r-1"})
     body = expect_error(r, 429, "RateLimitExceeded")
-    assert "daily quota of 2" in body["error_details"]["message"], body
-    assert today("r-1") == 2  # charged already
+    assert "daily quota of 4" in body["error_details"]["message"], body
 
 
 def test_a_short_lease_does_not_shorten_a_long_ones(start_server, redis):
