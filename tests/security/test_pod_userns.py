@@ -174,13 +174,27 @@ def test_a_bad_jail_id_range_is_refused(spec, message):
         assert ("--jail-ids" if env is None else "PYBOX_JAIL_IDS") in lines[0], lines
 
 
+def hardened_args():
+    """The arguments deploy/k8s/pybox-hardened.yaml gives pybox serve but the node id."""
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "k8s" /
+            "pybox-hardened.yaml").read_text()
+    [line] = [x for x in text.splitlines() if x.strip().startswith("args:")]
+    args = json.loads(line.split(":", 1)[1])
+    assert args[:2] == ["--node-id", "n$(POD_INDEX)"], args
+    return args[2:]
+
+
 def test_serve_in_the_pod():
-    """The server starts both its jails in the pod and answers an execution."""
+    """The server, with the hardened profile's arguments, starts both its jails in the pod
+    and answers an execution."""
+    args = hardened_args()
+    assert args == ["--jail-ids", "32768:32768"], args
     data = Path(tempfile.mkdtemp(prefix="pybox-pod-"))
     os.chown(data, POD_OUTER, POD_OUTER)  # the pod's root owns its state
     url_file = data / "url"
-    p = subprocess.Popen(pod([PYBOX, "serve", "--no-preload", "--spares", "0:0", "--listen",
-                              "127.0.0.1:0", "--data", str(data), "--url-file", str(url_file)]),
+    p = subprocess.Popen(pod([PYBOX, "serve", *args, "--no-preload", "--spares", "0:0",
+                              "--listen", "127.0.0.1:0", "--data", str(data), "--url-file",
+                              str(url_file)]),
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          env=_clean_env(None), text=True)
     try:
@@ -204,5 +218,5 @@ def test_serve_in_the_pod():
             _, err = p.communicate()
         shutil.rmtree(data, ignore_errors=True)
     assert p.returncode == 0, err
-    # Its log names the ids in force.
-    assert "picked: this user namespace lacks the default" in err, err
+    # Its log names the ids in force, the ones given.
+    assert "namespaces: user (uid 0-32767 -> host 32768-65535)" in err, err
