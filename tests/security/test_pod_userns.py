@@ -220,3 +220,27 @@ def test_serve_in_the_pod():
     assert p.returncode == 0, err
     # Its log names the ids in force, the ones given.
     assert "namespaces: user (uid 0-32767 -> host 32768-65535)" in err, err
+
+
+def repl_jsonl(env, request):
+    """`pybox repl --jsonl` (libpybox's local mode) in the pod, one request: its output lines."""
+    r = subprocess.run(pod([PYBOX, "repl", "--jsonl"]), input=json.dumps(request) + "\n",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env(env),
+                       text=True, timeout=TIMEOUT)
+    return [json.loads(line) for line in r.stdout.splitlines()], r.stderr
+
+
+def test_libpybox_local_mode_in_the_pod():
+    """The library's local engine (here under pybox repl) picks its ids too, or takes
+    PYBOX_JAIL_IDS, and refuses a range the pod lacks with the same message."""
+    request = {"op": "execute", "code": "print(6 * 7)"}
+    lines, err = repl_jsonl(None, request)
+    assert lines[0]["ready"] is True, (lines, err)
+    assert lines[1]["ok"] is True and lines[1]["result"]["stdout"] == "42\n", (lines, err)
+    lines, err = repl_jsonl({"PYBOX_JAIL_IDS": "40000:2000"}, request)
+    assert lines[1]["ok"] is True and lines[1]["result"]["stdout"] == "42\n", (lines, err)
+    lines, err = repl_jsonl({"PYBOX_JAIL_IDS": "1000000000"}, request)
+    assert lines[0]["ready"] is False, lines
+    assert lines[0]["error"]["message"] == (
+        "start the local sandbox: the jail's ids: jail ids 1000000000-1000065535 are not all in "
+        "one range of this user namespace's ids (uids 0-65535; gids 0-65535)"), lines
