@@ -124,7 +124,6 @@ int pbx_cmd_doctor(int argc, char **argv)
     char *code;
     char *desc;
     int bad = 0;
-
     const char *jail_ids = getenv("PYBOX_JAIL_IDS");
     const char *jail_ids_from = "PYBOX_JAIL_IDS";
     uint32_t base;
@@ -138,7 +137,8 @@ int pbx_cmd_doctor(int argc, char **argv)
                "                           PYBOX_JAIL_IDS; default auto)\n");
         return 0;
     }
-    if (argc > 1 && strncmp(argv[1], "--jail-ids", 10) == 0) {
+    if (argc > 1 && strncmp(argv[1], "--jail-ids", 10) == 0 &&
+        (argv[1][10] == '\0' || argv[1][10] == '=')) {
         if (argv[1][10] == '=') {
             jail_ids = argv[1] + 11;
         } else if (argv[1][10] == '\0' && argc > 2) {
