@@ -2,6 +2,8 @@
 #ifndef PBX_CLI_CLI_H
 #define PBX_CLI_CLI_H
 
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdnoreturn.h>
 
 /*
@@ -10,6 +12,7 @@
  * error table, which says which failure exits with which.
  */
 #include "common/errtable.h"
+#include "common/error.h"
 #define PBX_EXIT_TIMEOUT  124 /* the wall or CPU limit was hit, as timeout(1) */
 #define PBX_EXIT_REJECTED 126 /* policy refused the code before it ran */
 
@@ -53,6 +56,16 @@ struct pbx_store;
  */
 struct pbx_store *pbx__cli_open_store(const char *cmd, const char *data, const char *store,
                                       bool create, int status, char **shown);
+
+/*
+ * Parse a --jail-ids or PYBOX_JAIL_IDS value, "BASE[:COUNT]" or "auto"
+ * (src/sandbox/uidmap.h), and check a range against the ids of this user
+ * namespace now, so that one it lacks is refused before anything starts,
+ * with a message naming the ranges it has.  Returns 0 with the range, or < 0
+ * with *err.
+ */
+int pbx__cli_jail_ids(const char *spec, uint32_t *base, uint32_t *count, bool *is_auto,
+                      struct pbx_error **err);
 
 /* Print "pybox: MESSAGE" and exit with `status`. */
 noreturn void pbx_die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

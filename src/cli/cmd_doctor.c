@@ -15,6 +15,7 @@
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "policy/policy.h"
+#include "sandbox/uidmap.h"
 #include "common/banned.h"
 
 /* Runs inside a cell with every import allowed; prints "name|ok|detail" lines. */
@@ -66,6 +67,31 @@ static void row_unused(const char *name, const char *detail)
     printf("  %-26s %-4s %s\n", name, "-", detail);
 }
 
+/* The ids pybox's own user namespace has, which the jail's ids must come from. */
+static void user_namespace(void)
+{
+    struct pbx_uidmap_host *host = xcalloc(1, sizeof(*host));
+    struct pbx_error *err = NULL;
+    char ranges[256];
+    char *detail;
+
+    if (pbx_uidmap_host_read(host, &err) < 0) {
+        row("user namespace ids", false, err->msg);
+        pbx_error_free(&err);
+        free(host);
+        return;
+    }
+    pbx_uidmap_host_ranges(host, ranges, sizeof(ranges));
+    detail =
+        xasprintf("%s: %s; the jail's ids come from these", ranges,
+                  host->nuid == 1 && host->uid[0].first == 0 && host->uid[0].count == UINT32_MAX
+                      ? "the host's"
+                      : "a user namespace's (a container's?)");
+    row("user namespace ids", true, detail);
+    free(detail);
+    free(host);
+}
+
 static void host_checks(void)
 {
     long seccomp = prctl(PR_GET_SECCOMP, 0, 0, 0, 0);
@@ -83,6 +109,7 @@ static void host_checks(void)
     row("running as root", geteuid() == 0,
         geteuid() == 0 ? "pybox maps the jail to an unprivileged uid range"
                        : "pybox needs root to map a uid range and create cgroups");
+    user_namespace();
     row_unused("landlock", "not used: the jail's mount namespace is the filesystem boundary");
 }
 
@@ -97,17 +124,43 @@ int pbx_cmd_doctor(int argc, char **argv)
     char *code;
     char *desc;
     int bad = 0;
+    const char *jail_ids = getenv("PYBOX_JAIL_IDS");
+    const char *jail_ids_from = "PYBOX_JAIL_IDS";
+    uint32_t base;
 
     if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        printf("usage: pybox doctor\n\nStart a jail, probe it from inside a cell, and print "
-               "which isolation\nfeatures are in force on this machine and why any is "
-               "missing.\nExit status 0 when the sandbox works, 1 otherwise.\n");
+        printf("usage: pybox doctor [--jail-ids BASE[:COUNT]]\n\nStart a jail, probe it from "
+               "inside a cell, and print which isolation\nfeatures are in force on this machine "
+               "and why any is missing.\nExit status 0 when the sandbox works, 1 otherwise.\n\n"
+               "Options:\n"
+               "  --jail-ids BASE[:COUNT]  the jail's ids, as for `pybox serve` (env\n"
+               "                           PYBOX_JAIL_IDS; default auto)\n");
         return 0;
+    }
+    if (argc > 1 && strncmp(argv[1], "--jail-ids", 10) == 0 &&
+        (argv[1][10] == '\0' || argv[1][10] == '=')) {
+        if (argv[1][10] == '=') {
+            jail_ids = argv[1] + 11;
+        } else if (argv[1][10] == '\0' && argc > 2) {
+            jail_ids = argv[2];
+            argv++;
+            argc--;
+        } else {
+            pbx_usage_error("doctor", "option `%s` needs a value", argv[1]);
+        }
+        jail_ids_from = "--jail-ids";
+        argv++;
+        argc--;
     }
     if (argc > 1)
         pbx_usage_error("doctor", "unexpected argument `%s`", argv[1]);
-    host_checks();
     pbx_engine_config_default(&cfg);
+    if (jail_ids != NULL && *jail_ids != '\0') {
+        if (pbx__cli_jail_ids(jail_ids, &base, &cfg.uid_count, &cfg.uid_auto, &err) < 0)
+            pbx_usage_error("doctor", "%s %s", jail_ids_from, err->msg);
+        cfg.uid_base = (uid_t)base;
+    }
+    host_checks();
     printf("\nJail:\n");
     if (pbx_engine_start(&cfg, &engine, &err) < 0) {
         row("jail", false, err->msg);

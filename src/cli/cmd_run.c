@@ -60,6 +60,8 @@ static void help(void)
         "                        \"data\"}, as POST /v1/execute streams them (docs/api.md)\n"
         "  --allow-all-imports   do not apply the import allowlist (env PYBOX_ALLOW_ALL_IMPORTS=1)\n"
         "  --preload             import numpy, PIL, pandas and matplotlib first (as the server)\n"
+        "  --jail-ids BASE[:COUNT]  the ids the jail's 0..COUNT-1 map to, as for `pybox serve`\n"
+        "                        (env PYBOX_JAIL_IDS; default auto)\n"
         "  --server URL          run on the pybox server at URL (env PYBOX_SERVER) instead of\n"
         "                        here: same output and exit status; --limit and\n"
         "                        --allow-all-imports are the server's to decide\n"
@@ -608,7 +610,19 @@ enum {
     OPT_API_KEY,
     OPT_FORCE,
     OPT_STREAM,
+    OPT_JAIL_IDS,
 };
+
+/* --jail-ids and PYBOX_JAIL_IDS. */
+static void set_jail_ids(struct pbx_engine_config *cfg, const char *what, const char *v, bool json)
+{
+    struct pbx_error *err = NULL;
+    uint32_t base;
+
+    if (pbx__cli_jail_ids(v, &base, &cfg->uid_count, &cfg->uid_auto, &err) < 0)
+        refuse_usage(json, "%s %s", what, err->msg);
+    cfg->uid_base = (uid_t)base;
+}
 
 /*
  * Whether the options say --json, looked at before any of them is applied, so
@@ -647,6 +661,7 @@ int pbx_cmd_run(int argc, char **argv)
         {"api-key", required_argument, NULL, OPT_API_KEY},
         {"force", no_argument, NULL, OPT_FORCE},
         {"stream", no_argument, NULL, OPT_STREAM},
+        {"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -704,6 +719,8 @@ int pbx_cmd_run(int argc, char **argv)
         free(all);
     }
     req.allow_all_imports = env_true("PYBOX_ALLOW_ALL_IMPORTS");
+    if (getenv("PYBOX_JAIL_IDS") != NULL && getenv("PYBOX_JAIL_IDS")[0] != '\0')
+        set_jail_ids(&cfg, "PYBOX_JAIL_IDS", getenv("PYBOX_JAIL_IDS"), json);
 
     opterr = 0;
     optind = 0; /* again from the start, for real this time */
@@ -771,6 +788,10 @@ int pbx_cmd_run(int argc, char **argv)
         case OPT_STREAM:
             stream = true;
             break;
+        case OPT_JAIL_IDS:
+            set_jail_ids(&cfg, "--jail-ids", optarg, json);
+            local_only = true;
+            break;
         case ':':
             refuse_usage(json, "option `%s` needs a value", argv[optind - 1]);
         default:
@@ -802,8 +823,8 @@ int pbx_cmd_run(int argc, char **argv)
     if (server != NULL && server[0] == '\0')
         server = NULL;
     if (server != NULL && local_only)
-        refuse_usage(json, "--limit and --allow-all-imports are for local runs; with --server "
-                           "the server's policy sets them");
+        refuse_usage(json, "--limit, --allow-all-imports and --jail-ids are for local runs; "
+                           "with --server the server sets them");
     if (stream && !json)
         refuse_usage(json, "--stream needs --json: its events are JSON lines");
     if (server == NULL && api_key_given)

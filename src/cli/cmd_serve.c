@@ -86,7 +86,13 @@ static void help(void)
            "                           allows 1/N of a per-minute limit on its own\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
-           "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
+           "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n"
+           "  --jail-ids BASE[:COUNT]  the ids of this user namespace that the jails' ids\n"
+           "                           0..COUNT-1 map to (PYBOX_JAIL_IDS; COUNT 65536, at least\n"
+           "                           1001; must lie in one range of /proc/self/uid_map and\n"
+           "                           gid_map, without 0 or pybox's own ids); default auto:\n"
+           "                           1000000000:65536, or, where the namespace lacks it (a\n"
+           "                           pod of 65536 ids), the top half of its largest range\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
            "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n"
@@ -157,7 +163,18 @@ enum {
     OPT_MCP_HOSTS,
     OPT_NODE_ID,
     OPT_NODES,
+    OPT_JAIL_IDS,
 };
+
+/* --jail-ids and PYBOX_JAIL_IDS. */
+static void set_jail_ids(struct pbx_server_config *cfg, const char *what, const char *v)
+{
+    struct pbx_error *err = NULL;
+
+    if (pbx__cli_jail_ids(v, &cfg->jail_id_base, &cfg->jail_id_count, &cfg->jail_ids_auto, &err) <
+        0)
+        pbx_usage_error("serve", "%s %s", what, err->msg);
+}
 
 /* --node-id's value, checked. */
 static const char *node_id(const char *v, const char *what)
@@ -332,6 +349,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"mcp-allowed-hosts", required_argument, NULL, OPT_MCP_HOSTS},
         {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"nodes", required_argument, NULL, OPT_NODES},
+        {"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -402,6 +420,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.session_max_lifetime_s = session_span(v, "PYBOX_SESSION_MAX_LIFETIME");
     if ((v = getenv("PYBOX_SESSIONS")) != NULL)
         set_sessions(&cfg, "PYBOX_SESSIONS", v);
+    if ((v = getenv("PYBOX_JAIL_IDS")) != NULL && *v != '\0')
+        set_jail_ids(&cfg, "PYBOX_JAIL_IDS", v);
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -524,6 +544,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_NODES:
             cfg.nodes = nodes_of(optarg, "--nodes");
+            break;
+        case OPT_JAIL_IDS:
+            set_jail_ids(&cfg, "--jail-ids", optarg);
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

@@ -39,12 +39,30 @@
 #include "common/errtable.h"
 #include "common/utf8.h"
 #include "engine/engine.h"
+#include "sandbox/uidmap.h"
 #include "common/banned.h"
 
 /* The error table's row for a local engine that could not start or failed. */
 static const struct pbx_errtable_row *engine_failed(void)
 {
     return pbx_errtable_get(PBX_ERRTABLE_INTERNAL_SERVER_ERROR);
+}
+
+/*
+ * PYBOX_JAIL_IDS, as `pybox serve` and `pybox run` read it: the jail's id
+ * range, else the default or one picked (the engine checks either).
+ */
+static int jail_ids(struct pbx_engine_config *cfg, struct pbx_error **err)
+{
+    const char *v = getenv("PYBOX_JAIL_IDS");
+    uint32_t base;
+
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    if (pbx_uidmap_parse_spec(v, &cfg->uid_auto, &base, &cfg->uid_count, err) < 0)
+        return pbx_error_prefix(err, "PYBOX_JAIL_IDS");
+    cfg->uid_base = (uid_t)base;
+    return 0;
 }
 
 /*
@@ -67,7 +85,7 @@ static void *keeper_main(void *arg)
     pbx_engine_config_default(&cfg);
     cfg.preload = c->preload;
     cfg.zygote_exe = c->pybox_bin; /* lives as long as the client, hence the engine */
-    if (pbx_engine_start(&cfg, &e, &perr) < 0)
+    if (jail_ids(&cfg, &perr) < 0 || pbx_engine_start(&cfg, &e, &perr) < 0)
         e = NULL;
     pthread_mutex_lock(&c->lock);
     c->engine = e;

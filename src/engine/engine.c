@@ -43,14 +43,16 @@
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/uidmap.h"
 #include "common/banned.h"
 
 void pbx_engine_config_default(struct pbx_engine_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     cfg->preload = false;
-    cfg->uid_base = 1000000000;
-    cfg->uid_count = 65536;
+    cfg->uid_base = PBX_UIDMAP_DEFAULT_BASE;
+    cfg->uid_count = PBX_UIDMAP_DEFAULT_COUNT;
+    cfg->uid_auto = true;
     cfg->cgroup_fs = "/sys/fs/cgroup";
     cfg->spares_min = 0;
     cfg->spares_max = 0;
@@ -89,6 +91,35 @@ bool pbx__engine_start_thread(pthread_t *t, void *(*fn)(void *), void *arg)
     return ok;
 }
 
+/*
+ * The jail ids in force: the configured ones when this user namespace has
+ * them; with uid_auto and a namespace without the default (a container's,
+ * of 65536 ids), a range picked inside it.
+ */
+static int resolve_jail_ids(struct pbx_engine *e, struct pbx_error **err)
+{
+    cleanup_free struct pbx_uidmap_host *host = xcalloc(1, sizeof(*host));
+    struct pbx_error *why = NULL;
+    uint32_t base;
+    uint32_t count;
+
+    if (pbx_uidmap_host_read(host, err) < 0)
+        return pbx_error_prefix(err, "the jail's ids");
+    if (pbx_uidmap_check(host, (uint32_t)e->cfg.uid_base, e->cfg.uid_count, &why) == 0)
+        return 0;
+    if (!e->cfg.uid_auto) {
+        *err = why;
+        return pbx_error_prefix(err, "the jail's ids");
+    }
+    pbx_error_free(&why);
+    if (pbx_uidmap_pick(host, &base, &count, err) < 0)
+        return pbx_error_prefix(err, "the jail's ids");
+    e->cfg.uid_base = (uid_t)base;
+    e->cfg.uid_count = count;
+    e->uid_picked = true;
+    return 0;
+}
+
 int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
                      struct pbx_error **err)
 {
@@ -100,6 +131,8 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 
     e = xcalloc(1, sizeof(*e));
     e->cfg = *cfg;
+    if (resolve_jail_ids(e, err) < 0)
+        return -1;
     self_cg = read_small_file("/proc/self/cgroup");
     snprintf(name, sizeof(name), "pybox-%d-%u", (int)getpid(), atomic_fetch_add(&engines, 1));
     if (self_cg != NULL && pbx_cgroup_setup(cfg->cgroup_fs, self_cg, name, &e->cg, err) < 0)
@@ -162,10 +195,13 @@ int pbx_engine_reload(struct pbx_engine *e, struct pbx_error **err)
 char *pbx_engine_describe(const struct pbx_engine *e)
 {
     static const char *const ctl[] = {"memory", "pids", "cpu"};
-    char *out = xasprintf("namespaces: user (uid 0-%u -> host %u-%u), mount, pid, net, ipc, uts, "
-                          "cgroup; per cell: mount, ipc, pid\n",
+    char *out = xasprintf("namespaces: user (uid 0-%u -> host %u-%u%s), mount, pid, net, ipc, "
+                          "uts, cgroup; per cell: mount, ipc, pid\n",
                           e->cfg.uid_count - 1, (unsigned)e->cfg.uid_base,
-                          (unsigned)(e->cfg.uid_base + e->cfg.uid_count - 1));
+                          (unsigned)(e->cfg.uid_base + e->cfg.uid_count - 1),
+                          e->uid_picked ? ", picked: this user namespace lacks the default "
+                                          "1000000000-1000065535"
+                                        : "");
 
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         char *next;

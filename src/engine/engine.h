@@ -22,8 +22,11 @@ struct pbx_engine;
 
 struct pbx_engine_config {
     bool preload;                   /* import numpy, PIL, pandas, matplotlib in the zygote */
-    uid_t uid_base;                 /* host uid/gid that uid 0 of the jail maps to */
-    uint32_t uid_count;             /* size of the mapped range */
+    uid_t uid_base;                 /* the id (uid and gid) of pybox's user namespace that */
+                                    /* id 0 of the jail maps to */
+    uint32_t uid_count;             /* size of the mapped range (src/sandbox/uidmap.h) */
+    bool uid_auto;                  /* uid_base/uid_count are the default: when they do not */
+                                    /* fit this user namespace, pick a range that does */
     const char *cgroup_fs;          /* cgroup filesystem root, "/sys/fs/cgroup" */
     bool require_cgroups;           /* fail to start when no memory/pids controller is usable */
     unsigned spares_min;            /* warm pool: spare cells kept ready at least */
@@ -39,7 +42,12 @@ struct pbx_engine_config {
 /* Fill `cfg` with defaults. */
 void pbx_engine_config_default(struct pbx_engine_config *cfg);
 
-/* Start the jail and wait until its zygote is ready. The caller owns *out. */
+/*
+ * Start the jail and wait until its zygote is ready. The caller owns *out.
+ * The jail's ids are checked first (pbx_uidmap_check(); with uid_auto, the
+ * default range or else pbx_uidmap_pick()): a range this user namespace lacks
+ * fails here with a message naming what it has.
+ */
 int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **out,
                      struct pbx_error **err);
 

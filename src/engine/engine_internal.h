@@ -159,7 +159,8 @@ struct pbx_reaper {
  * zygote's start).
  */
 struct pbx_engine {
-    struct pbx_engine_config cfg; /* as started */
+    struct pbx_engine_config cfg; /* as started, with the jail ids in force */
+    bool uid_picked;              /* the default jail ids did not fit: these were picked */
     struct pbx_cgroups *cg;       /* cell cgroups, NULL when none is usable */
     bool have_memcg;              /* a memory controller is in force */
     bool have_pidscg;             /* a pids controller is in force */

@@ -14,7 +14,9 @@
  *   <mount>/<supervisor's own cgroup>/pybox-<pid>/           the "parent"
  *   <mount>/<supervisor's own cgroup>/pybox-<pid>/cell-<id>/ one per cell
  * v1 has one mount per controller (memory, pids, cpu or cpu,cpuacct); v2 has
- * one tree, so all v2 controllers of a cell share one directory.
+ * one tree, so all v2 controllers of a cell share one directory.  On v2 the
+ * supervisor may first move itself into the leaf <own>/pybox-supervisor, so
+ * that <own> holds no process and may enable controllers (cgroup_v2.c).
  *
  * Fds: pbx_cgroup_cell_procs_fds() hands out O_WRONLY|O_CLOEXEC fds of the
  * cells' cgroup.procs; no other fd outlives a call.
@@ -741,7 +743,7 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
          * against the kernel's limit on cgroups (65535 memory cgroups on v1).
          */
         if (v2_ctls && pbx__cgroup_v2_lists(v2_ctls, ctl)) {
-            reap_once(cg, cg->v2_self ? xstrdup(cg->v2_self) : NULL, PBX_CGROUP_V2);
+            reap_once(cg, cg->v2_base ? xstrdup(cg->v2_base) : NULL, PBX_CGROUP_V2);
             pbx__cgroup_v2_setup_ctl(cg, i);
             continue;
         }
@@ -812,6 +814,8 @@ void pbx_cgroup_teardown(struct pbx_cgroups *cg)
     }
     free(cg->v2_root);
     free(cg->v2_self);
+    free(cg->v2_base);
+    free(cg->v2_unmoved);
     free(cg->fs_root);
     free(cg->name);
     free(cg);

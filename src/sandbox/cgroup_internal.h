@@ -42,11 +42,15 @@ struct pbx__cgroup_ctl_state {
  * without a lock: they only read it and touch their own cell's directories.
  */
 struct pbx_cgroups {
-    char *fs_root;                                     /* "/sys/fs/cgroup" or a fake tree */
-    char *name;                                        /* parent name, "pybox-<pid>-<n>" */
-    struct pbx__cgroup_ops ops;                        /* tree-changing operations */
-    char *v2_root;                                     /* the cgroup2 mount, or NULL */
-    char *v2_self;                                     /* the supervisor's own v2 cgroup dir */
+    char *fs_root;              /* "/sys/fs/cgroup" or a fake tree */
+    char *name;                 /* parent name, "pybox-<pid>-<n>" */
+    struct pbx__cgroup_ops ops; /* tree-changing operations */
+    char *v2_root;              /* the cgroup2 mount, or NULL */
+    char *v2_self;              /* the supervisor's own v2 cgroup dir */
+    char *v2_base;      /* where the v2 parents go: v2_self, or its parent when v2_self is */
+                        /* the leaf PBX_CGROUP_V2_LEAF (pbx__cgroup_v2_probe()) */
+    bool v2_move_tried; /* this setup tried to move the supervisor into the leaf */
+    char *v2_unmoved;   /* and why it did not, or NULL */
     struct pbx__cgroup_ctl_state ctl[PBX_CGROUP_NCTL]; /* indexed by enum pbx_cgroup_ctl */
     char *stale_base[PBX_CGROUP_NCTL]; /* dirs reaped of dead supervisors' parents */
     enum pbx_cgroup_version stale_version[PBX_CGROUP_NCTL]; /* the backend of each */
@@ -147,13 +151,29 @@ void pbx__cgroup_v1_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, c
 extern const struct pbx__cgroup_backend pbx__cgroup_v1_backend;
 
 /*
+ * The v2 leaf the supervisor moves itself into when its own cgroup must
+ * enable controllers for the cells' parents (cgroup_v2.c says when); the
+ * parents are then made beside it.
+ */
+#define PBX_CGROUP_V2_LEAF "pybox-supervisor"
+
+/*
  * cgroup v2: find the cgroup2 mount (fs_root itself, or fs_root/unified) and
- * the supervisor's cgroup in it; fills cg->v2_root and cg->v2_self.  Returns
- * the heap text of the root's cgroup.controllers, or NULL without cgroup2.
+ * the supervisor's cgroup in it; fills cg->v2_root, cg->v2_self and
+ * cg->v2_base.  Returns the heap text of the root's cgroup.controllers, or
+ * NULL without cgroup2.
  */
 char *pbx__cgroup_v2_probe(struct pbx_cgroups *cg, const char *self_cgroup);
 /* Whether the space-separated list `controllers` names `ctl`. */
 bool pbx__cgroup_v2_lists(const char *controllers, const char *ctl);
+/*
+ * Move the supervisor into the leaf <v2_base>/pybox-supervisor (made when
+ * missing), when it is the only process of v2_base; cg->v2_self becomes the
+ * leaf.  Returns 0 when it moved, or when it is no longer listed there (an
+ * engine of the same supervisor moved it; *why then says so), else -1 with
+ * *why (heap) saying why it did not.  pbx__cgroup_v2_setup_ctl() calls it.
+ */
+int pbx__cgroup_v2_move_into_leaf(struct pbx_cgroups *cg, char **why);
 void pbx__cgroup_v2_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl);
 extern const struct pbx__cgroup_backend pbx__cgroup_v2_backend;
 

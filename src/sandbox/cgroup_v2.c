@@ -13,9 +13,20 @@
  * "pybox-<pid>" never holds a process, so it can enable them for the cells;
  * but to give the parent the controllers at all, the supervisor's own cgroup
  * must enable them in its cgroup.subtree_control, which the kernel refuses
- * (EBUSY) while the supervisor lives in it.  That case is reported as NONE
- * with the reason rather than worked around by moving the supervisor: which
- * cgroup pybox runs in is the service manager's decision (systemd Delegate=).
+ * (EBUSY) while the supervisor lives in it.
+ *
+ * So when that write fails with EBUSY and the supervisor is the only process
+ * of its cgroup <own> (a systemd service with Delegate=yes: the subtree is
+ * the service's to arrange), it moves itself into a leaf child,
+ * <own>/pybox-supervisor, the layout systemd documents for delegated units
+ * ("Control Group APIs and Delegation": a unit's processes in a leaf, its
+ * own children beside it), and the parents go beside the leaf, in <own>,
+ * which now holds no process and may enable the controllers.  Moving a
+ * process is one write of its pid to the leaf's cgroup.procs, which takes
+ * every thread along.  Processes pybox did not start are never moved: when
+ * <own> holds any, the controllers stay NONE and the reason names them.  A
+ * later setup (another engine of the same supervisor) finds itself in the
+ * leaf and uses its parent as the base directly.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,6 +37,7 @@
 
 #include "sandbox/cgroup_internal.h"
 #include "common/cleanup.h"
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "common/banned.h"
 
@@ -67,9 +79,17 @@ char *pbx__cgroup_v2_probe(struct pbx_cgroups *cg, const char *self_cgroup)
     path = pbx__cgroup_path(cg->v2_root, "cgroup.controllers");
     if (pbx__cgroup_read(path, &controllers, NULL) < 0)
         controllers = xstrdup("");
-    if (pbx__cgroup_parse_proc(self_cgroup, strlen(self_cgroup), NULL, &own) == 0)
+    if (pbx__cgroup_parse_proc(self_cgroup, strlen(self_cgroup), NULL, &own) == 0) {
+        const char *leaf = strrchr(own, '/');
+
         cg->v2_self =
             strcmp(own, "/") == 0 ? xstrdup(cg->v2_root) : xasprintf("%s%s", cg->v2_root, own);
+        /* Already in the leaf (an earlier engine moved us there): the parents go beside it. */
+        if (leaf != NULL && leaf != own && strcmp(leaf + 1, PBX_CGROUP_V2_LEAF) == 0)
+            cg->v2_base = xasprintf("%s%.*s", cg->v2_root, (int)(leaf - own), own);
+        else
+            cg->v2_base = xstrdup(cg->v2_self);
+    }
     return controllers;
 }
 
@@ -82,21 +102,91 @@ static bool offered(const char *dir, const char *ctl)
     return pbx__cgroup_read(path, &text, NULL) == 0 && pbx__cgroup_v2_lists(text, ctl);
 }
 
-/* Enable `ctl` for the children of `dir`; on failure a why text, else NULL. */
-static char *enable(const struct pbx_cgroups *cg, const char *dir, const char *ctl)
+int pbx__cgroup_v2_move_into_leaf(struct pbx_cgroups *cg, char **why)
+{
+    cleanup_free char *procs = pbx__cgroup_path(cg->v2_base, "cgroup.procs");
+    cleanup_free char *text = NULL;
+    cleanup_free pid_t *pids = NULL;
+    cleanup_free char *leaf = NULL;
+    struct pbx_error *err = NULL;
+    char others[96] = "";
+    bool listed = false;
+    size_t len = 0;
+    size_t n;
+    char me[24];
+    int r;
+
+    if ((r = pbx__cgroup_read(procs, &text, NULL)) < 0) {
+        *why = xasprintf("cannot read %s: %s", procs, strerror(-r));
+        return -1;
+    }
+    n = pbx__cgroup_parse_pids(text, &pids);
+    for (size_t i = 0; i < n; i++) {
+        listed |= pids[i] == getpid();
+        if (pids[i] != getpid() && len < sizeof(others))
+            len += (size_t)snprintf(others + len, sizeof(others) - len, "%s%d", len ? " " : "",
+                                    (int)pids[i]);
+    }
+    if (len > 0) {
+        *why = xasprintf("it also holds pid %s%s, which pybox does not move", others,
+                         len >= sizeof(others) ? " ..." : "");
+        return -1;
+    }
+    if (!listed) {
+        /* Another engine of this supervisor may have just moved it: worth a second try. */
+        *why = xasprintf("pybox is not listed in %s", procs);
+        return 0;
+    }
+    leaf = pbx__cgroup_path(cg->v2_base, PBX_CGROUP_V2_LEAF);
+    if (cg->ops.mkdir(cg->ops.data, leaf) < 0 && errno != EEXIST) {
+        *why = xasprintf("cannot create the leaf %s: %s", leaf, strerror(errno));
+        return -1;
+    }
+    snprintf(me, sizeof(me), "%d", (int)getpid());
+    if (pbx__cgroup_write(cg, leaf, "cgroup.procs", me, &err) < 0) {
+        *why = xasprintf("cannot move into the leaf: %s", err->msg);
+        pbx_error_free(&err);
+        return -1;
+    }
+    pbx_log(PBX_LOG_INFO,
+            "cgroup v2: moved pybox into %s, so that %s holds no process and may enable "
+            "controllers for the cells",
+            leaf, cg->v2_base);
+    free(cg->v2_self);
+    cg->v2_self = steal_pointer(&leaf);
+    return 0;
+}
+
+/*
+ * Enable `ctl` for the children of `dir`; on failure a why text, else NULL.
+ * In the supervisor's own cgroup, an EBUSY (the supervisor lives there) gets
+ * one move into the leaf per setup, then a second try.
+ */
+static char *enable(struct pbx_cgroups *cg, const char *dir, const char *ctl)
 {
     cleanup_free char *plus = xasprintf("+%s", ctl);
+    const char *not_moved;
     struct pbx_error *err = NULL;
     char *why;
 
     if (pbx__cgroup_write(cg, dir, "cgroup.subtree_control", plus, &err) == 0)
         return NULL;
-    if (err->code == EBUSY && strcmp(dir, cg->v2_self) == 0)
+    if (err->code == EBUSY && strcmp(dir, cg->v2_base) == 0 && strcmp(dir, cg->v2_self) == 0 &&
+        !cg->v2_move_tried) {
+        cg->v2_move_tried = true;
+        if (pbx__cgroup_v2_move_into_leaf(cg, &cg->v2_unmoved) == 0) {
+            pbx_error_free(&err);
+            if (pbx__cgroup_write(cg, dir, "cgroup.subtree_control", plus, &err) == 0)
+                return NULL;
+        }
+    }
+    not_moved = cg->v2_unmoved;
+    if (err->code == EBUSY && strcmp(dir, cg->v2_base) == 0)
         why = xasprintf("%s: cannot enable it for the children of the supervisor's cgroup: %s "
                         "(cgroup v2 enables controllers only below a cgroup without processes "
-                        "of its own, and pybox lives in %s: start it in a delegated cgroup, "
-                        "e.g. systemd Delegate=yes, with pybox in a leaf)",
-                        ctl, err->msg, dir);
+                        "of its own, and pybox lives in %s%s%s: start it alone in a delegated "
+                        "cgroup, e.g. systemd Delegate=yes, and it moves itself into a leaf)",
+                        ctl, err->msg, dir, not_moved ? "; " : "", not_moved ? not_moved : "");
     else
         why = xasprintf("%s: cannot enable it in %s: %s", ctl, dir, err->msg);
     pbx_error_free(&err);
@@ -108,21 +198,22 @@ void pbx__cgroup_v2_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
     struct pbx__cgroup_ctl_state *st = &cg->ctl[ctl];
     const char *name = pbx__cgroup_ctl_name(ctl);
     cleanup_free char *control = NULL;
+    cleanup_free char *leaf = NULL;
 
     if (cg->v2_self == NULL) {
         st->why = xasprintf("%s: /proc/self/cgroup has no cgroup v2 (\"0::\") line", name);
         return;
     }
-    if (!offered(cg->v2_self, name)) {
+    if (!offered(cg->v2_base, name)) {
         st->why = xasprintf("%s: cgroup v2 has it at %s but not for the supervisor's cgroup %s "
                             "(missing from its cgroup.controllers: it was not delegated)",
-                            name, cg->v2_root, cg->v2_self);
+                            name, cg->v2_root, cg->v2_base);
         return;
     }
-    st->why = enable(cg, cg->v2_self, name);
+    st->why = enable(cg, cg->v2_base, name);
     if (st->why)
         return;
-    st->parent = xasprintf("%s/%s", cg->v2_self, cg->name);
+    st->parent = xasprintf("%s/%s", cg->v2_base, cg->name);
     /* EEXIST: made for an earlier controller, or left by a supervisor with our pid. */
     if (cg->ops.mkdir(cg->ops.data, st->parent) < 0 && errno != EEXIST) {
         st->why = xasprintf("%s: cannot create %s: %s", name, st->parent, strerror(errno));
@@ -139,14 +230,16 @@ void pbx__cgroup_v2_setup_ctl(struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl)
         return;
     }
     st->version = PBX_CGROUP_V2;
+    if (strcmp(cg->v2_base, cg->v2_self) != 0)
+        leaf = xasprintf(" (pybox in the leaf %s beside it)", cg->v2_self);
     if (ctl == PBX_CGROUP_MEMORY)
         st->swap_limited = pbx__cgroup_exists(st->parent, "memory.swap.max");
     if (ctl == PBX_CGROUP_MEMORY && !st->swap_limited)
-        st->why = xasprintf("memory: cgroup v2 at %s; no memory.swap.max (swap accounting is "
+        st->why = xasprintf("memory: cgroup v2 at %s%s; no memory.swap.max (swap accounting is "
                             "off), so the limit covers memory only, not swap",
-                            st->parent);
+                            st->parent, leaf ? leaf : "");
     else
-        st->why = xasprintf("%s: cgroup v2 at %s", name, st->parent);
+        st->why = xasprintf("%s: cgroup v2 at %s%s", name, st->parent, leaf ? leaf : "");
 }
 
 static int v2_limit(const struct pbx_cgroups *cg, enum pbx_cgroup_ctl ctl, const char *dir,

@@ -9,6 +9,24 @@
 #include "sandbox/rlimit.h"
 #include "common/banned.h"
 
+/*
+ * AddressSanitizer reserves terabytes of address space for its shadow memory,
+ * so a process of an ASan build (a test build, never a release) cannot live
+ * under RLIMIT_AS at all: its allocations fail ("Failed to mmap").  Such a
+ * build leaves the address-space fallback out; the memory cgroup, where there
+ * is one, still limits it.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#    define ASAN_BUILD 1
+#elif defined(__has_feature)
+#    if __has_feature(address_sanitizer)
+#        define ASAN_BUILD 1
+#    endif
+#endif
+#ifndef ASAN_BUILD
+#    define ASAN_BUILD 0
+#endif
+
 static int set(int resource, rlim_t soft, rlim_t hard)
 {
     struct rlimit rl = {.rlim_cur = soft, .rlim_max = hard};
@@ -41,8 +59,9 @@ int pbx_rlimit_apply(const struct pbx_limits *l, bool fallback)
          * over-counts (mappings never touched) so it gets headroom.  NPROC
          * counts per uid in the jail's user namespace.
          */
-        r = set(RLIMIT_AS, l->memory_bytes + 256 * 1024 * 1024,
-                l->memory_bytes + 256 * 1024 * 1024);
+        if (!ASAN_BUILD)
+            r = set(RLIMIT_AS, l->memory_bytes + 256 * 1024 * 1024,
+                    l->memory_bytes + 256 * 1024 * 1024);
         if (r == 0)
             r = set(RLIMIT_NPROC, l->pids, l->pids);
     }

@@ -46,6 +46,7 @@
 #include "server/audit_spool.h"
 #include "server/key_cache.h"
 #include "server/session_table.h"
+#include "sandbox/uidmap.h"
 #include "common/banned.h"
 
 void pbx_server_config_default(struct pbx_server_config *cfg)
@@ -72,6 +73,9 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->spares_max = 6;
     cfg->zygote_max_execs = 5000;
     cfg->zygote_max_age_s = 600;
+    cfg->jail_id_base = PBX_UIDMAP_DEFAULT_BASE;
+    cfg->jail_id_count = PBX_UIDMAP_DEFAULT_COUNT;
+    cfg->jail_ids_auto = true;
     cfg->session_idle_ttl_s = 600;
     cfg->session_lifetime_s = 3600;
     cfg->session_max_idle_ttl_s = 3600;
@@ -447,6 +451,9 @@ static int engines_start(struct engines *en, const struct pbx_server_config *cfg
     en->cfg.spare_limits = cfg->limits;
     en->cfg.zygote_max_execs = cfg->zygote_max_execs;
     en->cfg.zygote_max_age_s = cfg->zygote_max_age_s;
+    en->cfg.uid_base = (uid_t)cfg->jail_id_base;
+    en->cfg.uid_count = cfg->jail_id_count;
+    en->cfg.uid_auto = cfg->jail_ids_auto;
     threaded = pthread_create(&keyed, NULL, start_keyed, en) == 0;
     (void)pbx_engine_start(&en->cfg, &en->e[PBX_TRUST_ANONYMOUS], &en->err[PBX_TRUST_ANONYMOUS]);
     if (threaded)

@@ -58,6 +58,9 @@ struct pbx_server_config {
     unsigned spares_max;         /* and at most; 0 disables the pool */
     uint64_t zygote_max_execs;   /* replace the zygote after this many executions (0: never) */
     unsigned zygote_max_age_s;   /* or after this many seconds (0: never) */
+    uint32_t jail_id_base;       /* the jails' ids (struct pbx_engine_config's uid_base, */
+    uint32_t jail_id_count;      /* uid_count and uid_auto; pbx__cli_jail_ids() sets them) */
+    bool jail_ids_auto;          /* the default, or one picked when it does not fit */
     const char *url_file;        /* write the listening URL here once ready, or NULL */
     bool quiet;                  /* no access log on stderr (the fuzzer) */
 

@@ -95,6 +95,7 @@ def container(file):
 
 
 PROFILES = ("pybox-privileged.yaml", "pybox-hardened.yaml")
+HARDENED_JAIL_IDS = "32768:32768"  # the top half of the pod's ids 0-65535
 
 
 def test_the_nodes_probe_health_and_drain_on_stop():
@@ -106,7 +107,7 @@ def test_the_nodes_probe_health_and_drain_on_stop():
         assert c["ports"] == [{"name": "http", "containerPort": 8080}]
         assert pod(f)["spec"]["terminationGracePeriodSeconds"] > DRAIN_S
         # A node id per pod, from its ordinal: n0, n1, ...
-        assert c["args"] == ["--node-id", "n$(POD_INDEX)"]
+        assert c["args"][:2] == ["--node-id", "n$(POD_INDEX)"]
         [env] = c["env"]
         assert env["valueFrom"]["fieldRef"]["fieldPath"] == \
             "metadata.labels['apps.kubernetes.io/pod-index']"
@@ -130,9 +131,13 @@ def test_the_two_profiles():
     unit = (REPO / "deploy" / "pybox.service").read_text()
     [caps] = re.findall(r"^CapabilityBoundingSet=(.*)$", unit, re.M)
     assert sorted("CAP_" + c for c in sc["capabilities"]["add"]) == sorted(caps.split())
+    # The hardened pod's jails take their ids from the pod's 65536 (a pod of that many ids
+    # runs code with them: tests/security/test_pod_userns.py).
+    assert container(PROFILES[0])["args"] == ["--node-id", "n$(POD_INDEX)"]
+    assert container(PROFILES[1])["args"] == ["--node-id", "n$(POD_INDEX)",
+                                              "--jail-ids", HARDENED_JAIL_IDS]
     # Otherwise the same pods.
-    for key in ("image", "args", "env", "envFrom", "readinessProbe", "livenessProbe",
-                "resources"):
+    for key in ("image", "env", "envFrom", "readinessProbe", "livenessProbe", "resources"):
         assert container(PROFILES[0])[key] == container(PROFILES[1])[key], key
 
 

@@ -6,9 +6,12 @@
  * cpu,cpuacct/) and a v2 tree (cgroup.controllers, cgroup.subtree_control).
  * The fake mkdir/rmdir/write operations play the kernel's part: a new
  * directory gets the control files of its hierarchy, rmdir drops them, and
- * "+ctl" written to cgroup.subtree_control is merged and propagated.
+ * "+ctl" written to cgroup.subtree_control is merged and propagated; with
+ * no_internal, v2's no-internal-process rule holds and a pid written to a
+ * cgroup.procs moves there.
  *
- * One test runs against this machine's /sys/fs/cgroup.  The program exits 77
+ * Two tests run against this machine's /sys/fs/cgroup (a third, the move
+ * into the supervisor's leaf, on its cgroup2 mount).  The program exits 77
  * (skipped) when every fake-tree test passed but that test could not run:
  * not root, or no cgroup filesystem.
  */
@@ -17,14 +20,17 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,6 +51,8 @@ struct fake {
     bool kill_file;          /* v2 has cgroup.kill */
     bool no_pids_max;        /* v1 pids cgroups lack pids.max */
     bool busy_members;       /* rmdir refuses a cgroup whose cgroup.procs lists a pid */
+    bool no_internal;        /* v2's rule: "+ctl" in a non-root cgroup with members is EBUSY; */
+                             /* a pid written to cgroup.procs leaves its old cgroup */
     char fail_op;            /* 'm'kdir or 'w'rite fails for fail_suffix, 0 = none */
     const char *fail_suffix; /* path ending that fails */
     int fail_errno;          /* errno of that failure */
@@ -269,16 +277,27 @@ static bool v1_memsw_order_ok(const char *path, const char *value)
     return ok;
 }
 
+static int v2_rules(const char *path, const char *buf, size_t len);
+
 static int fake_write(void *data, const char *path, const char *buf, size_t len)
 {
     int fd;
     size_t used = strlen(F.log);
     char *value;
     bool order_ok;
+    int rule;
 
     if (fails_here('w', path)) {
         errno = F.fail_errno;
         return -1;
+    }
+    rule = v2_rules(path, buf, len);
+    if (rule < 0)
+        return -1;
+    if (rule > 0) {
+        snprintf(F.log + used, sizeof(F.log) - used, "%s=%.*s\n", path + strlen(F.root) + 1,
+                 (int)len, buf);
+        return 0;
     }
     value = xstrndup(buf, len);
     order_ok = v1_memsw_order_ok(path, value);
@@ -305,6 +324,89 @@ static int fake_write(void *data, const char *path, const char *buf, size_t len)
 }
 
 static const struct pbx__cgroup_ops fake_ops = {fake_mkdir, fake_rmdir, fake_write, NULL};
+
+/* The pid being moved, for drop_pid(). */
+static char moving_pid[24];
+
+/* nftw(): drop moving_pid from every cgroup.procs (its old cgroup). */
+static int drop_pid(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    size_t n = strlen(path);
+    char *dir;
+    char *text;
+    char *kept;
+    char *save = NULL;
+
+    if (type != FTW_F || n < 13 || strcmp(path + n - 13, "/cgroup.procs") != 0)
+        return 0;
+    dir = xstrndup(path, n - 13);
+    text = slurp(dir, "cgroup.procs");
+    kept = xstrdup("");
+    for (char *t = strtok_r(text, "\n", &save); t; t = strtok_r(NULL, "\n", &save)) {
+        char *grown;
+
+        if (strcmp(t, moving_pid) == 0)
+            continue;
+        grown = xasprintf("%s%s\n", kept, t);
+        free(kept);
+        kept = grown;
+    }
+    put(dir, "cgroup.procs", kept);
+    free(kept);
+    free(text);
+    free(dir);
+    return 0;
+}
+
+/*
+ * v2's rules (with F.no_internal): whether a write of `buf` to `path` is one
+ * the kernel refuses with EBUSY, and moving a pid written to a cgroup.procs.
+ * Returns 1 when the write was handled here, -1 with errno for EBUSY, 0 else.
+ */
+static int v2_rules(const char *path, const char *buf, size_t len)
+{
+    size_t n = strlen(path);
+    char *dir;
+    char *up;
+    char *members;
+    char *text;
+    bool root;
+
+    if (!F.no_internal)
+        return 0;
+    if (n > 13 && strcmp(path + n - 13, "/cgroup.procs") == 0) {
+        snprintf(moving_pid, sizeof(moving_pid), "%.*s", (int)len, buf);
+        nftw(F.root, drop_pid, 16, FTW_PHYS);
+        dir = xstrndup(path, n - 13);
+        text = slurp(dir, "cgroup.procs");
+        members = xasprintf("%s%s\n", text ? text : "", moving_pid);
+        put(dir, "cgroup.procs", members);
+        free(members);
+        free(text);
+        free(dir);
+        return 1;
+    }
+    if (n <= 23 || strcmp(path + n - 23, "/cgroup.subtree_control") != 0)
+        return 0;
+    dir = xstrndup(path, n - 23);
+    up = xstrdup(dir);
+    *strrchr(up, '/') = '\0';
+    text = slurp(up, "cgroup.procs");
+    root = text == NULL; /* the tree's root has no cgroup above it */
+    free(text);
+    members = slurp(dir, "cgroup.procs");
+    if (!root && members != NULL && members[0] != '\0') {
+        free(members);
+        free(up);
+        free(dir);
+        errno = EBUSY;
+        return -1;
+    }
+    free(members);
+    free(up);
+    free(dir);
+    return 0;
+}
 
 static int rm_one(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
@@ -1067,29 +1169,137 @@ START_TEST(test_v2_no_swap_partial_delegation)
 }
 END_TEST
 
+/* The supervisor's cgroup `rel` lists the supervisor and `others` (a "\n"-ended list). */
+static void members(const char *rel, const char *others)
+{
+    char *dir = in_root(rel);
+    char *text = xasprintf("%d\n%s", (int)getpid(), others);
+
+    put(dir, "cgroup.procs", text);
+    free(text);
+    free(dir);
+}
+
 START_TEST(test_v2_busy)
 {
     struct pbx_cgroups *cg;
+    char *log;
 
     v2_tree(NULL, "cpu memory pids\n", "cpu memory pids");
-    /* The supervisor's cgroup holds processes: the kernel refuses children controllers. */
-    F.fail_op = 'w';
-    F.fail_suffix = "/sup/cgroup.subtree_control";
-    F.fail_errno = EBUSY;
+    /* Others share the supervisor's cgroup: the kernel refuses children controllers. */
+    F.no_internal = true;
+    members("sup", "4242\n4343\n");
     cg = setup(self_v2);
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         ck_assert_int_eq(pbx_cgroup_version_of(cg, i), PBX_CGROUP_NONE);
         ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, i), strerror(EBUSY)));
         ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, i), "delegated cgroup"));
+        ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, i), "it also holds pid 4242 4343"));
     }
     ASSERT_WHY(cg, PBX_CGROUP_PIDS,
                "pids: cannot enable it for the children of the supervisor's cgroup: write `+pids` "
                "to %s/sup/cgroup.subtree_control: %s (cgroup v2 enables controllers only below a "
-               "cgroup without processes of its own, and pybox lives in %s/sup: start it in a "
-               "delegated cgroup, e.g. systemd Delegate=yes, with pybox in a leaf)",
+               "cgroup without processes of its own, and pybox lives in %s/sup; it also holds "
+               "pid 4242 4343, which pybox does not move: start it alone in a delegated cgroup, "
+               "e.g. systemd Delegate=yes, and it moves itself into a leaf)",
                F.root, strerror(EBUSY), F.root);
+    /* Nobody was moved, and no leaf made. */
+    log = xasprintf("%d\n4242\n4343\n", (int)getpid());
+    ASSERT_FILE("sup/cgroup.procs", log);
+    free(log);
+    ck_assert_ptr_null(strstr(F.log, "cgroup.procs"));
+    ASSERT_GONE("sup/" PBX_CGROUP_V2_LEAF);
     ASSERT_GONE("sup/pybox-1");
     pbx_cgroup_teardown(cg);
+}
+END_TEST
+
+/*
+ * Alone in its cgroup (systemd Delegate=yes): the supervisor moves into the
+ * leaf, its cgroup enables the controllers, the parents go beside the leaf.
+ */
+START_TEST(test_v2_moves_into_leaf)
+{
+    struct pbx_cgroup_limits limits = {64u << 20, 16, 100};
+    struct pbx_cgroup_cell *cell = NULL;
+    struct pbx_error *err = NULL;
+    struct pbx_cgroups *cg;
+    struct pbx_cgroups *cg2;
+    char *me = xasprintf("%d\n", (int)getpid());
+    char *moved;
+    char *enabled;
+
+    v2_tree(NULL, "cpu memory pids\n", "cpu memory pids");
+    F.no_internal = true;
+    members("sup", "");
+    cg = setup(self_v2);
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx_cgroup_version_of(cg, i) == PBX_CGROUP_V2, "%s", pbx_cgroup_why(cg, i));
+    ASSERT_WHY(cg, PBX_CGROUP_PIDS,
+               "pids: cgroup v2 at %s/sup/pybox-1 (pybox in the leaf %s/sup/" PBX_CGROUP_V2_LEAF
+               " beside it)",
+               F.root, F.root);
+    ASSERT_FILE("sup/cgroup.procs", "");
+    ASSERT_FILE("sup/" PBX_CGROUP_V2_LEAF "/cgroup.procs", me);
+    ASSERT_FILE("sup/cgroup.subtree_control", "memory pids cpu");
+    ASSERT_FILE("sup/pybox-1/cgroup.subtree_control", "memory pids cpu");
+    /* The move came first, once, then the controllers. */
+    moved = xasprintf("sup/" PBX_CGROUP_V2_LEAF "/cgroup.procs=%d\n", (int)getpid());
+    enabled = strstr(F.log, "sup/cgroup.subtree_control=+memory");
+    ck_assert_ptr_nonnull(strstr(F.log, moved));
+    ck_assert_ptr_nonnull(enabled);
+    ck_assert(strstr(F.log, moved) < enabled);
+    ck_assert_ptr_null(strstr(strstr(F.log, moved) + 1, moved));
+    ck_assert_int_eq(pbx_cgroup_cell_create(cg, 5, &limits, &cell, &err), 0);
+    ASSERT_FILE("sup/pybox-1/cell-5/memory.max", "67108864");
+    ck_assert_int_eq(pbx_cgroup_cell_destroy(cell, &err), 0);
+
+    /* A second engine of this supervisor finds itself in the leaf: no second move. */
+    F.log[0] = '\0';
+    {
+        struct pbx_error *e2 = NULL;
+        char *self = xasprintf("0::/sup/%s\n", PBX_CGROUP_V2_LEAF);
+
+        ck_assert_int_eq(pbx__cgroup_setup_ops(F.root, self, "pybox-2", &fake_ops, &cg2, &e2), 0);
+        free(self);
+    }
+    for (int i = 0; i < PBX_CGROUP_NCTL; i++)
+        ck_assert_msg(pbx_cgroup_version_of(cg2, i) == PBX_CGROUP_V2, "%s", pbx_cgroup_why(cg2, i));
+    ASSERT_WHY(cg2, PBX_CGROUP_MEMORY,
+               "memory: cgroup v2 at %s/sup/pybox-2 (pybox in the leaf %s/sup/" PBX_CGROUP_V2_LEAF
+               " beside it)",
+               F.root, F.root);
+    ck_assert_ptr_null(strstr(F.log, "cgroup.procs"));
+    pbx_cgroup_teardown(cg2);
+    pbx_cgroup_teardown(cg);
+    ASSERT_GONE("sup/pybox-1");
+    ASSERT_GONE("sup/pybox-2");
+    /* The supervisor stays in its leaf: it lives there. */
+    ASSERT_FILE("sup/" PBX_CGROUP_V2_LEAF "/cgroup.procs", me);
+    free(moved);
+    free(me);
+}
+END_TEST
+
+/* The leaf cannot be made: nothing moves, and the reason is given. */
+START_TEST(test_v2_leaf_fails)
+{
+    struct pbx_cgroups *cg;
+    char *me = xasprintf("%d\n", (int)getpid());
+
+    v2_tree(NULL, "memory pids\n", "memory pids");
+    F.no_internal = true;
+    members("sup", "");
+    F.fail_op = 'm';
+    F.fail_suffix = "/" PBX_CGROUP_V2_LEAF;
+    F.fail_errno = EACCES;
+    cg = setup(self_v2);
+    ck_assert_int_eq(pbx_cgroup_version_of(cg, PBX_CGROUP_MEMORY), PBX_CGROUP_NONE);
+    ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, PBX_CGROUP_MEMORY), "cannot create the leaf"));
+    ck_assert_ptr_nonnull(strstr(pbx_cgroup_why(cg, PBX_CGROUP_PIDS), strerror(EACCES)));
+    ASSERT_FILE("sup/cgroup.procs", me);
+    pbx_cgroup_teardown(cg);
+    free(me);
 }
 END_TEST
 
@@ -1557,6 +1767,162 @@ static _Noreturn void real_child(const int *fds, int n, int out, int tries)
     _exit(0);
 }
 
+/* The cgroup2 mount of this machine ("/sys/fs/cgroup" or its "unified"), or NULL. */
+static const char *real_v2_root(void)
+{
+    if (exists("/sys/fs/cgroup/cgroup.controllers"))
+        return "/sys/fs/cgroup";
+    if (exists("/sys/fs/cgroup/unified/cgroup.controllers"))
+        return "/sys/fs/cgroup/unified";
+    return NULL;
+}
+
+/* The parked thread: its tid, then it waits for a byte on the pipe. */
+struct parked {
+    int fd;            /* read end of the pipe */
+    _Atomic pid_t tid; /* set once it runs */
+};
+
+static void *park(void *arg)
+{
+    struct parked *p = arg;
+    char c;
+
+    atomic_store(&p->tid, (pid_t)syscall(SYS_gettid));
+    (void)read(p->fd, &c, 1);
+    return NULL;
+}
+
+/* Whether /proc/self/task/<tid>/cgroup has the v2 line "0::<want>". */
+static bool task_in(pid_t tid, const char *want)
+{
+    char *path = xasprintf("/proc/self/task/%d/cgroup", (int)tid);
+    char *text = NULL;
+    char *line = xasprintf("0::%s\n", want);
+    bool in;
+
+    in = pbx__cgroup_read(path, &text, NULL) == 0 && strstr(text, line) != NULL;
+    free(text);
+    free(line);
+    free(path);
+    return in;
+}
+
+/*
+ * The supervisor's move into its leaf, on this machine's kernel.  Setup
+ * takes the v2 path only where the cgroup2 tree offers controllers, which a
+ * hybrid host's (this project's) does not, so the move is driven directly: a
+ * child with a second thread, alone in a fresh cgroup, moves into the leaf;
+ * both threads must be there after one write, and a second setup must find
+ * the leaf and put parents beside it.  Exits with the step that failed.
+ */
+static int real_leaf_child(const char *v2, const char *own_rel)
+{
+    char *own = xasprintf("%s%s", v2, own_rel);
+    char *leaf_rel = xasprintf("%s/%s", own_rel, PBX_CGROUP_V2_LEAF);
+    char *self = NULL;
+    char *why = NULL;
+    char *text = NULL;
+    char me[24];
+    struct pbx_cgroups *cg = NULL;
+    struct pbx_cgroups *cg2 = NULL;
+    struct pbx_error *err = NULL;
+    struct parked parked;
+    pthread_t thread;
+    char name1[48];
+    char name2[48];
+    int hold[2];
+    pid_t tid = 0;
+
+    /* Parents named as a supervisor's: a later setup reaps them if this child fails. */
+    snprintf(name1, sizeof(name1), "pybox-%d-90", (int)getpid());
+    snprintf(name2, sizeof(name2), "pybox-%d-91", (int)getpid());
+    snprintf(me, sizeof(me), "%d", (int)getpid());
+    if (mkdir(own, 0755) < 0)
+        return 10;
+    {
+        char *procs = xasprintf("%s/cgroup.procs", own);
+        int fd = open(procs, O_WRONLY | O_CLOEXEC);
+
+        if (fd < 0 || write(fd, me, strlen(me)) < 0)
+            return 11;
+        close(fd);
+        free(procs);
+    }
+    if (pipe(hold) < 0)
+        return 12;
+    parked.fd = hold[0];
+    atomic_init(&parked.tid, 0);
+    if (pthread_create(&thread, NULL, park, &parked) != 0)
+        return 12;
+    for (int i = 0; i < 5000 && (tid = atomic_load(&parked.tid)) == 0; i++)
+        usleep(1000); /* polls for the thread's start, up to 5 s */
+    if (tid == 0 || !task_in(tid, own_rel))
+        return 13;
+    if (pbx__cgroup_read("/proc/self/cgroup", &self, NULL) < 0 ||
+        pbx__cgroup_setup_ops("/sys/fs/cgroup", self, name1, NULL, &cg, &err) < 0)
+        return 14;
+    if (cg->v2_base == NULL || strcmp(cg->v2_base, own) != 0 || strcmp(cg->v2_self, own) != 0)
+        return 15;
+    if (pbx__cgroup_v2_move_into_leaf(cg, &why) < 0 || why != NULL) {
+        fprintf(stderr, "test_cgroup: move: %s\n", why ? why : "?");
+        return 16;
+    }
+    /* One write moved both threads, and the base holds nothing now. */
+    if (!task_in(getpid(), leaf_rel) || !task_in(tid, leaf_rel))
+        return 17;
+    {
+        char *procs = xasprintf("%s/cgroup.procs", own);
+
+        if (pbx__cgroup_read(procs, &text, NULL) < 0 || text[0] != '\0')
+            return 19;
+        free(procs);
+    }
+    /* A second engine's setup: the parents go beside the leaf. */
+    free(self);
+    if (pbx__cgroup_read("/proc/self/cgroup", &self, NULL) < 0 ||
+        pbx__cgroup_setup_ops("/sys/fs/cgroup", self, name2, NULL, &cg2, &err) < 0)
+        return 20;
+    if (strcmp(cg2->v2_base, own) != 0 || strcmp(cg2->v2_self + strlen(v2), leaf_rel) != 0)
+        return 21;
+    /* A second move finds nothing to do: pybox is not in the base any more. */
+    if (pbx__cgroup_v2_move_into_leaf(cg2, &why) != 0 || why == NULL ||
+        strstr(why, "is not listed") == NULL)
+        return 22;
+    pbx_cgroup_teardown(cg2);
+    pbx_cgroup_teardown(cg);
+    (void)write(hold[1], "x", 1);
+    pthread_join(thread, NULL);
+    return 0;
+}
+
+START_TEST(test_real_v2_leaf)
+{
+    const char *v2 = real_v2_root();
+    char *own_rel = xasprintf("/pbx-leaf-test-%d", (int)getpid());
+    char *own = xasprintf("%s%s", v2, own_rel);
+    char *leaf = xasprintf("%s/%s", own, PBX_CGROUP_V2_LEAF);
+    int status;
+    pid_t child;
+
+    ck_assert_ptr_nonnull(v2);
+    child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0)
+        _exit(real_leaf_child(v2, own_rel));
+    ck_assert_int_eq(waitpid(child, &status, 0), child);
+    /* The child is gone, so are its cgroups' members: remove them before any assert. */
+    rmdir(leaf);
+    rmdir(own);
+    ck_assert_msg(!exists(own), "%s stays", own);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child failed at step %d",
+                  WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status));
+    free(leaf);
+    free(own);
+    free(own_rel);
+}
+END_TEST
+
 START_TEST(test_real_machine)
 {
     struct pbx_cgroup_limits limits = {256u << 20, 4, 50};
@@ -1837,6 +2203,8 @@ int main(void)
     tcase_add_test(tc, test_v2_tree);
     tcase_add_test(tc, test_v2_no_swap_partial_delegation);
     tcase_add_test(tc, test_v2_busy);
+    tcase_add_test(tc, test_v2_moves_into_leaf);
+    tcase_add_test(tc, test_v2_leaf_fails);
     tcase_add_test(tc, test_v2_reuse);
     tcase_add_test(tc, test_v2_reuse_without_memory);
     tcase_add_test(tc, test_mixed);
@@ -1855,6 +2223,8 @@ int main(void)
         tcase_set_timeout(real, 30);
         tcase_add_test(real, test_real_machine);
         tcase_add_test(real, test_real_reuse);
+        if (real_v2_root() != NULL)
+            tcase_add_test(real, test_real_v2_leaf);
         suite_add_tcase(s, real);
     }
     sr = srunner_create(s);
