@@ -316,6 +316,7 @@ struct pbx_flight {
     bool session;               /* a session's call: a cancel interrupts it, on `status` */
     int stop_fd;                /* the engine's stop_fd: readable, the cell is killed (-1: none) */
     bool stopped;               /* it was: the engine stops every execution */
+    bool stop_sent_started;     /* the stop's kill reached the started job's pids */
 };
 
 /* What the memory cgroup of a cell counted, read before the cgroup may be reused. */

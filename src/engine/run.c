@@ -318,6 +318,7 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             } else if (p[i].fd == f->stop_fd && !f->stopped) {
                 /* The engine stops every execution, a session's call too: kill the cell. */
                 f->stopped = true;
+                f->stop_sent_started = f->started;
                 backstop_kill(f, cell);
             } else if (p[i].fd == req->cancel_fd && !f->cancelled) {
                 f->cancelled = true;
@@ -328,6 +329,11 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             } else if (p[i].fd == f->status) {
                 read_status(f);
             }
+        }
+        /* Stopped before the cell said STARTED: its pids are known now, kill it again. */
+        if (f->stopped && f->started && !f->stop_sent_started) {
+            f->stop_sent_started = true;
+            backstop_kill(f, cell);
         }
         if (text) {
             /* All three, then the records: see give(). */

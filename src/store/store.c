@@ -221,7 +221,13 @@ int pbx_store_node_claim(struct pbx_store *store, const char *node, const char *
     if (ttl_ms < 1 || ttl_ms > PBX_STORE_NODE_TTL_MAX_MS)
         return pbx_error_set(err, PBX_E_INVAL, "node claim: the TTL must be 1 to %d ms",
                              PBX_STORE_NODE_TTL_MAX_MS);
-    return store->be->node_claim(store, node, token, ttl_ms, holder, err);
+    r = store->be->node_claim(store, node, token, ttl_ms, holder, err);
+    /* The host name comes from the store, to be logged: printable ASCII only. */
+    for (char *c = holder->host; *c != '\0'; c++) {
+        if (*c < 0x20 || *c > 0x7e)
+            *c = '?';
+    }
+    return r;
 }
 
 int pbx_store_node_release(struct pbx_store *store, const char *node, const char *token,

@@ -178,7 +178,8 @@ int pbx_store_ping(struct pbx_store *store, struct pbx_error **err);
  * lapsed, < 0 with *err on failure (PBX_E_INVAL for bad input, the errno of
  * an unreachable store).  *holder (NULL: not wanted) is the claim as the
  * store keeps it, the other's on 0, this call's on 1.  The claim records
- * the calling process's pid and host name, for messages.
+ * the calling process's pid and host name, for messages (read back with
+ * any byte that is not printable ASCII shown as `?`).
  *
  * Its clock is the store's: Redis's TIME for a Redis store, so that nodes
  * whose clocks disagree still agree on when a claim lapses (the claim is

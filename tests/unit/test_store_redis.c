@@ -1070,6 +1070,17 @@ START_TEST(test_redis_node_layout)
         ck_assert_str_eq(h.host, "");
         ck_assert_int_eq(h.left_ms, -1); /* no expiry */
     }
+    /* A host name with control bytes (a line break, an escape) is shown without them. */
+    raw_ok(shared_port, "HSET pbx:node:{n3} host %s pid 12x", "web\n\x1b[2Jx");
+    ASSERT_FAILS(pbx_store_node_claim(store, "n3", "tokA", 30000, NULL, &err)); /* the pid */
+    raw_ok(shared_port, "HSET pbx:node:{n3} pid 12");
+    {
+        struct pbx_store_node_holder h;
+
+        claim_expect(store, "n3", "tokA", 30000, 0, &h);
+        ck_assert_int_eq(h.pid, 12);
+        ck_assert_str_eq(h.host, "web??[2Jx");
+    }
     pbx_store_close(store);
 }
 END_TEST
