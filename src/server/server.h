@@ -56,7 +56,8 @@ struct pbx_server_config {
                                  /* this long (0: no deadline); idle keep-alive time counts */
     unsigned per_ip_connections; /* connections at once from one address (0: no limit) */
     size_t memory_budget;        /* bytes all requests in flight may hold; beyond it 503 */
-    unsigned drain_s;            /* on SIGTERM, how long running executions may finish */
+    unsigned drain_s;            /* on SIGTERM, how long running executions may finish; */
+                                 /* those still running then are stopped */
     bool preload;                /* import numpy and PIL in the zygote */
     unsigned spares_min;         /* warm pool: pre-forked cells kept ready at least */
     unsigned spares_max;         /* and at most; 0 disables the pool */

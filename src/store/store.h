@@ -1,8 +1,9 @@
 /*
- * The store: API keys and their policies, daily quotas, the audit log.  One
- * interface, two backends chosen by the URI (store.c): the embedded default,
- * a SQLite file in WAL mode (store_sqlite.c), and Redis, which several
- * servers share (store_redis.c).  Every function is thread-safe on one store.
+ * The store: API keys and their policies, daily quotas, the audit log, the
+ * claims on node ids.  One interface, two backends chosen by the URI
+ * (store.c): the embedded default, a SQLite file in WAL mode
+ * (store_sqlite.c), and Redis, which several servers share (store_redis.c).
+ * Every function is thread-safe on one store.
  */
 #ifndef PBX_STORE_STORE_H
 #define PBX_STORE_STORE_H
