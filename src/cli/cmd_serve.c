@@ -80,10 +80,17 @@ static void help(void)
            "                           (PYBOX_MCP_ALLOWED_HOSTS); a Host or Origin naming any\n"
            "                           other is refused 403, against DNS rebinding\n"
            "  --node-id ID             this node's id among many behind a proxy: 1-16 of\n"
-           "                           [a-z0-9], named in its session ids (PYBOX_NODE_ID)\n"
+           "                           [a-z0-9], named in its session ids (PYBOX_NODE_ID);\n"
+           "                           claimed in the store: a second server with the same\n"
+           "                           id and store is refused at start\n"
+           "  --node-ttl S             the claim lapses S seconds after its last renewal, a\n"
+           "                           third of S apart (PYBOX_NODE_TTL; 15; 3 to 3600): a\n"
+           "                           node restarted after a crash waits up to S + 1 s\n"
            "  --nodes N                how many nodes share the store (PYBOX_NODES; 1): while\n"
            "                           the store's shared rate windows fail, each node\n"
            "                           allows 1/N of a per-minute limit on its own\n"
+           "  --drain S                on SIGTERM, let running executions finish for up to S\n"
+           "                           seconds, then stop them (PYBOX_DRAIN; 30; 0 to 3600)\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
            "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n"
@@ -95,7 +102,7 @@ static void help(void)
            "                           pod of 65536 ids), the top half of its largest range\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
-           "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n"
+           "SIGTERM or SIGINT: stop accepting, let running executions finish (--drain), exit 0.\n"
            "SIGHUP: replace the zygotes, so that new executions see packages installed on the\n"
            "host since the start; running executions finish on the old ones.\n");
 }
@@ -164,6 +171,8 @@ enum {
     OPT_NODE_ID,
     OPT_NODES,
     OPT_JAIL_IDS,
+    OPT_NODE_TTL,
+    OPT_DRAIN,
 };
 
 /* --jail-ids and PYBOX_JAIL_IDS. */
@@ -192,6 +201,17 @@ static unsigned nodes_of(const char *v, const char *what)
 
     if (n == 0)
         pbx_usage_error("serve", "%s must be 1 to 1024", what);
+    return (unsigned)n;
+}
+
+/* --node-ttl's value: PBX_SERVER_NODE_TTL_MIN_S to PBX_SERVER_NODE_TTL_MAX_S seconds. */
+static unsigned node_ttl(const char *v, const char *what)
+{
+    unsigned long n = number(v, what, PBX_SERVER_NODE_TTL_MAX_S);
+
+    if (n < PBX_SERVER_NODE_TTL_MIN_S)
+        pbx_usage_error("serve", "%s must be %d to %d seconds", what, PBX_SERVER_NODE_TTL_MIN_S,
+                        PBX_SERVER_NODE_TTL_MAX_S);
     return (unsigned)n;
 }
 
@@ -350,6 +370,8 @@ int pbx_cmd_serve(int argc, char **argv)
         {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"nodes", required_argument, NULL, OPT_NODES},
         {"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
+        {"node-ttl", required_argument, NULL, OPT_NODE_TTL},
+        {"drain", required_argument, NULL, OPT_DRAIN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -402,6 +424,10 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.node_id = node_id(v, "PYBOX_NODE_ID");
     if ((v = getenv("PYBOX_NODES")) != NULL)
         cfg.nodes = nodes_of(v, "PYBOX_NODES");
+    if ((v = getenv("PYBOX_NODE_TTL")) != NULL)
+        cfg.node_ttl_s = node_ttl(v, "PYBOX_NODE_TTL");
+    if ((v = getenv("PYBOX_DRAIN")) != NULL)
+        cfg.drain_s = (unsigned)number(v, "PYBOX_DRAIN", 3600);
     if ((v = getenv("PYBOX_SPARES")) != NULL)
         set_spares(&cfg, v);
     if ((v = getenv("PYBOX_QUEUE")) != NULL)
@@ -547,6 +573,12 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_JAIL_IDS:
             set_jail_ids(&cfg, "--jail-ids", optarg);
+            break;
+        case OPT_NODE_TTL:
+            cfg.node_ttl_s = node_ttl(optarg, "--node-ttl");
+            break;
+        case OPT_DRAIN:
+            cfg.drain_s = (unsigned)number(optarg, "--drain", 3600);
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

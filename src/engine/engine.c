@@ -28,6 +28,7 @@
  * pbx_engine_start() sets up the cgroups, the parts and the first zygote;
  * pbx_engine_free() takes them down in the order they need (see there).
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -35,10 +36,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "common/buf.h"
 #include "common/cleanup.h"
+#include "common/log.h"
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
@@ -130,6 +133,7 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     char name[64];
 
     e = xcalloc(1, sizeof(*e));
+    e->stop_fd = -1;
     e->cfg = *cfg;
     if (resolve_jail_ids(e, err) < 0)
         return -1;
@@ -160,6 +164,8 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
     atomic_init(&e->next, 1);
     pbx__cells_prefill(e);
     pbx__pool_start(e);
+    /* -1 when the kernel gives none: then pbx_engine_stop_executions() cannot stop them. */
+    e->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     *out = steal_pointer(&e);
     return 0;
 }
@@ -180,7 +186,18 @@ void pbx_engine_free(struct pbx_engine *e)
     pbx__cells_release(e);
     pbx__zygotes_stop(e);
     pbx_cgroup_teardown(e->cg);
+    if (e->stop_fd >= 0)
+        close(e->stop_fd);
     free(e);
+}
+
+void pbx_engine_stop_executions(struct pbx_engine *e)
+{
+    uint64_t one = 1;
+
+    /* Never read: it stays readable, for every flight polling it now and later. */
+    if (e != NULL && e->stop_fd >= 0 && write(e->stop_fd, &one, sizeof(one)) < 0)
+        pbx_log(PBX_LOG_WARN, "stop the executions: %s", strerror(errno));
 }
 
 int pbx_engine_reload(struct pbx_engine *e, struct pbx_error **err)

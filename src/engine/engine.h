@@ -54,6 +54,14 @@ int pbx_engine_start(const struct pbx_engine_config *cfg, struct pbx_engine **ou
 /* Stop the zygote (every cell dies with it), remove cgroups, free. NULL is fine. */
 void pbx_engine_free(struct pbx_engine *engine);
 
+/*
+ * Stop every execution of `engine` (a session's call included) running
+ * now, and each that starts from now on, at once: its cell is killed and it
+ * returns as PBX_STATUS_KILLED with the error type "Stopped".  For a server
+ * whose drain ran out (pybox serve --drain).  Thread-safe.
+ */
+void pbx_engine_stop_executions(struct pbx_engine *engine);
+
 struct pbx_pool_stats {
     unsigned idle;                 /* spares ready now */
     unsigned target;               /* spares wanted now */

@@ -169,6 +169,7 @@ struct pbx_engine {
     struct pbx_pool pool;         /* pool.c */
     struct pbx_cgpool cgpool;     /* cells.c */
     struct pbx_reaper reaper;     /* cells.c */
+    int stop_fd;                  /* eventfd: readable once pbx_engine_stop_executions() ran */
 };
 
 /*
@@ -314,6 +315,9 @@ struct pbx_flight {
     bool backstop;              /* the supervisor had to kill */
     bool cancelled;             /* req->cancel_fd became readable */
     bool session;               /* a session's call: a cancel interrupts it, on `status` */
+    int stop_fd;                /* the engine's stop_fd: readable, the cell is killed (-1: none) */
+    bool stopped;               /* it was: the engine stops every execution */
+    bool stop_sent_started;     /* the stop's kill reached the started job's pids */
 };
 
 /* What the memory cgroup of a cell counted, read before the cgroup may be reused. */

@@ -272,7 +272,7 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
     uint64_t drain_until = 0;
 
     for (;;) {
-        struct pollfd p[5];
+        struct pollfd p[6];
         bool text;
         int np = 0;
         uint64_t now = pbx_clock_ms(CLOCK_MONOTONIC);
@@ -305,6 +305,8 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             p[np++] = (struct pollfd){.fd = f->status, .events = POLLIN};
         if (!ended && !f->cancelled && req->cancel_fd >= 0)
             p[np++] = (struct pollfd){.fd = req->cancel_fd, .events = POLLIN};
+        if (!ended && !f->stopped && f->stop_fd >= 0)
+            p[np++] = (struct pollfd){.fd = f->stop_fd, .events = POLLIN};
         if (poll(p, (nfds_t)np, timeout > 0 ? timeout : 0) < 0 && errno != EINTR)
             break;
         text = false;
@@ -313,6 +315,11 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
                 continue;
             if (p[i].fd == f->out_r || p[i].fd == f->err_r || p[i].fd == f->meta_r) {
                 text = true;
+            } else if (p[i].fd == f->stop_fd && !f->stopped) {
+                /* The engine stops every execution, a session's call too: kill the cell. */
+                f->stopped = true;
+                f->stop_sent_started = f->started;
+                backstop_kill(f, cell);
             } else if (p[i].fd == req->cancel_fd && !f->cancelled) {
                 f->cancelled = true;
                 if (f->session)
@@ -322,6 +329,11 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             } else if (p[i].fd == f->status) {
                 read_status(f);
             }
+        }
+        /* Stopped before the cell said STARTED: its pids are known now, kill it again. */
+        if (f->stopped && f->started && !f->stop_sent_started) {
+            f->stop_sent_started = true;
+            backstop_kill(f, cell);
         }
         if (text) {
             /* All three, then the records: see give(). */
@@ -475,7 +487,7 @@ void pbx__run_compose(struct pbx_flight *f, const struct pbx_exec_request *req,
     memset(&facts, 0, sizeof(facts));
     facts.wait_status = d->wait_status;
     facts.timed_out = d->timed_out != 0;
-    facts.backstop = f->backstop && !f->cancelled;
+    facts.backstop = f->backstop && !f->cancelled && !f->stopped;
     facts.cpu_us = d->cpu_us;
     facts.cpu_limit_ms = req->limits.cpu_ms;
     facts.oom_kills = mem->oom_kills;
@@ -501,6 +513,15 @@ void pbx__run_compose(struct pbx_flight *f, const struct pbx_exec_request *req,
         res->signal = SIGKILL;
         json_decref(res->error);
         res->error = error_object("Cancelled", "the execution was cancelled by its caller");
+    }
+    if (f->stopped && !f->finished) {
+        /* Stopped because the server stops, past its drain: say so. */
+        res->status = PBX_STATUS_KILLED;
+        res->has_exit_code = false;
+        res->signal = SIGKILL;
+        json_decref(res->error);
+        res->error = error_object("Stopped", "the execution was stopped: the server is stopping "
+                                             "and its drain time ran out");
     }
     /*
      * A value the bootstrap found pybox cannot carry is its error (and exit
@@ -549,6 +570,7 @@ void pbx__run_flight_init(struct pbx_flight *f, const struct pbx_exec_request *r
 
     memset(f, 0, sizeof(*f));
     f->out_r = f->err_r = f->meta_r = f->status = f->job_pidfd = f->cell_pidfd = -1;
+    f->stop_fd = -1;
     pbx_buf_init(&f->out, req->limits.stdout_bytes);
     pbx_buf_init(&f->errb, req->limits.stderr_bytes);
     /* The outputs share main()'s room, as records; the bootstrap's markers do not. */
@@ -682,6 +704,7 @@ sent:
         child[i] = -1;
     }
 
+    f.stop_fd = e->stop_fd;
     pbx__run_flight(&f, req, cell);
     if (f.cell_pidfd >= 0 && f.finished && !f.failed) {
         /*
@@ -720,14 +743,14 @@ sent:
     } else if (!f.started && !f.finished && pbx__zygotes_dying(z)) {
         *lost = true;
         pbx_error_set(err, PBX_E_ENGINE, "the zygote died before the execution started");
-    } else if (!f.finished && mem.oom_kills == 0 && !f.cancelled) {
+    } else if (!f.finished && mem.oom_kills == 0 && !f.cancelled && !f.stopped) {
         pbx_error_set(err, PBX_E_ENGINE, "the cell ended without a report");
     } else if (f.finished &&
                pbx__proto_done_check(&f.done, req->limits.output_files + 1, err) < 0) {
         /* A report no cell of ours writes: nothing of it is read. */
         pbx_log(PBX_LOG_WARN, "%s", (*err)->msg);
     } else {
-        if (!f.finished) /* the OOM killer took the cell itself, or a cancel did */
+        if (!f.finished) /* the OOM killer took the cell itself, or a cancel or stop did */
             f.done.wait_status = SIGKILL;
         pbx__run_compose(&f, req, &mem, out_fd, res);
         rc = 0;

@@ -690,6 +690,7 @@ static int call_taken(struct pbx_session *s, const struct pbx_exec_request *req,
     f.job_pidfd = fcntl(s->job_pidfd, F_DUPFD_CLOEXEC, 0);
     f.cell_pidfd = fcntl(s->cell_pidfd, F_DUPFD_CLOEXEC, 0);
     f.started = true;
+    f.stop_fd = s->e->stop_fd;
     pids_denied = pbx_cgroup_cell_pids_denied(s->cell);
     pbx__run_flight(&f, &r, s->cell);
     if (s->cell != NULL) {

@@ -60,6 +60,7 @@ struct pbx_sessions; /* the sessions, session_table.c */
 struct mcp_table;    /* the MCP sessions of /mcp, mcp_http.c */
 struct key_cache;    /* the keys served while the store fails, key_cache.c */
 struct audit_spool;  /* the audit records kept while the store fails, audit_spool.c */
+struct node_claim;   /* the node's claim on its id, node_claim.c */
 
 struct pbx_server {
     const struct pbx_server_config *cfg; /* as given */
@@ -81,6 +82,7 @@ struct pbx_server {
     struct mcp_table *mcp;               /* the MCP sessions of /mcp */
     struct key_cache *keys;              /* the keys seen, for a store outage */
     struct audit_spool *audit;           /* the audit log's writer */
+    struct node_claim *node;             /* the claim on cfg->node_id, or NULL (not owned) */
 };
 
 /*

@@ -9,6 +9,7 @@
 #include "common/buf.h"
 #include "server/audit_spool.h"
 #include "server/internal.h"
+#include "server/node_claim.h"
 #include "server/session_table.h"
 #include "common/banned.h"
 
@@ -253,6 +254,11 @@ static void sessions_ended(struct family *f)
     }
 }
 
+static void node_id_conflicts(struct family *f)
+{
+    sample(f, NULL, pbx__node_claim_conflicts(f->s->node));
+}
+
 /* Every family, in the order of the page. */
 static const struct {
     const char *name;
@@ -291,6 +297,8 @@ static const struct {
      audit_spooled},
     {"pybox_audit_dropped_total", "counter", "Audit records dropped because the spool was full.",
      audit_dropped},
+    {"pybox_node_id_conflicts_total", "counter",
+     "Renewals of the node id's claim that found another server holding it.", node_id_conflicts},
 };
 
 enum MHD_Result pbx__metrics_handle(struct pbx_server *s, struct MHD_Connection *c,

@@ -19,8 +19,12 @@
  * of its caller's trust class; a reaper thread ends those whose idle time
  * or lifetime ran out, and when the server stops every session is closed
  * once the daemon has stopped, before the engines are freed.
- * SIGTERM or SIGINT: stop accepting, let running executions finish (bounded
- * by drain_s), stop the engines, exit 0.  SIGHUP: replace both zygotes (new
+ * SIGTERM or SIGINT: stop accepting, let running executions finish for up
+ * to drain_s, stop (kill) those still running then, so that every
+ * connection's thread returns, stop the engines, exit 0.  With a node id
+ * (--node-id), the server claims it in the store before anything else and
+ * renews the claim while it runs (node_claim.c); a clean exit gives it back
+ * once the engines are stopped.  SIGHUP: replace both zygotes (new
  * jails, so a view of the Python installation as it is now), running
  * executions finishing on the old ones.
  */
@@ -45,6 +49,7 @@
 #include "server/internal.h"
 #include "server/audit_spool.h"
 #include "server/key_cache.h"
+#include "server/node_claim.h"
 #include "server/session_table.h"
 #include "sandbox/uidmap.h"
 #include "common/banned.h"
@@ -83,6 +88,7 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->sessions_per_client = 4;
     cfg->sessions_per_key = 16;
     cfg->sessions_max = 64;
+    cfg->node_ttl_s = PBX_SERVER_NODE_TTL_S;
 }
 
 /* ---- bodies and the memory budget ---- */
@@ -471,6 +477,16 @@ static int engines_start(struct engines *en, const struct pbx_server_config *cfg
     return 0;
 }
 
+/* How long executions stopped at the drain's end have to answer, at most. */
+#define STOPPED_ANSWER_MS 2000
+
+/* Stop every execution running now and from now on (pbx_engine_stop_executions()). */
+static void engines_stop_executions(struct engines *en)
+{
+    for (int i = 0; i < PBX_TRUST_COUNT; i++)
+        pbx_engine_stop_executions(en->e[i]);
+}
+
 static void engines_stop(struct engines *en)
 {
     for (int i = 0; i < PBX_TRUST_COUNT; i++) {
@@ -586,6 +602,7 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
                                      .arg = &en};
     struct pbx_server *s = NULL;
     struct pbx_store *store = NULL;
+    struct node_claim *node = NULL;
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
     char *uri = NULL;
@@ -610,11 +627,16 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
         pbx_error_prefix(err, "open the store");
         goto out;
     }
+    /* The node's id before anything else: a second server with it never starts its jails. */
+    if (cfg->node_id != NULL &&
+        pbx__node_claim_start(store, cfg->node_id, cfg->node_ttl_s, &node, err) < 0)
+        goto out;
     if (engines_start(&en, cfg, err) < 0)
         goto out;
     log_start(cfg, &en);
     if (pbx__server_new(cfg, store, &ex, &s, err) < 0)
         goto out;
+    s->node = node;
 
     /* Signals are taken by sigwait() below; every thread inherits the block. */
     sigemptyset(&sigs);
@@ -645,10 +667,21 @@ int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err)
     fprintf(stderr, "pybox: %s received: draining\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
     pbx__server_quiesce(s, cfg->drain_s * 1000u);
     log_stop(s, started_ms);
+    /*
+     * The drain ran out: what still runs is stopped, so that the daemon's
+     * threads end now, and given a moment to answer its client (a `Stopped`
+     * result) before the daemon closes the connections.
+     */
+    if (pbx__admit_active(s->admit) > 0) {
+        engines_stop_executions(&en);
+        pbx__server_quiesce(s, STOPPED_ANSWER_MS);
+    }
     rc = 0;
 out:
     pbx__server_free(s);
     engines_stop(&en);
+    /* The id is given back once nothing of this server runs, so the next start need not wait. */
+    pbx__node_claim_free(node);
     pbx_store_close(store);
     free(uri);
     return rc;

@@ -24,6 +24,11 @@ enum pbx_mcp_access {
 /* A node id's characters, at most (pybox serve --node-id). */
 #define PBX_SERVER_NODE_ID_MAX 16
 
+/* The life of a node id's claim in the store, seconds (pybox serve --node-ttl): default, range. */
+#define PBX_SERVER_NODE_TTL_S     15
+#define PBX_SERVER_NODE_TTL_MIN_S 3
+#define PBX_SERVER_NODE_TTL_MAX_S 3600
+
 /* Whether `id` is a node id: 1 to PBX_SERVER_NODE_ID_MAX of [a-z0-9]. */
 bool pbx_server_node_id_valid(const char *id);
 
@@ -52,7 +57,8 @@ struct pbx_server_config {
                                  /* this long (0: no deadline); idle keep-alive time counts */
     unsigned per_ip_connections; /* connections at once from one address (0: no limit) */
     size_t memory_budget;        /* bytes all requests in flight may hold; beyond it 503 */
-    unsigned drain_s;            /* on SIGTERM, how long running executions may finish */
+    unsigned drain_s;            /* on SIGTERM, how long running executions may finish; */
+                                 /* those still running then are stopped */
     bool preload;                /* import numpy and PIL in the zygote */
     unsigned spares_min;         /* warm pool: pre-forked cells kept ready at least */
     unsigned spares_max;         /* and at most; 0 disables the pool */
@@ -80,6 +86,8 @@ struct pbx_server_config {
     enum pbx_mcp_access mcp;       /* who may use it */
     const char *mcp_allowed_hosts; /* Host names it answers besides IP addresses, loopback */
                                    /* and the listen host: comma-separated, "*" any, or NULL */
+    /* The node's claim on node_id in the store (node_claim.c). */
+    unsigned node_ttl_s; /* a claim's life past its last renewal; renewed every third of it */
 };
 
 void pbx_server_config_default(struct pbx_server_config *cfg);
@@ -151,8 +159,10 @@ void pbx__server_free(struct pbx_server *s);
 
 /*
  * Start, serve until SIGTERM or SIGINT (replacing the zygotes on SIGHUP,
- * pbx_engine_reload()), drain, stop.  Returns 0 after a clean shutdown, < 0
- * when the server could not start.
+ * pbx_engine_reload()), drain, stop.  With cfg->node_id, claim it in the
+ * store first (node_claim.h): another running server holding it fails the
+ * start.  Returns 0 after a clean shutdown, < 0 when the server could not
+ * start.
  */
 int pbx_server_run(const struct pbx_server_config *cfg, struct pbx_error **err);
 

@@ -266,3 +266,41 @@ int pbx_store_ping(struct pbx_store *store, struct pbx_error **err)
     PBX_ASSERT(store != NULL);
     return store->be->ping(store, err);
 }
+
+int pbx_store_node_claim(struct pbx_store *store, const char *node, const char *token,
+                         int64_t ttl_ms, struct pbx_store_node_holder *holder,
+                         struct pbx_error **err)
+{
+    struct pbx_store_node_holder unused;
+    int r;
+
+    PBX_ASSERT(store != NULL);
+    if (holder == NULL)
+        holder = &unused;
+    *holder = (struct pbx_store_node_holder){0};
+    r = pbx__store_check_node(node, token, err);
+    if (r < 0)
+        return r;
+    if (ttl_ms < 1 || ttl_ms > PBX_STORE_NODE_TTL_MAX_MS)
+        return pbx_error_set(err, PBX_E_INVAL, "node claim: the TTL must be 1 to %d ms",
+                             PBX_STORE_NODE_TTL_MAX_MS);
+    r = store->be->node_claim(store, node, token, ttl_ms, holder, err);
+    /* The host name comes from the store, to be logged: printable ASCII only. */
+    for (char *c = holder->host; *c != '\0'; c++) {
+        if (*c < 0x20 || *c > 0x7e)
+            *c = '?';
+    }
+    return r;
+}
+
+int pbx_store_node_release(struct pbx_store *store, const char *node, const char *token,
+                           struct pbx_error **err)
+{
+    int r;
+
+    PBX_ASSERT(store != NULL);
+    r = pbx__store_check_node(node, token, err);
+    if (r < 0)
+        return r;
+    return store->be->node_release(store, node, token, err);
+}

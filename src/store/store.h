@@ -1,8 +1,9 @@
 /*
- * The store: API keys and their policies, daily quotas, the audit log.  One
- * interface, two backends chosen by the URI (store.c): the embedded default,
- * a SQLite file in WAL mode (store_sqlite.c), and Redis, which several
- * servers share (store_redis.c).  Every function is thread-safe on one store.
+ * The store: API keys and their policies, daily quotas, the audit log, the
+ * claims on node ids.  One interface, two backends chosen by the URI
+ * (store.c): the embedded default, a SQLite file in WAL mode
+ * (store_sqlite.c), and Redis, which several servers share (store_redis.c).
+ * Every function is thread-safe on one store.
  */
 #ifndef PBX_STORE_STORE_H
 #define PBX_STORE_STORE_H
@@ -223,5 +224,49 @@ int pbx_store_audit_tail(struct pbx_store *store, size_t max, char **text, struc
  * SQLite: a query of the open file).
  */
 int pbx_store_ping(struct pbx_store *store, struct pbx_error **err);
+
+/*
+ * A claim on a node id (pybox serve --node-id), so that two running servers
+ * never hold one id: `node` is 1 to PBX_STORE_NODE_MAX of [A-Za-z0-9_-],
+ * `token` (1 to PBX_STORE_NODE_TOKEN_MAX of the same) says which server
+ * start holds it, a random value made once per start; `ttl_ms` (1 to
+ * PBX_STORE_NODE_TTL_MAX_MS) how long the claim lasts past this call.
+ * Returns 1 when the claim is this token's now (claimed, or renewed: the
+ * same call renews), 0 when another token holds it and its claim has not
+ * lapsed, < 0 with *err on failure (PBX_E_INVAL for bad input, the errno of
+ * an unreachable store).  *holder (NULL: not wanted) is the claim as the
+ * store keeps it, the other's on 0, this call's on 1.  The claim records
+ * the calling process's pid and host name, for messages (read back with
+ * any byte that is not printable ASCII shown as `?`).
+ *
+ * Its clock is the store's: Redis's TIME for a Redis store, so that nodes
+ * whose clocks disagree still agree on when a claim lapses (the claim is
+ * a key that expires); for a SQLite store, which only processes of one
+ * machine share, the machine's wall clock (a clock set back by some time
+ * keeps a lapsed claim that much longer).
+ */
+#define PBX_STORE_NODE_MAX        64
+#define PBX_STORE_NODE_TOKEN_MAX  64
+#define PBX_STORE_NODE_TTL_MAX_MS 3600000
+#define PBX_STORE_NODE_HOST_MAX   255
+
+struct pbx_store_node_holder {
+    int64_t pid;                            /* the holder's process id (0: not known) */
+    char host[PBX_STORE_NODE_HOST_MAX + 1]; /* its host name ("" when not known) */
+    int64_t renewed_ms;                     /* when it last claimed or renewed (Unix ms) */
+    int64_t age_ms;                         /* how long ago that was, by the store's clock */
+    int64_t left_ms;                        /* until the claim lapses unless renewed */
+};
+
+int pbx_store_node_claim(struct pbx_store *store, const char *node, const char *token,
+                         int64_t ttl_ms, struct pbx_store_node_holder *holder,
+                         struct pbx_error **err);
+
+/*
+ * Give the claim on `node` up if `token` holds it: 1 when it did, 0 when
+ * another token (or none) holds it, which is left as it is.
+ */
+int pbx_store_node_release(struct pbx_store *store, const char *node, const char *token,
+                           struct pbx_error **err);
 
 #endif

@@ -260,3 +260,23 @@ void pbx__store_audit_append(char **out, size_t *len, const struct pbx_store_aud
     *len += n + 1;
     free(line);
 }
+
+/* 1 to `max` of [A-Za-z0-9_-]: safe in a Redis key's name, a SQL value and a log line. */
+static bool valid_word(const char *s, size_t max)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    return n >= 1 && n <= max &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+int pbx__store_check_node(const char *node, const char *token, struct pbx_error **err)
+{
+    if (!valid_word(node, PBX_STORE_NODE_MAX))
+        return pbx_error_set(err, PBX_E_INVAL, "node claim: a node id is 1 to %d of [A-Za-z0-9_-]",
+                             PBX_STORE_NODE_MAX);
+    if (!valid_word(token, PBX_STORE_NODE_TOKEN_MAX))
+        return pbx_error_set(err, PBX_E_INVAL, "node claim: a token is 1 to %d of [A-Za-z0-9_-]",
+                             PBX_STORE_NODE_TOKEN_MAX);
+    return 0;
+}

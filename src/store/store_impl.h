@@ -80,6 +80,11 @@ struct pbx_store_backend {
                       const struct pbx_store_admission *adm, struct pbx_error **err);
     int (*lease_end)(struct pbx_store *store, const char *client, const char *ticket,
                      struct pbx_error **err);
+    /* Node ids' claims, their input checked by store.c; `holder` is never NULL. */
+    int (*node_claim)(struct pbx_store *store, const char *node, const char *token, int64_t ttl_ms,
+                      struct pbx_store_node_holder *holder, struct pbx_error **err);
+    int (*node_release)(struct pbx_store *store, const char *node, const char *token,
+                        struct pbx_error **err);
 };
 
 extern const struct pbx_store_backend pbx__store_sqlite;
@@ -142,6 +147,9 @@ extern const char *const pbx__store_audit_names[PBX_STORE_AUDIT_TEXTS];
  * bytes (NUL-terminated; reallocated), as pbx_store_audit_tail() returns them.
  */
 void pbx__store_audit_append(char **out, size_t *len, const struct pbx_store_audit_row *row);
+
+/* A node id and a token as pbx_store_node_claim() takes them, or PBX_E_INVAL. */
+int pbx__store_check_node(const char *node, const char *token, struct pbx_error **err);
 
 /* A count of a stored key's policy out of 0..most reads as 0, the server's setting. */
 uint32_t pbx__store_count(int64_t v, int64_t most);

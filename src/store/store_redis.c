@@ -23,7 +23,10 @@
  * - pbx:lease:{<client>}  a sorted set: the client's executions running on
  *   every server, its members the requests' tickets, their scores the time
  *   (ms, Redis's clock) each lease ends unless given back first;
- * - pbx:audit  a stream of the audit records, the newest 100000 or so kept.
+ * - pbx:audit  a stream of the audit records, the newest 100000 or so kept;
+ * - pbx:node:{<node id>}  a hash: the claim on a node id (pybox serve
+ *   --node-id) of one running server, its token, pid, host and when it
+ *   last renewed (ms, Redis's clock), expiring when the claim lapses.
  * The keys' names share one Redis Cluster hash tag, so that a key's creation
  * (one Lua script: the name's uniqueness, the record, the order) touches one
  * slot; a quota counter and the stream are one key each.  A client's
@@ -48,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -86,7 +90,7 @@
 #define K_KEY     "pbx:{keys}:key:"
 #define K_AUDIT   "pbx:audit"
 
-enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_ADMIT, SC_UNDO, SC_COUNT };
+enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_ADMIT, SC_UNDO, SC_NODE, SC_COUNT };
 
 static const char *const scripts[SC_COUNT] = {
     /*
@@ -237,6 +241,30 @@ static const char *const scripts[SC_COUNT] = {
                 "  if ARGV[3] ~= '' then redis.call('DEL', ARGV[3]) end\n"
                 "end\n"
                 "return 1\n",
+    /*
+     * KEYS: a node id's claim, a hash (token, pid, host, renewed_ms) that
+     * expires when the claim lapses; ARGV: "claim" or "release", the token,
+     * then for a claim its life (ms), pid and host.  A claim: {1, pid,
+     * host, renewed_ms, now, ms left} when the token holds it now (claimed
+     * or renewed, by Redis's clock), {0, the holder's pid, host,
+     * renewed_ms, now, ms left} when another token does.  A release: {1}
+     * when the token held it (the claim is gone), else {0}.
+     */
+    [SC_NODE] = "local t = redis.call('TIME')\n"
+                "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                "local cur = redis.call('HMGET', KEYS[1], 'token', 'pid', 'host', 'renewed_ms')\n"
+                "if ARGV[1] == 'release' then\n"
+                "  if cur[1] == ARGV[2] then redis.call('DEL', KEYS[1]) return {1} end\n"
+                "  return {0}\n"
+                "end\n"
+                "if cur[1] and cur[1] ~= ARGV[2] then\n"
+                "  return {0, cur[2] or '', cur[3] or '', cur[4] or '', now,\n"
+                "          redis.call('PTTL', KEYS[1])}\n"
+                "end\n"
+                "redis.call('HSET', KEYS[1], 'token', ARGV[2], 'pid', ARGV[4], 'host', ARGV[5],\n"
+                "           'renewed_ms', now)\n"
+                "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+                "return {1, ARGV[4], ARGV[5], tostring(now), now, tonumber(ARGV[3])}\n",
 };
 
 struct redis_store {
@@ -1255,6 +1283,119 @@ static int rd_ping(struct pbx_store *base, struct pbx_error **err)
     return 0;
 }
 
+/* ---- Node ids' claims ---- */
+
+static void node_key(char *buf, size_t size, const char *node)
+{
+    snprintf(buf, size, "pbx:node:{%s}", node);
+}
+
+/* A reply's integer element `i`, any sign. */
+static bool int_of(const redisReply *r, size_t i, int64_t *out)
+{
+    if (r->elements <= i || r->element[i] == NULL || r->element[i]->type != REDIS_REPLY_INTEGER)
+        return false;
+    *out = r->element[i]->integer;
+    return true;
+}
+
+/*
+ * SC_NODE's claim reply into *holder: false when malformed.  A field the
+ * holder's hash lacks (a claim not written by pybox) reads as 0 or "".
+ */
+static bool node_holder_of(const redisReply *r, struct pbx_store_node_holder *holder)
+{
+    const redisReply *pid;
+    const redisReply *host;
+    const redisReply *renewed;
+    int64_t now;
+
+    if (r->elements != 6)
+        return false;
+    pid = r->element[1];
+    host = r->element[2];
+    renewed = r->element[3];
+    if (!pbx__redis_conn_is_text(pid, 24) || !pbx__redis_conn_is_text(host, FIELD_MAX) ||
+        !pbx__redis_conn_is_text(renewed, 24) || !int_of(r, 4, &now) ||
+        !int_of(r, 5, &holder->left_ms))
+        return false;
+    if (pid->len > 0 && !pbx__redis_conn_parse_i64(pid, &holder->pid))
+        return false;
+    if (renewed->len > 0 && !pbx__redis_conn_parse_i64(renewed, &holder->renewed_ms))
+        return false;
+    /* A host name longer than a host name can be is shown cut. */
+    snprintf(holder->host, sizeof(holder->host), "%.*s",
+             (int)(host->len < PBX_STORE_NODE_HOST_MAX ? host->len : PBX_STORE_NODE_HOST_MAX),
+             host->str);
+    holder->age_ms = renewed->len > 0 ? now - holder->renewed_ms : 0;
+    return true;
+}
+
+static int rd_node_claim(struct pbx_store *base, const char *node, const char *token,
+                         int64_t ttl_ms, struct pbx_store_node_holder *holder,
+                         struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char key[PBX_STORE_NODE_MAX + 16];
+    char ttl[24];
+    char pid[24];
+    char host[PBX_STORE_NODE_HOST_MAX + 1];
+    const char *argv[6] = {key, "claim", token, ttl, pid, host};
+    const struct one_call one = {.what = "claim a node id",
+                                 .may_retry = true, /* the same token's claim twice is a renewal */
+                                 .id = SC_NODE,
+                                 .nkeys = 1,
+                                 .argc = 6,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
+    cleanup_reply redisReply *reply = NULL;
+    int64_t held;
+    int r;
+
+    node_key(key, sizeof(key), node);
+    snprintf(ttl, sizeof(ttl), "%" PRId64, ttl_ms);
+    snprintf(pid, sizeof(pid), "%d", (int)getpid());
+    if (gethostname(host, sizeof(host)) < 0)
+        host[0] = '\0';
+    host[sizeof(host) - 1] = '\0';
+    r = run_one(rs, &one, &reply, err);
+    if (r < 0)
+        return r;
+    if (!int_of(reply, 0, &held) || held < 0 || held > 1 || !node_holder_of(reply, holder))
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: claim a node id: unexpected reply from Redis",
+                             rs->pool.shown);
+    return (int)held;
+}
+
+static int rd_node_release(struct pbx_store *base, const char *node, const char *token,
+                           struct pbx_error **err)
+{
+    struct redis_store *rs = (struct redis_store *)base;
+    char key[PBX_STORE_NODE_MAX + 16];
+    const char *argv[3] = {key, "release", token};
+    const struct one_call one = {.what = "release a node id",
+                                 .may_retry = true, /* a second release finds nothing */
+                                 .id = SC_NODE,
+                                 .nkeys = 1,
+                                 .argc = 3,
+                                 .argv = argv,
+                                 .type = REDIS_REPLY_ARRAY};
+    cleanup_reply redisReply *reply = NULL;
+    int64_t done;
+    int r;
+
+    node_key(key, sizeof(key), node);
+    r = run_one(rs, &one, &reply, err);
+    if (r < 0)
+        return r;
+    if (reply->elements != 1 || !int_of(reply, 0, &done) || done < 0 || done > 1)
+        return pbx_error_set(err, PBX_E_PROTO,
+                             "store `%s`: release a node id: unexpected reply from Redis",
+                             rs->pool.shown);
+    return (int)done;
+}
+
 const struct pbx_store_backend pbx__store_redis = {
     .name = "redis",
     .open = rd_open,
@@ -1273,4 +1414,6 @@ const struct pbx_store_backend pbx__store_redis = {
     .admit = rd_admit,
     .admit_undo = rd_admit_undo,
     .lease_end = rd_lease_end,
+    .node_claim = rd_node_claim,
+    .node_release = rd_node_release,
 };

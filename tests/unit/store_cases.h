@@ -2,7 +2,8 @@
  * The cases of the store's contract that hold whatever its backend: keys
  * (create, list, revoke, lookup, names, policies, tokens), daily quotas
  * (limits, unlimited, bad input, atomicity under threads and under several
- * connections), the audit log and persistence across close and reopen; and
+ * connections), the audit log, persistence across close and reopen, and the
+ * claims on node ids (claim, renewal, conflict, release, expiry, bad input); and
  * what every backend's test needs: open_ok(), create_ok(), store_cases_run().
  * Included by test_store.c (SQLite) and test_store_redis.c (Redis), each of
  * which defines, after including it:
@@ -714,6 +715,180 @@ START_TEST(test_audit)
 }
 END_TEST
 
+/* ---- Node ids' claims ---- */
+
+/* Claim `node` for `token`, expecting `want` (1 claimed or renewed, 0 held by another). */
+static void claim_expect(struct pbx_store *store, const char *node, const char *token,
+                         int64_t ttl_ms, int want, struct pbx_store_node_holder *holder)
+{
+    struct pbx_error *err = NULL;
+    int r = pbx_store_node_claim(store, node, token, ttl_ms, holder, &err);
+
+    ck_assert_msg(r == want, "claim %s for %s: %d, not %d (%s)", node, token, r, want,
+                  err ? err->msg : "no error");
+    ck_assert_ptr_null(err);
+}
+
+/* This process's host name, as a claim records it. */
+static void self_host(char host[PBX_STORE_NODE_HOST_MAX + 1])
+{
+    ck_assert_int_eq(gethostname(host, PBX_STORE_NODE_HOST_MAX + 1), 0);
+    host[PBX_STORE_NODE_HOST_MAX] = '\0';
+}
+
+/*
+ * A claim, its renewal by the same token, another token refused while it
+ * holds (told who holds it: pid, host, when renewed), through the same
+ * store and through a second connection; a release only by the holder;
+ * node ids independent of each other.
+ */
+START_TEST(test_node_claim)
+{
+    char *uri = NULL;
+    struct pbx_store *a = new_store("node-claim", &uri);
+    struct pbx_store *b = open_ok(uri);
+    struct pbx_store_node_holder h = {0};
+    struct pbx_store_node_holder first = {0};
+    struct pbx_error *err = NULL;
+    char host[PBX_STORE_NODE_HOST_MAX + 1];
+
+    self_host(host);
+    claim_expect(a, "n1", "tokA", 60000, 1, &first);
+    ck_assert_int_eq(first.pid, getpid());
+    ck_assert_str_eq(first.host, host);
+    ck_assert_int_gt(first.renewed_ms, 1700000000000);
+    ck_assert_int_eq(first.age_ms, 0);
+    ck_assert_int_eq(first.left_ms, 60000);
+    /* The same token again renews it. */
+    claim_expect(a, "n1", "tokA", 60000, 1, &h);
+    ck_assert_int_ge(h.renewed_ms, first.renewed_ms);
+    first = h;
+    /* Another token is refused, on this connection and another, and told who holds it. */
+    for (int i = 0; i < 2; i++) {
+        memset(&h, 0x55, sizeof(h));
+        claim_expect(i == 0 ? a : b, "n1", "tokB", 60000, 0, &h);
+        ck_assert_int_eq(h.pid, getpid());
+        ck_assert_str_eq(h.host, host);
+        ck_assert_int_eq(h.renewed_ms, first.renewed_ms);
+        ck_assert_int_ge(h.age_ms, 0);
+        ck_assert_int_lt(h.age_ms, 10000);
+        ck_assert_int_gt(h.left_ms, 50000);
+        ck_assert_int_le(h.left_ms, 60000);
+    }
+    /* No holder wanted: NULL is fine. */
+    claim_expect(b, "n1", "tokB", 60000, 0, NULL);
+    /* Another node id is free. */
+    claim_expect(b, "n2", "tokB", 60000, 1, NULL);
+    /* Only the holder releases. */
+    ck_assert_int_eq(pbx_store_node_release(b, "n1", "tokB", &err), 0);
+    claim_expect(b, "n1", "tokB", 60000, 0, NULL);
+    ck_assert_int_eq(pbx_store_node_release(a, "n1", "tokA", &err), 1);
+    ck_assert_int_eq(pbx_store_node_release(a, "n1", "tokA", &err), 0);
+    ck_assert_ptr_null(err);
+    /* Released, it is the next claimant's at once; the old holder is refused. */
+    claim_expect(b, "n1", "tokB", 60000, 1, NULL);
+    claim_expect(a, "n1", "tokA", 60000, 0, &h);
+    ck_assert_int_eq(h.pid, getpid());
+    /* n2 was never touched by any of it. */
+    claim_expect(a, "n2", "tokA", 60000, 0, NULL);
+    pbx_store_close(b);
+    pbx_store_close(a);
+    free(uri);
+}
+END_TEST
+
+/*
+ * A claim not renewed lapses after its TTL: another token is refused
+ * until then and takes it after (polled, with a deadline), and the first
+ * holder, back, finds it taken.
+ */
+START_TEST(test_node_claim_expiry)
+{
+    struct pbx_store *store = new_store("node-expiry", NULL);
+    struct pbx_store_node_holder h = {0};
+    struct pbx_error *err = NULL;
+    double start = 0;
+    double until;
+    int r = 0;
+
+    claim_expect(store, "n1", "old", 400, 1, NULL);
+    claim_expect(store, "n1", "new", 400, 0, &h);
+    ck_assert_int_gt(h.left_ms, 0);
+    ck_assert_int_le(h.left_ms, 400);
+    {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        start = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    }
+    until = start + 10.0;
+    for (;;) {
+        struct timespec ts;
+        double now;
+
+        r = pbx_store_node_claim(store, "n1", "new", 400, &h, &err);
+        ck_assert_msg(r >= 0, "%s", err ? err->msg : "?");
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        if (r == 1 || now > until)
+            break;
+        usleep(20000);
+    }
+    ck_assert_int_eq(r, 1);
+    claim_expect(store, "n1", "old", 400, 0, NULL);
+    pbx_store_close(store);
+}
+END_TEST
+
+/* Bad node ids, tokens and TTLs are PBX_E_INVAL, before the backend sees them. */
+START_TEST(test_node_claim_bad_input)
+{
+    static const char *const bad[] = {"", "n 1", "n:1", "{n1}", "n1\n", "é"};
+    struct pbx_store *store = new_store("node-bad", NULL);
+    struct pbx_store_node_holder h;
+    struct pbx_error *err = NULL;
+    char longest[PBX_STORE_NODE_MAX + 2];
+
+    memset(longest, 'a', sizeof(longest) - 1);
+    longest[sizeof(longest) - 1] = '\0';
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&h, 0x55, sizeof(h));
+        ck_assert_int_eq(pbx_store_node_claim(store, bad[i], "t", 1000, &h, &err), -PBX_E_INVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "node id"));
+        pbx_error_free(&err);
+        ck_assert_int_eq(h.pid, 0); /* told nothing */
+        ck_assert_int_eq(pbx_store_node_claim(store, "n1", bad[i], 1000, &h, &err), -PBX_E_INVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "token"));
+        pbx_error_free(&err);
+        ck_assert_int_eq(pbx_store_node_release(store, bad[i], "t", &err), -PBX_E_INVAL);
+        pbx_error_free(&err);
+        ck_assert_int_eq(pbx_store_node_release(store, "n1", bad[i], &err), -PBX_E_INVAL);
+        pbx_error_free(&err);
+    }
+    ck_assert_int_eq(pbx_store_node_claim(store, NULL, "t", 1000, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_node_claim(store, "n1", NULL, 1000, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_node_claim(store, longest, "t", 1000, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    ck_assert_int_eq(pbx_store_node_claim(store, "n1", longest, 1000, NULL, &err), -PBX_E_INVAL);
+    pbx_error_free(&err);
+    longest[PBX_STORE_NODE_MAX] = '\0'; /* the longest that is fine */
+    claim_expect(store, longest, longest, 1000, 1, NULL);
+    ck_assert_int_eq(pbx_store_node_release(store, longest, longest, &err), 1);
+    for (int i = 0; i < 3; i++) {
+        const int64_t ttl[] = {0, -1, PBX_STORE_NODE_TTL_MAX_MS + 1};
+
+        ck_assert_int_eq(pbx_store_node_claim(store, "n1", "t", ttl[i], NULL, &err), -PBX_E_INVAL);
+        ck_assert_ptr_nonnull(strstr(err->msg, "TTL"));
+        pbx_error_free(&err);
+    }
+    /* Nothing of it was claimed. */
+    claim_expect(store, "n1", "t", PBX_STORE_NODE_TTL_MAX_MS, 1, NULL);
+    pbx_store_close(store);
+}
+END_TEST
+
 /* The shared cases, added to `tc`. */
 static void store_cases_add(TCase *tc)
 {
@@ -732,6 +907,9 @@ static void store_cases_add(TCase *tc)
     tcase_add_test(tc, test_quota_threads_shared);
     tcase_add_test(tc, test_quota_threads_connections);
     tcase_add_test(tc, test_audit);
+    tcase_add_test(tc, test_node_claim);
+    tcase_add_test(tc, test_node_claim_expiry);
+    tcase_add_test(tc, test_node_claim_bad_input);
 }
 
 #endif

@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
@@ -1060,6 +1061,81 @@ START_TEST(test_pool_stats_during_zygote_start)
 }
 END_TEST
 
+/* Runs one long execution on the shared engine, for test_stop_executions. */
+struct long_run {
+    struct pbx_exec_result res; /* its result */
+    int r;                      /* pbx_engine_execute()'s return */
+    atomic_bool up;             /* its first output came: the job runs */
+};
+
+static void long_output(enum pbx_stream stream, const char *data, size_t len, void *arg)
+{
+    struct long_run *lr = arg;
+
+    (void)stream;
+    (void)data;
+    if (len > 0)
+        atomic_store(&lr->up, true);
+}
+
+static void *run_long(void *arg)
+{
+    struct long_run *lr = arg;
+    struct pbx_exec_request req;
+    struct pbx_error *err = NULL;
+    static const char code[] = "import time\nprint('up', flush=True)\ntime.sleep(50)\n";
+
+    pbx_exec_request_init(&req);
+    req.limits.wall_ms = 55000;
+    req.limits.cpu_ms = 55000;
+    req.code = code;
+    req.code_len = strlen(code);
+    req.on_output = long_output;
+    req.on_output_arg = lr;
+    lr->r = pbx_engine_execute(engine, &req, &lr->res, &err);
+    pbx_error_free(&err);
+    return NULL;
+}
+
+/*
+ * pbx_engine_stop_executions(): a running execution ends at once, killed
+ * with error type Stopped, its output so far kept; one that starts later
+ * is stopped too.
+ */
+START_TEST(test_stop_executions)
+{
+    struct long_run lr = {0};
+    struct pbx_exec_result res;
+    pthread_t t;
+    uint64_t t0;
+
+    atomic_init(&lr.up, false);
+    ck_assert_int_eq(pthread_create(&t, NULL, run_long, &lr), 0);
+    /* Wait (with a deadline) until the job runs: its first line came. */
+    t0 = pbx_clock_ms(CLOCK_MONOTONIC);
+    while (!atomic_load(&lr.up)) {
+        ck_assert_msg(pbx_clock_ms(CLOCK_MONOTONIC) - t0 < 30000, "the job never printed");
+        usleep(10000);
+    }
+    t0 = pbx_clock_ms(CLOCK_MONOTONIC);
+    pbx_engine_stop_executions(engine);
+    pthread_join(t, NULL);
+    t0 = pbx_clock_ms(CLOCK_MONOTONIC) - t0;
+    ck_assert_int_eq(lr.r, 0);
+    ck_assert_msg(t0 < 5000, "stopped after %" PRIu64 " ms", t0);
+    ck_assert_msg(lr.res.status == PBX_STATUS_KILLED, "status %s", pbx_status_name(lr.res.status));
+    ck_assert_str_eq(error_type(&lr.res), "Stopped");
+    ck_assert_int_eq(lr.res.signal, SIGKILL);
+    ck_assert_str_eq(lr.res.stdout_data, "up\n");
+    pbx_exec_result_release(&lr.res);
+    /* Later ones are stopped too. */
+    run_simple("import time\ntime.sleep(50)\n", &res);
+    ck_assert_int_eq(res.status, PBX_STATUS_KILLED);
+    ck_assert_str_eq(error_type(&res), "Stopped");
+    pbx_exec_result_release(&res);
+}
+END_TEST
+
 static Suite *engine_suite(bool can_stall)
 {
     Suite *s = suite_create("engine");
@@ -1087,6 +1163,7 @@ static Suite *engine_suite(bool can_stall)
     tcase_add_test(tc, test_result_json);
     tcase_add_test(tc, test_describe);
     tcase_add_test(tc, test_free_null);
+    tcase_add_test(tc, test_stop_executions);
     suite_add_tcase(s, tc);
 
     /* Its own engine, with a warm pool; about 5 s. */

@@ -2,7 +2,8 @@
  * Unit tests for src/store/store_sqlite.c: the cases every backend shares
  * (store_cases.h: keys, quotas, the audit log, persistence), then SQLite's
  * own: store URIs, the file and directory it creates, WAL, the token never in
- * the file, and the upgrade of a store of an older schema.
+ * the file, the upgrade of a store of an older schema, and node ids' claims
+ * in a file of any schema.
  * Every test works in its own directory under one temporary directory.
  */
 #include <check.h>
@@ -531,6 +532,51 @@ START_TEST(test_no_windows)
 }
 END_TEST
 
+/*
+ * Node ids' claims live in a table of their own, made by the first claim
+ * in a file of any schema (one of version 1 here), without a new schema
+ * version, so that the file still opens in the pybox that wrote it; a claim
+ * persists across close and reopen (another process sees it).
+ */
+START_TEST(test_node_claims_in_an_old_file)
+{
+    char *dir = test_dir("nodes-old");
+    char *uri = xasprintf("sqlite:%s/pybox.db", dir);
+    struct pbx_store_node_holder h = {0};
+    struct pbx_store *store;
+    sqlite3_stmt *st = NULL;
+    sqlite3 *raw = NULL;
+
+    ck_assert_int_eq(sqlite3_open(uri + 7, &raw), SQLITE_OK);
+    ck_assert_int_eq(sqlite3_exec(raw, schema_v1, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(raw);
+    store = open_ok(uri);
+    claim_expect(store, "n1", "tokA", 60000, 1, NULL);
+    pbx_store_close(store);
+    store = open_ok(uri);
+    claim_expect(store, "n1", "tokB", 60000, 0, &h);
+    ck_assert_int_eq(h.pid, getpid());
+    ck_assert_int_eq(pbx_store_node_release(store, "n1", "tokA", NULL), 1);
+    pbx_store_close(store);
+
+    ck_assert_int_eq(sqlite3_open(uri + 7, &raw), SQLITE_OK);
+    ck_assert_int_eq(
+        sqlite3_prepare_v2(raw, "SELECT group_concat(version) FROM schema_version", -1, &st, NULL),
+        SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2");
+    sqlite3_finalize(st);
+    ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT count(*) FROM nodes", -1, &st, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+    ck_assert_int_eq(sqlite3_column_int(st, 0), 0); /* released */
+    sqlite3_finalize(st);
+    sqlite3_close(raw);
+    free(uri);
+    free(dir);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store");
@@ -551,6 +597,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_upgrade_from_v1);
     tcase_add_test(tc, test_out_of_range_session_policy);
     tcase_add_test(tc, test_open_existing);
+    tcase_add_test(tc, test_node_claims_in_an_old_file);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1308,6 +1308,61 @@ START_TEST(test_redis_open_existing)
 }
 END_TEST
 
+/*
+ * A node id's claim is the hash pbx:node:{<id>}, expiring with the claim
+ * (renewed: its expiry set again), gone once released; a value of another
+ * type there is an error, never a claim.
+ */
+START_TEST(test_redis_node_layout)
+{
+    struct pbx_store *store = new_store("node-layout", NULL);
+    struct pbx_error *err = NULL;
+    redisReply *reply;
+
+    claim_expect(store, "n1", "tokA", 30000, 1, NULL);
+    reply = raw(shared_port, "HGET pbx:node:{n1} token");
+    ck_assert_int_eq(reply->type, REDIS_REPLY_STRING);
+    ck_assert_str_eq(reply->str, "tokA");
+    freeReplyObject(reply);
+    raw_ok(shared_port, "PEXPIRE pbx:node:{n1} 5000");
+    claim_expect(store, "n1", "tokA", 30000, 1, NULL);
+    reply = raw(shared_port, "PTTL pbx:node:{n1}");
+    ck_assert_int_gt(reply->integer, 20000);
+    ck_assert_int_le(reply->integer, 30000);
+    freeReplyObject(reply);
+    ck_assert_int_eq(pbx_store_node_release(store, "n1", "tokA", &err), 1);
+    reply = raw(shared_port, "EXISTS pbx:node:{n1}");
+    ck_assert_int_eq(reply->integer, 0);
+    freeReplyObject(reply);
+    raw_ok(shared_port, "SET pbx:node:{n2} x");
+    ASSERT_FAILS(pbx_store_node_claim(store, "n2", "tokA", 30000, NULL, &err));
+    ASSERT_FAILS(pbx_store_node_release(store, "n2", "tokA", &err));
+    /* A claim some other writer made, fields missing: held, its holder unknown. */
+    raw_ok(shared_port, "HSET pbx:node:{n3} token other");
+    {
+        struct pbx_store_node_holder h;
+
+        memset(&h, 0x55, sizeof(h));
+        claim_expect(store, "n3", "tokA", 30000, 0, &h);
+        ck_assert_int_eq(h.pid, 0);
+        ck_assert_str_eq(h.host, "");
+        ck_assert_int_eq(h.left_ms, -1); /* no expiry */
+    }
+    /* A host name with control bytes (a line break, an escape) is shown without them. */
+    raw_ok(shared_port, "HSET pbx:node:{n3} host %s pid 12x", "web\n\x1b[2Jx");
+    ASSERT_FAILS(pbx_store_node_claim(store, "n3", "tokA", 30000, NULL, &err)); /* the pid */
+    raw_ok(shared_port, "HSET pbx:node:{n3} pid 12");
+    {
+        struct pbx_store_node_holder h;
+
+        claim_expect(store, "n3", "tokA", 30000, 0, &h);
+        ck_assert_int_eq(h.pid, 12);
+        ck_assert_str_eq(h.host, "web??[2Jx");
+    }
+    pbx_store_close(store);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
     Suite *s = suite_create("store_redis");
@@ -1333,6 +1388,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_admit_lease_longest);
     tcase_add_test(tc, test_redis_admit_bad);
     tcase_add_test(tc, test_redis_open_existing);
+    tcase_add_test(tc, test_redis_node_layout);
     suite_add_tcase(s, tc);
     return s;
 }
