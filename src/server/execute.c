@@ -333,21 +333,37 @@ static int idempotency_key(struct execution *x)
     return 0;
 }
 
-/* The window of `limit` a minute (the caller's, or this server's share of it) is full. */
-static int rate_spent(struct execution *x, int64_t limit, unsigned retry)
+/* What `share` (>= 0: this server's part of a limit while the store fails) adds to a message. */
+static void share_note(char *buf, size_t size, int64_t share)
 {
-    char msg[160];
+    if (share >= 0)
+        snprintf(buf, size, " (%" PRId64 " on this node while the store does not answer)", share);
+    else
+        buf[0] = '\0';
+}
 
-    snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached", limit);
+/* The caller's window of `limit` a minute is full (or this server's `share` of it). */
+static int rate_spent(struct execution *x, int64_t limit, int64_t share, unsigned retry)
+{
+    char note[96];
+    char msg[256];
+
+    share_note(note, sizeof(note), share);
+    snprintf(msg, sizeof(msg), "rate limit of %" PRId64 " requests per minute reached%s", limit,
+             note);
     return refuse(x, "RateLimitExceeded", msg, retry);
 }
 
-static int running_spent(struct execution *x, int64_t limit, unsigned retry)
+/* The caller's `limit` of executions at once is reached (or this server's `share` of it). */
+static int running_spent(struct execution *x, int64_t limit, int64_t share, unsigned retry)
 {
-    char msg[200];
+    char note[96];
+    char msg[256];
 
-    snprintf(msg, sizeof(msg), "%" PRId64 " execution%s at once reached; retry when one has ended",
-             limit, limit == 1 ? "" : "s");
+    share_note(note, sizeof(note), share);
+    snprintf(msg, sizeof(msg),
+             "%" PRId64 " execution%s at once reached%s; retry when one has ended", limit,
+             limit == 1 ? "" : "s", note);
     return refuse(x, "RateLimitExceeded", msg, retry);
 }
 
@@ -393,11 +409,11 @@ static int admit_shared(struct execution *x, bool *share)
         x->shared = true;
         return 1;
     case PBX_STORE_RATE:
-        return rate_spent(x, x->who.rpm, x->adm.retry_after);
+        return rate_spent(x, x->who.rpm, -1, x->adm.retry_after);
     case PBX_STORE_QUOTA:
         return quota_spent(x);
     case PBX_STORE_CONCURRENT:
-        return running_spent(x, x->who.concurrency, x->adm.retry_after);
+        return running_spent(x, x->who.concurrency, -1, x->adm.retry_after);
     }
     return refuse(x, "InternalServerError", "the admission could not be decided", 0);
 }
@@ -438,11 +454,11 @@ static int hold(struct execution *x)
     rpm = share ? pbx__admit_local_share(s->admit, x->who.rpm) : x->who.rpm;
     running = share ? pbx__admit_local_share(s->admit, x->who.concurrency) : x->who.concurrency;
     if (!pbx__admit_hold(s->admit, x->client, rpm, now, &retry, &held))
-        return rate_spent(x, rpm, retry);
+        return rate_spent(x, x->who.rpm, share ? rpm : -1, retry);
     x->place.local = true;
     if (!pbx__admit_lease(s->admit, x->client, running, now)) {
         pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
-        return running_spent(x, running, 1);
+        return running_spent(x, x->who.concurrency, share ? running : -1, 1);
     }
     x->leased = running >= 0;
     x->held = true; /* from here on finish() lets the hold and the lease go */

@@ -564,7 +564,7 @@ START_TEST(test_node_claims_in_an_old_file)
         sqlite3_prepare_v2(raw, "SELECT group_concat(version) FROM schema_version", -1, &st, NULL),
         SQLITE_OK);
     ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
-    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2");
+    ck_assert_str_eq((const char *)sqlite3_column_text(st, 0), "1,2,3");
     sqlite3_finalize(st);
     ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT count(*) FROM nodes", -1, &st, NULL),
                      SQLITE_OK);
