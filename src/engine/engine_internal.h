@@ -313,6 +313,8 @@ struct pbx_flight {
     bool backstop;              /* the supervisor had to kill */
     bool cancelled;             /* req->cancel_fd became readable */
     bool session;               /* a session's call: a cancel interrupts it, on `status` */
+    uint64_t started_ns;        /* when STARTED came (CLOCK_MONOTONIC ns) */
+    uint64_t done_ns;           /* when DONE came */
 };
 
 /* What the memory cgroup of a cell counted, read before the cgroup may be reused. */
