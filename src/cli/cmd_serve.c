@@ -86,7 +86,11 @@ static void help(void)
            "                           allows 1/N of a per-minute limit on its own\n"
            "  --url-file PATH          write the URL served to PATH once listening\n"
            "  --recycle EXECS:SECONDS  replace the zygote after EXECS executions or SECONDS\n"
-           "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n\n"
+           "                           (PYBOX_RECYCLE; 5000:600; 0 means never)\n"
+           "  --server-timing          answers of POST /v1/execute and /execute carry a\n"
+           "                           Server-Timing header: where the request's time went,\n"
+           "                           phase by phase, for operators and benchmarks\n"
+           "                           (PYBOX_SERVER_TIMING=1|0; off)\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
            "SIGTERM or SIGINT: stop accepting, let running executions finish, exit 0.\n"
@@ -102,6 +106,16 @@ static unsigned long number(const char *v, const char *what, unsigned long max)
     if (v[0] == '\0' || v[0] == '-' || *end != '\0' || n > max)
         pbx_usage_error("serve", "%s `%s` is not a whole number up to %lu", what, v, max);
     return n;
+}
+
+/* A switch from the environment: 1 or 0. */
+static bool on_off(const char *v, const char *what)
+{
+    if (strcmp(v, "1") == 0)
+        return true;
+    if (strcmp(v, "0") == 0 || *v == '\0')
+        return false;
+    pbx_usage_error("serve", "%s `%s` is not 1 or 0", what, v);
 }
 
 static void set_limit(struct pbx_limits *l, const char *assignment)
@@ -157,6 +171,7 @@ enum {
     OPT_MCP_HOSTS,
     OPT_NODE_ID,
     OPT_NODES,
+    OPT_SERVER_TIMING,
 };
 
 /* --node-id's value, checked. */
@@ -332,6 +347,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"mcp-allowed-hosts", required_argument, NULL, OPT_MCP_HOSTS},
         {"node-id", required_argument, NULL, OPT_NODE_ID},
         {"nodes", required_argument, NULL, OPT_NODES},
+        {"server-timing", no_argument, NULL, OPT_SERVER_TIMING},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -402,6 +418,8 @@ int pbx_cmd_serve(int argc, char **argv)
         cfg.session_max_lifetime_s = session_span(v, "PYBOX_SESSION_MAX_LIFETIME");
     if ((v = getenv("PYBOX_SESSIONS")) != NULL)
         set_sessions(&cfg, "PYBOX_SESSIONS", v);
+    if ((v = getenv("PYBOX_SERVER_TIMING")) != NULL)
+        cfg.server_timing = on_off(v, "PYBOX_SERVER_TIMING");
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -524,6 +542,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_NODES:
             cfg.nodes = nodes_of(optarg, "--nodes");
+            break;
+        case OPT_SERVER_TIMING:
+            cfg.server_timing = true;
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

@@ -60,6 +60,7 @@ struct pbx_server_config {
     unsigned zygote_max_age_s;   /* or after this many seconds (0: never) */
     const char *url_file;        /* write the listening URL here once ready, or NULL */
     bool quiet;                  /* no access log on stderr (the fuzzer) */
+    bool server_timing;          /* executions' answers carry a Server-Timing header */
 
     /* Sessions (POST /v1/sessions): spans in seconds, counts of open sessions. */
     unsigned session_idle_ttl_s;     /* idle time unless a session asks (from a call's end) */
