@@ -146,7 +146,7 @@ struct pbx_exec_timing {
     bool warm;             /* a warm spare took the execution; else a cell was forked for it */
     uint64_t begin_ns;     /* pbx_engine_execute() began */
     uint64_t taken_ns;     /* the spare taken from the pool, or the forked cell's cgroups got */
-    uint64_t sent_ns;      /* GO sent to the spare, or the job to the zygote */
+    uint64_t sent_ns;      /* GO sent to the spare, or the job to the zygote (as sendmsg began) */
     uint64_t go_ns;        /* the cell: got GO, or (forked) began */
     uint64_t handed_ns;    /* the cell: handed the job its fds, or forked it */
     uint64_t started_ns;   /* STARTED received (the job's and the cell's pidfds) */

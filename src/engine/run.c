@@ -684,9 +684,10 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         z = spare.z;
         pbx__zygotes_count_exec(e, z);
         job.kind = PBX_JOB_GO;
+        /* Taken before the send: the cell may have it before sendmsg() returns here. */
+        timing.sent_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
-        timing.sent_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         goto sent;
     }
     z = pbx__zygotes_get(e, true, err);
@@ -702,9 +703,9 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         job.ncgroup_fds = (uint32_t)r;
     }
     timing.taken_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    timing.sent_ns = timing.taken_ns;
     if (pbx__proto_send_job(z->ctrl, &job, child, nchild, err) < 0)
         goto out_close;
-    timing.sent_ns = pbx_clock_ns(CLOCK_MONOTONIC);
 sent:
     for (int i = 0; i < nchild; i++) {
         close(child[i]);

@@ -83,7 +83,7 @@ void pbx__server_timing_format(const struct pbx_server_timing *t, uint64_t arriv
         add(&p, "result", t->ran_ns);
     } else if (e->known) {
         add(&p, "prep", e->sent_ns);
-        add(&p, "cell", t->ran_ns);
+        add(&p, "execution", t->ran_ns);
     } else {
         add(&p, "engine", t->ran_ns);
     }

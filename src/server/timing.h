@@ -38,7 +38,7 @@ struct pbx_server_timing {
  * from arrival to now, so they sum to the last entry, `total`; then
  * `cell;desc="warm"` or `"forked"`.  Phases: parse, auth, admit, queue,
  * charge, prep, then the cell's handoff, start, run, collect, report (or one
- * `cell` when its report's times were not usable), result, audit, answer.
+ * `execution` when its report's times were not usable), result, audit, answer.
  * A time out of order (none should be) gives the coarse phases only.
  * Writes at most `len` bytes into `out`, NUL-terminated.
  */
