@@ -52,7 +52,7 @@ static uint64_t us_of(uint64_t ns)
     return (ns + 500) / 1000;
 }
 
-/* One entry of `us` microseconds, in ms with the header's 3 decimals. */
+/* One entry of `us` microseconds, in ms with the header's 3 decimals; none that does not fit. */
 static void put(char *out, size_t len, size_t *at, const char *name, uint64_t us)
 {
     int n;
@@ -61,8 +61,12 @@ static void put(char *out, size_t len, size_t *at, const char *name, uint64_t us
         return;
     n = snprintf(out + *at, len - *at, "%s%s;dur=%" PRIu64 ".%03" PRIu64, *at ? ", " : "", name,
                  us / 1000, us % 1000);
-    if (n > 0)
-        *at += (size_t)n;
+    if (n < 0 || (size_t)n >= len - *at) {
+        out[*at] = '\0';
+        *at = len; /* full: nothing more goes in */
+        return;
+    }
+    *at += (size_t)n;
 }
 
 void pbx__server_timing_format(const struct pbx_server_timing *t, uint64_t arrived_ns,
@@ -105,6 +109,11 @@ void pbx__server_timing_format(const struct pbx_server_timing *t, uint64_t arriv
             us_of(p.end[i] - arrived_ns) - (i == 0 ? 0 : us_of(p.end[i - 1] - arrived_ns)));
     if (now_ns >= arrived_ns)
         put(out, len, &at, "total", us_of(now_ns - arrived_ns));
-    if (e->known && at < len)
-        snprintf(out + at, len - at, ", cell;desc=\"%s\"", e->warm ? "warm" : "forked");
+    if (e->known && at < len) {
+        int n = snprintf(out + at, len - at, "%scell;desc=\"%s\"", at ? ", " : "",
+                         e->warm ? "warm" : "forked");
+
+        if (n < 0 || (size_t)n >= len - at)
+            out[at] = '\0';
+    }
 }

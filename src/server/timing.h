@@ -40,7 +40,8 @@ struct pbx_server_timing {
  * charge, prep, then the cell's handoff, start, run, collect, report (or one
  * `execution` when its report's times were not usable), result, audit, answer.
  * A time out of order (none should be) gives the coarse phases only.
- * Writes at most `len` bytes into `out`, NUL-terminated.
+ * Writes at most `len` bytes into `out`, NUL-terminated, whole entries only
+ * (PBX_SERVER_TIMING_MAX holds them all).
  */
 void pbx__server_timing_format(const struct pbx_server_timing *t, uint64_t arrived_ns,
                                uint64_t now_ns, char *out, size_t len);
