@@ -43,9 +43,10 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from harness import cow_yardstick, machine_line, yardstick_line  # noqa: E402
 
-# The phases of Server-Timing (docs/api.md, Operations), in order.
+# The phases of Server-Timing (docs/api.md, Operations), in order; an answer has `run` or
+# `code` and `exit`.
 PHASES = ("parse", "auth", "admit", "queue", "charge", "prep", "handoff", "start", "run",
-          "collect", "report", "result", "audit", "answer")
+          "code", "exit", "collect", "report", "result", "audit", "answer")
 PACED_GAP = 0.05  # s between the paced requests, as issue 17's table has them
 TARGET_FLOOR_RATIO = 15  # issue 17: paced HTTP print(1) p50 at most 15 times the fork floor
 
@@ -316,7 +317,10 @@ def breakdown(label, timings, switches):
     names = [p for p in PHASES if p in phases] + [
         p for p in phases if p not in PHASES and p != "total"]
     for name in names:
-        print("    %-10s %8.3f ms" % (name, statistics.median(phases[name])))
+        print("    %-10s %8.3f ms%s" % (
+            name, statistics.median(phases[name]),
+            "   (%d of the %d requests)" % (len(phases[name]), len(client))
+            if len(phases[name]) < len(client) else ""))
     print("    %-10s %8.3f ms   (the phases' medians need not add up to it)" % (
         "server", statistics.median(phases["total"])))
     print("    %-10s %8.3f ms" % ("client", statistics.median(client)))

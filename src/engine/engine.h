@@ -150,6 +150,8 @@ struct pbx_exec_timing {
     uint64_t go_ns;        /* the cell: got GO, or (forked) began */
     uint64_t handed_ns;    /* the cell: handed the job its fds, or forked it */
     uint64_t started_ns;   /* STARTED received (the job's and the cell's pidfds) */
+    uint64_t code_done_ns; /* the job's last record (its code's end) read, when that was */
+                           /* between handed_ns and reaped_ns; else 0 */
     uint64_t reaped_ns;    /* the cell: reaped the job */
     uint64_t collected_ns; /* the cell: killed what was left, collected the files */
     uint64_t done_ns;      /* DONE received */

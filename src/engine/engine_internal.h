@@ -315,6 +315,7 @@ struct pbx_flight {
     bool session;               /* a session's call: a cancel interrupts it, on `status` */
     uint64_t started_ns;        /* when STARTED came (CLOCK_MONOTONIC ns) */
     uint64_t done_ns;           /* when DONE came */
+    uint64_t code_done_ns;      /* when the job's done record (its code's end) was read */
 };
 
 /* What the memory cgroup of a cell counted, read before the cgroup may be reused. */

@@ -336,6 +336,8 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             if (f->meta_r >= 0)
                 drain(&f->meta_r, &f->meta, &records);
             give(f, req, false);
+            if (f->parsed.done && f->code_done_ns == 0)
+                f->code_done_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         }
     }
 }
@@ -598,6 +600,9 @@ static void note_timing(const struct pbx_flight *f, struct pbx_exec_timing *t)
         t->handed_ns = d->handed_ns;
         t->reaped_ns = d->reaped_ns;
         t->collected_ns = d->collected_ns;
+        /* Read here, so late when this thread was late: a split only when it falls within. */
+        if (f->code_done_ns >= d->handed_ns && f->code_done_ns <= d->reaped_ns)
+            t->code_done_ns = f->code_done_ns;
     }
 }
 

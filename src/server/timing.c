@@ -81,7 +81,12 @@ void pbx__server_timing_format(const struct pbx_server_timing *t, uint64_t arriv
         add(&p, "prep", e->sent_ns);
         add(&p, "handoff", e->go_ns);
         add(&p, "start", e->handed_ns);
-        add(&p, "run", e->reaped_ns);
+        if (e->code_done_ns != 0) {
+            add(&p, "code", e->code_done_ns);
+            add(&p, "exit", e->reaped_ns);
+        } else {
+            add(&p, "run", e->reaped_ns);
+        }
         add(&p, "collect", e->collected_ns);
         add(&p, "report", e->done_ns);
         add(&p, "result", t->ran_ns);

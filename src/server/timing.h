@@ -37,7 +37,8 @@ struct pbx_server_timing {
  * `arrived_ns` and whose answer is queued at `now_ns`: contiguous phases
  * from arrival to now, so they sum to the last entry, `total`; then
  * `cell;desc="warm"` or `"forked"`.  Phases: parse, auth, admit, queue,
- * charge, prep, then the cell's handoff, start, run, collect, report (or one
+ * charge, prep, then the cell's handoff, start, run (or code and exit, when
+ * the job's last record was read before its reaping), collect, report (or one
  * `execution` when its report's times were not usable), result, audit, answer.
  * A time out of order (none should be) gives the coarse phases only.
  * Writes at most `len` bytes into `out`, NUL-terminated, whole entries only

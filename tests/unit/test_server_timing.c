@@ -93,6 +93,14 @@ START_TEST(test_every_phase)
     t.exec.warm = false;
     pbx__server_timing_format(&t, T0, now, v, sizeof(v));
     ck_assert_ptr_nonnull(strstr(v, ", cell;desc=\"forked\""));
+
+    /* The job's last record read between its handing and its reaping: run split in two. */
+    t.exec.code_done_ns = t.exec.handed_ns + 1000;
+    pbx__server_timing_format(&t, T0, now, v, sizeof(v));
+    entries(v, names, sizeof(names), &sum, &total);
+    ck_assert_str_eq(names, "parse,auth,admit,queue,charge,prep,handoff,start,code,exit,"
+                            "collect,report,result,audit,answer");
+    ck_assert_uint_eq(sum, total);
 }
 END_TEST
 
