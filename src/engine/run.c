@@ -579,10 +579,6 @@ int pbx__run_pipe_pair(int *rd, int *wr, struct pbx_error **err)
 }
 
 /*
- * One attempt.  *lost is set when the zygote died before the cell could start
- * the job: nothing ran, so the caller may try again on a fresh zygote.
- */
-/*
  * The execution's times into res->timing: the supervisor's, and the cell's
  * when its report passes pbx__proto_done_times_ok() (a cell is not trusted).
  */
@@ -606,6 +602,10 @@ static void note_timing(const struct pbx_flight *f, struct pbx_exec_timing *t)
     }
 }
 
+/*
+ * One attempt.  *lost is set when the zygote died before the cell could start
+ * the job: nothing ran, so the caller may try again on a fresh zygote.
+ */
 static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req,
                         struct pbx_exec_result *res, bool *lost, struct pbx_error **err)
 {
