@@ -12,7 +12,8 @@
  * (pbx__proto_file_next()), and as a cell's report on a real SOCK_SEQPACKET
  * socketpair, read as the supervisor reads a zygote's or a spare's READY
  * (pbx__proto_wait_ready(), then pbx__proto_failed_error() for FAILED); and
- * laid over a report with the right magic, so the corpus reaches the fields.
+ * laid over a report with the right magic, so the corpus reaches the fields
+ * (the step times of a DONE report too, through pbx__proto_done_times_ok()).
  * And as a session's file listing (pbx__proto_list_next(), with the path
  * rule pbx_files_path_ok()) and a file operation's request
  * (pbx__proto_file_op_read()).
@@ -133,6 +134,29 @@ static void check_report(const void *msg, size_t len)
     PBX_ASSERT(pbx__proto_recv_done(sv[1], &d, fds, &nfds) == -EAGAIN && nfds == 0);
 }
 
+/*
+ * A DONE report's step times, checked as the supervisor checks them: within
+ * the bounds the times themselves give, and within bounds around a time of
+ * theirs; a report that passes has each step after the one before.
+ */
+static void check_times(const struct pbx_proto_done *d)
+{
+    const uint64_t bounds[][2] = {
+        {0, UINT64_MAX},
+        {d->go_ns, d->collected_ns},
+        {d->go_ns / 2, d->collected_ns + (UINT64_MAX - d->collected_ns) / 2},
+        {d->handed_ns, d->reaped_ns},
+    };
+
+    for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) {
+        if (!pbx__proto_done_times_ok(d, bounds[i][0], bounds[i][1]))
+            continue;
+        PBX_ASSERT(bounds[i][0] <= d->go_ns && d->go_ns <= d->handed_ns);
+        PBX_ASSERT(d->handed_ns <= d->reaped_ns && d->reaped_ns <= d->collected_ns);
+        PBX_ASSERT(d->collected_ns <= bounds[i][1]);
+    }
+}
+
 /* The bytes as a report's, its magic right; as they are, then as a FAILED one. */
 static void check_report_fields(const uint8_t *data, size_t size)
 {
@@ -142,6 +166,7 @@ static void check_report_fields(const uint8_t *data, size_t size)
     memcpy(&d, data, size < sizeof(d) ? size : sizeof(d));
     d.magic = PBX_PROTO_MAGIC;
     check_report(&d, sizeof(d));
+    check_times(&d);
     d.kind = PBX_PROTO_FAILED;
     check_report(&d, sizeof(d));
 }

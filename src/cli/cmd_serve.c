@@ -99,7 +99,11 @@ static void help(void)
            "                           1001; must lie in one range of /proc/self/uid_map and\n"
            "                           gid_map, without 0 or pybox's own ids); default auto:\n"
            "                           1000000000:65536, or, where the namespace lacks it (a\n"
-           "                           pod of 65536 ids), the top half of its largest range\n\n"
+           "                           pod of 65536 ids), the top half of its largest range\n"
+           "  --server-timing          answers of POST /v1/execute and /execute carry a\n"
+           "                           Server-Timing header: where the request's time went,\n"
+           "                           phase by phase, for operators and benchmarks\n"
+           "                           (PYBOX_SERVER_TIMING=1|0; off)\n\n"
            "The admin key comes from PYBOX_ADMIN_KEY (or PYTHON_EXE_KEY): it bypasses rate\n"
            "limits, quotas and import restrictions. API keys: `pybox keys --help`.\n"
            "SIGTERM or SIGINT: stop accepting, let running executions finish (--drain), exit 0.\n"
@@ -115,6 +119,16 @@ static unsigned long number(const char *v, const char *what, unsigned long max)
     if (v[0] == '\0' || v[0] == '-' || *end != '\0' || n > max)
         pbx_usage_error("serve", "%s `%s` is not a whole number up to %lu", what, v, max);
     return n;
+}
+
+/* A switch from the environment: 1 or 0. */
+static bool on_off(const char *v, const char *what)
+{
+    if (strcmp(v, "1") == 0)
+        return true;
+    if (strcmp(v, "0") == 0 || *v == '\0')
+        return false;
+    pbx_usage_error("serve", "%s `%s` is not 1 or 0", what, v);
 }
 
 static void set_limit(struct pbx_limits *l, const char *assignment)
@@ -173,6 +187,7 @@ enum {
     OPT_JAIL_IDS,
     OPT_NODE_TTL,
     OPT_DRAIN,
+    OPT_SERVER_TIMING,
 };
 
 /* --jail-ids and PYBOX_JAIL_IDS. */
@@ -372,6 +387,7 @@ int pbx_cmd_serve(int argc, char **argv)
         {"jail-ids", required_argument, NULL, OPT_JAIL_IDS},
         {"node-ttl", required_argument, NULL, OPT_NODE_TTL},
         {"drain", required_argument, NULL, OPT_DRAIN},
+        {"server-timing", no_argument, NULL, OPT_SERVER_TIMING},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -448,6 +464,8 @@ int pbx_cmd_serve(int argc, char **argv)
         set_sessions(&cfg, "PYBOX_SESSIONS", v);
     if ((v = getenv("PYBOX_JAIL_IDS")) != NULL && *v != '\0')
         set_jail_ids(&cfg, "PYBOX_JAIL_IDS", v);
+    if ((v = getenv("PYBOX_SERVER_TIMING")) != NULL)
+        cfg.server_timing = on_off(v, "PYBOX_SERVER_TIMING");
     /* The admin key: kept in this process only, and out of its environment. */
     v = getenv("PYBOX_ADMIN_KEY");
     if (v == NULL || *v == '\0')
@@ -579,6 +597,9 @@ int pbx_cmd_serve(int argc, char **argv)
             break;
         case OPT_DRAIN:
             cfg.drain_s = (unsigned)number(optarg, "--drain", 3600);
+            break;
+        case OPT_SERVER_TIMING:
+            cfg.server_timing = true;
             break;
         case ':':
             pbx_usage_error("serve", "option `%s` needs a value", argv[optind - 1]);

@@ -286,7 +286,7 @@ void pbx__cell_reap_orphans(pid_t job)
 /*
  * Wait for the job until the deadline; kill it there.  Then, as pid 1 of the
  * namespace, kill whatever it left behind and reap it all: nothing the job
- * started outlives it.  Fills the timing fields of *d.
+ * started outlives it.  Fills the timing fields of *d (reaped_ns among them).
  */
 static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
                      struct pbx_proto_done *d)
@@ -328,7 +328,8 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
     } while (r < 0 && errno == EINTR);
     if (r < 0)
         pbx__cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
-    d->duration_ns = pbx_clock_ns(CLOCK_MONOTONIC) - start;
+    d->reaped_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    d->duration_ns = d->reaped_ns - start;
     /* As init of the namespace, kill(-1) reaches every process left in it. */
     (void)kill(-1, SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
@@ -587,14 +588,21 @@ int pbx__cell_block_sigchld(void)
     return signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
-/* The job runs: report STARTED, wait, collect the returned files, report DONE, exit. */
-static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct pbx_proto_job *job,
-                             int workfd, int outfd, const struct pbx_cell_request *rv)
+/*
+ * The job runs: report STARTED, wait, collect the returned files, report DONE
+ * (with when the cell got the execution, `go_ns`, and handed it to the job,
+ * `handed_ns`), exit.
+ */
+static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, uint64_t go_ns,
+                             uint64_t handed_ns, const struct pbx_proto_job *job, int workfd,
+                             int outfd, const struct pbx_cell_request *rv)
 {
     struct pbx_proto_done done;
 
     pbx__cell_send_started(pid);
     pbx__proto_done_init(&done, PBX_PROTO_DONE);
+    done.go_ns = go_ns;
+    done.handed_ns = handed_ns;
     wait_job(pid, sigfd, start, job->limits.wall_ms, &done);
     done.prep_faults = prep_faults;
     for (uint32_t i = 0; i < rv->req.nreturn && done.nfiles < job->limits.output_files; i++) {
@@ -604,6 +612,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, const struct 
             pbx__cell_collect_one(workfd, outfd, rv->req.returns[i], job, &done);
     }
     done.output_len = (uint64_t)lseek(outfd, 0, SEEK_CUR);
+    done.collected_ns = pbx_clock_ns(CLOCK_MONOTONIC);
     if (pbx__proto_send_done(pbx__cell_status_fd, &done, NULL, 0) < 0)
         _exit(1);
     _exit(0);
@@ -615,6 +624,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
                               int *fds, int nfds)
 {
     cleanup_close int workfd = -1;
+    uint64_t began = pbx_clock_ns(CLOCK_MONOTONIC);
     uint64_t start;
     int sigfd;
     pid_t pid;
@@ -636,7 +646,7 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
         close(fds[i]);
         fds[i] = -1;
     }
-    finish(pid, sigfd, start, job, workfd, fds[PBX_FD_OUTPUT], &view);
+    finish(pid, sigfd, start, began, start, job, workfd, fds[PBX_FD_OUTPUT], &view);
 }
 
 /* Receive the GO message of a spare: the execution and its 6 fds (REQUEST..OUTPUT). */
@@ -658,6 +668,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     int all[PBX_PROTO_MAX_FDS];
     cleanup_close int workfd = -1;
     int sv[2];
+    uint64_t go_ns;
     uint64_t start;
     int sigfd;
     pid_t pid;
@@ -683,6 +694,7 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     /* Wait for the execution; EOF means the pool was shut down. */
     if (!receive_go(&job, all))
         _exit(0);
+    go_ns = pbx_clock_ns(CLOCK_MONOTONIC);
     /* The spare was made for these limits; the supervisor only sends matching executions. */
     job.limits = spare->limits;
     workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -701,5 +713,6 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     close(sv[0]);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
         close(all[i]);
-    finish(pid, sigfd, start, &job, workfd, all[PBX_FD_OUTPUT], &view);
+    finish(pid, sigfd, start, go_ns, pbx_clock_ns(CLOCK_MONOTONIC), &job, workfd,
+           all[PBX_FD_OUTPUT], &view);
 }

@@ -150,6 +150,31 @@ struct pbx_file_out {
     const char *error; /* static text such as "not found", or NULL */
 };
 
+/*
+ * When one execution went through each step, CLOCK_MONOTONIC ns (the same
+ * clock in the cell's pid namespace): the supervisor's own times, and the
+ * cell's, as its report said them.  Taken for every execution, at a few tens
+ * of ns each; what pybox serve --server-timing answers in Server-Timing.
+ */
+struct pbx_exec_timing {
+    bool known;            /* the times below are set (the execution ran in this engine) */
+    bool cell_known;       /* the cell's times (go..collected) passed the supervisor's check */
+    bool warm;             /* a warm spare took the execution; else a cell was forked for it */
+    uint64_t begin_ns;     /* pbx_engine_execute() began */
+    uint64_t taken_ns;     /* the spare taken from the pool, or the forked cell's cgroups got */
+    uint64_t sent_ns;      /* GO sent to the spare, or the job to the zygote (as sendmsg began) */
+    uint64_t go_ns;        /* the cell: got GO, or (forked) began */
+    uint64_t handed_ns;    /* the cell: handed the job its fds, or forked it */
+    uint64_t started_ns;   /* STARTED received (the job's and the cell's pidfds) */
+    uint64_t code_done_ns; /* the job's last record (its code's end) read, when that was */
+                           /* between handed_ns and reaped_ns; else 0 */
+    uint64_t reaped_ns;    /* the cell: reaped the job */
+    uint64_t collected_ns; /* the cell: killed what was left, collected the files */
+    uint64_t done_ns;      /* DONE received */
+    uint64_t composed_ns;  /* the result put together */
+    uint64_t end_ns;       /* pbx_engine_execute() returns */
+};
+
 struct pbx_exec_result {
     enum pbx_status status;
     bool has_exit_code;         /* false when killed by a signal or rejected */
@@ -171,6 +196,8 @@ struct pbx_exec_result {
     uint64_t max_rss_kb;        /* peak resident set */
     uint64_t minor_faults;      /* page faults of the job (copy-on-write included) */
     uint64_t prep_faults;       /* of those, taken by a warm spare before the code arrived */
+    /* When it went through each step (pybox serve --server-timing answers them). */
+    struct pbx_exec_timing timing;
 };
 
 /* Whether `name` may name an input or returned file: a flat, portable name. */

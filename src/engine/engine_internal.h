@@ -318,6 +318,9 @@ struct pbx_flight {
     int stop_fd;                /* the engine's stop_fd: readable, the cell is killed (-1: none) */
     bool stopped;               /* it was: the engine stops every execution */
     bool stop_sent_started;     /* the stop's kill reached the started job's pids */
+    uint64_t started_ns;        /* when STARTED came (CLOCK_MONOTONIC ns) */
+    uint64_t done_ns;           /* when DONE came */
+    uint64_t code_done_ns;      /* when the job's done record (its code's end) was read */
 };
 
 /* What the memory cgroup of a cell counted, read before the cgroup may be reused. */

@@ -128,6 +128,12 @@ int pbx__proto_done_check(const struct pbx_proto_done *d, uint32_t max_files,
     return 0;
 }
 
+bool pbx__proto_done_times_ok(const struct pbx_proto_done *d, uint64_t sent_ns, uint64_t done_ns)
+{
+    return sent_ns <= d->go_ns && d->go_ns <= d->handed_ns && d->handed_ns <= d->reaped_ns &&
+           d->reaped_ns <= d->collected_ns && d->collected_ns <= done_ns;
+}
+
 int pbx__proto_wait_ready(int sock, int timeout_ms, struct pbx_proto_done *d)
 {
     int fds[2];

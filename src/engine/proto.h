@@ -31,7 +31,7 @@
 #include "sandbox/files.h"
 
 #define PBX_PROTO_MAGIC   0x70796278u /* "pybx" */
-#define PBX_PROTO_VERSION 2u
+#define PBX_PROTO_VERSION 3u
 
 enum pbx_proto_fd {
     PBX_FD_STATUS = 0, /* the cell's end of the status socketpair */
@@ -168,6 +168,11 @@ struct pbx_proto_done {
     uint32_t nfiles;             /* returned-file records written to the output memfd */
     uint32_t flags;              /* enum pbx_done_flags (sessions), else zero */
     uint64_t output_len;         /* bytes written to the output memfd */
+    /* When the cell did each step of an execution (CLOCK_MONOTONIC ns; DONE only, else 0): */
+    uint64_t go_ns;        /* it got GO (a warm spare) or began (a cell forked for the job) */
+    uint64_t handed_ns;    /* it handed the job its fds (forked: forked the job) */
+    uint64_t reaped_ns;    /* it reaped the job */
+    uint64_t collected_ns; /* it killed what the job left and collected the files: DONE sent */
 };
 
 /* Fill `d` for a report of `kind` (magic, kind, the rest zero).  Async-signal-safe. */
@@ -212,6 +217,16 @@ int pbx__proto_failed_error(const struct pbx_proto_done *d, struct pbx_error **e
  */
 int pbx__proto_done_check(const struct pbx_proto_done *d, uint32_t max_files,
                           struct pbx_error **err);
+
+/*
+ * Whether the step times of the DONE report `d` are ones a cell could have
+ * taken for an execution whose job went out at `sent_ns` and whose DONE
+ * arrived at `done_ns` (both the supervisor's CLOCK_MONOTONIC): each step
+ * after the one before, all within [sent_ns, done_ns].  A report that fails
+ * gives no breakdown of the execution's time; it is no error of the
+ * execution.
+ */
+bool pbx__proto_done_times_ok(const struct pbx_proto_done *d, uint64_t sent_ns, uint64_t done_ns);
 
 /*
  * Wait up to `timeout_ms` for READY on `sock`: the zygote's control socket as

@@ -237,6 +237,7 @@ static void read_status(struct pbx_flight *f)
     }
     if (d.kind == PBX_PROTO_STARTED) {
         f->started = true;
+        f->started_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         if (nfds == 2) {
             f->job_pidfd = fds[0];
             f->cell_pidfd = fds[1];
@@ -244,6 +245,7 @@ static void read_status(struct pbx_flight *f)
         }
     } else if (d.kind == PBX_PROTO_DONE) {
         f->finished = true;
+        f->done_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         f->done = d;
     } else if (d.kind == PBX_PROTO_FAILED) {
         f->failed = true;
@@ -346,6 +348,8 @@ void pbx__run_flight(struct pbx_flight *f, const struct pbx_exec_request *req,
             if (f->meta_r >= 0)
                 drain(&f->meta_r, &f->meta, &records);
             give(f, req, false);
+            if (f->parsed.done && f->code_done_ns == 0)
+                f->code_done_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         }
     }
 }
@@ -597,12 +601,37 @@ int pbx__run_pipe_pair(int *rd, int *wr, struct pbx_error **err)
 }
 
 /*
+ * The execution's times into res->timing: the supervisor's, and the cell's
+ * when its report passes pbx__proto_done_times_ok() (a cell is not trusted).
+ */
+static void note_timing(const struct pbx_flight *f, struct pbx_exec_timing *t)
+{
+    const struct pbx_proto_done *d = &f->done;
+
+    t->known = true;
+    t->started_ns = f->started_ns;
+    t->done_ns = f->done_ns;
+    t->composed_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    t->cell_known = f->finished && pbx__proto_done_times_ok(d, t->sent_ns, t->done_ns);
+    if (t->cell_known) {
+        t->go_ns = d->go_ns;
+        t->handed_ns = d->handed_ns;
+        t->reaped_ns = d->reaped_ns;
+        t->collected_ns = d->collected_ns;
+        /* Read here, so late when this thread was late: a split only when it falls within. */
+        if (f->code_done_ns >= d->handed_ns && f->code_done_ns <= d->reaped_ns)
+            t->code_done_ns = f->code_done_ns;
+    }
+}
+
+/*
  * One attempt.  *lost is set when the zygote died before the cell could start
  * the job: nothing ran, so the caller may try again on a fresh zygote.
  */
 static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req,
                         struct pbx_exec_result *res, bool *lost, struct pbx_error **err)
 {
+    struct pbx_exec_timing timing = {.begin_ns = pbx_clock_ns(CLOCK_MONOTONIC)};
     struct pbx_zygote *z = NULL;
     struct pbx_proto_writer w = {0};
     struct pbx_proto_job job;
@@ -672,6 +701,8 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
 
     if (pbx__pool_take(e, &req->limits, &spare)) {
         /* A warm cell: hand it the execution on its own status socket. */
+        timing.taken_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+        timing.warm = true;
         close(f.status);
         close(child[PBX_FD_STATUS]);
         child[PBX_FD_STATUS] = -1;
@@ -680,6 +711,8 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         z = spare.z;
         pbx__zygotes_count_exec(e, z);
         job.kind = PBX_JOB_GO;
+        /* Taken before the send: the cell may have it before sendmsg() returns here. */
+        timing.sent_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
             goto out_close;
         goto sent;
@@ -696,6 +729,8 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         nchild += r;
         job.ncgroup_fds = (uint32_t)r;
     }
+    timing.taken_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    timing.sent_ns = timing.taken_ns;
     if (pbx__proto_send_job(z->ctrl, &job, child, nchild, err) < 0)
         goto out_close;
 sent:
@@ -753,6 +788,7 @@ sent:
         if (!f.finished) /* the OOM killer took the cell itself, or a cancel or stop did */
             f.done.wait_status = SIGKILL;
         pbx__run_compose(&f, req, &mem, out_fd, res);
+        note_timing(&f, &timing);
         rc = 0;
     }
 
@@ -766,6 +802,10 @@ out_close:
     if (out_fd >= 0)
         close(out_fd);
     pbx__zygotes_put(e, z);
+    if (rc == 0) {
+        timing.end_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+        res->timing = timing;
+    }
     return rc;
 }
 

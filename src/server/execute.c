@@ -191,6 +191,7 @@ static int parse(struct execution *x)
     }
     /* The parsed request holds its own copies; the body's share of the budget stays for them. */
     pbx_buf_release(&ctx->body);
+    ctx->timing.parsed_ns = pbx_clock_ns(CLOCK_MONOTONIC);
     return 0;
 }
 
@@ -543,10 +544,22 @@ static int charge(struct execution *x)
  */
 static int admit(struct execution *x)
 {
+    struct pbx_server_timing *t = &x->ctx->timing;
+    int rc;
+
     client_id(x);
-    if (hold(x) < 0 || take_slot(x) < 0 || reserve_answer(x) < 0)
+    t->resolved_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    if (hold(x) < 0)
         return -1;
-    return charge(x);
+    t->held_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    if (take_slot(x) < 0)
+        return -1;
+    t->slot_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    if (reserve_answer(x) < 0)
+        return -1;
+    rc = charge(x);
+    t->admitted_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    return rc;
 }
 
 /* ---- build, run, audit ---- */
@@ -831,7 +844,11 @@ static enum MHD_Result handle(struct pbx_server *s, struct MHD_Connection *c,
         if (x->streamed)
             return stream(x); /* run, audit and answer (as `end`) on the stream's thread */
         if (run(x) == 0) {
+            ctx->timing.ran_ns = pbx_clock_ns(CLOCK_MONOTONIC);
             audit(x);
+            ctx->timing.audited_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+            ctx->timing.exec = x->res.timing;
+            ctx->timing.on = s->cfg->server_timing && !x->session;
             answer(x);
         }
     }

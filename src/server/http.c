@@ -122,6 +122,15 @@ enum MHD_Result pbx__http_send_bytes(struct MHD_Connection *c, struct request_ct
     }
     for (size_t i = 0; headers != NULL && headers[i] != NULL && headers[i + 1] != NULL; i += 2)
         MHD_add_response_header(r, headers[i], headers[i + 1]);
+    if (ctx->timing.on) {
+        /* Last: its `answer` phase ends as the answer is queued. */
+        char v[PBX_SERVER_TIMING_MAX];
+
+        pbx__server_timing_format(&ctx->timing, ctx->start_ns, pbx_clock_ns(CLOCK_MONOTONIC), v,
+                                  sizeof(v));
+        MHD_add_response_header(r, "Server-Timing", v);
+        ctx->timing.on = false;
+    }
     ret = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     ctx->answered = true;
@@ -634,6 +643,7 @@ enum MHD_Result pbx__http_on_request(void *cls, struct MHD_Connection *c, const 
         request_id(s, c, ci ? ci->client_addr : NULL, ctx);
         pbx_buf_init(&ctx->body, s->cfg->max_body);
         ctx->start_ms = pbx_clock_ms(CLOCK_REALTIME);
+        ctx->start_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         ctx->route = route_of(url);
         /* Execution requests keep their bodies (whatever the method, answered 405 once read). */
         if (executes(ctx->route))

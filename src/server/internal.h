@@ -19,6 +19,7 @@
 #include "server/admit.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "server/timing.h"
 #include "store/store.h"
 
 enum route {
@@ -119,6 +120,7 @@ struct request_ctx {
     int status;            /* HTTP status answered */
     enum route route;      /* for metrics and the log */
     uint64_t start_ms;     /* arrival */
+    uint64_t start_ns;     /* and on CLOCK_MONOTONIC, in ns, for Server-Timing */
     char client[64];       /* client address */
     char method[16];       /* request method, for the log */
     struct multipart form; /* a multipart/form-data body, as its parts arrive */
@@ -126,6 +128,8 @@ struct request_ctx {
     char path[160];        /* request path, cut at 159 bytes, for the log */
     const char *allow;     /* the methods the route takes, named by a 405's Allow header */
     size_t body_cap;       /* the most body bytes kept, by route and method (0: none kept) */
+    /* An execution's step times, answered in Server-Timing when `on` (--server-timing). */
+    struct pbx_server_timing timing;
 };
 
 /* ---- server.c: the server's life and its memory budget ---- */

@@ -69,6 +69,7 @@ struct pbx_server_config {
     bool jail_ids_auto;          /* the default, or one picked when it does not fit */
     const char *url_file;        /* write the listening URL here once ready, or NULL */
     bool quiet;                  /* no access log on stderr (the fuzzer) */
+    bool server_timing;          /* executions' answers carry a Server-Timing header */
 
     /* Sessions (POST /v1/sessions): spans in seconds, counts of open sessions. */
     unsigned session_idle_ttl_s;     /* idle time unless a session asks (from a call's end) */

@@ -476,6 +476,39 @@ START_TEST(test_done_round_trip)
 END_TEST
 
 /*
+ * A cell's step times give a breakdown only in order and within the
+ * supervisor's own [job sent, DONE received]: an unordered, early or late
+ * one, or all zero (a cell that sent none), gives none.
+ */
+START_TEST(test_done_times)
+{
+    struct pbx_proto_done d;
+
+    pbx__proto_done_init(&d, PBX_PROTO_DONE);
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, 200)); /* no times: before the sending */
+    d.go_ns = 110;
+    d.handed_ns = 120;
+    d.reaped_ns = 150;
+    d.collected_ns = 160;
+    ck_assert(pbx__proto_done_times_ok(&d, 100, 200));
+    ck_assert(pbx__proto_done_times_ok(&d, 110, 160));  /* the bounds themselves */
+    ck_assert(!pbx__proto_done_times_ok(&d, 111, 200)); /* GO before it was sent */
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, 159)); /* collected after DONE came */
+    d.handed_ns = 151;                                  /* handed after the reaping */
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, 200));
+    d.handed_ns = 120;
+    d.go_ns = 121; /* got GO after handing the job its fds */
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, 200));
+    d.go_ns = 110;
+    d.collected_ns = 149; /* collected before the reaping */
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, 200));
+    d.collected_ns = UINT64_MAX;
+    ck_assert(!pbx__proto_done_times_ok(&d, 100, UINT64_MAX - 1));
+    ck_assert(pbx__proto_done_times_ok(&d, 100, UINT64_MAX));
+}
+END_TEST
+
+/*
  * A cell's counts are not trusted either: a DONE report of more returned-file
  * records than were asked is refused before anything is sized by it (the
  * supervisor once allocated d->nfiles records, up to 2^32, and aborted).
@@ -644,6 +677,7 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_done_round_trip);
     tcase_add_test(tc, test_done_malformed);
     tcase_add_test(tc, test_done_check);
+    tcase_add_test(tc, test_done_times);
     tcase_add_test(tc, test_failed_error);
     tcase_add_test(tc, test_wait_ready);
     suite_add_tcase(s, tc);
