@@ -51,6 +51,7 @@
 #include "common/cleanup.h"
 #include "common/clock.h"
 #include "engine/cell.h"
+#include "engine/holder.h"
 #include "engine/proto.h"
 #include "sandbox/files.h"
 #include "sandbox/rlimit.h"
@@ -60,6 +61,14 @@
 
 int pbx__cell_status_fd = -1;
 static uint64_t prep_faults; /* a spare job's faults before its code arrived */
+static pid_t holder;         /* the spare job's holder of its memory (holder.c), or 0 */
+static int count_fd = -1;    /* the spare cell's pids.current, with a holder */
+
+/* What a spare's job tells its cell once it is ready, before any user code. */
+struct spare_ready {
+    uint64_t faults; /* its page faults so far */
+    int64_t holder;  /* its holder's pid, or 0 */
+};
 
 _Noreturn void pbx__cell_fail(int stage, int errnum, const char *what)
 {
@@ -231,12 +240,14 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
     }
     {
         /* Ready: say so with the faults taken so far, for the pool's accounting. */
+        struct spare_ready ready = {0};
         struct rusage ru;
-        uint64_t faults = 0;
 
+        if (spare->flags & PBX_JOB_HOLDER)
+            ready.holder = pbx__holder_start();
         if (getrusage(RUSAGE_SELF, &ru) == 0)
-            faults = (uint64_t)ru.ru_minflt;
-        if (write(sock, &faults, sizeof(faults)) != sizeof(faults))
+            ready.faults = (uint64_t)ru.ru_minflt;
+        if (write(sock, &ready, sizeof(ready)) != sizeof(ready))
             _exit(125);
     }
     n = pbx__proto_recv(sock, &go, sizeof(go), got, 5, &ngot, 0);
@@ -330,10 +341,8 @@ static void wait_job(pid_t job, int sigfd, uint64_t start, uint32_t wall_ms,
         pbx__cell_fail(PBX_STAGE_WAIT, errno, "wait for the job");
     d->reaped_ns = pbx_clock_ns(CLOCK_MONOTONIC);
     d->duration_ns = d->reaped_ns - start;
-    /* As init of the namespace, kill(-1) reaches every process left in it. */
-    (void)kill(-1, SIGKILL);
-    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-        ;
+    /* Nothing the job started outlives it (the holder's teardown goes on after the report). */
+    pbx__holder_reap_others(holder, count_fd, sigfd);
     d->wait_status = status;
     d->cpu_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
                 (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
@@ -615,6 +624,7 @@ static _Noreturn void finish(pid_t pid, int sigfd, uint64_t start, uint64_t go_n
     done.collected_ns = pbx_clock_ns(CLOCK_MONOTONIC);
     if (pbx__proto_send_done(pbx__cell_status_fd, &done, NULL, 0) < 0)
         _exit(1);
+    pbx__holder_reap_all();
     _exit(0);
 }
 
@@ -675,6 +685,8 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     int r;
 
     pbx__cell_status_fd = fds[0];
+    if (spare->flags & PBX_JOB_HOLDER)
+        count_fd = fds[--nfds]; /* after the cgroup.procs fds */
     pbx__cell_enter(&spare->limits, fds + 1, nfds - 1);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         pbx__cell_fail(PBX_STAGE_FORK, errno, "socketpair");
@@ -686,8 +698,14 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
         job_spare_main(zs, spare, sv[1]);
     close(sv[1]);
     /* Ready when the job is: isolated, warmed, waiting for code. */
-    if (read(sv[0], &prep_faults, sizeof(prep_faults)) != sizeof(prep_faults))
-        pbx__cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
+    {
+        struct spare_ready said;
+
+        if (read(sv[0], &said, sizeof(said)) != sizeof(said))
+            pbx__cell_fail(PBX_STAGE_FORK, EPIPE, "the spare's job died while getting ready");
+        prep_faults = said.faults;
+        holder = said.holder > 0 && said.holder <= INT32_MAX ? (pid_t)said.holder : 0;
+    }
     pbx__proto_done_init(&ready, PBX_PROTO_READY);
     if (pbx__proto_send_done(pbx__cell_status_fd, &ready, NULL, 0) < 0)
         _exit(1);

@@ -60,7 +60,7 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
 {
     struct pbx_proto_job job;
     struct pbx_proto_done d;
-    int fds[1 + PBX_PROTO_MAX_CGROUP_FDS];
+    int fds[1 + PBX_PROTO_MAX_CGROUP_FDS + 1];
     int nfds = 1;
     int sv[2];
     int rc = -1;
@@ -82,13 +82,28 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
     sp->status = sv[0];
     fds[0] = sv[1];
     if (e->cg != NULL) {
-        if (pbx__cells_get(e, job.id, &job.limits, &sp->cell, err) < 0)
+        /*
+         * With the cgroups that count processes, the job keeps a holder of
+         * its memory (holder.c), one process more than the execution's own.
+         */
+        struct pbx_limits cgl = job.limits;
+        bool holder = !(job.flags & PBX_JOB_NO_CGROUP);
+
+        if (holder && cgl.pids != 0)
+            cgl.pids++;
+        if (pbx__cells_get(e, job.id, &cgl, &sp->cell, err) < 0)
             goto out;
         r = pbx_cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
             goto out;
         nfds += r;
         job.ncgroup_fds = (uint32_t)r;
+        if (holder) {
+            if (pbx_cgroup_cell_count_fd(sp->cell, &fds[nfds], err) < 0)
+                goto out;
+            nfds++;
+            job.flags |= PBX_JOB_HOLDER;
+        }
     }
     r = pbx__proto_send_job(sp->z->ctrl, &job, fds, nfds, err);
     /* Our copies go now: if the cell dies, its end of the socket must read as EOF. */

@@ -31,7 +31,7 @@ bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds)
     case PBX_JOB_RUN:
         return nfds == PBX_FD_FIXED + (int)job->ncgroup_fds;
     case PBX_JOB_SPARE:
-        return nfds == 1 + (int)job->ncgroup_fds;
+        return nfds == 1 + (int)job->ncgroup_fds + ((job->flags & PBX_JOB_HOLDER) != 0);
     case PBX_JOB_GO:
     case PBX_JOB_CALL:
         return nfds == PBX_FD_FIXED - 1;

@@ -52,6 +52,11 @@ enum pbx_job_flags {
     PBX_JOB_ALLOW_ALL = (1 << 1), /* no import allowlist */
     PBX_JOB_NO_CGROUP = (1 << 2), /* apply the rlimit fallbacks (RLIMIT_AS, RLIMIT_NPROC) */
     PBX_JOB_LIVE = (1 << 3),      /* someone watches the output live: stdout line-buffered */
+    /*
+     * A spare whose job keeps a holder of its memory (holder.c): the SPARE
+     * message's fds end with the cell's pids.current, read-only.
+     */
+    PBX_JOB_HOLDER = (1 << 4),
 };
 
 /* What a message to the zygote, or to a spare cell, asks for. */

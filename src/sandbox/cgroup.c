@@ -932,6 +932,20 @@ out_close_fds:
     return ret;
 }
 
+int pbx_cgroup_cell_count_fd(struct pbx_cgroup_cell *cell, int *fd, struct pbx_error **err)
+{
+    cleanup_free char *path = NULL;
+
+    *fd = -1;
+    if (cell == NULL || cell->dir[PBX_CGROUP_PIDS] == NULL)
+        return pbx_error_set(err, PBX_E_UNSUPPORTED, "cgroup: the cell has no pids controller");
+    path = pbx__cgroup_path(cell->dir[PBX_CGROUP_PIDS], "pids.current");
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return pbx_error_set(err, errno, "open `%s`", path);
+    return 0;
+}
+
 static uint64_t oom_kills_raw(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)

@@ -105,6 +105,13 @@ int pbx_cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
  * into fds[0..n), at most `max`; returns n (0 when no controller is usable).
  * The caller owns the fds.
  */
+/*
+ * Open the cell's pids.current for reading (O_CLOEXEC) into *fd: how many
+ * processes and threads its cgroup holds, the exited but unreaped ones
+ * included.  PBX_E_UNSUPPORTED when the cell has no pids controller.
+ */
+int pbx_cgroup_cell_count_fd(struct pbx_cgroup_cell *cell, int *fd, struct pbx_error **err);
+
 int pbx_cgroup_cell_procs_fds(struct pbx_cgroup_cell *cell, int *fds, size_t max,
                               struct pbx_error **err);
 
