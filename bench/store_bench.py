@@ -8,8 +8,9 @@ in the same run, their rounds interleaved; with the machine's copy-on-write yard
 
     bench/store_bench.py [--requests N] [--rounds N] [--pybox PATH]
 
-A request on Redis makes its calls of the store there: the key's lookup, the shared window's
-place (a Lua script), the quota's count and its charge (another), the audit record.
+A request on Redis makes its calls of the store there: the key's lookup, its admission (one Lua
+script: the shared window's place, the day's quota and its charge, and a lease when its policy
+caps executions at once), the lease's end when there is one, and the audit record.
 """
 import argparse
 import http.client
@@ -61,10 +62,11 @@ def serve(pybox, store, data, log):
     return proc, host, int(port)
 
 
-def make_key(pybox, store):
+def make_key(pybox, store, concurrency):
     p = subprocess.run([pybox, "keys", "create", "--name", "bench", "--rpm", "1000000",
-                        "--rpd", "100000000", "--store", store], capture_output=True, text=True,
-                       check=True)
+                        "--rpd", "100000000", "--concurrency",
+                        str(concurrency) if concurrency > 0 else "unlimited", "--store", store],
+                       capture_output=True, text=True, check=True)
     return p.stdout.strip()
 
 
@@ -88,6 +90,8 @@ def main():
     ap.add_argument("--requests", type=int, default=300, help="requests per backend")
     ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds they are split in")
     ap.add_argument("--pybox", default=os.path.join(ROOT, "build", "release", "pybox"))
+    ap.add_argument("--concurrency", type=int, default=100,
+                    help="the key's executions at once (a lease per request); 0: unlimited")
     args = ap.parse_args()
     cow = built(args.pybox)
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +107,7 @@ def main():
                       "redis": "redis://127.0.0.1:%d/0" % rport}
             conns, keys, lat = {}, {}, {}
             for name, uri in stores.items():
-                keys[name] = make_key(args.pybox, uri)
+                keys[name] = make_key(args.pybox, uri, args.concurrency)
                 proc, host, port = serve(args.pybox, uri, tmp, log)
                 procs.append(proc)
                 conns[name] = http.client.HTTPConnection(host, port, timeout=60)

@@ -968,26 +968,33 @@ static int rd_window_hold(struct pbx_store *base, const char *client, const char
     return 0;
 }
 
-static int rd_window_release(struct pbx_store *base, const char *client, const char *ticket,
-                             struct pbx_error **err)
+/* Take `ticket` out of the sorted set `key` (a window's place, a lease); none there is fine. */
+static int zrem(struct redis_store *rs, const char *key, const char *ticket, const char *what,
+                struct pbx_error **err)
 {
-    struct redis_store *rs = (struct redis_store *)base;
-    char key[PBX_STORE_CLIENT_MAX + 16];
     const char *argv[3] = {"ZREM", key, ticket};
-    const struct one_call one = {.what = "release a place in a rate window",
+    const struct one_call one = {.what = what,
                                  .may_retry = true, /* a second ZREM removes nothing */
                                  .id = SC_COUNT,
                                  .argc = 3,
                                  .argv = argv,
                                  .type = REDIS_REPLY_INTEGER};
     cleanup_reply redisReply *reply = NULL;
+
+    return run_one(rs, &one, &reply, err);
+}
+
+static int rd_window_release(struct pbx_store *base, const char *client, const char *ticket,
+                             struct pbx_error **err)
+{
+    char key[PBX_STORE_CLIENT_MAX + 16];
     int r;
 
     r = pbx__store_check_ticket(client, ticket, err);
     if (r < 0)
         return r;
     window_key(key, sizeof(key), client);
-    return run_one(rs, &one, &reply, err);
+    return zrem((struct redis_store *)base, key, ticket, "release a place in a rate window", err);
 }
 
 static void lease_key(char *buf, size_t size, const char *client)
@@ -1119,19 +1126,10 @@ static int rd_admit_undo(struct pbx_store *base, const struct pbx_store_admit *a
 static int rd_lease_end(struct pbx_store *base, const char *client, const char *ticket,
                         struct pbx_error **err)
 {
-    struct redis_store *rs = (struct redis_store *)base;
     char key[PBX_STORE_CLIENT_MAX + 16];
-    const char *argv[3] = {"ZREM", key, ticket};
-    const struct one_call one = {.what = "end a lease",
-                                 .may_retry = true, /* a second ZREM removes nothing */
-                                 .id = SC_COUNT,
-                                 .argc = 3,
-                                 .argv = argv,
-                                 .type = REDIS_REPLY_INTEGER};
-    cleanup_reply redisReply *reply = NULL;
 
     lease_key(key, sizeof(key), client);
-    return run_one(rs, &one, &reply, err);
+    return zrem((struct redis_store *)base, key, ticket, "end a lease", err);
 }
 
 static int rd_audit(struct pbx_store *base, const struct pbx_audit *rec, struct pbx_error **err)
