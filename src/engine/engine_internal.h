@@ -88,6 +88,7 @@ struct pbx_pool {
     struct pbx_spare spares[PBX_ENGINE_MAX_SPARES]; /* ready spares, oldest first */
     unsigned n;                                     /* their count */
     unsigned making;                                /* spares being made */
+    unsigned serving;    /* executions running in spares taken: refills wait for them */
     unsigned target;     /* spares wanted, between spares_min and spares_max */
     unsigned streak;     /* executions served by a spare since the last miss */
     bool stopping;       /* the engine is being freed */
@@ -237,6 +238,13 @@ void pbx__pool_start(struct pbx_engine *e);
  * a hit or a miss, and adapts the target.
  */
 bool pbx__pool_take(struct pbx_engine *e, const struct pbx_limits *limits, struct pbx_spare *sp);
+
+/*
+ * An execution that took a spare is over: when no other runs, the refill
+ * thread may make spares again (it waits while executions run, so as not
+ * to compete with them for the CPUs, unless the pool is empty).
+ */
+void pbx__pool_served(struct pbx_engine *e);
 
 /* Wake the refill thread: spares of a retired zygote go, and new ones are made, now. */
 void pbx__pool_wake(struct pbx_engine *e);

@@ -186,7 +186,13 @@ static void *refill_main(void *arg)
         int r;
 
         drop_stale_spares(e);
-        if (e->pool.n + e->pool.making >= e->pool.target || failures > 3) {
+        /*
+         * Forking a spare costs the zygote's page tables and the new job's warm-up:
+         * it waits while executions run in spares, as long as the pool keeps at least
+         * one spare for each of them.
+         */
+        if (e->pool.n + e->pool.making >= e->pool.target || failures > 3 ||
+            (e->pool.serving > 0 && e->pool.n >= e->pool.serving)) {
             /* After failures, only a taken spare (a signal) makes it try again. */
             if (pool_wait(e, POOL_SWEEP_MS))
                 failures = 0;
@@ -239,6 +245,7 @@ bool pbx__pool_take(struct pbx_engine *e, const struct pbx_limits *limits, struc
         break;
     }
     if (got) {
+        e->pool.serving++;
         /* A long run without misses: one spare fewer, down to the minimum. */
         if (++e->pool.streak >= 200 && e->pool.target > e->cfg.spares_min) {
             e->pool.target--;
@@ -250,10 +257,20 @@ bool pbx__pool_take(struct pbx_engine *e, const struct pbx_limits *limits, struc
             e->pool.target++;
         e->pool.streak = 0;
     }
-    pthread_cond_signal(&e->pool.cond);
+    /* Refill now after a miss, or when fewer spares are left than executions run in spares. */
+    if (!got || e->pool.n < e->pool.serving)
+        pthread_cond_signal(&e->pool.cond);
     pthread_mutex_unlock(&e->pool.lock);
     atomic_fetch_add(got ? &e->pool.hits : &e->pool.misses, 1);
     return got;
+}
+
+void pbx__pool_served(struct pbx_engine *e)
+{
+    pthread_mutex_lock(&e->pool.lock);
+    if (ALWAYS(e->pool.serving > 0) && --e->pool.serving == 0)
+        pthread_cond_signal(&e->pool.cond);
+    pthread_mutex_unlock(&e->pool.lock);
 }
 
 void pbx_engine_pool_stats(struct pbx_engine *e, struct pbx_pool_stats *st)

@@ -802,6 +802,8 @@ out_close:
     if (out_fd >= 0)
         close(out_fd);
     pbx__zygotes_put(e, z);
+    if (timing.warm)
+        pbx__pool_served(e); /* the refill may go on */
     if (rc == 0) {
         timing.end_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         res->timing = timing;
