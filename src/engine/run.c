@@ -692,20 +692,10 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         pbx_error_set(err, errno, "dup the output memfd");
         goto out_close;
     }
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
-        pbx_error_set(err, errno, "socketpair");
-        goto out_close;
-    }
-    f.status = sv[0];
-    child[PBX_FD_STATUS] = sv[1];
-
     if (pbx__pool_take(e, &req->limits, &spare)) {
         /* A warm cell: hand it the execution on its own status socket. */
         timing.taken_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         timing.warm = true;
-        close(f.status);
-        close(child[PBX_FD_STATUS]);
-        child[PBX_FD_STATUS] = -1;
         f.status = spare.status;
         cell = spare.cell;
         z = spare.z;
@@ -717,6 +707,13 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
             goto out_close;
         goto sent;
     }
+    /* A cell forked for it: a status socket of its own. */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pbx_error_set(err, errno, "socketpair");
+        goto out_close;
+    }
+    f.status = sv[0];
+    child[PBX_FD_STATUS] = sv[1];
     z = pbx__zygotes_get(e, true, err);
     if (z == NULL)
         goto out_close;
