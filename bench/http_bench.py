@@ -370,6 +370,13 @@ def build(pybox):
                     "pybox-bench-cow", "pybox-bench-fork"], check=True, stdout=subprocess.DEVNULL)
 
 
+def built(pybox):
+    """build(pybox), then the machine's copy-on-write yardstick line (for the other benchmarks,
+    which print it beside their figures)."""
+    build(pybox)
+    return yardstick_line(cow_yardstick(pybox))
+
+
 CODES = (("print(1)", "print(1)"),
          ("numpy", "import numpy as np\n"
                    "print(np.ones((64, 64)).dot(np.ones(64)).sum())"))
