@@ -10,7 +10,11 @@ in the same run, their rounds interleaved; with the machine's copy-on-write yard
 
 A request on Redis makes its calls of the store there: the key's lookup, its admission (one Lua
 script: the shared window's place, the day's quota and its charge, and a lease when its policy
-caps executions at once), the lease's end when there is one, and the audit record.
+caps executions at once), the lease's end when there is one, and the audit record.  Both servers
+run with --server-timing, so the script also prints the medians of the phases in which a request
+calls the store (auth, admit, charge, audit), as the servers timed them: what the store costs,
+free of the execution's own noise (the lease's end comes after the answer is queued, outside
+them).
 """
 import argparse
 import http.client
@@ -24,7 +28,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from http_bench import ROOT, built, percentile  # noqa: E402
+from http_bench import ROOT, built, percentile, server_timing  # noqa: E402
+
+# The phases of Server-Timing in which a request calls the store: the key's lookup (auth), the
+# admission (admit: window, quota, lease), the audit record (audit).
+STORE_PHASES = ("auth", "admit", "charge", "audit")
 
 
 def free_port():
@@ -54,7 +62,8 @@ def serve(pybox, store, data, log):
     url_file = os.path.join(data, "url-" + str(len(os.listdir(data))))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYBOX_")}
     proc = subprocess.Popen([pybox, "serve", "--listen", "127.0.0.1:0", "--store", store,
-                             "--data", data, "--url-file", url_file, "--max-concurrency", "4"],
+                             "--data", data, "--url-file", url_file, "--max-concurrency", "4",
+                             "--server-timing"],
                             env=env, stderr=log, stdout=subprocess.DEVNULL)
     wait_for("pybox serve --store " + store, lambda: os.path.exists(url_file)
              and open(url_file).read().strip())
@@ -70,7 +79,7 @@ def make_key(pybox, store, concurrency):
     return p.stdout.strip()
 
 
-def requests(conn, key, n):
+def requests(conn, key, n, phases=None):
     body = json.dumps({"code": "print(1)"})
     out = []
     for _ in range(n):
@@ -80,6 +89,8 @@ def requests(conn, key, n):
         resp = conn.getresponse()
         data = resp.read()
         out.append(time.perf_counter() - t0)
+        if phases is not None:
+            phases.append(server_timing(resp.getheader("Server-Timing"))[0])
         if resp.status != 200 or json.loads(data)["status"] != "ok":
             sys.exit("a request failed: %d %r" % (resp.status, data[:200]))
     return out
@@ -105,7 +116,7 @@ def main():
             wait_for("redis-server", lambda: redis_answers(rport))
             stores = {"sqlite": "sqlite:" + os.path.join(tmp, "pybox.db"),
                       "redis": "redis://127.0.0.1:%d/0" % rport}
-            conns, keys, lat = {}, {}, {}
+            conns, keys, lat, ph = {}, {}, {}, {}
             for name, uri in stores.items():
                 keys[name] = make_key(args.pybox, uri, args.concurrency)
                 proc, host, port = serve(args.pybox, uri, tmp, log)
@@ -113,11 +124,12 @@ def main():
                 conns[name] = http.client.HTTPConnection(host, port, timeout=60)
                 requests(conns[name], keys[name], 20)  # warm-up
                 lat[name] = []
+                ph[name] = []
             per_round = max(1, args.requests // args.rounds)
             while min(len(v) for v in lat.values()) < args.requests:
                 for name in stores:
                     n = min(per_round, args.requests - len(lat[name]))
-                    lat[name] += requests(conns[name], keys[name], n)
+                    lat[name] += requests(conns[name], keys[name], n, ph[name])
             print("machine: %d CPUs, %s; yardstick: %s" % (os.cpu_count(), os.uname().release,
                                                           cow))
             print("%-8s %8s %8s %8s" % ("store", "n", "p50 ms", "p99 ms"))
@@ -127,6 +139,17 @@ def main():
                 print("%-8s %8d %8.3f %8.3f" % (name, len(lat[name]), p50[name],
                                                 percentile(lat[name], 99) * 1e3))
             print("redis - sqlite at p50: %+.3f ms" % (p50["redis"] - p50["sqlite"]))
+            # The store's own phases, as each server timed them: free of the execution's noise.
+            print("%-8s %s   (Server-Timing medians, ms)" % (
+                "store", "  ".join("%8s" % p for p in STORE_PHASES + ("sum",))))
+            med = {}
+            for name in stores:
+                med[name] = [percentile([t.get(p, 0.0) for t in ph[name]], 50)
+                             for p in STORE_PHASES]
+                print("%-8s %s" % (name, "  ".join("%8.3f" % v for v in med[name] +
+                                                   [sum(med[name])])))
+            print("redis - sqlite in the store's phases: %+.3f ms" % (
+                sum(med["redis"]) - sum(med["sqlite"])))
         finally:
             for proc in procs:
                 proc.terminate()
