@@ -90,6 +90,20 @@
 #define K_KEY     "pbx:{keys}:key:"
 #define K_AUDIT   "pbx:audit"
 
+/*
+ * Lua: `c`, the count of the quota counter named by the Lua expression `k`
+ * (0 when there is none); a value that is not a count fails the script.
+ */
+#define LUA_COUNT(k)                                                      \
+    "local v = redis.call('GET', " k ")\n"                                \
+    "local c = 0\n"                                                       \
+    "if v then\n"                                                         \
+    "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"   \
+    "    return redis.error_reply('PBXBAD the counter is not a count')\n" \
+    "  end\n"                                                             \
+    "  c = tonumber(v)\n"                                                 \
+    "end\n"
+
 enum script_id { SC_CREATE, SC_REVOKE, SC_QUOTA, SC_WINDOW, SC_ADMIT, SC_UNDO, SC_NODE, SC_COUNT };
 
 static const char *const scripts[SC_COUNT] = {
@@ -116,23 +130,18 @@ static const char *const scripts[SC_COUNT] = {
      * {1, new count} when charged, {0, count} when the limit is reached,
      * {1, count} uncounted when the mark says it was charged already.
      */
+    /* clang-format off */
     [SC_QUOTA] = "if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then\n"
                  "  return {1, tonumber(redis.call('GET', KEYS[1]) or '0') or 0}\n"
                  "end\n"
-                 "local v = redis.call('GET', KEYS[1])\n"
-                 "local c = 0\n"
-                 "if v then\n"
-                 "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"
-                 "    return redis.error_reply('PBXBAD the counter is not a count')\n"
-                 "  end\n"
-                 "  c = tonumber(v)\n"
-                 "end\n"
+                 LUA_COUNT("KEYS[1]")
                  "local limit = tonumber(ARGV[1])\n"
                  "if limit >= 0 and c >= limit then return {0, c} end\n"
                  "c = redis.call('INCR', KEYS[1])\n"
                  "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
                  "if KEYS[2] then redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) end\n"
                  "return {1, c}\n",
+    /* clang-format on */
     /*
      * KEYS: the client's window, a sorted set of tickets by the time (ms,
      * Redis's clock) they took their place; ARGV: the ticket, the limit,
@@ -164,6 +173,7 @@ static const char *const scripts[SC_COUNT] = {
      * {2 (quota), s until midnight, count, day}.  Admitted: {0, 1 when a
      * repeat of the idempotency key, count, day}.
      */
+    /* clang-format off */
     [SC_ADMIT] = "local t = redis.call('TIME')\n"
                  "local s = tonumber(t[1])\n"
                  "local now = s * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
@@ -186,14 +196,7 @@ static const char *const scripts[SC_COUNT] = {
                  "if ARGV[3] ~= '' then mark = qkey .. ':once:' .. ARGV[3] end\n"
                  "local rpm, rpd, conc = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])\n"
                  "local span = tonumber(ARGV[8])\n"
-                 "local v = redis.call('GET', qkey)\n"
-                 "local c = 0\n"
-                 "if v then\n"
-                 "  if not string.match(v, '^[0-9]+$') or string.len(v) > 18 then\n"
-                 "    return redis.error_reply('PBXBAD the counter is not a count')\n"
-                 "  end\n"
-                 "  c = tonumber(v)\n"
-                 "end\n"
+                 LUA_COUNT("qkey")
                  "local rep = mark and redis.call('EXISTS', mark) == 1\n"
                  "if rpm >= 0 then\n"
                  "  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - span)\n"
@@ -228,6 +231,7 @@ static const char *const scripts[SC_COUNT] = {
                  "  if mark then redis.call('SET', mark, '1', 'EX', ARGV[11]) end\n"
                  "end\n"
                  "return {0, rep and 1 or 0, c, day}\n",
+    /* clang-format on */
     /*
      * KEYS: the client's window and its leases; ARGV: the ticket, the day's
      * counter ('' when the admission was a repeat: not counted) and the
@@ -925,6 +929,14 @@ static void window_key(char *buf, size_t size, const char *client)
     snprintf(buf, size, "pbx:window:{%s}", client);
 }
 
+/* Whole seconds of `ms`, rounded up, at least one. */
+static unsigned seconds_of(int64_t ms)
+{
+    int64_t s = (ms + 999) / 1000;
+
+    return s < 1 ? 1 : (unsigned)s;
+}
+
 static int rd_window_hold(struct pbx_store *base, const char *client, const char *ticket,
                           int64_t limit, unsigned *retry_after, struct pbx_error **err)
 {
@@ -961,10 +973,7 @@ static int rd_window_hold(struct pbx_store *base, const char *client, const char
                              rs->pool.shown);
     if (held == 1)
         return 1;
-    /* Whole seconds, rounded up, at least one: the oldest has left by then. */
-    *retry_after = (unsigned)((n + 999) / 1000);
-    if (*retry_after == 0)
-        *retry_after = 1;
+    *retry_after = seconds_of(n); /* the oldest has left by then */
     return 0;
 }
 
@@ -1000,14 +1009,6 @@ static int rd_window_release(struct pbx_store *base, const char *client, const c
 static void lease_key(char *buf, size_t size, const char *client)
 {
     snprintf(buf, size, "pbx:lease:{%s}", client);
-}
-
-/* Whole seconds of `ms`, rounded up, at least one. */
-static unsigned seconds_of(int64_t ms)
-{
-    int64_t s = (ms + 999) / 1000;
-
-    return s < 1 ? 1 : (unsigned)s;
 }
 
 /* A day as the admission script names it: "YYYY-MM-DD". */
@@ -1059,7 +1060,7 @@ static int rd_admit(struct pbx_store *base, const struct pbx_store_admit *a,
 
     window_key(window, sizeof(window), a->client);
     lease_key(lease, sizeof(lease), a->client);
-    snprintf(prefix, sizeof(prefix), "pbx:quota:{%s}:", a->client);
+    quota_key(prefix, sizeof(prefix), a->client, ""); /* the script adds the day */
     snprintf(rpm, sizeof(rpm), "%" PRId64, a->rpm < 0 ? -1 : a->rpm);
     snprintf(rpd, sizeof(rpd), "%" PRId64, a->rpd < 0 ? -1 : a->rpd);
     snprintf(conc, sizeof(conc), "%" PRId64, a->concurrency < 0 ? -1 : a->concurrency);
