@@ -539,65 +539,28 @@ int64_t pbx__admit_local_share(const struct pbx_admit *a, int64_t limit)
     return share > 0 ? share : 1;
 }
 
-bool pbx__admit_hold_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
-                            int64_t limit, uint64_t now_ms, unsigned *retry_after,
-                            unsigned *held_before, struct pbx_admit_held *held)
+bool pbx__admit_rate_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
+                            int64_t limit, uint64_t now_ms, unsigned *retry_after)
 {
     struct pbx_error *err = NULL;
     unsigned char raw[16];
+    char ticket[33];
     int r;
 
-    *held = (struct pbx_admit_held){0};
-    *held_before = 0;
-    if (limit >= 0 && store != NULL && pbx_store_has_windows(store)) {
+    if (limit < 0)
+        return true;
+    if (store != NULL && pbx_store_has_windows(store)) {
+        /* A place in the store's window is its charge: kept, never given back. */
         randombytes_buf(raw, sizeof(raw));
-        sodium_bin2hex(held->ticket, sizeof(held->ticket), raw, sizeof(raw));
-        r = pbx_store_window_hold(store, client, held->ticket, limit, retry_after, &err);
-        if (r == 1) {
-            held->shared = true;
-            return true;
-        }
-        if (r == 0)
-            return false;
+        sodium_bin2hex(ticket, sizeof(ticket), raw, sizeof(raw));
+        r = pbx_store_window_hold(store, client, ticket, limit, retry_after, &err);
+        if (r >= 0)
+            return r == 1;
         pbx_log(PBX_LOG_ERROR,
                 "rate window: %s; this node's own window applies, %" PRId64 " a minute", err->msg,
                 pbx__admit_local_share(a, limit));
         pbx_error_free(&err);
         limit = pbx__admit_local_share(a, limit);
     }
-    if (!pbx__admit_hold(a, client, limit, now_ms, retry_after, held_before))
-        return false;
-    held->local = true;
-    return true;
-}
-
-void pbx__admit_release_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
-                               struct pbx_admit_held *held, bool charge, uint64_t now_ms)
-{
-    struct pbx_error *err = NULL;
-
-    if (held->local)
-        pbx__admit_release(a, client, charge, now_ms);
-    /* A place not given back (the store failing) leaves the window within a minute. */
-    if (held->shared && !charge &&
-        pbx_store_window_release(store, client, held->ticket, &err) < 0) {
-        pbx_log(PBX_LOG_ERROR, "rate window: %s", err->msg);
-        pbx_error_free(&err);
-    }
-    held->local = false;
-    held->shared = false;
-}
-
-bool pbx__admit_rate_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
-                            int64_t limit, uint64_t now_ms, unsigned *retry_after)
-{
-    struct pbx_admit_held held;
-    unsigned before;
-
-    if (limit < 0)
-        return true;
-    if (!pbx__admit_hold_shared(a, store, client, limit, now_ms, retry_after, &before, &held))
-        return false;
-    pbx__admit_release_shared(a, store, client, &held, true, now_ms);
-    return true;
+    return pbx__admit_rate(a, client, limit, now_ms, retry_after);
 }

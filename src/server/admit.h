@@ -96,28 +96,13 @@ int64_t pbx__admit_local_share(const struct pbx_admit *a, int64_t limit);
 
 struct pbx_store;
 
-/* A hold of pbx__admit_hold_shared(): in the store's window (by ticket), or the local one. */
-struct pbx_admit_held {
-    bool shared;     /* in the store's window, by `ticket` */
-    bool local;      /* in the server's own window */
-    char ticket[33]; /* the request's place in the store's window */
-};
-
 /*
- * pbx__admit_hold() through the store's window shared by every server when
- * the store keeps one (Redis) and `limit` >= 0, else the server's own (as
- * for SQLite); when the store fails, the server's own with the limit
- * divided by the nodes.  *held_before counts only the server's own holds.
+ * pbx__admit_rate() through the store's window shared by every server when
+ * the store keeps one (Redis), else the server's own (as for SQLite); when
+ * the store fails, the server's own with the limit divided by the nodes.
+ * (An execution's admission charges its window with its quota and lease
+ * together: execute.c.)
  */
-bool pbx__admit_hold_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
-                            int64_t limit, uint64_t now_ms, unsigned *retry_after,
-                            unsigned *held_before, struct pbx_admit_held *held);
-
-/* End a hold of pbx__admit_hold_shared(): kept as the charge, or given back. */
-void pbx__admit_release_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
-                               struct pbx_admit_held *held, bool charge, uint64_t now_ms);
-
-/* pbx__admit_rate() through the shared window as pbx__admit_hold_shared() picks it. */
 bool pbx__admit_rate_shared(struct pbx_admit *a, struct pbx_store *store, const char *client,
                             int64_t limit, uint64_t now_ms, unsigned *retry_after);
 

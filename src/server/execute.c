@@ -82,7 +82,6 @@ struct execution {
     struct pbx_limits limits;       /* resolve: the limits its execution gets */
     char client[300];               /* admit: whose window and quota it counts against */
     bool held;                      /* admit: held in the window, not charged (to let go) */
-    struct pbx_admit_held place;    /* admit: where it is held (the store's window or ours) */
     bool has_once;                  /* admit: an Idempotency-Key (the client's or the proxy's) */
     char once[129];                 /* admit: that key, charged once a day */
     bool once_rid;                  /* admit: that key is the proxy's request id */
@@ -456,9 +455,8 @@ static int hold(struct execution *x)
     running = share ? pbx__admit_local_share(s->admit, x->who.concurrency) : x->who.concurrency;
     if (!pbx__admit_hold(s->admit, x->client, rpm, now, &retry, &held))
         return rate_spent(x, x->who.rpm, share ? rpm : -1, retry);
-    x->place.local = true;
     if (!pbx__admit_lease(s->admit, x->client, running, now)) {
-        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+        pbx__admit_release(s->admit, x->client, false, now);
         return running_spent(x, x->who.concurrency, share ? running : -1, 1);
     }
     x->leased = running >= 0;
@@ -520,7 +518,7 @@ static int charge(struct execution *x)
     if (x->who.admin || x->shared)
         return 0;    /* nothing to charge, or charged in the store already */
     x->held = false; /* charged in the window now, whatever the quota says */
-    pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, true, now);
+    pbx__admit_release(s->admit, x->client, true, now);
     utc_day(now, day, sizeof(day), &to_midnight);
     /* Atomic in the store: another node may have spent the quota meanwhile. */
     rc = pbx_store_quota_take_once(s->store, x->client, day, x->who.rpd,
@@ -718,7 +716,7 @@ static void let_go(struct execution *x)
         pbx_error_free(&err);
     }
     if (x->held)
-        pbx__admit_release_shared(s->admit, s->store, x->client, &x->place, false, now);
+        pbx__admit_release(s->admit, x->client, false, now);
     if (x->leased)
         pbx__admit_lease_end(s->admit, x->client, now);
     x->shared = x->held = x->leased = false;
