@@ -146,6 +146,18 @@ def test_policy_round_trip(data):
                                     "31536000s", "all", "no", "yes"]
 
 
+@pytest.mark.parametrize("value, says", [
+    ("100001", "pybox: --concurrency: 100001 is more than 100000; use `unlimited`"),
+    ("many", "pybox: --concurrency: `many` is not a whole number, `unlimited` or `default`"),
+    ("-2", "pybox: --concurrency: `-2` is not a whole number, `unlimited` or `default`"),
+])
+def test_concurrency_errors_say_what_is_allowed(data, value, says):
+    line = one_line_error(pybox("keys", "create", "--name", "x", "--concurrency", value,
+                                "--data", data, check=2))
+    assert line.startswith(says), line
+    assert not os.path.exists(os.path.join(data, "pybox.db"))  # nothing was created
+
+
 @pytest.mark.parametrize("opt, value, what", [
     ("--sessions", "0", "sessions from 1 to 100000"),
     ("--session-idle-ttl", "1.5", "seconds from 1 to 31536000"),
