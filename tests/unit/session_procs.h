@@ -31,7 +31,7 @@ static inline int find_in_session(const char *comm, const char *marker, pid_t *p
 
     ck_assert_ptr_nonnull(d);
     while ((de = readdir(d)) != NULL && n < max) {
-        char path[300];
+        char path[sizeof(de->d_name) + 128];
         char name[32] = "";
         FILE *f;
 

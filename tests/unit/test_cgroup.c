@@ -1789,7 +1789,8 @@ static void *park(void *arg)
     char c;
 
     atomic_store(&p->tid, (pid_t)syscall(SYS_gettid));
-    (void)read(p->fd, &c, 1);
+    while (read(p->fd, &c, 1) < 0 && errno == EINTR)
+        ;
     return NULL;
 }
 
@@ -1891,7 +1892,8 @@ static int real_leaf_child(const char *v2, const char *own_rel)
         return 22;
     pbx_cgroup_teardown(cg2);
     pbx_cgroup_teardown(cg);
-    (void)write(hold[1], "x", 1);
+    if (write(hold[1], "x", 1) != 1)
+        return 23;
     pthread_join(thread, NULL);
     return 0;
 }
@@ -1899,13 +1901,14 @@ static int real_leaf_child(const char *v2, const char *own_rel)
 START_TEST(test_real_v2_leaf)
 {
     const char *v2 = real_v2_root();
-    char *own_rel = xasprintf("/pbx-leaf-test-%d", (int)getpid());
-    char *own = xasprintf("%s%s", v2, own_rel);
-    char *leaf = xasprintf("%s/%s", own, PBX_CGROUP_V2_LEAF);
+    char *own_rel, *own, *leaf;
     int status;
     pid_t child;
 
     ck_assert_ptr_nonnull(v2);
+    own_rel = xasprintf("/pbx-leaf-test-%d", (int)getpid());
+    own = xasprintf("%s%s", v2, own_rel);
+    leaf = xasprintf("%s/%s", own, PBX_CGROUP_V2_LEAF);
     child = fork();
     ck_assert_int_ge(child, 0);
     if (child == 0)
