@@ -52,6 +52,7 @@
 #include "common/clock.h"
 #include "engine/cell.h"
 #include "engine/holder.h"
+#include "engine/prefault.h"
 #include "engine/proto.h"
 #include "sandbox/files.h"
 #include "sandbox/rlimit.h"
@@ -238,6 +239,8 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
         Py_XDECREF(r);
         PyErr_Clear();
     }
+    /* And the pages a run still writes after it, as the zygote learned them. */
+    pbx__prefault_apply();
     {
         /* Ready: say so with the faults taken so far, for the pool's accounting. */
         struct spare_ready ready = {0};

@@ -14,7 +14,9 @@
  * read-only Python view (rootfs.c), initialises libpython once (preloading
  * numpy, PIL, pandas and matplotlib when asked, with a scratch tmpfs on /tmp
  * meanwhile), builds the seccomp filter once, fills the holes of its malloc
- * heap so that cells allocate from pages of their own, reports READY,
+ * heap so that cells allocate from pages of their own, maps its anonymous
+ * memory with huge pages so that a fork copies few page-table entries
+ * (hugepage.c, which also gives CPython's arenas one region), reports READY,
  * then loops: each message on the control socket is one execution or one
  * spare cell, for which it forks a cell (cell.c) and goes back to waiting.
  * It never runs user code.  When the control socket closes the zygote exits,
@@ -44,6 +46,8 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "engine/cell.h"
+#include "engine/hugepage.h"
+#include "engine/prefault.h"
 #include "engine/proto.h"
 #include "engine/zygote.h"
 #include "policy/policy.h"
@@ -95,6 +99,7 @@ static void init_python(void)
         sigemptyset(&dfl.sa_mask);
         (void)sigaction(SIGINT, &dfl, NULL);
     }
+    pbx__hugepage_arenas_install();
     PyPreConfig_InitIsolatedConfig(&pre);
     pre.utf8_mode = 1;
     st = Py_PreInitialize(&pre);
@@ -315,6 +320,9 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
     PyObject *module;
     PyObject *run;
     sigset_t mask;
+    struct pbx_hugepage_stats collapsed;
+    int maps;
+    int proc;
     int pidns;
     int sfd;
 
@@ -334,6 +342,8 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
         pbx_error_set(&err, errno, "open /proc/self/ns/pid");
         fail(PBX_STAGE_NAMESPACE, err);
     }
+    maps = pbx__hugepage_open_maps();
+    proc = pbx__prefault_open_proc();
     if (pbx_rootfs_enter(&err) < 0)
         fail(PBX_STAGE_ROOTFS, err);
     init_python();
@@ -355,6 +365,10 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
 
     /* Last before READY: nothing the zygote allocates later may take the holes back. */
     plug_malloc_holes();
+    /* Then what the cells will share, in huge pages: a fork copies one entry per 2 MiB. */
+    pbx__hugepage_collapse(maps, &collapsed);
+    /* And which pages a run writes after a spare's dry run, for spares to copy ahead. */
+    (void)pbx__prefault_learn(&zs, proc);
     pbx__proto_done_init(&ready, PBX_PROTO_READY);
     if (pbx__proto_send_done(PBX_ZYGOTE_CTRL_FD, &ready, NULL, 0) < 0)
         _exit(1);

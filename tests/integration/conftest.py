@@ -97,6 +97,24 @@ def _proc_status(pid):
         return None
 
 
+def proc_status(pid):
+    """/proc/PID/status as {field: text} (raises OSError when the process is gone)."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def wait_for(what, cond, timeout=20.0):
+    """Poll cond() until it returns something true, and return that; fails after `timeout`
+    seconds (times SLOW)."""
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def _all_status():
     out = {}
     for entry in os.listdir("/proc"):

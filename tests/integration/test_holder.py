@@ -6,15 +6,10 @@ import re
 import signal
 import time
 
-from conftest import body_of
+from conftest import body_of, proc_status as _status, wait_for as _wait
 
 # Anonymous callers who may import os and signal, and send many requests.
 OPEN = ("--modules", "all", "--rpm", "1000", "--rpd", "100000")
-
-
-def _status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def _holders(server_pid):
@@ -41,16 +36,6 @@ def _descends(pid, root):
         if pid == root:
             return True
     return False
-
-
-def _wait(what, cond, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _job_of(holder_pid):
