@@ -45,6 +45,7 @@
 #include "common/xalloc.h"
 #include "engine/engine.h"
 #include "engine/engine_internal.h"
+#include "engine/prefault.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/uidmap.h"
 #include "common/banned.h"
@@ -60,6 +61,7 @@ void pbx_engine_config_default(struct pbx_engine_config *cfg)
     cfg->spares_min = 0;
     cfg->spares_max = 0;
     pbx_limits_default(&cfg->spare_limits);
+    cfg->prefault_pages = PBX_PREFAULT_PAGES;
 }
 
 static char *read_small_file(const char *path)

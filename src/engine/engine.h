@@ -35,6 +35,8 @@ struct pbx_engine_config {
     uint64_t zygote_max_execs;      /* replace the zygote after this many executions (0: never) */
     unsigned zygote_max_age_s;      /* or after this many seconds (0: never); a new one means a */
                                     /* fresh str hash seed; running executions are not disturbed */
+    unsigned prefault_pages;        /* pages each spare copies before its code arrives, as the */
+    /* zygote learned them (0: none; at most PBX_PREFAULT_MAX_PAGES) */
     const char *zygote_exe; /* the pybox binary exec'd as the zygote; NULL: /proc/self/exe */
                             /* (a library's host is not pybox); must outlive the engine */
 };

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -52,7 +53,9 @@ static const struct {
 } programs[] = {
     {"print(1)\n", 0, NULL},
     {"def main():\n    return {\"ok\": True, \"values\": [1, 2.5, \"x\"]}\n", 1, NULL},
-    {"import numpy as np\nprint(np.arange(10).mean())\n", 0, "numpy"},
+    {"import numpy as np\nprint(np.arange(10).mean(), np.ones((4, 4)).dot(np.ones(4)).sum())\n", 0,
+     "numpy"},
+    {"import pandas as pd\nprint(pd.DataFrame({\"a\": [1, 2]}).sum())\n", 0, "pandas"},
 };
 
 /* The learned pages, as runs of consecutive pages; the zygote's, inherited by every cell. */
@@ -154,8 +157,39 @@ static bool preloaded(const char *name)
     return modules != NULL && PyDict_GetItemString(modules, name) != NULL;
 }
 
+/*
+ * Write to `out` the address of each page that was present and shared in `before` and is its
+ * own in `after`, at most `max` of them, and mark it in `before` as taken; how many.
+ */
+static size_t send_new(const struct range *ranges, int n, uint64_t *before, const uint64_t *after,
+                       int out, size_t max)
+{
+    size_t at = 0;
+    size_t sent = 0;
+
+    for (int i = 0; i < n && sent < max; i++) {
+        size_t pages = (ranges[i].hi - ranges[i].lo) / PAGE;
+
+        for (size_t p = 0; p < pages && sent < max; p++) {
+            uint64_t b = before[at + p], a = after[at + p];
+
+            if ((b & PM_PRESENT) && !(b & PM_EXCLUSIVE) && (a & PM_PRESENT) && (a & PM_EXCLUSIVE)) {
+                uint64_t addr = ranges[i].lo + p * PAGE;
+
+                if (write(out, &addr, sizeof(addr)) != sizeof(addr))
+                    _exit(1);
+                before[at + p] |= PM_EXCLUSIVE;
+                sent++;
+            }
+        }
+        at += pages;
+    }
+    return sent;
+}
+
 /* The learning child: never returns. */
-static _Noreturn void learn_child(const struct pbx_zygote_state *zs, int proc_fd, int out)
+static _Noreturn void learn_child(const struct pbx_zygote_state *zs, int proc_fd, int out,
+                                  size_t max_pages)
 {
     static struct range ranges[MAX_RANGES];
     size_t bytes = MAX_PAGES * sizeof(uint64_t);
@@ -166,7 +200,6 @@ static _Noreturn void learn_child(const struct pbx_zygote_state *zs, int proc_fd
     int sink = (int)syscall(SYS_memfd_create, "pybox-learn", 0);
     int pm;
     int n;
-    size_t at = 0;
     size_t sent = 0;
 
     PyOS_AfterFork_Child();
@@ -185,27 +218,16 @@ static _Noreturn void learn_child(const struct pbx_zygote_state *zs, int proc_fd
     pm = openat(proc_fd, "self/pagemap", O_RDONLY | O_CLOEXEC);
     if (n <= 0 || pm < 0 || read_map(pm, ranges, n, before) < 0)
         _exit(1);
+    /* Program by program, so that the cap keeps the pages of the first (the commonest). */
     for (size_t i = 0; i < sizeof(programs) / sizeof(programs[0]); i++) {
-        if (programs[i].preloaded == NULL || preloaded(programs[i].preloaded))
-            run_program(zs, programs[i].code, programs[i].main_mode);
-    }
-    if (read_map(pm, ranges, n, after) < 0)
-        _exit(1);
-    for (int i = 0; i < n && sent < PBX_PREFAULT_MAX_PAGES; i++) {
-        size_t pages = (ranges[i].hi - ranges[i].lo) / PAGE;
-
-        for (size_t p = 0; p < pages && sent < PBX_PREFAULT_MAX_PAGES; p++) {
-            uint64_t b = before[at + p], a = after[at + p];
-
-            if ((b & PM_PRESENT) && !(b & PM_EXCLUSIVE) && (a & PM_PRESENT) && (a & PM_EXCLUSIVE)) {
-                uint64_t addr = ranges[i].lo + p * PAGE;
-
-                if (write(out, &addr, sizeof(addr)) != sizeof(addr))
-                    _exit(1);
-                sent++;
-            }
-        }
-        at += pages;
+        if (sent == max_pages)
+            break;
+        if (programs[i].preloaded != NULL && !preloaded(programs[i].preloaded))
+            continue;
+        run_program(zs, programs[i].code, programs[i].main_mode);
+        if (read_map(pm, ranges, n, after) < 0)
+            _exit(1);
+        sent += send_new(ranges, n, before, after, out, max_pages - sent);
     }
     _exit(0);
 }
@@ -242,7 +264,14 @@ static size_t read_pages(int fd, uint64_t *pages)
     return len / sizeof(uint64_t);
 }
 
-size_t pbx__prefault_learn(const struct pbx_zygote_state *zs, int proc_fd)
+static int compare_addr(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+size_t pbx__prefault_learn(const struct pbx_zygote_state *zs, int proc_fd, size_t max_pages)
 {
     static uint64_t pages[PBX_PREFAULT_MAX_PAGES];
     int pfd[2];
@@ -253,6 +282,10 @@ size_t pbx__prefault_learn(const struct pbx_zygote_state *zs, int proc_fd)
     nlearned = 0;
     if (proc_fd < 0)
         return 0;
+    if (max_pages == 0 || max_pages > PBX_PREFAULT_MAX_PAGES) {
+        close(proc_fd);
+        return 0;
+    }
     if (pipe2(pfd, O_CLOEXEC) < 0) {
         close(proc_fd);
         return 0;
@@ -261,7 +294,7 @@ size_t pbx__prefault_learn(const struct pbx_zygote_state *zs, int proc_fd)
     pid = fork();
     if (pid == 0) {
         close(pfd[0]);
-        learn_child(zs, proc_fd, pfd[1]);
+        learn_child(zs, proc_fd, pfd[1], max_pages);
     }
     PyOS_AfterFork_Parent();
     close(pfd[1]);
@@ -278,7 +311,8 @@ size_t pbx__prefault_learn(const struct pbx_zygote_state *zs, int proc_fd)
         ;
     if (n == (size_t)-1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return 0;
-    /* Ascending already (the maps' order); runs of consecutive pages become one range. */
+    /* In address order, runs of consecutive pages become one range. */
+    qsort(pages, n, sizeof(pages[0]), compare_addr);
     for (size_t i = 0; i < n; i++) {
         if (nlearned > 0 &&
             learned[nlearned - 1].lo + learned[nlearned - 1].pages * PAGE == pages[i])

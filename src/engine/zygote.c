@@ -315,7 +315,9 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
     struct pbx_seccomp_prog prog = {0};
     struct pbx_zygote_state zs;
     struct pbx_proto_done ready;
-    int preload = argc > 2 && (strtol(argv[2], NULL, 10) & PBX_ZYGOTE_PRELOAD);
+    char *pages_at = NULL;
+    int preload = argc > 2 && (strtol(argv[2], &pages_at, 10) & PBX_ZYGOTE_PRELOAD);
+    unsigned long pages = argc > 2 && *pages_at == ':' ? strtoul(pages_at + 1, NULL, 10) : 0;
     PyObject *modules;
     PyObject *module;
     PyObject *run;
@@ -368,7 +370,8 @@ _Noreturn void pbx_zygote_main(int argc, char **argv)
     /* Then what the cells will share, in huge pages: a fork copies one entry per 2 MiB. */
     pbx__hugepage_collapse(maps, &collapsed);
     /* And which pages a run writes after a spare's dry run, for spares to copy ahead. */
-    (void)pbx__prefault_learn(&zs, proc);
+    (void)pbx__prefault_learn(
+        &zs, proc, pages < PBX_PREFAULT_MAX_PAGES ? (size_t)pages : PBX_PREFAULT_MAX_PAGES);
     pbx__proto_done_init(&ready, PBX_PROTO_READY);
     if (pbx__proto_send_done(PBX_ZYGOTE_CTRL_FD, &ready, NULL, 0) < 0)
         _exit(1);

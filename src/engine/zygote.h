@@ -16,7 +16,8 @@ enum pbx_zygote_flags {
 };
 
 /*
- * The zygote's main: argv is {"pybox-zygote", PBX_ZYGOTE_ARG, "<flags>"}.
+ * The zygote's main: argv is {"pybox-zygote", PBX_ZYGOTE_ARG, "<flags>:<pages>", [modules]}:
+ * enum pbx_zygote_flags, and how many pages each spare copies before its code arrives.
  * Never returns.
  */
 _Noreturn void pbx_zygote_main(int argc, char **argv);

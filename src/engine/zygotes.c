@@ -44,6 +44,7 @@
 #include "common/log.h"
 #include "common/xalloc.h"
 #include "engine/engine_internal.h"
+#include "engine/prefault.h"
 #include "engine/proto.h"
 #include "engine/zygote.h"
 #include "common/banned.h"
@@ -87,10 +88,9 @@ static char *const zygote_env[] = {
  * `modules`, when not NULL, is the space-separated list of modules a preloading zygote imports
  * instead of its default (PYBOX_PRELOAD_MODULES; bench/preload.py measures candidates with it).
  */
-static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, int preload,
+static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, char *flags,
                                    char *modules)
 {
-    char flags[16];
     char *argv[] = {"pybox-zygote", PBX_ZYGOTE_ARG, flags, modules, NULL};
     char c;
     int devnull;
@@ -138,8 +138,6 @@ static _Noreturn void zygote_child(int exe, int ctrl, int sync_fd, int sync_w, i
     /* Everything else is closed on exec; stderr stays for fatal diagnostics. */
     if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         _exit(126);
-    flags[0] = (char)('0' + (preload ? PBX_ZYGOTE_PRELOAD : 0));
-    flags[1] = '\0';
     syscall(SYS_execveat, exe, "", argv, zygote_env, AT_EMPTY_PATH);
     _exit(127);
 }
@@ -159,9 +157,14 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote *
     /* Read before the clone: the child may call nothing that is not async-signal-safe. */
     char *modules = cfg->preload ? getenv("PYBOX_PRELOAD_MODULES") : NULL;
     char map[64];
+    char flags[32]; /* "FLAGS:PAGES": enum pbx_zygote_flags, the pages spares copy ahead */
     int sv[2];
     int p[2];
     int r;
+
+    snprintf(flags, sizeof(flags), "%d:%u", cfg->preload ? PBX_ZYGOTE_PRELOAD : 0,
+             cfg->prefault_pages < PBX_PREFAULT_MAX_PAGES ? cfg->prefault_pages
+                                                          : PBX_PREFAULT_MAX_PAGES);
 
     exe = open(cfg->zygote_exe ? cfg->zygote_exe : "/proc/self/exe", O_PATH | O_CLOEXEC);
     if (exe < 0)
@@ -183,7 +186,7 @@ static int spawn_zygote(const struct pbx_engine_config *cfg, struct pbx_zygote *
     if (pid < 0)
         return pbx_error_set(err, errno, "create the jail's namespaces (user namespaces enabled?)");
     if (pid == 0)
-        zygote_child(exe, peer, sync_r, sync_w, cfg->preload, modules);
+        zygote_child(exe, peer, sync_r, sync_w, flags, modules);
 
     close(steal_fd(&peer));
     snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)cfg->uid_base, cfg->uid_count);

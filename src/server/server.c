@@ -46,6 +46,7 @@
 
 #include "common/clock.h"
 #include "common/xalloc.h"
+#include "engine/prefault.h"
 #include "server/internal.h"
 #include "server/audit_spool.h"
 #include "server/key_cache.h"
@@ -76,6 +77,7 @@ void pbx_server_config_default(struct pbx_server_config *cfg)
     cfg->preload = true;
     cfg->spares_min = 2;
     cfg->spares_max = 6;
+    cfg->prefault_pages = PBX_PREFAULT_PAGES;
     cfg->zygote_max_execs = 5000;
     cfg->zygote_max_age_s = 600;
     cfg->jail_id_base = PBX_UIDMAP_DEFAULT_BASE;
@@ -454,6 +456,7 @@ static int engines_start(struct engines *en, const struct pbx_server_config *cfg
     /* The warm pools serve executions with the server's default limits. */
     en->cfg.spares_min = cfg->spares_min;
     en->cfg.spares_max = cfg->spares_max;
+    en->cfg.prefault_pages = cfg->prefault_pages;
     en->cfg.spare_limits = cfg->limits;
     en->cfg.zygote_max_execs = cfg->zygote_max_execs;
     en->cfg.zygote_max_age_s = cfg->zygote_max_age_s;

@@ -62,6 +62,7 @@ struct pbx_server_config {
     bool preload;                /* import numpy and PIL in the zygote */
     unsigned spares_min;         /* warm pool: pre-forked cells kept ready at least */
     unsigned spares_max;         /* and at most; 0 disables the pool */
+    unsigned prefault_pages;     /* pages each spare copies before its code (engine.h) */
     uint64_t zygote_max_execs;   /* replace the zygote after this many executions (0: never) */
     unsigned zygote_max_age_s;   /* or after this many seconds (0: never) */
     uint32_t jail_id_base;       /* the jails' ids (struct pbx_engine_config's uid_base, */
