@@ -1,11 +1,11 @@
 /*
- * libFuzzer driver: the execution request validator of src/server/request.c,
- * through the functions the server calls, over every kind of body.  The
- * input is parsed as a JSON body of both dialects (the compatible one also
- * with the rules of its shape, S4's schema included), then read as a
- * multipart/form-data body of `POST /v1/execute` and of `POST
- * /execute-with-files`: split into parts at each line "--", every part a
- * header line and its value,
+ * libFuzzer driver: the execution request validator of src/server/request.c
+ * and its readers (request_json.c, request_form.c), through the functions
+ * the server calls, over every kind of body.  The input is parsed as a JSON
+ * body of both dialects (the compatible one also with the rules of its
+ * shape, S4's schema included), then read as a multipart/form-data body of
+ * `POST /v1/execute` and of `POST /execute-with-files`: split into parts at
+ * each line "--", every part a header line and its value,
  *
  *     code            a text field named `code`, its value what follows
  *     files@a.txt     a file part named `files` with the filename `a.txt`
@@ -92,13 +92,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct pbx_error *err = NULL;
     const char *etype = NULL;
 
-    if (pbx__request_parse_compat((const char *)data, size, &caps, &r, &etype, &err) == 0)
+    if (pbx__request_json_parse_compat((const char *)data, size, &caps, &r, &etype, &err) == 0)
         pbx__request_release(&r);
     pbx_error_free(&err);
-    if (pbx__request_parse_v1((const char *)data, size, &caps, &r, &etype, &err) == 0)
+    if (pbx__request_json_parse_v1((const char *)data, size, &caps, &r, &etype, &err) == 0)
         pbx__request_release(&r);
     pbx_error_free(&err);
-    if (pbx__request_parse_execute((const char *)data, size, &caps, &r, &shape, &etype, &err) == 0)
+    if (pbx__request_json_parse_execute((const char *)data, size, &caps, &r, &shape, &etype,
+                                        &err) == 0)
         pbx__request_release(&r);
     else if (shape.field != NULL && (!shape.s4 || shape.kind == NULL || shape.msg == NULL))
         abort(); /* only S4's rules refuse by its schema, and they say how */

@@ -1,5 +1,6 @@
 /*
- * pybox repl's two faces: the prompt (cmd_repl.c) and the machine protocol
+ * pybox repl's two faces: the prompt (cmd_repl.c, which reads entries with
+ * repl_input.c and runs them with repl_session.c) and the machine protocol
  * of --jsonl (repl_jsonl.c), on one client and one session.
  */
 #ifndef PBX_CLI_REPL_H
@@ -8,6 +9,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <termios.h>
 
 #include "pybox/pybox.h"
@@ -33,6 +35,34 @@ struct repl {
 
 /* Close the session (if any) and forget it. */
 void pbx__cli_repl_end_session(struct repl *r);
+
+/*
+ * Run one entry, a %command or code, under session_lock.  When the REPL is
+ * to quit (a signal came meanwhile) it does not return: the interrupter
+ * ends the session and the process.
+ */
+void pbx__cli_repl_entry(struct repl *r, const char *code);
+
+/*
+ * The host file `path` whole, in a new buffer the caller frees (*len bytes,
+ * at most a session's file may be), or NULL, said on stderr.
+ */
+char *pbx__cli_repl_read_local(const char *path, size_t *len);
+
+/* The last component of `path` (within it), or `path` when it ends with `/`. */
+const char *pbx__cli_repl_base_name(const char *path);
+
+/* Read a script on stdin, each top-level statement an entry, until EOF.  Returns 0. */
+int pbx__cli_repl_input_script(struct repl *r);
+
+/* Read entries at the prompt (libedit), until Ctrl-D.  Returns 0. */
+int pbx__cli_repl_input_prompt(struct repl *r);
+
+/* The %command `line` done; false when it is none (then it is code). */
+bool pbx__cli_repl_session_command(struct repl *r, const char *line);
+
+/* Run the entry `code` in a live session and show what it gave. */
+void pbx__cli_repl_session_run(struct repl *r, const char *code);
 
 /*
  * --jsonl: answer requests on stdin until EOF, {"op": "close"} or a byte on

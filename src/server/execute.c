@@ -160,8 +160,8 @@ static int parse(struct execution *x)
                               (ctype[16] != '\0' && ctype[16] != ';' && ctype[16] != ' '))) {
         return refuse(x, "UnsupportedMediaType", "send the request as application/json", 0);
     } else if (x->session) {
-        rc = pbx__request_parse_session_call(ctx->body.data, ctx->body.len, &x->s->caps, &x->req,
-                                             &etype, &err);
+        rc = pbx__request_json_parse_session_call(ctx->body.data, ctx->body.len, &x->s->caps,
+                                                  &x->req, &etype, &err);
     } else if (x->upload) {
         return refuse(x, "UnsupportedMediaType",
                       "send the request as multipart/form-data (fields code, timeout, "
@@ -175,11 +175,11 @@ static int parse(struct execution *x)
                             : "send the request as Content-Type: application/json",
                       0);
     } else if (x->v1) {
-        rc = pbx__request_parse_v1(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
-                                   &err);
+        rc = pbx__request_json_parse_v1(ctx->body.data, ctx->body.len, &x->s->caps, &x->req, &etype,
+                                        &err);
     } else {
-        rc = pbx__request_parse_execute(ctx->body.data, ctx->body.len, &x->s->caps, &x->req,
-                                        &x->shape, &etype, &err);
+        rc = pbx__request_json_parse_execute(ctx->body.data, ctx->body.len, &x->s->caps, &x->req,
+                                             &x->shape, &etype, &err);
     }
     /* From here on, every answer to a request in S4's shape carries its `detail`. */
     ctx->s4 = x->shape.s4;

@@ -99,7 +99,7 @@ struct pbx_refusal {
 
 /*
  * A multipart/form-data body of POST /v1/execute being read (multipart.c):
- * libmicrohttpd's parser, and the form reader of request.c it feeds.
+ * libmicrohttpd's parser, and the form reader of request_form.c it feeds.
  */
 struct multipart {
     struct MHD_PostProcessor *pp; /* the parser, or NULL when the body is not a form */
@@ -385,7 +385,7 @@ enum MHD_Result pbx__execute_handle(struct pbx_server *s, struct MHD_Connection 
 /*
  * What a call of a session changes in the pipeline of an execution
  * (sessions.c fills it for POST /v1/sessions/{id}/execute): every step is
- * the same (the body read as pbx__request_parse_session_call() reads it),
+ * the same (the body read as pbx__request_json_parse_session_call() reads it),
  * but for these.  Each is called with `arg`.
  */
 struct pbx_execute_hooks {

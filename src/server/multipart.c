@@ -2,7 +2,7 @@
  * multipart/form-data bodies of POST /v1/execute and POST
  * /execute-with-files: libmicrohttpd's post processor splits the body into
  * parts as it arrives, and hands each chunk to the form reader of
- * src/server/request.c, which checks the fields as it checks a JSON body's.
+ * src/server/request_form.c, which checks the fields as a JSON body's are.
  * Nothing here judges a field.
  */
 #include <string.h>

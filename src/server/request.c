@@ -1,34 +1,26 @@
 /*
- * Reading of execution requests, JSON and multipart/form-data, through one
- * table of fields per dialect (untrusted input: see fuzz/fuzz_request.c).
- *
- * A JSON body is parsed whole, then each of its keys goes to its field's
- * taker; a form hands each text part to the same taker once the part is
- * complete, and adds file parts as input files as their bytes arrive.  A
- * taker reads either kind of value (struct value) into struct
- * pbx_http_request; the checks that need every field (the code) run once
- * the body has ended, in finish_code().
+ * The request and its fields: what each dialect of execution request may
+ * hold (one table of fields per dialect), each field's taker, which reads a
+ * JSON value or a form part's text into struct pbx_http_request with the
+ * same checks and messages, S4's schema, and the checks that need every
+ * field (the code).  The readers of bodies are request_json.c (JSON) and
+ * request_form.c (multipart/form-data); untrusted input, see
+ * fuzz/fuzz_request.c.
  */
 #include <ctype.h>
 #include <jansson.h>
 #include <math.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
-#include "common/cleanup.h"
-#include "common/jsonlimit.h"
 #include "common/utf8.h"
 #include "common/xalloc.h"
 #include "policy/limits.h"
 #include "server/request.h"
+#include "server/request_internal.h"
 #include "common/banned.h"
-
-#define INVALID     "InvalidRequest"
-#define VALIDATION  "ValidationError"
-#define UNPROCESSED "UnprocessableEntity"
 
 void pbx__request_release(struct pbx_http_request *r)
 {
@@ -110,9 +102,8 @@ int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_c
     return 0;
 }
 
-/* The refusal of a file over the size cap, whichever way its bytes came. */
-static int file_too_large(const char *name, const struct pbx_request_caps *caps,
-                          struct pbx_error **err)
+int pbx__request_refuse_large(const char *name, const struct pbx_request_caps *caps,
+                              struct pbx_error **err)
 {
     return pbx_error_set(err, PBX_E_TOO_LARGE, "file `%s` is larger than %zu bytes", name,
                          caps->max_file_bytes);
@@ -130,7 +121,7 @@ static int add_b64_file(struct pbx_http_request *r, const struct pbx_request_cap
     rc = pbx__request_base64(json_string_value(b64), json_string_length(b64), caps->max_file_bytes,
                              &data, &size);
     if (rc == -2)
-        return file_too_large(name, caps, err);
+        return pbx__request_refuse_large(name, caps, err);
     if (rc < 0)
         return pbx_error_set(err, PBX_E_INVAL,
                              "%s is not valid base64 (standard alphabet, with padding, no "
@@ -142,34 +133,6 @@ static int add_b64_file(struct pbx_http_request *r, const struct pbx_request_cap
 }
 
 /* ---- the fields ---- */
-
-/*
- * One field's value as the body gave it: a JSON body's value, or the text of
- * a form part (NUL-terminated, its length counting every byte).  A taker
- * may steal the text.
- */
-struct value {
-    json_t *json;         /* the JSON value, or NULL for a form part */
-    struct pbx_buf *text; /* the form part's bytes, or NULL for JSON */
-};
-
-/* How long a form part's text may grow while it is read. */
-enum form_size {
-    FORM_SHORT, /* a scalar or a file name: FORM_SHORT_MAX bytes */
-    FORM_STDIN, /* stdin: its cap, checked by its taker as in JSON */
-    FORM_CODE,  /* the code: bounded by the body alone, as in JSON */
-    FORM_NONE,  /* not a text field in a form (a JSON-only field) */
-};
-#define FORM_SHORT_MAX 1024
-
-struct field {
-    const char *name; /* the JSON key, or the form part's name */
-    /* Its taker: check `v` and put it into `r`; 0, or < 0 with *err. */
-    int (*take)(struct pbx_http_request *r, const struct pbx_request_caps *caps, const char *field,
-                const struct value *v, struct pbx_error **err);
-    enum form_size size; /* in a form */
-    bool repeats;        /* a form gives it once per value (return_files) */
-};
 
 /* A text field's value into a new string (*out, *len); a form's text is stolen. */
 static int take_string(const struct value *v, const char *field, char **out, size_t *len,
@@ -530,7 +493,7 @@ static int take_s4_network(struct pbx_http_request *r, const struct pbx_request_
 }
 
 /* The fields of `POST /execute`, JSON only. */
-static const struct field compat_fields[] = {
+const struct field pbx__request_compat_fields[] = {
     {"code", take_code, FORM_NONE, false},
     {"script", take_script, FORM_NONE, false},
     {"api_key", take_api_key, FORM_NONE, false},
@@ -544,7 +507,7 @@ static const struct field compat_fields[] = {
 };
 
 /* The fields of `POST /v1/execute`, JSON and multipart/form-data. */
-static const struct field v1_fields[] = {
+const struct field pbx__request_v1_fields[] = {
     {"code", take_code, FORM_CODE, false},
     {"stdin", take_stdin, FORM_STDIN, false},
     {"files", take_files_array, FORM_SHORT, false},
@@ -557,7 +520,7 @@ static const struct field v1_fields[] = {
 };
 
 /* The fields of `POST /v1/sessions`, JSON only: no code, the session's limits and files. */
-static const struct field session_fields[] = {
+const struct field pbx__request_session_fields[] = {
     {"timeout", take_timeout, FORM_NONE, false},
     {"memory_mb", take_memory, FORM_NONE, false},
     {"idle_ttl_s", take_idle_ttl, FORM_NONE, false},
@@ -567,14 +530,14 @@ static const struct field session_fields[] = {
 };
 
 /* The fields of `PATCH /v1/sessions/{id}`. */
-static const struct field session_patch_fields[] = {
+const struct field pbx__request_session_patch_fields[] = {
     {"idle_ttl_s", take_idle_ttl, FORM_NONE, false},
     {"max_lifetime_s", take_lifetime, FORM_NONE, false},
     {NULL, NULL, FORM_NONE, false},
 };
 
 /* The fields of `POST /v1/sessions/{id}/execute`, JSON only: /v1/execute's but the session's. */
-static const struct field session_call_fields[] = {
+const struct field pbx__request_session_call_fields[] = {
     {"code", take_code, FORM_NONE, false},
     {"stdin", take_stdin, FORM_NONE, false},
     {"files", take_files_array, FORM_NONE, false},
@@ -586,7 +549,7 @@ static const struct field session_call_fields[] = {
 };
 
 /* The fields of `POST /execute-with-files`, multipart/form-data only (S4's). */
-static const struct field upload_fields[] = {
+const struct field pbx__request_upload_fields[] = {
     {"code", take_code, FORM_CODE, false},
     {"timeout", take_timeout, FORM_SHORT, false},
     {"allow_network", take_s4_network, FORM_SHORT, false},
@@ -596,12 +559,8 @@ static const struct field upload_fields[] = {
 
 /* ---- S4's schema ---- */
 
-/*
- * A refusal of S4's schema: its field and pydantic's words for it in *shape
- * (FastAPI answers them as 422 {"detail": [...]}), and the same in *err.
- */
-static int schema_fail(struct pbx_request_shape *shape, const char *field, const char *kind,
-                       const char *msg, struct pbx_error **err)
+int pbx__request_s4_refuse(struct pbx_request_shape *shape, const char *field, const char *kind,
+                           const char *msg, struct pbx_error **err)
 {
     shape->field = field;
     shape->kind = kind;
@@ -613,7 +572,8 @@ static int schema_fail(struct pbx_request_shape *shape, const char *field, const
 static int s4_code(const struct value *v, struct pbx_request_shape *shape, struct pbx_error **err)
 {
     if (v->text == NULL && !json_is_string(v->json))
-        return schema_fail(shape, "code", "string_type", "Input should be a valid string", err);
+        return pbx__request_s4_refuse(shape, "code", "string_type",
+                                      "Input should be a valid string", err);
     return 0;
 }
 
@@ -642,7 +602,7 @@ static int s4_timeout(const struct value *v, struct pbx_request_shape *shape,
         msg = "Input should be less than or equal to 300";
     }
     json_decref(j);
-    return kind != NULL ? schema_fail(shape, "timeout", kind, msg, err) : 0;
+    return kind != NULL ? pbx__request_s4_refuse(shape, "timeout", kind, msg, err) : 0;
 }
 
 /* `allow_network`: a boolean (in a form, as s4_bool_text() reads one). */
@@ -658,9 +618,11 @@ static int s4_network(const struct value *v, struct pbx_request_shape *shape,
         return 0;
     pbx_error_free(&e);
     if (v->text != NULL)
-        return schema_fail(shape, "allow_network", "bool_parsing",
-                           "Input should be a valid boolean, unable to interpret input", err);
-    return schema_fail(shape, "allow_network", "bool_type", "Input should be a valid boolean", err);
+        return pbx__request_s4_refuse(shape, "allow_network", "bool_parsing",
+                                      "Input should be a valid boolean, unable to interpret input",
+                                      err);
+    return pbx__request_s4_refuse(shape, "allow_network", "bool_type",
+                                  "Input should be a valid boolean", err);
 }
 
 /* `files`: an object whose every value is a string (its base64 is checked later, as S4 does). */
@@ -671,28 +633,29 @@ static int s4_files(const struct value *v, struct pbx_request_shape *shape, stru
 
     /* A text part of a form is no file: FastAPI's List[UploadFile] refuses it, a 422. */
     if (v->text != NULL)
-        return schema_fail(shape, "files", "value_error",
-                           "Value error, Expected UploadFile, received: <class 'str'>", err);
+        return pbx__request_s4_refuse(shape, "files", "value_error",
+                                      "Value error, Expected UploadFile, received: <class 'str'>",
+                                      err);
     if (v->json == NULL)
         return 0; /* file parts of a form */
     if (!json_is_object(v->json))
-        return schema_fail(shape, "files", "dict_type", "Input should be a valid dictionary", err);
+        return pbx__request_s4_refuse(shape, "files", "dict_type",
+                                      "Input should be a valid dictionary", err);
     json_object_foreach(v->json, name, b64)
     {
         if (!json_is_string(b64)) {
             /* Named in the answer only when the whole name fits. */
             if (strlen(name) < sizeof(shape->key))
                 snprintf(shape->key, sizeof(shape->key), "%s", name);
-            return schema_fail(shape, "files", "string_type", "Input should be a valid string",
-                               err);
+            return pbx__request_s4_refuse(shape, "files", "string_type",
+                                          "Input should be a valid string", err);
         }
     }
     return 0;
 }
 
-/* S4's schema of the field `name`, whose value is `v`. */
-static int s4_check(const char *name, const struct value *v, struct pbx_request_shape *shape,
-                    struct pbx_error **err)
+int pbx__request_s4_check(const char *name, const struct value *v, struct pbx_request_shape *shape,
+                          struct pbx_error **err)
 {
     if (strcmp(name, "code") == 0)
         return s4_code(v, shape, err);
@@ -760,11 +723,8 @@ static const char *suggestion(const struct field *fields, const char *name)
     return best;
 }
 
-/*
- * Refuse the unknown field `name` (its first 200 bytes said), saying which
- * field of `fields` it may have meant.
- */
-static int unknown_field(const struct field *fields, const char *name, struct pbx_error **err)
+int pbx__request_refuse_unknown(const struct field *fields, const char *name,
+                                struct pbx_error **err)
 {
     const char *meant = suggestion(fields, name);
     int shown = (int)strnlen(name, 200);
@@ -775,8 +735,7 @@ static int unknown_field(const struct field *fields, const char *name, struct pb
                          meant);
 }
 
-/* A field of `fields` by name, or NULL. */
-static const struct field *field_of(const struct field *fields, const char *name)
+const struct field *pbx__request_find_field(const struct field *fields, const char *name)
 {
     for (const struct field *f = fields; f->name != NULL; f++) {
         if (strcmp(f->name, name) == 0)
@@ -785,62 +744,9 @@ static const struct field *field_of(const struct field *fields, const char *name
     return NULL;
 }
 
-/* ---- JSON bodies ---- */
+/* ---- the request once every field is in ---- */
 
-/*
- * The most values a valid request can hold: a dozen fields, and for each
- * input file and each name to return an object of a few fields.  Nothing a
- * valid request needs nests deeper than 4.
- */
-static size_t max_values(const struct pbx_request_caps *caps)
-{
-    return 4096 + 8 * (caps->max_files + caps->max_return);
-}
-#define MAX_DEPTH 8
-
-static json_t *load_object(const char *body, size_t len, const struct pbx_request_caps *caps,
-                           const char **etype, struct pbx_error **err)
-{
-    struct pbx_json_shape shape;
-    json_error_t jerr;
-    json_t *root;
-
-    if (len == 0) {
-        *etype = INVALID;
-        pbx_error_set(err, PBX_E_INVAL, "the request body is empty; send a JSON object");
-        return NULL;
-    }
-    if (!pbx_json_within(body, len, max_values(caps), MAX_DEPTH, &shape)) {
-        *etype = INVALID;
-        if (shape.depth > MAX_DEPTH)
-            pbx_error_set(err, PBX_E_INVAL, "the request nests deeper than %d levels", MAX_DEPTH);
-        else
-            pbx_error_set(err, PBX_E_INVAL, "the request holds more than %zu JSON values",
-                          max_values(caps));
-        return NULL;
-    }
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (root == NULL) {
-        *etype = INVALID;
-        pbx_error_set(err, PBX_E_INVAL, "malformed JSON at line %d, column %d: %s", jerr.line,
-                      jerr.column, jerr.text);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        *etype = INVALID;
-        pbx_error_set(err, PBX_E_INVAL, "the request body must be a JSON object");
-        return NULL;
-    }
-    return root;
-}
-
-/*
- * The checks of the code, once every field is in: present, no NUL, UTF-8
- * (a JSON body's always is; a form's must be too, or its characters could
- * not be counted), not blank.
- */
-static int finish_code(struct pbx_http_request *r, struct pbx_error **err)
+int pbx__request_finish_code(struct pbx_http_request *r, struct pbx_error **err)
 {
     const char *field = r->code_field != NULL ? r->code_field : "code";
 
@@ -856,325 +762,13 @@ static int finish_code(struct pbx_http_request *r, struct pbx_error **err)
     return 0;
 }
 
-/*
- * The keys of `root`, each through the taker of its field in `fields`; then
- * the code, when `fields` has one.
- */
-static int take_fields(const struct field *fields, json_t *root,
-                       const struct pbx_request_caps *caps, struct pbx_http_request *out,
-                       struct pbx_error **err)
-{
-    const char *key;
-    json_t *v;
-    int rc = 0;
-
-    json_object_foreach(root, key, v)
-    {
-        const struct field *f = field_of(fields, key);
-        const struct value value = {.json = v};
-
-        if (f == NULL)
-            rc = unknown_field(fields, key, err);
-        else
-            rc = f->take(out, caps, f->name, &value, err);
-        if (rc < 0)
-            return -1;
-    }
-    return field_of(fields, "code") != NULL ? finish_code(out, err) : 0;
-}
-
-/* The fields S4's schema has, in the order FastAPI's model declares them. */
-static const char *const s4_fields[] = {"code", "timeout", "allow_network", "files", NULL};
-
-/* S4's schema over a JSON body: its fields' types and ranges, and `code` (or `script`) given. */
-static int s4_check_json(json_t *root, struct pbx_request_shape *shape, struct pbx_error **err)
-{
-    if (json_object_get(root, "code") == NULL && json_object_get(root, "script") == NULL)
-        return schema_fail(shape, "code", "missing", "Field required", err);
-    for (size_t i = 0; s4_fields[i] != NULL; i++) {
-        json_t *v = json_object_get(root, s4_fields[i]);
-        const struct value value = {.json = v};
-
-        if (v != NULL && s4_check(s4_fields[i], &value, shape, err) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-/*
- * A JSON body, each key through the taker of its field in `fields`.  With
- * `shape`, whose rules it follows too, and under S4's its schema first.
- */
-static int parse_json(const struct field *fields, const char *body, size_t len,
-                      const struct pbx_request_caps *caps, struct pbx_request_shape *shape,
-                      struct pbx_http_request *out, const char **etype, struct pbx_error **err)
-{
-    json_t *root;
-    int rc;
-
-    memset(out, 0, sizeof(*out));
-    if (shape != NULL)
-        memset(shape, 0, sizeof(*shape));
-    root = load_object(body, len, caps, etype, err);
-    if (root == NULL)
-        return -1;
-    /* S4's client sends all three on every request; S1's and S2's send none of them. */
-    if (shape != NULL)
-        shape->s4 = json_object_get(root, "timeout") != NULL ||
-                    json_object_get(root, "allow_network") != NULL ||
-                    json_object_get(root, "files") != NULL;
-    if (shape != NULL && shape->s4 && s4_check_json(root, shape, err) < 0) {
-        *etype = UNPROCESSED;
-        rc = -1;
-    } else {
-        *etype = VALIDATION;
-        rc = take_fields(fields, root, caps, out, err);
-    }
-    json_decref(root);
-    if (rc < 0) {
-        pbx__request_release(out);
-        return -1;
-    }
-    return 0;
-}
-
-int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_request_caps *caps,
-                              struct pbx_http_request *out, const char **etype,
-                              struct pbx_error **err)
-{
-    return parse_json(compat_fields, body, len, caps, NULL, out, etype, err);
-}
-
-int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_request_caps *caps,
-                               struct pbx_http_request *out, struct pbx_request_shape *shape,
-                               const char **etype, struct pbx_error **err)
-{
-    int rc = parse_json(compat_fields, body, len, caps, shape, out, etype, err);
-
-    /* The Python Sandbox API documents a body that is no JSON object as a ValidationError. */
-    if (rc < 0 && *etype != NULL && strcmp(*etype, INVALID) == 0)
-        *etype = VALIDATION;
-    return rc;
-}
-
-int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
-                          struct pbx_http_request *out, const char **etype, struct pbx_error **err)
-{
-    return parse_json(v1_fields, body, len, caps, NULL, out, etype, err);
-}
-
-int pbx__request_parse_session(const char *body, size_t len, bool patch,
-                               const struct pbx_request_caps *caps, struct pbx_http_request *out,
-                               const char **etype, struct pbx_error **err)
-{
-    /* Every field is optional: an empty body asks nothing. */
-    if (len == 0) {
-        body = "{}";
-        len = 2;
-    }
-    return parse_json(patch ? session_patch_fields : session_fields, body, len, caps, NULL, out,
-                      etype, err);
-}
-
-int pbx__request_parse_session_call(const char *body, size_t len,
-                                    const struct pbx_request_caps *caps,
-                                    struct pbx_http_request *out, const char **etype,
-                                    struct pbx_error **err)
-{
-    return parse_json(session_call_fields, body, len, caps, NULL, out, etype, err);
-}
-
-/* ---- multipart/form-data bodies ---- */
-
-void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request_caps *caps)
-{
-    memset(f, 0, sizeof(*f));
-    f->caps = *caps;
-}
-
-void pbx__request_form_init_upload(struct pbx_request_form *f, const struct pbx_request_caps *caps)
-{
-    pbx__request_form_init(f, caps);
-    f->upload = true;
-    f->shape.s4 = true;
-}
-
-/* The fields of the form's dialect. */
-static const struct field *form_fields(const struct pbx_request_form *f)
-{
-    return f->upload ? upload_fields : v1_fields;
-}
-
-void pbx__request_form_release(struct pbx_request_form *f)
-{
-    pbx__request_release(&f->req);
-    pbx_buf_release(&f->value);
-    pbx_error_free(&f->err);
-    memset(f, 0, sizeof(*f));
-}
-
-static void form_fail(struct pbx_request_form *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Keep the first refusal. */
-static void form_fail(struct pbx_request_form *f, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    if (f->err != NULL)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    pbx_error_set(&f->err, PBX_E_INVAL, "%s", msg);
-}
-
-void pbx__request_form_refuse(struct pbx_request_form *f, const char *msg)
-{
-    form_fail(f, "%s", msg);
-}
-
-/* The text field read so far is complete: its taker puts it into the request. */
-static void form_flush(struct pbx_request_form *f)
-{
-    const struct field *fd = field_of(form_fields(f), f->field);
-
-    if (fd != NULL && f->err == NULL) {
-        const struct value value = {.text = &f->value};
-
-        /* S4's schema first, as FastAPI validates the form before its handler sees it. */
-        if (!f->upload || s4_check(fd->name, &value, &f->shape, &f->err) == 0)
-            (void)fd->take(&f->req, &f->caps, fd->name, &value, &f->err);
-    }
-    f->field[0] = '\0';
-    pbx_buf_release(&f->value);
-}
-
-/* A text part named `name` starts: a field of the dialect, not given before. */
-static void form_field_start(struct pbx_request_form *f, const char *name)
-{
-    const struct field *fd = field_of(form_fields(f), name);
-    unsigned bit;
-    size_t max;
-
-    if (fd == NULL) {
-        if (f->err == NULL)
-            (void)unknown_field(form_fields(f), name, &f->err);
-        return;
-    }
-    bit = 1u << (fd - form_fields(f));
-    if ((f->seen & bit) != 0 && !fd->repeats) {
-        form_fail(f, "field `%s` is given twice", fd->name);
-        return;
-    }
-    f->seen |= bit;
-    switch (fd->size) {
-    case FORM_CODE:
-        max = SIZE_MAX;
-        break;
-    case FORM_STDIN:
-        /* One byte past the cap is kept, so the taker refuses it as it refuses JSON's. */
-        max = f->caps.max_stdin < SIZE_MAX ? f->caps.max_stdin + 1 : SIZE_MAX;
-        break;
-    default:
-        max = FORM_SHORT_MAX;
-        break;
-    }
-    snprintf(f->field, sizeof(f->field), "%s", fd->name);
-    pbx_buf_init(&f->value, max);
-}
-
-/* A file part starts: an input file, or nothing for an empty file input. */
-static void form_file_start(struct pbx_request_form *f, const char *filename)
-{
-    f->in_file = false;
-    if (filename[0] == '\0')
-        return; /* an empty file input: its data, if any, goes nowhere */
-    if (pbx__request_add_file(&f->req, &f->caps, filename, "", 0, &f->err) < 0)
-        return;
-    f->file_alloc = 0;
-    f->in_file = true;
-}
-
-static void form_file_data(struct pbx_request_form *f, const char *data, size_t size)
-{
-    struct pbx_file_in *file;
-
-    if (!f->in_file || size == 0)
-        return;
-    file = &f->req.files[f->req.nfiles - 1];
-    if (file->size + size > f->caps.max_file_bytes) {
-        (void)file_too_large(file->name, &f->caps, &f->err);
-        return;
-    }
-    if (file->size + size > f->file_alloc) {
-        f->file_alloc = (file->size + size) * 2;
-        file->data = xrealloc((void *)file->data, f->file_alloc);
-    }
-    memcpy((char *)file->data + file->size, data, size);
-    file->size += size;
-}
-
-void pbx__request_form_data(struct pbx_request_form *f, const char *name, const char *filename,
-                            const char *data, uint64_t off, size_t size)
-{
-    if (f->err != NULL)
-        return; /* keep reading; the refusal is answered at the end */
-    if (data == NULL)
-        size = 0;
-    if (filename != NULL) {
-        if (off == 0) {
-            form_flush(f);
-            if (f->err == NULL)
-                form_file_start(f, filename);
-        }
-        if (f->err == NULL)
-            form_file_data(f, data, size);
-        return;
-    }
-    /* A part whose headers name no field (or an empty one) cannot be placed. */
-    if (name == NULL || name[0] == '\0') {
-        form_fail(f, "a form part has no field name (Content-Disposition: form-data; name=...)");
-        return;
-    }
-    if (off == 0 || strcmp(name, f->field) != 0) {
-        form_flush(f);
-        f->in_file = false;
-        if (f->err == NULL)
-            form_field_start(f, name);
-        if (f->err != NULL)
-            return;
-    }
-    if (pbx_buf_append_trunc(&f->value, data, size) < size &&
-        field_of(form_fields(f), f->field)->size == FORM_SHORT)
-        form_fail(f, "form field `%s` is over %d bytes", f->field, FORM_SHORT_MAX);
-}
-
-int pbx__request_form_finish(struct pbx_request_form *f, struct pbx_http_request *out,
-                             struct pbx_error **err)
-{
-    form_flush(f);
-    if (f->err == NULL && f->upload && f->req.code == NULL)
-        (void)schema_fail(&f->shape, "code", "missing", "Field required", &f->err);
-    if (f->err == NULL)
-        (void)finish_code(&f->req, &f->err);
-    if (f->err != NULL) {
-        *err = steal_pointer(&f->err);
-        return -1;
-    }
-    *out = f->req;
-    memset(&f->req, 0, sizeof(f->req));
-    return 0;
-}
-
 int pbx__request_set_code(struct pbx_http_request *r, const char *code, size_t len,
                           struct pbx_error **err)
 {
     free(r->code);
     r->code = xstrndup(code, len);
     r->code_len = len;
-    return finish_code(r, err);
+    return pbx__request_finish_code(r, err);
 }
 
 int pbx__request_add_return(struct pbx_http_request *r, const struct pbx_request_caps *caps,

@@ -8,6 +8,8 @@
  * functions over bytes, no syscalls (fuzzed by fuzz/fuzz_request.c).  On
  * failure they name the error type the dialect reports ("InvalidRequest",
  * "ValidationError") and a message that says what was wrong and where.
+ * request.c holds the fields and their takers, request_json.c reads JSON
+ * bodies, request_form.c multipart/form-data ones.
  */
 #ifndef PBX_SERVER_REQUEST_H
 #define PBX_SERVER_REQUEST_H
@@ -59,9 +61,10 @@ struct pbx_request_caps {
  * `stdin_data`, `attachments`, `files`, `return_files`, `timeout`,
  * `allow_network`).  Returns 0, or < 0 with *etype and *err set.
  */
-int pbx__request_parse_compat(const char *body, size_t len, const struct pbx_request_caps *caps,
-                              struct pbx_http_request *out, const char **etype,
-                              struct pbx_error **err);
+int pbx__request_json_parse_compat(const char *body, size_t len,
+                                   const struct pbx_request_caps *caps,
+                                   struct pbx_http_request *out, const char **etype,
+                                   struct pbx_error **err);
 
 /*
  * Whose rules a request of the compatible endpoints follows (docs/api.md,
@@ -83,19 +86,21 @@ struct pbx_request_shape {
 };
 
 /*
- * Parse a body of `POST /execute` as pbx__request_parse_compat() does, and
+ * Parse a body of `POST /execute` as pbx__request_json_parse_compat() does, and
  * say whose rules it follows in *shape (cleared first).  Under S4's rules, a
  * refusal of its schema comes first, with *etype "UnprocessableEntity" and
  * shape->field set.  *shape is filled on failure too.
  */
-int pbx__request_parse_execute(const char *body, size_t len, const struct pbx_request_caps *caps,
-                               struct pbx_http_request *out, struct pbx_request_shape *shape,
-                               const char **etype, struct pbx_error **err);
+int pbx__request_json_parse_execute(const char *body, size_t len,
+                                    const struct pbx_request_caps *caps,
+                                    struct pbx_http_request *out, struct pbx_request_shape *shape,
+                                    const char **etype, struct pbx_error **err);
 
 /* Parse a JSON body of `POST /v1/execute` (`code`, `stdin`, `files`, `return_files`, `main`,
  * `timeout`, `memory_mb`, `network`). */
-int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
-                          struct pbx_http_request *out, const char **etype, struct pbx_error **err);
+int pbx__request_json_parse_v1(const char *body, size_t len, const struct pbx_request_caps *caps,
+                               struct pbx_http_request *out, const char **etype,
+                               struct pbx_error **err);
 
 /*
  * Parse a JSON body of `POST /v1/sessions` (`timeout`, `memory_mb`,
@@ -103,19 +108,20 @@ int pbx__request_parse_v1(const char *body, size_t len, const struct pbx_request
  * /v1/sessions/{id}` (`idle_ttl_s`, `max_lifetime_s`).  Every field is
  * optional, and an empty body is `{}`.
  */
-int pbx__request_parse_session(const char *body, size_t len, bool patch,
-                               const struct pbx_request_caps *caps, struct pbx_http_request *out,
-                               const char **etype, struct pbx_error **err);
+int pbx__request_json_parse_session(const char *body, size_t len, bool patch,
+                                    const struct pbx_request_caps *caps,
+                                    struct pbx_http_request *out, const char **etype,
+                                    struct pbx_error **err);
 
 /*
  * Parse a JSON body of `POST /v1/sessions/{id}/execute`: /v1/execute's
  * fields but `memory_mb` (refused: the session's) and `network` (`code`,
  * `stdin`, `files`, `return_files`, `main`, `timeout`).
  */
-int pbx__request_parse_session_call(const char *body, size_t len,
-                                    const struct pbx_request_caps *caps,
-                                    struct pbx_http_request *out, const char **etype,
-                                    struct pbx_error **err);
+int pbx__request_json_parse_session_call(const char *body, size_t len,
+                                         const struct pbx_request_caps *caps,
+                                         struct pbx_http_request *out, const char **etype,
+                                         struct pbx_error **err);
 
 /* Add an input file (takes ownership of nothing: copies). Checks name, duplicates and caps. */
 int pbx__request_add_file(struct pbx_http_request *r, const struct pbx_request_caps *caps,
@@ -166,7 +172,7 @@ void pbx__request_form_init(struct pbx_request_form *f, const struct pbx_request
 /*
  * The same for a body of `POST /execute-with-files`, under S4's rules: its
  * fields are `code`, `timeout` and `allow_network`, each checked against S4's
- * schema first (a refusal sets f->shape.field, as pbx__request_parse_execute()
+ * schema first (a refusal sets f->shape.field, as pbx__request_json_parse_execute()
  * does), and every part with a filename (S4's client names them `files`) is an
  * input file.
  */

@@ -231,8 +231,8 @@ static enum MHD_Result open_session(struct pbx_server *s, struct MHD_Connection 
     enum MHD_Result ret;
     json_t *body;
 
-    if (pbx__request_parse_session(ctx->body.data, ctx->body.len, false, &s->caps, &req, &etype,
-                                   &err) < 0) {
+    if (pbx__request_json_parse_session(ctx->body.data, ctx->body.len, false, &s->caps, &req,
+                                        &etype, &err) < 0) {
         ret = send_error(s, c, ctx, err->code == PBX_E_TOO_LARGE ? "PayloadTooLarge" : etype,
                          err->msg, 0, NULL);
         pbx_error_free(&err);
@@ -283,8 +283,8 @@ static enum MHD_Result patch_session(struct pbx_server *s, struct MHD_Connection
     uint32_t idle, life;
     char msg[200];
 
-    if (pbx__request_parse_session(ctx->body.data, ctx->body.len, true, &s->caps, &req, &etype,
-                                   &err) < 0) {
+    if (pbx__request_json_parse_session(ctx->body.data, ctx->body.len, true, &s->caps, &req, &etype,
+                                        &err) < 0) {
         ret = send_error(s, c, ctx, etype, err->msg, 0, NULL);
         pbx_error_free(&err);
         return ret;

@@ -1,14 +1,14 @@
 /*
- * Unit tests for src/server/request.c: the parsers of both request dialects
- * (`POST /execute` and `POST /v1/execute`, JSON and multipart/form-data),
- * strict base64 and input files.  Bodies are untrusted: every malformed or
- * oversized one must be refused with the error type its dialect reports
- * ("InvalidRequest" when the body is not a JSON object, "ValidationError"
- * otherwise), the right code, and nothing left allocated (the asan preset
- * runs these with leak detection).  A form is fed to the form reader as
- * libmicrohttpd's post processor hands its parts over, whole and byte by
- * byte, and must be refused as the JSON body that asks the same, word for
- * word.
+ * Unit tests for src/server/request.c, request_json.c and request_form.c:
+ * the parsers of both request dialects (`POST /execute` and `POST
+ * /v1/execute`, JSON and multipart/form-data), strict base64 and input
+ * files.  Bodies are untrusted: every malformed or oversized one must be
+ * refused with the error type its dialect reports ("InvalidRequest" when the
+ * body is not a JSON object, "ValidationError" otherwise), the right code,
+ * and nothing left allocated (the asan preset runs these with leak
+ * detection).  A form is fed to the form reader as libmicrohttpd's post
+ * processor hands its parts over, whole and byte by byte, and must be
+ * refused as the JSON body that asks the same, word for word.
  *
  * Bodies in the tables are written with single quotes, which json() turns
  * into double quotes, so they read like JSON; none needs a literal quote.
@@ -66,8 +66,8 @@ static int parse(enum dialect d, const char *body, size_t len, struct pbx_http_r
                  const char **etype, struct pbx_error **err)
 {
     if (d == COMPAT)
-        return pbx__request_parse_compat(body, len, &caps, r, etype, err);
-    return pbx__request_parse_v1(body, len, &caps, r, etype, err);
+        return pbx__request_json_parse_compat(body, len, &caps, r, etype, err);
+    return pbx__request_json_parse_v1(body, len, &caps, r, etype, err);
 }
 
 /* A refused request holds nothing: the parser released and cleared it. */
@@ -888,17 +888,17 @@ START_TEST(test_body_length)
 
     /* Exactly `len` bytes, not NUL-terminated: ASan sees any over-read. */
     memcpy(exact, text, len);
-    ck_assert_int_eq(pbx__request_parse_compat(exact, len, &caps, &r, &etype, &err), 0);
+    ck_assert_int_eq(pbx__request_json_parse_compat(exact, len, &caps, &r, &etype, &err), 0);
     ck_assert_str_eq(r.code, "x");
     pbx__request_release(&r);
-    ck_assert_int_eq(pbx__request_parse_v1(exact, len, &caps, &r, &etype, &err), 0);
+    ck_assert_int_eq(pbx__request_json_parse_v1(exact, len, &caps, &r, &etype, &err), 0);
     pbx__request_release(&r);
     ck_assert_ptr_null(err);
     free(exact);
 
     /* Bytes after `len` are not part of the body. */
-    ck_assert_int_eq(pbx__request_parse_v1("{\"code\": \"x\"} junk", len, &caps, &r, &etype, &err),
-                     0);
+    ck_assert_int_eq(
+        pbx__request_json_parse_v1("{\"code\": \"x\"} junk", len, &caps, &r, &etype, &err), 0);
     pbx__request_release(&r);
     /* A cut body is malformed; a zero length is empty whatever follows. */
     expect_error_raw(V1, text, len - 1, INV, INVAL, "malformed JSON");
@@ -1590,9 +1590,10 @@ START_TEST(test_reuse)
     char *bad = json("{'code': 'x', 'files': {'a': 'QUJD'}, 'timeout': 0}");
     char *good = json("{'code': 'y', 'files': {'a': 'QUJD'}}");
 
-    ck_assert_int_lt(pbx__request_parse_compat(bad, strlen(bad), &caps, &r, &etype, &err), 0);
+    ck_assert_int_lt(pbx__request_json_parse_compat(bad, strlen(bad), &caps, &r, &etype, &err), 0);
     pbx_error_free(&err);
-    ck_assert_int_eq(pbx__request_parse_compat(good, strlen(good), &caps, &r, &etype, &err), 0);
+    ck_assert_int_eq(pbx__request_json_parse_compat(good, strlen(good), &caps, &r, &etype, &err),
+                     0);
     ck_assert_str_eq(r.code, "y");
     ck_assert_uint_eq(r.nfiles, 1);
     ck_assert(!r.has_timeout);
