@@ -2,7 +2,7 @@
  * Calls to a Redis server for the Redis store (redis_conn.c): the URI's
  * server, a pool of connections, one deadline a call, the backoff after a
  * failure, one command with its retry rules, and the checks of a reply's
- * type.  What the commands mean is store_redis.c's.
+ * type.  What the commands mean is the Redis store's (store_redis*.c).
  */
 #ifndef PBX_STORE_REDIS_CONN_H
 #define PBX_STORE_REDIS_CONN_H

@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/store/store_redis.c against a real redis-server, which
+ * Unit tests for the Redis store (src/store/store_redis*.c) against a real redis-server, which
  * the test starts on a free loopback port (and a few tests start their own,
  * to kill and restart it): the cases every backend shares (store_cases.h),
  * then Redis's own: URIs, authentication and databases, a server that dies
