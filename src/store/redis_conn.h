@@ -22,9 +22,11 @@
 struct pbx_redis_call;
 
 struct pbx_redis_conn {
-    pthread_mutex_t lock; /* held by the call using ctx */
-    redisContext *ctx;    /* NULL until connected, and after a failure */
-    unsigned gen;         /* the pool's generation it was made in */
+    pthread_mutex_t lock;  /* held by the call using ctx */
+    redisContext *ctx;     /* NULL until connected, and after a failure */
+    unsigned gen;          /* the pool's generation it was made in */
+    size_t reply_elements; /* array elements the reply being read declared so far */
+    bool reply_too_large;  /* it declared more than the most: the connection failed */
 };
 
 struct pbx_redis_pool {
