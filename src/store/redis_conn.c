@@ -42,6 +42,16 @@
 #define BACKOFF_MIN_MS     50
 #define BACKOFF_MAX_MS     2000
 
+/*
+ * The most array elements one reply may declare, its nested arrays'
+ * included.  hiredis allocates an array's element pointers as soon as its
+ * header arrives, so without a bound the 13 bytes "*2147483647\r\n" of a
+ * broken or hostile server cost 16 GiB, and as much again for each array
+ * nested in it.  pybox's largest replies stay far below: `pybox audit
+ * --last 100000` is 1.7 million elements, `pybox keys list` one a key.
+ */
+#define REPLY_ELEMENTS_MAX (1 << 24)
+
 static struct timespec now_mono(void)
 {
     struct timespec ts;
@@ -328,7 +338,11 @@ static int conn_failed(struct pbx_redis_call *call, int sys, const char *what,
     char msg[256];
     int r;
 
-    if (ctx != NULL && ctx->err == REDIS_ERR_IO && code != EIO)
+    if (call->c->reply_too_large) {
+        code = PBX_E_PROTO;
+        snprintf(msg, sizeof(msg), "%s: a reply of more than %d array elements", what,
+                 REPLY_ELEMENTS_MAX);
+    } else if (ctx != NULL && ctx->err == REDIS_ERR_IO && code != EIO)
         snprintf(msg, sizeof(msg), "%s", what);
     else
         snprintf(msg, sizeof(msg), "%s: %s", what,
@@ -337,6 +351,7 @@ static int conn_failed(struct pbx_redis_call *call, int sys, const char *what,
                                              : ctx->errstr);
     r = pbx_error_set(err, code, "store `%s`: %s", pool->shown, msg);
     call->rc = r;
+    call->c->reply_too_large = false;
     note_failure(pool, code, msg);
     if (ctx != NULL)
         redisFree(ctx);
@@ -376,6 +391,58 @@ int pbx__redis_conn_reply_error(struct pbx_redis_call *call, const redisReply *r
 }
 
 /* ---- Connections and calls ---- */
+
+/* The type of an array's length in hiredis's createArray: int before 1.0. */
+#if HIREDIS_MAJOR >= 1
+#    define ARRAY_LEN size_t
+#else
+#    define ARRAY_LEN int
+#endif
+
+static redisReplyObjectFunctions bounded_fns; /* hiredis's own, createArray bounded */
+static void *(*hiredis_create_array)(const redisReadTask *task, ARRAY_LEN elements);
+static pthread_once_t bounded_once = PTHREAD_ONCE_INIT;
+
+/*
+ * hiredis's createArray within REPLY_ELEMENTS_MAX for the reply: NULL past
+ * it, which fails the reply (and the connection) as hiredis's out of memory,
+ * reported as the protocol error it is.  The task's privdata is the
+ * connection.
+ */
+static void *create_array_bounded(const redisReadTask *task, ARRAY_LEN elements)
+{
+    struct pbx_redis_conn *c = task->privdata;
+
+    if (task->parent == NULL)
+        c->reply_elements = 0;
+    if ((long long)elements < 0 || (size_t)elements > REPLY_ELEMENTS_MAX - c->reply_elements) {
+        c->reply_too_large = true;
+        return NULL;
+    }
+    c->reply_elements += (size_t)elements;
+    return hiredis_create_array(task, elements);
+}
+
+static void bounded_init(void)
+{
+    redisReader *r = redisReaderCreate();
+
+    PBX_ASSERT(r != NULL && r->fn != NULL && r->fn->createArray != NULL);
+    bounded_fns = *r->fn;
+    hiredis_create_array = r->fn->createArray;
+    bounded_fns.createArray = create_array_bounded;
+    redisReaderFree(r);
+}
+
+/* A new connection's replies read within REPLY_ELEMENTS_MAX. */
+static void bound_replies(struct pbx_redis_conn *c)
+{
+    pthread_once(&bounded_once, bounded_init);
+    c->ctx->reader->fn = &bounded_fns;
+    c->ctx->reader->privdata = c;
+    c->reply_elements = 0;
+    c->reply_too_large = false;
+}
 
 void pbx__redis_conn_free_reply(redisReply **r)
 {
@@ -667,6 +734,7 @@ static int connect_conn(struct pbx_redis_call *call, unsigned gen, struct pbx_er
     call->c->ctx = redisConnectWithTimeout(pool->host, pool->port, tv_of(left));
     if (call->c->ctx == NULL || call->c->ctx->err != 0)
         return conn_failed(call, errno, "connect", err);
+    bound_replies(call->c);
     call->c->gen = gen;
     call->may_retry = false;
     if (hello(call, err) < 0) {

@@ -2,7 +2,7 @@
  * Calls to a Redis server for the Redis store (redis_conn.c): the URI's
  * server, a pool of connections, one deadline a call, the backoff after a
  * failure, one command with its retry rules, and the checks of a reply's
- * type.  What the commands mean is store_redis.c's.
+ * type.  What the commands mean is the Redis store's (store_redis*.c).
  */
 #ifndef PBX_STORE_REDIS_CONN_H
 #define PBX_STORE_REDIS_CONN_H
@@ -22,9 +22,11 @@
 struct pbx_redis_call;
 
 struct pbx_redis_conn {
-    pthread_mutex_t lock; /* held by the call using ctx */
-    redisContext *ctx;    /* NULL until connected, and after a failure */
-    unsigned gen;         /* the pool's generation it was made in */
+    pthread_mutex_t lock;  /* held by the call using ctx */
+    redisContext *ctx;     /* NULL until connected, and after a failure */
+    unsigned gen;          /* the pool's generation it was made in */
+    size_t reply_elements; /* array elements the reply being read declared so far */
+    bool reply_too_large;  /* it declared more than the most: the connection failed */
 };
 
 struct pbx_redis_pool {

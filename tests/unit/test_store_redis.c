@@ -1,5 +1,5 @@
 /*
- * Unit tests for src/store/store_redis.c against a real redis-server, which
+ * Unit tests for the Redis store (src/store/store_redis*.c) against a real redis-server, which
  * the test starts on a free loopback port (and a few tests start their own,
  * to kill and restart it): the cases every backend shares (store_cases.h),
  * then Redis's own: URIs, authentication and databases, a server that dies
@@ -408,6 +408,66 @@ START_TEST(test_redis_silent_server)
     pbx_store_close(store);
     close(fd);
     free(uri);
+}
+END_TEST
+
+/* A server that answers its first command with `hostile_reply`, then waits for the hang-up. */
+static const char *hostile_reply;
+
+static void *hostile_serve(void *arg)
+{
+    int lfd = *(int *)arg;
+    int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    char buf[4096];
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_gt(read(fd, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(write(fd, hostile_reply, strlen(hostile_reply)),
+                     (ssize_t)strlen(hostile_reply));
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+/*
+ * A reply declaring more array elements than any of pybox's holds (hiredis
+ * would allocate them at once: 16 GiB for "*2147483647"; or the elements
+ * of nested arrays, summed): the call fails at once as a protocol error.
+ */
+START_TEST(test_redis_huge_array)
+{
+    static const char *const replies[] = {"*2147483647\r\n", "*2\r\n*16777215\r\n*2\r\n"};
+
+    for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct pbx_store *store;
+        struct pbx_error *err = NULL;
+        pthread_t server;
+        char *uri;
+        double t0;
+
+        ck_assert_int_ge(fd, 0);
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(fd, 16), 0);
+        ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+        hostile_reply = replies[i];
+        ck_assert_int_eq(pthread_create(&server, NULL, hostile_serve, &fd), 0);
+        uri = xasprintf("redis://127.0.0.1:%d?timeout_ms=5000", ntohs(sa.sin_port));
+        store = open_ok(uri);
+        t0 = now_s();
+        ck_assert_int_eq(pbx_store_ping(store, &err), -PBX_E_PROTO);
+        ck_assert_msg(now_s() - t0 < 1.0, "took %.3f s", now_s() - t0);
+        ck_assert_msg(strstr(err->msg, "a reply of more than 16777216 array elements") != NULL,
+                      "%s", err->msg);
+        pbx_error_free(&err);
+        pbx_store_close(store); /* the hang-up ends the server */
+        ck_assert_int_eq(pthread_join(server, NULL), 0);
+        close(fd);
+        free(uri);
+    }
 }
 END_TEST
 
@@ -1374,6 +1434,7 @@ static Suite *store_suite(void)
     tcase_add_test(tc, test_redis_uris);
     tcase_add_test(tc, test_redis_unreachable);
     tcase_add_test(tc, test_redis_silent_server);
+    tcase_add_test(tc, test_redis_huge_array);
     tcase_add_test(tc, test_redis_kill_and_restart);
     tcase_add_test(tc, test_redis_closed_connections);
     tcase_add_test(tc, test_redis_auth_and_db);
