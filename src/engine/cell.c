@@ -734,6 +734,9 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     close(sv[0]);
     for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
         close(all[i]);
-    finish(pid, sigfd, start, go_ns, pbx_clock_ns(CLOCK_MONOTONIC), &job, workfd,
-           all[PBX_FD_OUTPUT], &view);
+    /*
+     * Handed as the send began: once sent, the job may run before this process does again,
+     * and a later reading would put some of its run before `handed`.
+     */
+    finish(pid, sigfd, start, go_ns, start, &job, workfd, all[PBX_FD_OUTPUT], &view);
 }
