@@ -24,7 +24,7 @@
  * Stale parents: a supervisor that was SIGKILLed never ran its teardown, so
  * its "pybox-<pid>-<n>" parents (and their cells) stay behind.  Setup reaps
  * them from the directory where it is about to create its own parent, but
- * only those whose <pid> is not a live process (see reap_stale()); those
+ * only those whose <pid> is not a live process (cgroup_stale.c); those
  * still holding a member that has not finished exiting are reaped later by
  * pbx_cgroup_reap_stale(), which the engine calls until none is left.
  *
@@ -60,8 +60,7 @@
 /* Cap on files read from cgroupfs; cgroup.procs of a cell is far smaller. */
 #define CGROUP_READ_MAX (4u << 20)
 
-/* How long destroy and teardown wait for killed members to leave. */
-#define REMOVE_WAIT_NS  (1000 * 1000 * 1000LL)
+/* Between tries of removing a cgroup whose killed members have not left yet. */
 #define REMOVE_PAUSE_NS (5 * 1000 * 1000L)
 
 static const char *const ctl_names[PBX_CGROUP_NCTL] = {"memory", "pids", "cpu"};
@@ -340,7 +339,7 @@ static int sys_write(void *data, const char *path, const char *buf, size_t len)
 
 static const struct pbx__cgroup_ops sys_ops = {sys_mkdir, sys_rmdir, sys_write, NULL};
 
-static const struct pbx__cgroup_backend *backend_of(enum pbx_cgroup_version v)
+const struct pbx__cgroup_backend *pbx__cgroup_backend_of(enum pbx_cgroup_version v)
 {
     if (v == PBX_CGROUP_V1)
         return &pbx__cgroup_v1_backend;
@@ -356,8 +355,8 @@ static const struct pbx__cgroup_backend *backend_of(enum pbx_cgroup_version v)
  * a killed task has not finished exiting, so retry with short pauses for up
  * to `wait_ns` (0: one try).  Returns 0 or -errno.
  */
-static int remove_cgroup_within(const struct pbx_cgroups *cg, const char *dir,
-                                const struct pbx__cgroup_backend *be, long long wait_ns)
+int pbx__cgroup_remove_within(const struct pbx_cgroups *cg, const char *dir,
+                              const struct pbx__cgroup_backend *be, long long wait_ns)
 {
     const struct timespec pause = {0, REMOVE_PAUSE_NS};
     uint64_t start = pbx_clock_ns(CLOCK_MONOTONIC);
@@ -375,297 +374,11 @@ static int remove_cgroup_within(const struct pbx_cgroups *cg, const char *dir,
     }
 }
 
-/* remove_cgroup_within() for up to REMOVE_WAIT_NS. */
+/* pbx__cgroup_remove_within() for up to PBX_CGROUP_REMOVE_WAIT_NS. */
 static int remove_cgroup(const struct pbx_cgroups *cg, const char *dir,
                          const struct pbx__cgroup_backend *be)
 {
-    return remove_cgroup_within(cg, dir, be, REMOVE_WAIT_NS);
-}
-
-/* Listing. */
-
-/* Free a NULL-terminated array of heap strings. */
-static void free_names(char **names)
-{
-    if (names == NULL)
-        return;
-    for (char **p = names; *p; p++)
-        free(*p);
-    free(names);
-}
-
-/* Whether the entry `de` of the directory `dfd` is a directory, never following a symlink. */
-static bool is_subdir(int dfd, const struct dirent *de)
-{
-    struct stat st;
-
-    if (de->d_type != DT_UNKNOWN)
-        return de->d_type == DT_DIR;
-    return fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
-}
-
-/*
- * The names of the subdirectories of `dir` that `match` accepts, as a
- * NULL-terminated heap array the caller frees with free_names(); NULL when
- * `dir` cannot be opened.  Symlinks are never listed (nor `dir` itself
- * followed when `flags` holds O_NOFOLLOW), and nothing below is looked at.
- * Plain opendir() semantics, so fake trees work without an op.
- */
-static char **list_subdirs(const char *dir, int flags, bool (*match)(const char *name))
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | flags);
-    char **names = NULL;
-    size_t n = 0;
-    struct dirent *de;
-    DIR *d;
-
-    if (fd < 0)
-        return NULL;
-    d = fdopendir(fd);
-    if (d == NULL) {
-        close(fd);
-        return NULL;
-    }
-    names = xcalloc(1, sizeof(*names));
-    while ((de = readdir(d)) != NULL) {
-        if (!match(de->d_name) || !is_subdir(dirfd(d), de))
-            continue;
-        names = xrealloc(names, (n + 2) * sizeof(*names));
-        names[n++] = xstrdup(de->d_name);
-        names[n] = NULL;
-    }
-    closedir(d);
-    return names;
-}
-
-static bool is_cell_name(const char *name)
-{
-    return strncmp(name, "cell-", 5) == 0;
-}
-
-/*
- * Remove cell-* directories a failed destroy (or a dead supervisor) left in
- * `parent`, each waiting up to `wait_ns` for its killed members to exit; a
- * directory that stays is logged at `level`.
- */
-static void remove_leftover_cells(const struct pbx_cgroups *cg, const char *parent,
-                                  const struct pbx__cgroup_backend *be, long long wait_ns,
-                                  enum pbx_log_level level)
-{
-    char **names = list_subdirs(parent, O_NOFOLLOW, is_cell_name);
-
-    for (size_t i = 0; names && names[i]; i++) {
-        cleanup_free char *path = pbx__cgroup_path(parent, names[i]);
-        int r = remove_cgroup_within(cg, path, be, wait_ns);
-
-        if (r < 0)
-            pbx_log(level, "cannot remove cgroup %s: %s", path, strerror(-r));
-    }
-    free_names(names);
-}
-
-/* Whether <dir>/cgroup.procs lists a member, or cannot be read (it may list one). */
-static bool lists_member(const char *dir)
-{
-    cleanup_free char *path = pbx__cgroup_path(dir, "cgroup.procs");
-    cleanup_free char *text = NULL;
-    cleanup_free pid_t *pids = NULL;
-    int r = pbx__cgroup_read(path, &text, NULL);
-
-    if (r < 0)
-        return r != -ENOENT;
-    return pbx__cgroup_parse_pids(text, &pids) > 0;
-}
-
-/*
- * Whether the parent `dir` or one of its cell-* children still lists a
- * member: a task that was killed and has not finished exiting (one stuck in
- * the kernel, or frozen) keeps its cgroup busy until it has.
- */
-static bool stale_has_member(const char *dir)
-{
-    char **names = list_subdirs(dir, O_NOFOLLOW, is_cell_name);
-    bool found = lists_member(dir);
-
-    for (size_t i = 0; !found && names && names[i]; i++) {
-        cleanup_free char *path = pbx__cgroup_path(dir, names[i]);
-
-        found = lists_member(path);
-    }
-    free_names(names);
-    return found;
-}
-
-/* Stale parents of dead supervisors. */
-
-/*
- * A decimal at *p with no leading zero (except "0" itself) and at most `max`;
- * advances *p past it.
- */
-static bool parse_dec(const char **p, uint64_t max, uint64_t *v)
-{
-    const char *s = *p;
-    uint64_t x = 0;
-
-    if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
-        return false;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        x = x * 10 + (uint64_t)(*s - '0'); /* x <= max <= UINT32_MAX: no overflow */
-        if (x > max)
-            return false;
-    }
-    *v = x;
-    *p = s;
-    return true;
-}
-
-bool pbx__cgroup_parse_parent_name(const char *name, pid_t *pid)
-{
-    const char *p = name;
-    uint64_t v;
-    uint64_t n;
-
-    if (strncmp(p, "pybox-", 6) != 0)
-        return false;
-    p += 6;
-    /* pid 0 (and anything <= 0) must never reach kill(2): it means "my group". */
-    if (!parse_dec(&p, 0x7fffffff, &v) || v == 0)
-        return false;
-    if (*p == '-') {
-        p++;
-        if (!parse_dec(&p, UINT32_MAX, &n))
-            return false;
-    }
-    if (*p != '\0')
-        return false;
-    if (pid)
-        *pid = (pid_t)v;
-    return true;
-}
-
-static bool is_parent_name(const char *name)
-{
-    return pbx__cgroup_parse_parent_name(name, NULL);
-}
-
-/*
- * Remove from `base` the parents ("pybox-<pid>-<n>" or "pybox-<pid>") of
- * supervisors that are gone, with their cell-* children; returns how many
- * were removed.  `be` kills what the cells still hold (a SIGKILLed
- * supervisor's cells may outlive it).
- *
- * A parent is stale only if kill(pid, 0) says ESRCH: a live pid, or EPERM,
- * keeps it, even when the pid may have been reused by an unrelated process,
- * because telling reuse apart is guesswork and a false "stale" would kill
- * another supervisor's cells.  Our own pid is skipped (sibling engines of
- * this process).  The check is repeated just before each removal, leaving a
- * window of one removal for the pid to be reused by a new supervisor that
- * picks the same name; in that rare case its setup or first cell fails
- * rather than anything running unconfined.  Supervisors sharing a base
- * directory must share a pid namespace, or their pids mean nothing here.
- *
- * Symlinks are never followed and nothing deeper than cell-* is touched: a
- * parent holding anything else stays (rmdir says EBUSY) and is logged.
- *
- * Each directory gets up to `wait_ns` for its killed members to exit.  A
- * parent that stays while it (or a cell of it) still lists a member is
- * counted in *waiting: that member has been killed and will exit, and the
- * engine tries again later (pbx_cgroup_reap_stale()).  `retry` logs what
- * stays at DEBUG rather than WARN, as the first attempt already said so.
- */
-static size_t reap_stale(const struct pbx_cgroups *cg, const char *base,
-                         const struct pbx__cgroup_backend *be, long long wait_ns, bool retry,
-                         size_t *waiting)
-{
-    enum pbx_log_level level = retry ? PBX_LOG_DEBUG : PBX_LOG_WARN;
-    char **names = list_subdirs(base, 0, is_parent_name);
-    pid_t self = getpid();
-    size_t reaped = 0;
-
-    for (size_t i = 0; names && names[i]; i++) {
-        cleanup_free char *path = NULL;
-        pid_t pid = 0;
-        int r;
-
-        if (!pbx__cgroup_parse_parent_name(names[i], &pid) || pid == self)
-            continue;
-        if (kill(pid, 0) == 0 || errno != ESRCH)
-            continue;
-        path = pbx__cgroup_path(base, names[i]);
-        remove_leftover_cells(cg, path, be, wait_ns, level);
-        r = remove_cgroup_within(cg, path, be, wait_ns);
-        if (r < 0 && stale_has_member(path)) {
-            pbx_log(level, "stale cgroup %s still has a member exiting: trying again later", path);
-            (*waiting)++;
-            continue;
-        }
-        if (r < 0) {
-            /* No member listed now: the last one may have left since, so once more. */
-            remove_leftover_cells(cg, path, be, 0, PBX_LOG_DEBUG);
-            r = remove_cgroup_within(cg, path, be, 0);
-        }
-        if (r < 0) {
-            pbx_log(level, "cannot remove stale cgroup %s: %s", path, strerror(-r));
-            continue;
-        }
-        pbx_log(PBX_LOG_DEBUG, "removed stale cgroup %s", path);
-        reaped++;
-    }
-    free_names(names);
-    return reaped;
-}
-
-/* reap_stale() in cg->stale_base[i]; logs what was removed and counts in *waiting what stays. */
-static void reap_base(const struct pbx_cgroups *cg, int i, long long wait_ns, bool retry,
-                      size_t *waiting)
-{
-    size_t n = reap_stale(cg, cg->stale_base[i], backend_of(cg->stale_version[i]), wait_ns, retry,
-                          waiting);
-
-    if (n > 0)
-        pbx_log(PBX_LOG_INFO, "removed %zu stale cgroup%s of dead supervisors from %s", n,
-                n == 1 ? "" : "s", cg->stale_base[i]);
-}
-
-/*
- * Reap `base` (heap, taken over) unless an earlier controller did already,
- * and remember it in cg->stale_base for pbx_cgroup_reap_stale().
- */
-static void reap_once(struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v)
-{
-    int i;
-
-    if (base == NULL)
-        return;
-    for (i = 0; i < PBX_CGROUP_NCTL && cg->stale_base[i]; i++) {
-        if (strcmp(cg->stale_base[i], base) == 0) {
-            free(base);
-            return;
-        }
-    }
-    if (!ALWAYS(i < PBX_CGROUP_NCTL)) {
-        free(base);
-        return;
-    }
-    cg->stale_base[i] = base;
-    cg->stale_version[i] = v;
-    reap_base(cg, i, REMOVE_WAIT_NS, false, &cg->stale_waiting);
-}
-
-size_t pbx_cgroup_stale_waiting(const struct pbx_cgroups *cg)
-{
-    return cg ? cg->stale_waiting : 0;
-}
-
-size_t pbx_cgroup_reap_stale(const struct pbx_cgroups *cg)
-{
-    size_t waiting = 0;
-
-    if (cg == NULL)
-        return 0;
-    for (int i = 0; i < PBX_CGROUP_NCTL && cg->stale_base[i]; i++)
-        reap_base(cg, i, 0, true, &waiting);
-    return waiting;
+    return pbx__cgroup_remove_within(cg, dir, be, PBX_CGROUP_REMOVE_WAIT_NS);
 }
 
 /* Where v1 setup creates the parent of `ctl`: <mount><own cgroup>, or NULL. */
@@ -743,13 +456,14 @@ int pbx__cgroup_setup_ops(const char *fs_root, const char *self_cgroup, const ch
          * against the kernel's limit on cgroups (65535 memory cgroups on v1).
          */
         if (v2_ctls && pbx__cgroup_v2_lists(v2_ctls, ctl)) {
-            reap_once(cg, cg->v2_base ? xstrdup(cg->v2_base) : NULL, PBX_CGROUP_V2);
+            pbx__cgroup_stale_reap_once(cg, cg->v2_base ? xstrdup(cg->v2_base) : NULL,
+                                        PBX_CGROUP_V2);
             pbx__cgroup_v2_setup_ctl(cg, i);
             continue;
         }
         mount = pbx__cgroup_v1_mount(cg->fs_root, i);
         if (mount) {
-            reap_once(cg, v1_base(mount, self_cgroup, i), PBX_CGROUP_V1);
+            pbx__cgroup_stale_reap_once(cg, v1_base(mount, self_cgroup, i), PBX_CGROUP_V1);
             pbx__cgroup_v1_setup_ctl(cg, i, mount, self_cgroup);
             continue;
         }
@@ -797,12 +511,12 @@ void pbx_cgroup_teardown(struct pbx_cgroups *cg)
         return;
     for (int i = 0; i < PBX_CGROUP_NCTL; i++) {
         struct pbx__cgroup_ctl_state *st = &cg->ctl[i];
-        const struct pbx__cgroup_backend *be = backend_of(st->version);
+        const struct pbx__cgroup_backend *be = pbx__cgroup_backend_of(st->version);
         int r;
 
         if (st->parent == NULL || parent_seen(cg, i))
             continue;
-        remove_leftover_cells(cg, st->parent, be, REMOVE_WAIT_NS, PBX_LOG_WARN);
+        pbx__cgroup_stale_remove_cells(cg, st->parent, be, PBX_CGROUP_REMOVE_WAIT_NS, PBX_LOG_WARN);
         r = remove_cgroup(cg, st->parent, be);
         if (r < 0)
             pbx_log(PBX_LOG_WARN, "cannot remove cgroup %s: %s", st->parent, strerror(-r));
@@ -881,7 +595,7 @@ int pbx_cgroup_cell_create(struct pbx_cgroups *cg, uint64_t id,
 
         if (cell->dir[i] == NULL)
             continue;
-        ret = backend_of(cg->ctl[i].version)->limit(cg, i, cell->dir[i], limits, err);
+        ret = pbx__cgroup_backend_of(cg->ctl[i].version)->limit(cg, i, cell->dir[i], limits, err);
         if (ret < 0) {
             if (err)
                 pbx_error_prefix(err, "cgroup %s limit of cell %" PRIu64, ctl_names[i], id);
@@ -950,7 +664,7 @@ static uint64_t oom_kills_raw(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)
         return 0;
-    return backend_of(cell->cg->ctl[PBX_CGROUP_MEMORY].version)
+    return pbx__cgroup_backend_of(cell->cg->ctl[PBX_CGROUP_MEMORY].version)
         ->oom_kills(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
@@ -981,7 +695,7 @@ int pbx_cgroup_cell_reuse(struct pbx_cgroup_cell *cell, const struct pbx_cgroup_
         /* Every controller, as at creation: on v2 they share one directory. */
         if (cell->dir[i] == NULL)
             continue;
-        be = backend_of(cell->cg->ctl[i].version);
+        be = pbx__cgroup_backend_of(cell->cg->ctl[i].version);
         ret = be->reset(cell->cg, i, cell->dir[i], err);
         if (ret >= 0)
             ret = be->limit(cell->cg, i, cell->dir[i], limits, err);
@@ -999,7 +713,7 @@ uint64_t pbx_cgroup_cell_peak_memory(struct pbx_cgroup_cell *cell)
 {
     if (cell == NULL || cell->dir[PBX_CGROUP_MEMORY] == NULL)
         return 0;
-    return backend_of(cell->cg->ctl[PBX_CGROUP_MEMORY].version)
+    return pbx__cgroup_backend_of(cell->cg->ctl[PBX_CGROUP_MEMORY].version)
         ->peak_memory(cell->dir[PBX_CGROUP_MEMORY]);
 }
 
@@ -1056,7 +770,7 @@ void pbx_cgroup_cell_kill(struct pbx_cgroup_cell *cell)
         return;
     for (int i = 0; i < PBX_CGROUP_NCTL; i++)
         if (own_dir(cell, i))
-            backend_of(cell->cg->ctl[i].version)->kill(cell->cg, cell->dir[i]);
+            pbx__cgroup_backend_of(cell->cg->ctl[i].version)->kill(cell->cg, cell->dir[i]);
 }
 
 int pbx_cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err)
@@ -1070,7 +784,7 @@ int pbx_cgroup_cell_destroy(struct pbx_cgroup_cell *cell, struct pbx_error **err
 
         if (!own_dir(cell, i))
             continue;
-        r = remove_cgroup(cell->cg, cell->dir[i], backend_of(cell->cg->ctl[i].version));
+        r = remove_cgroup(cell->cg, cell->dir[i], pbx__cgroup_backend_of(cell->cg->ctl[i].version));
         if (r < 0) {
             pbx_log(PBX_LOG_WARN, "cgroup %s left behind: %s", cell->dir[i], strerror(-r));
             if (ret == 0)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/log.h"
 #include "sandbox/cgroup.h"
 
 /*
@@ -94,6 +95,33 @@ size_t pbx__cgroup_parse_pids(const char *text, pid_t **out);
  * n <= UINT32_MAX.  Stores the pid (pid may be NULL).  No syscalls.
  */
 bool pbx__cgroup_parse_parent_name(const char *name, pid_t *pid);
+
+/* How long destroy, teardown and the first reaping wait for killed members to leave. */
+#define PBX_CGROUP_REMOVE_WAIT_NS (1000 * 1000 * 1000LL)
+
+/* The backend of version `v` (cgroup.c), or NULL. */
+const struct pbx__cgroup_backend *pbx__cgroup_backend_of(enum pbx_cgroup_version v);
+
+/*
+ * Kill the members of `dir` with `be` (NULL: none) and remove it, retrying while killed
+ * members have not left, for up to `wait_ns` (0: one try).  Returns 0 or -errno (cgroup.c).
+ */
+int pbx__cgroup_remove_within(const struct pbx_cgroups *cg, const char *dir,
+                              const struct pbx__cgroup_backend *be, long long wait_ns);
+
+/*
+ * Remove the cell-* directories a failed destroy (or a dead supervisor) left in `parent`,
+ * each waiting up to `wait_ns`; one that stays is logged at `level` (cgroup_stale.c).
+ */
+void pbx__cgroup_stale_remove_cells(const struct pbx_cgroups *cg, const char *parent,
+                                    const struct pbx__cgroup_backend *be, long long wait_ns,
+                                    enum pbx_log_level level);
+
+/*
+ * Reap the stale parents in `base` (heap, taken over) unless an earlier controller did already,
+ * and remember it in cg->stale_base for pbx_cgroup_reap_stale() (cgroup_stale.c).
+ */
+void pbx__cgroup_stale_reap_once(struct pbx_cgroups *cg, char *base, enum pbx_cgroup_version v);
 
 /* Helpers of cgroup.c for the backends. */
 
