@@ -322,8 +322,19 @@ static void end_call(struct session *ss, int wait_status, bool ended, uint64_t m
 {
     struct pbx_proto_done done;
 
-    if (!ended)
+    if (!ended) {
+        siginfo_t si;
+
         (void)kill(-1, SIGSTOP);
+        /*
+         * A stop takes effect when each thread next runs: wait until the interpreter's have all
+         * stopped (or it died, which the loop then reaps), so that nothing of it runs once the
+         * call is answered.
+         */
+        while (waitid(P_PID, (id_t)ss->job, &si, WSTOPPED | WEXITED | WNOWAIT) < 0 &&
+               errno == EINTR)
+            ;
+    }
     pbx__proto_done_init(&done, PBX_PROTO_DONE);
     done.duration_ns = pbx_clock_ns(CLOCK_MONOTONIC) - ss->start_ns;
     done.wait_status = wait_status;
