@@ -20,6 +20,7 @@
 #include <Python.h>
 
 #include "engine/hugepage.h"
+#include "engine/maps.h"
 #include "common/banned.h"
 
 #ifndef MADV_COLLAPSE
@@ -28,9 +29,6 @@
 
 #define HUGE  ((uintptr_t)2 << 20)
 #define PAGES (HUGE / 4096) /* x86-64: 2 MiB huge pages of 4 KiB pages */
-#define BUF_SIZE                                                                \
-    ((size_t)1 << 20) /* /proc/self/maps of a preloaded zygote: ~80 kB; the end \
-                         holds mincore()'s vector */
 /* Larger mappings are reservations, not memory (a sanitizer's shadow: terabytes). */
 #define MAX_MAPPING ((uintptr_t)1 << 30)
 
@@ -141,47 +139,14 @@ int pbx__hugepage_open_maps(void)
     return open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
 }
 
-/* Read all of maps_fd into buf (NUL-terminated); the length, or -1. */
-static ssize_t read_all(int fd, char *buf, size_t cap)
-{
-    size_t len = 0;
-
-    while (len + 1 < cap) {
-        ssize_t n = pread(fd, buf + len, cap - 1 - len, (off_t)len);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    if (len + 1 >= cap)
-        return -1; /* more mappings than expected: leave them be */
-    buf[len] = '\0';
-    return (ssize_t)len;
-}
-
 /*
- * Whether one maps line names a private writable anonymous mapping: "lo-hi rw-p off dev 0" with
- * no path, or the heap.  Sets *lo and *hi.
+ * Whether a mapping is private, writable and anonymous: "rw-p" with no file and no name, or the
+ * heap; and at most MAX_MAPPING (larger ones are reservations).
  */
-static int anon_private(const char *line, uintptr_t *lo, uintptr_t *hi)
+static bool anon_private(const struct pbx_mapping *m)
 {
-    unsigned long a, b, inode;
-    char perms[8];
-    int name = 0;
-
-    if (sscanf(line, "%lx-%lx %7s %*s %*s %lu %n", &a, &b, perms, &inode, &name) < 4)
-        return 0;
-    if (strcmp(perms, "rw-p") != 0 || inode != 0)
-        return 0;
-    if (line[name] != '\0' && line[name] != '\n' && strncmp(line + name, "[heap]", 6) != 0)
-        return 0;
-    *lo = a;
-    *hi = b;
-    return 1;
+    return strcmp(m->perms, "rw-p") == 0 && m->inode == 0 &&
+           (m->name[0] == '\0' || strcmp(m->name, "[heap]") == 0) && m->hi - m->lo <= MAX_MAPPING;
 }
 
 /*
@@ -201,43 +166,29 @@ static bool mostly_resident(uintptr_t p, unsigned char *vec)
 
 void pbx__hugepage_collapse(int maps_fd, struct pbx_hugepage_stats *stats)
 {
-    char *buf;
-    uintptr_t self;
+    unsigned char vec[PAGES];
+    struct pbx_maps maps;
+    struct pbx_mapping m;
 
     memset(stats, 0, sizeof(*stats));
     arenas_trim();
-    if (maps_fd < 0)
-        return;
-    /* Not from malloc: the zygote's heap stays as it is, holes plugged. */
-    buf = mmap(NULL, BUF_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED) {
-        close(maps_fd);
+    if (pbx__maps_read(maps_fd, &maps) < 0) {
+        if (maps_fd >= 0)
+            close(maps_fd);
         return;
     }
-    self = (uintptr_t)buf;
-    if (read_all(maps_fd, buf, BUF_SIZE - PAGES) >= 0) {
-        for (char *line = buf; *line != '\0';) {
-            char *end = strchr(line, '\n');
-            uintptr_t lo, hi;
-
-            if (end != NULL)
-                *end = '\0';
-            if (anon_private(line, &lo, &hi) && !(lo <= self && self < hi) &&
-                hi - lo <= MAX_MAPPING) {
-                for (uintptr_t p = (lo + HUGE - 1) & ~(HUGE - 1); p + HUGE <= hi; p += HUGE) {
-                    if (!mostly_resident(p, (unsigned char *)buf + BUF_SIZE - PAGES))
-                        continue;
-                    if (madvise((void *)p, HUGE, MADV_COLLAPSE) == 0)
-                        stats->collapsed++;
-                    else
-                        stats->refused++;
-                }
-            }
-            if (end == NULL)
-                break;
-            line = end + 1;
+    while (pbx__maps_next(&maps, &m)) {
+        if (!anon_private(&m) || pbx__maps_owns(&maps, m.lo, m.hi))
+            continue;
+        for (uintptr_t p = (m.lo + HUGE - 1) & ~(HUGE - 1); p + HUGE <= m.hi; p += HUGE) {
+            if (!mostly_resident(p, vec))
+                continue;
+            if (madvise((void *)p, HUGE, MADV_COLLAPSE) == 0)
+                stats->collapsed++;
+            else
+                stats->refused++;
         }
     }
-    munmap(buf, BUF_SIZE);
+    pbx__maps_free(&maps);
     close(maps_fd);
 }

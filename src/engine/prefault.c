@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/maps.h"
 #include "engine/prefault.h"
 #include "engine/pyfork.h"
 #include "engine/zygote.h"
@@ -43,7 +44,6 @@
 #define MAX_RANGE_PAGES ((size_t)1 << 16)
 #define MAX_PAGES       ((size_t)1 << 20)
 #define MAX_RANGES      4096
-#define MAPS_BUF        ((size_t)1 << 20)
 
 /* The programs the child runs: what nearly every execution does (print, main()'s value). */
 static const struct {
@@ -78,38 +78,23 @@ struct range {
 /* The child's private writable mappings, from procfs's self/maps; how many, or -1. */
 static int writable_ranges(int proc_fd, struct range *out, int max)
 {
-    char *buf = mmap(NULL, MAPS_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     int fd = openat(proc_fd, "self/maps", O_RDONLY | O_CLOEXEC);
-    size_t len = 0;
+    struct pbx_maps maps;
+    struct pbx_mapping m;
     int n = 0;
 
-    if (buf == MAP_FAILED || fd < 0)
+    if (pbx__maps_read(fd, &maps) < 0) {
+        if (fd >= 0)
+            close(fd);
         return -1;
-    for (;;) {
-        ssize_t got = read(fd, buf + len, MAPS_BUF - 1 - len);
-
-        if (got <= 0)
-            break;
-        len += (size_t)got;
-        if (len == MAPS_BUF - 1)
-            return -1;
     }
     close(fd);
-    buf[len] = '\0';
-    for (char *line = buf; *line != '\0' && n < max;) {
-        char *end = strchr(line, '\n');
-        unsigned long a, b;
-        char perms[8];
-
-        if (end != NULL)
-            *end = '\0';
-        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) == 3 && strcmp(perms, "rw-p") == 0 &&
-            (b - a) / PAGE <= MAX_RANGE_PAGES)
-            out[n++] = (struct range){a, b};
-        if (end == NULL)
-            break;
-        line = end + 1;
+    while (n < max && pbx__maps_next(&maps, &m)) {
+        if (strcmp(m.perms, "rw-p") == 0 && (m.hi - m.lo) / PAGE <= MAX_RANGE_PAGES &&
+            !pbx__maps_owns(&maps, m.lo, m.hi))
+            out[n++] = (struct range){m.lo, m.hi};
     }
+    pbx__maps_free(&maps);
     return n;
 }
 
