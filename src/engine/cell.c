@@ -23,6 +23,11 @@
  * for the job with the wall-clock deadline, collects the returned files from
  * /work with openat2 into the output memfd, reports DONE and exits; its mount
  * namespace, and the tmpfs with it, go away with it.
+ *
+ * A spare cell does all of it ahead of demand, up to a job that waits on a GO
+ * socket of its own: the supervisor sends the execution straight there, and
+ * the cell learns of it from PBX_JOB_GO on its status socket while the job
+ * already runs (or, with input files, waits for the cell to place them).
  */
 #include <Python.h>
 
@@ -201,23 +206,16 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     run_code(zs, job->flags, &job->limits, code, code_len, extra_modules, true);
 }
 
-/* What a spare cell tells its job when the execution arrives (with 5 fds). */
-struct spare_go {
-    uint32_t flags;                                /* enum pbx_job_flags */
-    uint32_t pad;                                  /* zero */
-    uint64_t code_offset;                          /* where the code starts in the request memfd */
-    uint64_t code_len;                             /* its length */
-    char extra_modules[PBX_PROTO_MAX_MODULES + 1]; /* NUL-terminated */
-};
-
 /*
- * A spare's job: fully isolated ahead of demand, then blocked on `sock` until
- * the cell hands it the execution.  Its first byte on `sock` says it is ready.
+ * A spare's job: fully isolated ahead of demand, then blocked on `go_sock`
+ * until the supervisor hands it the execution (struct pbx_proto_go).  `sock`
+ * is its cell's: its first message there says it is ready, and with input
+ * files it waits there for the cell's byte saying they are in /work.
  */
 static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
-                                     const struct pbx_proto_job *spare, int sock)
+                                     const struct pbx_proto_job *spare, int sock, int go_sock)
 {
-    static struct spare_go go;
+    static struct pbx_proto_go go;
     int got[5];
     int ngot = 0;
     const uint8_t *map;
@@ -228,9 +226,14 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     (void)prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (dup2(sock, 3) < 0 || syscall(SYS_close_range, 4, ~0U, 0) < 0)
+    /* fds 3 and 4, from above 4 so that neither lands on the other. */
+    sock = fcntl(sock, F_DUPFD_CLOEXEC, 5);
+    go_sock = fcntl(go_sock, F_DUPFD_CLOEXEC, 5);
+    if (sock < 0 || go_sock < 0 || dup2(sock, 3) < 0 || dup2(go_sock, 4) < 0 ||
+        syscall(SYS_close_range, 5, ~0U, 0) < 0)
         _exit(125);
     sock = 3;
+    go_sock = 4;
     pbx__cell_become_job(zs, &spare->limits, spare->flags);
     /* Warm what every run touches, so it is paid before the code arrives. */
     {
@@ -253,11 +256,19 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
         if (write(sock, &ready, sizeof(ready)) != sizeof(ready))
             _exit(125);
     }
-    n = pbx__proto_recv(sock, &go, sizeof(go), got, 5, &ngot, 0);
+    n = pbx__proto_recv(go_sock, &go, sizeof(go), got, 5, &ngot, 0);
     if (n != (ssize_t)sizeof(go) || ngot != 5)
         _exit(125);
     go.extra_modules[sizeof(go.extra_modules) - 1] = '\0';
-    if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len)
+    if (go.wait_cell) {
+        char placed;
+
+        /* EOF: the cell failed to place them, and exits; the namespace goes with it. */
+        if (read(sock, &placed, 1) != 1)
+            _exit(125);
+    }
+    if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len ||
+        go.code_offset + go.code_len < go.code_offset)
         _exit(125);
     map =
         mmap(NULL, (size_t)st.st_size ? (size_t)st.st_size : 1, PROT_READ, MAP_PRIVATE, got[0], 0);
@@ -662,35 +673,42 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
     finish(pid, sigfd, start, began, start, job, workfd, fds[PBX_FD_OUTPUT], &view);
 }
 
-/* Receive the GO message of a spare: the execution and its 6 fds (REQUEST..OUTPUT). */
-static bool receive_go(struct pbx_proto_job *job, int *fds)
+/* Receive the GO message of a spare: the execution and its REQUEST and OUTPUT fds. */
+static bool receive_go(struct pbx_proto_job *job, int *reqfd, int *outfd)
 {
+    int fds[2];
     int n = 0;
-    ssize_t r = pbx__proto_recv(pbx__cell_status_fd, job, sizeof(*job), fds + PBX_FD_REQUEST,
-                                PBX_FD_FIXED - 1, &n, 0);
+    ssize_t r = pbx__proto_recv(pbx__cell_status_fd, job, sizeof(*job), fds, 2, &n, 0);
 
-    return r >= 0 && pbx__proto_job_valid(job, (size_t)r, n) && job->kind == PBX_JOB_GO;
+    if (r < 0 || !pbx__proto_job_valid(job, (size_t)r, n) || job->kind != PBX_JOB_GO) {
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        return false;
+    }
+    *reqfd = fds[0];
+    *outfd = fds[1];
+    return true;
 }
 
 _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
                                     const struct pbx_proto_job *spare, int *fds, int nfds)
 {
-    static struct spare_go go;
     static struct pbx_proto_job job;
     struct pbx_proto_done ready;
-    int all[PBX_PROTO_MAX_FDS];
     cleanup_close int workfd = -1;
+    int reqfd = -1;
+    int outfd = -1;
     int sv[2];
     uint64_t go_ns;
+    uint64_t handed_ns;
     uint64_t start;
     int sigfd;
     pid_t pid;
-    int r;
 
     pbx__cell_status_fd = fds[0];
     if (spare->flags & PBX_JOB_HOLDER)
         count_fd = fds[--nfds]; /* after the cgroup.procs fds */
-    pbx__cell_enter(&spare->limits, fds + 1, nfds - 1);
+    pbx__cell_enter(&spare->limits, fds + 2, nfds - 2);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         pbx__cell_fail(PBX_STAGE_FORK, errno, "socketpair");
     sigfd = pbx__cell_block_sigchld();
@@ -698,8 +716,9 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     if (pid < 0)
         pbx__cell_fail(PBX_STAGE_FORK, errno, "fork the job");
     if (pid == 0)
-        job_spare_main(zs, spare, sv[1]);
+        job_spare_main(zs, spare, sv[1], fds[1]);
     close(sv[1]);
+    close(fds[1]); /* the job's GO socket is the job's alone */
     /* Ready when the job is: isolated, warmed, waiting for code. */
     {
         struct spare_ready said;
@@ -712,31 +731,31 @@ _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
     pbx__proto_done_init(&ready, PBX_PROTO_READY);
     if (pbx__proto_send_done(pbx__cell_status_fd, &ready, NULL, 0) < 0)
         _exit(1);
-    /* Wait for the execution; EOF means the pool was shut down. */
-    if (!receive_go(&job, all))
+    /*
+     * Wait for the execution; EOF means the pool was shut down.  The supervisor sent it to
+     * the job first: without input files, the job may be running already.
+     */
+    if (!receive_go(&job, &reqfd, &outfd))
         _exit(0);
     go_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+    /* The wall limit counts from the job's GO (the same clock in every namespace here). */
+    start = job.sent_ns != 0 && job.sent_ns <= go_ns ? job.sent_ns : go_ns;
     /* The spare was made for these limits; the supervisor only sends matching executions. */
     job.limits = spare->limits;
     workfd = open("/work", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (workfd < 0)
         pbx__cell_fail(PBX_STAGE_INPUT, errno, "open /work");
-    pbx__cell_take_request(all[PBX_FD_REQUEST], &job, workfd, &view);
-    memset(&go, 0, sizeof(go));
-    go.flags = job.flags;
-    go.code_offset = view.code_offset;
-    go.code_len = view.req.code_len;
-    memcpy(go.extra_modules, view.req.modules, sizeof(go.extra_modules));
-    start = pbx_clock_ns(CLOCK_MONOTONIC);
-    r = pbx__proto_send(sv[0], &go, sizeof(go), all + PBX_FD_REQUEST, 5);
-    if (r < 0)
-        pbx__cell_fail(PBX_STAGE_FORK, -r, "hand the execution to the job");
+    pbx__cell_take_request(reqfd, &job, workfd, &view);
+    close(reqfd);
+    if (job.ninput > 0) {
+        /* The files are in /work: now the job may start (it waits for this byte). */
+        handed_ns = pbx_clock_ns(CLOCK_MONOTONIC);
+        /* A job that cannot take it is dead: its end is reported as any job's. */
+        (void)send(sv[0], "", 1, MSG_NOSIGNAL);
+    } else {
+        /* Handed when the supervisor sent it. */
+        go_ns = handed_ns = start;
+    }
     close(sv[0]);
-    for (int i = PBX_FD_REQUEST; i <= PBX_FD_META; i++)
-        close(all[i]);
-    /*
-     * Handed as the send began: once sent, the job may run before this process does again,
-     * and a later reading would put some of its run before `handed`.
-     */
-    finish(pid, sigfd, start, go_ns, start, &job, workfd, all[PBX_FD_OUTPUT], &view);
+    finish(pid, sigfd, start, go_ns, handed_ns, &job, workfd, outfd, &view);
 }

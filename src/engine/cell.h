@@ -18,9 +18,11 @@ _Noreturn void pbx__cell_main(const struct pbx_zygote_state *zs, const struct pb
 
 /*
  * A spare cell: set up ahead of demand with the limits of `spare`, its job
- * forked, isolated and waiting.  fds[0] is the status socket, the rest
- * cgroup.procs fds.  Reports READY, then waits on the status socket for one
- * PBX_JOB_GO message and runs it as pbx__cell_main() would.  Never returns.
+ * forked, isolated and waiting.  fds[0] is the status socket, fds[1] the
+ * job's GO socket (the job's alone), the rest cgroup.procs fds (and the
+ * holder's pids.current).  Reports READY; the job then gets its execution from
+ * the supervisor and the cell one PBX_JOB_GO message on the status socket,
+ * after which it watches the job as pbx__cell_main() would.  Never returns.
  */
 _Noreturn void pbx__cell_spare_main(const struct pbx_zygote_state *zs,
                                     const struct pbx_proto_job *spare, int *fds, int nfds);

@@ -77,6 +77,7 @@ struct pbx_zygotes {
 /* A cell forked and isolated ahead of demand, its job waiting for code (pool.c). */
 struct pbx_spare {
     int status;                   /* our end of its status socket */
+    int go;                       /* our end of its job's GO socket */
     struct pbx_cgroup_cell *cell; /* its cgroups, or NULL */
     struct pbx_zygote *z;         /* the zygote it was forked from (a reference) */
 };

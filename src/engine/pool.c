@@ -5,11 +5,12 @@
  * Theory of operation: the refill thread keeps `target` spares.  For each it
  * takes cgroups (cells.c) and a reference to the current zygote (zygotes.c),
  * and sends the zygote a PBX_JOB_SPARE message carrying the spare's status
- * socket and its cgroup.procs fds; the zygote forks the cell, which forks its
- * job, and the cell reports READY once the job is isolated and waiting
- * (cell.c).  The supervisor keeps, per spare, its end of the status socket.
- * pbx__pool_take() hands the oldest spare to an execution, which sends it
- * PBX_JOB_GO (run.c); closing the socket instead makes the cell and its job exit.
+ * socket, its job's GO socket and its cgroup.procs fds; the zygote forks the
+ * cell, which forks its job, and the cell reports READY once the job is
+ * isolated and waiting (cell.c).  The supervisor keeps, per spare, its ends of
+ * both sockets.  pbx__pool_take() hands the oldest spare to an execution,
+ * which sends the job its execution and the cell PBX_JOB_GO (run.c); closing
+ * the sockets instead makes the cell and its job exit.
  * The target adapts to misses and hits, between spares_min and spares_max;
  * every POOL_SWEEP_MS the refill thread drops spares whose zygote is past its
  * time, so a retired zygote does not live on in an idle pool.
@@ -45,6 +46,9 @@ static bool spare_fits(const struct pbx_limits *r, const struct pbx_limits *s)
 
 static void spare_release(struct pbx_engine *e, struct pbx_spare *sp)
 {
+    if (sp->go >= 0)
+        close(sp->go);
+    sp->go = -1;
     if (sp->status >= 0)
         close(sp->status); /* the cell sees EOF and exits, its job with it */
     sp->status = -1;
@@ -60,13 +64,14 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
 {
     struct pbx_proto_job job;
     struct pbx_proto_done d;
-    int fds[1 + PBX_PROTO_MAX_CGROUP_FDS + 1];
-    int nfds = 1;
+    int fds[2 + PBX_PROTO_MAX_CGROUP_FDS + 1];
+    int nfds = 0;
     int sv[2];
     int rc = -1;
     int r;
 
     sp->status = -1;
+    sp->go = -1;
     sp->cell = NULL;
     sp->z = pbx__zygotes_get(e, false, err);
     if (sp->z == NULL)
@@ -80,7 +85,13 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
         return -1;
     }
     sp->status = sv[0];
-    fds[0] = sv[1];
+    fds[nfds++] = sv[1];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+        pbx_error_set(err, errno, "socketpair");
+        goto out;
+    }
+    sp->go = sv[0];
+    fds[nfds++] = sv[1];
     if (e->cg != NULL) {
         /*
          * With the cgroups that count processes, the job keeps a holder of
@@ -93,7 +104,7 @@ static int make_spare(struct pbx_engine *e, struct pbx_spare *sp, struct pbx_err
             cgl.pids++;
         if (pbx__cells_get(e, job.id, &cgl, &sp->cell, err) < 0)
             goto out;
-        r = pbx_cgroup_cell_procs_fds(sp->cell, fds + 1, PBX_PROTO_MAX_CGROUP_FDS, err);
+        r = pbx_cgroup_cell_procs_fds(sp->cell, fds + nfds, PBX_PROTO_MAX_CGROUP_FDS, err);
         if (r < 0)
             goto out;
         nfds += r;

@@ -31,8 +31,9 @@ bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds)
     case PBX_JOB_RUN:
         return nfds == PBX_FD_FIXED + (int)job->ncgroup_fds;
     case PBX_JOB_SPARE:
-        return nfds == 1 + (int)job->ncgroup_fds + ((job->flags & PBX_JOB_HOLDER) != 0);
+        return nfds == 2 + (int)job->ncgroup_fds + ((job->flags & PBX_JOB_HOLDER) != 0);
     case PBX_JOB_GO:
+        return nfds == 2;
     case PBX_JOB_CALL:
         return nfds == PBX_FD_FIXED - 1;
     case PBX_JOB_SESSION:
@@ -259,10 +260,14 @@ void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n)
     pbx__proto_put_bytes(w, s, n);
 }
 
-void pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len)
+uint64_t pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len)
 {
+    uint64_t at;
+
     pbx__proto_put_u64(w, len);
+    at = w->len;
     pbx__proto_put_bytes(w, code, len);
+    return at;
 }
 
 void pbx__proto_request_input(struct pbx_proto_writer *w, const char *name, const void *data,

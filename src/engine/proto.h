@@ -4,7 +4,9 @@
  * supervisor -> zygote (control socket, SOCK_SEQPACKET): one struct
  * pbx_proto_job per execution (PBX_JOB_RUN) or spare cell (PBX_JOB_SPARE),
  * with the fds of enum pbx_proto_fd as SCM_RIGHTS; supervisor -> spare cell
- * (its status socket): one PBX_JOB_GO.  zygote -> supervisor (control
+ * (its status socket): one PBX_JOB_GO, and supervisor -> a spare's job (its GO
+ * socket, made with the spare): one struct pbx_proto_go, the same execution
+ * for the job itself, sent first.  zygote -> supervisor (control
  * socket): READY once started, or FAILED.  cell -> supervisor (the job's own
  * status socketpair): READY for a spare, then a PBX_PROTO_STARTED message
  * carrying pidfds of the job and the cell, then DONE; FAILED at any point.
@@ -31,7 +33,7 @@
 #include "sandbox/files.h"
 
 #define PBX_PROTO_MAGIC   0x70796278u /* "pybx" */
-#define PBX_PROTO_VERSION 3u
+#define PBX_PROTO_VERSION 4u
 
 enum pbx_proto_fd {
     PBX_FD_STATUS = 0, /* the cell's end of the status socketpair */
@@ -62,8 +64,9 @@ enum pbx_job_flags {
 /* What a message to the zygote, or to a spare cell, asks for. */
 enum pbx_job_kind {
     PBX_JOB_RUN = 0,   /* to the zygote: fork a cell and run this execution in it */
-    PBX_JOB_SPARE = 1, /* to the zygote: fork a spare cell (fds: status, cgroup.procs...) */
-    PBX_JOB_GO = 2,    /* to a spare cell: run this execution (fds: REQUEST..OUTPUT) */
+    PBX_JOB_SPARE = 1, /* to the zygote: fork a spare cell (fds: status, the job's GO */
+                       /* socket, cgroup.procs...) */
+    PBX_JOB_GO = 2,    /* to a spare cell: this execution runs (fds: REQUEST, OUTPUT) */
     /* Sessions (session_cell.c): */
     PBX_JOB_SESSION = 3,   /* to the zygote: fork a session's cell (fds: status, REQUEST with */
                            /* the input files, cgroup.procs...) */
@@ -95,6 +98,7 @@ struct pbx_proto_job {
     uint32_t ninput;          /* input files in the request */
     uint32_t nreturn;         /* names to return in the request */
     struct pbx_limits limits; /* limits of this execution */
+    uint64_t sent_ns;         /* PBX_JOB_GO: when the job's own GO was sent (CLOCK_MONOTONIC) */
 };
 
 /*
@@ -106,8 +110,9 @@ void pbx__proto_job_init(struct pbx_proto_job *job, enum pbx_job_kind kind, uint
 /*
  * Whether `len` bytes received with `nfds` fds are a whole job message of a
  * known kind with the fds that kind carries: REQUEST..OUTPUT and the
- * cgroup.procs fds for PBX_JOB_RUN, the status socket and the cgroup.procs
- * fds for PBX_JOB_SPARE, REQUEST..OUTPUT for PBX_JOB_GO.  The receiver still
+ * cgroup.procs fds for PBX_JOB_RUN, the status socket, the job's GO socket
+ * and the cgroup.procs fds for PBX_JOB_SPARE, REQUEST and OUTPUT for
+ * PBX_JOB_GO.  The receiver still
  * checks that the kind is one it takes.  Async-signal-safe.
  */
 bool pbx__proto_job_valid(const struct pbx_proto_job *job, size_t len, int nfds);
@@ -285,7 +290,8 @@ void pbx__proto_put_string(struct pbx_proto_writer *w, const char *s, size_t n);
 #define PBX_PROTO_MAX_RETURN  256
 #define PBX_PROTO_MAX_MODULES 8192 /* a server's list (2048) and a key's (4096) */
 
-void pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len);
+/* The code goes first; returns where its bytes start in the request (for pbx_proto_go). */
+uint64_t pbx__proto_request_code(struct pbx_proto_writer *w, const char *code, size_t len);
 void pbx__proto_request_input(struct pbx_proto_writer *w, const char *name, const void *data,
                               size_t size);
 void pbx__proto_request_return(struct pbx_proto_writer *w, const char *name);
@@ -313,6 +319,21 @@ int pbx__proto_request_read(const uint8_t *p, size_t len, uint32_t ninput, uint3
                             int (*on_input)(void *arg, const char *name, const uint8_t *data,
                                             uint64_t size),
                             void *arg, struct pbx_proto_request *req, const char **what);
+
+/*
+ * What a spare's job gets on its GO socket when its execution comes (with the
+ * REQUEST, STDIN, STDOUT, STDERR and META fds): the supervisor sends it
+ * straight to the job, then PBX_JOB_GO to the cell, so the job starts without
+ * waiting for its cell to wake.  With input files the job first waits for the
+ * cell's word that they are in /work (one byte on the socket between them).
+ */
+struct pbx_proto_go {
+    uint32_t flags;                                /* enum pbx_job_flags */
+    uint32_t wait_cell;                            /* 1: input files; wait for the cell */
+    uint64_t code_offset;                          /* where the code starts in the request memfd */
+    uint64_t code_len;                             /* its length */
+    char extra_modules[PBX_PROTO_MAX_MODULES + 1]; /* NUL-terminated */
+};
 
 /*
  * A returned-file record in the output memfd: u32 state (enum

@@ -7,9 +7,10 @@
  * memfd with the code and input files, a sealed memfd with stdin, three pipes
  * (stdout, stderr, the job's records), a memfd for returned files, a status
  * socketpair, and the cell's cgroups with fds of their cgroup.procs.  It
- * sends all of it to the zygote in one message (or the fds but the status
- * socket and the cgroups' to a spare cell from the pool, on that spare's own
- * status socket), keeps the read ends, and multiplexes them until the cell
+ * sends all of it to the zygote in one message (or, to a spare from the
+ * pool, the code's place and the job's fds straight to its job on the
+ * job's GO socket, then the request and output memfds to its cell on the
+ * spare's status socket), keeps the read ends, and multiplexes them until the cell
  * reports DONE: output is kept up to its cap and the rest drained and
  * dropped, so a flood never blocks the job or the supervisor.  A backstop
  * deadline (wall limit plus grace) kills the job, the cell and the cgroup if
@@ -625,6 +626,29 @@ static void note_timing(const struct pbx_flight *f, struct pbx_exec_timing *t)
 }
 
 /*
+ * A warm execution, straight to its spare's job on `sock`: the flags, where the
+ * code is (at `code_at` in the request memfd) and the extra modules, with the
+ * REQUEST..META fds of `child`.
+ */
+static int send_go(int sock, const struct pbx_proto_job *job, const struct pbx_exec_request *req,
+                   uint64_t code_at, const int *child, struct pbx_error **err)
+{
+    struct pbx_proto_go go;
+    int r;
+
+    memset(&go, 0, sizeof(go));
+    go.flags = job->flags;
+    go.wait_cell = job->ninput > 0;
+    go.code_offset = code_at;
+    go.code_len = req->code_len;
+    if (req->extra_modules != NULL) /* pbx__run_check() bounded it */
+        memcpy(go.extra_modules, req->extra_modules, strlen(req->extra_modules));
+    r = pbx__proto_send(sock, &go, sizeof(go), child + PBX_FD_REQUEST,
+                        PBX_FD_META - PBX_FD_REQUEST + 1);
+    return r < 0 ? pbx_error_set(err, -r, "hand the execution to the spare's job") : 0;
+}
+
+/*
  * One attempt.  *lost is set when the zygote died before the cell could start
  * the job: nothing ran, so the caller may try again on a fresh zygote.
  */
@@ -643,6 +667,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
     bool mem_read = false;
     int nchild = PBX_FD_FIXED;
     struct pbx_spare spare;
+    uint64_t code_at;
     int sv[2];
     int rc = -1;
     int r;
@@ -662,7 +687,7 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
                 (req->on_output != NULL || req->on_display != NULL ? PBX_JOB_LIVE : 0);
     job.ninput = (uint32_t)req->nfiles;
     job.nreturn = (uint32_t)req->nreturn;
-    pbx__proto_request_code(&w, req->code, req->code_len);
+    code_at = pbx__proto_request_code(&w, req->code, req->code_len);
     for (size_t i = 0; i < req->nfiles; i++)
         pbx__proto_request_input(&w, req->files[i].name, req->files[i].data, req->files[i].size);
     for (size_t i = 0; i < req->nreturn; i++)
@@ -693,17 +718,24 @@ static int execute_once(struct pbx_engine *e, const struct pbx_exec_request *req
         goto out_close;
     }
     if (pbx__pool_take(e, &req->limits, &spare)) {
-        /* A warm cell: hand it the execution on its own status socket. */
         timing.taken_ns = pbx_clock_ns(CLOCK_MONOTONIC);
         timing.warm = true;
         f.status = spare.status;
         cell = spare.cell;
         z = spare.z;
         pbx__zygotes_count_exec(e, z);
-        job.kind = PBX_JOB_GO;
-        /* Taken before the send: the cell may have it before sendmsg() returns here. */
+        /* Taken before the send: the job may have it before sendmsg() returns here. */
         timing.sent_ns = pbx_clock_ns(CLOCK_MONOTONIC);
-        if (pbx__proto_send_job(f.status, &job, child + PBX_FD_REQUEST, PBX_FD_FIXED - 1, err) < 0)
+        r = send_go(spare.go, &job, req, code_at, child, err);
+        close(spare.go);
+        if (r < 0)
+            goto out_close;
+        /* Then its cell: it watches the job, and places the input files when there are. */
+        job.kind = PBX_JOB_GO;
+        job.sent_ns = timing.sent_ns;
+        if (pbx__proto_send_job(f.status, &job,
+                                (const int[2]){child[PBX_FD_REQUEST], child[PBX_FD_OUTPUT]}, 2,
+                                err) < 0)
             goto out_close;
         goto sent;
     }

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import SLOW
+from conftest import SLOW, wait_metric
 from pybox_host import cgroup_dirs, wait_jail_file  # tests/ is on sys.path (conftest.py)
 
 # What one execution leaves behind, everywhere it can: files in /work, /tmp and /dev/shm, a
@@ -144,6 +144,52 @@ def test_page_faults_are_counted(pooled):
     assert prep and ran, text
     assert int(ran.group(1)) > 0
     assert int(prep.group(1)) > 0, "no warm spare was used"
+
+
+def warm_body(srv, body):
+    """POST `body` (admin, /v1/execute) on a warm spare: its JSON, the spare's use proven by the
+    pool's warm count."""
+    deadline = time.monotonic() + 30 * SLOW
+    # Both engines' spares (the anonymous callers' and the keyed callers'), at least one each.
+    while metric(srv, "pybox_cells_idle") < 2:
+        assert time.monotonic() < deadline, "no spare became ready"
+        time.sleep(0.02)
+    before = pool_hits(srv)
+    r = srv.admin(body, v1=True)
+    assert r.status_code == 200, r.text
+    assert pool_hits(srv) == before + 1, "the execution did not run in a warm spare"
+    return r.json()
+
+
+def test_a_warm_jobs_input_files_are_in_place_before_its_code_runs(pooled):
+    """A spare's job gets its execution straight from the supervisor, before its cell has
+    written the input files: it must wait for them.  4 MiB in two files, read by the first
+    statement, come out whole."""
+    import base64
+    import hashlib
+    big = secrets.token_bytes(3 << 20)
+    small = secrets.token_bytes(1 << 20)
+    code = ("import hashlib, os\n"
+            "print(sorted(os.listdir('.')))\n"
+            "for n in ('big.bin', 'small.bin'):\n"
+            "    print(n, hashlib.sha256(open(n, 'rb').read()).hexdigest())\n")
+    body = warm_body(pooled, {"code": code, "files": [
+        {"name": "big.bin", "content_base64": base64.b64encode(big).decode()},
+        {"name": "small.bin", "content_base64": base64.b64encode(small).decode()}]})
+    assert body["status"] == "ok", body
+    assert body["stdout"] == "['big.bin', 'small.bin']\nbig.bin %s\nsmall.bin %s\n" % (
+        hashlib.sha256(big).hexdigest(), hashlib.sha256(small).hexdigest()), body
+
+
+def test_a_warm_jobs_wall_clock_starts_with_its_execution(start_server):
+    """The spare's cell learns of the execution after its job: the wall limit still holds from
+    the job's start, and a job that outlives it is killed and reported as timed out.  (Spares
+    are made with the server's limits: its timeout is 1 s here.)"""
+    srv = start_server("--spares", "1:1", "--timeout", "1", "--rpm", "1000", "--rpd", "100000")
+    body = warm_body(srv, {"code": "import time\nprint('up', flush=True)\ntime.sleep(30)\n"})
+    assert body["status"] == "timeout", body
+    assert body["stdout"] == "up\n", body
+    assert 1000 <= body["duration_ms"] < 5000, body
 
 
 def zygotes_of(server_pid):

@@ -381,23 +381,30 @@ START_TEST(test_job_valid)
     job.ncgroup_fds = PBX_PROTO_MAX_CGROUP_FDS + 1;
     ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_PROTO_MAX_FDS + 1));
 
+    /* A spare: its status socket, its job's GO socket, the cgroup.procs fds (and a holder's). */
     pbx__proto_job_init(&job, PBX_JOB_SPARE, 8);
     job.ncgroup_fds = 3;
-    ck_assert(pbx__proto_job_valid(&job, sizeof(job), 4));
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), 5));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 4));
     ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED + 3));
+    job.flags = PBX_JOB_HOLDER;
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), 6));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 5));
 
+    /* A spare cell's GO: the request and output memfds (the job has the rest). */
     pbx__proto_job_init(&job, PBX_JOB_GO, 9);
-    ck_assert(pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
-    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED));
-
-    job.kind = 3;
+    ck_assert(pbx__proto_job_valid(&job, sizeof(job), 2));
     ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 1));
+
+    job.kind = 99; /* no such kind */
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 2));
     pbx__proto_job_init(&job, PBX_JOB_GO, 9);
     job.magic ^= 1;
-    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 2));
     pbx__proto_job_init(&job, PBX_JOB_GO, 9);
     job.version++;
-    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), PBX_FD_FIXED - 1));
+    ck_assert(!pbx__proto_job_valid(&job, sizeof(job), 2));
 }
 END_TEST
 
@@ -410,20 +417,22 @@ START_TEST(test_job_send)
     int fds[PBX_PROTO_MAX_FDS];
     int nfds;
     int sv[2];
-    int fd[1];
+    int fd[2];
     ssize_t n;
 
     seqpacket_pair(sv);
     fd[0] = sv[0];
+    fd[1] = sv[0];
     pbx__proto_job_init(&job, PBX_JOB_SPARE, 42);
-    ck_assert_int_eq(pbx__proto_send_job(sv[0], &job, fd, 1, &err), 0);
+    ck_assert_int_eq(pbx__proto_send_job(sv[0], &job, fd, 2, &err), 0);
     ck_assert_ptr_null(err);
     n = pbx__proto_recv(sv[1], &got, sizeof(got), fds, PBX_PROTO_MAX_FDS, &nfds, 0);
     ck_assert_int_eq(n, sizeof(got));
-    ck_assert_int_eq(nfds, 1);
+    ck_assert_int_eq(nfds, 2);
     ck_assert(pbx__proto_job_valid(&got, (size_t)n, nfds));
     ck_assert_uint_eq(got.id, 42);
     close(fds[0]);
+    close(fds[1]);
     /* The peer gone: an error, no signal. */
     close(sv[1]);
     ck_assert_int_lt(pbx__proto_send_job(sv[0], &job, fd, 1, &err), 0);
