@@ -92,6 +92,7 @@ struct pbx_pool {
     unsigned serving;    /* executions running in spares taken: refills wait for them */
     unsigned target;     /* spares wanted, between spares_min and spares_max */
     unsigned streak;     /* executions served by a spare since the last miss */
+    uint64_t served_ns;  /* when an execution in a spare last ended (CLOCK_MONOTONIC) */
     bool stopping;       /* the engine is being freed */
     bool refill_running; /* the refill thread exists */
     pthread_t refill;    /* makes spares up to target */
