@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -226,11 +227,34 @@ def test_serve_in_the_pod():
 
 
 def repl_jsonl(env, request):
-    """`pybox repl --jsonl` (libpybox's local mode) in the pod, one request: its output lines."""
-    r = subprocess.run(pod([PYBOX, "repl", "--jsonl"]), input=json.dumps(request) + "\n",
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env(env),
-                       text=True, timeout=TIMEOUT)
-    return [json.loads(line) for line in r.stdout.splitlines()], r.stderr
+    """`pybox repl --jsonl` (libpybox's local mode) in the pod, one request: its output lines
+    (the ready line, then the answer) and its stderr.  Stdin stays open until the answer is in:
+    EOF on stdin says the driving program is gone, which interrupts a call still running."""
+    p = subprocess.Popen(pod([PYBOX, "repl", "--jsonl"]), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_clean_env(env),
+                         text=True)
+    watchdog = threading.Timer(TIMEOUT, p.kill)
+    watchdog.start()
+    lines = []
+    try:
+        first = p.stdout.readline()
+        if first:
+            lines.append(json.loads(first))
+        if lines and lines[0].get("ready") is True:
+            p.stdin.write(json.dumps(request) + "\n")
+            p.stdin.flush()
+            answer = p.stdout.readline()
+            if answer:
+                lines.append(json.loads(answer))
+        p.stdin.close()
+        err = p.stderr.read()
+        p.wait(timeout=TIMEOUT)
+    finally:
+        watchdog.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    return lines, err
 
 
 def test_libpybox_local_mode_in_the_pod():
@@ -243,7 +267,8 @@ def test_libpybox_local_mode_in_the_pod():
     assert lines[1]["ok"] is True and lines[1]["result"]["stdout"] == "42\n", (
         json.dumps(lines[1]), err)
     lines, err = repl_jsonl({"PYBOX_JAIL_IDS": "40000:2000"}, request)
-    assert lines[1]["ok"] is True and lines[1]["result"]["stdout"] == "42\n", (lines, err)
+    assert lines[1]["ok"] is True and lines[1]["result"]["stdout"] == "42\n", (
+        json.dumps(lines[1]), err)
     lines, err = repl_jsonl({"PYBOX_JAIL_IDS": "1000000000"}, request)
     assert lines[0]["ready"] is False, lines
     assert lines[0]["error"]["message"] == (
