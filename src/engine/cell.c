@@ -206,6 +206,18 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
     run_code(zs, job->flags, &job->limits, code, code_len, extra_modules, true);
 }
 
+const uint8_t *pbx__cell_map_code(int fd, uint64_t offset, uint64_t len, size_t *size)
+{
+    struct stat st;
+    void *map;
+
+    if (fstat(fd, &st) < 0 || offset + len < offset || (uint64_t)st.st_size < offset + len)
+        return NULL;
+    *size = st.st_size > 0 ? (size_t)st.st_size : 1;
+    map = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    return map == MAP_FAILED ? NULL : map;
+}
+
 /*
  * A spare's job: fully isolated ahead of demand, then blocked on `go_sock`
  * until the supervisor hands it the execution (struct pbx_proto_go).  `sock`
@@ -219,7 +231,7 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
     int got[5];
     int ngot = 0;
     const uint8_t *map;
-    struct stat st;
+    size_t size;
     sigset_t none;
     ssize_t n;
 
@@ -267,12 +279,8 @@ static _Noreturn void job_spare_main(const struct pbx_zygote_state *zs,
         if (read(sock, &placed, 1) != 1)
             _exit(125);
     }
-    if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len ||
-        go.code_offset + go.code_len < go.code_offset)
-        _exit(125);
-    map =
-        mmap(NULL, (size_t)st.st_size ? (size_t)st.st_size : 1, PROT_READ, MAP_PRIVATE, got[0], 0);
-    if (map == MAP_FAILED)
+    map = pbx__cell_map_code(got[0], go.code_offset, go.code_len, &size);
+    if (map == NULL)
         _exit(125);
     place_fds(got + 1);
     run_code(zs, go.flags, &spare->limits, map + go.code_offset, go.code_len, go.extra_modules,

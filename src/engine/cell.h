@@ -79,6 +79,12 @@ void pbx__cell_become_job(const struct pbx_zygote_state *zs, const struct pbx_li
 /* SIGCHLD blocked and read through the signalfd returned (or -1). */
 int pbx__cell_block_sigchld(void);
 
+/*
+ * In a job: map the request memfd `fd` read-only, whole, and check that the code's `len` bytes
+ * at `offset` lie within it.  The mapping, its length in *size; NULL when they do not.
+ */
+const uint8_t *pbx__cell_map_code(int fd, uint64_t offset, uint64_t len, size_t *size);
+
 /* Report STARTED with pidfds of the job and of the cell. */
 void pbx__cell_send_started(pid_t job);
 

@@ -20,8 +20,7 @@ int pbx__maps_read(int fd, struct pbx_maps *m)
     memset(m, 0, sizeof(*m));
     if (fd < 0)
         return -1;
-    m->size = MAPS_MAX;
-    m->buf = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    m->buf = mmap(NULL, MAPS_MAX, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m->buf == MAP_FAILED) {
         m->buf = NULL;
         return -1;
@@ -73,12 +72,12 @@ bool pbx__maps_owns(const struct pbx_maps *m, uintptr_t lo, uintptr_t hi)
 {
     uintptr_t b = (uintptr_t)m->buf;
 
-    return m->buf != NULL && lo < b + m->size && b < hi;
+    return m->buf != NULL && lo < b + MAPS_MAX && b < hi;
 }
 
 void pbx__maps_free(struct pbx_maps *m)
 {
     if (m->buf != NULL)
-        munmap(m->buf, m->size);
+        munmap(m->buf, MAPS_MAX);
     memset(m, 0, sizeof(*m));
 }

@@ -21,9 +21,8 @@ struct pbx_mapping {
 
 /* The text of maps, in a buffer of its own (mmap'd: the caller's heap stays as it is). */
 struct pbx_maps {
-    char *buf;   /* NULL when nothing was read */
-    size_t size; /* the mapping's size */
-    char *next;  /* the next line */
+    char *buf;  /* NULL when nothing was read */
+    char *next; /* the next line */
 };
 
 /*

@@ -140,7 +140,7 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
         struct pbx_proto_call_done done = {.magic = PBX_PROTO_MAGIC};
         struct rusage ru;
         const uint8_t *map;
-        struct stat st;
+        size_t size;
         int got[5];
         int ngot = 0;
         ssize_t n;
@@ -153,12 +153,8 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
         if (n != (ssize_t)sizeof(go) || ngot != 5 || go.magic != PBX_PROTO_MAGIC)
             _exit(125);
         go.extra_modules[sizeof(go.extra_modules) - 1] = '\0';
-        if (fstat(got[0], &st) < 0 || (uint64_t)st.st_size < go.code_offset + go.code_len ||
-            go.code_offset + go.code_len < go.code_offset)
-            _exit(125);
-        map = mmap(NULL, (size_t)st.st_size ? (size_t)st.st_size : 1, PROT_READ, MAP_PRIVATE,
-                   got[0], 0);
-        if (map == MAP_FAILED)
+        map = pbx__cell_map_code(got[0], go.code_offset, go.code_len, &size);
+        if (map == NULL)
             _exit(125);
         close(got[0]);
         for (int i = 0; i < 4; i++) {
@@ -168,7 +164,7 @@ static _Noreturn void job_main(const struct pbx_zygote_state *zs, const struct p
         }
         done.seq = go.seq;
         done.exit_code = run_call(zs, limits, &go, map + go.code_offset);
-        munmap((void *)map, (size_t)st.st_size ? (size_t)st.st_size : 1);
+        munmap((void *)map, size);
         detach_fds();
         if (getrusage(RUSAGE_SELF, &ru) == 0)
             done.max_rss_kb = (uint64_t)ru.ru_maxrss;
